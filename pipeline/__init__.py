@@ -1,0 +1,1 @@
+"""VeilStream pipeline: everything that touches the outside world (CLI, Kafka, Ray, MinIO)."""

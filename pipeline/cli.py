@@ -1,0 +1,172 @@
+"""The ``veilstream`` command line.
+
+Every command prints one clear line and exits non-zero on bad input (2 for invalid
+arguments or configuration, 1 for unreadable input or a failed run); tracebacks are
+shown only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from operators.types import ConfigError, InputError, ModelNotFoundError, ProviderError, VeilStreamError
+
+logger = logging.getLogger("veilstream")
+
+CONFIG_ENV = "VEILSTREAM_CONFIG"
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+class UsageError(VeilStreamError):
+    """Invalid command-line arguments."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def _add_detection_args(p: argparse.ArgumentParser, default_classes: str = "face,plate") -> None:
+    p.add_argument("--classes", type=_csv, default=_csv(default_classes),
+                   help=f"comma-separated classes to mask: face,plate,person,text (default {default_classes}); "
+                        "face includes the head-region fallback for persons whose face is not detected")
+    p.add_argument("--style", default="mosaic", help="mask style: mosaic, blur or fill (default mosaic)")
+    p.add_argument("--zones", type=Path, help="YAML file of static privacy zones (polygons always masked)")
+    p.add_argument("--detect-every", type=int, default=None, metavar="N",
+                   help="run detectors on every N-th frame and carry boxes in between (video; default 2)")
+    p.add_argument("--providers", type=_csv, default=None,
+                   help="onnxruntime execution providers, e.g. cuda,cpu (default: auto, GPU when present)")
+    p.add_argument("--model-dir", default=None,
+                   help="directory holding model files (default $VEILSTREAM_MODEL_DIR, packages, cache)")
+
+
+def _redaction_config(args: argparse.Namespace, detect_every_default: int) -> object:
+    from operators.redactor import RedactionConfig
+
+    return RedactionConfig(
+        classes=tuple(args.classes),
+        style=args.style,
+        detect_every=args.detect_every if args.detect_every is not None else detect_every_default,
+        providers=tuple(args.providers) if args.providers else None,
+        model_dir=args.model_dir,
+    ).validate()
+
+
+def cmd_redact(args: argparse.Namespace) -> int:
+    from operators.redactor import Redactor
+    from operators.zones import load_zones
+
+    from .redact_file import redact_images, redact_video
+
+    src = str(args.input)
+    is_url = "://" in src
+    if not is_url and not Path(src).exists():
+        raise InputError(f"input {src!r} does not exist")
+    if args.detect_every is not None and args.detect_every < 1:
+        raise UsageError(f"--detect-every: expected an integer >= 1, got {args.detect_every}")
+    is_dir = not is_url and Path(src).is_dir()
+    cfg = _redaction_config(args, detect_every_default=1 if is_dir else 2)
+    zones = load_zones(args.zones) if args.zones else None
+    redactor = Redactor(cfg, zones=zones)  # type: ignore[arg-type]
+    progress = not args.quiet and sys.stderr.isatty() or args.progress
+    if is_dir:
+        summary = redact_images(redactor, Path(src), args.output, progress=progress)
+    else:
+        summary = redact_video(redactor, src, args.output, keep_audio=args.keep_audio, progress=progress)
+    print(summary.to_json() if args.json else summary.line())
+    if summary.unreadable:
+        print(f"veilstream redact: {len(summary.unreadable)} unreadable image(s) skipped: "
+              f"{', '.join(summary.unreadable[:5])}", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from operators.evaluation import run_eval
+
+    return run_eval(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="veilstream", description="De-identify CCTV footage: faces, plates, persons, text.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("--log-level", default=os.environ.get("VEILSTREAM_LOG_LEVEL", "INFO"))
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("redact", help="redact a video file (or URL) or a directory of images")
+    p.add_argument("input", help="video file, URL (rtsp://, http://) or directory of images")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="output .mp4 (or directory) for a video; output directory for images")
+    _add_detection_args(p)
+    p.add_argument("--keep-audio", action="store_true", help="copy the audio track (dropped by default)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--progress", action="store_true", help="progress bar even when stderr is not a terminal")
+    p.set_defaults(func=cmd_redact)
+
+    p = sub.add_parser("eval", help="measure leak rates on labelled images (faces_dlib, coco_val2017, plates_eu)")
+    p.add_argument("dataset", nargs="?", default="all",
+                   help="faces_dlib, coco_val2017, plates_eu or all (default all)")
+    p.add_argument("--eval-dir", type=Path, default=None,
+                   help="folder holding the data sets (default $VEILSTREAM_EVAL_DIR or ../shared/eval)")
+    _add_detection_args(p)
+    p.add_argument("--json-out", type=Path, default=None, help="also write the JSON report here")
+    p.set_defaults(func=cmd_eval)
+
+    for register in _EXTRA_COMMANDS:
+        register(sub)
+    return parser
+
+
+_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []  # type: ignore[type-arg]
+
+
+def _load_extra_commands() -> None:
+    try:
+        from . import commands  # streaming commands (ingest, process, sink, up, down, run)
+    except ImportError:
+        return
+    _EXTRA_COMMANDS.append(commands.register)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _load_extra_commands()
+    parser = build_parser()
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        args = parser.parse_args(argv)
+        logging.basicConfig(
+            level=logging.DEBUG if args.debug else getattr(logging, str(args.log_level).upper(), logging.INFO),
+            format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        )
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return EXIT_USAGE
+        return int(args.func(args) or 0)
+    except (UsageError, ConfigError, ProviderError) as exc:
+        if debug:
+            raise
+        print(f"veilstream: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ModelNotFoundError, InputError, VeilStreamError) as exc:
+        if debug:
+            raise
+        print(f"veilstream: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("veilstream: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""Thin confluent-kafka adapters: no network in ``__init__`` beyond the client object,
+manual commits only, bounded retries on a full local queue, delivery tracked per message.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from operators.types import VeilStreamError
+
+logger = logging.getLogger(__name__)
+
+Headers = list[tuple[str, bytes]]
+
+
+class KafkaDeliveryError(VeilStreamError):
+    pass
+
+
+def client_config(bootstrap: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    cfg: dict[str, Any] = {"bootstrap.servers": bootstrap}
+    cfg.update(extra or {})
+    return cfg
+
+
+@dataclass
+class Delivery:
+    """Outcome of one produce: ``done`` flips when the broker acked (or refused) it."""
+
+    done: bool = False
+    error: str | None = None
+    partition: int = -1
+    offset: int = -1
+    callbacks: list[Callable[[Delivery], None]] = field(default_factory=list)
+
+
+class ChunkProducer:
+    """Idempotent producer for chunk messages (large values, headers, key = camera id)."""
+
+    def __init__(self, bootstrap: str, *, message_max_bytes: int = 16 * 1024 * 1024,
+                 extra: dict[str, Any] | None = None, client_id: str = "veilstream") -> None:
+        cfg = client_config(bootstrap, {
+            "client.id": client_id,
+            "enable.idempotence": True,  # acks=all, ordered, no duplicates on retry
+            "message.max.bytes": message_max_bytes,
+            "linger.ms": 5,
+            "compression.type": "none",  # payloads are already H.264/JPEG
+            "queue.buffering.max.kbytes": 256 * 1024,
+        })
+        cfg.update(extra or {})
+        self._p = Producer(cfg)
+
+    def produce(self, topic: str, value: bytes, key: str | bytes | None, headers: Headers,
+                on_done: Callable[[Delivery], None] | None = None, retries: int = 50) -> Delivery:
+        d = Delivery()
+        if on_done is not None:
+            d.callbacks.append(on_done)
+
+        def _cb(err: KafkaError | None, msg: Message) -> None:
+            d.done = True
+            if err is not None:
+                d.error = str(err)
+            else:
+                d.partition, d.offset = msg.partition(), msg.offset()
+            for cb in d.callbacks:
+                cb(d)
+
+        for attempt in range(retries):
+            try:
+                self._p.produce(topic, value=value, key=key, headers=headers, on_delivery=_cb)
+                break
+            except BufferError:
+                # local queue full: serve delivery reports to make room, then retry (bounded)
+                self._p.poll(0.1 * min(attempt + 1, 10))
+        else:
+            raise KafkaDeliveryError(f"producer queue stayed full after {retries} retries topic={topic}")
+        self._p.poll(0)
+        return d
+
+    def produce_sync(self, topic: str, value: bytes, key: str | bytes | None, headers: Headers,
+                     timeout_s: float = 30.0) -> Delivery:
+        d = self.produce(topic, value, key, headers)
+        deadline = time.monotonic() + timeout_s
+        while not d.done and time.monotonic() < deadline:
+            self._p.poll(0.05)
+        if not d.done:
+            raise KafkaDeliveryError(f"no delivery report within {timeout_s}s topic={topic}")
+        if d.error:
+            raise KafkaDeliveryError(f"delivery failed topic={topic}: {d.error}")
+        return d
+
+    def poll(self, timeout_s: float = 0.0) -> int:
+        return self._p.poll(timeout_s)
+
+    def flush(self, timeout_s: float = 30.0) -> int:
+        return self._p.flush(timeout_s)
+
+    def __len__(self) -> int:
+        return len(self._p)
+
+
+class ChunkConsumer:
+    """Consumer-group member with manual commits and pause/resume for backpressure."""
+
+    def __init__(self, bootstrap: str, group_id: str, topics: list[str], *,
+                 message_max_bytes: int = 16 * 1024 * 1024, session_timeout_ms: int = 10000,
+                 on_assign: Callable[[list[tuple[str, int]]], None] | None = None,
+                 on_revoke: Callable[[list[tuple[str, int]]], None] | None = None,
+                 extra: dict[str, Any] | None = None, offset_reset: str = "earliest") -> None:
+        cfg = client_config(bootstrap, {
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": offset_reset,
+            "session.timeout.ms": session_timeout_ms,
+            "heartbeat.interval.ms": max(500, session_timeout_ms // 4),
+            "max.poll.interval.ms": max(300000, session_timeout_ms),
+            "fetch.max.bytes": max(message_max_bytes, 52428800),
+            "max.partition.fetch.bytes": message_max_bytes,
+            "partition.assignment.strategy": "range",
+        })
+        cfg.update(extra or {})
+        self._c = Consumer(cfg)
+        self._on_assign = on_assign
+        self._on_revoke = on_revoke
+        self.assigned: set[tuple[str, int]] = set()
+        self.paused: set[tuple[str, int]] = set()
+        self._c.subscribe(topics, on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._revoked)
+
+    def _assigned(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
+        tps = [(p.topic, p.partition) for p in parts]
+        self.assigned.update(tps)
+        logger.info("partitions assigned %s", ",".join(f"{t}[{p}]" for t, p in tps) or "-")
+        if self._on_assign:
+            self._on_assign(tps)
+
+    def _revoked(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
+        tps = [(p.topic, p.partition) for p in parts]
+        self.assigned.difference_update(tps)
+        self.paused.difference_update(tps)
+        logger.info("partitions revoked %s", ",".join(f"{t}[{p}]" for t, p in tps) or "-")
+        if self._on_revoke:
+            self._on_revoke(tps)
+
+    def poll(self, timeout_s: float, max_messages: int = 16) -> list[Message]:
+        msgs = self._c.consume(num_messages=max_messages, timeout=timeout_s)
+        out = []
+        for m in msgs:
+            err = m.error()
+            if err is None:
+                out.append(m)
+            elif err.code() == KafkaError._PARTITION_EOF:
+                continue
+            else:
+                logger.warning("consume error %s", err)
+        return out
+
+    def commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        if not offsets:
+            return
+        parts = [TopicPartition(t, p, o) for (t, p), o in offsets.items() if (t, p) in self.assigned]
+        if not parts:
+            return
+        try:
+            self._c.commit(offsets=parts, asynchronous=False)
+        except KafkaException as exc:
+            # A rebalance can revoke a partition between our check and the commit; the new
+            # owner re-processes from the last committed offset (at-least-once).
+            logger.warning("commit failed offsets=%s error=%s", offsets, exc)
+
+    def pause(self, tps: list[tuple[str, int]]) -> None:
+        tps = [tp for tp in tps if tp in self.assigned and tp not in self.paused]
+        if tps:
+            self._c.pause([TopicPartition(t, p) for t, p in tps])
+            self.paused.update(tps)
+
+    def resume(self, tps: list[tuple[str, int]]) -> None:
+        tps = [tp for tp in tps if tp in self.paused]
+        if tps:
+            self._c.resume([TopicPartition(t, p) for t, p in tps])
+            self.paused.difference_update(tps)
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Consumer lag per assigned partition, computed defensively (a broker may
+        under-report the high watermark: never negative)."""
+        out: dict[tuple[str, int], int] = {}
+        if not self.assigned:
+            return out
+        try:
+            positions = self._c.position([TopicPartition(t, p) for t, p in self.assigned])
+            for tp in positions:
+                _low, high = self._c.get_watermark_offsets(tp, timeout=1.0, cached=False)
+                pos = tp.offset if tp.offset >= 0 else _low
+                out[(tp.topic, tp.partition)] = max(0, high - pos)
+        except KafkaException as exc:
+            logger.debug("lag unavailable: %s", exc)
+        return out
+
+    def close(self) -> None:
+        try:
+            self._c.close()
+        except RuntimeError:
+            pass
+
+
+def header_dict(msg: Message) -> dict[str, bytes]:
+    return {k: (v or b"") for k, v in (msg.headers() or [])}

@@ -1,0 +1,115 @@
+"""Prometheus metrics and Kubernetes probes for every worker.
+
+One ``WorkerMetrics`` per process with its own registry; ``serve`` exposes
+``/metrics``, ``/healthz`` (process alive and its loop ticking) and ``/readyz``
+(connected and assigned) on one port. Metric names follow ``veil_<stage>_<quantity>_<unit>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+logger = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 13, 21, 34, 60, 120)
+
+
+class WorkerMetrics:
+    """The metrics of one stage (``ingest``, ``process`` or ``sink``)."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+        self.registry = CollectorRegistry()
+        r = self.registry
+        p = f"veil_{stage}"
+        self.chunks_in = Counter(f"{p}_chunks_in_total", "chunks consumed or captured", ["camera"], registry=r)
+        self.chunks_out = Counter(f"{p}_chunks_out_total", "chunks produced or stored", ["camera"], registry=r)
+        self.frames_in = Counter(f"{p}_frames_in_total", "frames received", registry=r)
+        self.frames_out = Counter(f"{p}_frames_out_total", "frames emitted", registry=r)
+        self.frames_masked = Counter(f"{p}_masks_total", "boxes masked, per class", ["cls"], registry=r)
+        self.fail_closed = Counter(f"{p}_fail_closed_frames_total",
+                                   "frames masked whole because detection failed or timed out", registry=r)
+        self.drops = Counter(f"{p}_dropped_frames_total", "frames dropped on purpose, per reason", ["reason"],
+                             registry=r)
+        self.dlq = Counter(f"{p}_dlq_total", "messages sent to the dead-letter topic, per reason", ["reason"],
+                           registry=r)
+        self.errors = Counter(f"{p}_errors_total", "errors, per kind", ["kind"], registry=r)
+        self.latency = Histogram(f"{p}_latency_seconds", "capture-to-output latency of a chunk",
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.stage_seconds = Histogram(f"{p}_step_seconds", "time spent per chunk in this stage",
+                                       buckets=LATENCY_BUCKETS, registry=r)
+        self.lag = Gauge(f"{p}_consumer_lag_messages", "consumer lag per partition", ["partition"], registry=r)
+        self.inflight = Gauge(f"{p}_inflight_chunks", "chunks being worked on", registry=r)
+        self.cameras = Gauge(f"{p}_cameras", "cameras owned by this worker", registry=r)
+        self.ready = False
+        self.last_tick = time.monotonic()
+        self.stall_seconds = 120.0
+
+    def tick(self) -> None:
+        self.last_tick = time.monotonic()
+
+    def healthy(self) -> bool:
+        return time.monotonic() - self.last_tick < self.stall_seconds
+
+    def value(self, name: str, labels: dict[str, str] | None = None) -> float:
+        v = self.registry.get_sample_value(name, labels or {})
+        return float(v or 0.0)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    metrics: WorkerMetrics
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server API
+        m = self.metrics
+        if self.path.startswith("/metrics"):
+            body, ctype, code = generate_latest(m.registry), CONTENT_TYPE_LATEST, 200
+        elif self.path.startswith("/healthz"):
+            ok = m.healthy()
+            body, ctype, code = (b"ok\n" if ok else b"stalled\n"), "text/plain", 200 if ok else 503
+        elif self.path.startswith("/readyz"):
+            ok = m.ready and m.healthy()
+            body, ctype, code = (b"ready\n" if ok else b"not ready\n"), "text/plain", 200 if ok else 503
+        else:
+            body, ctype, code = b"not found\n", "text/plain", 404
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, fmt: str, *args: Any) -> None:  # quiet: probes hit this every few seconds
+        return
+
+
+def serve(metrics: WorkerMetrics, port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer | None:
+    """Serve metrics and probes in a daemon thread; ``port`` 0 picks a free one, < 0 disables."""
+    if port < 0:
+        return None
+    handler = type("Handler", (_Handler,), {"metrics": metrics})
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name=f"metrics-{metrics.stage}", daemon=True).start()
+    logger.info("metrics stage=%s port=%d", metrics.stage, server.server_address[1])
+    return server
+
+
+class StatusLine:
+    """Periodic one-line status in the logs (every ``every_s`` seconds)."""
+
+    def __init__(self, every_s: float = 10.0) -> None:
+        self.every_s = every_s
+        self._last = time.monotonic()
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now - self._last >= self.every_s:
+            self._last = now
+            return True
+        return False

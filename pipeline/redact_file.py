@@ -1,0 +1,133 @@
+"""``veilstream redact``: redact a video file or a directory of images."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from operators.redactor import Redactor
+from operators.types import InputError, Label
+from operators.video import VideoReader, VideoWriter, list_images, read_image, write_image
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RedactSummary:
+    source: str
+    output: str
+    frames: int = 0
+    masks_per_class: dict[str, int] = field(default_factory=dict)
+    fail_closed_frames: int = 0
+    unreadable: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    detect_seconds: float = 0.0
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def add(self, counts: dict[str, int]) -> None:
+        for k, v in counts.items():
+            self.masks_per_class[k] = self.masks_per_class.get(k, 0) + v
+
+    def line(self) -> str:
+        masks = ", ".join(f"{k}={v}" for k, v in sorted(self.masks_per_class.items())) or "none"
+        extra = f", fail-closed frames={self.fail_closed_frames}" if self.fail_closed_frames else ""
+        bad = f", unreadable={len(self.unreadable)}" if self.unreadable else ""
+        return (f"redacted {self.frames} frames in {self.seconds:.1f}s ({self.fps:.1f} fps); "
+                f"masks: {masks}{extra}{bad} -> {self.output}")
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "source": self.source, "output": self.output, "frames": self.frames,
+            "masks_per_class": self.masks_per_class, "fail_closed_frames": self.fail_closed_frames,
+            "unreadable": self.unreadable, "seconds": round(self.seconds, 3), "fps": round(self.fps, 2),
+        })
+
+
+def output_path_for(src: Path, output: Path) -> Path:
+    """Where a video's redacted copy goes: ``output`` itself, or inside it if it is a folder."""
+    if output.is_dir() or str(output).endswith(("/", "\\")):
+        return output / (src.stem + ".mp4")
+    if output.suffix.lower() != ".mp4":
+        raise InputError(f"output {str(output)!r}: video output must be an .mp4 file or a directory")
+    return output
+
+
+def redact_video(redactor: Redactor, src: str, output: Path, *, keep_audio: bool = False,
+                 chunk_seconds: float = 2.0, progress: bool = True, camera_id: str | None = None
+                 ) -> RedactSummary:
+    """Redact one video into an H.264 MP4 that keeps the source timestamps."""
+    from tqdm import tqdm
+
+    t0 = time.perf_counter()
+    reader = VideoReader(src, keep_audio=keep_audio)
+    info = reader.info
+    dst = output_path_for(Path(src), output) if "://" not in src else output
+    summary = RedactSummary(source=src, output=str(dst))
+    tmp = dst.with_name(dst.name + ".part.mp4")
+    writer = VideoWriter(tmp, info.width, info.height, info.fps, info.time_base,
+                         audio_template=reader.audio_stream if keep_audio else None)
+    chunk_frames = max(1, round(chunk_seconds * (info.fps or 25)))
+    bar = tqdm(total=info.frames_estimate or None, unit="frame", disable=not progress,
+               file=sys.stderr, dynamic_ncols=True, desc="redact")
+    try:
+        with reader:
+            for chunk in reader.chunks(chunk_frames):
+                res = redactor.redact(chunk.frames, camera_id=camera_id)
+                writer.write(res.frames, chunk.pts)
+                summary.frames += len(chunk.frames)
+                summary.add(res.masks_per_class)
+                summary.fail_closed_frames += len(res.fail_closed_frames)
+                summary.detect_seconds += res.detect_ms / 1000.0
+                bar.update(len(chunk.frames))
+            writer.write_audio(reader.audio_packets)
+        writer.close()
+    except BaseException:
+        bar.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    bar.close()
+    if summary.frames == 0:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"{src!r}: no decodable video frames")
+    tmp.replace(dst)  # the output appears only once it is complete
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def redact_images(redactor: Redactor, src: Path, output: Path, *, progress: bool = True) -> RedactSummary:
+    """Redact every image of ``src`` into ``output`` under the same file names."""
+    from tqdm import tqdm
+
+    t0 = time.perf_counter()
+    files = list_images(src)
+    if not files:
+        raise InputError(f"{str(src)!r}: no images (.jpg, .png, ...) in this directory")
+    if output.exists() and not output.is_dir():
+        raise InputError(f"output {str(output)!r}: must be a directory when the input is a directory")
+    output.mkdir(parents=True, exist_ok=True)
+    summary = RedactSummary(source=str(src), output=str(output))
+    for f in tqdm(files, unit="img", disable=not progress, file=sys.stderr, desc="redact"):
+        try:
+            img = read_image(f)
+        except InputError as exc:
+            summary.unreadable.append(f.name)
+            logger.warning("%s", exc)
+            continue
+        res = redactor.redact(img[None])
+        write_image(output / f.name, res.frames[0])
+        summary.frames += 1
+        summary.add(res.masks_per_class)
+        summary.fail_closed_frames += len(res.fail_closed_frames)
+        summary.detect_seconds += res.detect_ms / 1000.0
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+__all__ = ["RedactSummary", "redact_video", "redact_images", "output_path_for", "Label"]
