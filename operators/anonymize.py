@@ -1,0 +1,357 @@
+"""Irreversible box and region masks: mosaic, blur, solid fill.
+
+Every anonymizer works the same way: for each box it pads the box (a fraction of the
+box's own width/height on each side), clips it to the frame, renders a replacement for
+that rectangle of interest (ROI) from a *low-resolution summary* of the ROI only, and
+writes the replacement under the box's shape (rectangle, or the ellipse inscribed in the
+padded box). :meth:`coverage_mask` returns exactly the pixels written.
+
+Why a low-resolution summary: a plain Gaussian blur is a linear filter that can be
+largely deconvolved, and a mosaic whose blocks are a pixel or two wide is a resize. Here
+the ROI is first averaged down to a grid whose cells are at least 2 px and scale with the
+box (``INTER_AREA``); everything written afterwards is a deterministic function of that
+grid, so the only information left about the box is a few cells across its shorter side,
+whatever is done to the output. Nothing is added that a model could subtract (no noise).
+
+Pixel geometry: box corners are continuous coordinates; a pixel ``(row, col)`` covers
+``[col, col + 1) x [row, row + 1)``. A padded box masks every pixel it touches
+(``floor`` / ``ceil``: fail closed); a zero-area box on integer coordinates touches none.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from .types import Boxes, ConfigError, Frames, Label
+
+BoolMask = npt.NDArray[np.bool_]
+
+SHAPES: tuple[str, ...] = ("rect", "ellipse")
+
+DEFAULT_MOSAIC_BLOCKS = 6.0
+"""Mosaic blocks across the padded box's shorter side."""
+DEFAULT_BLUR_KERNEL = 0.5
+"""Blur kernel size as a fraction of the padded box's shorter side."""
+DEFAULT_FILL_BGR: tuple[int, int, int] = (0, 0, 0)
+
+MIN_CELL_PX = 2
+"""Smallest low-resolution cell (mosaic block / blur decimation cell), in frame pixels.
+With 1 px cells a tiny box would be copied unchanged."""
+
+MAX_PADDING = 2.0
+"""Padding above this is almost surely a unit mistake (percent instead of fraction)."""
+
+# Blur: the Gaussian is applied on an intermediate image with this many pixels per
+# low-res cell, then resized to the ROI. Its cost no longer grows with the box (a 720 px
+# whole-frame blur with a 360 px kernel costs the same as a face), and the result is
+# still a function of the low-res grid only.
+_BLUR_MID_PX_PER_CELL = 4
+_BLUR_MID_SIGMA = 0.5 * _BLUR_MID_PX_PER_CELL  # sigma = half a cell, cells = 2 * sigma
+
+
+@dataclass(frozen=True, slots=True)
+class MaskSpec:
+    """How to mask one kind of box.
+
+    Attributes:
+        style: ``mosaic`` | ``blur`` | ``fill``.
+        shape: ``rect`` (plates, text, persons) | ``ellipse`` (inscribed in the padded
+            box; faces).
+        padding: fraction of the box width (height) added on the left and right (top and
+            bottom), >= 0.
+        strength: style-specific; ``None`` takes the style's default.
+            mosaic: blocks across the padded box's shorter side (default 6; block size
+            scales with the box, at least 2 px). blur: kernel size as a fraction of the
+            padded box's shorter side, in (0, 1] (default 0.5; the ROI is also decimated
+            to cells of ``kernel / 3``, so about 6 cells across at the default). fill: BGR
+            colour, three ints in [0, 255] (default black).
+    """
+
+    style: str = "mosaic"
+    shape: str = "rect"
+    padding: float = 0.15
+    strength: float | tuple[int, int, int] | None = None
+
+    def problems(self) -> list[str]:
+        """Every problem with this spec, as ``field: message`` strings (empty if valid)."""
+        out: list[str] = []
+        if self.style not in ANONYMIZERS:
+            out.append(f"style: expected one of {', '.join(ANONYMIZERS)}, got {self.style!r}")
+        if self.shape not in SHAPES:
+            out.append(f"shape: expected one of {', '.join(SHAPES)}, got {self.shape!r}")
+        if (not _is_number(self.padding) or not math.isfinite(float(self.padding))
+                or not 0.0 <= float(self.padding) <= MAX_PADDING):
+            out.append(f"padding: expected a number in [0, {MAX_PADDING:g}] (fraction of box size), "
+                       f"got {self.padding!r}")
+        s = self.strength
+        if s is None or self.style not in ANONYMIZERS:
+            return out
+        if self.style == "mosaic":
+            if not _is_number(s) or not math.isfinite(float(s)) or float(s) < 1.0:  # type: ignore[arg-type]
+                out.append(f"strength: mosaic expects the number of blocks across the box's "
+                           f"shorter side, a number >= 1, got {s!r}")
+        elif self.style == "blur":
+            if not _is_number(s) or not 0.0 < float(s) <= 1.0:  # type: ignore[arg-type]
+                out.append(f"strength: blur expects the kernel size as a fraction of the box's "
+                           f"shorter side, a number in (0, 1], got {s!r}")
+        elif self.style == "fill":
+            ok = (isinstance(s, (tuple, list)) and len(s) == 3
+                  and all(isinstance(c, (int, np.integer)) and not isinstance(c, bool)
+                          and 0 <= int(c) <= 255 for c in s))
+            if not ok:
+                out.append(f"strength: fill expects a BGR colour, three integers in [0, 255], got {s!r}")
+        return out
+
+    def validate(self) -> MaskSpec:
+        """Return ``self``; raise :class:`ConfigError` listing every problem at once."""
+        problems = self.problems()
+        if problems:
+            raise ConfigError("invalid mask spec: " + "; ".join(problems))
+        return self
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+
+
+@dataclass(frozen=True, slots=True)
+class _Region:
+    """One area to write: ROI rows ``y0:y1``, cols ``x0:x1``; ``mask`` restricts the write
+    inside the ROI (``None`` = the whole ROI); ``short_px`` sizes the low-res grid."""
+
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+    mask: BoolMask | None
+    short_px: float
+
+
+class _RoiAnonymizer:
+    """Shared geometry; subclasses only say how to render one ROI."""
+
+    style: ClassVar[str] = ""
+
+    def __init__(self, spec: MaskSpec | None = None) -> None:
+        spec = MaskSpec(style=self.style) if spec is None else spec
+        spec.validate()
+        if spec.style != self.style:
+            raise ConfigError(f"style: {type(self).__name__} renders {self.style!r}, got {spec.style!r}")
+        self.spec = spec
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec!r})"
+
+    # -- public API -------------------------------------------------------------------
+
+    def anonymize(self, frames: Frames, boxes: Sequence[Boxes],
+                  region_masks: Sequence[BoolMask | None] | None = None) -> Frames:
+        """Mask boxes (and optional per-frame regions) on a batch of frames.
+
+        Args:
+            frames: ``(N, H, W, 3)`` uint8 BGR; not mutated.
+            boxes: one :class:`Boxes` per frame, pixel ``xyxy``. Boxes labelled
+                ``Label.FRAME`` mask the whole frame. Boxes with NaN corners are ignored;
+                infinite or out-of-frame corners are clipped to the frame.
+            region_masks: optional, one ``(H, W)`` bool mask or ``None`` per frame
+                (privacy zones, whole-frame fail closed); masked with the same style.
+
+        Returns:
+            New ``(N, H, W, 3)`` uint8 frames; pixels outside :meth:`coverage_mask` are
+            bit-identical to the input.
+        """
+        _check_inputs(frames, boxes, region_masks)
+        out = frames.copy()
+        h, w = frames.shape[1:3]
+        for i in range(frames.shape[0]):
+            src = frames[i]
+            rm = region_masks[i] if region_masks is not None else None
+            for r in self._regions((h, w), boxes[i], rm):
+                roi = src[r.y0:r.y1, r.x0:r.x1]
+                rendered = self._render(roi, r.short_px)
+                dst = out[i, r.y0:r.y1, r.x0:r.x1]
+                if r.mask is None:
+                    dst[...] = rendered
+                else:
+                    np.copyto(dst, rendered, where=r.mask[:, :, None])
+        return out
+
+    def coverage_mask(self, frame_hw: tuple[int, int], boxes: Boxes,
+                      region_mask: BoolMask | None = None) -> BoolMask:
+        """``(H, W)`` bool: exactly the pixels :meth:`anonymize` writes for one frame."""
+        h, w = int(frame_hw[0]), int(frame_hw[1])
+        cov = np.zeros((h, w), bool)
+        for r in self._regions((h, w), boxes, region_mask):
+            if r.mask is None:
+                cov[r.y0:r.y1, r.x0:r.x1] = True
+            else:
+                cov[r.y0:r.y1, r.x0:r.x1] |= r.mask
+        return cov
+
+    # -- geometry -----------------------------------------------------------------------
+
+    def _regions(self, hw: tuple[int, int], boxes: Boxes,
+                 region_mask: BoolMask | None) -> list[_Region]:
+        h, w = hw
+        out: list[_Region] = []
+        if h == 0 or w == 0:
+            return out
+        if len(boxes) and bool((boxes.label == Label.FRAME).any()):
+            return [_Region(0, h, 0, w, None, float(min(h, w)))]
+        pad = float(self.spec.padding)
+        ellipse = self.spec.shape == "ellipse"
+        for x1, y1, x2, y2 in np.asarray(boxes.xyxy, np.float64):
+            if np.isnan([x1, y1, x2, y2]).any():
+                continue
+            # Clamp far-away corners first so sizes stay finite; an inverted box still
+            # names a region (fail closed), so order the corners instead of dropping it.
+            x1, x2 = sorted((float(np.clip(x1, -2.0 * w, 3.0 * w)), float(np.clip(x2, -2.0 * w, 3.0 * w))))
+            y1, y2 = sorted((float(np.clip(y1, -2.0 * h, 3.0 * h)), float(np.clip(y2, -2.0 * h, 3.0 * h))))
+            bw, bh = x2 - x1, y2 - y1
+            px1, px2 = x1 - pad * bw, x2 + pad * bw
+            py1, py2 = y1 - pad * bh, y2 + pad * bh
+            c0 = max(0, math.floor(px1))
+            c1 = min(w, math.ceil(px2))
+            r0 = max(0, math.floor(py1))
+            r1 = min(h, math.ceil(py2))
+            if c1 <= c0 or r1 <= r0:
+                continue
+            short = min(px2 - px1, py2 - py1)
+            mask = None
+            if ellipse and px2 > px1 and py2 > py1:
+                mask = _ellipse_mask(r0, r1, c0, c1, (px1, py1, px2, py2))
+                if not mask.any():
+                    continue
+            out.append(_Region(r0, r1, c0, c1, mask, short))
+        if region_mask is not None:
+            rm = np.asarray(region_mask, bool)
+            if rm.shape != (h, w):
+                raise ValueError(f"region mask must be ({h}, {w}), got {rm.shape}")
+            rows = np.flatnonzero(rm.any(axis=1))
+            if rows.size:
+                cols = np.flatnonzero(rm.any(axis=0))
+                r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+                sub = rm[r0:r1, c0:c1]
+                out.append(_Region(r0, r1, c0, c1, None if sub.all() else sub,
+                                   float(min(r1 - r0, c1 - c0))))
+        return out
+
+    def _render(self, roi: npt.NDArray[np.uint8], short_px: float) -> npt.NDArray[np.uint8]:
+        raise NotImplementedError
+
+
+def _ellipse_mask(r0: int, r1: int, c0: int, c1: int,
+                  box: tuple[float, float, float, float]) -> BoolMask:
+    """Pixels of rows ``r0:r1``, cols ``c0:c1`` that touch the ellipse inscribed in ``box``.
+
+    Scaling x by ``1/a`` and y by ``1/b`` maps the ellipse to the unit disc and each pixel
+    square to an axis-aligned rectangle, so "touches" is exact: the rectangle's point
+    nearest the origin lies within radius 1. Tiny ellipses thus never vanish.
+    """
+    x1, y1, x2, y2 = box
+    cx, cy, a, b = (x1 + x2) / 2.0, (y1 + y2) / 2.0, (x2 - x1) / 2.0, (y2 - y1) / 2.0
+    cols = np.arange(c0, c1, dtype=np.float64)
+    rows = np.arange(r0, r1, dtype=np.float64)
+    nx = np.clip(0.0, (cols - cx) / a, (cols + 1.0 - cx) / a)
+    ny = np.clip(0.0, (rows - cy) / b, (rows + 1.0 - cy) / b)
+    return np.asarray((ny[:, None] ** 2 + nx[None, :] ** 2) <= 1.0)
+
+
+def _grid(roi_h: int, roi_w: int, cell_px: float) -> tuple[int, int]:
+    """Low-res grid ``(rows, cols)``: cells at least ``cell_px`` wide (floor), >= 1."""
+    cell = max(float(MIN_CELL_PX), cell_px)
+    return max(1, int(roi_h // cell)), max(1, int(roi_w // cell))
+
+
+def mosaic_block_px(short_px: float, blocks: float = DEFAULT_MOSAIC_BLOCKS) -> int:
+    """Mosaic block size in pixels for a padded box whose shorter side is ``short_px``.
+
+    Every block of the output is at least this wide and tall (or the whole ROI side when
+    the ROI is smaller), and at most twice it.
+    """
+    return max(MIN_CELL_PX, math.ceil(short_px / blocks))
+
+
+class MosaicAnonymizer(_RoiAnonymizer):
+    """Block-average the ROI (``INTER_AREA``) and upsample with ``INTER_NEAREST``.
+
+    Blocks scale with the box: ``spec.strength`` blocks across the padded box's shorter
+    side (measured before clipping to the frame), and never smaller than 2 px.
+    """
+
+    style: ClassVar[str] = "mosaic"
+
+    def _render(self, roi: npt.NDArray[np.uint8], short_px: float) -> npt.NDArray[np.uint8]:
+        blocks = float(self.spec.strength) if self.spec.strength is not None else DEFAULT_MOSAIC_BLOCKS  # type: ignore[arg-type]
+        h, w = roi.shape[:2]
+        gh, gw = _grid(h, w, mosaic_block_px(short_px, blocks))
+        small = cv2.resize(roi, (gw, gh), interpolation=cv2.INTER_AREA)
+        return np.asarray(cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST), np.uint8)
+
+
+class BlurAnonymizer(_RoiAnonymizer):
+    """Decimate the ROI to cells of a third of the kernel, blur, and resize back.
+
+    A Gaussian alone can be largely deconvolved; here the ROI is first averaged down to
+    cells of ``kernel / 3`` (``kernel = strength * shorter side``, about 6 cells across at
+    the default), so the output is a smooth function of that grid and nothing finer.
+    """
+
+    style: ClassVar[str] = "blur"
+
+    def _render(self, roi: npt.NDArray[np.uint8], short_px: float) -> npt.NDArray[np.uint8]:
+        frac = float(self.spec.strength) if self.spec.strength is not None else DEFAULT_BLUR_KERNEL  # type: ignore[arg-type]
+        h, w = roi.shape[:2]
+        gh, gw = _grid(h, w, math.ceil(frac * short_px / 3.0))
+        small = cv2.resize(roi, (gw, gh), interpolation=cv2.INTER_AREA)
+        k = _BLUR_MID_PX_PER_CELL
+        mid = cv2.resize(small, (gw * k, gh * k), interpolation=cv2.INTER_LINEAR)
+        ksize = 2 * math.ceil(3.0 * _BLUR_MID_SIGMA) + 1
+        mid = cv2.GaussianBlur(mid, (ksize, ksize), _BLUR_MID_SIGMA, borderType=cv2.BORDER_REPLICATE)
+        return np.asarray(cv2.resize(mid, (w, h), interpolation=cv2.INTER_LINEAR), np.uint8)
+
+
+class FillAnonymizer(_RoiAnonymizer):
+    """Solid colour (``spec.strength`` BGR, default black): nothing of the ROI survives."""
+
+    style: ClassVar[str] = "fill"
+
+    def _render(self, roi: npt.NDArray[np.uint8], short_px: float) -> npt.NDArray[np.uint8]:
+        colour = self.spec.strength if self.spec.strength is not None else DEFAULT_FILL_BGR
+        out = np.empty_like(roi)
+        out[...] = np.asarray(colour, np.uint8)
+        return out
+
+
+ANONYMIZERS: dict[str, type[_RoiAnonymizer]] = {
+    "mosaic": MosaicAnonymizer,
+    "blur": BlurAnonymizer,
+    "fill": FillAnonymizer,
+}
+"""Style name (the config's ``style``) -> anonymizer class."""
+
+
+def make_anonymizer(spec: MaskSpec) -> _RoiAnonymizer:
+    """Build the anonymizer for ``spec``; :class:`ConfigError` lists every bad field."""
+    spec.validate()
+    return ANONYMIZERS[spec.style](spec)
+
+
+def _check_inputs(frames: Frames, boxes: Sequence[Boxes],
+                  region_masks: Sequence[BoolMask | None] | None) -> None:
+    if (not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] != 3
+            or frames.dtype != np.uint8):
+        raise ValueError(f"frames must be (N, H, W, 3) uint8, got {getattr(frames, 'shape', None)} "
+                         f"{getattr(frames, 'dtype', None)}")
+    n = frames.shape[0]
+    if len(boxes) != n:
+        raise ValueError(f"{len(boxes)} Boxes for {n} frames")
+    if region_masks is not None and len(region_masks) != n:
+        raise ValueError(f"{len(region_masks)} region masks for {n} frames")

@@ -1,0 +1,372 @@
+"""Chunk payload codecs: what travels in the value of a chunk message.
+
+Two payload kinds (``ChunkCaptured.codec``):
+
+* ``"h264"``: a self-contained H.264 Annex-B elementary stream that starts with an
+  IDR keyframe and carries its SPS/PPS in-band, so any one chunk decodes on its own.
+  It holds no timestamps: per-frame ``pts_ms`` travel in the message metadata.
+  :func:`encode_h264_chunk` writes one closed GOP per chunk without B-frames (decode
+  order = presentation order, which lets the sink remux chunks into MP4 by assigning
+  ``pts_ms`` directly). :func:`split_gops` cuts a camera's H.264 stream at keyframes
+  *without decoding* (bitstream passthrough; camera GOPs may contain B-frames).
+* ``"jpeg"``: ``b"VJF1"``, a big-endian u32 frame count, then per frame a u32 length
+  and the JPEG bytes. For sources that are not H.264.
+
+Every decoder turns damaged input into :class:`CodecError` with a reason; none of them
+waits on anything (all work is on in-memory bytes).
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import cv2
+import numpy as np
+from av.bitstream import BitStreamFilterContext
+
+from .types import Frames, InputError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CodecError",
+    "GopChunk",
+    "decode_chunk_payload",
+    "decode_h264_chunk",
+    "decode_jpeg_frames",
+    "encode_chunk_payload",
+    "encode_h264_chunk",
+    "encode_jpeg_frames",
+    "split_gops",
+]
+
+JPEG_MAGIC = b"VJF1"
+_U32 = struct.Struct(">I")
+MAX_FRAMES = 100_000  # a sanity bound on declared frame counts of damaged payloads
+
+
+class CodecError(InputError):
+    """A payload or source stream cannot be encoded/decoded; the message says why."""
+
+
+def _why(exc: BaseException) -> str:
+    return (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
+
+
+def _check_frames(frames: Frames, what: str) -> Frames:
+    arr = np.asarray(frames)
+    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[3] != 3:
+        raise CodecError(f"{what}: expected (N, H, W, 3) uint8 BGR frames, got {arr.shape} {arr.dtype}")
+    if arr.shape[1] < 2 or arr.shape[2] < 2:
+        raise CodecError(f"{what}: frames of {arr.shape[2]}x{arr.shape[1]} are too small")
+    return arr
+
+
+# ---------------------------------------------------------------- JPEG
+
+
+def encode_jpeg_frames(frames: Frames, quality: int = 90) -> bytes:
+    """Length-prefixed JPEG frames.
+
+    Args:
+        frames: ``(N, H, W, 3)`` uint8 BGR, N >= 0; not mutated.
+        quality: JPEG quality 1..100.
+    """
+    arr = np.asarray(frames)
+    if arr.size == 0 and arr.ndim == 4:
+        return JPEG_MAGIC + _U32.pack(0)
+    arr = _check_frames(arr, "encode_jpeg_frames")
+    if not 1 <= int(quality) <= 100:
+        raise CodecError(f"encode_jpeg_frames: quality must be 1..100, got {quality}")
+    parts = [JPEG_MAGIC, _U32.pack(len(arr))]
+    for i, frame in enumerate(arr):
+        ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+        if not ok:
+            raise CodecError(f"encode_jpeg_frames: JPEG encoding failed on frame {i}")
+        parts += [_U32.pack(len(buf)), buf.tobytes()]
+    return b"".join(parts)
+
+
+def decode_jpeg_frames(data: bytes) -> Frames:
+    """Inverse of :func:`encode_jpeg_frames`: ``(N, H, W, 3)`` uint8 BGR.
+
+    Raises:
+        CodecError: bad magic, truncated payload, undecodable JPEG, or frames of
+            different sizes.
+    """
+    buf = memoryview(bytes(data))
+    if len(buf) < 8 or bytes(buf[:4]) != JPEG_MAGIC:
+        raise CodecError("not a JPEG frames payload (bad magic)")
+    (count,) = _U32.unpack_from(buf, 4)
+    if count > MAX_FRAMES:
+        raise CodecError(f"JPEG frames payload declares {count} frames (corrupt header)")
+    pos, frames = 8, []
+    for i in range(count):
+        if pos + 4 > len(buf):
+            raise CodecError(f"JPEG frames payload truncated before frame {i} of {count}")
+        (n,) = _U32.unpack_from(buf, pos)
+        pos += 4
+        if pos + n > len(buf):
+            raise CodecError(f"JPEG frames payload truncated inside frame {i} ({n} bytes declared, "
+                             f"{len(buf) - pos} left)")
+        img = cv2.imdecode(np.frombuffer(buf[pos:pos + n], np.uint8), cv2.IMREAD_COLOR)
+        if img is None:
+            raise CodecError(f"JPEG frame {i} of {count} cannot be decoded")
+        if frames and img.shape != frames[0].shape:
+            raise CodecError(f"JPEG frame {i} is {img.shape[1]}x{img.shape[0]}, frame 0 is "
+                             f"{frames[0].shape[1]}x{frames[0].shape[0]}")
+        frames.append(img)
+        pos += n
+    if pos != len(buf):
+        raise CodecError(f"JPEG frames payload has {len(buf) - pos} trailing bytes")
+    if not frames:
+        return np.zeros((0, 0, 0, 3), np.uint8)
+    return np.stack(frames)
+
+
+# ---------------------------------------------------------------- H.264 encode / decode
+
+
+def _rate(fps: float) -> Fraction:
+    if not fps or fps <= 0 or not np.isfinite(fps):
+        raise CodecError(f"fps must be > 0, got {fps}")
+    return Fraction(float(fps)).limit_denominator(1001)
+
+
+def encode_h264_chunk(frames: Frames, fps: float, pts_ms: Sequence[int] | None = None, crf: int = 23,
+                      preset: str = "veryfast") -> bytes:
+    """One closed-GOP H.264 Annex-B stream (IDR first, no B-frames, yuv420p, SPS/PPS in-band).
+
+    Args:
+        frames: ``(N, H, W, 3)`` uint8 BGR, N >= 1; not mutated. Odd sizes are padded by
+            one edge row/column (yuv420p needs even sizes); pass ``size_wh`` to
+            :func:`decode_h264_chunk` to crop back.
+        fps: nominal rate (rate control only: the stream stores no timestamps).
+        pts_ms: per-frame timestamps; only checked for length (they travel in metadata).
+        crf, preset: libx264 quality / speed.
+    """
+    arr = _check_frames(frames, "encode_h264_chunk")
+    n, h, w = arr.shape[:3]
+    if n == 0:
+        raise CodecError("encode_h264_chunk: no frames")
+    if pts_ms is not None and len(pts_ms) != n:
+        raise CodecError(f"encode_h264_chunk: {len(pts_ms)} timestamps for {n} frames")
+    ph, pw = h + (h % 2), w + (w % 2)
+    if (ph, pw) != (h, w):
+        arr = np.pad(arr, ((0, 0), (0, ph - h), (0, pw - w), (0, 0)), mode="edge")
+    rate = _rate(fps)
+    ctx = av.CodecContext.create("libx264", "w")
+    ctx.width, ctx.height, ctx.pix_fmt = pw, ph, "yuv420p"
+    ctx.framerate, ctx.time_base = rate, 1 / rate
+    ctx.gop_size = n
+    ctx.options = {
+        "crf": str(int(crf)),
+        "preset": preset,
+        # one GOP per chunk, closed, no B-frames, headers repeated in-band
+        "x264-params": f"keyint={max(n, 1)}:min-keyint={max(n, 1)}:scenecut=0:bframes=0:open-gop=0:repeat-headers=1",
+    }
+    out: list[bytes] = []
+    try:
+        ctx.open()
+        for i, img in enumerate(arr):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="bgr24").reformat(format="yuv420p")
+            frame.pts = i
+            out += [bytes(p) for p in ctx.encode(frame)]
+        out += [bytes(p) for p in ctx.encode(None)]
+    except av.FFmpegError as exc:
+        raise CodecError(f"encode_h264_chunk: {_why(exc)}") from None
+    return b"".join(out)
+
+
+def decode_h264_chunk(data: bytes, size_wh: tuple[int, int] | None = None) -> Frames:
+    """Decode every frame of an H.264 Annex-B chunk to ``(N, H, W, 3)`` uint8 BGR.
+
+    Args:
+        data: the payload (one or more GOPs, starting with a keyframe).
+        size_wh: crop decoded frames to ``(width, height)`` (undoes odd-size padding).
+
+    Raises:
+        CodecError: nothing decodable in ``data``, or the decoder reports damage.
+    """
+    raw = bytes(data)
+    if not raw:
+        raise CodecError("empty H.264 payload")
+    if not (raw.startswith(b"\x00\x00\x01") or raw.startswith(b"\x00\x00\x00\x01")):
+        raise CodecError("not an H.264 Annex-B payload (no start code at byte 0)")
+    ctx = av.CodecContext.create("h264", "r")
+    frames: list[np.ndarray] = []
+    try:
+        packets = list(ctx.parse(raw)) + list(ctx.parse(None))
+        for pkt in [*packets, None]:
+            for fr in ctx.decode(pkt):
+                frames.append(fr.to_ndarray(format="bgr24"))
+    except av.FFmpegError as exc:
+        raise CodecError(f"H.264 payload cannot be decoded: {_why(exc)}") from None
+    if not frames:
+        raise CodecError(f"H.264 payload of {len(raw)} bytes holds no decodable frame")
+    if any(f.shape != frames[0].shape for f in frames):
+        raise CodecError("H.264 payload changes frame size mid-chunk")
+    out = np.stack(frames)
+    if size_wh is not None:
+        w, h = size_wh
+        if w > out.shape[2] or h > out.shape[1]:
+            raise CodecError(f"decoded frames are {out.shape[2]}x{out.shape[1]}, smaller than {w}x{h}")
+        out = np.ascontiguousarray(out[:, :h, :w])
+    return out
+
+
+def decode_chunk_payload(codec: str, payload: bytes, size_wh: tuple[int, int] | None = None) -> Frames:
+    """Decode a chunk payload by its ``codec`` (``"h264"`` or ``"jpeg"``)."""
+    if codec == "h264":
+        return decode_h264_chunk(payload, size_wh)
+    if codec == "jpeg":
+        return decode_jpeg_frames(payload)
+    raise CodecError(f"unknown chunk codec {codec!r}; expected h264 or jpeg")
+
+
+def encode_chunk_payload(codec: str, frames: Frames, fps: float, *, jpeg_quality: int = 90, crf: int = 23,
+                         preset: str = "veryfast") -> bytes:
+    """Encode frames as a chunk payload of kind ``codec``."""
+    if codec == "h264":
+        return encode_h264_chunk(frames, fps, crf=crf, preset=preset)
+    if codec == "jpeg":
+        return encode_jpeg_frames(frames, jpeg_quality)
+    raise CodecError(f"unknown chunk codec {codec!r}; expected h264 or jpeg")
+
+
+# ---------------------------------------------------------------- passthrough
+
+
+@dataclass(frozen=True)
+class GopChunk:
+    """One or more whole GOPs of a camera's H.264 stream, never decoded.
+
+    Attributes:
+        payload: Annex-B bytes, starting with a keyframe and its SPS/PPS.
+        pts_ms: per-frame presentation timestamps (ms, source clock), ascending.
+        fps: nominal source rate.
+        width, height: coded frame size.
+        skipped_frames: packets dropped before this chunk because they could not be
+            decoded on their own (stream joined mid-GOP); counted, never silent.
+    """
+
+    payload: bytes = field(repr=False)
+    pts_ms: list[int]
+    fps: float
+    width: int
+    height: int
+    skipped_frames: int = 0
+
+
+def _nal_types(data: bytes, limit: int = 64) -> list[int]:
+    out, i = [], 0
+    while len(out) < limit:
+        j = data.find(b"\x00\x00\x01", i)
+        if j < 0 or j + 3 >= len(data):
+            break
+        out.append(data[j + 3] & 0x1F)
+        i = j + 3
+    return out
+
+
+def split_gops(source: str | Path, chunk_seconds: float = 2.0, *, options: Mapping[str, str] | None = None,
+               timeout_s: float = 10.0, max_chunk_seconds: float = 30.0,
+               container: Any = None) -> Iterator[GopChunk]:
+    """Cut an H.264 stream (file, HTTP or RTSP URL) into GOP-aligned chunks, no decoding.
+
+    Packets are copied as they are (MP4/avcC sources go through the
+    ``h264_mp4toannexb`` bitstream filter, which also puts SPS/PPS before each keyframe).
+    A chunk is cut at the first keyframe once it spans ``chunk_seconds``; the last one
+    may be shorter. Packets before the first keyframe are skipped and counted.
+
+    Args:
+        source: path or URL (ignored when ``container`` is given).
+        chunk_seconds: target chunk length.
+        options: FFmpeg demuxer options (e.g. ``{"rtsp_transport": "tcp"}``).
+        timeout_s: open/read timeout for network sources.
+        max_chunk_seconds: a GOP longer than this is an error (unbounded memory otherwise).
+        container: an already opened ``av`` input container (the caller closes it).
+
+    Raises:
+        CodecError: cannot open, no video, not H.264, damaged stream, GOP too long.
+    """
+    if chunk_seconds <= 0:
+        raise CodecError(f"chunk_seconds must be > 0, got {chunk_seconds}")
+    own = container is None
+    if own:
+        try:
+            container = av.open(str(source), mode="r", options=dict(options or {}),
+                                timeout=(timeout_s, timeout_s))
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            raise CodecError(f"cannot open {str(source)!r}: {_why(exc)}") from None
+    try:
+        yield from _split(container, str(source), chunk_seconds, max_chunk_seconds)
+    finally:
+        if own:
+            container.close()
+
+
+def _split(container: Any, name: str, chunk_seconds: float, max_chunk_seconds: float) -> Iterator[GopChunk]:
+    if not container.streams.video:
+        raise CodecError(f"{name!r} has no video stream")
+    stream = container.streams.video[0]
+    cc = stream.codec_context
+    if cc.name != "h264":
+        raise CodecError(f"{name!r} is {cc.name}, not H.264: it cannot be passed through (use JPEG chunks)")
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    fps = float(rate) if rate else 0.0
+    if fps <= 0:
+        raise CodecError(f"{name!r}: frame rate unknown")
+    tb = float(stream.time_base) if stream.time_base else 0.0
+    extradata = bytes(cc.extradata or b"")
+    avcc = extradata[:1] == b"\x01"
+    bsf = BitStreamFilterContext("h264_mp4toannexb", stream) if avcc else None
+    annexb_headers = b"" if avcc else extradata  # SPS/PPS to prepend when not in-band
+    frame_ms = 1000.0 / fps
+    target_ms, limit_ms = chunk_seconds * 1000.0, max_chunk_seconds * 1000.0
+
+    parts: list[bytes] = []
+    pts: list[int] = []
+    skipped = 0
+    index = 0
+
+    def emit() -> GopChunk:
+        payload = b"".join(parts)
+        if annexb_headers and 7 not in _nal_types(parts[0]):
+            payload = annexb_headers + payload
+        return GopChunk(payload, sorted(pts), fps, int(cc.width), int(cc.height), skipped)
+
+    try:
+        for pkt in container.demux(stream):
+            if pkt.size == 0:
+                continue  # demuxer flush packet
+            key = bool(pkt.is_keyframe)
+            t = pkt.pts if pkt.pts is not None else pkt.dts
+            t_ms = round(t * tb * 1000.0) if (t is not None and tb) else round(index * frame_ms)
+            index += 1
+            if not parts and not key:
+                skipped += 1
+                continue
+            if key and parts and (max(pts) - min(pts) + frame_ms) >= target_ms:
+                yield emit()
+                parts, pts, skipped = [], [], 0
+            elif parts and (max(pts) - min(pts)) > limit_ms:
+                raise CodecError(f"{name!r}: no keyframe for over {max_chunk_seconds:.0f}s; GOP too long "
+                                 "for passthrough (use JPEG chunks or a shorter camera GOP)")
+            if bsf is not None:
+                data = b"".join(bytes(p) for p in bsf.filter(pkt))
+            else:
+                data = bytes(pkt)
+            parts.append(data)
+            pts.append(t_ms)
+    except av.FFmpegError as exc:
+        raise CodecError(f"{name!r}: damaged stream: {_why(exc)}") from None
+    if parts:
+        yield emit()

@@ -1,0 +1,38 @@
+"""ONNX detectors and their registration by config ``kind``.
+
+Every detector implements :class:`operators.types.Detector`: ``detect`` takes
+``(N, H, W, 3)`` uint8 BGR frames, never mutates them, and returns one
+:class:`~operators.types.Boxes` per frame in original-frame pixels, clipped to the frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..types import ConfigError, Detector
+from .centerface import CenterFaceDetector
+from .text import TextDetector
+from .yolox import YoloxPersonDetector
+from .yunet import YuNetDetector
+
+DETECTORS: dict[str, Callable[..., Detector]] = {
+    "centerface": CenterFaceDetector,
+    "yunet": YuNetDetector,
+    "yolox_person": YoloxPersonDetector,
+    "ppocr_text": TextDetector,
+}
+"""Detector factories keyed by the config's ``kind``."""
+
+
+def build_detector(kind: str, **kwargs: Any) -> Detector:
+    """Instantiate ``DETECTORS[kind]``; an unknown kind is a :class:`ConfigError` (at startup)."""
+    try:
+        factory = DETECTORS[kind]
+    except KeyError:
+        raise ConfigError(f"unknown detector kind {kind!r}; expected one of {', '.join(DETECTORS)}") from None
+    return factory(**kwargs)
+
+
+__all__ = ["DETECTORS", "CenterFaceDetector", "TextDetector", "YoloxPersonDetector", "YuNetDetector",
+           "build_detector"]

@@ -1,0 +1,60 @@
+"""Base class holding what every ONNX detector builds once in ``__init__``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..providers import make_session
+from ..registry import sha256_of
+from ..types import Boxes, Frames, Label
+from ._common import ModelRef, check_frames, locate
+
+
+class OnnxDetector:
+    """Session + provider choice + warm-up; subclasses implement ``_detect_batch``.
+
+    Attributes:
+        name: detector id (goes into segment manifests with ``model_sha256``).
+        labels: labels this detector emits.
+        providers: providers the session actually runs on.
+        model_path / model_sha256: the resolved model file and its digest.
+    """
+
+    name: str = "onnx"
+    labels: tuple[Label, ...] = ()
+    batch_size: int = 8
+
+    def _open(self, model: ModelRef, model_dir: ModelRef | None) -> Path:
+        self.model_path = locate(model, model_dir)
+        self.model_sha256 = sha256_of(self.model_path)
+        return self.model_path
+
+    def _start(self, model: bytes | Path, providers: Sequence[str] | str | None, threads: int | None,
+               warmup_hw: tuple[int, int]) -> None:
+        self.session = make_session(model, providers, threads)
+        self.providers = list(self.session.get_providers())
+        self.input_name = self.session.get_inputs()[0].name
+        # Warm-up on zeros: the first inference allocates arenas and (on GPU) builds
+        # kernels/engines, taking 10-100x a normal call; doing it here keeps that cost out
+        # of the first real chunk, where it would trip detection timeouts and fail closed.
+        self.detect(np.zeros((1, warmup_hw[0], warmup_hw[1], 3), np.uint8))
+
+    def detect(self, frames: Frames) -> list[Boxes]:
+        """Detect on ``(N, H, W, 3)`` uint8 BGR frames (not mutated).
+
+        Returns:
+            One :class:`Boxes` per frame in original-frame pixels, clipped to the frame;
+            ``Boxes.empty()`` where nothing is found.
+        """
+        check_frames(frames)
+        out: list[Boxes] = []
+        n = frames.shape[0]
+        for i in range(0, n, self.batch_size):
+            out.extend(self._detect_batch(frames[i:i + self.batch_size]))
+        return out
+
+    def _detect_batch(self, frames: Frames) -> list[Boxes]:
+        raise NotImplementedError

@@ -1,0 +1,90 @@
+"""Fail-closed head fallback: a person with no detected face still gets the head masked.
+
+Face detectors miss back-of-head, profile, small and blurred faces; person detectors are
+far more robust. For each person box with no face box in its upper part we emit a
+``Label.HEAD`` box over where the head must be.
+
+Proportions (initial values from human-figure ratios, to be re-measured on COCO
+val2017 keypoints: nose/eyes/ears vs person boxes):
+
+* A standing adult's head is about 1/7.5 of body height (0.13 h) and the person box's
+  top is usually the top of the head. ``HEAD_HEIGHT_FRAC = 0.28`` covers twice that, so
+  it also covers sitting people (head about 0.2-0.25 h), bent poses and boxes whose top
+  is a raised hand.
+* Head width is about 0.8 x head height, and standing boxes are 0.3-0.5 h wide, so the
+  head is 0.2-0.35 of the box width. ``HEAD_WIDTH_FRAC = 0.6`` (and at least
+  ``HEAD_MIN_ASPECT`` x the head height) leaves room for an off-centre head when an arm
+  or a bag widens the box on one side.
+* A person cut off at the bottom of the frame is upper body only: the box height says
+  little about the head, so head size also comes from the box width (shoulders are
+  about 2-2.5 head widths): at least ``TRUNCATED_HEAD_HEIGHT_FROM_WIDTH = 0.75`` of the
+  box width high (the larger of the two estimates).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .types import Boxes, Label
+
+FACE_ZONE_FRAC = 0.4
+"""A face whose centre lies in the person's upper 40% (and horizontally inside) counts."""
+HEAD_HEIGHT_FRAC = 0.28
+"""Head box height as a fraction of the person box height (whole person visible)."""
+HEAD_WIDTH_FRAC = 0.6
+"""Head box width as a fraction of the person box width."""
+HEAD_MIN_ASPECT = 0.9
+"""Head box width is at least this times the head box height."""
+HEAD_TOP_SLACK_FRAC = 0.1
+"""The head box starts this fraction of its height above the person box top (hair,
+detector boxes that start at the forehead)."""
+TRUNCATED_HEAD_HEIGHT_FROM_WIDTH = 0.75
+"""Head height as a fraction of the person box width when the person is cut off at the
+frame bottom."""
+BOTTOM_TOUCH_PX = 2.0
+"""A person box whose bottom is within this many pixels of the frame bottom is cut off."""
+
+
+def head_regions(persons: Boxes, faces: Boxes, frame_hw: tuple[int, int]) -> Boxes:
+    """Head boxes for persons without a face box in their upper part.
+
+    Args:
+        persons: person boxes (labels are not checked), pixel xyxy.
+        faces: face boxes on the same frame, pixel xyxy.
+        frame_hw: ``(H, W)`` of the frame; results are clipped to it.
+
+    Returns:
+        ``Label.HEAD`` boxes with the person's score, at most one per person, in person
+        order. Persons with non-finite coordinates are skipped. Inputs are not mutated.
+    """
+    if not len(persons):
+        return Boxes.empty()
+    h_img, w_img = float(frame_hw[0]), float(frame_hw[1])
+    p = persons.xyxy.astype(np.float64)
+    finite = np.isfinite(p).all(axis=1)
+    x1, y1 = np.minimum(p[:, 0], p[:, 2]), np.minimum(p[:, 1], p[:, 3])
+    x2, y2 = np.maximum(p[:, 0], p[:, 2]), np.maximum(p[:, 1], p[:, 3])
+    pw, ph = x2 - x1, y2 - y1
+
+    has_face = np.zeros(len(persons), bool)
+    if len(faces):
+        f = faces.xyxy.astype(np.float64)
+        fcx, fcy = (f[:, 0] + f[:, 2]) / 2.0, (f[:, 1] + f[:, 3]) / 2.0
+        inside = ((fcx[None, :] >= x1[:, None]) & (fcx[None, :] <= x2[:, None])
+                  & (fcy[None, :] >= y1[:, None])
+                  & (fcy[None, :] <= (y1 + FACE_ZONE_FRAC * ph)[:, None]))
+        has_face = np.asarray(inside.any(axis=1), bool)
+
+    truncated = y2 >= h_img - BOTTOM_TOUCH_PX
+    head_h = np.where(truncated,
+                      np.maximum(HEAD_HEIGHT_FRAC * ph, TRUNCATED_HEAD_HEIGHT_FROM_WIDTH * pw),
+                      HEAD_HEIGHT_FRAC * ph)
+    head_w = np.maximum(HEAD_WIDTH_FRAC * pw, HEAD_MIN_ASPECT * head_h)
+    cx = (x1 + x2) / 2.0
+    top = y1 - HEAD_TOP_SLACK_FRAC * head_h
+    xyxy = np.stack([cx - head_w / 2.0, top, cx + head_w / 2.0, top + head_h], axis=1)
+    xyxy = np.clip(xyxy, 0.0, [w_img, h_img, w_img, h_img])
+
+    keep = finite & ~has_face
+    return Boxes(xyxy[keep].astype(np.float32), persons.score[keep].astype(np.float32),
+                 np.full((int(keep.sum()),), Label.HEAD, np.int16))

@@ -1,0 +1,108 @@
+"""onnxruntime execution-provider choice and session construction.
+
+``None`` / ``"auto"`` picks TensorRT and CUDA when this onnxruntime build has them, then
+CPU. An explicitly requested provider that is missing is a :class:`ProviderError` that
+lists the available ones: a GPU node silently running on CPU would fall behind its
+cameras without anyone noticing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+import onnxruntime as ort
+
+from .types import ProviderError
+
+logger = logging.getLogger(__name__)
+
+ALIASES: dict[str, str] = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "gpu": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+    "rocm": "ROCMExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "dml": "DmlExecutionProvider",
+}
+AUTO_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
+def _canonical(name: str) -> str:
+    key = name.strip()
+    return ALIASES.get(key.lower(), key)
+
+
+def choose_providers(requested: Sequence[str] | str | None) -> list[str]:
+    """Resolve requested provider names to onnxruntime provider names, in order.
+
+    Args:
+        requested: ``None``, ``"auto"`` or ``["auto"]`` for automatic choice, else names
+            such as ``"cpu"``, ``"cuda"``, ``"tensorrt"`` or ``"CUDAExecutionProvider"``.
+
+    Returns:
+        Provider names for :class:`onnxruntime.InferenceSession`, CPU last when auto.
+
+    Raises:
+        ProviderError: a requested provider is not available (message lists the available).
+    """
+    available = list(ort.get_available_providers())
+    if isinstance(requested, str):
+        requested = [p for p in requested.split(",") if p.strip()]
+    if not requested or [r.strip().lower() for r in requested] == ["auto"]:
+        chosen = [p for p in AUTO_ORDER if p in available]
+        chosen.append("CPUExecutionProvider")
+        return chosen
+    chosen = []
+    missing = []
+    for r in requested:
+        if r.strip().lower() == "auto":
+            raise ProviderError("'auto' cannot be combined with explicit providers")
+        name = _canonical(r)
+        if name not in available:
+            missing.append(f"{r!r} ({name})" if name != r else repr(r))
+        elif name not in chosen:
+            chosen.append(name)
+    if missing:
+        raise ProviderError(
+            f"execution provider(s) {', '.join(missing)} not available in this onnxruntime build; "
+            f"available: {', '.join(available)} (GPU needs the onnxruntime-gpu wheel and drivers)"
+        )
+    return chosen
+
+
+def make_session(model: str | os.PathLike[str] | bytes, providers: Sequence[str] | str | None = None,
+                 threads: int | None = None) -> ort.InferenceSession:
+    """Build an :class:`onnxruntime.InferenceSession` with sensible options.
+
+    Args:
+        model: path to an ``.onnx`` file, or its serialised bytes.
+        providers: as for :func:`choose_providers`.
+        threads: intra-op threads (``None`` = onnxruntime default, all cores).
+
+    Raises:
+        ProviderError: a requested provider is missing, or the session did not get it.
+    """
+    chosen = choose_providers(providers)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3  # silence "unused initializer" warnings of exported graphs
+    if threads is not None:
+        if threads < 1:
+            raise ProviderError(f"threads must be >= 1, got {threads}")
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+    src = model if isinstance(model, bytes) else os.fspath(model)
+    sess = ort.InferenceSession(src, sess_options=so, providers=chosen)
+    got = sess.get_providers()
+    # onnxruntime drops a provider that fails to initialise (e.g. CUDA libs missing) with
+    # only a log line; an explicit request must not degrade silently.
+    if providers and chosen and chosen[0] not in got:
+        raise ProviderError(f"provider {chosen[0]} failed to initialise; session got {', '.join(got)}")
+    logger.info("onnx session providers=%s threads=%s", ",".join(got), threads)
+    return sess

@@ -1,0 +1,129 @@
+"""Temporal coverage inside one chunk: carry detections to nearby frames.
+
+A detector that finds a face on frame 9 but misses it on frames 7 and 8 (blur, pose,
+detection skipped) would leak those frames. ``fill_gaps`` only ever adds boxes: each
+frame keeps its own detections and also gets the boxes of detected frames within
+``window`` frames before and after, grown for motion. Frames where detection did not run
+(``None``, see :func:`detection_schedule`) always get both nearest detected neighbours'
+boxes, whatever the window, plus a linearly interpolated box for pairs that match.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from .types import Boxes
+
+MATCH_IOU = 0.3
+"""Same-label boxes on both sides of a gap with IoU above this are interpolated."""
+
+
+def detection_schedule(n_frames: int, every: int) -> list[bool]:
+    """Which frames of a chunk run detection: every ``every``-th from frame 0, plus the
+    last frame, so the tail of a chunk is covered from both sides.
+
+    Raises:
+        ValueError: ``n_frames < 0`` or ``every < 1``.
+    """
+    if n_frames < 0:
+        raise ValueError(f"n_frames: expected >= 0, got {n_frames}")
+    if every < 1:
+        raise ValueError(f"every: expected >= 1, got {every}")
+    return [i % every == 0 or i == n_frames - 1 for i in range(n_frames)]
+
+
+def grow(boxes: Boxes, frac: float) -> Boxes:
+    """Boxes with each side moved out by ``frac`` of the box's width (x) / height (y)."""
+    if not len(boxes) or frac == 0.0:
+        return boxes
+    xyxy = boxes.xyxy.astype(np.float32)
+    wh = np.concatenate([xyxy[:, 2:] - xyxy[:, :2]] * 2, axis=1)
+    delta = np.float32(frac) * wh * np.array([-1, -1, 1, 1], np.float32)
+    return Boxes((xyxy + delta).astype(np.float32), boxes.score, boxes.label)
+
+
+def fill_gaps(per_frame: Sequence[Boxes | None], window: int = 2,
+              grow_per_frame: float = 0.05) -> list[Boxes]:
+    """Union each frame's boxes with those carried from nearby detected frames.
+
+    Args:
+        per_frame: one entry per frame of the chunk; ``None`` where detection did not run,
+            :class:`Boxes` (possibly empty) where it did.
+        window: detections also cover this many frames before and after (>= 0).
+        grow_per_frame: carried boxes grow by this fraction of their size per side, per
+            frame of distance (motion slack), >= 0.
+
+    Returns:
+        One :class:`Boxes` per frame: its own detections first (never removed), then
+        carried boxes nearest first, then interpolated boxes. Scores and labels are
+        kept; interpolated boxes take the larger score of the pair. A chunk where
+        detection ran nowhere gets empty boxes. Inputs are not mutated.
+    """
+    if window < 0:
+        raise ValueError(f"window: expected >= 0, got {window}")
+    if not grow_per_frame >= 0.0:
+        raise ValueError(f"grow_per_frame: expected >= 0, got {grow_per_frame}")
+    n = len(per_frame)
+    detected = [i for i, b in enumerate(per_frame) if b is not None]
+    out: list[Boxes] = []
+    for i in range(n):
+        own = per_frame[i]
+        prev = max((j for j in detected if j < i), default=None)
+        nxt = min((j for j in detected if j > i), default=None)
+        sources = {j for j in detected if j != i and abs(j - i) <= window}
+        if own is None:
+            sources.update(j for j in (prev, nxt) if j is not None)
+        parts: list[Boxes] = [own] if own is not None else []
+        for j in sorted(sources, key=lambda j: (abs(j - i), j)):
+            src = per_frame[j]
+            assert src is not None
+            parts.append(grow(src, grow_per_frame * abs(j - i)))
+        if own is None and prev is not None and nxt is not None:
+            a, b = per_frame[prev], per_frame[nxt]
+            assert a is not None and b is not None
+            parts.append(_interpolate(a, b, (i - prev) / (nxt - prev)))
+        out.append(Boxes.concat(parts))
+    return out
+
+
+def iou_matrix(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    """``(len(a), len(b))`` IoU of xyxy boxes; 0 where the union is empty."""
+    a64, b64 = a.astype(np.float64)[:, None, :], b.astype(np.float64)[None, :, :]
+    iw = np.clip(np.minimum(a64[..., 2], b64[..., 2]) - np.maximum(a64[..., 0], b64[..., 0]), 0, None)
+    ih = np.clip(np.minimum(a64[..., 3], b64[..., 3]) - np.maximum(a64[..., 1], b64[..., 1]), 0, None)
+    inter = iw * ih
+    area_a = np.clip(a64[..., 2] - a64[..., 0], 0, None) * np.clip(a64[..., 3] - a64[..., 1], 0, None)
+    area_b = np.clip(b64[..., 2] - b64[..., 0], 0, None) * np.clip(b64[..., 3] - b64[..., 1], 0, None)
+    union = area_a + area_b - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, inter / union, 0.0)
+    return np.nan_to_num(iou)
+
+
+def _interpolate(a: Boxes, b: Boxes, t: float) -> Boxes:
+    """Greedy one-to-one match of same-label pairs with IoU > MATCH_IOU (best first) and
+    the box at fraction ``t`` from ``a`` to ``b`` for each pair."""
+    if not len(a) or not len(b):
+        return Boxes.empty()
+    iou = iou_matrix(a.xyxy, b.xyxy)
+    iou[a.label[:, None] != b.label[None, :]] = 0.0
+    rows, cols, used_a, used_b = [], [], set(), set()
+    for flat in np.argsort(-iou, axis=None, kind="stable"):
+        ia, ib = divmod(int(flat), len(b))
+        if iou[ia, ib] <= MATCH_IOU:
+            break
+        if ia in used_a or ib in used_b:
+            continue
+        used_a.add(ia)
+        used_b.add(ib)
+        rows.append(ia)
+        cols.append(ib)
+    if not rows:
+        return Boxes.empty()
+    ra, cb = np.array(rows), np.array(cols)
+    xyxy = (1.0 - t) * a.xyxy[ra].astype(np.float64) + t * b.xyxy[cb].astype(np.float64)
+    return Boxes(xyxy.astype(np.float32), np.maximum(a.score[ra], b.score[cb]).astype(np.float32),
+                 a.label[ra].astype(np.int16))

@@ -1,0 +1,141 @@
+"""Streaming subcommands of ``veilstream``: config check, ingest, process, sink, up, down, run."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from operators.types import ConfigError
+
+logger = logging.getLogger(__name__)
+
+CONFIG_ENV = "VEILSTREAM_CONFIG"
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, default=os.environ.get(CONFIG_ENV),
+                   help=f"pipeline config YAML (default ${CONFIG_ENV}, or .veilstream/config.yaml "
+                        "written by `veilstream up`)")
+
+
+def load_cli_config(args: argparse.Namespace) -> Any:
+    from schemas.config import load_config
+
+    path = args.config
+    if path is None:
+        default = Path(os.environ.get("VEILSTREAM_STATE_DIR", ".veilstream")) / "config.yaml"
+        if default.is_file():
+            path = default
+        else:
+            raise ConfigError(f"no config: pass --config FILE, set ${CONFIG_ENV}, or run `veilstream up` first")
+    return load_config(path)
+
+
+def stop_on_signals() -> threading.Event:
+    """SIGTERM / SIGINT stop consuming; the worker then flushes, commits and exits 0."""
+    ev = threading.Event()
+
+    def handler(signum: int, _frame: Any) -> None:
+        logger.info("signal %d: stopping", signum)
+        ev.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return ev
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    cfg = load_cli_config(args)
+    print(f"config ok: {args.config or 'default'} (kafka {cfg.kafka.bootstrap_servers}, "
+          f"{len(cfg.ingest.cameras)} camera(s))")
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from pipeline.ingest.worker import IngestWorker
+
+    cfg = load_cli_config(args)
+    return IngestWorker(cfg, stop_on_signals(), worker_id=args.worker_id).run()
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    from pipeline.process.worker import ProcessWorker
+
+    cfg = load_cli_config(args)
+    return ProcessWorker(cfg, stop_on_signals()).run()
+
+
+def cmd_sink(args: argparse.Namespace) -> int:
+    from pipeline.sink.worker import main as sink_main
+
+    cfg = load_cli_config(args)
+    return int(sink_main(cfg, stop_on_signals()) or 0)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from pipeline.devstack.stack import up
+
+    state = up(state_dir=args.state_dir)
+    print(f"local stack up: kafka {state.bootstrap}, s3 {state.s3_endpoint}; config {state.config_path}")
+    print("stop it with: veilstream down")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from pipeline.devstack.stack import down
+
+    stopped = down(state_dir=args.state_dir)
+    print(f"local stack down: stopped {stopped} process(es)")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipeline.runner import run_local
+
+    return run_local(cameras=args.cameras, seconds=args.seconds, state_dir=args.state_dir,
+                     config_path=args.config, keep_up=args.keep_up)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("config", help="configuration tools")
+    csub = p.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
+    c = csub.add_parser("check", help="validate a pipeline config and report every problem at once")
+    _config_arg(c)
+    c.set_defaults(func=cmd_config_check)
+
+    p = sub.add_parser("ingest", help="read cameras and produce chunks to Kafka")
+    _config_arg(p)
+    p.add_argument("--worker-id", default=os.environ.get("HOSTNAME", ""), help="name of this worker in logs")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("process", help="redact chunks on Ray (raw topic -> redacted topic)")
+    _config_arg(p)
+    p.set_defaults(func=cmd_process)
+
+    p = sub.add_parser("sink", help="write redacted segments to object storage")
+    _config_arg(p)
+    p.set_defaults(func=cmd_sink)
+
+    for name, fn, text in (("up", cmd_up, "start the local stack (broker, S3 server) on free ports"),
+                           ("down", cmd_down, "stop exactly what `veilstream up` started")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--state-dir", type=Path, default=None, help="where pids/ports/config live (.veilstream)")
+        p.set_defaults(func=fn)
+
+    p = sub.add_parser("run", help="run ingest, process and sink against the local stack")
+    p.add_argument("--cameras", type=int, default=3, help="simulated cameras (sample videos looped)")
+    p.add_argument("--seconds", type=float, default=60.0, help="how long to stream (0 = until Ctrl-C)")
+    p.add_argument("--state-dir", type=Path, default=None)
+    p.add_argument("--config", type=Path, default=None, help="use this config instead of the local stack's")
+    p.add_argument("--keep-up", action="store_true", help="leave the local stack running afterwards")
+    p.set_defaults(func=cmd_run)
+
+
+if __name__ == "__main__":
+    sys.exit(0)

@@ -1,0 +1,113 @@
+"""A local Ray head as a separate process, so workers connect to it like to a cluster.
+
+Started as::
+
+    <venv>/bin/ray start --head --block --node-ip-address 127.0.0.1 --port P \\
+        --num-cpus N --object-store-memory BYTES --include-dashboard=false \\
+        --disable-usage-stats --temp-dir /tmp/veil-ray-XXXX \\
+        --node-manager-port .. --object-manager-port .. --ray-client-server-port .. \\
+        --dashboard-agent-listen-port .. --dashboard-agent-grpc-port .. \\
+        --runtime-env-agent-port .. --metrics-export-port ..   (all free ports)
+
+Why a head process and not in-process ``ray.init``: ``veilstream up`` must outlive the
+command that started it, ``down`` must stop it by pid, and failure tests kill nodes.
+``--block`` keeps ``ray start`` in the foreground as the leader of a process group
+holding gcs_server, raylet and the workers, so stopping that group stops all of Ray.
+A private ``--temp-dir`` keeps our cluster out of ``/tmp/ray/ray_current_cluster``, so
+another ``ray.init()`` on the same machine never attaches to it by accident (short
+path: Ray's unix sockets live under it). Every port is explicit so concurrent stacks
+never collide on Ray's fixed defaults (6379, 10001, 52365...).
+
+Workers connect with ``ray.init(address="127.0.0.1:P")``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import DevStackError, ManagedProcess, free_port, spawn
+
+__all__ = ["RayHandle", "start_ray_head"]
+
+
+@dataclass
+class RayHandle:
+    """A running Ray head we started."""
+
+    process: ManagedProcess
+    port: int
+    temp_dir: str
+    num_cpus: int
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self, timeout_s: float | None = None) -> bool:
+        stopped = self.process.stop(timeout_s)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        return stopped
+
+
+def _ray_bin() -> str:
+    path = Path(sys.executable).with_name("ray")
+    if path.is_file():
+        return str(path)
+    found = shutil.which("ray")
+    if not found:
+        raise DevStackError("the ray CLI was not found: pip install 'ray[default]>=2.30'")
+    return found
+
+
+def _ready(temp_dir: str) -> bool:
+    # `ray start` writes the cluster address file into its temp dir once GCS and the
+    # raylet are up; the raylet's socket appears in the session dir.
+    sess = Path(temp_dir) / "session_latest" / "sockets"
+    return (Path(temp_dir) / "ray_current_cluster").is_file() and sess.is_dir() and any(
+        p.name == "raylet" for p in sess.iterdir())
+
+
+def start_ray_head(log_dir: str | os.PathLike[str], num_cpus: int | None = None, object_store_mb: int = 256,
+                   port: int | None = None, timeout_s: float = 90.0) -> RayHandle:
+    """Start a Ray head on 127.0.0.1 and wait until it accepts drivers."""
+    num_cpus = num_cpus or (os.cpu_count() or 1)
+    port = port or free_port()
+    temp_dir = tempfile.mkdtemp(prefix="veil-ray-", dir="/tmp")
+    ports = {flag: free_port() for flag in (
+        "--node-manager-port", "--object-manager-port", "--ray-client-server-port",
+        "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port",
+        "--metrics-export-port")}
+    argv = [_ray_bin(), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
+            "--num-cpus", str(num_cpus), "--object-store-memory", str(object_store_mb * 1024 * 1024),
+            "--include-dashboard=false", "--disable-usage-stats", "--temp-dir", temp_dir]
+    for flag, p in ports.items():
+        argv += [flag, str(p)]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    # gcs_server / raylet catch SIGTERM but take far too long to act on it: after a
+    # short grace the whole group gets SIGKILL (what `ray stop --force` does, by pid here).
+    proc = spawn("ray", argv, Path(log_dir) / "ray.log", marker=f"--temp-dir {temp_dir}", env=env, grace_s=3.0)
+    handle = RayHandle(proc, port, temp_dir, num_cpus)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            shutil.rmtree(temp_dir, ignore_errors=True)
+            raise DevStackError(f"ray head exited during start; log {proc.log_path}:\n{proc.log_tail()}")
+        try:
+            if _ready(temp_dir):
+                return handle
+        except OSError:
+            pass
+        time.sleep(0.2)
+    handle.stop(5.0)
+    raise DevStackError(f"ray head on port {port} not ready after {timeout_s:.0f}s; log {proc.log_path}")

@@ -1,0 +1,104 @@
+"""Ray actors of the processing stage. Each is a thin shell around ``operators``.
+
+* ``ChunkWorkerActor`` (CPU): decodes a chunk payload, and later masks + re-encodes it.
+* ``DetectorActor`` (GPU, fraction of a GPU, or CPU, from config): runs the detectors on
+  the scheduled frames of several chunks at once, batched across cameras.
+
+Resources are never in decorators: the driver sets them with ``.options(...)`` from the
+config, because an actor asking for a GPU is never scheduled on a node without one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from operators.redactor import RedactionConfig, Redactor
+from operators.types import Boxes, VeilStreamError
+from operators.zones import load_zones
+
+logger = logging.getLogger(__name__)
+
+
+class ChunkWorkerActor:
+    """Decode (CPU) and finish (fallback, temporal fill, mask, encode) chunks."""
+
+    def __init__(self, redaction: RedactionConfig, zones: dict[str, Any] | None = None,
+                 crf: int = 23, preset: str = "veryfast") -> None:
+        self.redactor = Redactor(redaction, zones=load_zones(zones) if zones else None, detectors={})
+        self.crf = crf
+        self.preset = preset
+
+    def ready(self) -> bool:
+        return True
+
+    def decode(self, codec: str, payload: bytes, expected_frames: int) -> tuple[np.ndarray | None, dict[str, Any]]:
+        """Decode a payload; returns ``(frames, info)``. ``frames`` is ``None`` on error and
+        ``info["error"]`` says why (the driver sends the chunk to the DLQ)."""
+        from operators.codec import decode_chunk_payload
+
+        t0 = time.perf_counter()
+        try:
+            frames = decode_chunk_payload(codec, payload)
+        except VeilStreamError as exc:
+            return None, {"error": f"decode failed: {exc}"}
+        except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad message, not a crash
+            return None, {"error": f"decode failed: {type(exc).__name__}: {exc}"}
+        if len(frames) == 0:
+            return None, {"error": "decode failed: no frames in payload"}
+        info = {"frames": int(len(frames)), "shape": list(frames.shape[1:]),
+                "decode_ms": (time.perf_counter() - t0) * 1000.0, "error": None,
+                "frame_count_mismatch": expected_frames != len(frames)}
+        return frames, info
+
+    def finish(self, frames: np.ndarray, detected: tuple[list[Boxes | None], list[int], list[str]],
+               camera_id: str, fps: float, pts_ms: list[int]) -> dict[str, Any]:
+        """Mask and re-encode one chunk. Fail closed: if anything goes wrong while masking,
+        every frame is masked whole; if even that cannot be encoded, nothing is returned
+        but the error (the driver routes the chunk to the DLQ)."""
+        from operators.codec import encode_h264_chunk
+
+        raw, failed, errors = detected
+        t0 = time.perf_counter()
+        try:
+            res = self.redactor.finish(frames, raw, failed, camera_id=camera_id)
+            out, counts, fail_closed = res.frames, res.masks_per_class, res.fail_closed_frames
+        except Exception as exc:  # noqa: BLE001
+            logger.error("masking failed camera=%s error=%s: masking every frame whole", camera_id, exc)
+            out = np.zeros_like(frames)
+            counts = {c: 0 for c in self.redactor.config.classes}
+            fail_closed = list(range(len(frames)))
+            errors = [*errors, f"mask: {exc}"]
+        payload = encode_h264_chunk(out, fps=fps, pts_ms=pts_ms, crf=self.crf, preset=self.preset)
+        return {"payload": payload, "masks_per_class": counts, "fail_closed_frames": list(fail_closed),
+                "errors": list(errors), "finish_ms": (time.perf_counter() - t0) * 1000.0}
+
+
+class DetectorActor:
+    """Holds the detectors (heavy ONNX sessions) and serves batched detection."""
+
+    def __init__(self, redaction: RedactionConfig) -> None:
+        self.redactor = Redactor(redaction)
+        self.calls = 0
+
+    def ready(self) -> list[dict[str, str]]:
+        return self.redactor.model_ids
+
+    def detect_chunks(self, *chunks: np.ndarray) -> list[tuple[list[Boxes | None], list[int], list[str]]]:
+        """Detections for each chunk (frames ``(N, H, W, 3)`` uint8), batched across chunks."""
+        self.calls += 1
+        return self.redactor.detect_many(list(chunks))
+
+    def fail_next(self, mode: str) -> None:  # fault injection for tests: "raise" or "hang"
+        real = self.redactor.detect_many
+
+        def broken(chunks: list[np.ndarray]) -> Any:
+            self.redactor.detect_many = real  # type: ignore[method-assign]
+            if mode == "hang":
+                time.sleep(3600)
+            raise RuntimeError("injected detector failure")
+
+        self.redactor.detect_many = broken  # type: ignore[method-assign]

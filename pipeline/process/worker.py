@@ -1,0 +1,397 @@
+"""``veilstream process``: consume raw chunks, redact them on Ray, produce redacted chunks.
+
+The driver owns the Kafka consumer and producer (so offsets are committed by the one
+process that knows what is durable) and orchestrates Ray actors:
+
+    poll raw ──► ChunkWorker.decode (CPU) ──► DetectorActor.detect_chunks (batched
+    across cameras) ──► ChunkWorker.finish (fallback, fill, mask, encode) ──► produce
+    redacted ──► broker ack ──► offset finished ──► commit
+
+* Bounded work: at most ``max_inflight_chunks`` chunks in flight, and per partition
+  ``max_inflight_per_partition``; full partitions are paused, resumed at half.
+* Completion order: ``ray.wait`` drains whatever finished first; per partition the
+  results are produced in offset order (so a camera's chunks stay in order downstream).
+* Fail closed: a detection call that raises, times out, or whose actor dies, masks every
+  frame of its chunks whole and flags them. A chunk that cannot be decoded, masked or
+  encoded goes to the DLQ with the reason. Nothing is produced unmasked.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.kafka import ChunkConsumer, ChunkProducer, Delivery
+from pipeline.metrics import StatusLine, WorkerMetrics, serve
+from pipeline.offsets import OffsetTracker, should_pause, should_resume
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    tp: tuple[str, int]
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    meta: Any  # ChunkCaptured
+    stage: str = "decode"
+    frames_ref: Any = None
+    info: dict[str, Any] = field(default_factory=dict)
+    detect_started: float = 0.0
+    result: dict[str, Any] | None = None
+    outcome: str | None = None  # "redacted" | "dlq"
+    dlq_reason: str = ""
+    worker: Any = None
+    started: float = field(default_factory=time.monotonic)
+
+
+class ProcessWorker:
+    """The processing driver. ``run()`` blocks until ``stop_event`` is set."""
+
+    def __init__(self, config: Any, stop_event: threading.Event | None = None,
+                 metrics: WorkerMetrics | None = None) -> None:
+        self.cfg = config
+        self.stop_event = stop_event or threading.Event()
+        self.metrics = metrics or WorkerMetrics("process")
+        self.tracker = OffsetTracker()
+        self.jobs: dict[Any, Job] = {}  # ray ref -> job waiting on it
+        self.detect_queue: deque[Job] = deque()
+        self.detect_calls: dict[Any, tuple[list[Job], Any, float]] = {}  # ref -> (jobs, actor, started)
+        self.order: dict[tuple[str, int], deque[Job]] = {}
+        self.produced = 0
+        self.status = StatusLine(getattr(config.process, "status_interval_s", 10.0))
+
+    # ---------------------------------------------------------------- setup
+    def _redaction_config(self) -> Any:
+        from operators.redactor import RedactionConfig
+
+        p = self.cfg.process
+        det = self.cfg.ray.detector
+        return RedactionConfig(
+            classes=tuple(p.classes), style=p.style, detect_every=p.detect_every,
+            providers=tuple(det.providers) if det.providers else None,
+            model_dir=getattr(p, "model_dir", None) or None,
+            threads=getattr(det, "threads", None),
+        ).validate()
+
+    def _start_ray(self) -> None:
+        import ray
+
+        from .actors import ChunkWorkerActor, DetectorActor
+
+        rc = self.cfg.ray
+        if not ray.is_initialized():
+            kw: dict[str, Any] = {"include_dashboard": False, "ignore_reinit_error": True,
+                                  "log_to_driver": True, "configure_logging": False}
+            if rc.address:
+                ray.init(address=rc.address, **kw)
+            else:
+                ray.init(num_cpus=rc.num_cpus, object_store_memory=rc.object_store_mb * 1024 * 1024, **kw)
+        red = self._redaction_config()
+        det = rc.detector
+        det_cls = ray.remote(DetectorActor)
+        self._det_opts = {"num_cpus": det.num_cpus, "num_gpus": det.num_gpus, "max_restarts": 3,
+                          "max_task_retries": 0}
+        self._det_cls, self._red = det_cls, red
+        self.detectors = [det_cls.options(**self._det_opts).remote(red) for _ in range(det.replicas)]
+        wk_cls = ray.remote(ChunkWorkerActor)
+        zones = getattr(self.cfg.process, "zones", None)
+        self.workers = [
+            wk_cls.options(num_cpus=rc.worker_num_cpus, max_restarts=3).remote(red, zones)
+            for _ in range(rc.chunk_workers)
+        ]
+        # Building sessions and warming up takes seconds: wait here, not at the first chunk.
+        models = ray.get([d.ready.remote() for d in self.detectors] + [w.ready.remote() for w in self.workers],
+                         timeout=300)
+        self.model_ids = models[0] if self.detectors else []
+        self._rr = 0
+        self.det_load = {id(d): 0 for d in self.detectors}
+        logger.info("ray ready detectors=%d workers=%d models=%s", len(self.detectors), len(self.workers),
+                    ",".join(m["id"] for m in self.model_ids))
+
+    def _next_worker(self) -> Any:
+        self._rr = (self._rr + 1) % len(self.workers)
+        return self.workers[self._rr]
+
+    # ---------------------------------------------------------------- loop
+    def run(self) -> int:
+        import ray
+
+        from schemas.messages import SchemaError, decode_chunk_captured
+
+        k = self.cfg.kafka
+        p = self.cfg.process
+        self._start_ray()
+        self.producer = ChunkProducer(k.bootstrap_servers, message_max_bytes=k.message_max_bytes,
+                                      client_id="veil-process")
+        self.consumer = ChunkConsumer(
+            k.bootstrap_servers, p.consumer_group, [k.topics.raw], message_max_bytes=k.message_max_bytes,
+            session_timeout_ms=k.session_timeout_ms, on_revoke=self._on_revoke)
+        serve(self.metrics, self.cfg.metrics.port if self.cfg.metrics.enabled else -1)
+        self.metrics.ready = True
+        max_total, max_part = p.max_inflight_chunks, p.max_inflight_per_partition
+        try:
+            while not self.stop_event.is_set():
+                self.metrics.tick()
+                free = max_total - self.tracker.inflight()
+                if free > 0:
+                    for msg in self.consumer.poll(0.02 if self.jobs or self.detect_calls else 0.2, free):
+                        tp = (msg.topic(), msg.partition())
+                        self.tracker.started(tp, msg.offset())
+                        self.metrics.chunks_in.labels(camera="all").inc()
+                        job = Job(tp, msg.offset(), msg.key(), msg.value() or b"", list(msg.headers() or []), None)
+                        self.order.setdefault(tp, deque()).append(job)
+                        try:
+                            job.meta = decode_chunk_captured(job.value, job.headers)
+                        except SchemaError as exc:
+                            self._to_dlq(job, "invalid_message", str(exc))
+                            continue
+                        self.metrics.frames_in.inc(len(job.meta.pts_ms))
+                        self._submit_decode(job)
+                for tp in list(self.consumer.assigned):
+                    n = self.tracker.inflight(tp)
+                    if should_pause(n, max_part):
+                        self.consumer.pause([tp])
+                    elif tp in self.consumer.paused and should_resume(n, max_part):
+                        self.consumer.resume([tp])
+                self._submit_detection(force=False)
+                self._drain(ray, timeout_s=0.01)
+                self._check_timeouts()
+                self._emit_in_order()
+                self.producer.poll(0)
+                self._commit()
+                self.metrics.inflight.set(self.tracker.inflight())
+                if self.status.due():
+                    self._log_status()
+            self._shutdown(ray)
+        finally:
+            self.consumer.close()
+        return 0
+
+    def _submit_decode(self, job: Job) -> None:
+        w = self._next_worker()
+        job.worker = w
+        frames_ref, info_ref = w.decode.options(num_returns=2).remote(
+            job.meta.codec, job.meta.payload, len(job.meta.pts_ms))
+        job.frames_ref = frames_ref
+        job.stage = "decode"
+        self.jobs[info_ref] = job
+
+    def _submit_detection(self, force: bool) -> None:
+        """Send queued chunks to the least loaded detector, several chunks per call."""
+        batch_frames = self.cfg.ray.detector.batch_size
+        every = max(1, self.cfg.process.detect_every)
+        while self.detect_queue:
+            d = min(self.detectors, key=lambda a: self.det_load[id(a)])
+            if self.det_load[id(d)] >= 2 and not force:
+                return  # both pipeline slots of the best actor busy: let the queue grow into a batch
+            jobs: list[Job] = []
+            n = 0
+            while self.detect_queue and (not jobs or n < batch_frames):
+                j = self.detect_queue.popleft()
+                jobs.append(j)
+                n += -(-j.info["frames"] // every) + 1
+            ref = d.detect_chunks.remote(*[j.frames_ref for j in jobs])
+            now = time.monotonic()
+            for j in jobs:
+                j.stage, j.detect_started = "detect", now
+            self.detect_calls[ref] = (jobs, d, now)
+            self.det_load[id(d)] += 1
+
+    def _drain(self, ray: Any, timeout_s: float) -> None:
+        refs = list(self.jobs) + list(self.detect_calls)
+        if not refs:
+            return
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s, fetch_local=False)
+        for ref in ready:
+            if ref in self.detect_calls:
+                jobs, actor, _t = self.detect_calls.pop(ref)
+                self.det_load[id(actor)] = max(0, self.det_load.get(id(actor), 1) - 1)
+                try:
+                    results = ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 - RayTaskError, RayActorError: fail closed
+                    logger.error("detection failed chunks=%d error=%s: failing closed", len(jobs),
+                                 str(exc).splitlines()[0][:200])
+                    self.metrics.errors.labels(kind="detector").inc()
+                    results = [self._all_failed(j, "detector error") for j in jobs]
+                for j, r in zip(jobs, results):
+                    self._submit_finish(j, r)
+                continue
+            job = self.jobs.pop(ref)
+            if job.stage == "decode":
+                try:
+                    info = ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 - worker died: the DLQ says why
+                    info = {"error": f"decode worker failed: {str(exc).splitlines()[0][:200]}"}
+                if info.get("error"):
+                    self._to_dlq(job, "decode_failed", info["error"])
+                    continue
+                job.info = info
+                job.stage = "queued"
+                self.detect_queue.append(job)
+            elif job.stage == "finish":
+                try:
+                    job.result = ray.get(ref)
+                except Exception as exc:  # noqa: BLE001
+                    self._to_dlq(job, "redaction_failed", str(exc).splitlines()[0][:300])
+                    continue
+                job.outcome = "redacted"
+                job.stage = "done"
+        self._submit_detection(force=False)
+
+    def _all_failed(self, job: Job, why: str) -> tuple[list[Any], list[int], list[str]]:
+        n = job.info["frames"]
+        return [None] * n, list(range(n)), [why]
+
+    def _check_timeouts(self) -> None:
+        limit = self.cfg.process.detector_timeout_s
+        now = time.monotonic()
+        for ref, (jobs, actor, started) in list(self.detect_calls.items()):
+            if now - started < limit:
+                continue
+            del self.detect_calls[ref]
+            logger.error("detection timed out after %.1fs chunks=%d: failing closed, restarting detector",
+                         limit, len(jobs))
+            self.metrics.errors.labels(kind="detector_timeout").inc()
+            self._restart_detector(actor)
+            for j in jobs:
+                self._submit_finish(j, self._all_failed(j, f"detector timeout after {limit}s"))
+
+    def _restart_detector(self, actor: Any) -> None:
+        import ray
+
+        try:
+            ray.kill(actor, no_restart=True)
+        except Exception:  # noqa: BLE001
+            pass
+        idx = next((i for i, d in enumerate(self.detectors) if d is actor), None)
+        self.det_load.pop(id(actor), None)
+        new = self._det_cls.options(**self._det_opts).remote(self._red)
+        if idx is None:
+            self.detectors.append(new)
+        else:
+            self.detectors[idx] = new
+        self.det_load[id(new)] = 0
+        # calls still queued on the killed actor fail with RayActorError -> fail closed there
+        for ref, (jobs, a, t) in list(self.detect_calls.items()):
+            if a is actor:
+                self.detect_calls[ref] = (jobs, new, t)
+
+    def _submit_finish(self, job: Job, detected: Any) -> None:
+        m = job.meta
+        ref = job.worker.finish.remote(job.frames_ref, detected, m.camera_id, m.fps, list(m.pts_ms))
+        job.stage = "finish"
+        self.jobs[ref] = job
+
+    def _emit_in_order(self) -> None:
+        from schemas.messages import ChunkRedacted, encode_chunk
+
+        topic = self.cfg.kafka.topics.redacted
+        for tp, q in self.order.items():
+            while q and q[0].stage == "done" and q[0].outcome is not None:
+                job = q.popleft()
+                if job.outcome != "redacted":
+                    continue  # DLQ'd: its offset is finished by the DLQ ack
+                r = job.result or {}
+                m = job.meta
+                fail_closed = tuple(r.get("fail_closed_frames", ()))
+                out = ChunkRedacted(
+                    camera_id=m.camera_id, chunk_seq=m.chunk_seq, pts_ms=tuple(m.pts_ms), fps=m.fps,
+                    width=m.width, height=m.height, codec="h264", captured_at_ms=m.captured_at_ms,
+                    payload=r["payload"], masks_per_class=dict(r.get("masks_per_class", {})),
+                    fail_closed_frames=fail_closed, models=tuple(self.model_ids),
+                    policy_id=self.cfg.process.policy_id, policy_version=self.cfg.process.policy_version,
+                    dropped_frames=int(getattr(m, "dropped_frames", 0) or 0),
+                )
+                value, headers = encode_chunk(out)
+                self.producer.produce(topic, value, m.camera_id, headers,
+                                      on_done=self._acked(job, len(m.pts_ms), r, fail_closed))
+                job.frames_ref = None
+
+    def _acked(self, job: Job, frames: int, r: dict[str, Any], fail_closed: tuple[int, ...]) -> Any:
+        def cb(d: Delivery) -> None:
+            if d.error:
+                # Not durable: leave the offset in flight so it is never committed; the chunk
+                # is redone after a restart or rebalance (at-least-once).
+                logger.error("produce failed camera=%s offset=%d error=%s", job.meta.camera_id, job.offset, d.error)
+                self.metrics.errors.labels(kind="produce").inc()
+                return
+            self.tracker.finished(job.tp, job.offset)
+            self.produced += 1
+            self.metrics.chunks_out.labels(camera="all").inc()
+            self.metrics.frames_out.inc(frames)
+            for cls, n in r.get("masks_per_class", {}).items():
+                self.metrics.frames_masked.labels(cls=cls).inc(n)
+            if fail_closed:
+                self.metrics.fail_closed.inc(len(fail_closed))
+            self.metrics.latency.observe(max(0.0, time.time() - job.meta.captured_at_ms / 1000.0))
+            self.metrics.stage_seconds.observe(time.monotonic() - job.started)
+        return cb
+
+    def _to_dlq(self, job: Job, reason: str, error: str) -> None:
+        from schemas.messages import DlqRecord, encode_dlq
+
+        logger.warning("dlq reason=%s topic=%s partition=%d offset=%d error=%s", reason, job.tp[0], job.tp[1],
+                       job.offset, error)
+        rec = DlqRecord(reason=reason, error=error[:2000], source_topic=job.tp[0], source_partition=job.tp[1],
+                        source_offset=job.offset, headers={k: v.decode("utf-8", "replace") for k, v in job.headers},
+                        at_ms=int(time.time() * 1000), payload_size=len(job.value))
+        value, headers = encode_dlq(rec, job.value)
+        job.stage, job.outcome, job.dlq_reason = "done", "dlq", reason
+        job.frames_ref = None
+
+        def cb(d: Delivery) -> None:
+            if d.error:
+                logger.error("dlq produce failed offset=%d error=%s", job.offset, d.error)
+                return
+            self.tracker.finished(job.tp, job.offset)
+            self.metrics.dlq.labels(reason=reason).inc()
+
+        self.producer.produce(self.cfg.kafka.topics.dlq, value, job.key, headers, on_done=cb)
+
+    def _commit(self) -> None:
+        offsets = self.tracker.committable()
+        if offsets:
+            self.consumer.commit(offsets)
+            self.tracker.mark_committed(offsets)
+
+    def _on_revoke(self, tps: list[tuple[str, int]]) -> None:
+        self.producer.flush(10.0)  # acks of already produced chunks still count
+        self._commit()
+        abandoned = self.tracker.revoke(tps)
+        for tp in tps:
+            for job in self.order.pop(tp, deque()):
+                job.stage, job.outcome = "abandoned", "abandoned"
+        if abandoned:
+            logger.info("revoked partitions abandoned %d in-flight chunks to their new owner", abandoned)
+
+    def _log_status(self) -> None:
+        lag = self.consumer.lag()
+        for (_t, p), v in lag.items():
+            self.metrics.lag.labels(partition=str(p)).set(v)
+        logger.info("status inflight=%d produced=%d dlq=%d fail_closed=%d lag=%d",
+                    self.tracker.inflight(), self.produced, int(sum(
+                        s.value for mf in self.metrics.dlq.collect() for s in mf.samples if s.name.endswith("_total"))),
+                    int(self.metrics.value("veil_process_fail_closed_frames_total")), sum(lag.values()))
+
+    def _shutdown(self, ray: Any) -> None:
+        """Stop consuming, finish what is in flight (bounded), flush, commit."""
+        deadline = time.monotonic() + self.cfg.process.drain_timeout_s
+        for tp in list(self.consumer.assigned):
+            self.consumer.pause([tp])
+        while (self.jobs or self.detect_calls or self.detect_queue) and time.monotonic() < deadline:
+            self._submit_detection(force=True)
+            self._drain(ray, timeout_s=0.05)
+            self._check_timeouts()
+            self._emit_in_order()
+            self.producer.poll(0)
+        self._emit_in_order()
+        self.producer.flush(30.0)
+        self._commit()
+        logger.info("process stopped produced=%d inflight_left=%d", self.produced, self.tracker.inflight())

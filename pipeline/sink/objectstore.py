@@ -1,0 +1,204 @@
+"""Object storage behind a small protocol: one MinIO/S3 adapter, one in-memory fake (tests).
+
+Keys are built elsewhere (``pipeline.sink.segments``) as a pure function of the data, so a
+replay calls ``put_object`` with the same key and overwrites instead of duplicating.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from operators.types import VeilStreamError
+
+logger = logging.getLogger(__name__)
+
+
+_MIN_PART = 5 * 1024 * 1024
+_MAX_SINGLE_PUT = 5 * 1024 * 1024 * 1024
+
+
+class ObjectStoreError(VeilStreamError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    etag: str
+    version_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """What ``stat_object`` returns. ``metadata`` holds user metadata without ``x-amz-meta-``."""
+
+    key: str
+    size: int
+    etag: str
+    content_type: str
+    metadata: dict[str, str] = field(default_factory=dict)
+    version_id: str | None = None
+
+
+class ObjectStore(Protocol):
+    """Where segments and manifests go. All methods are blocking and durable on return."""
+
+    def ensure_bucket(self) -> None: ...
+
+    def put_object(self, key: str, data: bytes, content_type: str, metadata: dict[str, str],
+                   tags: dict[str, str]) -> PutResult: ...
+
+    def get_object(self, key: str) -> bytes: ...
+
+    def stat_object(self, key: str) -> ObjectInfo | None:
+        """``None`` when the key does not exist."""
+        ...
+
+    def get_tags(self, key: str) -> dict[str, str]: ...
+
+    def list_objects(self, prefix: str = "") -> Iterator[str]: ...
+
+
+def sha256_b64(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
+
+
+def _cfg(cfg: Any, name: str, default: Any = None) -> Any:
+    if isinstance(cfg, Mapping):
+        return cfg.get(name, default)
+    return getattr(cfg, name, default)
+
+
+class MinioSegmentStore:
+    """``ObjectStore`` on MinIO (or any S3) through the ``minio`` client.
+
+    Credentials are read from the environment variables *named* in the config when the
+    client is first needed, never at import or construction, and never logged.
+    """
+
+    def __init__(self, endpoint: str, bucket: str, *, access_key_env: str = "VEIL_S3_ACCESS_KEY",
+                 secret_key_env: str = "VEIL_S3_SECRET_KEY", secure: bool = False,
+                 region: str | None = None, object_lock: bool = False, access_key_file: str | None = None,
+                 secret_key_file: str | None = None) -> None:
+        # accept "http://host:port" as well as "host:port": the scheme decides ``secure``
+        if "://" in endpoint:
+            scheme, endpoint = endpoint.split("://", 1)
+            secure = scheme == "https"
+        self.endpoint = endpoint.rstrip("/")
+        self.bucket = bucket
+        self.access_key_env = access_key_env
+        self.secret_key_env = secret_key_env
+        self.secure = secure
+        self.region = region or None
+        self.object_lock = object_lock
+        self.access_key_file = access_key_file
+        self.secret_key_file = secret_key_file
+        self._client: Any = None
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> MinioSegmentStore:
+        """Build from the config's ``object_store`` section (dataclass or mapping)."""
+        bucket = _cfg(cfg, "bucket") or _cfg(cfg, "redacted_bucket")
+        if not bucket:
+            raise ObjectStoreError("object_store.bucket is not set")
+        return cls(
+            str(_cfg(cfg, "endpoint")), str(bucket),
+            access_key_env=_cfg(cfg, "access_key_env", "VEIL_S3_ACCESS_KEY"),
+            secret_key_env=_cfg(cfg, "secret_key_env", "VEIL_S3_SECRET_KEY"),
+            secure=bool(_cfg(cfg, "secure", False)), region=_cfg(cfg, "region"),
+            object_lock=bool(_cfg(cfg, "object_lock", False)),
+            access_key_file=_cfg(cfg, "access_key_file"), secret_key_file=_cfg(cfg, "secret_key_file"),
+        )
+
+    def _secret(self, path: str | None, env: str) -> str | None:
+        if path:  # a mounted Secret file wins over the env var (Kubernetes rotates files)
+            try:
+                with open(path, encoding="utf-8") as f:
+                    return f.read().strip() or None
+            except OSError as exc:
+                raise ObjectStoreError(f"cannot read object store credential file {path}: {exc.strerror}") from None
+        return os.environ.get(env)
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from minio import Minio
+
+            access = self._secret(self.access_key_file, self.access_key_env)
+            secret = self._secret(self.secret_key_file, self.secret_key_env)
+            if not access or not secret:
+                raise ObjectStoreError(
+                    f"object store credentials missing: set ${self.access_key_env} and ${self.secret_key_env}")
+            self._client = Minio(self.endpoint, access_key=access, secret_key=secret, secure=self.secure,
+                                 region=self.region)
+        return self._client
+
+    def ensure_bucket(self) -> None:
+        c = self.client
+        if not c.bucket_exists(self.bucket):
+            try:
+                c.make_bucket(self.bucket, location=self.region, object_lock=self.object_lock)
+                logger.info("bucket created bucket=%s object_lock=%s", self.bucket, self.object_lock)
+            except Exception as exc:  # noqa: BLE001 - a concurrent sink created it first
+                if not c.bucket_exists(self.bucket):
+                    raise ObjectStoreError(f"cannot create bucket {self.bucket}: {exc}") from exc
+
+    def put_object(self, key: str, data: bytes, content_type: str, metadata: dict[str, str],
+                   tags: dict[str, str]) -> PutResult:
+        from minio.commonconfig import Tags
+
+        t = Tags(for_object=True)
+        for k, v in tags.items():
+            t[k] = v
+        # The checksum makes S3 verify the body; object-lock buckets of the local S3 server
+        # require it (MinIO accepts it). minio-py passes unknown keys of ``metadata`` through
+        # as headers and prefixes the rest with x-amz-meta-.
+        headers: dict[str, str] = {f"x-amz-meta-{k}": v for k, v in metadata.items()}
+        headers["x-amz-checksum-sha256"] = sha256_b64(data)
+        if len(data) > _MAX_SINGLE_PUT:
+            raise ObjectStoreError(f"object too large for one PUT key={key} size={len(data)}")
+        # part_size >= length keeps it one PUT: the checksum header covers the whole body
+        r = self.client.put_object(self.bucket, key, io.BytesIO(data), len(data), content_type=content_type,
+                                   metadata=headers, tags=t if tags else None,
+                                   part_size=max(len(data), _MIN_PART))
+        return PutResult(etag=str(r.etag or "").strip('"'), version_id=r.version_id)
+
+    def get_object(self, key: str) -> bytes:
+        resp = self.client.get_object(self.bucket, key)
+        try:
+            return bytes(resp.read())
+        finally:
+            resp.close()
+            resp.release_conn()
+
+    def stat_object(self, key: str) -> ObjectInfo | None:
+        from minio.error import S3Error
+
+        try:
+            st = self.client.stat_object(self.bucket, key)
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject", "ResourceNotFound"):
+                return None
+            raise
+        meta: dict[str, str] = {}
+        for k, v in (st.metadata or {}).items():
+            lk = k.lower()
+            if lk.startswith("x-amz-meta-"):
+                meta[lk[len("x-amz-meta-"):]] = v
+        return ObjectInfo(key=key, size=int(st.size or 0), etag=str(st.etag or "").strip('"'),
+                          content_type=str(st.content_type or ""), metadata=meta, version_id=st.version_id)
+
+    def get_tags(self, key: str) -> dict[str, str]:
+        t = self.client.get_object_tags(self.bucket, key)
+        return dict(t or {})
+
+    def list_objects(self, prefix: str = "") -> Iterator[str]:
+        for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True):
+            if not obj.is_dir:
+                yield obj.object_name

@@ -1,0 +1,408 @@
+"""``veilstream sink``: redacted chunks -> per-camera MP4 segments in object storage.
+
+    poll veil.chunks.redacted ──► decode (bad → veil.dlq) ──► SegmentAssembler (per camera,
+    windows of the camera clock) ──► segment complete ──► remux MP4 ──► PUT mp4, PUT manifest
+    ──► source offsets finished ──► commit what ``OffsetTracker`` allows
+
+* Commit after durable: a chunk's offset is finished only once the segment holding it is
+  stored (or its DLQ record is acked). Open segments hold their offsets back, so a crash
+  re-reads them and the replay rewrites the same keys.
+* Replays are idempotent: keys are a pure function of the data, and before writing the
+  sink reads the manifest already under the key (:func:`segments.plan_write`) so a replay
+  of a window's tail never overwrites a fuller segment.
+* Object store down: segments wait in a bounded retry list and every assigned partition
+  is paused until they are stored (Kafka is the buffer, not memory).
+* Rebalance: open segments of revoked partitions are dropped (not committed: their new
+  owner rebuilds them from the last committed offset).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import Counter
+
+from pipeline.kafka import ChunkConsumer, ChunkProducer, Delivery
+from pipeline.metrics import StatusLine, WorkerMetrics, serve
+from pipeline.offsets import OffsetTracker
+
+from .objectstore import MinioSegmentStore, ObjectStore
+from .segments import (
+    CompletedSegment,
+    SegmentAssembler,
+    SegmentError,
+    manifest,
+    manifest_bytes,
+    manifest_key,
+    plan_write,
+    remux_segment,
+    segment_metadata,
+    segment_tags,
+)
+
+logger = logging.getLogger(__name__)
+
+MP4_CONTENT_TYPE = "video/mp4"
+JSON_CONTENT_TYPE = "application/json"
+
+
+@dataclass
+class _Pending:
+    segment: CompletedSegment
+    attempts: int = 0
+    next_try: float = 0.0
+
+
+class SinkWorker:
+    """The sink loop. ``run()`` blocks until ``stop()`` (or the stop event), then flushes.
+
+    Args:
+        config: a ``schemas.config.PipelineConfig`` (reads ``kafka``, ``sink``, ``metrics``).
+        store: where segments go (``MinioSegmentStore`` or ``tests.fakes.InMemoryObjectStore``).
+        consumer_factory: ``f(on_revoke) -> ChunkConsumer``-like; default subscribes to
+            ``kafka.topics.redacted`` with group ``sink.consumer_group``.
+        producer_factory: ``f() -> ChunkProducer``-like for DLQ records.
+        clock: monotonic seconds (idle flush, retry backoff); injectable for tests.
+    """
+
+    def __init__(self, config: Any, store: ObjectStore,
+                 consumer_factory: Callable[[Callable[[list[tuple[str, int]]], None]], Any] | None = None,
+                 *, producer_factory: Callable[[], Any] | None = None,
+                 stop_event: threading.Event | None = None, metrics: WorkerMetrics | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.cfg = config
+        self.store = store
+        self.stop_event = stop_event or threading.Event()
+        self.metrics = metrics or WorkerMetrics("sink")
+        self.clock = clock
+        s = config.sink
+        self.segment_seconds = float(s.segment_seconds)
+        # A live camera's clock runs with ours: after a window's length plus a grace of
+        # silence, no chunk of its open window can still come, so flushing cannot split it.
+        self.idle_s = self.segment_seconds + float(s.idle_flush_s)
+        self.max_open = int(getattr(s, "max_open_segments", 1024))
+        self.assembler = SegmentAssembler(self.segment_seconds)
+        self.tracker = OffsetTracker()
+        self.pending: list[_Pending] = []
+        self.max_pending = max(4, self.max_open)
+        self._consumer_factory = consumer_factory or self._default_consumer
+        self._producer_factory = producer_factory or self._default_producer
+        self.consumer: Any = None
+        self.producer: Any = None
+        self.status = StatusLine(float(getattr(s, "status_interval_s", 10.0)))
+        r = self.metrics.registry
+        self.segments_written = Counter("veil_sink_segments_written_total", "segments stored, per outcome",
+                                        ["outcome"], registry=r)
+        self.bytes_written = Counter("veil_sink_bytes_written_total", "bytes stored (mp4 + manifest)",
+                                     registry=r)
+        self.open_gauge = self.metrics.inflight
+        self.last_message = clock()
+        self._stopping = False
+        self.written_keys: list[str] = []
+
+    # ---------------------------------------------------------------- wiring
+    def _default_consumer(self, on_revoke: Callable[[list[tuple[str, int]]], None]) -> ChunkConsumer:
+        k = self.cfg.kafka
+        return ChunkConsumer(k.bootstrap_servers, self.cfg.sink.consumer_group, [k.topics.redacted],
+                             message_max_bytes=k.message_max_bytes, session_timeout_ms=k.session_timeout_ms,
+                             on_revoke=on_revoke)
+
+    def _default_producer(self) -> ChunkProducer:
+        k = self.cfg.kafka
+        return ChunkProducer(k.bootstrap_servers, message_max_bytes=k.message_max_bytes, client_id="veil-sink")
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    # ---------------------------------------------------------------- loop
+    def run(self, exit_when_idle_s: float | None = None) -> int:
+        """Consume until stopped; then flush open segments, store them, commit, return 0.
+
+        Args:
+            exit_when_idle_s: also stop once nothing arrived for this long and nothing is
+                open or pending (batch / test use).
+        """
+        self.producer = self._producer_factory()
+        self.consumer = self._consumer_factory(self._on_revoke)
+        m = self.cfg.metrics
+        if getattr(m, "enabled", False):
+            serve(self.metrics, m.port, getattr(m, "host", "0.0.0.0"))
+        self.metrics.ready = True
+        try:
+            while not self.stop_event.is_set():
+                self.step()
+                if not self.consumer.assigned:
+                    self.last_message = self.clock()  # idle counts from the group join on
+                elif (exit_when_idle_s is not None and not self.assembler.open and not self.pending
+                        and self.clock() - self.last_message >= exit_when_idle_s):
+                    break
+            self._shutdown()
+        finally:
+            self.consumer.close()
+            self.producer = None  # flushed in _shutdown; release its broker connections now
+            self.metrics.ready = False
+        return 0
+
+    def step(self, poll_s: float = 0.2) -> None:
+        """One loop iteration (public for tests that drive the worker by hand)."""
+        self.metrics.tick()
+        self._retry_pending()
+        # poll even while paused (pending retries): it keeps this member in the group
+        for msg in self.consumer.poll(poll_s, 64):
+            self._handle(msg)
+        now = self.clock()
+        done = self.assembler.flush_idle(now, self.idle_s)
+        if len(self.assembler.open) > self.max_open:
+            # too many cameras open at once: close the quietest early (a late chunk of its
+            # window becomes a "-p" part, never an overwrite)
+            quiet = sorted(self.assembler.open.values(), key=lambda s: s.last_seen)
+            for seg in quiet[: len(self.assembler.open) - self.max_open]:
+                done.append(self.assembler.open.pop(seg.camera_id))
+        for seg in done:
+            self._store(seg)
+        self.producer.poll(0)
+        self._commit()
+        self.open_gauge.set(len(self.assembler.open))
+        if self.status.due():
+            self._log_status()
+
+    def _handle(self, msg: Any) -> None:
+        from schemas.messages import SchemaError, decode_chunk_redacted
+
+        tp, off = (msg.topic(), msg.partition()), msg.offset()
+        self.tracker.started(tp, off)
+        self.last_message = self.clock()
+        self.metrics.chunks_in.labels(camera="all").inc()
+        try:
+            chunk = decode_chunk_redacted(msg.value(), msg.headers())
+        except SchemaError as exc:
+            self._to_dlq(msg, "invalid_message", str(exc))
+            return
+        if chunk.codec != "h264":
+            self._to_dlq(msg, "unsupported_codec", f"sink remuxes h264 chunks only, got {chunk.codec}")
+            return
+        if not chunk.pts_ms:
+            self._to_dlq(msg, "empty_chunk", "chunk has no frames")
+            return
+        self.metrics.frames_in.inc(len(chunk.pts_ms))
+        for seg in self.assembler.add(chunk, (tp[0], tp[1], off), self.clock()):
+            self._store(seg)
+
+    # ---------------------------------------------------------------- storing
+    def _remux(self, seg: CompletedSegment) -> bytes | None:
+        """MP4 of the segment; chunks that cannot be remuxed go to the DLQ, the rest is kept."""
+        try:
+            return remux_segment(seg.chunks)
+        except SegmentError as exc:
+            logger.warning("remux failed camera=%s start=%d error=%s: isolating bad chunks", seg.camera_id,
+                           seg.start_ms, exc)
+        good_chunks, good_sources = [], []
+        for chunk, src in zip(seg.chunks, seg.sources, strict=True):
+            try:
+                remux_segment([chunk])
+            except SegmentError as exc:
+                self._to_dlq_chunk(chunk, src, "remux_failed", str(exc))
+                continue
+            good_chunks.append(chunk)
+            good_sources.append(src)
+        seg.chunks, seg.sources = good_chunks, good_sources
+        if not seg.chunks:
+            return None
+        try:
+            return remux_segment(seg.chunks)
+        except SegmentError as exc:  # each chunk alone is fine but together they are not
+            for chunk, src in zip(seg.chunks, seg.sources, strict=True):
+                self._to_dlq_chunk(chunk, src, "remux_failed", f"segment remux: {exc}")
+            seg.chunks, seg.sources = [], []
+            return None
+
+    def _existing_manifest(self, key: str) -> dict[str, Any] | None:
+        mkey = manifest_key(key)
+        if self.store.stat_object(mkey) is None:
+            return None
+        try:
+            m = json.loads(self.store.get_object(mkey))
+            return m if isinstance(m, dict) else None
+        except (ValueError, UnicodeDecodeError):
+            return None  # unreadable manifest: rewrite the pair
+
+    def _store(self, seg: CompletedSegment) -> None:
+        try:
+            self._write(seg)
+        except Exception as exc:  # noqa: BLE001 - S3Error, urllib3 errors: retry, never skip
+            self._defer(_Pending(seg), exc)
+
+    def _defer(self, p: _Pending, exc: BaseException) -> None:
+        p.attempts += 1
+        delay = min(30.0, 0.5 * 2 ** (p.attempts - 1))
+        p.next_try = self.clock() + delay
+        self.metrics.errors.labels(kind="store").inc()
+        logger.error("store failed camera=%s key=%s attempt=%d retry_in=%.1fs error=%s", p.segment.camera_id,
+                     p.segment.key(), p.attempts, delay, str(exc).splitlines()[0][:300] if str(exc) else type(exc))
+        self.pending.append(p)
+        if self.consumer is not None:
+            self.consumer.pause(sorted(self.consumer.assigned))  # storage is down: stop reading
+
+    def _retry_pending(self) -> None:
+        now = self.clock()
+        for p in list(self.pending):
+            if p.next_try > now:
+                continue
+            self.pending.remove(p)
+            try:
+                self._write(p.segment)
+            except Exception as exc:  # noqa: BLE001
+                self._defer(p, exc)
+        if self.consumer is None or self._stopping:
+            return
+        if self.pending:
+            self.consumer.pause(sorted(self.consumer.assigned))  # incl. partitions assigned since
+        elif self.consumer.paused:
+            self.consumer.resume(sorted(self.consumer.paused))
+
+    def _write(self, seg: CompletedSegment) -> None:
+        mp4 = self._remux(seg)
+        if mp4 is None:
+            return
+        key = seg.key()
+        action = plan_write(self._existing_manifest(key), seg)
+        if action == "part":
+            key = seg.key(part=seg.chunk_seqs[0])
+            if plan_write(self._existing_manifest(key), seg) == "skip":
+                action = "skip"
+        if action != "skip":
+            sha = hashlib.sha256(mp4).hexdigest()
+            tags = segment_tags(seg)
+            self.store.put_object(key, mp4, MP4_CONTENT_TYPE, segment_metadata(seg, sha), tags)
+            stored_ms = int(time.time() * 1000)
+            man = manifest_bytes(manifest(seg, sha, key=key, size_bytes=len(mp4), stored_at_ms=stored_ms))
+            # the manifest goes second: a manifest always describes an mp4 that is stored
+            self.store.put_object(manifest_key(key), man, JSON_CONTENT_TYPE, {"sha256": sha}, tags)
+            self.bytes_written.inc(len(mp4) + len(man))
+            self.written_keys.append(key)
+            for chunk in seg.chunks:
+                self.metrics.latency.observe(max(0.0, stored_ms / 1000.0 - chunk.captured_at_ms / 1000.0))
+            logger.info("segment stored camera=%s key=%s frames=%d chunks=%d bytes=%d action=%s",
+                        seg.camera_id, key, seg.frames, len(seg.chunks), len(mp4), action)
+        else:
+            logger.info("segment already stored camera=%s key=%s chunks=%d (replay)", seg.camera_id, key,
+                        len(seg.chunks))
+        self.segments_written.labels(outcome=action).inc()
+        self.metrics.chunks_out.labels(camera="all").inc(len(seg.chunks))
+        self.metrics.frames_out.inc(seg.frames)
+        for cls, n in seg.masks_per_class.items():
+            self.metrics.frames_masked.labels(cls=cls).inc(n)
+        self.metrics.fail_closed.inc(seg.fail_closed_frames)
+        for t, p, o in seg.sources:
+            self.tracker.finished((t, p), o)
+
+    # ---------------------------------------------------------------- DLQ
+    def _to_dlq(self, msg: Any, reason: str, error: str) -> None:
+        headers = list(msg.headers() or [])
+        self._produce_dlq((msg.topic(), msg.partition(), msg.offset()), msg.key(), msg.value() or b"",
+                          headers, reason, error)
+
+    def _to_dlq_chunk(self, chunk: Any, src: tuple[str, int, int], reason: str, error: str) -> None:
+        from schemas.messages import encode_chunk
+
+        try:
+            value, headers = encode_chunk(chunk)
+        except Exception:  # noqa: BLE001 - keep the payload even if the metadata won't encode
+            value, headers = bytes(chunk.payload), []
+        self._produce_dlq(src, chunk.camera_id, value, headers, reason, error)
+
+    def _produce_dlq(self, src: tuple[str, int, int], key: Any, value: bytes, headers: list[tuple[str, Any]],
+                     reason: str, error: str) -> None:
+        from schemas.messages import DlqRecord, encode_dlq
+
+        topic, part, off = src
+        logger.warning("dlq reason=%s topic=%s partition=%d offset=%d error=%s", reason, topic, part, off,
+                       error[:300])
+        rec = DlqRecord(reason=reason, source_topic=topic, source_partition=part, source_offset=off,
+                        headers={k: (v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v or ""))
+                                 for k, v in headers},
+                        error=error[:4000], at_ms=int(time.time() * 1000), payload_size=len(value))
+        dvalue, dheaders = encode_dlq(rec, value)
+
+        def cb(d: Delivery) -> None:
+            if d.error:
+                # not durable: the offset stays in flight (never committed), redone after restart
+                logger.error("dlq produce failed offset=%d error=%s", off, d.error)
+                self.metrics.errors.labels(kind="dlq_produce").inc()
+                return
+            self.tracker.finished((topic, part), off)
+            self.metrics.dlq.labels(reason=reason).inc()
+
+        self.producer.produce(self.cfg.kafka.topics.dlq, dvalue, key, dheaders, on_done=cb)
+
+    # ---------------------------------------------------------------- offsets, rebalance
+    def _commit(self) -> None:
+        offsets = self.tracker.committable()
+        if offsets:
+            self.consumer.commit(offsets)
+            self.tracker.mark_committed(offsets)
+
+    def _on_revoke(self, tps: list[tuple[str, int]]) -> None:
+        if self.producer is not None:
+            self.producer.flush(10.0)  # DLQ acks of these partitions still count
+        if self.consumer is not None:
+            self._commit()
+        dropped = self.assembler.revoke(tps)
+        lost = set(tps)
+        kept = [p for p in self.pending if not (p.segment.partitions() & lost)]
+        dropped_pending = len(self.pending) - len(kept)
+        self.pending = kept
+        abandoned = self.tracker.revoke(tps)
+        if dropped or dropped_pending or abandoned:
+            logger.info("revoked partitions: dropped open_segments=%d pending=%d in_flight_offsets=%d "
+                        "(the new owner rebuilds them)", len(dropped), dropped_pending, abandoned)
+
+    # ---------------------------------------------------------------- status, shutdown
+    def _log_status(self) -> None:
+        lag = self.consumer.lag()
+        for (_t, p), v in lag.items():
+            self.metrics.lag.labels(partition=str(p)).set(v)
+        logger.info("status open_segments=%d pending=%d inflight=%d segments=%d dlq=%d lag=%d",
+                    len(self.assembler.open), len(self.pending), self.tracker.inflight(),
+                    len(self.written_keys), int(sum(s.value for mf in self.metrics.dlq.collect()
+                                                    for s in mf.samples if s.name.endswith("_total"))),
+                    sum(lag.values()))
+
+    def _shutdown(self, timeout_s: float = 60.0) -> None:
+        """Stop consuming, store every open segment (bounded retries), commit."""
+        self._stopping = True
+        if self.consumer.assigned:
+            self.consumer.pause(sorted(self.consumer.assigned))
+        for seg in self.assembler.flush_all():
+            self._store(seg)
+        deadline = self.clock() + timeout_s
+        while self.pending and self.clock() < deadline:
+            time.sleep(max(0.0, min(1.0, min(p.next_try for p in self.pending) - self.clock())))
+            self._retry_pending()
+        if self.pending:
+            logger.error("shutdown with %d segment(s) not stored: their offsets stay uncommitted",
+                         len(self.pending))
+        self.producer.flush(30.0)
+        self._commit()
+        logger.info("sink stopped segments=%d inflight_left=%d", len(self.written_keys), self.tracker.inflight())
+
+
+def main(config: Any, stop_event: threading.Event | None = None) -> int:
+    """Entry point of ``veilstream sink``: build the MinIO store from config and run."""
+    store = MinioSegmentStore.from_config(config.object_store)
+    store.ensure_bucket()
+    return SinkWorker(config, store, stop_event=stop_event).run()
+
+
+def run_sink(config_path: str) -> int:
+    from pipeline.commands import stop_on_signals
+    from schemas.config import load_config
+
+    return main(load_config(config_path), stop_on_signals())

@@ -1,0 +1,284 @@
+"""The typed pipeline config: one document for ingest, process and sink workers.
+
+``parse_config(mapping)`` is pure: it fills the defaults declared in
+``config.schema.json``, validates against it, reports *every* problem at once with its
+dotted path, and returns frozen dataclasses. ``load_config(path)`` reads YAML with
+``yaml.safe_load`` and calls it.
+
+Secrets never appear here: ``object_store.access_key_env`` / ``access_key_file`` (and
+``kafka.security.*_env``) name where the adapter reads them when it connects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from operators.types import ConfigError
+
+from . import fill_defaults, problems
+
+__all__ = [
+    "CameraConfig",
+    "DetectorConfig",
+    "IngestConfig",
+    "KafkaConfig",
+    "KafkaSecurityConfig",
+    "MetricsConfig",
+    "ObjectStoreConfig",
+    "PipelineConfig",
+    "ProcessConfig",
+    "RayConfig",
+    "SinkConfig",
+    "TopicsConfig",
+    "config_to_dict",
+    "load_config",
+    "parse_camera",
+    "parse_config",
+]
+
+
+@dataclass(frozen=True)
+class TopicsConfig:
+    raw: str
+    redacted: str
+    dlq: str
+    cameras: str
+    audit: str
+
+
+@dataclass(frozen=True)
+class KafkaSecurityConfig:
+    protocol: str
+    sasl_mechanism: str | None
+    username_env: str | None
+    password_env: str | None
+    ca_file: str | None
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap_servers: str
+    topics: TopicsConfig
+    partitions: int
+    message_max_bytes: int
+    session_timeout_ms: int
+    security: KafkaSecurityConfig
+
+
+@dataclass(frozen=True)
+class ObjectStoreConfig:
+    """Where segments go. Credentials: ``*_file`` if set, else the env var ``*_env``."""
+
+    endpoint: str
+    bucket: str
+    audit_bucket: str
+    raw_bucket: str
+    access_key_env: str
+    secret_key_env: str
+    access_key_file: str | None
+    secret_key_file: str | None
+    secure: bool
+    region: str
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    num_gpus: float
+    num_cpus: float
+    replicas: int
+    batch_size: int
+    providers: tuple[str, ...]
+    threads: int | None
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    address: str | None
+    num_cpus: int | None
+    object_store_mb: int
+    chunk_workers: int
+    worker_num_cpus: float
+    detector: DetectorConfig
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """One camera registry record (``camera.schema.json``)."""
+
+    schema_version: int
+    camera_id: str
+    url: str
+    kind: str
+    fps: float | None
+    enabled: bool
+    policy_id: str
+    zones: tuple[dict[str, Any], ...]
+    codec: str
+    loop: bool
+    realtime: bool
+    credentials_env: str | None
+    labels: dict[str, str]
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    chunk_seconds: float
+    max_inflight_chunks: int
+    max_inflight_per_camera: int
+    jpeg_quality: int
+    consumer_group: str
+    reconnect_initial_s: float
+    reconnect_max_s: float
+    status_interval_s: float
+    cameras: tuple[CameraConfig, ...]
+
+
+@dataclass(frozen=True)
+class ProcessConfig:
+    consumer_group: str
+    max_inflight_chunks: int
+    max_inflight_per_partition: int
+    detect_every: int
+    classes: tuple[str, ...]
+    style: str
+    detector_timeout_s: float
+    drain_timeout_s: float
+    status_interval_s: float
+    policy_id: str
+    policy_version: int
+    model_dir: str | None
+    zones: dict[str, Any] | None
+    crf: int
+    preset: str
+
+
+@dataclass(frozen=True)
+class SinkConfig:
+    consumer_group: str
+    segment_seconds: float
+    idle_flush_s: float
+    max_open_segments: int
+    status_interval_s: float
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    enabled: bool
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    schema_version: int
+    kafka: KafkaConfig
+    object_store: ObjectStoreConfig
+    ray: RayConfig
+    ingest: IngestConfig
+    process: ProcessConfig
+    sink: SinkConfig
+    metrics: MetricsConfig
+
+
+def _build(cls: type, data: Mapping[str, Any]) -> Any:
+    """Dataclass ``cls`` from an already validated, defaults-filled mapping."""
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        hint, value = hints[f.name], data.get(f.name)
+        if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
+            value = _build(hint, value)  # type: ignore[arg-type]
+        elif typing.get_origin(hint) is tuple and isinstance(value, list):
+            (item,) = typing.get_args(hint)[:1]
+            value = tuple(_build(item, v) if dataclasses.is_dataclass(item) else v for v in value)
+        elif isinstance(hint, types.UnionType) and float in typing.get_args(hint) and isinstance(value, int) \
+                and not isinstance(value, bool):
+            value = float(value)
+        elif hint is float and isinstance(value, int):
+            value = float(value)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def _validated(name: str, mapping: Any, what: str) -> Any:
+    if mapping is None:
+        mapping = {}
+    if not isinstance(mapping, Mapping):
+        raise ConfigError(f"{what}: expected a mapping at the top level, got {type(mapping).__name__}")
+    filled = fill_defaults(name, dict(mapping))
+    found = problems(name, filled)
+    if found:
+        n = len(found)
+        raise ConfigError(f"{what}: {n} problem{'s' if n > 1 else ''}:\n  " + "\n  ".join(found))
+    return filled
+
+
+def parse_config(mapping: Mapping[str, Any] | None) -> PipelineConfig:
+    """Validate a config mapping and return the typed, defaults-filled config.
+
+    Pure: no files, no environment. Unknown keys are errors.
+
+    Raises:
+        ConfigError: listing every problem at once, one per line, each with its dotted
+            path (``process.detect_every: expected integer >= 1, got 'x'``).
+    """
+    filled = _validated("config", mapping, "invalid config")
+    ids = [c.get("camera_id") for c in filled["ingest"]["cameras"]]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise ConfigError("invalid config: 1 problem:\n  ingest.cameras: duplicate camera_id "
+                          + ", ".join(map(repr, dupes)))
+    return _build(PipelineConfig, filled)  # type: ignore[no-any-return]
+
+
+def parse_camera(mapping: Mapping[str, Any]) -> CameraConfig:
+    """One camera registry record (defaults filled) or ``ConfigError`` naming every problem."""
+    return _build(CameraConfig, _validated("camera", mapping, "invalid camera record"))  # type: ignore[no-any-return]
+
+
+def load_config(path: str | os.PathLike[str]) -> PipelineConfig:
+    """Read a YAML config file and :func:`parse_config` it.
+
+    Raises:
+        ConfigError: file missing/unreadable, invalid YAML (with line and column), or
+            invalid content (every problem at once).
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(p)!r} not found") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {str(p)!r}: cannot read: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        why = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"config file {str(p)!r}: invalid YAML{where}: {why}") from None
+    try:
+        return parse_config(data)
+    except ConfigError as exc:
+        raise ConfigError(f"config file {str(p)!r}: {exc}") from None
+
+
+def config_to_dict(cfg: Any) -> Any:
+    """Plain JSON/YAML-safe data (lists, dicts) of a config dataclass; ``parse_config``
+    of the result gives back an equal config."""
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return {f.name: config_to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, tuple | list):
+        return [config_to_dict(v) for v in cfg]
+    if isinstance(cfg, Mapping):
+        return {k: config_to_dict(v) for k, v in cfg.items()}
+    return cfg

@@ -1,0 +1,128 @@
+"""The local stack itself: broker, S3 server, Ray head, and `up` / `down`."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_produce_consume_with_headers(broker, unique_name):
+    from confluent_kafka import Consumer, KafkaError, Producer
+
+    from pipeline.devstack.broker import create_topics
+
+    topic = unique_name
+    create_topics(broker.bootstrap, {topic: 2}, config={"max.message.bytes": str(4 * 1024 * 1024)})
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "enable.idempotence": True,
+                         "message.max.bytes": 4 * 1024 * 1024})
+    big = bytes(range(256)) * 8192  # 2 MiB: over the 1 MB default, under the limits we set
+    acks = []
+    for i, value in enumerate([b"hello", big]):
+        producer.produce(topic, value=value, key=b"cam-1", headers=[("veil-meta", b'{"i": %d}' % i)],
+                         on_delivery=lambda err, msg: acks.append(err))
+    assert producer.flush(15) == 0
+    assert acks == [None, None]
+
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": unique_name,
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                         "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000,
+                         "fetch.max.bytes": 8 * 1024 * 1024, "max.partition.fetch.bytes": 8 * 1024 * 1024})
+    try:
+        consumer.subscribe([topic])
+        got = []
+        deadline = time.monotonic() + 30
+        while len(got) < 2 and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or (msg.error() and msg.error().code() == KafkaError._PARTITION_EOF):
+                continue
+            assert msg.error() is None, msg.error()
+            got.append(msg)
+            consumer.commit(message=msg, asynchronous=False)
+        assert [m.value() for m in got] == [b"hello", big]  # same key -> same partition, in order
+        assert [dict(m.headers())["veil-meta"] for m in got] == [b'{"i": 0}', b'{"i": 1}']
+        assert all(m.key() == b"cam-1" for m in got)
+        tp = consumer.committed(consumer.assignment(), timeout=10)
+        assert sum(max(p.offset, 0) for p in tp) == 2
+    finally:
+        consumer.close()
+
+
+def test_compacted_topic_created(broker, unique_name):
+    from confluent_kafka.admin import AdminClient
+
+    from pipeline.devstack.broker import create_topics
+
+    create_topics(broker.bootstrap, {unique_name: 3}, per_topic={unique_name: {"cleanup.policy": "compact"}})
+    create_topics(broker.bootstrap, {unique_name: 3})  # existing: left alone, no error
+    md = AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(timeout=10)
+    assert len(md.topics[unique_name].partitions) == 3
+
+
+def test_bucket_put_get(s3, unique_name):
+    client = s3.client()
+    client.make_bucket(unique_name)
+    assert client.bucket_exists(unique_name)
+    data = b"segment bytes" * 1000
+    client.put_object(unique_name, "camera=c1/x.mp4", io.BytesIO(data), len(data), content_type="video/mp4",
+                      metadata={"x-amz-meta-camera": "c1"})
+    resp = client.get_object(unique_name, "camera=c1/x.mp4")
+    try:
+        assert resp.read() == data
+    finally:
+        resp.close()
+        resp.release_conn()
+    assert [o.object_name for o in client.list_objects(unique_name, prefix="camera=", recursive=True)] == [
+        "camera=c1/x.mp4"]
+
+
+def test_ray_head_runs_tasks(ray_local):
+    code = (f"import ray; ray.init(address={ray_local.address!r}, log_to_driver=False); "
+            "print(ray.get(ray.remote(lambda x: x * 2).remote(21))); ray.shutdown()")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "42"
+
+
+def test_up_down_leaves_nothing_behind(tmp_path):
+    from pipeline.devstack import cmdline, pid_alive
+    from pipeline.devstack.stack import StackState, down, up
+    from schemas.config import load_config
+
+    state = up(state_dir=tmp_path / "state", ray=True, num_cpus=1, partitions=2)
+    try:
+        pids = [p["pid"] for p in state.processes]
+        assert len(pids) == 3 and all(pid_alive(p) for p in pids)
+        cfg = load_config(state.config_path)  # the generated worker config is valid
+        assert cfg.kafka.bootstrap_servers == state.bootstrap
+        assert cfg.object_store.endpoint == state.s3_endpoint
+        assert cfg.ray.address == state.ray_address
+        assert StackState.load(tmp_path / "state") == state
+        assert up(state_dir=tmp_path / "state").processes == state.processes  # idempotent
+        from pipeline.devstack import _descendants
+
+        family = [d for p in pids for d in _descendants(p)]
+    finally:
+        stopped = down(state_dir=tmp_path / "state")
+    assert stopped == 3
+    assert not any(pid_alive(p) for p in pids + family), [cmdline(p) for p in pids + family if pid_alive(p)]
+    assert StackState.load(tmp_path / "state") is None
+    assert down(state_dir=tmp_path / "state") == 0  # nothing left to stop
+
+
+def test_stop_refuses_a_recycled_pid(tmp_path):
+    from pipeline.devstack import pid_alive, spawn, stop_pid
+
+    proc = spawn("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "s.log",
+                 marker="time.sleep(60)")
+    try:
+        assert not stop_pid(proc.pid, marker="tansu broker")  # not the command we recorded
+        assert pid_alive(proc.pid)
+    finally:
+        assert proc.stop(5)
+    assert not pid_alive(proc.pid)

@@ -1,0 +1,163 @@
+"""Detectors on real labelled images from ../shared/eval and on synthetic frames."""
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from operators.detectors import (
+    DETECTORS,
+    CenterFaceDetector,
+    TextDetector,
+    YoloxPersonDetector,
+    YuNetDetector,
+    build_detector,
+)
+from operators.evaldata import load_coco, load_faces_dlib, load_plates_eu
+from operators.types import Boxes, ConfigError, Detector, Label
+from operators.video import read_image
+
+ROOT = Path(__file__).resolve().parents[2]
+EVAL_DIR = Path(os.environ.get("VEILSTREAM_EVAL_DIR") or ROOT / ".." / "shared" / "eval")
+MODEL_DIR = Path(os.environ.get("VEILSTREAM_MODEL_DIR") or ROOT / ".." / "shared" / "models")
+
+
+def _coverage(boxes: Boxes, target_xyxy, hw) -> float:
+    m = np.zeros(hw, bool)
+    for x1, y1, x2, y2 in boxes.xyxy:
+        m[int(np.floor(y1)):int(np.ceil(y2)), int(np.floor(x1)):int(np.ceil(x2))] = True
+    x1, y1, x2, y2 = (int(round(v)) for v in target_xyxy)
+    return float(m[y1:y2, x1:x2].mean())
+
+
+def _iou(a, b) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+@pytest.fixture(scope="module")
+def dets():
+    return {
+        "centerface": CenterFaceDetector(threads=2),
+        "yunet": YuNetDetector(model_dir=MODEL_DIR, threads=2),
+        "yolox_person": YoloxPersonDetector(model_dir=MODEL_DIR, threads=2),
+        "ppocr_text": TextDetector(threads=2),
+    }
+
+
+@pytest.fixture(scope="module")
+def dlib_item():
+    return next(i for i in load_faces_dlib(EVAL_DIR / "faces_dlib") if i.image_path.name == "2008_002506.jpg")
+
+
+def test_registry_of_kinds():
+    assert set(DETECTORS) == {"centerface", "yunet", "yolox_person", "ppocr_text"}
+    with pytest.raises(ConfigError, match="centerface"):
+        build_detector("nope")
+
+
+def test_protocol_and_labels(dets):
+    for d in dets.values():
+        assert isinstance(d, Detector)
+    assert dets["centerface"].labels == (Label.FACE,)
+    assert dets["yunet"].labels == (Label.FACE,)
+    assert dets["yolox_person"].labels == (Label.PERSON,)
+    assert dets["ppocr_text"].labels == (Label.PLATE,)
+    assert len(dets["centerface"].model_sha256) == 64
+
+
+@pytest.mark.parametrize("kind", ["centerface", "yunet"])
+def test_faces_found_on_dlib_photo(dets, dlib_item, kind):
+    img = read_image(dlib_item.image_path)
+    (found,) = dets[kind].detect(img[None])
+    assert set(found.label.tolist()) == {int(Label.FACE)}
+    for face in dlib_item.face_boxes:
+        assert _coverage(found, face, img.shape[:2]) >= 0.8, (kind, face)
+
+
+def test_centerface_covers_coco_keypoint_face(dets):
+    item = next(i for i in load_coco(EVAL_DIR / "coco_val2017") if i.image_path.name == "000000034417.jpg")
+    img = read_image(item.image_path)
+    (found,) = dets["centerface"].detect(img[None])
+    for pts in item.face_points:
+        inside = [any(x1 <= x <= x2 and y1 <= y <= y2 for x1, y1, x2, y2 in found.xyxy) for x, y in pts]
+        assert all(inside), pts
+
+
+def test_persons_found_on_coco_photo(dets):
+    items = [i for i in load_coco(EVAL_DIR / "coco_val2017") if len(i.person_boxes)]
+    item = max(items[:10], key=lambda i: float(np.prod(i.person_boxes[:, 2:] - i.person_boxes[:, :2], 1).max()))
+    img = read_image(item.image_path)
+    (found,) = dets["yolox_person"].detect(img[None])
+    assert len(found) and set(found.label.tolist()) == {int(Label.PERSON)}
+    biggest = item.person_boxes[np.argmax(np.prod(item.person_boxes[:, 2:] - item.person_boxes[:, :2], 1))]
+    assert max(_iou(b, biggest) for b in found.xyxy) >= 0.5
+
+
+@pytest.mark.parametrize("name", ["eu1.jpg", "eu2.jpg", "eu3.jpg"])
+def test_plates_covered(dets, name):
+    item = next(i for i in load_plates_eu(EVAL_DIR / "plates_eu") if i.image_path.name == name)
+    img = read_image(item.image_path)
+    (found,) = dets["ppocr_text"].detect(img[None])
+    assert set(found.label.tolist()) == {int(Label.PLATE)}
+    assert _coverage(found, item.plate_boxes[0], img.shape[:2]) >= 0.8
+
+
+def test_text_label_variant():
+    d = TextDetector(label=Label.TEXT, threads=1, max_side=320)
+    assert d.labels == (Label.TEXT,)
+    img = read_image(EVAL_DIR / "plates_eu" / "eu1.jpg")
+    for b in d.detect(img[None]):
+        assert set(b.label.tolist()) <= {int(Label.TEXT)}
+
+
+@pytest.mark.parametrize("kind", ["centerface", "yunet", "yolox_person", "ppocr_text"])
+@pytest.mark.parametrize("n", [0, 1, 3])
+def test_blank_frames_give_empty_boxes(dets, kind, n):
+    out = dets[kind].detect(np.zeros((n, 120, 200, 3), np.uint8))
+    assert len(out) == n
+    for b in out:
+        assert len(b) == 0 and b.xyxy.shape == (0, 4) and b.xyxy.dtype == np.float32
+        assert b.score.shape == (0,) and b.label.dtype == np.int16
+
+
+@pytest.mark.parametrize("kind", ["centerface", "yunet", "yolox_person", "ppocr_text"])
+def test_batch_equals_singles_not_mutated_and_clipped(dets, dlib_item, kind):
+    a = read_image(dlib_item.image_path)
+    b = cv2.resize(read_image(EVAL_DIR / "plates_eu" / "eu2.jpg"), (a.shape[1], a.shape[0]))
+    # shift content so that detections touch the frame border
+    a = np.ascontiguousarray(a[:, 40:])
+    b = np.ascontiguousarray(b[:, 40:])
+    frames = np.stack([a, b])
+    before = frames.copy()
+    batch = dets[kind].detect(frames)
+    assert np.array_equal(frames, before)
+    singles = [dets[kind].detect(f[None])[0] for f in frames]
+    h, w = frames.shape[1:3]
+    for got, ref in zip(batch, singles, strict=True):
+        assert len(got) == len(ref)
+        np.testing.assert_allclose(got.xyxy, ref.xyxy, atol=0.5)
+        if len(got):
+            assert (got.xyxy[:, 0::2] >= 0).all() and (got.xyxy[:, 0::2] <= w).all()
+            assert (got.xyxy[:, 1::2] >= 0).all() and (got.xyxy[:, 1::2] <= h).all()
+            assert (got.xyxy[:, 2:] > got.xyxy[:, :2]).all()
+
+
+def test_rejects_bad_input(dets):
+    from operators.types import InputError
+
+    with pytest.raises(InputError):
+        dets["centerface"].detect(np.zeros((120, 200, 3), np.uint8))
+    with pytest.raises(InputError):
+        dets["centerface"].detect(np.zeros((1, 120, 200, 3), np.float32))
+
+
+def test_missing_explicit_provider_fails():
+    from operators.types import ProviderError
+
+    with pytest.raises(ProviderError, match="CPUExecutionProvider"):
+        CenterFaceDetector(providers=["tensorrt"])

@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+
+from operators.head import HEAD_HEIGHT_FRAC, head_regions
+from operators.types import Boxes, Label
+
+HW = (720, 1280)
+STANDING = [600, 100, 700, 400]  # 100 x 300
+
+
+def test_no_persons_no_heads():
+    assert len(head_regions(Boxes.empty(), Boxes.empty(), HW)) == 0
+    assert len(head_regions(Boxes.empty(), Boxes.of([[0, 0, 5, 5]]), HW)) == 0
+
+
+def test_person_without_face_gets_head_box():
+    persons = Boxes.of([STANDING], [0.7], Label.PERSON)
+    heads = head_regions(persons, Boxes.empty(), HW)
+    assert len(heads) == 1 and heads.label[0] == Label.HEAD and heads.score[0] == pytest.approx(0.7)
+    x1, y1, x2, y2 = heads.xyxy[0]
+    assert (x1 + x2) / 2 == pytest.approx(650)  # centred on the person
+    assert y1 <= 100 and y2 - y1 == pytest.approx(HEAD_HEIGHT_FRAC * 300)
+    assert x2 - x1 >= 0.6 * 100
+    # an adult head (about 1/7.5 of height, 0.8 as wide) at the top centre is inside
+    hh = 300 / 7.5
+    assert x1 <= 650 - 0.4 * hh and x2 >= 650 + 0.4 * hh and y2 >= 100 + hh
+
+
+def test_face_in_upper_part_suppresses_head_box():
+    persons = Boxes.of([STANDING], label=Label.PERSON)
+    face = Boxes.of([[635, 110, 665, 150]], label=Label.FACE)
+    assert len(head_regions(persons, face, HW)) == 0
+
+
+@pytest.mark.parametrize(
+    "face",
+    [
+        [635, 300, 665, 340],  # centre in the lower part (a face on a T-shirt, another person)
+        [710, 110, 740, 150],  # horizontally outside
+    ],
+)
+def test_faces_elsewhere_do_not_count(face):
+    persons = Boxes.of([STANDING], label=Label.PERSON)
+    assert len(head_regions(persons, Boxes.of([face], label=Label.FACE), HW)) == 1
+
+
+def test_person_cut_off_at_frame_bottom_uses_width():
+    persons = Boxes.of([[400, 500, 700, 720]], label=Label.PERSON)  # 300 x 220, upper body
+    heads = head_regions(persons, Boxes.empty(), HW)
+    x1, y1, x2, y2 = heads.xyxy[0]
+    assert y2 - y1 > HEAD_HEIGHT_FRAC * 220 * 2  # much taller than the height rule
+    assert x2 - x1 >= 0.6 * 300
+
+
+def test_head_box_clipped_to_frame():
+    persons = Boxes.of([[-40, -20, 60, 300], [1250, 0, 1290, 100]], label=Label.PERSON)
+    heads = head_regions(persons, Boxes.empty(), HW)
+    assert len(heads) == 2
+    assert (heads.xyxy[:, [0, 2]] >= 0).all() and (heads.xyxy[:, [0, 2]] <= 1280).all()
+    assert (heads.xyxy[:, [1, 3]] >= 0).all() and (heads.xyxy[:, [1, 3]] <= 720).all()
+
+
+def test_only_persons_without_faces_and_finite_boxes():
+    persons = Boxes.of([STANDING, [100, 100, 200, 400], [np.nan, 0, 10, 10]], [0.5, 0.6, 0.7], Label.PERSON)
+    face = Boxes.of([[640, 120, 660, 140]], label=Label.FACE)
+    heads = head_regions(persons, face, HW)
+    assert heads.score.tolist() == pytest.approx([0.6])
+    assert heads.xyxy.dtype == np.float32 and heads.label.dtype == np.int16

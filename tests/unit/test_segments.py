@@ -1,0 +1,492 @@
+"""Sink segments: keys, windows, assembly, manifest, remux; the sink loop with fakes."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import replace
+from typing import Any
+
+import av
+import numpy as np
+import pytest
+
+from operators.codec import encode_h264_chunk
+from pipeline.sink.segments import (
+    CompletedSegment,
+    SegmentAssembler,
+    SegmentError,
+    format_ts,
+    manifest,
+    manifest_key,
+    plan_write,
+    remux_segment,
+    sanitize_camera_id,
+    segment_key,
+    segment_metadata,
+    segment_tags,
+    window_of,
+)
+from schemas.config import parse_config
+from schemas.messages import ChunkRedacted, decode_dlq, encode_chunk
+from tests.fakes import InMemoryObjectStore
+
+T0 = 1795378500000  # 2026-11-22T20:15:00.000Z
+FPS = 25.0
+
+
+def chunk(cam: str = "cam1", seq: int = 0, start_ms: int = T0, n: int = 5, payload: bytes = b"x",
+          **kw: Any) -> ChunkRedacted:
+    pts = tuple(start_ms + i * 40 for i in range(n))
+    base = dict(camera_id=cam, chunk_seq=seq, pts_ms=pts, fps=FPS, width=64, height=48, codec="h264",
+                captured_at_ms=start_ms, payload=payload, masks_per_class={"face": 1, "plate": 0},
+                fail_closed_frames=(), models=({"id": "centerface", "version": "1.0"},),
+                policy_id="city", policy_version=3)
+    base.update(kw)
+    return ChunkRedacted(**base)
+
+
+_FRAMES_CACHE: dict[int, bytes] = {}
+
+
+def h264_chunk(cam: str, seq: int, start_ms: int, n: int, **kw: Any) -> ChunkRedacted:
+    rng = np.random.default_rng(seq)
+    frames = rng.integers(0, 255, (n, 48, 64, 3), dtype=np.uint8)
+    return chunk(cam, seq, start_ms, n, payload=encode_h264_chunk(frames, FPS), **kw)
+
+
+# ---------------------------------------------------------------- keys and windows
+@pytest.mark.parametrize("ms, text", [
+    (0, "19700101T000000000Z"),
+    (T0, "20261122T201500000Z"),
+    (T0 + 1, "20261122T201500001Z"),
+    (T0 + 59_999, "20261122T201559999Z"),
+])
+def test_format_ts(ms: int, text: str) -> None:
+    assert format_ts(ms) == text
+
+
+@pytest.mark.parametrize("cam, safe", [
+    ("", "_"),
+    ("cam-1.a_b", "cam-1.a_b"),
+    ("../etc/passwd", "_etc_passwd"),
+    ("a/b=c d", "a_b_c_d"),
+    ("x" * 100, "x" * 64),
+])
+def test_sanitize_camera_id(cam: str, safe: str) -> None:
+    assert sanitize_camera_id(cam) == safe
+    assert "/" not in sanitize_camera_id(cam)
+
+
+def test_segment_key_is_deterministic_and_formatted() -> None:
+    start, end = window_of(T0 + 12_345)
+    key = segment_key("cam1", start, end)
+    assert key == "camera=cam1/date=2026-11-22/hour=20/20261122T201500000Z_20261122T201600000Z.mp4"
+    assert segment_key("cam1", start, end) == key
+    assert manifest_key(key).endswith("20261122T201600000Z.json")
+    assert segment_key("cam1", start, end, part=7).endswith("Z-p7.mp4")
+
+
+@pytest.mark.parametrize("ts, date, hour", [
+    (1795391999999, "2026-11-22", "23"),  # last ms of the day
+    (1795392000000, "2026-11-23", "00"),  # first ms of the next day
+    (1795381199999, "2026-11-22", "20"),  # last ms of the hour
+    (1795381200000, "2026-11-22", "21"),
+])
+def test_keys_across_hour_and_date_boundaries(ts: int, date: str, hour: str) -> None:
+    start, end = window_of(ts, 60)
+    key = segment_key("c", start, end)
+    assert f"/date={date}/hour={hour}/" in key
+
+
+def test_window_crossing_midnight_is_filed_under_its_start() -> None:
+    start, end = window_of(1795391999999, 3600)  # 23:00-00:00 window
+    assert format_ts(end) == "20261123T000000000Z"
+    assert "/date=2026-11-22/hour=23/" in segment_key("c", start, end)
+
+
+@pytest.mark.parametrize("ts, seconds, window", [
+    (0, 60, (0, 60_000)),
+    (59_999, 60, (0, 60_000)),
+    (60_000, 60, (60_000, 120_000)),
+    (T0 + 1500, 2, (T0, T0 + 2000)),
+    (T0 + 1500, 0.5, (T0 + 1500, T0 + 2000)),
+])
+def test_window_assignment(ts: int, seconds: float, window: tuple[int, int]) -> None:
+    assert window_of(ts, seconds) == window
+
+
+def test_window_rejects_zero_length() -> None:
+    with pytest.raises(ValueError):
+        window_of(T0, 0)
+
+
+# ---------------------------------------------------------------- assembly
+def test_assembler_empty() -> None:
+    a = SegmentAssembler(60)
+    assert a.flush_all() == []
+    assert a.flush_idle(100.0, 1.0) == []
+    assert a.revoke([("t", 0)]) == []
+
+
+def test_assembler_completes_on_later_window_per_camera() -> None:
+    a = SegmentAssembler(60)
+    assert a.add(chunk("a", 0, T0), ("t", 0, 10)) == []
+    assert a.add(chunk("b", 0, T0 + 1000), ("t", 1, 20)) == []
+    assert a.add(chunk("a", 1, T0 + 30_000), ("t", 0, 11)) == []
+    done = a.add(chunk("a", 2, T0 + 60_000), ("t", 0, 12))  # next window of camera a only
+    assert len(done) == 1
+    seg = done[0]
+    assert (seg.camera_id, seg.start_ms, seg.end_ms) == ("a", T0, T0 + 60_000)
+    assert seg.chunk_seqs == [0, 1] and seg.sources == [("t", 0, 10), ("t", 0, 11)]
+    assert seg.frames == 10
+    assert seg.masks_per_class == {"face": 2, "plate": 0}
+    assert set(a.open) == {"a", "b"}
+
+
+def test_chunk_straddling_a_boundary_belongs_to_its_first_frame_window() -> None:
+    a = SegmentAssembler(60)
+    a.add(chunk("a", 0, T0 + 59_900, n=10), ("t", 0, 1))  # runs 40 ms x 10 past the minute
+    (seg,) = a.flush_all()
+    assert seg.start_ms == T0 and seg.last_frame_ms > seg.end_ms
+
+
+def test_assembler_idle_flush_and_flush_all() -> None:
+    a = SegmentAssembler(60)
+    a.add(chunk("a", 0), ("t", 0, 1), now=100.0)
+    a.add(chunk("b", 0), ("t", 0, 2), now=105.0)
+    assert a.flush_idle(104.0, 5.0) == []
+    (seg,) = a.flush_idle(105.0, 5.0)
+    assert seg.camera_id == "a"
+    assert [s.camera_id for s in a.flush_all()] == ["b"]
+    assert a.open == {}
+
+
+def test_assembler_revoke_drops_only_lost_partitions() -> None:
+    a = SegmentAssembler(60)
+    a.add(chunk("a", 0), ("t", 0, 1))
+    a.add(chunk("b", 0), ("t", 1, 1))
+    dropped = a.revoke([("t", 1)])
+    assert [s.camera_id for s in dropped] == ["b"]
+    assert list(a.open) == ["a"]
+
+
+def test_assembler_rejects_chunk_without_frames() -> None:
+    with pytest.raises(SegmentError):
+        SegmentAssembler().add(chunk(n=0), ("t", 0, 1))
+
+
+def test_completed_segment_aggregates() -> None:
+    seg = CompletedSegment("a", T0, T0 + 60_000)
+    seg.chunks = [chunk("a", 0, fail_closed_frames=(0, 2)),
+                  chunk("a", 1, T0 + 200, models=({"id": "yunet", "sha256": "ab" * 32},), policy_version=4)]
+    assert seg.fail_closed_frames == 2
+    assert seg.fail_closed_pts_ms == [T0, T0 + 80]
+    assert [m["id"] for m in seg.models] == ["centerface", "yunet"]
+    assert seg.policies == [("city", "3"), ("city", "4")]
+
+
+# ---------------------------------------------------------------- replay safety
+@pytest.mark.parametrize("stored, new, action", [
+    (None, [0, 1], "write"),
+    ([0, 1, 2], [0, 1, 2], "skip"),  # crash between upload and commit
+    ([0, 1, 2], [1, 2], "skip"),  # replay of a window's tail
+    ([1, 2], [0, 1, 2], "write"),  # now the whole window
+    ([0, 1], [5, 6], "part"),  # late data after an idle flush: never overwrite
+])
+def test_plan_write(stored: list[int] | None, new: list[int], action: str) -> None:
+    seg = CompletedSegment("a", T0, T0 + 60_000, chunks=[chunk("a", s) for s in new])
+    m = None if stored is None else {"chunk_seqs": stored}
+    assert plan_write(m, seg) == action
+
+
+# ---------------------------------------------------------------- manifest, tags
+def test_manifest_sha_matches_and_is_json() -> None:
+    chunks = [h264_chunk("cam1", 0, T0, 6), h264_chunk("cam1", 1, T0 + 240, 6)]
+    seg = CompletedSegment("cam1", T0, T0 + 60_000, chunks=chunks, sources=[("t", 0, 3), ("t", 0, 4)])
+    mp4 = remux_segment(chunks)
+    sha = hashlib.sha256(mp4).hexdigest()
+    m = json.loads(json.dumps(manifest(seg, sha, stored_at_ms=T0 + 5000)))
+    assert m["sha256"] == hashlib.sha256(mp4).hexdigest()
+    assert m["camera_id"] == "cam1" and m["frames"] == 12 and m["chunk_seqs"] == [0, 1]
+    assert m["start"] == "20261122T201500000Z" and m["end"] == "20261122T201600000Z"
+    assert m["masks_per_class"] == {"face": 2, "plate": 0}
+    assert m["policy_id"] == "city" and m["policy_version"] == "3"
+    assert m["models"] == [{"id": "centerface", "version": "1.0"}]
+    assert m["source_offsets"] == [{"topic": "t", "partition": 0, "offset": 3},
+                                   {"topic": "t", "partition": 0, "offset": 4}]
+    assert m["schema_version"] == 1 and m["latency_ms"] == 5000
+    assert m["key"] == seg.key()
+
+
+def test_tags_and_metadata_respect_s3_limits() -> None:
+    masks = {f"cls{i}": i for i in range(12)}
+    seg = CompletedSegment("cam/1", T0, T0 + 60_000, chunks=[chunk("cam/1", 0, masks_per_class=masks)])
+    tags = segment_tags(seg)
+    assert len(tags) <= 10
+    assert tags["camera"] == "cam/1" and tags["policy"] == "city:3" and tags["frames"] == "5"
+    assert tags["models"] == "centerface@1.0"
+    meta = segment_metadata(seg, "ab")
+    assert meta["masks-per-class"].startswith("cls0=0,cls1=1")
+    assert all(v.isascii() for v in meta.values())
+
+
+# ---------------------------------------------------------------- remux
+def _decode(mp4: bytes) -> list[Any]:
+    with av.open(io.BytesIO(mp4)) as c:
+        return [f.pts for f in c.decode(video=0)]
+
+
+def test_remux_real_h264_chunks_keeps_frames_and_timestamps() -> None:
+    chunks = [h264_chunk("c", 0, T0, 10), h264_chunk("c", 1, T0 + 400, 11), h264_chunk("c", 2, T0 + 2000, 7)]
+    mp4 = remux_segment(chunks)
+    assert mp4[4:8] == b"ftyp"
+    with av.open(io.BytesIO(mp4)) as c:
+        assert c.format.name.startswith("mov,mp4")
+        vs = c.streams.video[0]
+        assert vs.codec_context.name == "h264" and (vs.width, vs.height) == (64, 48)
+        tb = vs.time_base
+        times = [float(f.pts * tb) for f in c.decode(vs)]
+    assert len(times) == 28
+    assert all(b > a for a, b in zip(times, times[1:], strict=False))
+    # camera timestamps survive (relative to the first frame), including the gap before chunk 2
+    expected = [(t - T0) / 1000 for ch in chunks for t in ch.pts_ms]
+    assert times == pytest.approx(expected, abs=1e-4)
+
+
+def test_remux_duplicate_camera_timestamps_stay_monotonic() -> None:
+    c0 = h264_chunk("c", 0, T0, 4)
+    c1 = replace(h264_chunk("c", 1, T0, 4), pts_ms=(T0 + 120,) * 4)  # a camera clock that stalls
+    pts = _decode(remux_segment([c0, c1]))
+    assert len(pts) == 8 and all(b > a for a, b in zip(pts, pts[1:], strict=False))
+
+
+@pytest.mark.parametrize("payload", [b"", b"garbage" * 10, b"\x00\x00\x00\x01" + b"\xff" * 50])
+def test_remux_bad_payload_raises(payload: bytes) -> None:
+    with pytest.raises(SegmentError):
+        remux_segment([chunk(payload=payload)])
+
+
+def test_remux_frame_count_mismatch_raises() -> None:
+    good = h264_chunk("c", 0, T0, 5)
+    with pytest.raises(SegmentError, match="packets"):
+        remux_segment([replace(good, pts_ms=good.pts_ms[:3])])
+
+
+def test_remux_nothing_raises() -> None:
+    with pytest.raises(SegmentError):
+        remux_segment([])
+
+
+# ---------------------------------------------------------------- the sink loop, with fakes
+class FakeMsg:
+    def __init__(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes,
+                 headers: list[tuple[str, bytes]]) -> None:
+        self._t, self._p, self._o, self._k, self._v, self._h = topic, partition, offset, key, value, headers
+
+    def topic(self) -> str:
+        return self._t
+
+    def partition(self) -> int:
+        return self._p
+
+    def offset(self) -> int:
+        return self._o
+
+    def key(self) -> bytes | None:
+        return self._k
+
+    def value(self) -> bytes:
+        return self._v
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return self._h
+
+    def error(self) -> None:
+        return None
+
+
+class FakeConsumer:
+    def __init__(self, msgs: list[FakeMsg], on_revoke: Any) -> None:
+        self.msgs = list(msgs)
+        self.on_revoke = on_revoke
+        self.assigned = {(m.topic(), m.partition()) for m in msgs}
+        self.paused: set[tuple[str, int]] = set()
+        self.commits: list[dict[tuple[str, int], int]] = []
+        self.closed = False
+
+    def poll(self, timeout_s: float, max_messages: int = 16) -> list[FakeMsg]:
+        out = [m for m in self.msgs if (m.topic(), m.partition()) not in self.paused][:max_messages]
+        for m in out:
+            self.msgs.remove(m)
+        return out
+
+    def commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        self.commits.append(dict(offsets))
+
+    def committed(self) -> dict[tuple[str, int], int]:
+        out: dict[tuple[str, int], int] = {}
+        for c in self.commits:
+            out.update(c)
+        return out
+
+    def pause(self, tps: list[tuple[str, int]]) -> None:
+        self.paused.update(tps)
+
+    def resume(self, tps: list[tuple[str, int]]) -> None:
+        self.paused.difference_update(tps)
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        return {}
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeProducer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, Any, list[tuple[str, bytes]]]] = []
+
+    def produce(self, topic: str, value: bytes, key: Any, headers: Any, on_done: Any = None) -> Any:
+        from pipeline.kafka import Delivery
+
+        self.sent.append((topic, value, key, headers))
+        d = Delivery(done=True, partition=0, offset=len(self.sent) - 1)
+        if on_done:
+            on_done(d)
+        return d
+
+    def poll(self, timeout_s: float = 0.0) -> int:
+        return 0
+
+    def flush(self, timeout_s: float = 30.0) -> int:
+        return 0
+
+
+def _cfg(segment_seconds: float = 60, idle: float = 5) -> Any:
+    return parse_config({"sink": {"segment_seconds": segment_seconds, "idle_flush_s": idle},
+                         "metrics": {"enabled": False}})
+
+
+def _msgs(chunks: list[ChunkRedacted], topic: str = "veil.chunks.redacted") -> list[FakeMsg]:
+    out = []
+    for i, c in enumerate(chunks):
+        value, headers = encode_chunk(c)
+        out.append(FakeMsg(topic, 0, i, c.camera_id.encode(), value, headers))
+    return out
+
+
+def _worker(msgs: list[FakeMsg], store: InMemoryObjectStore, clock: list[float], **cfg: Any) -> Any:
+    from pipeline.sink.worker import SinkWorker
+
+    holder: dict[str, FakeConsumer] = {}
+
+    def factory(on_revoke: Any) -> FakeConsumer:
+        holder["c"] = FakeConsumer(msgs, on_revoke)
+        return holder["c"]
+
+    w = SinkWorker(_cfg(**cfg), store, factory, producer_factory=FakeProducer, clock=lambda: clock[0])
+    w.producer, w.consumer = FakeProducer(), factory(w._on_revoke)
+    return w
+
+
+def test_sink_commits_only_after_segments_are_stored() -> None:
+    store = InMemoryObjectStore()
+    chunks = [h264_chunk("a", 0, T0, 5), h264_chunk("a", 1, T0 + 200, 5), h264_chunk("a", 2, T0 + 60_000, 5)]
+    clock = [0.0]
+    w = _worker(_msgs(chunks), store, clock)
+    w.step(0)
+    # window 1 stored (offsets 0, 1) -> commit 2; chunk 2 is open: not committed
+    assert w.consumer.committed() == {("veil.chunks.redacted", 0): 2}
+    keys = sorted(store.list_objects())
+    assert keys == ["camera=a/date=2026-11-22/hour=20/20261122T201500000Z_20261122T201600000Z.json",
+                    "camera=a/date=2026-11-22/hour=20/20261122T201500000Z_20261122T201600000Z.mp4"]
+    m = json.loads(store.get_object(keys[0]))
+    assert m["sha256"] == hashlib.sha256(store.get_object(keys[1])).hexdigest()
+    assert store.get_tags(keys[1])["camera"] == "a"
+    # idle: flushed after segment_seconds + grace
+    clock[0] = 64.0
+    w.step(0)
+    assert len(list(store.list_objects())) == 2
+    clock[0] = 65.0
+    w.step(0)
+    assert len(list(store.list_objects())) == 4
+    assert w.consumer.committed() == {("veil.chunks.redacted", 0): 3}
+
+
+def test_sink_replay_rewrites_nothing_new_and_tail_replay_skips() -> None:
+    store = InMemoryObjectStore()
+    chunks = [h264_chunk("a", i, T0 + i * 200, 5) for i in range(3)]
+    w = _worker(_msgs(chunks), store, [0.0])
+    w.step(0)
+    w._shutdown()
+    assert len(store.puts) == 2
+    # a replay of the tail (offsets 1..2 only) must not overwrite the full segment
+    w2 = _worker(_msgs(chunks)[1:], store, [0.0])
+    w2.step(0)
+    w2._shutdown()
+    assert len(store.puts) == 2
+    assert w2.consumer.committed() == {("veil.chunks.redacted", 0): 3}
+    # a full replay rewrites nothing either (same chunks, same key)
+    w3 = _worker(_msgs(chunks), store, [0.0])
+    w3.step(0)
+    w3._shutdown()
+    assert len(store.puts) == 2 and len(list(store.list_objects())) == 2
+
+
+def test_sink_bad_messages_go_to_dlq_and_are_committed() -> None:
+    store = InMemoryObjectStore()
+    good = h264_chunk("a", 0, T0, 5)
+    bad_remux = chunk("a", 1, T0 + 200, payload=b"not h264 at all")
+    msgs = _msgs([good, bad_remux])
+    msgs.append(FakeMsg("veil.chunks.redacted", 0, 2, b"a", b"junk", [("veil-meta", b"{")]))
+    w = _worker(msgs, store, [0.0])
+    w.step(0)
+    w._shutdown()
+    reasons = sorted(decode_dlq(v, h).reason for _t, v, _k, h in w.producer.sent)
+    assert reasons == ["invalid_message", "remux_failed"]
+    assert all(t == "veil.dlq" for t, *_ in w.producer.sent)
+    assert w.consumer.committed() == {("veil.chunks.redacted", 0): 3}
+    m = json.loads(store.get_object(next(k for k in store.list_objects() if k.endswith(".json"))))
+    assert m["chunk_seqs"] == [0] and m["frames"] == 5
+    assert w.metrics.value("veil_sink_dlq_total", {"reason": "invalid_message"}) == 1
+
+
+def test_sink_store_outage_pauses_and_retries_without_committing() -> None:
+    store = InMemoryObjectStore(fail_puts=1)
+    chunks = [h264_chunk("a", 0, T0, 5), h264_chunk("a", 1, T0 + 60_000, 5)]
+    clock = [0.0]
+    w = _worker(_msgs(chunks), store, clock)
+    w.step(0)
+    assert w.pending and w.consumer.paused and w.consumer.committed() == {}
+    clock[0] = 1.0
+    w.step(0)
+    assert not w.pending and not w.consumer.paused
+    assert w.consumer.committed() == {("veil.chunks.redacted", 0): 1}
+
+
+def test_sink_revoke_drops_open_segments_uncommitted() -> None:
+    store = InMemoryObjectStore()
+    w = _worker(_msgs([h264_chunk("a", 0, T0, 5)]), store, [0.0])
+    w.step(0)
+    assert "a" in w.assembler.open
+    w._on_revoke([("veil.chunks.redacted", 0)])
+    assert w.assembler.open == {} and w.tracker.inflight() == 0
+    w._shutdown()
+    assert list(store.list_objects()) == [] and w.consumer.committed() == {}
+
+
+def test_sink_revoke_of_pending_partition_resumes_the_others() -> None:
+    store = InMemoryObjectStore(fail_puts=1)
+    msgs = _msgs([h264_chunk("a", 0, T0, 5), h264_chunk("a", 1, T0 + 60_000, 5)])
+    msgs.append(FakeMsg("veil.chunks.redacted", 1, 0, b"b", *encode_chunk(h264_chunk("b", 0, T0, 5))))
+    w = _worker(msgs, store, [0.0])
+    w.step(0)
+    assert len(w.pending) == 1 and w.consumer.paused == w.consumer.assigned
+    w.consumer.assigned.discard(("veil.chunks.redacted", 0))
+    w.consumer.paused.discard(("veil.chunks.redacted", 0))
+    w._on_revoke([("veil.chunks.redacted", 0)])
+    assert w.pending == []
+    w.step(0)
+    assert w.consumer.paused == set()

@@ -1,0 +1,125 @@
+import numpy as np
+import pytest
+
+from operators.temporal import detection_schedule, fill_gaps, grow
+from operators.types import Boxes, Label
+
+FACE = Boxes.of([[100, 100, 120, 130]], [0.9], Label.FACE)
+
+
+def _has(boxes: Boxes, xyxy, tol=1e-4) -> bool:
+    return bool((np.abs(boxes.xyxy - np.asarray(xyxy, np.float32)).max(axis=1) <= tol).any())
+
+
+def test_empty_chunk():
+    assert fill_gaps([]) == []
+    assert detection_schedule(0, 5) == []
+
+
+def test_nothing_detected_anywhere():
+    out = fill_gaps([Boxes.empty()] * 4)
+    assert [len(b) for b in out] == [0, 0, 0, 0]
+    out = fill_gaps([None] * 3)  # detection never ran: nothing to carry
+    assert [len(b) for b in out] == [0, 0, 0]
+
+
+def test_face_seen_on_frame_9_masks_frames_7_and_8():
+    per_frame = [Boxes.empty() for _ in range(12)]
+    per_frame[9] = FACE
+    out = fill_gaps(per_frame, window=2, grow_per_frame=0.05)
+    assert [len(b) > 0 for b in out] == [i in (7, 8, 9, 10, 11) for i in range(12)]
+    # carried boxes grow 5% of the size per side per frame of distance, keep score/label
+    assert _has(out[8], [99, 98.5, 121, 131.5])
+    assert _has(out[7], [98, 97, 122, 133])
+    assert out[7].label.tolist() == [Label.FACE] and out[7].score.tolist() == pytest.approx([0.9])
+    assert np.array_equal(out[9].xyxy, FACE.xyxy)
+
+
+def test_own_detections_are_never_removed_and_come_first():
+    other = Boxes.of([[0, 0, 10, 10]], [0.5], Label.PLATE)
+    out = fill_gaps([FACE, other], window=1)
+    assert np.array_equal(out[1].xyxy[:1], other.xyxy)
+    assert len(out[1]) == 2 and len(out[0]) == 2
+
+
+def test_window_zero_carries_nothing_between_detected_frames():
+    out = fill_gaps([FACE, Boxes.empty(), FACE], window=0)
+    assert [len(b) for b in out] == [1, 0, 1]
+
+
+def test_none_frames_get_both_nearest_detected_neighbours_regardless_of_window():
+    a = Boxes.of([[0, 0, 10, 10]], label=Label.FACE)
+    b = Boxes.of([[50, 50, 60, 60]], label=Label.PLATE)
+    per_frame = [a] + [None] * 9 + [b]
+    out = fill_gaps(per_frame, window=1, grow_per_frame=0.0)
+    for i in range(1, 10):
+        assert _has(out[i], a.xyxy[0]) and _has(out[i], b.xyxy[0])
+    # detected frames only take boxes from detected frames within the window
+    assert len(out[0]) == 1 and len(out[10]) == 1
+
+
+def test_leading_and_trailing_none_frames_take_the_one_side():
+    out = fill_gaps([None, None, FACE, None], window=0)
+    assert all(len(b) == 1 for b in out)
+
+
+def test_matched_boxes_across_a_gap_are_interpolated():
+    a = Boxes.of([[0, 0, 20, 20]], [0.6], Label.FACE)
+    b = Boxes.of([[4, 0, 24, 20]], [0.8], Label.FACE)  # IoU 16/24 > 0.3
+    out = fill_gaps([a, None, None, None, b], window=0, grow_per_frame=0.0)
+    assert _has(out[1], [1, 0, 21, 20]) and _has(out[2], [2, 0, 22, 20]) and _has(out[3], [3, 0, 23, 20])
+    assert len(out[2]) == 3  # prev + next + interpolated
+    assert out[2].score[-1] == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize(
+    "b",
+    [
+        Boxes.of([[4, 0, 24, 20]], label=Label.PLATE),  # other label
+        Boxes.of([[15, 0, 35, 20]], label=Label.FACE),  # IoU 5/35 < 0.3
+    ],
+)
+def test_unmatched_boxes_are_not_interpolated(b):
+    a = Boxes.of([[0, 0, 20, 20]], label=Label.FACE)
+    out = fill_gaps([a, None, b], window=0, grow_per_frame=0.0)
+    assert len(out[1]) == 2
+
+
+def test_inputs_not_mutated():
+    per_frame = [FACE, None, Boxes.empty()]
+    before = FACE.xyxy.copy()
+    fill_gaps(per_frame, window=2)
+    assert np.array_equal(FACE.xyxy, before) and per_frame[1] is None
+
+
+def test_grow():
+    assert np.array_equal(grow(FACE, 0.0).xyxy, FACE.xyxy)
+    assert _has(grow(FACE, 0.5), [90, 85, 130, 145])
+    assert len(grow(Boxes.empty(), 1.0)) == 0
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="window"):
+        fill_gaps([FACE], window=-1)
+    with pytest.raises(ValueError, match="every"):
+        detection_schedule(4, 0)
+
+
+@pytest.mark.parametrize(
+    "n,every,expected",
+    [
+        (0, 3, []),
+        (1, 3, [True]),
+        (5, 1, [True] * 5),
+        (7, 3, [True, False, False, True, False, False, True]),
+        (8, 3, [True, False, False, True, False, False, True, True]),
+    ],
+)
+def test_detection_schedule(n, every, expected):
+    assert detection_schedule(n, every) == expected
+
+
+def test_schedule_and_fill_cover_every_frame_between_detections():
+    sched = detection_schedule(10, 4)
+    per_frame = [FACE if s else None for s in sched]
+    assert all(len(b) for b in fill_gaps(per_frame, window=0))
