@@ -147,11 +147,13 @@ def evaluate(dataset: str, eval_dir: Path, coverage_fn: CoverageFn, *, person_cl
                     rep.leaks.append({"image": name, "cls": "face", "box": [round(float(v), 1) for v in box],
                                       "coverage": round(c, 3)})
         elif dataset == "coco_val2017":
-            for pts in item.face_points:
-                size = face_size_px(pts)
+            heads = item.head_points or item.face_points
+            for pts, head in zip(item.face_points, heads):
+                # protected = nose and every labelled eye covered; size from all head points
+                size = face_size_px(head)
                 target = face if size >= MIN_FACE_PX else face_small
                 target.targets += 1
-                if not points_covered(cov, pts[:3] if len(pts) > 3 else pts):
+                if not points_covered(cov, pts):
                     target.leaked += 1
                     if target is face:
                         rep.leaks.append({"image": name, "cls": "face", "size_px": round(size, 1),
@@ -233,7 +235,8 @@ def run_eval(args: Any) -> int:
             raise InputError(f"unknown data set {n!r}; expected one of {', '.join(DATASETS)} or all")
     cfg = RedactionConfig(classes=tuple(args.classes), style=args.style, detect_every=1,
                           providers=tuple(args.providers) if args.providers else None,
-                          model_dir=args.model_dir).validate()
+                          model_dir=args.model_dir, face_model=getattr(args, "face_model", "centerface"),
+                          face_max_side=getattr(args, "face_max_side", None)).validate()
     redactor = Redactor(cfg)
 
     def coverage_fn(img: np.ndarray) -> np.ndarray:
@@ -243,6 +246,7 @@ def run_eval(args: Any) -> int:
     reports = [evaluate(n, eval_dir, coverage_fn, person_class="person" in cfg.classes,
                         progress=sys.stderr.isatty()) for n in names]
     settings = {"classes": list(cfg.classes), "style": cfg.style, "face_padding": cfg.face_padding,
+                "face_model": cfg.face_model, "face_max_side": cfg.face_max_side,
                 "models": redactor.model_ids}
     print(report_table(reports))
     doc = report_json(reports, settings)

@@ -24,6 +24,7 @@ from .zones import ZoneSet
 logger = logging.getLogger(__name__)
 
 STYLES = ("mosaic", "blur", "fill")
+FACE_MODELS = ("centerface", "yunet")
 
 # Which labels each user-facing class masks. The face class includes the head-region
 # fallback (a person with no face inside still gets the head masked: fail closed).
@@ -61,8 +62,11 @@ class RedactionConfig:
     face_threshold: float | None = None
     person_threshold: float | None = None
     text_threshold: float | None = None
-    face_max_side: int | None = None
-    text_max_side: int | None = None
+    # 720p and larger are downscaled for detection: CenterFace costs ~4x more at 1280 than
+    # at 960 on CPU; plates_eu leak is the same at 640 as at 960 (1/108), faces_dlib and
+    # coco_val2017 images are below both sizes. Faces under ~14 px at 1280 wide get harder.
+    face_max_side: int | None = 960
+    text_max_side: int | None = 640
     providers: tuple[str, ...] | None = None
     model_dir: str | None = None
     face_padding: float = 0.2
@@ -71,6 +75,7 @@ class RedactionConfig:
     person_padding: float = 0.05
     face_shape: str = "ellipse"
     threads: int | None = None
+    face_model: str = "centerface"
 
     def validate(self) -> "RedactionConfig":
         problems: list[str] = []
@@ -85,6 +90,8 @@ class RedactionConfig:
             problems.append(f"detect_every: expected an integer >= 1, got {self.detect_every!r}")
         if self.temporal_window < 0:
             problems.append(f"temporal_window: expected >= 0, got {self.temporal_window!r}")
+        if self.face_model not in FACE_MODELS:
+            problems.append(f"face_model: expected one of {', '.join(FACE_MODELS)}, got {self.face_model!r}")
         if self.face_shape not in ("ellipse", "rect"):
             problems.append(f"face_shape: expected ellipse or rect, got {self.face_shape!r}")
         if problems:
@@ -221,8 +228,9 @@ class Redactor:
             with_heads.append(b.select(np.isin(b.label, wanted)))
         filled = fill_gaps(with_heads, window=self.config.temporal_window)
         h, w = hw
-        for i in failed:
-            filled[i] = Boxes.concat([filled[i], Boxes.of([[0, 0, w, h]], [1.0], Label.FRAME)])
+        whole = Boxes.of([[0, 0, w, h]], [1.0], Label.FRAME)
+        for i in _fail_closed_frames(raw, failed):
+            filled[i] = Boxes.concat([filled[i], whole])
         return filled
 
     def redact(self, frames: Frames, camera_id: str | None = None) -> RedactionResult:
@@ -242,15 +250,20 @@ class Redactor:
             raise ValueError(f"{len(raw)} detection results for {len(frames)} frames")
         boxes = self.plan_from(raw, failed, frames.shape[1:3])
         out = self.apply(frames, boxes, camera_id)
-        return RedactionResult(out, boxes, self.count(boxes), sorted(failed))
+        return RedactionResult(out, boxes, self.count(boxes), _fail_closed_frames(raw, failed))
 
     def count(self, boxes: Sequence[Boxes]) -> dict[str, int]:
+        """Masked objects per class, summed over frames.
+
+        Temporal fill unions a frame's detections with boxes carried from its neighbours,
+        so one face can be several overlapping boxes on a frame; overlapping boxes of one
+        class count once (what an operator means by "faces masked").
+        """
         counts = {c: 0 for c in self.config.classes}
         for b in boxes:
-            for lb, cnt in b.count_by_label().items():
-                name = _class_of(lb)
-                if name is not None and name in counts:
-                    counts[name] += cnt
+            for name in counts:
+                sel = b.select(np.isin(b.label, [int(x) for x in CLASS_LABELS[name]]))
+                counts[name] += _distinct_objects(sel.xyxy)
         return counts
 
     def apply(self, frames: Frames, boxes: Sequence[Boxes], camera_id: str | None = None) -> Frames:
@@ -303,13 +316,52 @@ def _check_frames(frames: Frames) -> None:
         raise ValueError(f"frames must be (N, H, W, 3) uint8, got {shape} {getattr(frames, 'dtype', None)}")
 
 
-def _class_of(label: int) -> str | None:
-    for name, labels in CLASS_LABELS.items():
-        if label in labels:
-            return name
-    if label == Label.FRAME:
-        return None
-    return None
+def _fail_closed_frames(raw: Sequence[Boxes | None], failed: Sequence[int]) -> list[int]:
+    """Frames to mask whole: those whose detection failed, and the frames that were not
+    scheduled for detection whose nearest scheduled frame before or after failed (their
+    coverage would have been carried from a frame nobody looked at)."""
+    bad = set(failed)
+    if not bad:
+        return []
+    out = set(bad)
+    n = len(raw)
+    prev = None
+    nearest_prev: list[int | None] = []
+    for i in range(n):
+        nearest_prev.append(prev)
+        if raw[i] is not None or i in bad:
+            prev = i
+    nxt = None
+    for i in range(n - 1, -1, -1):
+        if raw[i] is None and i not in bad and (nxt in bad or nearest_prev[i] in bad):
+            out.add(i)
+        if raw[i] is not None or i in bad:
+            nxt = i
+    return sorted(out)
+
+
+def _distinct_objects(xyxy: np.ndarray, overlap: float = 0.3) -> int:
+    """Number of groups of boxes connected by overlap (intersection over the smaller box
+    area above ``overlap``): carried copies of one object count once."""
+    n = len(xyxy)
+    if n <= 1:
+        return n
+    x1, y1, x2, y2 = (xyxy[:, i][:, None] for i in range(4))
+    iw = np.clip(np.minimum(x2, x2.T) - np.maximum(x1, x1.T), 0, None)
+    ih = np.clip(np.minimum(y2, y2.T) - np.maximum(y1, y1.T), 0, None)
+    area = np.clip((x2 - x1) * (y2 - y1), 1e-6, None)
+    linked = (iw * ih) / np.minimum(area, area.T) > overlap
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in zip(*np.nonzero(np.triu(linked, 1))):
+        parent[find(int(i))] = find(int(j))
+    return len({find(i) for i in range(n)})
 
 
 def build_detectors(config: RedactionConfig) -> dict[str, Detector]:
@@ -329,7 +381,7 @@ def build_detectors(config: RedactionConfig) -> dict[str, Detector]:
             kw["threshold"] = config.face_threshold
         if config.face_max_side is not None:
             kw["max_side"] = config.face_max_side
-        dets["face"] = DETECTORS["centerface"](**kw)
+        dets["face"] = DETECTORS[config.face_model](**kw)
     if "face" in classes or "person" in classes:
         kw = dict(common)
         if config.person_threshold is not None:

@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 MODEL_DIR_ENV = "VEILSTREAM_MODEL_DIR"
 CACHE_DIR_ENV = "VEILSTREAM_CACHE_DIR"
+OFFLINE_ENV = "VEILSTREAM_OFFLINE"
 DOWNLOAD_TIMEOUT_S = 60.0
 
 
@@ -234,6 +235,8 @@ def resolve_model(name: str, model_dir: str | os.PathLike[str] | None = None,
     if model_dir is None and not os.environ.get(MODEL_DIR_ENV):
         tried.append(f"${MODEL_DIR_ENV} (unset)")
 
+    if os.environ.get(OFFLINE_ENV, "").lower() in ("1", "true", "yes"):
+        allow_download = False  # air-gapped sites: never try the network, say so instead
     if spec.url and allow_download:
         try:
             logger.info("model=%s downloading into %s", name, cache)
@@ -243,5 +246,5 @@ def resolve_model(name: str, model_dir: str | os.PathLike[str] | None = None,
         except OSError as exc:  # URLError is an OSError
             tried.append(f"download from {spec.url} failed ({exc})")
     elif spec.url:
-        tried.append("download (disabled)")
+        tried.append(f"download (disabled{', $' + OFFLINE_ENV + ' is set' if os.environ.get(OFFLINE_ENV) else ''})")
     raise ModelNotFoundError(_how_to_get(spec, tried))

@@ -1,0 +1,202 @@
+"""The redaction stage as composition: fail closed, temporal fill, zones, counts, no mutation.
+
+Detectors are replaced by scripted fakes implementing the same ``Detector`` protocol, so
+these tests say exactly which frame saw what; real-model behaviour is in test_detectors.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from operators.redactor import RedactionConfig, Redactor, _distinct_objects
+from operators.types import Boxes, ConfigError, Label
+from operators.zones import parse_zones
+
+
+class ScriptedDetector:
+    """Returns ``script[frame_value]`` for a frame whose pixel (0, 0, 0) equals that value."""
+
+    name = "scripted"
+
+    def __init__(self, script: dict[int, Boxes] | None = None, fail: bool = False, wrong_len: bool = False):
+        self.script = script or {}
+        self.fail = fail
+        self.wrong_len = wrong_len
+        self.seen: list[int] = []
+
+    def detect(self, frames: np.ndarray) -> list[Boxes]:
+        if self.fail:
+            raise RuntimeError("CUDA error: device lost")
+        ids = [int(f[0, 0, 0]) for f in frames]
+        self.seen.extend(ids)
+        out = [self.script.get(i, Boxes.empty()) for i in ids]
+        return out[:-1] if self.wrong_len else out
+
+
+def frames_with_ids(n: int, h: int = 120, w: int = 160) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    fr = rng.integers(0, 256, size=(n, h, w, 3), dtype=np.uint8)
+    fr[:, 0, 0, 0] = np.arange(n, dtype=np.uint8)  # the scripted detector keys on this pixel
+    return fr
+
+
+FACE = Boxes.of([[60, 40, 100, 90]], [0.9], Label.FACE)
+
+
+def make(script=None, **cfg) -> tuple[Redactor, ScriptedDetector]:
+    det = ScriptedDetector(script)
+    config = RedactionConfig(**({"classes": ("face",), "style": "fill"} | cfg))
+    return Redactor(config, detectors={"face": det}), det
+
+
+def changed(a: np.ndarray, b: np.ndarray, box) -> float:
+    x1, y1, x2, y2 = box
+    return float((a[y1:y2, x1:x2] != b[y1:y2, x1:x2]).any(-1).mean())
+
+
+def test_nothing_found_returns_copy_with_zero_counts():
+    red, _ = make()
+    fr = frames_with_ids(4)
+    res = red.redact(fr)
+    assert res.frames is not fr and np.array_equal(res.frames, fr)
+    assert res.masks_per_class == {"face": 0}
+    assert res.fail_closed_frames == [] and all(len(b) == 0 for b in res.boxes)
+
+
+def test_face_seen_in_frame_9_also_masks_frames_7_and_8_not_6():
+    red, _ = make({9: FACE}, temporal_window=2)
+    fr = frames_with_ids(12)
+    before = fr.copy()
+    res = red.redact(fr)
+    assert np.array_equal(fr, before), "input mutated"
+    inner = (70, 50, 90, 80)
+    for i in (7, 8, 9, 10, 11):
+        assert changed(res.frames[i], fr[i], inner) == 1.0, f"frame {i} not masked"
+    assert changed(res.frames[6], fr[6], inner) == 0.0
+    assert res.masks_per_class["face"] == 5  # frames 7..11, one face each
+
+
+def test_detect_every_runs_subset_and_carries_boxes_between():
+    red, det = make({0: FACE, 4: FACE}, detect_every=4, temporal_window=0)
+    fr = frames_with_ids(6)
+    res = red.redact(fr)
+    assert sorted(det.seen) == [0, 4, 5]  # every 4th plus the last frame
+    for i in range(5):  # 1-3 were never looked at: carried from 0 and 4
+        assert changed(res.frames[i], fr[i], (70, 50, 90, 80)) == 1.0, f"frame {i} not masked"
+
+
+@pytest.mark.parametrize("kind", ["raises", "wrong_len"])
+def test_detector_failure_masks_every_affected_frame_whole(kind):
+    red, det = make()
+    det.fail = kind == "raises"
+    det.wrong_len = kind == "wrong_len"
+    fr = frames_with_ids(5)
+    res = red.redact(fr)
+    assert res.fail_closed_frames == [0, 1, 2, 3, 4]
+    assert res.errors and "face" in res.errors[0]
+    # whole frame opaque: not one original pixel survives
+    assert not (res.frames == fr).all(-1).any()
+
+
+def test_failure_of_one_detector_fails_closed_even_if_another_succeeds():
+    ok = ScriptedDetector({0: FACE})
+    bad = ScriptedDetector(fail=True)
+    red = Redactor(RedactionConfig(classes=("face", "plate"), style="fill"), detectors={"face": ok, "text": bad})
+    res = red.redact(frames_with_ids(2))
+    assert res.fail_closed_frames == [0, 1]
+
+
+def test_failed_frames_in_detect_every_schedule_still_cover_unscheduled_frames():
+    red, det = make(detect_every=3)
+    det.fail = True
+    fr = frames_with_ids(7)
+    res = red.redact(fr)
+    # frames 1, 2, 4, 5 were not scheduled; their neighbours failed, so they are masked whole
+    assert not (res.frames == fr).all(-1).any()
+    assert res.fail_closed_frames == list(range(7))
+
+
+def test_unscheduled_frames_between_good_detections_are_not_failed():
+    red, _ = make(detect_every=3)
+    res = red.finish(frames_with_ids(7), [Boxes.empty(), None, None, None, None, None, Boxes.empty()], [0])
+    # 1 and 2 sit after failed frame 0; 3 is scheduled-looking but None (no detection) and
+    # its nearest checked neighbour before it is 0 as well
+    assert res.fail_closed_frames == [0, 1, 2, 3, 4, 5]
+    res = red.finish(frames_with_ids(7), [Boxes.empty(), None, None, Boxes.empty(), None, None, Boxes.empty()], [6])
+    assert res.fail_closed_frames == [4, 5, 6]
+
+
+def test_head_fallback_masks_person_without_face():
+    person = Boxes.of([[40, 10, 100, 118]], [0.8], Label.PERSON)
+    det = ScriptedDetector({0: person})
+    red = Redactor(RedactionConfig(classes=("face",), style="fill"), detectors={"person": det})
+    fr = frames_with_ids(1)
+    res = red.redact(fr)
+    assert res.masks_per_class["face"] == 1
+    heads = res.boxes[0].select(res.boxes[0].label == Label.HEAD)
+    assert len(heads) == 1
+    x1, y1, x2, y2 = heads.xyxy[0]
+    assert y1 <= 12 and x1 <= 50 and x2 >= 90  # top of the person box, most of its width
+    # the person itself is not masked (person class not requested)
+    assert changed(res.frames[0], fr[0], (45, 100, 95, 115)) == 0.0
+
+
+def test_zones_always_masked_for_their_camera():
+    zones = parse_zones({"cameras": {"cam-1": [{"name": "window", "normalized": False,
+                                                "polygon": [[0, 0], [40, 0], [40, 40], [0, 40]]}]}})
+    red, _ = make()
+    red.zones = zones
+    fr = frames_with_ids(2)
+    res = red.redact(fr, camera_id="cam-1")
+    assert changed(res.frames[0], fr[0], (2, 2, 38, 38)) == 1.0
+    other = red.redact(fr, camera_id="cam-2")
+    assert changed(other.frames[0], fr[0], (2, 2, 38, 38)) == 0.0
+
+
+def test_coverage_matches_applied_pixels():
+    red, _ = make({0: FACE}, temporal_window=0)
+    fr = frames_with_ids(1)
+    res = red.redact(fr)
+    cov = red.coverage(fr.shape[1:3], res.boxes[0])
+    diff = (res.frames[0] != fr[0]).any(-1)
+    assert not (diff & ~cov).any(), "pixels changed outside the reported coverage"
+    assert diff[cov].mean() > 0.95
+
+
+def test_detect_many_batches_across_chunks_by_shape():
+    red, det = make({1: FACE})
+    a, b = frames_with_ids(2), frames_with_ids(3, 90, 100)
+    out = red.detect_many([a, b])
+    assert [len(o[0]) for o in out] == [2, 3]
+    assert len(out[0][0][1]) == 1 and len(out[1][0][1]) == 1  # frame id 1 in both chunks
+
+
+@pytest.mark.parametrize("bad", [
+    {"classes": ("face", "car")},
+    {"classes": ()},
+    {"style": "pixelate"},
+    {"detect_every": 0},
+    {"face_shape": "star"},
+])
+def test_config_errors_name_the_key(bad):
+    with pytest.raises(ConfigError) as ei:
+        RedactionConfig(**bad).validate()
+    assert next(iter(bad)) in str(ei.value)
+
+
+@pytest.mark.parametrize("xyxy,expected", [
+    ([], 0),
+    ([[0, 0, 10, 10]], 1),
+    ([[0, 0, 10, 10], [1, 1, 11, 11]], 1),            # carried copy of the same face
+    ([[0, 0, 10, 10], [50, 50, 60, 60]], 2),          # two faces
+    ([[0, 0, 10, 10], [8, 0, 18, 10], [16, 0, 26, 10]], 3),  # chained small overlaps stay apart
+])
+def test_distinct_objects(xyxy, expected):
+    assert _distinct_objects(np.asarray(xyxy, np.float32).reshape(-1, 4)) == expected
+
+
+def test_rejects_bad_frames():
+    red, _ = make()
+    with pytest.raises(ValueError):
+        red.redact(np.zeros((4, 4, 3), np.uint8))
