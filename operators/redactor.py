@@ -226,7 +226,10 @@ class Redactor:
                 faces = b.select(b.label == Label.FACE)
                 b = Boxes.concat([b, head_regions(persons, faces, hw)])
             with_heads.append(b.select(np.isin(b.label, wanted)))
-        filled = fill_gaps(with_heads, window=self.config.temporal_window)
+        # A scheduled frame where the detector missed must still get the boxes of the
+        # scheduled frames on either side: the window reaches at least one schedule step.
+        window = max(self.config.temporal_window, self.config.detect_every)
+        filled = fill_gaps(with_heads, window=window)
         h, w = hw
         whole = Boxes.of([[0, 0, w, h]], [1.0], Label.FRAME)
         for i in _fail_closed_frames(raw, failed):

@@ -19,17 +19,31 @@ process that knows what is durable) and orchestrates Ray actors:
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from operators.types import VeilStreamError
 from pipeline.kafka import ChunkConsumer, ChunkProducer, Delivery
 from pipeline.metrics import StatusLine, WorkerMetrics, serve
 from pipeline.offsets import OffsetTracker, should_pause, should_resume
 
 logger = logging.getLogger(__name__)
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The last ``SomeError: message`` line of a Ray error (which nests the remote
+    traceback), so a missing model reads as the model error, not as a Ray traceback."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        head = ln.split(":", 1)[0]
+        if head.endswith(("Error", "Exception")) and " " not in head and "RayTaskError" not in head \
+                and "ActorDiedError" not in head:
+            return ln.split(":", 1)[1].strip() if ":" in ln else ln
+    return lines[-1] if lines else type(exc).__name__
 
 
 @dataclass
@@ -76,7 +90,9 @@ class ProcessWorker:
         return RedactionConfig(
             classes=tuple(p.classes), style=p.style, detect_every=p.detect_every,
             providers=tuple(det.providers) if det.providers else None,
-            model_dir=getattr(p, "model_dir", None) or None,
+            # the driver's $VEILSTREAM_MODEL_DIR travels with the config: actors run in
+            # Ray worker processes on other nodes whose environment the user never set
+            model_dir=getattr(p, "model_dir", None) or os.environ.get("VEILSTREAM_MODEL_DIR") or None,
             threads=getattr(det, "threads", None),
         ).validate()
 
@@ -107,8 +123,11 @@ class ProcessWorker:
             for _ in range(rc.chunk_workers)
         ]
         # Building sessions and warming up takes seconds: wait here, not at the first chunk.
-        models = ray.get([d.ready.remote() for d in self.detectors] + [w.ready.remote() for w in self.workers],
-                         timeout=300)
+        try:
+            models = ray.get([d.ready.remote() for d in self.detectors] + [w.ready.remote() for w in self.workers],
+                             timeout=300)
+        except Exception as exc:  # noqa: BLE001 - an actor's __init__ failed: say why in one line
+            raise VeilStreamError(f"process actors failed to start: {_root_cause(exc)}") from None
         self.model_ids = models[0] if self.detectors else []
         self._rr = 0
         self.det_load = {id(d): 0 for d in self.detectors}

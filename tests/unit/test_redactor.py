@@ -200,3 +200,12 @@ def test_rejects_bad_frames():
     red, _ = make()
     with pytest.raises(ValueError):
         red.redact(np.zeros((4, 4, 3), np.uint8))
+
+
+def test_miss_on_a_scheduled_frame_is_covered_by_neighbouring_detections():
+    # detect_every=3 schedules 0, 3, 6, 9; the detector misses the face on frame 6 only
+    red, _ = make({0: FACE, 3: FACE, 9: FACE}, detect_every=3, temporal_window=2)
+    fr = frames_with_ids(10)
+    res = red.redact(fr)
+    for i in range(10):
+        assert changed(res.frames[i], fr[i], (70, 50, 90, 80)) == 1.0, f"frame {i} not masked"

@@ -1,0 +1,219 @@
+"""`veilstream process` against the real broker and a local Ray head.
+
+Raw chunks of carphone_pristine.mp4 (a face in every frame) go in; redacted H.264 chunks
+come out whose decoded frames have the face masked. Bad messages go to the DLQ with a
+reason; a detector that raises or hangs fails closed (frames masked whole and flagged);
+offsets are committed only up to what is durable downstream.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from operators.codec import decode_chunk_payload, split_gops
+from operators.video import sample_video
+from pipeline.devstack.broker import create_topics
+from schemas.config import parse_config
+from schemas.messages import ChunkCaptured, decode_chunk_redacted, decode_dlq, encode_chunk
+
+pytestmark = pytest.mark.integration
+
+CAMERA = "cam-carphone"
+
+
+def carphone_chunks(camera: str = CAMERA, seconds: float = 1.0) -> list[ChunkCaptured]:
+    now = int(time.time() * 1000)
+    out = []
+    for seq, g in enumerate(split_gops(sample_video("carphone_pristine.mp4"), seconds)):
+        out.append(ChunkCaptured(camera_id=camera, chunk_seq=seq, pts_ms=tuple(g.pts_ms), fps=g.fps,
+                                 width=g.width, height=g.height, codec="h264",
+                                 captured_at_ms=now + g.pts_ms[0], payload=g.payload))
+    return out
+
+
+def detail(img: np.ndarray) -> float:
+    return float(cv2.Laplacian(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), cv2.CV_64F).var())
+
+
+@pytest.fixture
+def setup(broker: Any, ray_local: Any, unique_name: str, monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator:
+    from pathlib import Path
+
+    models = Path(__file__).resolve().parents[3] / "shared" / "models"
+    monkeypatch.setenv("VEILSTREAM_MODEL_DIR", str(models))
+    topics = {"raw": f"{unique_name}-raw", "redacted": f"{unique_name}-red", "dlq": f"{unique_name}-dlq",
+              "cameras": f"{unique_name}-cams", "audit": f"{unique_name}-audit"}
+    create_topics(broker.bootstrap, {topics["raw"]: 2, topics["redacted"]: 2, topics["dlq"]: 1})
+    cfg = parse_config({
+        "kafka": {"bootstrap_servers": broker.bootstrap, "topics": topics, "session_timeout_ms": 6000},
+        "ray": {"address": ray_local.address, "chunk_workers": 1, "worker_num_cpus": 0.5,
+                "detector": {"num_cpus": 0.5, "replicas": 1}},
+        # fill (not mosaic) so that "masked" is checkable pixel by pixel after H.264
+        "process": {"consumer_group": f"{unique_name}-g", "style": "fill", "detector_timeout_s": 20.0, "drain_timeout_s": 30.0,
+                    "status_interval_s": 2.0},
+        "metrics": {"enabled": False},
+    })
+    yield cfg
+
+
+def start_worker(cfg: Any) -> tuple[Any, threading.Event, threading.Thread]:
+    from pipeline.process.worker import ProcessWorker
+
+    stop = threading.Event()
+    w = ProcessWorker(cfg, stop)
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            w.run()
+        except BaseException as exc:  # noqa: BLE001 - surfaced by the test
+            errors.append(exc)
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    w._errors = errors  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 180
+    while not w.metrics.ready and time.monotonic() < deadline:
+        assert not errors, errors
+        time.sleep(0.2)
+    assert w.metrics.ready, "process worker did not become ready"
+    return w, stop, t
+
+
+def produce(cfg: Any, items: list[tuple[bytes | None, list[tuple[str, bytes]] | None, str]]) -> None:
+    p = Producer({"bootstrap.servers": cfg.kafka.bootstrap_servers, "message.max.bytes": 16 << 20})
+    for value, headers, key in items:
+        p.produce(cfg.kafka.topics.raw, value=value, key=key, headers=headers)
+    assert p.flush(30) == 0
+
+
+def consume_all(cfg: Any, topic: str, expected: int, timeout_s: float = 240) -> list[Any]:
+    c = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers, "group.id": f"reader-{time.time_ns()}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                  "fetch.message.max.bytes": 16 << 20, "session.timeout.ms": 6000})
+    c.subscribe([topic])
+    got: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < expected and time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            got.append(m)
+    c.close()
+    return got
+
+
+def committed(cfg: Any) -> int:
+    c = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers, "group.id": cfg.process.consumer_group})
+    parts = [TopicPartition(cfg.kafka.topics.raw, p) for p in range(2)]
+    offs = c.committed(parts, timeout=10)
+    c.close()
+    return sum(max(0, tp.offset) for tp in offs)
+
+
+def stop_worker(stop: threading.Event, t: threading.Thread, w: Any) -> None:
+    stop.set()
+    t.join(90)
+    assert not t.is_alive(), "process worker did not stop"
+    assert not w._errors, w._errors
+
+
+def test_carphone_face_masked_bad_messages_to_dlq_offsets_committed(setup: Any) -> None:
+    cfg = setup
+    chunks = carphone_chunks()
+    items: list[tuple[bytes | None, list[tuple[str, bytes]] | None, str]] = []
+    for ch in chunks:
+        value, headers = encode_chunk(ch)
+        items.append((value, list(headers), CAMERA))
+    # a chunk whose headers are valid but whose H.264 payload is garbage
+    bad = ChunkCaptured(camera_id="cam-broken", chunk_seq=0, pts_ms=(0, 33), fps=30.0, width=176, height=144,
+                        codec="h264", captured_at_ms=int(time.time() * 1000), payload=b"\x00\x00\x01garbage" * 50)
+    v, h = encode_chunk(bad)
+    items.append((v, list(h), "cam-broken"))
+    items.append((b"not a chunk", None, "cam-nohdr"))  # no schema headers at all
+    produce(cfg, items)
+
+    w, stop, t = start_worker(cfg)
+    try:
+        out = consume_all(cfg, cfg.kafka.topics.redacted, len(chunks))
+        dlq = consume_all(cfg, cfg.kafka.topics.dlq, 2, timeout_s=60)
+        deadline = time.monotonic() + 30
+        while committed(cfg) < len(items) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert committed(cfg) == len(items)
+    finally:
+        stop_worker(stop, t, w)
+
+    assert len(out) == len(chunks)
+    red = sorted((decode_chunk_redacted(m.value(), m.headers()) for m in out), key=lambda r: r.chunk_seq)
+    assert [r.chunk_seq for r in red] == [c.chunk_seq for c in chunks]
+    assert all(m.key() == CAMERA.encode() for m in out)
+    originals = {c.chunk_seq: decode_chunk_payload("h264", c.payload) for c in chunks}
+    from operators.detectors import CenterFaceDetector
+
+    faces = CenterFaceDetector(threshold=0.4, model_dir=None)
+    frames_out = 0
+    for r in red:
+        assert r.codec == "h264" and r.fail_closed_frames == ()
+        assert r.pts_ms == chunks[r.chunk_seq].pts_ms
+        assert r.masks_per_class["face"] >= len(r.pts_ms)  # a face in every frame
+        assert {m["id"] for m in r.models} >= {"centerface", "yolox_person", "ppocr_text"}
+        frames = decode_chunk_payload("h264", r.payload)
+        orig = originals[r.chunk_seq]
+        assert frames.shape == orig.shape
+        frames_out += len(frames)
+        # every face the detector finds in the original is a flat fill in the redacted frame,
+        # and the detector finds no face in any redacted frame
+        in_boxes = faces.detect(orig)
+        assert sum(len(b) > 0 for b in in_boxes) >= 0.9 * len(orig)
+        for i, b in enumerate(in_boxes):
+            for x1, y1, x2, y2 in b.xyxy:
+                cx, cy, hw, hh = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) * 0.3, (y2 - y1) * 0.3
+                inner = frames[i, int(cy - hh):int(cy + hh), int(cx - hw):int(cx + hw)]
+                assert float(inner.std()) < 6.0, (r.chunk_seq, i, float(inner.std()))
+        found_out = [i for i, b in enumerate(faces.detect(frames)) if len(b)]
+        assert found_out == [], (r.chunk_seq, found_out)
+    assert frames_out == 120
+    reasons = sorted(decode_dlq(m.value(), m.headers()).reason for m in dlq)
+    assert reasons == ["decode_failed", "invalid_message"]
+
+
+@pytest.mark.parametrize("mode", ["raise", "hang"])
+def test_detector_failure_fails_closed(setup: Any, mode: str) -> None:
+    cfg = setup
+    if mode == "hang":
+        cfg = parse_config({**_as_dict(cfg), "process": {**_as_dict(cfg)["process"], "detector_timeout_s": 4.0}})
+    chunks = carphone_chunks(seconds=1.0)[:1]
+    w, stop, t = start_worker(cfg)
+    try:
+        import ray
+
+        ray.get(w.detectors[0].fail_next.remote(mode))
+        v, h = encode_chunk(chunks[0])
+        produce(cfg, [(v, list(h), CAMERA)])
+        out = consume_all(cfg, cfg.kafka.topics.redacted, 1, timeout_s=120)
+    finally:
+        stop_worker(stop, t, w)
+    assert len(out) == 1
+    r = decode_chunk_redacted(out[0].value(), out[0].headers())
+    n = len(chunks[0].pts_ms)
+    assert r.fail_closed_frames == tuple(range(n))
+    frames = decode_chunk_payload("h264", r.payload)
+    orig = decode_chunk_payload("h264", chunks[0].payload)
+    assert len(frames) == n
+    # masked whole: the frame is one flat colour, nothing of the original left
+    assert all(float(f.std()) < 3.0 for f in frames)
+    assert all(detail(o) > 10 for o in orig)
+
+
+def _as_dict(cfg: Any) -> dict[str, Any]:
+    from schemas.config import config_to_dict
+
+    return config_to_dict(cfg)  # type: ignore[no-any-return]
