@@ -62,10 +62,12 @@ class RedactionConfig:
     face_threshold: float | None = None
     person_threshold: float | None = None
     text_threshold: float | None = None
-    # 720p and larger are downscaled for detection: CenterFace costs ~4x more at 1280 than
-    # at 960 on CPU; plates_eu leak is the same at 640 as at 960 (1/108), faces_dlib and
-    # coco_val2017 images are below both sizes. Faces under ~14 px at 1280 wide get harder.
-    face_max_side: int | None = 960
+    # Frames larger than these are downscaled for detection (CPU cost grows with pixels:
+    # CenterFace is ~70 ms at 640x360, ~130 ms at 960x540, ~420 ms at 1280x720). At 640 a
+    # 720p face must be ~20 px wide to be found as reliably as a 10 px face in a 640 px
+    # photo: `make bench` measures exactly that on COCO upscaled 2x. GPU deployments set
+    # face_max_side 1280. plates_eu leaks the same 1/108 with text at 640 as at 960.
+    face_max_side: int | None = 640
     text_max_side: int | None = 640
     providers: tuple[str, ...] | None = None
     model_dir: str | None = None

@@ -43,14 +43,14 @@ def _add_detection_args(p: argparse.ArgumentParser, default_classes: str = "face
     p.add_argument("--style", default="mosaic", help="mask style: mosaic, blur or fill (default mosaic)")
     p.add_argument("--zones", type=Path, help="YAML file of static privacy zones (polygons always masked)")
     p.add_argument("--detect-every", type=int, default=None, metavar="N",
-                   help="run detectors on every N-th frame and carry boxes in between (video; default 3; images: every one)")
+                   help="run detectors on every N-th frame and carry boxes in between (video; default 4; images: every one)")
     p.add_argument("--providers", type=_csv, default=None,
                    help="onnxruntime execution providers, e.g. cuda,cpu (default: auto, GPU when present)")
     p.add_argument("--face-model", default="centerface",
                    help="face detector: centerface (best recall, default) or yunet (faster)")
     p.add_argument("--face-max-side", type=int, default=None, metavar="PX",
                    help="downscale frames whose longer side exceeds PX for face detection "
-                        "(default 960)")
+                        "(default 640; 0 = native)")
     p.add_argument("--model-dir", default=None,
                    help="directory holding model files (default $VEILSTREAM_MODEL_DIR, packages, cache)")
 
@@ -65,7 +65,7 @@ def _redaction_config(args: argparse.Namespace, detect_every_default: int) -> ob
         providers=tuple(args.providers) if args.providers else None,
         model_dir=args.model_dir,
         face_model=args.face_model,
-        face_max_side=args.face_max_side,
+        **({"face_max_side": (args.face_max_side or None)} if args.face_max_side is not None else {}),
     ).validate()
 
 
@@ -82,7 +82,7 @@ def cmd_redact(args: argparse.Namespace) -> int:
     if args.detect_every is not None and args.detect_every < 1:
         raise UsageError(f"--detect-every: expected an integer >= 1, got {args.detect_every}")
     is_dir = not is_url and Path(src).is_dir()
-    cfg = _redaction_config(args, detect_every_default=1 if is_dir else 3)
+    cfg = _redaction_config(args, detect_every_default=1 if is_dir else 4)
     zones = load_zones(args.zones) if args.zones else None
     redactor = Redactor(cfg, zones=zones)  # type: ignore[arg-type]
     progress = not args.quiet and sys.stderr.isatty() or args.progress

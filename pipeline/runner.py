@@ -57,7 +57,8 @@ def _stop(proc: subprocess.Popen[bytes], name: str, timeout_s: float) -> int:
 
 
 def run_local(cameras: int = 3, seconds: float = 60.0, state_dir: Path | None = None,
-              config_path: Path | None = None, keep_up: bool = False, out=print) -> int:
+              config_path: Path | None = None, keep_up: bool = False, out=print,
+              segment_seconds: float | None = None, download_dir: Path | None = None) -> int:
     from schemas.config import load_config
 
     from pipeline.devstack.stack import down, up
@@ -71,6 +72,9 @@ def run_local(cameras: int = 3, seconds: float = 60.0, state_dir: Path | None = 
         cfg_path = Path(config_path) if config_path else Path(state.config_path)  # type: ignore[union-attr]
         raw = yaml.safe_load(cfg_path.read_text())
         raw.setdefault("ingest", {})["cameras"] = camera_records(cameras)
+        if segment_seconds:
+            raw.setdefault("sink", {})["segment_seconds"] = segment_seconds
+            raw["sink"]["idle_flush_s"] = min(float(raw["sink"].get("idle_flush_s", 30.0)), segment_seconds)
         run_cfg = cfg_path.with_name("run-config.yaml")
         run_cfg.write_text(yaml.safe_dump(raw, sort_keys=False))
         cfg = load_config(run_cfg)
@@ -98,7 +102,9 @@ def run_local(cameras: int = 3, seconds: float = 60.0, state_dir: Path | None = 
         _wait_drained(cfg, timeout_s=120)
         rc |= _stop(procs["process"], "process", 120)
         rc |= _stop(procs["sink"], "sink", 120)
-        report(cfg, t_start, out)
+        per_cam = report(cfg, t_start, out, download_dir=download_dir)
+        if not per_cam:
+            rc = 1
         return 0 if rc == 0 else 1
     finally:
         for name, p in procs.items():
@@ -132,41 +138,87 @@ def _wait_drained(cfg: Any, timeout_s: float) -> None:
         c.close()
 
 
-def report(cfg: Any, t_start: float, out=print) -> dict[str, Any]:
-    """Per-camera segments, masks per class and end-to-end latency, from the manifests."""
+def chunk_latencies(cfg: Any, timeout_s: float = 20.0) -> dict[str, list[float]]:
+    """Per camera, seconds from the capture of a chunk's last frame to its redacted copy
+    being durable in Kafka (the redacted message's broker timestamp)."""
+    from confluent_kafka import Consumer
+
+    from schemas.messages import SchemaError, decode_chunk_redacted
+
+    c = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers, "group.id": f"veil-report-{time.time_ns()}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                  "fetch.message.max.bytes": cfg.kafka.message_max_bytes})
+    out: dict[str, list[float]] = {}
+    try:
+        c.subscribe([cfg.kafka.topics.redacted])
+        idle_until = time.time() + timeout_s
+        while time.time() < idle_until:
+            m = c.poll(1.0)
+            if m is None or m.error():
+                continue
+            idle_until = min(idle_until, time.time() + 3.0)  # stop 3 s after the last message
+            try:
+                r = decode_chunk_redacted(m.value(), m.headers())
+            except SchemaError:
+                continue
+            captured_last = r.captured_at_ms + (r.pts_ms[-1] - r.pts_ms[0] if r.pts_ms else 0)
+            _kind, ts = m.timestamp()
+            out.setdefault(r.camera_id, []).append(max(0.0, (ts - captured_last) / 1000.0))
+    finally:
+        c.close()
+    return out
+
+
+def _pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def report(cfg: Any, t_start: float, out=print, download_dir: Path | None = None) -> dict[str, Any]:
+    """Per-camera segments, frames, masks per class and end-to-end latency, read back from
+    the bucket's manifests and the redacted topic; optionally downloads one segment per camera."""
     from pipeline.sink.objectstore import MinioSegmentStore
 
     store = MinioSegmentStore.from_config(cfg.object_store)
     per_cam: dict[str, dict[str, Any]] = {}
-    first_key = None
     for key in sorted(store.list_objects("camera=")):
         if not key.endswith(".json"):
             continue
         m = json.loads(store.get_object(key))
         cam = per_cam.setdefault(m["camera_id"], {"segments": 0, "frames": 0, "masks": {}, "fail_closed": 0,
-                                                  "latency_s": []})
+                                                  "dropped": 0, "keys": []})
         cam["segments"] += 1
         cam["frames"] += int(m.get("frames", 0))
-        cam["fail_closed"] += len(m.get("fail_closed_frames", [])) if isinstance(
-            m.get("fail_closed_frames"), list) else int(m.get("fail_closed_frames", 0))
+        cam["fail_closed"] += int(m.get("fail_closed_frames", 0) or 0)
+        cam["dropped"] += int(m.get("dropped_frames", 0) or 0)
         for k, v in (m.get("masks_per_class") or {}).items():
             cam["masks"][k] = cam["masks"].get(k, 0) + int(v)
-        if m.get("latency_ms") is not None:
-            cam["latency_s"].append(float(m["latency_ms"]) / 1000.0)
-        first_key = first_key or key.replace(".json", ".mp4")
+        cam["keys"].append(m.get("key") or key.replace(".json", ".mp4"))
+    lat = chunk_latencies(cfg)
     out("")
-    out(f"{'camera':<10} {'segments':>8} {'frames':>7} {'masks per class':<28} {'fail-closed':>11} {'latency p50/max':>16}")
+    out(f"{'camera':<9} {'segments':>8} {'frames':>7} {'masks per class':<24} {'fail-closed':>11} "
+        f"{'dropped':>7} {'latency p50/p95':>16}")
     for cam, s in sorted(per_cam.items()):
         masks = ", ".join(f"{k}={v}" for k, v in sorted(s["masks"].items())) or "-"
-        lat = sorted(s["latency_s"])
-        lat_s = f"{lat[len(lat) // 2]:.1f}s/{lat[-1]:.1f}s" if lat else "-"
-        out(f"{cam:<10} {s['segments']:>8} {s['frames']:>7} {masks:<28} {s['fail_closed']:>11} {lat_s:>16}")
+        ls = lat.get(cam, [])
+        lat_s = f"{_pct(ls, 0.5):.1f}s/{_pct(ls, 0.95):.1f}s" if ls else "-"
+        s["latency_p50_s"] = _pct(ls, 0.5) if ls else None
+        out(f"{cam:<9} {s['segments']:>8} {s['frames']:>7} {masks:<24} {s['fail_closed']:>11} "
+            f"{s['dropped']:>7} {lat_s:>16}")
+    out("latency: capture of a chunk's last frame -> its redacted copy durable in Kafka")
     if not per_cam:
         out("no segments were written: see the worker logs")
-    elif first_key:
-        bucket = cfg.object_store.bucket
-        out(f"\ndownload a segment:\n  python -c \"from minio import Minio; "
-            f"Minio('{cfg.object_store.endpoint.split('://')[-1]}', access_key='...', secret_key='...', "
-            f"secure=False).fget_object('{bucket}', '{first_key}', 'segment.mp4')\"")
-        out(f"  (or: .venv/bin/python -m pipeline.devstack.fetch {first_key} segment.mp4 while the stack is up)")
+        return per_cam
+    bucket = cfg.object_store.bucket
+    if download_dir is not None:
+        download_dir.mkdir(parents=True, exist_ok=True)
+        for cam, s in sorted(per_cam.items()):
+            key = s["keys"][0]
+            dst = download_dir / f"{cam}_{Path(key).name}"
+            dst.write_bytes(store.get_object(key))
+            s["downloaded"] = str(dst)
+        out(f"\none redacted segment per camera downloaded to {download_dir}/ (H.264 MP4, plays in a browser)")
+    first_key = next(iter(sorted(per_cam.values(), key=lambda s: s["keys"][0])))["keys"][0]
+    out(f"download a segment (while the stack is up: `veilstream up`, `veilstream run --keep-up`):\n"
+        f"  veilstream fetch '{first_key}' -o segment.mp4    # bucket {bucket}")
     return per_cam

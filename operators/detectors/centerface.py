@@ -27,7 +27,7 @@ class CenterFaceDetector(OnnxDetector):
             upscaled); ``None`` runs at native resolution. 1280 keeps 720p native.
         model_dir: directory for the registry lookup.
         threads: onnxruntime intra-op threads.
-        batch_size: frames per inference call.
+        batch_size: frames per inference call (default: 1 on CPU, 8 on GPU providers).
     """
 
     name: str = "centerface"
@@ -35,11 +35,12 @@ class CenterFaceDetector(OnnxDetector):
 
     def __init__(self, model: ModelRef = "centerface", *, providers: Sequence[str] | str | None = None,
                  threshold: float = 0.1, nms_iou: float = 0.3, max_side: int | None = 1280,
-                 model_dir: ModelRef | None = None, threads: int | None = None, batch_size: int = 8) -> None:
+                 model_dir: ModelRef | None = None, threads: int | None = None, batch_size: int | None = None) -> None:
         self.threshold = float(threshold)
         self.nms_iou = float(nms_iou)
         self.max_side = max_side
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # type: ignore[assignment]  # resolved in _start
+        self._gpu_batch = 8
         path = self._open(model, model_dir)
         # The graph declares a fixed 10x3x32x32 input; make batch, height and width dynamic.
         data = dynamic_model_bytes(

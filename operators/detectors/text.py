@@ -43,7 +43,7 @@ class TextDetector(OnnxDetector):
                  providers: Sequence[str] | str | None = None, threshold: float = 0.5,
                  bin_threshold: float = 0.3, unclip_ratio: float = 1.6, pad: float = 0.25,
                  max_side: int | None = 960, nms_iou: float | None = None,
-                 model_dir: ModelRef | None = None, threads: int | None = None, batch_size: int = 4) -> None:
+                 model_dir: ModelRef | None = None, threads: int | None = None, batch_size: int | None = None) -> None:
         self.label = Label(int(label))
         self.labels = (self.label,)
         self.threshold = float(threshold)
@@ -52,7 +52,8 @@ class TextDetector(OnnxDetector):
         self.pad = float(pad)
         self.max_side = max_side
         self.nms_iou = nms_iou
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # type: ignore[assignment]  # resolved in _start
+        self._gpu_batch = 4
         self._mean = np.float32(0.5 * 255.0)
         self._scale = np.float32(1.0 / (0.5 * 255.0))
         path = self._open(model, model_dir)

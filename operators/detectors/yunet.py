@@ -34,11 +34,12 @@ class YuNetDetector(OnnxDetector):
 
     def __init__(self, model: ModelRef = "yunet_n", *, providers: Sequence[str] | str | None = None,
                  threshold: float = 0.45, nms_iou: float = 0.3, max_side: int | None = 1280,
-                 model_dir: ModelRef | None = None, threads: int | None = None, batch_size: int = 8) -> None:
+                 model_dir: ModelRef | None = None, threads: int | None = None, batch_size: int | None = None) -> None:
         self.threshold = float(threshold)
         self.nms_iou = float(nms_iou)
         self.max_side = max_side
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # type: ignore[assignment]  # resolved in _start
+        self._gpu_batch = 8
         path = self._open(model, model_dir)
         self._outputs = [f"{k}_{s}" for s in _STRIDES for k in ("cls", "obj", "bbox")]
         self._start(path, providers, threads, (360, 640))
