@@ -119,7 +119,7 @@ def upscaled(fn, factor: int):
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--rounds", type=int, default=2, help="alternating runs of each tool")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating runs of each tool")
     ap.add_argument("--seconds", type=float, default=5.0, help="length of the 720p input (<= 5.3)")
     ap.add_argument("--skip-quality", action="store_true")
     args = ap.parse_args()
