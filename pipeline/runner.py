@@ -56,18 +56,68 @@ def _stop(proc: subprocess.Popen[bytes], name: str, timeout_s: float) -> int:
     return int(proc.returncode or 0)
 
 
+class Workers:
+    """Ingest, process and sink as separate processes (as in production), started from one
+    config file and stopped in pipeline order so nothing in flight is lost."""
+
+    def __init__(self, config_path: Path, log_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.config_path = Path(config_path)
+        self.log_dir = Path(log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.env = dict(env or os.environ)
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, stages: tuple[str, ...] = ("process", "sink", "ingest")) -> None:
+        # process first: Ray and the detectors need a few seconds to load
+        for name in stages:
+            self.procs[name] = _spawn([name, "--config", str(self.config_path)], self.log_dir / f"{name}.log",
+                                      self.env)
+
+    def check(self) -> None:
+        for name, p in self.procs.items():
+            if p.poll() is not None:
+                tail = (self.log_dir / f"{name}.log").read_text(errors="replace").strip().splitlines()[-3:]
+                raise VeilStreamError(f"{name} worker exited with code {p.returncode}; "
+                                      f"see {self.log_dir / (name + '.log')}: {' | '.join(tail)}")
+
+    def stop(self, cfg: Any, drain_timeout_s: float = 120.0) -> int:
+        """Ingest first, then process once it has committed everything ingest produced,
+        then sink (which flushes its open segments). Returns the OR of exit codes."""
+        rc = 0
+        if "ingest" in self.procs:
+            rc |= _stop(self.procs.pop("ingest"), "ingest", 30)
+        if "process" in self.procs:
+            _wait_drained(cfg, cfg.kafka.topics.raw, cfg.process.consumer_group, timeout_s=drain_timeout_s)
+            rc |= _stop(self.procs.pop("process"), "process", 120)
+        if "sink" in self.procs:
+            # open segments are committed only once written: the lag cannot reach 0 before
+            # the idle flush; give the sink a moment to read the last chunks, then SIGTERM
+            # makes it write every open segment, commit and exit
+            _wait_drained(cfg, cfg.kafka.topics.redacted, cfg.sink.consumer_group,
+                          timeout_s=min(10.0, cfg.sink.idle_flush_s + 2.0))
+            rc |= _stop(self.procs.pop("sink"), "sink", 120)
+        return rc
+
+    def kill_all(self) -> None:
+        for name, p in list(self.procs.items()):
+            if p.poll() is None:
+                _stop(p, name, 10)
+        self.procs.clear()
+
+
 def run_local(cameras: int = 3, seconds: float = 60.0, state_dir: Path | None = None,
               config_path: Path | None = None, keep_up: bool = False, out=print,
               segment_seconds: float | None = None, download_dir: Path | None = None) -> int:
-    from schemas.config import load_config
-
     from pipeline.devstack.stack import down, up
+    from schemas.config import load_config
 
     if cameras < 1:
         raise VeilStreamError("--cameras: expected at least 1")
     started_stack = config_path is None
+    if started_stack:
+        out("starting the local stack (Kafka-protocol broker, S3 server, Ray) ...")
     state = up(state_dir=state_dir) if started_stack else None
-    procs: dict[str, subprocess.Popen[bytes]] = {}
+    workers: Workers | None = None
     try:
         cfg_path = Path(config_path) if config_path else Path(state.config_path)  # type: ignore[union-attr]
         raw = yaml.safe_load(cfg_path.read_text())
@@ -79,50 +129,42 @@ def run_local(cameras: int = 3, seconds: float = 60.0, state_dir: Path | None = 
         run_cfg.write_text(yaml.safe_dump(raw, sort_keys=False))
         cfg = load_config(run_cfg)
         log_dir = run_cfg.parent / "logs"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
-        out(f"stack: kafka {cfg.kafka.bootstrap_servers}, s3 {cfg.object_store.endpoint}; logs in {log_dir}")
+        out(f"stack: kafka {cfg.kafka.bootstrap_servers}, s3 {cfg.object_store.endpoint}; worker logs in {log_dir}")
         t_start = time.time()
-        # process first: Ray and the detectors need a few seconds to load
-        procs["process"] = _spawn(["process", "--config", str(run_cfg)], log_dir / "process.log", env)
-        procs["sink"] = _spawn(["sink", "--config", str(run_cfg)], log_dir / "sink.log", env)
-        procs["ingest"] = _spawn(["ingest", "--config", str(run_cfg)], log_dir / "ingest.log", env)
-        out(f"streaming {cameras} simulated camera(s) for {seconds:.0f}s ...")
+        workers = Workers(run_cfg, log_dir)
+        workers.start()
+        out(f"streaming {cameras} simulated camera(s) for {seconds:.0f}s "
+            f"({', '.join(c['camera_id'] + '=' + Path(c['url']).name for c in raw['ingest']['cameras'])}) ...")
         deadline = time.time() + seconds if seconds > 0 else float("inf")
         try:
             while time.time() < deadline:
-                for name, p in procs.items():
-                    if p.poll() is not None:
-                        raise VeilStreamError(f"{name} worker exited with code {p.returncode}; "
-                                              f"see {log_dir / (name + '.log')}")
+                workers.check()
                 time.sleep(0.5)
         except KeyboardInterrupt:
             out("interrupted: stopping workers")
-        rc = _stop(procs["ingest"], "ingest", 30)
-        _wait_drained(cfg, timeout_s=120)
-        rc |= _stop(procs["process"], "process", 120)
-        rc |= _stop(procs["sink"], "sink", 120)
+        out("stopping: ingest, then process once drained, then sink (flushes open segments) ...")
+        rc = workers.stop(cfg)
         per_cam = report(cfg, t_start, out, download_dir=download_dir)
         if not per_cam:
             rc = 1
         return 0 if rc == 0 else 1
     finally:
-        for name, p in procs.items():
-            if p.poll() is None:
-                _stop(p, name, 10)
+        if workers is not None:
+            workers.kill_all()
         if started_stack and not keep_up:
             down(state_dir=state_dir)
+            out("local stack stopped: nothing left running")
 
 
-def _wait_drained(cfg: Any, timeout_s: float) -> None:
-    """Wait until the process group has committed everything ingest produced."""
+def _wait_drained(cfg: Any, topic: str, group: str, timeout_s: float, settle_s: float = 0.0) -> bool:
+    """Wait until ``group`` has committed everything in ``topic`` (lag 0), then ``settle_s``."""
     from confluent_kafka import Consumer, TopicPartition
 
-    c = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers, "group.id": cfg.process.consumer_group,
+    c = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers, "group.id": group,
                   "enable.auto.commit": False})
     try:
-        md = c.list_topics(cfg.kafka.topics.raw, timeout=10)
-        parts = [TopicPartition(cfg.kafka.topics.raw, p) for p in md.topics[cfg.kafka.topics.raw].partitions]
+        md = c.list_topics(topic, timeout=10)
+        parts = [TopicPartition(topic, p) for p in md.topics[topic].partitions]
         deadline = time.time() + timeout_s
         while time.time() < deadline:
             committed = c.committed(parts, timeout=10)
@@ -131,9 +173,11 @@ def _wait_drained(cfg: Any, timeout_s: float) -> None:
                 _lo, hi = c.get_watermark_offsets(tp, timeout=5, cached=False)
                 lag += max(0, hi - max(tp.offset, 0))
             if lag == 0:
-                return
+                time.sleep(settle_s)
+                return True
             time.sleep(1.0)
-        logger.warning("process did not drain within %.0fs", timeout_s)
+        logger.warning("group %s did not drain %s within %.0fs", group, topic, timeout_s)
+        return False
     finally:
         c.close()
 

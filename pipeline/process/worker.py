@@ -152,7 +152,7 @@ class ProcessWorker:
         self.consumer = ChunkConsumer(
             k.bootstrap_servers, p.consumer_group, [k.topics.raw], message_max_bytes=k.message_max_bytes,
             session_timeout_ms=k.session_timeout_ms, on_revoke=self._on_revoke)
-        serve(self.metrics, self.cfg.metrics.port if self.cfg.metrics.enabled else -1)
+        serve(self.metrics, self.cfg.metrics.port if self.cfg.metrics.enabled else -1, host=self.cfg.metrics.host)
         self.metrics.ready = True
         max_total, max_part = p.max_inflight_chunks, p.max_inflight_per_partition
         try:
