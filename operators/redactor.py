@@ -79,7 +79,7 @@ class RedactionConfig:
     threads: int | None = None
     face_model: str = "centerface"
 
-    def validate(self) -> "RedactionConfig":
+    def validate(self) -> RedactionConfig:
         problems: list[str] = []
         bad = [c for c in self.classes if c not in CLASS_NAMES]
         if bad:

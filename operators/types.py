@@ -10,8 +10,9 @@ Arrays follow one convention everywhere:
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -67,7 +68,7 @@ class Boxes:
             )
 
     @staticmethod
-    def empty() -> "Boxes":
+    def empty() -> Boxes:
         return Boxes(
             np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0,), np.int16)
         )
@@ -75,7 +76,7 @@ class Boxes:
     @staticmethod
     def of(
         xyxy: npt.ArrayLike, score: npt.ArrayLike | None = None, label: int | npt.ArrayLike = 0
-    ) -> "Boxes":
+    ) -> Boxes:
         """Build boxes from array-likes; ``label`` may be one value for all boxes."""
         arr = np.asarray(xyxy, dtype=np.float32).reshape(-1, 4)
         k = arr.shape[0]
@@ -87,14 +88,14 @@ class Boxes:
     def __len__(self) -> int:
         return int(self.xyxy.shape[0])
 
-    def select(self, keep: npt.NDArray[np.bool_] | npt.NDArray[np.intp]) -> "Boxes":
+    def select(self, keep: npt.NDArray[np.bool_] | npt.NDArray[np.intp]) -> Boxes:
         return Boxes(self.xyxy[keep], self.score[keep], self.label[keep])
 
-    def with_label(self, label: int) -> "Boxes":
+    def with_label(self, label: int) -> Boxes:
         return Boxes(self.xyxy, self.score, np.full((len(self),), label, np.int16))
 
     @staticmethod
-    def concat(parts: Sequence["Boxes"]) -> "Boxes":
+    def concat(parts: Sequence[Boxes]) -> Boxes:
         parts = [p for p in parts if len(p)]
         if not parts:
             return Boxes.empty()
@@ -104,7 +105,7 @@ class Boxes:
             np.concatenate([p.label for p in parts]).astype(np.int16),
         )
 
-    def scaled(self, sx: float, sy: float) -> "Boxes":
+    def scaled(self, sx: float, sy: float) -> Boxes:
         xyxy = self.xyxy * np.array([sx, sy, sx, sy], np.float32)
         return Boxes(xyxy.astype(np.float32), self.score, self.label)
 

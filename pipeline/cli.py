@@ -14,7 +14,13 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from operators.types import ConfigError, InputError, ModelNotFoundError, ProviderError, VeilStreamError
+from operators.types import (
+    ConfigError,
+    InputError,
+    ModelNotFoundError,
+    ProviderError,
+    VeilStreamError,
+)
 
 logger = logging.getLogger("veilstream")
 

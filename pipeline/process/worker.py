@@ -312,7 +312,7 @@ class ProcessWorker:
         from schemas.messages import ChunkRedacted, encode_chunk
 
         topic = self.cfg.kafka.topics.redacted
-        for tp, q in self.order.items():
+        for q in self.order.values():
             while q and q[0].stage == "done" and q[0].outcome is not None:
                 job = q.popleft()
                 if job.outcome != "redacted":

@@ -1,0 +1,529 @@
+{{/*
+Names, labels and shared blocks of the VeilStream chart.
+*/}}
+
+{{/* Chart name, overridable. */}}
+{{- define "veilstream.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+Fully qualified app name, truncated to 63 characters (the DNS label limit of Service names).
+A release name that already contains the chart name is used as is.
+*/}}
+{{- define "veilstream.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Name of one component's resources: <fullname>-<component>, still within 63 characters. */}}
+{{- define "veilstream.componentName" -}}
+{{- printf "%s-%s" (include "veilstream.fullname" .ctx) .component | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* chart-version label value. */}}
+{{- define "veilstream.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Selector labels: stable across upgrades, so never the version. */}}
+{{- define "veilstream.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "veilstream.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* Common labels of every resource. */}}
+{{- define "veilstream.labels" -}}
+helm.sh/chart: {{ include "veilstream.chart" . }}
+{{ include "veilstream.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: veilstream
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Labels of one component: dict "ctx" $ "component" "ingest". */}}
+{{- define "veilstream.componentLabels" -}}
+{{ include "veilstream.labels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Selector labels of one component: dict "ctx" $ "component" "ingest". */}}
+{{- define "veilstream.componentSelectorLabels" -}}
+{{ include "veilstream.selectorLabels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "veilstream.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "veilstream.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "veilstream.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{- define "veilstream.rayImage" -}}
+{{- $repo := default .Values.image.repository .Values.ray.image.repository -}}
+{{- $tag := default (default .Chart.AppVersion .Values.image.tag) .Values.ray.image.tag -}}
+{{- printf "%s:%s" $repo $tag -}}
+{{- end -}}
+
+{{/*
+The RayCluster's name. KubeRay derives pod names from it (<cluster>-<group>-worker-<hash>),
+so it is kept short.
+*/}}
+{{- define "veilstream.rayClusterName" -}}
+{{- printf "%s-ray" (include "veilstream.fullname" .) | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The head service name, set explicitly in the RayCluster so the driver's address is known. */}}
+{{- define "veilstream.rayHeadServiceName" -}}
+{{- printf "%s-head-svc" (include "veilstream.rayClusterName" .) -}}
+{{- end -}}
+
+{{- define "veilstream.rayAddress" -}}
+{{- printf "ray://%s.%s.svc:%d" (include "veilstream.rayHeadServiceName" .) .Release.Namespace (int .Values.ray.clientPort) -}}
+{{- end -}}
+
+{{/* Env var names the config names for secrets; the Deployments set them from existing Secrets. */}}
+{{- define "veilstream.env.s3AccessKey" -}}VEIL_S3_ACCESS_KEY{{- end -}}
+{{- define "veilstream.env.s3SecretKey" -}}VEIL_S3_SECRET_KEY{{- end -}}
+{{- define "veilstream.env.kafkaUsername" -}}VEIL_KAFKA_USERNAME{{- end -}}
+{{- define "veilstream.env.kafkaPassword" -}}VEIL_KAFKA_PASSWORD{{- end -}}
+{{- define "veilstream.kafkaCaDir" -}}/etc/veilstream/kafka-ca{{- end -}}
+
+{{/*
+The pipeline config (schemas/config.schema.json) every worker mounts: `.Values.pipeline`
+verbatim, plus the keys the chart owns, taken from the component blocks.
+*/}}
+{{- define "veilstream.config" -}}
+{{- $v := .Values -}}
+{{- $cfg := deepCopy ($v.pipeline | default dict) -}}
+{{- $sec := $v.kafka.security -}}
+{{- $security := dict "protocol" $sec.protocol "sasl_mechanism" nil "username_env" nil "password_env" nil "ca_file" nil -}}
+{{- if $sec.saslMechanism }}{{ $_ := set $security "sasl_mechanism" $sec.saslMechanism }}{{ end -}}
+{{- if $sec.existingSecret -}}
+{{- $_ := set $security "username_env" (include "veilstream.env.kafkaUsername" .) -}}
+{{- $_ := set $security "password_env" (include "veilstream.env.kafkaPassword" .) -}}
+{{- end -}}
+{{- if $sec.caSecret }}{{ $_ := set $security "ca_file" (printf "%s/%s" (include "veilstream.kafkaCaDir" .) $sec.caKey) }}{{ end -}}
+{{- $topics := dict "raw" $v.kafka.topics.raw "redacted" $v.kafka.topics.redacted "dlq" $v.kafka.topics.dlq "cameras" $v.kafka.topics.cameras "audit" $v.kafka.topics.audit -}}
+{{- $kafka := dict "bootstrap_servers" $v.kafka.bootstrapServers "topics" $topics "security" $security -}}
+{{- $_ := set $cfg "kafka" (mustMergeOverwrite (deepCopy (get $cfg "kafka" | default dict)) $kafka) -}}
+{{- $os := $v.objectStore -}}
+{{- $store := dict "endpoint" $os.endpoint "bucket" $os.buckets.redacted "audit_bucket" $os.buckets.audit "raw_bucket" $os.buckets.raw "access_key_env" (include "veilstream.env.s3AccessKey" .) "secret_key_env" (include "veilstream.env.s3SecretKey" .) "secure" $os.secure "region" $os.region -}}
+{{- $_ := set $cfg "object_store" (mustMergeOverwrite (deepCopy (get $cfg "object_store" | default dict)) $store) -}}
+{{- $ray := dict "address" (ternary (include "veilstream.rayAddress" .) nil (eq (toString $v.ray.enabled) "true")) -}}
+{{- $_ := set $cfg "ray" (mustMergeOverwrite (deepCopy (get $cfg "ray" | default dict)) $ray) -}}
+{{- $metrics := dict "port" (int $v.metrics.port) -}}
+{{- $_ := set $cfg "metrics" (mustMergeOverwrite (deepCopy (get $cfg "metrics" | default dict)) $metrics) -}}
+{{- toYaml $cfg -}}
+{{- end -}}
+
+{{/*
+validateValues: every cross-field problem the schema cannot express (and the basic ones again, for
+installs with --skip-schema-validation), collected first and reported in one failure.
+*/}}
+{{- define "veilstream.validateValues" -}}
+{{- $v := .Values -}}
+{{- $errs := list -}}
+{{- range $comp := list "ingest" "process" "sink" -}}
+{{- $c := get $v $comp | default dict -}}
+{{- if or (not (hasKey $c "replicas")) (kindIs "invalid" $c.replicas) -}}
+{{- $errs = append $errs (printf "%s.replicas: required" $comp) -}}
+{{- else if lt (int $c.replicas) 0 -}}
+{{- $errs = append $errs (printf "%s.replicas: must be >= 0, got %v" $comp $c.replicas) -}}
+{{- end -}}
+{{- end -}}
+{{- if not $v.image.repository -}}
+{{- $errs = append $errs "image.repository: required" -}}
+{{- end -}}
+{{- /* Kafka */ -}}
+{{- if not $v.kafka.bootstrapServers -}}
+{{- $errs = append $errs "kafka.bootstrapServers: required (host:port[,host:port])" -}}
+{{- end -}}
+{{- range $t := list "raw" "redacted" "dlq" "cameras" "audit" -}}
+{{- if not (get ($v.kafka.topics | default dict) $t) -}}
+{{- $errs = append $errs (printf "kafka.topics.%s: required" $t) -}}
+{{- end -}}
+{{- end -}}
+{{- $sec := $v.kafka.security | default dict -}}
+{{- if hasPrefix "SASL_" (toString $sec.protocol) -}}
+{{- if not $sec.saslMechanism -}}
+{{- $errs = append $errs (printf "kafka.security.saslMechanism: required with protocol %s" $sec.protocol) -}}
+{{- end -}}
+{{- if not $sec.existingSecret -}}
+{{- $errs = append $errs (printf "kafka.security.existingSecret: required with protocol %s (a Secret with the SASL username and password)" $sec.protocol) -}}
+{{- end -}}
+{{- else if $sec.saslMechanism -}}
+{{- $errs = append $errs (printf "kafka.security.saslMechanism: set, but protocol %v is not SASL_PLAINTEXT or SASL_SSL" $sec.protocol) -}}
+{{- end -}}
+{{- if and $sec.caSecret (not (has (toString $sec.protocol) (list "SSL" "SASL_SSL"))) -}}
+{{- $errs = append $errs (printf "kafka.security.caSecret: set, but protocol %v does not use TLS" $sec.protocol) -}}
+{{- end -}}
+{{- /* Object store */ -}}
+{{- $os := $v.objectStore | default dict -}}
+{{- if not $os.endpoint -}}
+{{- $errs = append $errs "objectStore.endpoint: required (host:port or http(s)://host:port)" -}}
+{{- end -}}
+{{- range $b := list "redacted" "audit" "raw" -}}
+{{- if not (get ($os.buckets | default dict) $b) -}}
+{{- $errs = append $errs (printf "objectStore.buckets.%s: required" $b) -}}
+{{- end -}}
+{{- end -}}
+{{- if not $os.existingSecret -}}
+{{- $errs = append $errs "objectStore.existingSecret: required (a Secret with the access and secret keys; the chart holds no secret values)" -}}
+{{- end -}}
+{{- range $c := ($os.credentialsFor | default list) -}}
+{{- if not (has $c (list "ingest" "process" "sink")) -}}
+{{- $errs = append $errs (printf "objectStore.credentialsFor: unknown component %q (ingest, process, sink)" $c) -}}
+{{- end -}}
+{{- end -}}
+{{- /* Ray */ -}}
+{{- $gpuGroups := 0 -}}
+{{- if $v.ray.enabled -}}
+{{- if not $v.ray.workerGroups -}}
+{{- $errs = append $errs "ray.workerGroups: at least one worker group is required when ray.enabled" -}}
+{{- end -}}
+{{- range $name, $g := ($v.ray.workerGroups | default dict) -}}
+{{- $p := printf "ray.workerGroups.%s" $name -}}
+{{- if not (regexMatch "^[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?$" $name) -}}
+{{- $errs = append $errs (printf "%s: group name must be a DNS label of at most 32 characters" $p) -}}
+{{- end -}}
+{{- $g = $g | default dict -}}
+{{- $ok := true -}}
+{{- range $k := list "replicas" "minReplicas" "maxReplicas" -}}
+{{- if or (not (hasKey $g $k)) (kindIs "invalid" (get $g $k)) -}}
+{{- $errs = append $errs (printf "%s.%s: required" $p $k) -}}{{- $ok = false -}}
+{{- else if lt (int (get $g $k)) 0 -}}
+{{- $errs = append $errs (printf "%s.%s: must be >= 0, got %v" $p $k (get $g $k)) -}}{{- $ok = false -}}
+{{- end -}}
+{{- end -}}
+{{- if $ok -}}
+{{- if gt (int $g.minReplicas) (int $g.maxReplicas) -}}
+{{- $errs = append $errs (printf "%s: minReplicas (%v) must be <= maxReplicas (%v)" $p $g.minReplicas $g.maxReplicas) -}}
+{{- else if or (lt (int $g.replicas) (int $g.minReplicas)) (gt (int $g.replicas) (int $g.maxReplicas)) -}}
+{{- $errs = append $errs (printf "%s.replicas: %v is outside [minReplicas %v, maxReplicas %v]" $p $g.replicas $g.minReplicas $g.maxReplicas) -}}
+{{- end -}}
+{{- end -}}
+{{- if lt (int ($g.gpu | default 0)) 0 -}}
+{{- $errs = append $errs (printf "%s.gpu: must be >= 0, got %v" $p $g.gpu) -}}
+{{- else if gt (int ($g.gpu | default 0)) 0 -}}
+{{- $gpuGroups = add1 $gpuGroups -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $det := dig "ray" "detector" dict ($v.pipeline | default dict) -}}
+{{- $numGpus := (get $det "num_gpus") | default 0 | float64 -}}
+{{- if and $v.ray.enabled (gt $numGpus 0.0) (eq $gpuGroups 0) -}}
+{{- $errs = append $errs (printf "pipeline.ray.detector.num_gpus: %v GPUs per detector, but no ray.workerGroups entry has gpu > 0: the actors would never be scheduled" (get $det "num_gpus")) -}}
+{{- end -}}
+{{- /* Autoscaling */ -}}
+{{- $as := $v.autoscaling | default dict -}}
+{{- if $as.enabled -}}
+{{- range $comp := list "process" "sink" -}}
+{{- $a := get $as $comp | default dict -}}
+{{- if $a.enabled -}}
+{{- if lt (int $a.maxReplicas) 1 -}}
+{{- $errs = append $errs (printf "autoscaling.%s.maxReplicas: must be >= 1, got %v" $comp $a.maxReplicas) -}}
+{{- end -}}
+{{- if lt (int $a.minReplicas) 0 -}}
+{{- $errs = append $errs (printf "autoscaling.%s.minReplicas: must be >= 0, got %v" $comp $a.minReplicas) -}}
+{{- else if gt (int $a.minReplicas) (int $a.maxReplicas) -}}
+{{- $errs = append $errs (printf "autoscaling.%s: minReplicas (%v) must be <= maxReplicas (%v)" $comp $a.minReplicas $a.maxReplicas) -}}
+{{- end -}}
+{{- if lt (int $a.lagThreshold) 1 -}}
+{{- $errs = append $errs (printf "autoscaling.%s.lagThreshold: must be >= 1, got %v" $comp $a.lagThreshold) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- /* Keys of `pipeline` the chart owns */ -}}
+{{- $p := $v.pipeline | default dict -}}
+{{- $owned := dict
+      "kafka" (dict "bootstrap_servers" "kafka.bootstrapServers" "topics" "kafka.topics" "security" "kafka.security")
+      "object_store" (dict "endpoint" "objectStore.endpoint" "bucket" "objectStore.buckets.redacted" "audit_bucket" "objectStore.buckets.audit" "raw_bucket" "objectStore.buckets.raw" "access_key_env" "objectStore.existingSecret" "secret_key_env" "objectStore.existingSecret" "secure" "objectStore.secure" "region" "objectStore.region")
+      "ray" (dict "address" "ray.enabled / ray.clientPort")
+      "metrics" (dict "port" "metrics.port") -}}
+{{- range $section, $keys := $owned -}}
+{{- $s := get $p $section -}}
+{{- if kindIs "map" $s -}}
+{{- range $k, $from := $keys -}}
+{{- if hasKey $s $k -}}
+{{- $errs = append $errs (printf "pipeline.%s.%s: set by the chart from %s; remove it from pipeline" $section $k $from) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- /* Policies */ -}}
+{{- $pol := $v.policies | default dict -}}
+{{- range $name, $doc := $pol -}}
+{{- if ne (toString (get ($doc | default dict) "policy_id")) $name -}}
+{{- $errs = append $errs (printf "policies.%s.policy_id: must equal its key %q, got %q" $name $name (toString (get ($doc | default dict) "policy_id"))) -}}
+{{- end -}}
+{{- end -}}
+{{- $pid := dig "process" "policy_id" "default" $p -}}
+{{- if and $pol (not (hasKey $pol $pid)) -}}
+{{- $errs = append $errs (printf "pipeline.process.policy_id: %q is not a key of policies (%s)" $pid (keys $pol | sortAlpha | join ", ")) -}}
+{{- end -}}
+{{- if $errs -}}
+{{- fail (printf "\n\nVALUES VALIDATION (%d problem%s):\n  - %s" (len $errs) (ternary "" "s" (eq (len $errs) 1)) (join "\n  - " $errs)) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Pod template of the ingest, process and sink workers.
+dict "ctx" $ "component" "ingest" "values" .Values.ingest
+*/}}
+{{- define "veilstream.workerPodTemplate" -}}
+{{- $ := .ctx -}}
+{{- $c := .values -}}
+{{- $component := .component -}}
+{{- $sec := $.Values.kafka.security -}}
+metadata:
+  labels:
+    {{- include "veilstream.componentLabels" (dict "ctx" $ "component" $component) | nindent 4 }}
+  annotations:
+    checksum/config: {{ include "veilstream.config" $ | sha256sum }}
+    checksum/policies: {{ toJson $.Values.policies | sha256sum }}
+    {{- with $c.podAnnotations }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+spec:
+  serviceAccountName: {{ include "veilstream.serviceAccountName" $ }}
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: {{ int $c.terminationGracePeriodSeconds }}
+  {{- with $.Values.imagePullSecrets }}
+  imagePullSecrets:
+    {{- range . }}
+    - name: {{ . }}
+    {{- end }}
+  {{- end }}
+  securityContext:
+    {{- toYaml $.Values.podSecurityContext | nindent 4 }}
+  containers:
+    - name: {{ $component }}
+      image: {{ include "veilstream.image" $ }}
+      imagePullPolicy: {{ $.Values.image.pullPolicy }}
+      command: ["veilstream"]
+      args: [{{ $component | quote }}, "--config", "/etc/veilstream/config.yaml"]
+      env:
+        - name: VEILSTREAM_CONFIG
+          value: /etc/veilstream/config.yaml
+        - name: HOME
+          value: /tmp
+        {{- if has $component ($.Values.objectStore.credentialsFor | default list) }}
+        - name: {{ include "veilstream.env.s3AccessKey" $ }}
+          valueFrom:
+            secretKeyRef:
+              name: {{ $.Values.objectStore.existingSecret }}
+              key: {{ $.Values.objectStore.accessKeyKey }}
+        - name: {{ include "veilstream.env.s3SecretKey" $ }}
+          valueFrom:
+            secretKeyRef:
+              name: {{ $.Values.objectStore.existingSecret }}
+              key: {{ $.Values.objectStore.secretKeyKey }}
+        {{- end }}
+        {{- if $sec.existingSecret }}
+        - name: {{ include "veilstream.env.kafkaUsername" $ }}
+          valueFrom:
+            secretKeyRef:
+              name: {{ $sec.existingSecret }}
+              key: {{ $sec.usernameKey }}
+        - name: {{ include "veilstream.env.kafkaPassword" $ }}
+          valueFrom:
+            secretKeyRef:
+              name: {{ $sec.existingSecret }}
+              key: {{ $sec.passwordKey }}
+        {{- end }}
+        {{- with $c.extraEnv }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      ports:
+        - name: metrics
+          containerPort: {{ int $.Values.metrics.port }}
+          protocol: TCP
+      livenessProbe:
+        httpGet:
+          path: /healthz
+          port: metrics
+        initialDelaySeconds: 10
+        periodSeconds: 10
+        timeoutSeconds: 5
+        failureThreshold: 6
+      readinessProbe:
+        httpGet:
+          path: /readyz
+          port: metrics
+        initialDelaySeconds: 5
+        periodSeconds: 5
+        timeoutSeconds: 5
+        failureThreshold: 3
+      resources:
+        {{- toYaml $c.resources | nindent 8 }}
+      securityContext:
+        {{- toYaml $.Values.containerSecurityContext | nindent 8 }}
+      volumeMounts:
+        - name: config
+          mountPath: /etc/veilstream/config.yaml
+          subPath: config.yaml
+          readOnly: true
+        - name: policies
+          mountPath: /etc/veilstream/policies
+          readOnly: true
+        - name: tmp
+          mountPath: /tmp
+        {{- if $sec.caSecret }}
+        - name: kafka-ca
+          mountPath: {{ include "veilstream.kafkaCaDir" $ }}
+          readOnly: true
+        {{- end }}
+  volumes:
+    - name: config
+      configMap:
+        name: {{ include "veilstream.componentName" (dict "ctx" $ "component" "config") }}
+    - name: policies
+      configMap:
+        name: {{ include "veilstream.componentName" (dict "ctx" $ "component" "policies") }}
+    - name: tmp
+      emptyDir:
+        sizeLimit: {{ $.Values.tmpSizeLimit }}
+    {{- if $sec.caSecret }}
+    - name: kafka-ca
+      secret:
+        secretName: {{ $sec.caSecret }}
+        items:
+          - key: {{ $sec.caKey }}
+            path: {{ $sec.caKey }}
+    {{- end }}
+  {{- with $c.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $c.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $c.affinity }}
+  affinity:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end -}}
+
+{{/* A worker Deployment: dict "ctx" $ "component" "ingest" "values" .Values.ingest "autoscaled" bool */}}
+{{- define "veilstream.workerDeployment" -}}
+{{- $ := .ctx -}}
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ include "veilstream.componentName" (dict "ctx" $ "component" .component) }}
+  namespace: {{ $.Release.Namespace }}
+  labels:
+    {{- include "veilstream.componentLabels" (dict "ctx" $ "component" .component) | nindent 4 }}
+spec:
+  {{- if not .autoscaled }}
+  replicas: {{ int .values.replicas }}
+  {{- end }}
+  revisionHistoryLimit: 5
+  selector:
+    matchLabels:
+      {{- include "veilstream.componentSelectorLabels" (dict "ctx" $ "component" .component) | nindent 6 }}
+  strategy:
+    type: RollingUpdate
+    rollingUpdate:
+      maxUnavailable: 1
+      maxSurge: 1
+  template:
+    {{- include "veilstream.workerPodTemplate" . | nindent 4 }}
+{{- end -}}
+
+{{/* Metrics Service of one worker component: dict "ctx" $ "component" "ingest" */}}
+{{- define "veilstream.metricsService" -}}
+{{- $ := .ctx -}}
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ include "veilstream.componentName" (dict "ctx" $ "component" (printf "%s-metrics" .component)) }}
+  namespace: {{ $.Release.Namespace }}
+  labels:
+    {{- include "veilstream.componentLabels" (dict "ctx" $ "component" .component) | nindent 4 }}
+spec:
+  type: ClusterIP
+  selector:
+    {{- include "veilstream.componentSelectorLabels" (dict "ctx" $ "component" .component) | nindent 4 }}
+  ports:
+    - name: metrics
+      port: {{ int $.Values.metrics.port }}
+      targetPort: metrics
+      protocol: TCP
+{{- end -}}
+
+{{/* PodDisruptionBudget of one worker component: dict "ctx" $ "component" "ingest" "values" .Values.ingest */}}
+{{- define "veilstream.workerPdb" -}}
+{{- $ := .ctx -}}
+{{- if .values.podDisruptionBudget.enabled }}
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ include "veilstream.componentName" (dict "ctx" $ "component" .component) }}
+  namespace: {{ $.Release.Namespace }}
+  labels:
+    {{- include "veilstream.componentLabels" (dict "ctx" $ "component" .component) | nindent 4 }}
+spec:
+  maxUnavailable: {{ .values.podDisruptionBudget.maxUnavailable }}
+  selector:
+    matchLabels:
+      {{- include "veilstream.componentSelectorLabels" (dict "ctx" $ "component" .component) | nindent 6 }}
+{{- end }}
+{{- end -}}
+
+{{/*
+KEDA ScaledObject on Kafka consumer lag: dict "ctx" $ "component" "sink" "topic" "..." "group" "..."
+*/}}
+{{- define "veilstream.scaledObject" -}}
+{{- $ := .ctx -}}
+{{- $a := get $.Values.autoscaling .component -}}
+{{- $sec := $.Values.kafka.security -}}
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata:
+  name: {{ include "veilstream.componentName" (dict "ctx" $ "component" .component) }}
+  namespace: {{ $.Release.Namespace }}
+  labels:
+    {{- include "veilstream.componentLabels" (dict "ctx" $ "component" .component) | nindent 4 }}
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: {{ include "veilstream.componentName" (dict "ctx" $ "component" .component) }}
+  pollingInterval: {{ int $.Values.autoscaling.pollingInterval }}
+  cooldownPeriod: {{ int $.Values.autoscaling.cooldownPeriod }}
+  minReplicaCount: {{ int $a.minReplicas }}
+  maxReplicaCount: {{ int $a.maxReplicas }}
+  triggers:
+    - type: kafka
+      metadata:
+        bootstrapServers: {{ $.Values.kafka.bootstrapServers | quote }}
+        consumerGroup: {{ .group | quote }}
+        topic: {{ .topic | quote }}
+        lagThreshold: {{ int $a.lagThreshold | toString | quote }}
+        offsetResetPolicy: earliest
+      {{- if or $sec.existingSecret $sec.caSecret (has (toString $sec.protocol) (list "SSL" "SASL_SSL")) }}
+      authenticationRef:
+        name: {{ include "veilstream.componentName" (dict "ctx" $ "component" "kafka") }}
+      {{- end }}
+{{- end -}}
