@@ -107,7 +107,8 @@ def decode_jpeg_frames(data: bytes) -> Frames:
     (count,) = _U32.unpack_from(buf, 4)
     if count > MAX_FRAMES:
         raise CodecError(f"JPEG frames payload declares {count} frames (corrupt header)")
-    pos, frames = 8, []
+    pos = 8
+    frames: list[np.ndarray] = []
     for i in range(count):
         if pos + 4 > len(buf):
             raise CodecError(f"JPEG frames payload truncated before frame {i} of {count}")
@@ -266,7 +267,8 @@ class GopChunk:
 
 
 def _nal_types(data: bytes, limit: int = 64) -> list[int]:
-    out, i = [], 0
+    out: list[int] = []
+    i = 0
     while len(out) < limit:
         j = data.find(b"\x00\x00\x01", i)
         if j < 0 or j + 3 >= len(data):

@@ -236,7 +236,7 @@ def run_eval(args: Any) -> int:
     cfg = RedactionConfig(classes=tuple(args.classes), style=args.style, detect_every=1,
                           providers=tuple(args.providers) if args.providers else None,
                           model_dir=args.model_dir, face_model=getattr(args, "face_model", "centerface"),
-                          **({"face_max_side": args.face_max_side or None}
+                          **({"face_max_side": args.face_max_side or None}  # type: ignore[arg-type]
                              if getattr(args, "face_max_side", None) is not None else {})).validate()
     redactor = Redactor(cfg)
 

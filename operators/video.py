@@ -115,6 +115,7 @@ class VideoReader:
                         self.audio_packets.append(packet)
                     continue
                 for frame in packet.decode():
+                    assert isinstance(frame, av.VideoFrame)
                     p = frame.pts if frame.pts is not None else last_pts + step
                     if p <= last_pts:  # broken or repeated timestamps: keep order, stay monotonic
                         p = last_pts + 1

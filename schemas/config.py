@@ -199,7 +199,7 @@ def _build(cls: type, data: Mapping[str, Any]) -> Any:
             value = _build(hint, value)  # type: ignore[arg-type]
         elif typing.get_origin(hint) is tuple and isinstance(value, list):
             (item,) = typing.get_args(hint)[:1]
-            value = tuple(_build(item, v) if dataclasses.is_dataclass(item) else v for v in value)
+            value = tuple(_build(item, v) if dataclasses.is_dataclass(item) else v for v in value)  # type: ignore[arg-type]
         elif isinstance(hint, types.UnionType) and float in typing.get_args(hint) and isinstance(value, int) \
                 and not isinstance(value, bool):
             value = float(value)
