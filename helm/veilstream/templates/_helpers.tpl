@@ -24,9 +24,13 @@ A release name that already contains the chart name is used as is.
 {{- end -}}
 {{- end -}}
 
-{{/* Name of one component's resources: <fullname>-<component>, still within 63 characters. */}}
+{{/*
+Name of one component's resources: <fullname>-<component> within 63 characters. The prefix is cut,
+never the suffix, so a long release name cannot make two components' names collide.
+*/}}
 {{- define "veilstream.componentName" -}}
-{{- printf "%s-%s" (include "veilstream.fullname" .ctx) .component | trunc 63 | trimSuffix "-" -}}
+{{- $prefix := include "veilstream.fullname" .ctx | trunc (int (sub 62 (len .component))) | trimSuffix "-" -}}
+{{- printf "%s-%s" $prefix .component -}}
 {{- end -}}
 
 {{/* chart-version label value. */}}
@@ -87,7 +91,7 @@ The RayCluster's name. KubeRay derives pod names from it (<cluster>-<group>-work
 so it is kept short.
 */}}
 {{- define "veilstream.rayClusterName" -}}
-{{- printf "%s-ray" (include "veilstream.fullname" .) | trunc 40 | trimSuffix "-" -}}
+{{- printf "%s-ray" (include "veilstream.fullname" . | trunc 36 | trimSuffix "-") -}}
 {{- end -}}
 
 {{/* The head service name, set explicitly in the RayCluster so the driver's address is known. */}}
