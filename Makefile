@@ -13,12 +13,16 @@ export PYTHONDONTWRITEBYTECODE := 1
 
 all: test
 
-# Debian tools the tests need (ffmpeg serves a real RTSP camera on loopback).
+# Debian tools the tests need: ffmpeg, and GStreamer's RTSP server (run with the system
+# python3 and gi) that serves a real RTSP camera on loopback in the ingest tests.
+DEBIAN_PKGS := ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
+	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 system-deps:
-	@command -v ffmpeg >/dev/null 2>&1 || { \
-	  echo "installing ffmpeg from Debian"; \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; \
-	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; fi; }
+	@if ! command -v ffmpeg >/dev/null 2>&1 || ! /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer" >/dev/null 2>&1; then \
+	  echo "installing from Debian: $(DEBIAN_PKGS)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(DEBIAN_PKGS) >/dev/null; \
+	fi
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -42,6 +46,7 @@ test-integration: install system-deps
 	$(PY) -m pytest -q tests/integration
 
 demo: install
+	@rm -rf out/demo
 	$(PY) -m pipeline.demo
 
 eval: install
