@@ -147,6 +147,7 @@ class ProcessWorker:
         k = self.cfg.kafka
         p = self.cfg.process
         self._start_ray()
+        self._reclaim_signals()
         self.producer = ChunkProducer(k.bootstrap_servers, message_max_bytes=k.message_max_bytes,
                                       client_id="veil-process")
         self.consumer = ChunkConsumer(
@@ -192,6 +193,22 @@ class ProcessWorker:
         finally:
             self.consumer.close()
         return 0
+
+    def _reclaim_signals(self) -> None:
+        """``ray.init`` installs its own SIGTERM handler in the driver, which kills the
+        process mid-chunk; take SIGTERM/SIGINT back so they stop consuming, drain, flush and
+        commit (the Kubernetes pod stop path)."""
+        import signal
+
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def handler(signum: int, _frame: Any) -> None:
+            logger.info("signal %d: stopping", signum)
+            self.stop_event.set()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
 
     def _submit_decode(self, job: Job) -> None:
         w = self._next_worker()

@@ -85,6 +85,7 @@ def test_camera_to_bucket_faces_masked_counts_match_replay_rewrites_keys(broker,
                   config={"max.message.bytes": str(cfg.kafka.message_max_bytes)},
                   per_topic={t.cameras: {"cleanup.policy": "compact"}})
     store = MinioSegmentStore.from_config(cfg.object_store)
+    store.ensure_bucket()  # the sink creates it too; the test polls it before the sink is up
     with av.open(str(sample_video("carphone_pristine.mp4"))) as c:
         originals = np.stack([f.to_ndarray(format="bgr24") for f in c.decode(video=0)])
     n_in = len(originals)
