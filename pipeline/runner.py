@@ -94,7 +94,7 @@ class Workers:
             # the idle flush; give the sink a moment to read the last chunks, then SIGTERM
             # makes it write every open segment, commit and exit
             _wait_drained(cfg, cfg.kafka.topics.redacted, cfg.sink.consumer_group,
-                          timeout_s=min(10.0, cfg.sink.idle_flush_s + 2.0))
+                          timeout_s=min(10.0, cfg.sink.idle_flush_s + 2.0), warn=False)
             rc |= _stop(self.procs.pop("sink"), "sink", 120)
         return rc
 
@@ -156,7 +156,8 @@ def run_local(cameras: int = 3, seconds: float = 60.0, state_dir: Path | None = 
             out("local stack stopped: nothing left running")
 
 
-def _wait_drained(cfg: Any, topic: str, group: str, timeout_s: float, settle_s: float = 0.0) -> bool:
+def _wait_drained(cfg: Any, topic: str, group: str, timeout_s: float, settle_s: float = 0.0,
+                  warn: bool = True) -> bool:
     """Wait until ``group`` has committed everything in ``topic`` (lag 0), then ``settle_s``."""
     from confluent_kafka import Consumer, TopicPartition
 
@@ -176,7 +177,8 @@ def _wait_drained(cfg: Any, topic: str, group: str, timeout_s: float, settle_s: 
                 time.sleep(settle_s)
                 return True
             time.sleep(1.0)
-        logger.warning("group %s did not drain %s within %.0fs", group, topic, timeout_s)
+        if warn:
+            logger.warning("group %s did not drain %s within %.0fs", group, topic, timeout_s)
         return False
     finally:
         c.close()
@@ -194,7 +196,12 @@ def chunk_latencies(cfg: Any, timeout_s: float = 20.0) -> dict[str, list[float]]
                   "fetch.message.max.bytes": cfg.kafka.message_max_bytes})
     out: dict[str, list[float]] = {}
     try:
-        c.subscribe([cfg.kafka.topics.redacted])
+        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+        # assign, not subscribe: no group join to wait for (that takes seconds on some brokers)
+        topic = cfg.kafka.topics.redacted
+        md = c.list_topics(topic, timeout=10)
+        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in md.topics[topic].partitions])
         idle_until = time.time() + timeout_s
         while time.time() < idle_until:
             m = c.poll(1.0)

@@ -226,3 +226,32 @@ def test_real_rtsp_camera_is_ingested(broker, unique_name, rtsp_camera):
     assert [c.chunk_seq for c in chunks] == sorted(c.chunk_seq for c in chunks)
 
 
+
+
+def test_http_camera_is_ingested(broker, unique_name, tmp_path):
+    import functools
+    import http.server
+
+    import av
+
+    # an HTTP camera streams MPEG-TS (no seeking, unlike an MP4 whose index is at its end)
+    with av.open(str(sample_video("carphone_pristine.mp4"))) as src, av.open(str(tmp_path / "cam.ts"), "w") as dst:
+        out = dst.add_stream_from_template(src.streams.video[0])
+        for pkt in src.demux(src.streams.video[0]):
+            if pkt.dts is None:
+                continue
+            pkt.stream = out
+            dst.mux(pkt)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/cam.ts"
+    cfg = make_config(broker, unique_name, [{"camera_id": "cam-http", "url": url, "kind": "http"}])
+    w = Running(cfg, "w1")
+    try:
+        got = read_raw(cfg, 120, timeout_s=60)
+    finally:
+        w.halt()
+        httpd.shutdown()
+    assert sum(len(c.pts_ms) for _, c in got) >= 120
+    assert all(c.codec == "h264" for _, c in got)
