@@ -159,6 +159,9 @@ class ProcessConfig:
     zones: dict[str, Any] | None
     crf: int
     preset: str
+    face_model: str
+    face_max_side: int | None
+    text_max_side: int | None
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,7 @@ class ProcessWorker:
             # Ray worker processes on other nodes whose environment the user never set
             model_dir=getattr(p, "model_dir", None) or os.environ.get("VEILSTREAM_MODEL_DIR") or None,
             threads=getattr(det, "threads", None),
+            face_model=p.face_model, face_max_side=p.face_max_side, text_max_side=p.text_max_side,
         ).validate()
 
     def _start_ray(self) -> None:
