@@ -49,9 +49,13 @@ class ChunkWorkerActor:
             return None, {"error": f"decode failed: {type(exc).__name__}: {exc}"}
         if len(frames) == 0:
             return None, {"error": "decode failed: no frames in payload"}
+        if len(frames) != expected_frames:
+            # damaged or truncated payload: its timestamps no longer match its frames; the
+            # chunk goes to the DLQ with the reason rather than being guessed at
+            return None, {"error": f"decode failed: payload holds {len(frames)} frames, "
+                                   f"the message says {expected_frames}"}
         info = {"frames": int(len(frames)), "shape": list(frames.shape[1:]),
-                "decode_ms": (time.perf_counter() - t0) * 1000.0, "error": None,
-                "frame_count_mismatch": expected_frames != len(frames)}
+                "decode_ms": (time.perf_counter() - t0) * 1000.0, "error": None}
         return frames, info
 
     def finish(self, frames: np.ndarray, detected: tuple[list[Boxes | None], list[int], list[str]],
