@@ -61,6 +61,28 @@ def manifests(store: Any) -> dict[str, dict[str, Any]]:
     return out
 
 
+def scrape(log: Path) -> tuple[int, str]:
+    """/readyz status and /metrics body of a worker, its port read from its log line."""
+    import re
+    import urllib.error
+    import urllib.request
+
+    port = int(re.findall(r"metrics stage=\w+ port=(\d+)", log.read_text())[-1])
+    try:
+        ready = urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5).status
+    except urllib.error.HTTPError as e:
+        ready = e.code
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return ready, body
+
+
+def metric(body: str, name: str) -> float:
+    for line in body.splitlines():
+        if line.split(" ")[0] == name:
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in metrics")
+
+
 def wait_frames(store: Any, frames: int, workers: Workers, timeout_s: float) -> dict[str, dict[str, Any]]:
     deadline = time.monotonic() + timeout_s
     got: dict[str, dict[str, Any]] = {}
@@ -94,9 +116,19 @@ def test_camera_to_bucket_faces_masked_counts_match_replay_rewrites_keys(broker,
     try:
         workers.start()
         first = wait_frames(store, n_in, workers, timeout_s=300)
+        scraped = {stage: scrape(tmp_path / "logs" / f"{stage}.log") for stage in ("ingest", "process", "sink")}
         assert workers.stop(cfg) == 0
     finally:
         workers.kill_all()
+
+    for stage, (ready, body) in scraped.items():
+        assert ready == 200, stage
+        assert f"veil_{stage}_frames_out_total" in body, stage
+    assert metric(scraped["ingest"][1], "veil_ingest_frames_out_total") == n_in
+    assert metric(scraped["process"][1], "veil_process_frames_out_total") == n_in
+    assert metric(scraped["process"][1], 'veil_process_masks_total{cls="face"}') >= n_in
+    assert metric(scraped["process"][1], "veil_process_fail_closed_frames_total") == 0
+    assert metric(scraped["process"][1], "veil_process_latency_seconds_count") >= 1
 
     frames_out = sum(m["frames"] for m in first.values())
     dropped = sum(m.get("dropped_frames", 0) for m in first.values())
