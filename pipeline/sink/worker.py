@@ -287,6 +287,7 @@ class SinkWorker:
             self.store.put_object(manifest_key(key), man, JSON_CONTENT_TYPE, {"sha256": sha}, tags)
             self.bytes_written.inc(len(mp4) + len(man))
             self.written_keys.append(key)
+            self._audit(seg.camera_id, key, man)
             for chunk in seg.chunks:
                 self.metrics.latency.observe(max(0.0, stored_ms / 1000.0 - chunk.captured_at_ms / 1000.0))
             logger.info("segment stored camera=%s key=%s frames=%d chunks=%d bytes=%d action=%s",
@@ -302,6 +303,29 @@ class SinkWorker:
         self.metrics.fail_closed.inc(seg.fail_closed_frames)
         for t, p, o in seg.sources:
             self.tracker.finished((t, p), o)
+
+    # ---------------------------------------------------------------- audit
+    def _audit(self, camera_id: str, key: str, manifest_json: bytes) -> None:
+        """A ``SegmentStored`` event (the manifest) on the audit topic: who can read what
+        was stored, when, under which policy and models. Best effort after the object is
+        durable: a failed audit produce is logged and counted, the segment stays stored."""
+        if self.producer is None:
+            return
+        from schemas.messages import HEADER_CONTENT_TYPE, HEADER_TYPE, HEADER_VERSION, SCHEMA_VERSION
+
+        headers = [(HEADER_TYPE, b"SegmentStored"), (HEADER_VERSION, str(SCHEMA_VERSION).encode("ascii")),
+                   (HEADER_CONTENT_TYPE, b"application/json"), ("veil-object-key", key.encode("utf-8"))]
+
+        def cb(d: Any) -> None:
+            if d.error:
+                self.metrics.errors.labels(kind="audit").inc()
+                logger.error("audit event failed camera=%s key=%s error=%s", camera_id, key, d.error)
+
+        try:
+            self.producer.produce(self.cfg.kafka.topics.audit, manifest_json, camera_id, headers, on_done=cb)
+        except Exception as exc:  # noqa: BLE001 - never lose a stored segment over its audit line
+            self.metrics.errors.labels(kind="audit").inc()
+            logger.error("audit event failed camera=%s key=%s error=%s", camera_id, key, exc)
 
     # ---------------------------------------------------------------- DLQ
     def _to_dlq(self, msg: Any, reason: str, error: str) -> None:

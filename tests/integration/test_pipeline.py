@@ -83,6 +83,24 @@ def metric(body: str, name: str) -> float:
     raise AssertionError(f"{name} not in metrics")
 
 
+def read_topic(cfg: Any, topic: str, idle_s: float = 3.0) -> list[tuple[bytes, bytes, dict[str, bytes]]]:
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers, "group.id": "unused",
+                  "enable.auto.commit": False})
+    md = c.list_topics(topic, timeout=10)
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in md.topics[topic].partitions])
+    out, until = [], time.monotonic() + 15
+    while time.monotonic() < until:
+        m = c.poll(0.5)
+        if m is None or m.error():
+            continue
+        until = time.monotonic() + idle_s
+        out.append((m.key(), m.value(), dict(m.headers() or [])))
+    c.close()
+    return out
+
+
 def wait_frames(store: Any, frames: int, workers: Workers, timeout_s: float) -> dict[str, dict[str, Any]]:
     deadline = time.monotonic() + timeout_s
     got: dict[str, dict[str, Any]] = {}
@@ -103,7 +121,7 @@ def test_camera_to_bucket_faces_masked_counts_match_replay_rewrites_keys(broker,
     cfg_path = tmp_path / "cfg.yaml"
     cfg = write_config(cfg_path, broker, s3, ray_local, unique_name, tmp_path)
     t = cfg.kafka.topics
-    create_topics(broker.bootstrap, {t.raw: 2, t.redacted: 2, t.dlq: 1, t.cameras: 2},
+    create_topics(broker.bootstrap, {t.raw: 2, t.redacted: 2, t.dlq: 1, t.cameras: 2, t.audit: 1},
                   config={"max.message.bytes": str(cfg.kafka.message_max_bytes)},
                   per_topic={t.cameras: {"cleanup.policy": "compact"}})
     store = MinioSegmentStore.from_config(cfg.object_store)
@@ -150,6 +168,12 @@ def test_camera_to_bucket_faces_masked_counts_match_replay_rewrites_keys(broker,
         assert len(frames) == m["frames"]
         found = [i for i, b in enumerate(faces.detect(frames)) if len(b)]
         assert found == [], (key, found)
+
+    # The audit trail holds a SegmentStored event for every stored segment.
+    audit = read_topic(cfg, t.audit)
+    assert {h["veil-object-key"].decode() for _k, _v, h in audit} >= {m["key"] for m in first.values()}
+    for _k, v, h in audit:
+        assert h["veil-type"] == b"SegmentStored" and json.loads(v)["sha256"]
 
     # Replay: the same raw chunks through new process and sink groups -> the same keys.
     cfg_path2 = tmp_path / "cfg2.yaml"
