@@ -65,7 +65,9 @@ class ChunkCaptured:
 
     Attributes:
         camera_id: registry id; also the Kafka key.
-        chunk_seq: per-camera sequence number, from 0, +1 per chunk.
+        chunk_seq: per-camera sequence number, strictly increasing; starts time-derived
+            (first frame ms // chunk ms) so it keeps increasing across reconnects and
+            moves between ingest workers.
         pts_ms: camera timestamp of each frame in ms, presentation order; ``len`` is the
             frame count the payload must decode to.
         fps: nominal frame rate.

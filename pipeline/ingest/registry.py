@@ -1,29 +1,41 @@
-"""The camera registry on the compacted cameras topic: pure bookkeeping + publishing."""
+"""The camera registry on the compacted cameras topic: pure bookkeeping, backoff, publishing.
+
+A registry record is keyed by camera id (so Kafka's default partitioner puts a camera on
+partition ``murmur2(id) % partitions``) with a ``camera.schema.json`` JSON value; a
+tombstone (``None`` value) removes the camera, ``enabled: false`` parks it.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import os
+import random
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from schemas.config import CameraConfig
 
 logger = logging.getLogger(__name__)
 
+RegistryRecord = tuple[int, str, CameraConfig | None]
+"""``(partition, camera_id, record)``; ``record`` is ``None`` for a tombstone."""
+
 
 class CameraRegistry:
     """Latest camera record per (partition, camera id) for the partitions this worker owns.
 
-    ``update`` applies a registry message; ``revoke`` forgets partitions handed to another
-    worker; ``owned()`` is the set of enabled cameras to run. Pure: no Kafka in here.
+    ``assign``/``revoke`` follow the consumer group; ``update`` applies one registry
+    message in offset order (the latest record per camera wins); ``owned()`` is the set of
+    enabled cameras this worker must run. Pure: no Kafka in here.
     """
 
     def __init__(self) -> None:
         self._records: dict[int, dict[str, CameraConfig]] = {}
 
     def assign(self, partitions: Iterable[int]) -> None:
+        """Take partitions; their records are (re)read from the beginning by the caller."""
         for p in partitions:
-            self._records.setdefault(p, {})
+            self._records[p] = {}
 
     def revoke(self, partitions: Iterable[int]) -> None:
         for p in partitions:
@@ -33,9 +45,13 @@ class CameraRegistry:
         """Apply one record: ``cam`` is ``None`` for a tombstone (camera removed)."""
         recs = self._records.get(partition)
         if recs is None:
-            return  # a late message of a partition we no longer own
+            return  # a late message of a partition this worker no longer owns
         if cam is None:
             recs.pop(camera_id, None)
+        elif cam.camera_id != camera_id:
+            # the key decides the partition, hence the owner: a value naming another camera
+            # would let two workers run one camera, so the record is ignored
+            logger.warning("camera record ignored: key=%s names camera=%s", camera_id, cam.camera_id)
         else:
             recs[camera_id] = cam
 
@@ -47,30 +63,84 @@ class CameraRegistry:
         return {cid: cam for recs in self._records.values() for cid, cam in recs.items() if cam.enabled}
 
 
-def backoff_s(attempt: int, initial_s: float, max_s: float) -> float:
-    """Delay before reconnect ``attempt`` (1-based): doubling from ``initial_s``, capped."""
+def owned_cameras(partitions: Iterable[int], records: Iterable[RegistryRecord]) -> dict[str, CameraConfig]:
+    """The cameras a worker assigned ``partitions`` runs, given registry ``records`` in
+    offset order: latest record per camera wins; tombstones and disabled cameras are out."""
+    reg = CameraRegistry()
+    reg.assign(partitions)
+    for partition, camera_id, cam in records:
+        reg.update(partition, camera_id, cam)
+    return reg.owned()
+
+
+def backoff_s(attempt: int, initial_s: float, max_s: float, jitter: float = 0.0,
+              rand: Callable[[], float] = random.random) -> float:
+    """Delay before reconnect ``attempt`` (1-based): ``initial_s * 2**(attempt-1)``, capped at
+    ``max_s``, then shortened by up to ``jitter`` (a fraction) so that thousands of cameras
+    behind one failed switch do not all reconnect in the same instant."""
     if attempt < 1:
         return 0.0
-    return float(min(max_s, initial_s * (2 ** (attempt - 1))))
+    base = float(min(max_s, initial_s * (2.0 ** min(attempt - 1, 62))))
+    if jitter <= 0:
+        return base
+    return base * (1.0 - min(jitter, 1.0) * rand())
 
 
-def publish_cameras(cfg: Any, cameras: Iterable[CameraConfig], remove: Iterable[str] = ()) -> int:
-    """Write camera records (and tombstones for ``remove``) to the registry topic and wait
-    for the broker's ack. Returns how many records were written."""
-    from pipeline.kafka import ChunkProducer
+def kafka_settings(kafka: Any) -> dict[str, Any]:
+    """librdkafka settings for ``kafka.security`` (secrets read from env vars now, when
+    connecting; never from the YAML). Empty for PLAINTEXT."""
+    sec = getattr(kafka, "security", None)
+    if sec is None or sec.protocol == "PLAINTEXT":
+        return {}
+    out: dict[str, Any] = {"security.protocol": sec.protocol}
+    if sec.ca_file:
+        out["ssl.ca.location"] = sec.ca_file
+    if sec.protocol.startswith("SASL"):
+        from operators.types import ConfigError
+
+        out["sasl.mechanism"] = sec.sasl_mechanism or "PLAIN"
+        for key, env in (("sasl.username", sec.username_env), ("sasl.password", sec.password_env)):
+            value = os.environ.get(env or "")
+            if not env or value is None:
+                raise ConfigError(f"kafka.security: {sec.protocol} needs {key} from an env var "
+                                  f"({'set ' + env if env else 'name one in kafka.security'})")
+            out[key] = value
+    return out
+
+
+def publish_cameras(cfg: Any, cameras: Iterable[CameraConfig], remove: Iterable[str] = (),
+                    timeout_s: float = 30.0) -> int:
+    """Write camera records (and tombstones for the ids in ``remove``) to the registry topic
+    ``cfg.kafka.topics.cameras`` and wait for the broker's acks.
+
+    Idempotent: publishing the same record twice changes nothing for the workers.
+
+    Returns:
+        How many records were written.
+
+    Raises:
+        KafkaDeliveryError: a record was not acknowledged within ``timeout_s``.
+    """
+    from pipeline.kafka import ChunkProducer, Delivery, KafkaDeliveryError
     from schemas.messages import encode_camera
 
-    producer = ChunkProducer(cfg.kafka.bootstrap_servers, message_max_bytes=cfg.kafka.message_max_bytes,
-                             client_id="veil-cameras")
-    topic = cfg.kafka.topics.cameras
-    n = 0
+    k = cfg.kafka
+    topic = k.topics.cameras
+    removed = list(remove)
+    producer = ChunkProducer(k.bootstrap_servers, message_max_bytes=k.message_max_bytes,
+                             client_id="veil-cameras", extra=kafka_settings(k))
+    deliveries: list[tuple[str, Delivery]] = []
     for cam in cameras:
         key, value, headers = encode_camera(cam)
-        producer.produce_sync(topic, value, key, headers)
-        n += 1
-    for cid in remove:
-        producer.produce_sync(topic, None, cid, [])  # type: ignore[arg-type]
-        n += 1
-    producer.flush(30.0)
-    logger.info("published camera records=%d topic=%s", n, topic)
-    return n
+        deliveries.append((cam.camera_id, producer.produce(topic, value, key, headers)))
+    for cid in removed:
+        # a tombstone: the key with no value (compaction then drops the camera for good)
+        deliveries.append((cid, producer.produce(topic, None, cid.encode("utf-8"), [])))  # type: ignore[arg-type]
+    left = producer.flush(timeout_s)
+    failed = [f"{cid}: {d.error or 'no ack'}" for cid, d in deliveries if d.error or not d.done]
+    if left or failed:
+        raise KafkaDeliveryError(f"camera registry topic={topic}: {len(failed)} record(s) not written: "
+                                 + "; ".join(failed[:5]))
+    logger.info("published camera records=%d removed=%d topic=%s", len(deliveries) - len(removed),
+                len(removed), topic)
+    return len(deliveries)

@@ -1,5 +1,10 @@
 """``veilstream ingest``: own the cameras of the registry partitions this worker is
-assigned, read them, and produce one message per chunk to the raw topic."""
+assigned, read them, and produce one message per chunk to the raw topic.
+
+Threads: the caller's thread runs the registry consumer (group membership, assignment
+callbacks, registry records, reconciling reader threads); one thread serves producer
+delivery reports; one thread per owned camera reads it (``CameraReader``).
+"""
 
 from __future__ import annotations
 
@@ -8,222 +13,332 @@ import threading
 import time
 from typing import Any
 
-from pipeline.kafka import ChunkProducer, Delivery
-from pipeline.metrics import StatusLine, WorkerMetrics, serve
+from pipeline.kafka import ChunkProducer, Delivery, KafkaDeliveryError
+from pipeline.metrics import StatusLine, serve
 from schemas.config import CameraConfig
 from schemas.messages import ChunkCaptured, SchemaError, decode_camera, encode_chunk
 
-from .registry import CameraRegistry, publish_cameras
+from .backpressure import InflightLimiter
+from .metrics import IngestMetrics
+from .registry import CameraRegistry, kafka_settings, publish_cameras
 from .source import CameraReader
 
 logger = logging.getLogger(__name__)
 
+STOP_JOIN_S = 10.0  # how long a revoke waits for a camera thread blocked in a read
+
 
 class IngestWorker:
-    """One ingest process. ``run()`` blocks until ``stop_event`` is set, returns 0.
+    """One ingest process (or thread, in tests). ``run()`` blocks until ``stop_event`` is set.
 
     Args:
-        config: the parsed pipeline config.
-        stop_event: set (e.g. by SIGTERM) to stop reading, flush and exit.
-        worker_id: this worker's name in logs and in the group (``client.id``).
-        publish_static: publish ``config.ingest.cameras`` to the registry at start.
+        config: the parsed ``PipelineConfig``.
+        stop_event: set (e.g. by SIGTERM) to stop reading, flush the producer and return 0.
+        worker_id: this worker's name in logs and its Kafka ``client.id``.
+        metrics: where to count (a fresh ``IngestMetrics`` by default).
+        publish_static: publish ``config.ingest.cameras`` to the registry topic at start.
+        producer: a producer with ``ChunkProducer``'s ``produce``/``poll``/``flush`` (tests);
+            built from the config in ``run()`` by default.
     """
 
     def __init__(self, config: Any, stop_event: threading.Event | None = None, worker_id: str = "",
-                 metrics: WorkerMetrics | None = None, publish_static: bool = True) -> None:
+                 metrics: IngestMetrics | None = None, publish_static: bool = True,
+                 producer: Any = None) -> None:
+        ic = config.ingest
         self.cfg = config
         self.stop_event = stop_event or threading.Event()
         self.worker_id = worker_id or f"ingest-{id(self) % 100000}"
-        self.metrics = metrics or WorkerMetrics("ingest")
+        self.metrics = metrics or IngestMetrics()
         self.publish_static = publish_static
+        self.producer = producer
         self.registry = CameraRegistry()
+        self.limiter = InflightLimiter(ic.max_inflight_per_camera, ic.max_inflight_chunks)
         self.readers: dict[str, CameraReader] = {}
         self._lock = threading.Lock()
-        self._inflight: dict[str, int] = {}
-        self._inflight_total = 0
-        self._running: dict[str, CameraConfig] = {}
+        self._changed = False
+        self._joined = False
         self.produced = 0
         self.failed_deliveries = 0
-        self.status = StatusLine(config.ingest.status_interval_s)
-        self._assignment_changed = threading.Event()
+        self.status = StatusLine(ic.status_interval_s)
 
     # ------------------------------------------------------------ ownership
     def owned_cameras(self) -> list[str]:
-        """Camera ids this worker is reading now."""
+        """Camera ids this worker runs a reader for now (sorted)."""
         with self._lock:
-            return sorted(self._running)
+            return sorted(self.readers)
+
+    def camera_states(self) -> dict[str, str]:
+        """``camera id -> connecting | streaming | retrying | finished | stopped``."""
+        with self._lock:
+            return {cid: r.state for cid, r in sorted(self.readers.items())}
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
         from confluent_kafka import OFFSET_BEGINNING
 
         for tp in partitions:
-            tp.offset = OFFSET_BEGINNING  # compacted registry: always read it whole
+            tp.offset = OFFSET_BEGINNING  # compacted registry: read the new partitions whole
         self.registry.assign(tp.partition for tp in partitions)
-        consumer.assign(partitions)
-        self._assignment_changed.set()
-        logger.info("registry assigned worker=%s partitions=%s", self.worker_id,
-                    ",".join(str(tp.partition) for tp in partitions))
+        consumer.incremental_assign(partitions)
+        self._joined = True
+        self._changed = True
+        self.metrics.rebalances.labels(change="assign").inc()
+        self.metrics.partitions.set(len(self.registry.partitions))
+        logger.info("registry assigned worker=%s added=%s partitions=%s", self.worker_id,
+                    ",".join(str(tp.partition) for tp in partitions) or "-",
+                    ",".join(map(str, self.registry.partitions)) or "-")
 
-    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+    def _on_revoke(self, consumer: Any, partitions: list[Any], change: str = "revoke") -> None:
         self.registry.revoke(tp.partition for tp in partitions)
-        self._reconcile()  # stop those cameras before another worker starts them
-        consumer.unassign()
-        logger.info("registry revoked worker=%s partitions=%s", self.worker_id,
-                    ",".join(str(tp.partition) for tp in partitions))
+        # stop those cameras now: the group hands the partitions to another worker only
+        # after this callback returns, so a camera never runs on two workers
+        self._reconcile()
+        try:
+            consumer.incremental_unassign(partitions)
+        except Exception as exc:  # noqa: BLE001 - closing or already unassigned: nothing left to do
+            logger.debug("incremental_unassign worker=%s error=%s", self.worker_id, exc)
+        self.metrics.rebalances.labels(change=change).inc()
+        self.metrics.partitions.set(len(self.registry.partitions))
+        logger.info("registry %s worker=%s removed=%s partitions=%s", "lost" if change == "lost" else "revoked",
+                    self.worker_id, ",".join(str(tp.partition) for tp in partitions) or "-",
+                    ",".join(map(str, self.registry.partitions)) or "-")
+
+    def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
+        # our session expired (e.g. the process was frozen): the partitions may already run elsewhere
+        logger.warning("registry partitions lost worker=%s partitions=%s", self.worker_id,
+                       ",".join(str(tp.partition) for tp in partitions))
+        self._on_revoke(consumer, partitions, change="lost")
 
     def _reconcile(self) -> None:
+        """Start and stop reader threads so they match the registry's owned cameras."""
         want = self.registry.owned()
         with self._lock:
-            running = dict(self._running)
-        for cid in running:
-            if cid not in want or want[cid] != running[cid]:
-                self._stop_camera(cid)
-        for cid, cam in want.items():
-            if cid not in self.readers:
-                self._start_camera(cam)
+            stale = [cid for cid, r in self.readers.items() if want.get(cid) != r.cam]
+        self._stop_cameras(stale)
+        with self._lock:
+            new = [cam for cid, cam in sorted(want.items()) if cid not in self.readers]
+        for cam in new:
+            self._start_camera(cam)
         self.metrics.cameras.set(len(self.readers))
 
     def _start_camera(self, cam: CameraConfig) -> None:
         ic = self.cfg.ingest
         r = CameraReader(cam, self._emit, chunk_seconds=ic.chunk_seconds, jpeg_quality=ic.jpeg_quality,
                          reconnect_initial_s=ic.reconnect_initial_s, reconnect_max_s=ic.reconnect_max_s,
-                         on_event=lambda kind, why, cid=cam.camera_id: self._on_camera_event(cid, kind, why))
+                         on_event=self._on_camera_event)
         with self._lock:
             self.readers[cam.camera_id] = r
-            self._running[cam.camera_id] = cam
-            self._inflight.setdefault(cam.camera_id, 0)
         r.start()
-        logger.info("camera started worker=%s camera=%s kind=%s", self.worker_id, cam.camera_id, cam.kind)
+        logger.info("camera started worker=%s camera=%s kind=%s codec=%s", self.worker_id, cam.camera_id, cam.kind,
+                    cam.codec)
 
-    def _stop_camera(self, cid: str, join_s: float = 10.0) -> None:
+    def _stop_cameras(self, camera_ids: list[str], join_s: float = STOP_JOIN_S) -> None:
+        """Stop readers in parallel; wait for them up to ``join_s`` in all."""
         with self._lock:
-            r = self.readers.pop(cid, None)
-            self._running.pop(cid, None)
-        if r is None:
-            return
-        r.stop()
-        r.join(join_s)
-        logger.info("camera stopped worker=%s camera=%s chunks=%d frames=%d dropped=%d", self.worker_id, cid,
-                    r.chunks, r.frames, r.dropped_total)
+            readers = [self.readers.pop(cid) for cid in camera_ids if cid in self.readers]
+        for r in readers:
+            r.stop()
+        deadline = time.monotonic() + join_s
+        for r in readers:
+            r.join(max(0.0, deadline - time.monotonic()))
+            if r.is_alive():
+                # blocked in a read: it exits at its read timeout; _emit refuses its chunks meanwhile
+                logger.warning("camera thread still blocked worker=%s camera=%s", self.worker_id, r.cam.camera_id)
+            logger.info("camera stopped worker=%s camera=%s chunks=%d frames=%d dropped_frames=%d reconnects=%d",
+                        self.worker_id, r.cam.camera_id, r.chunks, r.frames, r.dropped_total, r.reconnects)
+        if readers:
+            self.metrics.cameras.set(len(self.readers))
 
-    def _on_camera_event(self, cid: str, kind: str, why: str) -> None:
+    def _on_camera_event(self, reader: CameraReader, kind: str, value: Any) -> None:
         if kind == "reconnect":
-            self.metrics.errors.labels(kind="camera_reconnect").inc()
+            self.metrics.reconnects.inc()
+        elif kind == "skipped":
+            # frames before the first keyframe of a connection cannot be decoded on their own
+            self.metrics.dropped("before_keyframe", int(value), chunks=0)
 
     # ------------------------------------------------------------ produce
-    def _emit(self, msg: ChunkCaptured, frames: int) -> bool:
-        """Called from a camera thread. Returns False when the chunk is dropped."""
-        ic = self.cfg.ingest
-        cid = msg.camera_id
-        reader = self.readers.get(cid)
-        live = reader is None or reader.cam.kind != "file" or reader.cam.realtime
-        while True:
-            with self._lock:
-                full = (self._inflight.get(cid, 0) >= ic.max_inflight_per_camera
-                        or self._inflight_total >= ic.max_inflight_chunks)
-                if not full:
-                    self._inflight[cid] = self._inflight.get(cid, 0) + 1
-                    self._inflight_total += 1
-                    break
-            if live:
-                # a live camera does not wait: frames it cannot deliver are dropped and counted
-                self.metrics.drops.labels(reason="backpressure").inc(frames)
-                logger.warning("dropped chunk camera=%s seq=%d frames=%d reason=backpressure", cid, msg.chunk_seq,
-                               frames)
+    def _emit(self, reader: CameraReader, msg: ChunkCaptured) -> bool:
+        """Hand one chunk to the producer (called from camera threads).
+
+        Returns False when the chunk is dropped; every drop is counted with its reason.
+        """
+        cid, frames = msg.camera_id, len(msg.pts_ms)
+
+        def cancelled() -> bool:
+            return reader.stop_event.is_set() or self.stop_event.is_set()
+
+        if cancelled():
+            # a revoked camera's thread may still be finishing a read: its chunks stay out
+            self.metrics.dropped("stopping", frames)
+            return False
+        try:
+            value, headers = encode_chunk(msg)
+        except SchemaError as exc:
+            logger.error("invalid chunk camera=%s chunk_seq=%d error=%s", cid, msg.chunk_seq, exc)
+            self.metrics.dropped("invalid", frames)
+            return False
+        size = len(value) + len(cid) + sum(len(k) + len(v) for k, v in headers)
+        limit = self.cfg.kafka.message_max_bytes
+        if size > limit:
+            logger.error("chunk over message_max_bytes camera=%s chunk_seq=%d bytes=%d limit=%d (shorten "
+                         "ingest.chunk_seconds or raise kafka.message_max_bytes)", cid, msg.chunk_seq, size, limit)
+            self.metrics.dropped("oversize", frames)
+            return False
+        if reader.may_block:
+            if not self.limiter.acquire(cid, cancelled):
+                self.metrics.dropped("stopping", frames)
                 return False
-            if self.stop_event.is_set() or (reader is not None and reader.stop_event.is_set()):
-                self.metrics.drops.labels(reason="stopping").inc(frames)
-                return False
-            time.sleep(0.02)  # a file read faster than real time waits for the broker
-        value, headers = encode_chunk(msg)
+        elif not self.limiter.try_acquire(cid):
+            # a live camera does not wait: what cannot be delivered is dropped and counted
+            log = logger.warning if reader.dropped_frames == 0 else logger.debug
+            log("camera dropping chunks camera=%s chunk_seq=%d frames=%d reason=backpressure inflight=%d",
+                cid, msg.chunk_seq, frames, self.limiter.inflight(cid))
+            self.metrics.dropped("backpressure", frames)
+            return False
         t0 = time.monotonic()
+        payload_bytes = len(value)
 
         def done(d: Delivery) -> None:
-            with self._lock:
-                self._inflight[cid] = max(0, self._inflight.get(cid, 1) - 1)
-                self._inflight_total = max(0, self._inflight_total - 1)
+            self.limiter.release(cid)
             if d.error:
                 self.failed_deliveries += 1
-                self.metrics.drops.labels(reason="produce_failed").inc(frames)
+                self.metrics.dropped("produce_failed", frames)
                 self.metrics.errors.labels(kind="produce").inc()
-                logger.error("produce failed camera=%s seq=%d error=%s", cid, msg.chunk_seq, d.error)
+                logger.error("produce failed camera=%s chunk_seq=%d error=%s", cid, msg.chunk_seq, d.error)
                 return
             self.produced += 1
             self.metrics.chunks_out.labels(camera="all").inc()
             self.metrics.frames_out.inc(frames)
+            self.metrics.bytes_out.inc(payload_bytes)
             self.metrics.stage_seconds.observe(time.monotonic() - t0)
-            self.metrics.latency.observe(max(0.0, time.time() - msg.pts_ms[-1] / 1000.0))
+            self.metrics.latency.observe(max(0.0, time.time() - msg.captured_at_ms / 1000.0))
 
+        try:
+            # a live camera gives the full local queue only a moment before dropping
+            self.producer.produce(self.cfg.kafka.topics.raw, value, cid, headers, on_done=done,
+                                  retries=50 if reader.may_block else 2)
+        except KafkaDeliveryError as exc:
+            self.limiter.release(cid)
+            logger.warning("dropped chunk camera=%s chunk_seq=%d reason=producer_full error=%s", cid, msg.chunk_seq,
+                           exc)
+            self.metrics.dropped("producer_full", frames)
+            return False
+        except Exception as exc:  # noqa: BLE001 - refused locally (size, topic): counted, never silent
+            self.limiter.release(cid)
+            self.failed_deliveries += 1
+            logger.error("produce refused camera=%s chunk_seq=%d error=%s", cid, msg.chunk_seq, exc)
+            self.metrics.errors.labels(kind="produce").inc()
+            self.metrics.dropped("produce_failed", frames)
+            return False
         self.metrics.chunks_in.labels(camera="all").inc()
         self.metrics.frames_in.inc(frames)
-        try:
-            self.producer.produce(self.cfg.kafka.topics.raw, value, cid, headers, on_done=done)
-        except Exception as exc:  # noqa: BLE001 - queue full for too long: counted drop
-            done(Delivery(done=True, error=str(exc)))
-            return False
         return True
+
+    def _poll_deliveries(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self.producer.poll(0.1)
 
     # ------------------------------------------------------------ loop
     def run(self) -> int:
-        from confluent_kafka import Consumer
+        """Join the group, run owned cameras until ``stop_event``; returns 0 after a clean stop."""
+        from confluent_kafka import Consumer, KafkaError
 
         k = self.cfg.kafka
+        extra = kafka_settings(k)
         if self.publish_static and self.cfg.ingest.cameras:
             publish_cameras(self.cfg, self.cfg.ingest.cameras)
-        self.producer = ChunkProducer(k.bootstrap_servers, message_max_bytes=k.message_max_bytes,
-                                      client_id=f"veil-ingest-{self.worker_id}")
+        built = self.producer is None
+        if built:
+            self.producer = ChunkProducer(k.bootstrap_servers, message_max_bytes=k.message_max_bytes,
+                                          client_id=f"veil-ingest-{self.worker_id}", extra=extra)
+        poller_stop = threading.Event()
+        poller = threading.Thread(target=self._poll_deliveries, args=(poller_stop,), daemon=True,
+                                  name=f"ingest-deliveries-{self.worker_id}")
+        poller.start()
         consumer = Consumer({
             "bootstrap.servers": k.bootstrap_servers, "group.id": self.cfg.ingest.consumer_group,
             "client.id": f"veil-ingest-{self.worker_id}", "enable.auto.commit": False,
             "auto.offset.reset": "earliest", "session.timeout.ms": k.session_timeout_ms,
             "heartbeat.interval.ms": max(500, k.session_timeout_ms // 6),
-            "partition.assignment.strategy": "range",
+            # incremental: a joining or leaving worker moves only the partitions that change
+            # hands; cameras on the others keep streaming through the rebalance
+            "partition.assignment.strategy": "cooperative-sticky",
+            **extra,
         })
         consumer.subscribe([k.topics.cameras], on_assign=self._on_assign, on_revoke=self._on_revoke,
-                           on_lost=self._on_revoke)
+                           on_lost=self._on_lost)
         m = self.cfg.metrics
         server = serve(self.metrics, m.port if m.enabled else -1, host=m.host)
+        logger.info("ingest started worker=%s group=%s registry=%s raw=%s", self.worker_id,
+                    self.cfg.ingest.consumer_group, k.topics.cameras, k.topics.raw)
+        last_gauges = 0.0
         try:
             while not self.stop_event.is_set():
                 self.metrics.tick()
-                msgs = consumer.consume(64, 0.2)
-                changed = self._assignment_changed.is_set()
-                for msg in msgs:
-                    if msg.error():
+                for msg in consumer.consume(256, 0.2):
+                    err = msg.error()
+                    if err is not None:
+                        if err.code() != KafkaError._PARTITION_EOF:
+                            self.metrics.errors.labels(kind="registry").inc()
+                            logger.warning("registry consume error worker=%s error=%s", self.worker_id, err)
                         continue
-                    cid = (msg.key() or b"").decode("utf-8", "replace")
-                    try:
-                        cam = decode_camera(msg.value())
-                    except SchemaError as exc:
-                        logger.warning("bad camera record key=%s partition=%d offset=%d error=%s", cid,
-                                       msg.partition(), msg.offset(), exc)
-                        self.metrics.errors.labels(kind="bad_camera_record").inc()
-                        continue
-                    self.registry.update(msg.partition(), cid, cam)
-                    changed = True
-                if changed:
-                    self._assignment_changed.clear()
+                    self._apply_record(msg)
+                if self._changed:
+                    self._changed = False
                     self._reconcile()
-                self.metrics.ready = bool(consumer.assignment()) or bool(self.registry.partitions)
-                self.producer.poll(0)
+                self.metrics.ready = self._joined
+                now = time.monotonic()
+                if now - last_gauges >= 1.0:
+                    last_gauges = now
+                    self._update_gauges()
                 if self.status.due():
                     self._log_status()
         finally:
-            for cid in list(self.readers):
-                self._stop_camera(cid)
+            self.metrics.ready = False
+            with self._lock:
+                cids = list(self.readers)
+            self._stop_cameras(cids)
+            poller_stop.set()
+            poller.join(5.0)
             left = self.producer.flush(30.0)
             if left:
-                logger.error("ingest stopping with %d undelivered chunks", left)
-            consumer.close()
+                logger.error("ingest stopping with undelivered chunks=%d worker=%s", left, self.worker_id)
+            consumer.close()  # leaves the group now: the others take our cameras without waiting
+            if built:
+                self.producer = None  # let librdkafka's threads and sockets go with the object
             if server is not None:
                 server.shutdown()
-            logger.info("ingest stopped worker=%s produced=%d", self.worker_id, self.produced)
+            logger.info("ingest stopped worker=%s produced=%d failed=%d", self.worker_id, self.produced,
+                        self.failed_deliveries)
         return 0
 
+    def _apply_record(self, msg: Any) -> None:
+        cid = (msg.key() or b"").decode("utf-8", "replace")
+        try:
+            cam = decode_camera(msg.value())
+        except SchemaError as exc:
+            logger.warning("bad camera record key=%s partition=%d offset=%d error=%s", cid, msg.partition(),
+                           msg.offset(), exc)
+            self.metrics.errors.labels(kind="bad_camera_record").inc()
+            return
+        self.registry.update(msg.partition(), cid, cam)
+        self._changed = True
+
+    def _update_gauges(self) -> None:
+        with self._lock:
+            readers = list(self.readers.values())
+        self.metrics.cameras.set(len(readers))
+        self.metrics.cameras_failing.set(sum(1 for r in readers if r.state == "retrying"))
+        self.metrics.inflight.set(self.limiter.inflight())
+
     def _log_status(self) -> None:
-        parts = []
-        for cid, r in sorted(self.readers.items()):
-            state = "done" if r.finished else ("retrying" if r.last_error and r.reconnects else "ok")
-            parts.append(f"{cid}:{r.chunks}c/{r.dropped_total}d/{state}")
-        logger.info("status worker=%s cameras=%d produced=%d %s", self.worker_id, len(self.readers), self.produced,
-                    " ".join(parts))
+        with self._lock:
+            readers = sorted(self.readers.items())
+        states: dict[str, int] = {}
+        for _cid, r in readers:
+            states[r.state] = states.get(r.state, 0) + 1
+        failing = [f"{cid}({r.last_error or '?'}"[:80] + ")" for cid, r in readers if r.state == "retrying"]
+        logger.info("status worker=%s partitions=%s cameras=%d%s produced=%d failed=%d dropped_frames=%d "
+                    "inflight=%d%s", self.worker_id, ",".join(map(str, self.registry.partitions)) or "-",
+                    len(readers), "".join(f" {s}={n}" for s, n in sorted(states.items())), self.produced,
+                    self.failed_deliveries, sum(r.dropped_total for _c, r in readers), self.limiter.inflight(),
+                    (" retrying=" + ",".join(failing[:10])) if failing else "")

@@ -444,9 +444,12 @@ def test_sink_bad_messages_go_to_dlq_and_are_committed() -> None:
     w = _worker(msgs, store, [0.0])
     w.step(0)
     w._shutdown()
-    reasons = sorted(decode_dlq(v, h).reason for _t, v, _k, h in w.producer.sent)
+    dlq = [(t, v, k, h) for t, v, k, h in w.producer.sent if t == "veil.dlq"]
+    reasons = sorted(decode_dlq(v, h).reason for _t, v, _k, h in dlq)
     assert reasons == ["invalid_message", "remux_failed"]
-    assert all(t == "veil.dlq" for t, *_ in w.producer.sent)
+    # the rest is the audit trail: one SegmentStored event for the one stored segment
+    audit = [(t, dict(h)) for t, _v, _k, h in w.producer.sent if t != "veil.dlq"]
+    assert [(t, h["veil-type"]) for t, h in audit] == [("veil.audit", b"SegmentStored")]
     assert w.consumer.committed() == {("veil.chunks.redacted", 0): 3}
     m = json.loads(store.get_object(next(k for k in store.list_objects() if k.endswith(".json"))))
     assert m["chunk_seqs"] == [0] and m["frames"] == 5
