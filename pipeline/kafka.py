@@ -5,6 +5,7 @@ manual commits only, bounded retries on a full local queue, delivery tracked per
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from operators.types import VeilStreamError
+from operators.types import ConfigError, VeilStreamError
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +22,27 @@ Headers = list[tuple[str, bytes]]
 
 class KafkaDeliveryError(VeilStreamError):
     pass
+
+
+def kafka_settings(kafka: Any) -> dict[str, Any]:
+    """librdkafka settings for ``kafka.security`` (secrets read from env vars now, when
+    connecting; never from the YAML). Empty for PLAINTEXT."""
+    sec = getattr(kafka, "security", None)
+    if sec is None or sec.protocol == "PLAINTEXT":
+        return {}
+    out: dict[str, Any] = {"security.protocol": sec.protocol}
+    if sec.ca_file:
+        out["ssl.ca.location"] = sec.ca_file
+    if sec.protocol.startswith("SASL"):
+        out["sasl.mechanism"] = sec.sasl_mechanism or "PLAIN"
+        for key, env in (("sasl.username", sec.username_env), ("sasl.password", sec.password_env)):
+            value = os.environ.get(env or "")
+            if not env or value is None:
+                raise ConfigError(f"kafka.security: {sec.protocol} needs {key} from an env var "
+                                  f"({'set ' + env if env else 'name one in kafka.security'})")
+            out[key] = value
+    return out
+
 
 
 def client_config(bootstrap: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:

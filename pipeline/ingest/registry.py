@@ -8,11 +8,11 @@ tombstone (``None`` value) removes the camera, ``enabled: false`` parks it.
 from __future__ import annotations
 
 import logging
-import os
 import random
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from pipeline.kafka import kafka_settings
 from schemas.config import CameraConfig
 
 logger = logging.getLogger(__name__)
@@ -84,28 +84,6 @@ def backoff_s(attempt: int, initial_s: float, max_s: float, jitter: float = 0.0,
     if jitter <= 0:
         return base
     return base * (1.0 - min(jitter, 1.0) * rand())
-
-
-def kafka_settings(kafka: Any) -> dict[str, Any]:
-    """librdkafka settings for ``kafka.security`` (secrets read from env vars now, when
-    connecting; never from the YAML). Empty for PLAINTEXT."""
-    sec = getattr(kafka, "security", None)
-    if sec is None or sec.protocol == "PLAINTEXT":
-        return {}
-    out: dict[str, Any] = {"security.protocol": sec.protocol}
-    if sec.ca_file:
-        out["ssl.ca.location"] = sec.ca_file
-    if sec.protocol.startswith("SASL"):
-        from operators.types import ConfigError
-
-        out["sasl.mechanism"] = sec.sasl_mechanism or "PLAIN"
-        for key, env in (("sasl.username", sec.username_env), ("sasl.password", sec.password_env)):
-            value = os.environ.get(env or "")
-            if not env or value is None:
-                raise ConfigError(f"kafka.security: {sec.protocol} needs {key} from an env var "
-                                  f"({'set ' + env if env else 'name one in kafka.security'})")
-            out[key] = value
-    return out
 
 
 def publish_cameras(cfg: Any, cameras: Iterable[CameraConfig], remove: Iterable[str] = (),

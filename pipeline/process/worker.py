@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from operators.types import VeilStreamError
-from pipeline.kafka import ChunkConsumer, ChunkProducer, Delivery
+from pipeline.kafka import ChunkConsumer, ChunkProducer, Delivery, kafka_settings
 from pipeline.metrics import StatusLine, WorkerMetrics, serve
 from pipeline.offsets import OffsetTracker, should_pause, should_resume
 
@@ -150,10 +150,10 @@ class ProcessWorker:
         self._start_ray()
         self._reclaim_signals()
         self.producer = ChunkProducer(k.bootstrap_servers, message_max_bytes=k.message_max_bytes,
-                                      client_id="veil-process")
+                                      client_id="veil-process", extra=kafka_settings(k))
         self.consumer = ChunkConsumer(
             k.bootstrap_servers, p.consumer_group, [k.topics.raw], message_max_bytes=k.message_max_bytes,
-            session_timeout_ms=k.session_timeout_ms, on_revoke=self._on_revoke)
+            session_timeout_ms=k.session_timeout_ms, on_revoke=self._on_revoke, extra=kafka_settings(k))
         serve(self.metrics, self.cfg.metrics.port if self.cfg.metrics.enabled else -1, host=self.cfg.metrics.host)
         self.metrics.ready = True
         max_total, max_part = p.max_inflight_chunks, p.max_inflight_per_partition

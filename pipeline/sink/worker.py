@@ -29,7 +29,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from pipeline.kafka import ChunkConsumer, ChunkProducer, Delivery
+from pipeline.kafka import ChunkConsumer, ChunkProducer, Delivery, kafka_settings
 from pipeline.metrics import StatusLine, WorkerMetrics, serve
 from pipeline.offsets import OffsetTracker
 
@@ -112,11 +112,12 @@ class SinkWorker:
         k = self.cfg.kafka
         return ChunkConsumer(k.bootstrap_servers, self.cfg.sink.consumer_group, [k.topics.redacted],
                              message_max_bytes=k.message_max_bytes, session_timeout_ms=k.session_timeout_ms,
-                             on_revoke=on_revoke)
+                             on_revoke=on_revoke, extra=kafka_settings(k))
 
     def _default_producer(self) -> ChunkProducer:
         k = self.cfg.kafka
-        return ChunkProducer(k.bootstrap_servers, message_max_bytes=k.message_max_bytes, client_id="veil-sink")
+        return ChunkProducer(k.bootstrap_servers, message_max_bytes=k.message_max_bytes, client_id="veil-sink",
+                             extra=kafka_settings(k))
 
     def stop(self) -> None:
         self.stop_event.set()
