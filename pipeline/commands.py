@@ -132,6 +132,64 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cameras(args: argparse.Namespace) -> int:
+    """Manage the camera registry (the compacted cameras topic ingest workers shard)."""
+    import yaml
+
+    from pipeline.ingest.registry import publish_cameras, read_registry
+    from schemas.config import parse_camera
+
+    if args.cameras_command is None:
+        raise ConfigError("cameras: expected a subcommand: list, add, import, remove")
+    cfg = load_cli_config(args)
+    if args.cameras_command == "list":
+        cams = read_registry(cfg)
+        for cam in cams.values():
+            state = "enabled" if cam.enabled else "disabled"
+            print(f"{cam.camera_id}\t{cam.kind}\t{state}\tpolicy={cam.policy_id}\t{cam.url}")
+        print(f"{len(cams)} camera(s) in {cfg.kafka.topics.cameras}", file=sys.stderr)
+        return 0
+    if args.cameras_command == "add":
+        rec: dict[str, Any] = {"camera_id": args.camera_id, "url": args.url, "kind": args.kind}
+        for key in ("policy_id", "fps", "codec"):
+            if getattr(args, key) is not None:
+                rec[key] = getattr(args, key)
+        if args.loop:
+            rec["loop"] = True
+        if args.realtime:
+            rec["realtime"] = True
+        if args.disabled:
+            rec["enabled"] = False
+        cams = [parse_camera(rec)]
+    elif args.cameras_command == "import":
+        try:
+            doc = yaml.safe_load(Path(args.file).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cameras file {str(args.file)!r}: {exc.strerror or exc}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"cameras file {str(args.file)!r} is not valid YAML: {exc}") from None
+        items = doc.get("cameras") if isinstance(doc, dict) else doc
+        if not isinstance(items, list):
+            raise ConfigError(f"cameras file {str(args.file)!r}: expected a list of cameras (or cameras: [...])")
+        cams, problems = [], []
+        for i, item in enumerate(items):
+            try:
+                cams.append(parse_camera(item if isinstance(item, dict) else {}))
+            except ConfigError as exc:
+                problems.append(f"cameras[{i}]: {exc}")
+        if problems:
+            raise ConfigError("; ".join(problems))
+    elif args.cameras_command == "remove":
+        n = publish_cameras(cfg, [], remove=args.camera_ids)
+        print(f"removed {n} camera(s) from {cfg.kafka.topics.cameras}; their ingest workers stop them")
+        return 0
+    else:
+        raise ConfigError("cameras: expected a subcommand: list, add, import, remove")
+    n = publish_cameras(cfg, cams)
+    print(f"published {n} camera record(s) to {cfg.kafka.topics.cameras}; ingest workers pick them up")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.runner import run_local
 
@@ -165,6 +223,31 @@ def register(sub: Any) -> None:
         p = sub.add_parser(name, help=text)
         p.add_argument("--state-dir", type=Path, default=None, help="where pids/ports/config live (.veilstream)")
         p.set_defaults(func=fn)
+
+    p = sub.add_parser("cameras", help="list, add, import or remove cameras in the registry")
+    csub = p.add_subparsers(dest="cameras_command", metavar="SUBCOMMAND")
+    c = csub.add_parser("list", help="cameras as ingest workers see them")
+    _config_arg(c)
+    c = csub.add_parser("add", help="add or update one camera")
+    _config_arg(c)
+    c.add_argument("camera_id")
+    c.add_argument("url", help="rtsp://..., http(s)://... or a file path")
+    c.add_argument("--kind", default="rtsp", choices=("rtsp", "http", "file"))
+    c.add_argument("--policy-id", dest="policy_id", default=None)
+    c.add_argument("--fps", type=float, default=None, help="sample to this rate (JPEG chunks)")
+    c.add_argument("--codec", default=None, choices=("auto", "h264", "jpeg"))
+    c.add_argument("--loop", action="store_true", help="files: loop as a simulated camera")
+    c.add_argument("--realtime", action="store_true", help="files: pace at the source rate")
+    c.add_argument("--disabled", action="store_true", help="register it but do not read it")
+    c = csub.add_parser("import", help="add or update the cameras of a YAML file (a list, or cameras: [...])")
+    _config_arg(c)
+    c.add_argument("file", type=Path)
+    c = csub.add_parser("remove", help="remove cameras (tombstones)")
+    _config_arg(c)
+    c.add_argument("camera_ids", nargs="+")
+    p.set_defaults(func=cmd_cameras, cameras_command=None)
+    for c in csub.choices.values():
+        c.set_defaults(func=cmd_cameras)
 
     p = sub.add_parser("fetch", help="download a redacted segment (checked against its manifest)")
     _config_arg(p)

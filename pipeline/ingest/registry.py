@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -122,3 +123,44 @@ def publish_cameras(cfg: Any, cameras: Iterable[CameraConfig], remove: Iterable[
     logger.info("published camera records=%d removed=%d topic=%s", len(deliveries) - len(removed),
                 len(removed), topic)
     return len(deliveries)
+
+
+def read_registry(cfg: Any, timeout_s: float = 10.0) -> dict[str, CameraConfig]:
+    """The registry as ingest workers see it: the latest record per camera id on the
+    compacted cameras topic (tombstones remove), read from the beginning by assignment
+    (no consumer group, nothing committed)."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    from schemas.messages import SchemaError, decode_camera
+
+    k = cfg.kafka
+    c = Consumer({"bootstrap.servers": k.bootstrap_servers, "group.id": "veil-cameras-reader",
+                  "enable.auto.commit": False, **kafka_settings(k)})
+    try:
+        md = c.list_topics(k.topics.cameras, timeout=timeout_s)
+        meta = md.topics.get(k.topics.cameras)
+        if meta is None or meta.error is not None:
+            return {}
+        parts = [TopicPartition(k.topics.cameras, p) for p in meta.partitions]
+        ends = {}
+        for tp in parts:
+            _lo, hi = c.get_watermark_offsets(tp, timeout=timeout_s, cached=False)
+            ends[tp.partition] = hi
+        c.assign([TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING) for tp in parts])
+        latest: dict[str, CameraConfig | None] = {}
+        done = {p for p, hi in ends.items() if hi <= 0}
+        deadline = time.monotonic() + timeout_s
+        while len(done) < len(parts) and time.monotonic() < deadline:
+            m = c.poll(0.2)
+            if m is None or m.error():
+                continue
+            cid = (m.key() or b"").decode("utf-8", "replace")
+            try:
+                latest[cid] = decode_camera(m.value())
+            except SchemaError as exc:
+                logger.warning("bad camera record key=%s offset=%d error=%s", cid, m.offset(), exc)
+            if m.offset() + 1 >= ends[m.partition()]:
+                done.add(m.partition())
+        return {cid: cam for cid, cam in sorted(latest.items()) if cam is not None}
+    finally:
+        c.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -373,3 +374,32 @@ def test_http_camera_is_ingested(broker, unique_name, tmp_path):
     assert all(c.codec == "h264" for c in chunks)
     assert_ordered(chunks)
     assert w.worker.metrics.value("veil_ingest_reconnects_total") >= 1
+
+
+def test_cameras_cli_add_import_list_remove(broker, unique_name, tmp_path):
+    import yaml
+
+    cfg = make_config(broker, unique_name, [])
+    path = tmp_path / "cfg.yaml"
+    t = cfg.kafka.topics
+    path.write_text(yaml.safe_dump({"kafka": {"bootstrap_servers": broker.bootstrap, "topics": {
+        "raw": t.raw, "redacted": t.redacted, "dlq": t.dlq, "cameras": t.cameras, "audit": t.audit}}}))
+    (tmp_path / "cams.yaml").write_text(yaml.safe_dump({"cameras": [
+        {"camera_id": "gate-1", "url": "rtsp://10.1.1.1/s", "kind": "rtsp"},
+        {"camera_id": "gate-2", "url": "rtsp://10.1.1.2/s", "kind": "rtsp", "enabled": False}]}))
+
+    def cli(*a: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "pipeline.cli", "cameras", *a, "--config", str(path)],
+                              capture_output=True, text=True, timeout=120)
+
+    assert cli("add", "lobby", "rtsp://10.0.0.9/live", "--policy-id", "strict").returncode == 0
+    assert cli("import", str(tmp_path / "cams.yaml")).returncode == 0
+    out = cli("list")
+    assert out.returncode == 0, out.stderr
+    rows = [ln.split("\t") for ln in out.stdout.splitlines()]
+    assert [(r[0], r[2]) for r in rows] == [("gate-1", "enabled"), ("gate-2", "disabled"), ("lobby", "enabled")]
+    assert "policy=strict" in out.stdout
+    assert cli("remove", "gate-1").returncode == 0
+    assert [ln.split("\t")[0] for ln in cli("list").stdout.splitlines()] == ["gate-2", "lobby"]
+    bad = cli("add", "x", "rtsp://h/s", "--fps", "-3")
+    assert bad.returncode == 2 and "fps" in bad.stderr and "Traceback" not in bad.stderr
