@@ -196,10 +196,12 @@ def test_camera_to_bucket_faces_masked_counts_match_replay_rewrites_keys(broker,
     assert sum(m["frames"] for m in second.values()) == frames_out
 
 
-def test_process_worker_killed_mid_stream_loses_nothing(broker, s3, ray_local, unique_name, tmp_path):
-    """SIGKILL the process worker while chunks are in flight, start a new one: offsets were
-    committed only for chunks whose redacted copy was acked, so every frame still reaches
-    the bucket (at-least-once; deterministic keys absorb the redone chunks)."""
+@pytest.mark.parametrize("victim_stage", ["process", "sink"])
+def test_worker_killed_mid_stream_loses_nothing(broker, s3, ray_local, unique_name, tmp_path, victim_stage):
+    """SIGKILL a worker while chunks are in flight, start a new one: offsets were committed
+    only for chunks whose output was durable (redacted copy acked / segment stored), so
+    every frame still reaches the bucket (at-least-once; deterministic keys absorb redone
+    chunks)."""
     import os
     import signal
 
@@ -232,10 +234,10 @@ def test_process_worker_killed_mid_stream_loses_nothing(broker, s3, ray_local, u
         while time.monotonic() < deadline and not chunk_latencies(cfg, timeout_s=1.0):
             workers.check()
         assert chunk_latencies(cfg, timeout_s=1.0), "no redacted chunk before the kill"
-        victim = workers.procs.pop("process")
+        victim = workers.procs.pop(victim_stage)
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait(30)
-        workers.start(stages=("process",))
+        workers.start(stages=(victim_stage,))
         assert _wait_drained(cfg, t.raw, cfg.process.consumer_group, timeout_s=300)
         assert workers.stop(cfg) == 0
     finally:
