@@ -238,6 +238,13 @@ def test_worker_killed_mid_stream_loses_nothing(broker, s3, ray_local, unique_na
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait(30)
         workers.start(stages=(victim_stage,))
+        # the new member joins only after the dead one's session expires: wait for it
+        log = tmp_path / "logs" / f"{victim_stage}.log"
+        deadline = time.monotonic() + 120
+        while log.read_text().count("partitions assigned") < 2 and time.monotonic() < deadline:
+            workers.check()
+            time.sleep(0.5)
+        assert log.read_text().count("partitions assigned") >= 2, f"restarted {victim_stage} never joined"
         assert _wait_drained(cfg, t.raw, cfg.process.consumer_group, timeout_s=300)
         assert workers.stop(cfg) == 0
     finally:
