@@ -25,6 +25,10 @@ logger = logging.getLogger(__name__)
 
 STYLES = ("mosaic", "blur", "fill")
 FACE_MODELS = ("centerface", "yunet")
+MAX_MOSAIC_BLOCKS = 12.0
+"""A policy's strength never asks for more mosaic blocks than this across a box."""
+MIN_BLUR_KERNEL = 0.25
+"""... nor a blur kernel smaller than this fraction of the box."""
 
 # Which labels each user-facing class masks. The face class includes the head-region
 # fallback (a person with no face inside still gets the head masked: fail closed).
@@ -53,6 +57,10 @@ class RedactionConfig:
         model_dir: directory to look for model files in (else registry defaults).
         face_padding / plate_padding / person_padding: box padding, fraction of box size.
         face_shape: ``ellipse`` or ``rect`` for face masks.
+        strength: a policy's mask strength in (0, 1] (``None`` = each style's default):
+            mosaic takes ``3 / strength`` blocks across a box (0.5 -> the default 6,
+            1 -> 3), capped at 12 so a weak setting still leaves no readable face; blur
+            takes ``strength`` as its kernel fraction, at least 0.25; fill ignores it.
     """
 
     classes: tuple[str, ...] = ("face", "plate")
@@ -78,6 +86,15 @@ class RedactionConfig:
     face_shape: str = "ellipse"
     threads: int | None = None
     face_model: str = "centerface"
+    strength: float | None = None
+
+    def mask_strength(self) -> float | None:
+        """The style-specific ``MaskSpec.strength`` for :attr:`strength` (see above)."""
+        if self.strength is None or self.style == "fill":
+            return None
+        if self.style == "mosaic":
+            return min(MAX_MOSAIC_BLOCKS, max(1.0, 3.0 / self.strength))
+        return max(MIN_BLUR_KERNEL, min(1.0, self.strength))
 
     def validate(self) -> RedactionConfig:
         problems: list[str] = []
@@ -96,6 +113,9 @@ class RedactionConfig:
             problems.append(f"face_model: expected one of {', '.join(FACE_MODELS)}, got {self.face_model!r}")
         if self.face_shape not in ("ellipse", "rect"):
             problems.append(f"face_shape: expected ellipse or rect, got {self.face_shape!r}")
+        if self.strength is not None and not (isinstance(self.strength, (int, float))
+                                              and 0.0 < float(self.strength) <= 1.0):
+            problems.append(f"strength: expected a number in (0, 1], got {self.strength!r}")
         if problems:
             raise ConfigError("; ".join(problems))
         return self
@@ -134,12 +154,16 @@ class Redactor:
         self.zones = zones
         self.detectors = detectors if detectors is not None else build_detectors(config)
         cfg = self.config
+        s = cfg.mask_strength()
         self._maskers = {
-            Label.FACE: make_anonymizer(MaskSpec(style=cfg.style, shape=cfg.face_shape, padding=cfg.face_padding)),
-            Label.HEAD: make_anonymizer(MaskSpec(style=cfg.style, shape="rect", padding=cfg.head_padding)),
-            Label.PLATE: make_anonymizer(MaskSpec(style=cfg.style, shape="rect", padding=cfg.plate_padding)),
-            Label.TEXT: make_anonymizer(MaskSpec(style=cfg.style, shape="rect", padding=cfg.plate_padding)),
-            Label.PERSON: make_anonymizer(MaskSpec(style=cfg.style, shape="rect", padding=cfg.person_padding)),
+            Label.FACE: make_anonymizer(MaskSpec(style=cfg.style, shape=cfg.face_shape, padding=cfg.face_padding,
+                                                 strength=s)),
+            Label.HEAD: make_anonymizer(MaskSpec(style=cfg.style, shape="rect", padding=cfg.head_padding, strength=s)),
+            Label.PLATE: make_anonymizer(MaskSpec(style=cfg.style, shape="rect", padding=cfg.plate_padding,
+                                                  strength=s)),
+            Label.TEXT: make_anonymizer(MaskSpec(style=cfg.style, shape="rect", padding=cfg.plate_padding, strength=s)),
+            Label.PERSON: make_anonymizer(MaskSpec(style=cfg.style, shape="rect", padding=cfg.person_padding,
+                                                   strength=s)),
         }
         # Whole-frame and zone masks always use an opaque style: a mosaic of a whole frame
         # still shows silhouettes, which is what fail closed must not leak.

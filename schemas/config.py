@@ -88,6 +88,7 @@ class ObjectStoreConfig:
     secret_key_file: str | None
     secure: bool
     region: str
+    object_lock: bool
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,7 @@ class MetricsConfig:
 @dataclass(frozen=True)
 class PipelineConfig:
     schema_version: int
+    policies_dir: str | None
     kafka: KafkaConfig
     object_store: ObjectStoreConfig
     ray: RayConfig

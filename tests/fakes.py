@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pipeline.sink.objectstore import ObjectInfo, PutResult
 
@@ -28,13 +29,19 @@ class InMemoryObjectStore:
     puts: list[str] = field(default_factory=list)
     fail_puts: int = 0
     bucket_created: bool = False
+    retention: dict[str, Any] = field(default_factory=dict)  # key -> RetentionSpec | None
+    lifecycle: list[Any] = field(default_factory=list)
     _version: int = 0
 
     def ensure_bucket(self) -> None:
         self.bucket_created = True
 
+    def set_lifecycle(self, rules: Sequence[Any]) -> None:
+        if rules:
+            self.lifecycle = list(rules)
+
     def put_object(self, key: str, data: bytes, content_type: str, metadata: dict[str, str],
-                   tags: dict[str, str]) -> PutResult:
+                   tags: dict[str, str], retention: Any = None) -> PutResult:
         if self.fail_puts > 0:
             self.fail_puts -= 1
             raise ConnectionError("injected object store outage")
@@ -42,6 +49,7 @@ class InMemoryObjectStore:
             raise ValueError("S3 allows at most 10 tags per object")
         self._version += 1
         self.objects[key] = _Obj(bytes(data), content_type, dict(metadata), dict(tags), self._version)
+        self.retention[key] = retention
         self.puts.append(key)
         return PutResult(etag=hashlib.md5(data).hexdigest(), version_id=str(self._version))  # noqa: S324
 

@@ -27,10 +27,13 @@ class ChunkWorkerActor:
     """Decode (CPU) and finish (fallback, temporal fill, mask, encode) chunks."""
 
     def __init__(self, redaction: RedactionConfig, zones: dict[str, Any] | None = None,
-                 crf: int = 23, preset: str = "veryfast") -> None:
+                 crf: int = 23, preset: str = "veryfast", on_failure: str = "mask") -> None:
+        if on_failure not in ("mask", "drop"):
+            raise VeilStreamError(f"on_failure: expected mask or drop, got {on_failure!r}")
         self.redactor = Redactor(redaction, zones=load_zones(zones) if zones else None, detectors={})
         self.crf = crf
         self.preset = preset
+        self.on_failure = on_failure
 
     def ready(self) -> bool:
         return True
@@ -62,7 +65,11 @@ class ChunkWorkerActor:
                camera_id: str, fps: float, pts_ms: list[int]) -> dict[str, Any]:
         """Mask and re-encode one chunk. Fail closed: if anything goes wrong while masking,
         every frame is masked whole; if even that cannot be encoded, nothing is returned
-        but the error (the driver routes the chunk to the DLQ)."""
+        but the error (the driver routes the chunk to the DLQ).
+
+        With ``on_failure="drop"`` (a policy's choice) the frames that would be masked whole
+        are left out instead: ``pts_ms`` then lists the frames kept, ``dropped`` counts the
+        others, and ``payload`` is ``None`` when none is left."""
         from operators.codec import encode_h264_chunk
 
         raw, failed, errors = detected
@@ -76,9 +83,17 @@ class ChunkWorkerActor:
             counts = {c: 0 for c in self.redactor.config.classes}
             fail_closed = list(range(len(frames)))
             errors = [*errors, f"mask: {exc}"]
-        payload = encode_h264_chunk(out, fps=fps, pts_ms=pts_ms, crf=self.crf, preset=self.preset)
-        return {"payload": payload, "masks_per_class": counts, "fail_closed_frames": list(fail_closed),
-                "errors": list(errors), "finish_ms": (time.perf_counter() - t0) * 1000.0}
+        kept_pts, dropped = list(pts_ms), 0
+        if self.on_failure == "drop" and len(fail_closed):
+            gone = set(int(i) for i in fail_closed)
+            keep = [i for i in range(len(out)) if i not in gone]
+            out, kept_pts, dropped = out[keep], [pts_ms[i] for i in keep], len(gone)
+            fail_closed = []
+        payload = (encode_h264_chunk(out, fps=fps, pts_ms=kept_pts, crf=self.crf, preset=self.preset)
+                   if len(kept_pts) else None)
+        return {"payload": payload, "pts_ms": kept_pts, "dropped": dropped, "masks_per_class": counts,
+                "fail_closed_frames": list(fail_closed), "errors": list(errors),
+                "finish_ms": (time.perf_counter() - t0) * 1000.0}
 
 
 class DetectorActor:

@@ -34,6 +34,48 @@ from pipeline.offsets import OffsetTracker, should_pause, should_resume
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class ProcessPolicy:
+    """What the process worker stamps and applies: from ``policies_dir`` or the process keys."""
+
+    policy_id: str
+    version: int
+    on_failure: str  # mask | drop
+    overrides: dict[str, Any]  # RedactionConfig fields the policy sets
+    zones: dict[str, Any] | None
+
+
+def resolve_policy(cfg: Any) -> ProcessPolicy:
+    """The policy named by ``process.policy_id`` in ``policies_dir``, or (no directory) the
+    inline ``process`` keys. A missing policy is a ``ConfigError`` that names both keys."""
+    p = cfg.process
+    pdir = getattr(cfg, "policies_dir", None)
+    if not pdir:
+        return ProcessPolicy(p.policy_id, p.policy_version, "mask",
+                             {"classes": tuple(p.classes), "style": p.style}, p.zones)
+    from operators.types import ConfigError
+    from schemas.policy import load_policies
+
+    policies = load_policies(pdir)
+    pol = policies.get(p.policy_id)
+    if pol is None:
+        raise ConfigError(f"process.policy_id: no policy {p.policy_id!r} in policies_dir {pdir} "
+                          f"(found: {', '.join(sorted(policies)) or 'none'})")
+    th, pad = pol.thresholds, pol.padding
+    ov: dict[str, Any] = {"classes": pol.classes, "style": pol.style, "strength": pol.strength}
+    for cls in ("face", "person"):
+        if cls in th:
+            ov[f"{cls}_threshold"] = th[cls]
+    # one text model finds plate characters and other text: the lower threshold is the safe one
+    text_th = [th[c] for c in ("plate", "text") if c in th]
+    if text_th:
+        ov["text_threshold"] = min(text_th)
+    for cls in ("face", "plate", "person", "head"):
+        if cls in pad:
+            ov[f"{cls}_padding"] = pad[cls]
+    return ProcessPolicy(pol.policy_id, pol.version, pol.on_failure, ov, pol.zones_document(p.zones))
+
+
 def _root_cause(exc: BaseException) -> str:
     """The last ``SomeError: message`` line of a Ray error (which nests the remote
     traceback), so a missing model reads as the model error, not as a Ray traceback."""
@@ -80,6 +122,7 @@ class ProcessWorker:
         self.order: dict[tuple[str, int], deque[Job]] = {}
         self.produced = 0
         self.status = StatusLine(getattr(config.process, "status_interval_s", 10.0))
+        self.policy = resolve_policy(config)
 
     # ---------------------------------------------------------------- setup
     def _redaction_config(self) -> Any:
@@ -88,7 +131,7 @@ class ProcessWorker:
         p = self.cfg.process
         det = self.cfg.ray.detector
         return RedactionConfig(
-            classes=tuple(p.classes), style=p.style, detect_every=p.detect_every,
+            **self.policy.overrides, detect_every=p.detect_every,
             providers=tuple(det.providers) if det.providers else None,
             # the driver's $VEILSTREAM_MODEL_DIR travels with the config: actors run in
             # Ray worker processes on other nodes whose environment the user never set
@@ -118,9 +161,10 @@ class ProcessWorker:
         self._det_cls, self._red = det_cls, red
         self.detectors = [det_cls.options(**self._det_opts).remote(red) for _ in range(det.replicas)]
         wk_cls = ray.remote(ChunkWorkerActor)
-        zones = getattr(self.cfg.process, "zones", None)
+        pc = self.cfg.process
         self.workers = [
-            wk_cls.options(num_cpus=rc.worker_num_cpus, max_restarts=3).remote(red, zones)
+            wk_cls.options(num_cpus=rc.worker_num_cpus, max_restarts=3).remote(
+                red, self.policy.zones, crf=pc.crf, preset=pc.preset, on_failure=self.policy.on_failure)
             for _ in range(rc.chunk_workers)
         ]
         # Building sessions and warming up takes seconds: wait here, not at the first chunk.
@@ -338,17 +382,29 @@ class ProcessWorker:
                 r = job.result or {}
                 m = job.meta
                 fail_closed = tuple(r.get("fail_closed_frames", ()))
+                dropped = int(r.get("dropped", 0) or 0)
+                if dropped:  # the policy drops frames whose detection failed: counted, never silent
+                    self.metrics.drops.labels(reason="detection_failed").inc(dropped)
+                    self.metrics.fail_closed.inc(dropped)
+                if r.get("payload") is None:
+                    logger.warning("chunk dropped whole camera=%s chunk_seq=%d offset=%d frames=%d: detection "
+                                   "failed and the policy drops such frames", m.camera_id, m.chunk_seq,
+                                   job.offset, dropped)
+                    self.tracker.finished(job.tp, job.offset)
+                    job.frames_ref = None
+                    continue
+                pts = tuple(r.get("pts_ms", m.pts_ms))
                 out = ChunkRedacted(
-                    camera_id=m.camera_id, chunk_seq=m.chunk_seq, pts_ms=tuple(m.pts_ms), fps=m.fps,
+                    camera_id=m.camera_id, chunk_seq=m.chunk_seq, pts_ms=pts, fps=m.fps,
                     width=m.width, height=m.height, codec="h264", captured_at_ms=m.captured_at_ms,
                     payload=r["payload"], masks_per_class=dict(r.get("masks_per_class", {})),
                     fail_closed_frames=fail_closed, models=tuple(self.model_ids),
-                    policy_id=self.cfg.process.policy_id, policy_version=self.cfg.process.policy_version,
-                    dropped_frames=int(getattr(m, "dropped_frames", 0) or 0),
+                    policy_id=self.policy.policy_id, policy_version=self.policy.version,
+                    dropped_frames=int(getattr(m, "dropped_frames", 0) or 0) + dropped,
                 )
                 value, headers = encode_chunk(out)
                 self.producer.produce(topic, value, m.camera_id, headers,
-                                      on_done=self._acked(job, len(m.pts_ms), r, fail_closed))
+                                      on_done=self._acked(job, len(pts), r, fail_closed))
                 job.frames_ref = None
 
     def _acked(self, job: Job, frames: int, r: dict[str, Any], fail_closed: tuple[int, ...]) -> Any:

@@ -11,7 +11,8 @@ import hashlib
 import io
 import logging
 import os
-from collections.abc import Iterator, Mapping
+import datetime as dt
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -46,13 +47,27 @@ class ObjectInfo:
     version_id: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class RetentionSpec:
+    """Object-lock retention of one object: S3 mode and retain-until (UTC)."""
+
+    mode: str  # GOVERNANCE | COMPLIANCE
+    until: dt.datetime
+
+
 class ObjectStore(Protocol):
     """Where segments and manifests go. All methods are blocking and durable on return."""
 
     def ensure_bucket(self) -> None: ...
 
     def put_object(self, key: str, data: bytes, content_type: str, metadata: dict[str, str],
-                   tags: dict[str, str]) -> PutResult: ...
+                   tags: dict[str, str], retention: RetentionSpec | None = None) -> PutResult:
+        """``retention`` is applied where the bucket has object lock, ignored otherwise."""
+        ...
+
+    def set_lifecycle(self, rules: Sequence[Any]) -> None:
+        """Replace the bucket's lifecycle with ``pipeline.governance.LifecycleRule`` s."""
+        ...
 
     def get_object(self, key: str) -> bytes: ...
 
@@ -145,13 +160,53 @@ class MinioSegmentStore:
             try:
                 c.make_bucket(self.bucket, location=self.region, object_lock=self.object_lock)
                 logger.info("bucket created bucket=%s object_lock=%s", self.bucket, self.object_lock)
+                return
             except Exception as exc:  # noqa: BLE001 - a concurrent sink created it first
                 if not c.bucket_exists(self.bucket):
                     raise ObjectStoreError(f"cannot create bucket {self.bucket}: {exc}") from exc
+        if self.object_lock and not self._has_object_lock():
+            # S3 enables object lock only when a bucket is created: retention on every PUT
+            # would fail, so say so once, at start, instead of at every segment
+            raise ObjectStoreError(
+                f"object_store.object_lock is true but bucket {self.bucket} exists without object lock "
+                "(it can only be enabled when a bucket is created): use a new bucket or set "
+                "object_store.object_lock: false")
+
+    def _has_object_lock(self) -> bool:
+        from minio.error import S3Error
+
+        try:
+            self.client.get_object_lock_config(self.bucket)
+            return True
+        except S3Error as exc:
+            if exc.code in ("ObjectLockConfigurationNotFoundError", "InvalidRequest", "NoSuchObjectLockConfiguration"):
+                return False
+            raise
+
+    def set_lifecycle(self, rules: Sequence[Any]) -> None:
+        """One rule per policy: expire objects tagged ``policy-id=<id>`` after its days, and
+        versions superseded by a replay after the same days. Empty ``rules`` leaves the
+        bucket's lifecycle alone (an operator may manage it by hand)."""
+        if not rules:
+            return
+        from minio.commonconfig import ENABLED, Filter
+        from minio.lifecycleconfig import Expiration, LifecycleConfig, NoncurrentVersionExpiration, Rule
+
+        from minio.commonconfig import Tag
+
+        cfg = LifecycleConfig([
+            Rule(ENABLED, rule_filter=Filter(tag=Tag(*r.tag)), rule_id=r.rule_id,
+                 expiration=Expiration(days=r.days),
+                 noncurrent_version_expiration=NoncurrentVersionExpiration(noncurrent_days=r.days))
+            for r in rules])
+        self.client.set_bucket_lifecycle(self.bucket, cfg)
+        logger.info("bucket lifecycle set bucket=%s rules=%s", self.bucket,
+                    ",".join(f"{r.policy_id}:{r.days}d" for r in rules))
 
     def put_object(self, key: str, data: bytes, content_type: str, metadata: dict[str, str],
-                   tags: dict[str, str]) -> PutResult:
+                   tags: dict[str, str], retention: RetentionSpec | None = None) -> PutResult:
         from minio.commonconfig import Tags
+        from minio.retention import Retention
 
         t = Tags(for_object=True)
         for k, v in tags.items():
@@ -161,11 +216,15 @@ class MinioSegmentStore:
         # as headers and prefixes the rest with x-amz-meta-.
         headers: dict[str, str] = {f"x-amz-meta-{k}": v for k, v in metadata.items()}
         headers["x-amz-checksum-sha256"] = sha256_b64(data)
+        lock = None
+        if retention is not None and self.object_lock:
+            lock = Retention(retention.mode, retention.until)
+            headers["x-amz-sdk-checksum-algorithm"] = "SHA256"  # S3 wants it with a retention PUT
         if len(data) > _MAX_SINGLE_PUT:
             raise ObjectStoreError(f"object too large for one PUT key={key} size={len(data)}")
         # part_size >= length keeps it one PUT: the checksum header covers the whole body
         r = self.client.put_object(self.bucket, key, io.BytesIO(data), len(data), content_type=content_type,
-                                   metadata=headers, tags=t if tags else None,
+                                   metadata=headers, tags=t if tags else None, retention=lock,
                                    part_size=max(len(data), _MIN_PART))
         return PutResult(etag=str(r.etag or "").strip('"'), version_id=r.version_id)
 
@@ -197,6 +256,16 @@ class MinioSegmentStore:
     def get_tags(self, key: str) -> dict[str, str]:
         t = self.client.get_object_tags(self.bucket, key)
         return dict(t or {})
+
+    def get_retention(self, key: str) -> RetentionSpec | None:
+        """Read from the object's headers (GET ``?retention`` is broken on the local S3
+        server; the headers are what MinIO and S3 return too)."""
+        st = self.client.stat_object(self.bucket, key)
+        h = {k.lower(): v for k, v in (st.metadata or {}).items()}
+        mode, until = h.get("x-amz-object-lock-mode"), h.get("x-amz-object-lock-retain-until-date")
+        if not mode or not until:
+            return None
+        return RetentionSpec(mode, dt.datetime.fromisoformat(until.replace("Z", "+00:00")))
 
     def list_objects(self, prefix: str = "") -> Iterator[str]:
         for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True):

@@ -438,6 +438,7 @@ def segment_tags(segment: CompletedSegment) -> dict[str, str]:
     tags = {
         "camera": segment.camera_id,
         "policy": f"{pid}:{pver}",
+        "policy-id": pid,  # lifecycle rules match on it (pipeline.governance)
         "models": model_versions(segment).replace(",", " "),
         "frames": str(segment.frames),
         "fail_closed_frames": str(segment.fail_closed_frames),

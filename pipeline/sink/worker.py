@@ -33,7 +33,7 @@ from pipeline.kafka import ChunkConsumer, ChunkProducer, Delivery, kafka_setting
 from pipeline.metrics import StatusLine, WorkerMetrics, serve
 from pipeline.offsets import OffsetTracker
 
-from .objectstore import MinioSegmentStore, ObjectStore
+from .objectstore import MinioSegmentStore, ObjectStore, RetentionSpec
 from .segments import (
     CompletedSegment,
     SegmentAssembler,
@@ -106,6 +106,12 @@ class SinkWorker:
         self.last_message = clock()
         self._stopping = False
         self.written_keys: list[str] = []
+        self.policies: dict[str, Any] = {}
+        if getattr(config, "policies_dir", None):
+            from schemas.policy import load_policies
+
+            self.policies = load_policies(config.policies_dir)
+        self._unknown_policies: set[str] = set()
 
     # ---------------------------------------------------------------- wiring
     def _default_consumer(self, on_revoke: Callable[[list[tuple[str, int]]], None]) -> ChunkConsumer:
@@ -268,6 +274,22 @@ class SinkWorker:
         elif self.consumer.paused:
             self.consumer.resume(sorted(self.consumer.paused))
 
+    def _retention(self, seg: CompletedSegment) -> RetentionSpec | None:
+        """Object-lock retention from the segment's policy (``None`` without policies_dir)."""
+        if not self.policies:
+            return None
+        from pipeline.governance import retain_until
+
+        pid = seg.policies[0][0] if seg.policies else ""
+        pol = self.policies.get(pid)
+        if pol is None:
+            if pid not in self._unknown_policies:  # stored anyway: losing footage is worse
+                self._unknown_policies.add(pid)
+                logger.warning("segment policy unknown policy_id=%s camera=%s: stored without retention; add "
+                               "%s.yaml to policies_dir", pid, seg.camera_id, pid or "<policy_id>")
+            return None
+        return RetentionSpec(pol.retention.mode, retain_until(pol))
+
     def _write(self, seg: CompletedSegment) -> None:
         mp4 = self._remux(seg)
         if mp4 is None:
@@ -281,11 +303,12 @@ class SinkWorker:
         if action != "skip":
             sha = hashlib.sha256(mp4).hexdigest()
             tags = segment_tags(seg)
-            self.store.put_object(key, mp4, MP4_CONTENT_TYPE, segment_metadata(seg, sha), tags)
+            keep = self._retention(seg)
+            self.store.put_object(key, mp4, MP4_CONTENT_TYPE, segment_metadata(seg, sha), tags, retention=keep)
             stored_ms = int(time.time() * 1000)
             man = manifest_bytes(manifest(seg, sha, key=key, size_bytes=len(mp4), stored_at_ms=stored_ms))
             # the manifest goes second: a manifest always describes an mp4 that is stored
-            self.store.put_object(manifest_key(key), man, JSON_CONTENT_TYPE, {"sha256": sha}, tags)
+            self.store.put_object(manifest_key(key), man, JSON_CONTENT_TYPE, {"sha256": sha}, tags, retention=keep)
             self.bytes_written.inc(len(mp4) + len(man))
             self.written_keys.append(key)
             self._audit(seg.camera_id, key, man)
@@ -428,7 +451,12 @@ def main(config: Any, stop_event: threading.Event | None = None) -> int:
     """Entry point of ``veilstream sink``: build the MinIO store from config and run."""
     store = MinioSegmentStore.from_config(config.object_store)
     store.ensure_bucket()
-    return SinkWorker(config, store, stop_event=stop_event).run()
+    worker = SinkWorker(config, store, stop_event=stop_event)
+    if worker.policies:
+        from pipeline.governance import lifecycle_rules
+
+        store.set_lifecycle(lifecycle_rules(worker.policies.values()))
+    return worker.run()
 
 
 def run_sink(config_path: str) -> int:

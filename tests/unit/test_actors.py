@@ -55,3 +55,29 @@ def test_finish_when_masking_itself_fails_masks_everything():
     assert out["fail_closed_frames"] == list(range(6))
     dec = decode_h264_chunk(out["payload"])
     assert all(float(f.std()) < 3.0 for f in dec)
+
+
+def test_finish_with_a_drop_policy_leaves_failed_frames_out_and_counts_them():
+    w = ChunkWorkerActor(RedactionConfig(classes=("face",), style="fill", detect_every=1), on_failure="drop")
+    frames, _ = chunk()
+    raw = [Boxes.empty()] * 6
+    pts = [i * 100 for i in range(6)]
+    out = w.finish(frames, (raw, [2, 5], ["face: timeout"]), "cam-1", 10.0, pts)
+    assert out["dropped"] == 2 and out["fail_closed_frames"] == [] and out["pts_ms"] == [0, 100, 300, 400]
+    dec = decode_h264_chunk(out["payload"])
+    assert len(dec) == 4 and all(float(f.std()) > 20.0 for f in dec)  # kept frames, none blanked
+
+
+def test_finish_with_a_drop_policy_and_every_frame_failed_returns_no_payload():
+    w = ChunkWorkerActor(RedactionConfig(classes=("face",), style="fill", detect_every=1), on_failure="drop")
+    frames, _ = chunk()
+    out = w.finish(frames, ([None] * 6, list(range(6)), ["boom"]), "cam-1", 10.0, [i * 100 for i in range(6)])
+    assert out["payload"] is None and out["pts_ms"] == [] and out["dropped"] == 6
+
+
+def test_unknown_on_failure_is_refused():
+    import pytest
+
+    from operators.types import VeilStreamError
+    with pytest.raises(VeilStreamError, match="on_failure"):
+        ChunkWorkerActor(RedactionConfig(classes=("face",)), on_failure="pass")

@@ -415,6 +415,10 @@ def test_policies_config_map_holds_valid_policies(any_docs):
         assert key == f"{doc['policy_id']}.yaml"
         assert problems("policy", fill_defaults("policy", doc)) == [], key
     assert f"{config_of(any_docs)['process']['policy_id']}.yaml" in cms[0]["data"]
+    # the workers read them where the chart mounts them, and the sink writes under object lock
+    cfg = config_of(any_docs)
+    assert cfg["policies_dir"] == "/etc/veilstream/policies"
+    assert cfg["object_store"]["object_lock"] is True
 
 
 def test_containers_are_hardened(any_docs):

@@ -55,3 +55,55 @@ def test_kafka_security_settings_apply_to_every_client(monkeypatch):
                                          "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "veil",
                                          "sasl.password": "s3cret"}
     assert kafka_settings(parse_config({"kafka": {"bootstrap_servers": "b:9092"}}).kafka) == {}
+
+
+def _with_policies(tmp_path, process: dict, policy: str | None) -> object:
+    if policy is not None:
+        (tmp_path / "subway.yaml").write_text(policy)
+    cfg = parse_config({"kafka": {"bootstrap_servers": "127.0.0.1:9"}, "policies_dir": str(tmp_path),
+                        "process": process})
+    return ProcessWorker(cfg)
+
+
+def test_a_policy_decides_what_is_masked_and_how(tmp_path):
+    w = _with_policies(tmp_path, {"policy_id": "subway", "classes": ["face"], "policy_version": 9}, """
+policy_id: subway
+version: 4
+classes: [face, plate, person]
+style: blur
+strength: 0.8
+on_failure: drop
+thresholds: {face: 0.3, plate: 0.5, text: 0.4}
+padding: {face: 0.5, head: 0.3}
+zones: [{name: booth, polygon: [[0, 0], [0.1, 0], [0.1, 0.1]], normalized: true}]
+""")
+    r = w._redaction_config()
+    assert (r.classes, r.style, r.strength, r.face_threshold, r.text_threshold, r.face_padding,
+            r.head_padding) == (("face", "plate", "person"), "blur", 0.8, 0.3, 0.4, 0.5, 0.3)
+    assert r.mask_strength() == 0.8
+    pol = w.policy
+    assert (pol.policy_id, pol.version, pol.on_failure) == ("subway", 4, "drop")
+    assert pol.zones == {"zones": [{"name": "booth", "polygon": [[0, 0], [0.1, 0], [0.1, 0.1]],
+                                    "normalized": True}]}
+
+
+def test_without_policies_dir_the_process_keys_apply():
+    cfg = parse_config({"kafka": {"bootstrap_servers": "127.0.0.1:9"},
+                        "process": {"policy_id": "p1", "policy_version": 2, "style": "fill"}})
+    pol = ProcessWorker(cfg).policy
+    assert (pol.policy_id, pol.version, pol.on_failure, pol.overrides["style"]) == ("p1", 2, "mask", "fill")
+
+
+def test_a_missing_policy_names_the_key_and_what_exists(tmp_path):
+    with pytest.raises(ConfigError, match=r"process.policy_id: no policy 'default' .*found: subway"):
+        _with_policies(tmp_path, {}, "policy_id: subway\n")
+    with pytest.raises(ConfigError, match="classes"):
+        _with_policies(tmp_path, {"policy_id": "subway"}, "policy_id: subway\nclasses: [faces]\n")
+
+
+@pytest.mark.parametrize("style, strength, expected", [
+    ("mosaic", None, None), ("mosaic", 0.5, 6.0), ("mosaic", 1.0, 3.0), ("mosaic", 0.1, 12.0),
+    ("blur", 0.1, 0.25), ("blur", 0.9, 0.9), ("fill", 0.5, None)])
+def test_policy_strength_never_goes_below_the_irreversible_minimum(style, strength, expected):
+    from operators.redactor import RedactionConfig
+    assert RedactionConfig(style=style, strength=strength).validate().mask_strength() == expected

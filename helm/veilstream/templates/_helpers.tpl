@@ -129,10 +129,11 @@ verbatim, plus the keys the chart owns, taken from the component blocks.
 {{- $kafka := dict "bootstrap_servers" $v.kafka.bootstrapServers "topics" $topics "security" $security -}}
 {{- $_ := set $cfg "kafka" (mustMergeOverwrite (deepCopy (get $cfg "kafka" | default dict)) $kafka) -}}
 {{- $os := $v.objectStore -}}
-{{- $store := dict "endpoint" $os.endpoint "bucket" $os.buckets.redacted "audit_bucket" $os.buckets.audit "raw_bucket" $os.buckets.raw "access_key_env" (include "veilstream.env.s3AccessKey" .) "secret_key_env" (include "veilstream.env.s3SecretKey" .) "secure" $os.secure "region" $os.region -}}
+{{- $store := dict "endpoint" $os.endpoint "bucket" $os.buckets.redacted "audit_bucket" $os.buckets.audit "raw_bucket" $os.buckets.raw "access_key_env" (include "veilstream.env.s3AccessKey" .) "secret_key_env" (include "veilstream.env.s3SecretKey" .) "secure" $os.secure "region" $os.region "object_lock" $os.objectLock -}}
 {{- $_ := set $cfg "object_store" (mustMergeOverwrite (deepCopy (get $cfg "object_store" | default dict)) $store) -}}
 {{- $ray := dict "address" (ternary (include "veilstream.rayAddress" .) nil (eq (toString $v.ray.enabled) "true")) -}}
 {{- $_ := set $cfg "ray" (mustMergeOverwrite (deepCopy (get $cfg "ray" | default dict)) $ray) -}}
+{{- $_ := set $cfg "policies_dir" (ternary "/etc/veilstream/policies" nil (not (empty $v.policies))) -}}
 {{- $metrics := dict "port" (int $v.metrics.port) -}}
 {{- $_ := set $cfg "metrics" (mustMergeOverwrite (deepCopy (get $cfg "metrics" | default dict)) $metrics) -}}
 {{- toYaml $cfg -}}
@@ -260,9 +261,12 @@ installs with --skip-schema-validation), collected first and reported in one fai
 {{- $p := $v.pipeline | default dict -}}
 {{- $owned := dict
       "kafka" (dict "bootstrap_servers" "kafka.bootstrapServers" "topics" "kafka.topics" "security" "kafka.security")
-      "object_store" (dict "endpoint" "objectStore.endpoint" "bucket" "objectStore.buckets.redacted" "audit_bucket" "objectStore.buckets.audit" "raw_bucket" "objectStore.buckets.raw" "access_key_env" "objectStore.existingSecret" "secret_key_env" "objectStore.existingSecret" "secure" "objectStore.secure" "region" "objectStore.region")
+      "object_store" (dict "endpoint" "objectStore.endpoint" "bucket" "objectStore.buckets.redacted" "audit_bucket" "objectStore.buckets.audit" "raw_bucket" "objectStore.buckets.raw" "access_key_env" "objectStore.existingSecret" "secret_key_env" "objectStore.existingSecret" "secure" "objectStore.secure" "region" "objectStore.region" "object_lock" "objectStore.objectLock")
       "ray" (dict "address" "ray.enabled / ray.clientPort")
       "metrics" (dict "port" "metrics.port") -}}
+{{- if hasKey $p "policies_dir" -}}
+{{- $errs = append $errs "pipeline.policies_dir: set by the chart (policies are mounted at /etc/veilstream/policies); remove it from pipeline" -}}
+{{- end -}}
 {{- range $section, $keys := $owned -}}
 {{- $s := get $p $section -}}
 {{- if kindIs "map" $s -}}
