@@ -52,8 +52,72 @@ def stop_on_signals() -> threading.Event:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     cfg = load_cli_config(args)
+    pols = ""
+    if cfg.policies_dir:
+        from pipeline.process.worker import resolve_policy
+        from schemas.policy import load_policies
+
+        found = load_policies(cfg.policies_dir)
+        resolve_policy(cfg)  # the process worker's policy must exist
+        pols = f", {len(found)} polic{'y' if len(found) == 1 else 'ies'}: {', '.join(sorted(found))}"
     print(f"config ok: {args.config or 'default'} (kafka {cfg.kafka.bootstrap_servers}, "
-          f"{len(cfg.ingest.cameras)} camera(s))")
+          f"{len(cfg.ingest.cameras)} camera(s){pols})")
+    return 0
+
+
+def _policies_from(paths: list[Path]) -> dict[str, Any]:
+    from schemas.policy import load_policies, load_policy
+
+    out: dict[str, Any] = {}
+    for path in paths:
+        found = load_policies(path) if path.is_dir() else {(p := load_policy(path)).policy_id: p}
+        for pid, pol in found.items():
+            if pid in out:
+                raise ConfigError(f"policy {pid!r} given twice ({path})")
+            out[pid] = pol
+    return out
+
+
+def cmd_policy_check(args: argparse.Namespace) -> int:
+    pols = _policies_from(args.paths)
+    if not pols:
+        raise ConfigError(f"no policies (*.yaml) in {', '.join(map(str, args.paths))}")
+    for pid, p in sorted(pols.items()):
+        roles = ", ".join(f"{r.name}:{'+'.join(r.read) or '-'}@{'|'.join(r.cameras)}" for r in p.roles) or "none"
+        print(f"policy ok: {pid} v{p.version} classes={','.join(p.classes)} style={p.style} "
+              f"on_failure={p.on_failure} retention={p.retention.redacted_days}d {p.retention.mode} "
+              f"zones={len(p.zones)} roles={roles}")
+    return 0
+
+
+def cmd_policy_render(args: argparse.Namespace) -> int:
+    """IAM-style documents per role (+ the sink's) and the bucket lifecycle, as JSON."""
+    import json
+
+    from pipeline.governance import lifecycle_rules
+    from pipeline.governance.rules import documents_for
+
+    cfg = load_cli_config(args)
+    paths = args.paths or ([Path(cfg.policies_dir)] if cfg.policies_dir else [])
+    if not paths:
+        raise ConfigError("policies_dir is not set in the config: pass policy files or directories")
+    pols = _policies_from(paths)
+    os_ = cfg.object_store
+    try:
+        docs = documents_for(pols, bucket=os_.bucket, audit_bucket=os_.audit_bucket, raw_bucket=os_.raw_bucket)
+    except ValueError as exc:
+        raise ConfigError(f"roles: {exc}") from None
+    lifecycle = [{"id": r.rule_id, "tag": dict([r.tag]), "expire_days": r.days, "noncurrent_days": r.days}
+                 for r in lifecycle_rules(pols.values())]
+    if args.output_dir:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        for name, doc in docs.items():
+            (args.output_dir / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
+        (args.output_dir / "lifecycle.json").write_text(json.dumps(lifecycle, indent=2) + "\n")
+        print(f"wrote {len(docs)} IAM policy document(s) and lifecycle.json to {args.output_dir}/ "
+              f"(apply with: mc admin policy create ALIAS NAME FILE)")
+    else:
+        print(json.dumps({"iam_policies": docs, "lifecycle": lifecycle}, indent=2))
     return 0
 
 
@@ -204,6 +268,17 @@ def register(sub: Any) -> None:
     c = csub.add_parser("check", help="validate a pipeline config and report every problem at once")
     _config_arg(c)
     c.set_defaults(func=cmd_config_check)
+
+    p = sub.add_parser("policy", help="de-identification policies: check them, render storage policies")
+    psub = p.add_subparsers(dest="policy_command", metavar="SUBCOMMAND")
+    c = psub.add_parser("check", help="validate policy files or directories, every problem at once")
+    c.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="<policy_id>.yaml files or directories")
+    c.set_defaults(func=cmd_policy_check)
+    c = psub.add_parser("render", help="IAM-style JSON per role (and for the sink) plus bucket lifecycle rules")
+    _config_arg(c)
+    c.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="policies (default: the config's policies_dir)")
+    c.add_argument("-o", "--output-dir", type=Path, default=None, help="write <name>.json files here")
+    c.set_defaults(func=cmd_policy_render)
 
     p = sub.add_parser("ingest", help="read cameras and produce chunks to Kafka")
     _config_arg(p)

@@ -385,7 +385,6 @@ class ProcessWorker:
                 dropped = int(r.get("dropped", 0) or 0)
                 if dropped:  # the policy drops frames whose detection failed: counted, never silent
                     self.metrics.drops.labels(reason="detection_failed").inc(dropped)
-                    self.metrics.fail_closed.inc(dropped)
                 if r.get("payload") is None:
                     logger.warning("chunk dropped whole camera=%s chunk_seq=%d offset=%d frames=%d: detection "
                                    "failed and the policy drops such frames", m.camera_id, m.chunk_seq,

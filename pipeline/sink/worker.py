@@ -447,8 +447,9 @@ class SinkWorker:
         logger.info("sink stopped segments=%d inflight_left=%d", len(self.written_keys), self.tracker.inflight())
 
 
-def main(config: Any, stop_event: threading.Event | None = None) -> int:
-    """Entry point of ``veilstream sink``: build the MinIO store from config and run."""
+def build_sink(config: Any, stop_event: threading.Event | None = None) -> SinkWorker:
+    """The MinIO store from config (bucket created, object lock checked, one lifecycle rule
+    per policy of ``policies_dir``) and a sink worker on it."""
     store = MinioSegmentStore.from_config(config.object_store)
     store.ensure_bucket()
     worker = SinkWorker(config, store, stop_event=stop_event)
@@ -456,7 +457,12 @@ def main(config: Any, stop_event: threading.Event | None = None) -> int:
         from pipeline.governance import lifecycle_rules
 
         store.set_lifecycle(lifecycle_rules(worker.policies.values()))
-    return worker.run()
+    return worker
+
+
+def main(config: Any, stop_event: threading.Event | None = None) -> int:
+    """Entry point of ``veilstream sink``: build the store and worker from config and run."""
+    return build_sink(config, stop_event).run()
 
 
 def run_sink(config_path: str) -> int:

@@ -217,3 +217,42 @@ def _as_dict(cfg: Any) -> dict[str, Any]:
     from schemas.config import config_to_dict
 
     return config_to_dict(cfg)  # type: ignore[no-any-return]
+
+
+def test_a_drop_policy_drops_failed_frames_counts_them_and_commits(setup: Any, tmp_path: Any) -> None:
+    """policies_dir: the policy's on_failure=drop leaves frames whose detection failed out (a
+    chunk with none left is not produced), counts them, commits past them; later chunks carry
+    the policy's id and version."""
+    (tmp_path / "subway.yaml").write_text("policy_id: subway\nversion: 7\non_failure: drop\nstyle: fill\n")
+    d = _as_dict(setup)
+    d["policies_dir"] = str(tmp_path)
+    d["process"]["policy_id"] = "subway"
+    cfg = parse_config(d)
+    import dataclasses
+
+    first = carphone_chunks(seconds=1.0)[0]  # one GOP: the whole clip
+    chunks = [first, dataclasses.replace(first, chunk_seq=1)]
+    w, stop, t = start_worker(cfg)
+    try:
+        import ray
+
+        ray.get(w.detectors[0].fail_next.remote("raise"))
+        v, h = encode_chunk(chunks[0])
+        produce(cfg, [(v, list(h), CAMERA)])
+        deadline = time.monotonic() + 120
+        while committed(cfg) < 1 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert committed(cfg) == 1, "the dropped chunk's offset was not committed"
+        v, h = encode_chunk(chunks[1])
+        produce(cfg, [(v, list(h), CAMERA)])
+        out = consume_all(cfg, cfg.kafka.topics.redacted, 1, timeout_s=120)
+        time.sleep(1.0)  # nothing else may follow
+        out += consume_all(cfg, cfg.kafka.topics.redacted, 2, timeout_s=3)[1:]
+        dropped = w.metrics.value("veil_process_dropped_frames_total", {"reason": "detection_failed"})
+    finally:
+        stop_worker(stop, t, w)
+    assert len(out) == 1
+    r = decode_chunk_redacted(out[0].value(), out[0].headers())
+    assert (r.chunk_seq, r.policy_id, r.policy_version, r.fail_closed_frames) == (1, "subway", 7, ())
+    assert len(decode_chunk_payload("h264", r.payload)) == len(chunks[1].pts_ms)
+    assert dropped == len(chunks[0].pts_ms)

@@ -249,3 +249,52 @@ def test_sigterm_flushes_open_segments_commits_and_exits_0(setup: dict[str, Any]
     assert set(store.list_objects("camera=")) == _expected_keys(), log.read_text()
     committed, high = _committed(bootstrap, group, topics["redacted"])
     assert committed == high == total
+
+
+def test_policies_put_every_segment_under_object_lock_retention(setup: dict[str, Any], tmp_path: Any) -> None:
+    """policies_dir + object_lock: segments and manifests carry their policy's retention, the
+    bucket expires them by the policy-id tag, and nobody can delete a locked version."""
+    import datetime as dt
+
+    from minio.error import S3Error
+
+    from pipeline.sink.objectstore import ObjectStoreError
+    from pipeline.sink.worker import build_sink
+    from schemas.config import config_to_dict, parse_config
+
+    (tmp_path / "city.yaml").write_text("policy_id: city\nversion: 2\nretention: {redacted_days: 45}\n")
+    topics, bootstrap = setup["topics"], setup["bootstrap"]
+    _produce_input(bootstrap, topics["redacted"])
+    data = config_to_dict(setup["config"](f"sink-lock-{setup['run']}"))
+    data["policies_dir"] = str(tmp_path)
+    data["object_store"]["object_lock"] = True
+    cfg = parse_config(data)
+    before = dt.datetime.now(dt.timezone.utc)
+    w = build_sink(cfg)
+    assert w.run(exit_when_idle_s=4.0) == 0
+    store = w.store
+    keys = set(store.list_objects("camera="))
+    assert keys == _expected_keys()
+    for key in keys:
+        ret = store.get_retention(key)
+        assert ret is not None and ret.mode == "GOVERNANCE", key
+        assert before + dt.timedelta(days=45) - dt.timedelta(seconds=5) <= ret.until \
+            <= dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=45), (key, ret)
+        assert store.get_tags(key)["policy-id"] == "city"
+    rules = store.client.get_bucket_lifecycle(store.bucket).rules
+    assert [(r.rule_id, r.rule_filter.tag.key, r.rule_filter.tag.value, r.expiration.days,
+             r.noncurrent_version_expiration.noncurrent_days) for r in rules] == [
+        ("veilstream-policy-city", "policy-id", "city", 45, 45)]
+    key = sorted(k for k in keys if k.endswith(".mp4"))[0]
+    version = store.stat_object(key).version_id
+    with pytest.raises(S3Error):
+        store.client.remove_object(store.bucket, key, version_id=version)
+    assert store.get_object(key)  # still there
+
+    # a bucket that exists without object lock cannot be locked later: say so at start
+    data["object_store"]["bucket"] = f"nolock-{setup['run']}"
+    data["object_store"]["object_lock"] = False
+    build_sink(parse_config(data))
+    data["object_store"]["object_lock"] = True
+    with pytest.raises(ObjectStoreError, match="object_store.object_lock is true but bucket nolock-"):
+        build_sink(parse_config(data))
