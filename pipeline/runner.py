@@ -261,6 +261,11 @@ def report(cfg: Any, t_start: float, out=print, download_dir: Path | None = None
         out("no segments were written: see the worker logs")
         return per_cam
     bucket = cfg.object_store.bucket
+    first = sorted(per_cam.values(), key=lambda s: s["keys"][0])[0]["keys"][0]
+    ret = store.get_retention(first) if cfg.object_store.object_lock else None
+    if ret is not None:
+        out(f"object lock: every segment and manifest retained ({ret.mode}) until {ret.until:%Y-%m-%d %H:%M} UTC; "
+            f"lifecycle expires them after that by their policy-id tag")
     if download_dir is not None:
         download_dir.mkdir(parents=True, exist_ok=True)
         for cam, s in sorted(per_cam.items()):

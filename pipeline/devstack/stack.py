@@ -7,6 +7,9 @@ State directory: ``state_dir`` argument, else ``$VEILSTREAM_STATE_DIR``, else
                    ports, endpoints, log paths: what ``down`` stops, and nothing else;
 * ``config.yaml``  a worker config (valid against ``schemas/config.schema.json``) that
                    points ingest / process / sink at this stack;
+* ``policies/default.yaml``  the de-identification policy the workers apply (the
+                   config's ``policies_dir``; segments are written under its object-lock
+                   retention);
 * ``s3-access-key`` / ``s3-secret-key``  the local server's throwaway credentials, named
                    by the config's ``object_store.*_file`` (never inline);
 * ``logs/``        one log per process.
@@ -86,13 +89,25 @@ class StackState:
             raise DevStackError(f"unreadable stack state {path}: {exc}") from None
 
 
+LOCAL_POLICY = {
+    "policy_id": "default", "version": 1,
+    "description": "Local stack: faces and plates masked, segments kept 30 days under object lock.",
+    "classes": ["face", "plate"], "style": "mosaic", "on_failure": "mask",
+    "retention": {"redacted_days": 30, "raw_days": 0, "mode": "GOVERNANCE"},
+    "roles": {"analyst": {"read": ["redacted", "manifests"], "cameras": ["*"]},
+              "privacy-officer": {"read": ["redacted", "manifests", "audit"], "cameras": ["*"], "export": True}},
+}
+"""The policy ``veilstream up`` writes to ``<state>/policies/default.yaml`` (edit it there)."""
+
+
 def worker_config(bootstrap: str, s3_endpoint: str, ray_address: str | None, state_dir: Path,
                   partitions: int = 4) -> dict[str, Any]:
     """The worker config for a local stack (validated; every other key at its default)."""
     raw = {
+        "policies_dir": str(state_dir / "policies"),
         "kafka": {"bootstrap_servers": bootstrap, "partitions": partitions,
                   "message_max_bytes": DEFAULT_MESSAGE_MAX_BYTES, "session_timeout_ms": 6000},
-        "object_store": {"endpoint": s3_endpoint, "secure": False,
+        "object_store": {"endpoint": s3_endpoint, "secure": False, "object_lock": True,
                          "access_key_file": str(state_dir / "s3-access-key"),
                          "secret_key_file": str(state_dir / "s3-secret-key")},
         "ray": {"address": ray_address},
@@ -144,6 +159,11 @@ def up(state_dir: str | os.PathLike[str] | None = None, *, ray: bool = True, num
             config={"max.message.bytes": str(DEFAULT_MESSAGE_MAX_BYTES)},
             per_topic={t["cameras"]: {"cleanup.policy": "compact"}},
         )
+        pdir = sdir / "policies"
+        pdir.mkdir(exist_ok=True)
+        if not (pdir / "default.yaml").exists():  # an edited policy survives down/up
+            (pdir / "default.yaml").write_text("# the local stack's policy (schemas/policy.schema.json)\n"
+                                               + yaml.safe_dump(LOCAL_POLICY, sort_keys=False))
         _write_secret(sdir / "s3-access-key", s3.access_key)
         _write_secret(sdir / "s3-secret-key", s3.secret_key)
         config_path = sdir / CONFIG_FILE
