@@ -169,6 +169,20 @@ class Redactor:
         # still shows silhouettes, which is what fail closed must not leak.
         self._region_masker = make_anonymizer(MaskSpec(style="fill", shape="rect", padding=0.0))
         self.wanted_labels = {lb for c in cfg.classes for lb in CLASS_LABELS[c]}
+        # Detections may come from detectors built for several policies at once (the lowest
+        # threshold of any): keep only what this config's own thresholds accept.
+        self._min_score: dict[int, float] = {}
+        for labels, th in (((Label.FACE,), cfg.face_threshold), ((Label.PERSON,), cfg.person_threshold),
+                           ((Label.PLATE, Label.TEXT), cfg.text_threshold)):
+            if th is not None:
+                self._min_score.update({int(lb): float(th) for lb in labels})
+        # One text model finds plates and other text; it labels its boxes for the classes it
+        # was built for, which may be another policy's: read them as the class wanted here.
+        self._text_as: int | None = None
+        if Label.PLATE in self.wanted_labels:
+            self._text_as = int(Label.PLATE)
+        elif Label.TEXT in self.wanted_labels:
+            self._text_as = int(Label.TEXT)
 
     @property
     def model_ids(self) -> list[dict[str, str]]:
@@ -247,6 +261,7 @@ class Redactor:
             if b is None:
                 with_heads.append(None)
                 continue
+            b = self._own(b)
             if Label.HEAD in self.wanted_labels:
                 persons = b.select(b.label == Label.PERSON)
                 faces = b.select(b.label == Label.FACE)
@@ -261,6 +276,18 @@ class Redactor:
         for i in _fail_closed_frames(raw, failed):
             filled[i] = Boxes.concat([filled[i], whole])
         return filled
+
+    def _own(self, b: Boxes) -> Boxes:
+        """Boxes as this config reads them: its thresholds, text boxes under its text class."""
+        if self._min_score and len(b):
+            floor = np.array([self._min_score.get(int(lb), -np.inf) for lb in b.label], np.float32)
+            b = b.select(b.score >= floor)
+        if self._text_as is not None and len(b):
+            is_text = np.isin(b.label, [int(Label.PLATE), int(Label.TEXT)])
+            if is_text.any() and not (b.label[is_text] == self._text_as).all():
+                label = np.where(is_text, self._text_as, b.label).astype(b.label.dtype)
+                b = Boxes(b.xyxy, b.score, label)
+        return b
 
     def redact(self, frames: Frames, camera_id: str | None = None) -> RedactionResult:
         """Mask a chunk of frames. ``frames`` is ``(N, H, W, 3)`` uint8 BGR, not mutated."""

@@ -76,6 +76,8 @@ class ChunkCaptured:
         captured_at_ms: Unix wall clock (ms) of the first frame's capture.
         payload: the encoded frames (the Kafka value).
         dropped_frames: frames ingest dropped (could not keep up) since the previous chunk.
+        policy_id: the camera's policy (its registry record); ``None`` = the process
+            worker's default policy.
     """
 
     camera_id: str
@@ -88,6 +90,7 @@ class ChunkCaptured:
     captured_at_ms: int
     payload: bytes = field(repr=False)
     dropped_frames: int = 0
+    policy_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,8 @@ def _meta_of(msg: ChunkCaptured | ChunkRedacted) -> dict[str, Any]:
         "payload_size": len(msg.payload),
         "dropped_frames": int(msg.dropped_frames),
     }
+    if isinstance(msg, ChunkCaptured) and msg.policy_id is not None:
+        meta["policy_id"] = msg.policy_id
     if isinstance(msg, ChunkRedacted):
         meta.update(
             masks_per_class={str(k): int(v) for k, v in msg.masks_per_class.items()},
@@ -290,7 +295,7 @@ def decode_chunk_captured(value: bytes | None, headers: Any) -> ChunkCaptured:
         camera_id=meta["camera_id"], chunk_seq=meta["chunk_seq"], pts_ms=tuple(meta["pts_ms"]),
         fps=float(meta["fps"]), width=meta["width"], height=meta["height"], codec=meta["codec"],
         captured_at_ms=meta["captured_at_ms"], payload=bytes(value or b""),
-        dropped_frames=int(meta.get("dropped_frames", 0)),
+        dropped_frames=int(meta.get("dropped_frames", 0)), policy_id=meta.get("policy_id"),
     )
 
 

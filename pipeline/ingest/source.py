@@ -74,7 +74,7 @@ def raw_from_gop(g: GopChunk) -> RawChunk:
 
 
 def build_chunk(camera_id: str, chunk_seq: int, raw: RawChunk, pts_ms: Sequence[int],
-                dropped_frames: int = 0) -> ChunkCaptured:
+                dropped_frames: int = 0, policy_id: str | None = None) -> ChunkCaptured:
     """The ``ChunkCaptured`` message of a chunk stamped with camera timestamps ``pts_ms``
     (one per frame of ``raw``); the capture time is its first frame's."""
     if len(pts_ms) != len(raw.pts_ms):
@@ -82,7 +82,7 @@ def build_chunk(camera_id: str, chunk_seq: int, raw: RawChunk, pts_ms: Sequence[
     stamped = tuple(int(p) for p in pts_ms)
     return ChunkCaptured(camera_id=camera_id, chunk_seq=int(chunk_seq), pts_ms=stamped, fps=raw.fps,
                          width=raw.width, height=raw.height, codec=raw.codec, captured_at_ms=stamped[0],
-                         payload=raw.payload, dropped_frames=int(dropped_frames))
+                         payload=raw.payload, dropped_frames=int(dropped_frames), policy_id=policy_id)
 
 
 def next_seq(previous: int, first_ms: int, chunk_ms: int) -> int:
@@ -387,7 +387,7 @@ class CameraReader(threading.Thread):
             self.on_event(self, "skipped", raw.skipped_frames)
         self.seq = next_seq(self.seq, pts_ms[0], self.chunk_ms)
         dropped = self.dropped_frames + raw.skipped_frames
-        msg = build_chunk(self.cam.camera_id, self.seq, raw, pts_ms, dropped)
+        msg = build_chunk(self.cam.camera_id, self.seq, raw, pts_ms, dropped, self.cam.policy_id)
         if self.emit(self, msg):
             self.chunks += 1
             self.frames += len(pts_ms)

@@ -27,13 +27,21 @@ class ChunkWorkerActor:
     """Decode (CPU) and finish (fallback, temporal fill, mask, encode) chunks."""
 
     def __init__(self, redaction: RedactionConfig, zones: dict[str, Any] | None = None,
-                 crf: int = 23, preset: str = "veryfast", on_failure: str = "mask") -> None:
-        if on_failure not in ("mask", "drop"):
-            raise VeilStreamError(f"on_failure: expected mask or drop, got {on_failure!r}")
-        self.redactor = Redactor(redaction, zones=load_zones(zones) if zones else None, detectors={})
+                 crf: int = 23, preset: str = "veryfast", on_failure: str = "mask",
+                 policies: dict[str, tuple[RedactionConfig, dict[str, Any] | None, str]] | None = None) -> None:
+        """``redaction`` / ``zones`` / ``on_failure``: the default policy; ``policies``:
+        ``policy_id -> (config, zones, on_failure)`` of every policy ``finish`` may be asked for."""
         self.crf = crf
         self.preset = preset
-        self.on_failure = on_failure
+        self.default = self._build(redaction, zones, on_failure)
+        self.policies = {pid: self._build(*spec) for pid, spec in (policies or {}).items()}
+        self.redactor, self.on_failure = self.default
+
+    @staticmethod
+    def _build(redaction: RedactionConfig, zones: dict[str, Any] | None, on_failure: str) -> tuple[Redactor, str]:
+        if on_failure not in ("mask", "drop"):
+            raise VeilStreamError(f"on_failure: expected mask or drop, got {on_failure!r}")
+        return Redactor(redaction, zones=load_zones(zones) if zones else None, detectors={}), on_failure
 
     def ready(self) -> bool:
         return True
@@ -62,7 +70,7 @@ class ChunkWorkerActor:
         return frames, info
 
     def finish(self, frames: np.ndarray, detected: tuple[list[Boxes | None], list[int], list[str]],
-               camera_id: str, fps: float, pts_ms: list[int]) -> dict[str, Any]:
+               camera_id: str, fps: float, pts_ms: list[int], policy_id: str | None = None) -> dict[str, Any]:
         """Mask and re-encode one chunk. Fail closed: if anything goes wrong while masking,
         every frame is masked whole; if even that cannot be encoded, nothing is returned
         but the error (the driver routes the chunk to the DLQ).
@@ -74,17 +82,20 @@ class ChunkWorkerActor:
 
         raw, failed, errors = detected
         t0 = time.perf_counter()
+        if policy_id is not None and policy_id not in self.policies:  # the driver checks first
+            raise VeilStreamError(f"no policy {policy_id!r} in this worker")
+        redactor, on_failure = self.policies[policy_id] if policy_id is not None else self.default
         try:
-            res = self.redactor.finish(frames, raw, failed, camera_id=camera_id)
+            res = redactor.finish(frames, raw, failed, camera_id=camera_id)
             out, counts, fail_closed = res.frames, res.masks_per_class, res.fail_closed_frames
         except Exception as exc:  # noqa: BLE001
             logger.error("masking failed camera=%s error=%s: masking every frame whole", camera_id, exc)
             out = np.zeros_like(frames)
-            counts = {c: 0 for c in self.redactor.config.classes}
+            counts = {c: 0 for c in redactor.config.classes}
             fail_closed = list(range(len(frames)))
             errors = [*errors, f"mask: {exc}"]
         kept_pts, dropped = list(pts_ms), 0
-        if self.on_failure == "drop" and len(fail_closed):
+        if on_failure == "drop" and len(fail_closed):
             gone = set(int(i) for i in fail_closed)
             keep = [i for i in range(len(out)) if i not in gone]
             out, kept_pts, dropped = out[keep], [pts_ms[i] for i in keep], len(gone)

@@ -23,7 +23,7 @@ import os
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from operators.types import VeilStreamError
@@ -45,22 +45,32 @@ class ProcessPolicy:
     zones: dict[str, Any] | None
 
 
-def resolve_policy(cfg: Any) -> ProcessPolicy:
-    """The policy named by ``process.policy_id`` in ``policies_dir``, or (no directory) the
-    inline ``process`` keys. A missing policy is a ``ConfigError`` that names both keys."""
-    p = cfg.process
-    pdir = getattr(cfg, "policies_dir", None)
-    if not pdir:
-        return ProcessPolicy(p.policy_id, p.policy_version, "mask",
-                             {"classes": tuple(p.classes), "style": p.style}, p.zones)
-    from operators.types import ConfigError
-    from schemas.policy import load_policies
+@dataclass(frozen=True)
+class PolicySet:
+    """Every policy this worker serves. ``routed``: chunks are redacted by their camera's
+    ``policy_id`` (``policies_dir`` set); otherwise every chunk gets ``default``."""
 
-    policies = load_policies(pdir)
-    pol = policies.get(p.policy_id)
-    if pol is None:
-        raise ConfigError(f"process.policy_id: no policy {p.policy_id!r} in policies_dir {pdir} "
-                          f"(found: {', '.join(sorted(policies)) or 'none'})")
+    default_id: str
+    policies: dict[str, ProcessPolicy]
+    routed: bool
+
+    @property
+    def default(self) -> ProcessPolicy:
+        return self.policies[self.default_id]
+
+    def for_chunk(self, policy_id: str | None) -> ProcessPolicy | None:
+        """The chunk's policy; ``None`` when its camera names one that does not exist."""
+        if not self.routed or not policy_id:
+            return self.default
+        return self.policies.get(policy_id)
+
+
+# Detector -> the policy classes that need it, and the RedactionConfig threshold it reads.
+_DETECTOR_NEEDS = {"face": ({"face"}, "face_threshold"), "person": ({"face", "person"}, "person_threshold"),
+                   "text": ({"plate", "text"}, "text_threshold")}
+
+
+def _from_policy(pol: Any, zones: dict[str, Any] | None) -> ProcessPolicy:
     th, pad = pol.thresholds, pol.padding
     ov: dict[str, Any] = {"classes": pol.classes, "style": pol.style, "strength": pol.strength}
     for cls in ("face", "person"):
@@ -73,8 +83,78 @@ def resolve_policy(cfg: Any) -> ProcessPolicy:
     for cls in ("face", "plate", "person", "head"):
         if cls in pad:
             ov[f"{cls}_padding"] = pad[cls]
-    return ProcessPolicy(pol.policy_id, pol.version, pol.on_failure, ov, pol.zones_document(p.zones))
+    return ProcessPolicy(pol.policy_id, pol.version, pol.on_failure, ov, pol.zones_document(zones))
 
+
+def resolve_policies(cfg: Any) -> PolicySet:
+    """Every policy of ``policies_dir`` (routed by the chunk's ``policy_id``, default
+    ``process.policy_id``), or (no directory) the inline ``process`` keys for every chunk.
+    A missing default policy is a ``ConfigError`` that names both keys."""
+    p = cfg.process
+    pdir = getattr(cfg, "policies_dir", None)
+    if not pdir:
+        inline = ProcessPolicy(p.policy_id, p.policy_version, "mask",
+                               {"classes": tuple(p.classes), "style": p.style}, p.zones)
+        return PolicySet(p.policy_id, {p.policy_id: inline}, routed=False)
+    from operators.types import ConfigError
+    from schemas.policy import load_policies
+
+    policies = load_policies(pdir)
+    if p.policy_id not in policies:
+        raise ConfigError(f"process.policy_id: no policy {p.policy_id!r} in policies_dir {pdir} "
+                          f"(found: {', '.join(sorted(policies)) or 'none'})")
+    return PolicySet(p.policy_id, {pid: _from_policy(pol, p.zones) for pid, pol in policies.items()}, routed=True)
+
+
+def resolve_policy(cfg: Any) -> ProcessPolicy:
+    """The default policy (see :func:`resolve_policies`)."""
+    return resolve_policies(cfg).default
+
+
+def _default_threshold(detector: str, face_model: str) -> float:
+    """A detector's own default score threshold (what ``None`` means in a RedactionConfig)."""
+    import inspect
+
+    from operators.detectors import DETECTORS
+
+    name = {"face": face_model, "person": "yolox_person", "text": "ppocr_text"}[detector]
+    return float(inspect.signature(DETECTORS[name]).parameters["threshold"].default)
+
+
+def policy_configs(pset: PolicySet, base: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """``(detector config, {policy_id: masking config})`` for a set of policies.
+
+    One set of detectors serves every policy: it runs the union of their classes at the
+    lowest threshold any of them asks for. Each policy's masking config then carries its
+    own effective threshold for every detector it uses (explicit, or the detector's
+    default), so :class:`operators.redactor.Redactor` drops the extra low-score boxes
+    that only a more sensitive policy wanted. With one policy both are the same config.
+    """
+    from operators.redactor import RedactionConfig
+
+    per = {pid: RedactionConfig(**pp.overrides, **base).validate() for pid, pp in pset.policies.items()}
+    if len(per) == 1:
+        (only,) = per.values()
+        return only, per
+    face_model = base.get("face_model", "centerface")
+    union_classes = tuple(c for c in ("face", "plate", "person", "text")
+                          if any(c in r.classes for r in per.values()))
+    union: dict[str, Any] = {"classes": union_classes}
+    for det, (needs, field_name) in _DETECTOR_NEEDS.items():
+        users = [pid for pid, r in per.items() if needs & set(r.classes)]
+        if not users:
+            continue
+        explicit = [getattr(per[pid], field_name) for pid in users]
+        if all(v is None for v in explicit):
+            continue  # every user takes the detector default: nothing to reconcile
+        dflt = _default_threshold(det, face_model)
+        eff = {pid: (v if v is not None else dflt) for pid, v in zip(users, explicit)}
+        union[field_name] = min(eff.values())
+        for pid, v in eff.items():
+            per[pid] = replace(per[pid], **{field_name: v})
+    first = next(iter(per.values()))
+    detector = replace(first, **union, style="fill", strength=None).validate()
+    return detector, per
 
 def _root_cause(exc: BaseException) -> str:
     """The last ``SomeError: message`` line of a Ray error (which nests the remote
@@ -102,6 +182,7 @@ class Job:
     detect_started: float = 0.0
     result: dict[str, Any] | None = None
     outcome: str | None = None  # "redacted" | "dlq"
+    policy: Any = None  # ProcessPolicy
     dlq_reason: str = ""
     worker: Any = None
     started: float = field(default_factory=time.monotonic)
@@ -122,23 +203,28 @@ class ProcessWorker:
         self.order: dict[tuple[str, int], deque[Job]] = {}
         self.produced = 0
         self.status = StatusLine(getattr(config.process, "status_interval_s", 10.0))
-        self.policy = resolve_policy(config)
+        self.policies = resolve_policies(config)
+        self.policy = self.policies.default
 
     # ---------------------------------------------------------------- setup
-    def _redaction_config(self) -> Any:
-        from operators.redactor import RedactionConfig
-
+    def _configs(self) -> tuple[Any, dict[str, Any]]:
+        """``(detector config, {policy_id: masking config})`` (see :func:`policy_configs`)."""
         p = self.cfg.process
         det = self.cfg.ray.detector
-        return RedactionConfig(
-            **self.policy.overrides, detect_every=p.detect_every,
+        base = dict(
+            detect_every=p.detect_every,
             providers=tuple(det.providers) if det.providers else None,
             # the driver's $VEILSTREAM_MODEL_DIR travels with the config: actors run in
             # Ray worker processes on other nodes whose environment the user never set
             model_dir=getattr(p, "model_dir", None) or os.environ.get("VEILSTREAM_MODEL_DIR") or None,
             threads=getattr(det, "threads", None),
             face_model=p.face_model, face_max_side=p.face_max_side, text_max_side=p.text_max_side,
-        ).validate()
+        )
+        return policy_configs(self.policies, base)
+
+    def _redaction_config(self) -> Any:
+        """The default policy's masking config."""
+        return self._configs()[1][self.policies.default_id]
 
     def _start_ray(self) -> None:
         import ray
@@ -153,7 +239,7 @@ class ProcessWorker:
                 ray.init(address=rc.address, **kw)
             else:
                 ray.init(num_cpus=rc.num_cpus, object_store_memory=rc.object_store_mb * 1024 * 1024, **kw)
-        red = self._redaction_config()
+        red, per = self._configs()
         det = rc.detector
         det_cls = ray.remote(DetectorActor)
         self._det_opts = {"num_cpus": det.num_cpus, "num_gpus": det.num_gpus, "max_restarts": 3,
@@ -162,11 +248,17 @@ class ProcessWorker:
         self.detectors = [det_cls.options(**self._det_opts).remote(red) for _ in range(det.replicas)]
         wk_cls = ray.remote(ChunkWorkerActor)
         pc = self.cfg.process
+        dp = self.policy
+        others = {pid: (per[pid], pp.zones, pp.on_failure) for pid, pp in self.policies.policies.items()}
         self.workers = [
             wk_cls.options(num_cpus=rc.worker_num_cpus, max_restarts=3).remote(
-                red, self.policy.zones, crf=pc.crf, preset=pc.preset, on_failure=self.policy.on_failure)
+                per[dp.policy_id], dp.zones, crf=pc.crf, preset=pc.preset, on_failure=dp.on_failure,
+                policies=others)
             for _ in range(rc.chunk_workers)
         ]
+        logger.info("policies %s default=%s routed=%s", ",".join(
+            f"{pid}:v{pp.version}:{'+'.join(per[pid].classes)}" for pid, pp in sorted(self.policies.policies.items())),
+            dp.policy_id, self.policies.routed)
         # Building sessions and warming up takes seconds: wait here, not at the first chunk.
         try:
             models = ray.get([d.ready.remote() for d in self.detectors] + [w.ready.remote() for w in self.workers],
@@ -216,6 +308,13 @@ class ProcessWorker:
                             job.meta = decode_chunk_captured(job.value, job.headers)
                         except SchemaError as exc:
                             self._to_dlq(job, "invalid_message", str(exc))
+                            continue
+                        job.policy = self.policies.for_chunk(job.meta.policy_id)
+                        if job.policy is None:  # nobody decided how to mask it: never guess
+                            self._to_dlq(job, "unknown_policy",
+                                         f"camera {job.meta.camera_id} names policy {job.meta.policy_id!r}, "
+                                         f"which is not in policies_dir {self.cfg.policies_dir} "
+                                         f"(found: {', '.join(sorted(self.policies.policies))})")
                             continue
                         self.metrics.frames_in.inc(len(job.meta.pts_ms))
                         self._submit_decode(job)
@@ -366,7 +465,8 @@ class ProcessWorker:
 
     def _submit_finish(self, job: Job, detected: Any) -> None:
         m = job.meta
-        ref = job.worker.finish.remote(job.frames_ref, detected, m.camera_id, m.fps, list(m.pts_ms))
+        ref = job.worker.finish.remote(job.frames_ref, detected, m.camera_id, m.fps, list(m.pts_ms),
+                                       job.policy.policy_id)
         job.stage = "finish"
         self.jobs[ref] = job
 
@@ -398,7 +498,7 @@ class ProcessWorker:
                     width=m.width, height=m.height, codec="h264", captured_at_ms=m.captured_at_ms,
                     payload=r["payload"], masks_per_class=dict(r.get("masks_per_class", {})),
                     fail_closed_frames=fail_closed, models=tuple(self.model_ids),
-                    policy_id=self.policy.policy_id, policy_version=self.policy.version,
+                    policy_id=job.policy.policy_id, policy_version=job.policy.version,
                     dropped_frames=int(getattr(m, "dropped_frames", 0) or 0) + dropped,
                 )
                 value, headers = encode_chunk(out)

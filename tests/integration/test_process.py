@@ -256,3 +256,44 @@ def test_a_drop_policy_drops_failed_frames_counts_them_and_commits(setup: Any, t
     assert (r.chunk_seq, r.policy_id, r.policy_version, r.fail_closed_frames) == (1, "subway", 7, ())
     assert len(decode_chunk_payload("h264", r.payload)) == len(chunks[1].pts_ms)
     assert dropped == len(chunks[0].pts_ms)
+
+
+def test_chunks_are_redacted_by_their_camera_policy_unknown_policy_to_dlq(setup: Any, tmp_path: Any) -> None:
+    """One process worker, two policies: each chunk is masked and stamped by the policy its
+    camera names (none = the default); a camera naming a policy nobody wrote goes to the DLQ."""
+    import dataclasses
+
+    (tmp_path / "default.yaml").write_text("policy_id: default\nversion: 2\nclasses: [face]\nstyle: fill\n")
+    (tmp_path / "people.yaml").write_text("policy_id: people\nversion: 5\nclasses: [face, person]\nstyle: fill\n")
+    d = _as_dict(setup)
+    d["policies_dir"] = str(tmp_path)
+    cfg = parse_config(d)
+    base = carphone_chunks(seconds=1.0)[0]
+    chunks = [base, dataclasses.replace(base, chunk_seq=1, policy_id="people"),
+              dataclasses.replace(base, chunk_seq=2, policy_id="missing")]
+    w, stop, t = start_worker(cfg)
+    try:
+        items = []
+        for c in chunks:
+            v, h = encode_chunk(c)
+            items.append((v, list(h), CAMERA))
+        produce(cfg, items)
+        out = consume_all(cfg, cfg.kafka.topics.redacted, 2, timeout_s=180)
+        dlq = consume_all(cfg, cfg.kafka.topics.dlq, 1, timeout_s=30)
+    finally:
+        stop_worker(stop, t, w)
+    got = {r.chunk_seq: r for r in (decode_chunk_redacted(m.value(), m.headers()) for m in out)}
+    assert sorted(got) == [0, 1]
+    assert (got[0].policy_id, got[0].policy_version, sorted(got[0].masks_per_class)) == ("default", 2, ["face"])
+    assert (got[1].policy_id, got[1].policy_version, sorted(got[1].masks_per_class)) == (
+        "people", 5, ["face", "person"])
+    assert got[1].masks_per_class["person"] > 0
+    # the person policy masks far more of the frame than the face-only one
+    f0 = decode_chunk_payload("h264", got[0].payload)
+    f1 = decode_chunk_payload("h264", got[1].payload)
+    flat0 = np.mean([float((cv2.Laplacian(cv2.cvtColor(f, cv2.COLOR_BGR2GRAY), cv2.CV_64F) == 0).mean()) for f in f0])
+    flat1 = np.mean([float((cv2.Laplacian(cv2.cvtColor(f, cv2.COLOR_BGR2GRAY), cv2.CV_64F) == 0).mean()) for f in f1])
+    assert flat1 > flat0 + 0.05, (flat0, flat1)
+    assert len(dlq) == 1
+    rec = decode_dlq(dlq[0].value(), dlq[0].headers())
+    assert rec.reason == "unknown_policy" and "'missing'" in rec.error and "default, people" in rec.error

@@ -81,3 +81,23 @@ def test_unknown_on_failure_is_refused():
     from operators.types import VeilStreamError
     with pytest.raises(VeilStreamError, match="on_failure"):
         ChunkWorkerActor(RedactionConfig(classes=("face",)), on_failure="pass")
+
+
+def test_finish_masks_by_the_chunk_policy():
+    """One worker, two policies: the face is masked for the policy that masks faces only."""
+    faces = RedactionConfig(classes=("face",), style="fill", detect_every=1)
+    plates = RedactionConfig(classes=("plate",), style="fill", detect_every=1)
+    w = ChunkWorkerActor(faces, policies={"faces": (faces, None, "mask"), "plates": (plates, None, "mask")})
+    frames, _ = chunk()
+    face = Boxes.of([[10, 10, 40, 40]], [0.9], Label.FACE)
+    raw = [face] + [Boxes.empty()] * 5
+    pts = [i * 100 for i in range(6)]
+    masked = decode_h264_chunk(w.finish(frames, (raw, [], []), "c", 10.0, pts, "faces")["payload"])
+    kept = decode_h264_chunk(w.finish(frames, (raw, [], []), "c", 10.0, pts, "plates")["payload"])
+    assert float(masked[0][15:35, 15:35].std()) < 6.0
+    assert float(kept[0][15:35, 15:35].std()) > 20.0
+    import pytest
+
+    from operators.types import VeilStreamError
+    with pytest.raises(VeilStreamError, match="no policy"):
+        w.finish(frames, (raw, [], []), "c", 10.0, pts, "other")

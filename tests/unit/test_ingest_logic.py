@@ -134,6 +134,7 @@ def test_chunk_message_from_a_gop_chunk_round_trips():
     assert len(decode_chunk_payload("h264", back.payload)) == len(back.pts_ms)
     with pytest.raises(ValueError):
         build_chunk("cam-1", 0, raw, pts[:-1])
+    assert build_chunk("cam-1", 0, raw, pts, policy_id="strict").policy_id == "strict"
 
 
 # ------------------------------------------------------------------ clock and sequence

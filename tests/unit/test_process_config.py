@@ -107,3 +107,48 @@ def test_a_missing_policy_names_the_key_and_what_exists(tmp_path):
 def test_policy_strength_never_goes_below_the_irreversible_minimum(style, strength, expected):
     from operators.redactor import RedactionConfig
     assert RedactionConfig(style=style, strength=strength).validate().mask_strength() == expected
+
+
+def _two_policies(tmp_path, strict: str) -> object:
+    (tmp_path / "default.yaml").write_text("policy_id: default\nclasses: [face, plate]\nstyle: mosaic\n")
+    (tmp_path / "strict.yaml").write_text(strict)
+    cfg = parse_config({"kafka": {"bootstrap_servers": "127.0.0.1:9"}, "policies_dir": str(tmp_path)})
+    return ProcessWorker(cfg)
+
+
+def test_chunks_are_routed_by_their_camera_policy(tmp_path):
+    w = _two_policies(tmp_path, "policy_id: strict\nversion: 3\nclasses: [face, person]\n")
+    ps = w.policies
+    assert ps.routed and ps.default_id == "default"
+    assert ps.for_chunk(None).policy_id == "default"
+    assert ps.for_chunk("strict").version == 3
+    assert ps.for_chunk("nope") is None  # the driver DLQs it: nobody decided how to mask it
+
+
+def test_without_policies_dir_every_chunk_gets_the_inline_policy():
+    cfg = parse_config({"kafka": {"bootstrap_servers": "127.0.0.1:9"}, "process": {"policy_id": "p1"}})
+    ps = ProcessWorker(cfg).policies
+    assert not ps.routed and ps.for_chunk("anything").policy_id == "p1"
+
+
+def test_one_detector_set_serves_every_policy_at_the_lowest_threshold(tmp_path):
+    w = _two_policies(tmp_path, "policy_id: strict\nclasses: [face, person, text]\n"
+                                "thresholds: {face: 0.05, person: 0.6}\n")
+    det, per = w._configs()
+    assert det.classes == ("face", "plate", "person", "text")
+    # face: strict asks 0.05, default takes CenterFace's own 0.1; the detector runs at 0.05 and
+    # the default policy filters at 0.1 itself
+    assert det.face_threshold == 0.05 and per["default"].face_threshold == 0.1
+    assert per["strict"].face_threshold == 0.05
+    # person: strict 0.6, default (face needs the person detector for head fallback) 0.1
+    assert det.person_threshold == 0.1 and per["strict"].person_threshold == 0.6
+    # text: nobody set one: the detector default stands for both
+    assert det.text_threshold is None and per["default"].text_threshold is None
+    assert per["default"].classes == ("face", "plate") and per["strict"].classes == ("face", "person", "text")
+
+
+def test_a_single_policy_detects_with_its_own_config(tmp_path):
+    (tmp_path / "default.yaml").write_text("policy_id: default\nthresholds: {face: 0.4}\n")
+    cfg = parse_config({"kafka": {"bootstrap_servers": "127.0.0.1:9"}, "policies_dir": str(tmp_path)})
+    det, per = ProcessWorker(cfg)._configs()
+    assert det is per["default"] and det.face_threshold == 0.4

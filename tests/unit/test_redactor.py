@@ -209,3 +209,23 @@ def test_miss_on_a_scheduled_frame_is_covered_by_neighbouring_detections():
     res = red.redact(fr)
     for i in range(10):
         assert changed(res.frames[i], fr[i], (70, 50, 90, 80)) == 1.0, f"frame {i} not masked"
+
+
+def test_detections_are_read_with_the_configs_own_thresholds_and_text_class():
+    """Detectors shared by several policies run at the lowest threshold and label text for
+    one class; each policy's redactor keeps what its own config accepts."""
+    import numpy as np
+
+    from operators.redactor import RedactionConfig, Redactor
+    from operators.types import Boxes, Label
+
+    frames = np.full((1, 60, 80, 3), 128, np.uint8)
+    raw = [Boxes.concat([Boxes.of([[0, 0, 10, 10]], [0.2], Label.FACE), Boxes.of([[20, 0, 30, 10]], [0.6], Label.FACE),
+                         Boxes.of([[40, 40, 70, 50]], [0.7], Label.PLATE)])]
+    strict = Redactor(RedactionConfig(classes=("face", "text"), face_threshold=0.5, temporal_window=0), detectors={})
+    boxes = strict.plan_from(raw, [], (60, 80))[0]
+    assert sorted(boxes.label.tolist()) == sorted([int(Label.FACE), int(Label.TEXT)])
+    assert boxes.select(boxes.label == Label.FACE).score.tolist() == [np.float32(0.6)]
+    loose = Redactor(RedactionConfig(classes=("face", "plate"), face_threshold=0.1, temporal_window=0), detectors={})
+    assert len(loose.plan_from(raw, [], (60, 80))[0]) == 3
+    assert strict.finish(frames, raw, []).masks_per_class == {"face": 1, "text": 1}

@@ -76,6 +76,22 @@ def test_chunk_captured_round_trip():
     assert decode_chunk_captured(value, headers) == msg
 
 
+def test_chunk_captured_carries_the_camera_policy():
+    import dataclasses
+    import json
+
+    msg = dataclasses.replace(captured(), policy_id="subway-strict")
+    value, headers = encode_chunk(msg)
+    assert json.loads(dict(headers)["veil-meta"])["policy_id"] == "subway-strict"
+    assert decode_chunk_captured(value, headers) == msg
+    # absent when unset: older readers and writers keep working
+    value, headers = encode_chunk(captured())
+    assert "policy_id" not in json.loads(dict(headers)["veil-meta"])
+    assert decode_chunk_captured(value, headers).policy_id is None
+    with pytest.raises(SchemaError, match="policy_id"):
+        encode_chunk(dataclasses.replace(captured(), policy_id="no spaces"))
+
+
 def test_chunk_redacted_round_trip():
     msg = redacted()
     value, headers = encode_chunk(msg)
