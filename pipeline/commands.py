@@ -249,6 +249,14 @@ def cmd_cameras(args: argparse.Namespace) -> int:
         return 0
     else:
         raise ConfigError("cameras: expected a subcommand: list, add, import, remove")
+    if cfg.policies_dir:  # a camera naming no written policy would only fill the DLQ
+        from schemas.policy import load_policies
+
+        known = load_policies(cfg.policies_dir)
+        missing = sorted({c.policy_id for c in cams} - set(known))
+        if missing:
+            raise ConfigError(f"policy_id: {', '.join(map(repr, missing))} not in policies_dir {cfg.policies_dir} "
+                              f"(found: {', '.join(sorted(known)) or 'none'}); write <policy_id>.yaml there first")
     n = publish_cameras(cfg, cams)
     print(f"published {n} camera record(s) to {cfg.kafka.topics.cameras}; ingest workers pick them up")
     return 0

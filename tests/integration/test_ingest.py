@@ -403,3 +403,13 @@ def test_cameras_cli_add_import_list_remove(broker, unique_name, tmp_path):
     assert [ln.split("\t")[0] for ln in cli("list").stdout.splitlines()] == ["gate-2", "lobby"]
     bad = cli("add", "x", "rtsp://h/s", "--fps", "-3")
     assert bad.returncode == 2 and "fps" in bad.stderr and "Traceback" not in bad.stderr
+    # with policies_dir, a camera may only name a policy that is written
+    pdir = tmp_path / "policies"
+    pdir.mkdir()
+    (pdir / "default.yaml").write_text("policy_id: default\n")
+    data = yaml.safe_load(path.read_text())
+    data["policies_dir"] = str(pdir)
+    path.write_text(yaml.safe_dump(data))
+    bad = cli("add", "y", "rtsp://h/s", "--policy-id", "strict")
+    assert bad.returncode == 2 and "'strict' not in policies_dir" in bad.stderr and "found: default" in bad.stderr
+    assert cli("add", "y", "rtsp://h/s").returncode == 0  # the default policy exists
