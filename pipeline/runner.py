@@ -27,14 +27,20 @@ from operators.video import sample_video
 logger = logging.getLogger(__name__)
 
 SAMPLES = ("carphone_pristine.mp4", "bikes.mp4")
+STREET = {"bikes.mp4": "street"}  # sample -> the policy of its camera, where that policy exists
 
 
-def camera_records(n: int) -> list[dict[str, Any]]:
+def camera_records(n: int, policies: set[str] | None = None) -> list[dict[str, Any]]:
+    """``n`` looping file cameras over the sample videos; a street scene gets the ``street``
+    policy when ``policies`` (the ids in ``policies_dir``) has it."""
     cams = []
     for i in range(n):
-        src = sample_video(SAMPLES[i % len(SAMPLES)])
-        cams.append({"camera_id": f"cam-{i + 1:03d}", "url": str(src), "kind": "file", "loop": True,
-                     "realtime": True})
+        name = SAMPLES[i % len(SAMPLES)]
+        rec = {"camera_id": f"cam-{i + 1:03d}", "url": str(sample_video(name)), "kind": "file", "loop": True,
+               "realtime": True}
+        if STREET.get(name) in (policies or set()):
+            rec["policy_id"] = STREET[name]
+        cams.append(rec)
     return cams
 
 
@@ -121,7 +127,9 @@ def run_local(cameras: int = 3, seconds: float = 60.0, state_dir: Path | None = 
     try:
         cfg_path = Path(config_path) if config_path else Path(state.config_path)  # type: ignore[union-attr]
         raw = yaml.safe_load(cfg_path.read_text())
-        raw.setdefault("ingest", {})["cameras"] = camera_records(cameras)
+        pdir = raw.get("policies_dir")
+        known = {p.stem for p in Path(pdir).glob("*.yaml")} if pdir and Path(pdir).is_dir() else set()
+        raw.setdefault("ingest", {})["cameras"] = camera_records(cameras, known)
         if segment_seconds:
             raw.setdefault("sink", {})["segment_seconds"] = segment_seconds
             raw["sink"]["idle_flush_s"] = min(float(raw["sink"].get("idle_flush_s", 30.0)), segment_seconds)
@@ -135,6 +143,9 @@ def run_local(cameras: int = 3, seconds: float = 60.0, state_dir: Path | None = 
         workers.start()
         out(f"streaming {cameras} simulated camera(s) for {seconds:.0f}s "
             f"({', '.join(c['camera_id'] + '=' + Path(c['url']).name for c in raw['ingest']['cameras'])}) ...")
+        if known:
+            out("policies: " + ", ".join(f"{c['camera_id']}={c.get('policy_id', 'default')}"
+                                         for c in raw["ingest"]["cameras"]) + f" ({pdir})")
         deadline = time.time() + seconds if seconds > 0 else float("inf")
         try:
             while time.time() < deadline:
@@ -237,7 +248,8 @@ def report(cfg: Any, t_start: float, out=print, download_dir: Path | None = None
             continue
         m = json.loads(store.get_object(key))
         cam = per_cam.setdefault(m["camera_id"], {"segments": 0, "frames": 0, "masks": {}, "fail_closed": 0,
-                                                  "dropped": 0, "keys": []})
+                                                  "dropped": 0, "keys": [], "policies": set()})
+        cam["policies"].add(f"{m.get('policy_id', '?')}")
         cam["segments"] += 1
         cam["frames"] += int(m.get("frames", 0))
         cam["fail_closed"] += int(m.get("fail_closed_frames", 0) or 0)
@@ -247,25 +259,30 @@ def report(cfg: Any, t_start: float, out=print, download_dir: Path | None = None
         cam["keys"].append(m.get("key") or key.replace(".json", ".mp4"))
     lat = chunk_latencies(cfg)
     out("")
-    out(f"{'camera':<9} {'segments':>8} {'frames':>7} {'masks per class':<24} {'fail-closed':>11} "
+    out(f"{'camera':<9} {'policy':<8} {'segments':>8} {'frames':>7} {'masks per class':<32} {'fail-closed':>11} "
         f"{'dropped':>7} {'latency p50/p95':>16}")
     for cam, s in sorted(per_cam.items()):
         masks = ", ".join(f"{k}={v}" for k, v in sorted(s["masks"].items())) or "-"
         ls = lat.get(cam, [])
         lat_s = f"{_pct(ls, 0.5):.1f}s/{_pct(ls, 0.95):.1f}s" if ls else "-"
         s["latency_p50_s"] = _pct(ls, 0.5) if ls else None
-        out(f"{cam:<9} {s['segments']:>8} {s['frames']:>7} {masks:<24} {s['fail_closed']:>11} "
-            f"{s['dropped']:>7} {lat_s:>16}")
+        s["policies"] = sorted(s["policies"])
+        out(f"{cam:<9} {','.join(s['policies']):<8} {s['segments']:>8} {s['frames']:>7} {masks:<32} "
+            f"{s['fail_closed']:>11} {s['dropped']:>7} {lat_s:>16}")
     out("latency: capture of a chunk's last frame -> its redacted copy durable in Kafka")
     if not per_cam:
         out("no segments were written: see the worker logs")
         return per_cam
     bucket = cfg.object_store.bucket
-    first = sorted(per_cam.values(), key=lambda s: s["keys"][0])[0]["keys"][0]
-    ret = store.get_retention(first) if cfg.object_store.object_lock else None
-    if ret is not None:
-        out(f"object lock: every segment and manifest retained ({ret.mode}) until {ret.until:%Y-%m-%d %H:%M} UTC; "
-            f"lifecycle expires them after that by their policy-id tag")
+    if cfg.object_store.object_lock:
+        held = {}
+        for s in per_cam.values():
+            pol = ",".join(s["policies"])
+            if pol not in held:
+                ret = store.get_retention(s["keys"][0])
+                held[pol] = f"{pol} {ret.mode} until {ret.until:%Y-%m-%d %H:%M} UTC" if ret else f"{pol} none"
+        out("object lock: segments and manifests retained by policy: " + "; ".join(sorted(held.values()))
+            + "; lifecycle expires them after that by their policy-id tag")
     if download_dir is not None:
         download_dir.mkdir(parents=True, exist_ok=True)
         for cam, s in sorted(per_cam.items()):

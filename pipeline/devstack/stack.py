@@ -99,6 +99,14 @@ LOCAL_POLICY = {
 }
 """The policy ``veilstream up`` writes to ``<state>/policies/default.yaml`` (edit it there)."""
 
+LOCAL_STREET_POLICY = {
+    "policy_id": "street", "version": 1,
+    "description": "Local stack: street cameras, where whole persons are masked too.",
+    "classes": ["face", "plate", "person"], "style": "mosaic", "on_failure": "mask",
+    "retention": {"redacted_days": 14, "raw_days": 0, "mode": "GOVERNANCE"},
+}
+"""A second local policy (``<state>/policies/street.yaml``): the demo's street camera uses it."""
+
 
 def worker_config(bootstrap: str, s3_endpoint: str, ray_address: str | None, state_dir: Path,
                   partitions: int = 4) -> dict[str, Any]:
@@ -161,9 +169,11 @@ def up(state_dir: str | os.PathLike[str] | None = None, *, ray: bool = True, num
         )
         pdir = sdir / "policies"
         pdir.mkdir(exist_ok=True)
-        if not (pdir / "default.yaml").exists():  # an edited policy survives down/up
-            (pdir / "default.yaml").write_text("# the local stack's policy (schemas/policy.schema.json)\n"
-                                               + yaml.safe_dump(LOCAL_POLICY, sort_keys=False))
+        for pol in (LOCAL_POLICY, LOCAL_STREET_POLICY):
+            f = pdir / f"{pol['policy_id']}.yaml"
+            if not f.exists():  # an edited policy survives down/up
+                f.write_text("# a local stack policy (schemas/policy.schema.json)\n"
+                             + yaml.safe_dump(pol, sort_keys=False))
         _write_secret(sdir / "s3-access-key", s3.access_key)
         _write_secret(sdir / "s3-secret-key", s3.secret_key)
         config_path = sdir / CONFIG_FILE
