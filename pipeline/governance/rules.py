@@ -32,10 +32,10 @@ class LifecycleRule:
 
 def retain_until(policy: Policy, now: dt.datetime | None = None) -> dt.datetime:
     """Object-lock retain-until for an object written ``now`` (UTC, whole seconds)."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    return (now.astimezone(dt.timezone.utc) + dt.timedelta(days=policy.retention.redacted_days)).replace(
+    return (now.astimezone(dt.UTC) + dt.timedelta(days=policy.retention.redacted_days)).replace(
         microsecond=0)
 
 

@@ -156,6 +156,7 @@ def policy_configs(pset: PolicySet, base: dict[str, Any]) -> tuple[Any, dict[str
     detector = replace(first, **union, style="fill", strength=None).validate()
     return detector, per
 
+
 def _root_cause(exc: BaseException) -> str:
     """The last ``SomeError: message`` line of a Ray error (which nests the remote
     traceback), so a missing model reads as the model error, not as a Ray traceback."""
@@ -314,7 +315,8 @@ class ProcessWorker:
                             self._to_dlq(job, "unknown_policy",
                                          f"camera {job.meta.camera_id} names policy {job.meta.policy_id!r}, "
                                          f"which is not in policies_dir {self.cfg.policies_dir} "
-                                         f"(found: {', '.join(sorted(self.policies.policies))})")
+                                         f"(found: {', '.join(sorted(self.policies.policies))}); write it, "
+                                         f"restart the process workers, and replay the DLQ")
                             continue
                         self.metrics.frames_in.inc(len(job.meta.pts_ms))
                         self._submit_decode(job)

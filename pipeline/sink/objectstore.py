@@ -7,11 +7,11 @@ replay calls ``put_object`` with the same key and overwrites instead of duplicat
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import io
 import logging
 import os
-import datetime as dt
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -189,10 +189,13 @@ class MinioSegmentStore:
         bucket's lifecycle alone (an operator may manage it by hand)."""
         if not rules:
             return
-        from minio.commonconfig import ENABLED, Filter
-        from minio.lifecycleconfig import Expiration, LifecycleConfig, NoncurrentVersionExpiration, Rule
-
-        from minio.commonconfig import Tag
+        from minio.commonconfig import ENABLED, Filter, Tag
+        from minio.lifecycleconfig import (
+            Expiration,
+            LifecycleConfig,
+            NoncurrentVersionExpiration,
+            Rule,
+        )
 
         cfg = LifecycleConfig([
             Rule(ENABLED, rule_filter=Filter(tag=Tag(*r.tag)), rule_id=r.rule_id,

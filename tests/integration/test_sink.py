@@ -269,7 +269,7 @@ def test_policies_put_every_segment_under_object_lock_retention(setup: dict[str,
     data["policies_dir"] = str(tmp_path)
     data["object_store"]["object_lock"] = True
     cfg = parse_config(data)
-    before = dt.datetime.now(dt.timezone.utc)
+    before = dt.datetime.now(dt.UTC)
     w = build_sink(cfg)
     assert w.run(exit_when_idle_s=4.0) == 0
     store = w.store
@@ -279,7 +279,7 @@ def test_policies_put_every_segment_under_object_lock_retention(setup: dict[str,
         ret = store.get_retention(key)
         assert ret is not None and ret.mode == "GOVERNANCE", key
         assert before + dt.timedelta(days=45) - dt.timedelta(seconds=5) <= ret.until \
-            <= dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=45), (key, ret)
+            <= dt.datetime.now(dt.UTC) + dt.timedelta(days=45), (key, ret)
         assert store.get_tags(key)["policy-id"] == "city"
     rules = store.client.get_bucket_lifecycle(store.bucket).rules
     assert [(r.rule_id, r.rule_filter.tag.key, r.rule_filter.tag.value, r.expiration.days,

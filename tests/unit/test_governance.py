@@ -78,8 +78,8 @@ def test_load_policies_errors(tmp_path):
 
 def test_retain_until_adds_the_policy_days():
     p = parse_policy(SUBWAY)
-    now = dt.datetime(2026, 11, 23, 10, 0, 0, 123456, tzinfo=dt.timezone.utc)
-    assert retain_until(p, now) == dt.datetime(2027, 2, 21, 10, 0, 0, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2026, 11, 23, 10, 0, 0, 123456, tzinfo=dt.UTC)
+    assert retain_until(p, now) == dt.datetime(2027, 2, 21, 10, 0, 0, tzinfo=dt.UTC)
     with pytest.raises(ValueError):
         retain_until(p, dt.datetime(2026, 1, 1))
 
