@@ -1,0 +1,103 @@
+"""The IAM-style documents `veilstream policy render` writes, enforced by a real evaluator: the
+local S3 server in IAM mode (moto with INITIAL_NO_AUTH_ACTION_COUNT: after the setup calls,
+every request must be signed by an IAM user and is checked against that user's policies).
+
+The sink's own least-privilege document must let the real sink code create the object-lock
+bucket, set lifecycle and write segments under retention, and nothing destructive; a role
+document must grant exactly its cameras and what it may read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+SETUP_CALLS = 9  # 3 users x (create user, put policy, create key)
+
+
+@pytest.fixture
+def iam_s3(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    from pipeline.devstack.s3 import start_s3
+
+    monkeypatch.setenv("INITIAL_NO_AUTH_ACTION_COUNT", str(SETUP_CALLS))
+    h = start_s3(tmp_path / "s3-iam")
+    try:
+        yield h
+    finally:
+        h.stop()
+
+
+def _user(iam: Any, name: str, doc: dict[str, Any]) -> tuple[str, str]:
+    iam.create_user(UserName=name)
+    iam.put_user_policy(UserName=name, PolicyName=name, PolicyDocument=json.dumps(doc))
+    k = iam.create_access_key(UserName=name)["AccessKey"]
+    return k["AccessKeyId"], k["SecretAccessKey"]
+
+
+def test_rendered_documents_are_enforced_by_the_s3_server(iam_s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import boto3
+    from minio import Minio
+    from minio.error import S3Error
+
+    from pipeline.governance import lifecycle_rules, retain_until
+    from pipeline.governance.rules import documents_for
+    from pipeline.sink.objectstore import MinioSegmentStore, RetentionSpec
+    from schemas.policy import parse_policy
+
+    pol = parse_policy({"policy_id": "subway", "retention": {"redacted_days": 10},
+                        "roles": {"analyst": {"read": ["redacted"], "cameras": ["line2-*"]},
+                                  "auditor": {"read": ["audit", "manifests"]}}})
+    docs = documents_for({"subway": pol}, bucket="veil-redacted", audit_bucket="veil-audit", raw_bucket="veil-raw")
+    iam = boto3.client("iam", endpoint_url=iam_s3.url, region_name="us-east-1", aws_access_key_id="setup",
+                       aws_secret_access_key="setup")
+    keys = {name: _user(iam, name, docs[doc]) for name, doc in
+            (("sink", "veilstream-sink"), ("ana", "subway-analyst"), ("aud", "subway-auditor"))}
+
+    # the real sink code, with the sink's credentials only
+    monkeypatch.setenv("VEIL_IAM_AK", keys["sink"][0])
+    monkeypatch.setenv("VEIL_IAM_SK", keys["sink"][1])
+    store = MinioSegmentStore(iam_s3.url, "veil-redacted", access_key_env="VEIL_IAM_AK", secret_key_env="VEIL_IAM_SK",
+                              object_lock=True)
+    store.ensure_bucket()
+    store.set_lifecycle(lifecycle_rules([pol]))
+    keep = RetentionSpec(pol.retention.mode, retain_until(pol))
+    seg2, seg1 = "camera=line2-a/date=2026-11-23/hour=10/a_b.mp4", "camera=line1-a/date=2026-11-23/hour=10/a_b.mp4"
+    for key in (seg2, seg1):
+        store.put_object(key, b"mp4" + key.encode(), "video/mp4", {"camera": "x"}, {"policy-id": "subway"},
+                         retention=keep)
+        store.put_object(key[:-4] + ".json", b"{}", "application/json", {}, {"policy-id": "subway"},
+                         retention=keep)
+    ret = store.get_retention(seg2)
+    assert ret is not None and ret.until > dt.datetime.now(dt.UTC) + dt.timedelta(days=9)
+    with pytest.raises(S3Error) as ei:
+        store.client.remove_object("veil-redacted", seg2)
+    assert ei.value.code == "AccessDenied"
+
+    def client(user: str) -> Minio:
+        return Minio(iam_s3.endpoint, access_key=keys[user][0], secret_key=keys[user][1], secure=False,
+                     region="us-east-1")
+
+    def can_get(user: str, key: str) -> bool:
+        try:
+            r = client(user).get_object("veil-redacted", key)
+            r.read()
+            r.close()
+            return True
+        except S3Error as exc:
+            assert exc.code == "AccessDenied", exc
+            return False
+
+    # the analyst reads line 2's segments and nothing else
+    assert can_get("ana", seg2)
+    assert not can_get("ana", seg1)
+    assert not can_get("ana", seg2[:-4] + ".json")
+    with pytest.raises(S3Error, match="AccessDenied"):
+        client("ana").remove_object("veil-redacted", seg2)
+    # the auditor reads manifests, not footage
+    assert can_get("aud", seg1[:-4] + ".json") and can_get("aud", seg2[:-4] + ".json")
+    assert not can_get("aud", seg2)
