@@ -250,6 +250,14 @@ def parse_camera(mapping: Mapping[str, Any]) -> CameraConfig:
     return _build(CameraConfig, _validated("camera", mapping, "invalid camera record"))  # type: ignore[no-any-return]
 
 
+def yaml_error(exc: yaml.YAMLError) -> str:
+    """``invalid YAML at line L, column C: why`` for a ``yaml.safe_load`` error (1-based)."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    why = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"invalid YAML{where}: {why}"
+
+
 def load_config(path: str | os.PathLike[str]) -> PipelineConfig:
     """Read a YAML config file and :func:`parse_config` it.
 
@@ -267,10 +275,7 @@ def load_config(path: str | os.PathLike[str]) -> PipelineConfig:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        why = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"config file {str(p)!r}: invalid YAML{where}: {why}") from None
+        raise ConfigError(f"config file {str(p)!r}: {yaml_error(exc)}") from None
     try:
         return parse_config(data)
     except ConfigError as exc:

@@ -23,6 +23,7 @@ import yaml
 from operators.types import ConfigError
 
 from . import fill_defaults, problems
+from .config import yaml_error
 
 __all__ = ["Policy", "Retention", "Role", "load_policies", "load_policy", "parse_policy"]
 
@@ -108,9 +109,7 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise ConfigError(f"policy file {p}: invalid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        raise ConfigError(f"policy file {p}: {yaml_error(exc)}") from None
     return parse_policy(data, what=f"invalid policy {p}")
 
 

@@ -41,22 +41,6 @@ def test_root_cause_of_a_ray_actor_error_is_the_model_error():
     assert _root_cause(RuntimeError(text)) == "model 'yolox_nano' not found; download it from URL"
 
 
-def test_kafka_security_settings_apply_to_every_client(monkeypatch):
-    from pipeline.kafka import kafka_settings
-
-    cfg = parse_config({"kafka": {"bootstrap_servers": "b:9093", "security": {
-        "protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "username_env": "KU", "password_env": "KP",
-        "ca_file": "/etc/ca.pem"}}})
-    with pytest.raises(ConfigError, match="sasl.username"):
-        kafka_settings(cfg.kafka)
-    monkeypatch.setenv("KU", "veil")
-    monkeypatch.setenv("KP", "s3cret")
-    assert kafka_settings(cfg.kafka) == {"security.protocol": "SASL_SSL", "ssl.ca.location": "/etc/ca.pem",
-                                         "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "veil",
-                                         "sasl.password": "s3cret"}
-    assert kafka_settings(parse_config({"kafka": {"bootstrap_servers": "b:9092"}}).kafka) == {}
-
-
 def _with_policies(tmp_path, process: dict, policy: str | None) -> object:
     if policy is not None:
         (tmp_path / "subway.yaml").write_text(policy)
