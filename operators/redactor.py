@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -454,6 +454,3 @@ def build_detectors(config: RedactionConfig) -> dict[str, Detector]:
         dets["text"] = DETECTORS["ppocr_text"](**kw)
     return dets
 
-
-def with_overrides(config: RedactionConfig, **kw: Any) -> RedactionConfig:
-    return replace(config, **{k: v for k, v in kw.items() if v is not None})

@@ -17,6 +17,13 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+# The error classes live in schemas (stdlib only); operators' callers import them from here too.
+from schemas.errors import ConfigError as ConfigError
+from schemas.errors import InputError as InputError
+from schemas.errors import ModelNotFoundError as ModelNotFoundError
+from schemas.errors import ProviderError as ProviderError
+from schemas.errors import VeilStreamError as VeilStreamError
+
 Frames = npt.NDArray[np.uint8]
 """``(N, H, W, 3)`` uint8 BGR frames."""
 
@@ -35,9 +42,6 @@ class Label(enum.IntEnum):
     HEAD = 5  # head region inferred from a person box with no face inside (fail closed)
     FRAME = 6  # whole-frame mask (fail closed on detector error)
 
-    @property
-    def class_name(self) -> str:
-        return self.name.lower()
 
 
 CLASS_NAMES: tuple[str, ...] = ("face", "plate", "person", "text")
@@ -91,9 +95,6 @@ class Boxes:
     def select(self, keep: npt.NDArray[np.bool_] | npt.NDArray[np.intp]) -> Boxes:
         return Boxes(self.xyxy[keep], self.score[keep], self.label[keep])
 
-    def with_label(self, label: int) -> Boxes:
-        return Boxes(self.xyxy, self.score, np.full((len(self),), label, np.int16))
-
     @staticmethod
     def concat(parts: Sequence[Boxes]) -> Boxes:
         parts = [p for p in parts if len(p)]
@@ -108,10 +109,6 @@ class Boxes:
     def scaled(self, sx: float, sy: float) -> Boxes:
         xyxy = self.xyxy * np.array([sx, sy, sx, sy], np.float32)
         return Boxes(xyxy.astype(np.float32), self.score, self.label)
-
-    def count_by_label(self) -> dict[int, int]:
-        vals, counts = np.unique(self.label, return_counts=True)
-        return {int(v): int(c) for v, c in zip(vals, counts)}
 
 
 @runtime_checkable
@@ -133,23 +130,3 @@ class Anonymizer(Protocol):
     """Masks boxes on a batch of frames; returns new frames, never mutates input."""
 
     def anonymize(self, frames: Frames, boxes: Sequence[Boxes]) -> Frames: ...
-
-
-class VeilStreamError(Exception):
-    """Root of every error VeilStream raises on purpose (clear message, no traceback)."""
-
-
-class ModelNotFoundError(VeilStreamError):
-    pass
-
-
-class ProviderError(VeilStreamError):
-    pass
-
-
-class ConfigError(VeilStreamError):
-    pass
-
-
-class InputError(VeilStreamError):
-    pass

@@ -78,7 +78,7 @@ class VideoReader:
         self._video.thread_type = "AUTO"
         audio = self._container.streams.audio
         self._audio = audio[0] if (keep_audio and audio) else None
-        self.audio_packets: list[av.Packet] = []
+        self.audio_packets: list[Any] = []  # av.Packet (generic in the stubs, not at runtime)
         rate = self._video.average_rate or self._video.guessed_rate or Fraction(25)
         tb = self._video.time_base or Fraction(1, 90000)
         frames = int(self._video.frames or 0)

@@ -28,7 +28,8 @@ from typing import Any
 import cv2
 import numpy as np
 import numpy.typing as npt
-import yaml
+
+from schemas.yamlio import read_yaml
 
 from .types import ConfigError
 
@@ -132,14 +133,7 @@ def load_zones(path_or_mapping: str | os.PathLike[str] | Mapping[str, Any]) -> Z
     if isinstance(path_or_mapping, Mapping):
         return parse_zones(path_or_mapping)
     path = Path(path_or_mapping)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"zones file {str(path)!r}: cannot read: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"zones file {str(path)!r}: invalid YAML: {exc}") from None
+    data = read_yaml(path, "zones file")
     try:
         return parse_zones(data)
     except ConfigError as exc:

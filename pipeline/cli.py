@@ -14,23 +14,22 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from operators.types import (
+from schemas.errors import (
     ConfigError,
     InputError,
     ModelNotFoundError,
     ProviderError,
+    UsageError,
     VeilStreamError,
 )
+
+from . import commands
 
 logger = logging.getLogger("veilstream")
 
 CONFIG_ENV = "VEILSTREAM_CONFIG"
 EXIT_USAGE = 2
 EXIT_FAILED = 1
-
-
-class UsageError(VeilStreamError):
-    """Invalid command-line arguments."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -110,12 +109,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return run_eval(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="veilstream", description="De-identify CCTV footage: faces, plates, persons, text.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    parser.add_argument("--log-level", default=os.environ.get("VEILSTREAM_LOG_LEVEL", "INFO"))
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+Subparsers = argparse._SubParsersAction  # type: ignore[type-arg]
+"""What a command's ``add_*`` function receives: ``sub.add_parser(name, ...)``."""
 
+
+def add_redact(sub: Subparsers) -> None:
     p = sub.add_parser("redact", help="redact a video file (or URL) or a directory of images")
     p.add_argument("input", help="video file, URL (rtsp://, http://) or directory of images")
     p.add_argument("-o", "--output", type=Path, required=True,
@@ -127,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", action="store_true", help="progress bar even when stderr is not a terminal")
     p.set_defaults(func=cmd_redact)
 
+
+def add_eval(sub: Subparsers) -> None:
     p = sub.add_parser("eval", help="measure leak rates on labelled images (faces_dlib, coco_val2017, plates_eu)")
     p.add_argument("dataset", nargs="?", default="all",
                    help="faces_dlib, coco_val2017, plates_eu or all (default all)")
@@ -136,24 +136,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json-out", type=Path, default=None, help="also write the JSON report here")
     p.set_defaults(func=cmd_eval)
 
-    for register in _EXTRA_COMMANDS:
+
+COMMANDS: tuple[Callable[[Subparsers], None], ...] = (add_redact, add_eval, *commands.COMMANDS)
+"""Every subcommand, in ``--help`` order. A new command is one ``add_<name>(sub)`` function
+(here or in :mod:`pipeline.commands`) listed in its module's ``COMMANDS``; the parser is
+built fresh on every :func:`main` from this constant, so nothing accumulates between calls."""
+
+
+def build_parser(registrars: Sequence[Callable[[Subparsers], None]] = COMMANDS) -> argparse.ArgumentParser:
+    parser = _Parser(prog="veilstream", description="De-identify CCTV footage: faces, plates, persons, text.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("--log-level", default=os.environ.get("VEILSTREAM_LOG_LEVEL", "INFO"))
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for register in registrars:
         register(sub)
     return parser
 
 
-_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []  # type: ignore[type-arg]
-
-
-def _load_extra_commands() -> None:
-    try:
-        from . import commands  # streaming commands (ingest, process, sink, up, down, run)
-    except ImportError:
-        return
-    _EXTRA_COMMANDS.append(commands.register)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    _load_extra_commands()
     parser = build_parser()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from operators.types import ConfigError
+from schemas.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         else:
             digest = hashlib.sha256(data).hexdigest()
             if digest != man.get("sha256"):
-                from operators.types import InputError
+                from schemas.errors import InputError
 
                 raise InputError(f"{args.key}: sha256 {digest} does not match its manifest ({man.get('sha256')})")
             note = f" (sha256 matches manifest; {man.get('frames')} frames, masks {man.get('masks_per_class')})"
@@ -198,10 +198,9 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 def cmd_cameras(args: argparse.Namespace) -> int:
     """Manage the camera registry (the compacted cameras topic ingest workers shard)."""
-    import yaml
-
     from pipeline.ingest.registry import publish_cameras, read_registry
     from schemas.config import parse_camera
+    from schemas.yamlio import read_yaml
 
     if args.cameras_command is None:
         raise ConfigError("cameras: expected a subcommand: list, add, import, remove")
@@ -226,12 +225,7 @@ def cmd_cameras(args: argparse.Namespace) -> int:
             rec["enabled"] = False
         cams = [parse_camera(rec)]
     elif args.cameras_command == "import":
-        try:
-            doc = yaml.safe_load(Path(args.file).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"cameras file {str(args.file)!r}: {exc.strerror or exc}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"cameras file {str(args.file)!r} is not valid YAML: {exc}") from None
+        doc = read_yaml(args.file, "cameras file")
         items = doc.get("cameras") if isinstance(doc, dict) else doc
         if not isinstance(items, list):
             raise ConfigError(f"cameras file {str(args.file)!r}: expected a list of cameras (or cameras: [...])")
@@ -270,13 +264,15 @@ def cmd_run(args: argparse.Namespace) -> int:
                      download_dir=args.download_dir)
 
 
-def register(sub: Any) -> None:
+def add_config(sub: Any) -> None:
     p = sub.add_parser("config", help="configuration tools")
     csub = p.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
     c = csub.add_parser("check", help="validate a pipeline config and report every problem at once")
     _config_arg(c)
     c.set_defaults(func=cmd_config_check)
 
+
+def add_policy(sub: Any) -> None:
     p = sub.add_parser("policy", help="de-identification policies: check them, render storage policies")
     psub = p.add_subparsers(dest="policy_command", metavar="SUBCOMMAND")
     c = psub.add_parser("check", help="validate policy files or directories, every problem at once")
@@ -288,25 +284,35 @@ def register(sub: Any) -> None:
     c.add_argument("-o", "--output-dir", type=Path, default=None, help="write <name>.json files here")
     c.set_defaults(func=cmd_policy_render)
 
+
+def add_ingest(sub: Any) -> None:
     p = sub.add_parser("ingest", help="read cameras and produce chunks to Kafka")
     _config_arg(p)
     p.add_argument("--worker-id", default=os.environ.get("HOSTNAME", ""), help="name of this worker in logs")
     p.set_defaults(func=cmd_ingest)
 
+
+def add_process(sub: Any) -> None:
     p = sub.add_parser("process", help="redact chunks on Ray (raw topic -> redacted topic)")
     _config_arg(p)
     p.set_defaults(func=cmd_process)
 
+
+def add_sink(sub: Any) -> None:
     p = sub.add_parser("sink", help="write redacted segments to object storage")
     _config_arg(p)
     p.set_defaults(func=cmd_sink)
 
+
+def add_up_down(sub: Any) -> None:
     for name, fn, text in (("up", cmd_up, "start the local stack (broker, S3 server) on free ports"),
                            ("down", cmd_down, "stop exactly what `veilstream up` started")):
         p = sub.add_parser(name, help=text)
         p.add_argument("--state-dir", type=Path, default=None, help="where pids/ports/config live (.veilstream)")
         p.set_defaults(func=fn)
 
+
+def add_cameras(sub: Any) -> None:
     p = sub.add_parser("cameras", help="list, add, import or remove cameras in the registry")
     csub = p.add_subparsers(dest="cameras_command", metavar="SUBCOMMAND")
     c = csub.add_parser("list", help="cameras as ingest workers see them")
@@ -332,6 +338,8 @@ def register(sub: Any) -> None:
     for c in csub.choices.values():
         c.set_defaults(func=cmd_cameras)
 
+
+def add_fetch(sub: Any) -> None:
     p = sub.add_parser("fetch", help="download a redacted segment (checked against its manifest)")
     _config_arg(p)
     p.add_argument("key", nargs="?", help="object key, e.g. camera=cam-001/date=.../hour=../<start>_<end>.mp4")
@@ -339,6 +347,8 @@ def register(sub: Any) -> None:
     p.add_argument("--list", metavar="PREFIX", default=None, help="list object keys under PREFIX instead")
     p.set_defaults(func=cmd_fetch)
 
+
+def add_run(sub: Any) -> None:
     p = sub.add_parser("run", help="run ingest, process and sink against the local stack")
     p.add_argument("--cameras", type=int, default=3, help="simulated cameras (sample videos looped)")
     p.add_argument("--seconds", type=float, default=60.0, help="how long to stream (0 = until Ctrl-C)")
@@ -352,5 +362,6 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_run)
 
 
-if __name__ == "__main__":
-    sys.exit(0)
+COMMANDS = (add_config, add_policy, add_ingest, add_process, add_sink, add_up_down, add_cameras, add_fetch, add_run)
+"""The streaming subcommands, in ``--help`` order (see :data:`pipeline.cli.COMMANDS`)."""
+

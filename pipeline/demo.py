@@ -14,7 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
-from operators.types import VeilStreamError
+from schemas.errors import VeilStreamError
 
 from .runner import run_local
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from operators.types import ConfigError, VeilStreamError
+from schemas.errors import ConfigError, VeilStreamError
 
 logger = logging.getLogger(__name__)
 
@@ -230,6 +230,3 @@ class ChunkConsumer:
         except RuntimeError:
             pass
 
-
-def header_dict(msg: Message) -> dict[str, bytes]:
-    return {k: (v or b"") for k, v in (msg.headers() or [])}

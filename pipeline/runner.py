@@ -21,8 +21,8 @@ from typing import Any
 
 import yaml
 
-from operators.types import VeilStreamError
 from operators.video import sample_video
+from schemas.errors import VeilStreamError
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,8 @@ every Kafka message header. This module loads them (package resources, no networ
 fills their ``default`` values, and turns every validation error into one readable
 line with a dotted path (``process.detect_every: expected integer >= 1, got 'x'``).
 
-Imports: stdlib, jsonschema, and the error types of :mod:`operators.types`.
+Imports: stdlib, yaml and jsonschema only (errors live in :mod:`schemas.errors`), so
+``import schemas`` never loads numpy or anything of ``operators``.
 
 Typed views live in :mod:`schemas.config` (``parse_config``, ``load_config``) and
 :mod:`schemas.messages` (``encode_chunk``, ``decode_chunk_captured``, ...).
@@ -24,7 +25,7 @@ from typing import Any
 import jsonschema
 from referencing import Registry, Resource
 
-from operators.types import VeilStreamError
+from .errors import SchemaError
 
 __all__ = [
     "SCHEMA_NAMES",
@@ -43,17 +44,14 @@ SCHEMA_NAMES = ("camera", "chunk_captured", "chunk_redacted", "config", "dlq_rec
 _BASE_URI = "https://veilstream.dev/schemas/"
 
 
-class SchemaError(VeilStreamError):
-    """A message (or document) does not conform to its schema; the text says why."""
-
-
 @functools.cache
 def load_schema(name: str) -> dict[str, Any]:
     """The parsed ``<name>.schema.json`` (cached; callers must not mutate it)."""
     if name not in SCHEMA_NAMES:
         raise KeyError(f"unknown schema {name!r}; expected one of {', '.join(SCHEMA_NAMES)}")
     text = resources.files(__name__).joinpath(f"{name}.schema.json").read_text(encoding="utf-8")
-    return json.loads(text)
+    doc: dict[str, Any] = json.loads(text)
+    return doc
 
 
 @functools.cache

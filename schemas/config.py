@@ -20,11 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from operators.types import ConfigError
-
 from . import fill_defaults, problems
+from .errors import ConfigError
+from .yamlio import read_yaml
 
 __all__ = [
     "CameraConfig",
@@ -250,14 +248,6 @@ def parse_camera(mapping: Mapping[str, Any]) -> CameraConfig:
     return _build(CameraConfig, _validated("camera", mapping, "invalid camera record"))  # type: ignore[no-any-return]
 
 
-def yaml_error(exc: yaml.YAMLError) -> str:
-    """``invalid YAML at line L, column C: why`` for a ``yaml.safe_load`` error (1-based)."""
-    mark = getattr(exc, "problem_mark", None)
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    why = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    return f"invalid YAML{where}: {why}"
-
-
 def load_config(path: str | os.PathLike[str]) -> PipelineConfig:
     """Read a YAML config file and :func:`parse_config` it.
 
@@ -266,16 +256,7 @@ def load_config(path: str | os.PathLike[str]) -> PipelineConfig:
             invalid content (every problem at once).
     """
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file {str(p)!r} not found") from None
-    except OSError as exc:
-        raise ConfigError(f"config file {str(p)!r}: cannot read: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {str(p)!r}: {yaml_error(exc)}") from None
+    data = read_yaml(p, "config file")
     try:
         return parse_config(data)
     except ConfigError as exc:

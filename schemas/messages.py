@@ -23,10 +23,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from operators.types import ConfigError
-
 from . import SCHEMA_VERSION, SchemaError, problems
 from .config import CameraConfig, config_to_dict, parse_camera
+from .errors import ConfigError
 
 __all__ = [
     "CONTENT_TYPES",

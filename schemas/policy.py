@@ -18,12 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from operators.types import ConfigError
-
 from . import fill_defaults, problems
-from .config import yaml_error
+from .errors import ConfigError
+from .yamlio import read_yaml
 
 __all__ = ["Policy", "Retention", "Role", "load_policies", "load_policy", "parse_policy"]
 
@@ -100,16 +97,7 @@ def parse_policy(mapping: Any, what: str = "invalid policy") -> Policy:
 def load_policy(path: str | os.PathLike[str]) -> Policy:
     """Read one policy YAML file. ``ConfigError`` names the file and every problem."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"policy file not found: {p}") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read policy file {p}: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"policy file {p}: {yaml_error(exc)}") from None
+    data = read_yaml(p, "policy file")
     return parse_policy(data, what=f"invalid policy {p}")
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from operators.types import VeilStreamError
+from schemas.errors import VeilStreamError
 
 __all__ = [
     "DevStackError",

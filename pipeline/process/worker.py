@@ -26,10 +26,10 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from operators.types import VeilStreamError
 from pipeline.kafka import ChunkConsumer, ChunkProducer, Delivery, kafka_settings
 from pipeline.metrics import StatusLine, WorkerMetrics, serve
 from pipeline.offsets import OffsetTracker, should_pause, should_resume
+from schemas.errors import VeilStreamError
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def resolve_policies(cfg: Any) -> PolicySet:
         inline = ProcessPolicy(p.policy_id, p.policy_version, "mask",
                                {"classes": tuple(p.classes), "style": p.style}, p.zones)
         return PolicySet(p.policy_id, {p.policy_id: inline}, routed=False)
-    from operators.types import ConfigError
+    from schemas.errors import ConfigError
     from schemas.policy import load_policies
 
     policies = load_policies(pdir)

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from operators.types import VeilStreamError
+from schemas.errors import VeilStreamError
 
 logger = logging.getLogger(__name__)
 

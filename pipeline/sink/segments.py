@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Any, Protocol
 
-from operators.types import VeilStreamError
+from schemas.errors import VeilStreamError
 
 logger = logging.getLogger(__name__)
 
@@ -254,9 +254,6 @@ class SegmentAssembler:
         lost = set(tps)
         cams = [c for c, s in self.open.items() if s.partitions() & lost]
         return [self.open.pop(c) for c in cams]
-
-    def open_sources(self) -> list[SourceOffset]:
-        return [s for seg in self.open.values() for s in seg.sources]
 
 
 # ---------------------------------------------------------------- replay safety

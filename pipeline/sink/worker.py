@@ -464,9 +464,3 @@ def main(config: Any, stop_event: threading.Event | None = None) -> int:
     """Entry point of ``veilstream sink``: build the store and worker from config and run."""
     return build_sink(config, stop_event).run()
 
-
-def run_sink(config_path: str) -> int:
-    from pipeline.commands import stop_on_signals
-    from schemas.config import load_config
-
-    return main(load_config(config_path), stop_on_signals())

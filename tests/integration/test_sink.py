@@ -228,10 +228,9 @@ def test_sigterm_flushes_open_segments_commits_and_exits_0(setup: dict[str, Any]
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(data))
     log = tmp_path / "sink.log"
-    code = ("import logging, sys; logging.basicConfig(level=logging.INFO); "
-            "from pipeline.sink.worker import run_sink; sys.exit(run_sink(sys.argv[1]))")
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=out, stderr=subprocess.STDOUT,
+    with open(log, "wb") as out:  # exactly as deployed: `veilstream sink --config FILE`
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "sink", "--config", str(path)],
+                                stdout=out, stderr=subprocess.STDOUT,
                                 env=dict(os.environ), cwd=os.getcwd())
     try:
         deadline = time.monotonic() + 60

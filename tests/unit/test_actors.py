@@ -78,7 +78,7 @@ def test_finish_with_a_drop_policy_and_every_frame_failed_returns_no_payload():
 def test_unknown_on_failure_is_refused():
     import pytest
 
-    from operators.types import VeilStreamError
+    from schemas.errors import VeilStreamError
     with pytest.raises(VeilStreamError, match="on_failure"):
         ChunkWorkerActor(RedactionConfig(classes=("face",)), on_failure="pass")
 
@@ -98,6 +98,6 @@ def test_finish_masks_by_the_chunk_policy():
     assert float(kept[0][15:35, 15:35].std()) > 20.0
     import pytest
 
-    from operators.types import VeilStreamError
+    from schemas.errors import VeilStreamError
     with pytest.raises(VeilStreamError, match="no policy"):
         w.finish(frames, (raw, [], []), "c", 10.0, pts, "other")

@@ -109,3 +109,25 @@ def test_bad_zones_file_names_the_key(tmp_path):
     proc = run("redact", str(sample_video("carphone_pristine.mp4")), "-o", str(tmp_path / "o.mp4"),
                "--zones", str(z))
     one_clear_line(proc, 2, "zones[0].polygon")
+
+
+def test_main_twice_in_one_process_builds_a_fresh_parser(capsys):
+    from pipeline.cli import build_parser, main
+
+    assert main(["config", "check", "--config", "/nonexistent/veil.yaml"]) == 2
+    assert main(["config", "check", "--config", "/nonexistent/veil.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("config file '/nonexistent/veil.yaml' not found") == 2 and "conflicting" not in err
+    assert build_parser() is not build_parser()
+
+
+def test_a_command_is_one_registration_function():
+    import argparse
+
+    from pipeline.cli import COMMANDS, build_parser
+
+    def add_hello(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+        sub.add_parser("hello").set_defaults(func=lambda args: 0)
+
+    args = build_parser((*COMMANDS, add_hello)).parse_args(["hello"])
+    assert args.func(args) == 0

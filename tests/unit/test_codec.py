@@ -18,7 +18,7 @@ from operators.codec import (
     encode_jpeg_frames,
     split_gops,
 )
-from operators.types import InputError
+from schemas.errors import InputError
 
 
 def sample(name: str) -> Path:

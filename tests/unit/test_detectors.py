@@ -148,7 +148,7 @@ def test_batch_equals_singles_not_mutated_and_clipped(dets, dlib_item, kind):
 
 
 def test_rejects_bad_input(dets):
-    from operators.types import InputError
+    from schemas.errors import InputError
 
     with pytest.raises(InputError):
         dets["centerface"].detect(np.zeros((120, 200, 3), np.uint8))
@@ -157,7 +157,7 @@ def test_rejects_bad_input(dets):
 
 
 def test_missing_explicit_provider_fails():
-    from operators.types import ProviderError
+    from schemas.errors import ProviderError
 
     with pytest.raises(ProviderError, match="CPUExecutionProvider"):
         CenterFaceDetector(providers=["tensorrt"])

@@ -35,3 +35,18 @@ def test_operators_import_when_infrastructure_clients_are_absent(tmp_path):
     proc = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {env_path!r}); " + CHECK],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_schemas_imports_neither_numpy_nor_operators():
+    code = ("import sys, schemas, schemas.config, schemas.policy, schemas.messages, schemas.errors, "
+            "schemas.yamlio; print(sorted(m for m in sys.modules if m.split('.')[0] in {'numpy', 'operators'}))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_operators_raise_the_schemas_error_classes():
+    from operators import types
+    from schemas import errors
+
+    assert types.ConfigError is errors.ConfigError and types.VeilStreamError is errors.VeilStreamError

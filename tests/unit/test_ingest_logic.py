@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from operators.codec import GopChunk, decode_chunk_payload, split_gops
-from operators.types import ConfigError
 from operators.video import sample_video
 from pipeline.ingest import owned_cameras, publish_cameras
 from pipeline.ingest.backpressure import InflightLimiter, may_admit
@@ -29,6 +28,7 @@ from pipeline.ingest.source import (
 from pipeline.ingest.worker import IngestWorker
 from pipeline.kafka import Delivery, KafkaDeliveryError
 from schemas.config import parse_camera, parse_config
+from schemas.errors import ConfigError
 from schemas.messages import decode_chunk_captured, encode_chunk
 
 

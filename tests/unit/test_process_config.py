@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from operators.types import ConfigError
 from pipeline.process.worker import ProcessWorker, _root_cause
 from schemas.config import parse_config
+from schemas.errors import ConfigError
 
 
 def redaction(process: dict) -> object:

@@ -6,7 +6,7 @@ import pytest
 from operators import providers
 from operators.providers import choose_providers, make_session
 from operators.registry import resolve_model
-from operators.types import ProviderError
+from schemas.errors import ProviderError
 
 
 @pytest.mark.parametrize("req", [None, [], "auto", ["auto"]])

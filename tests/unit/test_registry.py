@@ -8,7 +8,7 @@ import pytest
 
 from operators import registry
 from operators.registry import MODELS, ModelSpec, resolve_model
-from operators.types import ModelNotFoundError
+from schemas.errors import ModelNotFoundError
 
 
 @pytest.fixture(autouse=True)

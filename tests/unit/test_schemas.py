@@ -9,7 +9,6 @@ import sys
 
 import pytest
 
-from operators.types import ConfigError
 from schemas import SCHEMA_NAMES, load_schema, problems
 from schemas.config import (
     PipelineConfig,
@@ -18,6 +17,7 @@ from schemas.config import (
     parse_camera,
     parse_config,
 )
+from schemas.errors import ConfigError
 from schemas.messages import (
     HEADER_META,
     HEADER_VERSION,

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from operators.types import ConfigError
 from operators.zones import PrivacyZone, ZoneSet, load_zones, parse_zones
+from schemas.errors import ConfigError
 
 SQUARE = [[0.1, 0.1], [0.4, 0.1], [0.4, 0.5], [0.1, 0.5]]
 
@@ -116,11 +116,11 @@ def test_errors_name_the_dotted_path(doc, messages):
 
 
 def test_missing_file_and_bad_yaml(tmp_path):
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(ConfigError, match="zones file .* not found"):
         load_zones(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("zones: [\n")
-    with pytest.raises(ConfigError, match="invalid YAML"):
+    with pytest.raises(ConfigError, match="invalid YAML at line 2"):
         load_zones(bad)
     wrong = tmp_path / "wrong.yaml"
     wrong.write_text("zones:\n  - name: a\n    polygon: [[0, 0], [1, 1]]\n")
