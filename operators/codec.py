@@ -94,12 +94,63 @@ def encode_jpeg_frames(frames: Frames, quality: int = 90) -> bytes:
     return b"".join(parts)
 
 
-def decode_jpeg_frames(data: bytes) -> Frames:
+_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+
+def jpeg_size(data: bytes | memoryview) -> tuple[int, int] | None:
+    """``(width, height)`` from a JPEG's SOF header without decoding pixels (``None`` if no
+    SOF is found). Lets a decoder refuse a hostile 20000x20000 frame before allocating it."""
+    buf = bytes(data[:65536 * 4]) if len(data) > 65536 * 4 else bytes(data)
+    if len(buf) < 4 or buf[0] != 0xFF or buf[1] != 0xD8:
+        return None
+    pos = 2
+    while pos + 4 <= len(buf):
+        if buf[pos] != 0xFF:
+            return None
+        marker = buf[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            pos += 2
+            continue
+        if marker == 0xD9 or marker == 0xDA:
+            return None
+        seg_len = int.from_bytes(buf[pos + 2:pos + 4], "big")
+        if marker in _SOF_MARKERS and pos + 9 <= len(buf):
+            h = int.from_bytes(buf[pos + 5:pos + 7], "big")
+            w = int.from_bytes(buf[pos + 7:pos + 9], "big")
+            return w, h
+        if seg_len < 2:
+            return None
+        pos += 2 + seg_len
+    return None
+
+
+def _check_size(w: int, h: int, i: int, size_wh: tuple[int, int] | None, max_pixels: int | None,
+                pad: int = 0) -> None:
+    if max_pixels and w * h > max_pixels:
+        raise CodecError(f"frame {i} is {w}x{h} = {w * h} pixels, over the limit of {max_pixels} "
+                         f"(limits.max_pixels_per_frame)")
+    if size_wh is not None:
+        ew, eh = int(size_wh[0]), int(size_wh[1])
+        if not (ew <= w <= ew + pad and eh <= h <= eh + pad):
+            raise CodecError(f"frame {i} decodes to {w}x{h} but the message declares {ew}x{eh}")
+
+
+def decode_jpeg_frames(data: bytes, *, size_wh: tuple[int, int] | None = None,
+                       expected_frames: int | None = None, max_pixels: int | None = None) -> Frames:
     """Inverse of :func:`encode_jpeg_frames`: ``(N, H, W, 3)`` uint8 BGR.
 
+    Args:
+        size_wh: every frame must be exactly ``(width, height)`` (checked from the JPEG
+            header before decoding).
+        expected_frames: the payload must hold exactly this many frames.
+        max_pixels: refuse (before decoding) any frame larger than this.
+
     Raises:
-        CodecError: bad magic, truncated payload, undecodable JPEG, or frames of
-            different sizes.
+        CodecError: bad magic, truncated payload, undecodable JPEG, frames of different
+            sizes, or a size/count/limit mismatch.
     """
     buf = memoryview(bytes(data))
     if len(buf) < 8 or bytes(buf[:4]) != JPEG_MAGIC:
@@ -107,6 +158,8 @@ def decode_jpeg_frames(data: bytes) -> Frames:
     (count,) = _U32.unpack_from(buf, 4)
     if count > MAX_FRAMES:
         raise CodecError(f"JPEG frames payload declares {count} frames (corrupt header)")
+    if expected_frames is not None and count != expected_frames:
+        raise CodecError(f"JPEG frames payload holds {count} frames, the message declares {expected_frames}")
     pos = 8
     frames: list[np.ndarray] = []
     for i in range(count):
@@ -117,12 +170,19 @@ def decode_jpeg_frames(data: bytes) -> Frames:
         if pos + n > len(buf):
             raise CodecError(f"JPEG frames payload truncated inside frame {i} ({n} bytes declared, "
                              f"{len(buf) - pos} left)")
+        if size_wh is not None or max_pixels:
+            wh = jpeg_size(buf[pos:pos + n])
+            if wh is None:
+                raise CodecError(f"JPEG frame {i} of {count} has no readable frame header")
+            _check_size(wh[0], wh[1], i, size_wh, max_pixels)
         img = cv2.imdecode(np.frombuffer(buf[pos:pos + n], np.uint8), cv2.IMREAD_COLOR)
         if img is None:
             raise CodecError(f"JPEG frame {i} of {count} cannot be decoded")
         if frames and img.shape != frames[0].shape:
             raise CodecError(f"JPEG frame {i} is {img.shape[1]}x{img.shape[0]}, frame 0 is "
                              f"{frames[0].shape[1]}x{frames[0].shape[0]}")
+        if size_wh is not None:
+            _check_size(int(img.shape[1]), int(img.shape[0]), i, size_wh, max_pixels)
         frames.append(img)
         pos += n
     if pos != len(buf):
@@ -186,15 +246,22 @@ def encode_h264_chunk(frames: Frames, fps: float, pts_ms: Sequence[int] | None =
     return b"".join(out)
 
 
-def decode_h264_chunk(data: bytes, size_wh: tuple[int, int] | None = None) -> Frames:
+def decode_h264_chunk(data: bytes, size_wh: tuple[int, int] | None = None, *,
+                      expected_frames: int | None = None, max_pixels: int | None = None,
+                      strict_size: bool = False) -> Frames:
     """Decode every frame of an H.264 Annex-B chunk to ``(N, H, W, 3)`` uint8 BGR.
 
     Args:
         data: the payload (one or more GOPs, starting with a keyframe).
         size_wh: crop decoded frames to ``(width, height)`` (undoes odd-size padding).
+        expected_frames: the payload must decode to exactly this many frames.
+        max_pixels: refuse a frame larger than this before converting it to pixels.
+        strict_size: decoded frames must be ``size_wh`` (up to 15 px of coding padding),
+            not merely at least as large.
 
     Raises:
-        CodecError: nothing decodable in ``data``, or the decoder reports damage.
+        CodecError: nothing decodable in ``data``, the decoder reports damage, or a
+            size/count/limit mismatch.
     """
     raw = bytes(data)
     if not raw:
@@ -203,15 +270,22 @@ def decode_h264_chunk(data: bytes, size_wh: tuple[int, int] | None = None) -> Fr
         raise CodecError("not an H.264 Annex-B payload (no start code at byte 0)")
     ctx = av.CodecContext.create("h264", "r")
     frames: list[np.ndarray] = []
+    limit = MAX_FRAMES if expected_frames is None else expected_frames
     try:
         packets = list(ctx.parse(raw)) + list(ctx.parse(None))
         for pkt in [*packets, None]:
             for fr in ctx.decode(pkt):
+                _check_size(int(fr.width), int(fr.height), len(frames), size_wh if strict_size else None,
+                            max_pixels, pad=15)
+                if len(frames) >= limit:
+                    raise CodecError(f"H.264 payload holds more than the {limit} frames the message declares")
                 frames.append(fr.to_ndarray(format="bgr24"))
     except av.FFmpegError as exc:
         raise CodecError(f"H.264 payload cannot be decoded: {_why(exc)}") from None
     if not frames:
         raise CodecError(f"H.264 payload of {len(raw)} bytes holds no decodable frame")
+    if expected_frames is not None and len(frames) != expected_frames:
+        raise CodecError(f"H.264 payload holds {len(frames)} frames, the message declares {expected_frames}")
     if any(f.shape != frames[0].shape for f in frames):
         raise CodecError("H.264 payload changes frame size mid-chunk")
     out = np.stack(frames)
@@ -223,12 +297,20 @@ def decode_h264_chunk(data: bytes, size_wh: tuple[int, int] | None = None) -> Fr
     return out
 
 
-def decode_chunk_payload(codec: str, payload: bytes, size_wh: tuple[int, int] | None = None) -> Frames:
-    """Decode a chunk payload by its ``codec`` (``"h264"`` or ``"jpeg"``)."""
+def decode_chunk_payload(codec: str, payload: bytes, size_wh: tuple[int, int] | None = None, *,
+                         expected_frames: int | None = None, max_pixels: int | None = None,
+                         strict: bool = False) -> Frames:
+    """Decode a chunk payload by its ``codec`` (``"h264"`` or ``"jpeg"``).
+
+    With ``strict=True`` (what the pipeline uses on messages), frames must match
+    ``size_wh`` and ``expected_frames`` exactly: a header cannot claim a size or count the
+    payload does not have."""
     if codec == "h264":
-        return decode_h264_chunk(payload, size_wh)
+        return decode_h264_chunk(payload, size_wh, expected_frames=expected_frames, max_pixels=max_pixels,
+                                 strict_size=strict)
     if codec == "jpeg":
-        return decode_jpeg_frames(payload)
+        return decode_jpeg_frames(payload, size_wh=size_wh if strict else None, expected_frames=expected_frames,
+                                  max_pixels=max_pixels)
     raise CodecError(f"unknown chunk codec {codec!r}; expected h264 or jpeg")
 
 

@@ -116,6 +116,11 @@ class RedactionConfig:
         if self.strength is not None and not (isinstance(self.strength, (int, float))
                                               and 0.0 < float(self.strength) <= 1.0):
             problems.append(f"strength: expected a number in (0, 1], got {self.strength!r}")
+        for name in ("face_max_side", "text_max_side"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 64):
+                # a negative side once made detection run on garbage-sized frames and leak faces
+                problems.append(f"{name}: expected an integer >= 64 (or 0/None = native size), got {v!r}")
         if problems:
             raise ConfigError("; ".join(problems))
         return self

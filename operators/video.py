@@ -210,12 +210,36 @@ class VideoWriter:
         self._container.close()
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read one image as ``(H, W, 3)`` uint8 BGR; a clear :class:`InputError` otherwise."""
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    if len(data) >= 24 and data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    return None
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` of a JPEG or PNG from its header, without decoding (else ``None``)."""
+    from .codec import jpeg_size
+
+    return jpeg_size(data) or _png_size(data)
+
+
+def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
+    """Read one image as ``(H, W, 3)`` uint8 BGR; a clear :class:`InputError` otherwise.
+
+    ``max_pixels``: refuse a larger image, from its header when it is a JPEG or PNG (before
+    any pixel memory is allocated), else after decoding."""
     data = np.fromfile(str(path), dtype=np.uint8)
+    if max_pixels:
+        wh = image_size(data[:1 << 20].tobytes())
+        if wh is not None and wh[0] * wh[1] > max_pixels:
+            raise InputError(f"image {str(path)!r} is {wh[0]}x{wh[1]} = {wh[0] * wh[1]} pixels, over the limit "
+                             f"of {max_pixels} (--max-pixels)")
     img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if img is None:
         raise InputError(f"cannot read image {str(path)!r}: not a decodable image")
+    if max_pixels and img.shape[0] * img.shape[1] > max_pixels:
+        raise InputError(f"image {str(path)!r} is {img.shape[1]}x{img.shape[0]}, over the limit of {max_pixels} "
+                         f"pixels (--max-pixels)")
     return img
 
 

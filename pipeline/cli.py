@@ -22,6 +22,7 @@ from schemas.errors import (
     UsageError,
     VeilStreamError,
 )
+from schemas.safety import scrub_secrets
 
 from . import commands
 
@@ -74,6 +75,18 @@ def _redaction_config(args: argparse.Namespace, detect_every_default: int) -> ob
     ).validate()
 
 
+def _check_output(output: Path, input_is_dir: bool) -> None:
+    """Refuse an output that cannot be written before any work is done (one line)."""
+    target = output if input_is_dir or output.is_dir() or str(output).endswith(("/", "\\")) else output.parent
+    probe = target
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise InputError(f"output {str(output)!r}: {str(probe)!r} is a file, not a directory")
+    if not os.access(probe, os.W_OK):
+        raise InputError(f"output {str(output)!r}: {str(probe)!r} is not writable")
+
+
 def cmd_redact(args: argparse.Namespace) -> int:
     from operators.redactor import Redactor
     from operators.zones import load_zones
@@ -86,15 +99,24 @@ def cmd_redact(args: argparse.Namespace) -> int:
         raise InputError(f"input {src!r} does not exist")
     if args.detect_every is not None and args.detect_every < 1:
         raise UsageError(f"--detect-every: expected an integer >= 1, got {args.detect_every}")
+    if args.face_max_side is not None and args.face_max_side != 0 and args.face_max_side < 64:
+        raise UsageError(f"--face-max-side: expected 0 (native size) or an integer >= 64, got {args.face_max_side}")
+    if args.max_pixels < 4096:
+        raise UsageError(f"--max-pixels: expected an integer >= 4096, got {args.max_pixels}")
     is_dir = not is_url and Path(src).is_dir()
+    _check_output(args.output, is_dir)
     cfg = _redaction_config(args, detect_every_default=1 if is_dir else 4)
     zones = load_zones(args.zones) if args.zones else None
     redactor = Redactor(cfg, zones=zones)  # type: ignore[arg-type]
     progress = not args.quiet and sys.stderr.isatty() or args.progress
-    if is_dir:
-        summary = redact_images(redactor, Path(src), args.output, progress=progress)
-    else:
-        summary = redact_video(redactor, src, args.output, keep_audio=args.keep_audio, progress=progress)
+    try:
+        if is_dir:
+            summary = redact_images(redactor, Path(src), args.output, progress=progress, max_pixels=args.max_pixels)
+        else:
+            summary = redact_video(redactor, src, args.output, keep_audio=args.keep_audio, progress=progress,
+                                   max_pixels=args.max_pixels)
+    except OSError as exc:  # the output cannot be written: one line, never a traceback
+        raise InputError(f"output {str(args.output)!r}: {exc.strerror or exc}") from None
     print(summary.to_json() if args.json else summary.line())
     if summary.unreadable:
         print(f"veilstream redact: {len(summary.unreadable)} unreadable image(s) skipped: "
@@ -120,6 +142,8 @@ def add_redact(sub: Subparsers) -> None:
                    help="output .mp4 (or directory) for a video; output directory for images")
     _add_detection_args(p)
     p.add_argument("--keep-audio", action="store_true", help="copy the audio track (dropped by default)")
+    p.add_argument("--max-pixels", type=int, default=16777216, metavar="N",
+                   help="refuse frames/images larger than N pixels before decoding them (default 4096x4096)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--progress", action="store_true", help="progress bar even when stderr is not a terminal")
@@ -169,12 +193,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ConfigError, ProviderError) as exc:
         if debug:
             raise
-        print(f"veilstream: error: {exc}", file=sys.stderr)
+        print(f"veilstream: error: {scrub_secrets(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except (ModelNotFoundError, InputError, VeilStreamError) as exc:
         if debug:
             raise
-        print(f"veilstream: error: {exc}", file=sys.stderr)
+        print(f"veilstream: error: {scrub_secrets(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("veilstream: interrupted", file=sys.stderr)

@@ -200,6 +200,7 @@ def cmd_cameras(args: argparse.Namespace) -> int:
     """Manage the camera registry (the compacted cameras topic ingest workers shard)."""
     from pipeline.ingest.registry import publish_cameras, read_registry
     from schemas.config import parse_camera
+    from schemas.safety import redact_url
     from schemas.yamlio import read_yaml
 
     if args.cameras_command is None:
@@ -209,12 +210,14 @@ def cmd_cameras(args: argparse.Namespace) -> int:
         cams = read_registry(cfg)
         for cam in cams.values():
             state = "enabled" if cam.enabled else "disabled"
-            print(f"{cam.camera_id}\t{cam.kind}\t{state}\tpolicy={cam.policy_id}\t{cam.url}")
+            # a record written before credentials were refused may still hold them: never print them
+            creds = f"\tcredentials_env={cam.credentials_env}" if cam.credentials_env else ""
+            print(f"{cam.camera_id}\t{cam.kind}\t{state}\tpolicy={cam.policy_id}\t{redact_url(cam.url)}{creds}")
         print(f"{len(cams)} camera(s) in {cfg.kafka.topics.cameras}", file=sys.stderr)
         return 0
     if args.cameras_command == "add":
         rec: dict[str, Any] = {"camera_id": args.camera_id, "url": args.url, "kind": args.kind}
-        for key in ("policy_id", "fps", "codec"):
+        for key in ("policy_id", "fps", "codec", "credentials_env"):
             if getattr(args, key) is not None:
                 rec[key] = getattr(args, key)
         if args.loop:
@@ -325,6 +328,8 @@ def add_cameras(sub: Any) -> None:
     c.add_argument("--policy-id", dest="policy_id", default=None)
     c.add_argument("--fps", type=float, default=None, help="sample to this rate (JPEG chunks)")
     c.add_argument("--codec", default=None, choices=("auto", "h264", "jpeg"))
+    c.add_argument("--credentials-env", dest="credentials_env", default=None, metavar="ENV",
+                   help="env var holding user:password for the URL (never put them in the URL itself)")
     c.add_argument("--loop", action="store_true", help="files: loop as a simulated camera")
     c.add_argument("--realtime", action="store_true", help="files: pace at the source rate")
     c.add_argument("--disabled", action="store_true", help="register it but do not read it")

@@ -12,6 +12,7 @@ from pathlib import Path
 from operators.redactor import Redactor
 from operators.types import InputError, Label
 from operators.video import VideoReader, VideoWriter, list_images, read_image, write_image
+from schemas.safety import pixels_problem
 
 logger = logging.getLogger(__name__)
 
@@ -60,14 +61,20 @@ def output_path_for(src: Path, output: Path) -> Path:
 
 
 def redact_video(redactor: Redactor, src: str, output: Path, *, keep_audio: bool = False,
-                 chunk_seconds: float = 2.0, progress: bool = True, camera_id: str | None = None
-                 ) -> RedactSummary:
-    """Redact one video into an H.264 MP4 that keeps the source timestamps."""
+                 chunk_seconds: float = 2.0, progress: bool = True, camera_id: str | None = None,
+                 max_pixels: int | None = None) -> RedactSummary:
+    """Redact one video into an H.264 MP4 that keeps the source timestamps.
+
+    ``max_pixels``: refuse (InputError) a video whose frames are larger, before decoding."""
     from tqdm import tqdm
 
     t0 = time.perf_counter()
     reader = VideoReader(src, keep_audio=keep_audio)
     info = reader.info
+    too_big = pixels_problem(max_pixels, info.width, info.height, f"video {src!r}")
+    if too_big:
+        reader.close()
+        raise InputError(too_big)
     dst = output_path_for(Path(src), output) if "://" not in src else output
     summary = RedactSummary(source=src, output=str(dst))
     tmp = dst.with_name(dst.name + ".part.mp4")
@@ -101,7 +108,8 @@ def redact_video(redactor: Redactor, src: str, output: Path, *, keep_audio: bool
     return summary
 
 
-def redact_images(redactor: Redactor, src: Path, output: Path, *, progress: bool = True) -> RedactSummary:
+def redact_images(redactor: Redactor, src: Path, output: Path, *, progress: bool = True,
+                  max_pixels: int | None = None) -> RedactSummary:
     """Redact every image of ``src`` into ``output`` under the same file names."""
     from tqdm import tqdm
 
@@ -115,7 +123,7 @@ def redact_images(redactor: Redactor, src: Path, output: Path, *, progress: bool
     summary = RedactSummary(source=str(src), output=str(output))
     for f in tqdm(files, unit="img", disable=not progress, file=sys.stderr, desc="redact"):
         try:
-            img = read_image(f)
+            img = read_image(f, max_pixels=max_pixels)
         except InputError as exc:
             summary.unreadable.append(f.name)
             logger.warning("%s", exc)

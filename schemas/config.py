@@ -22,6 +22,7 @@ from typing import Any
 
 from . import fill_defaults, problems
 from .errors import ConfigError
+from .safety import url_credentials_problem
 from .yamlio import read_yaml
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "IngestConfig",
     "KafkaConfig",
     "KafkaSecurityConfig",
+    "LimitsConfig",
     "MetricsConfig",
     "ObjectStoreConfig",
     "PipelineConfig",
@@ -173,6 +175,15 @@ class SinkConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    """Bounds on input size (``limits`` in config.schema.json); see :mod:`schemas.safety`."""
+
+    max_pixels_per_frame: int = 16777216
+    max_frames_per_chunk: int = 600
+    max_message_bytes: int = 33554432
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     enabled: bool
     host: str
@@ -190,6 +201,7 @@ class PipelineConfig:
     process: ProcessConfig
     sink: SinkConfig
     metrics: MetricsConfig
+    limits: LimitsConfig = LimitsConfig()
 
 
 def _build(cls: type, data: Mapping[str, Any]) -> Any:
@@ -235,6 +247,10 @@ def parse_config(mapping: Mapping[str, Any] | None) -> PipelineConfig:
             path (``process.detect_every: expected integer >= 1, got 'x'``).
     """
     filled = _validated("config", mapping, "invalid config")
+    creds = [msg for i, c in enumerate(filled["ingest"]["cameras"])
+             if (msg := url_credentials_problem(c["url"], f"ingest.cameras[{i}].url"))]
+    if creds:
+        raise ConfigError(f"invalid config: {len(creds)} problem(s):\n  " + "\n  ".join(creds))
     ids = [c.get("camera_id") for c in filled["ingest"]["cameras"]]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
@@ -244,8 +260,14 @@ def parse_config(mapping: Mapping[str, Any] | None) -> PipelineConfig:
 
 
 def parse_camera(mapping: Mapping[str, Any]) -> CameraConfig:
-    """One camera registry record (defaults filled) or ``ConfigError`` naming every problem."""
-    return _build(CameraConfig, _validated("camera", mapping, "invalid camera record"))  # type: ignore[no-any-return]
+    """One camera registry record (defaults filled) or ``ConfigError`` naming every problem.
+
+    A URL carrying ``user:password@`` is refused (credentials belong in ``credentials_env``)."""
+    filled = _validated("camera", mapping, "invalid camera record")
+    problem = url_credentials_problem(filled["url"])
+    if problem:
+        raise ConfigError(f"invalid camera record {filled['camera_id']!r}: {problem}")
+    return _build(CameraConfig, filled)  # type: ignore[no-any-return]
 
 
 def load_config(path: str | os.PathLike[str]) -> PipelineConfig:

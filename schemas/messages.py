@@ -26,6 +26,7 @@ from typing import Any
 from . import SCHEMA_VERSION, SchemaError, problems
 from .config import CameraConfig, config_to_dict, parse_camera
 from .errors import ConfigError
+from .safety import chunk_limit_problem
 
 __all__ = [
     "CONTENT_TYPES",
@@ -36,6 +37,8 @@ __all__ = [
     "ChunkCaptured",
     "ChunkRedacted",
     "DlqRecord",
+    "KeyMismatchError",
+    "LimitExceededError",
     "SchemaError",
     "decode_camera",
     "decode_chunk_captured",
@@ -281,15 +284,51 @@ def _check_frames(meta: Mapping[str, Any], what: str) -> None:
             raise SchemaError(f"{what}: fail_closed_frames has index {i} but the chunk has {len(pts)} frames")
 
 
-def decode_chunk_captured(value: bytes | None, headers: Any) -> ChunkCaptured:
+class KeyMismatchError(SchemaError):
+    """The Kafka key is not the ``camera_id`` of the metadata (DLQ reason ``key_mismatch``):
+    the sender must not choose another camera's partition or storage prefix."""
+
+    reason = "key_mismatch"
+
+
+class LimitExceededError(SchemaError):
+    """A chunk beyond the configured ``limits`` (DLQ reason ``limit_exceeded``)."""
+
+    reason = "limit_exceeded"
+
+
+_UNCHECKED: Any = object()
+
+
+def _check_envelope(meta: Mapping[str, Any], value: bytes | None, key: Any, limits: Any, what: str) -> None:
+    if key is not _UNCHECKED:
+        got = key.decode("utf-8", "replace") if isinstance(key, bytes | bytearray) else key
+        if got != meta["camera_id"]:
+            shown = "no key" if got is None else f"key {str(got)[:80]!r}"
+            raise KeyMismatchError(f"{what}: message has {shown} but {HEADER_META} names camera_id "
+                                   f"{meta['camera_id']!r} (key and camera_id must agree)")
+    problem = chunk_limit_problem(limits, width=meta["width"], height=meta["height"], frames=len(meta["pts_ms"]),
+                                  payload_bytes=len(value or b""))
+    if problem:
+        raise LimitExceededError(f"{what}: camera={meta['camera_id']} chunk_seq={meta['chunk_seq']}: {problem}")
+
+
+def decode_chunk_captured(value: bytes | None, headers: Any, *, key: Any = _UNCHECKED,
+                          limits: Any = None) -> ChunkCaptured:
     """Parse a ``veil.chunks.raw`` message (``msg.value()``, ``msg.headers()``).
+
+    Args:
+        key: the Kafka key (``msg.key()``); when given it must equal ``camera_id``.
+        limits: a ``LimitsConfig``; a chunk beyond it is refused before any decoding.
 
     Raises:
         SchemaError: missing header, wrong version, bad JSON, schema violation (with
             its path), or a payload whose size differs from the declared one.
+        KeyMismatchError, LimitExceededError: (subclasses) see above.
     """
     meta = _read_meta(value, headers, "ChunkCaptured", "chunk_captured")
     _check_frames(meta, "invalid ChunkCaptured")
+    _check_envelope(meta, value, key, limits, "invalid ChunkCaptured")
     return ChunkCaptured(
         camera_id=meta["camera_id"], chunk_seq=meta["chunk_seq"], pts_ms=tuple(meta["pts_ms"]),
         fps=float(meta["fps"]), width=meta["width"], height=meta["height"], codec=meta["codec"],
@@ -298,11 +337,13 @@ def decode_chunk_captured(value: bytes | None, headers: Any) -> ChunkCaptured:
     )
 
 
-def decode_chunk_redacted(value: bytes | None, headers: Any) -> ChunkRedacted:
-    """Parse a ``veil.chunks.redacted`` message; raises :class:`SchemaError` like
-    :func:`decode_chunk_captured`."""
+def decode_chunk_redacted(value: bytes | None, headers: Any, *, key: Any = _UNCHECKED,
+                          limits: Any = None) -> ChunkRedacted:
+    """Parse a ``veil.chunks.redacted`` message; raises :class:`SchemaError` (and its
+    subclasses) like :func:`decode_chunk_captured`."""
     meta = _read_meta(value, headers, "ChunkRedacted", "chunk_redacted")
     _check_frames(meta, "invalid ChunkRedacted")
+    _check_envelope(meta, value, key, limits, "invalid ChunkRedacted")
     return ChunkRedacted(
         camera_id=meta["camera_id"], chunk_seq=meta["chunk_seq"], pts_ms=tuple(meta["pts_ms"]),
         fps=float(meta["fps"]), width=meta["width"], height=meta["height"], codec=meta["codec"],

@@ -46,6 +46,7 @@ import numpy as np
 from operators.codec import CodecError, GopChunk, encode_jpeg_frames, split_gops
 from schemas.config import CameraConfig
 from schemas.messages import ChunkCaptured
+from schemas.safety import pixels_problem, redact_url, scrub_secrets
 
 from .registry import backoff_s
 
@@ -151,14 +152,6 @@ def source_url(cam: CameraConfig) -> str:
     return url
 
 
-def redact_url(url: str) -> str:
-    """``url`` without its credentials, for logs and error messages."""
-    if "://" in url and "@" in url.split("://", 1)[1].split("/", 1)[0]:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
-
-
 def demux_options(cam: CameraConfig) -> dict[str, str]:
     """FFmpeg demuxer options per camera kind (RTSP over TCP: no lost UDP packets tearing
     GOPs; a stalled connection is caught by the read timeout of ``open_source``)."""
@@ -180,7 +173,8 @@ def open_source(url: str, options: dict[str, str], open_timeout_s: float = 10.0,
     try:
         return av.open(url, mode="r", options=options, timeout=(open_timeout_s, read_timeout_s))
     except (av.FFmpegError, OSError, ValueError) as exc:
-        raise CodecError(f"cannot open {redact_url(url)!r}: {exc}") from None
+        # FFmpeg's text repeats the URL it was given, credentials included: scrub it too
+        raise CodecError(f"cannot open {redact_url(url)!r}: {scrub_secrets(str(exc))}") from None
 
 
 def pick_codec(cam: CameraConfig, container: Any) -> str:
@@ -238,15 +232,21 @@ def jpeg_chunks(container: Any, name: str, chunk_seconds: float, quality: int,
 
 
 def camera_chunks(cam: CameraConfig, chunk_seconds: float, jpeg_quality: int, open_timeout_s: float = 10.0,
-                  read_timeout_s: float = 10.0) -> Iterator[RawChunk]:
+                  read_timeout_s: float = 10.0, max_pixels: int | None = None) -> Iterator[RawChunk]:
     """All chunks of one connection to ``cam`` (one pass, for a file). Closing the
-    generator closes the connection."""
+    generator closes the connection. A source whose frames exceed ``max_pixels`` is
+    refused (CodecError) before any frame is decoded."""
     url = source_url(cam)
     name = redact_url(url)
     if cam.kind == "file" and "://" not in url and not Path(url).exists():
         raise CodecError(f"file {url!r} does not exist")
     container = open_source(url, demux_options(cam), open_timeout_s, read_timeout_s)
     try:
+        if container.streams.video:
+            cc = container.streams.video[0].codec_context
+            too_big = pixels_problem(max_pixels, int(cc.width or 0), int(cc.height or 0), f"camera {cam.camera_id}")
+            if too_big:
+                raise CodecError(too_big)
         codec = pick_codec(cam, container)
         if codec == "h264":
             for g in split_gops(name, chunk_seconds, container=container):
@@ -279,7 +279,7 @@ class CameraReader(threading.Thread):
     def __init__(self, cam: CameraConfig, emit: Emit, *, chunk_seconds: float, jpeg_quality: int,
                  reconnect_initial_s: float, reconnect_max_s: float, on_event: OnEvent | None = None,
                  open_timeout_s: float = 10.0, read_timeout_s: float = 10.0,
-                 now_ms: Callable[[], float] | None = None) -> None:
+                 now_ms: Callable[[], float] | None = None, max_pixels: int | None = None) -> None:
         super().__init__(name=f"camera-{cam.camera_id}", daemon=True)
         self.cam = cam
         self.emit = emit
@@ -291,6 +291,7 @@ class CameraReader(threading.Thread):
         self.on_event: OnEvent = on_event or (lambda _r, _k, _v: None)
         self.open_timeout_s = open_timeout_s
         self.read_timeout_s = read_timeout_s
+        self.max_pixels = max_pixels
         self.now_ms = now_ms or (lambda: time.time() * 1000.0)
         self.may_block = may_block(cam)
         self.realtime_file = cam.kind == "file" and cam.realtime
@@ -311,7 +312,7 @@ class CameraReader(threading.Thread):
 
     def _chunks(self) -> Iterator[RawChunk]:
         return camera_chunks(self.cam, self.chunk_seconds, self.jpeg_quality, self.open_timeout_s,
-                             self.read_timeout_s)
+                             self.read_timeout_s, self.max_pixels)
 
     def run(self) -> None:
         cid = self.cam.camera_id
@@ -342,7 +343,9 @@ class CameraReader(threading.Thread):
                 attempt = 0  # it worked for a while: start the backoff over
             attempt += 1
             self.reconnects += 1
-            self.last_error = str(error)[:500]
+            # any layer (FFmpeg, sockets) may echo the URL with the secret spliced in
+            secret = os.environ.get(self.cam.credentials_env) if self.cam.credentials_env else None
+            self.last_error = scrub_secrets(str(error), [secret])[:500]
             self.state = "retrying"
             delay = backoff_s(attempt, self.reconnect_initial_s, self.reconnect_max_s, jitter=RECONNECT_JITTER)
             logger.warning("camera failed camera=%s kind=%s attempt=%d retry_in_s=%.2f error=%s", cid,

@@ -17,6 +17,7 @@ from pipeline.kafka import ChunkProducer, Delivery, KafkaDeliveryError
 from pipeline.metrics import StatusLine, serve
 from schemas.config import CameraConfig
 from schemas.messages import ChunkCaptured, SchemaError, decode_camera, encode_chunk
+from schemas.safety import chunk_limit_problem
 
 from .backpressure import InflightLimiter
 from .metrics import IngestMetrics
@@ -124,7 +125,8 @@ class IngestWorker:
         ic = self.cfg.ingest
         r = CameraReader(cam, self._emit, chunk_seconds=ic.chunk_seconds, jpeg_quality=ic.jpeg_quality,
                          reconnect_initial_s=ic.reconnect_initial_s, reconnect_max_s=ic.reconnect_max_s,
-                         on_event=self._on_camera_event)
+                         on_event=self._on_camera_event,
+                         max_pixels=getattr(getattr(self.cfg, "limits", None), "max_pixels_per_frame", None))
         with self._lock:
             self.readers[cam.camera_id] = r
         r.start()
@@ -175,6 +177,12 @@ class IngestWorker:
         except SchemaError as exc:
             logger.error("invalid chunk camera=%s chunk_seq=%d error=%s", cid, msg.chunk_seq, exc)
             self.metrics.dropped("invalid", frames)
+            return False
+        over = chunk_limit_problem(getattr(self.cfg, "limits", None), width=msg.width, height=msg.height,
+                                   frames=len(msg.pts_ms), payload_bytes=len(value))
+        if over:  # process would only dead-letter it: drop it here, counted, with the reason logged
+            logger.error("chunk over limits camera=%s chunk_seq=%d: %s", cid, msg.chunk_seq, over)
+            self.metrics.dropped("limit", frames)
             return False
         size = len(value) + len(cid) + sum(len(k) + len(v) for k, v in headers)
         limit = self.cfg.kafka.message_max_bytes

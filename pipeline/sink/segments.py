@@ -23,13 +23,13 @@ from fractions import Fraction
 from typing import Any, Protocol
 
 from schemas.errors import VeilStreamError
+from schemas.safety import camera_id_problem
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_SCHEMA_VERSION = 1
 TIME_BASE = Fraction(1, 90000)  # MPEG ticks: exact for 25/30/50 fps and ms timestamps
 _TICKS_PER_MS = 90
-_SAFE_ID = re.compile(r"[^A-Za-z0-9._-]")
 _SAFE_TAG = re.compile(r"[^A-Za-z0-9 +\-=._:/@]")
 
 SourceOffset = tuple[str, int, int]  # (topic, partition, offset)
@@ -86,15 +86,33 @@ class RedactedChunk(Protocol):
 
 
 # ---------------------------------------------------------------- keys
-def sanitize_camera_id(camera_id: str) -> str:
-    """Make a camera id safe as one key path component (no ``/``, ``=`` or spaces)."""
-    s = _SAFE_ID.sub("_", camera_id.strip())[:64].strip(".")
-    return s or "_"
+def key_component(camera_id: str) -> str:
+    """The camera id as a key path component: the id itself, never a lossy rewrite (two
+    ids must never share a prefix). An id that is not a valid id is refused.
+
+    Raises:
+        SegmentError: ``camera_id`` is not a valid id (:data:`schemas.safety.ID_PATTERN`).
+    """
+    problem = camera_id_problem(camera_id)
+    if problem:
+        raise SegmentError(problem)
+    return camera_id
+
+
+def _utc(ms: int) -> datetime:
+    try:
+        return datetime.fromtimestamp(ms // 1000, tz=UTC)
+    except (ValueError, OverflowError, OSError) as exc:
+        raise SegmentError(f"timestamp {ms} ms is outside the representable UTC range: {exc}") from None
 
 
 def format_ts(ms: int) -> str:
-    """``1795378500000`` -> ``20261122T201500000Z`` (UTC, millisecond precision)."""
-    dt = datetime.fromtimestamp(ms // 1000, tz=UTC)
+    """``1795378500000`` -> ``20261122T201500000Z`` (UTC, millisecond precision).
+
+    Raises:
+        SegmentError: ``ms`` is not a representable UTC time (e.g. year 10000).
+    """
+    dt = _utc(ms)
     return f"{dt:%Y%m%dT%H%M%S}{ms % 1000:03d}Z"
 
 
@@ -109,8 +127,8 @@ def window_of(ts_ms: int, segment_seconds: float = 60) -> tuple[int, int]:
 
 
 def segment_prefix(camera_id: str, start_ms: int) -> str:
-    dt = datetime.fromtimestamp(start_ms // 1000, tz=UTC)
-    return f"camera={sanitize_camera_id(camera_id)}/date={dt:%Y-%m-%d}/hour={dt:%H}/"
+    dt = _utc(start_ms)
+    return f"camera={key_component(camera_id)}/date={dt:%Y-%m-%d}/hour={dt:%H}/"
 
 
 def segment_key(camera_id: str, start_ms: int, end_ms: int, part: int | None = None,

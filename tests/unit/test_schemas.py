@@ -151,8 +151,8 @@ def test_schema_violation_names_the_path():
     meta["width"] = 0
     with pytest.raises(SchemaError) as exc:
         decode_chunk_captured(value, with_meta(headers, meta))
-    assert "pts_ms[1]: expected integer, got 'x'" in str(exc.value)
-    assert "width: expected integer >= 1, got 0" in str(exc.value)
+    assert "pts_ms[1]: expected integer >= 0 and <= 253402214399999, got 'x'" in str(exc.value)
+    assert "width: expected integer >= 1 and <= 65535, got 0" in str(exc.value)
 
 
 def test_unknown_meta_key_rejected():

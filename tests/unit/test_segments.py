@@ -18,13 +18,14 @@ from pipeline.sink.segments import (
     SegmentAssembler,
     SegmentError,
     format_ts,
+    key_component,
     manifest,
     manifest_key,
     plan_write,
     remux_segment,
-    sanitize_camera_id,
     segment_key,
     segment_metadata,
+    segment_prefix,
     segment_tags,
     window_of,
 )
@@ -67,16 +68,27 @@ def test_format_ts(ms: int, text: str) -> None:
     assert format_ts(ms) == text
 
 
-@pytest.mark.parametrize("cam, safe", [
-    ("", "_"),
-    ("cam-1.a_b", "cam-1.a_b"),
-    ("../etc/passwd", "_etc_passwd"),
-    ("a/b=c d", "a_b_c_d"),
-    ("x" * 100, "x" * 64),
-])
-def test_sanitize_camera_id(cam: str, safe: str) -> None:
-    assert sanitize_camera_id(cam) == safe
-    assert "/" not in sanitize_camera_id(cam)
+@pytest.mark.parametrize("cam", ["", "../etc/passwd", "a/b=c d", "x" * 65, "coll\n", ".hidden", "cam\x00"])
+def test_key_component_refuses_what_cannot_be_a_key(cam: str) -> None:
+    with pytest.raises(SegmentError, match="not a valid id|expected a string"):
+        key_component(cam)
+
+
+def test_key_component_never_merges_two_cameras() -> None:
+    # issue 12 item 3: "coll.." and "coll" once shared camera=coll/ and one camera's segments
+    # were skipped as replays
+    assert key_component("cam-1.a_b") == "cam-1.a_b"
+    assert segment_prefix("coll..", T0) != segment_prefix("coll", T0)
+    assert segment_prefix("coll..", T0).startswith("camera=coll../")
+
+
+@pytest.mark.parametrize("ms", [253402300800000, 10**18, -(10**18)])
+def test_timestamps_out_of_range_are_a_segment_error(ms: int) -> None:
+    # issue 12 item 2: datetime.fromtimestamp of year 10000 crashed the sink in its error path
+    with pytest.raises(SegmentError, match="outside the representable"):
+        format_ts(ms)
+    with pytest.raises(SegmentError):
+        segment_key("cam", ms, ms + 60_000)
 
 
 def test_segment_key_is_deterministic_and_formatted() -> None:
