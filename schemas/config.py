@@ -36,6 +36,7 @@ __all__ = [
     "ObjectStoreConfig",
     "PipelineConfig",
     "ProcessConfig",
+    "RawVaultConfig",
     "RayConfig",
     "SinkConfig",
     "TopicsConfig",
@@ -72,6 +73,7 @@ class KafkaConfig:
     message_max_bytes: int
     session_timeout_ms: int
     security: KafkaSecurityConfig
+    raw_retention_ms: int
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,19 @@ class ObjectStoreConfig:
     secure: bool
     region: str
     object_lock: bool
+
+
+@dataclass(frozen=True)
+class RawVaultConfig:
+    """The encrypted raw vault (``veilstream raw-sink``): who holds the master key."""
+
+    key_provider: str  # local | aws-kms
+    key_file: str | None
+    kms_key_id: str | None
+    kms_region: str
+    kms_endpoint: str | None
+    consumer_group: str
+    status_interval_s: float
 
 
 @dataclass(frozen=True)
@@ -128,6 +143,7 @@ class CameraConfig:
     realtime: bool
     credentials_env: str | None
     labels: dict[str, str]
+    notice: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -196,6 +212,7 @@ class PipelineConfig:
     policies_dir: str | None
     kafka: KafkaConfig
     object_store: ObjectStoreConfig
+    raw_vault: RawVaultConfig
     ray: RayConfig
     ingest: IngestConfig
     process: ProcessConfig

@@ -165,7 +165,9 @@ def up(state_dir: str | os.PathLike[str] | None = None, *, ray: bool = True, num
             {t["raw"]: partitions, t["redacted"]: partitions, t["dlq"]: 1, t["cameras"]: partitions,
              t["audit"]: 1},
             config={"max.message.bytes": str(DEFAULT_MESSAGE_MAX_BYTES)},
-            per_topic={t["cameras"]: {"cleanup.policy": "compact"}},
+            per_topic={t["cameras"]: {"cleanup.policy": "compact"},
+                       # unredacted footage: short retention, set by config (the raw vault keeps it)
+                       t["raw"]: {"retention.ms": str(cfg["kafka"].get("raw_retention_ms", 21600000))}},
         )
         pdir = sdir / "policies"
         pdir.mkdir(exist_ok=True)

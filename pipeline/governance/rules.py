@@ -10,7 +10,8 @@ from typing import Any
 
 from schemas.policy import Policy
 
-__all__ = ["LifecycleRule", "lifecycle_rules", "retain_until", "role_documents", "sink_document"]
+__all__ = ["LifecycleRule", "lifecycle_rules", "raw_lifecycle_rules", "raw_sink_document", "retain_until",
+           "role_documents", "sink_document"]
 
 POLICY_TAG = "policy-id"
 """The object tag every segment and manifest carries; lifecycle rules filter on it."""
@@ -44,6 +45,14 @@ def lifecycle_rules(policies: Iterable[Policy]) -> list[LifecycleRule]:
     return [LifecycleRule(rule_id=f"veilstream-policy-{p.policy_id}"[:255], policy_id=p.policy_id,
                           days=p.retention.redacted_days)
             for p in sorted(policies, key=lambda p: p.policy_id)]
+
+
+def raw_lifecycle_rules(policies: Iterable[Policy]) -> list[LifecycleRule]:
+    """The raw bucket's rules: expire each policy's raw objects after its ``raw_days``
+    (policies that keep no raw footage get none)."""
+    return [LifecycleRule(rule_id=f"veilstream-raw-{p.policy_id}"[:255], policy_id=p.policy_id,
+                          days=p.retention.raw_days)
+            for p in sorted(policies, key=lambda p: p.policy_id) if p.retention.raw_days > 0]
 
 
 _GLOB_OK = re.compile(r"^[A-Za-z0-9._*?-]+$")
@@ -128,10 +137,32 @@ def sink_document(*, bucket: str) -> dict[str, Any]:
     ]}
 
 
+def raw_sink_document(*, raw_bucket: str) -> dict[str, Any]:
+    """The raw sink's credentials: the only writer of the raw vault. It writes sealed
+    chunks and the camera-day wrapped data keys under retention, reads back only the
+    wrapped keys (never a chunk), and never deletes."""
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "RawSinkBucket", "Effect": "Allow",
+         "Action": ["s3:CreateBucket", "s3:ListBucket", "s3:GetBucketLocation", "s3:GetBucketObjectLockConfiguration",
+                    "s3:PutLifecycleConfiguration", "s3:GetLifecycleConfiguration"],
+         "Resource": [_arn(raw_bucket)]},
+        {"Sid": "RawSinkWrite", "Effect": "Allow",
+         "Action": ["s3:PutObject", "s3:PutObjectTagging", "s3:PutObjectRetention"],
+         "Resource": [_arn(raw_bucket, "camera=*"), _arn(raw_bucket, "keys/*")]},
+        {"Sid": "RawSinkReadWrappedKeys", "Effect": "Allow", "Action": ["s3:GetObject"],
+         "Resource": [_arn(raw_bucket, "keys/*")]},
+        {"Sid": "RawSinkNeverDeletes", "Effect": "Deny",
+         "Action": ["s3:DeleteObject", "s3:DeleteObjectVersion", "s3:BypassGovernanceRetention"],
+         "Resource": [_arn(raw_bucket, "*")]},
+    ]}
+
+
 def documents_for(policies: Mapping[str, Policy], *, bucket: str, audit_bucket: str,
                   raw_bucket: str) -> dict[str, dict[str, Any]]:
-    """Every role document of every policy (named ``<policy_id>-<role>``) plus ``veilstream-sink``."""
-    out: dict[str, dict[str, Any]] = {"veilstream-sink": sink_document(bucket=bucket)}
+    """Every role document of every policy (named ``<policy_id>-<role>``) plus ``veilstream-sink``
+    and ``veilstream-raw-sink``."""
+    out: dict[str, dict[str, Any]] = {"veilstream-sink": sink_document(bucket=bucket),
+                                      "veilstream-raw-sink": raw_sink_document(raw_bucket=raw_bucket)}
     for pid, pol in sorted(policies.items()):
         for role, doc in role_documents(pol, bucket=bucket, audit_bucket=audit_bucket, raw_bucket=raw_bucket).items():
             out[f"{pid}-{role}"] = doc

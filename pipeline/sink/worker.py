@@ -29,6 +29,13 @@ from typing import Any
 
 from prometheus_client import Counter
 
+from pipeline.governance.chain import (
+    ChainHead,
+    chain_prefix,
+    chain_record,
+    chain_record_key,
+    first_link,
+)
 from pipeline.kafka import ChunkConsumer, ChunkProducer, Delivery, kafka_settings
 from pipeline.metrics import StatusLine, WorkerMetrics, serve
 from pipeline.offsets import OffsetTracker
@@ -76,9 +83,14 @@ class SinkWorker:
                  consumer_factory: Callable[[Callable[[list[tuple[str, int]]], None]], Any] | None = None,
                  *, producer_factory: Callable[[], Any] | None = None,
                  stop_event: threading.Event | None = None, metrics: WorkerMetrics | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, audit_store: ObjectStore | None = None,
+                 notices: Callable[[str], dict[str, str]] | None = None) -> None:
         self.cfg = config
         self.store = store
+        # the WORM audit bucket: one chain record per manifest (pipeline.governance.chain)
+        self.audit_store = audit_store
+        self.chain_heads: dict[tuple[str, str], Any] = {}
+        self.notices = notices or (lambda _cam: {})
         self.stop_event = stop_event or threading.Event()
         self.metrics = metrics or WorkerMetrics("sink")
         self.clock = clock
@@ -306,9 +318,17 @@ class SinkWorker:
             keep = self._retention(seg)
             self.store.put_object(key, mp4, MP4_CONTENT_TYPE, segment_metadata(seg, sha), tags, retention=keep)
             stored_ms = int(time.time() * 1000)
-            man = manifest_bytes(manifest(seg, sha, key=key, size_bytes=len(mp4), stored_at_ms=stored_ms))
+            man_doc = manifest(seg, sha, key=key, size_bytes=len(mp4), stored_at_ms=stored_ms)
+            day = key.split("/date=", 1)[1][:10]
+            head = self._chain_head(seg.camera_id, day)
+            man_doc["chain"] = head.link() if head is not None else first_link()
+            notice = self.notices(seg.camera_id)
+            if notice:
+                man_doc["notice"] = dict(notice)
+            man = manifest_bytes(man_doc)
             # the manifest goes second: a manifest always describes an mp4 that is stored
             self.store.put_object(manifest_key(key), man, JSON_CONTENT_TYPE, {"sha256": sha}, tags, retention=keep)
+            self._record_chain(seg.camera_id, day, int(man_doc["chain"]["seq"]), manifest_key(key), man, keep)
             self.bytes_written.inc(len(mp4) + len(man))
             self.written_keys.append(key)
             self._audit(seg.camera_id, key, man)
@@ -319,6 +339,7 @@ class SinkWorker:
         else:
             logger.info("segment already stored camera=%s key=%s chunks=%d (replay)", seg.camera_id, key,
                         len(seg.chunks))
+            self._ensure_recorded(seg, key)
         self.segments_written.labels(outcome=action).inc()
         self.metrics.chunks_out.labels(camera="all").inc(len(seg.chunks))
         self.metrics.frames_out.inc(seg.frames)
@@ -327,6 +348,43 @@ class SinkWorker:
         self.metrics.fail_closed.inc(seg.fail_closed_frames)
         for t, p, o in seg.sources:
             self.tracker.finished((t, p), o)
+
+    # ---------------------------------------------------------------- hash chain
+    def _chain_head(self, camera_id: str, day: str) -> ChainHead | None:
+        """The camera-day's last chain entry: in memory, else the audit bucket's newest record."""
+        head = self.chain_heads.get((camera_id, day))
+        if head is None and self.audit_store is not None:
+            keys = sorted(self.audit_store.list_objects(chain_prefix(camera_id, day)))
+            if keys:
+                rec = json.loads(self.audit_store.get_object(keys[-1]))
+                head = ChainHead(int(rec["seq"]), str(rec["key"]), str(rec["manifest_sha256"]))
+                self.chain_heads[(camera_id, day)] = head
+        return head
+
+    def _record_chain(self, camera_id: str, day: str, seq: int, mkey: str, man: bytes,
+                      keep: RetentionSpec | None) -> None:
+        """Advance the head and write its WORM chain record (raises: the segment is retried)."""
+        msha = hashlib.sha256(man).hexdigest()
+        self.chain_heads[(camera_id, day)] = ChainHead(seq, mkey, msha)
+        if self.audit_store is not None:
+            self.audit_store.put_object(chain_record_key(camera_id, day, seq),
+                                        chain_record(camera_id, day, seq, mkey, msha, int(time.time() * 1000)),
+                                        JSON_CONTENT_TYPE, {"camera": camera_id}, {"kind": "chain"}, retention=keep)
+
+    def _ensure_recorded(self, seg: CompletedSegment, key: str) -> None:
+        """A replay found the segment stored: make sure its chain record is too (a crash
+        between the manifest and the record would otherwise leave a gap)."""
+        if self.audit_store is None:
+            return
+        mkey = manifest_key(key)
+        try:
+            man = self.store.get_object(mkey)
+            seq = int((json.loads(man).get("chain") or {})["seq"])
+        except (KeyError, TypeError, ValueError):
+            return  # a manifest from before the chain existed
+        day = key.split("/date=", 1)[1][:10]
+        if self.audit_store.stat_object(chain_record_key(seg.camera_id, day, seq)) is None:
+            self._record_chain(seg.camera_id, day, seq, mkey, man, self._retention(seg))
 
     # ---------------------------------------------------------------- audit
     def _audit(self, camera_id: str, key: str, manifest_json: bytes) -> None:
@@ -447,12 +505,34 @@ class SinkWorker:
         logger.info("sink stopped segments=%d inflight_left=%d", len(self.written_keys), self.tracker.inflight())
 
 
+def audit_store_for(config: Any) -> MinioSegmentStore:
+    """The audit bucket (chain records, access events): under object lock when the config
+    asks for it. An audit bucket created earlier without object lock still works, with a
+    warning: its records are then only as safe as its access policy."""
+    from .objectstore import ObjectStoreError
+
+    audit = MinioSegmentStore.from_config(config.object_store)
+    audit.bucket = config.object_store.audit_bucket
+    try:
+        audit.ensure_bucket()
+    except ObjectStoreError as exc:
+        if not audit.object_lock or "without object lock" not in str(exc):
+            raise
+        logger.warning("audit bucket %s has no object lock: chain records and audit events are not WORM there",
+                       audit.bucket)
+        audit.object_lock = False
+    return audit
+
+
 def build_sink(config: Any, stop_event: threading.Event | None = None) -> SinkWorker:
     """The MinIO store from config (bucket created, object lock checked, one lifecycle rule
     per policy of ``policies_dir``) and a sink worker on it."""
     store = MinioSegmentStore.from_config(config.object_store)
     store.ensure_bucket()
-    worker = SinkWorker(config, store, stop_event=stop_event)
+    audit = audit_store_for(config)
+    from pipeline.governance.notice import RegistryNotices
+
+    worker = SinkWorker(config, store, stop_event=stop_event, audit_store=audit, notices=RegistryNotices(config))
     if worker.policies:
         from pipeline.governance import lifecycle_rules
 

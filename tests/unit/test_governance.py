@@ -137,4 +137,4 @@ def test_sink_document_writes_but_never_deletes():
 def test_documents_for_names_roles_by_policy():
     pols = {"subway": parse_policy(SUBWAY), "default": parse_policy({"policy_id": "default"})}
     names = sorted(documents_for(pols, bucket="r1x", audit_bucket="a1x", raw_bucket="w1x"))
-    assert names == ["subway-analyst", "subway-auditor", "veilstream-sink"]
+    assert names == ["subway-analyst", "subway-auditor", "veilstream-raw-sink", "veilstream-sink"]

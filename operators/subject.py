@@ -1,0 +1,157 @@
+"""Redact everyone except one data subject (a PIPA subject access request).
+
+``redact_keep_subject(frames, box, frame)`` detects faces, plates and persons on every
+frame, follows the subject with :class:`operators.tracker.SubjectTracker`, and masks
+every box except the subject's own person box and the face/head inside its head region.
+Fail closed: where the track is lost, ambiguous or coasting, or a face could belong to
+someone else too, it is masked; a frame whose detection failed is masked whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .redactor import RedactionConfig, Redactor
+from .tracker import XYXY, SubjectTracker, TrackResult, containment, iou
+from .types import Boxes, Frames, Label
+
+SUBJECT_CLASSES = ("face", "plate", "person")
+PLAN_CHUNK = 32
+"""Frames per detection / temporal-fill call (bounds memory; boxes are carried inside a chunk)."""
+
+
+def head_region(person: XYXY) -> XYXY:
+    """Where a person's face can be: the top 40 % of the box, a little wider and higher."""
+    w, h = person[2] - person[0], person[3] - person[1]
+    return np.array([person[0] - 0.1 * w, person[1] - 0.1 * h, person[2] + 0.1 * w, person[1] + 0.4 * h], np.float32)
+
+
+def _center_in(b: XYXY, region: XYXY) -> bool:
+    cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
+    return bool(region[0] <= cx <= region[2] and region[1] <= cy <= region[3])
+
+
+def subject_exempt(boxes: Boxes, subject: XYXY, kind: str, others: np.ndarray) -> np.ndarray:
+    """Which of a frame's mask boxes belong to the subject (bool ``(K,)``).
+
+    Args:
+        boxes: the boxes the redactor would mask on this frame.
+        subject: the subject's tracked box (``kind``: person or face).
+        others: ``(M, 4)`` other persons' boxes on this frame (detections not the subject).
+    """
+    keep = np.zeros(len(boxes), bool)
+    for i in range(len(boxes)):
+        b, lb = boxes.xyxy[i], int(boxes.label[i])
+        if kind == "person":
+            if lb == Label.PERSON:
+                keep[i] = float(iou(subject, b[None])[0]) >= 0.5
+            elif lb in (Label.FACE, Label.HEAD):
+                region = head_region(subject)
+                narrow = (b[2] - b[0]) <= 0.9 * (subject[2] - subject[0])
+                # a face that could also be another person's stays masked
+                theirs = any(_center_in(b, head_region(o)) for o in others)
+                keep[i] = _center_in(b, region) and narrow and not theirs
+        else:  # close-up: the subject is a face
+            if lb in (Label.FACE, Label.HEAD):
+                keep[i] = float(iou(subject, b[None])[0]) >= 0.3
+            elif lb == Label.PERSON:
+                holders = [o for o in [b] if _center_in(subject, head_region(o))]
+                keep[i] = bool(holders) and not any(_center_in(subject, head_region(o)) for o in others)
+    return keep
+
+
+@dataclass
+class SubjectResult:
+    frames: Frames
+    track: TrackResult
+    masks_per_class: dict[str, int]
+    fail_closed_frames: list[int]
+    subject_visible: list[bool]
+    boxes: list[Boxes] = field(default_factory=list)
+
+    def report(self) -> dict[str, Any]:
+        n = len(self.subject_visible)
+        masked = [i for i, v in enumerate(self.subject_visible) if not v]
+        return {
+            "frames": n,
+            "subject_visible_frames": int(sum(self.subject_visible)),
+            "subject_masked_frames": len(masked),
+            "subject_masked_ranges": _ranges(masked),
+            "track_kind": self.track.kind,
+            "track_start_frame": self.track.start,
+            "track_lost_from_frame": self.track.lost_forward_from,
+            "track_lost_before_frame": self.track.lost_backward_before,
+            "track_loss_reasons": {str(k): v for k, v in self.track.reasons.items()},
+            "masks_per_class": self.masks_per_class,
+            "fail_closed_frames": self.fail_closed_frames,
+        }
+
+
+def _ranges(idx: Sequence[int]) -> list[list[int]]:
+    out: list[list[int]] = []
+    for i in idx:
+        if out and out[-1][1] == i - 1:
+            out[-1][1] = i
+        else:
+            out.append([i, i])
+    return out
+
+
+def subject_redactor(style: str = "mosaic", **kw: Any) -> Redactor:
+    """Detectors on every frame (tracking needs them), faces + plates + persons."""
+    return Redactor(RedactionConfig(classes=SUBJECT_CLASSES, style=style, detect_every=1, **kw))
+
+
+def redact_keep_subject(frames: Frames, box_xyxy: Sequence[float], start: int, *, redactor: Redactor | None = None,
+                        style: str = "mosaic", tracker: SubjectTracker | None = None) -> SubjectResult:
+    """Mask every face, plate and person in ``frames`` except the subject's.
+
+    Args:
+        frames: ``(N, H, W, 3)`` uint8 BGR, not mutated.
+        box_xyxy: the subject's box on frame ``start`` (pixels).
+        redactor: must mask faces, plates and persons (default :func:`subject_redactor`).
+
+    Raises:
+        InputError: the box matches no single person or face on its frame.
+    """
+    red = redactor or subject_redactor(style)
+    n = len(frames)
+    hw = frames.shape[1:3]
+    raw: list[Boxes | None] = []
+    failed: list[int] = []
+    for s in range(0, n, PLAN_CHUNK):
+        r, f, _e, _ms = red.detect(frames[s:s + PLAN_CHUNK])
+        raw.extend(r)
+        failed.extend(s + i for i in f)
+    track = (tracker or SubjectTracker()).follow(frames, raw, start, np.asarray(box_xyxy, np.float32))
+    plans: list[Boxes] = []
+    for s in range(0, n, PLAN_CHUNK):
+        plans.extend(red.plan_from(raw[s:s + PLAN_CHUNK], [i - s for i in failed if s <= i < s + PLAN_CHUNK], hw))
+    out = np.empty_like(frames)
+    masked_boxes: list[Boxes] = []
+    visible: list[bool] = []
+    fail_set = set(failed)
+    for i in range(n):
+        boxes = plans[i]
+        sb = track.boxes[i]
+        if sb is not None and i not in fail_set and not (boxes.label == Label.FRAME).any():
+            r = raw[i]
+            others = np.zeros((0, 4), np.float32)
+            if r is not None:
+                persons = r.xyxy[r.label == Label.PERSON]
+                if track.kind == "person":
+                    others = persons[iou(sb, persons) < 0.5] if len(persons) else persons
+                else:
+                    others = persons[containment(sb, persons) < 0.5] if len(persons) else persons
+            exempt = subject_exempt(boxes, sb, track.kind, others)
+            boxes = boxes.select(~exempt)
+            visible.append(True)
+        else:
+            visible.append(False)
+        masked_boxes.append(boxes)
+        out[i] = red.apply(frames[i:i + 1], [boxes])[0]
+    return SubjectResult(out, track, red.count(masked_boxes), sorted(fail_set), visible, masked_boxes)

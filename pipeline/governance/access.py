@@ -1,0 +1,515 @@
+"""What privacy officers and investigators do with stored footage: the Python API behind
+``veilstream subject|case|share|hold|verify`` and the console.
+
+Every function takes a :class:`Governance` (stores, vault, audit log, actor) and records
+an audit event (who, when, case, object keys) in the WORM audit bucket and on
+``veil.audit`` BEFORE it hands anything out; an action that cannot be recorded fails.
+
+    gov = Governance.from_config(load_config(path), actor="officer.kim")
+    subject_export(gov, "cam-001", t1_ms, t2_ms, SubjectBox(...), case_id="SR-17", output=Path("me.mp4"))
+    case_export(gov, "cam-001", t1_ms, t2_ms, case_id="C-9", legal_basis="...", official="...", output=...)
+    share(gov, key, ttl_s=900, case_id="C-9")             -> ShareLink
+    open_share(url, output)                               (refuses an expired link)
+    hold(gov, "cam-001", t1_ms, t2_ms, case_id="C-9", enable=True) -> HoldResult
+    verify(gov, "cam-001", "2026-11-23")                  -> chain.VerifyReport
+    cameras(gov)                                          -> camera records with their notice
+    audit_events(gov, day)                                -> recorded events
+
+Errors are :class:`AccessError` (or a :class:`~pipeline.governance.vault.VaultError`) with
+one clear line: the CLI prints it and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import re
+import time
+import urllib.parse
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from operators.types import InputError, VeilStreamError
+
+from .audit import AuditLog, current_actor
+from .chain import VerifyReport, chain_prefix, verify_day
+from .vault import RawVault, VaultError, days_between, key_provider_from_config
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "AccessError", "ExportResult", "VaultError", "Governance", "HoldResult", "ShareLink", "SubjectBox", "audit_events", "cameras",
+    "case_export", "hold", "open_share", "parse_duration", "parse_subject", "parse_time", "share",
+    "subject_export", "verify",
+]
+
+MAX_EXPORT_FRAMES = 20_000
+"""An export decodes its interval into memory: about 13 min at 25 fps (ask for longer in pieces)."""
+
+
+class AccessError(VeilStreamError):
+    """A governance action refused or impossible, with the reason in one line."""
+
+
+# ---------------------------------------------------------------- parsing (pure)
+def parse_time(value: str | int | float) -> int:
+    """``2026-11-23T10:15:00Z`` / ``2026-11-23 10:15:00+09:00`` / epoch ms -> epoch ms (UTC)."""
+    if isinstance(value, int | float):
+        return int(value)
+    s = str(value).strip()
+    if re.fullmatch(r"\d{11,14}", s):
+        return int(s)
+    try:
+        t = dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(f"time {value!r}: expected ISO 8601 like 2026-11-23T10:15:00Z, or epoch milliseconds") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.UTC)
+    return int(t.timestamp() * 1000)
+
+
+def parse_duration(value: str) -> int:
+    """``15m`` / ``1h`` / ``90s`` / ``2d`` -> seconds."""
+    m = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", str(value))
+    if not m or int(m.group(1)) <= 0:
+        raise InputError(f"duration {value!r}: expected a positive number with s, m, h or d (e.g. 15m)")
+    return int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+@dataclass(frozen=True)
+class SubjectBox:
+    """The data subject: a box ``x, y, w, h`` (pixels) at one moment (``at_ms`` for the
+    vault, ``frame`` for a local file; ``None`` = the first frame)."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+    at_ms: int | None = None
+    frame: int | None = None
+
+    @property
+    def xyxy(self) -> tuple[float, float, float, float]:
+        return (self.x, self.y, self.x + self.w, self.y + self.h)
+
+    def check_inside(self, width: int, height: int) -> None:
+        if self.w <= 0 or self.h <= 0:
+            raise InputError(f"subject box {self.x:g},{self.y:g},{self.w:g},{self.h:g}: width and height must be > 0")
+        if self.x < 0 or self.y < 0 or self.x + self.w > width or self.y + self.h > height:
+            raise InputError(f"subject box {self.x:g},{self.y:g},{self.w:g},{self.h:g} is outside the "
+                             f"{width}x{height} frame (x+w <= {width}, y+h <= {height})")
+
+
+def parse_subject(spec: str, *, time_ok: bool = True) -> SubjectBox:
+    """``X,Y,W,H@T`` (T: ISO time or epoch ms; with ``time_ok=False``: a frame index)."""
+    box, _, at = str(spec).partition("@")
+    parts = box.split(",")
+    try:
+        x, y, w, h = (float(p) for p in parts)
+    except ValueError:
+        raise InputError(f"subject {spec!r}: expected X,Y,W,H[@{'TIME' if time_ok else 'FRAME'}] in pixels") from None
+    if not at:
+        return SubjectBox(x, y, w, h)
+    if not time_ok or re.fullmatch(r"\d{1,7}", at.strip()):
+        try:
+            return SubjectBox(x, y, w, h, frame=int(at))
+        except ValueError:
+            raise InputError(f"subject {spec!r}: @FRAME must be a frame number") from None
+    return SubjectBox(x, y, w, h, at_ms=parse_time(at))
+
+
+def iso(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+# ---------------------------------------------------------------- context
+@dataclass
+class Governance:
+    """Stores, vault and audit log of one deployment, and who is acting."""
+
+    cfg: Any
+    store: Any  # redacted segments and manifests
+    audit_store: Any
+    raw_store: Any
+    audit: AuditLog
+    actor: str
+    _vault: RawVault | None = None
+    policies: dict[str, Any] = field(default_factory=dict)
+    registry: Any = None  # f() -> {camera_id: CameraConfig}; default reads the registry topic
+
+    @classmethod
+    def from_config(cls, cfg: Any, actor: str | None = None, *, kafka: bool = True) -> Governance:
+        from pipeline.sink.objectstore import MinioSegmentStore
+        from pipeline.sink.worker import audit_store_for
+
+        from .rawsink import raw_store
+
+        store = MinioSegmentStore.from_config(cfg.object_store)
+        audit_store = audit_store_for(cfg)
+        producer = None
+        if kafka:
+            from pipeline.kafka import ChunkProducer, kafka_settings
+
+            k = cfg.kafka
+            producer = ChunkProducer(k.bootstrap_servers, message_max_bytes=k.message_max_bytes,
+                                     client_id="veil-governance", extra=kafka_settings(k))
+        pols: dict[str, Any] = {}
+        if cfg.policies_dir:
+            from schemas.policy import load_policies
+
+            pols = load_policies(cfg.policies_dir)
+        return cls(cfg=cfg, store=store, audit_store=audit_store, raw_store=raw_store(cfg),
+                   audit=AuditLog(audit_store, producer, cfg.kafka.topics.audit), actor=current_actor(actor),
+                   policies=pols)
+
+    @property
+    def vault(self) -> RawVault:
+        if self._vault is None:
+            self._vault = RawVault(self.raw_store, key_provider_from_config(self.cfg.raw_vault))
+        return self._vault
+
+    def camera_records(self) -> dict[str, Any]:
+        if self.registry is not None:
+            return dict(self.registry())
+        from pipeline.ingest.registry import read_registry
+
+        return read_registry(self.cfg, timeout_s=10.0)
+
+    def camera(self, camera_id: str) -> Any:
+        """The camera's registry record; ``AccessError`` for an unknown camera."""
+        cams = self.camera_records()
+        if camera_id not in cams:
+            known = ", ".join(sorted(cams)[:10]) or "none"
+            raise AccessError(f"unknown camera {camera_id!r}: not in the camera registry "
+                              f"({self.cfg.kafka.topics.cameras}; known: {known})")
+        return cams[camera_id]
+
+    def policy_of(self, camera_id: str) -> Any:
+        cam = self.camera(camera_id)
+        pid = cam.policy_id or self.cfg.process.policy_id
+        pol = self.policies.get(pid)
+        if pol is None:
+            raise AccessError(f"camera {camera_id!r}: its policy {pid!r} is not in policies_dir "
+                              f"{self.cfg.policies_dir or '(unset)'}")
+        return pol
+
+    def record(self, action: str, **kw: Any) -> Any:
+        try:
+            return self.audit.record(action, self.actor, **kw)
+        except Exception as exc:  # noqa: BLE001 - nothing leaves unrecorded
+            raise AccessError(f"{action} refused: the audit event could not be stored in bucket "
+                              f"{getattr(self.audit.store, 'bucket', '?')}: {str(exc).splitlines()[0][:200]}") from None
+
+
+# ---------------------------------------------------------------- vault reads
+def _raw_chunks(gov: Governance, camera_id: str, from_ms: int, to_ms: int, what: str
+                ) -> tuple[list[tuple[str, dict[str, Any], bytes]], Any]:
+    if to_ms <= from_ms:
+        raise InputError(f"{what}: --to ({iso(to_ms)}) must be after --from ({iso(from_ms)})")
+    pol = gov.policy_of(camera_id)
+    if pol.retention.raw_days <= 0:
+        raise AccessError(f"{what}: camera {camera_id!r} is under policy {pol.policy_id!r}, which keeps no raw "
+                          "footage (retention.raw_days: 0): there is no unmasked original to export")
+    chunks = list(gov.vault.chunks_between(camera_id, from_ms, to_ms))
+    if not chunks:
+        raise AccessError(f"{what}: the raw vault holds no footage of camera {camera_id!r} between {iso(from_ms)} "
+                          f"and {iso(to_ms)} (policy {pol.policy_id!r} keeps raw footage "
+                          f"{pol.retention.raw_days} days)")
+    return chunks, pol
+
+
+@dataclass
+class DecodedInterval:
+    frames: Any  # (N, H, W, 3) uint8
+    pts_ms: list[int]
+    fps: float
+    raw_keys: list[str]
+    payload_sha256: dict[str, str]
+
+
+def _decode(chunks: Sequence[tuple[str, dict[str, Any], bytes]], from_ms: int, to_ms: int) -> DecodedInterval:
+    import numpy as np
+
+    from operators.codec import decode_chunk_payload
+
+    frames, pts = [], []
+    fps = float(chunks[0][1].get("fps") or 25.0)
+    for _key, meta, payload in chunks:
+        dec = decode_chunk_payload(str(meta["codec"]), payload, (int(meta["width"]), int(meta["height"])))
+        for f, t in zip(dec, meta["pts_ms"], strict=False):
+            if from_ms <= int(t) <= to_ms:
+                frames.append(f)
+                pts.append(int(t))
+        if len(frames) > MAX_EXPORT_FRAMES:
+            raise InputError(f"interval holds more than {MAX_EXPORT_FRAMES} frames: export it in shorter pieces")
+    if not frames:
+        raise AccessError(f"no frame of the raw vault falls between {iso(from_ms)} and {iso(to_ms)}")
+    return DecodedInterval(np.stack(frames), pts, fps, [k for k, _m, _p in chunks],
+                           {k: hashlib.sha256(p).hexdigest() for k, _m, p in chunks})
+
+
+def _write_mp4(frames: Any, pts_ms: Sequence[int], fps: float, output: Path) -> None:
+    from fractions import Fraction
+
+    import numpy as np
+
+    from operators.video import VideoWriter
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + ".part.mp4")
+    h, w = frames.shape[1:3]
+    writer = VideoWriter(tmp, w, h, fps, Fraction(1, 1000))
+    try:
+        writer.write(frames, np.asarray([t - pts_ms[0] for t in pts_ms], np.int64))
+        writer.close()
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(output)
+
+
+@dataclass
+class ExportResult:
+    output: str
+    report: dict[str, Any]
+    event_id: str
+
+
+def subject_export(gov: Governance, camera_id: str, from_ms: int, to_ms: int, subject: SubjectBox, *,
+                   case_id: str, output: Path, redactor: Any = None, report_path: Path | None = None) -> ExportResult:
+    """The data subject's own footage: everyone else's face, plate and person masked.
+
+    The subject is followed forward and backward from ``subject`` (see
+    :mod:`operators.tracker`); where the track is lost or ambiguous the subject is masked
+    too from there on, and the report says from which frame.
+    """
+    from operators.subject import redact_keep_subject
+
+    if not case_id:
+        raise InputError("subject export: --case is required (the request's reference)")
+    chunks, pol = _raw_chunks(gov, camera_id, from_ms, to_ms, "subject export")
+    iv = _decode(chunks, from_ms, to_ms)
+    h, w = iv.frames.shape[1:3]
+    subject.check_inside(w, h)
+    at = subject.at_ms if subject.at_ms is not None else iv.pts_ms[0]
+    if not iv.pts_ms[0] - 1000 <= at <= iv.pts_ms[-1] + 1000:
+        raise InputError(f"subject time {iso(at)} is outside the exported interval {iso(from_ms)}..{iso(to_ms)}")
+    start = min(range(len(iv.pts_ms)), key=lambda i: abs(iv.pts_ms[i] - at))
+    res = redact_keep_subject(iv.frames, subject.xyxy, start, redactor=redactor, style=pol.style)
+    report = res.report()
+    report.update(camera_id=camera_id, case_id=case_id, source="raw vault", **{"from": iso(from_ms), "to": iso(to_ms)},
+                  subject={"box_xywh": [subject.x, subject.y, subject.w, subject.h], "at": iso(at),
+                           "frame": start},
+                  raw_objects=iv.raw_keys)
+    ev = gov.record("subject_export", camera_id=camera_id, case_id=case_id, object_keys=iv.raw_keys,
+                    details={"from": iso(from_ms), "to": iso(to_ms), "output": str(output),
+                             "frames": report["frames"], "subject_visible_frames": report["subject_visible_frames"],
+                             "track_lost_from_frame": report["track_lost_from_frame"]})
+    report["audit_event_id"] = ev.event_id
+    _write_mp4(res.frames, iv.pts_ms, iv.fps, output)
+    rp = report_path or output.with_suffix(".json")
+    rp.write_text(json.dumps(report, indent=2) + "\n")
+    return ExportResult(str(output), report, ev.event_id)
+
+
+def case_export(gov: Governance, camera_id: str, from_ms: int, to_ms: int, *, case_id: str, legal_basis: str,
+                official: str, output: Path) -> ExportResult:
+    """Unmasked footage from the raw vault for an investigation: only with a case id, a
+    stated legal basis and the requesting official, all recorded."""
+    missing = [n for n, v in (("--case", case_id), ("--legal-basis", legal_basis), ("--official", official))
+               if not (v and str(v).strip())]
+    if missing:
+        raise InputError(f"case export needs {', '.join(missing)}: unmasked footage is released only for a "
+                         "documented request")
+    chunks, pol = _raw_chunks(gov, camera_id, from_ms, to_ms, "case export")
+    iv = _decode(chunks, from_ms, to_ms)
+    ev = gov.record("case_export", camera_id=camera_id, case_id=case_id, object_keys=iv.raw_keys,
+                    details={"legal_basis": legal_basis, "official": official, "from": iso(from_ms),
+                             "to": iso(to_ms), "output": str(output), "frames": len(iv.pts_ms), "unmasked": True})
+    _write_mp4(iv.frames, iv.pts_ms, iv.fps, output)
+    report = {"camera_id": camera_id, "case_id": case_id, "legal_basis": legal_basis, "official": official,
+              "from": iso(from_ms), "to": iso(to_ms), "frames": len(iv.pts_ms), "unmasked": True,
+              "raw_objects": iv.raw_keys, "original_payload_sha256": iv.payload_sha256,
+              "policy_id": pol.policy_id, "audit_event_id": ev.event_id}
+    output.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    return ExportResult(str(output), report, ev.event_id)
+
+
+# ---------------------------------------------------------------- share links
+@dataclass(frozen=True)
+class ShareLink:
+    url: str
+    key: str
+    case_id: str
+    expires_at_ms: int
+    event_id: str
+
+
+def share(gov: Governance, key: str, *, ttl_s: int, case_id: str) -> ShareLink:
+    """A presigned GET link to one redacted segment (never raw footage, never a manifest of
+    another bucket), valid ``ttl_s`` (at most 7 days, S3's limit)."""
+    if not case_id:
+        raise InputError("share: --case is required")
+    if not 1 <= ttl_s <= 7 * 86400:
+        raise InputError(f"share: --ttl must be between 1s and 7d, got {ttl_s}s")
+    if not key.endswith(".mp4") or not key.startswith("camera=") or key.endswith(".raw"):
+        raise AccessError(f"share: {key!r} is not a redacted segment key (camera=<id>/date=.../<start>_<end>.mp4); "
+                          "raw footage is never shared by link")
+    if gov.store.stat_object(key) is None:
+        raise AccessError(f"share: no redacted segment {key!r} in bucket {gov.store.bucket}")
+    camera_id = key.split("/", 1)[0][len("camera="):]
+    expires = int(time.time() * 1000) + ttl_s * 1000
+    ev = gov.record("share", camera_id=camera_id, case_id=case_id, object_keys=[key],
+                    details={"ttl_s": ttl_s, "expires_at": iso(expires), "bucket": gov.store.bucket})
+    url = gov.store.client.presigned_get_object(gov.store.bucket, key, expires=dt.timedelta(seconds=ttl_s))
+    return ShareLink(url, key, case_id, expires, ev.event_id)
+
+
+def share_expiry_ms(url: str) -> int:
+    """When a presigned (SigV4) link expires: ``X-Amz-Date`` + ``X-Amz-Expires``."""
+    q = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
+    try:
+        signed = dt.datetime.strptime(q["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
+        return int(signed.timestamp() * 1000) + int(q["X-Amz-Expires"][0]) * 1000
+    except (KeyError, ValueError, IndexError):
+        raise InputError("not a VeilStream share link (no X-Amz-Date / X-Amz-Expires)") from None
+
+
+def open_share(url: str, output: Path, *, now_ms: int | None = None) -> int:
+    """Download what a share link points to; an expired link is refused (checked here as
+    well as by the storage, which enforces the signature's expiry). Returns bytes written."""
+    import urllib.error
+    import urllib.request
+
+    exp = share_expiry_ms(url)
+    now = now_ms if now_ms is not None else int(time.time() * 1000)
+    if now >= exp:
+        raise AccessError(f"share link expired at {iso(exp)} ({(now - exp) // 1000}s ago): ask the privacy "
+                          "office for a new one")
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:  # noqa: S310 - a presigned http(s) link
+            data = r.read()
+    except urllib.error.HTTPError as exc:
+        body = exc.read()[:500].decode("utf-8", "replace")
+        if "expired" in body.lower():
+            raise AccessError(f"share link expired at {iso(exp)}: the storage refused it") from None
+        raise AccessError(f"share link refused by the storage: HTTP {exc.code}") from None
+    output.write_bytes(data)
+    return len(data)
+
+
+# ---------------------------------------------------------------- legal hold
+@dataclass
+class HoldResult:
+    enabled: bool
+    keys: list[str]
+    event_id: str
+
+
+def _interval_keys(store: Any, camera_id: str, from_ms: int, to_ms: int, suffixes: tuple[str, ...]) -> Iterator[str]:
+    from pipeline.sink.segments import sanitize_camera_id
+
+    from .vault import raw_key_first_ms
+
+    for day in days_between(from_ms - 3_600_000, to_ms):
+        for key in store.list_objects(f"camera={sanitize_camera_id(camera_id)}/date={day}/"):
+            if not key.endswith(suffixes):
+                continue
+            start, end = _key_span(key)
+            if start is None:
+                first = raw_key_first_ms(key)
+                start, end = (first, first + RawVault.MAX_CHUNK_MS) if first is not None else (None, None)
+            if start is not None and end is not None and start <= to_ms and end >= from_ms:
+                yield key
+
+
+_SEG_NAME = re.compile(r"/(\d{8}T\d{9}Z)_(\d{8}T\d{9}Z)(?:-p\d+)?\.(?:mp4|json)$")
+
+
+def _key_span(key: str) -> tuple[int | None, int | None]:
+    m = _SEG_NAME.search(key)
+    if not m:
+        return None, None
+
+    def ms(s: str) -> int:
+        t = dt.datetime.strptime(s[:15], "%Y%m%dT%H%M%S").replace(tzinfo=dt.UTC)
+        return int(t.timestamp()) * 1000 + int(s[15:18])
+
+    return ms(m.group(1)), ms(m.group(2))
+
+
+def hold(gov: Governance, camera_id: str, from_ms: int, to_ms: int, *, case_id: str, enable: bool) -> HoldResult:
+    """Set (``enable``) or clear S3 legal hold on every segment, manifest and raw object of
+    the camera in the interval. While held, storage refuses to delete them, whatever their
+    retention (even with governance bypass)."""
+    if not case_id:
+        raise InputError("hold: --case is required")
+    if to_ms <= from_ms:
+        raise InputError(f"hold: --to ({iso(to_ms)}) must be after --from ({iso(from_ms)})")
+    gov.camera(camera_id)
+    targets = [(gov.store, k) for k in _interval_keys(gov.store, camera_id, from_ms, to_ms, (".mp4", ".json"))]
+    try:
+        targets += [(gov.raw_store, k) for k in _interval_keys(gov.raw_store, camera_id, from_ms, to_ms, (".raw",))]
+    except Exception as exc:  # noqa: BLE001 - no raw bucket: nothing raw to hold
+        if "NoSuchBucket" not in str(exc):
+            raise
+    if not targets:
+        raise AccessError(f"hold: nothing stored for camera {camera_id!r} between {iso(from_ms)} and {iso(to_ms)}")
+    keys = [f"{s.bucket}/{k}" for s, k in targets]
+    ev = gov.record("hold_add" if enable else "hold_remove", camera_id=camera_id, case_id=case_id, object_keys=keys,
+                    details={"from": iso(from_ms), "to": iso(to_ms), "objects": len(keys)})
+    for s, k in targets:
+        if enable:
+            s.client.enable_object_legal_hold(s.bucket, k)
+        else:
+            s.client.disable_object_legal_hold(s.bucket, k)
+    return HoldResult(enable, keys, ev.event_id)
+
+
+# ---------------------------------------------------------------- verify, cameras, events
+def verify(gov: Governance, camera_id: str, day: str, *, record: bool = True) -> VerifyReport:
+    """Re-hash a camera-day's segments and manifests against its hash chain and the WORM
+    chain records; name what was altered, replaced, removed or inserted."""
+    from pipeline.sink.segments import sanitize_camera_id
+
+    try:
+        dt.date.fromisoformat(day)
+    except ValueError:
+        raise InputError(f"--date {day!r}: expected YYYY-MM-DD") from None
+    recs = [json.loads(gov.audit_store.get_object(k)) for k in gov.audit_store.list_objects(chain_prefix(camera_id, day))]
+    objects = {k: gov.store.get_object(k) for k in gov.store.list_objects(f"camera={sanitize_camera_id(camera_id)}/date={day}/")
+               if k.endswith((".mp4", ".json"))}
+    if not recs and not objects:
+        gov.camera(camera_id)  # unknown camera -> that error, else "nothing recorded"
+        raise AccessError(f"verify: nothing recorded for camera {camera_id!r} on {day}")
+    rep = verify_day(camera_id, day, recs, objects)
+    if record:
+        gov.record("verify", camera_id=camera_id, object_keys=sorted(objects),
+                   details={"date": day, "ok": rep.ok, "findings": len(rep.findings)})
+    return rep
+
+
+def cameras(gov: Governance) -> list[dict[str, Any]]:
+    """Camera records with policy and notice (purpose, scope, contact)."""
+    out = []
+    for cam in gov.camera_records().values():
+        pol = gov.policies.get(cam.policy_id)
+        out.append({"camera_id": cam.camera_id, "kind": cam.kind, "enabled": cam.enabled, "policy_id": cam.policy_id,
+                    "raw_days": pol.retention.raw_days if pol else None, "notice": dict(cam.notice or {})})
+    return out
+
+
+def audit_events(gov: Governance, day: str | None = None) -> list[dict[str, Any]]:
+    return gov.audit.events(day)
+
+
+def redacted_keys(gov: Governance, camera_id: str, day: str) -> list[str]:
+    """Redacted segment keys of a camera-day (for the console's pickers)."""
+    from pipeline.sink.segments import sanitize_camera_id
+
+    return [k for k in gov.store.list_objects(f"camera={sanitize_camera_id(camera_id)}/date={day}/") if k.endswith(".mp4")]
+
