@@ -143,7 +143,7 @@ class CameraConfig:
     realtime: bool
     credentials_env: str | None
     labels: dict[str, str]
-    notice: dict[str, str]
+    notice: dict[str, str] = dataclasses.field(default_factory=dict)  # purpose, scope, contact
 
 
 @dataclass(frozen=True)

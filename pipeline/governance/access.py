@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from operators.types import InputError, VeilStreamError
+from schemas.errors import InputError, VeilStreamError
 
 from .audit import AuditLog, current_actor
 from .chain import VerifyReport, chain_prefix, verify_day
@@ -411,12 +411,12 @@ class HoldResult:
 
 
 def _interval_keys(store: Any, camera_id: str, from_ms: int, to_ms: int, suffixes: tuple[str, ...]) -> Iterator[str]:
-    from pipeline.sink.segments import sanitize_camera_id
+    from pipeline.sink.segments import key_component
 
     from .vault import raw_key_first_ms
 
     for day in days_between(from_ms - 3_600_000, to_ms):
-        for key in store.list_objects(f"camera={sanitize_camera_id(camera_id)}/date={day}/"):
+        for key in store.list_objects(f"camera={key_component(camera_id)}/date={day}/"):
             if not key.endswith(suffixes):
                 continue
             start, end = _key_span(key)
@@ -474,14 +474,14 @@ def hold(gov: Governance, camera_id: str, from_ms: int, to_ms: int, *, case_id: 
 def verify(gov: Governance, camera_id: str, day: str, *, record: bool = True) -> VerifyReport:
     """Re-hash a camera-day's segments and manifests against its hash chain and the WORM
     chain records; name what was altered, replaced, removed or inserted."""
-    from pipeline.sink.segments import sanitize_camera_id
+    from pipeline.sink.segments import key_component
 
     try:
         dt.date.fromisoformat(day)
     except ValueError:
         raise InputError(f"--date {day!r}: expected YYYY-MM-DD") from None
     recs = [json.loads(gov.audit_store.get_object(k)) for k in gov.audit_store.list_objects(chain_prefix(camera_id, day))]
-    objects = {k: gov.store.get_object(k) for k in gov.store.list_objects(f"camera={sanitize_camera_id(camera_id)}/date={day}/")
+    objects = {k: gov.store.get_object(k) for k in gov.store.list_objects(f"camera={key_component(camera_id)}/date={day}/")
                if k.endswith((".mp4", ".json"))}
     if not recs and not objects:
         gov.camera(camera_id)  # unknown camera -> that error, else "nothing recorded"
@@ -509,7 +509,7 @@ def audit_events(gov: Governance, day: str | None = None) -> list[dict[str, Any]
 
 def redacted_keys(gov: Governance, camera_id: str, day: str) -> list[str]:
     """Redacted segment keys of a camera-day (for the console's pickers)."""
-    from pipeline.sink.segments import sanitize_camera_id
+    from pipeline.sink.segments import key_component
 
-    return [k for k in gov.store.list_objects(f"camera={sanitize_camera_id(camera_id)}/date={day}/") if k.endswith(".mp4")]
+    return [k for k in gov.store.list_objects(f"camera={key_component(camera_id)}/date={day}/") if k.endswith(".mp4")]
 

@@ -27,13 +27,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.sink.segments import sanitize_camera_id
+from pipeline.sink.segments import key_component
 
 CHAIN_PREFIX = "chains/"
 
 
 def chain_prefix(camera_id: str, day: str) -> str:
-    return f"{CHAIN_PREFIX}camera={sanitize_camera_id(camera_id)}/date={day}/"
+    return f"{CHAIN_PREFIX}camera={key_component(camera_id)}/date={day}/"
 
 
 def chain_record_key(camera_id: str, day: str, seq: int) -> str:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from operators.types import ConfigError, VeilStreamError
+from schemas.errors import ConfigError, VeilStreamError
 
 logger = logging.getLogger(__name__)
 
@@ -313,9 +313,9 @@ def raw_key(camera_id: str, first_ms: int, chunk_seq: int) -> str:
 
 
 def data_key_object(camera_id: str, day: str) -> str:
-    from pipeline.sink.segments import sanitize_camera_id
+    from pipeline.sink.segments import key_component
 
-    return f"keys/camera={sanitize_camera_id(camera_id)}/date={day}.key"
+    return f"keys/camera={key_component(camera_id)}/date={day}.key"
 
 
 def raw_key_first_ms(key: str) -> int | None:
@@ -385,11 +385,11 @@ class RawVault:
 
     def keys_between(self, camera_id: str, from_ms: int, to_ms: int) -> list[str]:
         """Raw object keys of a camera whose chunk may overlap ``[from_ms, to_ms]``, by time."""
-        from pipeline.sink.segments import sanitize_camera_id
+        from pipeline.sink.segments import key_component
 
         found: list[tuple[int, str]] = []
         for day in days_between(from_ms - self.MAX_CHUNK_MS, to_ms):
-            for key in self.store.list_objects(f"camera={sanitize_camera_id(camera_id)}/date={day}/"):
+            for key in self.store.list_objects(f"camera={key_component(camera_id)}/date={day}/"):
                 first = raw_key_first_ms(key)
                 if first is not None and from_ms - self.MAX_CHUNK_MS <= first <= to_ms:
                     found.append((first, key))

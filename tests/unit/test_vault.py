@@ -75,6 +75,6 @@ def test_key_file_problems_say_what_is_expected(tmp_path: Path) -> None:
 
 
 def test_raw_key_is_deterministic_and_carries_the_first_frame_time() -> None:
-    k = raw_key("cam 1", 1795378500123, 42)
-    assert k == "camera=cam_1/date=2026-11-22/hour=20/20261122T201500123Z_42.raw"
+    k = raw_key("cam-1", 1795378500123, 42)
+    assert k == "camera=cam-1/date=2026-11-22/hour=20/20261122T201500123Z_42.raw"
     assert raw_key_first_ms(k) == 1795378500123
