@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from schemas.errors import ConfigError
+from schemas.errors import ConfigError, VeilStreamError
 
 logger = logging.getLogger(__name__)
 
@@ -353,6 +353,32 @@ def add_fetch(sub: Any) -> None:
     p.set_defaults(func=cmd_fetch)
 
 
+def cmd_console(args: argparse.Namespace) -> int:
+    if args.hash_password:
+        import getpass
+
+        from pipeline.console.auth import hash_password
+
+        pw = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+        if not pw:
+            raise VeilStreamError("console --hash-password: empty password")
+        print(hash_password(pw))
+        return 0
+    from pipeline.console.server import serve
+
+    return serve(load_cli_config(args), host=args.host, port=args.port)
+
+
+def add_console(sub: Any) -> None:
+    p = sub.add_parser("console", help="the web console: cameras, player, subject requests, cases, audit")
+    _config_arg(p)
+    p.add_argument("--host", default=None, help="listen address (default console.host, 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="listen port (default console.port, 8080; 0 = any)")
+    p.add_argument("--hash-password", action="store_true",
+                   help="read a password from stdin, print its argon2 hash for console.users_file, exit")
+    p.set_defaults(func=cmd_console)
+
+
 def add_run(sub: Any) -> None:
     p = sub.add_parser("run", help="run ingest, process and sink against the local stack")
     p.add_argument("--cameras", type=int, default=3, help="simulated cameras (sample videos looped)")
@@ -367,6 +393,7 @@ def add_run(sub: Any) -> None:
     p.set_defaults(func=cmd_run)
 
 
-COMMANDS = (add_config, add_policy, add_ingest, add_process, add_sink, add_up_down, add_cameras, add_fetch, add_run)
+COMMANDS = (add_config, add_policy, add_ingest, add_process, add_sink, add_up_down, add_cameras, add_fetch, add_run,
+            add_console)
 """The streaming subcommands, in ``--help`` order (see :data:`pipeline.cli.COMMANDS`)."""
 

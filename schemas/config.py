@@ -27,6 +27,7 @@ from .yamlio import read_yaml
 
 __all__ = [
     "CameraConfig",
+    "ConsoleConfig",
     "DetectorConfig",
     "IngestConfig",
     "KafkaConfig",
@@ -207,6 +208,35 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class OidcConfig:
+    issuer: str | None
+    client_id: str | None
+    client_secret_env: str
+    client_secret_file: str | None
+    scope: str
+    roles_claim: str
+    username_claim: str
+
+
+@dataclass(frozen=True)
+class ConsoleConfig:
+    """``veilstream console``: where it listens, who may sign in, how sessions are kept."""
+
+    host: str
+    port: int
+    public_url: str | None
+    users_file: str | None
+    session_secret_env: str
+    session_secret_file: str | None
+    secure_cookies: bool
+    session_max_age_s: int
+    share_ttl_s: int
+    work_dir: str | None
+    oidc: OidcConfig
+    s3_credentials: dict[str, Any]  # role -> {access_key_env|file, secret_key_env|file}
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     schema_version: int
     policies_dir: str | None
@@ -218,6 +248,7 @@ class PipelineConfig:
     process: ProcessConfig
     sink: SinkConfig
     metrics: MetricsConfig
+    console: ConsoleConfig
     limits: LimitsConfig = LimitsConfig()
 
 

@@ -1,0 +1,10 @@
+"""``veilstream console``: the web console for analysts, privacy officers, investigators,
+auditors and SREs (FastAPI, server-rendered Jinja2 pages, a little plain JavaScript).
+
+- :mod:`.access`   decisions from the policies' role documents (the ones storage enforces)
+- :mod:`.auth`     local users (argon2) and OpenID Connect (authlib)
+- :mod:`.catalog`  cameras, a camera-day's segments and manifests, status
+- :mod:`.audit`    access events in the audit bucket (and ``veil.audit``)
+- :mod:`.jobs`     background exports with progress
+- :mod:`.app`      routes, pages, errors; :mod:`.server` builds it from the config
+"""

@@ -1,0 +1,138 @@
+"""Sign-in: local users (argon2-hashed passwords in a YAML file) and OpenID Connect.
+
+Users file::
+
+    users:
+      - username: ana
+        password_hash: "$argon2id$v=19$m=65536,t=3,p=4$..."   # veilstream console --hash-password
+        roles: [analyst]
+
+With OIDC (``console.oidc.issuer``), the city's identity provider signs users in
+(authorization code flow with PKCE and nonce, through authlib); their roles come from the
+ID token's ``roles_claim``. Only the console roles are kept from either source.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from schemas.errors import ConfigError
+
+from .access import ROLES
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class User:
+    username: str
+    roles: tuple[str, ...]
+    password_hash: str = ""
+
+
+def hash_password(password: str) -> str:
+    from argon2 import PasswordHasher
+
+    return str(PasswordHasher().hash(password))
+
+
+def _roles(value: Any, where: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, Sequence):
+        raise ConfigError(f"{where}.roles: expected a list of roles, got {type(value).__name__}")
+    bad = [r for r in value if r not in ROLES]
+    if bad:
+        raise ConfigError(f"{where}.roles: unknown role(s) {', '.join(map(repr, bad))}; expected {', '.join(ROLES)}")
+    return tuple(value)
+
+
+def load_users(path: str | os.PathLike[str]) -> dict[str, User]:
+    """Read the users file; every problem raises ``ConfigError`` naming the entry."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"console.users_file: {p} not found") from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"console.users_file: {p}: {exc}") from None
+    entries = (data or {}).get("users") if isinstance(data, Mapping) else None
+    if not isinstance(entries, list):
+        raise ConfigError(f"console.users_file: {p}: expected 'users:' with a list of users")
+    out: dict[str, User] = {}
+    for i, e in enumerate(entries):
+        where = f"{p}: users[{i}]"
+        if not isinstance(e, Mapping) or not e.get("username") or not e.get("password_hash"):
+            raise ConfigError(f"{where}: expected username, password_hash and roles")
+        h = str(e["password_hash"])
+        if not h.startswith("$argon2"):
+            raise ConfigError(f"{where}.password_hash: expected an argon2 hash "
+                              "(make one with `veilstream console --hash-password`), never a plain password")
+        out[str(e["username"])] = User(str(e["username"]), _roles(e.get("roles", ()), where), h)
+    return out
+
+
+class LocalUsers:
+    def __init__(self, users: Mapping[str, User]) -> None:
+        from argon2 import PasswordHasher
+
+        self.users = dict(users)
+        self._ph = PasswordHasher()
+        # verify against a dummy hash for unknown names: the same time for both failures
+        self._dummy = self._ph.hash(secrets.token_hex(8))
+
+    def authenticate(self, username: str, password: str) -> User | None:
+        from argon2.exceptions import Argon2Error, InvalidHashError
+
+        user = self.users.get(username)
+        try:
+            self._ph.verify(user.password_hash if user else self._dummy, password)
+        except (Argon2Error, InvalidHashError):
+            return None
+        return user
+
+
+def oidc_user(claims: Mapping[str, Any], roles_claim: str, username_claim: str) -> User | None:
+    """A console user from ID-token claims (``None`` when it carries no console role)."""
+    raw = claims.get(roles_claim) or []
+    if isinstance(raw, str):
+        raw = raw.replace(",", " ").split()
+    roles = tuple(r for r in raw if r in ROLES)
+    name = str(claims.get(username_claim) or claims.get("email") or claims.get("sub") or "")
+    if not name or not roles:
+        return None
+    return User(name, roles)
+
+
+def read_secret(file: str | None, env: str | None) -> str | None:
+    if file:
+        try:
+            return Path(file).read_text(encoding="utf-8").strip() or None
+        except OSError as exc:
+            raise ConfigError(f"cannot read secret file {file}: {exc.strerror}") from None
+    return os.environ.get(env) if env else None
+
+
+def build_oauth(oidc: Any) -> Any:
+    """An authlib OAuth registry with the ``city`` OpenID Connect client, or ``None``."""
+    if not oidc.issuer:
+        return None
+    if not oidc.client_id:
+        raise ConfigError("console.oidc.client_id is required when console.oidc.issuer is set")
+    from authlib.integrations.starlette_client import OAuth
+
+    secret = read_secret(oidc.client_secret_file, oidc.client_secret_env)
+    oauth = OAuth()
+    oauth.register(
+        "city", client_id=oidc.client_id, client_secret=secret,
+        server_metadata_url=oidc.issuer.rstrip("/") + "/.well-known/openid-configuration",
+        client_kwargs={"scope": oidc.scope, "code_challenge_method": "S256"})
+    return oauth
