@@ -24,7 +24,7 @@ from schemas.errors import (
 )
 from schemas.safety import scrub_secrets
 
-from . import commands
+from . import commands, ops
 
 logger = logging.getLogger("veilstream")
 
@@ -161,7 +161,8 @@ def add_eval(sub: Subparsers) -> None:
     p.set_defaults(func=cmd_eval)
 
 
-COMMANDS: tuple[Callable[[Subparsers], None], ...] = (add_redact, add_eval, *commands.COMMANDS)
+COMMANDS: tuple[Callable[[Subparsers], None], ...] = (add_redact, add_eval, *commands.COMMANDS,
+                                                      *ops.COMMANDS)
 """Every subcommand, in ``--help`` order. A new command is one ``add_<name>(sub)`` function
 (here or in :mod:`pipeline.commands`) listed in its module's ``COMMANDS``; the parser is
 built fresh on every :func:`main` from this constant, so nothing accumulates between calls."""

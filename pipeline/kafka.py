@@ -33,7 +33,15 @@ def kafka_settings(kafka: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"security.protocol": sec.protocol}
     if sec.ca_file:
         out["ssl.ca.location"] = sec.ca_file
-    if sec.protocol.startswith("SASL"):
+    cert, key = getattr(sec, "cert_file", None), getattr(sec, "key_file", None)
+    if cert or key:  # mutual TLS: the client proves who it is with a certificate
+        if not (cert and key) or not sec.protocol.endswith("SSL"):
+            raise ConfigError("kafka.security: mutual TLS needs both cert_file and key_file, "
+                              f"and protocol SSL or SASL_SSL (got {sec.protocol})")
+        out["ssl.certificate.location"], out["ssl.key.location"] = cert, key
+    if sec.protocol.startswith("SASL") and sec.sasl_mechanism == "OAUTHBEARER":
+        out.update(_oauth_settings(sec))
+    elif sec.protocol.startswith("SASL"):
         out["sasl.mechanism"] = sec.sasl_mechanism or "PLAIN"
         for key, env in (("sasl.username", sec.username_env), ("sasl.password", sec.password_env)):
             value = os.environ.get(env or "")
@@ -43,6 +51,25 @@ def kafka_settings(kafka: Any) -> dict[str, Any]:
             out[key] = value
     return out
 
+
+def _oauth_settings(sec: Any) -> dict[str, Any]:
+    """SASL OAUTHBEARER through OIDC client credentials (librdkafka fetches and refreshes the
+    token itself); client id and secret read from env vars now."""
+    o = sec.oauth
+    out: dict[str, Any] = {"sasl.mechanism": "OAUTHBEARER", "sasl.oauthbearer.method": "oidc"}
+    if not o.token_endpoint_url:
+        raise ConfigError("kafka.security.oauth.token_endpoint_url: required with sasl_mechanism OAUTHBEARER")
+    out["sasl.oauthbearer.token.endpoint.url"] = o.token_endpoint_url
+    for key, env, name in (("sasl.oauthbearer.client.id", o.client_id_env, "client_id_env"),
+                           ("sasl.oauthbearer.client.secret", o.client_secret_env, "client_secret_env")):
+        value = os.environ.get(env or "")
+        if not env or value is None:
+            raise ConfigError(f"kafka.security.oauth.{name}: OAUTHBEARER needs {key} from an env var "
+                              f"({'set ' + env if env else 'name one'})")
+        out[key] = value
+    if o.scope:
+        out["sasl.oauthbearer.scope"] = o.scope
+    return out
 
 
 def client_config(bootstrap: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -3,6 +3,12 @@
 One ``WorkerMetrics`` per process with its own registry; ``serve`` exposes
 ``/metrics``, ``/healthz`` (process alive and its loop ticking) and ``/readyz``
 (connected and assigned) on one port. Metric names follow ``veil_<stage>_<quantity>_<unit>``.
+
+Start order (Kubernetes): a worker calls :func:`serve_config` before anything slow (Ray,
+actors, models, a GPU node that is still being added), inside ``metrics.starting(budget)``:
+``/healthz`` answers 200 while start-up is within its budget, ``/readyz`` 503 until the loop
+consumes. A liveness probe therefore never kills a pod that is still starting, and a start-up
+that hangs past its budget turns ``/healthz`` red so the pod is restarted.
 """
 
 from __future__ import annotations
@@ -10,6 +16,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -51,12 +59,36 @@ class WorkerMetrics:
         self.ready = False
         self.last_tick = time.monotonic()
         self.stall_seconds = 120.0
+        self.starting_until: float | None = None  # monotonic deadline while start-up runs
 
     def tick(self) -> None:
         self.last_tick = time.monotonic()
 
+    @contextmanager
+    def starting(self, budget_s: float) -> Iterator[None]:
+        """Start-up phase: live (not ready) for up to ``budget_s`` seconds, whatever the loop does.
+
+        Args:
+            budget_s: seconds start-up may take (Ray connect, actor placement on a GPU node
+                the cluster autoscaler is still adding, model loading and warm-up).
+        """
+        self.ready = False
+        self.starting_until = time.monotonic() + budget_s
+        try:
+            yield
+        finally:
+            self.starting_until = None
+            self.tick()  # the loop's stall clock starts when start-up ends
+
+    def phase(self) -> str:
+        """``starting``, ``running`` or ``stalled`` (what ``/healthz`` reports)."""
+        now = time.monotonic()
+        if self.starting_until is not None:
+            return "starting" if now < self.starting_until else "stalled"
+        return "running" if now - self.last_tick < self.stall_seconds else "stalled"
+
     def healthy(self) -> bool:
-        return time.monotonic() - self.last_tick < self.stall_seconds
+        return self.phase() != "stalled"
 
     def value(self, name: str, labels: dict[str, str] | None = None) -> float:
         v = self.registry.get_sample_value(name, labels or {})
@@ -65,16 +97,18 @@ class WorkerMetrics:
 
 class _Handler(BaseHTTPRequestHandler):
     metrics: WorkerMetrics
+    endpoint: bool = True
 
     def do_GET(self) -> None:  # noqa: N802 - http.server API
         m = self.metrics
-        if self.path.startswith("/metrics"):
+        if self.path.startswith("/metrics") and self.endpoint:
             body, ctype, code = generate_latest(m.registry), CONTENT_TYPE_LATEST, 200
         elif self.path.startswith("/healthz"):
-            ok = m.healthy()
-            body, ctype, code = (b"ok\n" if ok else b"stalled\n"), "text/plain", 200 if ok else 503
+            phase = m.phase()
+            ok = phase != "stalled"
+            body, ctype, code = (b"ok " if ok else b"") + phase.encode() + b"\n", "text/plain", 200 if ok else 503
         elif self.path.startswith("/readyz"):
-            ok = m.ready and m.healthy()
+            ok = m.ready and m.phase() == "running"
             body, ctype, code = (b"ready\n" if ok else b"not ready\n"), "text/plain", 200 if ok else 503
         else:
             body, ctype, code = b"not found\n", "text/plain", 404
@@ -88,16 +122,29 @@ class _Handler(BaseHTTPRequestHandler):
         return
 
 
-def serve(metrics: WorkerMetrics, port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer | None:
-    """Serve metrics and probes in a daemon thread; ``port`` 0 picks a free one, < 0 disables."""
+def serve(metrics: WorkerMetrics, port: int, host: str = "0.0.0.0", *,
+          endpoint: bool = True) -> ThreadingHTTPServer | None:
+    """Serve metrics and probes in a daemon thread; ``port`` 0 picks a free one, < 0 disables.
+
+    ``endpoint`` False serves only ``/healthz`` and ``/readyz`` (``/metrics`` answers 404).
+    """
     if port < 0:
         return None
-    handler = type("Handler", (_Handler,), {"metrics": metrics})
+    handler = type("Handler", (_Handler,), {"metrics": metrics, "endpoint": endpoint})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name=f"metrics-{metrics.stage}", daemon=True).start()
-    logger.info("metrics stage=%s port=%d", metrics.stage, server.server_address[1])
+    logger.info("metrics stage=%s port=%d endpoint=%s", metrics.stage, server.server_address[1],
+                "on" if endpoint else "off")
     return server
+
+
+def serve_config(metrics: WorkerMetrics, cfg: Any) -> ThreadingHTTPServer | None:
+    """The worker's HTTP server as the config's ``metrics`` section says: none when
+    ``enabled`` is false, probes only when ``endpoint`` is false, else probes and ``/metrics``."""
+    if not getattr(cfg, "enabled", False):
+        return None
+    return serve(metrics, cfg.port, getattr(cfg, "host", "0.0.0.0"), endpoint=getattr(cfg, "endpoint", True))
 
 
 class StatusLine:

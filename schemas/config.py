@@ -58,12 +58,52 @@ class TopicsConfig:
 
 
 @dataclass(frozen=True)
+class KafkaOAuthConfig:
+    token_endpoint_url: str | None = None
+    client_id_env: str | None = None
+    client_secret_env: str | None = None
+    scope: str | None = None
+
+
+@dataclass(frozen=True)
 class KafkaSecurityConfig:
     protocol: str
     sasl_mechanism: str | None
     username_env: str | None
     password_env: str | None
     ca_file: str | None
+    cert_file: str | None = None
+    key_file: str | None = None
+    oauth: KafkaOAuthConfig = KafkaOAuthConfig()
+
+
+@dataclass(frozen=True)
+class TopicPartitionsConfig:
+    """Partitions per topic role; None = ``kafka.partitions``."""
+
+    raw: int | None = None
+    redacted: int | None = None
+    dlq: int | None = None
+    cameras: int | None = None
+    audit: int | None = None
+
+
+@dataclass(frozen=True)
+class TopicRetentionConfig:
+    """retention.ms of the delete-policy topics but raw, in hours (-1 = forever); the raw
+    topic's retention is ``kafka.raw_retention_ms``."""
+
+    redacted: int = 72
+    dlq: int = 336
+    audit: int = 8760
+
+
+@dataclass(frozen=True)
+class TopicProvisioningConfig:
+    replication_factor: int = -1
+    min_insync_replicas: int | None = None
+    partitions: TopicPartitionsConfig = TopicPartitionsConfig()
+    retention_hours: TopicRetentionConfig = TopicRetentionConfig()
 
 
 @dataclass(frozen=True)
@@ -75,6 +115,7 @@ class KafkaConfig:
     session_timeout_ms: int
     security: KafkaSecurityConfig
     raw_retention_ms: int
+    provisioning: TopicProvisioningConfig = TopicProvisioningConfig()
 
 
 @dataclass(frozen=True)
@@ -205,6 +246,8 @@ class MetricsConfig:
     enabled: bool
     host: str
     port: int
+    endpoint: bool = True
+    startup_budget_s: float = 900.0
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from pipeline.kafka import ChunkProducer, Delivery, KafkaDeliveryError
-from pipeline.metrics import StatusLine, serve
+from pipeline.metrics import StatusLine, serve_config
 from schemas.config import CameraConfig
 from schemas.messages import ChunkCaptured, SchemaError, decode_camera, encode_chunk
 from schemas.safety import chunk_limit_problem
@@ -275,7 +275,7 @@ class IngestWorker:
         consumer.subscribe([k.topics.cameras], on_assign=self._on_assign, on_revoke=self._on_revoke,
                            on_lost=self._on_lost)
         m = self.cfg.metrics
-        server = serve(self.metrics, m.port if m.enabled else -1, host=m.host)
+        server = serve_config(self.metrics, m)
         logger.info("ingest started worker=%s group=%s registry=%s raw=%s", self.worker_id,
                     self.cfg.ingest.consumer_group, k.topics.cameras, k.topics.raw)
         last_gauges = 0.0

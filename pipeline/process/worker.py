@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pipeline.kafka import ChunkConsumer, ChunkProducer, Delivery, kafka_settings
-from pipeline.metrics import StatusLine, WorkerMetrics, serve
+from pipeline.metrics import StatusLine, WorkerMetrics, serve_config
 from pipeline.offsets import OffsetTracker, should_pause, should_resume
 from schemas.errors import VeilStreamError
 
@@ -284,14 +284,22 @@ class ProcessWorker:
 
         k = self.cfg.kafka
         p = self.cfg.process
-        self._start_ray()
+        # Probes first: /healthz is live while Ray, the actors and their models start (a GPU
+        # node may still be joining), /readyz turns 200 only once the loop consumes.
+        server = serve_config(self.metrics, self.cfg.metrics)
+        try:
+            with self.metrics.starting(getattr(self.cfg.metrics, "startup_budget_s", 900.0)):
+                self._start_ray()
+        except BaseException:
+            if server is not None:
+                server.shutdown()
+            raise
         self._reclaim_signals()
         self.producer = ChunkProducer(k.bootstrap_servers, message_max_bytes=k.message_max_bytes,
                                       client_id="veil-process", extra=kafka_settings(k))
         self.consumer = ChunkConsumer(
             k.bootstrap_servers, p.consumer_group, [k.topics.raw], message_max_bytes=k.message_max_bytes,
             session_timeout_ms=k.session_timeout_ms, on_revoke=self._on_revoke, extra=kafka_settings(k))
-        serve(self.metrics, self.cfg.metrics.port if self.cfg.metrics.enabled else -1, host=self.cfg.metrics.host)
         self.metrics.ready = True
         max_total, max_part = p.max_inflight_chunks, p.max_inflight_per_partition
         try:
@@ -337,7 +345,10 @@ class ProcessWorker:
                     self._log_status()
             self._shutdown(ray)
         finally:
+            self.metrics.ready = False
             self.consumer.close()
+            if server is not None:
+                server.shutdown()
         return 0
 
     def _reclaim_signals(self) -> None:

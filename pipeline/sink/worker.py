@@ -37,7 +37,7 @@ from pipeline.governance.chain import (
     first_link,
 )
 from pipeline.kafka import ChunkConsumer, ChunkProducer, Delivery, kafka_settings
-from pipeline.metrics import StatusLine, WorkerMetrics, serve
+from pipeline.metrics import StatusLine, WorkerMetrics, serve_config
 from pipeline.offsets import OffsetTracker
 
 from .objectstore import MinioSegmentStore, ObjectStore, RetentionSpec
@@ -151,8 +151,7 @@ class SinkWorker:
         self.producer = self._producer_factory()
         self.consumer = self._consumer_factory(self._on_revoke)
         m = self.cfg.metrics
-        if getattr(m, "enabled", False):
-            serve(self.metrics, m.port, getattr(m, "host", "0.0.0.0"))
+        serve_config(self.metrics, m)
         self.metrics.ready = True
         try:
             while not self.stop_event.is_set():

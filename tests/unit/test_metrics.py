@@ -7,7 +7,7 @@ import urllib.request
 
 import pytest
 
-from pipeline.metrics import StatusLine, WorkerMetrics, serve
+from pipeline.metrics import StatusLine, WorkerMetrics, serve, serve_config
 
 
 def get(port: int, path: str) -> tuple[int, str]:
@@ -66,3 +66,34 @@ def test_status_line_due_every_interval():
     assert s.due() and s.due()
     s = StatusLine(3600.0)
     assert not s.due()
+
+
+def test_healthz_live_and_readyz_red_while_starting_within_budget(served):
+    m, port = served
+    m.ready = True  # a stale flag must not leak into start-up
+    m.last_tick -= m.stall_seconds + 1  # Ray start-up blocks the loop: no ticks
+    with m.starting(600):
+        code, body = get(port, "/healthz")
+        assert (code, body) == (200, "ok starting\n")
+        assert get(port, "/readyz")[0] == 503
+        m.starting_until = 0.0  # the budget ran out: start-up hangs, restart the pod
+        assert get(port, "/healthz") == (503, "stalled\n")
+    assert get(port, "/healthz") == (200, "ok running\n")  # start-up over: the loop's clock runs
+    assert get(port, "/readyz")[0] == 503  # ready only when the loop says it consumes
+    m.ready = True
+    assert get(port, "/readyz")[0] == 200
+
+
+def test_endpoint_off_keeps_the_probes():
+    from schemas.config import parse_config
+
+    m = WorkerMetrics("sink")
+    cfg = parse_config({"metrics": {"port": 0, "endpoint": False, "host": "127.0.0.1"}}).metrics
+    server = serve_config(m, cfg)
+    try:
+        port = server.server_address[1]
+        assert get(port, "/metrics")[0] == 404
+        assert get(port, "/healthz")[0] == 200
+    finally:
+        server.shutdown()
+    assert serve_config(m, parse_config({"metrics": {"enabled": False}}).metrics) is None
