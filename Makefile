@@ -29,8 +29,9 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-$(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install -q -e '.[test]'
+# The same script installs the images (Dockerfile, Dockerfile.gpu): tests and images match.
+$(STAMP): pyproject.toml scripts/install.sh | $(PY)
+	scripts/install.sh $(PY) --editable --extras test
 
 	touch $(STAMP)
 
@@ -61,6 +62,7 @@ load: install
 
 lint: install
 	$(VENV)/bin/ruff check pipeline operators schemas tests load_tests
+	$(VENV)/bin/hadolint Dockerfile Dockerfile.gpu
 	$(VENV)/bin/mypy operators schemas
 
 clean:

@@ -1,0 +1,57 @@
+#!/bin/sh
+# One installation for `make install`, the CPU image and the GPU image: the tests and the
+# images install the same thing with the same command.
+#
+#   scripts/install.sh PYTHON [--editable] [--extras LIST] [--gpu] [--models DIR] [--dry-run]
+#
+#   PYTHON       the interpreter of the target virtual environment (.venv/bin/python, /opt/venv/bin/python)
+#   --editable   install the source tree in development mode (make install)
+#   --extras     comma-separated extras of pyproject.toml (make install: test)
+#   --gpu        replace onnxruntime (CPU) with onnxruntime-gpu of the same version: both
+#                provide the `onnxruntime` module, so they must never be installed together
+#                (rapidocr-onnxruntime depends on the CPU one, hence the swap after install)
+#   --models DIR put every model no wheel ships into DIR, verified by sha256 (the images
+#                bake them in and run with VEILSTREAM_OFFLINE=1)
+#   --dry-run    print the commands instead of running them
+set -eu
+
+usage() { echo "usage: $0 PYTHON [--editable] [--extras LIST] [--gpu] [--models DIR] [--dry-run]" >&2; exit 2; }
+[ $# -ge 1 ] || usage
+PY=$1; shift
+EDITABLE=""; EXTRAS=""; GPU=0; MODELS=""; DRY=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --editable) EDITABLE="-e" ;;
+    --extras) [ $# -ge 2 ] || usage; EXTRAS=$2; shift ;;
+    --gpu) GPU=1 ;;
+    --models) [ $# -ge 2 ] || usage; MODELS=$2; shift ;;
+    --dry-run) DRY=1 ;;
+    *) usage ;;
+  esac
+  shift
+done
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+
+run() {
+  if [ "$DRY" = 1 ]; then echo "$*"; else "$@"; fi
+}
+
+TARGET="$ROOT"
+[ -n "$EXTRAS" ] && TARGET="$ROOT[$EXTRAS]"
+# shellcheck disable=SC2086 # EDITABLE is empty or one flag
+run "$PY" -m pip install -q $EDITABLE "$TARGET"
+
+if [ "$GPU" = 1 ]; then
+  if [ "$DRY" = 1 ]; then ORT=VERSION; else
+    ORT=$("$PY" -c "from importlib.metadata import version; print(version('onnxruntime'))")
+  fi
+  run "$PY" -m pip uninstall -q -y onnxruntime
+  run "$PY" -m pip install -q --force-reinstall --no-deps "onnxruntime-gpu==$ORT"
+fi
+
+# Exactly one onnxruntime build, and the providers that build must offer.
+run "$PY" -m pipeline.install_check "$([ "$GPU" = 1 ] && echo gpu || echo cpu)"
+
+if [ -n "$MODELS" ]; then
+  run "$PY" -m pipeline.cli models fetch --into "$MODELS"
+fi
