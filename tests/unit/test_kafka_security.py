@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from schemas.errors import ConfigError
 from pipeline.kafka import kafka_settings
 from schemas.config import parse_config
+from schemas.errors import ConfigError
 
 
 def settings(**security):
