@@ -41,9 +41,20 @@ def stop_on_signals() -> threading.Event:
     """SIGTERM / SIGINT stop consuming; the worker then flushes, commits and exits 0."""
     ev = threading.Event()
 
+    grace_s = float(os.environ.get("VEILSTREAM_STOP_GRACE_S", "180"))
+
     def handler(signum: int, _frame: Any) -> None:
+        if ev.is_set():  # a second signal: the operator means it
+            logger.warning("signal %d again: exiting now (uncommitted input is re-read on restart)", signum)
+            os._exit(128 + signum)
         logger.info("signal %d: stopping", signum)
         ev.set()
+        # a shutdown stuck on an unreachable broker must not ignore SIGTERM forever: offsets
+        # are committed only after durable writes, so a forced exit loses nothing
+        timer = threading.Timer(grace_s, lambda: (logger.error("shutdown exceeded %.0fs: exiting", grace_s),
+                                                  os._exit(3)))
+        timer.daemon = True
+        timer.start()
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from schemas.errors import VeilStreamError
 logger = logging.getLogger(__name__)
 
 SAMPLES = ("carphone_pristine.mp4", "bikes.mp4")
+SIM_CAMERA = re.compile(r"cam-[0-9]{3}")
 STREET = {"bikes.mp4": "street"}  # sample -> the policy of its camera, where that policy exists
 
 
@@ -42,6 +44,20 @@ def camera_records(n: int, policies: set[str] | None = None) -> list[dict[str, A
             rec["policy_id"] = STREET[name]
         cams.append(rec)
     return cams
+
+
+def retire_stale_cameras(cfg: Any, keep: set[str]) -> list[str]:
+    """Tombstone the simulated cameras (``cam-NNN`` on a sample video) an earlier ``run``
+    left in the durable registry but this run does not stream; cameras anybody else
+    registered are left alone. Returns the removed ids."""
+    from pipeline.ingest.registry import publish_cameras, read_registry
+
+    samples = {str(sample_video(n)) for n in SAMPLES}
+    stale = sorted(cid for cid, cam in read_registry(cfg).items()
+                   if cid not in keep and SIM_CAMERA.fullmatch(cid) and cam.url in samples)
+    if stale:
+        publish_cameras(cfg, [], remove=stale)
+    return stale
 
 
 def _spawn(args: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -138,6 +154,9 @@ def run_local(cameras: int = 3, seconds: float = 60.0, state_dir: Path | None = 
         cfg = load_config(run_cfg)
         log_dir = run_cfg.parent / "logs"
         out(f"stack: kafka {cfg.kafka.bootstrap_servers}, s3 {cfg.object_store.endpoint}; worker logs in {log_dir}")
+        stale = retire_stale_cameras(cfg, {c["camera_id"] for c in raw["ingest"]["cameras"]})
+        if stale:
+            out(f"removed {len(stale)} simulated camera(s) of an earlier run from the registry: {', '.join(stale)}")
         t_start = time.time()
         workers = Workers(run_cfg, log_dir)
         workers.start()

@@ -163,6 +163,21 @@ class ManagedProcess:
     def stop(self, timeout_s: float | None = None) -> bool:
         return stop_pid(self.pid, self.marker, self.grace_s if timeout_s is None else timeout_s)
 
+    def relatives(self) -> list[int]:
+        """Other live pids running the same program with our marker: a component restarted
+        by hand or by a fault test on the same port (same listener URL), which ``down`` must
+        stop too. Matching on program *and* marker never touches anybody else's process."""
+        prog = self.argv[0] if self.argv else None
+        out = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) in (self.pid, os.getpid()):
+                continue
+            argv = cmdline(int(entry.name))
+            if argv and (prog is None or argv[0] == prog) and self.marker in " ".join(argv) \
+                    and pid_alive(int(entry.name)):
+                out.append(int(entry.name))
+        return out
+
     def log_tail(self, n: int = 20) -> str:
         try:
             lines = Path(self.log_path).read_text(errors="replace").splitlines()

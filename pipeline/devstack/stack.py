@@ -29,14 +29,17 @@ import yaml
 
 from schemas.config import config_to_dict, parse_config
 
-from . import DevStackError, ManagedProcess
+from . import DevStackError, ManagedProcess, stop_pid
 from .broker import DEFAULT_MESSAGE_MAX_BYTES, create_topics, start_broker
 from .raylocal import start_ray_head
 from .s3 import start_s3
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["StackState", "down", "resolve_state_dir", "up", "worker_config"]
+__all__ = ["StackState", "broker_s3_env", "down", "resolve_state_dir", "restart_broker", "up", "worker_config"]
+
+BROKER_BUCKET = "veil-broker"
+"""Bucket of the local S3 server that holds the broker's storage (``--storage-engine s3://``)."""
 
 STATE_FILE = "stack.json"
 CONFIG_FILE = "config.yaml"
@@ -62,6 +65,7 @@ class StackState:
     ports: dict[str, int] = field(default_factory=dict)
     ray_temp_dir: str | None = None
     started_at: float = 0.0
+    broker_storage: str = "memory://tansu/"
 
     @property
     def state_file(self) -> Path:
@@ -145,15 +149,22 @@ def up(state_dir: str | os.PathLike[str] | None = None, *, ray: bool = True, num
         if old.alive():
             logger.info("local stack already up state=%s", old.state_file)
             return old
+        revived = _revive_broker(old)
+        if revived is not None:
+            return revived
         down(sdir)
     logs = sdir / "logs"
     started: list[Any] = []
     t0 = time.monotonic()
     try:
-        broker = start_broker(logs)
-        started.append(broker)
         s3 = start_s3(logs)
         started.append(s3)
+        # the broker keeps its log segments, the camera registry and group offsets in the
+        # S3 server: a broker crash or restart loses nothing (memory storage lost all three)
+        s3.client().make_bucket(BROKER_BUCKET)
+        broker = start_broker(logs, storage=f"s3://{BROKER_BUCKET}/", env=broker_s3_env(s3.url, s3.access_key,
+                                                                                         s3.secret_key))
+        started.append(broker)
         ray_handle = start_ray_head(logs, num_cpus=num_cpus, object_store_mb=ray_object_store_mb) if ray else None
         if ray_handle is not None:
             started.append(ray_handle)
@@ -187,6 +198,7 @@ def up(state_dir: str | os.PathLike[str] | None = None, *, ray: bool = True, num
             processes=[asdict(h.process) for h in started],
             ports={"kafka": broker.port, "s3": s3.port, **({"ray": ray_handle.port} if ray_handle else {})},
             ray_temp_dir=ray_handle.temp_dir if ray_handle else None, started_at=time.time(),
+            broker_storage=f"s3://{BROKER_BUCKET}/",
         )
         state.save()
     except BaseException:
@@ -196,6 +208,68 @@ def up(state_dir: str | os.PathLike[str] | None = None, *, ray: bool = True, num
     logger.info("local stack up kafka=%s s3=%s ray=%s in %.1fs", state.bootstrap, state.s3_endpoint,
                 state.ray_address or "-", time.monotonic() - t0)
     return state
+
+
+def broker_s3_env(url: str, access_key: str, secret_key: str) -> dict[str, str]:
+    """tansu's ``s3://`` storage settings for the local S3 server (throwaway local keys)."""
+    return {"AWS_ENDPOINT": url, "AWS_ALLOW_HTTP": "true", "AWS_ACCESS_KEY_ID": access_key,
+            "AWS_SECRET_ACCESS_KEY": secret_key, "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def _named(state: StackState, name: str) -> tuple[int, ManagedProcess] | None:
+    for i, proc in enumerate(state.managed()):
+        if proc.name == name:
+            return i, proc
+    return None
+
+
+def restart_broker(state_dir: str | os.PathLike[str] | None = None, attempts: int = 5) -> StackState:
+    """(Re)start the stack's broker on its recorded port and storage, stopping any copy
+    of it still running, and record the new pid (so ``down`` stops it). Topics, the camera
+    registry and committed offsets come back from the durable storage.
+
+    Raises:
+        DevStackError: no recorded stack, or the broker does not come up.
+    """
+    sdir = resolve_state_dir(state_dir)
+    state = StackState.load(sdir)
+    found = _named(state, "broker") if state is not None else None
+    if state is None or found is None:
+        raise DevStackError(f"no local stack recorded in {sdir}: run `veilstream up`")
+    i, old = found
+    for pid in [old.pid, *old.relatives()]:
+        stop_pid(pid, old.marker, 5.0)
+    s3env: dict[str, str] = {}
+    if state.broker_storage.startswith("s3://"):
+        s3env = broker_s3_env(f"http://{state.s3_endpoint}", (sdir / "s3-access-key").read_text(),
+                              (sdir / "s3-secret-key").read_text())
+    last: Exception | None = None
+    for attempt in range(attempts):
+        try:  # the port may linger a moment after a SIGKILL
+            handle = start_broker(sdir / "logs", port=state.ports["kafka"], storage=state.broker_storage, env=s3env)
+            break
+        except DevStackError as exc:
+            last = exc
+            time.sleep(0.5 * (attempt + 1))
+    else:
+        raise DevStackError(f"broker did not restart on port {state.ports['kafka']}: {last}")
+    state.processes[i] = asdict(handle.process)
+    state.save()
+    logger.info("broker restarted pid=%d port=%d storage=%s", handle.pid, handle.port, state.broker_storage)
+    return state
+
+
+def _revive_broker(state: StackState) -> StackState | None:
+    """``up`` on a half-dead stack whose only dead member is the broker (durable storage):
+    restart it in place, so the config, topics and offsets stay valid."""
+    dead = [p.name for p in state.managed() if not p.alive()]
+    if dead != ["broker"] or not state.broker_storage.startswith("s3://"):
+        return None
+    try:
+        return restart_broker(state.state_dir)
+    except DevStackError as exc:
+        logger.warning("broker revival failed, restarting the stack: %s", exc)
+        return None
 
 
 def down(state_dir: str | os.PathLike[str] | None = None, timeout_s: float | None = None) -> int:
@@ -209,6 +283,10 @@ def down(state_dir: str | os.PathLike[str] | None = None, timeout_s: float | Non
         return 0
     stopped = 0
     for proc in reversed(state.managed()):
+        # a member restarted outside `up` (same program, same listener) is ours to stop too
+        for pid in proc.relatives():
+            if stop_pid(pid, proc.marker, proc.grace_s if timeout_s is None else timeout_s):
+                stopped += 1
         if proc.stop(timeout_s):
             stopped += 1
     if state.ray_temp_dir and Path(state.ray_temp_dir).name.startswith("veil-ray-"):

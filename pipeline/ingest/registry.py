@@ -125,6 +125,9 @@ def publish_cameras(cfg: Any, cameras: Iterable[CameraConfig], remove: Iterable[
     return len(deliveries)
 
 
+QUIET_S = 1.0
+
+
 def read_registry(cfg: Any, timeout_s: float = 10.0) -> dict[str, CameraConfig]:
     """The registry as ingest workers see it: the latest record per camera id on the
     compacted cameras topic (tombstones remove), read from the beginning by assignment
@@ -150,10 +153,18 @@ def read_registry(cfg: Any, timeout_s: float = 10.0) -> dict[str, CameraConfig]:
         latest: dict[str, CameraConfig | None] = {}
         done = {p for p, hi in ends.items() if hi <= 0}
         deadline = time.monotonic() + timeout_s
-        while len(done) < len(parts) and time.monotonic() < deadline:
+        # the local broker's high watermark can under-report (it counts batches), so reaching
+        # it proves nothing: keep reading until the partitions stay quiet for a moment
+        quiet_until = None
+        while time.monotonic() < deadline:
             m = c.poll(0.2)
             if m is None or m.error():
+                if len(done) == len(parts):
+                    quiet_until = quiet_until or time.monotonic() + QUIET_S
+                    if time.monotonic() >= quiet_until:
+                        break
                 continue
+            quiet_until = None
             cid = (m.key() or b"").decode("utf-8", "replace")
             try:
                 latest[cid] = decode_camera(m.value())
