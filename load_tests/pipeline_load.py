@@ -1,59 +1,272 @@
-"""N simulated cameras through the real pipeline on the local stack; prints throughput,
-end-to-end latency, drops and what landed in the bucket, as a table and one JSON line.
+"""N cameras of real footage through the real pipeline on the local stack.
 
-    .venv/bin/python load_tests/pipeline_load.py --cameras 4 --seconds 60
+    .venv/bin/python load_tests/pipeline_load.py --cameras 2 --seconds 60 --fps 15
+    .venv/bin/python load_tests/pipeline_load.py --knee          # largest sustained N
 
-Never pass/fail on absolute numbers: compare runs on the same machine.
+Each camera loops ``--source`` (default: OpenCV's ``vtest.avi`` pedestrian footage, which
+``make load`` extracts from Debian's ``opencv-doc``) re-encoded once to ``--size`` at
+``--fps`` with a keyframe every 2 s, paced in real time, through ingest -> Kafka -> process
+(Ray) -> Kafka -> sink -> S3, as separate processes exactly as in production, with the
+default policy of ``veilstream up``.
+
+It samples the process stage's consumer lag on the raw topic every 2 s. ``sustained`` is
+true when that lag did not grow over the second half of the run (least-squares growth
+below one chunk per camera). After the run ingest stops, process gets a bounded drain,
+and everything that is not in the bucket by then counts in ``frames_dropped``.
+
+Prints a table, then one JSON line (the last line) with ``cameras``, ``fps_offered``,
+``frames_offered``, ``frames_stored``, ``frames_dropped``, ``latency_p50_s``,
+``latency_p95_s``, ``sustained`` and ``cpu_s_per_frame`` by stage (decode, detect, mask,
+encode, kafka, object_store; from the workers' ``veil_*_cpu_seconds_total`` metrics), plus
+``cpu_s_per_frame_by_process`` (ingest, process driver, Ray node, sink; from /proc).
+
+The machine is shared: report ratios between runs made the same way, never absolute
+pass/fail.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
+import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+VTEST = ROOT / "out" / "load" / "usr" / "share" / "doc" / "opencv-doc" / "examples" / "data" / "vtest.avi"
+STEPS = ("decode", "detect", "mask", "encode", "kafka", "object_store")
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--cameras", type=int, default=4)
-    ap.add_argument("--seconds", type=float, default=60.0)
-    args = ap.parse_args()
+
+def prepare_source(source: Path, width: int, height: int, fps: float, cache: Path) -> Path:
+    """``source`` re-encoded once to H.264 ``width x height`` at ``fps``, keyframe every 2 s,
+    no B-frames (what an IP camera sends); cached by name, size and rate."""
+    if not source.is_file():
+        raise SystemExit(f"source video {source} not found (make load extracts vtest.avi from Debian's "
+                         f"opencv-doc; or pass --source FILE)")
+    cache.mkdir(parents=True, exist_ok=True)
+    out = cache / f"{source.stem}-{width}x{height}-{fps:g}fps.mp4"
+    if not out.is_file():
+        gop = max(1, int(round(2 * fps)))
+        cmd = ["ffmpeg", "-v", "error", "-y", "-i", str(source), "-an",
+               "-vf", f"scale={width}:{height},fps={fps:g}", "-c:v", "libx264", "-preset", "veryfast",
+               "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0", "-bf", "0",
+               "-pix_fmt", "yuv420p", str(out.with_suffix(".tmp.mp4"))]
+        subprocess.run(cmd, check=True)
+        out.with_suffix(".tmp.mp4").rename(out)
+    return out
+
+
+def raw_lag(cfg: Any, consumer: Any) -> int:
+    """Messages in the raw topic not yet committed by the process stage's group."""
+    from confluent_kafka import TopicPartition
+
+    topic = cfg.kafka.topics.raw
+    md = consumer.list_topics(topic, timeout=10)
+    parts = [TopicPartition(topic, p) for p in md.topics[topic].partitions]
+    lag = 0
+    for tp in consumer.committed(parts, timeout=10):
+        lo, hi = consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+        lag += max(0, hi - (tp.offset if tp.offset >= 0 else lo))
+    return lag
+
+
+def growth_over_second_half(samples: list[tuple[float, int]]) -> float:
+    """Least-squares slope of lag over the second half of the samples, times that half's span."""
+    half = samples[len(samples) // 2:]
+    if len(half) < 3:
+        return 0.0
+    ts = [t for t, _ in half]
+    ys = [float(y) for _, y in half]
+    mt, my = sum(ts) / len(ts), sum(ys) / len(ys)
+    den = sum((t - mt) ** 2 for t in ts) or 1.0
+    slope = sum((t - mt) * (y - my) for t, y in zip(ts, ys)) / den
+    return slope * (ts[-1] - ts[0])
+
+
+def tree_cpu_s(pid: int) -> float:
+    """User+system CPU seconds of a process and its live descendants (from /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (ppid, cpu seconds)
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(d.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        kids = [c for c, (pp, _) in stats.items() if pp == parent and c not in tree]
+        tree.update(kids)
+        frontier.extend(kids)
+    return sum(stats[q][1] for q in tree if q in stats)
+
+
+def metric_ports(log_dir: Path) -> dict[str, int]:
+    ports = {}
+    for name in ("ingest", "process", "sink"):
+        log = log_dir / f"{name}.log"
+        if log.is_file():
+            found = re.findall(r"metrics stage=\w+ port=(\d+)", log.read_text(errors="replace"))
+            if found:
+                ports[name] = int(found[-1])
+    return ports
+
+
+def scrape_cpu(ports: dict[str, int]) -> dict[str, float]:
+    """``veil_<stage>_cpu_seconds_total{step=...}`` summed by step over the workers."""
+    out: dict[str, float] = {}
+    for port in ports.values():
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        except OSError:
+            continue
+        for m in re.finditer(r'^veil_\w+_cpu_seconds_total\{step="(\w+)"\} ([0-9.e+-]+)$', text, re.M):
+            out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
+    return out
+
+
+def run_once(cameras: int, seconds: float, source: Path, fps: float, state_dir: Path, drain_s: float,
+             out: Any = print) -> dict[str, Any]:
+    import yaml
+    from confluent_kafka import Consumer
 
     from pipeline import runner
+    from pipeline.devstack.stack import down, up
+    from schemas.config import load_config
 
-    captured: dict[str, dict] = {}
-    real_report = runner.report
-
-    def report(cfg, t_start, out=print, download_dir=None):  # noqa: ANN001 - wraps runner.report
-        per_cam = real_report(cfg, t_start, out, download_dir)
-        captured.update(per_cam)
-        return per_cam
-
-    runner.report = report  # type: ignore[assignment]
-    t0 = time.time()
-    rc = runner.run_local(cameras=args.cameras, seconds=args.seconds,
-                          state_dir=ROOT / ".veilstream" / "load", segment_seconds=20.0)
-    wall = time.time() - t0
-    frames = sum(c["frames"] for c in captured.values())
-    dropped = sum(c["dropped"] for c in captured.values())
-    lat = [c["latency_p50_s"] for c in captured.values() if c.get("latency_p50_s") is not None]
-    result = {
-        "cameras": args.cameras, "stream_seconds": args.seconds, "wall_seconds": round(wall, 1),
-        "frames_stored": frames, "frames_dropped": dropped,
-        "stored_fps_over_stream": round(frames / args.seconds, 1) if args.seconds else None,
-        "segments": sum(c["segments"] for c in captured.values()),
-        "latency_p50_s_per_camera": {k: round(v["latency_p50_s"], 2) for k, v in captured.items()
-                                     if v.get("latency_p50_s") is not None},
-        "latency_p50_s_worst_camera": round(max(lat), 2) if lat else None,
-        "exit_code": rc,
+    state = up(state_dir=state_dir)
+    workers = None
+    try:
+        cfg_path = Path(state.config_path)
+        raw = yaml.safe_load(cfg_path.read_text())
+        raw.setdefault("ingest", {})["cameras"] = [
+            {"camera_id": f"cam-{i + 1:03d}", "url": str(source), "kind": "file", "loop": True, "realtime": True}
+            for i in range(cameras)]
+        raw.setdefault("sink", {}).update({"segment_seconds": 20.0, "idle_flush_s": 10.0})
+        run_cfg = cfg_path.with_name("load-config.yaml")
+        run_cfg.write_text(yaml.safe_dump(raw, sort_keys=False))
+        cfg = load_config(run_cfg)
+        log_dir = run_cfg.parent / "logs"
+        workers = runner.Workers(run_cfg, log_dir)
+        workers.start()
+        ray_pid = next((p["pid"] for p in state.processes if "ray" in str(p.get("name", ""))), None)
+        pids = {**{n: p.pid for n, p in workers.procs.items()}, **({"ray": ray_pid} if ray_pid else {})}
+        cpu0 = {n: tree_cpu_s(pid) for n, pid in pids.items()}
+        admin = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers, "group.id": cfg.process.consumer_group,
+                          "enable.auto.commit": False})
+        samples: list[tuple[float, int]] = []
+        t0 = time.time()
+        try:
+            while time.time() < t0 + seconds:
+                workers.check()
+                samples.append((time.time() - t0, raw_lag(cfg, admin)))
+                time.sleep(2.0)
+            cpu_run = {n: tree_cpu_s(pid) - cpu0[n] for n, pid in pids.items()}
+            lag_end = raw_lag(cfg, admin)
+        finally:
+            admin.close()
+        # stop: ingest now, process after a bounded drain, then sink (flushes open segments)
+        ports = metric_ports(log_dir)
+        runner._stop(workers.procs.pop("ingest"), "ingest", 30)
+        runner._wait_drained(cfg, cfg.kafka.topics.raw, cfg.process.consumer_group, timeout_s=drain_s, warn=False)
+        steps = scrape_cpu(ports)
+        runner._stop(workers.procs.pop("process"), "process", 120)
+        runner._wait_drained(cfg, cfg.kafka.topics.redacted, cfg.sink.consumer_group, timeout_s=15, warn=False)
+        steps_sink = scrape_cpu({"sink": ports["sink"]} if "sink" in ports else {})
+        runner._stop(workers.procs.pop("sink"), "sink", 120)
+        per_cam = runner.report(cfg, t0, out=lambda *_a: None)
+        lat = [x for xs in runner.chunk_latencies(cfg).values() for x in xs]
+    finally:
+        if workers is not None:
+            workers.kill_all()
+        down(state_dir=state_dir)
+    for k, v in steps_sink.items():
+        steps[k] = max(steps.get(k, 0.0), v)
+    offered = int(round(cameras * fps * seconds))
+    stored = sum(int(c["frames"]) for c in per_cam.values())
+    growth = growth_over_second_half(samples)
+    per_frame = max(stored, 1)
+    res = {
+        "cameras": cameras, "fps_offered": round(cameras * fps, 1), "seconds": seconds, "source": source.name,
+        "frames_offered": offered, "frames_stored": stored, "frames_dropped": max(0, offered - stored),
+        "frames_dropped_by_policy": sum(int(c["dropped"]) for c in per_cam.values()),
+        "latency_p50_s": round(runner._pct(lat, 0.5), 2) if lat else None,
+        "latency_p95_s": round(runner._pct(lat, 0.95), 2) if lat else None,
+        "lag_end_chunks": lag_end, "lag_growth_second_half_chunks": round(growth, 1),
+        "sustained": bool(samples) and growth < max(1.0, float(cameras)),
+        "cpu_s_per_frame": {s: (round(steps[s] / per_frame, 4) if s in steps else None) for s in STEPS},
+        "cpu_s_per_frame_by_process": {n: round(v / per_frame, 4) for n, v in cpu_run.items()},
+        "cpu_count": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
     }
-    print(json.dumps(result))
-    return rc
+    return res
+
+
+def table(rows: list[dict[str, Any]], out: Any = print) -> None:
+    out(f"{'cams':>4} {'fps in':>7} {'offered':>8} {'stored':>7} {'dropped':>7} {'p50 s':>6} {'p95 s':>6} "
+        f"{'lag end':>7} {'growth':>6} {'sustained':>9}  cpu s/frame decode/detect/mask/encode/kafka/store")
+    for r in rows:
+        c = r["cpu_s_per_frame"]
+        cpu = "/".join("-" if c[s] is None else f"{c[s]:.3f}" for s in STEPS)
+        out(f"{r['cameras']:>4} {r['fps_offered']:>7} {r['frames_offered']:>8} {r['frames_stored']:>7} "
+            f"{r['frames_dropped']:>7} {r['latency_p50_s'] if r['latency_p50_s'] is not None else '-':>6} "
+            f"{r['latency_p95_s'] if r['latency_p95_s'] is not None else '-':>6} {r['lag_end_chunks']:>7} "
+            f"{r['lag_growth_second_half_chunks']:>6} {str(r['sustained']):>9}  {cpu}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cameras", type=int, default=4)
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--source", type=Path, default=None, help="video file (default: OpenCV's vtest.avi)")
+    ap.add_argument("--fps", type=float, default=15.0)
+    ap.add_argument("--size", default="1280x720", help="WxH every camera sends (default 1280x720)")
+    ap.add_argument("--drain-seconds", type=float, default=30.0, help="process drain after ingest stops")
+    ap.add_argument("--knee", action="store_true", help="search the largest sustained camera count")
+    ap.add_argument("--max-cameras", type=int, default=8, help="--knee: upper bound")
+    ap.add_argument("--json-out", type=Path, default=None, help="also write the JSON result here")
+    args = ap.parse_args()
+    w, h = (int(v) for v in args.size.lower().split("x"))
+    source = prepare_source(args.source or VTEST, w, h, args.fps, ROOT / "out" / "load" / "sources")
+    state = ROOT / ".veilstream" / "load"
+    rows: list[dict[str, Any]] = []
+    if not args.knee:
+        rows.append(run_once(args.cameras, args.seconds, source, args.fps, state, args.drain_seconds))
+        result: dict[str, Any] = rows[0]
+    else:
+        # exponential then binary search: sustained(N) is assumed monotone in N
+        lo, hi, n = 0, args.max_cameras + 1, 1
+        tried: dict[int, dict[str, Any]] = {}
+        while lo + 1 < hi:
+            r = tried[n] = run_once(n, args.seconds, source, args.fps, state, args.drain_seconds)
+            rows.append(r)
+            print(f"cameras={n} sustained={r['sustained']} p95={r['latency_p95_s']}", file=sys.stderr, flush=True)
+            if r["sustained"] and (r["latency_p95_s"] or 1e9) < 10.0:
+                lo = n
+                n = min(n * 2, hi - 1) if hi > args.max_cameras else (lo + hi) // 2
+            else:
+                hi = n
+                n = (lo + hi) // 2
+            if n <= lo or n >= hi:
+                n = (lo + hi) // 2
+        result = {"knee_cameras": lo, "fps_per_camera": args.fps, "size": args.size, "source": source.name,
+                  "runs": sorted(tried.values(), key=lambda r: r["cameras"])}
+    table(sorted(rows, key=lambda r: r["cameras"]))
+    line = json.dumps(result)
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(line + "\n")
+    print(line)
+    return 0
 
 
 if __name__ == "__main__":

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -35,30 +33,6 @@ def load_cli_config(args: argparse.Namespace) -> Any:
         else:
             raise ConfigError(f"no config: pass --config FILE, set ${CONFIG_ENV}, or run `veilstream up` first")
     return load_config(path)
-
-
-def stop_on_signals() -> threading.Event:
-    """SIGTERM / SIGINT stop consuming; the worker then flushes, commits and exits 0."""
-    ev = threading.Event()
-
-    grace_s = float(os.environ.get("VEILSTREAM_STOP_GRACE_S", "180"))
-
-    def handler(signum: int, _frame: Any) -> None:
-        if ev.is_set():  # a second signal: the operator means it
-            logger.warning("signal %d again: exiting now (uncommitted input is re-read on restart)", signum)
-            os._exit(128 + signum)
-        logger.info("signal %d: stopping", signum)
-        ev.set()
-        # a shutdown stuck on an unreachable broker must not ignore SIGTERM forever: offsets
-        # are committed only after durable writes, so a forced exit loses nothing
-        timer = threading.Timer(grace_s, lambda: (logger.error("shutdown exceeded %.0fs: exiting", grace_s),
-                                                  os._exit(3)))
-        timer.daemon = True
-        timer.start()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-    return ev
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
@@ -134,6 +108,7 @@ def cmd_policy_render(args: argparse.Namespace) -> int:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from pipeline.ingest.worker import IngestWorker
+    from pipeline.stage import stop_on_signals
 
     cfg = load_cli_config(args)
     return IngestWorker(cfg, stop_on_signals(), worker_id=args.worker_id).run()
@@ -141,6 +116,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def cmd_process(args: argparse.Namespace) -> int:
     from pipeline.process.worker import ProcessWorker
+    from pipeline.stage import stop_on_signals
 
     cfg = load_cli_config(args)
     return ProcessWorker(cfg, stop_on_signals()).run()
@@ -148,6 +124,7 @@ def cmd_process(args: argparse.Namespace) -> int:
 
 def cmd_sink(args: argparse.Namespace) -> int:
     from pipeline.sink.worker import main as sink_main
+    from pipeline.stage import stop_on_signals
 
     cfg = load_cli_config(args)
     return int(sink_main(cfg, stop_on_signals()) or 0)

@@ -56,6 +56,8 @@ class WorkerMetrics:
         self.lag = Gauge(f"{p}_consumer_lag_messages", "consumer lag per partition", ["partition"], registry=r)
         self.inflight = Gauge(f"{p}_inflight_chunks", "chunks being worked on", registry=r)
         self.cameras = Gauge(f"{p}_cameras", "cameras owned by this worker", registry=r)
+        self.cpu_seconds = Counter(f"{p}_cpu_seconds_total", "CPU seconds spent, per step (decode, detect, "
+                                   "mask, encode, kafka, object_store)", ["step"], registry=r)
         self.ready = False
         self.last_tick = time.monotonic()
         self.stall_seconds = 120.0

@@ -1,4 +1,5 @@
-"""Fakes that implement the same protocols as the real adapters (no network)."""
+"""Fakes that implement the same protocols as the real adapters (no network): the object
+store, and Kafka messages, consumer and producer (every stage's tests use these)."""
 
 from __future__ import annotations
 
@@ -70,3 +71,107 @@ class InMemoryObjectStore:
 
     def list_objects(self, prefix: str = "") -> Iterator[str]:
         yield from sorted(k for k in self.objects if k.startswith(prefix))
+
+
+# ---------------------------------------------------------------- Kafka
+class FakeMsg:
+    def __init__(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes,
+                 headers: list[tuple[str, bytes]]) -> None:
+        self._t, self._p, self._o, self._k, self._v, self._h = topic, partition, offset, key, value, headers
+
+    def topic(self) -> str:
+        return self._t
+
+    def partition(self) -> int:
+        return self._p
+
+    def offset(self) -> int:
+        return self._o
+
+    def key(self) -> bytes | None:
+        return self._k
+
+    def value(self) -> bytes:
+        return self._v
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return self._h
+
+    def error(self) -> None:
+        return None
+
+
+class FakeConsumer:
+    def __init__(self, msgs: list[FakeMsg], on_revoke: Any) -> None:
+        self.msgs = list(msgs)
+        self.on_revoke = on_revoke
+        self.assigned = {(m.topic(), m.partition()) for m in msgs}
+        self.paused: set[tuple[str, int]] = set()
+        self.commits: list[dict[tuple[str, int], int]] = []
+        self.closed = False
+
+    def poll(self, timeout_s: float, max_messages: int = 16) -> list[FakeMsg]:
+        out = [m for m in self.msgs if (m.topic(), m.partition()) not in self.paused][:max_messages]
+        for m in out:
+            self.msgs.remove(m)
+        return out
+
+    def commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        self.commits.append(dict(offsets))
+
+    def committed(self) -> dict[tuple[str, int], int]:
+        out: dict[tuple[str, int], int] = {}
+        for c in self.commits:
+            out.update(c)
+        return out
+
+    def pause(self, tps: list[tuple[str, int]]) -> None:
+        self.paused.update(tps)
+
+    def resume(self, tps: list[tuple[str, int]]) -> None:
+        self.paused.difference_update(tps)
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        return {}
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeProducer:
+    """``ChunkProducer`` in a list. Acks at once, or (``auto_ack=False``) when the test
+    calls :meth:`ack`; ``full`` raises like a local queue that stayed full."""
+
+    def __init__(self, auto_ack: bool = True) -> None:
+        self.sent: list[tuple[str, bytes, Any, list[tuple[str, bytes]]]] = []
+        self.auto_ack = auto_ack
+        self.full = False
+        self.unacked: list[tuple[int, Any]] = []  # (index into sent, on_done)
+
+    def produce(self, topic: str, value: bytes, key: Any, headers: Any, on_done: Any = None,
+                retries: int = 50) -> Any:
+        from pipeline.kafka import Delivery, KafkaDeliveryError
+
+        if self.full:
+            raise KafkaDeliveryError("producer queue stayed full")
+        self.sent.append((topic, value, key, headers))
+        d = Delivery(done=self.auto_ack, partition=0, offset=len(self.sent) - 1)
+        if not self.auto_ack:
+            self.unacked.append((len(self.sent) - 1, on_done))
+        elif on_done:
+            on_done(d)
+        return d
+
+    def ack(self, i: int = 0, error: str | None = None) -> None:
+        """Deliver the ``i``-th unacknowledged produce (``error``: the broker refused it)."""
+        from pipeline.kafka import Delivery
+
+        idx, cb = self.unacked.pop(i)
+        if cb:
+            cb(Delivery(done=True, error=error, partition=0, offset=idx))
+
+    def poll(self, timeout_s: float = 0.0) -> int:
+        return 0
+
+    def flush(self, timeout_s: float = 30.0) -> int:
+        return 0

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from pipeline.kafka import kafka_settings
+from pipeline.stage import client_settings
 from schemas.config import CameraConfig
 
 logger = logging.getLogger(__name__)
@@ -100,14 +100,14 @@ def publish_cameras(cfg: Any, cameras: Iterable[CameraConfig], remove: Iterable[
     Raises:
         KafkaDeliveryError: a record was not acknowledged within ``timeout_s``.
     """
-    from pipeline.kafka import ChunkProducer, Delivery, KafkaDeliveryError
+    from pipeline.kafka import Delivery, KafkaDeliveryError
+    from pipeline.stage import producer_for
     from schemas.messages import encode_camera
 
     k = cfg.kafka
     topic = k.topics.cameras
     removed = list(remove)
-    producer = ChunkProducer(k.bootstrap_servers, message_max_bytes=k.message_max_bytes,
-                             client_id="veil-cameras", extra=kafka_settings(k))
+    producer = producer_for(k, "veil-cameras")
     deliveries: list[tuple[str, Delivery]] = []
     for cam in cameras:
         key, value, headers = encode_camera(cam)
@@ -137,8 +137,7 @@ def read_registry(cfg: Any, timeout_s: float = 10.0) -> dict[str, CameraConfig]:
     from schemas.messages import SchemaError, decode_camera
 
     k = cfg.kafka
-    c = Consumer({"bootstrap.servers": k.bootstrap_servers, "group.id": "veil-cameras-reader",
-                  "enable.auto.commit": False, **kafka_settings(k)})
+    c = Consumer({**client_settings(k), "group.id": "veil-cameras-reader", "enable.auto.commit": False})
     try:
         md = c.list_topics(k.topics.cameras, timeout=timeout_s)
         meta = md.topics.get(k.topics.cameras)

@@ -13,15 +13,16 @@ import threading
 import time
 from typing import Any
 
-from pipeline.kafka import ChunkProducer, Delivery, KafkaDeliveryError
+from pipeline.kafka import Delivery, KafkaDeliveryError
 from pipeline.metrics import StatusLine, serve_config
+from pipeline.stage import client_settings, producer_for
 from schemas.config import CameraConfig
 from schemas.messages import ChunkCaptured, SchemaError, decode_camera, encode_chunk
 from schemas.safety import chunk_limit_problem
 
 from .backpressure import InflightLimiter
 from .metrics import IngestMetrics
-from .registry import CameraRegistry, kafka_settings, publish_cameras
+from .registry import CameraRegistry, publish_cameras
 from .source import CameraReader
 
 logger = logging.getLogger(__name__)
@@ -251,26 +252,23 @@ class IngestWorker:
         from confluent_kafka import Consumer, KafkaError
 
         k = self.cfg.kafka
-        extra = kafka_settings(k)
         if self.publish_static and self.cfg.ingest.cameras:
             publish_cameras(self.cfg, self.cfg.ingest.cameras)
         built = self.producer is None
         if built:
-            self.producer = ChunkProducer(k.bootstrap_servers, message_max_bytes=k.message_max_bytes,
-                                          client_id=f"veil-ingest-{self.worker_id}", extra=extra)
+            self.producer = producer_for(k, f"veil-ingest-{self.worker_id}")
         poller_stop = threading.Event()
         poller = threading.Thread(target=self._poll_deliveries, args=(poller_stop,), daemon=True,
                                   name=f"ingest-deliveries-{self.worker_id}")
         poller.start()
         consumer = Consumer({
-            "bootstrap.servers": k.bootstrap_servers, "group.id": self.cfg.ingest.consumer_group,
-            "client.id": f"veil-ingest-{self.worker_id}", "enable.auto.commit": False,
+            **client_settings(k, client_id=f"veil-ingest-{self.worker_id}"),
+            "group.id": self.cfg.ingest.consumer_group, "enable.auto.commit": False,
             "auto.offset.reset": "earliest", "session.timeout.ms": k.session_timeout_ms,
             "heartbeat.interval.ms": max(500, k.session_timeout_ms // 6),
             # incremental: a joining or leaving worker moves only the partitions that change
             # hands; cameras on the others keep streaming through the rebalance
             "partition.assignment.strategy": "cooperative-sticky",
-            **extra,
         })
         consumer.subscribe([k.topics.cameras], on_assign=self._on_assign, on_revoke=self._on_revoke,
                            on_lost=self._on_lost)

@@ -36,9 +36,9 @@ from pipeline.governance.chain import (
     chain_record_key,
     first_link,
 )
-from pipeline.kafka import ChunkConsumer, ChunkProducer, Delivery, kafka_settings
-from pipeline.metrics import StatusLine, WorkerMetrics, serve_config
-from pipeline.offsets import OffsetTracker
+from pipeline.kafka import ChunkConsumer, ChunkProducer
+from pipeline.metrics import WorkerMetrics
+from pipeline.stage import Source, StageKafka, consumer_for, producer_for
 
 from .objectstore import MinioSegmentStore, ObjectStore, RetentionSpec
 from .segments import (
@@ -101,14 +101,12 @@ class SinkWorker:
         self.idle_s = self.segment_seconds + float(s.idle_flush_s)
         self.max_open = int(getattr(s, "max_open_segments", 1024))
         self.assembler = SegmentAssembler(self.segment_seconds)
-        self.tracker = OffsetTracker()
+        self.kafka = StageKafka(config, "sink", self.metrics, float(getattr(s, "status_interval_s", 10.0)))
+        self.tracker = self.kafka.tracker
         self.pending: list[_Pending] = []
         self.max_pending = max(4, self.max_open)
         self._consumer_factory = consumer_factory or self._default_consumer
         self._producer_factory = producer_factory or self._default_producer
-        self.consumer: Any = None
-        self.producer: Any = None
-        self.status = StatusLine(float(getattr(s, "status_interval_s", 10.0)))
         r = self.metrics.registry
         self.segments_written = Counter("veil_sink_segments_written_total", "segments stored, per outcome",
                                         ["outcome"], registry=r)
@@ -127,15 +125,28 @@ class SinkWorker:
 
     # ---------------------------------------------------------------- wiring
     def _default_consumer(self, on_revoke: Callable[[list[tuple[str, int]]], None]) -> ChunkConsumer:
-        k = self.cfg.kafka
-        return ChunkConsumer(k.bootstrap_servers, self.cfg.sink.consumer_group, [k.topics.redacted],
-                             message_max_bytes=k.message_max_bytes, session_timeout_ms=k.session_timeout_ms,
-                             on_revoke=on_revoke, extra=kafka_settings(k))
+        return consumer_for(self.cfg.kafka, self.cfg.sink.consumer_group, [self.cfg.kafka.topics.redacted],
+                            on_revoke=on_revoke)
 
     def _default_producer(self) -> ChunkProducer:
-        k = self.cfg.kafka
-        return ChunkProducer(k.bootstrap_servers, message_max_bytes=k.message_max_bytes, client_id="veil-sink",
-                             extra=kafka_settings(k))
+        return producer_for(self.cfg.kafka, "veil-sink")
+
+    # the stage skeleton owns the clients; tests may set them by hand (tests.fakes)
+    @property
+    def consumer(self) -> Any:
+        return self.kafka.consumer
+
+    @consumer.setter
+    def consumer(self, value: Any) -> None:
+        self.kafka.consumer = value
+
+    @property
+    def producer(self) -> Any:
+        return self.kafka.producer
+
+    @producer.setter
+    def producer(self, value: Any) -> None:
+        self.kafka.producer = value
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -150,8 +161,7 @@ class SinkWorker:
         """
         self.producer = self._producer_factory()
         self.consumer = self._consumer_factory(self._on_revoke)
-        m = self.cfg.metrics
-        serve_config(self.metrics, m)
+        self.kafka.serve_metrics()
         self.metrics.ready = True
         try:
             while not self.stop_event.is_set():
@@ -173,7 +183,10 @@ class SinkWorker:
         self.metrics.tick()
         self._retry_pending()
         # poll even while paused (pending retries): it keeps this member in the group
-        for msg in self.consumer.poll(poll_s, 64):
+        t0 = time.thread_time()
+        msgs = self.consumer.poll(poll_s, 64)
+        self.metrics.cpu_seconds.labels(step="kafka").inc(time.thread_time() - t0)
+        for msg in msgs:
             self._handle(msg)
         now = self.clock()
         done = self.assembler.flush_idle(now, self.idle_s)
@@ -188,7 +201,7 @@ class SinkWorker:
         self.producer.poll(0)
         self._commit()
         self.open_gauge.set(len(self.assembler.open))
-        if self.status.due():
+        if self.kafka.status.due():
             self._log_status()
 
     def _handle(self, msg: Any) -> None:
@@ -252,10 +265,13 @@ class SinkWorker:
             return None  # unreadable manifest: rewrite the pair
 
     def _store(self, seg: CompletedSegment) -> None:
+        t0 = time.thread_time()
         try:
             self._write(seg)
         except Exception as exc:  # noqa: BLE001 - S3Error, urllib3 errors: retry, never skip
             self._defer(_Pending(seg), exc)
+        finally:  # remux + PUTs: what storing a segment costs this stage
+            self.metrics.cpu_seconds.labels(step="object_store").inc(time.thread_time() - t0)
 
     def _defer(self, p: _Pending, exc: BaseException) -> None:
         p.attempts += 1
@@ -415,9 +431,7 @@ class SinkWorker:
 
     # ---------------------------------------------------------------- DLQ
     def _to_dlq(self, msg: Any, reason: str, error: str) -> None:
-        headers = list(msg.headers() or [])
-        self._produce_dlq((msg.topic(), msg.partition(), msg.offset()), msg.key(), msg.value() or b"",
-                          headers, reason, error)
+        self.kafka.dlq_message(msg, reason, error)
 
     def _to_dlq_chunk(self, chunk: Any, src: tuple[str, int, int], reason: str, error: str) -> None:
         from schemas.messages import encode_chunk
@@ -430,60 +444,27 @@ class SinkWorker:
 
     def _produce_dlq(self, src: tuple[str, int, int], key: Any, value: bytes, headers: list[tuple[str, Any]],
                      reason: str, error: str) -> None:
-        from schemas.messages import DlqRecord, encode_dlq
-
-        topic, part, off = src
-        logger.warning("dlq reason=%s topic=%s partition=%d offset=%d error=%s", reason, topic, part, off,
-                       error[:300])
-        rec = DlqRecord(reason=reason, source_topic=topic, source_partition=part, source_offset=off,
-                        headers={k: (v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v or ""))
-                                 for k, v in headers},
-                        error=error[:4000], at_ms=int(time.time() * 1000), payload_size=len(value))
-        dvalue, dheaders = encode_dlq(rec, value)
-
-        def cb(d: Delivery) -> None:
-            if d.error:
-                # not durable: the offset stays in flight (never committed), redone after restart
-                logger.error("dlq produce failed offset=%d error=%s", off, d.error)
-                self.metrics.errors.labels(kind="dlq_produce").inc()
-                return
-            self.tracker.finished((topic, part), off)
-            self.metrics.dlq.labels(reason=reason).inc()
-
-        self.producer.produce(self.cfg.kafka.topics.dlq, dvalue, key, dheaders, on_done=cb)
+        self.kafka.to_dlq(Source(*src), key, value, headers, reason, error)
 
     # ---------------------------------------------------------------- offsets, rebalance
     def _commit(self) -> None:
-        offsets = self.tracker.committable()
-        if offsets:
-            self.consumer.commit(offsets)
-            self.tracker.mark_committed(offsets)
+        self.kafka.commit()
 
     def _on_revoke(self, tps: list[tuple[str, int]]) -> None:
-        if self.producer is not None:
-            self.producer.flush(10.0)  # DLQ acks of these partitions still count
-        if self.consumer is not None:
-            self._commit()
+        abandoned = self.kafka.revoke(tps)  # flush (DLQ acks still count), commit, forget in flight
         dropped = self.assembler.revoke(tps)
         lost = set(tps)
         kept = [p for p in self.pending if not (p.segment.partitions() & lost)]
         dropped_pending = len(self.pending) - len(kept)
         self.pending = kept
-        abandoned = self.tracker.revoke(tps)
         if dropped or dropped_pending or abandoned:
             logger.info("revoked partitions: dropped open_segments=%d pending=%d in_flight_offsets=%d "
                         "(the new owner rebuilds them)", len(dropped), dropped_pending, abandoned)
 
     # ---------------------------------------------------------------- status, shutdown
     def _log_status(self) -> None:
-        lag = self.consumer.lag()
-        for (_t, p), v in lag.items():
-            self.metrics.lag.labels(partition=str(p)).set(v)
-        logger.info("status open_segments=%d pending=%d inflight=%d segments=%d dlq=%d lag=%d",
-                    len(self.assembler.open), len(self.pending), self.tracker.inflight(),
-                    len(self.written_keys), int(sum(s.value for mf in self.metrics.dlq.collect()
-                                                    for s in mf.samples if s.name.endswith("_total"))),
-                    sum(lag.values()))
+        self.kafka.log_status(open_segments=len(self.assembler.open), pending=len(self.pending),
+                              segments=len(self.written_keys))
 
     def _shutdown(self, timeout_s: float = 60.0) -> None:
         """Stop consuming, store every open segment (bounded retries), commit."""

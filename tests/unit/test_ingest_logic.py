@@ -14,7 +14,7 @@ from operators.video import sample_video
 from pipeline.ingest import owned_cameras, publish_cameras
 from pipeline.ingest.backpressure import InflightLimiter, may_admit
 from pipeline.ingest.metrics import IngestMetrics
-from pipeline.ingest.registry import CameraRegistry, backoff_s, kafka_settings
+from pipeline.ingest.registry import CameraRegistry, backoff_s
 from pipeline.ingest.source import (
     CameraClock,
     CameraReader,
@@ -26,10 +26,11 @@ from pipeline.ingest.source import (
     source_url,
 )
 from pipeline.ingest.worker import IngestWorker
-from pipeline.kafka import Delivery, KafkaDeliveryError
+from pipeline.kafka import kafka_settings
 from schemas.config import parse_camera, parse_config
 from schemas.errors import ConfigError
 from schemas.messages import decode_chunk_captured, encode_chunk
+from tests.fakes import FakeProducer
 
 
 def cam(cid: str, **kw: Any) -> Any:
@@ -169,33 +170,10 @@ def test_next_seq_is_time_derived_and_strictly_increasing(prev, first_ms, expect
 
 # ------------------------------------------------------------------ worker: drops and blocking
 
-class FakeProducer:
-    """Queues produce calls; the test acks them. ``full`` raises like a full local queue."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, Any, Any]] = []
-        self.full = False
-
-    def produce(self, topic, value, key, headers, on_done=None, retries=50):
-        if self.full:
-            raise KafkaDeliveryError("producer queue stayed full")
-        self.sent.append((topic, key, on_done))
-
-    def ack(self, i: int = 0, error: str | None = None) -> None:
-        _topic, _key, cb = self.sent.pop(i)
-        cb(Delivery(done=True, error=error))
-
-    def poll(self, _t=0):
-        return 0
-
-    def flush(self, _t=0):
-        return 0
-
-
 def worker(**ingest: Any) -> IngestWorker:
     cfg = parse_config({"kafka": {"bootstrap_servers": "127.0.0.1:9"},
                         "ingest": {"max_inflight_per_camera": 2, **ingest}, "metrics": {"enabled": False}})
-    return IngestWorker(cfg, threading.Event(), producer=FakeProducer())
+    return IngestWorker(cfg, threading.Event(), producer=FakeProducer(auto_ack=False))
 
 
 def reader_for(w: IngestWorker, c: Any, chunks: list[RawChunk], clock_ms: list[float] | None = None) -> CameraReader:

@@ -31,7 +31,7 @@ from pipeline.sink.segments import (
 )
 from schemas.config import parse_config
 from schemas.messages import ChunkRedacted, decode_dlq, encode_chunk
-from tests.fakes import InMemoryObjectStore
+from tests.fakes import FakeConsumer, FakeMsg, FakeProducer, InMemoryObjectStore
 
 T0 = 1795378500000  # 2026-11-22T20:15:00.000Z
 FPS = 25.0
@@ -292,90 +292,6 @@ def test_remux_nothing_raises() -> None:
 
 
 # ---------------------------------------------------------------- the sink loop, with fakes
-class FakeMsg:
-    def __init__(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes,
-                 headers: list[tuple[str, bytes]]) -> None:
-        self._t, self._p, self._o, self._k, self._v, self._h = topic, partition, offset, key, value, headers
-
-    def topic(self) -> str:
-        return self._t
-
-    def partition(self) -> int:
-        return self._p
-
-    def offset(self) -> int:
-        return self._o
-
-    def key(self) -> bytes | None:
-        return self._k
-
-    def value(self) -> bytes:
-        return self._v
-
-    def headers(self) -> list[tuple[str, bytes]]:
-        return self._h
-
-    def error(self) -> None:
-        return None
-
-
-class FakeConsumer:
-    def __init__(self, msgs: list[FakeMsg], on_revoke: Any) -> None:
-        self.msgs = list(msgs)
-        self.on_revoke = on_revoke
-        self.assigned = {(m.topic(), m.partition()) for m in msgs}
-        self.paused: set[tuple[str, int]] = set()
-        self.commits: list[dict[tuple[str, int], int]] = []
-        self.closed = False
-
-    def poll(self, timeout_s: float, max_messages: int = 16) -> list[FakeMsg]:
-        out = [m for m in self.msgs if (m.topic(), m.partition()) not in self.paused][:max_messages]
-        for m in out:
-            self.msgs.remove(m)
-        return out
-
-    def commit(self, offsets: dict[tuple[str, int], int]) -> None:
-        self.commits.append(dict(offsets))
-
-    def committed(self) -> dict[tuple[str, int], int]:
-        out: dict[tuple[str, int], int] = {}
-        for c in self.commits:
-            out.update(c)
-        return out
-
-    def pause(self, tps: list[tuple[str, int]]) -> None:
-        self.paused.update(tps)
-
-    def resume(self, tps: list[tuple[str, int]]) -> None:
-        self.paused.difference_update(tps)
-
-    def lag(self) -> dict[tuple[str, int], int]:
-        return {}
-
-    def close(self) -> None:
-        self.closed = True
-
-
-class FakeProducer:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes, Any, list[tuple[str, bytes]]]] = []
-
-    def produce(self, topic: str, value: bytes, key: Any, headers: Any, on_done: Any = None) -> Any:
-        from pipeline.kafka import Delivery
-
-        self.sent.append((topic, value, key, headers))
-        d = Delivery(done=True, partition=0, offset=len(self.sent) - 1)
-        if on_done:
-            on_done(d)
-        return d
-
-    def poll(self, timeout_s: float = 0.0) -> int:
-        return 0
-
-    def flush(self, timeout_s: float = 30.0) -> int:
-        return 0
-
-
 def _cfg(segment_seconds: float = 60, idle: float = 5) -> Any:
     return parse_config({"sink": {"segment_seconds": segment_seconds, "idle_flush_s": idle},
                          "metrics": {"enabled": False}})

@@ -1,0 +1,232 @@
+"""The skeleton every stage worker (ingest, process, sink, raw vault) is built on.
+
+A stage reads Kafka messages, works on them, and writes somewhere durable; only then is
+a message's offset finished and committed. What every stage shares lives here once:
+
+* :func:`consumer_for` / :func:`producer_for`: client settings from one function
+  (:func:`client_settings`: bootstrap, security, message size), so no stage builds
+  librdkafka settings by hand.
+* :class:`StageKafka`: the consumer, the producer, the :class:`OffsetTracker`, DLQ
+  routing (:meth:`StageKafka.to_dlq`: one error-length limit, the real cause), commit,
+  revoke, the status line and the stage metrics.
+* :func:`stop_on_signals`: SIGTERM / SIGINT stop consuming; the worker then drains,
+  flushes, commits and exits 0 (the Kubernetes pod stop path).
+* :func:`root_cause`: one readable line for an exception, also for Ray's nested ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.kafka import ChunkConsumer, ChunkProducer, Delivery, kafka_settings
+from pipeline.metrics import StatusLine, WorkerMetrics, serve_config
+from pipeline.offsets import OffsetTracker
+
+logger = logging.getLogger(__name__)
+
+TopicPart = tuple[str, int]
+
+DLQ_ERROR_MAX_CHARS = 2000
+"""A DLQ record's ``error`` is cut here (every stage the same)."""
+
+
+def client_settings(kafka: Any, *, client_id: str | None = None) -> dict[str, Any]:
+    """librdkafka settings every client of ``kafka`` (a ``KafkaConfig``) shares:
+    bootstrap servers, security (secrets read from env vars now), client id."""
+    out: dict[str, Any] = {"bootstrap.servers": kafka.bootstrap_servers, **kafka_settings(kafka)}
+    if client_id:
+        out["client.id"] = client_id
+    return out
+
+
+def consumer_for(kafka: Any, group: str, topics: list[str], *,
+                 on_assign: Callable[[list[TopicPart]], None] | None = None,
+                 on_revoke: Callable[[list[TopicPart]], None] | None = None) -> ChunkConsumer:
+    """A manual-commit consumer-group member of ``group`` on ``topics``."""
+    extra = client_settings(kafka)
+    bootstrap = extra.pop("bootstrap.servers")
+    return ChunkConsumer(bootstrap, group, topics, message_max_bytes=kafka.message_max_bytes,
+                         session_timeout_ms=kafka.session_timeout_ms, on_assign=on_assign, on_revoke=on_revoke,
+                         extra=extra)
+
+
+def producer_for(kafka: Any, client_id: str) -> ChunkProducer:
+    """An idempotent chunk producer (acks=all, ordered, large messages)."""
+    extra = client_settings(kafka)
+    bootstrap = extra.pop("bootstrap.servers")
+    return ChunkProducer(bootstrap, message_max_bytes=kafka.message_max_bytes, client_id=client_id, extra=extra)
+
+
+def root_cause(exc: BaseException) -> str:
+    """One line for an exception: ``Type: message`` of the innermost cause; for Ray's
+    errors (which nest the remote traceback in their text) the last ``SomeError: ...``
+    line, so a missing model reads as the model error, not as a Ray traceback."""
+    while exc.__cause__ is not None and not str(exc):
+        exc = exc.__cause__
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        head = ln.split(":", 1)[0]
+        if head.endswith(("Error", "Exception")) and " " not in head and "RayTaskError" not in head \
+                and "ActorDiedError" not in head:
+            return ln.split(":", 1)[1].strip() if ":" in ln else ln
+    if lines and len(lines) == 1:
+        return f"{type(exc).__name__}: {lines[0]}"
+    return lines[-1] if lines else type(exc).__name__
+
+
+def stop_on_signals(event: threading.Event | None = None) -> threading.Event:
+    """SIGTERM / SIGINT set ``event`` (a new one by default): the worker stops consuming,
+    drains, flushes, commits and exits 0. A second signal exits at once, and so does a
+    shutdown stuck past ``$VEILSTREAM_STOP_GRACE_S`` (180 s; an unreachable broker): offsets
+    are committed only after durable writes, so a forced exit loses nothing. Call again
+    after a library (Ray) installed its own handlers. A no-op outside the main thread."""
+    ev = event or threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        return ev
+    grace_s = float(os.environ.get("VEILSTREAM_STOP_GRACE_S", "180"))
+
+    def handler(signum: int, _frame: Any) -> None:
+        if ev.is_set():  # a second signal: the operator means it
+            logger.warning("signal %d again: exiting now (uncommitted input is re-read on restart)", signum)
+            os._exit(128 + signum)
+        logger.info("signal %d: stopping", signum)
+        ev.set()
+        timer = threading.Timer(grace_s, lambda: (logger.error("shutdown exceeded %.0fs: exiting", grace_s),
+                                                  os._exit(3)))
+        timer.daemon = True
+        timer.start()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return ev
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a message came from: its offset is what gets committed once it is durable."""
+
+    topic: str
+    partition: int
+    offset: int
+
+    @property
+    def tp(self) -> TopicPart:
+        return (self.topic, self.partition)
+
+    @staticmethod
+    def of(msg: Any) -> Source:
+        return Source(str(msg.topic()), int(msg.partition()), int(msg.offset()))
+
+
+class StageKafka:
+    """Consumer, producer, offsets, DLQ, status and metrics of one stage worker.
+
+    Args:
+        config: the ``PipelineConfig`` (reads ``kafka`` and ``metrics``).
+        name: the stage (``process``, ``sink``, ...): metric prefix and client id.
+        metrics: the stage's metrics (``WorkerMetrics(name)`` by default).
+        status_interval_s: seconds between status lines.
+    """
+
+    def __init__(self, config: Any, name: str, metrics: WorkerMetrics | None = None,
+                 status_interval_s: float = 10.0) -> None:
+        self.cfg = config
+        self.name = name
+        self.metrics = metrics or WorkerMetrics(name)
+        self.tracker = OffsetTracker()
+        self.status = StatusLine(status_interval_s)
+        self.consumer: Any = None
+        self.producer: Any = None
+
+    # ---------------------------------------------------------------- wiring
+    def connect(self, group: str, topics: list[str], *, on_revoke: Callable[[list[TopicPart]], None]) -> None:
+        """Create the producer and the consumer (tests set ``consumer`` / ``producer`` to
+        the fakes of ``tests.fakes`` instead)."""
+        k = self.cfg.kafka
+        self.producer = producer_for(k, f"veil-{self.name}")
+        self.consumer = consumer_for(k, group, topics, on_revoke=on_revoke)
+
+    def serve_metrics(self) -> None:
+        serve_config(self.metrics, self.cfg.metrics)
+
+    # ---------------------------------------------------------------- offsets
+    def started(self, src: Source) -> None:
+        self.tracker.started(src.tp, src.offset)
+        self.metrics.chunks_in.labels(camera="all").inc()
+
+    def finished(self, src: Source) -> None:
+        """``src`` is durable downstream: its offset may be committed."""
+        self.tracker.finished(src.tp, src.offset)
+
+    def commit(self) -> None:
+        offsets = self.tracker.committable()
+        if offsets:
+            self.consumer.commit(offsets)
+            self.tracker.mark_committed(offsets)
+
+    def revoke(self, tps: list[TopicPart]) -> int:
+        """Partitions are going: flush (acks of what was produced still count), commit,
+        and forget their in-flight offsets (their new owner redoes them). Returns how many."""
+        if self.producer is not None:
+            self.producer.flush(10.0)
+        if self.consumer is not None:
+            self.commit()
+        return self.tracker.revoke(tps)
+
+    def pause_all(self) -> None:
+        if self.consumer is not None and self.consumer.assigned:
+            self.consumer.pause(sorted(self.consumer.assigned))
+
+    # ---------------------------------------------------------------- DLQ
+    def to_dlq(self, src: Source, key: Any, value: bytes, headers: Iterable[tuple[str, Any]], reason: str,
+               error: str, on_acked: Callable[[], None] | None = None) -> None:
+        """Send ``value`` (the original message, untouched) to the DLQ topic with ``reason``
+        and ``error`` (cut at :data:`DLQ_ERROR_MAX_CHARS`); its offset is finished only
+        once the DLQ record is acked (not durable: stays in flight, redone after restart)."""
+        from schemas.messages import DlqRecord, encode_dlq
+
+        logger.warning("dlq reason=%s topic=%s partition=%d offset=%d error=%s", reason, src.topic, src.partition,
+                       src.offset, error[:300])
+        rec = DlqRecord(reason=reason, error=error[:DLQ_ERROR_MAX_CHARS], source_topic=src.topic,
+                        source_partition=src.partition, source_offset=src.offset,
+                        headers={k: (v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v or ""))
+                                 for k, v in headers},
+                        at_ms=int(time.time() * 1000), payload_size=len(value))
+        dvalue, dheaders = encode_dlq(rec, value)
+
+        def cb(d: Delivery) -> None:
+            if d.error:
+                logger.error("dlq produce failed offset=%d error=%s", src.offset, d.error)
+                self.metrics.errors.labels(kind="dlq_produce").inc()
+                return
+            self.finished(src)
+            self.metrics.dlq.labels(reason=reason).inc()
+            if on_acked is not None:
+                on_acked()
+
+        self.producer.produce(self.cfg.kafka.topics.dlq, dvalue, key, dheaders, on_done=cb)
+
+    def dlq_message(self, msg: Any, reason: str, error: str) -> None:
+        """:meth:`to_dlq` for a consumed message."""
+        self.to_dlq(Source.of(msg), msg.key(), msg.value() or b"", list(msg.headers() or []), reason, error)
+
+    # ---------------------------------------------------------------- status
+    def dlq_total(self) -> int:
+        return int(sum(s.value for mf in self.metrics.dlq.collect() for s in mf.samples if s.name.endswith("_total")))
+
+    def log_status(self, **fields: Any) -> None:
+        """``status k=v ... inflight=.. dlq=.. lag=..`` (lag also goes to the lag gauge)."""
+        lag = self.consumer.lag() if self.consumer is not None else {}
+        for (_t, p), v in lag.items():
+            self.metrics.lag.labels(partition=str(p)).set(v)
+        parts = [f"{k}={v}" for k, v in fields.items()]
+        logger.info("status %s inflight=%d dlq=%d lag=%d", " ".join(parts), self.tracker.inflight(),
+                    self.dlq_total(), sum(lag.values()))
+

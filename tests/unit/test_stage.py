@@ -1,0 +1,75 @@
+"""The stage skeleton: one DLQ path (error limit, real cause, commit after the ack), signals."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+from pipeline.stage import (
+    DLQ_ERROR_MAX_CHARS,
+    Source,
+    StageKafka,
+    client_settings,
+    root_cause,
+    stop_on_signals,
+)
+from schemas.config import parse_config
+from schemas.messages import decode_dlq
+from tests.fakes import FakeConsumer, FakeMsg, FakeProducer
+
+
+def _stage(auto_ack: bool = True) -> StageKafka:
+    cfg = parse_config({"kafka": {"bootstrap_servers": "127.0.0.1:9"}, "metrics": {"enabled": False}})
+    st = StageKafka(cfg, "process")
+    st.consumer = FakeConsumer([FakeMsg("raw", 0, 0, b"k", b"v", [])], on_revoke=None)
+    st.producer = FakeProducer(auto_ack=auto_ack)
+    return st
+
+
+def test_a_dlq_record_keeps_the_message_cuts_the_error_and_commits_only_after_its_ack():
+    st = _stage(auto_ack=False)
+    msg = st.consumer.poll(0.1)[0]
+    st.started(Source.of(msg))
+    st.dlq_message(msg, "decode_failed", "x" * 10_000)
+    st.commit()
+    assert st.consumer.commits == []  # not acked yet: nothing committed
+    st.producer.ack()
+    st.commit()
+    assert st.consumer.commits == [{("raw", 0): 1}]
+    topic, value, key, headers = st.producer.sent[0]
+    rec = decode_dlq(value, headers)
+    assert (topic, key, rec.reason, len(rec.error)) == ("veil.dlq", b"k", "decode_failed", DLQ_ERROR_MAX_CHARS)
+    assert st.metrics.value("veil_process_dlq_total", {"reason": "decode_failed"}) == 1
+
+
+def test_a_refused_dlq_record_leaves_the_offset_uncommitted():
+    st = _stage(auto_ack=False)
+    msg = st.consumer.poll(0.1)[0]
+    st.started(Source.of(msg))
+    st.dlq_message(msg, "invalid_message", "bad")
+    st.producer.ack(error="broker down")
+    st.commit()
+    assert st.consumer.commits == [] and st.tracker.inflight() == 1
+
+
+def test_client_settings_are_built_in_one_place():
+    cfg = parse_config({"kafka": {"bootstrap_servers": "b:9092"}})
+    assert client_settings(cfg.kafka, client_id="veil-x") == {"bootstrap.servers": "b:9092", "client.id": "veil-x"}
+
+
+def test_root_cause_is_one_line():
+    assert root_cause(ValueError("bad frame")) == "ValueError: bad frame"
+    nested = RuntimeError("RayTaskError(ValueError): ray::X.f()\n  File x\nValueError: the real cause")
+    assert root_cause(nested) == "the real cause"
+
+
+def test_sigterm_sets_the_stop_event():
+    old = signal.getsignal(signal.SIGTERM)
+    try:
+        ev = stop_on_signals()
+        assert isinstance(ev, threading.Event) and not ev.is_set()
+        signal.raise_signal(signal.SIGTERM)
+        assert ev.is_set()
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
