@@ -32,6 +32,7 @@ ACTION_ROLES: dict[str, frozenset[str]] = {
     "case_export": frozenset({"investigator"}),
     "hold": frozenset({"investigator", "privacy-officer"}),
     "verify": frozenset({"auditor", "privacy-officer", "investigator"}),
+    "share": frozenset({"privacy-officer", "investigator"}),
     "status": frozenset(ROLES),
 }
 
@@ -147,6 +148,9 @@ class AccessControl:
             elif what == "hold":
                 if self._storage_ok(role, "raw", camera_id) or self._storage_ok(role, "manifest", camera_id):
                     return role
+            elif what == "share":
+                if self._storage_ok(role, "view", camera_id):
+                    return role
             elif what == "verify":
                 if self._storage_ok(role, "manifest", camera_id) or self._storage_ok(role, "audit", camera_id):
                     return role
@@ -158,4 +162,4 @@ class AccessControl:
     def capabilities(self, roles: Sequence[str], camera_id: str) -> dict[str, bool]:
         """Every decision for one camera (what the pages show as buttons)."""
         return {w: self.can(roles, w, camera_id)
-                for w in ("view", "manifest", "raw", "subject_export", "case_export", "hold", "verify")}
+                for w in ("view", "manifest", "raw", "subject_export", "case_export", "hold", "verify", "share")}

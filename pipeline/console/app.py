@@ -79,11 +79,9 @@ class Services:
     """Optional overrides of the governance functions (tests); else pipeline.governance."""
 
     def gov(self, name: str, what: str) -> Callable[..., Any]:
-        if name in self.governance:
-            return self.governance[name]
-        from .exports import governance_fn
+        from .exports import lookup
 
-        return governance_fn(name, what)
+        return lookup(self.governance, name, what)
 
 
 # ---------------------------------------------------------------- helpers
@@ -522,9 +520,8 @@ def create_app(svc: Services, *, secure_cookies: bool = True, session_max_age_s:
                                     f"{fw}x{fh} frame (or is empty)")
         params = {"from_ms": t0, "to_ms": t1, "box_xywh": [round(x), round(y), round(w), round(h)], "at_ms": at,
                   "frame_wh": [fw, fh], "segments": [s.key for s in segs]}
+        # the export records its own audit event (as this user) before it writes the result
         export = svc.gov("subject_export", "subject export")
-        audit(user, "subject_export_requested", camera_id=cam, case=case, keys=params["segments"],
-              detail={k: v for k, v in params.items() if k != "segments"})
 
         def run(job: Job) -> Mapping[str, Any]:
             out = job.dir / "subject-export.mp4"
@@ -550,7 +547,6 @@ def create_app(svc: Services, *, secure_cookies: bool = True, session_max_age_s:
         t0, t1 = interval(cam, body)
         export = svc.gov("case_export", "case export")
         params = {"from_ms": t0, "to_ms": t1, "legal_basis": basis[:500], "official": official[:200]}
-        audit(user, "case_export_requested", camera_id=cam, case=case, detail=params)
 
         def run(job: Job) -> Mapping[str, Any]:
             out = job.dir / "case-export.mp4"
@@ -601,8 +597,9 @@ def create_app(svc: Services, *, secure_cookies: bool = True, session_max_age_s:
             raise ConsoleError(409, f"job {job_id} is {job.state}: only a finished export can be released")
         exp = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=svc.share_ttl_s)
         token = signer.dumps({"job": job.job_id, "n": secrets.token_hex(4)})
-        audit(user, "release", camera_id=job.camera_id, case=job.case,
-              detail={"job": job.job_id, "kind": job.kind, "expires_at": exp.isoformat(timespec="seconds")})
+        audit(user, "share", camera_id=job.camera_id, case=job.case,
+              detail={"job": job.job_id, "kind": job.kind, "expires_at": exp.isoformat(timespec="seconds"),
+                      "what": "released export"})
         job.state = "released"
         base = (svc.public_url or str(request.base_url)).rstrip("/")
         rel = {"url": f"{base}/shared/{token}", "expires_at": exp.isoformat(timespec="seconds"), "by": user.username}
@@ -626,7 +623,7 @@ def create_app(svc: Services, *, secure_cookies: bool = True, session_max_age_s:
             raise ConsoleError(404, "the export behind this link is no longer available")
         rng = request.headers.get("range") or ""
         if not rng or re.fullmatch(r"bytes=0-\d*", rng.strip()):
-            svc.audit.record(f"link:{job.owner}", (), "shared_download", camera_id=job.camera_id, case=job.case,
+            svc.audit.record(f"link:{job.owner}", (), "share_open", camera_id=job.camera_id, case=job.case,
                              detail={"job": job.job_id, "file": file,
                                      "client": request.client.host if request.client else ""})
         ctype = "video/mp4" if p.suffix == ".mp4" else "application/json"
@@ -658,9 +655,7 @@ def create_app(svc: Services, *, secure_cookies: bool = True, session_max_age_s:
         fn = svc.gov("legal_hold", "legal hold")
         result = fn(action=action, camera_id=cam, from_ms=t0, to_ms=t1, case=case, actor=user.username)
         res = dict(result) if isinstance(result, Mapping) else {"objects": result}
-        audit(user, f"hold_{action}", camera_id=cam, case=case,
-              detail={"from": iso(t0), "to": iso(t1), **{k: v for k, v in res.items() if k != "keys"}},
-              keys=res.get("keys", ())[:200])
+        res["keys"] = list(res.get("keys", ()))[:50]  # the audit event (recorded by the hold) has them all
         return {"action": action, "camera_id": cam, "case": case, **res}
 
     @app.post("/api/verify", dependencies=[Depends(check_csrf)])
@@ -670,10 +665,25 @@ def create_app(svc: Services, *, secure_cookies: bool = True, session_max_age_s:
         role_or_403(user, "verify", cam, "verify the audit chain")
         date = check_date(str(body.get("date") or ""))
         fn = svc.gov("verify_day", "verify")
-        result = fn(camera_id=cam, date=date)
-        res = dict(result) if isinstance(result, Mapping) else getattr(result, "__dict__", {"result": str(result)})
-        audit(user, "verify", camera_id=cam, detail={"date": date, "ok": bool(res.get("ok"))})
-        return {"camera_id": cam, "date": date, **res}
+        res = dict(fn(camera_id=cam, date=date, actor=user.username))
+        return {**res, "camera_id": cam, "date": date}
+
+    @app.post("/api/shares", dependencies=[Depends(check_csrf)])
+    async def share_segment(request: Request, user: User = Depends(current_user)) -> dict[str, Any]:
+        """A short-lived presigned link to one redacted segment (never raw), recorded."""
+        body = await json_body(request)
+        key = str(body.get("key") or "")
+        m = segment_key_or_404(key)
+        cam = camera_or_404(m["camera"])
+        role_or_403(user, "share", cam, "share footage by link")
+        case = check_case(body.get("case"))
+        try:
+            ttl = int(body.get("ttl_s") or svc.share_ttl_s)
+        except (TypeError, ValueError):
+            raise ConsoleError(400, "ttl_s: expected seconds") from None
+        if not 30 <= ttl <= svc.share_ttl_s:
+            raise ConsoleError(400, f"ttl_s: between 30 and {svc.share_ttl_s} seconds")
+        return dict(svc.gov("share", "share links")(key=key, ttl_s=ttl, case=case, actor=user.username))
 
     @app.get("/api/audit")
     def api_audit(camera: str = "", user_q: str = "", case: str = "", action: str = "", date: str = "",

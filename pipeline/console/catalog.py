@@ -148,23 +148,18 @@ class CameraStatus:
                 "fail_closed_last_hour": self.fail_closed_last_hour}
 
 
-NOTICE_FIELDS = ("purpose", "scope", "operator")
+NOTICE_FIELDS = ("purpose", "scope", "contact")
 
 
 def notice_of(cam: Any) -> dict[str, str]:
-    """The camera notice (purpose, scope, operator contact) from a registry record: its own
-    fields where the record has them, else a ``notice`` mapping, else its labels."""
-    out: dict[str, str] = {}
+    """The camera notice (purpose, scope, the operator's contact) from a registry record's
+    ``notice`` (camera.schema.json), else its labels."""
     nested = getattr(cam, "notice", None) or {}
     labels = getattr(cam, "labels", None) or {}
+    out: dict[str, str] = {}
     for f in NOTICE_FIELDS:
-        v = getattr(cam, f, None)
-        if v is None and isinstance(nested, Mapping):
-            v = nested.get(f)
-        if v is None and f == "operator":
-            v = getattr(cam, "operator_contact", None) or (nested.get("operator_contact") if isinstance(nested, Mapping) else None)
-        if v is None:
-            v = labels.get(f)
+        v = nested.get(f) if isinstance(nested, Mapping) else None
+        v = v or labels.get(f)
         if v:
             out[f] = str(v)
     return out

@@ -1,12 +1,18 @@
-"""The console's bridge to the evidence commands of :mod:`pipeline.governance` (subject
-export, case export, legal hold, verify). Each call names the governance function it
-needs; a build without it answers with one clear line instead of pretending.
+"""The console's bridge to the evidence API of :mod:`pipeline.governance.access` (subject
+export, case export, share links, legal hold, verify).
+
+Each console user acts as themselves: the bridge hands the governance functions a copy of
+the deployment's :class:`~pipeline.governance.access.Governance` whose ``actor`` is the
+signed-in user, so the audit events those functions record (before anything leaves) name
+the person, not the console. The functions are looked up by name, so a test can replace
+one (``Services.governance``) and a build without one answers with one clear line.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from schemas.errors import VeilStreamError
@@ -16,13 +22,65 @@ class NotAvailableError(VeilStreamError):
     """The governance function behind a console action is not in this build."""
 
 
-def governance_fn(name: str, what: str) -> Callable[..., Any]:
-    """``pipeline.governance.<name>`` or :class:`NotAvailableError` naming ``what``."""
-    try:
-        mod = importlib.import_module("pipeline.governance")
-    except ImportError as exc:  # pragma: no cover - the package is part of the project
-        raise NotAvailableError(f"{what} is not available: {exc}") from None
-    fn = getattr(mod, name, None)
+class GovernanceBridge:
+    """Keyword-only adapters with the console's argument names over ``governance.access``."""
+
+    def __init__(self, gov: Any) -> None:
+        self.gov = gov
+
+    def _as(self, actor: str) -> Any:
+        return dataclasses.replace(self.gov, actor=actor)
+
+    def subject_export(self, *, camera_id: str, from_ms: int, to_ms: int, box_xywh: tuple[float, ...], at_ms: int,
+                       case: str, output: Path, actor: str, progress: Callable[[float, str], None]) -> dict[str, Any]:
+        from pipeline.governance.access import SubjectBox, subject_export
+
+        progress(0.05, "reading and decrypting the raw vault, following the subject")
+        x, y, w, h = box_xywh
+        res = subject_export(self._as(actor), camera_id, from_ms, to_ms, SubjectBox(x, y, w, h, at_ms=at_ms),
+                             case_id=case, output=Path(output), report_path=Path(output).with_suffix(".report.json"))
+        return dict(res.report)
+
+    def case_export(self, *, camera_id: str, from_ms: int, to_ms: int, case: str, legal_basis: str, official: str,
+                    output: Path, actor: str, progress: Callable[[float, str], None]) -> dict[str, Any]:
+        from pipeline.governance.access import case_export
+
+        progress(0.05, "reading and decrypting the raw vault")
+        res = case_export(self._as(actor), camera_id, from_ms, to_ms, case_id=case, legal_basis=legal_basis,
+                          official=official, output=Path(output))
+        return dict(res.report)
+
+    def legal_hold(self, *, action: str, camera_id: str, from_ms: int, to_ms: int, case: str,
+                   actor: str) -> dict[str, Any]:
+        from pipeline.governance.access import hold
+
+        res = hold(self._as(actor), camera_id, from_ms, to_ms, case_id=case, enable=action == "add")
+        return {"held": res.enabled, "objects": len(res.keys), "keys": res.keys, "event_id": res.event_id}
+
+    def verify_day(self, *, camera_id: str, date: str, actor: str) -> dict[str, Any]:
+        from pipeline.governance.access import verify
+
+        rep = verify(self._as(actor), camera_id, date)
+        d = rep.to_dict() if hasattr(rep, "to_dict") else dict(vars(rep))
+        d["ok"] = bool(rep.ok)
+        d.setdefault("findings", [f.line() if hasattr(f, "line") else str(f) for f in getattr(rep, "findings", ())])
+        return d
+
+    def share(self, *, key: str, ttl_s: int, case: str, actor: str) -> dict[str, Any]:
+        from pipeline.governance.access import iso, share
+
+        link = share(self._as(actor), key, ttl_s=ttl_s, case_id=case)
+        return {"url": link.url, "key": link.key, "case": link.case_id, "expires_at": iso(link.expires_at_ms),
+                "event_id": link.event_id}
+
+    def functions(self) -> dict[str, Callable[..., Any]]:
+        return {"subject_export": self.subject_export, "case_export": self.case_export,
+                "legal_hold": self.legal_hold, "verify_day": self.verify_day, "share": self.share}
+
+
+def lookup(functions: Mapping[str, Callable[..., Any]], name: str, what: str) -> Callable[..., Any]:
+    fn = functions.get(name)
     if fn is None:
-        raise NotAvailableError(f"{what} is not available in this build (pipeline.governance.{name} is missing)")
-    return fn  # type: ignore[no-any-return]
+        raise NotAvailableError(f"{what} is not available: this console runs without the governance API "
+                                "(pipeline.governance) configured")
+    return fn

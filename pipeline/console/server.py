@@ -43,28 +43,14 @@ def _store(cfg: Any, bucket: str, creds: Mapping[str, Any] | None = None, object
         secret_key_file=c.get("secret_key_file", None if creds else os_.secret_key_file))
 
 
-class _AuditStore:
-    """The audit bucket: created on first use (object lock like the redacted bucket), never
-    the 'exists without lock' refusal of the sink's store (governance may own its setup)."""
+def build_services(cfg: Any, *, registry: Any = "kafka", governance: Mapping[str, Any] | None = None,
+                   kafka: bool = True) -> Services:
+    """Services for :func:`create_app` from a :class:`schemas.config.PipelineConfig`.
 
-    def __init__(self, store: Any) -> None:
-        self.s = store
-
-    def ensure_bucket(self) -> None:
-        c = self.s.client
-        if not c.bucket_exists(self.s.bucket):
-            try:
-                c.make_bucket(self.s.bucket, location=self.s.region, object_lock=self.s.object_lock)
-            except Exception:  # noqa: BLE001 - a concurrent writer created it first
-                if not c.bucket_exists(self.s.bucket):
-                    raise
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.s, name)
-
-
-def build_services(cfg: Any, *, registry: Any = "kafka", governance: Mapping[str, Any] | None = None) -> Services:
-    """Services for :func:`create_app` from a :class:`schemas.config.PipelineConfig`."""
+    ``registry``: ``"kafka"`` (the ``veil.cameras`` topic) or a function returning the
+    records; ``governance``: replacement functions (tests), else the real governance API;
+    ``kafka=False``: audit events go to the audit bucket only.
+    """
     from schemas.policy import load_policies
 
     con = cfg.console
@@ -81,7 +67,21 @@ def build_services(cfg: Any, *, registry: Any = "kafka", governance: Mapping[str
     catalog = Catalog(status_store, registry,
                       streaming_within_s=2 * cfg.sink.segment_seconds + cfg.sink.idle_flush_s + 30)
     access = AccessControl(policies, buckets, camera_policy=catalog.policy_of)
-    audit = AuditLog(_AuditStore(_store(cfg, buckets.audit)), publish=_kafka_publisher(cfg))
+    gov_fns: dict[str, Any] = {}
+    if governance is None:
+        from pipeline.governance.access import Governance
+
+        from .exports import GovernanceBridge
+
+        gov = Governance.from_config(cfg, actor="console", kafka=kafka)
+        gov.registry = lambda: catalog.registry()[0]  # the console's cached copy of the registry
+        gov_fns = GovernanceBridge(gov).functions()
+        audit = AuditLog(gov.audit_store, gov.audit)
+    else:
+        gov_fns = dict(governance)
+        from pipeline.sink.worker import audit_store_for
+
+        audit = AuditLog(audit_store_for(cfg))
     users = LocalUsers(load_users(con.users_file)) if con.users_file else None
     oauth = build_oauth(con.oidc)
     if users is None and oauth is None:
@@ -103,31 +103,7 @@ def build_services(cfg: Any, *, registry: Any = "kafka", governance: Mapping[str
 
     return Services(access=access, catalog=catalog, audit=audit, jobs=JobManager(con.work_dir), users=users,
                     stores=store_for, oauth=oauth, oidc=con.oidc, share_ttl_s=con.share_ttl_s,
-                    public_url=con.public_url, secret_key=secret, governance=dict(governance or {}))
-
-
-def _kafka_publisher(cfg: Any) -> Any:
-    """Audit events also go to ``veil.audit`` (keyed by camera); delivery is awaited briefly,
-    the audit bucket holds the durable copy either way."""
-    import json
-
-    from pipeline.kafka import ChunkProducer, Delivery, kafka_settings
-
-    state: dict[str, Any] = {}
-
-    def done(d: Delivery) -> None:
-        if d.error:
-            logger.warning("audit event not delivered to %s: %s", cfg.kafka.topics.audit, d.error)
-
-    def publish(ev: Mapping[str, Any]) -> None:
-        if "p" not in state:
-            state["p"] = ChunkProducer(cfg.kafka.bootstrap_servers, client_id="veil-console",
-                                       extra=kafka_settings(cfg.kafka))
-        # asynchronous: a slow broker never delays a page; the bucket copy is already durable
-        state["p"].produce(cfg.kafka.topics.audit, json.dumps(ev, sort_keys=True).encode("utf-8"),
-                           str(ev.get("camera_id") or ""), [("kind", b"AccessEvent")], on_done=done)
-
-    return publish
+                    public_url=con.public_url, secret_key=secret, governance=gov_fns)
 
 
 def build_app(cfg: Any, **kw: Any) -> Any:

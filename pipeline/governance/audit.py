@@ -23,7 +23,9 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 ACTIONS = ("subject_export", "case_export", "share", "share_open", "hold_add", "hold_remove", "verify",
-           "policy_change", "camera_add", "camera_remove")
+           "policy_change", "camera_add", "camera_remove",
+           # the console (pipeline.console): every view of footage, download, export preview, sign-in
+           "view", "download", "preview", "sign_in")
 EVENTS_PREFIX = "events/"
 ACTOR_ENV = "VEILSTREAM_ACTOR"
 

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from pipeline.console.access import AccessControl, Buckets, allowed
 from pipeline.console.app import Services, create_app
-from pipeline.console.audit import AuditLog
+from pipeline.console.audit import AuditLog, normalize
 from pipeline.console.auth import LocalUsers, User, hash_password, load_users, oidc_user
 from pipeline.console.catalog import Catalog
 from pipeline.console.jobs import JobManager
@@ -60,8 +60,8 @@ def env(tmp_path: Path):
     redacted, audit_store = InMemoryObjectStore(bucket="veil-redacted"), InMemoryObjectStore(bucket="veil-audit")
     keys = {"cam-001": _segments(redacted, "cam-001", "default"), "cam-002": _segments(redacted, "cam-002", "street")}
     registry = {"cam-001": SimpleNamespace(camera_id="cam-001", policy_id="default", enabled=True,
-                                           labels={"purpose": "platform safety", "scope": "platform 2",
-                                                   "operator": "transit@city.example"}),
+                                           notice={"purpose": "platform safety", "scope": "platform 2",
+                                                   "contact": "transit@city.example"}),
                 "cam-002": SimpleNamespace(camera_id="cam-002", policy_id="street", enabled=True, labels={})}
     catalog = Catalog(redacted, lambda: registry)
     access = AccessControl(POLICIES, Buckets("veil-redacted", "veil-audit", "veil-raw"), catalog.policy_of)
@@ -97,7 +97,7 @@ def csrf(c: TestClient) -> dict[str, str]:
 
 
 def events(env) -> list[dict]:
-    return [json.loads(env.audit.get_object(k)) for k in env.audit.list_objects("events/")]
+    return [normalize(json.loads(env.audit.get_object(k))) for k in env.audit.list_objects("events/")]
 
 
 def no_traceback(r) -> None:
@@ -266,7 +266,7 @@ def test_subject_request_runs_as_job_and_is_released_through_a_short_lived_link(
     r = anon.get(path)
     assert r.status_code == 410 and "expired" in r.text
     acts = [e["action"] for e in events(env)]
-    for a in ("subject_export_requested", "preview", "release", "shared_download"):
+    for a in ("preview", "share", "share_open"):
         assert a in acts, acts
 
 
