@@ -9,17 +9,18 @@ export VEILSTREAM_MODEL_DIR ?= $(abspath ../shared/models)
 export VEILSTREAM_EVAL_DIR ?= $(abspath ../shared/eval)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: all install system-deps test test-unit test-integration demo bench load load-knee eval lint typecheck clean
+.PHONY: all install system-deps test test-unit test-integration demo console-screenshots bench load load-knee eval lint typecheck clean
 
 all: test
 
-# Debian tools the tests need: ffmpeg, and GStreamer's RTSP server (run with the system
-# python3 and gi) that serves a real RTSP camera on loopback in the ingest tests.
+# Debian tools the tests need: ffmpeg, GStreamer's RTSP server (run with the system
+# python3 and gi) that serves a real RTSP camera on loopback in the ingest tests, and
+# chromium + chromium-driver that the console's browser tests drive through Selenium.
 DEBIAN_PKGS := ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
-	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 system-deps:
-	@if ! command -v ffmpeg >/dev/null 2>&1 || ! /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer" >/dev/null 2>&1; then \
+	@if ! command -v ffmpeg >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1 || ! /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer" >/dev/null 2>&1; then \
 	  echo "installing from Debian: $(DEBIAN_PKGS)"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(DEBIAN_PKGS) >/dev/null; \
 	fi
@@ -49,6 +50,11 @@ test-integration: install system-deps
 demo: install
 	@rm -rf out/demo
 	$(PY) -m pipeline.demo
+
+# Screenshots of the console (camera list, player, subject request) for the README, taken
+# by its browser test against the local stack.
+console-screenshots: install system-deps
+	VEILSTREAM_SCREENSHOTS=1 $(PY) -m pytest -q tests/integration/test_console_browser.py
 
 eval: install
 	$(VENV)/bin/veilstream eval all

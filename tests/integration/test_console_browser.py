@@ -98,8 +98,8 @@ def console(stack):
     """The console served by uvicorn on a free port, as `veilstream console` serves it."""
     import uvicorn
 
-    from pipeline.console.server import build_services
     from pipeline.console.app import create_app
+    from pipeline.console.server import build_services
     from pipeline.devstack import free_port
 
     svc = build_services(stack["cfg"], registry=lambda: stack["registry"], kafka=False)
@@ -193,7 +193,6 @@ def test_analyst_plays_a_segment_and_is_refused_elsewhere(stack, console, browse
     rows = browser.find_elements(By.CSS_SELECTOR, "#cameras tbody tr[data-camera]")
     assert [r.get_attribute("data-camera") for r in rows] == ["cam-001"]  # not the street group
     assert "passenger safety" in rows[0].text and "privacy@metro.example" in rows[0].text
-    shot(browser, "console-cameras.png")
     rows[0].find_element(By.LINK_TEXT, "cam-001").click()
     wait(lambda: browser.find_elements(By.CSS_SELECTOR, "#timeline .seg"), "timeline")
     assert len(browser.find_elements(By.CSS_SELECTOR, "#timeline .seg")) == 3
@@ -234,6 +233,9 @@ def test_privacy_officer_draws_a_subject_box_and_releases_the_export(stack, cons
 
     base = console["base"]
     sign_in(browser, base, "pia")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#cameras tbody tr[data-camera]")
+    assert [r.get_attribute("data-camera") for r in rows] == ["cam-001", "cam-002"]
+    shot(browser, "console-cameras.png")
     browser.get(base + "/cameras/cam-001/subject")
     wait(lambda: browser.find_elements(By.CSS_SELECTOR, "#timeline .seg"), "timeline")
     st = browser.execute_async_script(FRAME_CHECK, "player")
