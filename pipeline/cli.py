@@ -8,6 +8,7 @@ shown only with ``--debug``.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -25,6 +26,7 @@ from schemas.errors import (
 from schemas.safety import scrub_secrets
 
 from . import commands, ops
+from .governance import commands as governance_commands
 
 logger = logging.getLogger("veilstream")
 
@@ -105,6 +107,18 @@ def cmd_redact(args: argparse.Namespace) -> int:
         raise UsageError(f"--max-pixels: expected an integer >= 4096, got {args.max_pixels}")
     is_dir = not is_url and Path(src).is_dir()
     _check_output(args.output, is_dir)
+    if args.keep_subject:
+        from .governance.subjectfile import redact_file_keep_subject
+
+        if is_dir:
+            raise UsageError("--keep-subject: works on a video, not a directory of images")
+        rep = redact_file_keep_subject(src, args.output, args.keep_subject, style=args.style,
+                                       model_dir=args.model_dir, max_pixels=args.max_pixels)
+        print(json.dumps(rep) if args.json else
+              f"kept subject in {rep['subject_visible_frames']}/{rep['frames']} frames"
+              + (f", track lost from frame {rep['track_lost_from_frame']}" if rep['track_lost_from_frame'] is not None
+                 else "") + f"; masks {rep['masks_per_class']} -> {args.output} (report {rep['report']})")
+        return 0
     cfg = _redaction_config(args, detect_every_default=1 if is_dir else 4)
     zones = load_zones(args.zones) if args.zones else None
     redactor = Redactor(cfg, zones=zones)  # type: ignore[arg-type]
@@ -147,6 +161,9 @@ def add_redact(sub: Subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--progress", action="store_true", help="progress bar even when stderr is not a terminal")
+    p.add_argument("--keep-subject", default=None, metavar="X,Y,W,H[@FRAME]",
+                   help="a data-subject copy: mask every face, plate and person EXCEPT this person (box in pixels "
+                        "on FRAME, default 0), tracked forward and backward; writes a JSON report next to OUT")
     p.set_defaults(func=cmd_redact)
 
 
@@ -162,7 +179,7 @@ def add_eval(sub: Subparsers) -> None:
 
 
 COMMANDS: tuple[Callable[[Subparsers], None], ...] = (add_redact, add_eval, *commands.COMMANDS,
-                                                      *ops.COMMANDS)
+                                                      *ops.COMMANDS, *governance_commands.COMMANDS)
 """Every subcommand, in ``--help`` order. A new command is one ``add_<name>(sub)`` function
 (here or in :mod:`pipeline.commands`) listed in its module's ``COMMANDS``; the parser is
 built fresh on every :func:`main` from this constant, so nothing accumulates between calls."""

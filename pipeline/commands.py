@@ -200,7 +200,8 @@ def cmd_cameras(args: argparse.Namespace) -> int:
             state = "enabled" if cam.enabled else "disabled"
             # a record written before credentials were refused may still hold them: never print them
             creds = f"\tcredentials_env={cam.credentials_env}" if cam.credentials_env else ""
-            print(f"{cam.camera_id}\t{cam.kind}\t{state}\tpolicy={cam.policy_id}\t{redact_url(cam.url)}{creds}")
+            notice = "".join(f"\t{k}={v}" for k, v in sorted((cam.notice or {}).items()))  # the signage text
+            print(f"{cam.camera_id}\t{cam.kind}\t{state}\tpolicy={cam.policy_id}\t{redact_url(cam.url)}{creds}{notice}")
         print(f"{len(cams)} camera(s) in {cfg.kafka.topics.cameras}", file=sys.stderr)
         return 0
     if args.cameras_command == "add":
@@ -214,6 +215,9 @@ def cmd_cameras(args: argparse.Namespace) -> int:
             rec["realtime"] = True
         if args.disabled:
             rec["enabled"] = False
+        notice = {k: getattr(args, k) for k in ("purpose", "scope", "contact") if getattr(args, k)}
+        if notice:
+            rec["notice"] = notice
         cams = [parse_camera(rec)]
     elif args.cameras_command == "import":
         doc = read_yaml(args.file, "cameras file")
@@ -229,6 +233,9 @@ def cmd_cameras(args: argparse.Namespace) -> int:
         if problems:
             raise ConfigError("; ".join(problems))
     elif args.cameras_command == "remove":
+        from pipeline.governance.access import record_camera_change
+
+        record_camera_change(cfg, "camera_remove", args.camera_ids, actor=args.actor)
         n = publish_cameras(cfg, [], remove=args.camera_ids)
         print(f"removed {n} camera(s) from {cfg.kafka.topics.cameras}; their ingest workers stop them")
         return 0
@@ -242,6 +249,10 @@ def cmd_cameras(args: argparse.Namespace) -> int:
         if missing:
             raise ConfigError(f"policy_id: {', '.join(map(repr, missing))} not in policies_dir {cfg.policies_dir} "
                               f"(found: {', '.join(sorted(known)) or 'none'}); write <policy_id>.yaml there first")
+    from pipeline.governance.access import record_camera_change
+
+    record_camera_change(cfg, "camera_add", [c.camera_id for c in cams], actor=args.actor,
+                         details={c.camera_id: {"policy_id": c.policy_id, "notice": dict(c.notice or {})} for c in cams})
     n = publish_cameras(cfg, cams)
     print(f"published {n} camera record(s) to {cfg.kafka.topics.cameras}; ingest workers pick them up")
     return 0
@@ -321,6 +332,9 @@ def add_cameras(sub: Any) -> None:
     c.add_argument("--loop", action="store_true", help="files: loop as a simulated camera")
     c.add_argument("--realtime", action="store_true", help="files: pace at the source rate")
     c.add_argument("--disabled", action="store_true", help="register it but do not read it")
+    c.add_argument("--purpose", default=None, help="notice: why the camera records (stamped in every manifest)")
+    c.add_argument("--scope", default=None, help="notice: where and when it records")
+    c.add_argument("--contact", default=None, help="notice: the operator's contact for requests")
     c = csub.add_parser("import", help="add or update the cameras of a YAML file (a list, or cameras: [...])")
     _config_arg(c)
     c.add_argument("file", type=Path)
@@ -328,8 +342,11 @@ def add_cameras(sub: Any) -> None:
     _config_arg(c)
     c.add_argument("camera_ids", nargs="+")
     p.set_defaults(func=cmd_cameras, cameras_command=None)
-    for c in csub.choices.values():
-        c.set_defaults(func=cmd_cameras)
+    for name, c in csub.choices.items():
+        c.set_defaults(func=cmd_cameras, actor=None)
+        if name != "list":
+            c.add_argument("--actor", default=None, help="who acts, recorded in the audit event "
+                                                         "(default $VEILSTREAM_ACTOR, else the OS user)")
 
 
 def add_fetch(sub: Any) -> None:

@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "AccessError", "ExportResult", "VaultError", "Governance", "HoldResult", "ShareLink", "SubjectBox", "audit_events", "cameras",
-    "case_export", "hold", "open_share", "parse_duration", "parse_subject", "parse_time", "share",
+    "case_export", "hold", "open_share", "parse_duration", "parse_subject", "parse_time", "record_camera_change", "share",
     "subject_export", "verify",
 ]
 
@@ -501,6 +501,31 @@ def cameras(gov: Governance) -> list[dict[str, Any]]:
         out.append({"camera_id": cam.camera_id, "kind": cam.kind, "enabled": cam.enabled, "policy_id": cam.policy_id,
                     "raw_days": pol.retention.raw_days if pol else None, "notice": dict(cam.notice or {})})
     return out
+
+
+def record_camera_change(cfg: Any, action: str, camera_ids: Sequence[str], *, actor: str | None = None,
+                         details: dict[str, Any] | None = None) -> Any:
+    """The audit event of ``cameras add|import|remove``, recorded before the registry
+    changes. Without reachable object storage it goes to the audit topic alone (managing
+    cameras must not depend on S3), with a warning; without either it is refused."""
+    kw = {"camera_id": camera_ids[0] if len(camera_ids) == 1 else None,
+          "object_keys": [f"{cfg.kafka.topics.cameras}/{c}" for c in camera_ids], "details": details or {}}
+    try:
+        gov = Governance.from_config(cfg, actor=actor)
+        return gov.record(action, **kw)
+    except Exception as exc:  # noqa: BLE001 - fall back to the topic alone
+        logger.warning("audit bucket unavailable (%s): %s recorded on %s only", str(exc).splitlines()[0][:200],
+                       action, cfg.kafka.topics.audit)
+    from pipeline.kafka import ChunkProducer, kafka_settings
+
+    k = cfg.kafka
+    producer = ChunkProducer(k.bootstrap_servers, message_max_bytes=k.message_max_bytes, client_id="veil-governance",
+                             extra=kafka_settings(k))
+    try:
+        return AuditLog(None, producer, k.topics.audit).record(action, current_actor(actor), **kw)
+    except Exception as exc:  # noqa: BLE001
+        raise AccessError(f"{action} refused: the audit event could not be recorded on {k.topics.audit}: "
+                          f"{str(exc).splitlines()[0][:200]}") from None
 
 
 def audit_events(gov: Governance, day: str | None = None) -> list[dict[str, Any]]:

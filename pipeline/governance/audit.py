@@ -72,7 +72,8 @@ class AuditLog:
     """Writes events to the audit bucket (durable, first) and the audit topic.
 
     Args:
-        store: the audit bucket's ``ObjectStore``.
+        store: the audit bucket's ``ObjectStore`` (``None``: the topic alone, for actions
+            that must not depend on object storage, e.g. camera registry changes).
         producer: a ``ChunkProducer``-like (``produce``/``flush``) or ``None`` (bucket only).
         topic: the audit topic.
         retention: object-lock retention of event objects (``RetentionSpec`` or ``None``).
@@ -91,8 +92,9 @@ class AuditLog:
         ev = AuditEvent(action=action, actor=actor, at_ms=int(time.time() * 1000), camera_id=camera_id,
                         case_id=case_id, object_keys=tuple(object_keys), details=dict(details or {}))
         body = ev.to_json()
-        self.store.put_object(ev.key, body, "application/json", {"action": action},
-                              {"kind": "event", "action": action}, retention=self.retention)
+        if self.store is not None:
+            self.store.put_object(ev.key, body, "application/json", {"action": action},
+                                  {"kind": "event", "action": action}, retention=self.retention)
         if self.producer is not None:
             from schemas.messages import HEADER_CONTENT_TYPE, HEADER_TYPE, HEADER_VERSION
 
@@ -101,10 +103,14 @@ class AuditLog:
             try:
                 d = self.producer.produce(self.topic, body, (camera_id or action).encode("utf-8"), headers)
                 self.producer.flush(10.0)
-                if getattr(d, "error", None):
-                    logger.error("audit event not on %s (stored in the audit bucket): %s", self.topic, d.error)
+                if getattr(d, "error", None) or not getattr(d, "done", True):
+                    raise RuntimeError(str(getattr(d, "error", None) or "not acknowledged"))
             except Exception as exc:  # noqa: BLE001 - the bucket record is the durable one
+                if self.store is None:  # nowhere else: the action must not go unrecorded
+                    raise
                 logger.error("audit event not on %s (stored in the audit bucket): %s", self.topic, exc)
+        elif self.store is None:
+            raise ValueError("AuditLog needs an audit bucket, a producer, or both")
         logger.info("audit action=%s actor=%s case=%s camera=%s objects=%d", action, actor, case_id, camera_id,
                     len(ev.object_keys))
         return ev

@@ -144,6 +144,8 @@ def verify_day(camera_id: str, day: str, records: Iterable[Mapping[str, Any]], o
             else:
                 rep.findings.append(Finding("replaced", mkey, f"manifest replaced by one the chain never recorded "
                                                               f"(expected sha256 {msha[:16]} at seq {seq})"))
+            if mkey[:-5] + ".mp4" not in segments:
+                rep.findings.append(Finding("removed", mkey[:-5] + ".mp4", f"segment of chain seq {seq} is missing"))
             prev_sha = msha
             continue
         man = _json(body)
