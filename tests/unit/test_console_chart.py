@@ -8,7 +8,6 @@ import copy
 import pytest
 
 from schemas.config import parse_config
-
 from tests.unit.test_deploy import by_kind, kube_problems, one, render, render_error, validate_all
 from tests.unit.test_deploy import test_containers_are_hardened as containers_hardened
 
