@@ -2,10 +2,12 @@
 
 Throughput: ``veilstream redact`` and ``deface`` run as subprocesses on the same 720p
 video, alternating (V D V D ...), and frames per second come from wall time of the whole
-command (model loading included, the way a user experiences it). Quality: the face leak
-rate of each on the same labelled images (coco_val2017 keypoint faces, faces_dlib), with
-deface's coverage reproduced from its own detections and mask geometry (CenterFace through
-onnxruntime, threshold 0.2, mask scale 1.3, ellipse: its defaults).
+command (model loading included, the way a user experiences it). Quality: the leak rate of
+each on the same labelled images (every shared eval set: faces_dlib, coco_val2017,
+faces_wider_hard, plates_eu, plates_traffic; ``--quality-limit N`` for a spread subset),
+with deface's coverage reproduced from its own detections and mask geometry (CenterFace
+through onnxruntime, threshold 0.2, mask scale 1.3, ellipse: its defaults; deface masks no
+plates, so its plate figures are what an unmasked plate set leaks).
 
 Prints a table and one JSON line; never asserts on absolute times.
 """
@@ -122,6 +124,10 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="alternating runs of each tool")
     ap.add_argument("--seconds", type=float, default=5.0, help="length of the 720p input (<= 5.3)")
     ap.add_argument("--skip-quality", action="store_true")
+    ap.add_argument("--quality-sets", default="faces_dlib,coco_val2017,faces_wider_hard,plates_eu,plates_traffic",
+                    help="comma-separated eval sets for the quality comparison")
+    ap.add_argument("--quality-limit", type=int, default=None, metavar="N",
+                    help="N images spread over each set (default: all)")
     args = ap.parse_args()
     bindir = Path(sys.executable).parent
     veil, deface = bindir / "veilstream", shutil.which("deface", path=str(bindir)) or "deface"
@@ -141,27 +147,37 @@ def main() -> int:
     }
     if not args.skip_quality:
         eval_dir = default_eval_dir()
-        quality = {}
+        quality: dict[str, dict[str, object]] = {}
         for name, fn in (("veilstream", veilstream_coverage_fn()), ("deface", deface_coverage_fn())):
-            q = {}
-            for ds, scale in (("coco_val2017", 1), ("faces_dlib", 1), ("coco_val2017", 2)):
-                rep = evaluate(ds, eval_dir, fn if scale == 1 else upscaled(fn, scale))
-                face = rep.classes[0]
-                q[ds if scale == 1 else f"{ds}_x{scale}"] = {
-                    "faces": face.targets, "leaked": face.leaked, "leak_rate": round(face.leak_rate, 4),
-                    "masked_area_share": round(rep.masked_area_share, 4)}
+            q: dict[str, object] = {}
+            for ds in args.quality_sets.split(","):
+                rep = evaluate(ds, eval_dir, fn, limit=args.quality_limit)
+                q[ds] = {"masked_area_share": round(rep.masked_area_share, 4),
+                         **{c.cls: {"targets": c.targets, "leaked": c.leaked, "leak_rate": round(c.leak_rate, 4)}
+                            for c in rep.classes}}
+            rep = evaluate("coco_val2017", eval_dir, upscaled(fn, 2), limit=args.quality_limit)
+            q["coco_val2017_x2"] = {"masked_area_share": round(rep.masked_area_share, 4),
+                                    "face": {"targets": rep.classes[0].targets, "leaked": rep.classes[0].leaked,
+                                             "leak_rate": round(rep.classes[0].leak_rate, 4)}}
             quality[name] = q
-        result["face_leak"] = quality
+        result["quality"] = quality
     print(f"720p input: {frames} frames")
     for k in ("veilstream", "deface"):
         print(f"  {k:<10} best {fps[k]:6.2f} fps  runs {', '.join(f'{x:.1f}s' for x in times[k])}")
     print(f"  throughput ratio veilstream/deface: {result['throughput_ratio']}x")
-    if "face_leak" in result:
-        for k, q in result["face_leak"].items():  # type: ignore[union-attr]
-            print(f"  {k:<10} face leak coco(>=10px) {q['coco_val2017']['leaked']}/{q['coco_val2017']['faces']}"
-                  f"  dlib {q['faces_dlib']['leaked']}/{q['faces_dlib']['faces']}"
-                  f"  coco upscaled 2x (1280 px, like 720p) "
-                  f"{q['coco_val2017_x2']['leaked']}/{q['coco_val2017_x2']['faces']}")
+    if "quality" in result:
+        print(f"  {'leak (leaked/targets), masked area':<40} {'veilstream':>22} {'deface':>22}")
+        rows = [(ds, cls) for ds, q in result["quality"]["veilstream"].items()  # type: ignore[index]
+                for cls in q if cls != "masked_area_share"]
+        for ds, cls in rows:
+            cells = []
+            for tool in ("veilstream", "deface"):
+                c = result["quality"][tool][ds][cls]  # type: ignore[index]
+                cells.append(f"{c['leaked']}/{c['targets']} ({c['leak_rate']:.1%})")
+            print(f"  {ds + ' ' + cls:<40} {cells[0]:>22} {cells[1]:>22}")
+        for ds in result["quality"]["veilstream"]:  # type: ignore[index]
+            a = [result["quality"][t][ds]["masked_area_share"] for t in ("veilstream", "deface")]  # type: ignore[index]
+            print(f"  {ds + ' masked area':<40} {a[0]:>22.1%} {a[1]:>22.1%}")
     print(json.dumps(result))
     shutil.rmtree(tmp, ignore_errors=True)
     return 0

@@ -9,6 +9,10 @@ ORIGINAL image pixels:
 * ``head_points``: parallel to ``face_points``: nose, labelled eyes, then labelled ears;
   for estimating face size (ears span most of a face's width).
 * ``plate_boxes`` / ``person_boxes``: ``(K, 4)`` float32 xyxy.
+* ``ignore_boxes``: ``(K, 4)`` float32 xyxy of faces_wider_hard ``ignore`` faces (< 10 px or
+  flagged invalid): they count neither as a leak nor as a find.
+* ``tags``: per-image facts for breakdowns (plates_traffic ``source`` prefix ``ro``/``kg``,
+  ``night``; faces_wider_hard ``event``).
 
 The data is for measurement only (licences in the README): nothing here copies it.
 """
@@ -20,6 +24,7 @@ import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -44,6 +49,8 @@ class EvalItem:
     plate_boxes: BoxArray = field(default_factory=_no_boxes)
     person_boxes: BoxArray = field(default_factory=_no_boxes)
     plate_texts: list[str] = field(default_factory=list)
+    ignore_boxes: BoxArray = field(default_factory=_no_boxes)
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 def default_eval_dir() -> Path:
@@ -127,4 +134,46 @@ def load_plates_eu(directory: str | os.PathLike[str] | None = None) -> list[Eval
         if image_file is None:
             continue
         items.append(EvalItem(image_path=d / image_file, plate_boxes=_boxes(rows), plate_texts=texts))
+    return items
+
+
+def _labels_json(d: Path) -> list[dict[str, Any]]:
+    path = d / "labels.json"
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{str(path)!r} not found: expected the shared eval set (see shared/eval/README.md)") \
+            from None
+    images = doc.get("images") if isinstance(doc, dict) else None
+    if not isinstance(images, list):
+        raise ValueError(f"{str(path)!r}: expected {{\"images\": [...]}}")
+    return images
+
+
+def load_plates_traffic(directory: str | os.PathLike[str] | None = None) -> list[EvalItem]:
+    """plates_traffic: ``labels.json`` with ``boxes`` = plate corners ``[x1, y1, x2, y2]`` px.
+
+    Tags: ``subset`` (``ro`` = the MIT Romanian dashcam frames, ``kg`` = the Kaggle web
+    photos: the file-name prefix) and ``night`` (``"1"``/``"0"``).
+    """
+    d = Path(directory) if directory is not None else default_eval_dir() / "plates_traffic"
+    items = []
+    for im in _labels_json(d):
+        name = str(im["file"])
+        items.append(EvalItem(image_path=d / "images" / name,
+                              plate_boxes=_boxes(im.get("boxes", [])),
+                              tags={"subset": name.split("_", 1)[0],
+                                    "night": "1" if im.get("night") else "0"}))
+    return items
+
+
+def load_faces_wider(directory: str | os.PathLike[str] | None = None) -> list[EvalItem]:
+    """faces_wider_hard: ``labels.json`` with face ``boxes`` and ``ignore`` boxes (xyxy px)."""
+    d = Path(directory) if directory is not None else default_eval_dir() / "faces_wider_hard"
+    items = []
+    for im in _labels_json(d):
+        items.append(EvalItem(image_path=d / "images" / str(im["file"]),
+                              face_boxes=_boxes(im.get("boxes", [])),
+                              ignore_boxes=_boxes(im.get("ignore", [])),
+                              tags={"event": str(im.get("wider_event", ""))}))
     return items

@@ -11,6 +11,11 @@ output (definitions in ``shared/eval/README.md``):
   be reported separately (the target is on faces >= 10 px).
 * coco_val2017 persons (only when the person class is masked): leak below 0.8 coverage.
 * plates_eu: the share of plates covered at >= 0.8 (the target) and at >= 0.5.
+* plates_traffic: a plate leaks below 0.8 box coverage; also by subset (``ro`` MIT dashcam,
+  ``kg`` web photos), night, and plate width bucket.
+* faces_wider_hard: a face leaks when less than 0.8 of its central region (box shrunk to
+  60 % of width and height) is masked; ``ignore`` faces are not scored; by width bucket
+  (< 20, 20-40, 40-80, >= 80 px) and >= 20 / < 20 px.
 
 Coverage is computed from :meth:`Redactor.coverage`, i.e. exactly the pixels the
 anonymizers replace, not from detector boxes.
@@ -29,14 +34,16 @@ from typing import Any
 
 import numpy as np
 
-from .types import Boxes, InputError
+from .types import InputError
 
 FACE_BOX_COVERAGE = 0.8
 PLATE_COVERAGE = 0.8
 PLATE_COVERAGE_LOW = 0.5
 PERSON_COVERAGE = 0.8
 MIN_FACE_PX = 10.0
-DATASETS = ("faces_dlib", "coco_val2017", "plates_eu")
+WIDER_COVERAGE = 0.8
+WIDER_CENTRAL_FRAC = 0.6
+DATASETS = ("faces_dlib", "coco_val2017", "plates_eu", "plates_traffic", "faces_wider_hard")
 
 
 @dataclass
@@ -109,82 +116,204 @@ CoverageFn = Callable[[np.ndarray], np.ndarray]
 """Maps a BGR image ``(H, W, 3)`` to its ``(H, W)`` bool mask coverage."""
 
 
-def evaluate(dataset: str, eval_dir: Path, coverage_fn: CoverageFn, *, person_class: bool = False,
-             progress: bool = False) -> DatasetReport:
-    """Run ``coverage_fn`` on every image of one data set and count leaks."""
+def width_bucket(width: float) -> str:
+    """The README's width bucket name for a box ``width`` px wide (< 20, 20-40, 40-80, >= 80)."""
+    for hi, name in ((20, "w0_20"), (40, "w20_40"), (80, "w40_80")):
+        if width < hi:
+            return name
+    return "w80_up"
+
+
+WIDTH_BUCKETS = ("w0_20", "w20_40", "w40_80", "w80_up")
+
+
+def central_region(xyxy: Iterable[float], frac: float = WIDER_CENTRAL_FRAC) -> list[float]:
+    """The box shrunk to ``frac`` of its width and height around its centre."""
+    x1, y1, x2, y2 = (float(v) for v in xyxy)
+    cx, cy, hw, hh = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) * frac / 2, (y2 - y1) * frac / 2
+    return [cx - hw, cy - hh, cx + hw, cy + hh]
+
+
+def load_items(dataset: str, eval_dir: Path) -> list[Any]:
+    """The :class:`~operators.evaldata.EvalItem` list of one data set."""
     from . import evaldata
+
+    loaders = {"faces_dlib": evaldata.load_faces_dlib, "coco_val2017": evaldata.load_coco,
+               "plates_eu": evaldata.load_plates_eu, "plates_traffic": evaldata.load_plates_traffic,
+               "faces_wider_hard": evaldata.load_faces_wider}
+    if dataset not in loaders:
+        raise InputError(f"unknown data set {dataset!r}; expected one of {', '.join(DATASETS)} or all")
+    try:
+        return loaders[dataset](eval_dir / dataset)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        raise InputError(f"data set {dataset!r} in {str(eval_dir)!r} unreadable: {exc}") from None
+
+
+Affine = tuple[float, float, float]
+"""``(s, tx, ty)``: a label at ``(x, y)`` is at ``(s*x + tx, s*y + ty)`` on the scored frame."""
+
+
+def _map_box(box: Iterable[float], a: Affine | None) -> list[float]:
+    b = [float(v) for v in box]
+    if a is None:
+        return b
+    s, tx, ty = a
+    return [s * b[0] + tx, s * b[1] + ty, s * b[2] + tx, s * b[3] + ty]
+
+
+def _inside_share(box: list[float], hw: tuple[int, int]) -> float:
+    """Share of the box's area inside the frame (labels may leave a panned frame)."""
+    x1, y1, x2, y2 = box
+    area = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    if area <= 0:
+        return 0.0
+    h, w = hw
+    iw = max(0.0, min(x2, w) - max(x1, 0.0))
+    ih = max(0.0, min(y2, h) - max(y1, 0.0))
+    return iw * ih / area
+
+
+MIN_INSIDE = 0.5
+"""In video scoring a target counts on a frame only when this share of it is in view."""
+
+
+class Scorer:
+    """Counts targets and leaks of one data set, image (or video frame) by image.
+
+    ``add(item, cov)`` scores one coverage mask against the item's labels, mapped by an
+    optional :data:`Affine` (the pan/zoom of a video frame made from the image).
+    """
+
+    def __init__(self, dataset: str, *, person_class: bool = False) -> None:
+        if dataset not in DATASETS:
+            raise InputError(f"unknown data set {dataset!r}; expected one of {', '.join(DATASETS)} or all")
+        self.dataset = dataset
+        self.person_class = person_class
+        self.rep = DatasetReport(dataset)
+        self.cls: dict[str, ClassReport] = {}
+        self.plate_low_leaks = 0
+
+    def _c(self, name: str) -> ClassReport:
+        if name not in self.cls:
+            self.cls[name] = ClassReport(self.dataset, name)
+        return self.cls[name]
+
+    def _count(self, names: Iterable[str], leaked: bool) -> None:
+        for n in names:
+            c = self._c(n)
+            c.targets += 1
+            c.leaked += int(leaked)
+
+    def add(self, item: Any, cov: np.ndarray, affine: Affine | None = None, frame: str | None = None) -> None:
+        ds = self.dataset
+        hw = (int(cov.shape[0]), int(cov.shape[1]))
+        scale = affine[0] if affine is not None else 1.0
+        name = frame or Path(item.image_path).name
+        self.rep.images += 1
+        self.rep.masked_area.append(float(cov.mean()))
+        video = affine is not None
+        if ds in ("faces_dlib", "faces_wider_hard"):
+            for box in item.face_boxes:
+                b = _map_box(box, affine)
+                if video and _inside_share(b, hw) < MIN_INSIDE:
+                    continue
+                if ds == "faces_dlib":
+                    c = box_coverage(cov, b)
+                    leaked = c < FACE_BOX_COVERAGE
+                    names = ["face"]
+                else:
+                    c = box_coverage(cov, central_region(b))
+                    leaked = c < WIDER_COVERAGE
+                    width = float(box[2] - box[0])  # bucket by the labelled (source) width
+                    names = ["face", "face_ge20" if width >= 20 else "face_lt20", f"face_{width_bucket(width)}"]
+                self._count(names, leaked)
+                if leaked:
+                    self.rep.leaks.append({"image": name, "cls": "face", "box": [round(v, 1) for v in b],
+                                           "coverage": round(c, 3)})
+        elif ds == "coco_val2017":
+            heads = item.head_points or item.face_points
+            for pts, head in zip(item.face_points, heads):
+                p = np.asarray(pts, np.float64)
+                if affine is not None:
+                    p = p * scale + np.array([affine[1], affine[2]])
+                    if not ((p[:, 0] >= 0) & (p[:, 0] < hw[1]) & (p[:, 1] >= 0) & (p[:, 1] < hw[0])).all():
+                        continue
+                # protected = nose and every labelled eye covered; size from all head points
+                size = face_size_px(head)
+                cname = "face" if size >= MIN_FACE_PX else "face_lt_10px"
+                leaked = not points_covered(cov, p)
+                self._count([cname], leaked)
+                if leaked and cname == "face":
+                    self.rep.leaks.append({"image": name, "cls": "face", "size_px": round(size, 1),
+                                           "points": np.round(p, 1).tolist()})
+            if self.person_class:
+                for box in item.person_boxes:
+                    b = _map_box(box, affine)
+                    if video and _inside_share(b, hw) < MIN_INSIDE:
+                        continue
+                    self._count(["person"], box_coverage(cov, b) < PERSON_COVERAGE)
+        else:
+            extra = [f"plate_{item.tags['subset']}"] if ds == "plates_traffic" else []
+            if ds == "plates_traffic" and item.tags.get("night") == "1":
+                extra.append("plate_night")
+            for box in item.plate_boxes:
+                b = _map_box(box, affine)
+                if video and _inside_share(b, hw) < MIN_INSIDE:
+                    continue
+                c = box_coverage(cov, b)
+                leaked = c < PLATE_COVERAGE
+                width = float(box[2] - box[0])
+                self._count(["plate", *extra] + ([f"plate_{width_bucket(width)}"] if ds == "plates_traffic" else []),
+                            leaked)
+                if c < PLATE_COVERAGE_LOW:
+                    self.plate_low_leaks += 1
+                if leaked:
+                    self.rep.leaks.append({"image": name, "cls": "plate", "box": [round(v, 1) for v in b],
+                                           "coverage": round(c, 3)})
+
+    def report(self) -> DatasetReport:
+        order = {"faces_dlib": ["face"],
+                 "coco_val2017": ["face", "face_lt_10px"] + (["person"] if self.person_class else []),
+                 "plates_eu": ["plate"],
+                 "plates_traffic": ["plate", "plate_ro", "plate_kg", "plate_night",
+                                    *(f"plate_{b}" for b in WIDTH_BUCKETS)],
+                 "faces_wider_hard": ["face", "face_ge20", "face_lt20", *(f"face_{b}" for b in WIDTH_BUCKETS)]}
+        self.rep.classes = [self._c(n) for n in order[self.dataset]]
+        if self.dataset == "plates_eu":
+            plate = self._c("plate")
+            plate.extra = {"covered_ge_0.8": round(1 - plate.leak_rate, 4),
+                           "covered_ge_0.5": round(1 - self.plate_low_leaks / plate.targets, 4)
+                           if plate.targets else 0.0}
+        return self.rep
+
+
+def evaluate(dataset: str, eval_dir: Path, coverage_fn: CoverageFn, *, person_class: bool = False,
+             progress: bool = False, limit: int | None = None) -> DatasetReport:
+    """Run ``coverage_fn`` on every image of one data set (the first ``limit``) and count leaks."""
     from .video import read_image
 
-    rep = DatasetReport(dataset)
-    items: list[Any]
-    if dataset == "faces_dlib":
-        items = evaldata.load_faces_dlib(eval_dir / "faces_dlib")
-    elif dataset == "coco_val2017":
-        items = evaldata.load_coco(eval_dir / "coco_val2017")
-    elif dataset == "plates_eu":
-        items = evaldata.load_plates_eu(eval_dir / "plates_eu")
-    else:
-        raise InputError(f"unknown data set {dataset!r}; expected one of {', '.join(DATASETS)} or all")
-    face = ClassReport(dataset, "face")
-    face_small = ClassReport(dataset, "face_lt_10px")
-    plate = ClassReport(dataset, "plate")
-    person = ClassReport(dataset, "person")
-    plate_low_leaks = 0
+    items = subset(load_items(dataset, eval_dir), limit)
+    scorer = Scorer(dataset, person_class=person_class)
     for n, item in enumerate(items):
         img = read_image(item.image_path)
         t0 = time.perf_counter()
         cov = coverage_fn(img)
-        rep.seconds += time.perf_counter() - t0
-        rep.images += 1
-        rep.masked_area.append(float(cov.mean()))
-        name = Path(item.image_path).name
-        if dataset == "faces_dlib":
-            for box in item.face_boxes:
-                c = box_coverage(cov, box)
-                face.targets += 1
-                if c < FACE_BOX_COVERAGE:
-                    face.leaked += 1
-                    rep.leaks.append({"image": name, "cls": "face", "box": [round(float(v), 1) for v in box],
-                                      "coverage": round(c, 3)})
-        elif dataset == "coco_val2017":
-            heads = item.head_points or item.face_points
-            for pts, head in zip(item.face_points, heads):
-                # protected = nose and every labelled eye covered; size from all head points
-                size = face_size_px(head)
-                target = face if size >= MIN_FACE_PX else face_small
-                target.targets += 1
-                if not points_covered(cov, pts):
-                    target.leaked += 1
-                    if target is face:
-                        rep.leaks.append({"image": name, "cls": "face", "size_px": round(size, 1),
-                                          "points": np.round(pts, 1).tolist()})
-            if person_class:
-                for box in item.person_boxes:
-                    person.targets += 1
-                    if box_coverage(cov, box) < PERSON_COVERAGE:
-                        person.leaked += 1
-        else:
-            for box in item.plate_boxes:
-                c = box_coverage(cov, box)
-                plate.targets += 1
-                if c < PLATE_COVERAGE:
-                    plate.leaked += 1
-                    rep.leaks.append({"image": name, "cls": "plate", "coverage": round(c, 3)})
-                if c < PLATE_COVERAGE_LOW:
-                    plate_low_leaks += 1
+        scorer.rep.seconds += time.perf_counter() - t0
+        scorer.add(item, cov)
         if progress:
             print(f"\r{dataset}: {n + 1}/{len(items)}", end="", file=sys.stderr)
     if progress:
         print(file=sys.stderr)
-    if dataset == "faces_dlib":
-        rep.classes = [face]
-    elif dataset == "coco_val2017":
-        rep.classes = [face, face_small] + ([person] if person_class else [])
-    else:
-        plate.extra = {"covered_ge_0.8": round(1 - plate.leak_rate, 4),
-                       "covered_ge_0.5": round(1 - plate_low_leaks / plate.targets, 4) if plate.targets else 0.0}
-        rep.classes = [plate]
-    return rep
+    return scorer.report()
+
+
+def subset(items: list[Any], limit: int | None) -> list[Any]:
+    """``limit`` items spread evenly over the set (every k-th), or all of them: a fixed,
+    deterministic subset that still mixes the set's sources (ro/kg, day/night, events)."""
+    if not limit or limit >= len(items):
+        return items
+    idx = np.linspace(0, len(items) - 1, limit).round().astype(int)
+    return [items[i] for i in sorted(set(idx.tolist()))]
 
 
 def report_json(reports: list[DatasetReport], settings: dict[str, Any]) -> dict[str, Any]:
@@ -202,14 +331,14 @@ def report_json(reports: list[DatasetReport], settings: dict[str, Any]) -> dict[
 
 
 def report_table(reports: list[DatasetReport]) -> str:
-    lines = [f"{'dataset':<14} {'class':<13} {'targets':>7} {'leaked':>6} {'leak rate':>9} "
+    lines = [f"{'dataset':<16} {'class':<13} {'targets':>7} {'leaked':>6} {'leak rate':>9} "
              f"{'masked area':>11} {'fps':>6}"]
     for r in reports:
         for c in r.classes:
-            lines.append(f"{r.dataset:<14} {c.cls:<13} {c.targets:>7} {c.leaked:>6} {c.leak_rate:>9.1%} "
+            lines.append(f"{r.dataset:<16} {c.cls:<13} {c.targets:>7} {c.leaked:>6} {c.leak_rate:>9.1%} "
                          f"{r.masked_area_share:>11.1%} {r.fps:>6.1f}")
             for k, v in c.extra.items():
-                lines.append(f"{'':<14} {'  ' + k:<13} {v:>7.1%}")
+                lines.append(f"{'':<16} {'  ' + k:<13} {v:>7.1%}")
     return "\n".join(lines)
 
 
@@ -222,36 +351,106 @@ def default_eval_dir() -> Path:
     return Path(__file__).resolve().parents[1].parent / "shared" / "eval"
 
 
+def add_eval_args(p: Any) -> None:
+    """The ``veilstream eval`` options beyond the shared detection ones (argparse parser)."""
+    p.add_argument("--json-out", type=Path, default=None, help="also write the JSON report here")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="evaluate N images spread evenly over each set (a quick subset)")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="where raw detections are cached (default out/eval_cache)")
+    p.add_argument("--no-cache", action="store_true", help="detect afresh; do not read or write the cache")
+    p.add_argument("--sweep", action="store_true",
+                   help="sweep thresholds on cached detections: leak rate vs masked area per class "
+                        "(JSON + PNG plot under --sweep-out)")
+    p.add_argument("--sweep-out", type=Path, default=Path("out/sweep"), help="folder for sweep.json / sweep.png")
+    p.add_argument("--as-video", action="store_true",
+                   help="turn each image into a moving-camera H.264 clip, redact it with the video "
+                        "defaults and score every frame")
+    p.add_argument("--video-every", default="4", metavar="N[,N...]",
+                   help="--detect-every values for --as-video (default 4; e.g. 1,2,4,8)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a RedactionConfig field (e.g. text_min_side=1280); repeatable")
+
+
+def _parse_value(text: str) -> Any:
+    low = text.strip().lower()
+    if low in ("none", "null"):
+        return None
+    if low in ("true", "false"):
+        return low == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def eval_config(args: Any) -> Any:
+    """The RedactionConfig ``veilstream eval`` measures: the product defaults for images
+    (detect every frame), with the command's detection options and ``--set`` overrides."""
+    from dataclasses import fields
+
+    from .redactor import RedactionConfig
+
+    kw: dict[str, Any] = {"classes": tuple(args.classes), "style": args.style, "detect_every": 1,
+                          "providers": tuple(args.providers) if args.providers else None,
+                          "model_dir": args.model_dir}
+    if getattr(args, "face_model", None):
+        kw["face_model"] = args.face_model
+    if getattr(args, "face_max_side", None) is not None:
+        kw["face_max_side"] = args.face_max_side or None
+    names = {f.name for f in fields(RedactionConfig)}
+    for item in getattr(args, "overrides", None) or []:
+        key, sep, value = str(item).partition("=")
+        if not sep or key.strip() not in names:
+            raise InputError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(names))}")
+        kw[key.strip()] = _parse_value(value)
+    return RedactionConfig(**kw).validate()
+
+
 def run_eval(args: Any) -> int:
     """CLI entry for ``veilstream eval``."""
-    from .redactor import RedactionConfig, Redactor
+    from . import evalcache
+    from .redactor import Redactor
 
     eval_dir = Path(args.eval_dir) if args.eval_dir else default_eval_dir()
     if not eval_dir.is_dir():
         raise InputError(f"eval data folder {str(eval_dir)!r} not found; pass --eval-dir or set VEILSTREAM_EVAL_DIR")
-    names = DATASETS if args.dataset == "all" else (args.dataset,)
+    names = DATASETS if args.dataset == "all" else tuple(str(args.dataset).split(","))
     for n in names:
         if n not in DATASETS:
             raise InputError(f"unknown data set {n!r}; expected one of {', '.join(DATASETS)} or all")
-    cfg = RedactionConfig(classes=tuple(args.classes), style=args.style, detect_every=1,
-                          providers=tuple(args.providers) if args.providers else None,
-                          model_dir=args.model_dir, face_model=getattr(args, "face_model", "centerface"),
-                          **({"face_max_side": args.face_max_side or None}  # type: ignore[arg-type]
-                             if getattr(args, "face_max_side", None) is not None else {})).validate()
-    redactor = Redactor(cfg)
+    cfg = eval_config(args)
+    limit = getattr(args, "limit", None)
+    progress = sys.stderr.isatty()
+    if getattr(args, "as_video", False):
+        from .evalvideo import run_video_eval
 
-    def coverage_fn(img: np.ndarray) -> np.ndarray:
-        boxes, _failed, _errors, _ms = redactor.plan(img[None])
-        return redactor.coverage(img.shape[:2], boxes[0] if boxes else Boxes.empty())
+        return run_video_eval(args, cfg, names, eval_dir, limit)
+    if getattr(args, "sweep", False):
+        from .evalsweep import run_sweep
 
-    reports = [evaluate(n, eval_dir, coverage_fn, person_class="person" in cfg.classes,
-                        progress=sys.stderr.isatty()) for n in names]
+        return run_sweep(args, cfg, names, eval_dir, limit)
+    cache_root = None if getattr(args, "no_cache", False) else Path(args.cache_dir or "out/eval_cache")
+    comps = evalcache.components(cfg)
+    th = evalcache.thresholds(cfg)
+    reports = []
+    for n in names:
+        items = subset(load_items(n, eval_dir), limit)
+        cache = evalcache.DetectionCache(cache_root, n, items, progress=progress)
+        cached = cache.get(comps)
+        reports.append(evalcache.score_setting(n, items, cache, cached, cfg, th,
+                                               person_class="person" in cfg.classes))
     settings = {"classes": list(cfg.classes), "style": cfg.style, "face_padding": cfg.face_padding,
-                "face_model": cfg.face_model, "face_max_side": cfg.face_max_side,
-                "models": redactor.model_ids}
+                "face_model": cfg.face_model, "face_max_side": cfg.face_max_side, "limit": limit,
+                "thresholds": {k: v for k, v in th.items() if k in comps},
+                "models": Redactor(cfg).model_ids if cache_root is None else None}
     print(report_table(reports))
     doc = report_json(reports, settings)
-    print(json.dumps(doc))
     if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_out).write_text(json.dumps(doc, indent=2))
+    else:
+        print(json.dumps({k: v for k, v in doc.items()}))
     return 0

@@ -28,7 +28,15 @@ import numpy as np
 from .types import Boxes, Label
 
 FACE_ZONE_FRAC = 0.4
-"""A face whose centre lies in the person's upper 40% (and horizontally inside) counts."""
+"""A face whose centre lies in the person's upper 40% (and inside the head box widened by
+``FACE_OWN_SLACK``) counts as this person's face."""
+FACE_OWN_SLACK = 0.1
+"""In a crowd a neighbour's face often lies inside another person's box; a face only
+suppresses this person's head box when its centre is within the predicted head box
+widened by this fraction of the head width on each side."""
+EDGE_TOUCH_PX = 2.0
+"""A person box within this many pixels of the left/right frame edge is cut off there:
+its centre says little about where the head is, so the head box reaches to that edge."""
 HEAD_HEIGHT_FRAC = 0.28
 """Head box height as a fraction of the person box height (whole person visible)."""
 HEAD_WIDTH_FRAC = 0.6
@@ -66,15 +74,6 @@ def head_regions(persons: Boxes, faces: Boxes, frame_hw: tuple[int, int]) -> Box
     x2, y2 = np.maximum(p[:, 0], p[:, 2]), np.maximum(p[:, 1], p[:, 3])
     pw, ph = x2 - x1, y2 - y1
 
-    has_face = np.zeros(len(persons), bool)
-    if len(faces):
-        f = faces.xyxy.astype(np.float64)
-        fcx, fcy = (f[:, 0] + f[:, 2]) / 2.0, (f[:, 1] + f[:, 3]) / 2.0
-        inside = ((fcx[None, :] >= x1[:, None]) & (fcx[None, :] <= x2[:, None])
-                  & (fcy[None, :] >= y1[:, None])
-                  & (fcy[None, :] <= (y1 + FACE_ZONE_FRAC * ph)[:, None]))
-        has_face = np.asarray(inside.any(axis=1), bool)
-
     truncated = y2 >= h_img - BOTTOM_TOUCH_PX
     head_h = np.where(truncated,
                       np.maximum(HEAD_HEIGHT_FRAC * ph, TRUNCATED_HEAD_HEIGHT_FROM_WIDTH * pw),
@@ -82,7 +81,24 @@ def head_regions(persons: Boxes, faces: Boxes, frame_hw: tuple[int, int]) -> Box
     head_w = np.maximum(HEAD_WIDTH_FRAC * pw, HEAD_MIN_ASPECT * head_h)
     cx = (x1 + x2) / 2.0
     top = y1 - HEAD_TOP_SLACK_FRAC * head_h
-    xyxy = np.stack([cx - head_w / 2.0, top, cx + head_w / 2.0, top + head_h], axis=1)
+    hx1, hx2 = cx - head_w / 2.0, cx + head_w / 2.0
+    # Partly out of frame at a side: the visible box is off-centre on the body, the head
+    # may be anywhere up to the edge (profile, leaning, walking in or out of view).
+    hx1 = np.where(x1 <= EDGE_TOUCH_PX, np.minimum(hx1, 0.0), hx1)
+    hx2 = np.where(x2 >= w_img - EDGE_TOUCH_PX, np.maximum(hx2, w_img), hx2)
+
+    has_face = np.zeros(len(persons), bool)
+    if len(faces):
+        f = faces.xyxy.astype(np.float64)
+        fcx, fcy = (f[:, 0] + f[:, 2]) / 2.0, (f[:, 1] + f[:, 3]) / 2.0
+        slack = FACE_OWN_SLACK * head_w
+        inside = ((fcx[None, :] >= np.maximum(x1, hx1 - slack)[:, None])
+                  & (fcx[None, :] <= np.minimum(x2, hx2 + slack)[:, None])
+                  & (fcy[None, :] >= y1[:, None])
+                  & (fcy[None, :] <= (y1 + FACE_ZONE_FRAC * ph)[:, None]))
+        has_face = np.asarray(inside.any(axis=1), bool)
+
+    xyxy = np.stack([hx1, top, hx2, top + head_h], axis=1)
     xyxy = np.clip(xyxy, 0.0, [w_img, h_img, w_img, h_img])
 
     keep = finite & ~has_face

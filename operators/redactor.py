@@ -24,7 +24,7 @@ from .zones import ZoneSet
 logger = logging.getLogger(__name__)
 
 STYLES = ("mosaic", "blur", "fill")
-FACE_MODELS = ("centerface", "yunet")
+FACE_MODELS = ("centerface", "yunet", "centerface+yunet")
 MAX_MOSAIC_BLOCKS = 12.0
 """A policy's strength never asks for more mosaic blocks than this across a box."""
 MIN_BLUR_KERNEL = 0.25
@@ -57,6 +57,13 @@ class RedactionConfig:
         model_dir: directory to look for model files in (else registry defaults).
         face_padding / plate_padding / person_padding: box padding, fraction of box size.
         face_shape: ``ellipse`` or ``rect`` for face masks.
+        yunet_threshold / yunet_max_side / yunet_min_side: YuNet's score threshold and
+            input size bounds when ``face_model`` is ``centerface+yunet`` (YuNet is the
+            small-face pass: it runs at a higher resolution than CenterFace).
+        text_min_side / text_tile: the text detector upscales frames whose longer side is
+            below ``text_min_side`` and cuts frames larger than ``text_tile`` into tiles.
+        plate_crops: also search plates in upscaled crops of the lower part of each vehicle
+            YOLOX finds (vehicle score >= ``vehicle_threshold``).
         strength: a policy's mask strength in (0, 1] (``None`` = each style's default):
             mosaic takes ``3 / strength`` blocks across a box (0.5 -> the default 6,
             1 -> 3), capped at 12 so a weak setting still leaves no readable face; blur
@@ -87,6 +94,15 @@ class RedactionConfig:
     threads: int | None = None
     face_model: str = "centerface"
     strength: float | None = None
+    # Added for hard footage (issue 8); every default below is a point on the measured
+    # leak / masked-area curves of `veilstream eval --sweep` (README "Measured quality").
+    yunet_threshold: float | None = None
+    yunet_max_side: int | None = 1280
+    yunet_min_side: int | None = None
+    text_min_side: int | None = None
+    text_tile: int | None = None
+    plate_crops: bool = False
+    vehicle_threshold: float | None = None
 
     def mask_strength(self) -> float | None:
         """The style-specific ``MaskSpec.strength`` for :attr:`strength` (see above)."""
@@ -193,7 +209,9 @@ class Redactor:
     def model_ids(self) -> list[dict[str, str]]:
         out = []
         for d in self.detectors.values():
-            out.append({"id": d.name, "version": str(getattr(d, "model_sha256", "") or getattr(d, "version", ""))})
+            for part in (getattr(d, "components", None) or {"": d}).values():
+                out.append({"id": part.name,
+                            "version": str(getattr(part, "model_sha256", "") or getattr(part, "version", ""))})
         return out
 
     def detect(self, frames: Frames) -> tuple[list[Boxes | None], list[int], list[str], float]:
@@ -227,20 +245,16 @@ class Redactor:
             groups.setdefault(tuple(chunks[ci].shape[1:]), []).append((ci, fi))
         for members in groups.values():
             batch = np.stack([chunks[ci][fi] for ci, fi in members])
-            for key, det in self.detectors.items():
-                try:
-                    found = det.detect(batch)
-                    if len(found) != len(members):
-                        raise RuntimeError(f"returned {len(found)} results for {len(members)} frames")
-                except Exception as exc:  # noqa: BLE001 - any detector failure fails closed
-                    logger.error("detector failed detector=%s frames=%d error=%s", key, len(members), exc)
+            for key, found_or_exc in self.run_detectors(batch).items():
+                if isinstance(found_or_exc, Exception):
+                    logger.error("detector failed detector=%s frames=%d error=%s", key, len(members), found_or_exc)
                     for ci, fi in members:
                         failed[ci].add(fi)
-                        msg = f"{key}: {exc}"
+                        msg = f"{key}: {found_or_exc}"
                         if msg not in errors[ci]:
                             errors[ci].append(msg)
                     continue
-                for m, b in zip(members, found):
+                for m, b in zip(members, found_or_exc):
                     per_frame[m].append(b)
         out = []
         for ci, frames in enumerate(chunks):
@@ -250,6 +264,31 @@ class Redactor:
                     raw[fi] = Boxes.concat(parts)
             out.append((raw, sorted(failed[ci]), errors[ci]))
         return out
+
+    def run_detectors(self, batch: Frames) -> dict[str, list[Boxes] | Exception]:
+        """Every detector on one batch of same-size frames: per detector key, one
+        :class:`Boxes` per frame, or the exception it raised (the caller fails closed).
+
+        Detectors with a ``detect_given(frames, priors)`` method (the vehicle-guided plate
+        search) run second and get the boxes the others found (e.g. YOLOX's vehicles).
+        """
+        results: dict[str, list[Boxes] | Exception] = {}
+        first = [(k, d) for k, d in self.detectors.items() if not hasattr(d, "detect_given")]
+        second = [(k, d) for k, d in self.detectors.items() if hasattr(d, "detect_given")]
+        for stage, dets in enumerate((first, second)):
+            priors: list[Boxes] = []
+            if stage and dets:
+                done = [v for v in results.values() if not isinstance(v, Exception)]
+                priors = [Boxes.concat([r[i] for r in done]) for i in range(len(batch))]
+            for key, det in dets:
+                try:
+                    found = det.detect_given(batch, priors) if stage else det.detect(batch)  # type: ignore[attr-defined]
+                    if len(found) != len(batch):
+                        raise RuntimeError(f"returned {len(found)} results for {len(batch)} frames")
+                    results[key] = list(found)
+                except Exception as exc:  # noqa: BLE001 - any detector failure fails closed
+                    results[key] = exc
+        return results
 
     def plan(self, frames: Frames) -> tuple[list[Boxes], list[int], list[str], float]:
         """Decide every box to mask on every frame (detection + fallback + temporal fill)."""
@@ -442,20 +481,34 @@ def build_detectors(config: RedactionConfig) -> dict[str, Detector]:
             kw["threshold"] = config.face_threshold
         if config.face_max_side is not None:
             kw["max_side"] = config.face_max_side
+        if config.face_model == "centerface+yunet":
+            if config.yunet_threshold is not None:
+                kw["yunet_threshold"] = config.yunet_threshold
+            kw["yunet_max_side"] = config.yunet_max_side
+            kw["yunet_min_side"] = config.yunet_min_side
         dets["face"] = DETECTORS[config.face_model](**kw)
-    if "face" in classes or "person" in classes:
+    plates = "plate" in classes
+    vehicles = plates and config.plate_crops
+    if "face" in classes or "person" in classes or vehicles:
         kw = dict(common)
         if config.person_threshold is not None:
             kw["threshold"] = config.person_threshold
+        if vehicles:
+            kw["vehicles"] = True
+            if config.vehicle_threshold is not None:
+                kw["vehicle_threshold"] = config.vehicle_threshold
         dets["person"] = DETECTORS["yolox_person"](**kw)
-    if "plate" in classes or "text" in classes:
+    if plates or "text" in classes:
         kw = dict(common)
         if config.text_threshold is not None:
             kw["threshold"] = config.text_threshold
         if config.text_max_side is not None:
             kw["max_side"] = config.text_max_side
+        kw["min_side"] = config.text_min_side
+        kw["tile"] = config.text_tile
+        kw["crops"] = vehicles
         # One text model serves both classes: it finds plate characters and other text.
-        kw["label"] = Label.PLATE if "plate" in classes else Label.TEXT
+        kw["label"] = Label.PLATE if plates else Label.TEXT
         dets["text"] = DETECTORS["ppocr_text"](**kw)
     return dets
 

@@ -41,6 +41,7 @@ class Label(enum.IntEnum):
     ZONE = 4
     HEAD = 5  # head region inferred from a person box with no face inside (fail closed)
     FRAME = 6  # whole-frame mask (fail closed on detector error)
+    VEHICLE = 7  # car/bus/truck/motorcycle: guides the plate search, never masked itself
 
 
 

@@ -54,8 +54,8 @@ def _add_detection_args(p: argparse.ArgumentParser, default_classes: str = "face
                    help="run detectors on every N-th frame and carry boxes in between (video; default 4; images: every one)")
     p.add_argument("--providers", type=_csv, default=None,
                    help="onnxruntime execution providers, e.g. cuda,cpu (default: auto, GPU when present)")
-    p.add_argument("--face-model", default="centerface",
-                   help="face detector: centerface (best recall, default) or yunet (faster)")
+    p.add_argument("--face-model", default=None,
+                   help="face detector: centerface+yunet (union, default), centerface or yunet (fastest)")
     p.add_argument("--face-max-side", type=int, default=None, metavar="PX",
                    help="downscale frames whose longer side exceeds PX for face detection "
                         "(default 640; 0 = native)")
@@ -72,7 +72,7 @@ def _redaction_config(args: argparse.Namespace, detect_every_default: int) -> ob
         detect_every=args.detect_every if args.detect_every is not None else detect_every_default,
         providers=tuple(args.providers) if args.providers else None,
         model_dir=args.model_dir,
-        face_model=args.face_model,
+        **({"face_model": args.face_model} if args.face_model else {}),
         **({"face_max_side": (args.face_max_side or None)} if args.face_max_side is not None else {}),
     ).validate()
 
@@ -168,13 +168,15 @@ def add_redact(sub: Subparsers) -> None:
 
 
 def add_eval(sub: Subparsers) -> None:
-    p = sub.add_parser("eval", help="measure leak rates on labelled images (faces_dlib, coco_val2017, plates_eu)")
+    p = sub.add_parser("eval", help="measure leak rates on labelled images (see shared/eval/README.md)")
     p.add_argument("dataset", nargs="?", default="all",
-                   help="faces_dlib, coco_val2017, plates_eu or all (default all)")
+                   help="faces_dlib, coco_val2017, plates_eu, plates_traffic, faces_wider_hard or all (default all)")
     p.add_argument("--eval-dir", type=Path, default=None,
                    help="folder holding the data sets (default $VEILSTREAM_EVAL_DIR or ../shared/eval)")
     _add_detection_args(p)
-    p.add_argument("--json-out", type=Path, default=None, help="also write the JSON report here")
+    from operators.evaluation import add_eval_args
+
+    add_eval_args(p)
     p.set_defaults(func=cmd_eval)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..types import ConfigError, Detector
 from .centerface import CenterFaceDetector
+from .faces import FaceUnionDetector
 from .text import TextDetector
 from .yolox import YoloxPersonDetector
 from .yunet import YuNetDetector
@@ -19,6 +20,7 @@ from .yunet import YuNetDetector
 DETECTORS: dict[str, Callable[..., Detector]] = {
     "centerface": CenterFaceDetector,
     "yunet": YuNetDetector,
+    "centerface+yunet": FaceUnionDetector,
     "yolox_person": YoloxPersonDetector,
     "ppocr_text": TextDetector,
 }
@@ -34,5 +36,5 @@ def build_detector(kind: str, **kwargs: Any) -> Detector:
     return factory(**kwargs)
 
 
-__all__ = ["DETECTORS", "CenterFaceDetector", "TextDetector", "YoloxPersonDetector", "YuNetDetector",
+__all__ = ["DETECTORS", "CenterFaceDetector", "FaceUnionDetector", "TextDetector", "YoloxPersonDetector", "YuNetDetector",
            "build_detector"]

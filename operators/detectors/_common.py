@@ -51,10 +51,14 @@ def check_frames(frames: Frames) -> None:
         raise InputError(f"frames must be (N, H, W, 3) uint8 BGR, got shape {shape} dtype {dtype}")
 
 
-def fit_size(h: int, w: int, max_side: int | None, multiple: int = 32) -> tuple[int, int, int, int]:
-    """Resized ``(rh, rw)`` keeping aspect with ``max(rh, rw) <= max_side`` (never upscaled
-    when ``max_side`` is None), and the padded ``(ph, pw)`` rounded up to ``multiple``."""
+def fit_size(h: int, w: int, max_side: int | None, multiple: int = 32,
+             min_side: int | None = None) -> tuple[int, int, int, int]:
+    """Resized ``(rh, rw)`` keeping aspect with ``max(rh, rw) <= max_side`` (no bound when
+    ``max_side`` is None) and, when ``min_side`` is given, upscaled so that
+    ``max(rh, rw) >= min_side``; and the padded ``(ph, pw)`` rounded up to ``multiple``."""
     s = 1.0 if max_side is None else min(1.0, max_side / max(h, w))
+    if min_side is not None and max(h, w) * s < min_side:
+        s = min_side / max(h, w)
     rh, rw = max(1, round(h * s)), max(1, round(w * s))
     ph, pw = -(-rh // multiple) * multiple, -(-rw // multiple) * multiple
     return rh, rw, ph, pw

@@ -25,6 +25,7 @@ class CenterFaceDetector(OnnxDetector):
         nms_iou: IoU above which overlapping boxes are merged.
         max_side: frames whose longer side exceeds this are downscaled to it (never
             upscaled); ``None`` runs at native resolution. 1280 keeps 720p native.
+        min_side: frames whose longer side is below this are upscaled to it; ``None``: never.
         model_dir: directory for the registry lookup.
         threads: onnxruntime intra-op threads.
         batch_size: frames per inference call (default: 1 on CPU, 8 on GPU providers).
@@ -34,11 +35,12 @@ class CenterFaceDetector(OnnxDetector):
     labels: tuple[Label, ...] = (Label.FACE,)
 
     def __init__(self, model: ModelRef = "centerface", *, providers: Sequence[str] | str | None = None,
-                 threshold: float = 0.1, nms_iou: float = 0.3, max_side: int | None = 1280,
+                 threshold: float = 0.1, nms_iou: float = 0.3, max_side: int | None = 1280, min_side: int | None = None,
                  model_dir: ModelRef | None = None, threads: int | None = None, batch_size: int | None = None) -> None:
         self.threshold = float(threshold)
         self.nms_iou = float(nms_iou)
         self.max_side = max_side
+        self.min_side = min_side
         self.batch_size = batch_size  # type: ignore[assignment]  # resolved in _start
         self._gpu_batch = 8
         path = self._open(model, model_dir)
@@ -53,7 +55,7 @@ class CenterFaceDetector(OnnxDetector):
 
     def _detect_batch(self, frames: Frames) -> list[Boxes]:
         n, h, w = frames.shape[:3]
-        rh, rw, ph, pw = fit_size(h, w, self.max_side)
+        rh, rw, ph, pw = fit_size(h, w, self.max_side, min_side=self.min_side)
         padded = resize_pad(frames, rh, rw, ph, pw)
         # CenterFace was trained on RGB: fed BGR it misses noticeably more faces.
         blob = padded[..., ::-1].transpose(0, 3, 1, 2).astype(np.float32)

@@ -9,7 +9,19 @@ import numpy as np
 
 from ..types import Boxes, Frames, Label
 from ._base import OnnxDetector
-from ._common import ModelRef, finish, fit_size, resize_pad
+from ._common import ModelRef, check_frames, finish
+
+
+def plan_tiles(h: int, w: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    """Overlapping ``(y0, x0, y1, x1)`` windows of at most ``tile`` px a side covering an
+    ``h`` x ``w`` image (one window when it fits)."""
+    def starts(n: int) -> list[int]:
+        if n <= tile:
+            return [0]
+        k = -(-(n - overlap) // (tile - overlap))
+        step = (n - tile) / (k - 1)
+        return [round(i * step) for i in range(k)]
+    return [(y, x, min(h, y + tile), min(w, x + tile)) for y in starts(h) for x in starts(w)]
 
 
 class TextDetector(OnnxDetector):
@@ -22,17 +34,28 @@ class TextDetector(OnnxDetector):
     its axis-aligned hull, padded by ``pad`` times its text height on every side so that
     character edges that the probability map misses are still covered.
 
+    Two passes find plates the way a person would (see ``detect_given``):
+
+    * full frame: frames whose longer side is below ``min_side`` are upscaled to it (plate
+      characters in a 400 px photo are 4-8 px tall: below what the network finds), longer
+      than ``max_side`` downscaled; a scaled frame larger than ``tile`` px is cut into
+      overlapping tiles (1080p, 4K) batched through one call.
+    * vehicle crops: the lower ``crop_lower`` part of every :attr:`Label.VEHICLE` box
+      from the first detection stage (YOLOX), upscaled up to ``crop_max_zoom`` so that the
+      crop is ``crop_width`` px wide, batched on a ``crop_width`` x ``crop_height`` canvas:
+      a 90 px plate on a 720p frame gets 20-30 px characters, where the DB net is at its best.
+
     Args:
         model: registry name or path to ``ch_PP-OCRv4_det_infer.onnx``.
         label: :attr:`Label.PLATE` (default) or :attr:`Label.TEXT`: one model, two uses.
-        threshold: box score threshold (RapidOCR's ``box_thresh`` 0.5).
+        threshold: box score threshold (RapidOCR's ``box_thresh`` 0.5 is for documents).
         bin_threshold: probability binarisation threshold (0.3).
         unclip_ratio: DB unclip ratio (1.6).
-        pad: extra padding as a fraction of the text height, every side (0.25: plates_eu
-            coverage >= 0.8 rises from 91% unpadded to 98%).
-        max_side: longer side of the network input (frames are downscaled to it, never
-            upscaled). 960: same plate coverage as 1280 on plates_eu at less than half the
-            cost on 720p frames.
+        pad: extra padding as a fraction of the text height, every side.
+        max_side / min_side: full-frame pass input size bounds (longer side); ``None``: no bound.
+        tile: tiles of at most this many px a side for the full-frame pass (``None``: never).
+        crops: run the vehicle-crop pass in ``detect_given``.
+        max_crops: at most this many vehicles per frame, largest first.
         nms_iou: ``None``: DB contours do not overlap, no NMS.
         Others as :class:`CenterFaceDetector`.
     """
@@ -42,7 +65,10 @@ class TextDetector(OnnxDetector):
     def __init__(self, model: ModelRef = "ppocr_det", *, label: Label | int = Label.PLATE,
                  providers: Sequence[str] | str | None = None, threshold: float = 0.5,
                  bin_threshold: float = 0.3, unclip_ratio: float = 1.6, pad: float = 0.25,
-                 max_side: int | None = 960, nms_iou: float | None = None,
+                 max_side: int | None = 960, min_side: int | None = None, tile: int | None = None,
+                 crops: bool = False, crop_width: int = 768, crop_height: int = 416, crop_lower: float = 0.7,
+                 crop_max_zoom: float = 4.0, max_crops: int = 6, min_vehicle_px: int = 24,
+                 nms_iou: float | None = None,
                  model_dir: ModelRef | None = None, threads: int | None = None, batch_size: int | None = None) -> None:
         self.label = Label(int(label))
         self.labels = (self.label,)
@@ -51,6 +77,16 @@ class TextDetector(OnnxDetector):
         self.unclip_ratio = float(unclip_ratio)
         self.pad = float(pad)
         self.max_side = max_side
+        self.min_side = min_side
+        self.tile = tile
+        self.crops = bool(crops)
+        self.crop_width, self.crop_height = int(crop_width), int(crop_height)
+        if self.crop_width % 32 or self.crop_height % 32:
+            raise ValueError(f"crop_width/crop_height must be multiples of 32, got {crop_width}x{crop_height}")
+        self.crop_lower = float(crop_lower)
+        self.crop_max_zoom = float(crop_max_zoom)
+        self.max_crops = int(max_crops)
+        self.min_vehicle_px = int(min_vehicle_px)
         self.nms_iou = nms_iou
         self.batch_size = batch_size  # type: ignore[assignment]  # resolved in _start
         self._gpu_batch = 4
@@ -59,41 +95,126 @@ class TextDetector(OnnxDetector):
         path = self._open(model, model_dir)
         self._start(path, providers, threads, (360, 640))
 
+    def _scale_for(self, h: int, w: int) -> float:
+        side = max(h, w)
+        if self.max_side is not None and side > self.max_side:
+            return self.max_side / side
+        if self.min_side is not None and side < self.min_side:
+            return self.min_side / side
+        return 1.0
+
+    def _run(self, blob_bgr: np.ndarray) -> np.ndarray:
+        blob = (blob_bgr.transpose(0, 3, 1, 2).astype(np.float32) - self._mean) * self._scale
+        return self.session.run(None, {self.input_name: blob})[0][:, 0]
+
     def _detect_batch(self, frames: Frames) -> list[Boxes]:
         n, h, w = frames.shape[:3]
-        rh, rw, ph, pw = fit_size(h, w, self.max_side)
-        padded = resize_pad(frames, rh, rw, ph, pw)
-        blob = (padded.transpose(0, 3, 1, 2).astype(np.float32) - self._mean) * self._scale
-        prob = self.session.run(None, {self.input_name: blob})[0][:, 0]
+        s = self._scale_for(h, w)
+        rh, rw = max(1, round(h * s)), max(1, round(w * s))
+        tiles = plan_tiles(rh, rw, self.tile, 64) if self.tile else [(0, 0, rh, rw)]
+        th = max(y1 - y0 for y0, _, y1, _ in tiles)
+        tw = max(x1 - x0 for _, x0, _, x1 in tiles)
+        ph, pw = -(-th // 32) * 32, -(-tw // 32) * 32
         sx, sy = w / rw, h / rh
+        found: list[list[tuple[list[float], float]]] = [[] for _ in range(n)]
+        for i in range(n):
+            img = frames[i] if (rh, rw) == (h, w) else cv2.resize(
+                frames[i], (rw, rh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC)
+            blob = np.zeros((len(tiles), ph, pw, 3), np.uint8)
+            for t, (y0, x0, y1, x1) in enumerate(tiles):
+                blob[t, :y1 - y0, :x1 - x0] = img[y0:y1, x0:x1]
+            prob = self._run(blob)
+            for t, (y0, x0, y1, x1) in enumerate(tiles):
+                found[i].extend(self._boxes(prob[t, :y1 - y0, :x1 - x0], sx, sy, x0 * sx, y0 * sy))
+        return [self._finish(f, (h, w)) for f in found]
+
+    def detect_given(self, frames: Frames, priors: Sequence[Boxes]) -> list[Boxes]:
+        """Full-frame pass, plus (when ``crops``) the vehicle-crop pass on the
+        :attr:`Label.VEHICLE` boxes of ``priors`` (one :class:`Boxes` per frame)."""
+        full = self.detect(frames)
+        if not self.crops:
+            return full
+        return [Boxes.concat([f, c]) for f, c in zip(full, self.detect_crops(frames, priors))]
+
+    def crop_windows(self, vehicles: Boxes, hw: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+        """``(x0, y0, x1, y1)`` frame windows searched for plates: the lower part of each
+        vehicle box (largest vehicles first, at most ``max_crops``)."""
+        h, w = hw
+        out: list[tuple[int, int, int, int]] = []
+        if not len(vehicles):
+            return out
+        xyxy = vehicles.xyxy
+        area = (xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1])
+        for k in np.argsort(-area, kind="stable"):
+            x1, y1, x2, y2 = (float(v) for v in xyxy[k])
+            bw, bh = x2 - x1, y2 - y1
+            if min(bw, bh) < self.min_vehicle_px:
+                continue
+            mx = 0.05 * bw
+            box = (int(max(0, x1 - mx)), int(max(0, y2 - self.crop_lower * bh)),
+                   int(min(w, x2 + mx)), int(min(h, y2 + 0.08 * bh)))
+            if box[2] - box[0] >= 8 and box[3] - box[1] >= 8:
+                out.append(box)
+            if len(out) >= self.max_crops:
+                break
+        return out
+
+    def detect_crops(self, frames: Frames, priors: Sequence[Boxes]) -> list[Boxes]:
+        """Plates found in upscaled crops of the lower part of vehicles (all frames' crops
+        go through the network in batches of ``crop_width`` x ``crop_height``)."""
+        check_frames(frames)
+        n, h, w = frames.shape[:3]
+        jobs: list[tuple[int, tuple[int, int, int, int], float]] = []
+        canvases: list[np.ndarray] = []
+        for i in range(n):
+            veh = priors[i].select(priors[i].label == Label.VEHICLE) if i < len(priors) else Boxes.empty()
+            for (x0, y0, x1, y1) in self.crop_windows(veh, (h, w)):
+                cw, ch = x1 - x0, y1 - y0
+                z = min(self.crop_max_zoom, self.crop_width / cw, self.crop_height / ch)
+                zw, zh = max(1, min(self.crop_width, round(cw * z))), max(1, min(self.crop_height, round(ch * z)))
+                canvas = np.zeros((self.crop_height, self.crop_width, 3), np.uint8)
+                canvas[:zh, :zw] = cv2.resize(frames[i, y0:y1, x0:x1], (zw, zh),
+                                              interpolation=cv2.INTER_CUBIC if z > 1 else cv2.INTER_AREA)
+                canvases.append(canvas)
+                jobs.append((i, (x0, y0, zw, zh), cw / zw))
+        found: list[list[tuple[list[float], float]]] = [[] for _ in range(n)]
+        step = max(1, int(self.batch_size or 1)) * 4
+        for b0 in range(0, len(canvases), step):
+            prob = self._run(np.stack(canvases[b0:b0 + step]))
+            for k in range(prob.shape[0]):
+                i, (x0, y0, zw, zh), inv = jobs[b0 + k]
+                found[i].extend(self._boxes(prob[k, :zh, :zw], inv, inv, float(x0), float(y0)))
+        return [self._finish(f, (h, w)) for f in found]
+
+    def _finish(self, found: list[tuple[list[float], float]], hw: tuple[int, int]) -> Boxes:
+        boxes = np.asarray([b for b, _ in found], np.float32).reshape(-1, 4)
+        scores = np.asarray([s for _, s in found], np.float32)
+        return finish(boxes, scores, self.label, hw, self.nms_iou)
+
+    def _boxes(self, pm: np.ndarray, sx: float, sy: float, ox: float, oy: float) -> list[tuple[list[float], float]]:
+        """Boxes of one probability map, mapped to frame pixels by scale ``sx, sy`` and offset."""
         kernel = np.ones((2, 2), np.uint8)
+        bitmap = cv2.dilate((pm > self.bin_threshold).astype(np.uint8), kernel)
+        contours, _ = cv2.findContours(bitmap, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
         out = []
-        for b in range(n):
-            pm = prob[b, :rh, :rw]
-            bitmap = cv2.dilate((pm > self.bin_threshold).astype(np.uint8), kernel)
-            contours, _ = cv2.findContours(bitmap, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
-            boxes, scores = [], []
-            for c in contours[:1000]:
-                (cx, cy), (rw_, rh_), ang = cv2.minAreaRect(c)
-                if min(rw_, rh_) < 3:
-                    continue
-                pts = cv2.boxPoints(((cx, cy), (rw_, rh_), ang))
-                score = self._box_score(pm, pts)
-                if score < self.threshold:
-                    continue
-                dist = rw_ * rh_ * self.unclip_ratio / (2.0 * (rw_ + rh_))
-                ew, eh = rw_ + 2 * dist, rh_ + 2 * dist
-                if min(ew, eh) < 5:
-                    continue
-                pts = cv2.boxPoints(((cx, cy), (ew, eh), ang))
-                x1, y1 = pts.min(0)
-                x2, y2 = pts.max(0)
-                text_h = min(ew, eh) * 0.5 * (sx + sy)  # aspect is kept: sx ~= sy
-                p = self.pad * text_h
-                boxes.append([x1 * sx - p, y1 * sy - p, x2 * sx + p, y2 * sy + p])
-                scores.append(score)
-            out.append(finish(np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(scores, np.float32),
-                              self.label, (h, w), self.nms_iou))
+        for c in contours[:1000]:
+            (cx, cy), (rw_, rh_), ang = cv2.minAreaRect(c)
+            if min(rw_, rh_) < 3:
+                continue
+            pts = cv2.boxPoints(((cx, cy), (rw_, rh_), ang))
+            score = self._box_score(pm, pts)
+            if score < self.threshold:
+                continue
+            dist = rw_ * rh_ * self.unclip_ratio / (2.0 * (rw_ + rh_))
+            ew, eh = rw_ + 2 * dist, rh_ + 2 * dist
+            if min(ew, eh) < 5:
+                continue
+            pts = cv2.boxPoints(((cx, cy), (ew, eh), ang))
+            x1, y1 = pts.min(0)
+            x2, y2 = pts.max(0)
+            text_h = min(ew, eh) * 0.5 * (sx + sy)  # aspect is kept: sx ~= sy
+            p = self.pad * text_h
+            out.append(([ox + x1 * sx - p, oy + y1 * sy - p, ox + x2 * sx + p, oy + y2 * sy + p], score))
         return out
 
     @staticmethod

@@ -13,6 +13,8 @@ from ._common import ModelRef, dynamic_model_bytes, finish
 
 _STRIDES = (8, 16, 32)
 PERSON_CLASS = 0
+VEHICLE_CLASSES = (2, 3, 5, 7)
+"""COCO car, motorcycle, bus, truck (0-based class indices of the 80-class head)."""
 
 
 class YoloxPersonDetector(OnnxDetector):
@@ -27,6 +29,10 @@ class YoloxPersonDetector(OnnxDetector):
         max_side: square network input side, a multiple of 32 (416 = the export's size;
             640: recall 0.79 vs 0.71 at ~2x the cost). The graph's fixed dims are
             made dynamic at load.
+        vehicles: also emit :attr:`Label.VEHICLE` boxes (COCO car, motorcycle, bus,
+            truck; best class score) for the vehicle-guided plate search; the person
+            and vehicle boxes come from one inference.
+        vehicle_threshold: score threshold for vehicles (0.2).
         Others as :class:`CenterFaceDetector` (no ``batch_size``: always 1).
     """
 
@@ -35,12 +41,17 @@ class YoloxPersonDetector(OnnxDetector):
 
     def __init__(self, model: ModelRef = "yolox_nano", *, providers: Sequence[str] | str | None = None,
                  threshold: float = 0.1, nms_iou: float = 0.45, max_side: int = 416,
-                 model_dir: ModelRef | None = None, threads: int | None = None) -> None:
+                 model_dir: ModelRef | None = None, threads: int | None = None,
+                 vehicles: bool = False, vehicle_threshold: float = 0.2) -> None:
         if max_side % 32:
             raise ValueError(f"max_side must be a multiple of 32, got {max_side}")
         self.threshold = float(threshold)
         self.nms_iou = float(nms_iou)
         self.max_side = int(max_side)
+        self.vehicles = bool(vehicles)
+        self.vehicle_threshold = float(vehicle_threshold)
+        if self.vehicles:
+            self.labels = (Label.PERSON, Label.VEHICLE)
         # The export hard-codes batch 1 in its output Reshape, so frames go one per call
         # (on CPU that costs nothing; a batch-N re-export would help on GPU).
         self.batch_size = 1
@@ -69,14 +80,20 @@ class YoloxPersonDetector(OnnxDetector):
         out = []
         for b in range(n):
             p = pred[b]
-            score = p[:, 4] * p[:, 5 + PERSON_CLASS]
-            keep = np.nonzero(score > self.threshold)[0]
-            if len(keep) == 0:
-                out.append(Boxes.empty())
-                continue
-            q = p[keep]
-            xy = (q[:, :2] + self._grid[keep]) * self._stride[keep]
-            wh = np.exp(q[:, 2:4]) * self._stride[keep]
-            xyxy = np.concatenate([xy - wh / 2, xy + wh / 2], 1) / r
-            out.append(finish(xyxy.astype(np.float32), score[keep], Label.PERSON, (h, w), self.nms_iou))
+            parts = [self._decode(p, p[:, 4] * p[:, 5 + PERSON_CLASS], self.threshold, Label.PERSON, r, (h, w))]
+            if self.vehicles:
+                vscore = p[:, 4] * p[:, [5 + c for c in VEHICLE_CLASSES]].max(1)
+                parts.append(self._decode(p, vscore, self.vehicle_threshold, Label.VEHICLE, r, (h, w)))
+            out.append(Boxes.concat(parts))
         return out
+
+    def _decode(self, p: np.ndarray, score: np.ndarray, threshold: float, label: Label, r: float,
+                hw: tuple[int, int]) -> Boxes:
+        keep = np.nonzero(score > threshold)[0]
+        if len(keep) == 0:
+            return Boxes.empty()
+        q = p[keep]
+        xy = (q[:, :2] + self._grid[keep]) * self._stride[keep]
+        wh = np.exp(q[:, 2:4]) * self._stride[keep]
+        xyxy = np.concatenate([xy - wh / 2, xy + wh / 2], 1) / r
+        return finish(xyxy.astype(np.float32), score[keep], label, hw, self.nms_iou)

@@ -25,7 +25,9 @@ class YuNetDetector(OnnxDetector):
         threshold: score threshold (0.45: measured recall/false-box balance; OpenCV's
             default 0.9 is tuned for precision, which leaks faces).
         nms_iou: NMS IoU (0.3, as OpenCV).
-        max_side: frames longer than this are downscaled (never upscaled); ``None`` = native.
+        max_side: frames longer than this are downscaled; ``None`` = native.
+        min_side: frames whose longer side is below this are upscaled to it (small faces in
+            small frames); ``None``: never upscaled.
         Others as :class:`CenterFaceDetector`.
     """
 
@@ -33,11 +35,12 @@ class YuNetDetector(OnnxDetector):
     labels: tuple[Label, ...] = (Label.FACE,)
 
     def __init__(self, model: ModelRef = "yunet_n", *, providers: Sequence[str] | str | None = None,
-                 threshold: float = 0.45, nms_iou: float = 0.3, max_side: int | None = 1280,
+                 threshold: float = 0.45, nms_iou: float = 0.3, max_side: int | None = 1280, min_side: int | None = None,
                  model_dir: ModelRef | None = None, threads: int | None = None, batch_size: int | None = None) -> None:
         self.threshold = float(threshold)
         self.nms_iou = float(nms_iou)
         self.max_side = max_side
+        self.min_side = min_side
         self.batch_size = batch_size  # type: ignore[assignment]  # resolved in _start
         self._gpu_batch = 8
         path = self._open(model, model_dir)
@@ -46,7 +49,7 @@ class YuNetDetector(OnnxDetector):
 
     def _detect_batch(self, frames: Frames) -> list[Boxes]:
         n, h, w = frames.shape[:3]
-        rh, rw, ph, pw = fit_size(h, w, self.max_side)
+        rh, rw, ph, pw = fit_size(h, w, self.max_side, min_side=self.min_side)
         blob = resize_pad(frames, rh, rw, ph, pw).transpose(0, 3, 1, 2).astype(np.float32)  # BGR 0-255
         res = self.session.run(self._outputs, {self.input_name: blob})
         sx, sy = w / rw, h / rh

@@ -55,7 +55,7 @@ def dlib_item():
 
 
 def test_registry_of_kinds():
-    assert set(DETECTORS) == {"centerface", "yunet", "yolox_person", "ppocr_text"}
+    assert set(DETECTORS) == {"centerface", "yunet", "yolox_person", "ppocr_text", "centerface+yunet"}
     with pytest.raises(ConfigError, match="centerface"):
         build_detector("nope")
 

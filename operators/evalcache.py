@@ -1,0 +1,268 @@
+"""Cached detections for ``veilstream eval``: detect once, score many settings.
+
+Each detector a :class:`~operators.redactor.RedactionConfig` uses is run ONCE per image at
+a low "floor" score threshold and its raw boxes and scores are stored on disk
+(``out/eval_cache/<dataset>/<component>-<signature>.npz``). A setting's thresholds are
+then applied to the cached boxes: that gives exactly the boxes the detector would have
+returned at that threshold (the NMS of every detector here is greedy by score, so boxes
+below a threshold never suppress boxes above it), and a sweep over thresholds costs only
+the masking geometry, not the networks.
+
+Components (one cache file each):
+
+* ``centerface`` / ``yunet``: the face detectors;
+* ``yolox``: persons (head-region fallback) and, when plates use vehicle crops, vehicles;
+* ``text_full``: the text detector's full-frame pass;
+* ``text_crops``: its vehicle-crop pass on the vehicles ``yolox`` found at the
+  configured vehicle threshold (part of the signature: not swept).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .types import Boxes, Label
+
+FLOORS = {"centerface": 0.03, "yunet": 0.15, "yolox": 0.05, "text_full": 0.15, "text_crops": 0.15}
+"""Score thresholds the cache is filled at; sweeps go no lower."""
+
+
+def default_threshold(factory: Any, name: str = "threshold") -> float:
+    return float(inspect.signature(factory).parameters[name].default)
+
+
+@dataclass
+class Component:
+    """One cached detector pass.
+
+    Attributes:
+        key: component name (``centerface``, ``yunet``, ``yolox``, ``text_full``, ``text_crops``).
+        params: what decides its output besides the image (goes into the cache signature).
+        build: returns ``run(frame_bgr, priors) -> Boxes`` (builds the model on first use).
+        needs: keys of components whose boxes ``run`` takes as priors.
+    """
+
+    key: str
+    params: dict[str, Any]
+    build: Callable[[], Callable[[np.ndarray, Boxes], Boxes]]
+    needs: tuple[str, ...] = ()
+
+    @property
+    def signature(self) -> str:
+        text = json.dumps({"key": self.key, **self.params}, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def components(cfg: Any) -> dict[str, Component]:
+    """The detector passes ``cfg`` (a RedactionConfig) runs, at floor thresholds."""
+    from .detectors import CenterFaceDetector, TextDetector, YoloxPersonDetector, YuNetDetector
+
+    common: dict[str, Any] = {"providers": list(cfg.providers) if cfg.providers else None}
+    if cfg.model_dir:
+        common["model_dir"] = cfg.model_dir
+    out: dict[str, Component] = {}
+    classes = set(cfg.classes)
+
+    def simple(key: str, factory: Any, params: dict[str, Any], method: str = "detect") -> Component:
+        def build() -> Callable[[np.ndarray, Boxes], Boxes]:
+            det = factory(**params, **common)
+            return lambda img, _priors: getattr(det, method)(img[None])[0]
+        return Component(key, {"cls": factory.__name__, **params}, build)
+
+    if "face" in classes:
+        if cfg.face_model in ("centerface", "centerface+yunet"):
+            out["centerface"] = simple("centerface", CenterFaceDetector,
+                                       {"threshold": FLOORS["centerface"], "max_side": cfg.face_max_side})
+        if cfg.face_model == "yunet":
+            out["yunet"] = simple("yunet", YuNetDetector, {"threshold": FLOORS["yunet"],
+                                                             "max_side": cfg.face_max_side})
+        elif cfg.face_model == "centerface+yunet":
+            out["yunet"] = simple("yunet", YuNetDetector, {"threshold": FLOORS["yunet"],
+                                                             "max_side": cfg.yunet_max_side,
+                                                             "min_side": cfg.yunet_min_side})
+    crops = "plate" in classes and cfg.plate_crops
+    vthr = cfg.vehicle_threshold if cfg.vehicle_threshold is not None else \
+        default_threshold(YoloxPersonDetector, "vehicle_threshold")
+    if classes & {"face", "person"} or crops:
+        out["yolox"] = simple("yolox", YoloxPersonDetector, {"threshold": FLOORS["yolox"], "vehicles": crops,
+                                                             "vehicle_threshold": vthr})
+    if classes & {"plate", "text"}:
+        text_params = {"threshold": FLOORS["text_full"], "max_side": cfg.text_max_side,
+                       "min_side": cfg.text_min_side, "tile": cfg.text_tile}
+        out["text_full"] = simple("text_full", TextDetector, text_params)
+        if crops:
+            def build_crops() -> Callable[[np.ndarray, Boxes], Boxes]:
+                det = TextDetector(threshold=FLOORS["text_crops"], crops=True, **common)
+                return lambda img, priors: det.detect_crops(img[None], [priors])[0]
+            out["text_crops"] = Component("text_crops", {"cls": "TextDetector.crops", "vehicle_threshold": vthr,
+                                                         "yolox": out["yolox"].signature,
+                                                         "crop": _crop_params(TextDetector)},
+                                          build_crops, needs=("yolox",))
+    return out
+
+
+def _crop_params(factory: Any) -> dict[str, Any]:
+    sig = inspect.signature(factory).parameters
+    return {k: sig[k].default for k in ("crop_width", "crop_height", "crop_lower", "crop_max_zoom", "max_crops",
+                                         "min_vehicle_px", "pad", "bin_threshold", "unclip_ratio")}
+
+
+def thresholds(cfg: Any) -> dict[str, float]:
+    """Per component, the score a box needs under ``cfg`` (explicit or the detector default)."""
+    from .detectors import CenterFaceDetector, TextDetector, YoloxPersonDetector, YuNetDetector
+
+    def pick(v: float | None, factory: Any) -> float:
+        return float(v) if v is not None else default_threshold(factory)
+
+    face_yunet = cfg.face_threshold if cfg.face_model == "yunet" else cfg.yunet_threshold
+    return {"centerface": pick(cfg.face_threshold, CenterFaceDetector), "yunet": pick(face_yunet, YuNetDetector),
+            "yolox": pick(cfg.person_threshold, YoloxPersonDetector),
+            "text_full": pick(cfg.text_threshold, TextDetector), "text_crops": pick(cfg.text_threshold, TextDetector)}
+
+
+@dataclass
+class Cached:
+    """One component's boxes for every image of a data set (``per_image[i]``), its
+    frame sizes and the seconds it took."""
+
+    per_image: list[Boxes]
+    seconds: float
+
+
+def _save(path: Path, c: Cached, names: Sequence[str]) -> None:
+    idx = np.concatenate([np.full(len(b), i, np.int32) for i, b in enumerate(c.per_image)] or [np.zeros(0, np.int32)])
+    allb = Boxes.concat(c.per_image)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, idx=idx, xyxy=allb.xyxy, score=allb.score, label=allb.label,
+                        seconds=np.float64(c.seconds), names=np.asarray(list(names)))
+    tmp.replace(path)
+
+
+def _load(path: Path, names: Sequence[str]) -> Cached | None:
+    try:
+        z = np.load(path, allow_pickle=False)
+        if list(z["names"]) != list(names):
+            return None
+        idx = z["idx"]
+        all_b = Boxes(z["xyxy"].astype(np.float32), z["score"].astype(np.float32), z["label"].astype(np.int16))
+        per = [all_b.select(idx == i) for i in range(len(names))]
+        return Cached(per, float(z["seconds"]))
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+class DetectionCache:
+    """Fills and serves the cached components of one data set."""
+
+    def __init__(self, root: Path | None, dataset: str, items: Sequence[Any], *, progress: bool = False) -> None:
+        self.root = root
+        self.dataset = dataset
+        self.items = list(items)
+        self.names = [str(Path(it.image_path).name) for it in self.items]
+        self.progress = progress
+        self.hw: list[tuple[int, int]] | None = None
+        self._mem: dict[str, Cached] = {}
+
+    def _path(self, comp: Component) -> Path | None:
+        if self.root is None:
+            return None
+        return self.root / self.dataset / f"{comp.key}-{comp.signature}-n{len(self.names)}.npz"
+
+    def get(self, comps: dict[str, Component]) -> dict[str, Cached]:
+        """Every component's cached boxes, computing (and storing) the missing ones."""
+        from .video import read_image
+
+        todo: list[Component] = []
+        got: dict[str, Cached] = {}
+        for key, comp in comps.items():
+            mem_key = f"{key}-{comp.signature}"
+            path = self._path(comp)
+            hit = self._mem.get(mem_key) or (_load(path, self.names) if path is not None and path.is_file() else None)
+            if hit is not None:
+                got[key] = self._mem[mem_key] = hit
+            else:
+                todo.append(comp)
+        hw_path = self.root / self.dataset / f"hw-n{len(self.names)}.json" if self.root is not None else None
+        if self.hw is None and hw_path is not None and hw_path.is_file():
+            doc = json.loads(hw_path.read_text())
+            if doc.get("names") == self.names:
+                self.hw = [tuple(x) for x in doc["hw"]]  # type: ignore[misc]
+        if not todo and self.hw is not None:
+            return got
+        # Components that need priors come after those they need.
+        todo.sort(key=lambda c: len(c.needs))
+        runs = {c.key: c.build() for c in todo}
+        results: dict[str, list[Boxes]] = {c.key: [] for c in todo}
+        secs = {c.key: 0.0 for c in todo}
+        hw: list[tuple[int, int]] = []
+        for n, item in enumerate(self.items):
+            img = read_image(item.image_path)
+            hw.append((int(img.shape[0]), int(img.shape[1])))
+            for c in todo:
+                priors = Boxes.concat([(results[k][n] if k in results else got[k].per_image[n]) for k in c.needs])
+                t0 = time.perf_counter()
+                results[c.key].append(runs[c.key](img, priors))
+                secs[c.key] += time.perf_counter() - t0
+            if self.progress:
+                print(f"\r{self.dataset}: detecting {n + 1}/{len(self.items)} ({', '.join(runs)})", end="",
+                      flush=True, file=__import__("sys").stderr)
+        if self.progress:
+            print(file=__import__("sys").stderr)
+        self.hw = hw
+        if hw_path is not None:
+            hw_path.parent.mkdir(parents=True, exist_ok=True)
+            hw_path.write_text(json.dumps({"names": self.names, "hw": hw}))
+        for c in todo:
+            cached = Cached(results[c.key], secs[c.key])
+            path = self._path(c)
+            if path is not None:
+                _save(path, cached, self.names)
+            got[c.key] = self._mem[f"{c.key}-{c.signature}"] = cached
+        return got
+
+
+def combine(cached: dict[str, Cached], th: dict[str, float], i: int) -> Boxes:
+    """Image ``i``'s raw boxes under thresholds ``th`` (component key -> min score; a
+    missing key drops that component). Vehicles are kept whatever the person threshold."""
+    parts = []
+    for key, c in cached.items():
+        if key not in th:
+            continue
+        b = c.per_image[i]
+        if key == "yolox":
+            keep = (b.label == Label.VEHICLE) | (b.score >= th[key])
+        else:
+            keep = b.score >= th[key]
+        parts.append(b.select(keep))
+    return Boxes.concat(parts)
+
+
+def score_setting(dataset: str, items: Sequence[Any], cache: DetectionCache, cached: dict[str, Cached],
+                  cfg: Any, th: dict[str, float], *, person_class: bool = False) -> Any:
+    """A :class:`~operators.evaluation.DatasetReport` for one setting from cached boxes."""
+    from .evaluation import Scorer
+    from .redactor import Redactor
+
+    # Thresholds were applied by `combine`: the planning redactor must not filter again.
+    plan_cfg = replace(cfg, face_threshold=None, person_threshold=None, text_threshold=None)
+    red = Redactor(plan_cfg, detectors={})
+    scorer = Scorer(dataset, person_class=person_class)
+    assert cache.hw is not None
+    t0 = time.perf_counter()
+    for i, item in enumerate(items):
+        hw = cache.hw[i]
+        boxes = red.plan_from([combine(cached, th, i)], [], hw)[0]
+        scorer.add(item, red.coverage(hw, boxes))
+    rep = scorer.report()
+    rep.seconds = (time.perf_counter() - t0) + sum(c.seconds for c in cached.values())
+    return rep
