@@ -8,11 +8,10 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from operators import evalcache
 from operators.evaldata import load_faces_wider, load_plates_traffic
-from operators.evaluation import Scorer, central_region, evaluate, subset, width_bucket
+from operators.evaluation import Scorer, central_region, subset, width_bucket
 from operators.evalvideo import clip_from_image
 from operators.head import head_regions
 from operators.redactor import RedactionConfig, Redactor
