@@ -1,0 +1,617 @@
+"""Fault injection on the real local stack (issue 12).
+
+One fixed workload (three cameras of the short sample clips, cut into 1 s JPEG chunks, as
+ingest would publish them) goes through the real ``veilstream process`` and ``veilstream
+sink`` worker processes against the real broker (tansu on durable S3 storage), the local
+S3 server and a local Ray head. One scenario at a time injects a fault while chunks are in
+flight, and every scenario ends with
+
+* an **accounting check**: every chunk produced to the raw topic is in a stored segment's
+  manifest, in the DLQ with a reason, or logged as an explicit drop (none unaccounted);
+* an **independent face scan**: the stored MP4 segments are downloaded, decoded and scanned
+  with YuNet (OpenCV's ``FaceDetectorYN``, a different model from the pipeline's
+  CenterFace); a face it finds in a stored frame is a leak. The same scan on the raw input
+  shows the faces are there to find.
+
+Run it with ``make test-faults`` (all scenarios) or ``python -m tests.faults.harness
+--scenarios a,b``; ``make test`` runs the core subset in ``tests/faults/test_faults.py``.
+Every process the harness starts is stopped by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL_DIR = Path(os.environ.get("VEILSTREAM_MODEL_DIR") or ROOT.parent / "shared" / "models")
+YUNET = MODEL_DIR / "face_detection_yunet_2023mar.onnx"
+CHUNK_S = 1.0
+WORKLOAD = (("cam-a", "carphone_pristine.mp4", 4), ("cam-b", "bikes.mp4", 3), ("cam-c", "carphone_pristine.mp4", 4))
+"""(camera, sample clip, chunks of 1 s): 11 chunks, ~330 frames, faces in most frames."""
+
+
+# ---------------------------------------------------------------- workload
+
+
+@dataclass
+class Workload:
+    chunks: list[Any]  # ChunkCaptured
+    raw_faces: int  # YuNet detections on the raw frames (the faces there are to leak)
+    raw_frames: int
+
+
+def _frames(name: str, n: int) -> Iterator[np.ndarray]:
+    import av
+
+    from operators.video import sample_video
+
+    with av.open(str(sample_video(name))) as c:
+        for i, f in enumerate(c.decode(video=0)):
+            if i >= n:
+                return
+            yield f.to_ndarray(format="bgr24")
+
+
+def build_workload(scan: FaceScan) -> Workload:
+    from operators.codec import encode_jpeg_frames
+    from schemas.messages import ChunkCaptured
+
+    t0 = (int(time.time() * 1000) // 60_000) * 60_000  # this minute: segments land in a real window
+    chunks, faces, frames_total = [], 0, 0
+    for cam, clip, n_chunks in WORKLOAD:
+        per = 25
+        frames = list(_frames(clip, per * n_chunks))
+        for k in range(n_chunks):
+            fr = np.stack(frames[k * per:(k + 1) * per])
+            pts = tuple(t0 + int((k * per + i) * 1000 / 25) for i in range(len(fr)))
+            chunks.append(ChunkCaptured(camera_id=cam, chunk_seq=k, pts_ms=pts, fps=25.0, width=fr.shape[2],
+                                        height=fr.shape[1], codec="jpeg", captured_at_ms=pts[0],
+                                        payload=encode_jpeg_frames(fr, 85)))
+            faces += sum(scan.count(f) for f in fr)
+            frames_total += len(fr)
+    return Workload(chunks, faces, frames_total)
+
+
+class FaceScan:
+    """YuNet (OpenCV FaceDetectorYN) at 2x upscale: counts faces with score >= 0.8."""
+
+    def __init__(self, threshold: float = 0.8) -> None:
+        import cv2
+
+        if not YUNET.is_file():
+            raise SystemExit(f"face scan model missing: {YUNET} (set VEILSTREAM_MODEL_DIR to ../shared/models)")
+        with contextlib.suppress(Exception):
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        self.det = cv2.FaceDetectorYN.create(str(YUNET), "", (320, 320), threshold, 0.3, 5000)
+
+    def count(self, frame: np.ndarray) -> int:
+        import cv2
+
+        img = cv2.resize(frame, None, fx=2, fy=2, interpolation=cv2.INTER_LINEAR)
+        self.det.setInputSize((img.shape[1], img.shape[0]))
+        _, faces = self.det.detect(img)
+        return 0 if faces is None else len(faces)
+
+
+# ---------------------------------------------------------------- poison messages
+
+
+def poison_messages(good: Any) -> list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]]:
+    """``(kind, key, value, headers)`` of each hostile message of issue 12."""
+    from schemas.messages import HEADER_META, encode_chunk
+
+    value, headers = encode_chunk(good)
+    meta = json.loads(dict(headers)[HEADER_META])
+
+    def with_meta(**kw: Any) -> list[tuple[str, bytes]]:
+        m = {**meta, **kw}
+        return [(k, json.dumps(m).encode() if k == HEADER_META else v) for k, v in headers]
+
+    cid = good.camera_id.encode()
+    return [
+        ("garbage", cid, b"\x00garbage" * 10, []),
+        ("wrong_version", cid, value, [(k, b"9" if k == "schema_version" else v) for k, v in headers]),
+        ("key_mismatch", b"cam-c", value, headers),
+        ("size_lie", cid, value, with_meta(width=10000, height=10000)),
+        ("count_lie", cid, value, with_meta(pts_ms=meta["pts_ms"][:5])),
+        ("year_10000", cid, value, with_meta(pts_ms=[253402300800000 + i for i in range(len(meta["pts_ms"]))])),
+        ("fps_1e-9", cid, value, with_meta(fps=1e-9)),
+        ("bad_id_newline", b"cam-a\n", value, with_meta(camera_id="cam-a\n")),
+        ("over_pixel_limit", cid, value, with_meta(width=5000, height=5000)),
+        ("truncated", cid, value[: len(value) // 2], headers),
+    ]
+
+
+# ---------------------------------------------------------------- one scenario run
+
+
+@dataclass
+class Result:
+    scenario: str
+    chunks_in: int = 0
+    out: int = 0
+    dlq: int = 0
+    dropped: int = 0
+    unaccounted: int = 0
+    faces_leaked: int = 0
+    frames_scanned: int = 0
+    recovery_s: float | None = None
+    reasons: dict[str, int] = field(default_factory=dict)
+    notes: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.unaccounted == 0 and self.faces_leaked == 0 and self.chunks_in > 0
+
+
+@dataclass
+class Scenario:
+    name: str
+    what: str
+    inject: Callable[[Run], None] | None = None
+    config: dict[str, Any] = field(default_factory=dict)  # deep-merged into the worker config
+    poison: bool = False
+    start_process: bool = True
+    expect_reasons: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+class Run:
+    """One scenario on the shared stack: its own topics, groups and bucket."""
+
+    def __init__(self, stack: Any, workload: Workload, scenario: Scenario, scan: FaceScan, work: Path,
+                 timeout_s: float = 150.0) -> None:
+        self.stack, self.workload, self.sc, self.scan = stack, workload, scenario, scan
+        self.timeout_s = timeout_s
+        tag = f"{scenario.name.replace('_', '-')}-{uuid.uuid4().hex[:6]}"
+        self.dir = work / tag
+        self.dir.mkdir(parents=True)
+        base = yaml.safe_load(Path(stack.config_path).read_text())
+        topics = {k: f"f-{tag}-{k}" for k in ("raw", "redacted", "dlq", "audit")}
+        topics["cameras"] = f"f-{tag}-cameras"
+        cfg = _merge(base, {
+            "kafka": {"topics": topics, "partitions": 2},
+            "object_store": {"bucket": f"f-{tag}"[:40].rstrip("-"), "audit_bucket": f"a-{tag}"[:40].rstrip("-")},
+            "process": {"consumer_group": f"p-{tag}", "status_interval_s": 2, "drain_timeout_s": 30,
+                        "detector_timeout_s": 20},
+            "sink": {"consumer_group": f"s-{tag}", "segment_seconds": 4, "idle_flush_s": 2,
+                     "status_interval_s": 2},
+            "ray": {"chunk_workers": 1},
+        })
+        cfg = _merge(cfg, scenario.config)
+        self.cfg_raw = cfg
+        self.cfg_path = self.dir / "config.yaml"
+        self.cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        from schemas.config import load_config
+
+        self.cfg = load_config(self.cfg_path)
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.produced: dict[tuple[int, int], Any] = {}  # (partition, offset) -> chunk id
+        self.fault_at: float | None = None
+        self.notes: list[str] = []
+        self.env = {**os.environ, "VEILSTREAM_MODEL_DIR": str(MODEL_DIR), "VEILSTREAM_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
+                    "VEILSTREAM_STOP_GRACE_S": "90", **scenario.env}
+
+    # -------------------------------------------------- workers
+    def start(self, name: str) -> None:
+        log = open(self.dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        self.procs[name] = subprocess.Popen([sys.executable, "-m", "pipeline.cli", name, "--config",
+                                             str(self.cfg_path)], stdout=log, stderr=subprocess.STDOUT,
+                                            env=self.env, cwd=ROOT, start_new_session=True)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        p = self.procs[name]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, sig)
+        p.wait(30)
+
+    def stop(self, name: str, timeout_s: float = 90.0) -> int | None:
+        p = self.procs.pop(name, None)
+        if p is None:
+            return None
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.notes.append(f"{name} ignored SIGTERM for {timeout_s:.0f}s")
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
+                p.wait(10)
+        return p.returncode
+
+    def log(self, name: str) -> str:
+        p = self.dir / f"{name}.log"
+        return p.read_text(errors="replace") if p.exists() else ""
+
+    # -------------------------------------------------- produce / observe
+    def create_topics(self) -> None:
+        from pipeline.devstack.broker import create_topics
+
+        t = self.cfg.kafka.topics
+        create_topics(self.cfg.kafka.bootstrap_servers, {t.raw: 2, t.redacted: 2, t.dlq: 1, t.audit: 1,
+                                                         t.cameras: 2},
+                      config={"max.message.bytes": str(self.cfg.kafka.message_max_bytes)})
+
+    def produce(self, msgs: list[tuple[Any, bytes | None, bytes, list[tuple[str, bytes]]]]) -> None:
+        from confluent_kafka import Producer
+
+        p = Producer({"bootstrap.servers": self.cfg.kafka.bootstrap_servers, "enable.idempotence": True,
+                      "message.max.bytes": self.cfg.kafka.message_max_bytes, "linger.ms": 0})
+        for ident, key, value, headers in msgs:
+            def cb(err: Any, m: Any, ident: Any = ident) -> None:
+                if err is None:
+                    self.produced[(m.partition(), m.offset())] = ident
+            p.produce(self.cfg.kafka.topics.raw, value=value, key=key, headers=headers, on_delivery=cb)
+            p.poll(0)
+        left = p.flush(30)
+        if left or len(self.produced) != len(msgs):
+            raise RuntimeError(f"workload not produced: {left} left, {len(self.produced)}/{len(msgs)} acked")
+
+    def workload_messages(self) -> list[tuple[Any, bytes | None, bytes, list[tuple[str, bytes]]]]:
+        from schemas.messages import encode_chunk
+
+        out = []
+        for c in self.workload.chunks:
+            value, headers = encode_chunk(c)
+            out.append(((c.camera_id, c.chunk_seq), c.camera_id.encode(), value, headers))
+        if self.sc.poison:
+            victim = replace(self.workload.chunks[0], chunk_seq=1000)
+            for kind, key, value, headers in poison_messages(victim):
+                out.append((("poison", kind), key, value, headers))
+        return out
+
+    def store(self) -> Any:
+        from pipeline.sink.objectstore import MinioSegmentStore
+
+        return MinioSegmentStore.from_config(self.cfg.object_store)
+
+    def manifests(self) -> list[dict[str, Any]]:
+        st = self.store()
+        out = []
+        try:
+            keys = [k for k in st.list_objects("camera=") if k.endswith(".json")]
+        except Exception:  # noqa: BLE001 - bucket not there yet / server stopped
+            return []
+        for k in keys:
+            with contextlib.suppress(Exception):
+                out.append(json.loads(st.get_object(k)))
+        return out
+
+    def dlq_records(self, timeout_s: float = 8.0) -> list[tuple[Any, dict[str, Any]]]:
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+        from schemas.messages import decode_dlq
+
+        c = Consumer({"bootstrap.servers": self.cfg.kafka.bootstrap_servers, "group.id": f"dlq-read-{uuid.uuid4()}",
+                      "enable.auto.commit": False, "fetch.max.bytes": 64 * 1024 * 1024})
+        c.assign([TopicPartition(self.cfg.kafka.topics.dlq, 0, OFFSET_BEGINNING)])
+        out, quiet = [], time.monotonic() + 2.0
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < min(deadline, quiet):
+            m = c.poll(0.3)
+            if m is None or m.error():
+                continue
+            quiet = time.monotonic() + 1.5
+            rec = decode_dlq(m.value(), m.headers())
+            meta = {}
+            with contextlib.suppress(Exception):
+                meta = json.loads(rec.headers.get("veil-meta", "{}"))
+            out.append((rec, meta))
+        c.close()
+        return out
+
+    def drops(self) -> set[tuple[str, int]]:
+        import re
+
+        pat = re.compile(r"chunk dropped whole camera=(\S+) chunk_seq=(\d+)")
+        return {(m.group(1), int(m.group(2))) for m in pat.finditer(self.log("process"))}
+
+    def account(self, dlq_timeout_s: float = 3.0) -> tuple[dict[Any, str], dict[str, int]]:
+        """Outcome of every produced message: ``out``, ``dlq:<reason>``, ``dropped`` (or absent)."""
+        outcome: dict[Any, str] = {}
+        for m in self.manifests():
+            for seq in m.get("chunk_seqs", []):
+                outcome[(m["camera_id"], int(seq))] = "out"
+        reasons: dict[str, int] = {}
+        by_offset = self.produced
+        for rec, meta in self.dlq_records(dlq_timeout_s):
+            ident = None
+            if rec.source_topic == self.cfg.kafka.topics.raw:
+                ident = by_offset.get((rec.source_partition, rec.source_offset))
+            elif meta.get("camera_id") is not None:
+                ident = (meta["camera_id"], int(meta.get("chunk_seq", -1)))
+            if ident is not None and outcome.get(ident) != "out":
+                outcome[ident] = f"dlq:{rec.reason}"
+            reasons[rec.reason] = reasons.get(rec.reason, 0) + 1
+        for ident in self.drops():
+            outcome.setdefault(ident, "dropped")
+        return outcome, reasons
+
+    def wait_accounted(self, timeout_s: float) -> bool:
+        want = set(self.produced.values())
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            outcome, _ = self.account(dlq_timeout_s=2.0)
+            if want <= set(outcome):
+                return True
+            for name, p in self.procs.items():
+                if p.poll() is not None and name in ("process", "sink"):
+                    self.notes.append(f"{name} exited rc={p.returncode}")
+                    return False
+            time.sleep(2.0)
+        return False
+
+    def wait_progress(self, min_out: int, timeout_s: float = 90.0) -> bool:
+        """Until at least ``min_out`` chunks reached the redacted topic (process log)."""
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+        c = Consumer({"bootstrap.servers": self.cfg.kafka.bootstrap_servers, "group.id": f"peek-{uuid.uuid4()}",
+                      "enable.auto.commit": False})
+        c.assign([TopicPartition(self.cfg.kafka.topics.redacted, p, OFFSET_BEGINNING) for p in range(2)])
+        n, deadline = 0, time.monotonic() + timeout_s
+        try:
+            while time.monotonic() < deadline and n < min_out:
+                m = c.poll(0.5)
+                if m is not None and not m.error():
+                    n += 1
+            return n >= min_out
+        finally:
+            c.close()
+
+    def scan_segments(self) -> tuple[int, int]:
+        import av
+
+        st = self.store()
+        leaked = frames = 0
+        for k in [k for k in st.list_objects("camera=") if k.endswith(".mp4")]:
+            data = st.get_object(k)
+            with av.open(io.BytesIO(data)) as c:
+                for f in c.decode(video=0):
+                    frames += 1
+                    leaked += self.scan.count(f.to_ndarray(format="bgr24"))
+        return leaked, frames
+
+    # -------------------------------------------------- the scenario
+    def execute(self) -> Result:
+        res = Result(self.sc.name)
+        t_start = time.monotonic()
+        try:
+            self.create_topics()
+            if self.sc.start_process:
+                self.start("process")
+            self.start("sink")
+            self.produce(self.workload_messages())
+            res.chunks_in = len(self.produced)
+            if self.sc.inject is not None:
+                self.sc.inject(self)
+            done = self.wait_accounted(self.timeout_s)
+            if not done:
+                self.notes.append("timed out waiting for every chunk")
+            if self.fault_at is not None:
+                res.recovery_s = round(time.monotonic() - self.fault_at, 1)
+        finally:
+            for name in ("ingest", "process", "sink"):
+                rc = self.stop(name)
+                if rc not in (None, 0):
+                    self.notes.append(f"{name} exit {rc}")
+        outcome, res.reasons = self.account(dlq_timeout_s=4.0)
+        for ident in set(self.produced.values()):
+            state = outcome.get(ident)
+            if state == "out":
+                res.out += 1
+            elif state == "dropped":
+                res.dropped += 1
+            elif state is not None:
+                res.dlq += 1
+            else:
+                res.unaccounted += 1
+                self.notes.append(f"unaccounted {ident}")
+        missing_reasons = [r for r in self.sc.expect_reasons if r not in res.reasons]
+        if missing_reasons:
+            self.notes.append(f"expected DLQ reasons missing: {missing_reasons}")
+            res.unaccounted += len(missing_reasons)
+        res.faces_leaked, res.frames_scanned = self.scan_segments()
+        res.notes = "; ".join(self.notes)[:300]
+        res.notes += f" [{time.monotonic() - t_start:.0f}s, logs {self.dir}]"
+        return res
+
+
+# ---------------------------------------------------------------- fault injections
+
+
+def _after_progress(n: int = 2) -> Callable[[Callable[[Run], None]], Callable[[Run], None]]:
+    def deco(fn: Callable[[Run], None]) -> Callable[[Run], None]:
+        def inject(run: Run) -> None:
+            if not run.wait_progress(n, 120):
+                run.notes.append("no progress before the fault")
+            run.fault_at = time.monotonic()
+            fn(run)
+        return inject
+    return deco
+
+
+@_after_progress(2)
+def kill_process(run: Run) -> None:
+    run.kill("process")
+    run.start("process")
+
+
+@_after_progress(2)
+def kill_sink(run: Run) -> None:
+    run.kill("sink")
+    run.start("sink")
+
+
+@_after_progress(2)
+def kill_broker(run: Run) -> None:
+    from pipeline.devstack import pid_alive, wait_until
+    from pipeline.devstack.stack import StackState, restart_broker
+
+    state = StackState.load(run.stack.state_dir)
+    broker = next(p for p in state.managed() if p.name == "broker")
+    os.kill(broker.pid, signal.SIGKILL)
+    wait_until(lambda: not pid_alive(broker.pid), 10)
+    time.sleep(3.0)  # down for a moment: clients retry
+    restart_broker(run.stack.state_dir)
+
+
+@_after_progress(1)
+def stop_object_store(run: Run) -> None:
+    from pipeline.devstack.stack import StackState
+
+    state = StackState.load(run.stack.state_dir)
+    s3 = next(p for p in state.managed() if p.name == "s3")
+    os.kill(s3.pid, signal.SIGSTOP)
+    try:
+        time.sleep(15.0)
+    finally:
+        os.kill(s3.pid, signal.SIGCONT)
+
+
+@_after_progress(2)
+def kill_detector_actor(run: Run) -> None:
+    """SIGKILL the Ray worker process hosting a DetectorActor (found by its proctitle)."""
+    from pipeline.devstack import cmdline
+
+    victims = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
+               and " ".join(cmdline(int(p.name))).startswith("ray::DetectorActor")]
+    if not victims:
+        run.notes.append("no DetectorActor process found")
+    for pid in victims[:1]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def corrupt_model_then_fix(run: Run) -> None:
+    """The process worker starts with a corrupt face model: it must refuse to start (one
+    clear error, nothing consumed); restarted with the good model, everything goes through."""
+    p = run.procs["process"]
+    try:
+        p.wait(120)
+    except subprocess.TimeoutExpired:
+        run.notes.append("process kept running with a corrupt model")
+        run.kill("process")
+    run.procs.pop("process", None)
+    err = [ln for ln in run.log("process").splitlines() if "error" in ln.lower()][-1:]
+    run.notes.append(f"corrupt model: rc={p.returncode} {err[0][:120] if err else ''}")
+    run.fault_at = time.monotonic()
+    run.cfg_raw["process"] = {**run.cfg_raw["process"], "model_dir": str(YUNET.parent)}
+    run.cfg_path.write_text(yaml.safe_dump(run.cfg_raw, sort_keys=False))
+    run.start("process")
+
+
+def _corrupt_model_dir() -> str:
+    d = Path(tempfile.mkdtemp(prefix="veil-corrupt-models-"))
+    (d / "yunet_n_dynamic.onnx").write_bytes(b"this is not an onnx model" * 100)
+    return str(d)
+
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
+    Scenario("baseline", "no fault"),
+    Scenario("poison", "a poison message of each kind among the workload", poison=True,
+             expect_reasons=("invalid_message", "key_mismatch")),
+    Scenario("kill_process", "process SIGKILLed mid-stream, restarted", inject=kill_process),
+    Scenario("kill_sink", "sink SIGKILLed mid-stream, restarted", inject=kill_sink),
+    Scenario("slow_detector", "detector slower than its deadline (fail closed)",
+             config={"process": {"detector_timeout_s": 0.001}}),
+    Scenario("kill_broker", "broker SIGKILLed, restarted 3 s later on durable storage", inject=kill_broker),
+    Scenario("stop_s3", "object store SIGSTOPped 15 s, resumed", inject=stop_object_store),
+    Scenario("kill_detector", "a detector actor's process SIGKILLed mid-batch", inject=kill_detector_actor),
+    Scenario("corrupt_model", "corrupt face model file at start-up, then fixed", inject=corrupt_model_then_fix,
+             config={"process": {"model_dir": "@corrupt", "face_model": "yunet"}},
+             env={"VEILSTREAM_OFFLINE": "1", "VEILSTREAM_CACHE_DIR": "/nonexistent-veil-cache"}),
+]}
+CORE = ("poison", "kill_process", "kill_sink", "slow_detector")
+"""The subset ``make test`` runs (time budget); ``make test-faults`` runs all of them."""
+
+
+# ---------------------------------------------------------------- driver
+
+
+@contextlib.contextmanager
+def local_stack(work: Path) -> Iterator[Any]:
+    from pipeline.devstack.stack import down, up
+
+    state = up(state_dir=work / "stack", ray=True, num_cpus=2, partitions=2, ray_object_store_mb=200)
+    try:
+        yield state
+    finally:
+        down(state_dir=work / "stack")
+
+
+def run_scenarios(names: list[str], work: Path | None = None, out: Callable[[str], None] = print) -> list[Result]:
+    work = Path(work or tempfile.mkdtemp(prefix="veil-faults-"))
+    scan = FaceScan()
+    wl = build_workload(scan)
+    out(f"workload: {len(wl.chunks)} chunks, {wl.raw_frames} frames of {len(WORKLOAD)} cameras; "
+        f"YuNet finds {wl.raw_faces} faces in the raw frames")
+    results = []
+    with local_stack(work) as stack:
+        for name in names:
+            sc = SCENARIOS[name]
+            if sc.config.get("process", {}).get("model_dir") == "@corrupt":
+                sc = replace(sc, config=_merge(sc.config, {"process": {"model_dir": _corrupt_model_dir()}}))
+            out(f"-- {name}: {sc.what}")
+            res = Run(stack, wl, sc, scan, work).execute()
+            out(f"   {res}")
+            results.append(res)
+    out(table(results))
+    return results
+
+
+def table(results: list[Result]) -> str:
+    head = f"{'scenario':<15} {'in':>4} {'out':>4} {'dlq':>4} {'drop':>4} {'lost':>4} {'leaked':>6} " \
+           f"{'frames':>6} {'recovery':>8}  dlq reasons"
+    rows = [head, "-" * len(head)]
+    for r in results:
+        rec = f"{r.recovery_s:.1f}s" if r.recovery_s is not None else "-"
+        reasons = ",".join(f"{k}={v}" for k, v in sorted(r.reasons.items()))
+        rows.append(f"{r.scenario:<15} {r.chunks_in:>4} {r.out:>4} {r.dlq:>4} {r.dropped:>4} {r.unaccounted:>4} "
+                    f"{r.faces_leaked:>6} {r.frames_scanned:>6} {rec:>8}  {reasons}")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scenarios", default="all", help=f"comma list or all (default); core = {','.join(CORE)}")
+    ap.add_argument("--work", type=Path, default=None)
+    ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = ap.parse_args(argv)
+    names = list(SCENARIOS) if args.scenarios == "all" else list(CORE) if args.scenarios == "core" \
+        else [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        ap.error(f"unknown scenario(s) {unknown}; choose from {', '.join(SCENARIOS)}")
+    results = run_scenarios(names, args.work)
+    if args.json:
+        args.json.write_text(json.dumps([r.__dict__ for r in results], indent=2))
+    return 0 if all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
