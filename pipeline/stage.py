@@ -68,6 +68,13 @@ def root_cause(exc: BaseException) -> str:
     """One line for an exception: ``Type: message`` of the innermost cause; for Ray's
     errors (which nest the remote traceback in their text) the last ``SomeError: ...``
     line, so a missing model reads as the model error, not as a Ray traceback."""
+    for _ in range(8):  # RayTaskError / RayActorError carry the remote exception as .cause
+        cause = getattr(exc, "cause", None)
+        if not isinstance(cause, BaseException) or cause is exc:
+            break
+        exc = cause
+    if not type(exc).__name__.startswith("Ray") and str(exc) and "\n" not in str(exc).strip():
+        return f"{type(exc).__name__}: {str(exc).strip()}"
     while exc.__cause__ is not None and not str(exc):
         exc = exc.__cause__
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]

@@ -46,14 +46,17 @@ class ChunkWorkerActor:
     def ready(self) -> bool:
         return True
 
-    def decode(self, codec: str, payload: bytes, expected_frames: int) -> tuple[np.ndarray | None, dict[str, Any]]:
+    def decode(self, codec: str, payload: bytes, expected_frames: int, size_wh: tuple[int, int] | None = None,
+               max_pixels: int | None = None) -> tuple[np.ndarray | None, dict[str, Any]]:
         """Decode a payload; returns ``(frames, info)``. ``frames`` is ``None`` on error and
-        ``info["error"]`` says why (the driver sends the chunk to the DLQ)."""
+        ``info["error"]`` says why (the driver sends the chunk to the DLQ). The frames must
+        be exactly ``size_wh`` and ``expected_frames`` (the header cannot lie about them)."""
         from operators.codec import decode_chunk_payload
 
         t0 = time.perf_counter()
         try:
-            frames = decode_chunk_payload(codec, payload)
+            frames = decode_chunk_payload(codec, payload, size_wh, expected_frames=expected_frames,
+                                          max_pixels=max_pixels, strict=size_wh is not None)
         except VeilStreamError as exc:
             return None, {"error": f"decode failed: {exc}"}
         except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad message, not a crash

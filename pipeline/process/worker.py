@@ -29,6 +29,7 @@ from typing import Any
 from pipeline.kafka import ChunkConsumer, ChunkProducer, Delivery, kafka_settings
 from pipeline.metrics import StatusLine, WorkerMetrics, serve_config
 from pipeline.offsets import OffsetTracker, should_pause, should_resume
+from pipeline.stage import root_cause
 from schemas.errors import VeilStreamError
 
 logger = logging.getLogger(__name__)
@@ -314,9 +315,11 @@ class ProcessWorker:
                         job = Job(tp, msg.offset(), msg.key(), msg.value() or b"", list(msg.headers() or []), None)
                         self.order.setdefault(tp, deque()).append(job)
                         try:
-                            job.meta = decode_chunk_captured(job.value, job.headers)
+                            # key = meta camera (key_mismatch), limits before any decoding
+                            job.meta = decode_chunk_captured(job.value, job.headers, key=job.key,
+                                                             limits=getattr(self.cfg, "limits", None))
                         except SchemaError as exc:
-                            self._to_dlq(job, "invalid_message", str(exc))
+                            self._to_dlq(job, getattr(exc, "reason", "invalid_message"), str(exc))
                             continue
                         job.policy = self.policies.for_chunk(job.meta.policy_id)
                         if job.policy is None:  # nobody decided how to mask it: never guess
@@ -371,7 +374,8 @@ class ProcessWorker:
         w = self._next_worker()
         job.worker = w
         frames_ref, info_ref = w.decode.options(num_returns=2).remote(
-            job.meta.codec, job.meta.payload, len(job.meta.pts_ms))
+            job.meta.codec, job.meta.payload, len(job.meta.pts_ms), (job.meta.width, job.meta.height),
+            getattr(getattr(self.cfg, "limits", None), "max_pixels_per_frame", None))
         job.frames_ref = frames_ref
         job.stage = "decode"
         self.jobs[info_ref] = job
@@ -421,7 +425,7 @@ class ProcessWorker:
                 try:
                     info = ray.get(ref)
                 except Exception as exc:  # noqa: BLE001 - worker died: the DLQ says why
-                    info = {"error": f"decode worker failed: {str(exc).splitlines()[0][:200]}"}
+                    info = {"error": f"decode worker failed: {root_cause(exc)[:500]}"}
                 if info.get("error"):
                     self._to_dlq(job, "decode_failed", info["error"])
                     continue
@@ -432,7 +436,8 @@ class ProcessWorker:
                 try:
                     job.result = ray.get(ref)
                 except Exception as exc:  # noqa: BLE001
-                    self._to_dlq(job, "redaction_failed", str(exc).splitlines()[0][:300])
+                    # the cause, not Ray's colour banner ("ray::ChunkWorkerActor.finish() ...")
+                    self._to_dlq(job, "redaction_failed", root_cause(exc)[:1000])
                     continue
                 job.outcome = "redacted"
                 job.stage = "done"

@@ -45,19 +45,25 @@ from .segments import (
     CompletedSegment,
     SegmentAssembler,
     SegmentError,
+    format_ts,
     manifest,
     manifest_bytes,
     manifest_key,
     plan_write,
     remux_segment,
+    segment_key,
     segment_metadata,
     segment_tags,
+    window_of,
 )
 
 logger = logging.getLogger(__name__)
 
 MP4_CONTENT_TYPE = "video/mp4"
 JSON_CONTENT_TYPE = "application/json"
+POISON_ERRORS = (SegmentError, ValueError, OverflowError, KeyError, TypeError, IndexError)
+"""Errors a segment raises from its own data (a retry can never succeed): isolated to the
+DLQ. Anything else (S3Error, connection errors, timeouts) is an outage: retried."""
 
 
 @dataclass
@@ -212,15 +218,24 @@ class SinkWorker:
         self.last_message = self.clock()
         self.metrics.chunks_in.labels(camera="all").inc()
         try:
-            chunk = decode_chunk_redacted(msg.value(), msg.headers())
+            # the key must name the meta's camera: a sender cannot pick another camera's prefix
+            chunk = decode_chunk_redacted(msg.value(), msg.headers(), key=msg.key(),
+                                          limits=getattr(self.cfg, "limits", None))
         except SchemaError as exc:
-            self._to_dlq(msg, "invalid_message", str(exc))
+            self._to_dlq(msg, getattr(exc, "reason", "invalid_message"), str(exc))
             return
         if chunk.codec != "h264":
             self._to_dlq(msg, "unsupported_codec", f"sink remuxes h264 chunks only, got {chunk.codec}")
             return
         if not chunk.pts_ms:
             self._to_dlq(msg, "empty_chunk", "chunk has no frames")
+            return
+        try:  # everything the object key is made of must be representable before it is held
+            start, end = window_of(int(chunk.pts_ms[0]), self.segment_seconds)
+            segment_key(chunk.camera_id, start, end)
+            format_ts(int(chunk.pts_ms[-1]))
+        except (SegmentError, ValueError, OverflowError) as exc:
+            self._to_dlq(msg, "invalid_chunk", str(exc))
             return
         self.metrics.frames_in.inc(len(chunk.pts_ms))
         for seg in self.assembler.add(chunk, (tp[0], tp[1], off), self.clock()):
@@ -268,18 +283,36 @@ class SinkWorker:
         t0 = time.thread_time()
         try:
             self._write(seg)
+        except POISON_ERRORS as exc:
+            self._isolate(seg, exc)
         except Exception as exc:  # noqa: BLE001 - S3Error, urllib3 errors: retry, never skip
             self._defer(_Pending(seg), exc)
         finally:  # remux + PUTs: what storing a segment costs this stage
             self.metrics.cpu_seconds.labels(step="object_store").inc(time.thread_time() - t0)
+
+    def _isolate(self, seg: CompletedSegment, exc: BaseException) -> None:
+        """A segment that fails on its own data (not on storage) would fail the same way on
+        every retry and every restart, holding every other camera's offsets: its chunks go
+        to the DLQ with the cause, their offsets finish with the DLQ ack, and the sink goes on."""
+        why = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        logger.error("segment isolated camera=%s start_ms=%d chunks=%d: %s", seg.camera_id, seg.start_ms,
+                     len(seg.chunks), why)
+        self.metrics.errors.labels(kind="poison_segment").inc()
+        for chunk, src in zip(seg.chunks, seg.sources, strict=True):
+            self._to_dlq_chunk(chunk, src, "store_failed", why)
+        seg.chunks, seg.sources = [], []
 
     def _defer(self, p: _Pending, exc: BaseException) -> None:
         p.attempts += 1
         delay = min(30.0, 0.5 * 2 ** (p.attempts - 1))
         p.next_try = self.clock() + delay
         self.metrics.errors.labels(kind="store").inc()
+        try:
+            key = p.segment.key()
+        except Exception:  # noqa: BLE001 - the error path must never raise (it once crash-looped the sink)
+            key = f"camera={p.segment.camera_id}/start_ms={p.segment.start_ms}"
         logger.error("store failed camera=%s key=%s attempt=%d retry_in=%.1fs error=%s", p.segment.camera_id,
-                     p.segment.key(), p.attempts, delay, str(exc).splitlines()[0][:300] if str(exc) else type(exc))
+                     key, p.attempts, delay, str(exc).splitlines()[0][:300] if str(exc) else type(exc))
         self.pending.append(p)
         if self.consumer is not None:
             self.consumer.pause(sorted(self.consumer.assigned))  # storage is down: stop reading
@@ -292,6 +325,8 @@ class SinkWorker:
             self.pending.remove(p)
             try:
                 self._write(p.segment)
+            except POISON_ERRORS as exc:
+                self._isolate(p.segment, exc)
             except Exception as exc:  # noqa: BLE001
                 self._defer(p, exc)
         if self.consumer is None or self._stopping:

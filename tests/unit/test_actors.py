@@ -27,7 +27,7 @@ def test_decode_ok_and_bad_payloads():
     frames, info = w.decode("h264", payload, 6)
     assert frames is not None and frames.shape == (6, 64, 96, 3) and info["error"] is None
     for codec, data, n, why in (("h264", b"\x00\x00\x01junk" * 20, 6, "decode failed"),
-                                ("h264", payload, 9, "holds 6 frames, the message says 9"),
+                                ("h264", payload, 9, "holds 6 frames, the message declares 9"),
                                 ("jpeg", b"", 1, "decode failed")):
         frames, info = w.decode(codec, data, n)
         assert frames is None and why in info["error"], info

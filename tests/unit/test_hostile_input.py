@@ -311,3 +311,15 @@ def test_ingest_refuses_a_source_over_the_pixel_limit() -> None:
     with pytest.raises(CodecError, match="camera big is 176x144 = 25344 pixels, over the limit of 10000"):
         next(iter(camera_chunks(cam, 1.0, 80, max_pixels=10_000)))
     assert next(iter(camera_chunks(cam, 1.0, 80, max_pixels=25_344))).width == 176
+
+
+def test_dlq_reason_text_is_the_remote_cause_not_rays_banner() -> None:
+    # issue 12 item 4: a chunk with fps 1e-9 reached the DLQ with only Ray's colour banner
+    import ray.exceptions
+
+    from pipeline.stage import root_cause
+
+    banner = "\x1b[36mray::ChunkWorkerActor.finish()\x1b[39m (pid=123, ip=127.0.0.1)\n  File \"x.py\", line 1"
+    exc = ray.exceptions.RayTaskError("ChunkWorkerActor.finish", banner, CodecError("fps must be > 0, got 1e-09"))
+    assert root_cause(exc) == "CodecError: fps must be > 0, got 1e-09"
+    assert root_cause(ValueError("plain")) == "ValueError: plain"
