@@ -28,9 +28,6 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from pipeline.metrics import StatusLine, WorkerMetrics, serve
-from pipeline.offsets import OffsetTracker
-
 from .vault import RawVault
 
 logger = logging.getLogger(__name__)
@@ -38,8 +35,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class _Pending:
-    tp: tuple[str, int]
-    offset: int
+    src: Any  # pipeline.stage.Source
     meta: dict[str, Any]
     payload: bytes
     policy: Any
@@ -48,20 +44,26 @@ class _Pending:
 
 
 class RawSinkWorker:
-    """The raw-sink loop (same shape as the redacted sink's)."""
+    """The raw-sink loop on the shared stage skeleton (:class:`pipeline.stage.StageKafka`).
 
-    def __init__(self, config: Any, vault: RawVault, consumer_factory: Callable[..., Any] | None = None, *,
-                 stop_event: threading.Event | None = None, metrics: WorkerMetrics | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    Args:
+        config: the ``PipelineConfig`` (reads ``kafka``, ``raw_vault``, ``policies_dir``, ``metrics``).
+        vault: where sealed chunks go.
+        consumer: a consumer to use instead of connecting (tests pass ``tests.fakes`` ones).
+    """
+
+    def __init__(self, config: Any, vault: RawVault, *, consumer: Any = None,
+                 stop_event: threading.Event | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        from pipeline.stage import StageKafka
+
         self.cfg = config
         self.vault = vault
         self.stop_event = stop_event or threading.Event()
-        self.metrics = metrics or WorkerMetrics("rawsink")
         self.clock = clock
-        self.tracker = OffsetTracker()
+        self.k = StageKafka(config, "rawsink", status_interval_s=float(config.raw_vault.status_interval_s))
+        self.k.consumer = consumer
+        self.metrics = self.k.metrics
         self.pending: list[_Pending] = []
-        self._consumer_factory = consumer_factory or self._default_consumer
-        self.consumer: Any = None
         self.policies: dict[str, Any] = {}
         if getattr(config, "policies_dir", None):
             from schemas.policy import load_policies
@@ -70,30 +72,21 @@ class RawSinkWorker:
         self.outcomes = Counter("veil_rawsink_chunks_total", "raw chunks handled, per outcome", ["outcome"],
                                 registry=self.metrics.registry)
         self.stored_keys: list[str] = []
-        self.status = StatusLine(float(config.raw_vault.status_interval_s))
         self.last_message = clock()
-
-    def _default_consumer(self, on_revoke: Callable[[list[tuple[str, int]]], None]) -> Any:
-        from pipeline.kafka import ChunkConsumer, kafka_settings
-
-        k = self.cfg.kafka
-        return ChunkConsumer(k.bootstrap_servers, self.cfg.raw_vault.consumer_group, [k.topics.raw],
-                             message_max_bytes=k.message_max_bytes, session_timeout_ms=k.session_timeout_ms,
-                             on_revoke=on_revoke, extra=kafka_settings(k))
 
     def stop(self) -> None:
         self.stop_event.set()
 
     def run(self, exit_when_idle_s: float | None = None) -> int:
-        self.consumer = self._consumer_factory(self._on_revoke)
-        m = self.cfg.metrics
-        if getattr(m, "enabled", False):
-            serve(self.metrics, m.port, getattr(m, "host", "0.0.0.0"))
+        if self.k.consumer is None:
+            self.k.connect(self.cfg.raw_vault.consumer_group, [self.cfg.kafka.topics.raw], on_revoke=self._on_revoke)
+        self.k.serve_metrics()
         self.metrics.ready = True
+        consumer = self.k.consumer
         try:
             while not self.stop_event.is_set():
                 self.step()
-                if not self.consumer.assigned:
+                if not consumer.assigned:
                     self.last_message = self.clock()
                 elif (exit_when_idle_s is not None and not self.pending
                         and self.clock() - self.last_message >= exit_when_idle_s):
@@ -105,50 +98,50 @@ class RawSinkWorker:
             if self.pending:
                 logger.error("raw-sink stopped with %d chunk(s) not stored: offsets stay uncommitted",
                              len(self.pending))
-            self._commit()
+            self.k.commit()
         finally:
-            self.consumer.close()
+            consumer.close()
             self.metrics.ready = False
         return 0
 
     def step(self, poll_s: float = 0.2) -> None:
         self.metrics.tick()
         self._retry()
-        for msg in self.consumer.poll(poll_s, 32):
+        for msg in self.k.consumer.poll(poll_s, 32):
             self._handle(msg)
-        self._commit()
-        if self.status.due():
-            logger.info("status stored=%d pending=%d inflight=%d", len(self.stored_keys), len(self.pending),
-                        self.tracker.inflight())
+        self.k.commit()
+        if self.k.status.due():
+            self.k.log_status(stored=len(self.stored_keys), pending=len(self.pending))
 
-    def _policy_for(self, chunk: Any) -> Any:
+    def _policy_for(self, chunk: Any) -> tuple[str, Any]:
         pid = chunk.policy_id or self.cfg.process.policy_id
         return pid, self.policies.get(pid)
 
     def _handle(self, msg: Any) -> None:
+        from pipeline.stage import Source
         from schemas.messages import HEADER_META, SchemaError, decode_chunk_captured
 
-        tp, off = (msg.topic(), msg.partition()), msg.offset()
-        self.tracker.started(tp, off)
+        src = Source.of(msg)
+        self.k.started(src)
         self.last_message = self.clock()
-        self.metrics.chunks_in.labels(camera="all").inc()
         try:
             chunk = decode_chunk_captured(msg.value(), msg.headers())
         except SchemaError as exc:
-            logger.warning("raw chunk invalid offset=%d error=%s (the process stage dead-letters it)", off, exc)
-            self._done(tp, off, "invalid_message")
+            logger.warning("raw chunk invalid offset=%d error=%s (the process stage dead-letters it)", src.offset,
+                           exc)
+            self._done(src, "invalid_message")
             return
         pid, policy = self._policy_for(chunk)
         if policy is None or policy.retention.raw_days <= 0:
-            self._done(tp, off, "unknown_policy" if policy is None and self.policies else "policy_keeps_no_raw")
+            self._done(src, "unknown_policy" if policy is None and self.policies else "policy_keeps_no_raw")
             return
         meta = json.loads(dict(msg.headers() or [])[HEADER_META])
         meta.setdefault("policy_id", pid)
-        self._store(_Pending(tp, off, meta, bytes(chunk.payload), policy))
+        self._store(_Pending(src, meta, bytes(chunk.payload), policy))
 
-    def _done(self, tp: tuple[str, int], off: int, outcome: str) -> None:
+    def _done(self, src: Any, outcome: str) -> None:
         self.outcomes.labels(outcome=outcome).inc()
-        self.tracker.finished(tp, off)
+        self.k.finished(src)
 
     def _store(self, p: _Pending) -> None:
         from pipeline.sink.objectstore import RetentionSpec
@@ -160,20 +153,20 @@ class RawSinkWorker:
                                                                 "camera": str(p.meta["camera_id"])},
                                        retention=RetentionSpec(pol.retention.mode, until))
         except Exception as exc:  # noqa: BLE001 - S3 / KMS outage: retry, never skip
+            from pipeline.stage import root_cause
+
             p.attempts += 1
             delay = min(30.0, 0.5 * 2 ** (p.attempts - 1))
             p.next_try = self.clock() + delay
             self.metrics.errors.labels(kind="store").inc()
             logger.error("raw store failed camera=%s chunk_seq=%s attempt=%d retry_in=%.1fs error=%s",
-                         p.meta.get("camera_id"), p.meta.get("chunk_seq"), p.attempts, delay,
-                         str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
+                         p.meta.get("camera_id"), p.meta.get("chunk_seq"), p.attempts, delay, root_cause(exc)[:300])
             self.pending.append(p)
-            if self.consumer is not None:
-                self.consumer.pause(sorted(self.consumer.assigned))
+            self.k.pause_all()
             return
         self.stored_keys.append(key)
         self.metrics.chunks_out.labels(camera="all").inc()
-        self._done(p.tp, p.offset, "stored")
+        self._done(p.src, "stored")
 
     def _retry(self) -> None:
         now = self.clock()
@@ -181,25 +174,18 @@ class RawSinkWorker:
             if p.next_try <= now:
                 self.pending.remove(p)
                 self._store(p)
-        if self.consumer is None:
+        consumer = self.k.consumer
+        if consumer is None:
             return
         if self.pending:
-            self.consumer.pause(sorted(self.consumer.assigned))
-        elif self.consumer.paused:
-            self.consumer.resume(sorted(self.consumer.paused))
-
-    def _commit(self) -> None:
-        offsets = self.tracker.committable()
-        if offsets:
-            self.consumer.commit(offsets)
-            self.tracker.mark_committed(offsets)
+            self.k.pause_all()
+        elif consumer.paused:
+            consumer.resume(sorted(consumer.paused))
 
     def _on_revoke(self, tps: list[tuple[str, int]]) -> None:
-        if self.consumer is not None:
-            self._commit()
         lost = set(tps)
-        self.pending = [p for p in self.pending if p.tp not in lost]
-        self.tracker.revoke(tps)
+        self.pending = [p for p in self.pending if p.src.tp not in lost]
+        self.k.revoke(tps)
 
 
 def raw_store(config: Any) -> Any:
