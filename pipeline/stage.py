@@ -48,13 +48,15 @@ def client_settings(kafka: Any, *, client_id: str | None = None) -> dict[str, An
 
 def consumer_for(kafka: Any, group: str, topics: list[str], *,
                  on_assign: Callable[[list[TopicPart]], None] | None = None,
-                 on_revoke: Callable[[list[TopicPart]], None] | None = None) -> ChunkConsumer:
-    """A manual-commit consumer-group member of ``group`` on ``topics``."""
-    extra = client_settings(kafka)
-    bootstrap = extra.pop("bootstrap.servers")
+                 on_revoke: Callable[[list[TopicPart]], None] | None = None,
+                 extra: dict[str, Any] | None = None) -> ChunkConsumer:
+    """A manual-commit consumer-group member of ``group`` on ``topics``; ``extra`` librdkafka
+    settings win (e.g. ``partition.assignment.strategy``)."""
+    settings = {**client_settings(kafka), **(extra or {})}
+    bootstrap = settings.pop("bootstrap.servers")
     return ChunkConsumer(bootstrap, group, topics, message_max_bytes=kafka.message_max_bytes,
                          session_timeout_ms=kafka.session_timeout_ms, on_assign=on_assign, on_revoke=on_revoke,
-                         extra=extra)
+                         extra=settings)
 
 
 def producer_for(kafka: Any, client_id: str) -> ChunkProducer:
@@ -228,12 +230,14 @@ class StageKafka:
     def dlq_total(self) -> int:
         return int(sum(s.value for mf in self.metrics.dlq.collect() for s in mf.samples if s.name.endswith("_total")))
 
-    def log_status(self, **fields: Any) -> None:
-        """``status k=v ... inflight=.. dlq=.. lag=..`` (lag also goes to the lag gauge)."""
+    def log_status(self, **fields: Any) -> dict[tuple[str, int], int]:
+        """``status k=v ... inflight=.. dlq=.. lag=..`` (lag also goes to the lag gauge); returns
+        the lag per partition."""
         lag = self.consumer.lag() if self.consumer is not None else {}
         for (_t, p), v in lag.items():
             self.metrics.lag.labels(partition=str(p)).set(v)
         parts = [f"{k}={v}" for k, v in fields.items()]
         logger.info("status %s inflight=%d dlq=%d lag=%d", " ".join(parts), self.tracker.inflight(),
                     self.dlq_total(), sum(lag.values()))
+        return lag
 

@@ -133,6 +133,8 @@ class ObjectStoreConfig:
     secure: bool
     region: str
     object_lock: bool
+    ca_file: str | None = None
+    credentials: str = "keys"  # "keys" | "web_identity"
 
 
 @dataclass(frozen=True)

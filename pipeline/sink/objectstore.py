@@ -100,7 +100,8 @@ class MinioSegmentStore:
     def __init__(self, endpoint: str, bucket: str, *, access_key_env: str = "VEIL_S3_ACCESS_KEY",
                  secret_key_env: str = "VEIL_S3_SECRET_KEY", secure: bool = False,
                  region: str | None = None, object_lock: bool = False, access_key_file: str | None = None,
-                 secret_key_file: str | None = None) -> None:
+                 secret_key_file: str | None = None, ca_file: str | None = None,
+                 credentials: str = "keys") -> None:
         # accept "http://host:port" as well as "host:port": the scheme decides ``secure``
         if "://" in endpoint:
             scheme, endpoint = endpoint.split("://", 1)
@@ -114,6 +115,8 @@ class MinioSegmentStore:
         self.object_lock = object_lock
         self.access_key_file = access_key_file
         self.secret_key_file = secret_key_file
+        self.ca_file = ca_file
+        self.credentials = credentials
         self._client: Any = None
 
     @classmethod
@@ -129,6 +132,7 @@ class MinioSegmentStore:
             secure=bool(_cfg(cfg, "secure", False)), region=_cfg(cfg, "region"),
             object_lock=bool(_cfg(cfg, "object_lock", False)),
             access_key_file=_cfg(cfg, "access_key_file"), secret_key_file=_cfg(cfg, "secret_key_file"),
+            ca_file=_cfg(cfg, "ca_file"), credentials=str(_cfg(cfg, "credentials", "keys") or "keys"),
         )
 
     def _secret(self, path: str | None, env: str) -> str | None:
@@ -145,14 +149,33 @@ class MinioSegmentStore:
         if self._client is None:
             from minio import Minio
 
+            kw: dict[str, Any] = {"secure": self.secure, "region": self.region}
+            if self.ca_file:  # an object store with its own CA (a private MinIO)
+                kw["http_client"] = self._http_client(self.ca_file)
+            if self.credentials == "web_identity":
+                # no static keys: short-lived credentials from the pod's identity (IRSA's
+                # AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE, EKS Pod Identity, or instance metadata)
+                from minio.credentials import IamAwsProvider
+
+                self._client = Minio(self.endpoint, credentials=IamAwsProvider(), **kw)
+                return self._client
             access = self._secret(self.access_key_file, self.access_key_env)
             secret = self._secret(self.secret_key_file, self.secret_key_env)
             if not access or not secret:
                 raise ObjectStoreError(
                     f"object store credentials missing: set ${self.access_key_env} and ${self.secret_key_env}")
-            self._client = Minio(self.endpoint, access_key=access, secret_key=secret, secure=self.secure,
-                                 region=self.region)
+            self._client = Minio(self.endpoint, access_key=access, secret_key=secret, **kw)
         return self._client
+
+    @staticmethod
+    def _http_client(ca_file: str) -> Any:
+        import urllib3
+
+        if not os.path.isfile(ca_file):
+            raise ObjectStoreError(f"object_store.ca_file: {ca_file} does not exist (mount the CA bundle there)")
+        return urllib3.PoolManager(
+            cert_reqs="CERT_REQUIRED", ca_certs=ca_file, timeout=urllib3.Timeout(connect=10.0, read=300.0),
+            retries=urllib3.Retry(total=5, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]))
 
     def ensure_bucket(self) -> None:
         c = self.client

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from pipeline.governance.chain import (
     ChainHead,
@@ -119,6 +119,12 @@ class SinkWorker:
         self.bytes_written = Counter("veil_sink_bytes_written_total", "bytes stored (mp4 + manifest)",
                                      registry=r)
         self.open_gauge = self.metrics.inflight
+        # The autoscaling signal (KEDA's Prometheus trigger): chunks not yet durable that are work
+        # to do: unread on the assigned partitions plus those in closed segments waiting for an
+        # upload. Chunks of open segments (state "open") wait for their segment to fill: about
+        # cameras x segment/chunk at steady state, which is why committed-offset lag is no signal.
+        self.backlog = Gauge("veil_sink_backlog_chunks", "chunks not yet durable, per state (unread, "
+                             "pending_upload, open)", ["state"], registry=r)
         self.last_message = clock()
         self._stopping = False
         self.written_keys: list[str] = []
@@ -132,7 +138,10 @@ class SinkWorker:
     # ---------------------------------------------------------------- wiring
     def _default_consumer(self, on_revoke: Callable[[list[tuple[str, int]]], None]) -> ChunkConsumer:
         return consumer_for(self.cfg.kafka, self.cfg.sink.consumer_group, [self.cfg.kafka.topics.redacted],
-                            on_revoke=on_revoke)
+                            on_revoke=on_revoke,
+                            # incremental rebalancing: a scale event revokes only the partitions
+                            # that move, so the other partitions' open segments stay open
+                            extra={"partition.assignment.strategy": "cooperative-sticky"})
 
     def _default_producer(self) -> ChunkProducer:
         return producer_for(self.cfg.kafka, "veil-sink")
@@ -498,8 +507,11 @@ class SinkWorker:
 
     # ---------------------------------------------------------------- status, shutdown
     def _log_status(self) -> None:
-        self.kafka.log_status(open_segments=len(self.assembler.open), pending=len(self.pending),
-                              segments=len(self.written_keys))
+        lag = self.kafka.log_status(open_segments=len(self.assembler.open), pending=len(self.pending),
+                                    segments=len(self.written_keys))
+        self.backlog.labels(state="unread").set(sum(lag.values()))
+        self.backlog.labels(state="pending_upload").set(sum(len(p.segment.chunks) for p in self.pending))
+        self.backlog.labels(state="open").set(sum(len(seg.chunks) for seg in self.assembler.open.values()))
 
     def _shutdown(self, timeout_s: float = 60.0) -> None:
         """Stop consuming, store every open segment (bounded retries), commit."""

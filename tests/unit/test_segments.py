@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 from dataclasses import replace
+from types import SimpleNamespace
 from typing import Any
 
 import av
@@ -483,3 +484,22 @@ def test_sink_dead_letters_a_chunk_whose_time_has_no_key(monkeypatch: pytest.Mon
     reasons = [decode_dlq(v, h).reason for t, v, _k, h in w.producer.sent if t == "veil.dlq"]
     assert reasons == ["invalid_chunk"]
     assert w.consumer.committed() == {("veil.chunks.redacted", 0): 2}
+
+
+def test_sink_backlog_counts_unread_and_unstored_chunks_not_open_segments() -> None:
+    """The autoscaling signal: an open segment is not backlog; unread chunks and closed segments
+    whose upload has not succeeded are."""
+    store = InMemoryObjectStore()
+    chunks = [h264_chunk("a", 0, T0, 5), h264_chunk("a", 1, T0 + 200, 5), h264_chunk("b", 0, T0, 5)]
+    w = _worker(_msgs(chunks), store, [0.0])
+    w.consumer.lag = lambda: {("veil.chunks.redacted", 0): 7}
+    w.step(0)
+    w._log_status()
+
+    def backlog(state: str) -> float:
+        return w.metrics.value("veil_sink_backlog_chunks", {"state": state})
+
+    assert (backlog("unread"), backlog("pending_upload"), backlog("open")) == (7, 0, 3)
+    w.pending.append(SimpleNamespace(segment=SimpleNamespace(chunks=[1, 2, 3, 4])))
+    w._log_status()
+    assert backlog("pending_upload") == 4
