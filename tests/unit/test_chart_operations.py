@@ -306,3 +306,18 @@ def test_monitors_select_what_exports_metrics(which):
     dash = one(docs, "ConfigMap", "-dashboard")
     assert dash["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(dash["data"]["veilstream.json"])["uid"] == "veilstream"
+
+
+def test_console_egress_through_the_default_deny():
+    """The console (issue 13) reads footage and signs users in: its pods get Kafka, the object
+    store and, with OIDC, the identity provider on 443, through the release's egress deny."""
+    values = {"console": {"enabled": True, "oidc": {"issuer": "https://idp.example/realms/city",
+                                                    "clientId": "veilstream", "existingSecret": "oidc"}}}
+    docs = render(values)
+    assert not validate_all(docs), validate_all(docs)
+    rules = one(docs, "NetworkPolicy", "-console-egress")["spec"]["egress"]
+    ports = [sorted(p["port"] for p in r["ports"]) for r in rules]
+    assert ports == [[9092, 9093], [443, 9000], [443]]
+    deny = one(docs, "NetworkPolicy", "-default-deny")["spec"]
+    console = deployment(docs, "console")["spec"]["template"]["metadata"]["labels"]
+    assert all(console.get(k) == v for k, v in deny["podSelector"]["matchLabels"].items())
