@@ -10,14 +10,16 @@ document must grant exactly its cameras and what it may read.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 pytestmark = pytest.mark.integration
 
-SETUP_CALLS = 9  # 3 users x (create user, put policy, create key)
+SETUP_CALLS = 15  # 5 users x (create user, put policy, create key)
 
 
 @pytest.fixture
@@ -51,12 +53,14 @@ def test_rendered_documents_are_enforced_by_the_s3_server(iam_s3: Any, monkeypat
 
     pol = parse_policy({"policy_id": "subway", "retention": {"redacted_days": 10},
                         "roles": {"analyst": {"read": ["redacted"], "cameras": ["line2-*"]},
-                                  "auditor": {"read": ["audit", "manifests"]}}})
+                                  "auditor": {"read": ["audit", "manifests"]},
+                                  "investigator": {"read": ["raw"], "cameras": ["line2-*"], "export": True}}})
     docs = documents_for({"subway": pol}, bucket="veil-redacted", audit_bucket="veil-audit", raw_bucket="veil-raw")
     iam = boto3.client("iam", endpoint_url=iam_s3.url, region_name="us-east-1", aws_access_key_id="setup",
                        aws_secret_access_key="setup")
     keys = {name: _user(iam, name, docs[doc]) for name, doc in
-            (("sink", "veilstream-sink"), ("ana", "subway-analyst"), ("aud", "subway-auditor"))}
+            (("sink", "veilstream-sink"), ("ana", "subway-analyst"), ("aud", "subway-auditor"),
+             ("rawsink", "veilstream-raw-sink"), ("inv", "subway-investigator"))}
 
     # the real sink code, with the sink's credentials only
     monkeypatch.setenv("VEIL_IAM_AK", keys["sink"][0])
@@ -82,9 +86,9 @@ def test_rendered_documents_are_enforced_by_the_s3_server(iam_s3: Any, monkeypat
         return Minio(iam_s3.endpoint, access_key=keys[user][0], secret_key=keys[user][1], secure=False,
                      region="us-east-1")
 
-    def can_get(user: str, key: str) -> bool:
+    def can_get(user: str, key: str, bucket: str = "veil-redacted") -> bool:
         try:
-            r = client(user).get_object("veil-redacted", key)
+            r = client(user).get_object(bucket, key)
             r.read()
             r.close()
             return True
@@ -101,3 +105,26 @@ def test_rendered_documents_are_enforced_by_the_s3_server(iam_s3: Any, monkeypat
     # the auditor reads manifests, not footage
     assert can_get("aud", seg1[:-4] + ".json") and can_get("aud", seg2[:-4] + ".json")
     assert not can_get("aud", seg2)
+
+    # the raw vault: only the raw-sink role writes it (sealed), nobody but the investigator reads it
+    from pipeline.governance.vault import LocalKeyFileProvider, RawVault, make_key_file
+
+    monkeypatch.setenv("VEIL_IAM_RAW_AK", keys["rawsink"][0])
+    monkeypatch.setenv("VEIL_IAM_RAW_SK", keys["rawsink"][1])
+    raw = MinioSegmentStore(iam_s3.url, "veil-raw", access_key_env="VEIL_IAM_RAW_AK", secret_key_env="VEIL_IAM_RAW_SK",
+                            object_lock=True)
+    raw.ensure_bucket()
+    key_file = Path(str(iam_s3.process.log_path)).parent / "master.key"
+    make_key_file(key_file)
+    vault = RawVault(raw, LocalKeyFileProvider(key_file))
+    rkey = vault.put_chunk({"camera_id": "line2-a", "chunk_seq": 1, "pts_ms": [1795378500000], "codec": "h264"},
+                           b"\x00\x00\x00\x01\x67raw", tags={"policy-id": "subway"}, retention=keep)
+    vault._keys.clear()  # the next chunk of the day reads the stored wrapped key back (allowed to the raw sink)
+    vault.put_chunk({"camera_id": "line2-a", "chunk_seq": 2, "pts_ms": [1795378501000], "codec": "h264"}, b"raw2",
+                    tags={"policy-id": "subway"}, retention=keep)
+    assert not can_get("rawsink", rkey, "veil-raw")  # it writes chunks, never reads one back
+    for user in ("sink", "ana", "aud"):
+        assert not can_get(user, rkey, "veil-raw"), user
+    with pytest.raises(S3Error, match="AccessDenied"):  # the redacted sink cannot write there either
+        client("sink").put_object("veil-raw", "camera=line2-a/x.raw", io.BytesIO(b"x"), 1)
+    assert can_get("inv", rkey, "veil-raw")
