@@ -123,6 +123,8 @@ def worker_config(bootstrap: str, s3_endpoint: str, ray_address: str | None, sta
                          "access_key_file": str(state_dir / "s3-access-key"),
                          "secret_key_file": str(state_dir / "s3-secret-key")},
         "ray": {"address": ray_address},
+        # the raw vault's local master key (`veilstream up` creates it once; it survives down/up)
+        "raw_vault": {"key_provider": "local", "key_file": str(state_dir / "vault-master.key")},
         "metrics": {"port": 0},  # several workers share this machine: any free port
     }
     return config_to_dict(parse_config(raw))  # type: ignore[no-any-return]
@@ -187,6 +189,10 @@ def up(state_dir: str | os.PathLike[str] | None = None, *, ray: bool = True, num
             if not f.exists():  # an edited policy survives down/up
                 f.write_text("# a local stack policy (schemas/policy.schema.json)\n"
                              + yaml.safe_dump(pol, sort_keys=False))
+        if not (sdir / "vault-master.key").exists():
+            from pipeline.governance.vault import make_key_file
+
+            make_key_file(sdir / "vault-master.key")
         _write_secret(sdir / "s3-access-key", s3.access_key)
         _write_secret(sdir / "s3-secret-key", s3.secret_key)
         config_path = sdir / CONFIG_FILE

@@ -101,6 +101,7 @@ class RawSinkWorker:
             self.k.commit()
         finally:
             consumer.close()
+            self.k.producer = None  # unused by this stage: release its broker connections now
             self.metrics.ready = False
         return 0
 

@@ -561,6 +561,12 @@ def build_sink(config: Any, stop_event: threading.Event | None = None) -> SinkWo
 
     worker = SinkWorker(config, store, stop_event=stop_event, audit_store=audit, notices=RegistryNotices(config))
     if worker.policies:
+        from pipeline.governance.policylog import record_policy_changes
+        from pipeline.stage import producer_for
+
+        producer = producer_for(config.kafka, "veil-sink-policy-log")
+        record_policy_changes(worker.policies, audit, producer, config.kafka.topics.audit)
+    if worker.policies:
         from pipeline.governance import lifecycle_rules
 
         store.set_lifecycle(lifecycle_rules(worker.policies.values()))

@@ -182,6 +182,16 @@ def test_manifests_are_chained_stamped_with_the_notice_and_verify(stack: dict[st
     assert rc == 0 and "OK" in out, out
     rc, out, _err = _cli("cameras", "list", "--config", stack["path"])
     assert rc == 0 and "crime prevention" in out and "privacy@city.example" in out, out
+    rc, _out, err = _cli("cameras", "add", "cam-x", "rtsp://10.0.0.1/x", "--policy-id", "noraw", "--purpose",
+                         "traffic", "--scope", "crossing 4", "--contact", "02-120", "--config", stack["path"],
+                         "--actor", "ops.lee")
+    assert rc == 0, err
+    rc, out, _err = _cli("audit", "list", "--config", stack["path"], "--json")
+    events = [json.loads(line) for line in out.splitlines()]
+    add = [e for e in events if e["action"] == "camera_add"]
+    assert add and add[-1]["actor"] == "ops.lee" and add[-1]["details"]["cam-x"]["notice"]["purpose"] == "traffic"
+    # the sink recorded the policies it started with
+    assert {e["details"]["policy_id"] for e in events if e["action"] == "policy_change"} == {"vault", "noraw"}
 
 
 def test_subject_and_case_exports_are_recorded(stack: dict[str, Any]) -> None:
