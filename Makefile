@@ -9,7 +9,7 @@ export VEILSTREAM_MODEL_DIR ?= $(abspath ../shared/models)
 export VEILSTREAM_EVAL_DIR ?= $(abspath ../shared/eval)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: all install system-deps test test-unit test-integration demo console-screenshots bench load load-knee eval lint typecheck clean
+.PHONY: all install system-deps test test-unit test-integration demo console-screenshots bench load load-knee eval eval-subject lint typecheck clean
 
 all: test
 
@@ -84,6 +84,10 @@ load: install system-deps $(VTEST)
 load-knee: install system-deps $(VTEST)
 	$(PY) load_tests/pipeline_load.py --knee --seconds $(SECONDS) --fps $(FPS) --source $(SOURCE) \
 		--json-out out/load/knee.json
+
+# Subject export on real pedestrian footage: subject face visible / other faces leaked (numbers, no pass/fail)
+eval-subject: install $(VTEST)
+	$(PY) load_tests/eval_subject.py --video $(VTEST) --json-out out/eval_subject.json
 
 lint: install
 	$(VENV)/bin/ruff check pipeline operators schemas tests load_tests

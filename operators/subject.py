@@ -124,8 +124,8 @@ def redact_keep_subject(frames: Frames, box_xyxy: Sequence[float], start: int, *
     raw: list[Boxes | None] = []
     failed: list[int] = []
     for s in range(0, n, PLAN_CHUNK):
-        r, f, _e, _ms = red.detect(frames[s:s + PLAN_CHUNK])
-        raw.extend(r)
+        part, f, _e, _ms = red.detect(frames[s:s + PLAN_CHUNK])
+        raw.extend(part)
         failed.extend(s + i for i in f)
     track = (tracker or SubjectTracker()).follow(frames, raw, start, np.asarray(box_xyxy, np.float32))
     plans: list[Boxes] = []
@@ -139,10 +139,10 @@ def redact_keep_subject(frames: Frames, box_xyxy: Sequence[float], start: int, *
         boxes = plans[i]
         sb = track.boxes[i]
         if sb is not None and i not in fail_set and not (boxes.label == Label.FRAME).any():
-            r = raw[i]
+            det = raw[i]
             others = np.zeros((0, 4), np.float32)
-            if r is not None:
-                persons = r.xyxy[r.label == Label.PERSON]
+            if det is not None:
+                persons = det.xyxy[det.label == Label.PERSON]
                 if track.kind == "person":
                     others = persons[iou(sb, persons) < 0.5] if len(persons) else persons
                 else:
