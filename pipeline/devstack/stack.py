@@ -99,7 +99,9 @@ LOCAL_POLICY = {
     "classes": ["face", "plate"], "style": "mosaic", "on_failure": "mask",
     "retention": {"redacted_days": 30, "raw_days": 0, "mode": "GOVERNANCE"},
     "roles": {"analyst": {"read": ["redacted", "manifests"], "cameras": ["*"]},
-              "privacy-officer": {"read": ["redacted", "manifests", "audit"], "cameras": ["*"], "export": True}},
+              "privacy-officer": {"read": ["redacted", "manifests", "audit"], "cameras": ["*"], "export": True},
+              "investigator": {"read": ["redacted", "manifests", "raw"], "cameras": ["*"]},
+              "auditor": {"read": ["manifests", "audit"], "cameras": ["*"]}},
 }
 """The policy ``veilstream up`` writes to ``<state>/policies/default.yaml`` (edit it there)."""
 
@@ -108,6 +110,10 @@ LOCAL_STREET_POLICY = {
     "description": "Local stack: street cameras, where whole persons are masked too.",
     "classes": ["face", "plate", "person"], "style": "mosaic", "on_failure": "mask",
     "retention": {"redacted_days": 14, "raw_days": 0, "mode": "GOVERNANCE"},
+    # another camera group: analysts have no grant here (the console shows them nothing of it)
+    "roles": {"privacy-officer": {"read": ["redacted", "manifests", "audit"], "cameras": ["*"], "export": True},
+              "investigator": {"read": ["redacted", "manifests", "raw"], "cameras": ["*"]},
+              "auditor": {"read": ["manifests", "audit"], "cameras": ["*"]}},
 }
 """A second local policy (``<state>/policies/street.yaml``): the demo's street camera uses it."""
 
