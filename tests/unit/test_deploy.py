@@ -726,7 +726,7 @@ def test_strimzi_mutual_tls_and_workload_identity_city():
     for comp in WORKERS:
         spec = deployment(docs, comp)["spec"]["template"]["spec"]
         vols = {v["name"]: v for v in spec["volumes"]}
-        assert vols["kafka-client"]["secret"]["secretName"] == "veilstream"
+        assert vols["kafka-client"]["secret"]["secretName"] == f"veilstream-{comp}"  # its own KafkaUser
         assert [i["key"] for i in vols["kafka-client"]["secret"]["items"]] == ["user.crt", "user.key"]
         assert ("object-store-ca" in vols) == (comp == "sink")  # only the sink talks to the store
         env = {e["name"] for e in spec["containers"][0]["env"]}

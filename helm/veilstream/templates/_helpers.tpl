@@ -453,7 +453,7 @@ spec:
               name: {{ $.Values.objectStore.existingSecret }}
               key: {{ $.Values.objectStore.secretKeyKey }}
         {{- end }}
-        {{- include "veilstream.kafkaEnv" $ | nindent 8 }}
+        {{- include "veilstream.kafkaEnv" (dict "ctx" $ "component" $component) | nindent 8 }}
         {{- with $c.extraEnv }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -476,7 +476,7 @@ spec:
           readOnly: true
         - name: tmp
           mountPath: /tmp
-        {{- include "veilstream.kafkaVolumeMounts" $ | nindent 8 }}
+        {{- include "veilstream.kafkaVolumeMounts" (dict "ctx" $ "component" $component) | nindent 8 }}
         {{- if and $os.caSecret (has $component ($os.credentialsFor | default list)) }}
         - name: object-store-ca
           mountPath: {{ include "veilstream.objectStoreCaDir" $ }}
@@ -492,7 +492,7 @@ spec:
     - name: tmp
       emptyDir:
         sizeLimit: {{ $.Values.tmpSizeLimit }}
-    {{- include "veilstream.kafkaVolumes" $ | nindent 4 }}
+    {{- include "veilstream.kafkaVolumes" (dict "ctx" $ "component" $component) | nindent 4 }}
     {{- if and $os.caSecret (has $component ($os.credentialsFor | default list)) }}
     - name: object-store-ca
       secret:
@@ -721,9 +721,21 @@ priorityClassName: {{ . }}
 {{- end }}
 {{- end -}}
 
+{{/*
+The Kafka identity of one component: kafka.security, with kafka.security.users.<component>
+(existingSecret, username, usernameKey, passwordKey, clientCertSecret) overriding it, so each
+stage can hold its own least-privilege user (k8s/strimzi/kafkausers.yaml). dict "ctx" $ "component" "sink"
+*/}}
+{{- define "veilstream.kafkaSecurityFor" -}}
+{{- $sec := .ctx.Values.kafka.security -}}
+{{- $own := get ($sec.users | default dict) .component | default dict -}}
+{{- toYaml (merge (deepCopy $own) (omit $sec "users")) -}}
+{{- end -}}
+
 {{/* Kafka credential env vars (SASL password / username, OAUTHBEARER client) from existing Secrets. */}}
 {{- define "veilstream.kafkaEnv" -}}
-{{- $sec := .Values.kafka.security -}}
+{{- $ := .ctx -}}
+{{- $sec := include "veilstream.kafkaSecurityFor" . | fromYaml -}}
 {{- if and $sec.existingSecret (ne (toString $sec.saslMechanism) "OAUTHBEARER") }}
 - name: {{ include "veilstream.env.kafkaUsername" $ }}
   {{- if $sec.username }}
@@ -756,7 +768,8 @@ priorityClassName: {{ . }}
 
 {{/* Mounts of the Kafka CA and client certificate Secrets. */}}
 {{- define "veilstream.kafkaVolumeMounts" -}}
-{{- $sec := .Values.kafka.security -}}
+{{- $ := .ctx -}}
+{{- $sec := include "veilstream.kafkaSecurityFor" . | fromYaml -}}
 {{- if $sec.caSecret }}
 - name: kafka-ca
   mountPath: {{ include "veilstream.kafkaCaDir" $ }}
@@ -771,7 +784,8 @@ priorityClassName: {{ . }}
 
 {{/* Volumes of the Kafka CA and client certificate Secrets. */}}
 {{- define "veilstream.kafkaVolumes" -}}
-{{- $sec := .Values.kafka.security -}}
+{{- $ := .ctx -}}
+{{- $sec := include "veilstream.kafkaSecurityFor" . | fromYaml -}}
 {{- if $sec.caSecret }}
 - name: kafka-ca
   secret:

@@ -1,0 +1,115 @@
+"""The three workers as production runs them (`veilstream ingest|process|sink`, each its own
+process) on the local stack: the probe server answers before Ray is up, /readyz turns 200 only
+once the worker consumes, and every metric the chart's alerts, dashboard and sink autoscaling
+read is one the running workers actually export (names scraped from /metrics)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.devstack import free_port
+from pipeline.devstack.broker import create_topics
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+MODELS = ROOT.parent / "shared" / "models"
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=3) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def exported(body: str) -> set[str]:
+    """Metric family names of an exposition (counters as `<name>_total`, as PromQL sees them)."""
+    out = set()
+    for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", body, flags=re.M):
+        out.add(f"{name}_total" if kind == "counter" and not name.endswith("_total") else name)
+    return out
+
+
+def test_running_workers_probe_first_and_export_every_metric_the_chart_reads(broker, s3, ray_local, unique_name,
+                                                                             tmp_path):
+    sys.path.insert(0, str(ROOT / "tests" / "unit"))
+    from test_chart_operations import expressions, metric_names
+    from test_deploy import _rendered
+
+    (tmp_path / "ak").write_text(s3.access_key)
+    (tmp_path / "sk").write_text(s3.secret_key)
+    name = unique_name
+    topics = {r: f"{name}-{r}" for r in ("raw", "redacted", "dlq", "cameras", "audit")}
+    create_topics(broker.bootstrap, {t: 1 for t in topics.values()}, per_topic={topics["cameras"]: {
+        "cleanup.policy": "compact"}})
+    ports = {stage: free_port() for stage in ("ingest", "process", "sink")}
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    env = {**os.environ, "VEILSTREAM_MODEL_DIR": str(MODELS), "PYTHONUNBUFFERED": "1"}
+    try:
+        for stage, port in ports.items():
+            cfg = tmp_path / f"{stage}.yaml"
+            cfg.write_text(yaml.safe_dump({
+                "kafka": {"bootstrap_servers": broker.bootstrap, "topics": topics, "session_timeout_ms": 6000},
+                "object_store": {"endpoint": s3.endpoint, "bucket": f"{name}-red"[:63], "secure": False,
+                                 "access_key_file": str(tmp_path / "ak"), "secret_key_file": str(tmp_path / "sk")},
+                "ray": {"address": ray_local.address, "chunk_workers": 1, "worker_num_cpus": 0.25,
+                        "detector": {"num_cpus": 0.25}},
+                "ingest": {"consumer_group": f"{name}-i"},
+                "process": {"consumer_group": f"{name}-p", "status_interval_s": 1.0},
+                "sink": {"consumer_group": f"{name}-s", "status_interval_s": 1.0},
+                "metrics": {"host": "127.0.0.1", "port": port},
+            }))
+            log = open(tmp_path / f"{stage}.log", "wb")  # noqa: SIM115 - closed with the process
+            procs[stage] = subprocess.Popen([sys.executable, "-m", "pipeline.cli", stage, "--config", str(cfg)],
+                                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+
+        # process: /healthz answers while Ray and the actors start, /readyz only once it consumes
+        seen_starting = False
+        deadline = time.monotonic() + 240
+        bodies: dict[str, str] = {}
+        while time.monotonic() < deadline and len(bodies) < 3:
+            for stage, port in ports.items():
+                assert procs[stage].poll() is None, (tmp_path / f"{stage}.log").read_text()[-3000:]
+                code, body = get(port, "/healthz")
+                ready, _ = get(port, "/readyz")
+                if stage == "process" and code == 200 and "starting" in body:
+                    seen_starting = True
+                    assert ready == 503  # alive, not ready while Ray starts
+                if ready == 200 and stage not in bodies:
+                    time.sleep(1.5)  # one status interval: the lag / backlog gauges get their samples
+                    bodies[stage] = get(port, "/metrics")[1]
+            time.sleep(0.1)
+        assert len(bodies) == 3, {s: (tmp_path / f"{s}.log").read_text()[-2000:] for s in ports if s not in bodies}
+        assert seen_starting, "the process worker's probe server did not answer before Ray was ready"
+
+        names = set().union(*(exported(b) for b in bodies.values()))
+        assert "veil_sink_backlog_chunks" in names and "veil_process_latency_seconds" in names
+        for which in ("small", "city"):
+            exprs = expressions(list(_rendered(which)))
+            missing = {k: sorted(metric_names(e) - names) for k, e in exprs.items() if metric_names(e) - names}
+            assert not missing, missing
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for stage, p in procs.items():
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(10)
