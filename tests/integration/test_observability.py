@@ -107,7 +107,7 @@ def test_running_workers_probe_first_and_export_every_metric_the_chart_reads(bro
         for p in procs.values():
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
-        for stage, p in procs.items():
+        for p in procs.values():
             try:
                 p.wait(60)
             except subprocess.TimeoutExpired:
