@@ -9,7 +9,7 @@ export VEILSTREAM_MODEL_DIR ?= $(abspath ../shared/models)
 export VEILSTREAM_EVAL_DIR ?= $(abspath ../shared/eval)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: all install system-deps test test-unit test-integration demo console-screenshots bench load load-knee eval eval-subject lint typecheck clean
+.PHONY: all install system-deps test test-unit test-integration test-faults fuzz demo console-screenshots bench load load-knee eval eval-subject lint typecheck clean
 
 all: test
 
@@ -46,6 +46,22 @@ test-unit: install
 
 test-integration: install system-deps
 	$(PY) -m pytest -q tests/integration
+
+# Every fault-injection scenario on the real local stack (make test runs the core subset in
+# tests/faults/test_faults.py); prints the table: chunks in/out/DLQ/dropped, faces leaked.
+test-faults: install system-deps
+	$(PY) -m tests.faults.harness --scenarios all --json out/faults.json
+
+# Coverage-guided fuzzing (atheris) of every parser of hostile input, FUZZ_SECONDS per target;
+# a crash is written to out/fuzz/ (copy it to tests/fuzz/regressions/<target>-<name>).
+FUZZ_SECONDS ?= 120
+FUZZ_TARGETS := message meta_mutation jpeg_payload h264_payload config policy camera_record
+fuzz: install
+	@mkdir -p out/fuzz
+	@for t in $(FUZZ_TARGETS); do echo "fuzz $$t ($(FUZZ_SECONDS)s)"; \
+	  $(PY) -m tests.fuzz.targets $$t -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -artifact_prefix=out/fuzz/$$t- \
+	    2>&1 | grep -E "^(Done|==|SUMMARY)" || true; \
+	  if ls out/fuzz/$$t-crash-* >/dev/null 2>&1; then echo "crash found: out/fuzz/$$t-crash-*"; exit 1; fi; done
 
 demo: install
 	@rm -rf out/demo

@@ -39,6 +39,8 @@ def read_yaml(path: str | os.PathLike[str], what: str) -> Any:
         raise ConfigError(f"{what} {str(p)!r} not found") from None
     except OSError as exc:
         raise ConfigError(f"{what} {str(p)!r}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:  # found by the fuzzer (tests/fuzz/regressions/config-non-utf8.bin)
+        raise ConfigError(f"{what} {str(p)!r}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -152,6 +152,7 @@ class Result:
     unaccounted: int = 0
     faces_leaked: int = 0
     frames_scanned: int = 0
+    fail_closed: int = 0
     recovery_s: float | None = None
     reasons: dict[str, int] = field(default_factory=dict)
     notes: str = ""
@@ -171,6 +172,7 @@ class Scenario:
     start_process: bool = True
     expect_reasons: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
+    expect_fail_closed: bool = False
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -334,7 +336,9 @@ class Run:
     def account(self, dlq_timeout_s: float = 3.0) -> tuple[dict[Any, str], dict[str, int]]:
         """Outcome of every produced message: ``out``, ``dlq:<reason>``, ``dropped`` (or absent)."""
         outcome: dict[Any, str] = {}
+        self.fail_closed = 0
         for m in self.manifests():
+            self.fail_closed += int(m.get("fail_closed_frames", 0) or 0)
             for seq in m.get("chunk_seqs", []):
                 outcome[(m["camera_id"], int(seq))] = "out"
         reasons: dict[str, int] = {}
@@ -436,6 +440,10 @@ class Run:
             self.notes.append(f"expected DLQ reasons missing: {missing_reasons}")
             res.unaccounted += len(missing_reasons)
         res.faces_leaked, res.frames_scanned = self.scan_segments()
+        res.fail_closed = self.fail_closed
+        if self.sc.expect_fail_closed and res.fail_closed == 0:
+            self.notes.append("expected frames masked whole (fail closed), found none")
+            res.unaccounted += 1
         res.notes = "; ".join(self.notes)[:300]
         res.notes += f" [{time.monotonic() - t_start:.0f}s, logs {self.dir}]"
         return res
@@ -538,7 +546,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("kill_process", "process SIGKILLed mid-stream, restarted", inject=kill_process),
     Scenario("kill_sink", "sink SIGKILLed mid-stream, restarted", inject=kill_sink),
     Scenario("slow_detector", "detector slower than its deadline (fail closed)",
-             config={"process": {"detector_timeout_s": 0.001}}),
+             config={"process": {"detector_timeout_s": 0.001}}, expect_fail_closed=True),
     Scenario("kill_broker", "broker SIGKILLed, restarted 3 s later on durable storage", inject=kill_broker),
     Scenario("stop_s3", "object store SIGSTOPped 15 s, resumed", inject=stop_object_store),
     Scenario("kill_detector", "a detector actor's process SIGKILLed mid-batch", inject=kill_detector_actor),
@@ -586,13 +594,15 @@ def run_scenarios(names: list[str], work: Path | None = None, out: Callable[[str
 
 def table(results: list[Result]) -> str:
     head = f"{'scenario':<15} {'in':>4} {'out':>4} {'dlq':>4} {'drop':>4} {'lost':>4} {'leaked':>6} " \
-           f"{'frames':>6} {'recovery':>8}  dlq reasons"
+           f"{'frames':>6} {'masked':>6} {'recovery':>8}  dlq reasons / notes"
     rows = [head, "-" * len(head)]
     for r in results:
         rec = f"{r.recovery_s:.1f}s" if r.recovery_s is not None else "-"
         reasons = ",".join(f"{k}={v}" for k, v in sorted(r.reasons.items()))
+        if not r.ok:
+            reasons += f"  FAILED: {r.notes}"
         rows.append(f"{r.scenario:<15} {r.chunks_in:>4} {r.out:>4} {r.dlq:>4} {r.dropped:>4} {r.unaccounted:>4} "
-                    f"{r.faces_leaked:>6} {r.frames_scanned:>6} {rec:>8}  {reasons}")
+                    f"{r.faces_leaked:>6} {r.frames_scanned:>6} {r.fail_closed:>6} {rec:>8}  {reasons}")
     return "\n".join(rows)
 
 
