@@ -275,6 +275,31 @@ def test_privacy_officer_draws_a_subject_box_and_releases_the_export(stack, cons
     assert e.value.code == 403
 
 
+def test_investigator_holds_from_the_timeline_and_exports_a_case(stack, console, browser):
+    from selenium.webdriver.common.by import By
+
+    base = console["base"]
+    sign_in(browser, base, "ivan")
+    browser.get(base + "/cameras/cam-001")
+    form = browser.find_element(By.ID, "hold-form")
+    form.find_element(By.NAME, "case").send_keys("C-77")
+    form.find_element(By.CSS_SELECTOR, "button[value=add]").click()
+    out = wait(lambda: (t := form.find_element(By.TAG_NAME, "output").text) not in ("", "working…") and t, "hold")
+    res = json.loads(out)
+    assert res["held"] is True and res["objects"] >= 6, res  # 3 segments + 3 manifests (+ raw objects)
+    browser.get(base + "/cases")
+    f = browser.find_element(By.ID, "case-form")
+    for name, value in (("from", _iso(stack["start"])), ("to", _iso(stack["start"] + 3000)), ("case", "C-77"),
+                        ("legal_basis", "Criminal Procedure Act art. 215"), ("official", "Det. Park, precinct 3")):
+        f.find_element(By.NAME, name).send_keys(value)
+    f.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait(lambda: "/jobs/" in browser.current_url, "case export job page")
+    wait(lambda: browser.find_element(By.ID, "job-state").text in ("done", "failed"), "case export finished", 120)
+    assert browser.find_element(By.ID, "job-state").text == "done", browser.find_element(By.ID, "job-message").text
+    report = json.loads(browser.find_element(By.ID, "job-report").text)
+    assert report["unmasked"] is True and report["case_id"] == "C-77" and report["frames"] > 0
+
+
 def test_auditor_reads_the_trail_and_verifies_a_day(stack, console, browser):
     from selenium.webdriver.common.by import By
 
@@ -287,6 +312,9 @@ def test_auditor_reads_the_trail_and_verifies_a_day(stack, console, browser):
     text = browser.find_element(By.ID, "events").text
     for action in ("subject_export", "share", "share_open"):
         assert action in text, text
+    browser.get(base + "/audit?case=C-77")
+    text = browser.find_element(By.ID, "events").text
+    assert "hold_add" in text and "case_export" in text and "ivan" in text, text
     day = time.strftime("%Y-%m-%d", time.gmtime(stack["start"] / 1000))
     browser.get(base + "/audit")
     browser.find_element(By.CSS_SELECTOR, "#verify-form input[name=date]").send_keys(_date_keys(day))
