@@ -9,7 +9,7 @@ export VEILSTREAM_MODEL_DIR ?= $(abspath ../shared/models)
 export VEILSTREAM_EVAL_DIR ?= $(abspath ../shared/eval)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: all install system-deps test test-unit test-integration test-faults fuzz demo console-screenshots bench load load-knee eval eval-subject lint typecheck clean
+.PHONY: all install system-deps image-deps image-check test test-unit test-integration test-faults fuzz demo console-screenshots bench load load-knee eval eval-subject lint typecheck clean
 
 all: test
 
@@ -105,8 +105,17 @@ load-knee: install system-deps $(VTEST)
 eval-subject: install $(VTEST)
 	$(PY) load_tests/eval_subject.py --video $(VTEST) --json-out out/eval_subject.json
 
+# The CPU image built from Dockerfile with buildah (no daemon) on a debootstrap base, then
+# `veilstream version` run inside it. Minutes of downloads on a cold machine: not in `make test`.
+image-deps:
+	@command -v buildah >/dev/null 2>&1 && command -v debootstrap >/dev/null 2>&1 || { \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends buildah debootstrap >/dev/null; }
+
+image-check: install image-deps
+	$(PY) -m pytest -q -p no:cacheprovider image_tests
+
 lint: install
-	$(VENV)/bin/ruff check pipeline operators schemas tests load_tests
+	$(VENV)/bin/ruff check pipeline operators schemas tests load_tests image_tests
 	$(VENV)/bin/hadolint Dockerfile Dockerfile.gpu
 	$(VENV)/bin/mypy operators schemas
 
