@@ -261,10 +261,13 @@ class ProcessWorker:
         logger.info("policies %s default=%s routed=%s", ",".join(
             f"{pid}:v{pp.version}:{'+'.join(per[pid].classes)}" for pid, pp in sorted(self.policies.policies.items())),
             dp.policy_id, self.policies.routed)
-        # Building sessions and warming up takes seconds: wait here, not at the first chunk.
+        # Building sessions and warming up takes seconds: wait here, not at the first chunk. Actors
+        # needing a GPU wait for the node the cluster autoscaler adds: as long as the start-up
+        # budget /healthz grants (metrics.startup_budget_s), not a fixed 300 s that would
+        # crash-loop the pod while the node joins.
         try:
             models = ray.get([d.ready.remote() for d in self.detectors] + [w.ready.remote() for w in self.workers],
-                             timeout=300)
+                             timeout=float(getattr(self.cfg.metrics, "startup_budget_s", 300.0)))
         except Exception as exc:  # noqa: BLE001 - an actor's __init__ failed: say why in one line
             raise VeilStreamError(f"process actors failed to start: {_root_cause(exc)}") from None
         self.model_ids = models[0] if self.detectors else []
