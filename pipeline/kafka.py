@@ -4,6 +4,7 @@ manual commits only, bounded retries on a full local queue, delivery tracked per
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -191,6 +192,13 @@ class ChunkConsumer:
 
     def _revoked(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in parts]
+        was_paused = [p for p in parts if (p.topic, p.partition) in self.paused]
+        if was_paused:
+            # librdkafka keeps a partition's pause flag across a rebalance: a partition paused
+            # for backpressure and handed back to this member would never be fetched again
+            # (found by the fault suite: stop_s3, process stuck with its lag forever)
+            with contextlib.suppress(Exception):
+                consumer.resume(was_paused)
         self.assigned.difference_update(tps)
         self.paused.difference_update(tps)
         logger.info("partitions revoked %s", ",".join(f"{t}[{p}]" for t, p in tps) or "-")

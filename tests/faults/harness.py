@@ -173,6 +173,8 @@ class Scenario:
     expect_reasons: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     expect_fail_closed: bool = False
+    sink_env: dict[str, str] = field(default_factory=dict)
+    s3_proxy: bool = False  # the sink reaches the object store through RefusingS3Proxy
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -211,6 +213,13 @@ class Run:
         from schemas.config import load_config
 
         self.cfg = load_config(self.cfg_path)
+        self.proxy: RefusingS3Proxy | None = None
+        self.sink_cfg_path = self.dir / "sink-config.yaml"
+        if scenario.s3_proxy:
+            host, port = self.cfg.object_store.endpoint.split(":")
+            self.proxy = RefusingS3Proxy(int(port))
+            self.sink_cfg_path.write_text(yaml.safe_dump(_merge(cfg, {"object_store": {
+                "endpoint": f"127.0.0.1:{self.proxy.port}"}}), sort_keys=False))
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.produced: dict[tuple[int, int], Any] = {}  # (partition, offset) -> chunk id
         self.fault_at: float | None = None
@@ -221,9 +230,11 @@ class Run:
     # -------------------------------------------------- workers
     def start(self, name: str) -> None:
         log = open(self.dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        env = {**self.env, **(self.sc.sink_env if name == "sink" else {})}
+        cfg = self.sink_cfg_path if name == "sink" and self.proxy is not None else self.cfg_path
         self.procs[name] = subprocess.Popen([sys.executable, "-m", "pipeline.cli", name, "--config",
-                                             str(self.cfg_path)], stdout=log, stderr=subprocess.STDOUT,
-                                            env=self.env, cwd=ROOT, start_new_session=True)
+                                             str(cfg)], stdout=log, stderr=subprocess.STDOUT,
+                                            env=env, cwd=ROOT, start_new_session=True)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         p = self.procs[name]
@@ -423,6 +434,9 @@ class Run:
                 rc = self.stop(name)
                 if rc not in (None, 0):
                     self.notes.append(f"{name} exit {rc}")
+            if self.proxy is not None:
+                self.notes.append(f"object store refused {self.proxy.refused} writes")
+                self.proxy.close()
         outcome, res.reasons = self.account(dlq_timeout_s=4.0)
         for ident in set(self.produced.values()):
             state = outcome.get(ident)
@@ -450,6 +464,65 @@ class Run:
 
 
 # ---------------------------------------------------------------- fault injections
+
+
+class RefusingS3Proxy:
+    """An HTTP proxy in front of the local S3 server that answers writes (PUT/POST) with
+    ``503 SlowDown`` while ``refusing`` is set: an object store that is up but refuses."""
+
+    def __init__(self, backend_port: int) -> None:
+        import http.client
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        proxy = self
+        self.refusing = threading.Event()
+        self.refused = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _forward(self) -> None:
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else None
+                if proxy.refusing.is_set() and self.command in ("PUT", "POST"):
+                    proxy.refused += 1
+                    msg = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+                           b"<Message>Please reduce your request rate.</Message></Error>")
+                    self.send_response(503)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(msg)))
+                    self.end_headers()
+                    self.wfile.write(msg)
+                    return
+                conn = http.client.HTTPConnection("127.0.0.1", backend_port, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection",)}
+                conn.request(self.command, self.path, body=body, headers=headers)
+                r = conn.getresponse()
+                data = r.read()
+                self.send_response(r.status, r.reason)
+                for k, v in r.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward  # noqa: N815
+
+            def log_message(self, *a: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = int(self.server.server_address[1])
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def _after_progress(n: int = 2) -> Callable[[Callable[[Run], None]], Callable[[Run], None]]:
@@ -502,6 +575,16 @@ def stop_object_store(run: Run) -> None:
 
 
 @_after_progress(2)
+def refuse_writes(run: Run) -> None:
+    assert run.proxy is not None
+    run.proxy.refusing.set()
+    try:
+        time.sleep(20.0)
+    finally:
+        run.proxy.refusing.clear()
+
+
+@_after_progress(2)
 def kill_detector_actor(run: Run) -> None:
     """SIGKILL the Ray worker process hosting a DetectorActor (found by its proctitle)."""
     from pipeline.devstack import cmdline
@@ -550,6 +633,10 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("kill_broker", "broker SIGKILLed, restarted 3 s later on durable storage", inject=kill_broker),
     Scenario("stop_s3", "object store SIGSTOPped 15 s, resumed", inject=stop_object_store),
     Scenario("kill_detector", "a detector actor's process SIGKILLed mid-batch", inject=kill_detector_actor),
+    Scenario("s3_refuses", "object store answers 503 SlowDown to every write for 20 s", inject=refuse_writes,
+             s3_proxy=True),
+    Scenario("sink_no_tmp", "the sink's temp space unusable (TMPDIR on a full/unwritable path)",
+             sink_env={"TMPDIR": "/proc/veil-no-space"}),
     Scenario("corrupt_model", "corrupt face model file at start-up, then fixed", inject=corrupt_model_then_fix,
              config={"process": {"model_dir": "@corrupt", "face_model": "yunet"}},
              env={"VEILSTREAM_OFFLINE": "1", "VEILSTREAM_CACHE_DIR": "/nonexistent-veil-cache"}),

@@ -503,3 +503,44 @@ def test_sink_backlog_counts_unread_and_unstored_chunks_not_open_segments() -> N
     w.pending.append(SimpleNamespace(segment=SimpleNamespace(chunks=[1, 2, 3, 4])))
     w._log_status()
     assert backlog("pending_upload") == 4
+
+
+def test_metrics_and_probes_bind_where_configured_and_expose_no_footage_or_secrets(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12: the HTTP endpoints of a worker that has handled real chunks (and whose
+    environment holds credentials) serve counters only, on the configured address."""
+    import urllib.error
+    import urllib.request
+
+    from pipeline.metrics import serve_config
+
+    secret = "s3cr3t-Pa55word"
+    monkeypatch.setenv("VEIL_S3_SECRET_KEY", secret)
+    monkeypatch.setenv("CAM_CREDS", f"admin:{secret}")
+    store = InMemoryObjectStore()
+    chunks = [h264_chunk("cam-1", i, T0 + i * 200, 5) for i in range(3)]
+    w = _worker(_msgs(chunks), store, [0.0])
+    w.step(0)
+    w._shutdown()
+    cfg = parse_config({"metrics": {"enabled": True, "host": "127.0.0.1", "port": 0}}).metrics
+    server = serve_config(w.metrics, cfg)
+    assert server is not None
+    try:
+        host, port = server.server_address[:2]
+        assert host == "127.0.0.1"  # bound where configured, not on every interface
+        bodies = {}
+        for path in ("/metrics", "/healthz", "/readyz", "/", "/metrics/../../etc/passwd", "/debug"):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:  # noqa: S310
+                    bodies[path] = (r.status, r.read())
+            except urllib.error.HTTPError as exc:
+                bodies[path] = (exc.code, exc.read())
+        assert bodies["/metrics"][0] == 200 and b"veil_sink_chunks_in_total" in bodies["/metrics"][1]
+        assert bodies["/"][0] == 404 and bodies["/debug"][0] == 404
+        payloads = [c.payload[i:i + 16] for c in chunks for i in range(0, len(c.payload) - 16, 64)]
+        for _path, (_code, body) in bodies.items():
+            assert secret.encode() not in body and b"admin" not in body and b"rtsp://" not in body
+            assert not any(p in body for p in payloads)  # no footage bytes
+            assert len(body) < 64 * 1024
+    finally:
+        server.shutdown()
