@@ -64,6 +64,16 @@ JSON_CONTENT_TYPE = "application/json"
 POISON_ERRORS = (SegmentError, ValueError, OverflowError, KeyError, TypeError, IndexError)
 """Errors a segment raises from its own data (a retry can never succeed): isolated to the
 DLQ. Anything else (S3Error, connection errors, timeouts) is an outage: retried."""
+S3_DATA_ERRORS = frozenset({"InvalidArgument", "MetadataTooLarge", "InvalidTag", "KeyTooLongError",
+                            "EntityTooLarge", "InvalidObjectName"})
+"""S3 error codes about the object itself (its key, metadata, tags, size): the same PUT fails
+the same way forever, so the segment is isolated like a data error. AccessDenied, SlowDown,
+5xx and the like are outages: retried."""
+
+
+def is_poison(exc: BaseException) -> bool:
+    """True when storing failed because of the segment's own data (see above)."""
+    return isinstance(exc, POISON_ERRORS) or getattr(exc, "code", None) in S3_DATA_ERRORS
 
 
 @dataclass
@@ -292,10 +302,11 @@ class SinkWorker:
         t0 = time.thread_time()
         try:
             self._write(seg)
-        except POISON_ERRORS as exc:
-            self._isolate(seg, exc)
         except Exception as exc:  # noqa: BLE001 - S3Error, urllib3 errors: retry, never skip
-            self._defer(_Pending(seg), exc)
+            if is_poison(exc):
+                self._isolate(seg, exc)
+            else:
+                self._defer(_Pending(seg), exc)
         finally:  # remux + PUTs: what storing a segment costs this stage
             self.metrics.cpu_seconds.labels(step="object_store").inc(time.thread_time() - t0)
 
@@ -334,10 +345,11 @@ class SinkWorker:
             self.pending.remove(p)
             try:
                 self._write(p.segment)
-            except POISON_ERRORS as exc:
-                self._isolate(p.segment, exc)
             except Exception as exc:  # noqa: BLE001
-                self._defer(p, exc)
+                if is_poison(exc):
+                    self._isolate(p.segment, exc)
+                else:
+                    self._defer(p, exc)
         if self.consumer is None or self._stopping:
             return
         if self.pending:

@@ -1,4 +1,4 @@
-"""The core fault scenarios on the real local stack, in ``make test`` (time budget ~4 min on
+"""The core fault scenarios on the real local stack, in ``make test`` (time budget ~3 min on
 2 vCPU). ``make test-faults`` runs every scenario of :mod:`tests.faults.harness`.
 
 Each scenario must end with every chunk accounted for (bucket, DLQ with a reason, or a

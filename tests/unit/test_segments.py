@@ -544,3 +544,17 @@ def test_metrics_and_probes_bind_where_configured_and_expose_no_footage_or_secre
             assert len(body) < 64 * 1024
     finally:
         server.shutdown()
+
+
+def test_s3_errors_about_the_object_are_poison_the_rest_are_outages() -> None:
+    from minio.error import S3Error
+
+    from pipeline.sink.worker import is_poison
+
+    def err(code: str) -> S3Error:
+        return S3Error(None, code, "m", "r", "req", "host")  # type: ignore[arg-type]
+
+    # issue 12 item 3: S3 refusing an object's metadata stalled every camera (paused, retried forever)
+    assert is_poison(err("InvalidArgument")) and is_poison(err("MetadataTooLarge")) and is_poison(ValueError())
+    assert not is_poison(err("SlowDown")) and not is_poison(err("AccessDenied"))
+    assert not is_poison(ConnectionError()) and not is_poison(TimeoutError())
