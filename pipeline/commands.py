@@ -36,15 +36,13 @@ def load_cli_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    cfg = load_cli_config(args)
-    pols = ""
-    if cfg.policies_dir:
-        from pipeline.process.worker import resolve_policy
-        from schemas.policy import load_policies
+    """Validate the config and build the process stage's masking plan (no Ray, no Kafka)."""
+    from pipeline.process.plan import build_plan
 
-        found = load_policies(cfg.policies_dir)
-        resolve_policy(cfg)  # the process worker's policy must exist
-        pols = f", {len(found)} polic{'y' if len(found) == 1 else 'ies'}: {', '.join(sorted(found))}"
+    cfg = load_cli_config(args)
+    plan = build_plan(cfg)  # policies valid, the default policy exists, thresholds reconciled
+    n = len(plan.policies)
+    pols = f", {n} polic{'y' if n == 1 else 'ies'}: {plan.describe()}"
     print(f"config ok: {args.config or 'default'} (kafka {cfg.kafka.bootstrap_servers}, "
           f"{len(cfg.ingest.cameras)} camera(s){pols})")
     return 0
@@ -119,6 +117,10 @@ def cmd_process(args: argparse.Namespace) -> int:
     from pipeline.stage import stop_on_signals
 
     cfg = load_cli_config(args)
+    if cfg.ray.consumers > 0:  # production: this is a Ray job; consumer actors own the partitions
+        from pipeline.process.consumers import supervise
+
+        return supervise(cfg, stop_on_signals())
     return ProcessWorker(cfg, stop_on_signals()).run()
 
 

@@ -156,6 +156,7 @@ class DetectorConfig:
     num_cpus: float
     replicas: int
     batch_size: int
+    max_wait_ms: float
     providers: tuple[str, ...]
     threads: int | None
 
@@ -167,6 +168,8 @@ class RayConfig:
     object_store_mb: int
     chunk_workers: int
     worker_num_cpus: float
+    chunk_concurrency: int
+    consumers: int
     detector: DetectorConfig
 
 
@@ -212,6 +215,7 @@ class ProcessConfig:
     classes: tuple[str, ...]
     style: str
     detector_timeout_s: float
+    outage_retries: int
     drain_timeout_s: float
     status_interval_s: float
     policy_id: str

@@ -80,6 +80,8 @@ class ChunkCaptured:
         dropped_frames: frames ingest dropped (could not keep up) since the previous chunk.
         policy_id: the camera's policy (its registry record); ``None`` = the process
             worker's default policy.
+        zones: the camera's privacy zones (its registry record): the process stage masks
+            them on every frame, together with its policy's zones.
     """
 
     camera_id: str
@@ -93,6 +95,7 @@ class ChunkCaptured:
     payload: bytes = field(repr=False)
     dropped_frames: int = 0
     policy_id: str | None = None
+    zones: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,8 @@ def _meta_of(msg: ChunkCaptured | ChunkRedacted) -> dict[str, Any]:
     }
     if isinstance(msg, ChunkCaptured) and msg.policy_id is not None:
         meta["policy_id"] = msg.policy_id
+    if isinstance(msg, ChunkCaptured) and msg.zones:
+        meta["zones"] = [dict(z) for z in msg.zones]
     if isinstance(msg, ChunkRedacted):
         meta.update(
             masks_per_class={str(k): int(v) for k, v in msg.masks_per_class.items()},
@@ -334,6 +339,7 @@ def decode_chunk_captured(value: bytes | None, headers: Any, *, key: Any = _UNCH
         fps=float(meta["fps"]), width=meta["width"], height=meta["height"], codec=meta["codec"],
         captured_at_ms=meta["captured_at_ms"], payload=bytes(value or b""),
         dropped_frames=int(meta.get("dropped_frames", 0)), policy_id=meta.get("policy_id"),
+        zones=tuple(dict(z) for z in meta.get("zones", ())),
     )
 
 

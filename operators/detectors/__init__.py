@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..types import ConfigError, Detector
+from . import centerface, text, yolox, yunet
 from .centerface import CenterFaceDetector
 from .faces import FaceUnionDetector
 from .text import TextDetector
@@ -26,6 +27,15 @@ DETECTORS: dict[str, Callable[..., Detector]] = {
 }
 """Detector factories keyed by the config's ``kind``."""
 
+DEFAULT_THRESHOLDS: dict[str, float] = {
+    "centerface": centerface.DEFAULT_THRESHOLD,
+    "yunet": yunet.DEFAULT_THRESHOLD,
+    "centerface+yunet": centerface.DEFAULT_THRESHOLD,  # its ``threshold`` is CenterFace's
+    "yolox_person": yolox.DEFAULT_THRESHOLD,
+    "ppocr_text": text.DEFAULT_THRESHOLD,
+}
+"""Each detector's own score threshold (what ``None`` in a ``RedactionConfig`` means)."""
+
 
 def build_detector(kind: str, **kwargs: Any) -> Detector:
     """Instantiate ``DETECTORS[kind]``; an unknown kind is a :class:`ConfigError` (at startup)."""
@@ -36,5 +46,5 @@ def build_detector(kind: str, **kwargs: Any) -> Detector:
     return factory(**kwargs)
 
 
-__all__ = ["DETECTORS", "CenterFaceDetector", "FaceUnionDetector", "TextDetector", "YoloxPersonDetector", "YuNetDetector",
+__all__ = ["DEFAULT_THRESHOLDS", "DETECTORS", "CenterFaceDetector", "FaceUnionDetector", "TextDetector", "YoloxPersonDetector", "YuNetDetector",
            "build_detector"]

@@ -13,6 +13,10 @@ from ._common import ModelRef, dynamic_model_bytes, finish, fit_size, resize_pad
 _OUTPUTS = ("537", "538", "539", "540")  # heatmap, scale, offset, landmarks (stride 4)
 
 
+DEFAULT_THRESHOLD = 0.1
+"""Score threshold when the config sets none (see ``threshold`` below)."""
+
+
 class CenterFaceDetector(OnnxDetector):
     """Faces with CenterFace (anchor-free, stride-4 heatmap).
 
@@ -35,7 +39,7 @@ class CenterFaceDetector(OnnxDetector):
     labels: tuple[Label, ...] = (Label.FACE,)
 
     def __init__(self, model: ModelRef = "centerface", *, providers: Sequence[str] | str | None = None,
-                 threshold: float = 0.1, nms_iou: float = 0.3, max_side: int | None = 1280, min_side: int | None = None,
+                 threshold: float = DEFAULT_THRESHOLD, nms_iou: float = 0.3, max_side: int | None = 1280, min_side: int | None = None,
                  model_dir: ModelRef | None = None, threads: int | None = None, batch_size: int | None = None) -> None:
         self.threshold = float(threshold)
         self.nms_iou = float(nms_iou)

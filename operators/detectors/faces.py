@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..types import Boxes, Frames, Label
+from . import centerface, yunet
 from ._common import ModelRef, check_frames
 from .centerface import CenterFaceDetector
 from .yunet import YuNetDetector
@@ -30,9 +31,9 @@ class FaceUnionDetector:
     labels: tuple[Label, ...] = (Label.FACE,)
 
     def __init__(self, model: ModelRef = "centerface", *, yunet_model: ModelRef = "yunet_n",
-                 providers: Sequence[str] | str | None = None, threshold: float = 0.1,
+                 providers: Sequence[str] | str | None = None, threshold: float = centerface.DEFAULT_THRESHOLD,
                  max_side: int | None = 640, min_side: int | None = None,
-                 yunet_threshold: float = 0.45, yunet_max_side: int | None = 1280,
+                 yunet_threshold: float = yunet.DEFAULT_THRESHOLD, yunet_max_side: int | None = 1280,
                  yunet_min_side: int | None = None, model_dir: ModelRef | None = None,
                  threads: int | None = None, batch_size: int | None = None) -> None:
         common = {"providers": providers, "model_dir": model_dir, "threads": threads, "batch_size": batch_size}

@@ -23,6 +23,9 @@ def plan_tiles(h: int, w: int, tile: int, overlap: int) -> list[tuple[int, int, 
         return [round(i * step) for i in range(k)]
     return [(y, x, min(h, y + tile), min(w, x + tile)) for y in starts(h) for x in starts(w)]
 
+DEFAULT_THRESHOLD = 0.5
+"""Score threshold when the config sets none (see ``threshold`` below)."""
+
 
 class TextDetector(OnnxDetector):
     """Text regions (licence plate characters, signs, screens) as padded axis-aligned boxes.
@@ -63,7 +66,7 @@ class TextDetector(OnnxDetector):
     name: str = "ppocr_text"
 
     def __init__(self, model: ModelRef = "ppocr_det", *, label: Label | int = Label.PLATE,
-                 providers: Sequence[str] | str | None = None, threshold: float = 0.5,
+                 providers: Sequence[str] | str | None = None, threshold: float = DEFAULT_THRESHOLD,
                  bin_threshold: float = 0.3, unclip_ratio: float = 1.6, pad: float = 0.25,
                  max_side: int | None = 960, min_side: int | None = None, tile: int | None = None,
                  crops: bool = False, crop_width: int = 768, crop_height: int = 416, crop_lower: float = 0.7,

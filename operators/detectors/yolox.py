@@ -17,6 +17,10 @@ VEHICLE_CLASSES = (2, 3, 5, 7)
 """COCO car, motorcycle, bus, truck (0-based class indices of the 80-class head)."""
 
 
+DEFAULT_THRESHOLD = 0.1
+"""Score threshold when the config sets none (see ``threshold`` below)."""
+
+
 class YoloxPersonDetector(OnnxDetector):
     """Persons with YOLOX-nano; input letterboxed (pad 114) to a square of ``max_side``.
 
@@ -40,7 +44,7 @@ class YoloxPersonDetector(OnnxDetector):
     labels: tuple[Label, ...] = (Label.PERSON,)
 
     def __init__(self, model: ModelRef = "yolox_nano", *, providers: Sequence[str] | str | None = None,
-                 threshold: float = 0.1, nms_iou: float = 0.45, max_side: int = 416,
+                 threshold: float = DEFAULT_THRESHOLD, nms_iou: float = 0.45, max_side: int = 416,
                  model_dir: ModelRef | None = None, threads: int | None = None,
                  vehicles: bool = False, vehicle_threshold: float = 0.2) -> None:
         if max_side % 32:

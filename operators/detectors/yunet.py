@@ -13,6 +13,10 @@ from ._common import ModelRef, finish, fit_size, resize_pad
 _STRIDES = (8, 16, 32)
 
 
+DEFAULT_THRESHOLD = 0.45
+"""Score threshold when the config sets none (see ``threshold`` below)."""
+
+
 class YuNetDetector(OnnxDetector):
     """Faces with YuNet (anchor-free, strides 8/16/32); faster than CenterFace on CPU.
 
@@ -35,7 +39,7 @@ class YuNetDetector(OnnxDetector):
     labels: tuple[Label, ...] = (Label.FACE,)
 
     def __init__(self, model: ModelRef = "yunet_n", *, providers: Sequence[str] | str | None = None,
-                 threshold: float = 0.45, nms_iou: float = 0.3, max_side: int | None = 1280, min_side: int | None = None,
+                 threshold: float = DEFAULT_THRESHOLD, nms_iou: float = 0.3, max_side: int | None = 1280, min_side: int | None = None,
                  model_dir: ModelRef | None = None, threads: int | None = None, batch_size: int | None = None) -> None:
         self.threshold = float(threshold)
         self.nms_iou = float(nms_iou)

@@ -36,7 +36,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,15 +75,19 @@ def raw_from_gop(g: GopChunk) -> RawChunk:
 
 
 def build_chunk(camera_id: str, chunk_seq: int, raw: RawChunk, pts_ms: Sequence[int],
-                dropped_frames: int = 0, policy_id: str | None = None) -> ChunkCaptured:
+                dropped_frames: int = 0, policy_id: str | None = None,
+                zones: Sequence[Mapping[str, Any]] = ()) -> ChunkCaptured:
     """The ``ChunkCaptured`` message of a chunk stamped with camera timestamps ``pts_ms``
-    (one per frame of ``raw``); the capture time is its first frame's."""
+    (one per frame of ``raw``); the capture time is its first frame's. ``policy_id`` and
+    ``zones`` come from the camera's registry record: every chunk carries them, so the
+    process stage masks a camera's zones from its first chunk on."""
     if len(pts_ms) != len(raw.pts_ms):
         raise ValueError(f"{len(pts_ms)} timestamps for {len(raw.pts_ms)} frames camera={camera_id}")
     stamped = tuple(int(p) for p in pts_ms)
     return ChunkCaptured(camera_id=camera_id, chunk_seq=int(chunk_seq), pts_ms=stamped, fps=raw.fps,
                          width=raw.width, height=raw.height, codec=raw.codec, captured_at_ms=stamped[0],
-                         payload=raw.payload, dropped_frames=int(dropped_frames), policy_id=policy_id)
+                         payload=raw.payload, dropped_frames=int(dropped_frames), policy_id=policy_id,
+                         zones=tuple(dict(z) for z in zones))
 
 
 def next_seq(previous: int, first_ms: int, chunk_ms: int) -> int:
@@ -390,7 +394,7 @@ class CameraReader(threading.Thread):
             self.on_event(self, "skipped", raw.skipped_frames)
         self.seq = next_seq(self.seq, pts_ms[0], self.chunk_ms)
         dropped = self.dropped_frames + raw.skipped_frames
-        msg = build_chunk(self.cam.camera_id, self.seq, raw, pts_ms, dropped, self.cam.policy_id)
+        msg = build_chunk(self.cam.camera_id, self.seq, raw, pts_ms, dropped, self.cam.policy_id, self.cam.zones)
         if self.emit(self, msg):
             self.chunks += 1
             self.frames += len(pts_ms)

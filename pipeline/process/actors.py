@@ -1,8 +1,24 @@
-"""Ray actors of the processing stage. Each is a thin shell around ``operators``.
+"""Ray actors of the process stage. Each is a thin shell around ``operators``.
 
-* ``ChunkWorkerActor`` (CPU): decodes a chunk payload, and later masks + re-encodes it.
-* ``DetectorActor`` (GPU, fraction of a GPU, or CPU, from config): runs the detectors on
-  the scheduled frames of several chunks at once, batched across cameras.
+One chunk is one chain of remote calls, and decoded frames never travel back::
+
+    driver ──ChunkTask (payload bytes)──► ChunkActor.redact
+                                            decode ─► scheduled frames ─► DetectorActor.detect
+                                            (awaits)                      (batches across callers)
+                                            mask + encode ◄── detections ─┘
+    driver ◄──ChunkResult (H.264 bytes, counts)─┘
+
+* ``ChunkActor`` (async, CPU): several chunks at once; CPU work runs in threads (PyAV,
+  OpenCV and onnxruntime release the GIL), so one chunk's decode overlaps another's wait
+  for the detector.
+* ``DetectorActor`` (async; GPU, fraction of a GPU, or CPU): collects the frames of
+  concurrent callers into one batch, up to ``max_batch_frames`` or ``max_wait_s`` (the
+  pattern of Ray Serve's ``@serve.batch``), runs the detectors once for all of them.
+
+Fail closed: a detector that raises or times out marks the frames it was given failed;
+the chunk's policy then masks them whole (or drops them). Infrastructure outages (an
+actor or node that died) are not detection failures: the result says ``outage`` and the
+driver retries the chunk; nothing is dead-lettered for them.
 
 Resources are never in decorators: the driver sets them with ``.options(...)`` from the
 config, because an actor asking for a GPU is never scheduled on a node without one.
@@ -10,120 +26,169 @@ config, because an actor asking for a GPU is never scheduled on a node without o
 
 from __future__ import annotations
 
+import asyncio
+import enum
 import logging
 import time
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from operators.redactor import RedactionConfig, Redactor
-from operators.types import Boxes, VeilStreamError
+from operators.redactor import Redactor
+from operators.temporal import detection_schedule
+from operators.types import Boxes
 from operators.zones import load_zones
+from schemas.errors import VeilStreamError
+
+from .plan import MaskingPlan, OnFailure, PolicyPlan
 
 logger = logging.getLogger(__name__)
 
 
-class ChunkWorkerActor:
-    """Decode (CPU) and finish (fallback, temporal fill, mask, encode) chunks."""
+class ChunkStage(enum.Enum):
+    """Where a chunk is, or where it failed."""
 
-    def __init__(self, redaction: RedactionConfig, zones: dict[str, Any] | None = None,
-                 crf: int = 23, preset: str = "veryfast", on_failure: str = "mask",
-                 policies: dict[str, tuple[RedactionConfig, dict[str, Any] | None, str]] | None = None) -> None:
-        """``redaction`` / ``zones`` / ``on_failure``: the default policy; ``policies``:
-        ``policy_id -> (config, zones, on_failure)`` of every policy ``finish`` may be asked for."""
-        self.crf = crf
-        self.preset = preset
-        self.default = self._build(redaction, zones, on_failure)
-        self.policies = {pid: self._build(*spec) for pid, spec in (policies or {}).items()}
-        self.redactor, self.on_failure = self.default
+    QUEUED = "queued"
+    DECODE = "decode"
+    DETECT = "detect"
+    FINISH = "finish"
+    DONE = "done"
 
-    @staticmethod
-    def _build(redaction: RedactionConfig, zones: dict[str, Any] | None, on_failure: str) -> tuple[Redactor, str]:
-        if on_failure not in ("mask", "drop"):
-            raise VeilStreamError(f"on_failure: expected mask or drop, got {on_failure!r}")
-        return Redactor(redaction, zones=load_zones(zones) if zones else None, detectors={}), on_failure
 
-    def ready(self) -> bool:
+@dataclass(frozen=True)
+class ChunkTask:
+    """What the driver sends for one chunk (no frames: the encoded payload)."""
+
+    codec: str
+    payload: bytes = field(repr=False)
+    camera_id: str = ""
+    fps: float = 25.0
+    pts_ms: tuple[int, ...] = ()
+    width: int = 0
+    height: int = 0
+    policy_id: str | None = None
+    camera_zones: tuple[dict[str, Any], ...] = ()
+    max_pixels: int | None = None
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Detector output for the frames one caller sent: boxes per frame, failed frame
+    indices (into those frames), error strings."""
+
+    boxes: list[Boxes | None]
+    failed: list[int]
+    errors: list[str]
+    cpu_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """One redacted chunk, or why there is none.
+
+    Attributes:
+        failed_stage: ``None`` when redacted; ``DECODE`` (bad payload: DLQ) or ``FINISH``
+            (could not even encode a fully masked chunk: DLQ).
+        outage: an actor or node was unavailable: the driver retries the chunk.
+        detector_timeout: index of a detector that timed out (the driver restarts it).
+        payload: H.264 of the kept frames; ``None`` when every frame was dropped.
+        cpu_s: CPU seconds per step (decode, detect, mask, encode).
+    """
+
+    failed_stage: ChunkStage | None = None
+    error: str = ""
+    outage: bool = False
+    detector_timeout: int | None = None
+    payload: bytes | None = field(default=None, repr=False)
+    pts_ms: tuple[int, ...] = ()
+    dropped: int = 0
+    masks_per_class: dict[str, int] = field(default_factory=dict)
+    fail_closed_frames: tuple[int, ...] = ()
+    errors: tuple[str, ...] = ()
+    cpu_s: dict[str, float] = field(default_factory=dict)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True for Ray errors that mean "the infrastructure was unavailable" (an actor, worker,
+    node or object is gone, or the call was cancelled), not "this input is bad": those are
+    retried, never dead-lettered. A ``RayTaskError`` is our code raising, unless its cause
+    is itself an outage."""
+    from ray import exceptions as rex
+
+    outage_types = (rex.RayActorError, rex.WorkerCrashedError, rex.NodeDiedError, rex.ObjectLostError,
+                    rex.OutOfMemoryError, rex.RaySystemError, rex.LocalRayletDiedError, rex.TaskCancelledError,
+                    rex.GetTimeoutError)
+    if isinstance(exc, outage_types):
         return True
+    if isinstance(exc, rex.RayTaskError):
+        cause = getattr(exc, "cause", None)
+        return cause is not None and cause is not exc and isinstance(cause, outage_types)
+    return False
 
-    def decode(self, codec: str, payload: bytes, expected_frames: int, size_wh: tuple[int, int] | None = None,
-               max_pixels: int | None = None) -> tuple[np.ndarray | None, dict[str, Any]]:
-        """Decode a payload; returns ``(frames, info)``. ``frames`` is ``None`` on error and
-        ``info["error"]`` says why (the driver sends the chunk to the DLQ). The frames must
-        be exactly ``size_wh`` and ``expected_frames`` (the header cannot lie about them)."""
-        from operators.codec import decode_chunk_payload
 
-        t0 = time.perf_counter()
-        try:
-            frames = decode_chunk_payload(codec, payload, size_wh, expected_frames=expected_frames,
-                                          max_pixels=max_pixels, strict=size_wh is not None)
-        except VeilStreamError as exc:
-            return None, {"error": f"decode failed: {exc}"}
-        except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad message, not a crash
-            return None, {"error": f"decode failed: {type(exc).__name__}: {exc}"}
-        if len(frames) == 0:
-            return None, {"error": "decode failed: no frames in payload"}
-        if len(frames) != expected_frames:
-            # damaged or truncated payload: its timestamps no longer match its frames; the
-            # chunk goes to the DLQ with the reason rather than being guessed at
-            return None, {"error": f"decode failed: payload holds {len(frames)} frames, "
-                                   f"the message says {expected_frames}"}
-        info = {"frames": int(len(frames)), "shape": list(frames.shape[1:]),
-                "decode_ms": (time.perf_counter() - t0) * 1000.0, "error": None}
-        return frames, info
-
-    def finish(self, frames: np.ndarray, detected: tuple[list[Boxes | None], list[int], list[str]],
-               camera_id: str, fps: float, pts_ms: list[int], policy_id: str | None = None) -> dict[str, Any]:
-        """Mask and re-encode one chunk. Fail closed: if anything goes wrong while masking,
-        every frame is masked whole; if even that cannot be encoded, nothing is returned
-        but the error (the driver routes the chunk to the DLQ).
-
-        With ``on_failure="drop"`` (a policy's choice) the frames that would be masked whole
-        are left out instead: ``pts_ms`` then lists the frames kept, ``dropped`` counts the
-        others, and ``payload`` is ``None`` when none is left."""
-        from operators.codec import encode_h264_chunk
-
-        raw, failed, errors = detected
-        t0 = time.perf_counter()
-        if policy_id is not None and policy_id not in self.policies:  # the driver checks first
-            raise VeilStreamError(f"no policy {policy_id!r} in this worker")
-        redactor, on_failure = self.policies[policy_id] if policy_id is not None else self.default
-        try:
-            res = redactor.finish(frames, raw, failed, camera_id=camera_id)
-            out, counts, fail_closed = res.frames, res.masks_per_class, res.fail_closed_frames
-        except Exception as exc:  # noqa: BLE001
-            logger.error("masking failed camera=%s error=%s: masking every frame whole", camera_id, exc)
-            out = np.zeros_like(frames)
-            counts = {c: 0 for c in redactor.config.classes}
-            fail_closed = list(range(len(frames)))
-            errors = [*errors, f"mask: {exc}"]
-        kept_pts, dropped = list(pts_ms), 0
-        if on_failure == "drop" and len(fail_closed):
-            gone = set(int(i) for i in fail_closed)
-            keep = [i for i in range(len(out)) if i not in gone]
-            out, kept_pts, dropped = out[keep], [pts_ms[i] for i in keep], len(gone)
-            fail_closed = []
-        payload = (encode_h264_chunk(out, fps=fps, pts_ms=kept_pts, crf=self.crf, preset=self.preset)
-                   if len(kept_pts) else None)
-        return {"payload": payload, "pts_ms": kept_pts, "dropped": dropped, "masks_per_class": counts,
-                "fail_closed_frames": list(fail_closed), "errors": list(errors),
-                "finish_ms": (time.perf_counter() - t0) * 1000.0}
+def _cpu() -> float:
+    return time.thread_time()
 
 
 class DetectorActor:
-    """Holds the detectors (heavy ONNX sessions) and serves batched detection."""
+    """Holds the detectors (heavy ONNX sessions) and batches the frames of concurrent
+    callers into one detector run."""
 
-    def __init__(self, redaction: RedactionConfig) -> None:
-        self.redactor = Redactor(redaction)
+    def __init__(self, plan: MaskingPlan, max_batch_frames: int = 32, max_wait_s: float = 0.05) -> None:
+        # callers send only the frames to detect on: the schedule is theirs
+        self.redactor = Redactor(replace(plan.detector, detect_every=1))
+        self.max_batch_frames = max(1, int(max_batch_frames))
+        self.max_wait_s = float(max_wait_s)
+        self._queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future[Detections]]] | None = None
+        self._loop_task: asyncio.Task[None] | None = None
         self.calls = 0
+        self.batches = 0
 
     def ready(self) -> list[dict[str, str]]:
         return self.redactor.model_ids
 
-    def detect_chunks(self, *chunks: np.ndarray) -> list[tuple[list[Boxes | None], list[int], list[str]]]:
-        """Detections for each chunk (frames ``(N, H, W, 3)`` uint8), batched across chunks."""
+    async def detect(self, frames: np.ndarray) -> Detections:
+        """Detections for ``frames`` (``(N, H, W, 3)`` uint8), batched with other callers'."""
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+            self._loop_task = asyncio.get_running_loop().create_task(self._batch_loop())
+        fut: asyncio.Future[Detections] = asyncio.get_running_loop().create_future()
+        await self._queue.put((frames, fut))
         self.calls += 1
-        return self.redactor.detect_many(list(chunks))
+        return await fut
+
+    async def _batch_loop(self) -> None:
+        assert self._queue is not None
+        while True:
+            first = await self._queue.get()
+            batch = [first]
+            n = len(first[0])
+            deadline = time.monotonic() + self.max_wait_s
+            while n < self.max_batch_frames:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), left)
+                except TimeoutError:
+                    break
+                batch.append(item)
+                n += len(item[0])
+            self.batches += 1
+            try:
+                out = await asyncio.to_thread(self._run, [frames for frames, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - a broken detector fails closed, never crashes the loop
+                out = [Detections([None] * len(f), list(range(len(f))), [f"detector: {exc}"]) for f, _ in batch]
+            for (_, fut), res in zip(batch, out):
+                if not fut.done():
+                    fut.set_result(res)
+
+    def _run(self, chunks: list[np.ndarray]) -> list[Detections]:
+        t0 = _cpu()
+        raw = self.redactor.detect_many(chunks)
+        per_frame_cpu = (_cpu() - t0) / max(1, sum(len(c) for c in chunks))
+        return [Detections(list(b), list(f), list(e), per_frame_cpu * len(c)) for (b, f, e), c in zip(raw, chunks)]
 
     def fail_next(self, mode: str) -> None:  # fault injection for tests: "raise" or "hang"
         real = self.redactor.detect_many
@@ -135,3 +200,120 @@ class DetectorActor:
             raise RuntimeError("injected detector failure")
 
         self.redactor.detect_many = broken  # type: ignore[method-assign]
+
+
+class ChunkActor:
+    """Decode, detect (through the detector actors), mask and encode whole chunks."""
+
+    def __init__(self, plan: MaskingPlan, detectors: list[Any], *, crf: int = 23, preset: str = "veryfast",
+                 detector_timeout_s: float = 30.0) -> None:
+        self.plan = plan
+        self.detectors = list(detectors)
+        self.crf, self.preset = crf, preset
+        self.detector_timeout_s = float(detector_timeout_s)
+        self._rr = 0
+        # maskers per policy (no detectors here: they live in the detector actors)
+        self.redactors = {pid: Redactor(p.redaction, detectors={}) for pid, p in plan.policies.items()}
+        self._zones: dict[tuple[str, str, str], Any] = {}
+
+    def ready(self) -> bool:
+        return True
+
+    def _redactor(self, pol: PolicyPlan, camera_id: str, camera_zones: tuple[dict[str, Any], ...]) -> Redactor:
+        """The policy's masker with the zones of this camera (policy's ∪ camera's), cached."""
+        doc = pol.zones_document(camera_id, camera_zones)
+        if doc is None:
+            return self.redactors[pol.policy_id]
+        key = (pol.policy_id, camera_id, repr(doc))
+        r = self._zones.get(key)
+        if r is None:
+            base = self.redactors[pol.policy_id]
+            r = Redactor(base.config, zones=load_zones(doc), detectors={})
+            if len(self._zones) > 4096:
+                self._zones.clear()
+            self._zones[key] = r
+        return r
+
+    def _decode(self, task: ChunkTask) -> tuple[np.ndarray, float]:
+        from operators.codec import decode_chunk_payload
+
+        t0 = _cpu()
+        frames = decode_chunk_payload(task.codec, task.payload, (task.width, task.height) if task.width else None,
+                                      expected_frames=len(task.pts_ms), max_pixels=task.max_pixels, strict=True)
+        if len(frames) != len(task.pts_ms):
+            raise VeilStreamError(f"payload holds {len(frames)} frames, the message says {len(task.pts_ms)}")
+        return frames, _cpu() - t0
+
+    async def redact(self, task: ChunkTask) -> ChunkResult:
+        """One chunk end to end; never raises for bad input (see :class:`ChunkResult`)."""
+        cpu: dict[str, float] = {}
+        pol = self.plan.for_chunk(task.policy_id)
+        if pol is None:  # the driver checks first
+            return ChunkResult(ChunkStage.FINISH, f"no policy {task.policy_id!r} in this worker")
+        try:
+            frames, cpu["decode"] = await asyncio.to_thread(self._decode, task)
+        except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad message, not a crash
+            return ChunkResult(ChunkStage.DECODE, f"decode failed: {type(exc).__name__}: {exc}"
+                               if not isinstance(exc, VeilStreamError) else f"decode failed: {exc}")
+        sched = [i for i, s in enumerate(detection_schedule(len(frames), pol.redaction.detect_every)) if s]
+        idx = self._rr % len(self.detectors)
+        self._rr += 1
+        raw: list[Boxes | None] = [None] * len(frames)
+        failed: list[int] = []
+        errors: list[str] = []
+        timed_out: int | None = None
+        try:
+            det: Detections = await asyncio.wait_for(self.detectors[idx].detect.remote(frames[sched]),
+                                                     self.detector_timeout_s)
+            for j, i in enumerate(sched):
+                raw[i] = det.boxes[j]
+            failed = [sched[j] for j in det.failed]
+            errors = list(det.errors)
+            cpu["detect"] = det.cpu_s
+        except TimeoutError:
+            timed_out = idx
+            failed, errors = list(range(len(frames))), [f"detector timeout after {self.detector_timeout_s}s"]
+        except Exception as exc:  # noqa: BLE001
+            if is_outage(exc):
+                return ChunkResult(error=f"detector unavailable: {str(exc).splitlines()[0][:200]}", outage=True)
+            failed, errors = list(range(len(frames))), [f"detector error: {str(exc).splitlines()[0][:200]}"]
+        if failed:
+            logger.error("detection failed camera=%s frames=%d/%d: failing closed (%s)", task.camera_id,
+                         len(failed), len(frames), "; ".join(errors)[:300])
+        redactor = self._redactor(pol, task.camera_id, task.camera_zones)
+        try:
+            res = await asyncio.to_thread(self._finish, redactor, pol, frames, raw, failed, errors, task)
+        except Exception as exc:  # noqa: BLE001 - cannot even encode a fully masked chunk: DLQ
+            return ChunkResult(ChunkStage.FINISH, f"{type(exc).__name__}: {exc}")
+        return replace(res, detector_timeout=timed_out, cpu_s={**res.cpu_s, **cpu})
+
+    def _finish(self, redactor: Redactor, pol: PolicyPlan, frames: np.ndarray, raw: list[Boxes | None],
+                failed: list[int], errors: list[str], task: ChunkTask) -> ChunkResult:
+        """Mask and re-encode (runs in a worker thread). Fail closed: if masking itself
+        fails, every frame is masked whole. ``on_failure=drop`` leaves the frames that
+        would be masked whole out instead (``pts_ms`` lists the frames kept)."""
+        from operators.codec import encode_h264_chunk
+
+        t0 = _cpu()
+        try:
+            out_res = redactor.finish(frames, raw, failed, camera_id=task.camera_id)
+            out, counts, fail_closed = out_res.frames, out_res.masks_per_class, list(out_res.fail_closed_frames)
+        except Exception as exc:  # noqa: BLE001
+            logger.error("masking failed camera=%s error=%s: masking every frame whole", task.camera_id, exc)
+            out = np.zeros_like(frames)
+            counts = {c: 0 for c in redactor.config.classes}
+            fail_closed = list(range(len(frames)))
+            errors = [*errors, f"mask: {exc}"]
+        t1 = _cpu()
+        kept_pts, dropped = list(task.pts_ms), 0
+        if pol.on_failure is OnFailure.DROP and fail_closed:
+            gone = set(int(i) for i in fail_closed)
+            keep = [i for i in range(len(out)) if i not in gone]
+            out, kept_pts, dropped = out[keep], [task.pts_ms[i] for i in keep], len(gone)
+            fail_closed = []
+        payload = (encode_h264_chunk(out, fps=task.fps, pts_ms=kept_pts, crf=self.crf, preset=self.preset)
+                   if kept_pts else None)
+        t2 = _cpu()
+        return ChunkResult(payload=payload, pts_ms=tuple(kept_pts), dropped=dropped, masks_per_class=dict(counts),
+                           fail_closed_frames=tuple(int(i) for i in fail_closed), errors=tuple(errors),
+                           cpu_s={"mask": t1 - t0, "encode": t2 - t1})

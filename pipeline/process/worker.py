@@ -1,19 +1,25 @@
 """``veilstream process``: consume raw chunks, redact them on Ray, produce redacted chunks.
 
-The driver owns the Kafka consumer and producer (so offsets are committed by the one
-process that knows what is durable) and orchestrates Ray actors:
+The consumer loop (this module's :class:`ProcessWorker`) owns the Kafka consumer and
+producer, so offsets are committed by the one process that knows what is durable. It
+runs in a consumer actor inside the Ray cluster (production: :mod:`.consumers`) or in the
+``veilstream process`` process on the local Ray (local mode, tests): the same code. Per
+chunk it makes one remote call, and decoded frames never come back to it::
 
-    poll raw ──► ChunkWorker.decode (CPU) ──► DetectorActor.detect_chunks (batched
-    across cameras) ──► ChunkWorker.finish (fallback, fill, mask, encode) ──► produce
-    redacted ──► broker ack ──► offset finished ──► commit
+    poll raw ──► ChunkActor.redact(ChunkTask) ──► [decode ─► DetectorActor.detect (batched
+    across callers) ─► mask ─► encode] ──► ChunkResult ──► produce redacted ──► broker ack
+    ──► offset finished ──► commit
 
 * Bounded work: at most ``max_inflight_chunks`` chunks in flight, and per partition
   ``max_inflight_per_partition``; full partitions are paused, resumed at half.
 * Completion order: ``ray.wait`` drains whatever finished first; per partition the
-  results are produced in offset order (so a camera's chunks stay in order downstream).
-* Fail closed: a detection call that raises, times out, or whose actor dies, masks every
-  frame of its chunks whole and flags them. A chunk that cannot be decoded, masked or
-  encoded goes to the DLQ with the reason. Nothing is produced unmasked.
+  results are produced in offset order (a camera's chunks stay in order downstream).
+* Fail closed: a detector that raises or times out masks its frames whole (flagged); a
+  chunk that cannot be decoded or encoded goes to the DLQ with the reason. Nothing is
+  produced unmasked.
+* Outages are retried, never dead-lettered: a chunk whose actor or node died is
+  resubmitted (bounded, with backoff); after ``process.outage_retries`` the worker exits
+  non-zero with the offset uncommitted, and a restart resumes from there.
 """
 
 from __future__ import annotations
@@ -23,215 +29,89 @@ import os
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.kafka import ChunkConsumer, ChunkProducer, Delivery, kafka_settings
-from pipeline.metrics import StatusLine, WorkerMetrics, serve_config
-from pipeline.offsets import OffsetTracker, should_pause, should_resume
-from pipeline.stage import root_cause
+from pipeline.metrics import WorkerMetrics, serve_config
+from pipeline.offsets import should_pause, should_resume
+from pipeline.stage import Source, StageKafka, root_cause, stop_on_signals
 from schemas.errors import VeilStreamError
+
+from .actors import ChunkResult, ChunkStage, ChunkTask, is_outage
+from .plan import MaskingPlan, PolicyPlan, build_plan
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class ProcessPolicy:
-    """What the process worker stamps and applies: from ``policies_dir`` or the process keys."""
-
-    policy_id: str
-    version: int
-    on_failure: str  # mask | drop
-    overrides: dict[str, Any]  # RedactionConfig fields the policy sets
-    zones: dict[str, Any] | None
+_root_cause = root_cause  # the name earlier tests and callers use
 
 
-@dataclass(frozen=True)
-class PolicySet:
-    """Every policy this worker serves. ``routed``: chunks are redacted by their camera's
-    ``policy_id`` (``policies_dir`` set); otherwise every chunk gets ``default``."""
-
-    default_id: str
-    policies: dict[str, ProcessPolicy]
-    routed: bool
-
-    @property
-    def default(self) -> ProcessPolicy:
-        return self.policies[self.default_id]
-
-    def for_chunk(self, policy_id: str | None) -> ProcessPolicy | None:
-        """The chunk's policy; ``None`` when its camera names one that does not exist."""
-        if not self.routed or not policy_id:
-            return self.default
-        return self.policies.get(policy_id)
-
-
-# Detector -> the policy classes that need it, and the RedactionConfig threshold it reads.
-_DETECTOR_NEEDS = {"face": ({"face"}, "face_threshold"), "person": ({"face", "person"}, "person_threshold"),
-                   "text": ({"plate", "text"}, "text_threshold")}
-
-
-def _from_policy(pol: Any, zones: dict[str, Any] | None) -> ProcessPolicy:
-    th, pad = pol.thresholds, pol.padding
-    ov: dict[str, Any] = {"classes": pol.classes, "style": pol.style, "strength": pol.strength}
-    for cls in ("face", "person"):
-        if cls in th:
-            ov[f"{cls}_threshold"] = th[cls]
-    # one text model finds plate characters and other text: the lower threshold is the safe one
-    text_th = [th[c] for c in ("plate", "text") if c in th]
-    if text_th:
-        ov["text_threshold"] = min(text_th)
-    for cls in ("face", "plate", "person", "head"):
-        if cls in pad:
-            ov[f"{cls}_padding"] = pad[cls]
-    return ProcessPolicy(pol.policy_id, pol.version, pol.on_failure, ov, pol.zones_document(zones))
-
-
-def resolve_policies(cfg: Any) -> PolicySet:
-    """Every policy of ``policies_dir`` (routed by the chunk's ``policy_id``, default
-    ``process.policy_id``), or (no directory) the inline ``process`` keys for every chunk.
-    A missing default policy is a ``ConfigError`` that names both keys."""
-    p = cfg.process
-    pdir = getattr(cfg, "policies_dir", None)
-    if not pdir:
-        inline = ProcessPolicy(p.policy_id, p.policy_version, "mask",
-                               {"classes": tuple(p.classes), "style": p.style}, p.zones)
-        return PolicySet(p.policy_id, {p.policy_id: inline}, routed=False)
-    from schemas.errors import ConfigError
-    from schemas.policy import load_policies
-
-    policies = load_policies(pdir)
-    if p.policy_id not in policies:
-        raise ConfigError(f"process.policy_id: no policy {p.policy_id!r} in policies_dir {pdir} "
-                          f"(found: {', '.join(sorted(policies)) or 'none'})")
-    return PolicySet(p.policy_id, {pid: _from_policy(pol, p.zones) for pid, pol in policies.items()}, routed=True)
-
-
-def resolve_policy(cfg: Any) -> ProcessPolicy:
-    """The default policy (see :func:`resolve_policies`)."""
-    return resolve_policies(cfg).default
-
-
-def _default_threshold(detector: str, face_model: str) -> float:
-    """A detector's own default score threshold (what ``None`` means in a RedactionConfig)."""
-    import inspect
-
-    from operators.detectors import DETECTORS
-
-    name = {"face": face_model, "person": "yolox_person", "text": "ppocr_text"}[detector]
-    return float(inspect.signature(DETECTORS[name]).parameters["threshold"].default)
-
-
-def policy_configs(pset: PolicySet, base: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """``(detector config, {policy_id: masking config})`` for a set of policies.
-
-    One set of detectors serves every policy: it runs the union of their classes at the
-    lowest threshold any of them asks for. Each policy's masking config then carries its
-    own effective threshold for every detector it uses (explicit, or the detector's
-    default), so :class:`operators.redactor.Redactor` drops the extra low-score boxes
-    that only a more sensitive policy wanted. With one policy both are the same config.
-    """
-    from operators.redactor import RedactionConfig
-
-    per = {pid: RedactionConfig(**pp.overrides, **base).validate() for pid, pp in pset.policies.items()}
-    if len(per) == 1:
-        (only,) = per.values()
-        return only, per
-    face_model = base.get("face_model", "centerface")
-    union_classes = tuple(c for c in ("face", "plate", "person", "text")
-                          if any(c in r.classes for r in per.values()))
-    union: dict[str, Any] = {"classes": union_classes}
-    for det, (needs, field_name) in _DETECTOR_NEEDS.items():
-        users = [pid for pid, r in per.items() if needs & set(r.classes)]
-        if not users:
-            continue
-        explicit = [getattr(per[pid], field_name) for pid in users]
-        if all(v is None for v in explicit):
-            continue  # every user takes the detector default: nothing to reconcile
-        dflt = _default_threshold(det, face_model)
-        eff = {pid: (v if v is not None else dflt) for pid, v in zip(users, explicit)}
-        union[field_name] = min(eff.values())
-        for pid, v in eff.items():
-            per[pid] = replace(per[pid], **{field_name: v})
-    first = next(iter(per.values()))
-    detector = replace(first, **union, style="fill", strength=None).validate()
-    return detector, per
-
-
-def _root_cause(exc: BaseException) -> str:
-    """The last ``SomeError: message`` line of a Ray error (which nests the remote
-    traceback), so a missing model reads as the model error, not as a Ray traceback."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    for ln in reversed(lines):
-        head = ln.split(":", 1)[0]
-        if head.endswith(("Error", "Exception")) and " " not in head and "RayTaskError" not in head \
-                and "ActorDiedError" not in head:
-            return ln.split(":", 1)[1].strip() if ":" in ln else ln
-    return lines[-1] if lines else type(exc).__name__
+class OutageError(VeilStreamError):
+    """Ray stayed unavailable for a chunk through every retry: exit, commit nothing more."""
 
 
 @dataclass
 class Job:
-    tp: tuple[str, int]
-    offset: int
+    """One consumed chunk on its way through the stage."""
+
+    src: Source
     key: bytes | None
-    value: bytes
+    value: bytes = field(repr=False)
     headers: list[tuple[str, bytes]]
-    meta: Any  # ChunkCaptured
-    stage: str = "decode"
-    frames_ref: Any = None
-    info: dict[str, Any] = field(default_factory=dict)
-    detect_started: float = 0.0
-    result: dict[str, Any] | None = None
-    outcome: str | None = None  # "redacted" | "dlq"
-    policy: Any = None  # ProcessPolicy
-    dlq_reason: str = ""
-    worker: Any = None
+    meta: Any = None  # ChunkCaptured
+    policy: PolicyPlan | None = None
+    stage: ChunkStage = ChunkStage.QUEUED
+    result: ChunkResult | None = None
+    dlq: bool = False
+    attempts: int = 0
+    retry_at: float = 0.0
     started: float = field(default_factory=time.monotonic)
+
+    @property
+    def tp(self) -> tuple[str, int]:
+        return self.src.tp
+
+
+def retry_delay_s(attempt: int) -> float:
+    """Backoff before the ``attempt``-th retry of a chunk hit by an outage (1-based)."""
+    return min(10.0, 0.5 * 2 ** max(0, attempt - 1))
 
 
 class ProcessWorker:
-    """The processing driver. ``run()`` blocks until ``stop_event`` is set."""
+    """The consumer loop. ``run()`` blocks until ``stop_event`` is set.
+
+    Args:
+        config: a ``PipelineConfig``.
+        stop_event: set it to stop (SIGTERM does, in the main thread).
+        plan: the masking plan (built from ``config`` by default).
+    """
 
     def __init__(self, config: Any, stop_event: threading.Event | None = None,
-                 metrics: WorkerMetrics | None = None) -> None:
+                 metrics: WorkerMetrics | None = None, plan: MaskingPlan | None = None) -> None:
         self.cfg = config
         self.stop_event = stop_event or threading.Event()
-        self.metrics = metrics or WorkerMetrics("process")
-        self.tracker = OffsetTracker()
-        self.jobs: dict[Any, Job] = {}  # ray ref -> job waiting on it
-        self.detect_queue: deque[Job] = deque()
-        self.detect_calls: dict[Any, tuple[list[Job], Any, float]] = {}  # ref -> (jobs, actor, started)
+        self.kafka = StageKafka(config, "process", metrics, getattr(config.process, "status_interval_s", 10.0))
+        self.metrics = self.kafka.metrics
+        # the driver's $VEILSTREAM_MODEL_DIR travels with the plan: actors run in Ray worker
+        # processes on other nodes whose environment the user never set
+        self.plan = plan or build_plan(config, model_dir=os.environ.get("VEILSTREAM_MODEL_DIR") or None)
+        self.inflight: dict[Any, Job] = {}  # ray ref -> job
+        self.retrying: list[Job] = []
         self.order: dict[tuple[str, int], deque[Job]] = {}
         self.produced = 0
-        self.status = StatusLine(getattr(config.process, "status_interval_s", 10.0))
-        self.policies = resolve_policies(config)
-        self.policy = self.policies.default
+        self.detectors: list[Any] = []
+        self.workers: list[Any] = []
+        self.model_ids: list[dict[str, str]] = []
+        self._rr = 0
 
-    # ---------------------------------------------------------------- setup
-    def _configs(self) -> tuple[Any, dict[str, Any]]:
-        """``(detector config, {policy_id: masking config})`` (see :func:`policy_configs`)."""
-        p = self.cfg.process
-        det = self.cfg.ray.detector
-        base = dict(
-            detect_every=p.detect_every,
-            providers=tuple(det.providers) if det.providers else None,
-            # the driver's $VEILSTREAM_MODEL_DIR travels with the config: actors run in
-            # Ray worker processes on other nodes whose environment the user never set
-            model_dir=getattr(p, "model_dir", None) or os.environ.get("VEILSTREAM_MODEL_DIR") or None,
-            threads=getattr(det, "threads", None),
-            face_model=p.face_model, face_max_side=p.face_max_side, text_max_side=p.text_max_side,
-        )
-        return policy_configs(self.policies, base)
+    @property
+    def tracker(self) -> Any:
+        return self.kafka.tracker
 
-    def _redaction_config(self) -> Any:
-        """The default policy's masking config."""
-        return self._configs()[1][self.policies.default_id]
-
+    # ---------------------------------------------------------------- Ray
     def _start_ray(self) -> None:
         import ray
 
-        from .actors import ChunkWorkerActor, DetectorActor
+        from .actors import ChunkActor, DetectorActor
 
         rc = self.cfg.ray
         if not ray.is_initialized():
@@ -241,53 +121,39 @@ class ProcessWorker:
                 ray.init(address=rc.address, **kw)
             else:
                 ray.init(num_cpus=rc.num_cpus, object_store_memory=rc.object_store_mb * 1024 * 1024, **kw)
-        red, per = self._configs()
         det = rc.detector
-        det_cls = ray.remote(DetectorActor)
-        self._det_opts = {"num_cpus": det.num_cpus, "num_gpus": det.num_gpus, "max_restarts": 3,
-                          "max_task_retries": 0}
-        self._det_cls, self._red = det_cls, red
-        self.detectors = [det_cls.options(**self._det_opts).remote(red) for _ in range(det.replicas)]
-        wk_cls = ray.remote(ChunkWorkerActor)
-        pc = self.cfg.process
-        dp = self.policy
-        others = {pid: (per[pid], pp.zones, pp.on_failure) for pid, pp in self.policies.policies.items()}
+        # Restarted by Ray when they die (handles stay valid); calls in flight then fail
+        # with RayActorError, which is an outage: the chunk is retried, never DLQ'd.
+        self.detectors = [
+            ray.remote(DetectorActor).options(num_cpus=det.num_cpus, num_gpus=det.num_gpus, max_restarts=-1,
+                                              max_task_retries=0, max_concurrency=64)
+            .remote(self.plan, max_batch_frames=det.batch_size, max_wait_s=det.max_wait_ms / 1000.0)
+            for _ in range(det.replicas)]
+        p = self.cfg.process
         self.workers = [
-            wk_cls.options(num_cpus=rc.worker_num_cpus, max_restarts=3).remote(
-                per[dp.policy_id], dp.zones, crf=pc.crf, preset=pc.preset, on_failure=dp.on_failure,
-                policies=others)
-            for _ in range(rc.chunk_workers)
-        ]
-        logger.info("policies %s default=%s routed=%s", ",".join(
-            f"{pid}:v{pp.version}:{'+'.join(per[pid].classes)}" for pid, pp in sorted(self.policies.policies.items())),
-            dp.policy_id, self.policies.routed)
+            ray.remote(ChunkActor).options(num_cpus=rc.worker_num_cpus, max_restarts=-1, max_task_retries=0,
+                                           max_concurrency=rc.chunk_concurrency)
+            .remote(self.plan, self.detectors, crf=p.crf, preset=p.preset, detector_timeout_s=p.detector_timeout_s)
+            for _ in range(rc.chunk_workers)]
+        logger.info("policies %s default=%s routed=%s", self.plan.describe(), self.plan.default_id, self.plan.routed)
         # Building sessions and warming up takes seconds: wait here, not at the first chunk. Actors
         # needing a GPU wait for the node the cluster autoscaler adds: as long as the start-up
         # budget /healthz grants (metrics.startup_budget_s), not a fixed 300 s that would
         # crash-loop the pod while the node joins.
         try:
-            models = ray.get([d.ready.remote() for d in self.detectors] + [w.ready.remote() for w in self.workers],
-                             timeout=float(getattr(self.cfg.metrics, "startup_budget_s", 300.0)))
+            ready = ray.get([d.ready.remote() for d in self.detectors] + [w.ready.remote() for w in self.workers],
+                            timeout=float(getattr(self.cfg.metrics, "startup_budget_s", 300.0)))
         except Exception as exc:  # noqa: BLE001 - an actor's __init__ failed: say why in one line
-            raise VeilStreamError(f"process actors failed to start: {_root_cause(exc)}") from None
-        self.model_ids = models[0] if self.detectors else []
-        self._rr = 0
-        self.det_load = {id(d): 0 for d in self.detectors}
-        logger.info("ray ready detectors=%d workers=%d models=%s", len(self.detectors), len(self.workers),
-                    ",".join(m["id"] for m in self.model_ids))
-
-    def _next_worker(self) -> Any:
-        self._rr = (self._rr + 1) % len(self.workers)
-        return self.workers[self._rr]
+            raise VeilStreamError(f"process actors failed to start: {root_cause(exc)}") from None
+        self.model_ids = ready[0] if self.detectors else []
+        logger.info("ray ready detectors=%d chunk_actors=%d concurrency=%d models=%s", len(self.detectors),
+                    len(self.workers), rc.chunk_concurrency, ",".join(m["id"] for m in self.model_ids))
 
     # ---------------------------------------------------------------- loop
     def run(self) -> int:
         import ray
 
-        from schemas.messages import SchemaError, decode_chunk_captured
-
-        k = self.cfg.kafka
-        p = self.cfg.process
+        k, p = self.cfg.kafka, self.cfg.process
         # Probes first: /healthz is live while Ray, the actors and their models start (a GPU
         # node may still be joining), /readyz turns 200 only once the loop consumes.
         server = serve_config(self.metrics, self.cfg.metrics)
@@ -298,313 +164,231 @@ class ProcessWorker:
             if server is not None:
                 server.shutdown()
             raise
-        self._reclaim_signals()
-        self.producer = ChunkProducer(k.bootstrap_servers, message_max_bytes=k.message_max_bytes,
-                                      client_id="veil-process", extra=kafka_settings(k))
-        self.consumer = ChunkConsumer(
-            k.bootstrap_servers, p.consumer_group, [k.topics.raw], message_max_bytes=k.message_max_bytes,
-            session_timeout_ms=k.session_timeout_ms, on_revoke=self._on_revoke, extra=kafka_settings(k))
+        stop_on_signals(self.stop_event)  # ray.init installed its own SIGTERM handler: take it back
+        self.kafka.connect(p.consumer_group, [k.topics.raw], on_revoke=self._on_revoke)
         self.metrics.ready = True
-        max_total, max_part = p.max_inflight_chunks, p.max_inflight_per_partition
         try:
             while not self.stop_event.is_set():
-                self.metrics.tick()
-                free = max_total - self.tracker.inflight()
-                if free > 0:
-                    for msg in self.consumer.poll(0.02 if self.jobs or self.detect_calls else 0.2, free):
-                        tp = (msg.topic(), msg.partition())
-                        self.tracker.started(tp, msg.offset())
-                        self.metrics.chunks_in.labels(camera="all").inc()
-                        job = Job(tp, msg.offset(), msg.key(), msg.value() or b"", list(msg.headers() or []), None)
-                        self.order.setdefault(tp, deque()).append(job)
-                        try:
-                            # key = meta camera (key_mismatch), limits before any decoding
-                            job.meta = decode_chunk_captured(job.value, job.headers, key=job.key,
-                                                             limits=getattr(self.cfg, "limits", None))
-                        except SchemaError as exc:
-                            self._to_dlq(job, getattr(exc, "reason", "invalid_message"), str(exc))
-                            continue
-                        job.policy = self.policies.for_chunk(job.meta.policy_id)
-                        if job.policy is None:  # nobody decided how to mask it: never guess
-                            self._to_dlq(job, "unknown_policy",
-                                         f"camera {job.meta.camera_id} names policy {job.meta.policy_id!r}, "
-                                         f"which is not in policies_dir {self.cfg.policies_dir} "
-                                         f"(found: {', '.join(sorted(self.policies.policies))}); write it, "
-                                         f"restart the process workers, and replay the DLQ")
-                            continue
-                        self.metrics.frames_in.inc(len(job.meta.pts_ms))
-                        self._submit_decode(job)
-                for tp in list(self.consumer.assigned):
-                    n = self.tracker.inflight(tp)
-                    if should_pause(n, max_part):
-                        self.consumer.pause([tp])
-                    elif tp in self.consumer.paused and should_resume(n, max_part):
-                        self.consumer.resume([tp])
-                self._submit_detection(force=False)
-                self._drain(ray, timeout_s=0.01)
-                self._check_timeouts()
-                self._emit_in_order()
-                self.producer.poll(0)
-                self._commit()
-                self.metrics.inflight.set(self.tracker.inflight())
-                if self.status.due():
-                    self._log_status()
+                self.step(ray)
             self._shutdown(ray)
         finally:
             self.metrics.ready = False
-            self.consumer.close()
+            self.kafka.consumer.close()
             if server is not None:
                 server.shutdown()
         return 0
 
-    def _reclaim_signals(self) -> None:
-        """``ray.init`` installs its own SIGTERM handler in the driver, which kills the
-        process mid-chunk; take SIGTERM/SIGINT back so they stop consuming, drain, flush and
-        commit (the Kubernetes pod stop path)."""
-        import signal
+    def step(self, ray: Any) -> None:
+        """One loop iteration: poll (within the bounds), submit, drain, produce, commit."""
+        p = self.cfg.process
+        consumer, producer = self.kafka.consumer, self.kafka.producer
+        self.metrics.tick()
+        free = p.max_inflight_chunks - self.tracker.inflight()
+        if free > 0:
+            t0 = time.thread_time()
+            msgs = consumer.poll(0.02 if self.inflight else 0.2, free)
+            self.metrics.cpu_seconds.labels(step="kafka").inc(time.thread_time() - t0)
+            for msg in msgs:
+                self._accept(msg)
+        for tp in list(consumer.assigned):
+            n = self.tracker.inflight(tp)
+            if should_pause(n, p.max_inflight_per_partition):
+                consumer.pause([tp])
+            elif tp in consumer.paused and should_resume(n, p.max_inflight_per_partition):
+                consumer.resume([tp])
+        self._resubmit_due()
+        self._drain(ray, timeout_s=0.02)
+        t0 = time.thread_time()
+        self._emit_in_order()
+        producer.poll(0)
+        self.kafka.commit()
+        self.metrics.cpu_seconds.labels(step="kafka").inc(time.thread_time() - t0)
+        self.metrics.inflight.set(self.tracker.inflight())
+        if self.kafka.status.due():
+            self.kafka.log_status(produced=self.produced, retrying=len(self.retrying),
+                                  fail_closed=int(self.metrics.value("veil_process_fail_closed_frames_total")))
 
-        if threading.current_thread() is not threading.main_thread():
+    def _accept(self, msg: Any) -> None:
+        from schemas.messages import SchemaError, decode_chunk_captured
+
+        src = Source.of(msg)
+        self.kafka.started(src)
+        job = Job(src, msg.key(), msg.value() or b"", list(msg.headers() or []))
+        self.order.setdefault(src.tp, deque()).append(job)
+        try:
+            job.meta = decode_chunk_captured(job.value, job.headers, key=job.key,
+                                             limits=getattr(self.cfg, "limits", None))
+        except SchemaError as exc:  # key_mismatch / limit_exceeded carry their own reason
+            self._to_dlq(job, getattr(exc, "reason", "invalid_message"), str(exc))
             return
+        job.policy = self.plan.for_chunk(job.meta.policy_id)
+        if job.policy is None:  # nobody decided how to mask it: never guess
+            self._to_dlq(job, "unknown_policy",
+                         f"camera {job.meta.camera_id} names policy {job.meta.policy_id!r}, which is not in "
+                         f"policies_dir {self.cfg.policies_dir} (found: {', '.join(sorted(self.plan.policies))}); "
+                         f"write it, restart the process workers, and replay the DLQ")
+            return
+        self.metrics.frames_in.inc(len(job.meta.pts_ms))
+        self._submit(job)
 
-        def handler(signum: int, _frame: Any) -> None:
-            logger.info("signal %d: stopping", signum)
-            self.stop_event.set()
+    def _submit(self, job: Job) -> None:
+        m = job.meta
+        limits = getattr(self.cfg, "limits", None)
+        task = ChunkTask(codec=m.codec, payload=m.payload, camera_id=m.camera_id, fps=m.fps, pts_ms=tuple(m.pts_ms),
+                         width=m.width, height=m.height, policy_id=job.policy.policy_id if job.policy else None,
+                         camera_zones=tuple(getattr(m, "zones", ()) or ()),
+                         max_pixels=getattr(limits, "max_pixels_per_frame", None))
+        self._rr = (self._rr + 1) % len(self.workers)
+        ref = self.workers[self._rr].redact.remote(task)
+        job.stage = ChunkStage.DECODE
+        self.inflight[ref] = job
 
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
-
-    def _submit_decode(self, job: Job) -> None:
-        w = self._next_worker()
-        job.worker = w
-        frames_ref, info_ref = w.decode.options(num_returns=2).remote(
-            job.meta.codec, job.meta.payload, len(job.meta.pts_ms), (job.meta.width, job.meta.height),
-            getattr(getattr(self.cfg, "limits", None), "max_pixels_per_frame", None))
-        job.frames_ref = frames_ref
-        job.stage = "decode"
-        self.jobs[info_ref] = job
-
-    def _submit_detection(self, force: bool) -> None:
-        """Send queued chunks to the least loaded detector, several chunks per call."""
-        batch_frames = self.cfg.ray.detector.batch_size
-        every = max(1, self.cfg.process.detect_every)
-        while self.detect_queue:
-            d = min(self.detectors, key=lambda a: self.det_load[id(a)])
-            if self.det_load[id(d)] >= 2 and not force:
-                return  # both pipeline slots of the best actor busy: let the queue grow into a batch
-            jobs: list[Job] = []
-            n = 0
-            while self.detect_queue and (not jobs or n < batch_frames):
-                j = self.detect_queue.popleft()
-                jobs.append(j)
-                n += -(-j.info["frames"] // every) + 1
-            ref = d.detect_chunks.remote(*[j.frames_ref for j in jobs])
-            now = time.monotonic()
-            for j in jobs:
-                j.stage, j.detect_started = "detect", now
-            self.detect_calls[ref] = (jobs, d, now)
-            self.det_load[id(d)] += 1
+    def _resubmit_due(self) -> None:
+        now = time.monotonic()
+        due = [j for j in self.retrying if j.retry_at <= now]
+        for job in due:
+            self.retrying.remove(job)
+            self._submit(job)
 
     def _drain(self, ray: Any, timeout_s: float) -> None:
-        refs = list(self.jobs) + list(self.detect_calls)
-        if not refs:
+        if not self.inflight:
             return
-        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s, fetch_local=False)
+        ready, _ = ray.wait(list(self.inflight), num_returns=len(self.inflight), timeout=timeout_s,
+                            fetch_local=True)
         for ref in ready:
-            if ref in self.detect_calls:
-                jobs, actor, _t = self.detect_calls.pop(ref)
-                self.det_load[id(actor)] = max(0, self.det_load.get(id(actor), 1) - 1)
-                try:
-                    results = ray.get(ref)
-                except Exception as exc:  # noqa: BLE001 - RayTaskError, RayActorError: fail closed
-                    logger.error("detection failed chunks=%d error=%s: failing closed", len(jobs),
-                                 str(exc).splitlines()[0][:200])
-                    self.metrics.errors.labels(kind="detector").inc()
-                    results = [self._all_failed(j, "detector error") for j in jobs]
-                for j, r in zip(jobs, results):
-                    self._submit_finish(j, r)
+            job = self.inflight.pop(ref)
+            try:
+                res: ChunkResult = ray.get(ref)
+            except Exception as exc:  # noqa: BLE001 - RayTaskError, RayActorError, ...
+                if is_outage(exc):
+                    self._outage(job, root_cause(exc))
+                else:  # our code raised on this input: it would raise again
+                    self._to_dlq(job, "redaction_failed", root_cause(exc))
                 continue
-            job = self.jobs.pop(ref)
-            if job.stage == "decode":
-                try:
-                    info = ray.get(ref)
-                except Exception as exc:  # noqa: BLE001 - worker died: the DLQ says why
-                    info = {"error": f"decode worker failed: {root_cause(exc)[:500]}"}
-                if info.get("error"):
-                    self._to_dlq(job, "decode_failed", info["error"])
-                    continue
-                job.info = info
-                job.stage = "queued"
-                self.detect_queue.append(job)
-            elif job.stage == "finish":
-                try:
-                    job.result = ray.get(ref)
-                except Exception as exc:  # noqa: BLE001
-                    # the cause, not Ray's colour banner ("ray::ChunkWorkerActor.finish() ...")
-                    self._to_dlq(job, "redaction_failed", root_cause(exc)[:1000])
-                    continue
-                job.outcome = "redacted"
-                job.stage = "done"
-        self._submit_detection(force=False)
-
-    def _all_failed(self, job: Job, why: str) -> tuple[list[Any], list[int], list[str]]:
-        n = job.info["frames"]
-        return [None] * n, list(range(n)), [why]
-
-    def _check_timeouts(self) -> None:
-        limit = self.cfg.process.detector_timeout_s
-        now = time.monotonic()
-        for ref, (jobs, actor, started) in list(self.detect_calls.items()):
-            if now - started < limit:
+            self._account_cpu(res)
+            if res.outage:
+                self._outage(job, res.error)
                 continue
-            del self.detect_calls[ref]
-            logger.error("detection timed out after %.1fs chunks=%d: failing closed, restarting detector",
-                         limit, len(jobs))
-            self.metrics.errors.labels(kind="detector_timeout").inc()
-            self._restart_detector(actor)
-            for j in jobs:
-                self._submit_finish(j, self._all_failed(j, f"detector timeout after {limit}s"))
+            if res.detector_timeout is not None:
+                self._restart_detector(ray, res.detector_timeout)
+            if res.failed_stage is ChunkStage.DECODE:
+                self._to_dlq(job, "decode_failed", res.error)
+                continue
+            if res.failed_stage is not None:
+                self._to_dlq(job, "redaction_failed", res.error)
+                continue
+            job.result, job.stage = res, ChunkStage.DONE
 
-    def _restart_detector(self, actor: Any) -> None:
-        import ray
+    def _account_cpu(self, res: ChunkResult) -> None:
+        for step, s in res.cpu_s.items():
+            self.metrics.cpu_seconds.labels(step=step).inc(max(0.0, s))
 
+    def _outage(self, job: Job, why: str) -> None:
+        """An actor or node was unavailable: retry the chunk later (its offset stays in
+        flight, so nothing past it is committed); give up by failing the worker."""
+        job.attempts += 1
+        self.metrics.errors.labels(kind="ray_outage").inc()
+        if job.attempts > self.cfg.process.outage_retries:
+            raise OutageError(f"Ray stayed unavailable for chunk {job.src.topic}[{job.src.partition}]@"
+                              f"{job.src.offset} through {self.cfg.process.outage_retries} retries ({why}); "
+                              f"exiting without committing it: a restarted worker resumes from the committed offset")
+        delay = retry_delay_s(job.attempts)
+        logger.warning("ray unavailable camera=%s offset=%d attempt=%d retry_in=%.1fs: %s",
+                       getattr(job.meta, "camera_id", "?"), job.src.offset, job.attempts, delay, why)
+        job.stage, job.retry_at = ChunkStage.QUEUED, time.monotonic() + delay
+        self.retrying.append(job)
+
+    def _restart_detector(self, ray: Any, idx: int) -> None:
+        """A detector timed out (hung): restart it (Ray keeps the handle). Its calls in
+        flight fail as an outage and are retried on the restarted actor."""
+        if not (0 <= idx < len(self.detectors)):
+            return
+        logger.error("detection timed out after %.1fs: restarting detector %d (its chunks failed closed)",
+                     self.cfg.process.detector_timeout_s, idx)
+        self.metrics.errors.labels(kind="detector_timeout").inc()
         try:
-            ray.kill(actor, no_restart=True)
-        except Exception:  # noqa: BLE001
-            pass
-        idx = next((i for i, d in enumerate(self.detectors) if d is actor), None)
-        self.det_load.pop(id(actor), None)
-        new = self._det_cls.options(**self._det_opts).remote(self._red)
-        if idx is None:
-            self.detectors.append(new)
-        else:
-            self.detectors[idx] = new
-        self.det_load[id(new)] = 0
-        # calls still queued on the killed actor fail with RayActorError -> fail closed there
-        for ref, (jobs, a, t) in list(self.detect_calls.items()):
-            if a is actor:
-                self.detect_calls[ref] = (jobs, new, t)
+            ray.kill(self.detectors[idx], no_restart=False)
+        except Exception as exc:  # noqa: BLE001 - already dead or restarting
+            logger.warning("detector restart: %s", root_cause(exc))
 
-    def _submit_finish(self, job: Job, detected: Any) -> None:
-        m = job.meta
-        ref = job.worker.finish.remote(job.frames_ref, detected, m.camera_id, m.fps, list(m.pts_ms),
-                                       job.policy.policy_id)
-        job.stage = "finish"
-        self.jobs[ref] = job
-
+    # ---------------------------------------------------------------- output
     def _emit_in_order(self) -> None:
+        for q in self.order.values():
+            while q and q[0].stage is ChunkStage.DONE:
+                job = q.popleft()
+                if not job.dlq:
+                    self._produce(job)
+
+    def _produce(self, job: Job) -> None:
         from schemas.messages import ChunkRedacted, encode_chunk
 
-        topic = self.cfg.kafka.topics.redacted
-        for q in self.order.values():
-            while q and q[0].stage == "done" and q[0].outcome is not None:
-                job = q.popleft()
-                if job.outcome != "redacted":
-                    continue  # DLQ'd: its offset is finished by the DLQ ack
-                r = job.result or {}
-                m = job.meta
-                fail_closed = tuple(r.get("fail_closed_frames", ()))
-                dropped = int(r.get("dropped", 0) or 0)
-                if dropped:  # the policy drops frames whose detection failed: counted, never silent
-                    self.metrics.drops.labels(reason="detection_failed").inc(dropped)
-                if r.get("payload") is None:
-                    logger.warning("chunk dropped whole camera=%s chunk_seq=%d offset=%d frames=%d: detection "
-                                   "failed and the policy drops such frames", m.camera_id, m.chunk_seq,
-                                   job.offset, dropped)
-                    self.tracker.finished(job.tp, job.offset)
-                    job.frames_ref = None
-                    continue
-                pts = tuple(r.get("pts_ms", m.pts_ms))
-                out = ChunkRedacted(
-                    camera_id=m.camera_id, chunk_seq=m.chunk_seq, pts_ms=pts, fps=m.fps,
-                    width=m.width, height=m.height, codec="h264", captured_at_ms=m.captured_at_ms,
-                    payload=r["payload"], masks_per_class=dict(r.get("masks_per_class", {})),
-                    fail_closed_frames=fail_closed, models=tuple(self.model_ids),
-                    policy_id=job.policy.policy_id, policy_version=job.policy.version,
-                    dropped_frames=int(getattr(m, "dropped_frames", 0) or 0) + dropped,
-                )
-                value, headers = encode_chunk(out)
-                self.producer.produce(topic, value, m.camera_id, headers,
-                                      on_done=self._acked(job, len(pts), r, fail_closed))
-                job.frames_ref = None
+        r, m = job.result, job.meta
+        assert r is not None and job.policy is not None
+        if r.dropped:  # the policy drops frames whose detection failed: counted, never silent
+            self.metrics.drops.labels(reason="detection_failed").inc(r.dropped)
+        if r.payload is None:
+            logger.warning("chunk dropped whole camera=%s chunk_seq=%d offset=%d frames=%d: detection failed and "
+                           "the policy drops such frames", m.camera_id, m.chunk_seq, job.src.offset, r.dropped)
+            self.kafka.finished(job.src)
+            return
+        out = ChunkRedacted(
+            camera_id=m.camera_id, chunk_seq=m.chunk_seq, pts_ms=r.pts_ms, fps=m.fps, width=m.width,
+            height=m.height, codec="h264", captured_at_ms=m.captured_at_ms, payload=r.payload,
+            masks_per_class=dict(r.masks_per_class), fail_closed_frames=r.fail_closed_frames,
+            models=tuple(self.model_ids), policy_id=job.policy.policy_id, policy_version=job.policy.version,
+            dropped_frames=int(getattr(m, "dropped_frames", 0) or 0) + r.dropped)
+        value, headers = encode_chunk(out)
+        self.kafka.producer.produce(self.cfg.kafka.topics.redacted, value, m.camera_id, headers,
+                                    on_done=self._acked(job, r))
 
-    def _acked(self, job: Job, frames: int, r: dict[str, Any], fail_closed: tuple[int, ...]) -> Any:
-        def cb(d: Delivery) -> None:
+    def _acked(self, job: Job, r: ChunkResult) -> Any:
+        def cb(d: Any) -> None:
             if d.error:
                 # Not durable: leave the offset in flight so it is never committed; the chunk
                 # is redone after a restart or rebalance (at-least-once).
-                logger.error("produce failed camera=%s offset=%d error=%s", job.meta.camera_id, job.offset, d.error)
+                logger.error("produce failed camera=%s offset=%d error=%s", job.meta.camera_id, job.src.offset,
+                             d.error)
                 self.metrics.errors.labels(kind="produce").inc()
                 return
-            self.tracker.finished(job.tp, job.offset)
+            self.kafka.finished(job.src)
             self.produced += 1
             self.metrics.chunks_out.labels(camera="all").inc()
-            self.metrics.frames_out.inc(frames)
-            for cls, n in r.get("masks_per_class", {}).items():
+            self.metrics.frames_out.inc(len(r.pts_ms))
+            for cls, n in r.masks_per_class.items():
                 self.metrics.frames_masked.labels(cls=cls).inc(n)
-            if fail_closed:
-                self.metrics.fail_closed.inc(len(fail_closed))
+            if r.fail_closed_frames:
+                self.metrics.fail_closed.inc(len(r.fail_closed_frames))
             self.metrics.latency.observe(max(0.0, time.time() - job.meta.captured_at_ms / 1000.0))
             self.metrics.stage_seconds.observe(time.monotonic() - job.started)
         return cb
 
     def _to_dlq(self, job: Job, reason: str, error: str) -> None:
-        from schemas.messages import DlqRecord, encode_dlq
+        job.stage, job.dlq = ChunkStage.DONE, True
+        self.kafka.to_dlq(job.src, job.key, job.value, job.headers, reason, error)
 
-        logger.warning("dlq reason=%s topic=%s partition=%d offset=%d error=%s", reason, job.tp[0], job.tp[1],
-                       job.offset, error)
-        rec = DlqRecord(reason=reason, error=error[:2000], source_topic=job.tp[0], source_partition=job.tp[1],
-                        source_offset=job.offset, headers={k: v.decode("utf-8", "replace") for k, v in job.headers},
-                        at_ms=int(time.time() * 1000), payload_size=len(job.value))
-        value, headers = encode_dlq(rec, job.value)
-        job.stage, job.outcome, job.dlq_reason = "done", "dlq", reason
-        job.frames_ref = None
-
-        def cb(d: Delivery) -> None:
-            if d.error:
-                logger.error("dlq produce failed offset=%d error=%s", job.offset, d.error)
-                return
-            self.tracker.finished(job.tp, job.offset)
-            self.metrics.dlq.labels(reason=reason).inc()
-
-        self.producer.produce(self.cfg.kafka.topics.dlq, value, job.key, headers, on_done=cb)
-
-    def _commit(self) -> None:
-        offsets = self.tracker.committable()
-        if offsets:
-            self.consumer.commit(offsets)
-            self.tracker.mark_committed(offsets)
-
+    # ---------------------------------------------------------------- rebalance, shutdown
     def _on_revoke(self, tps: list[tuple[str, int]]) -> None:
-        self.producer.flush(10.0)  # acks of already produced chunks still count
-        self._commit()
-        abandoned = self.tracker.revoke(tps)
+        abandoned = self.kafka.revoke(tps)  # flush (acks still count), commit, forget in flight
+        gone = set(tps)
         for tp in tps:
-            for job in self.order.pop(tp, deque()):
-                job.stage, job.outcome = "abandoned", "abandoned"
+            self.order.pop(tp, None)
+        self.retrying = [j for j in self.retrying if j.tp not in gone]
+        for ref, job in list(self.inflight.items()):
+            if job.tp in gone:
+                del self.inflight[ref]  # its result is ignored: the new owner redoes it
         if abandoned:
             logger.info("revoked partitions abandoned %d in-flight chunks to their new owner", abandoned)
-
-    def _log_status(self) -> None:
-        lag = self.consumer.lag()
-        for (_t, p), v in lag.items():
-            self.metrics.lag.labels(partition=str(p)).set(v)
-        logger.info("status inflight=%d produced=%d dlq=%d fail_closed=%d lag=%d",
-                    self.tracker.inflight(), self.produced, int(sum(
-                        s.value for mf in self.metrics.dlq.collect() for s in mf.samples if s.name.endswith("_total"))),
-                    int(self.metrics.value("veil_process_fail_closed_frames_total")), sum(lag.values()))
 
     def _shutdown(self, ray: Any) -> None:
         """Stop consuming, finish what is in flight (bounded), flush, commit."""
         deadline = time.monotonic() + self.cfg.process.drain_timeout_s
-        for tp in list(self.consumer.assigned):
-            self.consumer.pause([tp])
-        while (self.jobs or self.detect_calls or self.detect_queue) and time.monotonic() < deadline:
-            self._submit_detection(force=True)
+        self.kafka.pause_all()
+        while (self.inflight or self.retrying) and time.monotonic() < deadline:
+            self._resubmit_due()
             self._drain(ray, timeout_s=0.05)
-            self._check_timeouts()
             self._emit_in_order()
-            self.producer.poll(0)
+            self.kafka.producer.poll(0)
         self._emit_in_order()
-        self.producer.flush(30.0)
-        self._commit()
+        self.kafka.producer.flush(30.0)
+        self.kafka.commit()
         logger.info("process stopped produced=%d inflight_left=%d", self.produced, self.tracker.inflight())

@@ -102,9 +102,9 @@ def test_up_down_leaves_nothing_behind(tmp_path):
         assert cfg.kafka.bootstrap_servers == state.bootstrap
         assert cfg.object_store.endpoint == state.s3_endpoint
         assert cfg.ray.address == state.ray_address
-        from pipeline.process.worker import resolve_policy
+        from pipeline.process.plan import build_plan
 
-        assert cfg.object_store.object_lock and resolve_policy(cfg).policy_id == "default"  # the policy is there
+        assert cfg.object_store.object_lock and build_plan(cfg).default.policy_id == "default"  # the policy is there
         assert StackState.load(tmp_path / "state") == state
         assert up(state_dir=tmp_path / "state").processes == state.processes  # idempotent
         from pipeline.devstack import _descendants

@@ -297,3 +297,35 @@ def test_chunks_are_redacted_by_their_camera_policy_unknown_policy_to_dlq(setup:
     assert len(dlq) == 1
     rec = decode_dlq(dlq[0].value(), dlq[0].headers())
     assert rec.reason == "unknown_policy" and "'missing'" in rec.error and "default, people" in rec.error
+
+
+def test_an_actor_lost_while_chunks_are_in_flight_is_retried_never_dead_lettered(setup: Any) -> None:
+    """Issue 12 item 6: the detector actor dies (a node going away) while a chunk waits on
+    it. The chunk is an outage, not bad input: it is retried on the restarted actor and
+    comes out redacted normally (nothing failed closed); nothing goes to the DLQ."""
+    cfg = parse_config({**_as_dict(setup), "process": {**_as_dict(setup)["process"], "detector_timeout_s": 120.0}})
+    chunks = carphone_chunks(seconds=1.0)[:1]
+    w, stop, t = start_worker(cfg)
+    try:
+        import ray
+
+        ray.get(w.detectors[0].fail_next.remote("hang"))  # the chunk will sit in the detector
+        v, h = encode_chunk(chunks[0])
+        produce(cfg, [(v, list(h), CAMERA)])
+        deadline = time.monotonic() + 60
+        while not w.inflight and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(2.0)
+        ray.kill(w.detectors[0], no_restart=False)  # dies with the chunk in flight; Ray restarts it
+        out = consume_all(cfg, cfg.kafka.topics.redacted, 1, timeout_s=180)
+        dlq = consume_all(cfg, cfg.kafka.topics.dlq, 1, timeout_s=3)
+        deadline = time.monotonic() + 30
+        while committed(cfg) < 1 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        outages = w.metrics.value("veil_process_errors_total", {"kind": "ray_outage"})
+    finally:
+        stop_worker(stop, t, w)
+    assert dlq == [] and len(out) == 1 and committed(cfg) == 1
+    r = decode_chunk_redacted(out[0].value(), out[0].headers())
+    assert r.fail_closed_frames == () and r.masks_per_class["face"] >= len(r.pts_ms)
+    assert outages >= 1

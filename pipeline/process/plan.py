@@ -1,0 +1,181 @@
+"""The masking plan: what the process stage masks, how, and with which detectors.
+
+Built once, at start-up, from the policies directory (or the inline ``process`` keys,
+which become a policy like any other), and the defaults; pure and frozen, so
+``veilstream config check`` builds exactly what the workers will run, without Ray.
+
+* One set of detectors serves every policy: the union of their classes, each detector at
+  the lowest threshold any policy asks for (a policy that sets none takes the detector's
+  own :data:`operators.detectors.DEFAULT_THRESHOLDS`).
+* Per policy: its classes, style, strength, padding, thresholds (it filters the shared
+  detectors' boxes at its own), zones and on-failure rule.
+* Per chunk: the camera's own zones (its registry record, carried on every chunk) are
+  unioned with its policy's: a zone drawn on a camera is masked on every frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from operators.redactor import RedactionConfig
+from schemas.errors import ConfigError
+from schemas.policy import Policy, load_policies, parse_policy
+
+# detector -> (the classes that need it, the RedactionConfig threshold field it reads)
+_DETECTOR_NEEDS: dict[str, tuple[frozenset[str], str]] = {
+    "face": (frozenset({"face"}), "face_threshold"),
+    "person": (frozenset({"face", "person"}), "person_threshold"),  # persons feed the head fallback
+    "text": (frozenset({"plate", "text"}), "text_threshold"),
+}
+
+
+class OnFailure(enum.Enum):
+    """What happens to a frame whose detection failed: masked whole, or left out."""
+
+    MASK = "mask"
+    DROP = "drop"
+
+
+@dataclass(frozen=True)
+class PolicyPlan:
+    """How one policy masks: its redaction config, zones and on-failure rule.
+
+    Attributes:
+        policy_id, version: stamped on every chunk it redacts.
+        redaction: classes, style, strength, padding and this policy's thresholds.
+        on_failure: :class:`OnFailure`.
+        zones: the policy's own zones (``{name, polygon, normalized}`` mappings).
+        camera_zones: per camera id, zones of the legacy inline ``process.zones`` document.
+    """
+
+    policy_id: str
+    version: int
+    redaction: RedactionConfig
+    on_failure: OnFailure
+    zones: tuple[Mapping[str, Any], ...] = ()
+    camera_zones: Mapping[str, tuple[Mapping[str, Any], ...]] = dataclasses.field(default_factory=dict)
+
+    def zones_document(self, camera_id: str, camera_zones: Sequence[Mapping[str, Any]] = ()
+                       ) -> dict[str, Any] | None:
+        """The zones masked on a chunk of ``camera_id``: the policy's, unioned with the
+        camera's own (``camera_zones``, from its registry record); ``None`` when none."""
+        zs = [*self.zones, *self.camera_zones.get(camera_id, ()), *camera_zones]
+        return {"zones": [dict(z) for z in zs]} if zs else None
+
+
+@dataclass(frozen=True)
+class MaskingPlan:
+    """Every policy the process stage serves, and the one detector set they share.
+
+    Attributes:
+        detector: the detector actors' config (union of classes, lowest thresholds).
+        policies: policy id -> :class:`PolicyPlan` (never mutated after :func:`build_plan`;
+            a plain dict so the plan pickles to Ray actors).
+        default_id: the policy of chunks whose camera names none.
+        routed: chunks go by their camera's ``policy_id`` (``policies_dir`` set); without
+            a directory every chunk gets the default (the inline policy).
+    """
+
+    detector: RedactionConfig
+    policies: Mapping[str, PolicyPlan]
+    default_id: str
+    routed: bool
+
+    @property
+    def default(self) -> PolicyPlan:
+        return self.policies[self.default_id]
+
+    def for_chunk(self, policy_id: str | None) -> PolicyPlan | None:
+        """The chunk's policy; ``None`` when its camera names one nobody wrote (DLQ)."""
+        if not self.routed or not policy_id:
+            return self.default
+        return self.policies.get(policy_id)
+
+    def describe(self) -> str:
+        """One line: ``id:vN:classes:on_failure`` per policy."""
+        return ", ".join(f"{p.policy_id}:v{p.version}:{'+'.join(p.redaction.classes)}:{p.on_failure.value}"
+                         for _, p in sorted(self.policies.items()))
+
+
+def _redaction_of(pol: Policy, base: RedactionConfig) -> RedactionConfig:
+    """``base`` (the stage's detection settings) with a policy's choices."""
+    th, pad = pol.thresholds, pol.padding
+    kw: dict[str, Any] = {"classes": tuple(pol.classes), "style": pol.style, "strength": pol.strength}
+    for cls in ("face", "person"):
+        if cls in th:
+            kw[f"{cls}_threshold"] = th[cls]
+    # one text model finds plate characters and other text: the lower threshold is the safe one
+    text_th = [th[c] for c in ("plate", "text") if c in th]
+    if text_th:
+        kw["text_threshold"] = min(text_th)
+    for cls in ("face", "plate", "person", "head"):
+        if cls in pad:
+            kw[f"{cls}_padding"] = pad[cls]
+    return replace(base, **kw).validate()
+
+
+def _inline_policy(process: Any) -> Policy:
+    """The inline ``process`` keys as a policy (no ``policies_dir``)."""
+    doc = process.zones or {}
+    return parse_policy({"policy_id": process.policy_id, "version": process.policy_version,
+                         "classes": list(process.classes), "style": process.style,
+                         "zones": list(doc.get("zones") or [])},
+                        what="process (inline policy)")
+
+
+def _default_thresholds(face_model: str) -> dict[str, float]:
+    from operators.detectors import DEFAULT_THRESHOLDS
+
+    return {"face_threshold": DEFAULT_THRESHOLDS[face_model], "person_threshold": DEFAULT_THRESHOLDS["yolox_person"],
+            "text_threshold": DEFAULT_THRESHOLDS["ppocr_text"]}
+
+
+def build_plan(cfg: Any, *, model_dir: str | None = None) -> MaskingPlan:
+    """The plan for a ``PipelineConfig``: every policy of ``policies_dir`` (default
+    ``process.policy_id``), or the inline ``process`` keys as the one policy.
+
+    Raises:
+        ConfigError: a policy is invalid, or the default policy does not exist (naming
+            ``process.policy_id`` and what exists).
+    """
+    p, det = cfg.process, cfg.ray.detector
+    base = RedactionConfig(
+        detect_every=p.detect_every, providers=tuple(det.providers) if det.providers else None,
+        model_dir=model_dir or p.model_dir, threads=getattr(det, "threads", None), face_model=p.face_model,
+        face_max_side=p.face_max_side, text_max_side=p.text_max_side).validate()
+    pdir = getattr(cfg, "policies_dir", None)
+    if pdir:
+        found = load_policies(pdir)
+        if p.policy_id not in found:
+            raise ConfigError(f"process.policy_id: no policy {p.policy_id!r} in policies_dir {pdir} "
+                              f"(found: {', '.join(sorted(found)) or 'none'})")
+    else:
+        inline = _inline_policy(p)
+        found = {inline.policy_id: inline}
+    # the legacy inline zones document: global zones on top of every policy's, plus per camera
+    inline_zones = tuple((p.zones or {}).get("zones") or ()) if pdir else ()
+    cams = {str(k): tuple(v) for k, v in ((p.zones or {}).get("cameras") or {}).items()}
+    plans = {pid: PolicyPlan(pid, pol.version, _redaction_of(pol, base), OnFailure(pol.on_failure),
+                             (*pol.zones, *inline_zones), cams)
+             for pid, pol in found.items()}
+    if len(plans) == 1:
+        (only,) = plans.values()
+        return MaskingPlan(only.redaction, plans, p.policy_id, routed=bool(pdir))
+    defaults = _default_thresholds(p.face_model)
+    union: dict[str, Any] = {"classes": tuple(c for c in ("face", "plate", "person", "text")
+                                              if any(c in pp.redaction.classes for pp in plans.values()))}
+    for needs, field_name in _DETECTOR_NEEDS.values():
+        users = [pid for pid, pp in plans.items() if needs & set(pp.redaction.classes)]
+        explicit = [getattr(plans[pid].redaction, field_name) for pid in users]
+        if not users or all(v is None for v in explicit):
+            continue  # every user takes the detector default: nothing to reconcile
+        eff = {pid: (v if v is not None else defaults[field_name]) for pid, v in zip(users, explicit)}
+        union[field_name] = min(eff.values())
+        for pid, v in eff.items():  # each policy filters the shared boxes at its own threshold
+            plans[pid] = replace(plans[pid], redaction=replace(plans[pid].redaction, **{field_name: v}))
+    detector = replace(base, **union, style="fill", strength=None).validate()
+    return MaskingPlan(detector, plans, p.policy_id, routed=True)
