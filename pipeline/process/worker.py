@@ -102,6 +102,7 @@ class ProcessWorker:
         self.workers: list[Any] = []
         self.model_ids: list[dict[str, str]] = []
         self._rr = 0
+        self._restarted_at: dict[int, float] = {}
 
     @property
     def tracker(self) -> Any:
@@ -303,6 +304,12 @@ class ProcessWorker:
         flight fail as an outage and are retried on the restarted actor."""
         if not (0 <= idx < len(self.detectors)):
             return
+        # at most once per window: a detector that is only slow (every call past its
+        # deadline) must not be restarted under the chunks it is working on, again and again
+        now, window = time.monotonic(), max(30.0, 2 * self.cfg.process.detector_timeout_s)
+        if now - self._restarted_at.get(idx, -window) < window:
+            return
+        self._restarted_at[idx] = now
         logger.error("detection timed out after %.1fs: restarting detector %d (its chunks failed closed)",
                      self.cfg.process.detector_timeout_s, idx)
         self.metrics.errors.labels(kind="detector_timeout").inc()
