@@ -30,6 +30,16 @@ def head_region(person: XYXY) -> XYXY:
     return np.array([person[0] - 0.1 * w, person[1] - 0.1 * h, person[2] + 0.1 * w, person[1] + 0.4 * h], np.float32)
 
 
+def subject_head(track_box: XYXY, kind: str) -> XYXY:
+    """Where the tracked subject's face is: the face box itself, or for a person the top
+    fifth of its box, the middle 70 % of its width."""
+    if kind != "person":
+        return track_box
+    w, h = track_box[2] - track_box[0], track_box[3] - track_box[1]
+    return np.array([track_box[0] + 0.15 * w, track_box[1], track_box[2] - 0.15 * w, track_box[1] + 0.2 * h],
+                    np.float32)
+
+
 def _center_in(b: XYXY, region: XYXY) -> bool:
     cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
     return bool(region[0] <= cx <= region[2] and region[1] <= cy <= region[3])
@@ -48,13 +58,24 @@ def subject_exempt(boxes: Boxes, subject: XYXY, kind: str, others: np.ndarray) -
         b, lb = boxes.xyxy[i], int(boxes.label[i])
         if kind == "person":
             if lb == Label.PERSON:
-                keep[i] = float(iou(subject, b[None])[0]) >= 0.5
+                # the subject's own box, or a copy carried from a neighbouring frame (grown for
+                # motion: it still holds the subject and fits no one else better)
+                ov = float(iou(subject, b[None])[0])
+                fits_other = len(others) and float(iou(b, others).max()) >= ov
+                keep[i] = ov >= 0.5 or (ov >= 0.35 and float(containment(subject, b[None])[0]) >= 0.85
+                                        and not fits_other)
             elif lb in (Label.FACE, Label.HEAD):
-                region = head_region(subject)
-                narrow = (b[2] - b[0]) <= 0.9 * (subject[2] - subject[0])
-                # a face that could also be another person's stays masked
-                theirs = any(_center_in(b, head_region(o)) for o in others)
-                keep[i] = _center_in(b, region) and narrow and not theirs
+                sw = float(subject[2] - subject[0])
+                # a face is narrower than its person; a head fallback box is about as wide
+                fits = (b[2] - b[0]) <= (0.9 if lb == Label.FACE else 1.2) * sw
+                # a face in another person's head region too stays masked unless it is
+                # clearly nearer the subject's head (half the distance, relative to width)
+                cx = (b[0] + b[2]) / 2
+                ds = abs(cx - (subject[0] + subject[2]) / 2) / max(sw, 1.0)
+                theirs = any(_center_in(b, head_region(o))
+                             and ds >= 0.5 * abs(cx - (o[0] + o[2]) / 2) / max(float(o[2] - o[0]), 1.0)
+                             for o in others)
+                keep[i] = _center_in(b, head_region(subject)) and fits and not theirs
         else:  # close-up: the subject is a face
             if lb in (Label.FACE, Label.HEAD):
                 keep[i] = float(iou(subject, b[None])[0]) >= 0.3
@@ -72,6 +93,17 @@ class SubjectResult:
     fail_closed_frames: list[int]
     subject_visible: list[bool]
     boxes: list[Boxes] = field(default_factory=list)
+    restored: list[list[XYXY]] = field(default_factory=list)
+
+    def coverage(self, redactor: Redactor, i: int) -> np.ndarray:
+        """``(H, W)`` bool: exactly the pixels of frame ``i`` that are masked in :attr:`frames`."""
+        hw = self.frames.shape[1:3]
+        cov = redactor.coverage(hw, self.boxes[i])
+        if self.restored and self.restored[i]:
+            b = self.boxes[i]
+            strict = b.select(~np.isin(b.label, [int(Label.PERSON), int(Label.PLATE), int(Label.TEXT)]))
+            cov &= ~(_box_mask(hw, self.restored[i]) & ~redactor.coverage(hw, strict))
+        return cov
 
     def report(self) -> dict[str, Any]:
         n = len(self.subject_visible)
@@ -91,6 +123,13 @@ class SubjectResult:
         }
 
 
+def _box_mask(hw: tuple[int, ...], boxes: Sequence[XYXY]) -> np.ndarray:
+    m = np.zeros(hw[:2], bool)
+    for x1, y1, x2, y2 in boxes:
+        m[max(0, int(y1)):max(0, int(np.ceil(y2))), max(0, int(x1)):max(0, int(np.ceil(x2)))] = True
+    return m
+
+
 def _ranges(idx: Sequence[int]) -> list[list[int]]:
     out: list[list[int]] = []
     for i in idx:
@@ -107,13 +146,15 @@ def subject_redactor(style: str = "mosaic", **kw: Any) -> Redactor:
 
 
 def redact_keep_subject(frames: Frames, box_xyxy: Sequence[float], start: int, *, redactor: Redactor | None = None,
-                        style: str = "mosaic", tracker: SubjectTracker | None = None) -> SubjectResult:
+                        style: str = "mosaic", tracker: SubjectTracker | None = None,
+                        detections: tuple[list[Boxes | None], list[int]] | None = None) -> SubjectResult:
     """Mask every face, plate and person in ``frames`` except the subject's.
 
     Args:
         frames: ``(N, H, W, 3)`` uint8 BGR, not mutated.
         box_xyxy: the subject's box on frame ``start`` (pixels).
         redactor: must mask faces, plates and persons (default :func:`subject_redactor`).
+        detections: ``(raw, failed)`` from ``redactor.detect`` on these frames, if already run.
 
     Raises:
         InputError: the box matches no single person or face on its frame.
@@ -123,7 +164,9 @@ def redact_keep_subject(frames: Frames, box_xyxy: Sequence[float], start: int, *
     hw = frames.shape[1:3]
     raw: list[Boxes | None] = []
     failed: list[int] = []
-    for s in range(0, n, PLAN_CHUNK):
+    if detections is not None:  # computed earlier (an evaluation re-running the tracker)
+        raw, failed = list(detections[0]), list(detections[1])
+    for s in range(0, n if detections is None else 0, PLAN_CHUNK):
         part, f, _e, _ms = red.detect(frames[s:s + PLAN_CHUNK])
         raw.extend(part)
         failed.extend(s + i for i in f)
@@ -133,6 +176,7 @@ def redact_keep_subject(frames: Frames, box_xyxy: Sequence[float], start: int, *
         plans.extend(red.plan_from(raw[s:s + PLAN_CHUNK], [i - s for i in failed if s <= i < s + PLAN_CHUNK], hw))
     out = np.empty_like(frames)
     masked_boxes: list[Boxes] = []
+    restored: list[list[XYXY]] = []
     visible: list[bool] = []
     fail_set = set(failed)
     for i in range(n):
@@ -148,10 +192,22 @@ def redact_keep_subject(frames: Frames, box_xyxy: Sequence[float], start: int, *
                 else:
                     others = persons[containment(sb, persons) < 0.5] if len(persons) else persons
             exempt = subject_exempt(boxes, sb, track.kind, others)
+            own = [*boxes.select(exempt & np.isin(boxes.label, [int(Label.FACE)])).xyxy, subject_head(sb, track.kind)]
             boxes = boxes.select(~exempt)
             visible.append(True)
         else:
+            own = []
             visible.append(False)
         masked_boxes.append(boxes)
         out[i] = red.apply(frames[i:i + 1], [boxes])[0]
-    return SubjectResult(out, track, red.count(masked_boxes), sorted(fail_set), visible, masked_boxes)
+        if own:
+            # The subject's head is not hidden by another person's body mask (carried from
+            # neighbouring frames for motion) nor by a "plate" on it (the text detector firing
+            # on clothes): a plate cannot sit on a face. Other faces and heads, zones and
+            # whole-frame (fail-closed) masks still win over it.
+            strict = boxes.select(~np.isin(boxes.label, [int(Label.PERSON), int(Label.PLATE), int(Label.TEXT)]))
+            blocked = red.coverage(hw, strict)
+            show = _box_mask(hw, own) & ~blocked
+            out[i][show] = frames[i][show]
+        restored.append(own)
+    return SubjectResult(out, track, red.count(masked_boxes), sorted(fail_set), visible, masked_boxes, restored)

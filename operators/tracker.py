@@ -51,8 +51,10 @@ def containment(inner: XYXY, outer: npt.NDArray[np.float32]) -> npt.NDArray[np.f
 def colour_hist(frame: npt.NDArray[np.uint8], box: XYXY) -> npt.NDArray[np.float32]:
     """Normalised 16x16 hue/saturation histogram of a box (clipped to the frame)."""
     h, w = frame.shape[:2]
-    x1, y1 = int(max(0, box[0])), int(max(0, box[1]))
-    x2, y2 = int(min(w, box[2])), int(min(h, box[3]))
+    # the middle of the box: clothes, not the background around a person
+    bw, bh = box[2] - box[0], box[3] - box[1]
+    x1, y1 = int(max(0, box[0] + 0.2 * bw)), int(max(0, box[1] + 0.1 * bh))
+    x2, y2 = int(min(w, box[2] - 0.2 * bw)), int(min(h, box[3] - 0.1 * bh))
     if x2 - x1 < 2 or y2 - y1 < 2:
         return np.zeros((16, 16), np.float32)
     hsv = cv2.cvtColor(np.ascontiguousarray(frame[y1:y2, x1:x2]), cv2.COLOR_BGR2HSV)
