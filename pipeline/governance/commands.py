@@ -45,7 +45,8 @@ def _gov(args: argparse.Namespace) -> Any:
 
 
 def cmd_raw_sink(args: argparse.Namespace) -> int:
-    from pipeline.commands import load_cli_config, stop_on_signals
+    from pipeline.commands import load_cli_config
+    from pipeline.stage import stop_on_signals
 
     from .rawsink import run_raw_sink
 
