@@ -201,5 +201,9 @@ def spawn(name: str, argv: Sequence[str], log_path: str | os.PathLike[str], mark
     # Popen would warn about a still-running child at interpreter exit; the pid is what
     # we track (the stack outlives `veilstream up`).
     proc.returncode = 0
+    # Popen returns when the child's close-on-exec pipe closes, which the kernel does a moment
+    # BEFORE the new program's argv is readable in /proc/<pid>/cmdline: a check of the marker in
+    # that window takes a running process for a dead one (and then never stops it). Wait for it.
+    wait_until(lambda: bool(cmdline(proc.pid)) or not pid_alive(proc.pid), 5.0, interval_s=0.005)
     return ManagedProcess(name=name, pid=proc.pid, marker=marker, log_path=str(log), argv=list(argv),
                           grace_s=grace_s)
