@@ -405,7 +405,7 @@ def create_app(svc: Services, *, secure_cookies: bool = True, session_max_age_s:
         tl = timeline(camera_id, date)
         st = svc.catalog.status([camera_id])[0]
         return page(request, "camera.html", camera=st.as_json(), tl=tl, tl_json=_script_json(tl), dates=dates,
-                    date=date, can=svc.access.capabilities(user.roles, camera_id))
+                    date=date, can=svc.access.capabilities(user.roles, camera_id), share_ttl=svc.share_ttl_s)
 
     # ------------------------------------------------------------ footage
     def read_segment(user: User, key: str, what: str = "view") -> tuple[str, str, bytes]:

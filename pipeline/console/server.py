@@ -57,6 +57,11 @@ def build_services(cfg: Any, *, registry: Any = "kafka", governance: Mapping[str
     if not cfg.policies_dir:
         raise ConfigError("the console needs policies_dir: roles come from the policies' role documents")
     policies = load_policies(cfg.policies_dir)
+    # the console's own settings first: a bad one is reported before any storage is touched
+    users = LocalUsers(load_users(con.users_file)) if con.users_file else None
+    oauth = build_oauth(con.oidc)
+    if users is None and oauth is None:
+        raise ConfigError("console: nobody can sign in: set console.users_file or console.oidc.issuer")
     buckets = Buckets(cfg.object_store.bucket, cfg.object_store.audit_bucket, cfg.object_store.raw_bucket)
     if registry == "kafka":
         from pipeline.ingest.registry import read_registry
@@ -82,10 +87,6 @@ def build_services(cfg: Any, *, registry: Any = "kafka", governance: Mapping[str
         from pipeline.sink.worker import audit_store_for
 
         audit = AuditLog(audit_store_for(cfg))
-    users = LocalUsers(load_users(con.users_file)) if con.users_file else None
-    oauth = build_oauth(con.oidc)
-    if users is None and oauth is None:
-        raise ConfigError("console: nobody can sign in: set console.users_file or console.oidc.issuer")
     secret = read_secret(con.session_secret_file, con.session_secret_env)
     if not secret:
         logger.warning("console: no session secret configured (console.session_secret_file or $%s): "

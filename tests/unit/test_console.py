@@ -321,3 +321,40 @@ def test_users_file_and_oidc_claims(tmp_path: Path):
         == ("auditor",)
     assert oidc_user({"preferred_username": "o", "roles": []}, "roles", "preferred_username") is None
     assert format_ts(0) == "19700101T000000000Z"
+
+
+def test_analyst_is_refused_every_route_its_role_does_not_grant(env):
+    """Walk the OpenAPI document as an analyst: only reading cam-001 footage is allowed."""
+    ana = client(env, "ana")
+    h = csrf(ana)
+    refused = []
+    for path, ops in ana.get("/openapi.json").json()["paths"].items():
+        if path in ("/login", "/healthz", "/auth/oidc/login", "/auth/oidc/callback", "/logout"):
+            continue
+        url = path.replace("{camera_id}", "cam-002").replace("{key}", env.keys["cam-002"][0])
+        url = url.replace("{date}", env.keys["cam-002"][0].split("date=")[1][:10])
+        url = re.sub(r"\{[^}]+\}", "0123456789abcdef", url)
+        for method in ops:
+            body = {"camera_id": "cam-001", "from": NOW_MS - 60_000, "to": NOW_MS, "case": "C-1",
+                    "key": env.keys["cam-001"][0], "date": "2026-01-01", "legal_basis": "x", "official": "y",
+                    "subject": {"x": 1, "y": 1, "w": 20, "h": 20, "at": NOW_MS - 30_000}}
+            r = ana.request(method.upper(), url, headers=h, json=body if method == "post" else None)
+            no_traceback(r)
+            if r.status_code < 400 and r.status_code != 303:
+                refused.append(f"{method.upper()} {url} -> {r.status_code}")
+    allowed = {f"GET {u} -> 200" for u in ("/api/me", "/api/cameras", "/cameras", "/api/jobs")}
+    assert set(refused) <= allowed, sorted(set(refused) - allowed)
+
+
+def test_console_command_line_errors_are_one_line(tmp_path, capsys):
+    from pipeline.cli import main
+
+    cfg = tmp_path / "cfg.yaml"
+    (tmp_path / "policies").mkdir()
+    cfg.write_text(f"policies_dir: {tmp_path / 'policies'}\n")
+    assert main(["console", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "nobody can sign in" in err, err
+    cfg.write_text("console: {port: -1}\n")
+    assert main(["console", "--config", str(cfg)]) == 2
+    assert "console.port" in capsys.readouterr().err
