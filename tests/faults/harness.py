@@ -175,6 +175,7 @@ class Scenario:
     expect_fail_closed: bool = False
     sink_env: dict[str, str] = field(default_factory=dict)
     ingest: bool = False  # the workload comes from a real ingest worker reading the clips
+    setup: Callable[[Run], None] | None = None  # before the workers start
     s3_proxy: bool = False  # the sink reaches the object store through RefusingS3Proxy
 
 
@@ -228,6 +229,7 @@ class Run:
             self.sink_cfg_path.write_text(yaml.safe_dump(_merge(cfg, {"object_store": {
                 "endpoint": f"127.0.0.1:{self.proxy.port}"}}), sort_keys=False))
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.extra: list[Any] = []  # ManagedProcess-es a scenario started (stopped by pid at the end)
         self.produced: dict[tuple[int, int], Any] = {}  # (partition, offset) -> chunk id
         self.fault_at: float | None = None
         self.notes: list[str] = []
@@ -457,6 +459,8 @@ class Run:
         t_start = time.monotonic()
         try:
             self.create_topics()
+            if self.sc.setup is not None:
+                self.sc.setup(self)
             if self.sc.start_process:
                 self.start("process")
             self.start("sink")
@@ -480,6 +484,8 @@ class Run:
             if self.proxy is not None:
                 self.notes.append(f"object store refused {self.proxy.refused} writes")
                 self.proxy.close()
+            for mp in self.extra:
+                mp.stop(5.0)
         outcome, res.reasons = self.account(dlq_timeout_s=4.0)
         if self.sc.ingest:
             self.read_raw()
@@ -620,6 +626,44 @@ def stop_object_store(run: Run) -> None:
         os.kill(s3.pid, signal.SIGCONT)
 
 
+def _start_worker_node(run: Run) -> Any:
+    """A second Ray node joined to the stack's head (2 CPUs): a real two-node cluster."""
+    from pipeline.devstack import free_port, spawn
+    from pipeline.devstack.raylocal import _ray_bin
+
+    head = run.stack.ray_address
+    agent = free_port()
+    argv = [_ray_bin(), "start", "--address", head, "--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "2",
+            "--object-store-memory", str(100 * 1024 * 1024), "--disable-usage-stats",
+            "--dashboard-agent-listen-port", str(agent)]
+    for flag in ("--node-manager-port", "--object-manager-port", "--dashboard-agent-grpc-port",
+                 "--runtime-env-agent-port", "--metrics-export-port"):
+        argv += [flag, str(free_port())]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = spawn("ray-node2", argv, run.dir / "ray-node2.log", marker=f"--dashboard-agent-listen-port {agent}",
+                 env=env, grace_s=3.0)
+    run.extra.append(proc)
+    time.sleep(8.0)  # raylet registration with the GCS
+    if not proc.alive():
+        run.notes.append(f"second Ray node did not start: {proc.log_tail(3)}")
+    return proc
+
+
+def second_node(run: Run) -> None:
+    run.node2 = _start_worker_node(run)  # type: ignore[attr-defined]
+
+
+@_after_progress(2)
+def lose_node(run: Run) -> None:
+    """SIGKILL the second node's whole process group (raylet, its workers: the detector),
+    then a replacement node joins 5 s later (as a Kubernetes node would be replaced)."""
+    node = run.node2  # type: ignore[attr-defined]
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(node.pid, signal.SIGKILL)
+    time.sleep(5.0)
+    _start_worker_node(run)
+
+
 @_after_progress(2)
 def kill_ingest(run: Run) -> None:
     run.kill("ingest")
@@ -685,6 +729,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("kill_broker", "broker SIGKILLed, restarted 3 s later on durable storage", inject=kill_broker),
     Scenario("stop_s3", "object store SIGSTOPped 15 s, resumed", inject=stop_object_store),
     Scenario("kill_detector", "a detector actor's process SIGKILLed mid-batch", inject=kill_detector_actor),
+    Scenario("ray_node_lost", "two-node Ray: the node running the detector lost (SIGKILL), replaced 5 s later",
+             setup=second_node, inject=lose_node, config={"ray": {"detector": {"num_cpus": 2}}}),
     Scenario("kill_ingest", "ingest (reading 3 real-time file cameras) SIGKILLed mid-stream, restarted",
              inject=kill_ingest, ingest=True),
     Scenario("s3_refuses", "object store answers 503 SlowDown to every write for 20 s", inject=refuse_writes,
