@@ -501,6 +501,11 @@ class Run:
             else:
                 res.unaccounted += 1
                 self.notes.append(f"unaccounted {ident}")
+        if not self.sc.poison and res.dlq:
+            # the workload is all valid input: anything dead-lettered was an outage consumed
+            # as bad input (the DLQ is only for input that can never be processed)
+            self.notes.append(f"valid chunks dead-lettered by an outage: {res.reasons}")
+            res.unaccounted += res.dlq
         missing_reasons = [r for r in self.sc.expect_reasons if r not in res.reasons]
         if missing_reasons:
             self.notes.append(f"expected DLQ reasons missing: {missing_reasons}")
