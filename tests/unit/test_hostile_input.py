@@ -323,3 +323,24 @@ def test_dlq_reason_text_is_the_remote_cause_not_rays_banner() -> None:
     exc = ray.exceptions.RayTaskError("ChunkWorkerActor.finish", banner, CodecError("fps must be > 0, got 1e-09"))
     assert root_cause(exc) == "CodecError: fps must be > 0, got 1e-09"
     assert root_cause(ValueError("plain")) == "ValueError: plain"
+
+
+def test_a_worker_stuck_in_shutdown_never_ignores_sigterm_forever(tmp_path: Path) -> None:
+    """Issue 12 item 7: after a broker restart ingest ignored SIGTERM (its shutdown hung). A
+    shutdown past VEILSTREAM_STOP_GRACE_S exits (3); a second signal exits at once."""
+    import signal as sig
+    import time
+
+    code = ("import time, sys\nfrom pipeline.stage import stop_on_signals\nev = stop_on_signals()\n"
+            "print('ready', flush=True)\nev.wait()\nwhile True: time.sleep(1)  # a shutdown that hangs\n")
+    for second, want in ((False, 3), (True, 128 + sig.SIGTERM)):
+        env = {**os.environ, "VEILSTREAM_STOP_GRACE_S": "2" if not second else "600"}
+        p = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        t0 = time.monotonic()
+        p.send_signal(sig.SIGTERM)
+        if second:
+            time.sleep(0.5)
+            p.send_signal(sig.SIGTERM)
+        assert p.wait(30) == want
+        assert time.monotonic() - t0 < 20
