@@ -13,6 +13,12 @@ flight, and every scenario ends with
   CenterFace); a face it finds in a stored frame is a leak. The same scan on the raw input
   shows the faces are there to find.
 
+The table: chunks ``in`` (produced to the raw topic), ``out`` (in a stored segment's manifest),
+``dlq`` (with a reason), ``drop`` (explicit, logged drops), ``lost`` (none of these; a valid
+chunk dead-lettered by an outage also counts here: the DLQ is for bad input only), faces
+``leaked`` (YuNet detections in stored frames), frames scanned, frames ``masked`` whole (fail
+closed), and ``recovery``: seconds from the fault to the last chunk accounted for.
+
 Run it with ``make test-faults`` (all scenarios) or ``python -m tests.faults.harness
 --scenarios a,b``; ``make test`` runs the core subset in ``tests/faults/test_faults.py``.
 Every process the harness starts is stopped by PID.
