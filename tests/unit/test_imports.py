@@ -50,3 +50,13 @@ def test_operators_raise_the_schemas_error_classes():
     from schemas import errors
 
     assert types.ConfigError is errors.ConfigError and types.VeilStreamError is errors.VeilStreamError
+
+
+def test_test_module_basenames_are_unique() -> None:
+    """pytest's default import mode refuses two test modules with one basename."""
+    import collections
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    names = collections.Counter(p.name for p in root.rglob("test_*.py") if ".venv" not in p.parts)
+    assert [n for n, c in names.items() if c > 1] == []
