@@ -21,7 +21,7 @@ if ! $B images --quiet "$BASE" >/dev/null 2>&1; then
   fi
   ctr=$($B from scratch)
   $B copy "$ctr" "$CACHE/rootfs" / >/dev/null
-  $B config --env PATH=/usr/local/bin:/usr/bin:/bin "$ctr"
+  $B config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$ctr"
   $B commit --quiet "$ctr" "$BASE" >/dev/null
   $B rm "$ctr" >/dev/null
 fi
