@@ -90,6 +90,9 @@ def cmd_policy_render(args: argparse.Namespace) -> int:
         docs = documents_for(pols, bucket=os_.bucket, audit_bucket=os_.audit_bucket, raw_bucket=os_.raw_bucket)
     except ValueError as exc:
         raise ConfigError(f"roles: {exc}") from None
+    from pipeline.console.access import console_document
+
+    docs["veilstream-console"] = console_document(bucket=os_.bucket, audit_bucket=os_.audit_bucket)
     lifecycle = [{"id": r.rule_id, "tag": dict([r.tag]), "expire_days": r.days, "noncurrent_days": r.days}
                  for r in lifecycle_rules(pols.values())]
     if args.output_dir:

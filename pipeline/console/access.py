@@ -45,6 +45,27 @@ _READS: dict[str, tuple[str, str, str]] = {
 }
 
 
+def console_document(*, bucket: str, audit_bucket: str) -> dict[str, Any]:
+    """The console's own credentials (camera list, status, timelines): list the redacted
+    bucket and read manifests (never segments), and append access events to the audit bucket
+    (read them back for the audit page). Footage is read with the role's own credentials
+    (``console.s3_credentials.<role>``: the role's documents, one per policy)."""
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "ConsoleList", "Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
+         "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{audit_bucket}"]},
+        {"Sid": "ConsoleManifests", "Effect": "Allow", "Action": ["s3:GetObject"],
+         "Resource": [f"arn:aws:s3:::{bucket}/camera=*.json"]},
+        {"Sid": "ConsoleAuditEvents", "Effect": "Allow",
+         "Action": ["s3:PutObject", "s3:PutObjectTagging", "s3:PutObjectRetention", "s3:GetObject"],
+         "Resource": [f"arn:aws:s3:::{audit_bucket}/events/*"]},
+        {"Sid": "ConsoleNeverDeletes", "Effect": "Deny",
+         "Action": ["s3:DeleteObject", "s3:DeleteObjectVersion", "s3:BypassGovernanceRetention",
+                    "s3:PutObjectLegalHold", "s3:PutLifecycleConfiguration"],
+         "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*", f"arn:aws:s3:::{audit_bucket}",
+                      f"arn:aws:s3:::{audit_bucket}/*"]},
+    ]}
+
+
 @dataclass(frozen=True)
 class Buckets:
     redacted: str

@@ -122,6 +122,22 @@ async def check_csrf(request: Request) -> None:
         raise ConsoleError(403, "CSRF token missing or invalid: reload the page and try again")
 
 
+def get_or_error(store: Any, target: str, key: str) -> bytes:
+    """One GET with the role's credentials: missing -> 404, refused by storage -> 403."""
+    try:
+        return bytes(store.get_object(target))
+    except KeyError:  # the in-memory store of the tests
+        raise ConsoleError(404, f"no such segment: {key[:160]}") from None
+    except Exception as exc:
+        code = getattr(exc, "code", "")
+        if code in ("NoSuchKey", "NoSuchObject", "ResourceNotFound"):
+            raise ConsoleError(404, f"no such segment: {key[:160]}") from None
+        if code == "AccessDenied":
+            raise ConsoleError(403, "the storage refused this role's credentials for this object "
+                                    "(console.s3_credentials out of step with the policies?)") from None
+        raise
+
+
 def parse_time(value: Any, what: str) -> int:
     """Epoch ms from an int (ms) or an ISO 8601 time (UTC when no zone is given)."""
     if isinstance(value, bool) or value is None or value == "":
@@ -414,9 +430,7 @@ def create_app(svc: Services, *, secure_cookies: bool = True, session_max_age_s:
         role = role_or_403(user, what, cam, "view footage" if what == "view" else "read manifests")
         store = svc.stores(role)
         target = key if what == "view" else key[:-4] + ".json"
-        if store.stat_object(target) is None:
-            raise ConsoleError(404, f"no such segment: {key[:160]}")
-        return cam, role, store.get_object(target)
+        return cam, role, get_or_error(store, target, key)
 
     @app.get("/api/segments/{key:path}")
     def api_segment(request: Request, key: str, user: User = Depends(current_user)) -> Response:
