@@ -38,7 +38,7 @@ $(STAMP): pyproject.toml scripts/install.sh | $(PY)
 
 install: $(STAMP)
 
-test: install system-deps
+test: install system-deps lint
 	$(PY) -m pytest -q tests
 
 test-unit: install
@@ -117,7 +117,8 @@ image-check: install image-deps
 lint: install
 	$(VENV)/bin/ruff check pipeline operators schemas tests load_tests image_tests
 	$(VENV)/bin/hadolint Dockerfile Dockerfile.gpu
-	$(VENV)/bin/mypy operators schemas
+	$(VENV)/bin/mypy --strict operators schemas
+	$(VENV)/bin/mypy pipeline
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

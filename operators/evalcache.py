@@ -196,7 +196,7 @@ class DetectionCache:
         if self.hw is None and hw_path is not None and hw_path.is_file():
             doc = json.loads(hw_path.read_text())
             if doc.get("names") == self.names:
-                self.hw = [tuple(x) for x in doc["hw"]]  # type: ignore[misc]
+                self.hw = [tuple(x) for x in doc["hw"]]
         if not todo and self.hw is not None:
             return got
         # Components that need priors come after those they need.

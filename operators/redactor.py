@@ -282,7 +282,7 @@ class Redactor:
                 priors = [Boxes.concat([r[i] for r in done]) for i in range(len(batch))]
             for key, det in dets:
                 try:
-                    found = det.detect_given(batch, priors) if stage else det.detect(batch)  # type: ignore[attr-defined]
+                    found = det.detect_given(batch, priors) if stage else det.detect(batch)
                     if len(found) != len(batch):
                         raise RuntimeError(f"returned {len(found)} results for {len(batch)} frames")
                     results[key] = list(found)

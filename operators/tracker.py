@@ -36,7 +36,8 @@ def iou(a: XYXY, b: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     inter = iw * ih
     area_a = max(float((a[2] - a[0]) * (a[3] - a[1])), 1e-6)
     area_b = np.clip((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]), 1e-6, None)
-    return (inter / (area_a + area_b - inter)).astype(np.float32)
+    out: npt.NDArray[np.float32] = (inter / (area_a + area_b - inter)).astype(np.float32)
+    return out
 
 
 def containment(inner: XYXY, outer: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -45,7 +46,8 @@ def containment(inner: XYXY, outer: npt.NDArray[np.float32]) -> npt.NDArray[np.f
     iw = np.clip(np.minimum(inner[2], outer[:, 2]) - np.maximum(inner[0], outer[:, 0]), 0, None)
     ih = np.clip(np.minimum(inner[3], outer[:, 3]) - np.maximum(inner[1], outer[:, 1]), 0, None)
     area = max(float((inner[2] - inner[0]) * (inner[3] - inner[1])), 1e-6)
-    return (iw * ih / area).astype(np.float32)
+    out: npt.NDArray[np.float32] = (iw * ih / area).astype(np.float32)
+    return out
 
 
 def colour_hist(frame: npt.NDArray[np.uint8], box: XYXY) -> npt.NDArray[np.float32]:

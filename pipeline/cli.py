@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from schemas.errors import (
     ConfigError,
@@ -66,14 +67,18 @@ def _add_detection_args(p: argparse.ArgumentParser, default_classes: str = "face
 def _redaction_config(args: argparse.Namespace, detect_every_default: int) -> object:
     from operators.redactor import RedactionConfig
 
+    optional: dict[str, Any] = {}
+    if args.face_model:
+        optional["face_model"] = args.face_model
+    if args.face_max_side is not None:
+        optional["face_max_side"] = args.face_max_side or None
     return RedactionConfig(
         classes=tuple(args.classes),
         style=args.style,
         detect_every=args.detect_every if args.detect_every is not None else detect_every_default,
         providers=tuple(args.providers) if args.providers else None,
         model_dir=args.model_dir,
-        **({"face_model": args.face_model} if args.face_model else {}),
-        **({"face_max_side": (args.face_max_side or None)} if args.face_max_side is not None else {}),
+        **optional,
     ).validate()
 
 

@@ -192,7 +192,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 def cmd_cameras(args: argparse.Namespace) -> int:
     """Manage the camera registry (the compacted cameras topic ingest workers shard)."""
     from pipeline.ingest.registry import publish_cameras, read_registry
-    from schemas.config import parse_camera
+    from schemas.config import CameraConfig, parse_camera
     from schemas.safety import redact_url
     from schemas.yamlio import read_yaml
 
@@ -200,14 +200,14 @@ def cmd_cameras(args: argparse.Namespace) -> int:
         raise ConfigError("cameras: expected a subcommand: list, add, import, remove")
     cfg = load_cli_config(args)
     if args.cameras_command == "list":
-        cams = read_registry(cfg)
-        for cam in cams.values():
-            state = "enabled" if cam.enabled else "disabled"
+        registry = read_registry(cfg)
+        for rcam in registry.values():
+            state = "enabled" if rcam.enabled else "disabled"
             # a record written before credentials were refused may still hold them: never print them
-            creds = f"\tcredentials_env={cam.credentials_env}" if cam.credentials_env else ""
-            notice = "".join(f"\t{k}={v}" for k, v in sorted((cam.notice or {}).items()))  # the signage text
-            print(f"{cam.camera_id}\t{cam.kind}\t{state}\tpolicy={cam.policy_id}\t{redact_url(cam.url)}{creds}{notice}")
-        print(f"{len(cams)} camera(s) in {cfg.kafka.topics.cameras}", file=sys.stderr)
+            creds = f"\tcredentials_env={rcam.credentials_env}" if rcam.credentials_env else ""
+            notice = "".join(f"\t{k}={v}" for k, v in sorted((rcam.notice or {}).items()))  # the signage text
+            print(f"{rcam.camera_id}\t{rcam.kind}\t{state}\tpolicy={rcam.policy_id}\t{redact_url(rcam.url)}{creds}{notice}")
+        print(f"{len(registry)} camera(s) in {cfg.kafka.topics.cameras}", file=sys.stderr)
         return 0
     if args.cameras_command == "add":
         rec: dict[str, Any] = {"camera_id": args.camera_id, "url": args.url, "kind": args.kind}
@@ -220,16 +220,17 @@ def cmd_cameras(args: argparse.Namespace) -> int:
             rec["realtime"] = True
         if args.disabled:
             rec["enabled"] = False
-        notice = {k: getattr(args, k) for k in ("purpose", "scope", "contact") if getattr(args, k)}
-        if notice:
-            rec["notice"] = notice
-        cams = [parse_camera(rec)]
+        notice_text = {k: getattr(args, k) for k in ("purpose", "scope", "contact") if getattr(args, k)}
+        if notice_text:
+            rec["notice"] = notice_text
+        cams: list[CameraConfig] = [parse_camera(rec)]
     elif args.cameras_command == "import":
         doc = read_yaml(args.file, "cameras file")
         items = doc.get("cameras") if isinstance(doc, dict) else doc
         if not isinstance(items, list):
             raise ConfigError(f"cameras file {str(args.file)!r}: expected a list of cameras (or cameras: [...])")
-        cams, problems = [], []
+        cams = []
+        problems: list[str] = []
         for i, item in enumerate(items):
             try:
                 cams.append(parse_camera(item if isinstance(item, dict) else {}))

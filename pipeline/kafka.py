@@ -117,13 +117,13 @@ class ChunkProducer:
             if err is not None:
                 d.error = str(err)
             else:
-                d.partition, d.offset = msg.partition(), msg.offset()
+                d.partition, d.offset = int(msg.partition() or 0), int(msg.offset() or 0)
             for cb in d.callbacks:
                 cb(d)
 
         for attempt in range(retries):
             try:
-                self._p.produce(topic, value=value, key=key, headers=headers, on_delivery=_cb)
+                self._p.produce(topic, value=value, key=key, headers=list(headers), on_delivery=_cb)  # type: ignore[arg-type]
                 break
             except BufferError:
                 # local queue full: serve delivery reports to make room, then retry (bounded)

@@ -266,16 +266,16 @@ def report(cfg: Any, t_start: float, out=print, download_dir: Path | None = None
         if not key.endswith(".json"):
             continue
         m = json.loads(store.get_object(key))
-        cam = per_cam.setdefault(m["camera_id"], {"segments": 0, "frames": 0, "masks": {}, "fail_closed": 0,
+        rec = per_cam.setdefault(m["camera_id"], {"segments": 0, "frames": 0, "masks": {}, "fail_closed": 0,
                                                   "dropped": 0, "keys": [], "policies": set()})
-        cam["policies"].add(f"{m.get('policy_id', '?')}")
-        cam["segments"] += 1
-        cam["frames"] += int(m.get("frames", 0))
-        cam["fail_closed"] += int(m.get("fail_closed_frames", 0) or 0)
-        cam["dropped"] += int(m.get("dropped_frames", 0) or 0)
+        rec["policies"].add(f"{m.get('policy_id', '?')}")
+        rec["segments"] += 1
+        rec["frames"] += int(m.get("frames", 0))
+        rec["fail_closed"] += int(m.get("fail_closed_frames", 0) or 0)
+        rec["dropped"] += int(m.get("dropped_frames", 0) or 0)
         for k, v in (m.get("masks_per_class") or {}).items():
-            cam["masks"][k] = cam["masks"].get(k, 0) + int(v)
-        cam["keys"].append(m.get("key") or key.replace(".json", ".mp4"))
+            rec["masks"][k] = rec["masks"].get(k, 0) + int(v)
+        rec["keys"].append(m.get("key") or key.replace(".json", ".mp4"))
     lat = chunk_latencies(cfg)
     out("")
     out(f"{'camera':<9} {'policy':<8} {'segments':>8} {'frames':>7} {'masks per class':<32} {'fail-closed':>11} "

@@ -107,8 +107,11 @@ def stop_on_signals(event: threading.Event | None = None) -> threading.Event:
             os._exit(128 + signum)
         logger.info("signal %d: stopping", signum)
         ev.set()
-        timer = threading.Timer(grace_s, lambda: (logger.error("shutdown exceeded %.0fs: exiting", grace_s),
-                                                  os._exit(3)))
+        def give_up() -> None:
+            logger.error("shutdown exceeded %.0fs: exiting", grace_s)
+            os._exit(3)
+
+        timer = threading.Timer(grace_s, give_up)
         timer.daemon = True
         timer.start()
 

@@ -86,7 +86,7 @@ _StrictValidator = jsonschema.validators.extend(jsonschema.Draft202012Validator,
 
 @functools.cache
 def _validator(name: str) -> jsonschema.Draft202012Validator:
-    return _StrictValidator(load_schema(name), registry=_registry())  # type: ignore[no-any-return]
+    return _StrictValidator(load_schema(name), registry=_registry())
 
 
 # ---------------------------------------------------------------- defaults

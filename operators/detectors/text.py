@@ -108,7 +108,8 @@ class TextDetector(OnnxDetector):
 
     def _run(self, blob_bgr: np.ndarray) -> np.ndarray:
         blob = (blob_bgr.transpose(0, 3, 1, 2).astype(np.float32) - self._mean) * self._scale
-        return self.session.run(None, {self.input_name: blob})[0][:, 0]
+        prob: np.ndarray = self.session.run(None, {self.input_name: blob})[0][:, 0]
+        return prob
 
     def _detect_batch(self, frames: Frames) -> list[Boxes]:
         n, h, w = frames.shape[:3]

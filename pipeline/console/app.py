@@ -539,7 +539,7 @@ def create_app(svc: Services, *, secure_cookies: bool = True, session_max_age_s:
 
         def run(job: Job) -> Mapping[str, Any]:
             out = job.dir / "subject-export.mp4"
-            report = export(camera_id=cam, from_ms=t0, to_ms=t1, box_xywh=tuple(params["box_xywh"]), at_ms=at,
+            report = export(camera_id=cam, from_ms=t0, to_ms=t1, box_xywh=tuple(params["box_xywh"]), at_ms=at,  # type: ignore[arg-type]
                             case=case, output=out, actor=user.username, progress=job.progress)
             rep = dict(report) if isinstance(report, Mapping) else getattr(report, "__dict__", {})
             (job.dir / "report.json").write_text(json.dumps(rep, indent=2, default=str))

@@ -79,7 +79,7 @@ class AuditLog:
             logger.error("audit event not stored action=%s actor=%s error=%s", action, actor, exc)
             raise AuditError(f"the audit trail is unavailable ({type(exc).__name__}); the action was not performed") \
                 from None
-        return normalize(json.loads(ev.to_json()) if hasattr(ev, "to_json") else dict(ev))
+        return normalize(json.loads(ev.to_json()) if hasattr(ev, "to_json") else dict(ev))  # type: ignore[arg-type]
 
     def _read(self, key: str) -> dict[str, Any] | None:
         with self._lock:

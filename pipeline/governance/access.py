@@ -522,7 +522,7 @@ def record_camera_change(cfg: Any, action: str, camera_ids: Sequence[str], *, ac
     producer = ChunkProducer(k.bootstrap_servers, message_max_bytes=k.message_max_bytes, client_id="veil-governance",
                              extra=kafka_settings(k))
     try:
-        return AuditLog(None, producer, k.topics.audit).record(action, current_actor(actor), **kw)
+        return AuditLog(None, producer, k.topics.audit).record(action, current_actor(actor), **kw)  # type: ignore[arg-type]
     except Exception as exc:  # noqa: BLE001
         raise AccessError(f"{action} refused: the audit event could not be recorded on {k.topics.audit}: "
                           f"{str(exc).splitlines()[0][:200]}") from None

@@ -30,7 +30,8 @@ def redact_file_keep_subject(src: str, output: Path, spec: str, *, style: str = 
         reader.close()
         raise InputError(f"video {src!r}: {info.width}x{info.height} frames exceed --max-pixels {max_pixels}")
     subject.check_inside(info.width, info.height)
-    frames, pts = [], []
+    frames: list[Any] = []
+    pts: list[int] = []
     with reader:
         for chunk in reader.chunks(64):
             frames.extend(chunk.frames)

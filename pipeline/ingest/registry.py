@@ -169,8 +169,9 @@ def read_registry(cfg: Any, timeout_s: float = 10.0) -> dict[str, CameraConfig]:
                 latest[cid] = decode_camera(m.value())
             except SchemaError as exc:
                 logger.warning("bad camera record key=%s offset=%d error=%s", cid, m.offset(), exc)
-            if m.offset() + 1 >= ends[m.partition()]:
-                done.add(m.partition())
+            part, off = int(m.partition() or 0), int(m.offset() or 0)
+            if off + 1 >= ends[part]:
+                done.add(part)
         return {cid: cam for cid, cam in sorted(latest.items()) if cam is not None}
     finally:
         c.close()

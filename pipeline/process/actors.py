@@ -199,7 +199,7 @@ class DetectorActor:
                 time.sleep(3600)
             raise RuntimeError("injected detector failure")
 
-        self.redactor.detect_many = broken  # type: ignore[method-assign]
+        self.redactor.detect_many = broken  # type: ignore[method-assign,assignment]
 
 
 class ChunkActor:

@@ -77,8 +77,8 @@ def supervise(config: Any, stop_event: threading.Event, poll_s: float = 2.0) -> 
     from pipeline.stage import stop_on_signals
 
     stop_on_signals(stop_event)  # ray.init replaced our SIGTERM handler
-    cls = ray.remote(ConsumerActor).options(num_cpus=0.25, max_restarts=0, max_concurrency=4)
-    actors = [cls.remote(config, i) for i in range(rc.consumers)]
+    cls: Any = ray.remote(ConsumerActor).options(num_cpus=0.25, max_restarts=0, max_concurrency=4)
+    actors: list[Any] = [cls.remote(config, i) for i in range(rc.consumers)]
     logger.info("process job: %d consumer actor(s) started in the cluster", len(actors))
     failed: str | None = None
     while not stop_event.is_set() and failed is None:

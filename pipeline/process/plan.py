@@ -176,6 +176,6 @@ def build_plan(cfg: Any, *, model_dir: str | None = None) -> MaskingPlan:
         eff = {pid: (v if v is not None else defaults[field_name]) for pid, v in zip(users, explicit)}
         union[field_name] = min(eff.values())
         for pid, v in eff.items():  # each policy filters the shared boxes at its own threshold
-            plans[pid] = replace(plans[pid], redaction=replace(plans[pid].redaction, **{field_name: v}))
-    detector = replace(base, **union, style="fill", strength=None).validate()
+            plans[pid] = replace(plans[pid], redaction=replace(plans[pid].redaction, **{field_name: v}))  # type: ignore[arg-type]
+    detector = replace(base, style="fill", strength=None, **union).validate()  # type: ignore[arg-type]
     return MaskingPlan(detector, plans, p.policy_id, routed=True)
