@@ -235,6 +235,9 @@ def main() -> int:
     ap.add_argument("--max-cameras", type=int, default=8, help="--knee: upper bound")
     ap.add_argument("--json-out", type=Path, default=None, help="also write the JSON result here")
     args = ap.parse_args()
+    models = ROOT.parent / "shared" / "models"  # what the Makefile exports; the workers inherit it
+    if models.is_dir():
+        os.environ.setdefault("VEILSTREAM_MODEL_DIR", str(models))
     w, h = (int(v) for v in args.size.lower().split("x"))
     source = prepare_source(args.source or VTEST, w, h, args.fps, ROOT / "out" / "load" / "sources")
     state = ROOT / ".veilstream" / "load"
