@@ -25,9 +25,13 @@ PLAN_CHUNK = 32
 
 
 def head_region(person: XYXY) -> XYXY:
-    """Where a person's face can be: the top 40 % of the box, a little wider and higher."""
+    """Where a person's face can be: the top of the box, a little wider and higher. The top
+    40 % of a standing person (height >= 2x width); down to 75 % for an upper body cut by
+    the frame (a close-up, height ~ width), where the face sits lower in the box."""
     w, h = person[2] - person[0], person[3] - person[1]
-    return np.array([person[0] - 0.1 * w, person[1] - 0.1 * h, person[2] + 0.1 * w, person[1] + 0.4 * h], np.float32)
+    frac = float(np.clip(0.4 + (2.0 - h / max(float(w), 1.0)) * 0.35, 0.4, 0.75))
+    return np.array([person[0] - 0.1 * w, person[1] - 0.1 * h, person[2] + 0.1 * w, person[1] + frac * h],
+                    np.float32)
 
 
 def subject_head(track_box: XYXY, kind: str) -> XYXY:
@@ -36,7 +40,8 @@ def subject_head(track_box: XYXY, kind: str) -> XYXY:
     if kind != "person":
         return track_box
     w, h = track_box[2] - track_box[0], track_box[3] - track_box[1]
-    return np.array([track_box[0] + 0.15 * w, track_box[1], track_box[2] - 0.15 * w, track_box[1] + 0.2 * h],
+    frac = float(np.clip(0.2 + (2.0 - h / max(float(w), 1.0)) * 0.3, 0.2, 0.5))  # as head_region
+    return np.array([track_box[0] + 0.15 * w, track_box[1], track_box[2] - 0.15 * w, track_box[1] + frac * h],
                     np.float32)
 
 
@@ -110,6 +115,7 @@ class SubjectResult:
         masked = [i for i, v in enumerate(self.subject_visible) if not v]
         return {
             "frames": n,
+            # tracked and its head region less than half masked in the output
             "subject_visible_frames": int(sum(self.subject_visible)),
             "subject_masked_frames": len(masked),
             "subject_masked_ranges": _ranges(masked),
@@ -209,5 +215,8 @@ def redact_keep_subject(frames: Frames, box_xyxy: Sequence[float], start: int, *
             blocked = red.coverage(hw, strict)
             show = _box_mask(hw, own) & ~blocked
             out[i][show] = frames[i][show]
+            head = _box_mask(hw, [own[-1]])
+            if head.any() and float((red.coverage(hw, boxes)[head] & ~show[head]).mean()) >= 0.5:
+                visible[-1] = False  # tracked, but its head stayed masked (someone else's face/head there)
         restored.append(own)
     return SubjectResult(out, track, red.count(masked_boxes), sorted(fail_set), visible, masked_boxes, restored)

@@ -202,11 +202,14 @@ def raw_store(config: Any) -> Any:
 
 def build_raw_sink(config: Any, stop_event: threading.Event | None = None) -> RawSinkWorker:
     from .rules import raw_lifecycle_rules
-    from .vault import key_provider_from_config
+    from .vault import LocalKeyFileProvider, key_provider_from_config
 
+    provider = key_provider_from_config(config.raw_vault)
+    if isinstance(provider, LocalKeyFileProvider):
+        _ = provider.key_id  # an unreadable or malformed key file fails at start, not at the first chunk
     store = raw_store(config)
     store.ensure_bucket()
-    vault = RawVault(store, key_provider_from_config(config.raw_vault))
+    vault = RawVault(store, provider)
     worker = RawSinkWorker(config, vault, stop_event=stop_event)
     rules = raw_lifecycle_rules(worker.policies.values())
     if rules:

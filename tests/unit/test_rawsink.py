@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from schemas.config import parse_config
@@ -53,3 +54,19 @@ def test_only_kept_policies_are_sealed_and_an_outage_holds_offsets_back(tmp_path
     assert w.outcomes.labels(outcome="policy_keeps_no_raw")._value.get() == 1
     assert w.outcomes.labels(outcome="invalid_message")._value.get() == 1
     assert not consumer.paused
+
+
+@pytest.mark.parametrize(("vault", "needle"), [
+    ({}, "raw_vault.key_file is not set"),
+    ({"key_file": "/nonexistent/master.key"}, "master key file /nonexistent/master.key"),
+    ({"key_provider": "aws-kms"}, "raw_vault.kms_key_id is not set"),
+])
+def test_raw_sink_refuses_a_missing_master_key_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          vault: dict, needle: str) -> None:
+    from pipeline.cli import main
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"raw_vault": vault, "metrics": {"enabled": False}}))
+    rc = main(["raw-sink", "--config", str(cfg)])
+    err = capsys.readouterr().err
+    assert rc != 0 and needle in err and len(err.strip().splitlines()) == 1, err
