@@ -162,9 +162,16 @@ class Governance:
             from schemas.policy import load_policies
 
             pols = load_policies(cfg.policies_dir)
+        keep = None
+        if audit_store.object_lock:  # events are WORM like the footage they are about
+            from pipeline.sink.objectstore import RetentionSpec
+
+            from .rules import audit_retention
+
+            keep = RetentionSpec(*audit_retention(pols.values()))
         return cls(cfg=cfg, store=store, audit_store=audit_store, raw_store=raw_store(cfg),
-                   audit=AuditLog(audit_store, producer, cfg.kafka.topics.audit), actor=current_actor(actor),
-                   policies=pols)
+                   audit=AuditLog(audit_store, producer, cfg.kafka.topics.audit, retention=keep),
+                   actor=current_actor(actor), policies=pols)
 
     @property
     def vault(self) -> RawVault:

@@ -18,9 +18,10 @@ logger = logging.getLogger(__name__)
 class RegistryNotices:
     """``notices(camera_id) -> {purpose, scope, contact}`` (empty when the camera has none)."""
 
-    def __init__(self, config: Any, refresh_s: float = 60.0) -> None:
+    def __init__(self, config: Any, refresh_s: float = 60.0, unknown_refresh_s: float = 5.0) -> None:
         self.cfg = config
         self.refresh_s = refresh_s
+        self.unknown_refresh_s = unknown_refresh_s
         self._notices: dict[str, dict[str, str]] = {c.camera_id: dict(c.notice or {})
                                                     for c in getattr(config.ingest, "cameras", ())}
         self._read_at = float("-inf")
@@ -37,6 +38,7 @@ class RegistryNotices:
         self._notices.update({cid: dict(c.notice or {}) for cid, c in cams.items()})
 
     def __call__(self, camera_id: str) -> dict[str, str]:
-        if time.monotonic() - self._read_at >= self.refresh_s:
+        age = time.monotonic() - self._read_at
+        if age >= self.refresh_s or (camera_id not in self._notices and age >= self.unknown_refresh_s):
             self._refresh()
         return self._notices.get(camera_id, {})

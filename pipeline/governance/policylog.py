@@ -28,7 +28,14 @@ def record_policy_changes(policies: Mapping[str, Any], audit_store: Any, produce
     """Record every policy whose content is new to the audit bucket. Returns their ids.
     Best effort: a stage never refuses to start over its policy log (logged instead)."""
     changed: list[str] = []
-    log = AuditLog(audit_store, producer, topic)
+    keep = None
+    if getattr(audit_store, "object_lock", False):
+        from pipeline.sink.objectstore import RetentionSpec
+
+        from .rules import audit_retention
+
+        keep = RetentionSpec(*audit_retention(policies.values()))
+    log = AuditLog(audit_store, producer, topic, retention=keep)
     who = actor or f"stage:{os.environ.get('HOSTNAME') or 'local'}"
     for pid, pol in sorted(policies.items()):
         body, sha = policy_fingerprint(pol)
@@ -37,7 +44,8 @@ def record_policy_changes(policies: Mapping[str, Any], audit_store: Any, produce
             if audit_store.stat_object(key) is not None:
                 continue
             previous = sorted(audit_store.list_objects(f"policies/{pid}/"))
-            audit_store.put_object(key, body, "application/json", {"policy-id": pid}, {"kind": "policy"})
+            audit_store.put_object(key, body, "application/json", {"policy-id": pid}, {"kind": "policy"},
+                                   retention=keep)
             log.record("policy_change", who, object_keys=[key],
                        details={"policy_id": pid, "version": pol.version, "sha256": sha,
                                 "first_seen": not previous, "retention": dataclasses.asdict(pol.retention)})

@@ -10,7 +10,7 @@ from typing import Any
 
 from schemas.policy import Policy
 
-__all__ = ["LifecycleRule", "lifecycle_rules", "raw_lifecycle_rules", "raw_sink_document", "retain_until",
+__all__ = ["LifecycleRule", "audit_retention", "lifecycle_rules", "raw_lifecycle_rules", "raw_sink_document", "retain_until",
            "role_documents", "sink_document"]
 
 POLICY_TAG = "policy-id"
@@ -45,6 +45,20 @@ def lifecycle_rules(policies: Iterable[Policy]) -> list[LifecycleRule]:
     return [LifecycleRule(rule_id=f"veilstream-policy-{p.policy_id}"[:255], policy_id=p.policy_id,
                           days=p.retention.redacted_days)
             for p in sorted(policies, key=lambda p: p.policy_id)]
+
+
+AUDIT_MIN_DAYS = 365
+
+
+def audit_retention(policies: Iterable[Policy], now: dt.datetime | None = None) -> tuple[str, dt.datetime]:
+    """Object-lock retention of audit events: at least as long as any footage they are about
+    (the longest redacted or raw retention) and at least a year; COMPLIANCE when any policy
+    asks for it."""
+    pols = list(policies)
+    days = max([AUDIT_MIN_DAYS, *(p.retention.redacted_days for p in pols), *(p.retention.raw_days for p in pols)])
+    mode = "COMPLIANCE" if any(p.retention.mode == "COMPLIANCE" for p in pols) else "GOVERNANCE"
+    now = now or dt.datetime.now(dt.UTC)
+    return mode, (now + dt.timedelta(days=days)).replace(microsecond=0)
 
 
 def raw_lifecycle_rules(policies: Iterable[Policy]) -> list[LifecycleRule]:

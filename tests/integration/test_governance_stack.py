@@ -229,6 +229,14 @@ def test_subject_and_case_exports_are_recorded(stack: dict[str, Any]) -> None:
     assert by["subject_export"]["case_id"] == "SR-1" and by["subject_export"]["actor"] == "officer.kim"
     assert by["case_export"]["details"]["official"] == "Det. Park, Seoul Metro Police"
     assert len(by["case_export"]["object_keys"]) == CHUNKS
+    # the event objects are WORM: retained at least a year
+    import datetime as dt
+
+    from pipeline.sink.worker import audit_store_for
+
+    audit = audit_store_for(stack["cfg"])
+    ret = audit.get_retention(next(iter(audit.list_objects("events/"))))
+    assert ret is not None and ret.until > dt.datetime.now(dt.UTC) + dt.timedelta(days=360)
     # ... and the same events on veil.audit
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
