@@ -184,6 +184,8 @@ class Catalog:
         self._reg: tuple[float, dict[str, Any], str | None] = (-1e18, {}, None)
         self._manifests: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._manifest_cap = manifest_cache
+        self.listing_ttl_s = 5.0
+        self._listings: dict[tuple[str, str], tuple[float, list[str]]] = {}
 
     # ------------------------------------------------------------ registry
     def registry(self) -> tuple[dict[str, Any], str | None]:
@@ -256,7 +258,19 @@ class Catalog:
         return man
 
     def day_keys(self, camera_id: str, date: str) -> list[str]:
-        return sorted(k for k in self.store.list_objects(f"camera={camera_id}/date={date}/") if k.endswith(".mp4"))
+        """A camera-day's segment keys; one listing per ``listing_ttl_s`` (the camera page and
+        the status of every camera read the same days)."""
+        now = self.clock()
+        with self._lock:
+            hit = self._listings.get((camera_id, date))
+            if hit is not None and now - hit[0] < self.listing_ttl_s:
+                return hit[1]
+        keys = sorted(k for k in self.store.list_objects(f"camera={camera_id}/date={date}/") if k.endswith(".mp4"))
+        with self._lock:
+            self._listings[(camera_id, date)] = (now, keys)
+            if len(self._listings) > 10_000:
+                self._listings.clear()
+        return keys
 
     def day(self, camera_id: str, date: str) -> list[Segment]:
         out = []
