@@ -25,6 +25,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import os
 import re
 import time
 import urllib.parse
@@ -42,13 +43,25 @@ from .vault import RawVault, VaultError, days_between, key_provider_from_config
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "AccessError", "ExportResult", "VaultError", "Governance", "HoldResult", "ShareLink", "SubjectBox", "audit_events", "cameras",
+    "AccessError", "ExportResult", "MAX_EXPORT_BYTES", "VaultError", "Governance", "HoldResult", "ShareLink", "SubjectBox", "audit_events", "cameras",
     "case_export", "hold", "open_share", "parse_duration", "parse_subject", "parse_time", "record_camera_change", "share",
     "subject_export", "verify",
 ]
 
-MAX_EXPORT_FRAMES = 20_000
-"""An export decodes its interval into memory: about 13 min at 25 fps (ask for longer in pieces)."""
+MAX_EXPORT_BYTES = int(os.environ.get("VEILSTREAM_EXPORT_MAX_BYTES", str(3 * 1024**3)))
+"""An export decodes its interval into memory (the tracker looks forward and backward):
+at most this many bytes of frames, 3 GiB by default = ~18 min of 640x360 or ~3.5 min of
+1280x720 at 25 fps. A longer interval is refused with the length that fits (export it in
+pieces); ``$VEILSTREAM_EXPORT_MAX_BYTES`` raises it on a bigger machine."""
+
+
+def too_long(frames: int, frame_bytes: int, fps: float, what: str) -> InputError | None:
+    """The error for an interval whose decoded frames exceed :data:`MAX_EXPORT_BYTES`."""
+    if frames * frame_bytes <= MAX_EXPORT_BYTES:
+        return None
+    fit_s = MAX_EXPORT_BYTES // max(frame_bytes, 1) / max(fps, 1e-3)
+    return InputError(f"{what}: more than {MAX_EXPORT_BYTES // 1024**2} MiB of decoded frames; at this resolution "
+                      f"one export holds at most {fit_s:.0f}s: export the interval in pieces")
 
 
 class AccessError(VeilStreamError):
@@ -251,8 +264,9 @@ def _decode(chunks: Sequence[tuple[str, dict[str, Any], bytes]], from_ms: int, t
             if from_ms <= int(t) <= to_ms:
                 frames.append(f)
                 pts.append(int(t))
-        if len(frames) > MAX_EXPORT_FRAMES:
-            raise InputError(f"interval holds more than {MAX_EXPORT_FRAMES} frames: export it in shorter pieces")
+        err = too_long(len(frames), int(frames[0].nbytes) if frames else 0, fps, "interval")
+        if err is not None:
+            raise err
     if not frames:
         raise AccessError(f"no frame of the raw vault falls between {iso(from_ms)} and {iso(to_ms)}")
     return DecodedInterval(np.stack(frames), pts, fps, [k for k, _m, _p in chunks],

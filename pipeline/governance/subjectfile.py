@@ -10,8 +10,6 @@ import numpy as np
 
 from schemas.errors import InputError
 
-MAX_FRAMES = 20_000
-
 
 def redact_file_keep_subject(src: str, output: Path, spec: str, *, style: str = "mosaic", model_dir: str | None = None,
                              max_pixels: int | None = None) -> dict[str, Any]:
@@ -21,7 +19,7 @@ def redact_file_keep_subject(src: str, output: Path, spec: str, *, style: str = 
     from operators.video import VideoReader, VideoWriter
     from pipeline.redact_file import output_path_for
 
-    from .access import parse_subject
+    from .access import parse_subject, too_long
 
     subject = parse_subject(spec, time_ok=False)
     reader = VideoReader(src)
@@ -36,8 +34,9 @@ def redact_file_keep_subject(src: str, output: Path, spec: str, *, style: str = 
         for chunk in reader.chunks(64):
             frames.extend(chunk.frames)
             pts.extend(int(p) for p in chunk.pts)
-            if len(frames) > MAX_FRAMES:
-                raise InputError(f"{src!r}: more than {MAX_FRAMES} frames; cut the interval of the request first")
+            err = too_long(len(frames), int(frames[0].nbytes) if frames else 0, info.fps or 25.0, repr(src))
+            if err is not None:
+                raise err
     if not frames:
         raise InputError(f"{src!r}: no decodable video frames")
     start = subject.frame or 0

@@ -101,3 +101,13 @@ def test_an_action_without_a_durable_record_is_refused() -> None:
     assert store.get_object(ev.key) == ev.to_json() and log.events()[0]["case_id"] == "C-1"
     with pytest.raises(ValueError, match="unknown audit action"):
         log.record("peek", "kim")
+
+
+def test_an_interval_too_long_for_memory_is_refused_with_what_fits() -> None:
+    from pipeline.governance.access import MAX_EXPORT_BYTES, too_long
+
+    frame = 1280 * 720 * 3
+    fits = MAX_EXPORT_BYTES // frame
+    assert too_long(fits, frame, 25.0, "interval") is None
+    err = too_long(fits + 1, frame, 25.0, "interval")
+    assert err is not None and f"at most {fits / 25:.0f}s" in str(err) and "in pieces" in str(err)
