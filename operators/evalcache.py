@@ -94,7 +94,8 @@ def components(cfg: Any) -> dict[str, Component]:
         default_threshold(YoloxPersonDetector, "vehicle_threshold")
     if classes & {"face", "person"} or crops:
         out["yolox"] = simple("yolox", YoloxPersonDetector, {"threshold": FLOORS["yolox"], "vehicles": crops,
-                                                             "vehicle_threshold": vthr})
+                                                             "vehicle_threshold": vthr,
+                                                             "max_side": cfg.person_max_side})
     if classes & {"plate", "text"}:
         text_params = {"threshold": FLOORS["text_full"], "max_side": cfg.text_max_side,
                        "min_side": cfg.text_min_side, "tile": cfg.text_tile}
@@ -123,8 +124,16 @@ def thresholds(cfg: Any) -> dict[str, float]:
     def pick(v: float | None, factory: Any) -> float:
         return float(v) if v is not None else default_threshold(factory)
 
-    face_yunet = cfg.face_threshold if cfg.face_model == "yunet" else cfg.yunet_threshold
-    return {"centerface": pick(cfg.face_threshold, CenterFaceDetector), "yunet": pick(face_yunet, YuNetDetector),
+    if cfg.face_model == "centerface+yunet":
+        from .detectors import FaceUnionDetector
+
+        cf = float(cfg.face_threshold) if cfg.face_threshold is not None else default_threshold(FaceUnionDetector)
+        yn = float(cfg.yunet_threshold) if cfg.yunet_threshold is not None else \
+            default_threshold(FaceUnionDetector, "yunet_threshold")
+    else:
+        cf = pick(cfg.face_threshold, CenterFaceDetector)
+        yn = pick(cfg.face_threshold if cfg.face_model == "yunet" else cfg.yunet_threshold, YuNetDetector)
+    return {"centerface": cf, "yunet": yn,
             "yolox": pick(cfg.person_threshold, YoloxPersonDetector),
             "text_full": pick(cfg.text_threshold, TextDetector), "text_crops": pick(cfg.text_threshold, TextDetector)}
 

@@ -64,6 +64,8 @@ class RedactionConfig:
             below ``text_min_side`` and cuts frames larger than ``text_tile`` into tiles.
         plate_crops: also search plates in upscaled crops of the lower part of each vehicle
             YOLOX finds (vehicle score >= ``vehicle_threshold``).
+        person_max_side: YOLOX's square input side (persons for the head fallback and
+            vehicles for the plate search come from the same inference).
         strength: a policy's mask strength in (0, 1] (``None`` = each style's default):
             mosaic takes ``3 / strength`` blocks across a box (0.5 -> the default 6,
             1 -> 3), capped at 12 so a weak setting still leaves no readable face; blur
@@ -88,21 +90,22 @@ class RedactionConfig:
     model_dir: str | None = None
     face_padding: float = 0.2
     head_padding: float = 0.1
-    plate_padding: float = 0.1
+    plate_padding: float = 0.25
     person_padding: float = 0.05
     face_shape: str = "ellipse"
     threads: int | None = None
-    face_model: str = "centerface"
+    face_model: str = "centerface+yunet"
     strength: float | None = None
     # Added for hard footage (issue 8); every default below is a point on the measured
     # leak / masked-area curves of `veilstream eval --sweep` (README "Measured quality").
     yunet_threshold: float | None = None
     yunet_max_side: int | None = 1280
     yunet_min_side: int | None = None
-    text_min_side: int | None = None
+    text_min_side: int | None = 960
     text_tile: int | None = None
-    plate_crops: bool = False
+    plate_crops: bool = True
     vehicle_threshold: float | None = None
+    person_max_side: int = 640
 
     def mask_strength(self) -> float | None:
         """The style-specific ``MaskSpec.strength`` for :attr:`strength` (see above)."""
@@ -493,6 +496,7 @@ def build_detectors(config: RedactionConfig) -> dict[str, Detector]:
         kw = dict(common)
         if config.person_threshold is not None:
             kw["threshold"] = config.person_threshold
+        kw["max_side"] = config.person_max_side
         if vehicles:
             kw["vehicles"] = True
             if config.vehicle_threshold is not None:

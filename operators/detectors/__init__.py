@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..types import ConfigError, Detector
-from . import centerface, text, yolox, yunet
+from . import centerface, faces, text, yolox, yunet
 from .centerface import CenterFaceDetector
 from .faces import FaceUnionDetector
 from .text import TextDetector
@@ -30,7 +30,7 @@ DETECTORS: dict[str, Callable[..., Detector]] = {
 DEFAULT_THRESHOLDS: dict[str, float] = {
     "centerface": centerface.DEFAULT_THRESHOLD,
     "yunet": yunet.DEFAULT_THRESHOLD,
-    "centerface+yunet": centerface.DEFAULT_THRESHOLD,  # its ``threshold`` is CenterFace's
+    "centerface+yunet": faces.DEFAULT_THRESHOLD,  # its ``threshold`` is CenterFace's inside the union
     "yolox_person": yolox.DEFAULT_THRESHOLD,
     "ppocr_text": text.DEFAULT_THRESHOLD,
 }

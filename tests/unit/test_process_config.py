@@ -27,7 +27,7 @@ def plan(process: dict, policies_dir: Path | None = None) -> MaskingPlan:
 def test_defaults_match_the_cli_video_defaults():
     r = plan({}).default.redaction
     assert (r.classes, r.style, r.detect_every, r.face_max_side, r.text_max_side, r.face_model) == (
-        ("face", "plate"), "mosaic", 4, 640, 640, "centerface")
+        ("face", "plate"), "mosaic", 4, 640, 640, "centerface+yunet")
 
 
 def test_gpu_node_settings_reach_the_detectors():
@@ -127,13 +127,14 @@ def test_chunks_are_routed_by_their_camera_policy(tmp_path):
 
 def test_one_detector_set_serves_every_policy_at_the_lowest_threshold(tmp_path):
     p = _two_policies(tmp_path, "policy_id: strict\nclasses: [face, person, text]\n"
-                                "thresholds: {face: 0.05, person: 0.6}\n")
+                                "thresholds: {face: 0.03, person: 0.6}\n")
     det, per = p.detector, {pid: pp.redaction for pid, pp in p.policies.items()}
     assert det.classes == ("face", "plate", "person", "text")
-    # face: strict asks 0.05, default takes CenterFace's own constant; the detector runs at
-    # 0.05 and the default policy filters at the constant itself
-    assert det.face_threshold == 0.05 and per["default"].face_threshold == DEFAULT_THRESHOLDS["centerface"]
-    assert per["strict"].face_threshold == 0.05
+    # face: strict asks 0.03, default takes the face detector's own constant (the
+    # CenterFace+YuNet union's 0.05); the detector runs at 0.03 and the default policy
+    # filters at the constant itself
+    assert det.face_threshold == 0.03 and per["default"].face_threshold == DEFAULT_THRESHOLDS["centerface+yunet"]
+    assert per["strict"].face_threshold == 0.03
     # person: strict 0.6, default (face needs the person detector for head fallback) its default
     assert det.person_threshold == DEFAULT_THRESHOLDS["yolox_person"] and per["strict"].person_threshold == 0.6
     # text: nobody set one: the detector default stands for both
