@@ -10,7 +10,6 @@ from ._common import ModelRef, check_frames
 from .centerface import CenterFaceDetector
 from .yunet import YuNetDetector
 
-
 DEFAULT_THRESHOLD = 0.05
 """CenterFace's threshold inside the union (alone it keeps 0.1): the faces sweep
 (`veilstream eval --sweep`) halves faces_wider_hard leaks from 0.07 to 0.05 for +2.8
