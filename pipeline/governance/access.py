@@ -38,7 +38,7 @@ from schemas.errors import InputError, VeilStreamError
 
 from .audit import AuditLog, current_actor
 from .chain import VerifyReport, chain_prefix, verify_day
-from .vault import RawVault, VaultError, days_between, key_provider_from_config
+from .vault import RawVault, VaultError, data_key_object, days_between, key_provider_from_config
 
 logger = logging.getLogger(__name__)
 
@@ -474,7 +474,12 @@ def hold(gov: Governance, camera_id: str, from_ms: int, to_ms: int, *, case_id: 
     gov.camera(camera_id)
     targets = [(gov.store, k) for k in _interval_keys(gov.store, camera_id, from_ms, to_ms, (".mp4", ".json"))]
     try:
-        targets += [(gov.raw_store, k) for k in _interval_keys(gov.raw_store, camera_id, from_ms, to_ms, (".raw",))]
+        raw = [(gov.raw_store, k) for k in _interval_keys(gov.raw_store, camera_id, from_ms, to_ms, (".raw",))]
+        # ... and the camera-days' wrapped data keys: without them the raw objects are unreadable
+        days = sorted({k.split("/date=", 1)[1][:10] for _s, k in raw})
+        raw += [(gov.raw_store, dk) for dk in (data_key_object(camera_id, d) for d in days)
+                if gov.raw_store.stat_object(dk) is not None]
+        targets += raw
     except Exception as exc:  # noqa: BLE001 - no raw bucket: nothing raw to hold
         if "NoSuchBucket" not in str(exc):
             raise

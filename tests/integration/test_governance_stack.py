@@ -320,6 +320,9 @@ def test_legal_hold_refuses_deletion_until_removed(stack: dict[str, Any]) -> Non
             victims.append((bucket, v["Key"], v["VersionId"]))
     assert {b for b, _k, _v in victims} == {os_.bucket, os_.raw_bucket}
     assert any(k.endswith(".json") for _b, k, _v in victims) and any(k.endswith(".raw") for _b, k, _v in victims)
+    victims += [(os_.raw_bucket, v["Key"], v["VersionId"])  # the wrapped data key of the day is held too
+                for v in client.list_object_versions(Bucket=os_.raw_bucket, Prefix="keys/").get("Versions", [])]
+    assert any(k.startswith("keys/") for _b, k, _v in victims)
     for bucket, key, vid in victims:
         assert client.get_object_legal_hold(Bucket=bucket, Key=key, VersionId=vid)["LegalHold"]["Status"] == "ON"
     bucket, key, vid = next(v for v in victims if v[1].endswith(".raw"))
