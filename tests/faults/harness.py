@@ -238,6 +238,7 @@ class Run:
         self.extra: list[Any] = []  # ManagedProcess-es a scenario started (stopped by pid at the end)
         self.produced: dict[tuple[int, int], Any] = {}  # (partition, offset) -> chunk id
         self.fault_at: float | None = None
+        self.failed = False  # a scenario-specific expectation did not hold
         self.notes: list[str] = []
         self.env = {**os.environ, "VEILSTREAM_MODEL_DIR": str(MODEL_DIR), "VEILSTREAM_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
                     "VEILSTREAM_STOP_GRACE_S": "90", **scenario.env}
@@ -507,6 +508,8 @@ class Run:
             else:
                 res.unaccounted += 1
                 self.notes.append(f"unaccounted {ident}")
+        if self.failed:
+            res.unaccounted += 1
         if not self.sc.poison and res.dlq:
             # the workload is all valid input: anything dead-lettered was an outage consumed
             # as bad input (the DLQ is only for input that can never be processed)
@@ -713,12 +716,14 @@ def corrupt_model_then_fix(run: Run) -> None:
         p.wait(120)
     except subprocess.TimeoutExpired:
         run.notes.append("process kept running with a corrupt model")
+        run.failed = True
         run.kill("process")
     run.procs.pop("process", None)
     err = [ln for ln in run.log("process").splitlines() if "error" in ln.lower()][-1:]
     run.notes.append(f"corrupt model: rc={p.returncode} {err[0][:120] if err else ''}")
     run.fault_at = time.monotonic()
     run.cfg_raw["process"] = {**run.cfg_raw["process"], "model_dir": str(YUNET.parent)}
+    run.env["VEILSTREAM_MODEL_DIR"] = str(YUNET.parent)
     run.cfg_path.write_text(yaml.safe_dump(run.cfg_raw, sort_keys=False))
     run.start("process")
 
@@ -781,7 +786,9 @@ def run_scenarios(names: list[str], work: Path | None = None, out: Callable[[str
         for name in names:
             sc = SCENARIOS[name]
             if sc.config.get("process", {}).get("model_dir") == "@corrupt":
-                sc = replace(sc, config=_merge(sc.config, {"process": {"model_dir": _corrupt_model_dir()}}))
+                bad = _corrupt_model_dir()  # in the config and in $VEILSTREAM_MODEL_DIR: whichever wins
+                sc = replace(sc, config=_merge(sc.config, {"process": {"model_dir": bad}}),
+                             env={**sc.env, "VEILSTREAM_MODEL_DIR": bad})
             out(f"-- {name}: {sc.what}")
             res = Run(stack, wl, sc, scan, work).execute()
             out(f"   {res}")
