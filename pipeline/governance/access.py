@@ -293,6 +293,40 @@ def _write_mp4(frames: Any, pts_ms: Sequence[int], fps: float, output: Path) -> 
     tmp.replace(output)
 
 
+def _write_chunks_mp4(chunks: Sequence[tuple[str, dict[str, Any], bytes]], from_ms: int, to_ms: int,
+                      output: Path) -> None:
+    """Decode and encode the interval one chunk at a time (H.264 MP4, camera timestamps)."""
+    from fractions import Fraction
+
+    import numpy as np
+
+    from operators.codec import decode_chunk_payload
+    from operators.video import VideoWriter
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + ".part.mp4")
+    writer: Any = None
+    t0 = 0
+    try:
+        for _key, meta, payload in chunks:
+            pts = [int(t) for t in meta["pts_ms"]]
+            sel = [i for i, t in enumerate(pts) if from_ms <= t <= to_ms]
+            if not sel:
+                continue
+            dec = decode_chunk_payload(str(meta["codec"]), payload, (int(meta["width"]), int(meta["height"])))
+            if writer is None:
+                t0 = pts[sel[0]]
+                writer = VideoWriter(tmp, int(meta["width"]), int(meta["height"]), float(meta.get("fps") or 25.0),
+                                     Fraction(1, 1000))
+            writer.write(dec[sel], np.asarray([pts[i] - t0 for i in sel], np.int64))
+        if writer is not None:
+            writer.close()
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(output)
+
+
 @dataclass
 class ExportResult:
     output: str
@@ -347,14 +381,17 @@ def case_export(gov: Governance, camera_id: str, from_ms: int, to_ms: int, *, ca
         raise InputError(f"case export needs {', '.join(missing)}: unmasked footage is released only for a "
                          "documented request")
     chunks, pol = _raw_chunks(gov, camera_id, from_ms, to_ms, "case export")
-    iv = _decode(chunks, from_ms, to_ms)
-    ev = gov.record("case_export", camera_id=camera_id, case_id=case_id, object_keys=iv.raw_keys,
+    keys = [k for k, _m, _p in chunks]
+    n = sum(from_ms <= int(t) <= to_ms for _k, m, _p in chunks for t in m.get("pts_ms") or ())
+    if n == 0:
+        raise AccessError(f"case export: no frame of the raw vault falls between {iso(from_ms)} and {iso(to_ms)}")
+    ev = gov.record("case_export", camera_id=camera_id, case_id=case_id, object_keys=keys,
                     details={"legal_basis": legal_basis, "official": official, "from": iso(from_ms),
-                             "to": iso(to_ms), "output": str(output), "frames": len(iv.pts_ms), "unmasked": True})
-    _write_mp4(iv.frames, iv.pts_ms, iv.fps, output)
+                             "to": iso(to_ms), "output": str(output), "frames": n, "unmasked": True})
+    _write_chunks_mp4(chunks, from_ms, to_ms, output)  # chunk by chunk: any length, bounded memory
     report = {"camera_id": camera_id, "case_id": case_id, "legal_basis": legal_basis, "official": official,
-              "from": iso(from_ms), "to": iso(to_ms), "frames": len(iv.pts_ms), "unmasked": True,
-              "raw_objects": iv.raw_keys, "original_payload_sha256": iv.payload_sha256,
+              "from": iso(from_ms), "to": iso(to_ms), "frames": n, "unmasked": True,
+              "raw_objects": keys, "original_payload_sha256": {k: hashlib.sha256(p).hexdigest() for k, _m, p in chunks},
               "policy_id": pol.policy_id, "audit_event_id": ev.event_id}
     output.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     return ExportResult(str(output), report, ev.event_id)

@@ -223,6 +223,10 @@ def test_subject_and_case_exports_are_recorded(stack: dict[str, Any]) -> None:
     assert rc == 0, se
     crep = json.loads(case_out.with_suffix(".json").read_text())
     assert crep["frames"] == CHUNK_FRAMES * CHUNKS and len(crep["raw_objects"]) == CHUNKS
+    with av.open(str(case_out)) as c:  # unmasked: the decoded frames are the camera's (up to coding noise)
+        got = [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
+    assert len(got) == CHUNK_FRAMES * CHUNKS
+    assert float(np.abs(got[5].astype(int) - stack["frames"][5].astype(int)).mean()) < 12
     rc, so, _ = _cli("audit", "list", "--config", stack["path"], "--json")
     events = [json.loads(line) for line in so.splitlines()]
     by = {e["action"]: e for e in events}
