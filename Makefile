@@ -9,7 +9,7 @@ export VEILSTREAM_MODEL_DIR ?= $(abspath ../shared/models)
 export VEILSTREAM_EVAL_DIR ?= $(abspath ../shared/eval)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: all install system-deps image-deps image-check test test-unit test-integration test-faults fuzz demo console-screenshots bench load load-knee eval eval-video eval-subject lint typecheck clean
+.PHONY: all install system-deps image-deps image-check test test-unit test-integration test-faults fuzz overload demo console-screenshots bench load load-knee eval eval-video eval-subject lint typecheck clean
 
 all: test
 
@@ -51,6 +51,10 @@ test-integration: install system-deps
 # tests/faults/test_faults.py); prints the table: chunks in/out/DLQ/dropped, faces leaked.
 test-faults: install system-deps
 	$(PY) -m tests.faults.harness --scenarios all --json out/faults.json
+
+# Twice the cameras the machine can process: lag, RSS of every process vs a bound, live drops.
+overload: install
+	$(PY) load_tests/overload.py --cameras 4 --seconds 60
 
 # Coverage-guided fuzzing (atheris) of every parser of hostile input, FUZZ_SECONDS per target;
 # a crash is written to out/fuzz/ (copy it to tests/fuzz/regressions/<target>-<name>).

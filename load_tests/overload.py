@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -34,6 +35,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+os.environ.setdefault("VEILSTREAM_MODEL_DIR", str(ROOT.parent / "shared" / "models"))  # as the Makefile does
 
 
 def _rss_kb(pid: int) -> int:
@@ -147,9 +149,10 @@ def main() -> int:
             pids = {p for r in roots for p in _tree(r)}
             for pid in pids:
                 kb = _rss_kb(pid)
-                if kb:
-                    key = f"{_name(pid)}[{pid}]"
-                    rss_max[key] = max(rss_max.get(key, 0.0), kb / 1024.0)
+                if kb:  # one entry per process (a Ray worker's title changes with its task)
+                    old = next((k for k in rss_max if k.endswith(f"[{pid}]")), None)
+                    key = f"{_name(pid).split('.')[0]}[{pid}]"
+                    rss_max[key] = max(rss_max.pop(old, 0.0) if old else 0.0, kb / 1024.0)
             samples.append({"t_s": round(time.time() - t0, 1), "lag_chunks": max(0, int(produced - consumed)),
                             "frames_offered": int(frames_offered), "frames_processed": int(frames_done),
                             "dropped_frames": {k: int(v) for k, v in drops.items()},
@@ -176,7 +179,8 @@ def main() -> int:
     for k, v in sorted(rss_max.items(), key=lambda kv: -kv[1])[:15]:
         print(f"  {k:<48} {v:8.1f} MB{'  OVER' if v > args.rss_bound_mb else ''}")
     drops_end = samples[-1]["dropped_frames"] if samples else {}
-    print(f"live cameras dropped frames (counted): {drops_end or 'none'}")
+    print(f"live cameras dropped frames (counted): {drops_end or 'none'} (ingest drops when the broker cannot "
+          f"take chunks; while Kafka absorbs the backlog the lag above grows instead)")
     print(json.dumps({"cameras": args.cameras, "seconds": args.seconds, "offered_fps": round(offered_rate, 1),
                       "processed_fps": round(processed_rate, 1),
                       "overload_factor": round(offered_rate / processed_rate, 2) if processed_rate else None,
