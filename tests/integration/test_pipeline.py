@@ -3,7 +3,9 @@ sink -> bucket, each worker its own process as in production (`veilstream ingest
 
 What the product promises, checked on the objects in the bucket: H.264 segments whose
 decoded frames show carphone_pristine.mp4's face masked; frames in = frames out + counted
-drops; a replay of the raw topic rewrites the same keys instead of adding objects.
+drops; a replay of the raw topic rewrites the same keys instead of adding objects; a
+privacy zone drawn on a camera's registry record is masked in that camera's segments (and
+only there).
 """
 
 from __future__ import annotations
@@ -28,8 +30,12 @@ pytestmark = pytest.mark.integration
 MODELS = Path(__file__).resolve().parents[3] / "shared" / "models"
 
 
+ZONE = {"name": "neighbour-window", "polygon": [[0, 96], [60, 96], [60, 144], [0, 144]]}
+"""A privacy zone on the bottom-left of carphone_pristine.mp4 (detailed in every frame)."""
+
+
 def write_config(path: Path, broker: Any, s3: Any, ray_local: Any, name: str, tmp: Path,
-                 groups: str = "a") -> Any:
+                 groups: str = "a", zoned_camera: bool = False) -> Any:
     (tmp / "ak").write_text(s3.access_key)
     (tmp / "sk").write_text(s3.secret_key)
     topics = {"raw": f"{name}-raw", "redacted": f"{name}-red", "dlq": f"{name}-dlq", "cameras": f"{name}-cams",
@@ -43,7 +49,9 @@ def write_config(path: Path, broker: Any, s3: Any, ray_local: Any, name: str, tm
                 "detector": {"num_cpus": 0.5}},
         "ingest": {"consumer_group": f"{name}-ingest", "chunk_seconds": 1.0,
                    "cameras": [{"camera_id": "cam-carphone", "url": str(sample_video("carphone_pristine.mp4")),
-                                "kind": "file", "loop": False, "realtime": False}]},
+                                "kind": "file", "loop": False, "realtime": False}]
+                   + ([{"camera_id": "cam-zoned", "url": str(sample_video("carphone_pristine.mp4")), "kind": "file",
+                        "loop": False, "realtime": False, "zones": [ZONE]}] if zoned_camera else [])},
         "process": {"consumer_group": f"{name}-process-{groups}", "style": "fill", "model_dir": str(MODELS),
                     "status_interval_s": 2.0},
         "sink": {"consumer_group": f"{name}-sink-{groups}", "segment_seconds": 2.0, "idle_flush_s": 1.0},
@@ -119,7 +127,7 @@ def test_camera_to_bucket_faces_masked_counts_match_replay_rewrites_keys(broker,
     from pipeline.sink.objectstore import MinioSegmentStore
 
     cfg_path = tmp_path / "cfg.yaml"
-    cfg = write_config(cfg_path, broker, s3, ray_local, unique_name, tmp_path)
+    cfg = write_config(cfg_path, broker, s3, ray_local, unique_name, tmp_path, zoned_camera=True)
     t = cfg.kafka.topics
     create_topics(broker.bootstrap, {t.raw: 2, t.redacted: 2, t.dlq: 1, t.cameras: 2, t.audit: 1},
                   config={"max.message.bytes": str(cfg.kafka.message_max_bytes)},
@@ -128,7 +136,7 @@ def test_camera_to_bucket_faces_masked_counts_match_replay_rewrites_keys(broker,
     store.ensure_bucket()  # the sink creates it too; the test polls it before the sink is up
     with av.open(str(sample_video("carphone_pristine.mp4"))) as c:
         originals = np.stack([f.to_ndarray(format="bgr24") for f in c.decode(video=0)])
-    n_in = len(originals)
+    n_in = 2 * len(originals)  # two cameras of the clip: cam-carphone, and cam-zoned with a zone
 
     workers = Workers(cfg_path, tmp_path / "logs")
     try:
@@ -153,9 +161,10 @@ def test_camera_to_bucket_faces_masked_counts_match_replay_rewrites_keys(broker,
     assert frames_out + dropped == n_in, (frames_out, dropped)
     assert frames_out > 0
     faces = CenterFaceDetector(threshold=0.4)
-    assert sum(len(b) > 0 for b in faces.detect(originals)) >= 0.9 * n_in
+    assert sum(len(b) > 0 for b in faces.detect(originals)) >= 0.9 * len(originals)
     for key, m in sorted(first.items()):
-        assert m["camera_id"] == "cam-carphone" and key.startswith("camera=cam-carphone/date=")
+        cam = m["camera_id"]
+        assert cam in ("cam-carphone", "cam-zoned") and key.startswith(f"camera={cam}/date=")
         assert m["fail_closed_frames"] == 0
         assert m["masks_per_class"]["face"] >= m["frames"]
         data = store.get_object(m["key"])
@@ -168,6 +177,13 @@ def test_camera_to_bucket_faces_masked_counts_match_replay_rewrites_keys(broker,
         assert len(frames) == m["frames"]
         found = [i for i, b in enumerate(faces.detect(frames)) if len(b)]
         assert found == [], (key, found)
+        # the camera record's zone: filled on every frame of cam-zoned, untouched on cam-carphone
+        inside = [float(f[100:140, 4:56].std()) for f in frames]
+        if cam == "cam-zoned":
+            assert max(inside) < 6.0, (key, max(inside))
+        else:
+            assert min(inside) > 20.0, (key, min(inside))
+    assert {m["camera_id"] for m in first.values()} == {"cam-carphone", "cam-zoned"}
 
     # The audit trail holds a SegmentStored event for every stored segment.
     audit = read_topic(cfg, t.audit)
@@ -177,7 +193,7 @@ def test_camera_to_bucket_faces_masked_counts_match_replay_rewrites_keys(broker,
 
     # Replay: the same raw chunks through new process and sink groups -> the same keys.
     cfg_path2 = tmp_path / "cfg2.yaml"
-    cfg2 = write_config(cfg_path2, broker, s3, ray_local, unique_name, tmp_path, groups="b")
+    cfg2 = write_config(cfg_path2, broker, s3, ray_local, unique_name, tmp_path, groups="b", zoned_camera=True)
     workers = Workers(cfg_path2, tmp_path / "logs2")
     try:
         workers.start(stages=("process", "sink"))

