@@ -18,7 +18,10 @@ Prints a table, then one JSON line (the last line) with ``cameras``, ``fps_offer
 ``frames_offered``, ``frames_stored``, ``frames_dropped``, ``latency_p50_s``,
 ``latency_p95_s``, ``sustained`` and ``cpu_s_per_frame`` by stage (decode, detect, mask,
 encode, kafka, object_store; from the workers' ``veil_*_cpu_seconds_total`` metrics), plus
-``cpu_s_per_frame_by_process`` (ingest, process driver, Ray node, sink; from /proc).
+``cpu_s_per_frame_by_process`` (ingest, process driver, Ray node, sink; from /proc, every
+thread; the broker and the S3 server are not counted) and ``capacity_fps_2cpu``: the frames
+per second those costs allow on 2 dedicated vCPUs (a bound that does not depend on what
+else runs on a shared machine; the sustained flag does).
 
 The machine is shared: report ratios between runs made the same way, never absolute
 pass/fail.
@@ -196,15 +199,17 @@ def run_once(cameras: int, seconds: float, source: Path, fps: float, state_dir: 
                 lag = metric_lag(metric_ports(log_dir))
                 samples.append((time.time() - t0, lag if lag is not None else raw_lag(cfg, admin)))
                 time.sleep(2.0)
-            cpu_run = {n: tree_cpu_s(pid) - cpu0[n] for n, pid in pids.items()}
             lag_end = samples[-1][1] if samples else raw_lag(cfg, admin)
         finally:
             admin.close()
         # stop: ingest now, process after a bounded drain, then sink (flushes open segments)
         ports = metric_ports(log_dir)
+        cpu_ingest = tree_cpu_s(pids["ingest"]) - cpu0["ingest"]
         runner._stop(workers.procs.pop("ingest"), "ingest", 30)
         runner._wait_drained(cfg, cfg.kafka.topics.raw, cfg.process.consumer_group, timeout_s=drain_s, warn=False)
         steps = scrape_cpu(ports)
+        cpu_run = {n: tree_cpu_s(pid) - cpu0[n] for n, pid in pids.items()}  # run + drain: every stored frame
+        cpu_run["ingest"] = cpu_ingest
         runner._stop(workers.procs.pop("process"), "process", 120)
         runner._wait_drained(cfg, cfg.kafka.topics.redacted, cfg.sink.consumer_group, timeout_s=15, warn=False)
         steps_sink = scrape_cpu({"sink": ports["sink"]} if "sink" in ports else {})
@@ -231,6 +236,7 @@ def run_once(cameras: int, seconds: float, source: Path, fps: float, state_dir: 
         "sustained": bool(samples) and growth < max(1.0, float(cameras)),
         "cpu_s_per_frame": {s: (round(steps[s] / per_frame, 4) if s in steps else None) for s in STEPS},
         "cpu_s_per_frame_by_process": {n: round(v / per_frame, 4) for n, v in cpu_run.items()},
+        "capacity_fps_2cpu": round(2.0 / max(1e-9, sum(cpu_run.values()) / per_frame), 1),
         "cpu_count": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
     }
     return res
