@@ -329,3 +329,34 @@ def test_an_actor_lost_while_chunks_are_in_flight_is_retried_never_dead_lettered
     r = decode_chunk_redacted(out[0].value(), out[0].headers())
     assert r.fail_closed_frames == () and r.masks_per_class["face"] >= len(r.pts_ms)
     assert outages >= 1
+
+
+def test_consumer_actors_in_the_cluster_redact_and_stop_cleanly(setup: Any) -> None:
+    """Production shape (ray.consumers: 1): the consumer loop runs in an actor inside the
+    cluster; the supervising job only starts and stops it."""
+    from pathlib import Path
+
+    from pipeline.process.consumers import supervise
+
+    d = _as_dict(setup)
+    d["ray"]["consumers"] = 1
+    d["process"]["model_dir"] = str(Path(__file__).resolve().parents[3] / "shared" / "models")
+    cfg = parse_config(d)
+    chunks = carphone_chunks(seconds=1.0)[:1]
+    v, h = encode_chunk(chunks[0])
+    produce(cfg, [(v, list(h), CAMERA)])
+    stop = threading.Event()
+    result: list[Any] = []
+    t = threading.Thread(target=lambda: result.append(supervise(cfg, stop, poll_s=0.5)), daemon=True)
+    t.start()
+    try:
+        out = consume_all(cfg, cfg.kafka.topics.redacted, 1, timeout_s=240)
+        deadline = time.monotonic() + 30
+        while committed(cfg) < 1 and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        t.join(180)
+    assert result == [0] and len(out) == 1 and committed(cfg) == 1
+    r = decode_chunk_redacted(out[0].value(), out[0].headers())
+    assert r.fail_closed_frames == () and r.masks_per_class["face"] >= len(r.pts_ms)
