@@ -510,9 +510,10 @@ def test_metrics_services_and_pdbs_select_their_pods(any_docs):
 def test_kustomize_network_policies_deny_ingress_by_default(which):
     any_docs = list(_kustomized() if which == "kustomize" else _kustomized(KUSTOMIZE_OVERLAY))
     pols = {suffix: d for d in by_kind(any_docs, "NetworkPolicy")
-            for suffix in ("default-deny", "allow-metrics", "allow-ray") if d["metadata"]["name"].endswith(suffix)}
-    assert len(pols) == len(by_kind(any_docs, "NetworkPolicy")) == 3, pols
-    assert set(pols) == {"default-deny", "allow-metrics", "allow-ray"}, set(pols)
+            for suffix in ("default-deny", "allow-metrics", "allow-ray", "rawsink-egress")
+            if d["metadata"]["name"].endswith(suffix)}
+    assert len(pols) == len(by_kind(any_docs, "NetworkPolicy")) == 4, pols  # rawsink-egress: test_rawsink_chart.py
+    assert set(pols) == {"default-deny", "allow-metrics", "allow-ray", "rawsink-egress"}, set(pols)
     deny = pols["default-deny"]["spec"]
     assert deny["policyTypes"] == ["Ingress"] and "ingress" not in deny
     worker_labels = [deployment(any_docs, c)["spec"]["template"]["metadata"]["labels"] for c in WORKERS]

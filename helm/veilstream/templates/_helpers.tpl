@@ -186,6 +186,7 @@ verbatim, plus the keys the chart owns, taken from the component blocks.
 {{- $topics := dict "raw" $v.kafka.topics.raw "redacted" $v.kafka.topics.redacted "dlq" $v.kafka.topics.dlq "cameras" $v.kafka.topics.cameras "audit" $v.kafka.topics.audit -}}
 {{- $kafka := dict "bootstrap_servers" $v.kafka.bootstrapServers "topics" $topics "security" $security -}}
 {{- $_ := set $cfg "kafka" (mustMergeOverwrite (deepCopy (get $cfg "kafka" | default dict)) $kafka) -}}
+{{- if eq (toString (dig "enabled" false ($v.rawSink | default dict))) "true" }}{{ $_ := set (get $cfg "kafka") "raw_retention_ms" (int64 $v.rawSink.rawTopicRetentionMs) }}{{ end -}}
 {{- $os := $v.objectStore -}}
 {{- $store := dict "endpoint" $os.endpoint "bucket" $os.buckets.redacted "audit_bucket" $os.buckets.audit "raw_bucket" $os.buckets.raw "access_key_env" (include "veilstream.env.s3AccessKey" .) "secret_key_env" (include "veilstream.env.s3SecretKey" .) "secure" $os.secure "region" $os.region "object_lock" $os.objectLock "credentials" (ternary "web_identity" "keys" (eq (toString (dig "workloadIdentity" "enabled" false $os)) "true")) "ca_file" (ternary (printf "%s/%s" (include "veilstream.objectStoreCaDir" .) $os.caKey) nil (not (empty $os.caSecret))) -}}
 {{- $_ := set $cfg "object_store" (mustMergeOverwrite (deepCopy (get $cfg "object_store" | default dict)) $store) -}}
