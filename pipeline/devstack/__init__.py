@@ -158,7 +158,13 @@ class ManagedProcess:
     grace_s: float = 10.0  # SIGTERM -> SIGKILL delay (Ray ignores SIGTERM in practice: short)
 
     def alive(self) -> bool:
-        return pid_alive(self.pid) and _matches(self.pid, self.marker)
+        if not pid_alive(self.pid):
+            return False
+        argv = cmdline(self.pid)
+        # [] while the child is still inside execve (its new argv not set up yet): Popen returns
+        # as soon as exec is committed, and on a loaded machine a start-up check can land in that
+        # window; calling it dead there left a running server behind, never stopped.
+        return not argv or self.marker in " ".join(argv)
 
     def stop(self, timeout_s: float | None = None) -> bool:
         return stop_pid(self.pid, self.marker, self.grace_s if timeout_s is None else timeout_s)

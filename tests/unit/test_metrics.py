@@ -97,3 +97,4 @@ def test_endpoint_off_keeps_the_probes():
     finally:
         server.shutdown()
     assert serve_config(m, parse_config({"metrics": {"enabled": False}}).metrics) is None
+
