@@ -9,7 +9,7 @@ someone else too, it is masked; a frame whose detection failed is masked whole.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,7 +153,8 @@ def subject_redactor(style: str = "mosaic", **kw: Any) -> Redactor:
 
 def redact_keep_subject(frames: Frames, box_xyxy: Sequence[float], start: int, *, redactor: Redactor | None = None,
                         style: str = "mosaic", tracker: SubjectTracker | None = None,
-                        detections: tuple[list[Boxes | None], list[int]] | None = None) -> SubjectResult:
+                        detections: tuple[list[Boxes | None], list[int]] | None = None,
+                        progress: Callable[[float], None] | None = None) -> SubjectResult:
     """Mask every face, plate and person in ``frames`` except the subject's.
 
     Args:
@@ -161,6 +162,7 @@ def redact_keep_subject(frames: Frames, box_xyxy: Sequence[float], start: int, *
         box_xyxy: the subject's box on frame ``start`` (pixels).
         redactor: must mask faces, plates and persons (default :func:`subject_redactor`).
         detections: ``(raw, failed)`` from ``redactor.detect`` on these frames, if already run.
+        progress: called with the fraction done (detection ~70 %, tracking, masking), growing.
 
     Raises:
         InputError: the box matches no single person or face on its frame.
@@ -172,11 +174,17 @@ def redact_keep_subject(frames: Frames, box_xyxy: Sequence[float], start: int, *
     failed: list[int] = []
     if detections is not None:  # computed earlier (an evaluation re-running the tracker)
         raw, failed = list(detections[0]), list(detections[1])
+    def report(f: float) -> None:
+        if progress is not None:
+            progress(f)
+
     for s in range(0, n if detections is None else 0, PLAN_CHUNK):
         part, f, _e, _ms = red.detect(frames[s:s + PLAN_CHUNK])
         raw.extend(part)
         failed.extend(s + i for i in f)
+        report(0.7 * min(n, s + PLAN_CHUNK) / max(n, 1))
     track = (tracker or SubjectTracker()).follow(frames, raw, start, np.asarray(box_xyxy, np.float32))
+    report(0.75)
     plans: list[Boxes] = []
     for s in range(0, n, PLAN_CHUNK):
         plans.extend(red.plan_from(raw[s:s + PLAN_CHUNK], [i - s for i in failed if s <= i < s + PLAN_CHUNK], hw))
@@ -219,4 +227,6 @@ def redact_keep_subject(frames: Frames, box_xyxy: Sequence[float], start: int, *
             if head.any() and float((red.coverage(hw, boxes)[head] & ~show[head]).mean()) >= 0.5:
                 visible[-1] = False  # tracked, but its head stayed masked (someone else's face/head there)
         restored.append(own)
+        if i % PLAN_CHUNK == PLAN_CHUNK - 1 or i == n - 1:
+            report(0.75 + 0.25 * (i + 1) / n)
     return SubjectResult(out, track, red.count(masked_boxes), sorted(fail_set), visible, masked_boxes, restored)

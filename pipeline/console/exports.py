@@ -22,6 +22,22 @@ class NotAvailableError(VeilStreamError):
     """The governance function behind a console action is not in this build."""
 
 
+SUBJECT_STAGES = ((0.15, "decrypting and decoding the raw vault"), (0.9, "finding and following the subject, "
+                  "masking everyone else"), (1.0, "writing the video and its report"))
+"""(up to this fraction, what the export is doing) of ``access.subject_export``'s progress."""
+CASE_STAGES = ((0.05, "reading the raw vault"), (1.0, "decrypting and writing the unmasked video"))
+
+
+def _staged(progress: Callable[[float, str], None], stages: tuple[tuple[float, str], ...]) -> Callable[[float], None]:
+    """The governance export's ``progress(fraction)`` as the job's ``progress(fraction, message)``."""
+
+    def report(fraction: float) -> None:
+        msg = next((m for upto, m in stages if fraction < upto), stages[-1][1])
+        progress(fraction, msg)
+
+    return report
+
+
 class GovernanceBridge:
     """Keyword-only adapters with the console's argument names over ``governance.access``."""
 
@@ -35,19 +51,20 @@ class GovernanceBridge:
                        case: str, output: Path, actor: str, progress: Callable[[float, str], None]) -> dict[str, Any]:
         from pipeline.governance.access import SubjectBox, subject_export
 
-        progress(0.05, "reading and decrypting the raw vault, following the subject")
+        progress(0.01, "reading and decrypting the raw vault")
         x, y, w, h = box_xywh
         res = subject_export(self._as(actor), camera_id, from_ms, to_ms, SubjectBox(x, y, w, h, at_ms=at_ms),
-                             case_id=case, output=Path(output), report_path=Path(output).with_suffix(".report.json"))
+                             case_id=case, output=Path(output), report_path=Path(output).with_suffix(".report.json"),
+                             progress=_staged(progress, SUBJECT_STAGES))
         return dict(res.report)
 
     def case_export(self, *, camera_id: str, from_ms: int, to_ms: int, case: str, legal_basis: str, official: str,
                     output: Path, actor: str, progress: Callable[[float, str], None]) -> dict[str, Any]:
         from pipeline.governance.access import case_export
 
-        progress(0.05, "reading and decrypting the raw vault")
+        progress(0.01, "reading and decrypting the raw vault")
         res = case_export(self._as(actor), camera_id, from_ms, to_ms, case_id=case, legal_basis=legal_basis,
-                          official=official, output=Path(output))
+                          official=official, output=Path(output), progress=_staged(progress, CASE_STAGES))
         return dict(res.report)
 
     def legal_hold(self, *, action: str, camera_id: str, from_ms: int, to_ms: int, case: str,

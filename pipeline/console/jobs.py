@@ -49,7 +49,7 @@ class Job:
     released: list[dict[str, Any]] = field(default_factory=list)
 
     def progress(self, fraction: float, message: str = "") -> None:
-        self.fraction = max(0.0, min(1.0, float(fraction)))
+        self.fraction = max(self.fraction, 0.0, min(1.0, float(fraction)))  # a progress bar never goes back
         if message:
             self.message = message
 

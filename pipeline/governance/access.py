@@ -29,7 +29,7 @@ import os
 import re
 import time
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -225,6 +225,31 @@ class Governance:
                               f"{getattr(self.audit.store, 'bucket', '?')}: {str(exc).splitlines()[0][:200]}") from None
 
 
+# ---------------------------------------------------------------- progress
+Progress = Callable[[float], None]
+"""An export's progress: called with a fraction in [0, 1], never decreasing, 1.0 last."""
+
+
+class _Stages:
+    """Maps each stage's own 0..1 onto its share of the whole, so the caller sees one fraction
+    that only grows (a stage reporting less than before is ignored) and ends at exactly 1.0."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress = progress
+        self.done = 0.0
+
+    def report(self, fraction: float) -> None:
+        f = min(1.0, max(0.0, float(fraction)))
+        if f <= self.done:
+            return
+        self.done = f
+        if self.progress is not None:
+            self.progress(f)
+
+    def stage(self, lo: float, hi: float) -> Progress:
+        return lambda f: self.report(lo + (hi - lo) * min(1.0, max(0.0, float(f))))
+
+
 # ---------------------------------------------------------------- vault reads
 def _raw_chunks(gov: Governance, camera_id: str, from_ms: int, to_ms: int, what: str
                 ) -> tuple[list[tuple[str, dict[str, Any], bytes]], Any]:
@@ -251,14 +276,15 @@ class DecodedInterval:
     payload_sha256: dict[str, str]
 
 
-def _decode(chunks: Sequence[tuple[str, dict[str, Any], bytes]], from_ms: int, to_ms: int) -> DecodedInterval:
+def _decode(chunks: Sequence[tuple[str, dict[str, Any], bytes]], from_ms: int, to_ms: int,
+            progress: Progress | None = None) -> DecodedInterval:
     import numpy as np
 
     from operators.codec import decode_chunk_payload
 
     frames, pts = [], []
     fps = float(chunks[0][1].get("fps") or 25.0)
-    for _key, meta, payload in chunks:
+    for n, (_key, meta, payload) in enumerate(chunks, 1):
         dec = decode_chunk_payload(str(meta["codec"]), payload, (int(meta["width"]), int(meta["height"])))
         for f, t in zip(dec, meta["pts_ms"], strict=False):
             if from_ms <= int(t) <= to_ms:
@@ -267,6 +293,8 @@ def _decode(chunks: Sequence[tuple[str, dict[str, Any], bytes]], from_ms: int, t
         err = too_long(len(frames), int(frames[0].nbytes) if frames else 0, fps, "interval")
         if err is not None:
             raise err
+        if progress is not None:
+            progress(n / len(chunks))
     if not frames:
         raise AccessError(f"no frame of the raw vault falls between {iso(from_ms)} and {iso(to_ms)}")
     return DecodedInterval(np.stack(frames), pts, fps, [k for k, _m, _p in chunks],
@@ -294,7 +322,7 @@ def _write_mp4(frames: Any, pts_ms: Sequence[int], fps: float, output: Path) -> 
 
 
 def _write_chunks_mp4(chunks: Sequence[tuple[str, dict[str, Any], bytes]], from_ms: int, to_ms: int,
-                      output: Path) -> None:
+                      output: Path, progress: Progress | None = None) -> None:
     """Decode and encode the interval one chunk at a time (H.264 MP4, camera timestamps)."""
     from fractions import Fraction
 
@@ -308,9 +336,11 @@ def _write_chunks_mp4(chunks: Sequence[tuple[str, dict[str, Any], bytes]], from_
     writer: Any = None
     t0 = 0
     try:
-        for _key, meta, payload in chunks:
+        for n, (_key, meta, payload) in enumerate(chunks, 1):
             pts = [int(t) for t in meta["pts_ms"]]
             sel = [i for i, t in enumerate(pts) if from_ms <= t <= to_ms]
+            if progress is not None:
+                progress((n - 1) / len(chunks))
             if not sel:
                 continue
             dec = decode_chunk_payload(str(meta["codec"]), payload, (int(meta["width"]), int(meta["height"])))
@@ -335,26 +365,32 @@ class ExportResult:
 
 
 def subject_export(gov: Governance, camera_id: str, from_ms: int, to_ms: int, subject: SubjectBox, *,
-                   case_id: str, output: Path, redactor: Any = None, report_path: Path | None = None) -> ExportResult:
+                   case_id: str, output: Path, redactor: Any = None, report_path: Path | None = None,
+                   progress: Progress | None = None) -> ExportResult:
     """The data subject's own footage: everyone else's face, plate and person masked.
 
     The subject is followed forward and backward from ``subject`` (see
     :mod:`operators.tracker`); where the track is lost or ambiguous the subject is masked
-    too from there on, and the report says from which frame.
+    too from there on, and the report says from which frame. ``progress`` (optional) gets
+    a growing fraction: decrypt + decode, detection, masking, writing, and 1.0 once the
+    video and its report are written.
     """
     from operators.subject import redact_keep_subject
 
     if not case_id:
         raise InputError("subject export: --case is required (the request's reference)")
+    prog = _Stages(progress)
     chunks, pol = _raw_chunks(gov, camera_id, from_ms, to_ms, "subject export")
-    iv = _decode(chunks, from_ms, to_ms)
+    prog.report(0.05)
+    iv = _decode(chunks, from_ms, to_ms, prog.stage(0.05, 0.15))
     h, w = iv.frames.shape[1:3]
     subject.check_inside(w, h)
     at = subject.at_ms if subject.at_ms is not None else iv.pts_ms[0]
     if not iv.pts_ms[0] - 1000 <= at <= iv.pts_ms[-1] + 1000:
         raise InputError(f"subject time {iso(at)} is outside the exported interval {iso(from_ms)}..{iso(to_ms)}")
     start = min(range(len(iv.pts_ms)), key=lambda i: abs(iv.pts_ms[i] - at))
-    res = redact_keep_subject(iv.frames, subject.xyxy, start, redactor=redactor, style=pol.style)
+    res = redact_keep_subject(iv.frames, subject.xyxy, start, redactor=redactor, style=pol.style,
+                              progress=prog.stage(0.15, 0.9))
     report = res.report()
     report.update(camera_id=camera_id, case_id=case_id, source="raw vault", **{"from": iso(from_ms), "to": iso(to_ms)},
                   subject={"box_xywh": [subject.x, subject.y, subject.w, subject.h], "at": iso(at),
@@ -366,21 +402,26 @@ def subject_export(gov: Governance, camera_id: str, from_ms: int, to_ms: int, su
                              "track_lost_from_frame": report["track_lost_from_frame"]})
     report["audit_event_id"] = ev.event_id
     _write_mp4(res.frames, iv.pts_ms, iv.fps, output)
+    prog.report(0.98)
     rp = report_path or output.with_suffix(".json")
     rp.write_text(json.dumps(report, indent=2) + "\n")
+    prog.report(1.0)
     return ExportResult(str(output), report, ev.event_id)
 
 
 def case_export(gov: Governance, camera_id: str, from_ms: int, to_ms: int, *, case_id: str, legal_basis: str,
-                official: str, output: Path) -> ExportResult:
+                official: str, output: Path, progress: Progress | None = None) -> ExportResult:
     """Unmasked footage from the raw vault for an investigation: only with a case id, a
-    stated legal basis and the requesting official, all recorded."""
+    stated legal basis and the requesting official, all recorded. ``progress`` (optional)
+    gets a growing fraction, chunk by chunk, and 1.0 once the video and report are written."""
     missing = [n for n, v in (("--case", case_id), ("--legal-basis", legal_basis), ("--official", official))
                if not (v and str(v).strip())]
     if missing:
         raise InputError(f"case export needs {', '.join(missing)}: unmasked footage is released only for a "
                          "documented request")
+    prog = _Stages(progress)
     chunks, pol = _raw_chunks(gov, camera_id, from_ms, to_ms, "case export")
+    prog.report(0.05)
     keys = [k for k, _m, _p in chunks]
     n = sum(from_ms <= int(t) <= to_ms for _k, m, _p in chunks for t in m.get("pts_ms") or ())
     if n == 0:
@@ -388,12 +429,13 @@ def case_export(gov: Governance, camera_id: str, from_ms: int, to_ms: int, *, ca
     ev = gov.record("case_export", camera_id=camera_id, case_id=case_id, object_keys=keys,
                     details={"legal_basis": legal_basis, "official": official, "from": iso(from_ms),
                              "to": iso(to_ms), "output": str(output), "frames": n, "unmasked": True})
-    _write_chunks_mp4(chunks, from_ms, to_ms, output)  # chunk by chunk: any length, bounded memory
+    _write_chunks_mp4(chunks, from_ms, to_ms, output, prog.stage(0.05, 0.97))  # chunk by chunk: bounded memory
     report = {"camera_id": camera_id, "case_id": case_id, "legal_basis": legal_basis, "official": official,
               "from": iso(from_ms), "to": iso(to_ms), "frames": n, "unmasked": True,
               "raw_objects": keys, "original_payload_sha256": {k: hashlib.sha256(p).hexdigest() for k, _m, p in chunks},
               "policy_id": pol.policy_id, "audit_event_id": ev.event_id}
     output.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    prog.report(1.0)
     return ExportResult(str(output), report, ev.event_id)
 
 
