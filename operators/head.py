@@ -51,6 +51,11 @@ TRUNCATED_HEAD_HEIGHT_FROM_WIDTH = 0.75
 frame bottom."""
 BOTTOM_TOUCH_PX = 2.0
 """A person box whose bottom is within this many pixels of the frame bottom is cut off."""
+FACE_MIN_WIDTH_OF_HEAD = 0.25
+"""A face box narrower than this fraction of the head box is not this person's face: a
+low-threshold detector (the CenterFace+YuNet union keeps CenterFace boxes from 0.05) puts
+tiny spurious boxes on hair and collars, and one of them once suppressed the head box of a
+person whose real face nobody detected (found by the fault suite: bikes.mp4 frame 43)."""
 
 
 def head_regions(persons: Boxes, faces: Boxes, frame_hw: tuple[int, int]) -> Boxes:
@@ -92,10 +97,12 @@ def head_regions(persons: Boxes, faces: Boxes, frame_hw: tuple[int, int]) -> Box
         f = faces.xyxy.astype(np.float64)
         fcx, fcy = (f[:, 0] + f[:, 2]) / 2.0, (f[:, 1] + f[:, 3]) / 2.0
         slack = FACE_OWN_SLACK * head_w
+        fw = np.abs(f[:, 2] - f[:, 0])
         inside = ((fcx[None, :] >= np.maximum(x1, hx1 - slack)[:, None])
                   & (fcx[None, :] <= np.minimum(x2, hx2 + slack)[:, None])
                   & (fcy[None, :] >= y1[:, None])
-                  & (fcy[None, :] <= (y1 + FACE_ZONE_FRAC * ph)[:, None]))
+                  & (fcy[None, :] <= (y1 + FACE_ZONE_FRAC * ph)[:, None])
+                  & (fw[None, :] >= FACE_MIN_WIDTH_OF_HEAD * head_w[:, None]))
         has_face = np.asarray(inside.any(axis=1), bool)
 
     xyxy = np.stack([hx1, top, hx2, top + head_h], axis=1)

@@ -66,3 +66,16 @@ def test_only_persons_without_faces_and_finite_boxes():
     heads = head_regions(persons, face, HW)
     assert heads.score.tolist() == pytest.approx([0.6])
     assert heads.xyxy.dtype == np.float32 and heads.label.dtype == np.int16
+
+
+def test_a_tiny_spurious_face_does_not_suppress_the_head_box() -> None:
+    # issue 12 fault suite: a 15 px "face" (score 0.07) on a person's hair suppressed the
+    # head box of a person whose real 50 px face no detector found: the face leaked
+    from operators.head import head_regions
+    from operators.types import Boxes, Label
+
+    persons = Boxes.of([[510, 0, 640, 272]], [0.8], Label.PERSON)
+    tiny = Boxes.of([[623, 19, 638, 64]], [0.07], Label.FACE)
+    real = Boxes.of([[560, 10, 620, 80]], [0.9], Label.FACE)
+    assert len(head_regions(persons, tiny, (272, 640))) == 1
+    assert len(head_regions(persons, real, (272, 640))) == 0
