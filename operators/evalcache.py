@@ -93,7 +93,10 @@ def components(cfg: Any) -> dict[str, Component]:
     vthr = cfg.vehicle_threshold if cfg.vehicle_threshold is not None else \
         default_threshold(YoloxPersonDetector, "vehicle_threshold")
     if classes & {"face", "person"} or crops:
-        out["yolox"] = simple("yolox", YoloxPersonDetector, {"threshold": FLOORS["yolox"], "vehicles": crops,
+        # Vehicles whenever the config searches plates on vehicles, whatever the class swept:
+        # the person boxes are the same, so a face-only sweep shares the full config's cache.
+        out["yolox"] = simple("yolox", YoloxPersonDetector, {"threshold": FLOORS["yolox"],
+                                                             "vehicles": bool(cfg.plate_crops),
                                                              "vehicle_threshold": vthr,
                                                              "max_side": cfg.person_max_side})
     if classes & {"plate", "text"}:
