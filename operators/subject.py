@@ -22,6 +22,11 @@ from .types import Boxes, Frames, Label
 SUBJECT_CLASSES = ("face", "plate", "person")
 PLAN_CHUNK = 32
 """Frames per detection / temporal-fill call (bounds memory; boxes are carried inside a chunk)."""
+CONFIDENT_FACE_SCORE = 0.3
+"""A face box scored at least this is a detected face (the face detectors' ordinary operating
+points are 0.3-0.5). The redactor also masks candidates down to 0.05 to fail closed; only such
+candidates (and head fallbacks) may give back the subject's own detected face pixels
+(:func:`carve_subject_face`), never a detected face."""
 
 
 def head_region(person: XYXY) -> XYXY:
@@ -90,6 +95,89 @@ def subject_exempt(boxes: Boxes, subject: XYXY, kind: str, others: np.ndarray) -
     return keep
 
 
+def _intersects(a: XYXY, b: XYXY) -> bool:
+    return bool(a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3])
+
+
+def carve_subject_face(boxes: Boxes, exempt: np.ndarray, faces_here: Boxes, others: np.ndarray,
+                       confident: float = CONFIDENT_FACE_SCORE) -> tuple[np.ndarray, XYXY | None]:
+    """Which other mask boxes give back the pixels of the subject's own detected face.
+
+    Side by side, the low-score face candidates and carried boxes around two heads overlap
+    both faces, so someone else's candidate can hide the subject's face. The subject's face
+    box ``F`` is carved out of a box ``L`` (only ``F``'s pixels come back; everything else of
+    ``L`` stays masked) when all of these hold, else nothing is carved (fail closed):
+
+    * ``F`` is the one exempt face box detected on this very frame (not carried) with a
+      score >= ``confident``; two such boxes are ambiguous;
+    * no other detected face (score >= ``confident``, this frame) touches ``F``: a neighbour's
+      detected face is never carved, and the neighbour's face is elsewhere;
+    * every other person whose head region reaches ``F`` has a detected face elsewhere
+      (a person whose face was not found could have it under ``F``);
+    * ``L`` is not the subject's, touches ``F`` and is a face candidate below ``confident``,
+      or a head fallback whose person (centre in its head region) is on this frame and has
+      a detected face elsewhere. A detected face (own or carried) is never carved.
+
+    Args:
+        boxes: the frame's mask boxes; ``exempt``: :func:`subject_exempt` of them.
+        faces_here: the face detections of this frame (before temporal fill).
+        others: ``(M, 4)`` the other persons detected on this frame.
+
+    Returns:
+        ``(carve, F)``: bool ``(K,)`` over ``boxes`` and the face box to carve (``None``: none).
+    """
+    none = np.zeros(len(boxes), bool), None
+    if not len(boxes) or not len(faces_here):
+        return none
+    here = faces_here.xyxy[faces_here.score >= confident]
+    if not len(here):
+        return none
+    own = [k for k in range(len(boxes)) if exempt[k] and int(boxes.label[k]) == Label.FACE
+           and float(boxes.score[k]) >= confident and float(iou(boxes.xyxy[k], here).max()) >= 0.9]
+    if len(own) != 1:
+        return none
+    f = boxes.xyxy[own[0]]
+    theirs = here[iou(f, here) < 0.9]
+    if any(_intersects(g, f) for g in theirs):
+        return none
+
+    def face_elsewhere(o: XYXY) -> bool:
+        return any(_center_in(g, head_region(o)) for g in theirs)
+
+    for o in others:
+        if _intersects(head_region(o), f) and not face_elsewhere(o):
+            return none
+    carve = np.zeros(len(boxes), bool)
+    for k in range(len(boxes)):
+        b, lb = boxes.xyxy[k], int(boxes.label[k])
+        if exempt[k] or not _intersects(b, f):
+            continue
+        if lb == Label.FACE:
+            carve[k] = float(boxes.score[k]) < confident
+        elif lb == Label.HEAD:
+            owners = [o for o in others if _center_in(b, head_region(o))]
+            carve[k] = bool(owners) and all(face_elsewhere(o) for o in owners)
+    return carve, (f if carve.any() else None)
+
+
+def _strict(boxes: Boxes) -> np.ndarray:
+    """Boxes the subject's restored head never shows through: other faces and heads, zones,
+    whole-frame masks (not person bodies, nor plates/text: a plate cannot sit on a face)."""
+    return ~np.isin(boxes.label, [int(Label.PERSON), int(Label.PLATE), int(Label.TEXT)])
+
+
+def _blocked(redactor: Redactor, hw: tuple[int, ...], boxes: Boxes, carve: np.ndarray | None,
+             face: XYXY | None) -> np.ndarray:
+    """Pixels the subject's restored face and head do not show through."""
+    size = (int(hw[0]), int(hw[1]))
+    strict = _strict(boxes)
+    if carve is None or face is None or not carve.any():
+        return np.asarray(redactor.coverage(size, boxes.select(strict)), bool)
+    blocked = np.asarray(redactor.coverage(size, boxes.select(strict & ~carve)), bool)
+    carved = np.asarray(redactor.coverage(size, boxes.select(strict & carve)), bool) & ~_box_mask(size, [face])
+    return np.asarray(blocked | carved, bool)
+
+
 @dataclass
 class SubjectResult:
     frames: Frames
@@ -99,15 +187,17 @@ class SubjectResult:
     subject_visible: list[bool]
     boxes: list[Boxes] = field(default_factory=list)
     restored: list[list[XYXY]] = field(default_factory=list)
+    carved: list[tuple[np.ndarray, XYXY] | None] = field(default_factory=list)
+    """Per frame: (which of :attr:`boxes` gave back the subject's face, that face box), or None."""
 
     def coverage(self, redactor: Redactor, i: int) -> np.ndarray:
         """``(H, W)`` bool: exactly the pixels of frame ``i`` that are masked in :attr:`frames`."""
         hw = self.frames.shape[1:3]
         cov = redactor.coverage(hw, self.boxes[i])
         if self.restored and self.restored[i]:
-            b = self.boxes[i]
-            strict = b.select(~np.isin(b.label, [int(Label.PERSON), int(Label.PLATE), int(Label.TEXT)]))
-            cov &= ~(_box_mask(hw, self.restored[i]) & ~redactor.coverage(hw, strict))
+            c = self.carved[i] if self.carved else None
+            carve, face = (c[0], c[1]) if c is not None else (None, None)
+            cov &= ~(_box_mask(hw, self.restored[i]) & ~_blocked(redactor, hw, self.boxes[i], carve, face))
         return cov
 
     def report(self) -> dict[str, Any]:
@@ -126,6 +216,7 @@ class SubjectResult:
             "track_loss_reasons": {str(k): v for k, v in self.track.reasons.items()},
             "masks_per_class": self.masks_per_class,
             "fail_closed_frames": self.fail_closed_frames,
+            "subject_face_carved_frames": sum(1 for c in self.carved if c is not None),
         }
 
 
@@ -191,11 +282,14 @@ def redact_keep_subject(frames: Frames, box_xyxy: Sequence[float], start: int, *
     out = np.empty_like(frames)
     masked_boxes: list[Boxes] = []
     restored: list[list[XYXY]] = []
+    carved: list[tuple[np.ndarray, XYXY] | None] = []
     visible: list[bool] = []
     fail_set = set(failed)
     for i in range(n):
         boxes = plans[i]
         sb = track.boxes[i]
+        carve: np.ndarray | None = None
+        face: XYXY | None = None
         if sb is not None and i not in fail_set and not (boxes.label == Label.FRAME).any():
             det = raw[i]
             others = np.zeros((0, 4), np.float32)
@@ -207,6 +301,9 @@ def redact_keep_subject(frames: Frames, box_xyxy: Sequence[float], start: int, *
                     others = persons[containment(sb, persons) < 0.5] if len(persons) else persons
             exempt = subject_exempt(boxes, sb, track.kind, others)
             own = [*boxes.select(exempt & np.isin(boxes.label, [int(Label.FACE)])).xyxy, subject_head(sb, track.kind)]
+            if det is not None:
+                carve, face = carve_subject_face(boxes, exempt, det.select(det.label == Label.FACE), others)
+                carve = carve[~exempt]
             boxes = boxes.select(~exempt)
             visible.append(True)
         else:
@@ -219,14 +316,17 @@ def redact_keep_subject(frames: Frames, box_xyxy: Sequence[float], start: int, *
             # neighbouring frames for motion) nor by a "plate" on it (the text detector firing
             # on clothes): a plate cannot sit on a face. Other faces and heads, zones and
             # whole-frame (fail-closed) masks still win over it.
-            strict = boxes.select(~np.isin(boxes.label, [int(Label.PERSON), int(Label.PLATE), int(Label.TEXT)]))
-            blocked = red.coverage(hw, strict)
+            # Someone else's face candidate or carried head fallback gives back only the pixels of
+            # the subject's own detected face, and only under carve_subject_face's conditions.
+            blocked = _blocked(red, hw, boxes, carve, face)
             show = _box_mask(hw, own) & ~blocked
             out[i][show] = frames[i][show]
             head = _box_mask(hw, [own[-1]])
             if head.any() and float((red.coverage(hw, boxes)[head] & ~show[head]).mean()) >= 0.5:
                 visible[-1] = False  # tracked, but its head stayed masked (someone else's face/head there)
         restored.append(own)
+        carved.append((carve, face) if carve is not None and face is not None else None)
         if i % PLAN_CHUNK == PLAN_CHUNK - 1 or i == n - 1:
             report(0.75 + 0.25 * (i + 1) / n)
-    return SubjectResult(out, track, red.count(masked_boxes), sorted(fail_set), visible, masked_boxes, restored)
+    return SubjectResult(out, track, red.count(masked_boxes), sorted(fail_set), visible, masked_boxes, restored,
+                         carved)
