@@ -194,3 +194,16 @@ def test_regression_guard_faces_wider_subset(default_redactor):
     c = {x.cls: x for x in rep.classes}
     assert c["face_ge20"].targets >= 20
     assert c["face_ge20"].leak_rate <= 0.06 and c["face_lt20"].leak_rate <= 0.15, rep.leaks
+
+
+@pytest.mark.parametrize("h,w", [(720, 1280), (1080, 1920), (2160, 3840), (300, 400)])
+def test_tiles_cover_the_frame_within_the_tile_size(h, w):
+    from operators.detectors.text import plan_tiles
+
+    tiles = plan_tiles(h, w, 1280, 64)
+    covered = np.zeros((h, w), bool)
+    for y0, x0, y1, x1 in tiles:
+        assert 0 < y1 - y0 <= 1280 and 0 < x1 - x0 <= 1280
+        covered[y0:y1, x0:x1] = True
+    assert covered.all()
+    assert (len(tiles) == 1) == (max(h, w) <= 1280)
