@@ -20,6 +20,7 @@ from operators.types import Boxes, Label
 
 ROOT = Path(__file__).resolve().parents[2]
 EVAL_DIR = Path(os.environ.get("VEILSTREAM_EVAL_DIR") or ROOT / ".." / "shared" / "eval")
+MODEL_DIR = Path(os.environ.get("VEILSTREAM_MODEL_DIR") or ROOT / ".." / "shared" / "models")
 
 
 def test_new_sets_load_with_their_published_counts():
@@ -168,7 +169,7 @@ def test_cache_threshold_equals_detector_threshold(tmp_path):
         assert len(cached["centerface"].per_image[i]) >= len(want)
 @pytest.fixture(scope="module")
 def default_redactor():
-    return Redactor(RedactionConfig())
+    return Redactor(RedactionConfig(model_dir=str(MODEL_DIR)))
 
 
 def _cov(red):
