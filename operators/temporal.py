@@ -6,6 +6,12 @@ frame keeps its own detections and also gets the boxes of detected frames within
 ``window`` frames before and after, grown for motion. Frames where detection did not run
 (``None``, see :func:`detection_schedule`) always get both nearest detected neighbours'
 boxes, whatever the window, plus a linearly interpolated box for pairs that match.
+
+Matching across a gap: same label and either IoU > ``MATCH_IOU`` or, for boxes that moved
+too far to overlap (a 15 px face panning past the camera moves 40-90 px in 4 frames),
+centre distance <= ``MATCH_CENTRE`` box sizes per frame of gap with sizes within
+``MATCH_SCALE`` of each other. Greedy one-to-one, overlapping pairs first, then nearest.
+A wrong match only adds an extra box: interpolated boxes never replace carried ones.
 """
 
 from __future__ import annotations
@@ -19,6 +25,13 @@ from .types import Boxes
 
 MATCH_IOU = 0.3
 """Same-label boxes on both sides of a gap with IoU above this are interpolated."""
+
+MATCH_CENTRE = 1.0
+"""... or whose centres are at most this many box sizes (mean larger side) apart per frame
+of gap, so a small box moving with a pan is still interpolated."""
+
+MATCH_SCALE = 2.0
+"""Centre-distance matches need the larger side of one box within this factor of the other's."""
 
 
 def detection_schedule(n_frames: int, every: int) -> list[bool]:
@@ -84,7 +97,7 @@ def fill_gaps(per_frame: Sequence[Boxes | None], window: int = 2,
         if own is None and prev is not None and nxt is not None:
             a, b = per_frame[prev], per_frame[nxt]
             assert a is not None and b is not None
-            parts.append(_interpolate(a, b, (i - prev) / (nxt - prev)))
+            parts.append(_interpolate(a, b, (i - prev) / (nxt - prev), nxt - prev))
         out.append(Boxes.concat(parts))
     return out
 
@@ -103,19 +116,29 @@ def iou_matrix(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.ND
     return np.nan_to_num(iou)
 
 
-def _interpolate(a: Boxes, b: Boxes, t: float) -> Boxes:
-    """Greedy one-to-one match of same-label pairs with IoU > MATCH_IOU (best first) and
-    the box at fraction ``t`` from ``a`` to ``b`` for each pair."""
+def _interpolate(a: Boxes, b: Boxes, t: float, gap: int = 1) -> Boxes:
+    """Greedy one-to-one match of same-label pairs (see the module docstring; ``gap`` frames
+    apart), best first, and the box at fraction ``t`` from ``a`` to ``b`` for each pair."""
     if not len(a) or not len(b):
         return Boxes.empty()
+    xa, xb = a.xyxy.astype(np.float64), b.xyxy.astype(np.float64)
     iou = iou_matrix(a.xyxy, b.xyxy)
-    iou[a.label[:, None] != b.label[None, :]] = 0.0
+    side_a = np.maximum(xa[:, 2] - xa[:, 0], xa[:, 3] - xa[:, 1])[:, None]
+    side_b = np.maximum(xb[:, 2] - xb[:, 0], xb[:, 3] - xb[:, 1])[None, :]
+    ca, cb = (xa[:, :2] + xa[:, 2:]) / 2.0, (xb[:, :2] + xb[:, 2:]) / 2.0
+    dist = np.linalg.norm(ca[:, None, :] - cb[None, :, :], axis=2)
+    size = np.maximum((side_a + side_b) / 2.0, 1e-6)
+    norm = dist / (size * max(1, gap))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.maximum(side_a, side_b) / np.maximum(np.minimum(side_a, side_b), 1e-6)
+    ok = (iou > MATCH_IOU) | ((norm <= MATCH_CENTRE) & (ratio <= MATCH_SCALE))
+    ok &= a.label[:, None] == b.label[None, :]
+    # overlapping pairs first (highest IoU), then the nearest by normalised centre distance
+    order = np.lexsort((norm.ravel(), -iou.ravel()))
     rows, cols, used_a, used_b = [], [], set(), set()
-    for flat in np.argsort(-iou, axis=None, kind="stable"):
+    for flat in order:
         ia, ib = divmod(int(flat), len(b))
-        if iou[ia, ib] <= MATCH_IOU:
-            break
-        if ia in used_a or ib in used_b:
+        if not ok[ia, ib] or ia in used_a or ib in used_b:
             continue
         used_a.add(ia)
         used_b.add(ib)
@@ -123,7 +146,7 @@ def _interpolate(a: Boxes, b: Boxes, t: float) -> Boxes:
         cols.append(ib)
     if not rows:
         return Boxes.empty()
-    ra, cb = np.array(rows), np.array(cols)
-    xyxy = (1.0 - t) * a.xyxy[ra].astype(np.float64) + t * b.xyxy[cb].astype(np.float64)
-    return Boxes(xyxy.astype(np.float32), np.maximum(a.score[ra], b.score[cb]).astype(np.float32),
+    ra, cb_ = np.array(rows), np.array(cols)
+    xyxy = (1.0 - t) * xa[ra] + t * xb[cb_]
+    return Boxes(xyxy.astype(np.float32), np.maximum(a.score[ra], b.score[cb_]).astype(np.float32),
                  a.label[ra].astype(np.int16))

@@ -76,13 +76,41 @@ def test_matched_boxes_across_a_gap_are_interpolated():
     "b",
     [
         Boxes.of([[4, 0, 24, 20]], label=Label.PLATE),  # other label
-        Boxes.of([[15, 0, 35, 20]], label=Label.FACE),  # IoU 5/35 < 0.3
+        Boxes.of([[45, 0, 65, 20]], label=Label.FACE),  # no overlap, centres 2.25 sizes apart over 2 frames
+        Boxes.of([[15, 0, 65, 50]], label=Label.FACE),  # near, but 2.5x the size: another object
     ],
 )
 def test_unmatched_boxes_are_not_interpolated(b):
     a = Boxes.of([[0, 0, 20, 20]], label=Label.FACE)
     out = fill_gaps([a, None, b], window=0, grow_per_frame=0.0)
     assert len(out[1]) == 2
+
+
+def test_moving_small_box_without_overlap_is_interpolated():
+    # Changed deliberately: IoU 5/35 < 0.3 used to mean "not interpolated", but a small face
+    # moving with a camera pan no longer overlaps its box a few frames later and leaked on
+    # the frames in between (eval --as-video, detect every 4). Centres 15 px = 0.75 sizes
+    # apart over 2 frames now match.
+    a = Boxes.of([[0, 0, 20, 20]], [0.6], Label.FACE)
+    b = Boxes.of([[15, 0, 35, 20]], [0.8], Label.FACE)
+    out = fill_gaps([a, None, b], window=0, grow_per_frame=0.0)
+    assert len(out[1]) == 3 and _has(out[1], [7.5, 0, 27.5, 20])
+    # a 12 px box moving 40 px over 4 frames (0.83 sizes per frame): matched across the gap
+    a = Boxes.of([[100, 100, 112, 112]], label=Label.FACE)
+    b = Boxes.of([[60, 100, 72, 112]], label=Label.FACE)
+    out = fill_gaps([a, None, None, None, b], window=0, grow_per_frame=0.0)
+    assert _has(out[2], [80, 100, 92, 112])
+
+
+def test_two_far_apart_boxes_are_not_merged():
+    # two faces on both sides: each pairs with its own moved copy, never with the other one
+    a = Boxes.of([[0, 0, 20, 20], [300, 0, 320, 20]], label=Label.FACE)
+    b = Boxes.of([[310, 0, 330, 20], [10, 0, 30, 20]], label=Label.FACE)
+    out = fill_gaps([a, None, b], window=0, grow_per_frame=0.0)
+    interp = out[1].xyxy[4:]
+    assert len(interp) == 2
+    assert _has(out[1], [5, 0, 25, 20]) and _has(out[1], [305, 0, 325, 20])
+    assert not (np.abs(interp[:, 0] - 155) < 50).any()  # nothing halfway between them
 
 
 def test_inputs_not_mutated():
