@@ -135,11 +135,15 @@ class DetectorActor:
     """Holds the detectors (heavy ONNX sessions) and batches the frames of concurrent
     callers into one detector run."""
 
-    def __init__(self, plan: MaskingPlan, max_batch_frames: int = 32, max_wait_s: float = 0.05) -> None:
+    def __init__(self, plan: MaskingPlan, max_batch_frames: int = 32, max_wait_s: float = 0.05,
+                 timeout_s: float = 30.0) -> None:
         # callers send only the frames to detect on: the schedule is theirs
         self.redactor = Redactor(replace(plan.detector, detect_every=1))
         self.max_batch_frames = max(1, int(max_batch_frames))
         self.max_wait_s = float(max_wait_s)
+        # the deadline runs from the start of a batch, not from a caller's wait in the queue: a
+        # backlog is not a detector failure (a chunk behind five others must not fail closed)
+        self.timeout_s = float(timeout_s)
         self._queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future[Detections]]] | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self.calls = 0
@@ -177,7 +181,11 @@ class DetectorActor:
                 n += len(item[0])
             self.batches += 1
             try:
-                out = await asyncio.to_thread(self._run, [frames for frames, _ in batch])
+                out = await asyncio.wait_for(asyncio.to_thread(self._run, [frames for frames, _ in batch]),
+                                             self.timeout_s)
+            except TimeoutError:  # hung or starved: its frames fail closed; a stuck thread is left behind
+                why = f"detector timeout after {self.timeout_s}s"
+                out = [Detections([None] * len(f), list(range(len(f))), [why]) for f, _ in batch]
             except Exception as exc:  # noqa: BLE001 - a broken detector fails closed, never crashes the loop
                 out = [Detections([None] * len(f), list(range(len(f))), [f"detector: {exc}"]) for f, _ in batch]
             for (_, fut), res in zip(batch, out):
@@ -212,6 +220,9 @@ class ChunkActor:
         self.detectors = list(detectors)
         self.crf, self.preset = crf, preset
         self.detector_timeout_s = float(detector_timeout_s)
+        # the detector enforces detector_timeout_s per batch; this safety net covers a detector
+        # actor that stopped answering at all (queueing included), then it is restarted
+        self.queue_timeout_s = max(300.0, 10 * self.detector_timeout_s)
         self._rr = 0
         # maskers per policy (no detectors here: they live in the detector actors)
         self.redactors = {pid: Redactor(p.redaction, detectors={}) for pid, p in plan.policies.items()}
@@ -265,7 +276,7 @@ class ChunkActor:
         timed_out: int | None = None
         try:
             det: Detections = await asyncio.wait_for(self.detectors[idx].detect.remote(frames[sched]),
-                                                     self.detector_timeout_s)
+                                                     self.queue_timeout_s)
             for j, i in enumerate(sched):
                 raw[i] = det.boxes[j]
             failed = [sched[j] for j in det.failed]
@@ -273,7 +284,7 @@ class ChunkActor:
             cpu["detect"] = det.cpu_s
         except TimeoutError:
             timed_out = idx
-            failed, errors = list(range(len(frames))), [f"detector timeout after {self.detector_timeout_s}s"]
+            failed, errors = list(range(len(frames))), [f"detector unresponsive for {self.queue_timeout_s}s"]
         except Exception as exc:  # noqa: BLE001
             if is_outage(exc):
                 return ChunkResult(error=f"detector unavailable: {str(exc).splitlines()[0][:200]}", outage=True)

@@ -128,7 +128,8 @@ class ProcessWorker:
         self.detectors = [
             ray.remote(DetectorActor).options(num_cpus=det.num_cpus, num_gpus=det.num_gpus, max_restarts=-1,
                                               max_task_retries=0, max_concurrency=64)
-            .remote(self.plan, max_batch_frames=det.batch_size, max_wait_s=det.max_wait_ms / 1000.0)
+            .remote(self.plan, max_batch_frames=det.batch_size, max_wait_s=det.max_wait_ms / 1000.0,
+                    timeout_s=self.cfg.process.detector_timeout_s)
             for _ in range(det.replicas)]
         p = self.cfg.process
         self.workers = [
@@ -310,8 +311,7 @@ class ProcessWorker:
         if now - self._restarted_at.get(idx, -window) < window:
             return
         self._restarted_at[idx] = now
-        logger.error("detection timed out after %.1fs: restarting detector %d (its chunks failed closed)",
-                     self.cfg.process.detector_timeout_s, idx)
+        logger.error("detector %d stopped answering: restarting it (its chunks failed closed)", idx)
         self.metrics.errors.labels(kind="detector_timeout").inc()
         try:
             ray.kill(self.detectors[idx], no_restart=False)

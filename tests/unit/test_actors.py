@@ -104,7 +104,9 @@ def test_only_scheduled_frames_go_to_the_detector():
                                              (FakeDetector(hang=True), 0)])
 def test_a_detector_that_raises_or_hangs_fails_closed(det: FakeDetector, timed_out: Any):
     _, payload = chunk()
-    res = run(actor(det, timeout_s=0.5), task(payload))
+    a = actor(det, timeout_s=0.5)
+    a.queue_timeout_s = 0.5  # (a detector actor that stopped answering at all; normally 300 s)
+    res = run(a, task(payload))
     assert res.failed_stage is None and not res.outage and res.detector_timeout == timed_out
     assert res.fail_closed_frames == tuple(range(N))
     assert all(float(f.std()) < 3.0 for f in decode_h264_chunk(res.payload))
@@ -162,10 +164,25 @@ def test_a_camera_zone_is_masked_together_with_the_policy_zones():
     assert all(float(f[36:60, 52:92].std()) > 20.0 for f in with_zone)  # outside the zone: untouched
 
 
-def test_the_detector_batches_concurrent_callers():
-    raw = parse_config({"process": {"classes": ["face"], "detect_every": 1}})
+def bare_detector(timeout_s: float = 30.0) -> DetectorActor:
     d = DetectorActor.__new__(DetectorActor)  # no ONNX sessions: the batching loop only
     d.max_batch_frames, d.max_wait_s, d._queue, d._loop_task, d.calls, d.batches = 64, 0.2, None, None, 0, 0
+    d.timeout_s = timeout_s
+    return d
+
+
+def test_the_detector_deadline_runs_from_the_start_of_a_batch_and_fails_closed():
+    import time
+
+    d = bare_detector(timeout_s=0.3)
+    d._run = lambda chunks: time.sleep(1.0)  # type: ignore[method-assign,assignment,func-returns-value]
+    res = asyncio.run(d.detect(np.zeros((2, 8, 8, 3), np.uint8)))
+    assert res.failed == [0, 1] and "timeout" in res.errors[0]
+
+
+def test_the_detector_batches_concurrent_callers():
+    raw = parse_config({"process": {"classes": ["face"], "detect_every": 1}})
+    d = bare_detector()
     seen: list[int] = []
 
     def fake_run(chunks: list[np.ndarray]) -> list[Detections]:
