@@ -119,6 +119,12 @@ def cmd_process(args: argparse.Namespace) -> int:
     from pipeline.process.worker import ProcessWorker
     from pipeline.stage import stop_on_signals
 
+    if args.submit:  # production: a Ray job through the head's Jobs API (no Ray Client)
+        from pipeline.process.submit import run_submitter
+
+        if args.config is None:
+            raise ConfigError("process --submit: pass --config FILE (it is uploaded with the job)")
+        return run_submitter(args.config, args.submit, stop_on_signals(), name=args.job_name)
     cfg = load_cli_config(args)
     if cfg.ray.consumers > 0:  # production: this is a Ray job; consumer actors own the partitions
         from pipeline.process.consumers import supervise
@@ -303,6 +309,11 @@ def add_ingest(sub: Any) -> None:
 def add_process(sub: Any) -> None:
     p = sub.add_parser("process", help="redact chunks on Ray (raw topic -> redacted topic)")
     _config_arg(p)
+    p.add_argument("--submit", metavar="URL", default=None,
+                   help="run the stage as a Ray job through this dashboard (http://<head-svc>:8265); "
+                        "this process only submits, watches and on SIGTERM stops it")
+    p.add_argument("--job-name", default="veilstream-process",
+                   help="submission id prefix with --submit (the config's hash is appended)")
     p.set_defaults(func=cmd_process)
 
 

@@ -129,14 +129,15 @@ def test_per_group_env_volumes_scheduling_and_priority():
     assert head["affinity"]["nodeAffinity"]
 
 
-def test_ray_client_port_is_one_value_everywhere():
-    docs = render({"ray": {"clientPort": 10002}})
+def test_legacy_ray_client_mode_uses_one_client_port_everywhere():
+    docs = render({"ray": {"legacyClient": True, "clientPort": 10002}})
     assert not validate_all(docs)
     (rc,) = by_kind(docs, "RayCluster")
     head = rc["spec"]["headGroupSpec"]
     assert head["rayStartParams"]["ray-client-server-port"] == "10002"  # what Ray listens on
     assert {"name": "client", "containerPort": 10002, "protocol": "TCP"} in head["template"]["spec"]["containers"][0]["ports"]
     assert config_of(docs)["ray"]["address"].endswith(":10002")
+    assert "--submit" not in deployment(docs, "process")["spec"]["template"]["spec"]["containers"][0]["args"]
     ray_np = one(docs, "NetworkPolicy", "-allow-ray")["spec"]["ingress"][1]
     assert ray_np["ports"] == [{"port": 10002, "protocol": "TCP"}]
 
@@ -189,7 +190,7 @@ def test_helm_upgrade_moves_every_pod_template_together():
     rc = next(d for d in new.values() if d["kind"] == "RayCluster")
     assert rc["spec"]["upgradeStrategy"] == {"type": "Recreate"}
     assert all("replicas" not in g for g in rc["spec"]["workerGroupSpecs"])  # the Ray autoscaler's
-    for comp in ("process", "sink"):  # KEDA's
+    for comp in ("sink",):  # KEDA's (process is one Ray job submitter: replicas 1)
         assert "replicas" not in next(d for k, d in new.items() if k.endswith(f"Deployment/{RELEASE}-veilstream-{comp}")
                                       or k == f"Deployment/{RELEASE}-veilstream-{comp}")["spec"]
     notes = next(t for p, t in renders["0.2.0"].items() if p.endswith("NOTES.txt"))

@@ -406,16 +406,26 @@ def test_config_map_is_a_valid_pipeline_config(any_docs):
     assert (cfg.kafka.topics.raw, cfg.kafka.topics.redacted, cfg.kafka.topics.dlq, cfg.kafka.topics.cameras,
             cfg.kafka.topics.audit) == ("veil.chunks.raw", "veil.chunks.redacted", "veil.dlq", "veil.cameras",
                                         "veil.audit")
-    # Ray Client address = the RayCluster's explicitly named head service, in its namespace.
+    # No Ray Client: ray.address is the head's Jobs API (the explicitly named head service, in its
+    # namespace), the submitter posts the job there, and the job's consumer actors own the partitions.
     (rc,) = by_kind(any_docs, "RayCluster")
     head = rc["spec"]["headGroupSpec"]
     ns = rc["metadata"]["namespace"]
-    client_port = next(p["containerPort"] for p in head["template"]["spec"]["containers"][0]["ports"]
-                       if p["name"] == "client")
     svc = head["headService"]["metadata"]["name"]
-    assert cfg.ray.address in (f"ray://{svc}.{ns}.svc:{client_port}", f"ray://{svc}:{client_port}")
-    # Ray listens where the Service and the driver point: ray-client-server-port = the client port.
-    assert head["rayStartParams"].get("ray-client-server-port", "10001") == str(client_port)
+    assert cfg.ray.address in (f"http://{svc}.{ns}.svc:8265", f"http://{svc}:8265") and cfg.ray.consumers >= 1
+    dashboard = cfg.ray.address
+    ports = [p["containerPort"] for p in head["template"]["spec"]["containers"][0]["ports"]]
+    assert 8265 in ports and 10001 not in ports and "ray-client-server-port" not in head["rayStartParams"]
+    proc = deployment(any_docs, "process")
+    (c,) = proc["spec"]["template"]["spec"]["containers"]
+    assert c["args"][:3] == ["process", "--config", "/etc/veilstream/config.yaml"]
+    assert c["args"][c["args"].index("--submit") + 1] == dashboard
+    assert proc["spec"]["replicas"] == 1
+    assert not any("gpu" in k for k in c["resources"].get("limits", {}))
+    assert not [d for d in by_kind(any_docs, "ScaledObject") if d["spec"]["scaleTargetRef"]["name"].endswith("-process")]
+    text = json.dumps(any_docs)
+    assert "ray://" not in text and "10001," not in text.replace('"runAsUser": 10001,', "").replace(
+        '"runAsGroup": 10001,', "").replace('"fsGroup": 10001,', "")
     # Every worker gets the env vars the config names, from the existing Secret, never a value.
     sink_env = {e["name"]: e for e in deployment(any_docs, "sink")["spec"]["template"]["spec"]["containers"][0]["env"]}
     if cfg.object_store.credentials == "web_identity":  # no static keys at all
@@ -475,7 +485,8 @@ def test_containers_are_hardened(any_docs):
 def test_workers_run_the_cli_with_probes_on_the_metrics_port(any_docs):
     for comp in WORKERS:
         (c,) = deployment(any_docs, comp)["spec"]["template"]["spec"]["containers"]
-        assert c["command"] == ["veilstream"] and c["args"] == [comp, "--config", "/etc/veilstream/config.yaml"]
+        assert c["command"] == ["veilstream"] and c["args"][:3] == [comp, "--config", "/etc/veilstream/config.yaml"]
+        assert ("--submit" in c["args"]) == (comp == "process"), comp  # process: the Ray job submitter
         assert {"name": "metrics", "containerPort": 9100, "protocol": "TCP"} in c["ports"]
         assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
         assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
@@ -528,8 +539,23 @@ def test_kustomize_network_policies_deny_ingress_by_default(which):
     intra, client = ray["ingress"][:2]
     assert intra["from"] == [{"podSelector": {"matchLabels": {"ray.io/cluster": rc["metadata"]["name"]}}}]
     assert "ports" not in intra  # every Ray port between the cluster's own pods
-    assert client["ports"] == [{"port": 10001, "protocol": "TCP"}]
+    assert client["ports"] == [{"port": 8265, "protocol": "TCP"}]  # the Jobs API, no Ray Client
     assert client["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "process"
+
+
+def test_kustomize_process_is_a_ray_job_submitter_without_ray_client():
+    from schemas.config import parse_config
+
+    docs = list(_kustomized())
+    (c,) = deployment(docs, "process")["spec"]["template"]["spec"]["containers"]
+    assert c["args"][c["args"].index("--submit") + 1] == "http://veilstream-ray-head-svc:8265"
+    cfg = parse_config(config_of(docs))
+    assert cfg.ray.address == "http://veilstream-ray-head-svc:8265" and cfg.ray.consumers >= 1
+    (rc,) = by_kind(docs, "RayCluster")
+    head = rc["spec"]["headGroupSpec"]
+    assert "ray-client-server-port" not in head["rayStartParams"]
+    assert 10001 not in [p["containerPort"] for p in head["template"]["spec"]["containers"][0]["ports"]]
+    assert "ray://" not in json.dumps(docs)
 
 
 def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
@@ -572,8 +598,8 @@ def test_chart_network_policies_restrict_ingress_and_egress(which):
     for comp, labels in templates.items():
         rules = egress_rules(labels)
         assert rule(eg["dns"]) in rules, comp  # everyone resolves names
-        if comp.startswith("ray"):
-            assert rule(eg["kafka"]) not in rules and rule(eg["objectStore"]) not in rules, comp
+        if comp.startswith("ray"):  # Kafka via allow-ray (below): the job's consumer actors; never the store
+            assert rule(eg["objectStore"]) not in rules, comp
             continue
         assert rule(eg["kafka"]) in rules, comp
         assert (rule(eg["objectStore"]) in rules) == (comp in store_to), comp
@@ -582,9 +608,10 @@ def test_chart_network_policies_restrict_ingress_and_egress(which):
         (rc,) = by_kind(docs, "RayCluster")
         name = rc["metadata"]["name"]
         ray = one(docs, "NetworkPolicy", "-allow-ray")["spec"]
-        assert ray["egress"] == [{"to": [{"podSelector": {"matchLabels": {"ray.io/cluster": name}}}]}]
+        assert ray["egress"] == [{"to": [{"podSelector": {"matchLabels": {"ray.io/cluster": name}}}]}, rule(eg["kafka"])]
         client = ray["ingress"][1]
-        port = int(rc["spec"]["headGroupSpec"]["rayStartParams"]["ray-client-server-port"])
+        port = 8265  # the submitter reaches the Jobs API only; no Ray Client port is open
+        assert "ray-client-server-port" not in rc["spec"]["headGroupSpec"]["rayStartParams"]
         assert client["ports"] == [{"port": port, "protocol": "TCP"}]
         assert selects(client["from"][0]["podSelector"]["matchLabels"], templates["process"])
         assert {"to": [{"podSelector": {"matchLabels": {"ray.io/cluster": name, "ray.io/node-type": "head"}}}],
@@ -654,19 +681,24 @@ def test_autoscaling_scales_process_on_lag_and_sink_on_its_backlog():
     docs = list(_rendered(GPU))
     cfg = config_of(docs)
     scaled = {d["spec"]["scaleTargetRef"]["name"]: d for d in by_kind(docs, "ScaledObject")}
-    assert set(scaled) == {deployment(docs, c)["metadata"]["name"] for c in ("process", "sink")}
-    for comp, lo, hi in (("process", 1, 4), ("sink", 1, 12)):
+    # process is one submitter of a Ray job: its consumer actors, not KEDA, own the partitions
+    assert set(scaled) == {deployment(docs, "sink")["metadata"]["name"]}
+    assert deployment(docs, "process")["spec"]["replicas"] == 1 and not by_kind(docs, "TriggerAuthentication")
+    for comp, lo, hi in (("sink", 1, 12),):
         so = scaled[deployment(docs, comp)["metadata"]["name"]]["spec"]
         assert so["scaleTargetRef"]["kind"] == "Deployment"
         assert (so["minReplicaCount"], so["maxReplicaCount"]) == (lo, hi)
         # The HPA owns the replica count: the Deployment must not fight it on every upgrade.
         assert "replicas" not in deployment(docs, comp)["spec"]
-    (trig,) = scaled[deployment(docs, "process")["metadata"]["name"]]["spec"]["triggers"]
+    # Legacy Ray Client drivers (not for production) are still scaled on raw-topic lag.
+    gpu = ci_values(GPU)
+    legacy = render({**gpu, "ray": {**gpu["ray"], "legacyClient": True}})
+    lcfg = config_of(legacy)
+    (trig,) = one(legacy, "ScaledObject", "-process")["spec"]["triggers"]
     assert trig["type"] == "kafka"  # process commits when the redacted copy is acked: lag = backlog
     assert trig["metadata"] == {
-        "bootstrapServers": cfg["kafka"]["bootstrap_servers"], "consumerGroup": cfg["process"]["consumer_group"],
-        "topic": cfg["kafka"]["topics"]["raw"], "lagThreshold": "40", "offsetResetPolicy": "earliest"}
-    assert trig["authenticationRef"]["name"] == by_kind(docs, "TriggerAuthentication")[0]["metadata"]["name"]
+        "bootstrapServers": lcfg["kafka"]["bootstrap_servers"], "consumerGroup": lcfg["process"]["consumer_group"],
+        "topic": lcfg["kafka"]["topics"]["raw"], "lagThreshold": "40", "offsetResetPolicy": "earliest"}
     (trig,) = scaled[deployment(docs, "sink")["metadata"]["name"]]["spec"]["triggers"]
     # The sink commits only when a 60 s segment is stored, so its committed lag is cameras x ~30
     # even when it keeps up: it scales on the backlog it exports instead.
@@ -678,11 +710,11 @@ def test_autoscaling_scales_process_on_lag_and_sink_on_its_backlog():
     assert q == f'sum(veil_sink_backlog_chunks{{namespace="{NAMESPACE}",state!="open",service="{svc}"}})', q
     assert cfg["process"]["consumer_group"] == "veil-process-gpu"
     assert deployment(docs, "ingest")["spec"]["replicas"] == 2  # ingest scales by cameras, not lag
-    (auth,) = by_kind(docs, "TriggerAuthentication")
+    (auth,) = by_kind(legacy, "TriggerAuthentication")
     params = {r["parameter"]: r for r in auth["spec"]["secretTargetRef"]}
     assert set(params) == {"password", "ca"}  # the Strimzi layout: username is a plain value
     assert params["password"] == {"parameter": "password", "name": "veilstream", "key": "password"}
-    cm = one(docs, "ConfigMap", "-kafka-scaler")
+    cm = one(legacy, "ConfigMap", "-kafka-scaler")
     assert cm["data"] == {"sasl": "scram_sha512", "tls": "enable", "username": "veilstream"}
     assert {r["parameter"] for r in auth["spec"]["configMapTargetRef"]} == {"sasl", "tls", "username"}
     (rc,) = by_kind(docs, "RayCluster")
@@ -696,7 +728,7 @@ def test_scale_to_zero_only_where_true():
     woken by raw-topic lag: allowed."""
     values = {"autoscaling": {"enabled": True, "sink": {"minReplicas": 0}}}
     assert "/autoscaling/sink/minReplicas" in render_error(values, "HelmValuesError")
-    docs = render({"autoscaling": {"enabled": True, "process": {"minReplicas": 0}}})
+    docs = render({"ray": {"legacyClient": True}, "autoscaling": {"enabled": True, "process": {"minReplicas": 0}}})
     so = one(docs, "ScaledObject", "-process")["spec"]
     assert so["minReplicaCount"] == 0 and so["triggers"][0]["type"] == "kafka"
 
@@ -734,8 +766,7 @@ def test_strimzi_mutual_tls_and_workload_identity_city():
         assert not {"VEIL_S3_ACCESS_KEY", "VEIL_S3_SECRET_KEY"} & env
     (sa,) = by_kind(docs, "ServiceAccount")
     assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith(":role/veilstream-sink")
-    (auth,) = by_kind(docs, "TriggerAuthentication")
-    assert {r["parameter"] for r in auth["spec"]["secretTargetRef"]} == {"ca", "cert", "key"}
+    assert not by_kind(docs, "TriggerAuthentication")  # process is a Ray job: KEDA scales only the sink
     (rc,) = by_kind(docs, "RayCluster")
     ft = rc["spec"]["gcsFaultToleranceOptions"]
     assert ft["redisAddress"] == "redis.ray-system.svc:6379"
@@ -745,7 +776,7 @@ def test_strimzi_mutual_tls_and_workload_identity_city():
 def test_oauthbearer_settings_reach_workers_and_keda():
     values = {"kafka": {"security": {"protocol": "SASL_SSL", "saslMechanism": "OAUTHBEARER", "oauth": {
         "tokenEndpointUrl": "https://idp.example/token", "existingSecret": "kafka-oidc", "scope": "kafka"}}},
-        "autoscaling": {"enabled": True}}
+        "autoscaling": {"enabled": True}, "ray": {"legacyClient": True}}  # KEDA scales legacy drivers only
     docs = render(values)
     assert not validate_all(docs), validate_all(docs)
     sec = config_of(docs)["kafka"]["security"]
@@ -790,7 +821,8 @@ def test_every_optional_block_renders_valid_manifests():
                                                           "labelSelector": {"matchLabels": {"app": "x"}}}}]}},
                    "podDisruptionBudget": {"enabled": False, "maxUnavailable": 1}},
         "sink": {"podDisruptionBudget": {"enabled": True, "maxUnavailable": "25%"}},
-        "ray": {"head": {"nodeSelector": {"pool": "cpu"}}, "image": {"tag": "0.1.0-ray"},
+        "ray": {"legacyClient": True,  # the legacy Ray Client drivers' KEDA branch (not for production)
+                "head": {"nodeSelector": {"pool": "cpu"}}, "image": {"tag": "0.1.0-ray"},
                 "podDisruptionBudget": {"enabled": False, "maxUnavailable": 1}},
         "kafka": {"security": {"protocol": "SSL", "caSecret": "kafka-ca", "caKey": "ca.pem"}},
         "objectStore": {"credentialsFor": ["ingest", "sink"], "secure": True},

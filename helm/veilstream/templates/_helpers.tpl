@@ -100,7 +100,21 @@ so it is kept short.
 {{- end -}}
 
 {{- define "veilstream.rayAddress" -}}
+{{- if eq (include "veilstream.processAsJob" .) "true" -}}
+{{- include "veilstream.rayDashboardUrl" . -}}
+{{- else -}}
 {{- printf "ray://%s.%s.svc:%d" (include "veilstream.rayHeadServiceName" .) .Release.Namespace (int .Values.ray.clientPort) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The head's Ray Jobs API (dashboard); the process submitter posts the job there. */}}
+{{- define "veilstream.rayDashboardUrl" -}}
+{{- printf "http://%s.%s.svc:8265" (include "veilstream.rayHeadServiceName" .) .Release.Namespace -}}
+{{- end -}}
+
+{{/* "true" when process runs as a Ray job in the cluster (production), not as Ray Client drivers. */}}
+{{- define "veilstream.processAsJob" -}}
+{{- and .Values.ray.enabled (not .Values.ray.legacyClient) | toString -}}
 {{- end -}}
 
 {{/* Env var names the config names for secrets; the Deployments set them from existing Secrets. */}}
@@ -191,6 +205,7 @@ verbatim, plus the keys the chart owns, taken from the component blocks.
 {{- $store := dict "endpoint" $os.endpoint "bucket" $os.buckets.redacted "audit_bucket" $os.buckets.audit "raw_bucket" $os.buckets.raw "access_key_env" (include "veilstream.env.s3AccessKey" .) "secret_key_env" (include "veilstream.env.s3SecretKey" .) "secure" $os.secure "region" $os.region "object_lock" $os.objectLock "credentials" (ternary "web_identity" "keys" (eq (toString (dig "workloadIdentity" "enabled" false $os)) "true")) "ca_file" (ternary (printf "%s/%s" (include "veilstream.objectStoreCaDir" .) $os.caKey) nil (not (empty $os.caSecret))) -}}
 {{- $_ := set $cfg "object_store" (mustMergeOverwrite (deepCopy (get $cfg "object_store" | default dict)) $store) -}}
 {{- $ray := dict "address" (ternary (include "veilstream.rayAddress" .) nil (eq (toString $v.ray.enabled) "true")) -}}
+{{- if eq (include "veilstream.processAsJob" .) "true" }}{{ $_ := set $ray "consumers" (int $v.ray.consumers) }}{{ end -}}
 {{- $_ := set $cfg "ray" (mustMergeOverwrite (deepCopy (get $cfg "ray" | default dict)) $ray) -}}
 {{- $_ := set $cfg "policies_dir" (ternary "/etc/veilstream/policies" nil (not (empty $v.policies))) -}}
 {{- $metrics := dict "port" (int $v.metrics.port) "enabled" true "endpoint" (ne (toString $v.metrics.enabled) "false") "startup_budget_s" (int $v.probes.startupBudgetSeconds) -}}
@@ -369,7 +384,7 @@ installs with --skip-schema-validation), collected first and reported in one fai
 {{- $owned := dict
       "kafka" (dict "bootstrap_servers" "kafka.bootstrapServers" "topics" "kafka.topics" "security" "kafka.security")
       "object_store" (dict "endpoint" "objectStore.endpoint" "bucket" "objectStore.buckets.redacted" "audit_bucket" "objectStore.buckets.audit" "raw_bucket" "objectStore.buckets.raw" "access_key_env" "objectStore.existingSecret" "secret_key_env" "objectStore.existingSecret" "secure" "objectStore.secure" "region" "objectStore.region" "object_lock" "objectStore.objectLock" "ca_file" "objectStore.caSecret" "credentials" "objectStore.workloadIdentity")
-      "ray" (dict "address" "ray.enabled / ray.clientPort")
+      "ray" (dict "address" "ray.enabled / ray.legacyClient" "consumers" "ray.consumers")
       "metrics" (dict "port" "metrics.port" "enabled" "metrics.enabled (probes always on)" "endpoint" "metrics.enabled" "startup_budget_s" "probes.startupBudgetSeconds") -}}
 {{- if hasKey $p "policies_dir" -}}
 {{- $errs = append $errs "pipeline.policies_dir: set by the chart (policies are mounted at /etc/veilstream/policies); remove it from pipeline" -}}
@@ -435,7 +450,11 @@ spec:
       image: {{ include "veilstream.image" $ }}
       imagePullPolicy: {{ $.Values.image.pullPolicy }}
       command: ["veilstream"]
+      {{- if and (eq $component "process") (eq (include "veilstream.processAsJob" $) "true") }}
+      args: ["process", "--config", "/etc/veilstream/config.yaml", "--submit", {{ include "veilstream.rayDashboardUrl" $ | quote }}, "--job-name", {{ include "veilstream.componentName" (dict "ctx" $ "component" "process") | quote }}]
+      {{- else }}
       args: [{{ $component | quote }}, "--config", "/etc/veilstream/config.yaml"]
+      {{- end }}
       env:
         - name: VEILSTREAM_CONFIG
           value: /etc/veilstream/config.yaml

@@ -1,0 +1,152 @@
+"""``veilstream process --submit URL``: run the process stage inside the Ray cluster as a Ray job.
+
+Production shape (KubeRay's documented path for a RayCluster): a small submitter pod talks to the
+head's dashboard (Ray Jobs API, HTTP 8265) and the driver runs on the head as a job whose
+consumer and detector actors own the Kafka partitions (``ray.consumers`` > 0). No Ray Client: it
+is the one KubeRay path documented as not actively maintained, and all raw video crossed it.
+
+The submitter
+- uploads the config (``ray.address`` rewritten to ``auto``: inside the job the driver is on the
+  head) as the job's working_dir and submits ``veilstream process --config cfg.yaml``;
+- uses one submission id per (name, config): a job with it that is PENDING/RUNNING is attached to,
+  never submitted twice; an ended one gets a successor ``<id>-<n>``;
+- polls the job; exits 1 (after printing the job's last log lines) when it fails or is stopped by
+  someone else, so the pod restarts and resubmits; on SIGTERM it stops the job and exits 0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.metrics import WorkerMetrics, serve_config
+from schemas.config import parse_config
+from schemas.errors import ConfigError, VeilStreamError
+
+ACTIVE = ("PENDING", "RUNNING")
+LOG_TAIL_LINES = 40
+
+
+class SubmitError(VeilStreamError):
+    """The Ray Jobs API could not be reached or refused the job (one line)."""
+
+
+def _status(value: Any) -> str:
+    return str(getattr(value, "value", value)).upper()
+
+
+def default_client(url: str) -> Any:
+    from ray.job_submission import JobSubmissionClient
+
+    return JobSubmissionClient(url)
+
+
+def job_config(raw: dict[str, Any], path: str) -> tuple[Any, str, str]:
+    """Validate the config for a job: (parsed config, yaml text for the job, short content hash)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    cfg = parse_config(raw)
+    if cfg.ray.consumers < 1:
+        raise ConfigError(f"{path}: ray.consumers: --submit runs the stage as a Ray job whose consumer actors "
+                          f"own the partitions; expected an integer >= 1, got {cfg.ray.consumers}")
+    job = dict(raw)
+    job["ray"] = {**(raw.get("ray") or {}), "address": "auto"}  # the job's driver runs on the head
+    text = yaml.safe_dump(job, sort_keys=True)
+    return cfg, text, hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def pick_submission(jobs: list[Any], base: str) -> tuple[str, bool]:
+    """(submission id, attach?) for ``base``: an active job to attach to, else the next free id."""
+    ours = {j.submission_id: _status(j.status) for j in jobs
+            if j.submission_id and (j.submission_id == base or j.submission_id.startswith(base + "-"))}
+    for sid in sorted(ours):
+        if ours[sid] in ACTIVE:
+            return sid, True
+    if base not in ours:
+        return base, False
+    n = 2
+    while f"{base}-{n}" in ours:
+        n += 1
+    return f"{base}-{n}", False
+
+
+def run_submitter(config_path: Path, url: str, stop: threading.Event, *, name: str = "veilstream-process",
+                  client_factory: Callable[[str], Any] = default_client, poll_s: float = 5.0,
+                  stop_wait_s: float = 60.0, log: Callable[[str], None] = print,
+                  metrics: WorkerMetrics | None = None) -> int:
+    try:
+        raw = yaml.safe_load(Path(config_path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"config {str(config_path)!r}: {exc.strerror or exc}") from None
+    cfg, text, digest = job_config(raw, str(config_path))
+    # /healthz while the job is being submitted and watched (start-up within the config's budget),
+    # /readyz while it RUNS; the pod's probes use them like the other stages'.
+    if metrics is None:
+        metrics = WorkerMetrics("submit")
+        serve_config(metrics, cfg.metrics)
+    with metrics.starting(cfg.metrics.startup_budget_s):
+        rc = _run(url, stop, f"{name}-{digest}", text, client_factory, poll_s, stop_wait_s, log, metrics)
+    return rc
+
+
+def _run(url: str, stop: threading.Event, base: str, text: str, client_factory: Callable[[str], Any],
+         poll_s: float, stop_wait_s: float, log: Callable[[str], None], metrics: WorkerMetrics) -> int:
+    try:
+        client = client_factory(url)
+        jobs = list(client.list_jobs())
+    except Exception as exc:  # requests/ConnectionError/RuntimeError: one line, the pod restarts
+        raise SubmitError(f"ray dashboard {url}: unreachable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                          f"expected the Ray Jobs API of the head service (port 8265)") from None
+    sid, attach = pick_submission(jobs, base)
+    if attach:
+        log(f"process: attached to Ray job {sid} at {url}")
+    else:
+        with tempfile.TemporaryDirectory(prefix="veilstream-job-") as tmp:
+            (Path(tmp) / "cfg.yaml").write_text(text)
+            try:
+                client.submit_job(entrypoint="veilstream process --config cfg.yaml", submission_id=sid,
+                                  runtime_env={"working_dir": tmp},
+                                  metadata={"app": "veilstream", "stage": "process"})
+            except Exception as exc:
+                raise SubmitError(f"ray dashboard {url}: job {sid} not submitted ({exc})") from None
+        log(f"process: submitted Ray job {sid} to {url}")
+    while not stop.wait(poll_s):
+        try:
+            status = _status(client.get_job_status(sid))
+        except Exception as exc:  # head restarting: exit non-zero, the restarted pod attaches again
+            log(f"process: Ray job {sid}: status unavailable ({exc}); exiting so the pod restarts and re-attaches")
+            return 1
+        if status in ACTIVE:
+            if status == "RUNNING" and metrics.starting_until is not None:
+                metrics.starting_until = None  # start-up ends once the job runs
+            metrics.ready = status == "RUNNING"
+            metrics.tick()
+            continue
+        metrics.ready = False
+        if status == "SUCCEEDED":
+            log(f"process: Ray job {sid} finished")
+            return 0
+        try:
+            tail = client.get_job_logs(sid).splitlines()[-LOG_TAIL_LINES:]
+        except Exception:
+            tail = []
+        for line in tail:
+            log(f"  {line}")
+        log(f"process: Ray job {sid} ended {status}; exiting 1 so the pod restarts and resubmits")
+        return 1
+    try:  # SIGTERM: the release is going away or rolling: stop the job, then exit 0
+        client.stop_job(sid)
+        waited = 0.0
+        while waited < stop_wait_s and _status(client.get_job_status(sid)) in ACTIVE:
+            threading.Event().wait(min(poll_s, 1.0))
+            waited += min(poll_s, 1.0)
+    except Exception as exc:
+        log(f"process: stopping Ray job {sid}: {exc}")
+    log(f"process: stopped Ray job {sid}")
+    return 0

@@ -1,0 +1,143 @@
+"""`veilstream process --submit`: the submitter against a fake Ray Jobs API client (no Ray, no network)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.metrics import WorkerMetrics
+from pipeline.process.submit import SubmitError, run_submitter
+from schemas.errors import ConfigError
+
+
+@dataclass
+class Job:
+    submission_id: str
+    status: str
+
+
+class FakeJobs:
+    """Records calls; ``statuses`` is what get_job_status returns for the watched job, in order."""
+
+    def __init__(self, jobs: list[Job] | None = None, statuses: list[str] | None = None) -> None:
+        self.jobs = list(jobs or [])
+        self.statuses = list(statuses or [])
+        self.submitted: list[dict] = []
+        self.uploaded: dict = {}
+        self.stopped: list[str] = []
+        self.on_poll: threading.Event | None = None
+
+    def list_jobs(self) -> list[Job]:
+        return self.jobs
+
+    def submit_job(self, *, entrypoint: str, submission_id: str, runtime_env: dict, metadata: dict) -> str:
+        self.uploaded = yaml.safe_load((Path(runtime_env["working_dir"]) / "cfg.yaml").read_text())
+        self.submitted.append({"entrypoint": entrypoint, "submission_id": submission_id})
+        self.jobs.append(Job(submission_id, "PENDING"))
+        return submission_id
+
+    def get_job_status(self, sid: str) -> str:
+        if self.stopped:
+            return "STOPPED"
+        if self.on_poll is not None:
+            self.on_poll.set()
+        return self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+
+    def get_job_logs(self, sid: str) -> str:
+        return "starting\nConfigError: kafka.bootstrap_servers unreachable\n"
+
+    def stop_job(self, sid: str) -> bool:
+        self.stopped.append(sid)
+        return True
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> Path:
+    p = tmp_path / "cfg.yaml"
+    p.write_text(yaml.safe_dump({"kafka": {"bootstrap_servers": "kafka:9092"},
+                                 "ray": {"address": "http://head-svc:8265", "consumers": 2}}))
+    return p
+
+
+def submit(cfg: Path, fake: FakeJobs, stop: threading.Event | None = None,
+           metrics: WorkerMetrics | None = None) -> tuple[int, list[str]]:
+    lines: list[str] = []
+    rc = run_submitter(cfg, "http://head-svc:8265", stop or threading.Event(), name="vs-process",
+                       client_factory=lambda url: fake, poll_s=0.001, stop_wait_s=0.01, log=lines.append,
+                       metrics=metrics or WorkerMetrics("submit"))
+    return rc, lines
+
+
+def test_submits_the_job_with_the_uploaded_config_and_waits_for_it(cfg: Path):
+    fake = FakeJobs(statuses=["PENDING", "RUNNING", "RUNNING", "SUCCEEDED"])
+    rc, _ = submit(cfg, fake)
+    assert rc == 0 and len(fake.submitted) == 1
+    sub = fake.submitted[0]
+    assert sub["entrypoint"] == "veilstream process --config cfg.yaml"
+    assert sub["submission_id"].startswith("vs-process-")
+    # the job's own driver runs on the head: it connects to its cluster, not to the dashboard URL
+    assert fake.uploaded["ray"] == {"address": "auto", "consumers": 2}
+    assert fake.uploaded["kafka"] == {"bootstrap_servers": "kafka:9092"}
+
+
+def test_attaches_to_a_running_job_instead_of_submitting_a_second(cfg: Path):
+    first = FakeJobs(statuses=["SUCCEEDED"])
+    submit(cfg, first)
+    sid = first.submitted[0]["submission_id"]
+    fake = FakeJobs(jobs=[Job(sid, "RUNNING")], statuses=["RUNNING", "SUCCEEDED"])
+    rc, lines = submit(cfg, fake)
+    assert rc == 0 and fake.submitted == []
+    assert any(f"attached to Ray job {sid}" in line for line in lines)
+
+
+def test_resubmits_with_a_suffix_after_the_job_failed_and_exits_1_when_it_fails(cfg: Path):
+    first = FakeJobs(statuses=["SUCCEEDED"])
+    submit(cfg, first)
+    sid = first.submitted[0]["submission_id"]
+    fake = FakeJobs(jobs=[Job(sid, "FAILED"), Job(f"{sid}-2", "STOPPED")], statuses=["RUNNING", "FAILED"])
+    rc, lines = submit(cfg, fake)
+    assert [s["submission_id"] for s in fake.submitted] == [f"{sid}-3"]
+    assert rc == 1  # the pod restarts and resubmits
+    assert any("kafka.bootstrap_servers unreachable" in line for line in lines)  # the job's log tail
+    assert "ended FAILED" in lines[-1]
+
+
+def test_sigterm_stops_the_job_and_exits_0(cfg: Path):
+    fake = FakeJobs(statuses=["PENDING", "RUNNING"])
+    stop = threading.Event()
+    metrics = WorkerMetrics("submit")
+    fake.on_poll = threading.Event()
+    result: list[int] = []
+    t = threading.Thread(target=lambda: result.append(submit(cfg, fake, stop, metrics)[0]))
+    t.start()
+    assert fake.on_poll.wait(5)  # the job is being watched
+    for _ in range(500):  # /readyz turns ready once the job RUNS, /healthz stays ok
+        if metrics.ready:
+            break
+        threading.Event().wait(0.01)
+    assert metrics.ready and metrics.healthy()
+    stop.set()
+    t.join(5)
+    assert result == [0] and fake.stopped == [fake.submitted[0]["submission_id"]]
+
+
+def test_unreachable_dashboard_is_one_clear_line(cfg: Path):
+    def refuse(url: str):
+        raise ConnectionError(f"Failed to connect to Ray at address: {url}.\nmore detail")
+
+    with pytest.raises(SubmitError) as err:
+        run_submitter(cfg, "http://head-svc:8265", threading.Event(), client_factory=refuse,
+                      metrics=WorkerMetrics("submit"))
+    msg = str(err.value)
+    assert "\n" not in msg and "http://head-svc:8265" in msg and "unreachable" in msg and "8265" in msg
+
+
+def test_submit_requires_consumer_actors(tmp_path: Path):
+    p = tmp_path / "cfg.yaml"
+    p.write_text(yaml.safe_dump({"kafka": {"bootstrap_servers": "kafka:9092"}, "ray": {"consumers": 0}}))
+    with pytest.raises(ConfigError, match=r"ray\.consumers.*>= 1, got 0"):
+        run_submitter(p, "http://x:8265", threading.Event(), client_factory=lambda url: FakeJobs())
