@@ -795,6 +795,56 @@ def test_oauthbearer_settings_reach_workers_and_keda():
     assert "kafka.security.oauth.tokenEndpointUrl: required" in msg and "oauth.existingSecret: required" in msg
 
 
+def _kafka_parts(spec: dict[str, Any]) -> tuple[list, list, list]:
+    c = spec["containers"][0]
+    return ([e for e in c["env"] if e["name"].startswith("VEIL_KAFKA_")],
+            [m for m in c["volumeMounts"] if m["name"].startswith("kafka-")],
+            [v for v in spec["volumes"] if v["name"].startswith("kafka-")])
+
+
+SCRAM_PROCESS_USER = {"kafka": {"bootstrapServers": "k.kafka.svc:9093", "security": {
+    "protocol": "SASL_SSL", "saslMechanism": "SCRAM-SHA-512", "existingSecret": "veilstream", "username": "veilstream",
+    "caSecret": "k-cluster-ca-cert", "users": {"process": {"existingSecret": "veil-process", "username": "veil-process"}}}},
+    "process": {"extraEnv": [{"name": "ORT_LOGGING_LEVEL", "value": "3"}]}}
+
+
+@pytest.mark.parametrize("which", ["gpu-autoscaling-values", "city", "scram-process-user"])
+def test_ray_pods_get_the_process_kafka_identity_and_model_env_in_job_mode(which):
+    docs = render(SCRAM_PROCESS_USER) if which == "scram-process-user" else list(_rendered(which))
+    assert not validate_all(docs), validate_all(docs)
+    want_env, want_mounts, want_vols = _kafka_parts(deployment(docs, "process")["spec"]["template"]["spec"])
+    assert want_mounts and want_vols  # a CA at least in every case
+    if which == "city":  # mTLS: the process stage's own KafkaUser certificate
+        assert {v["name"]: v["secret"]["secretName"] for v in want_vols}["kafka-client"] == "veilstream-process"
+    else:
+        assert {e["name"] for e in want_env} == {"VEIL_KAFKA_USERNAME", "VEIL_KAFKA_PASSWORD"}
+    if which == "scram-process-user":
+        env = {e["name"]: e for e in want_env}
+        assert env["VEIL_KAFKA_USERNAME"]["value"] == "veil-process"
+        assert env["VEIL_KAFKA_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "veil-process", "key": "password"}
+    (rc,) = by_kind(docs, "RayCluster")
+    specs = pod_specs([rc])
+    assert len(specs) >= 2  # head and at least one worker group
+    for where, spec in specs:
+        assert _kafka_parts(spec) == (want_env, want_mounts, want_vols), where
+        vols = {v["name"] for v in spec["volumes"]}
+        assert {m["name"] for m in spec["containers"][0]["volumeMounts"]} <= vols, where
+        env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+        assert env["VEILSTREAM_OFFLINE"] == "1" and env["VEILSTREAM_MODEL_DIR"] == "/opt/veilstream/models", where
+        if which == "scram-process-user":
+            assert env["ORT_LOGGING_LEVEL"] == "3", where  # process.extraEnv reaches the consumer actors
+
+
+def test_ray_pods_get_no_process_credentials_with_legacy_client():
+    values = copy.deepcopy(SCRAM_PROCESS_USER)
+    values["ray"] = {"legacyClient": True}
+    docs = render(values)
+    (rc,) = by_kind(docs, "RayCluster")
+    for where, spec in pod_specs([rc]):
+        assert _kafka_parts(spec) == ([], [], []), where  # the drivers in the process pods consume
+        assert "VEILSTREAM_MODEL_DIR" not in {e["name"] for e in spec["containers"][0]["env"]}, where
+
+
 def test_ray_disabled_runs_ray_in_process():
     docs = render({"ray": {"enabled": False}})
     assert not by_kind(docs, "RayCluster")

@@ -786,6 +786,38 @@ stage can hold its own least-privilege user (k8s/strimzi/kafkausers.yaml). dict 
 {{- end }}
 {{- end -}}
 
+{{/*
+What the process stage's consumer actors need in every Ray container when process runs as a Ray
+job (ray.legacyClient false): the process identity's Kafka credentials (kafkaEnv with component
+"process"), the image's offline/model settings and process.extraEnv. Empty otherwise. Takes $.
+*/}}
+{{- define "veilstream.rayProcessEnv" -}}
+{{- if eq (include "veilstream.processAsJob" .) "true" }}
+{{- include "veilstream.kafkaEnv" (dict "ctx" . "component" "process") }}
+- name: VEILSTREAM_OFFLINE
+  value: "1"
+- name: VEILSTREAM_MODEL_DIR
+  value: /opt/veilstream/models
+{{- with .Values.process.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The process identity's Kafka CA / client certificate mounts of a Ray container in job mode. Takes $. */}}
+{{- define "veilstream.rayProcessVolumeMounts" -}}
+{{- if eq (include "veilstream.processAsJob" .) "true" }}
+{{- include "veilstream.kafkaVolumeMounts" (dict "ctx" . "component" "process") }}
+{{- end }}
+{{- end -}}
+
+{{/* The volumes those mounts name. Takes $. */}}
+{{- define "veilstream.rayProcessVolumes" -}}
+{{- if eq (include "veilstream.processAsJob" .) "true" }}
+{{- include "veilstream.kafkaVolumes" (dict "ctx" . "component" "process") }}
+{{- end }}
+{{- end -}}
+
 {{/* Mounts of the Kafka CA and client certificate Secrets. */}}
 {{- define "veilstream.kafkaVolumeMounts" -}}
 {{- $ := .ctx -}}
