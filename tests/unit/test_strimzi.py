@@ -72,6 +72,10 @@ def test_chart_gives_each_stage_its_own_kafka_user():
     (job,) = by_kind(rendered, "Job")
     vols = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
     assert vols["kafka-client"]["secret"]["secretName"] == "veilstream-topics"
-    (auth,) = by_kind(rendered, "TriggerAuthentication")  # KEDA reads raw-topic lag as process
+    # process runs as a Ray job by default: KEDA does not scale it, so no Kafka trigger auth exists
+    assert by_kind(rendered, "TriggerAuthentication") == []
+    # in legacy Ray Client mode KEDA reads the raw-topic lag with the process identity
+    legacy = render({**values, "ray": {"legacyClient": True}})
+    (auth,) = by_kind(legacy, "TriggerAuthentication")
     assert {r["name"] for r in auth["spec"]["secretTargetRef"] if r["parameter"] in ("cert", "key")} == {
         "veilstream-process"}
