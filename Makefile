@@ -5,8 +5,11 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-export VEILSTREAM_MODEL_DIR ?= $(abspath ../shared/models)
-export VEILSTREAM_EVAL_DIR ?= $(abspath ../shared/eval)
+# The labelled sets and ONNX weights live beside the checkout (../shared); a checkout elsewhere
+# (a fresh clone under /tmp, say) finds the workplace copy at /work/shared.
+SHARED ?= $(firstword $(wildcard $(abspath ../shared) /work/shared) $(abspath ../shared))
+export VEILSTREAM_MODEL_DIR ?= $(SHARED)/models
+export VEILSTREAM_EVAL_DIR ?= $(SHARED)/eval
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: all install system-deps image-deps image-check test test-unit test-integration test-faults fuzz overload demo console-screenshots bench load load-knee eval eval-video eval-subject lint typecheck clean

@@ -45,8 +45,10 @@ from typing import Any
 import numpy as np
 import yaml
 
+from tests.shared import MODELS
+
 ROOT = Path(__file__).resolve().parents[2]
-MODEL_DIR = Path(os.environ.get("VEILSTREAM_MODEL_DIR") or ROOT.parent / "shared" / "models")
+MODEL_DIR = MODELS
 YUNET = MODEL_DIR / "face_detection_yunet_2023mar.onnx"
 CHUNK_S = 1.0
 WORKLOAD = (("cam-a", "carphone_pristine.mp4", 4), ("cam-b", "bikes.mp4", 3), ("cam-c", "carphone_pristine.mp4", 4))

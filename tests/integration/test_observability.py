@@ -20,11 +20,12 @@ import yaml
 
 from pipeline.devstack import free_port
 from pipeline.devstack.broker import create_topics
+from tests.shared import MODELS as SHARED_MODELS
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-MODELS = ROOT.parent / "shared" / "models"
+MODELS = SHARED_MODELS
 
 
 def get(port: int, path: str) -> tuple[int, str]:

@@ -24,10 +24,11 @@ from operators.video import sample_video
 from pipeline.devstack.broker import create_topics
 from pipeline.runner import Workers
 from schemas.config import load_config
+from tests.shared import MODELS as SHARED_MODELS
 
 pytestmark = pytest.mark.integration
 
-MODELS = Path(__file__).resolve().parents[3] / "shared" / "models"
+MODELS = SHARED_MODELS
 
 
 ZONE = {"name": "neighbour-window", "polygon": [[0, 96], [60, 96], [60, 144], [0, 144]]}

@@ -23,6 +23,7 @@ from operators.video import sample_video
 from pipeline.devstack.broker import create_topics
 from schemas.config import parse_config
 from schemas.messages import ChunkCaptured, decode_chunk_redacted, decode_dlq, encode_chunk
+from tests.shared import MODELS as SHARED_MODELS
 
 pytestmark = pytest.mark.integration
 
@@ -45,9 +46,8 @@ def detail(img: np.ndarray) -> float:
 
 @pytest.fixture
 def setup(broker: Any, ray_local: Any, unique_name: str, monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator:
-    from pathlib import Path
 
-    models = Path(__file__).resolve().parents[3] / "shared" / "models"
+    models = SHARED_MODELS
     monkeypatch.setenv("VEILSTREAM_MODEL_DIR", str(models))
     topics = {"raw": f"{unique_name}-raw", "redacted": f"{unique_name}-red", "dlq": f"{unique_name}-dlq",
               "cameras": f"{unique_name}-cams", "audit": f"{unique_name}-audit"}
@@ -334,13 +334,12 @@ def test_an_actor_lost_while_chunks_are_in_flight_is_retried_never_dead_lettered
 def test_consumer_actors_in_the_cluster_redact_and_stop_cleanly(setup: Any) -> None:
     """Production shape (ray.consumers: 1): the consumer loop runs in an actor inside the
     cluster; the supervising job only starts and stops it."""
-    from pathlib import Path
 
     from pipeline.process.consumers import supervise
 
     d = _as_dict(setup)
     d["ray"]["consumers"] = 1
-    d["process"]["model_dir"] = str(Path(__file__).resolve().parents[3] / "shared" / "models")
+    d["process"]["model_dir"] = str(SHARED_MODELS)
     cfg = parse_config(d)
     chunks = carphone_chunks(seconds=1.0)[:1]
     v, h = encode_chunk(chunks[0])

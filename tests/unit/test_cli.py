@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 
 from operators.video import sample_video
+from tests.shared import EVAL, MODELS
 
 ROOT = Path(__file__).resolve().parents[2]
-MODELS = ROOT.parent / "shared" / "models"
-EVAL = ROOT.parent / "shared" / "eval"
 
 
 def run(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess:

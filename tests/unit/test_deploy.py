@@ -30,6 +30,8 @@ import jsonschema
 import pytest
 import yaml
 
+from tests.shared import CRDS
+
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "veilstream"
 CI_DIR = CHART / "ci"
@@ -37,7 +39,7 @@ CI_SETS = tuple(sorted(p.stem for p in CI_DIR.glob("*.yaml")))  # every value se
 GPU = "gpu-autoscaling-values"
 KUSTOMIZE_BASE = ROOT / "k8s" / "base"
 KUSTOMIZE_OVERLAY = ROOT / "k8s" / "overlays" / "production"
-CRD_DIR = ROOT.parent / "shared" / "crds"
+CRD_DIR = CRDS
 VALUES_SCHEMA = CHART / "values.schema.json"
 
 KUBE_VERSION = "1.34.0"

@@ -1,6 +1,5 @@
 """Detectors on real labelled images from ../shared/eval and on synthetic frames."""
 
-import os
 from pathlib import Path
 
 import cv2
@@ -18,10 +17,11 @@ from operators.detectors import (
 from operators.evaldata import load_coco, load_faces_dlib, load_plates_eu
 from operators.types import Boxes, ConfigError, Detector, Label
 from operators.video import read_image
+from tests.shared import EVAL, MODELS
 
 ROOT = Path(__file__).resolve().parents[2]
-EVAL_DIR = Path(os.environ.get("VEILSTREAM_EVAL_DIR") or ROOT / ".." / "shared" / "eval")
-MODEL_DIR = Path(os.environ.get("VEILSTREAM_MODEL_DIR") or ROOT / ".." / "shared" / "models")
+EVAL_DIR = EVAL
+MODEL_DIR = MODELS
 
 
 def _coverage(boxes: Boxes, target_xyxy, hw) -> float:

@@ -47,6 +47,7 @@ from schemas.safety import (
     scrub_secrets,
     url_credentials_problem,
 )
+from tests.shared import MODELS
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "s3cr/et:pw"
@@ -282,7 +283,7 @@ def test_redaction_config_refuses_nonsense_face_max_side(side: object) -> None:
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
-    env.setdefault("VEILSTREAM_MODEL_DIR", str(ROOT.parent / "shared" / "models"))
+    env.setdefault("VEILSTREAM_MODEL_DIR", str(MODELS))
     return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, env=env,
                           cwd=ROOT, timeout=180)
 

@@ -19,10 +19,11 @@ from pathlib import Path
 import pytest
 
 from pipeline.install_check import problems
+from tests.shared import MODELS
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-MODELS = Path(os.environ.get("VEILSTREAM_MODEL_DIR") or ROOT.parent / "shared" / "models")
+
 
 
 def stages(dockerfile: Path) -> list[list[str]]:

@@ -4,7 +4,6 @@ fixed subsets of the hard sets (the full sets run under `make eval`)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +16,11 @@ from operators.evalvideo import clip_from_image
 from operators.head import head_regions
 from operators.redactor import RedactionConfig, Redactor
 from operators.types import Boxes, Label
+from tests.shared import EVAL, MODELS
 
 ROOT = Path(__file__).resolve().parents[2]
-EVAL_DIR = Path(os.environ.get("VEILSTREAM_EVAL_DIR") or ROOT / ".." / "shared" / "eval")
-MODEL_DIR = Path(os.environ.get("VEILSTREAM_MODEL_DIR") or ROOT / ".." / "shared" / "models")
+EVAL_DIR = EVAL
+MODEL_DIR = MODELS
 
 
 def test_new_sets_load_with_their_published_counts():
