@@ -29,35 +29,17 @@ logger = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 13, 21, 34, 60, 120)
 
 
-class WorkerMetrics:
-    """The metrics of one stage (``ingest``, ``process`` or ``sink``)."""
+class Probes:
+    """What ``/healthz`` and ``/readyz`` answer from, and the registry ``/metrics`` serves.
 
-    def __init__(self, stage: str) -> None:
+    :class:`WorkerMetrics` is one (a worker's own families); the process stage's Ray job
+    driver has another whose registry merges its consumer actors' families
+    (:mod:`pipeline.process.consumers`).
+    """
+
+    def __init__(self, stage: str, registry: CollectorRegistry | None = None) -> None:
         self.stage = stage
-        self.registry = CollectorRegistry()
-        r = self.registry
-        p = f"veil_{stage}"
-        self.chunks_in = Counter(f"{p}_chunks_in_total", "chunks consumed or captured", ["camera"], registry=r)
-        self.chunks_out = Counter(f"{p}_chunks_out_total", "chunks produced or stored", ["camera"], registry=r)
-        self.frames_in = Counter(f"{p}_frames_in_total", "frames received", registry=r)
-        self.frames_out = Counter(f"{p}_frames_out_total", "frames emitted", registry=r)
-        self.frames_masked = Counter(f"{p}_masks_total", "boxes masked, per class", ["cls"], registry=r)
-        self.fail_closed = Counter(f"{p}_fail_closed_frames_total",
-                                   "frames masked whole because detection failed or timed out", registry=r)
-        self.drops = Counter(f"{p}_dropped_frames_total", "frames dropped on purpose, per reason", ["reason"],
-                             registry=r)
-        self.dlq = Counter(f"{p}_dlq_total", "messages sent to the dead-letter topic, per reason", ["reason"],
-                           registry=r)
-        self.errors = Counter(f"{p}_errors_total", "errors, per kind", ["kind"], registry=r)
-        self.latency = Histogram(f"{p}_latency_seconds", "capture-to-output latency of a chunk",
-                                 buckets=LATENCY_BUCKETS, registry=r)
-        self.stage_seconds = Histogram(f"{p}_step_seconds", "time spent per chunk in this stage",
-                                       buckets=LATENCY_BUCKETS, registry=r)
-        self.lag = Gauge(f"{p}_consumer_lag_messages", "consumer lag per partition", ["partition"], registry=r)
-        self.inflight = Gauge(f"{p}_inflight_chunks", "chunks being worked on", registry=r)
-        self.cameras = Gauge(f"{p}_cameras", "cameras owned by this worker", registry=r)
-        self.cpu_seconds = Counter(f"{p}_cpu_seconds_total", "CPU seconds spent, per step (decode, detect, "
-                                   "mask, encode, kafka, object_store)", ["step"], registry=r)
+        self.registry = registry if registry is not None else CollectorRegistry()
         self.ready = False
         self.last_tick = time.monotonic()
         self.stall_seconds = 120.0
@@ -92,13 +74,43 @@ class WorkerMetrics:
     def healthy(self) -> bool:
         return self.phase() != "stalled"
 
+
+class WorkerMetrics(Probes):
+    """The metrics of one stage (``ingest``, ``process`` or ``sink``)."""
+
+    def __init__(self, stage: str) -> None:
+        super().__init__(stage)
+        r = self.registry
+        p = f"veil_{stage}"
+        self.chunks_in = Counter(f"{p}_chunks_in_total", "chunks consumed or captured", ["camera"], registry=r)
+        self.chunks_out = Counter(f"{p}_chunks_out_total", "chunks produced or stored", ["camera"], registry=r)
+        self.frames_in = Counter(f"{p}_frames_in_total", "frames received", registry=r)
+        self.frames_out = Counter(f"{p}_frames_out_total", "frames emitted", registry=r)
+        self.frames_masked = Counter(f"{p}_masks_total", "boxes masked, per class", ["cls"], registry=r)
+        self.fail_closed = Counter(f"{p}_fail_closed_frames_total",
+                                   "frames masked whole because detection failed or timed out", registry=r)
+        self.drops = Counter(f"{p}_dropped_frames_total", "frames dropped on purpose, per reason", ["reason"],
+                             registry=r)
+        self.dlq = Counter(f"{p}_dlq_total", "messages sent to the dead-letter topic, per reason", ["reason"],
+                           registry=r)
+        self.errors = Counter(f"{p}_errors_total", "errors, per kind", ["kind"], registry=r)
+        self.latency = Histogram(f"{p}_latency_seconds", "capture-to-output latency of a chunk",
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.stage_seconds = Histogram(f"{p}_step_seconds", "time spent per chunk in this stage",
+                                       buckets=LATENCY_BUCKETS, registry=r)
+        self.lag = Gauge(f"{p}_consumer_lag_messages", "consumer lag per partition", ["partition"], registry=r)
+        self.inflight = Gauge(f"{p}_inflight_chunks", "chunks being worked on", registry=r)
+        self.cameras = Gauge(f"{p}_cameras", "cameras owned by this worker", registry=r)
+        self.cpu_seconds = Counter(f"{p}_cpu_seconds_total", "CPU seconds spent, per step (decode, detect, "
+                                   "mask, encode, kafka, object_store)", ["step"], registry=r)
+
     def value(self, name: str, labels: dict[str, str] | None = None) -> float:
         v = self.registry.get_sample_value(name, labels or {})
         return float(v or 0.0)
 
 
 class _Handler(BaseHTTPRequestHandler):
-    metrics: WorkerMetrics
+    metrics: Probes
     endpoint: bool = True
 
     def do_GET(self) -> None:  # noqa: N802 - http.server API
@@ -124,7 +136,7 @@ class _Handler(BaseHTTPRequestHandler):
         return
 
 
-def serve(metrics: WorkerMetrics, port: int, host: str = "0.0.0.0", *,
+def serve(metrics: Probes, port: int, host: str = "0.0.0.0", *,
           endpoint: bool = True) -> ThreadingHTTPServer | None:
     """Serve metrics and probes in a daemon thread; ``port`` 0 picks a free one, < 0 disables.
 
@@ -141,7 +153,7 @@ def serve(metrics: WorkerMetrics, port: int, host: str = "0.0.0.0", *,
     return server
 
 
-def serve_config(metrics: WorkerMetrics, cfg: Any) -> ThreadingHTTPServer | None:
+def serve_config(metrics: Probes, cfg: Any) -> ThreadingHTTPServer | None:
     """The worker's HTTP server as the config's ``metrics`` section says: none when
     ``enabled`` is false, probes only when ``endpoint`` is false, else probes and ``/metrics``."""
     if not getattr(cfg, "enabled", False):

@@ -10,10 +10,12 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -121,3 +123,60 @@ def test_running_workers_probe_first_and_export_every_metric_the_chart_reads(bro
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(10)
+
+
+def test_process_job_driver_serves_every_consumer_actors_metrics_on_one_port(broker, ray_local, unique_name):
+    """Job mode (ray.consumers: 2): the supervising driver serves ONE endpoint on metrics.port with
+    the merged veil_process_* families of both consumer actors, each sample labelled with its
+    consumer, under the names the chart's alerts and dashboard read; /readyz once both consume."""
+    sys.path.insert(0, str(ROOT / "tests" / "unit"))
+    from prometheus_client.parser import text_string_to_metric_families
+    from test_chart_operations import expressions, metric_names
+    from test_deploy import _rendered
+
+    from pipeline.process.consumers import supervise
+    from schemas.config import parse_config
+
+    topics = {r: f"{unique_name}-{r}" for r in ("raw", "redacted", "dlq", "cameras", "audit")}
+    create_topics(broker.bootstrap, {topics["raw"]: 2, topics["redacted"]: 1, topics["dlq"]: 1})
+    port = free_port()
+    cfg = parse_config({
+        "kafka": {"bootstrap_servers": broker.bootstrap, "topics": topics, "session_timeout_ms": 6000},
+        "ray": {"address": ray_local.address, "consumers": 2, "chunk_workers": 1, "worker_num_cpus": 0.25,
+                "detector": {"num_cpus": 0.25, "replicas": 1}},
+        "process": {"consumer_group": f"{unique_name}-g", "status_interval_s": 1.0, "model_dir": str(MODELS)},
+        "metrics": {"host": "127.0.0.1", "port": port},
+    })
+    stop = threading.Event()
+    result: list[Any] = []
+    t = threading.Thread(target=lambda: result.append(supervise(cfg, stop, poll_s=0.5)), daemon=True)
+    t.start()
+    try:
+        deadline = time.monotonic() + 120
+        first = 0
+        while not first and time.monotonic() < deadline:
+            first = get(port, "/healthz")[0]
+            time.sleep(0.02)
+        assert first == 200  # probes answer while Ray and the actors start
+        while get(port, "/readyz")[0] != 200 and time.monotonic() < deadline and t.is_alive():
+            time.sleep(0.2)
+        assert get(port, "/readyz")[0] == 200, result
+        time.sleep(1.5)  # a status interval: the lag gauges get their samples
+        code, body = get(port, "/metrics")
+        assert code == 200 and get(port, "/healthz") == (200, "ok running\n")
+    finally:
+        stop.set()
+        t.join(180)
+    assert result == [0]
+    fams = {f.name: f for f in text_string_to_metric_families(body)}
+    up = {s.name: s.value for n in ("veil_process_consumers", "veil_process_consumers_up") for s in fams[n].samples}
+    assert up == {"veil_process_consumers": 2, "veil_process_consumers_up": 2}
+    consumers_of = {f.name: {s.labels.get("consumer") for s in f.samples} for f in fams.values()
+                    if f.name.startswith("veil_process_") and f.samples and f.name not in up}
+    assert consumers_of["veil_process_latency_seconds"] == {"0", "1"}
+    assert consumers_of["veil_process_inflight_chunks"] == {"0", "1"}
+    assert all(c <= {"0", "1"} and None not in c for c in consumers_of.values()), consumers_of
+    names = exported(body)
+    process_read = {n for which in ("small", "city") for e in expressions(list(_rendered(which))).values()
+                    for n in metric_names(e) if n.startswith("veil_process_")}
+    assert process_read and not process_read - names, sorted(process_read - names)

@@ -71,7 +71,11 @@ def test_metrics_off_keeps_the_probes_and_drops_what_reads_metrics():
         assert {"startupProbe", "livenessProbe", "readinessProbe"} <= set(c)
         assert any(p["name"] == "metrics" for p in c["ports"])
     assert not [s for s in by_kind(docs, "Service") if s["metadata"]["name"].endswith(("-ingest-metrics",
-                                                                                     "-sink-metrics"))]
+                                                                                     "-sink-metrics",
+                                                                                     "-process-job-metrics"))]
+    (rc,) = by_kind(docs, "RayCluster")  # the process job's driver still serves its probes on the head
+    head_ports = rc["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["ports"]
+    assert {"name": "process-metrics", "containerPort": 9100, "protocol": "TCP"} in head_ports
     from test_deploy import render_error
 
     msg = render_error({"metrics": {"enabled": False, "serviceMonitor": {"enabled": True},
@@ -140,6 +144,9 @@ def test_legacy_ray_client_mode_uses_one_client_port_everywhere():
     assert "--submit" not in deployment(docs, "process")["spec"]["template"]["spec"]["containers"][0]["args"]
     ray_np = one(docs, "NetworkPolicy", "-allow-ray")["spec"]["ingress"][1]
     assert ray_np["ports"] == [{"port": 10002, "protocol": "TCP"}]
+    # no job driver on the head: the process pods' drivers export veil_process_* themselves
+    assert "process-metrics" not in {p["name"] for p in head["template"]["spec"]["containers"][0]["ports"]}
+    assert not [s for s in by_kind(docs, "Service") if s["metadata"]["name"].endswith("-process-job-metrics")]
 
 
 def test_gcs_fault_tolerance_needs_redis_and_bad_memory_is_reported():

@@ -519,6 +519,35 @@ def test_metrics_services_and_pdbs_select_their_pods(any_docs):
     assert one(any_docs, "Service", "-ray-metrics")["spec"]["selector"] == {"ray.io/cluster": rc["metadata"]["name"]}
 
 
+def test_process_job_metrics_come_from_the_ray_head_on_the_config_port(any_docs):
+    """Job mode: the veil_process_* metrics are served by the process job's driver on the Ray head
+    (every consumer actor's families, merged): a metrics Service that the workers' ServiceMonitor
+    selects reaches the head container's named port, which is the config's metrics.port, and the
+    metrics NetworkPolicy lets the scraper in."""
+    port = config_of(any_docs)["metrics"]["port"]
+    (rc,) = by_kind(any_docs, "RayCluster")
+    head = rc["spec"]["headGroupSpec"]["template"]
+    (c,) = head["spec"]["containers"]
+    assert {"name": "process-metrics", "containerPort": port, "protocol": "TCP"} in c["ports"]
+    for g in rc["spec"]["workerGroupSpecs"]:  # only the head runs the driver
+        assert "process-metrics" not in {p["name"] for p in g["template"]["spec"]["containers"][0]["ports"]}
+    svc = one(any_docs, "Service", "-process-job-metrics")
+    assert svc["spec"]["selector"] == {"ray.io/cluster": rc["metadata"]["name"], "ray.io/node-type": "head"}
+    assert svc["spec"]["ports"] == [{"name": "metrics", "port": port, "targetPort": "process-metrics",
+                                     "protocol": "TCP"}]
+    monitors = by_kind(any_docs, "ServiceMonitor")
+    for sm in monitors:
+        assert all(svc["metadata"]["labels"].get(e["key"]) in e["values"]
+                   for e in sm["spec"]["selector"]["matchExpressions"]), sm["metadata"]["name"]
+        assert sm["spec"]["endpoints"][0]["port"] == "metrics"
+    assert not any(m["metadata"]["name"].endswith("-ray") and "process-metrics" in json.dumps(m)
+                   for m in by_kind(any_docs, "PodMonitor"))  # scraped once, through the Service
+    for np in by_kind(any_docs, "NetworkPolicy"):
+        if np["metadata"]["name"].endswith("allow-metrics"):
+            assert all(head["metadata"]["labels"].get(k) == v for k, v in np["spec"]["podSelector"]["matchLabels"].items())
+            assert {"port": port, "protocol": "TCP"} in np["spec"]["ingress"][0]["ports"]
+
+
 @pytest.mark.parametrize("which", ["kustomize", "kustomize-overlay"])
 def test_kustomize_network_policies_deny_ingress_by_default(which):
     any_docs = list(_kustomized() if which == "kustomize" else _kustomized(KUSTOMIZE_OVERLAY))
@@ -835,6 +864,13 @@ def test_ray_pods_get_the_process_kafka_identity_and_model_env_in_job_mode(which
         assert env["VEILSTREAM_OFFLINE"] == "1" and env["VEILSTREAM_MODEL_DIR"] == "/opt/veilstream/models", where
         if which == "scram-process-user":
             assert env["ORT_LOGGING_LEVEL"] == "3", where  # process.extraEnv reaches the consumer actors
+
+
+def test_ray_pods_model_dir_follows_the_pipeline_config():
+    (rc,) = by_kind(render({"pipeline": {"process": {"model_dir": "/models/site"}}}), "RayCluster")
+    for where, spec in pod_specs([rc]):
+        env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+        assert env["VEILSTREAM_MODEL_DIR"] == "/models/site", where  # not the image's default
 
 
 def test_ray_pods_get_no_process_credentials_with_legacy_client():

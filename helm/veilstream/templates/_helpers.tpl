@@ -797,7 +797,7 @@ job (ray.legacyClient false): the process identity's Kafka credentials (kafkaEnv
 - name: VEILSTREAM_OFFLINE
   value: "1"
 - name: VEILSTREAM_MODEL_DIR
-  value: /opt/veilstream/models
+  value: {{ (.Values.pipeline.process | default dict).model_dir | default "/opt/veilstream/models" | quote }}
 {{- with .Values.process.extraEnv }}
 {{ toYaml . }}
 {{- end }}
