@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_metrics import get
 
 from pipeline.metrics import WorkerMetrics, serve
-from pipeline.process.consumers import JobMetrics, _watch, families_of
+from pipeline.process.consumers import JobMetrics, _watch, families_of, only_assigned_lag
 
 
 def worker(chunks: int, latencies: list[float], lag: dict[str, int]) -> WorkerMetrics:
@@ -202,3 +202,17 @@ def test_a_clean_run_is_ready_and_stops_on_the_event():
     jm.starting_until = time.monotonic() + 60
     assert watch([FakeActor(lambda: Ref(snap(a, 0))), FakeActor(lambda: Ref(snap(b, 1)))], jm, polls=3) is None
     assert jm.ready and jm.phase() == "running" and set(jm.merged._latest) == {0, 1}
+
+
+def test_a_revoked_partitions_stale_lag_is_not_counted_twice():
+    before = worker(0, [], {"0": 40, "1": 9})  # consumer 0 owned both partitions, then lost 1
+    after = worker(0, [], {"1": 12})  # consumer 1's fresh value for partition 1
+    jm = JobMetrics(2)
+    jm.observe({0: {**snap(before, 0), "families": only_assigned_lag(families_of(before.registry), {"0"})},
+                1: {**snap(after, 1), "families": only_assigned_lag(families_of(after.registry), {"1"})}})
+    lag = {(s.labels["partition"], s.labels["consumer"]): s.value
+           for fam in text_string_to_metric_families(generate_latest(jm.registry).decode())
+           if fam.name == "veil_process_consumer_lag_messages" for s in fam.samples}
+    assert lag == {("0", "0"): 40, ("1", "1"): 12}  # sum = 52, not 61
+    unknown = only_assigned_lag(families_of(before.registry), None)  # mid-rebalance: keep what there is
+    assert unknown == families_of(before.registry)
