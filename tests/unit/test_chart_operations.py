@@ -134,7 +134,7 @@ def test_per_group_env_volumes_scheduling_and_priority():
 
 
 def test_legacy_ray_client_mode_uses_one_client_port_everywhere():
-    docs = render({"ray": {"legacyClient": True, "clientPort": 10002}})
+    docs = render({"ray": {"legacyClient": True, "clientPort": 10002}, "metrics": {"prometheusRule": {"enabled": True}}})
     assert not validate_all(docs)
     (rc,) = by_kind(docs, "RayCluster")
     head = rc["spec"]["headGroupSpec"]
@@ -147,6 +147,8 @@ def test_legacy_ray_client_mode_uses_one_client_port_everywhere():
     # no job driver on the head: the process pods' drivers export veil_process_* themselves
     assert "process-metrics" not in {p["name"] for p in head["template"]["spec"]["containers"][0]["ports"]}
     assert not [s for s in by_kind(docs, "Service") if s["metadata"]["name"].endswith("-process-job-metrics")]
+    alerts = {r["alert"] for r in one(docs, "PrometheusRule", "-alerts")["spec"]["groups"][0]["rules"]}
+    assert "VeilStreamLagGrowing" in alerts and "VeilStreamProcessConsumersDown" not in alerts  # no job here
 
 
 def test_gcs_fault_tolerance_needs_redis_and_bad_memory_is_reported():
@@ -239,11 +241,12 @@ def exported_metric_names() -> set[str]:
     """Every metric the three workers register (the integration test scrapes them for real)."""
     from pipeline.ingest.metrics import IngestMetrics
     from pipeline.metrics import WorkerMetrics
+    from pipeline.process.consumers import JobMetrics
     from pipeline.sink.worker import SinkWorker
     from schemas.config import parse_config
     from tests.fakes import InMemoryObjectStore
 
-    registries = [WorkerMetrics("process").registry, IngestMetrics().registry,
+    registries = [WorkerMetrics("process").registry, JobMetrics(1).registry, IngestMetrics().registry,
                   SinkWorker(parse_config({"metrics": {"enabled": False}}), InMemoryObjectStore(),
                              lambda _r: None).metrics.registry]
     return {m.name for r in registries for m in r.collect()}
@@ -283,7 +286,7 @@ def test_alerts_dashboard_and_scaling_name_only_exported_metrics(which):
     alerts = {k for k in exprs if not k.startswith(("panel ", "ScaledObject"))}
     assert alerts == {"VeilStreamLagGrowing", "VeilStreamSinkBacklogGrowing", "VeilStreamFailClosedFrames",
                       "VeilStreamDeadLetters", "VeilStreamDetectorErrors", "VeilStreamSegmentWriteFailures",
-                      "VeilStreamLatencySLO", "VeilStreamCamerasFailing"}
+                      "VeilStreamLatencySLO", "VeilStreamCamerasFailing", "VeilStreamProcessConsumersDown"}
     unknown = {k: sorted(metric_names(e) - exported) for k, e in exprs.items() if metric_names(e) - exported}
     assert not unknown, unknown
     assert all(metric_names(e) for e in exprs.values())  # every expression reads a VeilStream metric
