@@ -206,6 +206,8 @@ def test_helm_upgrade_moves_every_pod_template_together():
     for step in ("1. Topics.", "3. Policies:", "4. Cameras:", "5. Checks:", "veilstream cameras add",
                  "veilstream version", "upgradeStrategy Recreate"):
         assert step in notes, step
+    # job mode: veil_process_* come from the job's driver on the Ray head, not from the submitter
+    assert f"svc/{RELEASE}-veilstream-process-job-metrics 9100" in notes
 
 
 # ---------------------------------------------------------------- topics hook
