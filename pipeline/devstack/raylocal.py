@@ -77,9 +77,26 @@ def _ready(temp_dir: str) -> bool:
         p.name == "raylet" for p in sess.iterdir())
 
 
+def _dashboard_up(port: int) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/version", timeout=2) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
 def start_ray_head(log_dir: str | os.PathLike[str], num_cpus: int | None = None, object_store_mb: int = 256,
-                   port: int | None = None, timeout_s: float = 90.0) -> RayHandle:
-    """Start a Ray head on 127.0.0.1 and wait until it accepts drivers."""
+                   port: int | None = None, timeout_s: float = 90.0, dashboard_port: int | None = None,
+                   env_extra: dict[str, str] | None = None) -> RayHandle:
+    """Start a Ray head on 127.0.0.1 and wait until it accepts drivers.
+
+    Args:
+        dashboard_port: also run the dashboard (the Ray Jobs API, what ``veilstream process
+            --submit`` talks to) on this port, and wait until it answers.
+        env_extra: environment of the head (its job supervisors and drivers inherit it).
+    """
     num_cpus = num_cpus or (os.cpu_count() or 1)
     port = port or free_port()
     temp_dir = tempfile.mkdtemp(prefix="veil-ray-", dir="/tmp")
@@ -89,11 +106,16 @@ def start_ray_head(log_dir: str | os.PathLike[str], num_cpus: int | None = None,
         "--metrics-export-port")}
     argv = [_ray_bin(), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
             "--num-cpus", str(num_cpus), "--object-store-memory", str(object_store_mb * 1024 * 1024),
-            "--include-dashboard=false", "--disable-usage-stats", "--temp-dir", temp_dir]
+            "--disable-usage-stats", "--temp-dir", temp_dir]
+    if dashboard_port:
+        argv += ["--include-dashboard=true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port)]
+    else:
+        argv += ["--include-dashboard=false"]
     for flag, p in ports.items():
         argv += [flag, str(p)]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["RAY_USAGE_STATS_ENABLED"] = "0"
+    env.update(env_extra or {})
     # gcs_server / raylet catch SIGTERM but take far too long to act on it: after a
     # short grace the whole group gets SIGKILL (what `ray stop --force` does, by pid here).
     proc = spawn("ray", argv, Path(log_dir) / "ray.log", marker=f"--temp-dir {temp_dir}", env=env, grace_s=3.0)
@@ -104,7 +126,7 @@ def start_ray_head(log_dir: str | os.PathLike[str], num_cpus: int | None = None,
             shutil.rmtree(temp_dir, ignore_errors=True)
             raise DevStackError(f"ray head exited during start; log {proc.log_path}:\n{proc.log_tail()}")
         try:
-            if _ready(temp_dir):
+            if _ready(temp_dir) and (not dashboard_port or _dashboard_up(dashboard_port)):
                 return handle
         except OSError:
             pass

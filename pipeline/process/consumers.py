@@ -262,9 +262,14 @@ def _stop_all(ray: Any, actors: list[Any], failed: str | None) -> None:
         return
     logger.info("process job stopping %d consumer actor(s)%s", len(actors), f" ({failed})" if failed else "")
     t0 = time.monotonic()
+    clean, produced = 0, 0
     for a, ref in [(a, a.stop.remote()) for a in actors]:
         try:
-            ray.get(ref, timeout=max(5.0, 180.0 - (time.monotonic() - t0)))
+            st = ray.get(ref, timeout=max(5.0, 180.0 - (time.monotonic() - t0)))
+            clean += int(st["exit_code"] == 0)
+            produced += int(st["produced"])
         except Exception as exc:  # noqa: BLE001
             logger.warning("consumer actor did not stop cleanly: %s", str(exc).splitlines()[0][:200])
         ray.kill(a)
+    logger.info("process job stopped: %d of %d consumer(s) drained and committed, produced=%d", clean, len(actors),
+                produced)

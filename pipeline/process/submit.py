@@ -12,11 +12,19 @@ The submitter
   never submitted twice; an ended one gets a successor ``<id>-<n>``;
 - polls the job; exits 1 (after printing the job's last log lines) when it fails or is stopped by
   someone else, so the pod restarts and resubmits; on SIGTERM it stops the job and exits 0.
+
+Stopping drains. Ray's job supervisor sends the driver SIGTERM on ``stop_job`` and SIGKILLs it
+``RAY_JOB_STOP_WAIT_TIME_S`` later, 3 s by default: every release would kill the consumers
+mid-chunk. The job is submitted with that wait set to :func:`job_stop_wait_s` (the config's
+``process.drain_timeout_s`` plus the producer flush and the commit), and the submitter waits
+that long plus a margin for the job to end: the pod's ``terminationGracePeriodSeconds`` must
+cover it (the chart's default does, a chart test checks it).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import tempfile
 import threading
 from collections.abc import Callable
@@ -31,6 +39,22 @@ from schemas.errors import ConfigError, VeilStreamError
 
 ACTIVE = ("PENDING", "RUNNING")
 LOG_TAIL_LINES = 40
+FLUSH_S = 30.0
+"""What the worker's shutdown gives the producer flush after the drain (``ProcessWorker._shutdown``)."""
+STOP_MARGIN_S = 15.0
+"""Commit, actor teardown and the driver's exit after the flush."""
+
+
+def job_stop_wait_s(cfg: Any) -> int:
+    """Seconds between Ray's SIGTERM to the job's driver and its SIGKILL: the consumers' drain
+    (``process.drain_timeout_s``), the producer flush and the commit."""
+    return int(math.ceil(cfg.process.drain_timeout_s + FLUSH_S + STOP_MARGIN_S))
+
+
+def submitter_grace_s(cfg: Any) -> int:
+    """Seconds the submitter needs after its own SIGTERM: the job's stop wait and 10 s to see it end
+    (what the pod's ``terminationGracePeriodSeconds`` must be at least)."""
+    return job_stop_wait_s(cfg) + 10
 
 
 class SubmitError(VeilStreamError):
@@ -78,25 +102,29 @@ def pick_submission(jobs: list[Any], base: str) -> tuple[str, bool]:
 
 def run_submitter(config_path: Path, url: str, stop: threading.Event, *, name: str = "veilstream-process",
                   client_factory: Callable[[str], Any] = default_client, poll_s: float = 5.0,
-                  stop_wait_s: float = 60.0, log: Callable[[str], None] = print,
+                  stop_wait_s: float | None = None, log: Callable[[str], None] = print,
                   metrics: WorkerMetrics | None = None) -> int:
     try:
         raw = yaml.safe_load(Path(config_path).read_text())
     except OSError as exc:
         raise ConfigError(f"config {str(config_path)!r}: {exc.strerror or exc}") from None
     cfg, text, digest = job_config(raw, str(config_path))
+    drain_s = job_stop_wait_s(cfg)
+    if stop_wait_s is None:
+        stop_wait_s = float(drain_s + 5)
     # /healthz while the job is being submitted and watched (start-up within the config's budget),
     # /readyz while it RUNS; the pod's probes use them like the other stages'.
     if metrics is None:
         metrics = WorkerMetrics("submit")
         serve_config(metrics, cfg.metrics)
     with metrics.starting(cfg.metrics.startup_budget_s):
-        rc = _run(url, stop, f"{name}-{digest}", text, client_factory, poll_s, stop_wait_s, log, metrics)
+        rc = _run(url, stop, f"{name}-{digest}", text, client_factory, poll_s, stop_wait_s, log, metrics, drain_s)
     return rc
 
 
 def _run(url: str, stop: threading.Event, base: str, text: str, client_factory: Callable[[str], Any],
-         poll_s: float, stop_wait_s: float, log: Callable[[str], None], metrics: WorkerMetrics) -> int:
+         poll_s: float, stop_wait_s: float, log: Callable[[str], None], metrics: WorkerMetrics,
+         drain_s: int) -> int:
     try:
         client = client_factory(url)
         jobs = list(client.list_jobs())
@@ -111,7 +139,9 @@ def _run(url: str, stop: threading.Event, base: str, text: str, client_factory: 
             (Path(tmp) / "cfg.yaml").write_text(text)
             try:
                 client.submit_job(entrypoint="veilstream process --config cfg.yaml", submission_id=sid,
-                                  runtime_env={"working_dir": tmp},
+                                  runtime_env={"working_dir": tmp,
+                                               # Ray SIGKILLs the driver 3 s after SIGTERM unless told
+                                               "env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": str(drain_s)}},
                                   metadata={"app": "veilstream", "stage": "process"})
             except Exception as exc:
                 raise SubmitError(f"ray dashboard {url}: job {sid} not submitted ({exc})") from None

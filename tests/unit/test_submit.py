@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from pipeline.metrics import WorkerMetrics
-from pipeline.process.submit import SubmitError, run_submitter
+from pipeline.process.submit import SubmitError, job_stop_wait_s, run_submitter, submitter_grace_s
 from schemas.errors import ConfigError
 
 
@@ -36,7 +36,8 @@ class FakeJobs:
 
     def submit_job(self, *, entrypoint: str, submission_id: str, runtime_env: dict, metadata: dict) -> str:
         self.uploaded = yaml.safe_load((Path(runtime_env["working_dir"]) / "cfg.yaml").read_text())
-        self.submitted.append({"entrypoint": entrypoint, "submission_id": submission_id})
+        self.submitted.append({"entrypoint": entrypoint, "submission_id": submission_id,
+                               "env_vars": dict(runtime_env.get("env_vars") or {})})
         self.jobs.append(Job(submission_id, "PENDING"))
         return submission_id
 
@@ -123,6 +124,29 @@ def test_sigterm_stops_the_job_and_exits_0(cfg: Path):
     stop.set()
     t.join(5)
     assert result == [0] and fake.stopped == [fake.submitted[0]["submission_id"]]
+
+
+def test_the_job_gets_its_drain_before_ray_sigkills_it_and_the_pod_covers_both(cfg: Path):
+    """Ray's job supervisor SIGKILLs the driver RAY_JOB_STOP_WAIT_TIME_S (default 3 s) after
+    stop_job's SIGTERM: the job is submitted with the drain, flush and commit as that wait, and
+    the chart's process pod outlives the submitter's wait for the job to end."""
+    from schemas.config import parse_config
+
+    fake = FakeJobs(statuses=["SUCCEEDED"])
+    submit(cfg, fake)
+    parsed = parse_config(yaml.safe_load(cfg.read_text()))
+    wait = int(fake.submitted[0]["env_vars"]["RAY_JOB_STOP_WAIT_TIME_S"])
+    assert wait == job_stop_wait_s(parsed) >= parsed.process.drain_timeout_s + 30
+
+    from test_deploy import _rendered
+
+    for which in ("default", "small", "city"):
+        docs = list(_rendered(which))
+        conf = next(d for d in docs if d["kind"] == "ConfigMap" and "config.yaml" in (d.get("data") or {}))
+        proc = next(d for d in docs if d["kind"] == "Deployment"
+                    and d["metadata"]["labels"].get("app.kubernetes.io/component") == "process")
+        grace = proc["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        assert grace >= submitter_grace_s(parse_config(yaml.safe_load(conf["data"]["config.yaml"]))), which
 
 
 def test_unreachable_dashboard_is_one_clear_line(cfg: Path):

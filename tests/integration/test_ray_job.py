@@ -1,0 +1,104 @@
+"""The production shape of the process stage, for real: `veilstream process --submit URL` submits
+the stage as a Ray job through a real head's Jobs API (dashboard), the job's consumer actor
+redacts what the raw topic holds, and SIGTERM to the submitter stops the job with a drain (Ray
+would SIGKILL the driver 3 s after its SIGTERM without the stop wait the submitter sets)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pipeline.devstack import free_port
+from pipeline.devstack.broker import create_topics
+from pipeline.devstack.raylocal import start_ray_head
+from schemas.config import parse_config
+from schemas.messages import decode_chunk_redacted, encode_chunk
+from tests.shared import MODELS
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_submitted_job_redacts_and_sigterm_drains_it(broker: Any, unique_name: str, tmp_path: Path) -> None:
+    from ray.job_submission import JobSubmissionClient
+    from test_process import carphone_chunks, committed, consume_all, produce
+
+    name = unique_name
+    topics = {"raw": f"{name}-raw", "redacted": f"{name}-red", "dlq": f"{name}-dlq",
+              "cameras": f"{name}-cams", "audit": f"{name}-audit"}
+    create_topics(broker.bootstrap, {topics["raw"]: 2, topics["redacted"]: 2, topics["dlq"]: 1})
+    raw = {"kafka": {"bootstrap_servers": broker.bootstrap, "topics": topics, "session_timeout_ms": 6000},
+           "ray": {"address": "auto", "consumers": 1, "chunk_workers": 1, "worker_num_cpus": 0.25,
+                   "detector": {"num_cpus": 0.25, "replicas": 1}},
+           "process": {"consumer_group": f"{name}-g", "style": "fill", "drain_timeout_s": 20.0,
+                       "model_dir": str(MODELS), "status_interval_s": 2.0},
+           "metrics": {"host": "127.0.0.1", "port": free_port()}}
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(raw))
+    cfg = parse_config(raw)
+    (first,) = carphone_chunks()[:1]  # one 4 s GOP; the second chunk is its successor
+    chunks = [first, dataclasses.replace(first, chunk_seq=1, captured_at_ms=first.captured_at_ms + 4000)]
+    produce(cfg, [(v, list(h), c.camera_id) for c in chunks for v, h in [encode_chunk(c)]])
+
+    dash = free_port()
+    venv_bin = str(Path(sys.executable).parent)
+    head = start_ray_head(tmp_path, num_cpus=2, object_store_mb=256, dashboard_port=dash, timeout_s=120,
+                          env_extra={"PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
+                                     "VEILSTREAM_MODEL_DIR": str(MODELS)})
+    url = f"http://127.0.0.1:{dash}"
+    log = open(tmp_path / "submit.log", "wb")  # noqa: SIM115 - closed below
+    sub = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "process", "--submit", url, "--config",
+                            str(cfg_path), "--job-name", name[:40]], stdout=log, stderr=subprocess.STDOUT,
+                           cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        out = consume_all(cfg, topics["redacted"], len(chunks), timeout_s=240)
+        assert len(out) == len(chunks), (tmp_path / "submit.log").read_text()[-3000:]
+        for m in out:
+            r = decode_chunk_redacted(m.value(), m.headers())
+            assert r.fail_closed_frames == () and r.masks_per_class["face"] >= len(r.pts_ms)
+        # the job's driver serves every consumer's veil_process_* families on metrics.port (what
+        # the chart's ServiceMonitor scrapes on the head)
+        pattern = re.compile(r'^veil_process_chunks_out_total\{[^}]*consumer="0"[^}]*\} 2\.0$', re.M)
+        body, deadline = "", time.monotonic() + 20  # the driver polls its consumers every 2 s
+        while not pattern.search(body) and time.monotonic() < deadline:
+            with urllib.request.urlopen(f"http://127.0.0.1:{raw['metrics']['port']}/metrics", timeout=5) as resp:
+                body = resp.read().decode()
+            time.sleep(0.5)
+        assert pattern.search(body), body[-2000:]
+        client = JobSubmissionClient(url)
+        (job,) = [j for j in client.list_jobs() if j.submission_id and j.submission_id.startswith(name[:40])]
+        assert str(job.status.value) == "RUNNING"
+        assert job.runtime_env["env_vars"]["RAY_JOB_STOP_WAIT_TIME_S"] == str(int(20 + 30 + 15))
+
+        # two more chunks, in flight when the stop comes (4 s of detection each here): the drain
+        # finishes them, flushes and commits, well past Ray's default 3 s before SIGKILL
+        more = [dataclasses.replace(first, chunk_seq=k, captured_at_ms=first.captured_at_ms + 4000 * k) for k in (2, 3)]
+        produce(cfg, [(v, list(h), c.camera_id) for c in more for v, h in [encode_chunk(c)]])
+        time.sleep(2.0)
+        sub.send_signal(signal.SIGTERM)
+        assert sub.wait(120) == 0, (tmp_path / "submit.log").read_text()[-3000:]
+        assert str(client.get_job_status(job.submission_id).value) == "STOPPED"
+        logs = client.get_job_logs(job.submission_id)
+        # the driver got SIGTERM, stopped its consumer, which drained and committed: a clean exit
+        assert "process job stopping 1 consumer actor(s)" in logs, logs[-3000:]
+        done = len(consume_all(cfg, topics["redacted"], 4, timeout_s=15))
+        assert f"process job stopped: 1 of 1 consumer(s) drained and committed, produced={done}" in logs, logs[-3000:]
+        assert committed(cfg) == done >= 2
+    finally:
+        if sub.poll() is None:
+            sub.kill()
+            sub.wait(10)
+        log.close()
+        head.stop(10.0)
