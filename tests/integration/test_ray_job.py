@@ -1,6 +1,6 @@
 """The production shape of the process stage, for real: `veilstream process --submit URL` submits
 the stage as a Ray job through a real head's Jobs API (dashboard), the job's consumer actor
-redacts what the raw topic holds, and SIGTERM to the submitter stops the job with a drain (Ray
+redacts what the raw topic holds, and stopping the submitter (its SIGTERM) stops the job with a drain (Ray
 would SIGKILL the driver 3 s after its SIGTERM without the stop wait the submitter sets)."""
 
 from __future__ import annotations
@@ -8,9 +8,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import signal
-import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -22,13 +21,13 @@ import yaml
 from pipeline.devstack import free_port
 from pipeline.devstack.broker import create_topics
 from pipeline.devstack.raylocal import start_ray_head
+from pipeline.metrics import WorkerMetrics
+from pipeline.process.submit import run_submitter
 from schemas.config import parse_config
 from schemas.messages import decode_chunk_redacted, encode_chunk
 from tests.shared import MODELS
 
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_submitted_job_redacts_and_sigterm_drains_it(broker: Any, unique_name: str, tmp_path: Path) -> None:
@@ -53,18 +52,20 @@ def test_submitted_job_redacts_and_sigterm_drains_it(broker: Any, unique_name: s
     produce(cfg, [(v, list(h), c.camera_id) for c in chunks for v, h in [encode_chunk(c)]])
 
     dash = free_port()
-    venv_bin = str(Path(sys.executable).parent)
+    venv_bin = str(Path(sys.executable).parent)  # the job's entrypoint is `veilstream process`
     head = start_ray_head(tmp_path, num_cpus=2, object_store_mb=256, dashboard_port=dash, timeout_s=120,
                           env_extra={"PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
                                      "VEILSTREAM_MODEL_DIR": str(MODELS)})
     url = f"http://127.0.0.1:{dash}"
-    log = open(tmp_path / "submit.log", "wb")  # noqa: SIM115 - closed below
-    sub = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "process", "--submit", url, "--config",
-                            str(cfg_path), "--job-name", name[:40]], stdout=log, stderr=subprocess.STDOUT,
-                           cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    # the submitter in this process (its own probe server would take the job's metrics.port: on
+    # Kubernetes they are different pods); `stop` is what its SIGTERM handler sets
+    stop, lines, rc = threading.Event(), [], []
+    sub = threading.Thread(target=lambda: rc.append(run_submitter(
+        cfg_path, url, stop, name=name[:40], poll_s=1.0, log=lines.append, metrics=WorkerMetrics("submit"))))
+    sub.start()
     try:
         out = consume_all(cfg, topics["redacted"], len(chunks), timeout_s=240)
-        assert len(out) == len(chunks), (tmp_path / "submit.log").read_text()[-3000:]
+        assert len(out) == len(chunks), lines
         for m in out:
             r = decode_chunk_redacted(m.value(), m.headers())
             assert r.fail_closed_frames == () and r.masks_per_class["face"] >= len(r.pts_ms)
@@ -87,8 +88,9 @@ def test_submitted_job_redacts_and_sigterm_drains_it(broker: Any, unique_name: s
         more = [dataclasses.replace(first, chunk_seq=k, captured_at_ms=first.captured_at_ms + 4000 * k) for k in (2, 3)]
         produce(cfg, [(v, list(h), c.camera_id) for c in more for v, h in [encode_chunk(c)]])
         time.sleep(2.0)
-        sub.send_signal(signal.SIGTERM)
-        assert sub.wait(120) == 0, (tmp_path / "submit.log").read_text()[-3000:]
+        stop.set()
+        sub.join(120)
+        assert rc == [0], lines
         assert str(client.get_job_status(job.submission_id).value) == "STOPPED"
         logs = client.get_job_logs(job.submission_id)
         # the driver got SIGTERM, stopped its consumer, which drained and committed: a clean exit
@@ -97,8 +99,6 @@ def test_submitted_job_redacts_and_sigterm_drains_it(broker: Any, unique_name: s
         assert f"process job stopped: 1 of 1 consumer(s) drained and committed, produced={done}" in logs, logs[-3000:]
         assert committed(cfg) == done >= 2
     finally:
-        if sub.poll() is None:
-            sub.kill()
-            sub.wait(10)
-        log.close()
+        stop.set()
+        sub.join(120)
         head.stop(10.0)
