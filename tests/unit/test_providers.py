@@ -45,3 +45,11 @@ def test_make_session_threads():
     assert sess.get_providers() == ["CPUExecutionProvider"]
     with pytest.raises(ProviderError):
         make_session(resolve_model("ppocr_det", allow_download=False), ["cpu"], threads=0)
+
+
+def test_sessions_never_spin_wait():
+    """Pool threads sleep between ops instead of busy-waiting on CPU other stages need."""
+    sess = make_session(resolve_model("ppocr_det", allow_download=False), ["cpu"])
+    opts = sess.get_session_options()
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert opts.get_session_config_entry("session.inter_op.allow_spinning") == "0"
