@@ -98,6 +98,7 @@ bench: install
 # pipeline; `make load-knee` searches the largest sustained camera count.
 CAMERAS ?= 4
 SECONDS ?= 60
+LOAD_ARGS ?=
 FPS ?= 15
 VTEST := out/load/usr/share/doc/opencv-doc/examples/data/vtest.avi
 SOURCE ?= $(VTEST)
@@ -109,11 +110,11 @@ $(VTEST):
 
 load: install system-deps $(VTEST)
 	$(PY) load_tests/pipeline_load.py --cameras $(CAMERAS) --seconds $(SECONDS) --fps $(FPS) --source $(SOURCE) \
-		--json-out out/load/load-$(CAMERAS)cam.json
+		--json-out out/load/load-$(CAMERAS)cam.json $(LOAD_ARGS)
 
 load-knee: install system-deps $(VTEST)
 	$(PY) load_tests/pipeline_load.py --knee --seconds $(SECONDS) --fps $(FPS) --source $(SOURCE) \
-		--json-out out/load/knee.json
+		--json-out out/load/knee.json $(LOAD_ARGS)
 
 # Subject export on real pedestrian footage: subject face visible / other faces leaked (numbers, no pass/fail)
 eval-subject: install $(VTEST)

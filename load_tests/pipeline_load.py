@@ -162,8 +162,23 @@ def scrape_cpu(ports: dict[str, int]) -> dict[str, float]:
     return out
 
 
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> None:
+    """``KEY.PATH=VALUE`` settings (value read as YAML) written into the config mapping ``raw``."""
+    import yaml
+
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. ray.detector.replicas=2")
+        *parents, leaf = key.split(".")
+        node = raw
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+
+
 def run_once(cameras: int, seconds: float, source: Path, fps: float, state_dir: Path, drain_s: float,
-             out: Any = print) -> dict[str, Any]:
+             out: Any = print, overrides: list[str] | None = None) -> dict[str, Any]:
     import yaml
     from confluent_kafka import Consumer
 
@@ -180,6 +195,7 @@ def run_once(cameras: int, seconds: float, source: Path, fps: float, state_dir: 
             {"camera_id": f"cam-{i + 1:03d}", "url": str(source), "kind": "file", "loop": True, "realtime": True}
             for i in range(cameras)]
         raw.setdefault("sink", {}).update({"segment_seconds": 20.0, "idle_flush_s": 10.0})
+        apply_overrides(raw, overrides or [])
         run_cfg = cfg_path.with_name("load-config.yaml")
         run_cfg.write_text(yaml.safe_dump(raw, sort_keys=False))
         cfg = load_config(run_cfg)
@@ -227,7 +243,8 @@ def run_once(cameras: int, seconds: float, source: Path, fps: float, state_dir: 
     growth = growth_over_second_half(samples)
     per_frame = max(stored, 1)
     res = {
-        "cameras": cameras, "fps_offered": round(cameras * fps, 1), "seconds": seconds, "source": source.name,
+        "cameras": cameras, "settings": list(overrides or []), "fps_offered": round(cameras * fps, 1),
+        "seconds": seconds, "source": source.name,
         "frames_offered": offered, "frames_stored": stored, "frames_dropped": max(0, offered - stored),
         "frames_dropped_by_policy": sum(int(c["dropped"]) for c in per_cam.values()),
         "latency_p50_s": round(runner._pct(lat, 0.5), 2) if lat else None,
@@ -265,6 +282,8 @@ def main() -> int:
     ap.add_argument("--knee", action="store_true", help="search the largest sustained camera count")
     ap.add_argument("--max-cameras", type=int, default=8, help="--knee: upper bound")
     ap.add_argument("--json-out", type=Path, default=None, help="also write the JSON result here")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                    help="config setting for the run, value as YAML (repeatable), e.g. ray.detector.threads=1")
     args = ap.parse_args()
     models = ROOT.parent / "shared" / "models"  # what the Makefile exports; the workers inherit it
     if models.is_dir():
@@ -274,14 +293,16 @@ def main() -> int:
     state = ROOT / ".veilstream" / "load"
     rows: list[dict[str, Any]] = []
     if not args.knee:
-        rows.append(run_once(args.cameras, args.seconds, source, args.fps, state, args.drain_seconds))
+        rows.append(run_once(args.cameras, args.seconds, source, args.fps, state, args.drain_seconds,
+                             overrides=args.overrides))
         result: dict[str, Any] = rows[0]
     else:
         # exponential then binary search: sustained(N) is assumed monotone in N
         lo, hi, n = 0, args.max_cameras + 1, 1
         tried: dict[int, dict[str, Any]] = {}
         while lo + 1 < hi:
-            r = tried[n] = run_once(n, args.seconds, source, args.fps, state, args.drain_seconds)
+            r = tried[n] = run_once(n, args.seconds, source, args.fps, state, args.drain_seconds,
+                                   overrides=args.overrides)
             rows.append(r)
             print(f"cameras={n} sustained={r['sustained']} p95={r['latency_p95_s']}", file=sys.stderr, flush=True)
             if r["sustained"] and (r["latency_p95_s"] or 1e9) < 10.0:
