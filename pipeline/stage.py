@@ -156,6 +156,7 @@ class StageKafka:
         self.status = StatusLine(status_interval_s)
         self.consumer: Any = None
         self.producer: Any = None
+        self._lag_labels: set[str] = set()  # partitions whose lag this stage reports
 
     # ---------------------------------------------------------------- wiring
     def connect(self, group: str, topics: list[str], *, on_revoke: Callable[[list[TopicPart]], None]) -> None:
@@ -237,6 +238,12 @@ class StageKafka:
         """``status k=v ... inflight=.. dlq=.. lag=..`` (lag also goes to the lag gauge); returns
         the lag per partition."""
         lag = self.consumer.lag() if self.consumer is not None else {}
+        owned = {str(p) for (_t, p) in lag}
+        for labels in self._lag_labels - owned:
+            # a revoked partition's lag is its new owner's to report: a stale value here would
+            # count it twice in every sum over the group (and pin the autoscaler)
+            self.metrics.lag.remove(labels)
+        self._lag_labels = owned
         for (_t, p), v in lag.items():
             self.metrics.lag.labels(partition=str(p)).set(v)
         parts = [f"{k}={v}" for k, v in fields.items()]

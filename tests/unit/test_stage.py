@@ -73,3 +73,15 @@ def test_sigterm_sets_the_stop_event():
     finally:
         signal.signal(signal.SIGTERM, old)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def test_a_revoked_partitions_lag_is_no_longer_reported_here():
+    """Its new owner reports it: a stale value would count it twice in sum() over the group."""
+    st = _stage()
+    lags = [{("raw", 0): 5, ("raw", 1): 3}, {("raw", 1): 2}]
+    st.consumer.lag = lambda: lags.pop(0)  # type: ignore[method-assign]
+    st.log_status()
+    st.log_status()
+    samples = {s.labels["partition"]: s.value for m in st.metrics.registry.collect()
+               if m.name == "veil_process_consumer_lag_messages" for s in m.samples}
+    assert samples == {"1": 2}
