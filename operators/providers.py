@@ -3,13 +3,16 @@
 ``None`` / ``"auto"`` picks TensorRT and CUDA when this onnxruntime build has them, then
 CPU. An explicitly requested provider that is missing is a :class:`ProviderError` that
 lists the available ones: a GPU node silently running on CPU would fall behind its
-cameras without anyone noticing.
+cameras without anyone noticing. The automatic choice on a build that offers GPU providers
+but a machine that cannot start them (the GPU image on a pod without a GPU or driver) runs
+on CPU and logs one warning naming why; onnxruntime alone would raise a CUDA error there.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Sequence
 
 import onnxruntime as ort
@@ -37,6 +40,20 @@ def _canonical(name: str) -> str:
     return ALIASES.get(key.lower(), key)
 
 
+def _is_auto(requested: Sequence[str] | str | None) -> bool:
+    if isinstance(requested, str):
+        requested = [p for p in requested.split(",") if p.strip()]
+    return not requested or [r.strip().lower() for r in requested] == ["auto"]
+
+
+def _reason(exc: BaseException) -> str:
+    """The useful part of an onnxruntime provider error (they run to kilobytes of C++ signature)."""
+    text = str(exc)
+    m = re.search(r"CUDA failure \d+: [^;]+", text) or re.search(r"[^/\n]*(?:cannot open shared object|Failed to)[^\n]*",
+                                                                  text)
+    return (m.group(0) if m else text.strip().splitlines()[-1] if text.strip() else type(exc).__name__).strip()[:300]
+
+
 def choose_providers(requested: Sequence[str] | str | None) -> list[str]:
     """Resolve requested provider names to onnxruntime provider names, in order.
 
@@ -53,7 +70,7 @@ def choose_providers(requested: Sequence[str] | str | None) -> list[str]:
     available = list(ort.get_available_providers())
     if isinstance(requested, str):
         requested = [p for p in requested.split(",") if p.strip()]
-    if not requested or [r.strip().lower() for r in requested] == ["auto"]:
+    if requested is None or _is_auto(requested):
         chosen = [p for p in AUTO_ORDER if p in available]
         chosen.append("CPUExecutionProvider")
         return chosen
@@ -104,7 +121,21 @@ def make_session(model: str | os.PathLike[str] | bytes, providers: Sequence[str]
         so.intra_op_num_threads = int(threads)
         so.inter_op_num_threads = 1
     src = model if isinstance(model, bytes) else os.fspath(model)
-    sess = ort.InferenceSession(src, sess_options=so, providers=chosen)
+    auto = _is_auto(providers)
+    try:
+        sess = ort.InferenceSession(src, sess_options=so, providers=chosen)
+    except Exception as exc:  # onnxruntime raises RuntimeError / its own Fail for a provider
+        if not auto or chosen == ["CPUExecutionProvider"]:
+            raise
+        logger.warning("execution providers %s could not start (%s): running on CPUExecutionProvider "
+                       "(automatic choice; request providers explicitly to make this an error)",
+                       ",".join(p for p in chosen if p != "CPUExecutionProvider"), _reason(exc))
+        sess = ort.InferenceSession(src, sess_options=so, providers=["CPUExecutionProvider"])
+    else:
+        if auto and sess.get_providers()[0] == "CPUExecutionProvider" and chosen[0] != "CPUExecutionProvider":
+            logger.warning("execution providers %s did not start (onnxruntime logged why): running on "
+                           "CPUExecutionProvider (automatic choice)",
+                           ",".join(p for p in chosen if p != "CPUExecutionProvider"))
     got = sess.get_providers()
     # onnxruntime drops a provider that fails to initialise (e.g. CUDA libs missing) with
     # only a log line; an explicit request must not degrade silently.

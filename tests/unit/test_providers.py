@@ -53,3 +53,38 @@ def test_sessions_never_spin_wait():
     opts = sess.get_session_options()
     assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert opts.get_session_config_entry("session.inter_op.allow_spinning") == "0"
+
+
+class _FakeSession:
+    """Stands in for onnxruntime.InferenceSession: a GPU provider list fails as on a pod without a GPU."""
+
+    calls: list[list[str]] = []
+
+    def __init__(self, src, sess_options=None, providers=()):
+        _FakeSession.calls.append(list(providers))
+        if providers != ["CPUExecutionProvider"]:
+            raise RuntimeError("/onnxruntime_src/.../cuda_call.cc:122 std::conditional_t<THRW, void> CudaCall(...) "
+                               "CUDA failure 35: CUDA driver version is insufficient for CUDA runtime version ; "
+                               "GPU=-1 ; hostname=x ; file=cuda_execution_provider.cc ; line=336")
+        self._providers = list(providers)
+
+    def get_providers(self):
+        return self._providers
+
+
+def test_auto_runs_on_cpu_with_one_clear_warning_when_the_gpu_cannot_start(monkeypatch, caplog):
+    monkeypatch.setattr(providers.ort, "get_available_providers",
+                        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(providers.ort, "InferenceSession", _FakeSession)
+    _FakeSession.calls = []
+    with caplog.at_level("WARNING", logger="operators.providers"):
+        sess = make_session(b"model", None)
+    assert sess.get_providers() == ["CPUExecutionProvider"]
+    assert _FakeSession.calls == [["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+                                  ["CPUExecutionProvider"]]
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "TensorrtExecutionProvider,CUDAExecutionProvider could not start (CUDA failure 35: CUDA driver version " \
+           "is insufficient for CUDA runtime version): running on CPUExecutionProvider" in warning
+    # an explicit request is never quietly moved to CPU
+    with pytest.raises(RuntimeError, match="CUDA failure 35"):
+        make_session(b"model", ["cuda"])
