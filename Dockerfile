@@ -20,13 +20,19 @@ COPY pipeline pipeline
 # Models no wheel ships (YuNet, YOLOX-nano): from ./models when the build context has them
 # (air-gapped builders), else downloaded by URL; sha256-verified either way.
 COPY pyproject.toml models* /src/models/
-RUN VEILSTREAM_MODEL_DIR=/src/models scripts/install.sh /opt/venv/bin/python --models /opt/veilstream/models
+RUN VEILSTREAM_MODEL_DIR=/src/models scripts/install.sh /opt/venv/bin/python --opencv-headless --models /opt/veilstream/models
 
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="veilstream" \
       org.opencontainers.image.description="De-identification of CCTV streams (CPU)" \
       org.opencontainers.image.licenses="Apache-2.0"
-RUN groupadd --system --gid 10001 veil \
+# PyAV's wheel (libavdevice) links libxcb, which a slim Debian lacks: without it `import av`
+# fails (`veilstream version` alone does not show it). OpenCV is the headless build (no libGL).
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libxcb1 \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --system --gid 10001 veil \
     && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --shell /usr/sbin/nologin veil
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /opt/veilstream/models /opt/veilstream/models

@@ -12,7 +12,7 @@ export VEILSTREAM_MODEL_DIR ?= $(SHARED)/models
 export VEILSTREAM_EVAL_DIR ?= $(SHARED)/eval
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: all install system-deps image-deps image-check test test-unit test-integration test-faults fuzz overload demo console-screenshots bench load load-knee eval eval-video eval-subject lint typecheck clean
+.PHONY: all install system-deps image-deps image-check image-check-gpu test test-unit test-integration test-faults fuzz overload demo console-screenshots bench load load-knee eval eval-video eval-subject lint typecheck clean
 
 all: test
 
@@ -127,7 +127,15 @@ image-deps:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends buildah debootstrap >/dev/null; }
 
 image-check: install image-deps
-	$(PY) -m pytest -q -p no:cacheprovider image_tests
+	$(PY) -m pytest -q -p no:cacheprovider -m "not gpu_image" image_tests
+
+# The GPU image (Dockerfile.gpu: the same base, onnxruntime-gpu and NVIDIA's CUDA 12 / cuDNN 9
+# wheels from PyPI) built the same way and probed inside without a GPU: one onnxruntime build,
+# CUDA provider offered and its libraries resolved, models, the CPU image's Ray and Python, CPU
+# fallback. About 4 GB of wheels; builds the CPU image first when buildah lacks it. Reports to
+# out/image-check-gpu/report.json.
+image-check-gpu: install image-deps
+	nice -n 10 $(PY) -m pytest -q -p no:cacheprovider -m gpu_image image_tests
 
 lint: install
 	$(VENV)/bin/ruff check pipeline operators schemas tests load_tests image_tests

@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-LIBRARIES = ("onnxruntime", "onnxruntime-gpu", "ray", "confluent-kafka", "av", "opencv-python", "numpy",
+LIBRARIES = ("onnxruntime", "onnxruntime-gpu", "ray", "confluent-kafka", "av", "opencv-python", "opencv-python-headless", "numpy",
              "minio", "prometheus-client")
 
 

@@ -59,6 +59,7 @@ def test_images_are_multi_stage_non_root_offline_with_models_baked_in(name, gpu)
     build = next(s for s in st if s[0].endswith("AS build"))
     (install,) = [i for i in build if "scripts/install.sh" in i and i.startswith("RUN")]
     assert "--models /opt/veilstream/models" in install and ("--gpu" in install) == gpu
+    assert "--opencv-headless" in install  # the GUI build of OpenCV would need libGL and X11 in the image
     users = [i for i in final if i.startswith("USER ")]
     assert users == ["USER 10001:10001"]  # numeric: runAsNonRoot can verify it
     env = " ".join(i for i in final if i.startswith("ENV "))
@@ -66,7 +67,15 @@ def test_images_are_multi_stage_non_root_offline_with_models_baked_in(name, gpu)
     assert "COPY --from=build /opt/veilstream/models /opt/veilstream/models" in final
     assert not any("pip install" in i for i in final)  # nothing is installed at run time
     if gpu:
-        assert "nvidia/cuda:" in (ROOT / name).read_text() and "cudnn-runtime" in (ROOT / name).read_text()
+        # the CPU image's base (Ray and Python match), CUDA from the NVIDIA wheels via ldconfig
+        text = (ROOT / name).read_text()
+        assert not any("nvidia/cuda" in i for s in st for i in s)
+        assert re.findall(r"^ARG PYTHON_IMAGE=.*$", text, re.M) == \
+            re.findall(r"^ARG PYTHON_IMAGE=.*$", (ROOT / "Dockerfile").read_text(), re.M)
+        assert all(s[0].startswith("FROM ${PYTHON_IMAGE} AS") for s in st)
+        assert "COPY --from=build /opt/venv/veilstream-cuda.conf /etc/ld.so.conf.d/veilstream-cuda.conf" in final
+        assert final.index("RUN ldconfig") > final.index("COPY --from=build /opt/venv /opt/venv")
+        assert re.search(r"--onnxruntime-gpu \S+", install) and "NVIDIA_DRIVER_CAPABILITIES=compute" in env
 
 
 def test_dockerignore_sends_only_the_install_inputs():
@@ -96,9 +105,21 @@ def test_install_script_gpu_swaps_onnxruntime_then_checks():
         f"/opt/venv/bin/python -m pip install -q {ROOT}",
         "/opt/venv/bin/python -m pip uninstall -q -y onnxruntime",
         "/opt/venv/bin/python -m pip install -q --force-reinstall --no-deps onnxruntime-gpu==VERSION",
+        "/opt/venv/bin/python -m pip install -q onnxruntime-gpu[cuda,cudnn]==VERSION",
         "/opt/venv/bin/python -m pipeline.install_check gpu",
         "/opt/venv/bin/python -m pipeline.cli models fetch --into /opt/m",
     ]
+    pinned = subprocess.run(["sh", str(ROOT / "scripts/install.sh"), "/opt/venv/bin/python", "--gpu",
+                             "--onnxruntime-gpu", "1.26.0", "--dry-run"], capture_output=True, text=True, timeout=30)
+    assert "/opt/venv/bin/python -m pip install -q onnxruntime-gpu[cuda,cudnn]==1.26.0" in pinned.stdout.splitlines()
+    headless = subprocess.run(["sh", str(ROOT / "scripts/install.sh"), "/opt/venv/bin/python", "--opencv-headless",
+                               "--dry-run"], capture_output=True, text=True, timeout=30)
+    assert headless.stdout.splitlines()[1:3] == [
+        "/opt/venv/bin/python -m pip uninstall -q -y opencv-python",
+        "/opt/venv/bin/python -m pip install -q --force-reinstall --no-deps opencv-python-headless==VERSION"]
+    cpu_only = subprocess.run(["sh", str(ROOT / "scripts/install.sh"), "/opt/venv/bin/python", "--onnxruntime-gpu",
+                               "1.26.0", "--dry-run"], capture_output=True, text=True, timeout=30)
+    assert cpu_only.returncode == 2 and not cpu_only.stdout and "--onnxruntime-gpu needs --gpu" in cpu_only.stderr
     make = subprocess.run(["make", "-n", "-B", ".venv/.installed"], cwd=ROOT, capture_output=True, text=True,
                           timeout=30)
     assert "scripts/install.sh .venv/bin/python --editable --extras test" in make.stdout, make.stdout
@@ -142,3 +163,19 @@ def test_models_fetch_then_version_offline(tmp_path):
     missing = subprocess.run([*cli, "version", "--require-models"], env=env, capture_output=True, text=True,
                              timeout=120)
     assert missing.returncode == 1 and "models missing: yolox_nano, yunet_n" in missing.stderr
+
+
+def test_gpu_image_tag_is_the_one_the_chart_gives_gpu_worker_groups():
+    """Dockerfile.gpu's documented tag and image_tests' local tag follow `<tag>` + image.gpuTagSuffix."""
+    import yaml
+
+    app = yaml.safe_load((ROOT / "helm/veilstream/Chart.yaml").read_text())["appVersion"]
+    image = yaml.safe_load((ROOT / "helm/veilstream/values.yaml").read_text())["image"]
+    cpu_tag = re.findall(r"-t (\S+) \.", (ROOT / "Dockerfile").read_text())
+    gpu_tag = re.findall(r"-f Dockerfile.gpu -t (\S+) \.", (ROOT / "Dockerfile.gpu").read_text())
+    assert cpu_tag == [f"{image['repository']}:{app}"]
+    assert gpu_tag == [f"{image['repository']}:{app}{image['gpuTagSuffix']}"]
+    build = (ROOT / "image_tests/build.sh").read_text()
+    assert "TAG=localhost/veilstream:check ;" in build
+    assert f"TAG=localhost/veilstream:check{image['gpuTagSuffix']}" in build
+
