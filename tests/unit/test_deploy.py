@@ -955,3 +955,17 @@ if __name__ == "__main__":
         print(f"wrote {VALUES_SCHEMA.relative_to(ROOT)}")
     else:
         sys.exit(f"usage: {sys.argv[0]} --write-values-schema")
+
+
+def test_the_installed_ray_is_the_one_the_chart_runs():
+    """Ray refuses a driver or worker of another version: pyproject.toml pins the chart's
+    ray.rayVersion, so `make install`, both images and the RayCluster agree."""
+    import tomllib
+
+    import ray
+
+    values = yaml.safe_load((ROOT / "helm" / "veilstream" / "values.yaml").read_text())
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    (pin,) = [d for d in deps if d.startswith("ray[")]
+    assert pin.endswith(f"=={values['ray']['rayVersion']}"), pin
+    assert ray.__version__ == values["ray"]["rayVersion"]
