@@ -109,15 +109,25 @@ def components(cfg: Any) -> dict[str, Component]:
                 return lambda img, priors: det.detect_crops(img[None], [priors])[0]
             out["text_crops"] = Component("text_crops", {"cls": "TextDetector.crops", "vehicle_threshold": vthr,
                                                          "yolox": out["yolox"].signature,
-                                                         "crop": _crop_params(TextDetector)},
+                                                         "crop": _crop_params(TextDetector),
+                                                         "code": _code_digest(TextDetector.detect_crops)},
                                           build_crops, needs=("yolox",))
     return out
+
+
+def _code_digest(*funcs: Any) -> str:
+    """Digest of the source of the modules defining ``funcs``: a changed crop pass
+    (packing, box mapping) must not be served stale from the cache."""
+    mods = {inspect.getmodule(f) for f in funcs}
+    text = "".join(inspect.getsource(m) for m in sorted(mods, key=lambda m: m.__name__) if m is not None)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def _crop_params(factory: Any) -> dict[str, Any]:
     sig = inspect.signature(factory).parameters
     return {k: sig[k].default for k in ("crop_width", "crop_height", "crop_lower", "crop_max_zoom", "max_crops",
-                                         "min_vehicle_px", "pad", "bin_threshold", "unclip_ratio")}
+                                         "min_vehicle_px", "pad", "bin_threshold", "unclip_ratio",
+                                         "crop_pack", "crop_gap", "crop_bonus")}
 
 
 def thresholds(cfg: Any) -> dict[str, float]:

@@ -161,3 +161,60 @@ def test_missing_explicit_provider_fails():
 
     with pytest.raises(ProviderError, match="CPUExecutionProvider"):
         CenterFaceDetector(providers=["tensorrt"])
+
+
+def test_pack_shelves_places_apart_on_grid():
+    from operators.detectors.text import pack_shelves
+
+    rng = np.random.default_rng(3)
+    sizes = [(int(w), int(h)) for w, h in zip(rng.integers(20, 769, 40), rng.integers(20, 417, 40))]
+    places, shapes = pack_shelves(sizes, 1600, 896, 32)
+    assert len(shapes) < len(sizes)
+    for c, (cw, ch) in enumerate(shapes):
+        assert cw % 32 == 0 and ch % 32 == 0 and cw <= 1600 and ch <= 896
+        rects = [(x, y, x + w, y + h) for (cc, x, y), (w, h) in zip(places, sizes) if cc == c]
+        for x0, y0, x1, y1 in rects:
+            assert x0 % 32 == 0 and y0 % 32 == 0 and x1 + 32 <= cw and y1 + 32 <= ch
+        for i, a in enumerate(rects):  # at least the gap between any two crops
+            for b in rects[i + 1:]:
+                assert a[2] + 32 <= b[0] or b[2] + 32 <= a[0] or a[3] + 32 <= b[1] or b[3] + 32 <= a[1]
+    with pytest.raises(ValueError):
+        pack_shelves([(760, 10)], 768, 416, 32)
+
+
+def test_packed_vehicle_crops_map_back_to_their_frame_and_place():
+    item = next(i for i in load_plates_eu(EVAL_DIR / "plates_eu") if i.image_path.name == "eu1.jpg")
+    x1, y1, x2, y2 = (int(v) for v in item.plate_boxes[0])
+    patch = read_image(item.image_path)[y1 - 20:y2 + 20, x1 - 20:x2 + 20]  # a real plate, 243x86
+    ph, pw = patch.shape[:2]
+    frames = np.full((3, 720, 1280, 3), 110, np.uint8)
+    plates = {0: (100, 300), 1: (800, 500)}  # frame -> plate's top-left (x, y)
+    for f, (px, py) in plates.items():
+        frames[f, py:py + ph, px:px + pw] = patch
+
+    def veh(*rows):
+        return Boxes(np.asarray(rows, np.float32).reshape(-1, 4), np.full(len(rows), 0.9, np.float32),
+                     np.full(len(rows), int(Label.VEHICLE), np.int16))
+    # frame 0: the plate's vehicle; frame 1: the plate's vehicle and an empty one beside it,
+    # packed next to each other (and to frame 0's); frame 2: two empty vehicles
+    priors = [veh((60, 150, 400, 420)), veh((760, 350, 1100, 620), (420, 350, 740, 620)),
+              veh((60, 150, 400, 420), (760, 350, 1100, 620))]
+    # a canvas of 2x2 crops at this zoom: crops of different frames share canvases
+    geometry = {"crop_width": 1536, "crop_height": 832, "crop_max_zoom": 1.5}
+    d = TextDetector(crops=True, threads=1, **geometry)
+    assert d.crop_pack
+    canvases = []
+    run = d._run
+    d._run = lambda blob: (canvases.extend(blob), run(blob))[1]
+    out = d.detect_crops(frames, priors)
+    assert len(canvases) == 2  # 5 crops
+    assert len(out) == 3 and len(out[2]) == 0
+    for f, (px, py) in plates.items():
+        assert len(out[f]) and _coverage(out[f], (px + 20, py + 20, px + pw - 20, py + ph - 20), (720, 1280)) >= 0.6
+        # every box is the plate's: inside the plate's vehicle window, none on the empty vehicle
+        assert (out[f].xyxy[:, 0] >= px - 60).all() and (out[f].xyxy[:, 2] <= px + pw + 60).all()
+        assert (out[f].xyxy[:, 1] >= py - 60).all() and (out[f].xyxy[:, 3] <= py + ph + 60).all()
+    # the same plates found one crop per canvas (the unpacked pass)
+    ref = TextDetector(crops=True, threads=1, crop_pack=False, **geometry).detect_crops(frames, priors)
+    for f in plates:
+        assert max(_iou(a, b) for a in out[f].xyxy for b in ref[f].xyxy) > 0.7
