@@ -118,8 +118,8 @@ def components(cfg: Any) -> dict[str, Component]:
 def _code_digest(*funcs: Any) -> str:
     """Digest of the source of the modules defining ``funcs``: a changed crop pass
     (packing, box mapping) must not be served stale from the cache."""
-    mods = {inspect.getmodule(f) for f in funcs}
-    text = "".join(inspect.getsource(m) for m in sorted(mods, key=lambda m: m.__name__) if m is not None)
+    mods = {m for m in (inspect.getmodule(f) for f in funcs) if m is not None}
+    text = "".join(inspect.getsource(m) for m in sorted(mods, key=lambda m: m.__name__))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

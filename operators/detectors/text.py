@@ -117,7 +117,7 @@ class TextDetector(OnnxDetector):
             a vehicle is a plate more often than text anywhere, and plate scores in crops
             sit near 0.6 (any change of canvas layout moves a few across it). Measured
             (plates_traffic, unpacked): 49 -> 47 leaks of 398, masked area +0.2 points;
-            coco_val2017 area +0.02 points; 0.1-0.25 differ by nothing.
+            coco_val2017 area +0.02 points; 0.1 to 0.25 leak the same.
         crop_gap: black px kept right of and below each packed crop (at most what a canvas
             of its own leaves): 96, measured (32 and 64 leak 3-4 more plates_traffic plates).
         nms_iou: ``None``: DB contours do not overlap, no NMS.
