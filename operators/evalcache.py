@@ -127,7 +127,7 @@ def _crop_params(factory: Any) -> dict[str, Any]:
     sig = inspect.signature(factory).parameters
     return {k: sig[k].default for k in ("crop_width", "crop_height", "crop_lower", "crop_max_zoom", "max_crops",
                                          "min_vehicle_px", "pad", "bin_threshold", "unclip_ratio",
-                                         "crop_pack", "crop_gap", "crop_bonus")}
+                                         "crop_pack", "crop_gap", "crop_bonus", "crop_reuse")}
 
 
 def thresholds(cfg: Any) -> dict[str, float]:

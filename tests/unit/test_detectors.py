@@ -218,3 +218,27 @@ def test_packed_vehicle_crops_map_back_to_their_frame_and_place():
     ref = TextDetector(crops=True, threads=1, crop_pack=False, **geometry).detect_crops(frames, priors)
     for f in plates:
         assert max(_iou(a, b) for a in out[f].xyxy for b in ref[f].xyxy) > 0.7
+
+
+def test_parked_vehicle_searched_in_every_other_frame_only():
+    item = next(i for i in load_plates_eu(EVAL_DIR / "plates_eu") if i.image_path.name == "eu1.jpg")
+    x1, y1, x2, y2 = (int(v) for v in item.plate_boxes[0])
+    patch = read_image(item.image_path)[y1 - 20:y2 + 20, x1 - 20:x2 + 20]
+    frames = np.full((4, 720, 1280, 3), 110, np.uint8)
+    frames[:, 300:300 + patch.shape[0], 100:100 + patch.shape[1]] = patch
+    frames[1:, 300:400, 1000:1100] = 200  # something changed elsewhere: the plate did not
+    frames[3, 300:300 + patch.shape[0], 100:100 + patch.shape[1]] //= 2  # frame 3: it did
+    veh = Boxes(np.asarray([[60, 150, 400, 420]], np.float32), np.asarray([0.9], np.float32),
+                np.asarray([int(Label.VEHICLE)], np.int16))
+    d = TextDetector(crops=True, threads=1)
+    searched = []
+    run = d._run
+    d._run = lambda blob: (searched.append(len(blob)), run(blob))[1]
+    out = d.detect_crops(frames, [veh] * 4)
+    assert sum(searched) == 3  # frame 1 takes frame 0's boxes; frame 2 is searched; frame 3 changed
+    np.testing.assert_array_equal(out[1].xyxy, out[0].xyxy)
+    assert all(len(b) for b in out)
+    d.crop_reuse = 0
+    searched.clear()
+    d.detect_crops(frames, [veh] * 4)
+    assert sum(searched) == 4
