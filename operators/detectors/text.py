@@ -171,6 +171,10 @@ class TextDetector(OnnxDetector):
         self._scale = np.float32(1.0 / (0.5 * 255.0))
         path = self._open(model, model_dir)
         self._start(path, providers, threads, (360, 640))
+        # On CPU a packed canvas is cut to what it uses (cost grows with pixels); on a GPU
+        # every canvas keeps the one full shape (a new input shape costs a kernel search
+        # there, or a TensorRT engine build, and pixels are cheap).
+        self.crop_trim = self.providers[:1] == ["CPUExecutionProvider"]
 
     def _scale_for(self, h: int, w: int) -> float:
         side = max(h, w)
@@ -272,6 +276,8 @@ class TextDetector(OnnxDetector):
             slots = [(min(jobs[k][2] + self.crop_gap, self.crop_width), min(jobs[k][3] + self.crop_gap, self.crop_height))
                      for k in todo]
             placed, shapes = pack_shelves(slots, self.crop_width, self.crop_height, 0)
+            if not self.crop_trim:
+                shapes = [(self.crop_width, self.crop_height)] * len(shapes)
         else:  # one crop per full canvas, top-left
             placed = [(t, 0, 0) for t in range(len(todo))]
             shapes = [(self.crop_width, self.crop_height)] * len(todo)

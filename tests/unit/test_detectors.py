@@ -218,6 +218,13 @@ def test_packed_vehicle_crops_map_back_to_their_frame_and_place():
     ref = TextDetector(crops=True, threads=1, crop_pack=False, **geometry).detect_crops(frames, priors)
     for f in plates:
         assert max(_iou(a, b) for a in out[f].xyxy for b in ref[f].xyxy) > 0.7
+    # untrimmed (as on a GPU): the same two canvases at the one full shape, the same boxes
+    d.crop_trim = False
+    canvases.clear()
+    full = d.detect_crops(frames, priors)
+    assert [c.shape for c in canvases] == [(832, 1536, 3)] * 2
+    for f in plates:
+        assert max(_iou(a, b) for a in out[f].xyxy for b in full[f].xyxy) > 0.7
 
 
 def test_parked_vehicle_searched_in_every_other_frame_only():
