@@ -152,7 +152,7 @@ class _RoiAnonymizer:
     # -- public API -------------------------------------------------------------------
 
     def anonymize(self, frames: Frames, boxes: Sequence[Boxes],
-                  region_masks: Sequence[BoolMask | None] | None = None) -> Frames:
+                  region_masks: Sequence[BoolMask | None] | None = None, *, into: Frames | None = None) -> Frames:
         """Mask boxes (and optional per-frame regions) on a batch of frames.
 
         Args:
@@ -162,13 +162,18 @@ class _RoiAnonymizer:
                 infinite or out-of-frame corners are clipped to the frame.
             region_masks: optional, one ``(H, W)`` bool mask or ``None`` per frame
                 (privacy zones, whole-frame fail closed); masked with the same style.
+            into: write into this array (same shape and dtype; ``frames`` itself is allowed)
+                instead of a new copy: several maskers in a row then copy a chunk once
+                (a 2 s 720p chunk is 83 MB; three copies were 60 % of the masking time).
 
         Returns:
-            New ``(N, H, W, 3)`` uint8 frames; pixels outside :meth:`coverage_mask` are
-            bit-identical to the input.
+            ``into``, or new ``(N, H, W, 3)`` uint8 frames; pixels outside
+            :meth:`coverage_mask` are bit-identical to the input.
         """
         _check_inputs(frames, boxes, region_masks)
-        out = frames.copy()
+        if into is not None and (into.shape != frames.shape or into.dtype != frames.dtype):
+            raise ValueError(f"into: expected {frames.shape} {frames.dtype}, got {into.shape} {into.dtype}")
+        out = frames.copy() if into is None else into
         h, w = frames.shape[1:3]
         for i in range(frames.shape[0]):
             src = frames[i]

@@ -371,15 +371,16 @@ class Redactor:
 
     def apply(self, frames: Frames, boxes: Sequence[Boxes], camera_id: str | None = None) -> Frames:
         """Mask the given boxes (and zones, and whole frames for FRAME boxes)."""
-        out = frames
+        out: Frames | None = None  # one copy of the chunk, made by the first masker, masked in place after
         for label, masker in self._maskers.items():
             sel = [b.select(b.label == label) for b in boxes]
             if any(len(s) for s in sel):
-                out = masker.anonymize(out, sel)
+                out = masker.anonymize(frames if out is None else out, sel, into=out)
         regions = self._region_masks(frames.shape[1:3], boxes, camera_id)
         if regions is not None:
-            out = self._region_masker.anonymize(out, [Boxes.empty() for _ in boxes], regions)
-        if out is frames:
+            out = self._region_masker.anonymize(frames if out is None else out, [Boxes.empty() for _ in boxes],
+                                                regions, into=out)
+        if out is None:
             out = frames.copy()  # callers own the result; never alias the input
         return out
 

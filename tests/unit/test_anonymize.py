@@ -267,3 +267,23 @@ def test_detail_finer_than_the_low_res_cells_is_gone(style, period):
     b = masker.anonymize(noisy, box)[0, 20:140, 20:140].astype(int)
     # averaging a 20 px cell leaves at most one unpaired stripe: (period / 2) / 20 of AMP
     assert np.abs(a - b).max() <= AMP * (period / 2) / 20 + 1
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_into_writes_the_same_pixels_in_place_with_one_copy_per_chunk(style):
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 256, (2, 48, 64, 3), dtype=np.uint8)
+    boxes = [Boxes.of([[5, 5, 30, 30], [20, 20, 50, 40]]), Boxes.of([[40, 2, 60, 20]])]
+    masker = make_anonymizer(MaskSpec(style=style))
+    expected = masker.anonymize(frames, boxes)
+    buf = frames.copy()
+    assert masker.anonymize(frames, boxes, into=buf) is buf and np.array_equal(buf, expected)
+    # fully in place (the redactor's later maskers): the same pixels change, nothing outside
+    same = frames.copy()
+    assert masker.anonymize(same, boxes, into=same) is same
+    for i in range(2):
+        cov = masker.coverage_mask((48, 64), boxes[i])
+        assert np.array_equal(same[i][~cov], frames[i][~cov])
+        assert np.array_equal(same[i] != frames[i], expected[i] != frames[i]) or style != "fill"
+    with pytest.raises(ValueError, match="into"):
+        masker.anonymize(frames, boxes, into=np.zeros((1, 48, 64, 3), np.uint8))
