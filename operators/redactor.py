@@ -345,14 +345,15 @@ class Redactor:
         return res
 
     def finish(self, frames: Frames, raw: Sequence[Boxes | None], failed: Sequence[int],
-               camera_id: str | None = None) -> RedactionResult:
+               camera_id: str | None = None, *, in_place: bool = False) -> RedactionResult:
         """Second half of :meth:`redact` for detections computed elsewhere (a detector
-        actor batching across cameras): fallback, temporal fill, masking, counts."""
+        actor batching across cameras): fallback, temporal fill, masking, counts.
+        ``in_place``: mask ``frames`` itself (see :meth:`apply`)."""
         _check_frames(frames)
         if len(raw) != len(frames):
             raise ValueError(f"{len(raw)} detection results for {len(frames)} frames")
         boxes = self.plan_from(raw, failed, frames.shape[1:3])
-        out = self.apply(frames, boxes, camera_id)
+        out = self.apply(frames, boxes, camera_id, in_place=in_place)
         return RedactionResult(out, boxes, self.count(boxes), _fail_closed_frames(raw, failed))
 
     def count(self, boxes: Sequence[Boxes]) -> dict[str, int]:
@@ -369,9 +370,12 @@ class Redactor:
                 counts[name] += _distinct_objects(sel.xyxy)
         return counts
 
-    def apply(self, frames: Frames, boxes: Sequence[Boxes], camera_id: str | None = None) -> Frames:
-        """Mask the given boxes (and zones, and whole frames for FRAME boxes)."""
-        out: Frames | None = None  # one copy of the chunk, made by the first masker, masked in place after
+    def apply(self, frames: Frames, boxes: Sequence[Boxes], camera_id: str | None = None, *,
+              in_place: bool = False) -> Frames:
+        """Mask the given boxes (and zones, and whole frames for FRAME boxes) on a copy of
+        ``frames``, or (``in_place``: a caller that owns the decoded chunk) on ``frames`` itself."""
+        # one copy of the chunk (made by the first masker), masked in place after that
+        out: Frames | None = frames if in_place and frames.flags.writeable else None
         for label, masker in self._maskers.items():
             sel = [b.select(b.label == label) for b in boxes]
             if any(len(s) for s in sel):

@@ -308,7 +308,9 @@ class ChunkActor:
 
         t0 = _cpu()
         try:
-            out_res = redactor.finish(frames, raw, failed, camera_id=task.camera_id)
+            # the decoded chunk is this call's own: mask it in place (no 83 MB copy per 2 s of
+            # 720p); if masking fails half way, the fallback below masks every frame whole
+            out_res = redactor.finish(frames, raw, failed, camera_id=task.camera_id, in_place=True)
             out, counts, fail_closed = out_res.frames, out_res.masks_per_class, list(out_res.fail_closed_frames)
         except Exception as exc:  # noqa: BLE001
             logger.error("masking failed camera=%s error=%s: masking every frame whole", task.camera_id, exc)

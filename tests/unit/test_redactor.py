@@ -229,3 +229,15 @@ def test_detections_are_read_with_the_configs_own_thresholds_and_text_class():
     loose = Redactor(RedactionConfig(classes=("face", "plate"), face_threshold=0.1, temporal_window=0), detectors={})
     assert len(loose.plan_from(raw, [], (60, 80))[0]) == 3
     assert strict.finish(frames, raw, []).masks_per_class == {"face": 1, "text": 1}
+
+
+def test_in_place_masks_the_callers_chunk_and_a_read_only_one_is_copied():
+    red, _ = make({0: FACE, 1: FACE})
+    fr = frames_with_ids(2)
+    raw = red.detect(fr)[0]
+    mine = fr.copy()
+    assert red.finish(mine, raw, [], in_place=True).frames is mine and changed(mine[0], fr[0], (60, 40, 100, 90)) > 0.5
+    frozen = fr.copy()
+    frozen.flags.writeable = False
+    res = red.finish(frozen, raw, [], in_place=True)
+    assert res.frames is not frozen and np.array_equal(res.frames, mine) and np.array_equal(frozen, fr)
