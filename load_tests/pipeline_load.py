@@ -12,7 +12,9 @@ default policy of ``veilstream up``.
 It samples the process stage's consumer lag on the raw topic every 2 s. ``sustained`` is
 true when that lag did not grow over the second half of the run (least-squares growth
 below one chunk per camera). After the run ingest stops, process gets a bounded drain,
-and everything that is not in the bucket by then counts in ``frames_dropped``.
+and every frame ingest sent (``frames_sent``, its own counter) that is not in the bucket by
+then counts in ``frames_dropped``. ``frames_offered`` is the nominal cameras x fps x seconds:
+ingest needs a few seconds to start streaming, so it sends a little less.
 
 Prints a table, then one JSON line (the last line) with ``cameras``, ``fps_offered``,
 ``frames_offered``, ``frames_stored``, ``frames_dropped``, ``latency_p50_s``,
@@ -220,6 +222,7 @@ def run_once(cameras: int, seconds: float, source: Path, fps: float, state_dir: 
             admin.close()
         # stop: ingest now, process after a bounded drain, then sink (flushes open segments)
         ports = metric_ports(log_dir)
+        sent = int(_total(_metrics_text(ports["ingest"]), "veil_ingest_frames_out_total")) if "ingest" in ports else None
         cpu_ingest = tree_cpu_s(pids["ingest"]) - cpu0["ingest"]
         runner._stop(workers.procs.pop("ingest"), "ingest", 30)
         runner._wait_drained(cfg, cfg.kafka.topics.raw, cfg.process.consumer_group, timeout_s=drain_s, warn=False)
@@ -245,7 +248,8 @@ def run_once(cameras: int, seconds: float, source: Path, fps: float, state_dir: 
     res = {
         "cameras": cameras, "settings": list(overrides or []), "fps_offered": round(cameras * fps, 1),
         "seconds": seconds, "source": source.name,
-        "frames_offered": offered, "frames_stored": stored, "frames_dropped": max(0, offered - stored),
+        "frames_offered": offered, "frames_sent": sent, "frames_stored": stored,
+        "frames_dropped": max(0, (offered if sent is None else sent) - stored),
         "frames_dropped_by_policy": sum(int(c["dropped"]) for c in per_cam.values()),
         "latency_p50_s": round(runner._pct(lat, 0.5), 2) if lat else None,
         "latency_p95_s": round(runner._pct(lat, 0.95), 2) if lat else None,
@@ -260,12 +264,14 @@ def run_once(cameras: int, seconds: float, source: Path, fps: float, state_dir: 
 
 
 def table(rows: list[dict[str, Any]], out: Any = print) -> None:
-    out(f"{'cams':>4} {'fps in':>7} {'offered':>8} {'stored':>7} {'dropped':>7} {'p50 s':>6} {'p95 s':>6} "
+    out(f"{'cams':>4} {'fps in':>7} {'offered':>8} {'sent':>6} {'stored':>7} {'dropped':>7} {'p50 s':>6} {'p95 s':>6} "
         f"{'lag end':>7} {'growth':>6} {'sustained':>9}  cpu s/frame decode/detect/mask/encode/kafka/store")
     for r in rows:
         c = r["cpu_s_per_frame"]
         cpu = "/".join("-" if c[s] is None else f"{c[s]:.3f}" for s in STEPS)
-        out(f"{r['cameras']:>4} {r['fps_offered']:>7} {r['frames_offered']:>8} {r['frames_stored']:>7} "
+        sent = r.get("frames_sent")
+        out(f"{r['cameras']:>4} {r['fps_offered']:>7} {r['frames_offered']:>8} {'-' if sent is None else sent:>6} "
+            f"{r['frames_stored']:>7} "
             f"{r['frames_dropped']:>7} {r['latency_p50_s'] if r['latency_p50_s'] is not None else '-':>6} "
             f"{r['latency_p95_s'] if r['latency_p95_s'] is not None else '-':>6} {r['lag_end_chunks']:>7} "
             f"{r['lag_growth_second_half_chunks']:>6} {str(r['sustained']):>9}  {cpu}")
