@@ -12,8 +12,8 @@ default policy of ``veilstream up``.
 It samples the process stage's consumer lag on the raw topic every 2 s. ``sustained`` is
 true when that lag did not grow over the second half of the run (least-squares growth
 below one chunk per camera). After the run ingest stops, process gets a bounded drain,
-and every frame ingest sent (``frames_sent``, its own counter) that is not in the bucket by
-then counts in ``frames_dropped``. ``frames_offered`` is the nominal cameras x fps x seconds:
+and every frame ingest sent (``frames_sent``: the frames of the chunks in the raw topic) that
+is not in the bucket by then counts in ``frames_dropped``. ``frames_offered`` is the nominal cameras x fps x seconds:
 ingest needs a few seconds to start streaming, so it sends a little less.
 
 Prints a table, then one JSON line (the last line) with ``cameras``, ``fps_offered``,
@@ -80,6 +80,32 @@ def raw_lag(cfg: Any, consumer: Any) -> int:
         lo, hi = consumer.get_watermark_offsets(tp, timeout=5, cached=False)
         lag += max(0, hi - (tp.offset if tp.offset >= 0 else lo))
     return lag
+
+
+def frames_in_topic(cfg: Any, topic: str, quiet_s: float = 3.0, limit_s: float = 60.0) -> int:
+    """Frames of every chunk in ``topic`` (read from the start until it stays quiet)."""
+    from confluent_kafka import Consumer
+
+    from schemas.messages import decode_chunk_captured
+
+    c = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers, "group.id": f"load-count-{time.time_ns()}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                  "fetch.message.max.bytes": 64 << 20})
+    c.subscribe([topic])
+    frames, last, t0 = 0, time.monotonic(), time.monotonic()
+    try:
+        while time.monotonic() - last < quiet_s and time.monotonic() - t0 < limit_s:
+            m = c.poll(0.5)
+            if m is None or m.error():
+                continue
+            last = time.monotonic()
+            try:
+                frames += len(decode_chunk_captured(m.value(), m.headers()).pts_ms)
+            except Exception:  # noqa: BLE001 - a bad message is the DLQ's business, not a frame sent
+                pass
+    finally:
+        c.close()
+    return frames
 
 
 def growth_over_second_half(samples: list[tuple[float, int]]) -> float:
@@ -222,7 +248,6 @@ def run_once(cameras: int, seconds: float, source: Path, fps: float, state_dir: 
             admin.close()
         # stop: ingest now, process after a bounded drain, then sink (flushes open segments)
         ports = metric_ports(log_dir)
-        sent = int(_total(_metrics_text(ports["ingest"]), "veil_ingest_frames_out_total")) if "ingest" in ports else None
         cpu_ingest = tree_cpu_s(pids["ingest"]) - cpu0["ingest"]
         runner._stop(workers.procs.pop("ingest"), "ingest", 30)
         runner._wait_drained(cfg, cfg.kafka.topics.raw, cfg.process.consumer_group, timeout_s=drain_s, warn=False)
@@ -234,6 +259,7 @@ def run_once(cameras: int, seconds: float, source: Path, fps: float, state_dir: 
         steps_sink = scrape_cpu({"sink": ports["sink"]} if "sink" in ports else {})
         runner._stop(workers.procs.pop("sink"), "sink", 120)
         per_cam = runner.report(cfg, t0, out=lambda *_a: None)
+        sent = frames_in_topic(cfg, cfg.kafka.topics.raw)
         lat = [x for xs in runner.chunk_latencies(cfg).values() for x in xs]
     finally:
         if workers is not None:
