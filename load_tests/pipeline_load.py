@@ -84,25 +84,30 @@ def raw_lag(cfg: Any, consumer: Any) -> int:
 
 def frames_in_topic(cfg: Any, topic: str, quiet_s: float = 3.0, limit_s: float = 60.0) -> int:
     """Frames of every chunk in ``topic`` (read from the start until it stays quiet)."""
-    from confluent_kafka import Consumer
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     from schemas.messages import decode_chunk_captured
 
     c = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers, "group.id": f"load-count-{time.time_ns()}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False,
                   "fetch.message.max.bytes": 64 << 20})
-    c.subscribe([topic])
-    frames, last, t0 = 0, time.monotonic(), time.monotonic()
+    md = c.list_topics(topic, timeout=10)
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in md.topics[topic].partitions])
+    frames, t0 = 0, time.monotonic()
+    last = t0 + 10.0  # quiet counts from the first message
     try:
         while time.monotonic() - last < quiet_s and time.monotonic() - t0 < limit_s:
             m = c.poll(0.5)
-            if m is None or m.error():
+            if m is None:
+                continue
+            if m.error():
+                print("count:", m.error(), file=sys.stderr)
                 continue
             last = time.monotonic()
             try:
                 frames += len(decode_chunk_captured(m.value(), m.headers()).pts_ms)
-            except Exception:  # noqa: BLE001 - a bad message is the DLQ's business, not a frame sent
-                pass
+            except Exception as exc:  # noqa: BLE001 - a bad message is the DLQ's business, not a frame sent
+                print("count:", exc, file=sys.stderr)
     finally:
         c.close()
     return frames
