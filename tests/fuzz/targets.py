@@ -225,6 +225,16 @@ def main(argv: list[str]) -> None:
     if len(argv) < 2 or argv[1] not in TARGETS:
         sys.exit(f"usage: python -m tests.fuzz.targets {{{','.join(TARGETS)}}} [libFuzzer flags]")
     target = TARGETS[argv[1]]
+    flags = argv[2:]
+    if not any(f.startswith("-rss_limit_mb=") for f in flags):
+        # libFuzzer's RSS limit reads the peak RSS (getrusage ru_maxrss), and Linux carries the
+        # parent's peak across fork+exec: started from a pytest process that has grown to 2.2 GB,
+        # the fuzzer "ran out" of its default 2 GB before its first input. Allow 2 GB above the
+        # peak this process started with instead.
+        import resource
+
+        inherited_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+        flags.append(f"-rss_limit_mb={inherited_mb + 2048}")
     with atheris.instrument_imports():
         import operators.codec  # noqa: F401
         import operators.zones  # noqa: F401
@@ -232,7 +242,7 @@ def main(argv: list[str]) -> None:
         import schemas.messages  # noqa: F401
         import schemas.policy  # noqa: F401
         import schemas.safety  # noqa: F401
-    atheris.Setup([argv[0], *argv[2:]], target)
+    atheris.Setup([argv[0], *flags], target)
     atheris.Fuzz()
 
 
