@@ -336,11 +336,12 @@ class Redactor:
                 b = Boxes(b.xyxy, b.score, label)
         return b
 
-    def redact(self, frames: Frames, camera_id: str | None = None) -> RedactionResult:
-        """Mask a chunk of frames. ``frames`` is ``(N, H, W, 3)`` uint8 BGR, not mutated."""
+    def redact(self, frames: Frames, camera_id: str | None = None, *, in_place: bool = False) -> RedactionResult:
+        """Mask a chunk of frames. ``frames`` is ``(N, H, W, 3)`` uint8 BGR, not mutated unless
+        ``in_place`` (a caller that owns the decoded chunk: see :meth:`apply`)."""
         _check_frames(frames)
         raw, failed, errors, detect_ms = self.detect(frames)
-        res = self.finish(frames, raw, failed, camera_id)
+        res = self.finish(frames, raw, failed, camera_id, in_place=in_place)
         res.errors, res.detect_ms = errors, detect_ms
         return res
 

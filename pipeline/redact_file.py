@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from operators.redactor import Redactor
 from operators.types import InputError, Label
 from operators.video import VideoReader, VideoWriter, list_images, read_image, write_image
 from schemas.safety import pixels_problem
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +67,45 @@ def output_path_for(src: Path, output: Path) -> Path:
     return output
 
 
+def _prefetched(chunks: Iterator[T], depth: int = 1) -> Iterator[T]:
+    """``chunks`` produced on a background thread, at most ``depth`` ahead; its errors are
+    raised here, in order. Leaving the loop early stops the thread at its next hand-over."""
+    q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for c in chunks:
+                if not put(("item", c)):
+                    return
+            put(("end", None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            put(("error", exc))
+
+    t = threading.Thread(target=produce, name="veil-decode", daemon=True)
+    t.start()
+    try:
+        while True:
+            kind, value = q.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        t.join(5.0)
+
+
 def redact_video(redactor: Redactor, src: str, output: Path, *, keep_audio: bool = False,
                  chunk_seconds: float = 2.0, progress: bool = True, camera_id: str | None = None,
                  max_pixels: int | None = None) -> RedactSummary:
@@ -83,16 +129,24 @@ def redact_video(redactor: Redactor, src: str, output: Path, *, keep_audio: bool
     chunk_frames = max(1, round(chunk_seconds * (info.fps or 25)))
     bar = tqdm(total=info.frames_estimate or None, unit="frame", disable=not progress,
                file=sys.stderr, dynamic_ncols=True, desc="redact")
+    # Three stages overlap on their own threads: decoding chunk k+1 and encoding chunk k-1 while
+    # chunk k is detected and masked (PyAV, onnxruntime and numpy release the GIL); each hands
+    # over at most one chunk, so memory stays at a few chunks and the output order is kept.
+    pending: Future[None] | None = None
     try:
-        with reader:
-            for chunk in reader.chunks(chunk_frames):
-                res = redactor.redact(chunk.frames, camera_id=camera_id)
-                writer.write(res.frames, chunk.pts)
+        with reader, ThreadPoolExecutor(1, thread_name_prefix="veil-encode") as encoder:
+            for chunk in _prefetched(reader.chunks(chunk_frames)):
+                res = redactor.redact(chunk.frames, camera_id=camera_id, in_place=True)  # the chunk is ours
+                if pending is not None:
+                    pending.result()  # the previous chunk is written (or its error raised) first
+                pending = encoder.submit(writer.write, res.frames, chunk.pts)
                 summary.frames += len(chunk.frames)
                 summary.add(res.masks_per_class)
                 summary.fail_closed_frames += len(res.fail_closed_frames)
                 summary.detect_seconds += res.detect_ms / 1000.0
                 bar.update(len(chunk.frames))
+            if pending is not None:
+                pending.result()
             writer.write_audio(reader.audio_packets)
         writer.close()
     except BaseException:
