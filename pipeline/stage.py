@@ -164,7 +164,21 @@ class StageKafka:
         the fakes of ``tests.fakes`` instead)."""
         k = self.cfg.kafka
         self.producer = producer_for(k, f"veil-{self.name}")
-        self.consumer = consumer_for(k, group, topics, on_revoke=on_revoke)
+
+        def revoked(parts: list[TopicPart]) -> None:
+            self.forget_lag(parts)
+            on_revoke(parts)
+
+        self.consumer = consumer_for(k, group, topics, on_revoke=revoked)
+
+    def forget_lag(self, parts: list[TopicPart]) -> None:
+        """Drop the lag samples of revoked partitions at once: their new owner reports them, and
+        a stale value here would count them twice in every sum over the group (and pin KEDA)."""
+        for _t, p in parts:
+            label = str(p)
+            if label in self._lag_labels:
+                self.metrics.lag.remove(label)
+                self._lag_labels.discard(label)
 
     def serve_metrics(self) -> None:
         serve_config(self.metrics, self.cfg.metrics)
@@ -239,10 +253,7 @@ class StageKafka:
         the lag per partition."""
         lag = self.consumer.lag() if self.consumer is not None else {}
         owned = {str(p) for (_t, p) in lag}
-        for labels in self._lag_labels - owned:
-            # a revoked partition's lag is its new owner's to report: a stale value here would
-            # count it twice in every sum over the group (and pin the autoscaler)
-            self.metrics.lag.remove(labels)
+        self.forget_lag([("", int(p)) for p in self._lag_labels - owned])  # revoked while we looked away
         self._lag_labels = owned
         for (_t, p), v in lag.items():
             self.metrics.lag.labels(partition=str(p)).set(v)

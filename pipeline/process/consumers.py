@@ -58,19 +58,6 @@ def families_of(registry: Any) -> list[Family]:
             for m in registry.collect()]
 
 
-LAG_FAMILY = "veil_process_consumer_lag_messages"
-
-
-def only_assigned_lag(families: list[Family], assigned: set[str] | None) -> list[Family]:
-    """Drop the lag samples of partitions a consumer no longer owns: its gauge keeps the last
-    value of a revoked partition, and with several consumers in one job the new owner reports
-    it too, so ``sum(veil_process_consumer_lag_messages)`` would count it twice."""
-    if assigned is None:
-        return families
-    return [(n, d, t, u, [s for s in samples if s[1].get("partition") in assigned]) if n == LAG_FAMILY
-            else (n, d, t, u, samples) for n, d, t, u, samples in families]
-
-
 class MergedConsumers(Collector):
     """The consumer actors' families merged into one exposition: every sample keeps its name
     and labels and gets ``consumer="<index>"``, so counters and histograms stay valid series
@@ -161,20 +148,9 @@ class ConsumerActor:
 
     def snapshot(self) -> dict[str, Any]:
         """:meth:`status` plus the loop's probe phase and the metric families (plain data)."""
-        families = only_assigned_lag(families_of(self.worker.metrics.registry), self._assigned())
-        return {**self.status(), "phase": self.worker.metrics.phase(), "families": families}
-
-    def _assigned(self) -> set[str] | None:
-        """Partitions this consumer owns now (None: unknown while a rebalance changes them)."""
-        consumer = self.worker.kafka.consumer
-        if consumer is None:
-            return set()
-        for _ in range(3):
-            try:
-                return {str(p) for _t, p in list(consumer.assigned)}
-            except RuntimeError:  # the set changed size while copied: a rebalance callback runs
-                continue
-        return None
+        # a revoked partition's lag sample is gone already (StageKafka.forget_lag on revoke)
+        return {**self.status(), "phase": self.worker.metrics.phase(),
+                "families": families_of(self.worker.metrics.registry)}
 
     def stop(self, timeout_s: float = 120.0) -> dict[str, Any]:
         self.stop_event.set()
