@@ -65,18 +65,28 @@ class Component:
 def components(cfg: Any) -> dict[str, Component]:
     """The detector passes ``cfg`` (a RedactionConfig) runs, at floor thresholds."""
     from .detectors import CenterFaceDetector, TextDetector, YoloxPersonDetector, YuNetDetector
+    from .quantize import int8_tag
 
-    common: dict[str, Any] = {"providers": list(cfg.providers) if cfg.providers else None}
+    providers = list(cfg.providers) if cfg.providers else None
+    common: dict[str, Any] = {"providers": providers, "precision": cfg.precision}
     if cfg.model_dir:
         common["model_dir"] = cfg.model_dir
     out: dict[str, Component] = {}
     classes = set(cfg.classes)
+    # int8 models get their own signature (recipe + calibration digest); a model that stays
+    # fp32 under int8 precision shares the fp32 cache.
+    model_of = {CenterFaceDetector: "centerface", YuNetDetector: "yunet_n", YoloxPersonDetector: "yolox_nano",
+                TextDetector: "ppocr_det"}
+
+    def int8(factory: Any) -> dict[str, str]:
+        tag = int8_tag(cfg.precision, providers, model_of[factory])
+        return {"int8": tag} if tag else {}
 
     def simple(key: str, factory: Any, params: dict[str, Any], method: str = "detect") -> Component:
         def build() -> Callable[[np.ndarray, Boxes], Boxes]:
             det = factory(**params, **common)
             return lambda img, _priors: getattr(det, method)(img[None])[0]
-        return Component(key, {"cls": factory.__name__, **params}, build)
+        return Component(key, {"cls": factory.__name__, **params, **int8(factory)}, build)
 
     if "face" in classes:
         if cfg.face_model in ("centerface", "centerface+yunet"):
@@ -108,6 +118,7 @@ def components(cfg: Any) -> dict[str, Component]:
                 det = TextDetector(threshold=FLOORS["text_crops"], crops=True, **common)
                 return lambda img, priors: det.detect_crops(img[None], [priors])[0]
             out["text_crops"] = Component("text_crops", {"cls": "TextDetector.crops", "vehicle_threshold": vthr,
+                                                         **int8(TextDetector),
                                                          "yolox": out["yolox"].signature,
                                                          "crop": _crop_params(TextDetector),
                                                          "code": _code_digest(TextDetector.detect_crops)},

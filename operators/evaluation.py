@@ -400,6 +400,8 @@ def eval_config(args: Any) -> Any:
         kw["face_model"] = args.face_model
     if getattr(args, "face_max_side", None) is not None:
         kw["face_max_side"] = args.face_max_side or None
+    if getattr(args, "precision", None) is not None:
+        kw["precision"] = args.precision
     names = {f.name for f in fields(RedactionConfig)}
     for item in getattr(args, "overrides", None) or []:
         key, sep, value = str(item).partition("=")

@@ -17,6 +17,7 @@ import numpy as np
 
 from .anonymize import MaskSpec, make_anonymizer
 from .head import head_regions
+from .quantize import DEFAULT_PRECISION, PRECISIONS
 from .temporal import detection_schedule, fill_gaps
 from .types import CLASS_NAMES, Boxes, ConfigError, Detector, Frames, Label
 from .zones import ZoneSet
@@ -70,6 +71,9 @@ class RedactionConfig:
             mosaic takes ``3 / strength`` blocks across a box (0.5 -> the default 6,
             1 -> 3), capped at 12 so a weak setting still leaves no readable face; blur
             takes ``strength`` as its kernel fraction, at least 0.25; fill ignores it.
+        precision: ``int8`` runs CenterFace and the text detector on int8 models derived
+            from their fp32 weights when the sessions run on CPU (YuNet, YOLOX and GPU
+            providers stay fp32: :mod:`operators.quantize`); ``fp32`` (default) never quantizes.
     """
 
     classes: tuple[str, ...] = ("face", "plate")
@@ -106,6 +110,7 @@ class RedactionConfig:
     plate_crops: bool = True
     vehicle_threshold: float | None = None
     person_max_side: int = 640
+    precision: str = DEFAULT_PRECISION
 
     def mask_strength(self) -> float | None:
         """The style-specific ``MaskSpec.strength`` for :attr:`strength` (see above)."""
@@ -140,6 +145,8 @@ class RedactionConfig:
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 64):
                 # a negative side once made detection run on garbage-sized frames and leak faces
                 problems.append(f"{name}: expected an integer >= 64 (or 0/None = native size), got {v!r}")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision: expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if problems:
             raise ConfigError("; ".join(problems))
         return self
@@ -477,7 +484,8 @@ def build_detectors(config: RedactionConfig) -> dict[str, Detector]:
     """Instantiate the detectors ``config.classes`` need, once."""
     from .detectors import DETECTORS  # local: keeps onnxruntime out of plain type imports
 
-    common: dict[str, Any] = {"providers": list(config.providers) if config.providers else None}
+    common: dict[str, Any] = {"providers": list(config.providers) if config.providers else None,
+                              "precision": config.precision}
     if config.model_dir:
         common["model_dir"] = config.model_dir
     if config.threads:

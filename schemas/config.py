@@ -227,6 +227,7 @@ class ProcessConfig:
     face_model: str
     face_max_side: int | None
     text_max_side: int | None
+    precision: str
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ..providers import make_session
+from ..providers import choose_providers, make_session
+from ..quantize import DEFAULT_PRECISION, check_precision, int8_model
 from ..registry import sha256_of
 from ..types import Boxes, Frames, Label
 from ._common import ModelRef, check_frames, locate
@@ -20,7 +22,11 @@ class OnnxDetector:
         name: detector id (goes into segment manifests with ``model_sha256``).
         labels: labels this detector emits.
         providers: providers the session actually runs on.
-        model_path / model_sha256: the resolved model file and its digest.
+        model_path / model_sha256: the resolved model file and its digest (of the int8
+            model derived from it when ``precision`` is int8).
+        precision: ``int8`` when the session runs the int8 model derived from the fp32 one
+            (asked for, calibrated, on CPU: :mod:`operators.quantize`), else ``fp32``.
+        fp32_sha256: the digest of the fp32 model file.
     """
 
     name: str = "onnx"
@@ -28,13 +34,22 @@ class OnnxDetector:
     batch_size: int = 8
     _gpu_batch: int = 8
 
-    def _open(self, model: ModelRef, model_dir: ModelRef | None) -> Path:
+    def _open(self, model: ModelRef, model_dir: ModelRef | None, precision: str = DEFAULT_PRECISION) -> Path:
+        self._precision = check_precision(precision)
         self.model_path = locate(model, model_dir)
-        self.model_sha256 = sha256_of(self.model_path)
+        self.model_sha256 = self.fp32_sha256 = sha256_of(self.model_path)
+        self.precision = "fp32"
         return self.model_path
 
     def _start(self, model: bytes | Path, providers: Sequence[str] | str | None, threads: int | None,
                warmup_hw: tuple[int, int]) -> None:
+        if getattr(self, "_precision", "fp32") == "int8" and choose_providers(providers) == ["CPUExecutionProvider"]:
+            # GPU providers keep fp32; models without a shipped calibration stay fp32.
+            q = int8_model(model if isinstance(model, bytes) else Path(model).read_bytes(), self.fp32_sha256)
+            if q is not None:
+                self.precision = "int8"
+                self.model_sha256 = hashlib.sha256(q).hexdigest() if isinstance(q, bytes) else sha256_of(q)
+                model = q
         self.session = make_session(model, providers, threads)
         self.providers = list(self.session.get_providers())
         self.input_name = self.session.get_inputs()[0].name

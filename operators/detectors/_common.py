@@ -41,6 +41,12 @@ def dynamic_model_bytes(path: Path, inputs: dict[str, list[int | str]],
 
     model = update_model_dims.update_inputs_outputs_dims(
         model, {**dims(model.graph.input), **inputs}, {**dims(model.graph.output), **outputs})
+    # Initializers listed as graph inputs could be overridden at run time, so onnxruntime
+    # neither folds nor fuses them (Conv+BN, Conv+Relu): CenterFace ran 2.3x slower per frame.
+    weights = {i.name for i in model.graph.initializer}
+    keep = [i for i in model.graph.input if i.name not in weights]
+    del model.graph.input[:]
+    model.graph.input.extend(keep)
     return bytes(model.SerializeToString())
 
 

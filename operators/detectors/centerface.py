@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..quantize import DEFAULT_PRECISION
 from ..types import Boxes, Frames, Label
 from ._base import OnnxDetector
 from ._common import ModelRef, dynamic_model_bytes, finish, fit_size, resize_pad
@@ -33,6 +34,9 @@ class CenterFaceDetector(OnnxDetector):
         model_dir: directory for the registry lookup.
         threads: onnxruntime intra-op threads.
         batch_size: frames per inference call (default: 1 on CPU, 8 on GPU providers).
+        precision: ``int8`` runs the int8 model derived from this one where a calibration
+            ships for it and the session runs on CPU (:mod:`operators.quantize`); ``fp32``
+            always the model as published.
     """
 
     name: str = "centerface"
@@ -40,14 +44,15 @@ class CenterFaceDetector(OnnxDetector):
 
     def __init__(self, model: ModelRef = "centerface", *, providers: Sequence[str] | str | None = None,
                  threshold: float = DEFAULT_THRESHOLD, nms_iou: float = 0.3, max_side: int | None = 1280, min_side: int | None = None,
-                 model_dir: ModelRef | None = None, threads: int | None = None, batch_size: int | None = None) -> None:
+                 model_dir: ModelRef | None = None, threads: int | None = None, batch_size: int | None = None,
+                 precision: str = DEFAULT_PRECISION) -> None:
         self.threshold = float(threshold)
         self.nms_iou = float(nms_iou)
         self.max_side = max_side
         self.min_side = min_side
         self.batch_size = batch_size  # type: ignore[assignment]  # resolved in _start
         self._gpu_batch = 8
-        path = self._open(model, model_dir)
+        path = self._open(model, model_dir, precision)
         # The graph declares a fixed 10x3x32x32 input; make batch, height and width dynamic.
         data = dynamic_model_bytes(
             path,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..quantize import DEFAULT_PRECISION
 from ..types import Boxes, Frames, Label
 from . import yunet
 from ._common import ModelRef, check_frames
@@ -40,8 +41,9 @@ class FaceUnionDetector:
                  max_side: int | None = 640, min_side: int | None = None,
                  yunet_threshold: float = yunet.DEFAULT_THRESHOLD, yunet_max_side: int | None = 1280,
                  yunet_min_side: int | None = None, model_dir: ModelRef | None = None,
-                 threads: int | None = None, batch_size: int | None = None) -> None:
-        common = {"providers": providers, "model_dir": model_dir, "threads": threads, "batch_size": batch_size}
+                 threads: int | None = None, batch_size: int | None = None, precision: str = DEFAULT_PRECISION) -> None:
+        common = {"providers": providers, "model_dir": model_dir, "threads": threads, "batch_size": batch_size,
+                  "precision": precision}
         self.centerface = CenterFaceDetector(model, threshold=threshold, max_side=max_side, min_side=min_side,
                                              **common)  # type: ignore[arg-type]
         self.yunet = YuNetDetector(yunet_model, threshold=yunet_threshold, max_side=yunet_max_side,

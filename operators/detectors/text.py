@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from ..quantize import DEFAULT_PRECISION
 from ..types import Boxes, Frames, Label
 from ._base import OnnxDetector
 from ._common import ModelRef, check_frames, finish
@@ -142,7 +143,8 @@ class TextDetector(OnnxDetector):
                  crop_max_zoom: float = 6.0, max_crops: int = 8, min_vehicle_px: int = 24,
                  crop_pack: bool = True, crop_gap: int = 96, crop_bonus: float = 0.1, crop_reuse: float = 6.0,
                  nms_iou: float | None = None,
-                 model_dir: ModelRef | None = None, threads: int | None = None, batch_size: int | None = None) -> None:
+                 model_dir: ModelRef | None = None, threads: int | None = None, batch_size: int | None = None,
+                 precision: str = DEFAULT_PRECISION) -> None:
         self.label = Label(int(label))
         self.labels = (self.label,)
         self.threshold = float(threshold)
@@ -169,7 +171,7 @@ class TextDetector(OnnxDetector):
         self._gpu_batch = 4
         self._mean = np.float32(0.5 * 255.0)
         self._scale = np.float32(1.0 / (0.5 * 255.0))
-        path = self._open(model, model_dir)
+        path = self._open(model, model_dir, precision)
         self._start(path, providers, threads, (360, 640))
         # On CPU a packed canvas is cut to what it uses (cost grows with pixels); on a GPU
         # every canvas keeps the one full shape (a new input shape costs a kernel search

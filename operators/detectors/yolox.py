@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from ..quantize import DEFAULT_PRECISION
 from ..types import Boxes, Frames, Label
 from ._base import OnnxDetector
 from ._common import ModelRef, dynamic_model_bytes, finish
@@ -47,7 +48,7 @@ class YoloxPersonDetector(OnnxDetector):
     def __init__(self, model: ModelRef = "yolox_nano", *, providers: Sequence[str] | str | None = None,
                  threshold: float = DEFAULT_THRESHOLD, nms_iou: float = 0.45, max_side: int = 416,
                  model_dir: ModelRef | None = None, threads: int | None = None,
-                 vehicles: bool = False, vehicle_threshold: float = 0.1) -> None:
+                 vehicles: bool = False, vehicle_threshold: float = 0.1, precision: str = DEFAULT_PRECISION) -> None:
         if max_side % 32:
             raise ValueError(f"max_side must be a multiple of 32, got {max_side}")
         self.threshold = float(threshold)
@@ -60,7 +61,7 @@ class YoloxPersonDetector(OnnxDetector):
         # The export hard-codes batch 1 in its output Reshape, so frames go one per call
         # (on CPU that costs nothing; a batch-N re-export would help on GPU).
         self.batch_size = 1
-        path = self._open(model, model_dir)
+        path = self._open(model, model_dir, precision)
         data = dynamic_model_bytes(path, {"images": ["B", 3, "H", "W"]}, {"output": ["B", "N", 85]})
         size = self.max_side
         grids, strides = [], []

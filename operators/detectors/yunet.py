@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..quantize import DEFAULT_PRECISION
 from ..types import Boxes, Frames, Label
 from ._base import OnnxDetector
 from ._common import ModelRef, finish, fit_size, resize_pad
@@ -40,14 +41,15 @@ class YuNetDetector(OnnxDetector):
 
     def __init__(self, model: ModelRef = "yunet_n", *, providers: Sequence[str] | str | None = None,
                  threshold: float = DEFAULT_THRESHOLD, nms_iou: float = 0.3, max_side: int | None = 1280, min_side: int | None = None,
-                 model_dir: ModelRef | None = None, threads: int | None = None, batch_size: int | None = None) -> None:
+                 model_dir: ModelRef | None = None, threads: int | None = None, batch_size: int | None = None,
+                 precision: str = DEFAULT_PRECISION) -> None:
         self.threshold = float(threshold)
         self.nms_iou = float(nms_iou)
         self.max_side = max_side
         self.min_side = min_side
         self.batch_size = batch_size  # type: ignore[assignment]  # resolved in _start
         self._gpu_batch = 8
-        path = self._open(model, model_dir)
+        path = self._open(model, model_dir, precision)
         self._outputs = [f"{k}_{s}" for s in _STRIDES for k in ("cls", "obj", "bbox")]
         self._start(path, providers, threads, (360, 640))
 

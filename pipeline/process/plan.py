@@ -146,7 +146,7 @@ def build_plan(cfg: Any, *, model_dir: str | None = None) -> MaskingPlan:
     base = RedactionConfig(
         detect_every=p.detect_every, providers=tuple(det.providers) if det.providers else None,
         model_dir=model_dir or p.model_dir, threads=getattr(det, "threads", None), face_model=p.face_model,
-        face_max_side=p.face_max_side, text_max_side=p.text_max_side).validate()
+        face_max_side=p.face_max_side, text_max_side=p.text_max_side, precision=p.precision).validate()
     pdir = getattr(cfg, "policies_dir", None)
     if pdir:
         found = load_policies(pdir)
