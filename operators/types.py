@@ -42,6 +42,7 @@ class Label(enum.IntEnum):
     HEAD = 5  # head region inferred from a person box with no face inside (fail closed)
     FRAME = 6  # whole-frame mask (fail closed on detector error)
     VEHICLE = 7  # car/bus/truck/motorcycle: guides the plate search, never masked itself
+    PLATE_REGION = 8  # lower part of a vehicle with no plate found on it (fail closed)
 
 
 

@@ -107,6 +107,16 @@ def test_plates_covered(dets, name):
     assert _coverage(found, item.plate_boxes[0], img.shape[:2]) >= 0.8
 
 
+def test_both_text_models_cover_a_plate_with_their_own_input_normalisation():
+    item = next(i for i in load_plates_eu(EVAL_DIR / "plates_eu") if i.image_path.name == "eu2.jpg")
+    img = read_image(item.image_path)
+    v4, v5 = TextDetector("ppocr_det", threads=1), TextDetector(threads=1)
+    assert (v4.imagenet_norm, v5.imagenet_norm) == (False, True)
+    assert v5.model_path.name == "det.onnx" and v5.model_path.parent.parent.name == "ppocrv5"
+    for d in (v4, v5):
+        assert _coverage(d.detect(img[None])[0], item.plate_boxes[0], img.shape[:2]) >= 0.8
+
+
 def test_text_label_variant():
     d = TextDetector(label=Label.TEXT, threads=1, max_side=320)
     assert d.labels == (Label.TEXT,)

@@ -156,7 +156,7 @@ def test_models_fetch_then_version_offline(tmp_path):
     info = json.loads(proc.stdout)
     assert info["veilstream"] and info["libraries"]["ray"] and info["libraries"]["librdkafka"]
     assert info["onnxruntime"]["auto_order"][-1] == "CPUExecutionProvider"
-    assert set(info["models"]) == {"centerface", "ppocr_det", "yunet_n", "yolox_nano"}
+    assert set(info["models"]) == {"centerface", "ppocr_det", "ppocr_det_v5", "yunet_n", "yolox_nano"}
     assert info["models"]["yunet_n"]["path"] == str(tmp_path / "yunet_n_dynamic.onnx")
     assert info["models"]["yunet_n"]["sha256"] == "104ee26c71d5c270ce79a6b3dced91c91013260d29a6bf18f9296c5b8c4c2b12"
     env["VEILSTREAM_MODEL_DIR"] = str(tmp_path / "empty")

