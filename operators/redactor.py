@@ -17,8 +17,8 @@ import numpy as np
 
 from .anonymize import MaskSpec, make_anonymizer
 from .head import head_regions
-from .quantize import DEFAULT_PRECISION, PRECISIONS
 from .plate_region import plate_regions
+from .quantize import DEFAULT_PRECISION, PRECISIONS
 from .temporal import detection_schedule, fill_gaps
 from .types import CLASS_NAMES, Boxes, ConfigError, Detector, Frames, Label
 from .zones import ZoneSet

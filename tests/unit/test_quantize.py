@@ -70,7 +70,7 @@ def test_int8_detectors_agree_with_fp32(tmp_path, monkeypatch):
     frame = np.clip(rng.normal(150, 12, (360, 640, 3)), 0, 255).astype(np.uint8)
     cv2.rectangle(frame, (180, 150), (470, 220), (245, 245, 245), -1)
     cv2.putText(frame, "KA 4721 B", (195, 203), cv2.FONT_HERSHEY_SIMPLEX, 1.6, (20, 20, 20), 4)
-    fp, q = (TextDetector(precision=p, threads=1) for p in ("fp32", "int8"))
+    fp, q = (TextDetector("ppocr_det", precision=p, threads=1) for p in ("fp32", "int8"))  # v4: calibrated
     assert (fp.precision, q.precision) == ("fp32", "int8") and q.model_sha256 != fp.model_sha256
     _agree(fp.detect(frame[None])[0].xyxy, q.detect(frame[None])[0].xyxy)
     blob = np.zeros((1, 384, 640, 3), np.uint8)  # the net takes multiples of 32
