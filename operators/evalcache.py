@@ -76,7 +76,7 @@ def components(cfg: Any) -> dict[str, Component]:
     # int8 models get their own signature (recipe + calibration digest); a model that stays
     # fp32 under int8 precision shares the fp32 cache.
     model_of = {CenterFaceDetector: "centerface", YuNetDetector: "yunet_n", YoloxPersonDetector: "yolox_nano",
-                TextDetector: "ppocr_det"}
+                TextDetector: cfg.text_model}
 
     def int8(factory: Any) -> dict[str, str]:
         tag = int8_tag(cfg.precision, providers, model_of[factory])

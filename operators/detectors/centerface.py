@@ -35,8 +35,8 @@ class CenterFaceDetector(OnnxDetector):
         threads: onnxruntime intra-op threads.
         batch_size: frames per inference call (default: 1 on CPU, 8 on GPU providers).
         precision: ``int8`` runs the int8 model derived from this one where a calibration
-            ships for it and the session runs on CPU (:mod:`operators.quantize`); ``fp32``
-            always the model as published.
+            ships for it (the text detector's) and the session runs on CPU
+            (:mod:`operators.quantize`); else, and with ``fp32``, the model as published.
     """
 
     name: str = "centerface"

