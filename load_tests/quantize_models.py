@@ -228,7 +228,11 @@ def bench_detection(args: argparse.Namespace) -> int:
                                   ("v4 text, fp32", "fp32", "ppocr_det"), ("v4 text, int8", "int8", "ppocr_det")):
         reds[name] = Redactor(RedactionConfig(classes=("face", "plate"), threads=1, precision=precision,
                                               text_model=text, providers=("cpu",)).validate())
-    reds["before 458a7d5 (v5 text)"].detectors["face"].centerface.session = legacy_centerface_session()  # type: ignore[attr-defined]
+    from operators.registry import resolve_model
+
+    before = reds["before 458a7d5 (v5 text)"]
+    before.detectors["face"].centerface.session = legacy_centerface_session()  # type: ignore[attr-defined]
+    before.detectors["text"].session = session(resolve_model("ppocr_det_v5"))  # type: ignore[attr-defined]  # not folded
     cpu = {k: [0.0] * args.rounds for k in reds}
     for r in range(args.rounds):
         for k, red in reds.items():

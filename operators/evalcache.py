@@ -65,7 +65,7 @@ class Component:
 def components(cfg: Any) -> dict[str, Component]:
     """The detector passes ``cfg`` (a RedactionConfig) runs, at floor thresholds."""
     from .detectors import CenterFaceDetector, TextDetector, YoloxPersonDetector, YuNetDetector
-    from .quantize import int8_tag
+    from .quantize import graph_tag
 
     providers = list(cfg.providers) if cfg.providers else None
     common: dict[str, Any] = {"providers": providers, "precision": cfg.precision}
@@ -73,14 +73,14 @@ def components(cfg: Any) -> dict[str, Component]:
         common["model_dir"] = cfg.model_dir
     out: dict[str, Component] = {}
     classes = set(cfg.classes)
-    # int8 models get their own signature (recipe + calibration digest); a model that stays
-    # fp32 under int8 precision shares the fp32 cache.
+    # int8 and folded fp32 graphs get their own signature (recipe, calibration digest); a model
+    # that runs its published graph under both precisions shares one cache.
     model_of = {CenterFaceDetector: "centerface", YuNetDetector: "yunet_n", YoloxPersonDetector: "yolox_nano",
                 TextDetector: cfg.text_model}
 
     def int8(factory: Any) -> dict[str, str]:
-        tag = int8_tag(cfg.precision, providers, model_of[factory])
-        return {"int8": tag} if tag else {}
+        tag = graph_tag(cfg.precision, providers, model_of[factory])
+        return {"graph": tag} if tag else {}
 
     def simple(key: str, factory: Any, params: dict[str, Any], method: str = "detect") -> Component:
         def build() -> Callable[[np.ndarray, Boxes], Boxes]:

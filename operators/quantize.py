@@ -102,18 +102,71 @@ def calibration_for(model_sha256: str) -> Calibration | None:
     return calibrations().get(model_sha256)
 
 
-def int8_tag(precision: str, providers: object, model_name: str) -> str | None:
-    """What identifies the int8 model registry model ``model_name`` runs on under ``precision``
-    and ``providers`` (recipe version + calibration digest), or ``None`` when it runs fp32:
-    the evaluation keys its detection cache by it."""
+FOLDED = ("ppocr_det", "ppocr_det_v5")
+"""Registry models whose fp32 graph runs folded on CPU (:func:`folded_fp32_model`): PP-LCNetV3
+backbones, whose learnable affine blocks are scalar ``Mul``/``Add`` pairs onnxruntime does not
+fold itself (x0.85 CPU per input for PP-OCRv5, probabilities within 4e-5)."""
+
+
+def _on_cpu(providers: object) -> bool:
     from .providers import choose_providers
+
+    return choose_providers(providers) == ["CPUExecutionProvider"]  # type: ignore[arg-type]
+
+
+def graph_tag(precision: str, providers: object, model_name: str) -> str | None:
+    """What identifies the graph registry model ``model_name`` runs under ``precision`` and
+    ``providers`` when it is not the published one: ``int8-<calibration digest>``,
+    ``fold-v<recipe version>``, or ``None``: the evaluation keys its detection cache by it."""
     from .registry import get_spec
 
     sha = get_spec(model_name).sha256
     cal = calibration_for(sha) if sha else None
-    if precision != "int8" or cal is None or choose_providers(providers) != ["CPUExecutionProvider"]:  # type: ignore[arg-type]
+    if not _on_cpu(providers):
         return None
-    return f"int8-{cal.digest[:16]}"
+    if precision == "int8" and cal is not None:
+        return f"int8-{cal.digest[:16]}"
+    return f"fold-v{RECIPE['version']}" if model_name in FOLDED else None
+
+
+def folded_fp32_model(model: bytes, model_sha256: str,
+                      cache_dir: str | os.PathLike[str] | None = None) -> Path | bytes | None:
+    """The fp32 graph of ``model`` prepared as for quantization (scalar affines folded into the
+    convolutions, constants folded), cached like :func:`int8_model`; ``None`` for models
+    not in :data:`FOLDED`."""
+    from .registry import MODELS
+
+    name = next((n for n in FOLDED if MODELS[n].sha256 == model_sha256), None)
+    if name is None:
+        return None
+    return _cached(model, name, "fp32", {"fold": RECIPE["version"]}, lambda tmp: prepare_fp32(model, tmp))
+
+
+def _cached(model: bytes, name: str, kind: str, salt: dict[str, Any], build: Any,
+            cache_dir: str | os.PathLike[str] | None = None) -> Path | bytes:
+    """``build(workdir) -> Path`` once into ``<cache>/<kind>/<name>-<key>.onnx``; its bytes when
+    the cache cannot be written."""
+    import onnxruntime as ort
+
+    key = hashlib.sha256(hashlib.sha256(model).hexdigest().encode() + json.dumps(salt, sort_keys=True).encode()
+                         + json.dumps(RECIPE, sort_keys=True).encode() + ort.__version__.encode()).hexdigest()[:16]
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    dest = cache / kind / f"{name}-{key}.onnx"
+    if dest.is_file():
+        return dest
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f"{kind}.", dir=dest.parent) as tmp:
+            os.replace(build(Path(tmp)), dest)
+    except OSError as exc:
+        # An unwritable cache (read-only home in an image) costs the derivation at every
+        # start, never the detector: build in a temp dir and load from memory.
+        logger.warning("model=%s %s not cached: %s is not writable (%s); set $VEILSTREAM_CACHE_DIR",
+                       name, kind, dest.parent, exc)
+        with tempfile.TemporaryDirectory(prefix=f"{kind}.") as tmp:
+            return Path(build(Path(tmp))).read_bytes()
+    logger.info("model=%s %s derived into %s", name, kind, dest)
+    return dest
 
 
 def _strip_initializer_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -310,30 +363,11 @@ def int8_model(model: bytes, model_sha256: str,
             onnxruntime prepares it differently); the message says how to recalibrate or to
             run ``precision: fp32``.
     """
-    import onnxruntime as ort
-
     cal = calibration_for(model_sha256)
     if cal is None:
         return None
-    key = hashlib.sha256(hashlib.sha256(model).hexdigest().encode() + cal.digest.encode()
-                         + json.dumps(RECIPE, sort_keys=True).encode() + ort.__version__.encode()).hexdigest()[:16]
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    dest = cache / "int8" / f"{cal.model}-{key}.onnx"
-    if dest.is_file():
-        return dest
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="int8.", dir=dest.parent) as tmp:
-            os.replace(_derive(model, cal, Path(tmp)), dest)
-    except OSError as exc:
-        # An unwritable cache (read-only home in an image) costs the derivation at every
-        # start, never the detector: build in a temp dir and load from memory.
-        logger.warning("model=%s int8 not cached: %s is not writable (%s); set $VEILSTREAM_CACHE_DIR",
-                       cal.model, dest.parent, exc)
-        with tempfile.TemporaryDirectory(prefix="int8.") as tmp:
-            return _derive(model, cal, Path(tmp)).read_bytes()
-    logger.info("model=%s int8 derived into %s", cal.model, dest)
-    return dest
+    return _cached(model, cal.model, "int8", {"calibration": cal.digest}, lambda tmp: _derive(model, cal, tmp),
+                   cache_dir)
 
 
 def _derive(model: bytes, cal: Calibration, workdir: Path) -> Path:
@@ -354,5 +388,5 @@ def _derive(model: bytes, cal: Calibration, workdir: Path) -> Path:
     return out
 
 
-__all__ = ["DEFAULT_PRECISION", "PRECISIONS", "RECIPE", "Calibration", "calibration_for", "check_precision",
-           "fold_affine", "int8_model", "int8_tag", "prepare_fp32", "quantize_prepared"]
+__all__ = ["DEFAULT_PRECISION", "FOLDED", "PRECISIONS", "RECIPE", "Calibration", "calibration_for", "check_precision",
+           "fold_affine", "folded_fp32_model", "graph_tag", "int8_model", "prepare_fp32", "quantize_prepared"]

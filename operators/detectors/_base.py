@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..providers import choose_providers, make_session
-from ..quantize import DEFAULT_PRECISION, check_precision, int8_model
+from ..quantize import DEFAULT_PRECISION, check_precision, folded_fp32_model, int8_model
 from ..registry import sha256_of
 from ..types import Boxes, Frames, Label
 from ._common import ModelRef, check_frames, locate
@@ -43,11 +43,16 @@ class OnnxDetector:
 
     def _start(self, model: bytes | Path, providers: Sequence[str] | str | None, threads: int | None,
                warmup_hw: tuple[int, int]) -> None:
-        if getattr(self, "_precision", "fp32") == "int8" and choose_providers(providers) == ["CPUExecutionProvider"]:
-            # GPU providers keep fp32; models without a shipped calibration stay fp32.
-            q = int8_model(model if isinstance(model, bytes) else Path(model).read_bytes(), self.fp32_sha256)
+        if choose_providers(providers) == ["CPUExecutionProvider"]:
+            # GPU providers keep the published fp32 graph; on CPU a calibrated model runs int8
+            # (precision int8), PP-LCNetV3 text models run their folded fp32 graph otherwise.
+            data = model if isinstance(model, bytes) else Path(model).read_bytes()
+            q = int8_model(data, self.fp32_sha256) if getattr(self, "_precision", "fp32") == "int8" else None
             if q is not None:
                 self.precision = "int8"
+            else:
+                q = folded_fp32_model(data, self.fp32_sha256)
+            if q is not None:
                 self.model_sha256 = hashlib.sha256(q).hexdigest() if isinstance(q, bytes) else sha256_of(q)
                 model = q
         self.session = make_session(model, providers, threads)

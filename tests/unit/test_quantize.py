@@ -82,7 +82,8 @@ def test_int8_text_detector_agrees_with_fp32(tmp_path, monkeypatch):
     assert (again.precision, again.model_sha256) == ("int8", q.model_sha256)
     # No calibration ships for CenterFace or PP-OCRv5 (they leaked more in int8): fp32 under int8.
     assert CenterFaceDetector(precision="int8", threads=1).precision == "fp32"
-    assert TextDetector("ppocr_det_v5", precision="int8", threads=1).precision == "fp32"
+    v5 = TextDetector("ppocr_det_v5", precision="int8", threads=1)
+    assert v5.precision == "fp32" and v5.model_sha256 != v5.fp32_sha256  # its folded fp32 graph
 
 
 def test_precision_setting_validates():
