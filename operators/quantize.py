@@ -1,8 +1,12 @@
 """INT8 versions of the CPU detector models: static quantization from shipped calibration ranges.
 
-``precision: int8`` runs a detector on an 8-bit copy of its model where that copy was
-measured to pay: CenterFace and the PP-OCRv4 text detector (README "INT8 detectors"). YuNet and YOLOX-nano stay fp32 (no faster in int8 on this CPU:
-depthwise convolutions and SiLU between QDQ pairs), and GPU providers always keep fp32.
+``precision: int8`` (the default) runs a model on CPU on an 8-bit copy of it only where that
+copy was measured to hold quality: the PP-OCRv4 text detector (``text_model: ppocr_det``, x0.60
+CPU per input). Not shipped (README "INT8 detectors and CPU cost"): PP-OCRv5, the default text
+model (its int8 copy lost most plates: the fp32 net is fragile to one grey level of noise),
+CenterFace (more faces leaked), YuNet and YOLOX-nano (no real gain: depthwise convolutions,
+SiLU between QDQ pairs). GPU providers always keep the published fp32 graph. On CPU the PP-OCR
+text models otherwise run their fp32 graph as prepared below (:func:`folded_fp32_model`).
 
 The int8 model is derived deterministically, on first use, from
 

@@ -84,9 +84,10 @@ class RedactionConfig:
             mosaic takes ``3 / strength`` blocks across a box (0.5 -> the default 6,
             1 -> 3), capped at 12 so a weak setting still leaves no readable face; blur
             takes ``strength`` as its kernel fraction, at least 0.25; fill ignores it.
-        precision: ``int8`` (default) runs the text detector on an int8 model derived from
-            its fp32 weights when its session runs on CPU (the face and person detectors and
-            GPU providers stay fp32: :mod:`operators.quantize`); ``fp32`` never quantizes.
+        precision: ``int8`` (default) runs a model on CPU on an int8 copy derived from its
+            fp32 weights where that copy holds quality (today PP-OCRv4, ``text_model:
+            ppocr_det``; PP-OCRv5, the face and person detectors and GPU providers stay fp32:
+            :mod:`operators.quantize`); ``fp32`` never quantizes.
     """
 
     classes: tuple[str, ...] = ("face", "plate")

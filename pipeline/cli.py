@@ -63,8 +63,8 @@ def _add_detection_args(p: argparse.ArgumentParser, default_classes: str = "face
     p.add_argument("--model-dir", default=None,
                    help="directory holding model files (default $VEILSTREAM_MODEL_DIR, packages, cache)")
     p.add_argument("--precision", default=None, metavar="{int8,fp32}",
-                   help="detector weights on CPU: int8 (default: the text detector on an int8 model derived "
-                        "from its fp32 weights) or fp32; face/person detectors and GPU providers run fp32")
+                   help="detector weights on CPU: int8 (default: int8 copies where they hold quality, today "
+                        "the PP-OCRv4 text model only) or fp32; the default models and GPU providers run fp32")
 
 
 def _redaction_config(args: argparse.Namespace, detect_every_default: int) -> object:
