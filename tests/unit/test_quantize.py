@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from operators import evalcache
 from operators.detectors import CenterFaceDetector, TextDetector
-from operators.quantize import fold_affine
+from operators.quantize import calibrations, fold_affine
 from operators.redactor import RedactionConfig
 from operators.registry import MODELS, resolve_model
 from operators.types import ConfigError, ModelNotFoundError
@@ -106,6 +106,11 @@ def test_int8_gets_its_own_eval_cache_key_and_registry_entry():
         assert sig["int8"][key] != sig["fp32"][key]
     for key in ("centerface", "yunet", "yolox"):  # no int8 model: they share the fp32 cache
         assert sig["int8"][key] == sig["fp32"][key]
+    # every shipped calibration belongs to a registry model and was not computed on eval data
+    by_sha = {spec.sha256: n for n, spec in MODELS.items() if spec.sha256}
+    assert {c.model for c in calibrations().values()} == {"ppocr_det"}
+    for sha, cal in calibrations().items():
+        assert by_sha.get(sha) == cal.model and cal.ranges and "never eval data" in cal.source
     v5 = {p: {k: c.signature for k, c in evalcache.components(RedactionConfig(precision=p)).items()}
           for p in ("fp32", "int8")}
     assert v5["int8"] == v5["fp32"]  # the default PP-OCRv5 has no int8 model
