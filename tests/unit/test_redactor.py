@@ -166,6 +166,16 @@ def test_plate_fallback_masks_lower_part_of_vehicle_without_plate(plate_found, f
     assert not (face_only.redact(fr).boxes[0].label == Label.PLATE_REGION).any()
 
 
+def test_tall_text_boxes_are_not_plates_but_stay_text():
+    tall = Boxes.of([[20, 10, 60, 100], [80, 60, 140, 80]], [0.9, 0.9], Label.PLATE)  # 40x90 and 60x20
+    det = ScriptedDetector({0: tall})
+    hw = (120, 160)
+    for classes, kept in ((("plate",), 1), (("plate", "text"), 2), (("text",), 2)):
+        red = Redactor(RedactionConfig(classes=classes, style="fill", plate_fallback=False), detectors={"text": det})
+        raw, failed, _, _ = red.detect(frames_with_ids(1))
+        assert len(red.plan_from(raw, failed, hw)[0]) == kept, classes
+
+
 def test_zones_always_masked_for_their_camera():
     zones = parse_zones({"cameras": {"cam-1": [{"name": "window", "normalized": False,
                                                 "polygon": [[0, 0], [40, 0], [40, 40], [0, 40]]}]}})
