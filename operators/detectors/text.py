@@ -130,12 +130,12 @@ class TextDetector(OnnxDetector):
         crop_pack: pack the crops of all frames of a call onto as few ``crop_width`` x
             ``crop_height`` canvases as fit, each canvas cut to the extent it uses;
             ``False``: the unpacked pass, one crop per canvas (kept to measure against).
-        crop_bonus: added to the score of every box of the vehicle-crop pass (capped at 1),
-            so that ``threshold`` 0.6 keeps crop boxes from 0.5: text on the lower part of
-            a vehicle is a plate more often than text anywhere, and plate scores in crops
-            sit near 0.6 (any change of canvas layout moves a few across it). Measured
-            (plates_traffic, unpacked): 49 -> 47 leaks of 398, masked area +0.2 points;
-            coco_val2017 area +0.02 points; 0.1 to 0.25 leak the same.
+        crop_bonus: added to the score of every box of the vehicle-crop pass (capped at 1):
+            text on the lower part of a vehicle is a plate more often than text anywhere.
+            Set with PP-OCRv4 at threshold 0.6, where crop plates scored near 0.6 (measured
+            then, plates_traffic unpacked: 49 -> 47 leaks of 398, masked area +0.2 points;
+            0.1 to 0.25 leaked the same). With PP-OCRv5 at 0.25 it moves few boxes: not
+            re-measured.
         crop_reuse: a crop whose window (within 4 px) and pixels (no 8x8 block mean more
             than this many levels apart) match a searched crop of an earlier frame of the
             same call takes that crop's boxes instead of its own pass (one such crop per
