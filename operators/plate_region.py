@@ -38,6 +38,22 @@ DEFAULT_MIN_SCORE = 0.5
 """Vehicles the detector is less sure of get no region."""
 
 
+def on_vehicles(plates: Boxes, vehicles: Boxes) -> np.ndarray:
+    """``(len(plates), len(vehicles))`` bool: plate box ``i`` is where vehicle ``j`` carries
+    its plate (centre inside the box's width, below ``OWN_PLATE_TOP_FRAC`` of its height, or
+    up to a tenth of its height under it)."""
+    if not len(plates) or not len(vehicles):
+        return np.zeros((len(plates), len(vehicles)), bool)
+    v = vehicles.xyxy.astype(np.float64)
+    x1, y1 = np.minimum(v[:, 0], v[:, 2]), np.minimum(v[:, 1], v[:, 3])
+    x2, y2 = np.maximum(v[:, 0], v[:, 2]), np.maximum(v[:, 1], v[:, 3])
+    vh = y2 - y1
+    p = plates.xyxy.astype(np.float64)
+    cx, cy = (p[:, 0] + p[:, 2]) / 2, (p[:, 1] + p[:, 3]) / 2
+    return ((cx[:, None] > x1[None]) & (cx[:, None] < x2[None])
+            & (cy[:, None] > (y1 + OWN_PLATE_TOP_FRAC * vh)[None]) & (cy[:, None] < (y2 + 0.1 * vh)[None]))
+
+
 def plate_regions(vehicles: Boxes, plates: Boxes, frame_hw: tuple[int, int], *,
                   min_px: float = DEFAULT_MIN_PX, min_score: float = DEFAULT_MIN_SCORE) -> Boxes:
     """Plate regions for vehicles without a plate box in their lower part.
@@ -61,12 +77,7 @@ def plate_regions(vehicles: Boxes, plates: Boxes, frame_hw: tuple[int, int], *,
     x2, y2 = np.maximum(v[:, 0], v[:, 2]), np.maximum(v[:, 1], v[:, 3])
     vw, vh = x2 - x1, y2 - y1
     keep = np.isfinite(v).all(axis=1) & (vw >= min_px) & (vehicles.score >= min_score)
-    if len(plates):
-        p = plates.xyxy.astype(np.float64)
-        cx, cy = (p[:, 0] + p[:, 2]) / 2, (p[:, 1] + p[:, 3]) / 2
-        own = ((cx[None] > x1[:, None]) & (cx[None] < x2[:, None])
-               & (cy[None] > (y1 + OWN_PLATE_TOP_FRAC * vh)[:, None]) & (cy[None] < (y2 + 0.1 * vh)[:, None]))
-        keep &= ~own.any(axis=1)
+    keep &= ~on_vehicles(plates, vehicles).any(axis=0)
     if not keep.any():
         return Boxes.empty()
     rx1 = np.clip(x1 + REGION_SIDE_FRAC * vw, 0, w_img)

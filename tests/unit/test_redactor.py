@@ -176,6 +176,25 @@ def test_tall_text_boxes_are_not_plates_but_stay_text():
         assert len(red.plan_from(raw, failed, hw)[0]) == kept, classes
 
 
+def test_square_text_on_a_vehicle_is_kept_but_does_not_stand_for_its_plate():
+    """A square box on a vehicle's lower part (a plate at an angle, a short or two-line plate)
+    is masked; elsewhere it is dropped. It never counts as the vehicle's plate, so the
+    fallback still masks the bumper (tail lights score as text too)."""
+    vehicle = Boxes.of([[20, 10, 140, 110]], [0.8], Label.VEHICLE)
+    on_car = Boxes.of([[30, 80, 50, 100]], [0.9], Label.PLATE)    # 20x20, lower part of the car
+    off_car = Boxes.of([[145, 10, 158, 24]], [0.9], Label.PLATE)  # 13x14, beside it
+    det = ScriptedDetector({0: Boxes.concat([vehicle, on_car, off_car])})
+    for fallback in (False, True):
+        red = Redactor(RedactionConfig(classes=("plate",), style="fill", plate_fallback=fallback),
+                       detectors={"text": det})
+        fr = frames_with_ids(1)
+        res = red.redact(fr)
+        assert changed(res.frames[0], fr[0], (30, 80, 50, 100)) == 1.0
+        assert changed(res.frames[0], fr[0], (146, 11, 157, 23)) == 0.0
+        regions = res.boxes[0].select(res.boxes[0].label == Label.PLATE_REGION)
+        assert len(regions) == int(fallback)
+
+
 def test_zones_always_masked_for_their_camera():
     zones = parse_zones({"cameras": {"cam-1": [{"name": "window", "normalized": False,
                                                 "polygon": [[0, 0], [40, 0], [40, 40], [0, 40]]}]}})
