@@ -381,7 +381,8 @@ class Redactor:
     def _square_plates(b: Boxes) -> npt.NDArray[np.bool_]:
         """Plate boxes squarer than any plate (``PLATE_MAX_HEIGHT_RATIO``)."""
         wh = b.xyxy[:, 2:] - b.xyxy[:, :2]
-        return (b.label == Label.PLATE) & (wh[:, 1] > PLATE_MAX_HEIGHT_RATIO * wh[:, 0])
+        square: npt.NDArray[np.bool_] = (b.label == Label.PLATE) & (wh[:, 1] > PLATE_MAX_HEIGHT_RATIO * wh[:, 0])
+        return square
 
     def _own(self, b: Boxes) -> Boxes:
         """Boxes as this config reads them: its thresholds, text boxes under its text class."""
