@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import DevStackError, ManagedProcess, free_port, spawn
+from . import DevStackError, ManagedProcess, free_port, free_ports, spawn
 
 __all__ = ["RayHandle", "start_ray_head"]
 
@@ -100,10 +100,11 @@ def start_ray_head(log_dir: str | os.PathLike[str], num_cpus: int | None = None,
     num_cpus = num_cpus or (os.cpu_count() or 1)
     port = port or free_port()
     temp_dir = tempfile.mkdtemp(prefix="veil-ray-", dir="/tmp")
-    ports = {flag: free_port() for flag in (
-        "--node-manager-port", "--object-manager-port", "--ray-client-server-port",
-        "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port",
-        "--metrics-export-port")}
+    flags = ("--node-manager-port", "--object-manager-port", "--ray-client-server-port",
+             "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port",
+             "--metrics-export-port")
+    # distinct from each other, the head's port and the dashboard's: Ray refuses to start otherwise
+    ports = dict(zip(flags, free_ports(len(flags), exclude={port, dashboard_port or 0})))
     argv = [_ray_bin(), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
             "--num-cpus", str(num_cpus), "--object-store-memory", str(object_store_mb * 1024 * 1024),
             "--disable-usage-stats", "--temp-dir", temp_dir]

@@ -17,3 +17,13 @@ def test_a_child_still_inside_exec_counts_as_alive(monkeypatch):
     assert not proc.alive()  # another program on that pid: not ours
     monkeypatch.setattr(ds, "cmdline", lambda pid: ["moto_server", "-H", "127.0.0.1", "-p", "1234"])
     assert proc.alive()
+
+
+def test_free_ports_are_distinct_and_skip_excluded():
+    """Ray's head got one port for two components when each came from its own free_port()
+    call; free_ports holds them all open until every one is picked."""
+    from pipeline.devstack import free_ports
+
+    first = free_ports(1)[0]
+    ports = free_ports(32, exclude={first})
+    assert len(set(ports)) == 32 and first not in ports
