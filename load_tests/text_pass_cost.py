@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -35,20 +34,14 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
 
-    from quantize_models import calibration_frames
+    from quantize_models import calibration_frames, detection_cpu
 
     from operators.redactor import RedactionConfig, Redactor
 
     frames = calibration_frames(args.frames)[0]
     reds = {k: Redactor(RedactionConfig(classes=("face", "plate"), threads=1, providers=("cpu",), **v).validate())  # type: ignore[arg-type]
             for k, v in SETTINGS.items()}
-    cpu = {k: [0.0] * args.rounds for k in reds}
-    for r in range(args.rounds):
-        for k, red in reds.items():
-            for i in range(0, len(frames), 8):
-                t0 = time.process_time()
-                red.run_detectors(frames[i:i + 8])
-                cpu[k][r] += time.process_time() - t0
+    cpu = detection_cpu(reds, frames, args.rounds)
     base = min(next(iter(cpu.values())))
     rows = [{"text_max_side": k, "detect_cpu_s_per_detected_frame": round(min(v) / len(frames), 4),
              "ratio": round(min(v) / base, 3)} for k, v in cpu.items()]
