@@ -14,6 +14,7 @@ WORKDIR /src
 RUN python3.11 -m venv /opt/venv
 COPY pyproject.toml README.md ./
 COPY scripts/install.sh scripts/install.sh
+COPY requirements requirements
 COPY schemas schemas
 COPY operators operators
 COPY pipeline pipeline

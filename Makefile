@@ -6,13 +6,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # The labelled sets and ONNX weights live beside the checkout (../shared); a checkout elsewhere
-# (a fresh clone under /tmp, say) finds the workplace copy at /work/shared.
-SHARED ?= $(firstword $(wildcard $(abspath ../shared) /work/shared) $(abspath ../shared))
+# sets SHARED=DIR, or VEILSTREAM_MODEL_DIR / VEILSTREAM_EVAL_DIR themselves.
+SHARED ?= $(abspath ../shared)
 export VEILSTREAM_MODEL_DIR ?= $(SHARED)/models
 export VEILSTREAM_EVAL_DIR ?= $(SHARED)/eval
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: all install system-deps image-deps image-check image-check-gpu test test-unit test-integration test-faults fuzz overload demo console-screenshots bench load load-knee eval eval-video eval-subject lint typecheck clean
+.PHONY: all install lock test-latest system-deps image-deps image-check image-check-gpu test test-unit test-integration test-faults fuzz overload demo console-screenshots bench load load-knee eval eval-video eval-subject lint typecheck clean
 
 all: test
 
@@ -31,15 +31,35 @@ system-deps:
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 
 # The same script installs the images (Dockerfile, Dockerfile.gpu): tests and images match.
-$(STAMP): pyproject.toml scripts/install.sh | $(PY)
+# Everything comes from the hash-pinned lock files in requirements/ (see `make lock`).
+LOCKS := requirements/build.lock requirements/test.lock requirements/runtime.lock
+$(STAMP): pyproject.toml scripts/install.sh $(LOCKS) | $(PY)
 	scripts/install.sh $(PY) --editable --extras test
-
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Re-resolve the lock files from pyproject.toml (newest versions its bounds allow), then review
+# and commit the diff: `make lock`, or `make lock UPGRADE="--upgrade-package moto"` for one
+# package, `make lock ORT_GPU=1.27.0` for another onnxruntime-gpu (CUDA 13).
+UPGRADE ?=
+ORT_GPU ?= 1.26.0
+lock: install
+	ORT_GPU=$(ORT_GPU) UV=$(VENV)/bin/uv scripts/lock.sh $(UPGRADE)
+
+# Upstream drift without touching main's environment: the newest releases pyproject.toml's
+# bounds allow, in a separate environment (.venv-latest), then the whole suite. Red here and
+# green in `make test` means an upstream release changed something: fix it deliberately,
+# then `make lock`.
+LATEST := .venv-latest
+test-latest: system-deps
+	rm -rf $(LATEST) && $(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install -q --upgrade pip
+	$(LATEST)/bin/python -m pip install -q -e '.[test]'
+	mkdir -p out && $(LATEST)/bin/python -m pip freeze --exclude-editable > out/latest-freeze.txt
+	$(LATEST)/bin/python -m pytest -q tests
 
 test: install system-deps lint
 	$(PY) -m pytest -q tests
@@ -144,4 +164,4 @@ lint: install
 	$(VENV)/bin/mypy pipeline
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(LATEST) build *.egg-info .pytest_cache

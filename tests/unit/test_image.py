@@ -83,8 +83,8 @@ def test_dockerignore_sends_only_the_install_inputs():
              if ln.strip() and not ln.startswith("#")]
     assert lines[0] == "*"
     allowed = {ln[1:].rstrip("/") for ln in lines if ln.startswith("!")}
-    assert allowed == {"pyproject.toml", "README.md", "scripts/install.sh", "schemas", "operators", "pipeline",
-                       "models"}
+    assert allowed == {"pyproject.toml", "README.md", "scripts/install.sh", "requirements", "schemas", "operators",
+                       "pipeline", "models"}
     copied = {w for name in ("Dockerfile", "Dockerfile.gpu") for s in stages(ROOT / name) for i in s
               if i.startswith("COPY ") and "--from" not in i for w in i.split()[1:-1]}
     assert {c.rstrip("*") for c in copied} <= allowed, copied
@@ -97,32 +97,64 @@ def test_no_extra_installs_onnxruntime_gpu_next_to_onnxruntime():
         assert not any(r.startswith("onnxruntime-gpu") for r in reqs), extra
 
 
-def test_install_script_gpu_swaps_onnxruntime_then_checks():
-    proc = subprocess.run(["sh", str(ROOT / "scripts/install.sh"), "/opt/venv/bin/python", "--gpu",
-                           "--models", "/opt/m", "--dry-run"], capture_output=True, text=True, timeout=30)
+def _dry(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["sh", str(ROOT / "scripts/install.sh"), "/opt/venv/bin/python", *args, "--dry-run"],
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_install_script_installs_only_from_the_lock_files_then_swaps_onnxruntime():
+    req = ROOT / "requirements"
+    proc = _dry("--gpu", "--models", "/opt/m")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [
-        f"/opt/venv/bin/python -m pip install -q {ROOT}",
+        f"/opt/venv/bin/python -m pip install -q --require-hashes --no-deps -r {req}/build.lock",
+        f"/opt/venv/bin/python -m pip install -q --require-hashes --no-deps -r {req}/runtime.lock",
+        f"/opt/venv/bin/python -m pip install -q --no-deps --no-build-isolation {ROOT}",
         "/opt/venv/bin/python -m pip uninstall -q -y onnxruntime",
-        "/opt/venv/bin/python -m pip install -q --force-reinstall --no-deps onnxruntime-gpu==VERSION",
-        "/opt/venv/bin/python -m pip install -q onnxruntime-gpu[cuda,cudnn]==VERSION",
+        f"/opt/venv/bin/python -m pip install -q --require-hashes --no-deps -r {req}/gpu.lock",
         "/opt/venv/bin/python -m pipeline.install_check gpu",
         "/opt/venv/bin/python -m pipeline.cli models fetch --into /opt/m",
     ]
-    pinned = subprocess.run(["sh", str(ROOT / "scripts/install.sh"), "/opt/venv/bin/python", "--gpu",
-                             "--onnxruntime-gpu", "1.26.0", "--dry-run"], capture_output=True, text=True, timeout=30)
-    assert "/opt/venv/bin/python -m pip install -q onnxruntime-gpu[cuda,cudnn]==1.26.0" in pinned.stdout.splitlines()
-    headless = subprocess.run(["sh", str(ROOT / "scripts/install.sh"), "/opt/venv/bin/python", "--opencv-headless",
-                               "--dry-run"], capture_output=True, text=True, timeout=30)
-    assert headless.stdout.splitlines()[1:3] == [
+    # every pip install names a lock file with --require-hashes, or installs the project without deps
+    for line in proc.stdout.splitlines():
+        if " pip install " in line:
+            assert "--require-hashes" in line or "--no-deps --no-build-isolation" in line, line
+    locked_gpu = re.search(r"^onnxruntime-gpu==(\S+)", (req / "gpu.lock").read_text(), re.M).group(1)
+    assert _dry("--gpu", "--onnxruntime-gpu", locked_gpu).returncode == 0
+    other = _dry("--gpu", "--onnxruntime-gpu", "0.0.1")
+    assert other.returncode == 1 and "make lock ORT_GPU=0.0.1" in other.stderr
+    headless = _dry("--opencv-headless")
+    assert headless.stdout.splitlines()[3:5] == [
         "/opt/venv/bin/python -m pip uninstall -q -y opencv-python",
-        "/opt/venv/bin/python -m pip install -q --force-reinstall --no-deps opencv-python-headless==VERSION"]
-    cpu_only = subprocess.run(["sh", str(ROOT / "scripts/install.sh"), "/opt/venv/bin/python", "--onnxruntime-gpu",
-                               "1.26.0", "--dry-run"], capture_output=True, text=True, timeout=30)
+        f"/opt/venv/bin/python -m pip install -q --require-hashes --no-deps -r {req}/opencv-headless.lock"]
+    test_extra = _dry("--editable", "--extras", "test")
+    assert f"-r {req}/test.lock" in test_extra.stdout and f"--no-build-isolation -e {ROOT}" in test_extra.stdout
+    assert _dry("--extras", "dev").returncode == 2
+    cpu_only = _dry("--onnxruntime-gpu", "1.26.0")
     assert cpu_only.returncode == 2 and not cpu_only.stdout and "--onnxruntime-gpu needs --gpu" in cpu_only.stderr
     make = subprocess.run(["make", "-n", "-B", ".venv/.installed"], cwd=ROOT, capture_output=True, text=True,
                           timeout=30)
     assert "scripts/install.sh .venv/bin/python --editable --extras test" in make.stdout, make.stdout
+    assert "pip install" not in make.stdout.replace("scripts/install.sh", "")  # no install around the lock
+
+
+def test_lock_files_pin_every_package_with_hashes_and_agree():
+    """Each lock pins exact versions with sha256 hashes; a package has one version in all of them."""
+    req = ROOT / "requirements"
+    versions: dict[str, set[str]] = {}
+    for name in ("build.lock", "runtime.lock", "test.lock", "gpu.lock", "opencv-headless.lock"):
+        text = (req / name).read_text()
+        blocks = re.split(r"\n(?=[A-Za-z0-9])", text.split("\n", 2)[2].strip())
+        assert blocks, name
+        for block in blocks:
+            m = re.match(r"([A-Za-z0-9_.-]+)(\[[^]]*\])?==(\S+)", block)
+            assert m and "--hash=sha256:" in block, (name, block[:80])
+            versions.setdefault(m.group(1).lower(), set()).add(m.group(3))
+    assert {k: v for k, v in versions.items() if len(v) > 1} == {}
+    test = (req / "test.lock").read_text()
+    for pkg in ("ray", "onnxruntime", "confluent-kafka", "moto", "numpy", "opencv-python"):
+        assert re.search(rf"^{pkg}==", test, re.M), pkg
+    assert "onnxruntime-gpu" not in test and "onnxruntime==" not in (req / "gpu.lock").read_text()
 
 
 @pytest.mark.parametrize(("variant", "installed", "providers", "expected"), [
