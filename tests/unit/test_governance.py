@@ -138,3 +138,33 @@ def test_documents_for_names_roles_by_policy():
     pols = {"subway": parse_policy(SUBWAY), "default": parse_policy({"policy_id": "default"})}
     names = sorted(documents_for(pols, bucket="r1x", audit_bucket="a1x", raw_bucket="w1x"))
     assert names == ["subway-analyst", "subway-auditor", "veilstream-raw-sink", "veilstream-sink"]
+
+
+# The S3 actions of AWS's service authorization reference that VeilStream's documents may name
+# (MinIO implements the same names). moto 5.2.6 checked lifecycle writes against
+# "s3:PutBucketLifecycleConfiguration", an action that does not exist: the documents keep the
+# real name, and the lock file holds moto back (requirements/test.lock).
+REAL_S3_ACTIONS = {
+    "s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectTagging", "s3:GetObjectRetention",
+    "s3:GetObjectLegalHold", "s3:ListBucket", "s3:ListBucketVersions", "s3:PutObject", "s3:PutObjectTagging",
+    "s3:PutObjectRetention", "s3:PutObjectLegalHold", "s3:DeleteObject", "s3:DeleteObjectVersion",
+    "s3:BypassGovernanceRetention", "s3:PutLifecycleConfiguration", "s3:GetLifecycleConfiguration",
+    "s3:CreateBucket", "s3:GetBucketLocation", "s3:GetBucketObjectLockConfiguration",
+    "s3:PutBucketObjectLockConfiguration", "s3:GetBucketVersioning", "s3:PutBucketVersioning",
+}
+
+
+def test_rendered_documents_name_only_real_s3_actions():
+    from pipeline.console.access import console_document
+    from pipeline.governance.rules import raw_sink_document
+
+    pol = parse_policy({"policy_id": "p", "roles": {
+        "analyst": {"read": ["redacted", "manifests"], "cameras": ["a-*"]},
+        "auditor": {"read": ["audit"]}, "investigator": {"read": ["raw"], "export": True}}})
+    docs = [*documents_for({"p": pol}, bucket="r", audit_bucket="a", raw_bucket="w").values(),
+            sink_document(bucket="r"), raw_sink_document(raw_bucket="w"),
+            console_document(bucket="r", audit_bucket="a")]
+    named = {a for d in docs for st in d["Statement"]
+             for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])}
+    assert named and named <= REAL_S3_ACTIONS, sorted(named - REAL_S3_ACTIONS)
+    assert "s3:PutLifecycleConfiguration" in named
