@@ -31,12 +31,15 @@ import cv2
 import numpy as np
 from av.bitstream import BitStreamFilterContext
 
+from schemas.safety import decoded_bytes_problem
+
 from .types import Frames, InputError
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "CodecError",
+    "DecodeLimitError",
     "GopChunk",
     "decode_chunk_payload",
     "decode_h264_chunk",
@@ -54,6 +57,24 @@ MAX_FRAMES = 100_000  # a sanity bound on declared frame counts of damaged paylo
 
 class CodecError(InputError):
     """A payload or source stream cannot be encoded/decoded; the message says why."""
+
+
+class DecodeLimitError(CodecError):
+    """Decoding would pass ``limits.max_decoded_bytes_per_chunk`` (DLQ reason
+    ``limit_exceeded``): refused before or while decoding, never after."""
+
+    reason = "limit_exceeded"
+
+
+def _check_decoded(max_bytes: int | None, frames: int, w: int, h: int, what: str) -> None:
+    problem = decoded_bytes_problem(max_bytes, frames=frames, width=w, height=h)
+    if problem:
+        raise DecodeLimitError(f"{what}: {problem}")
+
+
+def _to_bgr(fr: Any) -> np.ndarray:
+    """One decoded ``av.VideoFrame`` as a BGR array (the allocation the limits bound)."""
+    return fr.to_ndarray(format="bgr24")  # type: ignore[no-any-return]
 
 
 def _why(exc: BaseException) -> str:
@@ -139,7 +160,8 @@ def _check_size(w: int, h: int, i: int, size_wh: tuple[int, int] | None, max_pix
 
 
 def decode_jpeg_frames(data: bytes, *, size_wh: tuple[int, int] | None = None,
-                       expected_frames: int | None = None, max_pixels: int | None = None) -> Frames:
+                       expected_frames: int | None = None, max_pixels: int | None = None,
+                       max_decoded_bytes: int | None = None) -> Frames:
     """Inverse of :func:`encode_jpeg_frames`: ``(N, H, W, 3)`` uint8 BGR.
 
     Args:
@@ -147,10 +169,14 @@ def decode_jpeg_frames(data: bytes, *, size_wh: tuple[int, int] | None = None,
             header before decoding).
         expected_frames: the payload must hold exactly this many frames.
         max_pixels: refuse (before decoding) any frame larger than this.
+        max_decoded_bytes: refuse the payload once its frames (count from the payload
+            header x size from frame 0's JPEG header x 3) would pass this many bytes;
+            checked before frame 0 is decoded and before each later frame.
 
     Raises:
         CodecError: bad magic, truncated payload, undecodable JPEG, frames of different
             sizes, or a size/count/limit mismatch.
+        DecodeLimitError: (a subclass) over ``max_decoded_bytes``.
     """
     buf = memoryview(bytes(data))
     if len(buf) < 8 or bytes(buf[:4]) != JPEG_MAGIC:
@@ -170,11 +196,13 @@ def decode_jpeg_frames(data: bytes, *, size_wh: tuple[int, int] | None = None,
         if pos + n > len(buf):
             raise CodecError(f"JPEG frames payload truncated inside frame {i} ({n} bytes declared, "
                              f"{len(buf) - pos} left)")
-        if size_wh is not None or max_pixels:
+        if size_wh is not None or max_pixels or max_decoded_bytes:
             wh = jpeg_size(buf[pos:pos + n])
             if wh is None:
                 raise CodecError(f"JPEG frame {i} of {count} has no readable frame header")
             _check_size(wh[0], wh[1], i, size_wh, max_pixels)
+            # frames decoded so far + this one; frame 0 also predicts the whole payload
+            _check_decoded(max_decoded_bytes, count if i == 0 else i + 1, wh[0], wh[1], "JPEG frames payload")
         img = cv2.imdecode(np.frombuffer(buf[pos:pos + n], np.uint8), cv2.IMREAD_COLOR)
         if img is None:
             raise CodecError(f"JPEG frame {i} of {count} cannot be decoded")
@@ -248,7 +276,7 @@ def encode_h264_chunk(frames: Frames, fps: float, pts_ms: Sequence[int] | None =
 
 def decode_h264_chunk(data: bytes, size_wh: tuple[int, int] | None = None, *,
                       expected_frames: int | None = None, max_pixels: int | None = None,
-                      strict_size: bool = False) -> Frames:
+                      strict_size: bool = False, max_decoded_bytes: int | None = None) -> Frames:
     """Decode every frame of an H.264 Annex-B chunk to ``(N, H, W, 3)`` uint8 BGR.
 
     Args:
@@ -258,28 +286,37 @@ def decode_h264_chunk(data: bytes, size_wh: tuple[int, int] | None = None, *,
         max_pixels: refuse a frame larger than this before converting it to pixels.
         strict_size: decoded frames must be ``size_wh`` (up to 15 px of coding padding),
             not merely at least as large.
+        max_decoded_bytes: bound on ``frames x width x height x 3``: checked before any
+            decoding from ``expected_frames`` and ``size_wh``, after the first frame from
+            ``expected_frames`` and its coded size, and before each frame is converted
+            (decoding stops at the first frame past it).
 
     Raises:
         CodecError: nothing decodable in ``data``, the decoder reports damage, or a
             size/count/limit mismatch.
+        DecodeLimitError: (a subclass) over ``max_decoded_bytes``.
     """
     raw = bytes(data)
     if not raw:
         raise CodecError("empty H.264 payload")
     if not (raw.startswith(b"\x00\x00\x01") or raw.startswith(b"\x00\x00\x00\x01")):
         raise CodecError("not an H.264 Annex-B payload (no start code at byte 0)")
+    if expected_frames is not None and size_wh is not None:
+        _check_decoded(max_decoded_bytes, expected_frames, int(size_wh[0]), int(size_wh[1]), "H.264 payload")
     ctx = av.CodecContext.create("h264", "r")
     frames: list[np.ndarray] = []
     limit = MAX_FRAMES if expected_frames is None else expected_frames
     try:
-        packets = list(ctx.parse(raw)) + list(ctx.parse(None))
+        packets = list(ctx.parse(raw)) + list(ctx.parse(None))  # parsing only: no pixels yet
         for pkt in [*packets, None]:
             for fr in ctx.decode(pkt):
-                _check_size(int(fr.width), int(fr.height), len(frames), size_wh if strict_size else None,
-                            max_pixels, pad=15)
+                w, h = int(fr.width), int(fr.height)
+                _check_size(w, h, len(frames), size_wh if strict_size else None, max_pixels, pad=15)
                 if len(frames) >= limit:
                     raise CodecError(f"H.264 payload holds more than the {limit} frames the message declares")
-                frames.append(fr.to_ndarray(format="bgr24"))
+                n = len(frames) + 1 if expected_frames is None or frames else max(expected_frames, 1)
+                _check_decoded(max_decoded_bytes, n, w, h, "H.264 payload")
+                frames.append(_to_bgr(fr))
     except av.FFmpegError as exc:
         raise CodecError(f"H.264 payload cannot be decoded: {_why(exc)}") from None
     if not frames:
@@ -299,18 +336,19 @@ def decode_h264_chunk(data: bytes, size_wh: tuple[int, int] | None = None, *,
 
 def decode_chunk_payload(codec: str, payload: bytes, size_wh: tuple[int, int] | None = None, *,
                          expected_frames: int | None = None, max_pixels: int | None = None,
-                         strict: bool = False) -> Frames:
+                         strict: bool = False, max_decoded_bytes: int | None = None) -> Frames:
     """Decode a chunk payload by its ``codec`` (``"h264"`` or ``"jpeg"``).
 
     With ``strict=True`` (what the pipeline uses on messages), frames must match
     ``size_wh`` and ``expected_frames`` exactly: a header cannot claim a size or count the
-    payload does not have."""
+    payload does not have. ``max_decoded_bytes`` (``limits.max_decoded_bytes_per_chunk``)
+    raises :class:`DecodeLimitError` before or while decoding, never after."""
     if codec == "h264":
         return decode_h264_chunk(payload, size_wh, expected_frames=expected_frames, max_pixels=max_pixels,
-                                 strict_size=strict)
+                                 strict_size=strict, max_decoded_bytes=max_decoded_bytes)
     if codec == "jpeg":
         return decode_jpeg_frames(payload, size_wh=size_wh if strict else None, expected_frames=expected_frames,
-                                  max_pixels=max_pixels)
+                                  max_pixels=max_pixels, max_decoded_bytes=max_decoded_bytes)
     raise CodecError(f"unknown chunk codec {codec!r}; expected h264 or jpeg")
 
 

@@ -246,6 +246,7 @@ class LimitsConfig:
     max_pixels_per_frame: int = 16777216
     max_frames_per_chunk: int = 600
     max_message_bytes: int = 33554432
+    max_decoded_bytes_per_chunk: int = 1610612736
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ __all__ = [
     "ID_PATTERN",
     "camera_id_problem",
     "chunk_limit_problem",
+    "decoded_bytes_problem",
     "pixels_problem",
     "redact_url",
     "scrub_secrets",
@@ -93,8 +94,9 @@ def url_credentials_problem(url: str, what: str = "url") -> str | None:
 def chunk_limit_problem(limits: object | None, *, width: int, height: int, frames: int,
                         payload_bytes: int) -> str | None:
     """``None`` when a chunk is within ``limits`` (a ``LimitsConfig``-like object with
-    ``max_pixels_per_frame``, ``max_frames_per_chunk``, ``max_message_bytes``; ``None``
-    = no limits), else one line naming the limit. Pure: check before decoding."""
+    ``max_pixels_per_frame``, ``max_frames_per_chunk``, ``max_message_bytes``,
+    ``max_decoded_bytes_per_chunk``; ``None`` = no limits), else one line naming the
+    limit. Pure: check before decoding."""
     if limits is None:
         return None
     max_px = int(getattr(limits, "max_pixels_per_frame", 0) or 0)
@@ -107,6 +109,17 @@ def chunk_limit_problem(limits: object | None, *, width: int, height: int, frame
         return f"{int(frames)} frames exceed limits.max_frames_per_chunk {max_frames}"
     if max_bytes and int(payload_bytes) > max_bytes:
         return f"payload of {int(payload_bytes)} bytes exceeds limits.max_message_bytes {max_bytes}"
+    return decoded_bytes_problem(getattr(limits, "max_decoded_bytes_per_chunk", None), frames=frames,
+                                 width=width, height=height)
+
+
+def decoded_bytes_problem(max_bytes: int | None, *, frames: int, width: int, height: int) -> str | None:
+    """``None`` unless ``frames`` BGR frames of ``width x height`` (``frames x width x
+    height x 3`` bytes once decoded) exceed ``max_bytes`` (``None``/0 = no limit)."""
+    need = int(frames) * int(width) * int(height) * 3
+    if max_bytes and need > int(max_bytes):
+        return (f"{int(frames)} frames of {int(width)}x{int(height)} decode to {need} bytes, over "
+                f"limits.max_decoded_bytes_per_chunk {int(max_bytes)}")
     return None
 
 

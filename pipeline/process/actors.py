@@ -70,6 +70,7 @@ class ChunkTask:
     policy_id: str | None = None
     camera_zones: tuple[dict[str, Any], ...] = ()
     max_pixels: int | None = None
+    max_decoded_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,8 @@ class ChunkResult:
     Attributes:
         failed_stage: ``None`` when redacted; ``DECODE`` (bad payload: DLQ) or ``FINISH``
             (could not even encode a fully masked chunk: DLQ).
+        reason: the DLQ reason when it is not the stage's own (``limit_exceeded``: the
+            decoder stopped at ``limits.max_decoded_bytes_per_chunk``).
         outage: an actor or node was unavailable: the driver retries the chunk.
         detector_timeout: index of a detector that timed out (the driver restarts it).
         payload: H.264 of the kept frames; ``None`` when every frame was dropped.
@@ -98,6 +101,7 @@ class ChunkResult:
 
     failed_stage: ChunkStage | None = None
     error: str = ""
+    reason: str | None = None
     outage: bool = False
     detector_timeout: int | None = None
     payload: bytes | None = field(default=None, repr=False)
@@ -251,7 +255,8 @@ class ChunkActor:
 
         t0 = _cpu()
         frames = decode_chunk_payload(task.codec, task.payload, (task.width, task.height) if task.width else None,
-                                      expected_frames=len(task.pts_ms), max_pixels=task.max_pixels, strict=True)
+                                      expected_frames=len(task.pts_ms), max_pixels=task.max_pixels, strict=True,
+                                      max_decoded_bytes=task.max_decoded_bytes)
         if len(frames) != len(task.pts_ms):
             raise VeilStreamError(f"payload holds {len(frames)} frames, the message says {len(task.pts_ms)}")
         return frames, _cpu() - t0
@@ -265,8 +270,11 @@ class ChunkActor:
         try:
             frames, cpu["decode"] = await asyncio.to_thread(self._decode, task)
         except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad message, not a crash
+            from operators.codec import DecodeLimitError
+
             return ChunkResult(ChunkStage.DECODE, f"decode failed: {type(exc).__name__}: {exc}"
-                               if not isinstance(exc, VeilStreamError) else f"decode failed: {exc}")
+                               if not isinstance(exc, VeilStreamError) else f"decode failed: {exc}",
+                               reason=DecodeLimitError.reason if isinstance(exc, DecodeLimitError) else None)
         sched = [i for i, s in enumerate(detection_schedule(len(frames), pol.redaction.detect_every)) if s]
         idx = self._rr % len(self.detectors)
         self._rr += 1

@@ -239,7 +239,8 @@ class ProcessWorker:
         task = ChunkTask(codec=m.codec, payload=m.payload, camera_id=m.camera_id, fps=m.fps, pts_ms=tuple(m.pts_ms),
                          width=m.width, height=m.height, policy_id=job.policy.policy_id if job.policy else None,
                          camera_zones=tuple(getattr(m, "zones", ()) or ()),
-                         max_pixels=getattr(limits, "max_pixels_per_frame", None))
+                         max_pixels=getattr(limits, "max_pixels_per_frame", None),
+                         max_decoded_bytes=getattr(limits, "max_decoded_bytes_per_chunk", None))
         self._rr = (self._rr + 1) % len(self.workers)
         ref = self.workers[self._rr].redact.remote(task)
         job.stage = ChunkStage.DECODE
@@ -274,7 +275,7 @@ class ProcessWorker:
             if res.detector_timeout is not None:
                 self._restart_detector(ray, res.detector_timeout)
             if res.failed_stage is ChunkStage.DECODE:
-                self._to_dlq(job, "decode_failed", res.error)
+                self._to_dlq(job, res.reason or "decode_failed", res.error)
                 continue
             if res.failed_stage is not None:
                 self._to_dlq(job, "redaction_failed", res.error)
