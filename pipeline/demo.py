@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="keep the console up this long (default: until Ctrl-C on a terminal, else 0)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # the demo's clients connect while its broker starts: librdkafka's connection retries are
+    # expected there, and what fails for good is reported by the demo itself
+    logging.getLogger("pipeline.kafka.librdkafka").setLevel(logging.ERROR)
     state = Path(".veilstream/demo").resolve()
     try:
         rc = run_local(cameras=args.cameras, seconds=args.seconds, state_dir=state, segment_seconds=20.0,

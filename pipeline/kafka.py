@@ -73,10 +73,66 @@ def _oauth_settings(sec: Any) -> dict[str, Any]:
     return out
 
 
+class LibrdkafkaLog:
+    """librdkafka's own log lines, through :mod:`logging` (``logger=`` in every client's
+    config) instead of raw ``%3|...|FAIL|`` lines on stderr.
+
+    librdkafka retries connections by itself and reports what a caller must act on as errors
+    of the calls (an unreachable broker reaches the user as one line from the command), so its
+    levels are demoted one step: its errors are warnings here, its warnings info, its notices
+    debug. The logger is ``pipeline.kafka.librdkafka``; ``--debug`` shows all of it.
+    """
+
+    _DEMOTED = {logging.CRITICAL: logging.ERROR, logging.ERROR: logging.WARNING,
+                logging.WARNING: logging.INFO, logging.INFO: logging.DEBUG}
+
+    def __init__(self, target: logging.Logger) -> None:
+        self.target = target
+
+    def log(self, level: int, msg: str, *args: Any, **kwargs: Any) -> None:
+        self.target.log(self._DEMOTED.get(level, level), msg, *args)
+
+
+LIBRDKAFKA_LOG = LibrdkafkaLog(logging.getLogger(f"{__name__}.librdkafka"))
+
+
 def client_config(bootstrap: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    cfg: dict[str, Any] = {"bootstrap.servers": bootstrap}
+    """The base of every librdkafka client's settings: servers, librdkafka's logs through
+    :data:`LIBRDKAFKA_LOG`, then ``extra`` (security from :func:`client_settings`, roles)."""
+    cfg: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": LIBRDKAFKA_LOG}
     cfg.update(extra or {})
     return cfg
+
+
+def client_settings(kafka: Any, *, client_id: str | None = None) -> dict[str, Any]:
+    """librdkafka settings every client of ``kafka`` (a ``KafkaConfig``) shares:
+    bootstrap servers, security (secrets read from env vars now), client id, log routing."""
+    out: dict[str, Any] = client_config(kafka.bootstrap_servers, kafka_settings(kafka))
+    if client_id:
+        out["client.id"] = client_id
+    return out
+
+
+def plain_consumer(kafka: Any, group_id: str, **settings: Any) -> Consumer:
+    """A confluent-kafka ``Consumer`` with the cluster's security settings, for readers that
+    are not chunk stages (reports, the camera registry, ingest's assignment): manual commits
+    unless ``settings`` say otherwise."""
+    return Consumer({**client_settings(kafka), "group.id": group_id, "enable.auto.commit": False, **settings})
+
+
+def chunk_producer(kafka: Any, client_id: str) -> ChunkProducer:
+    """An idempotent chunk producer (acks=all, ordered, large messages) with the cluster's
+    security settings: every producer of the pipeline (stages, governance, ingest)."""
+    extra = client_settings(kafka)
+    bootstrap = extra.pop("bootstrap.servers")
+    return ChunkProducer(bootstrap, message_max_bytes=kafka.message_max_bytes, client_id=client_id, extra=extra)
+
+
+def admin_client(bootstrap: str, extra: dict[str, Any] | None = None) -> Any:
+    """A confluent-kafka ``AdminClient`` (``extra``: security settings, timeouts)."""
+    from confluent_kafka.admin import AdminClient
+
+    return AdminClient(client_config(bootstrap, extra))
 
 
 @dataclass

@@ -189,10 +189,11 @@ def run_local(cameras: int = 3, seconds: float = 60.0, state_dir: Path | None = 
 def _wait_drained(cfg: Any, topic: str, group: str, timeout_s: float, settle_s: float = 0.0,
                   warn: bool = True) -> bool:
     """Wait until ``group`` has committed everything in ``topic`` (lag 0), then ``settle_s``."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
 
-    c = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers, "group.id": group,
-                  "enable.auto.commit": False})
+    from pipeline.kafka import plain_consumer
+
+    c = plain_consumer(cfg.kafka, group)
     try:
         md = c.list_topics(topic, timeout=10)
         parts = [TopicPartition(topic, p) for p in md.topics[topic].partitions]
@@ -217,13 +218,11 @@ def _wait_drained(cfg: Any, topic: str, group: str, timeout_s: float, settle_s: 
 def chunk_latencies(cfg: Any, timeout_s: float = 20.0) -> dict[str, list[float]]:
     """Per camera, seconds from the capture of a chunk's last frame to its redacted copy
     being durable in Kafka (the redacted message's broker timestamp)."""
-    from confluent_kafka import Consumer
-
+    from pipeline.kafka import plain_consumer
     from schemas.messages import SchemaError, decode_chunk_redacted
 
-    c = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers, "group.id": f"veil-report-{time.time_ns()}",
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                  "fetch.message.max.bytes": cfg.kafka.message_max_bytes})
+    c = plain_consumer(cfg.kafka, f"veil-report-{time.time_ns()}", **{
+        "auto.offset.reset": "earliest", "fetch.message.max.bytes": cfg.kafka.message_max_bytes})
     out: dict[str, list[float]] = {}
     try:
         from confluent_kafka import OFFSET_BEGINNING, TopicPartition

@@ -25,7 +25,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.kafka import ChunkConsumer, ChunkProducer, Delivery, kafka_settings
+from pipeline.kafka import (
+    ChunkConsumer,
+    ChunkProducer,
+    Delivery,
+    chunk_producer,
+    client_settings,
+)
 from pipeline.metrics import StatusLine, WorkerMetrics, serve_config
 from pipeline.offsets import OffsetTracker
 
@@ -35,15 +41,6 @@ TopicPart = tuple[str, int]
 
 DLQ_ERROR_MAX_CHARS = 2000
 """A DLQ record's ``error`` is cut here (every stage the same)."""
-
-
-def client_settings(kafka: Any, *, client_id: str | None = None) -> dict[str, Any]:
-    """librdkafka settings every client of ``kafka`` (a ``KafkaConfig``) shares:
-    bootstrap servers, security (secrets read from env vars now), client id."""
-    out: dict[str, Any] = {"bootstrap.servers": kafka.bootstrap_servers, **kafka_settings(kafka)}
-    if client_id:
-        out["client.id"] = client_id
-    return out
 
 
 def consumer_for(kafka: Any, group: str, topics: list[str], *,
@@ -61,9 +58,7 @@ def consumer_for(kafka: Any, group: str, topics: list[str], *,
 
 def producer_for(kafka: Any, client_id: str) -> ChunkProducer:
     """An idempotent chunk producer (acks=all, ordered, large messages)."""
-    extra = client_settings(kafka)
-    bootstrap = extra.pop("bootstrap.servers")
-    return ChunkProducer(bootstrap, message_max_bytes=kafka.message_max_bytes, client_id=client_id, extra=extra)
+    return chunk_producer(kafka, client_id)
 
 
 def root_cause(exc: BaseException) -> str:

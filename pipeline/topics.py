@@ -191,9 +191,9 @@ class KafkaTopicAdmin:
     """:class:`TopicAdmin` on confluent-kafka's ``AdminClient``."""
 
     def __init__(self, bootstrap: str, extra: dict[str, Any] | None = None, timeout_s: float = 30.0) -> None:
-        from confluent_kafka.admin import AdminClient
+        from pipeline.kafka import admin_client
 
-        self._a = AdminClient({"bootstrap.servers": bootstrap, **(extra or {})})
+        self._a = admin_client(bootstrap, extra)
         self.timeout_s = timeout_s
 
     def partitions(self) -> dict[str, int]:

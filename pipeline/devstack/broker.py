@@ -72,9 +72,9 @@ class BrokerHandle:
 
 def wait_broker_ready(bootstrap: str, timeout_s: float = 20.0, process: ManagedProcess | None = None) -> None:
     """Block until the broker answers metadata requests (AdminClient.list_topics)."""
-    from confluent_kafka.admin import AdminClient
+    from pipeline.kafka import admin_client
 
-    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 1000})
+    admin = admin_client(bootstrap, {"socket.connection.setup.timeout.ms": 1000})
     deadline = time.monotonic() + timeout_s
     last = ""
     while time.monotonic() < deadline:
@@ -128,9 +128,11 @@ def create_topics(bootstrap: str, topics: Mapping[str, int], config: Mapping[str
             ``{"cleanup.policy": "compact"}``).
     """
     from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import NewTopic
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    from pipeline.kafka import admin_client
+
+    admin = admin_client(bootstrap)
     new = []
     for name, partitions in topics.items():
         cfg = {**dict(config or {}), **dict((per_topic or {}).get(name, {}))}

@@ -165,11 +165,9 @@ class Governance:
         audit_store = audit_store_for(cfg)
         producer = None
         if kafka:
-            from pipeline.kafka import ChunkProducer, kafka_settings
+            from pipeline.kafka import chunk_producer
 
-            k = cfg.kafka
-            producer = ChunkProducer(k.bootstrap_servers, message_max_bytes=k.message_max_bytes,
-                                     client_id="veil-governance", extra=kafka_settings(k))
+            producer = chunk_producer(cfg.kafka, "veil-governance")
         pols: dict[str, Any] = {}
         if cfg.policies_dir:
             from schemas.policy import load_policies
@@ -621,11 +619,10 @@ def record_camera_change(cfg: Any, action: str, camera_ids: Sequence[str], *, ac
     except Exception as exc:  # noqa: BLE001 - fall back to the topic alone
         logger.warning("audit bucket unavailable (%s): %s recorded on %s only", str(exc).splitlines()[0][:200],
                        action, cfg.kafka.topics.audit)
-    from pipeline.kafka import ChunkProducer, kafka_settings
+    from pipeline.kafka import chunk_producer
 
     k = cfg.kafka
-    producer = ChunkProducer(k.bootstrap_servers, message_max_bytes=k.message_max_bytes, client_id="veil-governance",
-                             extra=kafka_settings(k))
+    producer = chunk_producer(k, "veil-governance")
     try:
         return AuditLog(None, producer, k.topics.audit).record(action, current_actor(actor), **kw)  # type: ignore[arg-type]
     except Exception as exc:  # noqa: BLE001

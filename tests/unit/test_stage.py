@@ -54,7 +54,10 @@ def test_a_refused_dlq_record_leaves_the_offset_uncommitted():
 
 def test_client_settings_are_built_in_one_place():
     cfg = parse_config({"kafka": {"bootstrap_servers": "b:9092"}})
-    assert client_settings(cfg.kafka, client_id="veil-x") == {"bootstrap.servers": "b:9092", "client.id": "veil-x"}
+    from pipeline.kafka import LIBRDKAFKA_LOG
+
+    assert client_settings(cfg.kafka, client_id="veil-x") == {"bootstrap.servers": "b:9092", "client.id": "veil-x",
+                                                              "logger": LIBRDKAFKA_LOG}
 
 
 def test_root_cause_is_one_line():
