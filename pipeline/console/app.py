@@ -15,6 +15,7 @@ import hmac
 import io
 import json
 import logging
+import math
 import re
 import secrets
 import uuid
@@ -34,26 +35,29 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
 from .access import AccessControl
-from .audit import AuditError, AuditLog, AuditQuery
+from .audit import AuditError, AuditLog, AuditQuery, RecentEvents
 from .auth import LocalUsers, User, oidc_user
 from .catalog import CAMERA_ID, DATE, SEGMENT_KEY, Catalog, gaps, iso
 from .exports import NotAvailableError
 from .jobs import Job, JobManager
+from .ranges import RangeError, parse_range
 
 logger = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "veil_session"
+MAX_TIME_MS = 253402300799999  # 9999-12-31T23:59:59.999Z: the last time datetime can show
 CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 
 
 class ConsoleError(Exception):
     """An error page / JSON error with a status code and one line."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = dict(headers or {})
 
 
 class NotSignedInError(Exception):
@@ -77,6 +81,8 @@ class Services:
     secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     governance: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
     """Optional overrides of the governance functions (tests); else pipeline.governance."""
+    recent: RecentEvents = field(default_factory=RecentEvents)
+    """Footage reads recorded in the last minute (one event covers a playback's range requests)."""
 
     def gov(self, name: str, what: str) -> Callable[..., Any]:
         from .exports import lookup
@@ -143,17 +149,24 @@ def parse_time(value: Any, what: str) -> int:
     if isinstance(value, bool) or value is None or value == "":
         raise ConsoleError(400, f"{what}: expected a time (ISO 8601 or epoch ms)")
     if isinstance(value, int | float):
+        if not math.isfinite(value) or not 0 <= value <= MAX_TIME_MS:
+            raise ConsoleError(400, f"{what}: {str(value)[:24]} is not a time (epoch ms from 1970 to 9999)")
         return int(value)
     s = str(value).strip()
-    if s.isdigit():
+    if s.isascii() and s.isdigit():
+        if len(s) > 15 or int(s) > MAX_TIME_MS:
+            raise ConsoleError(400, f"{what}: {s[:24]} is not a time (epoch ms from 1970 to 9999)")
         return int(s)
     try:
         d = dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
     except ValueError:
-        raise ConsoleError(400, f"{what}: {s!r} is not a time (expected e.g. 2026-11-29T14:00:00Z)") from None
+        raise ConsoleError(400, f"{what}: {s[:40]!r} is not a time (expected e.g. 2026-11-29T14:00:00Z)") from None
     if d.tzinfo is None:
         d = d.replace(tzinfo=dt.UTC)
-    return int(d.timestamp() * 1000)
+    ms = int(d.timestamp() * 1000)
+    if not 0 <= ms <= MAX_TIME_MS:
+        raise ConsoleError(400, f"{what}: {s[:40]!r} is before 1970")
+    return ms
 
 
 def check_case(case: Any, required: bool = True) -> str:
@@ -165,31 +178,20 @@ def check_case(case: Any, required: bool = True) -> str:
     return c
 
 
-def _range(header: str | None, size: int) -> tuple[int, int] | None:
-    """``(start, end)`` inclusive from a single ``bytes=`` range, ``None`` for the whole body."""
-    if not header:
-        return None
-    m = re.fullmatch(r"bytes=(\d*)-(\d*)", header.strip())
-    if not m or (not m[1] and not m[2]):
-        raise ConsoleError(416, f"unsupported Range header {header[:40]!r}")
-    if m[1]:
-        start, end = int(m[1]), int(m[2]) if m[2] else size - 1
-    else:
-        start, end = max(0, size - int(m[2])), size - 1
-    if start >= size or start > end:
-        raise ConsoleError(416, f"range {header[:40]!r} outside the {size}-byte object")
-    return start, min(end, size - 1)
-
-
 def ranged(data: bytes, request: Request, content_type: str, extra: Mapping[str, str] | None = None) -> Response:
+    """``data`` whole (200) or the one range asked for (206), by :func:`~pipeline.console.ranges.parse_range`.
+
+    The caller has recorded the read already: this decides which bytes leave, not whether."""
     size = len(data)
     headers = {"Accept-Ranges": "bytes", "Cache-Control": "private, no-store", **(extra or {})}
-    r = _range(request.headers.get("range"), size)
+    try:
+        r = parse_range(request.headers.get("range"), size)
+    except RangeError as exc:
+        raise ConsoleError(416, str(exc), {"Content-Range": f"bytes */{size}"}) from None
     if r is None:
         return Response(data, media_type=content_type, headers={**headers, "Content-Length": str(size)})
-    start, end = r
-    headers.update({"Content-Range": f"bytes {start}-{end}/{size}", "Content-Length": str(end - start + 1)})
-    return Response(data[start:end + 1], status_code=206, media_type=content_type, headers=headers)
+    headers.update({"Content-Range": f"bytes {r.start}-{r.end}/{size}", "Content-Length": str(r.length)})
+    return Response(data[r.start:r.end + 1], status_code=206, media_type=content_type, headers=headers)
 
 
 # ---------------------------------------------------------------- app
@@ -229,7 +231,9 @@ def create_app(svc: Services, *, secure_cookies: bool = True, session_max_age_s:
 
     @app.exception_handler(ConsoleError)
     async def _console_error(request: Request, exc: ConsoleError) -> Response:
-        return error(request, exc.status, exc.message)
+        resp = error(request, exc.status, exc.message)
+        resp.headers.update(exc.headers)
+        return resp
 
     @app.exception_handler(NotSignedInError)
     async def _not_signed_in(request: Request, exc: NotSignedInError) -> Response:
@@ -295,6 +299,15 @@ def create_app(svc: Services, *, secure_cookies: bool = True, session_max_age_s:
 
     def audit(user: User, action: str, **kw: Any) -> dict[str, Any]:
         return svc.audit.record(user.username, user.roles, action, **kw)
+
+    def record_read(actor: str, roles: tuple[str, ...], action: str, what: tuple[str, ...], **kw: Any) -> None:
+        """Before any byte of ``what`` leaves, whatever the Range header: store an event unless one
+        for the same (actor, action, object) was stored in the last ``svc.recent.window_s``."""
+        k = (actor, action, *what)
+        if svc.recent.covered(k):
+            return
+        svc.audit.record(actor, roles, action, **kw)  # AuditError -> 503, nothing sent
+        svc.recent.mark(k)
 
     # ------------------------------------------------------------ public
     @app.get("/healthz", include_in_schema=True, tags=["public"])
@@ -437,15 +450,17 @@ def create_app(svc: Services, *, secure_cookies: bool = True, session_max_age_s:
         m = segment_key_or_404(key)
         cam = camera_or_404(m["camera"])
         role_or_403(user, "view", cam, "view footage")
-        rng = request.headers.get("range") or ""
-        # one event per playback: the first request (whole body or a range from byte 0)
-        if not rng or re.fullmatch(r"bytes=0-\d*", rng.strip()):
-            audit(user, "view", camera_id=cam, keys=[key])
+        record_read(user.username, user.roles, "view", ("segment", key), camera_id=cam, keys=[key])
         _cam, _role, data = read_segment(user, key)
         return ranged(data, request, "video/mp4")
 
     @app.get("/api/manifests/{key:path}")
     def api_manifest(key: str, user: User = Depends(current_user)) -> Response:
+        m = segment_key_or_404(key)
+        cam = camera_or_404(m["camera"])
+        role_or_403(user, "manifest", cam, "read manifests")
+        record_read(user.username, user.roles, "manifest", ("manifest", key), camera_id=cam,
+                    keys=[key[:-4] + ".json"])
         cam, _role, data = read_segment(user, key, "manifest")
         return Response(data, media_type="application/json")
 
@@ -524,6 +539,9 @@ def create_app(svc: Services, *, secure_cookies: bool = True, session_max_age_s:
             x, y, w, h = (float(box[k]) for k in ("x", "y", "w", "h"))
         except (KeyError, TypeError, ValueError):
             raise ConsoleError(400, "subject: expected a box {x, y, w, h, at} in video pixels") from None
+        if not all(math.isfinite(v) for v in (x, y, w, h)):
+            raise ConsoleError(400, "subject: x, y, w and h must be finite numbers of video pixels "
+                                    "(not NaN or infinity)")
         at = parse_time(box.get("at"), "subject.at")
         if not t0 <= at <= t1:
             raise ConsoleError(400, f"subject.at ({iso(at)}) must lie inside the interval")
@@ -594,9 +612,8 @@ def create_app(svc: Services, *, secure_cookies: bool = True, session_max_age_s:
         p = job.file(role)
         if p is None:
             raise ConsoleError(404, f"job {job_id} has no {role[:20]!r} file (state {job.state})")
-        rng = request.headers.get("range") or ""
-        if not rng or re.fullmatch(r"bytes=0-\d*", rng.strip()):
-            audit(user, "preview", camera_id=job.camera_id, case=job.case, detail={"job": job.job_id, "file": role})
+        record_read(user.username, user.roles, "preview", ("job", job.job_id, role), camera_id=job.camera_id,
+                    case=job.case, detail={"job": job.job_id, "file": role})
         ctype = "video/mp4" if p.suffix == ".mp4" else "application/json"
         return ranged(p.read_bytes(), request, ctype)
 
@@ -635,11 +652,10 @@ def create_app(svc: Services, *, secure_cookies: bool = True, session_max_age_s:
         p = job.file(file)
         if p is None:
             raise ConsoleError(404, "the export behind this link is no longer available")
-        rng = request.headers.get("range") or ""
-        if not rng or re.fullmatch(r"bytes=0-\d*", rng.strip()):
-            svc.audit.record(f"link:{job.owner}", (), "share_open", camera_id=job.camera_id, case=job.case,
-                             detail={"job": job.job_id, "file": file,
-                                     "client": request.client.host if request.client else ""})
+        client = request.client.host if request.client else ""
+        record_read(f"link:{job.owner}", (), "share_open", ("job", job.job_id, file, str(data.get("n")), client),
+                    camera_id=job.camera_id, case=job.case, detail={"job": job.job_id, "file": file,
+                                                                    "client": client})
         ctype = "video/mp4" if p.suffix == ".mp4" else "application/json"
         return ranged(p.read_bytes(), request, ctype,
                       {"Content-Disposition": f'inline; filename="{job.case}-{p.name}"'})

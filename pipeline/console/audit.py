@@ -115,3 +115,39 @@ class AuditLog:
         except Exception as exc:  # noqa: BLE001
             raise AuditError(f"the audit trail is unreadable: {type(exc).__name__}") from None
         return out
+
+
+class RecentEvents:
+    """Which ``(actor, action, object)`` had an event stored in the last ``window_s`` seconds.
+
+    A player fetches one video in many range requests; recording each would flood the trail
+    with one playback. The first request of a key records its event (before any byte leaves);
+    requests of the same key within ``window_s`` of that stored event are covered by it; the
+    first one after the window records a new one. A key is marked only after its event was
+    stored, so a failed write never covers anything. In memory and per process: a restart,
+    or a second replica, can only record more, never less.
+    """
+
+    def __init__(self, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic,
+                 max_keys: int = 100_000) -> None:
+        self.window_s = window_s
+        self.clock = clock
+        self.max_keys = max_keys
+        self._lock = threading.Lock()
+        self._at: OrderedDict[tuple[str, ...], float] = OrderedDict()
+
+    def covered(self, key: tuple[str, ...]) -> bool:
+        """True when an event for ``key`` was stored less than ``window_s`` ago."""
+        if self.window_s <= 0:
+            return False
+        with self._lock:
+            at = self._at.get(key)
+            return at is not None and self.clock() - at < self.window_s
+
+    def mark(self, key: tuple[str, ...]) -> None:
+        """``key``'s event is stored now."""
+        with self._lock:
+            self._at[key] = self.clock()
+            self._at.move_to_end(key)
+            while len(self._at) > self.max_keys:
+                self._at.popitem(last=False)

@@ -24,8 +24,9 @@ logger = logging.getLogger(__name__)
 
 ACTIONS = ("subject_export", "case_export", "share", "share_open", "hold_add", "hold_remove", "verify",
            "policy_change", "camera_add", "camera_remove",
-           # the console (pipeline.console): every view of footage, download, export preview, sign-in
-           "view", "download", "preview", "sign_in")
+           # the console (pipeline.console): every view of footage or manifest, download, export preview,
+           # sign-in and sign-out; revoking a released link before its expiry
+           "view", "manifest", "download", "preview", "sign_in", "sign_out", "share_revoke")
 EVENTS_PREFIX = "events/"
 ACTOR_ENV = "VEILSTREAM_ACTOR"
 

