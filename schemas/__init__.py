@@ -231,9 +231,29 @@ def _messages(err: jsonschema.ValidationError) -> list[str]:
     return [f"{here}: {err.message}"]
 
 
+def _non_finite(value: Any, path: list[Any], owner: str, out: list[str]) -> None:
+    """One line per NaN / infinite number in ``value``: JSON has none, but YAML (``.nan``,
+    ``.inf``) and Python's ``json`` (``NaN``, ``Infinity``) produce them, and JSON Schema's
+    ``minimum``/``maximum`` let NaN through (every comparison with it is false). ``owner``
+    names the nearest list item that has a ``name`` (``zone 'door'``)."""
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            out.append(f"{dotted(path)}: expected a finite number, got {value}{owner}")
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            _non_finite(v, [*path, k], owner, out)
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            mine = owner
+            if isinstance(v, Mapping) and isinstance(v.get("name"), str) and path and isinstance(path[-1], str):
+                kind = path[-1][:-1] if path[-1].endswith("s") else path[-1]
+                mine = f" ({kind} {v['name'][:60]!r})"
+            _non_finite(v, [*path, i], mine, out)
+
+
 def problems(name: str, instance: Any) -> list[str]:
     """Every way ``instance`` violates schema ``name``, one line each, sorted by path
-    (empty when valid)."""
+    (empty when valid). NaN and infinite numbers are problems wherever they appear."""
     errors = sorted(_validator(name).iter_errors(instance),
                     key=lambda e: [str(p) for p in e.absolute_path])
     out: list[str] = []
@@ -241,4 +261,5 @@ def problems(name: str, instance: Any) -> list[str]:
         for msg in _messages(err):
             if msg not in out:
                 out.append(msg)
+    _non_finite(instance, [], "", out)
     return out
