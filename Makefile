@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed
 # The labelled sets and ONNX weights live beside the checkout (../shared); a checkout elsewhere
 # sets SHARED=DIR, or VEILSTREAM_MODEL_DIR / VEILSTREAM_EVAL_DIR themselves.
 SHARED ?= $(abspath ../shared)
+export VEILSTREAM_SHARED_DIR ?= $(SHARED)
 export VEILSTREAM_MODEL_DIR ?= $(SHARED)/models
 export VEILSTREAM_EVAL_DIR ?= $(SHARED)/eval
 export PYTHONDONTWRITEBYTECODE := 1

@@ -1,8 +1,8 @@
 """Where the workplace's shared data lives: ONNX weights, labelled eval sets, CRDs.
 
 ``$VEILSTREAM_MODEL_DIR`` / ``$VEILSTREAM_EVAL_DIR`` / ``$VEILSTREAM_SHARED_DIR`` win (the Makefile
-sets them); otherwise ``../shared`` beside the checkout, else ``/work/shared`` (a fresh clone in
-another folder).
+sets them from ``SHARED``, ``../shared`` by default); otherwise ``../shared`` beside the checkout.
+A checkout elsewhere runs ``make test SHARED=DIR`` or sets the variables.
 """
 
 from __future__ import annotations
@@ -17,9 +17,6 @@ def _shared() -> Path:
     env = os.environ.get("VEILSTREAM_SHARED_DIR")
     if env:
         return Path(env)
-    for candidate in (ROOT.parent / "shared", Path("/work/shared")):
-        if candidate.is_dir():
-            return candidate
     return ROOT.parent / "shared"
 
 
