@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
-from schemas.errors import ConfigError, VeilStreamError
+from schemas.errors import ConfigError, UsageError, VeilStreamError
 
 logger = logging.getLogger(__name__)
 
@@ -195,6 +196,26 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+_KIND_OF_SCHEME = {"rtsp": "rtsp", "rtsps": "rtsp", "http": "http", "https": "http", "file": "file"}
+
+
+def camera_kind_of(url: str) -> str:
+    """The ``kind`` a camera URL implies: ``rtsp(s)://`` -> rtsp, ``http(s)://`` -> http,
+    ``file://`` or a path (no scheme) -> file. Any other scheme is a ``UsageError`` asking
+    for ``--kind`` (the URL is shown without credentials)."""
+    from schemas.safety import redact_url
+
+    m = re.match(r"([A-Za-z][A-Za-z0-9+.-]*):", url)
+    if m is None or "://" not in url or len(m.group(1)) == 1:  # a path (C:\... too)
+        return "file"
+    kind = _KIND_OF_SCHEME.get(m.group(1).lower())
+    if kind is None:
+        raise UsageError(f"cameras add: cannot tell the kind of {redact_url(url)[:200]!r} from its scheme "
+                         f"{m.group(1)!r}: expected rtsp(s)://, http(s)://, file:// or a file path, or pass "
+                         "--kind rtsp|http|file")
+    return kind
+
+
 def cmd_cameras(args: argparse.Namespace) -> int:
     """Manage the camera registry (the compacted cameras topic ingest workers shard)."""
     from pipeline.ingest.registry import publish_cameras, read_registry
@@ -206,7 +227,8 @@ def cmd_cameras(args: argparse.Namespace) -> int:
         raise ConfigError("cameras: expected a subcommand: list, add, import, remove")
     cfg = load_cli_config(args)
     if args.cameras_command == "list":
-        registry = read_registry(cfg)
+        # an unreachable broker: RegistryUnavailableError, one line naming it, exit 1
+        registry = read_registry(cfg, timeout_s=args.timeout)
         for rcam in registry.values():
             state = "enabled" if rcam.enabled else "disabled"
             # a record written before credentials were refused may still hold them: never print them
@@ -216,7 +238,8 @@ def cmd_cameras(args: argparse.Namespace) -> int:
         print(f"{len(registry)} camera(s) in {cfg.kafka.topics.cameras}", file=sys.stderr)
         return 0
     if args.cameras_command == "add":
-        rec: dict[str, Any] = {"camera_id": args.camera_id, "url": args.url, "kind": args.kind}
+        rec: dict[str, Any] = {"camera_id": args.camera_id, "url": args.url,
+                               "kind": args.kind or camera_kind_of(args.url)}
         for key in ("policy_id", "fps", "codec", "credentials_env"):
             if getattr(args, key) is not None:
                 rec[key] = getattr(args, key)
@@ -336,11 +359,15 @@ def add_cameras(sub: Any) -> None:
     csub = p.add_subparsers(dest="cameras_command", metavar="SUBCOMMAND")
     c = csub.add_parser("list", help="cameras as ingest workers see them")
     _config_arg(c)
+    c.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="how long to wait for the broker (default 10)")
     c = csub.add_parser("add", help="add or update one camera")
     _config_arg(c)
     c.add_argument("camera_id")
     c.add_argument("url", help="rtsp://..., http(s)://... or a file path")
-    c.add_argument("--kind", default="rtsp", choices=("rtsp", "http", "file"))
+    c.add_argument("--kind", default=None, choices=("rtsp", "http", "file"),
+                   help="how to read the URL (default: from its scheme: rtsp(s):// -> rtsp, http(s):// -> http, "
+                        "file:// or a path -> file)")
     c.add_argument("--policy-id", dest="policy_id", default=None)
     c.add_argument("--fps", type=float, default=None, help="sample to this rate (JPEG chunks)")
     c.add_argument("--codec", default=None, choices=("auto", "h264", "jpeg"))

@@ -8,9 +8,14 @@
   it is gets refused where it enters (registration, a message), so two cameras can never
   share a storage prefix.
 * **Credentials.** :func:`redact_url` and :func:`scrub_secrets` remove ``user:password@``
-  from URLs anywhere in a text (FFmpeg repeats the URL it failed to open in its error
-  text) and any literal secret the caller knows (the value read from ``credentials_env``).
-  :func:`url_credentials_problem` refuses URLs that carry credentials at registration.
+  and the values of secret query parameters (``?password=``, ``pwd=``, ``token=``,
+  ``key=``, ``sig=``, ``auth=``, ``api_key=``... any case, see :func:`secret_param`) from
+  URLs anywhere in a text (FFmpeg repeats the URL it failed to open in its error text) and
+  any literal secret the caller knows (the value read from ``credentials_env``). Every
+  layer that shows or logs a camera URL goes through :func:`redact_url` (the CLI's error
+  handler, ``cameras list``, the ingest reader's logs and last error).
+  :func:`url_credentials_problem` refuses URLs that carry credentials (either way) at
+  registration and when a stored registry record is read.
 
 Stdlib only (this package's import rule).
 """
@@ -28,6 +33,7 @@ __all__ = [
     "pixels_problem",
     "redact_url",
     "scrub_secrets",
+    "secret_param",
     "url_credentials_problem",
 ]
 
@@ -61,10 +67,52 @@ def _strip_userinfo(m: re.Match[str]) -> str:
     return m.group("scheme") + "***@"
 
 
+# A query (or ";" path) parameter whose value is a secret: names are matched whole, case-
+# insensitively, after percent-decoding. Long words match with any prefix (``camPassword``,
+# ``access_token``, ``x-amz-signature``); short ones alone or after a separator (``key``,
+# ``api_key``, ``x-api-key`` but not ``keyframe`` or ``monkey``).
+_SECRET_NAME = re.compile(
+    r"[\w.-]*(?:password|passwd|passphrase|token|secret|apikey|signature|credentials?)"
+    r"|(?:[\w.-]*[_.-])?(?:pass|pwd|pw|key|sig|auth|authorization|session|sessionid)",
+    re.IGNORECASE)
+# Shown masked but not refused at registration: a user name is not a secret by itself.
+_USER_NAME = re.compile(r"(?:[\w.-]*[_.-])?(?:user|username|usr|login)", re.IGNORECASE)
+# name=value after "?", "&" or ";" inside a URL-ish token (a value ends at the next
+# separator, quote, space or "#"); the name may be percent-encoded.
+_PARAM = re.compile(r"(?P<sep>[?&;])(?P<name>[A-Za-z0-9_.%+-]{1,64})=(?P<value>[^&;#\s'\"<>]*)")
+
+
+def secret_param(name: str) -> bool:
+    """Whether a URL query parameter called ``name`` carries a secret (``password``,
+    ``PWD``, ``access_token``, ``api_key``, ``sig``, ``X-Amz-Signature``...)."""
+    import urllib.parse
+
+    return _SECRET_NAME.fullmatch(urllib.parse.unquote_plus(name)) is not None
+
+
+def _mask_param(m: re.Match[str]) -> str:
+    import urllib.parse
+
+    name = m.group("name")
+    plain = urllib.parse.unquote_plus(name)
+    if m.group("value") and (_SECRET_NAME.fullmatch(plain) or _USER_NAME.fullmatch(plain)):
+        return f"{m.group('sep')}{name}=***"
+    return m.group(0)
+
+
+def _redact_query(text: str) -> str:
+    if "=" not in text:
+        return text
+    return _PARAM.sub(_mask_param, text)
+
+
 def redact_url(url: str) -> str:
-    """``url`` without its ``user:password@`` part, for logs and error messages:
-    ``rtsp://u:p/w@host/s`` -> ``rtsp://***@host/s``."""
-    return _URL_CRED.sub(_strip_userinfo, url)
+    """``url`` without its ``user:password@`` part and with the values of secret (and user
+    name) query parameters masked, for logs and error messages:
+    ``rtsp://u:p/w@host/s`` -> ``rtsp://***@host/s``,
+    ``rtsp://host/live?user=admin&password=x&ch=1`` -> ``rtsp://host/live?user=***&password=***&ch=1``.
+    Works on a bare URL and on free text holding URLs."""
+    return _redact_query(_URL_CRED.sub(_strip_userinfo, url))
 
 
 def scrub_secrets(text: str, secrets: Iterable[str | None] = ()) -> str:
@@ -82,11 +130,20 @@ def scrub_secrets(text: str, secrets: Iterable[str | None] = ()) -> str:
 
 
 def url_credentials_problem(url: str, what: str = "url") -> str | None:
-    """``None`` unless ``url`` embeds ``user[:password]@``; then a one-line refusal with
-    the hint to use ``credentials_env`` (the URL itself is not repeated)."""
-    if isinstance(url, str) and _URL_CRED.search(url):
+    """``None`` unless ``url`` embeds ``user[:password]@`` or a secret query parameter
+    (:func:`secret_param`); then a one-line refusal with the hint to use ``credentials_env``
+    (the URL and the secret are not repeated; a parameter is named, never its value)."""
+    if not isinstance(url, str):
+        return None
+    if _URL_CRED.search(url):
         return (f"{what}: credentials in the URL are refused (they would be stored in the camera registry "
                 f"and shown in listings); remove 'user:password@' and put user:password in an environment "
+                f"variable named by credentials_env (e.g. --credentials-env CAM_LOBBY_CREDS)")
+    names = sorted({m.group("name") for m in _PARAM.finditer(url) if secret_param(m.group("name"))})
+    if names:
+        shown = ", ".join(repr(n[:40]) for n in names[:5])
+        return (f"{what}: credentials in the URL's query ({shown}) are refused (they would be stored in the "
+                f"camera registry and shown in listings); remove them and put user:password in an environment "
                 f"variable named by credentials_env (e.g. --credentials-env CAM_LOBBY_CREDS)")
     return None
 

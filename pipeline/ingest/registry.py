@@ -15,8 +15,23 @@ from typing import Any
 
 from pipeline.stage import client_settings
 from schemas.config import CameraConfig
+from schemas.errors import VeilStreamError
 
 logger = logging.getLogger(__name__)
+
+
+class RegistryUnavailableError(VeilStreamError):
+    """The camera registry cannot be read: its broker did not answer (one line naming it)."""
+
+
+class _DebugLog:
+    """librdkafka's log callback (``logger`` setting) at DEBUG: a reader that cannot reach the
+    broker says so once, in :class:`RegistryUnavailableError`, instead of one stderr line
+    per reconnect attempt."""
+
+    def log(self, level: int, fmt: str, *args: Any) -> None:
+        logger.debug("librdkafka level=%d: %s", level, fmt % args if args else fmt)
+
 
 RegistryRecord = tuple[int, str, CameraConfig | None]
 """``(partition, camera_id, record)``; ``record`` is ``None`` for a tombstone."""
@@ -132,22 +147,31 @@ def read_registry(cfg: Any, timeout_s: float = 10.0) -> dict[str, CameraConfig]:
     """The registry as ingest workers see it: the latest record per camera id on the
     compacted cameras topic (tombstones remove), read from the beginning by assignment
     (no consumer group, nothing committed)."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
     from schemas.messages import SchemaError, decode_camera
 
     k = cfg.kafka
-    c = Consumer({**client_settings(k), "group.id": "veil-cameras-reader", "enable.auto.commit": False})
+    c = Consumer({**client_settings(k), "group.id": "veil-cameras-reader", "enable.auto.commit": False,
+                  "logger": _DebugLog()})
     try:
-        md = c.list_topics(k.topics.cameras, timeout=timeout_s)
-        meta = md.topics.get(k.topics.cameras)
-        if meta is None or meta.error is not None:
-            return {}
-        parts = [TopicPartition(k.topics.cameras, p) for p in meta.partitions]
-        ends = {}
-        for tp in parts:
-            _lo, hi = c.get_watermark_offsets(tp, timeout=timeout_s, cached=False)
-            ends[tp.partition] = hi
+        try:
+            md = c.list_topics(k.topics.cameras, timeout=timeout_s)
+            meta = md.topics.get(k.topics.cameras)
+            if meta is None or meta.error is not None:
+                return {}
+            parts = [TopicPartition(k.topics.cameras, p) for p in meta.partitions]
+            ends = {}
+            for tp in parts:
+                _lo, hi = c.get_watermark_offsets(tp, timeout=timeout_s, cached=False)
+                ends[tp.partition] = hi
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else exc
+            reason = str(err.str() if hasattr(err, "str") else err).splitlines()[0][:200]
+            raise RegistryUnavailableError(
+                f"cannot read the camera registry (topic {k.topics.cameras}): Kafka broker {k.bootstrap_servers} "
+                f"did not answer within {timeout_s:g}s ({reason}); is it running and reachable "
+                "(kafka.bootstrap_servers)?") from None
         c.assign([TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING) for tp in parts])
         latest: dict[str, CameraConfig | None] = {}
         done = {p for p, hi in ends.items() if hi <= 0}

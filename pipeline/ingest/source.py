@@ -243,7 +243,7 @@ def camera_chunks(cam: CameraConfig, chunk_seconds: float, jpeg_quality: int, op
     url = source_url(cam)
     name = redact_url(url)
     if cam.kind == "file" and "://" not in url and not Path(url).exists():
-        raise CodecError(f"file {url!r} does not exist")
+        raise CodecError(f"file {name!r} does not exist")
     container = open_source(url, demux_options(cam), open_timeout_s, read_timeout_s)
     try:
         if container.streams.video:

@@ -178,7 +178,7 @@ from schemas.config import CameraConfig
 import pipeline.ingest.registry as reg
 cam = CameraConfig(1, "old", "rtsp://admin:{SECRET}@10.0.0.9/live", "rtsp", None, True, "default", (), "auto",
                    False, False, "CAM_ENV", {{}})
-reg.read_registry = lambda cfg: {{"old": cam}}
+reg.read_registry = lambda cfg, **_kw: {{"old": cam}}
 from pipeline.cli import main
 sys.exit(main(["cameras", "list", "--config", sys.argv[1]]))
 """
