@@ -237,6 +237,8 @@ class SinkConfig:
     idle_flush_s: float
     max_open_segments: int
     status_interval_s: float
+    max_buffered_bytes: int | None = 268435456
+    spool_dir: str | None = None
 
 
 @dataclass(frozen=True)

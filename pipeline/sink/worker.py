@@ -14,6 +14,9 @@
   is paused until they are stored (Kafka is the buffer, not memory).
 * Rebalance: open segments of revoked partitions are dropped (not committed: their new
   owner rebuilds them from the last committed offset).
+* Bounded memory: open segments keep at most ``sink.max_buffered_bytes`` of chunk payload in
+  RAM; the rest waits in spool files under ``sink.spool_dir`` (:mod:`.spool`), a cache that
+  is emptied at start (Kafka, not the spool, holds what is not yet stored).
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from .segments import (
     segment_tags,
     window_of,
 )
+from .spool import ChunkSpool, materialize
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +121,7 @@ class SinkWorker:
         self.idle_s = self.segment_seconds + float(s.idle_flush_s)
         self.max_open = int(getattr(s, "max_open_segments", 1024))
         self.assembler = SegmentAssembler(self.segment_seconds)
+        self.spool = ChunkSpool(getattr(s, "spool_dir", None), getattr(s, "max_buffered_bytes", None))
         self.kafka = StageKafka(config, "sink", self.metrics, float(getattr(s, "status_interval_s", 10.0)))
         self.tracker = self.kafka.tracker
         self.pending: list[_Pending] = []
@@ -135,6 +140,8 @@ class SinkWorker:
         # cameras x segment/chunk at steady state, which is why committed-offset lag is no signal.
         self.backlog = Gauge("veil_sink_backlog_chunks", "chunks not yet durable, per state (unread, "
                              "pending_upload, open)", ["state"], registry=r)
+        self.buffered_gauge = Gauge("veil_sink_buffered_bytes", "chunk payload bytes held for open and pending "
+                                    "segments, per place (memory, spool)", ["place"], registry=r)
         self.last_message = clock()
         self._stopping = False
         self.written_keys: list[str] = []
@@ -199,6 +206,7 @@ class SinkWorker:
             self._shutdown()
         finally:
             self.consumer.close()
+            self.spool.close()
             self.producer = None  # flushed in _shutdown; release its broker connections now
             self.metrics.ready = False
         return 0
@@ -226,6 +234,8 @@ class SinkWorker:
         self.producer.poll(0)
         self._commit()
         self.open_gauge.set(len(self.assembler.open))
+        self.buffered_gauge.labels(place="memory").set(self.spool.buffered_bytes)
+        self.buffered_gauge.labels(place="spool").set(self.spool.spooled_bytes)
         if self.kafka.status.due():
             self._log_status()
 
@@ -257,7 +267,9 @@ class SinkWorker:
             self._to_dlq(msg, "invalid_chunk", str(exc))
             return
         self.metrics.frames_in.inc(len(chunk.pts_ms))
-        for seg in self.assembler.add(chunk, (tp[0], tp[1], off), self.clock()):
+        done = self.assembler.add(chunk, (tp[0], tp[1], off), self.clock())
+        self.spool.admit(self.assembler.open[chunk.camera_id])  # in memory within the budget, else on disk
+        for seg in done:
             self._store(seg)
 
     # ---------------------------------------------------------------- storing
@@ -321,6 +333,7 @@ class SinkWorker:
         for chunk, src in zip(seg.chunks, seg.sources, strict=True):
             self._to_dlq_chunk(chunk, src, "store_failed", why)
         seg.chunks, seg.sources = [], []
+        self.spool.release(seg)
 
     def _defer(self, p: _Pending, exc: BaseException) -> None:
         p.attempts += 1
@@ -374,8 +387,11 @@ class SinkWorker:
         return RetentionSpec(pol.retention.mode, retain_until(pol))
 
     def _write(self, seg: CompletedSegment) -> None:
+        """Store one segment (or dead-letter its bad chunks); raises on an outage, and then
+        the segment keeps its spooled bytes for the retry."""
         mp4 = self._remux(seg)
         if mp4 is None:
+            self.spool.release(seg)
             return
         key = seg.key()
         action = plan_write(self._existing_manifest(key), seg)
@@ -419,6 +435,7 @@ class SinkWorker:
         self.metrics.fail_closed.inc(seg.fail_closed_frames)
         for t, p, o in seg.sources:
             self.tracker.finished((t, p), o)
+        self.spool.release(seg)
 
     # ---------------------------------------------------------------- hash chain
     def _chain_head(self, camera_id: str, day: str) -> ChainHead | None:
@@ -492,6 +509,7 @@ class SinkWorker:
     def _to_dlq_chunk(self, chunk: Any, src: tuple[str, int, int], reason: str, error: str) -> None:
         from schemas.messages import encode_chunk
 
+        chunk = materialize(chunk)  # a spooled chunk's payload comes back from disk
         try:
             value, headers = encode_chunk(chunk)
         except Exception:  # noqa: BLE001 - keep the payload even if the metadata won't encode
@@ -512,6 +530,8 @@ class SinkWorker:
         lost = set(tps)
         kept = [p for p in self.pending if not (p.segment.partitions() & lost)]
         dropped_pending = len(self.pending) - len(kept)
+        for seg in [*dropped, *(p.segment for p in self.pending if p.segment.partitions() & lost)]:
+            self.spool.release(seg)  # their new owner re-reads them from Kafka
         self.pending = kept
         if dropped or dropped_pending or abandoned:
             logger.info("revoked partitions: dropped open_segments=%d pending=%d in_flight_offsets=%d "
@@ -520,7 +540,8 @@ class SinkWorker:
     # ---------------------------------------------------------------- status, shutdown
     def _log_status(self) -> None:
         lag = self.kafka.log_status(open_segments=len(self.assembler.open), pending=len(self.pending),
-                                    segments=len(self.written_keys))
+                                    segments=len(self.written_keys), buffered_bytes=self.spool.buffered_bytes,
+                                    spooled_bytes=self.spool.spooled_bytes)
         self.backlog.labels(state="unread").set(sum(lag.values()))
         self.backlog.labels(state="pending_upload").set(sum(len(p.segment.chunks) for p in self.pending))
         self.backlog.labels(state="open").set(sum(len(seg.chunks) for seg in self.assembler.open.values()))
