@@ -41,6 +41,7 @@ from .catalog import CAMERA_ID, DATE, SEGMENT_KEY, Catalog, gaps, iso
 from .exports import NotAvailableError
 from .jobs import Job, JobManager
 from .ranges import RangeError, parse_range
+from .sessions import SessionStore
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,8 @@ class Services:
     governance: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
     """Optional overrides of the governance functions (tests); else pipeline.governance."""
     recent: RecentEvents = field(default_factory=RecentEvents)
+    sessions: SessionStore | None = None
+    """Server-side sessions (``None``: in memory, made by :func:`create_app` with its max age)."""
     """Footage reads recorded in the last minute (one event covers a playback's range requests)."""
 
     def gov(self, name: str, what: str) -> Callable[..., Any]:
@@ -96,10 +99,27 @@ def wants_json(request: Request) -> bool:
 
 
 def session_user(request: Request) -> User | None:
+    """The signed-in user, checked against the server side on every request: the session must
+    still exist (not signed out, not expired) and a local user must still be in the users file,
+    with the roles it gives now. A session that fails either is ended (its cookie cleared)."""
     s = request.session
     if not s.get("user"):
         return None
-    return User(str(s["user"]), tuple(s.get("roles") or ()))
+    svc: Services = request.app.state.services
+    sid = str(s.get("sid") or "")
+    rec = svc.sessions.get(sid) if svc.sessions is not None else None
+    if rec is None or rec.username != s.get("user"):
+        s.clear()
+        return None
+    if rec.via != "local":
+        return User(rec.username, rec.roles)
+    u = svc.users.get(rec.username) if svc.users is not None else None
+    if u is None or not u.roles:
+        logger.info("session ended: user no longer in the users file user=%s", rec.username[:64])
+        svc.sessions.revoke(sid)  # type: ignore[union-attr]
+        s.clear()
+        return None
+    return User(rec.username, u.roles)
 
 
 def current_user(request: Request) -> User:
@@ -201,6 +221,9 @@ def create_app(svc: Services, *, secure_cookies: bool = True, session_max_age_s:
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.globals["iso"] = iso
     signer = URLSafeTimedSerializer(svc.secret_key, salt="veilstream-release")
+    if svc.sessions is None:
+        svc.sessions = SessionStore(None, session_max_age_s)
+    sessions = svc.sessions
     app.state.services = svc
 
     app.add_middleware(SessionMiddleware, secret_key=svc.secret_key, session_cookie=SESSION_COOKIE,
@@ -360,7 +383,13 @@ def create_app(svc: Services, *, secure_cookies: bool = True, session_max_age_s:
     # ------------------------------------------------------------ session
     @app.post("/logout", dependencies=[Depends(check_csrf)])
     def logout(request: Request, user: User = Depends(current_user)) -> Response:
+        sessions.revoke(str(request.session.get("sid") or ""))  # the cookie is worthless from here on
         request.session.clear()
+        logger.info("signed out user=%s", user.username)
+        try:
+            audit(user, "sign_out")
+        except AuditError:
+            pass  # the session has ended either way; the error is in the log
         return RedirectResponse("/login", status_code=303)
 
     @app.get("/", include_in_schema=True)
@@ -743,15 +772,14 @@ def create_app(svc: Services, *, secure_cookies: bool = True, session_max_age_s:
         return page(request, "cases.html", jobs=[j.as_json() for j in svc.jobs.list(user.username)], cameras=cams)
 
     def _sign_in(request: Request, user: User, how: str) -> None:
+        old = str(request.session.get("sid") or "")
+        if old:
+            sessions.revoke(old)
         request.session.clear()  # a fresh session (and CSRF token) at every sign-in
-        request.session.update({"user": user.username, "roles": list(user.roles), "auth": how,
-                                "csrf": secrets.token_urlsafe(32)})
+        svc.audit.record(user.username, user.roles, "sign_in", detail={"via": how})  # no event, no session
+        sid = sessions.create(user.username, user.roles, how)
+        request.session.update({"user": user.username, "sid": sid, "auth": how, "csrf": secrets.token_urlsafe(32)})
         logger.info("signed in user=%s roles=%s via=%s", user.username, ",".join(user.roles), how)
-        try:
-            svc.audit.record(user.username, user.roles, "sign_in", detail={"via": how})
-        except AuditError:
-            request.session.clear()
-            raise
 
     return app
 

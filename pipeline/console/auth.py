@@ -17,7 +17,9 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from collections.abc import Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,18 +83,72 @@ def load_users(path: str | os.PathLike[str]) -> dict[str, User]:
 
 
 class LocalUsers:
-    def __init__(self, users: Mapping[str, User]) -> None:
+    """The users file's users. With ``path``, the file is looked at again at most every
+    ``reload_s`` seconds (its mtime and size) and re-read when it changed, so removing a user
+    or changing their roles applies to sessions already open (see :mod:`.sessions`) within
+    ``reload_s``, without a restart. A changed file that does not load keeps the users last
+    read and logs the error (the console does not stop serving over a typo)."""
+
+    def __init__(self, users: Mapping[str, User], *, path: str | os.PathLike[str] | None = None,
+                 reload_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
         from argon2 import PasswordHasher
 
         self.users = dict(users)
+        self.path = Path(path) if path else None
+        self.reload_s = reload_s
+        self.clock = clock
+        self._checked = clock()
+        self._stamp = self._file_stamp()
+        self._lock = threading.Lock()
         self._ph = PasswordHasher()
         # verify against a dummy hash for unknown names: the same time for both failures
         self._dummy = self._ph.hash(secrets.token_hex(8))
 
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], reload_s: float = 30.0) -> LocalUsers:
+        return cls(load_users(path), path=path, reload_s=reload_s)
+
+    def _file_stamp(self) -> tuple[int, int] | None:
+        if self.path is None:
+            return None
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    def _maybe_reload(self) -> None:
+        if self.path is None:
+            return
+        with self._lock:
+            now = self.clock()
+            if now - self._checked < self.reload_s:
+                return
+            self._checked = now
+            stamp = self._file_stamp()
+            if stamp == self._stamp:
+                return
+            self._stamp = stamp
+            try:
+                users = load_users(self.path)
+            except ConfigError as exc:
+                logger.error("users file not reloaded (the users read before stay) error=%s", exc)
+                return
+            gone = sorted(set(self.users) - set(users))
+            changed = sorted(u for u in users if u in self.users and users[u].roles != self.users[u].roles)
+            self.users = users
+            logger.info("users file reloaded path=%s users=%d removed=%s roles_changed=%s", self.path, len(users),
+                        ",".join(gone) or "-", ",".join(changed) or "-")
+
+    def get(self, username: str) -> User | None:
+        """The user as the users file says now (within ``reload_s``), ``None`` when not (any longer) there."""
+        self._maybe_reload()
+        return self.users.get(username)
+
     def authenticate(self, username: str, password: str) -> User | None:
         from argon2.exceptions import Argon2Error, InvalidHashError
 
-        user = self.users.get(username)
+        user = self.get(username)
         try:
             self._ph.verify(user.password_hash if user else self._dummy, password)
         except (Argon2Error, InvalidHashError):

@@ -15,6 +15,7 @@ import logging
 import secrets
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from schemas.errors import ConfigError
@@ -22,9 +23,10 @@ from schemas.errors import ConfigError
 from .access import AccessControl, Buckets
 from .app import Services, create_app
 from .audit import AuditLog
-from .auth import LocalUsers, build_oauth, load_users, read_secret
+from .auth import LocalUsers, build_oauth, read_secret
 from .catalog import Catalog
 from .jobs import JobManager
+from .sessions import SessionStore
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +60,7 @@ def build_services(cfg: Any, *, registry: Any = "kafka", governance: Mapping[str
         raise ConfigError("the console needs policies_dir: roles come from the policies' role documents")
     policies = load_policies(cfg.policies_dir)
     # the console's own settings first: a bad one is reported before any storage is touched
-    users = LocalUsers(load_users(con.users_file)) if con.users_file else None
+    users = LocalUsers.from_file(con.users_file) if con.users_file else None  # re-read within 30 s of a change
     oauth = build_oauth(con.oidc)
     if users is None and oauth is None:
         raise ConfigError("console: nobody can sign in: set console.users_file or console.oidc.issuer")
@@ -102,9 +104,14 @@ def build_services(cfg: Any, *, registry: Any = "kafka", governance: Mapping[str
                 stores[role] = _store(cfg, buckets.redacted, creds) if creds else status_store
             return stores[role]
 
+    # sessions are server-side (sign-out and removed users end them); kept beside the jobs in
+    # console.work_dir so they survive a restart, in memory without one
+    if not con.work_dir:
+        logger.info("console: no console.work_dir: sessions are kept in memory, a restart signs everybody out")
+    sessions = SessionStore(Path(con.work_dir) / "sessions.json" if con.work_dir else None, con.session_max_age_s)
     return Services(access=access, catalog=catalog, audit=audit, jobs=JobManager(con.work_dir), users=users,
                     stores=store_for, oauth=oauth, oidc=con.oidc, share_ttl_s=con.share_ttl_s,
-                    public_url=con.public_url, secret_key=secret, governance=gov_fns)
+                    public_url=con.public_url, secret_key=secret, governance=gov_fns, sessions=sessions)
 
 
 def build_app(cfg: Any, **kw: Any) -> Any:

@@ -11,7 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from pipeline.console.ranges import ByteRange, RangeError, parse_range
-from tests.unit.test_console import NOW_MS, client, csrf, env, events  # noqa: F401 - env is a fixture
+
+# the env fixture of test_console (in-memory stores, fake governance), used by name
+# ruff: noqa: F811
+from tests.unit.test_console import NOW_MS, client, csrf, env, events  # noqa: F401
 
 SIZE = 256 * 40  # the fake segments' size
 
@@ -153,3 +156,78 @@ def test_non_finite_subject_box_is_400(env, subject, words):
     err = r.json()["error"]
     assert words in err and "\n" not in err
     assert not env.calls
+
+
+# ---------------------------------------------------------------- 2. server-side sessions
+def _me(c: TestClient) -> int:
+    return c.get("/api/me").status_code
+
+
+def test_a_cookie_replayed_after_sign_out_is_refused(env):
+    ana = client(env, "ana")
+    stolen = dict(ana.cookies)
+    assert _me(ana) == 200
+    assert ana.post("/logout", headers=csrf(ana)).status_code == 303
+    assert _me(ana) == 401
+    replay = TestClient(env.app, base_url="https://testserver", follow_redirects=False, cookies=stolen)
+    assert _me(replay) == 401
+    key = env.keys["cam-001"][0]
+    assert replay.get(f"/api/segments/{key}").status_code == 401
+    assert any(e["action"] == "sign_out" and e["actor"] == "ana" for e in events(env))
+    # signing in again gives a new session; the old cookie stays dead
+    ana2 = client(env, "ana")
+    assert _me(ana2) == 200 and _me(replay) == 401
+
+
+def test_removed_user_and_changed_role_apply_to_open_sessions(env, tmp_path):
+    from pipeline.console.auth import LocalUsers
+    from tests.unit.test_console import HASH
+
+    f = tmp_path / "users.yaml"
+
+    def write(users: dict[str, str]) -> None:
+        f.write_text("users:\n" + "".join(f"  - username: {u}\n    password_hash: '{HASH}'\n    roles: [{r}]\n"
+                                          for u, r in users.items()))
+
+    write({"ana": "analyst", "pia": "privacy-officer"})
+    now = [0.0]
+    env.svc.users = LocalUsers.from_file(f, reload_s=30)
+    env.svc.users.clock = lambda: now[0]
+    env.svc.users._checked = 0.0
+    ana, pia = client(env, "ana"), client(env, "pia")
+    key = env.keys["cam-002"][0]
+    assert ana.get("/api/me").json()["roles"] == ["analyst"] and ana.get(f"/api/segments/{key}").status_code == 403
+    write({"ana": "privacy-officer"})  # ana promoted, pia removed
+    now[0] = 29.0
+    assert _me(pia) == 200  # not yet looked at again
+    now[0] = 31.0
+    assert ana.get("/api/me").json()["roles"] == ["privacy-officer"]
+    assert ana.get(f"/api/segments/{key}").status_code == 200
+    assert _me(pia) == 401
+    write({"ana": "privacy-officer", "pia": "privacy-officer"})  # back in the file: the old session stays ended
+    now[0] = 70.0
+    assert _me(pia) == 401
+    f.write_text("users: [oops")  # a broken file keeps the users read before
+    now[0] = 110.0
+    assert _me(ana) == 200
+
+
+def test_sessions_persist_hashed_and_revocations_too(tmp_path):
+    from pipeline.console.sessions import SessionStore
+
+    p = tmp_path / "console" / "sessions.json"
+    now = [1000.0]
+    a = SessionStore(p, max_age_s=100, clock=lambda: now[0])
+    sid = a.create("ana", ("analyst",), "local")
+    other = a.create("ana", ("analyst",), "local")
+    assert sid not in p.read_text() and (p.stat().st_mode & 0o777) == 0o600
+    b = SessionStore(p, max_age_s=100, clock=lambda: now[0])  # a restart
+    assert b.get(sid).username == "ana" and b.get("forged") is None
+    assert b.revoke(sid) and SessionStore(p, clock=lambda: now[0]).get(sid) is None
+    assert SessionStore(p, clock=lambda: now[0]).get(other) is not None
+    assert b.revoke_user("ana") == 1 and SessionStore(p, clock=lambda: now[0]).get(other) is None
+    c = b.create("pia", ("privacy-officer",), "oidc")
+    now[0] += 100
+    assert b.get(c) is None  # expired
+    p.write_text("{not json")
+    assert SessionStore(p).get(c) is None  # unreadable: nobody is let in
