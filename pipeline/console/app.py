@@ -34,6 +34,8 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
+from schemas.errors import VeilStreamError
+
 from .access import AccessControl
 from .audit import AuditError, AuditLog, AuditQuery, RecentEvents
 from .auth import LocalUsers, User, oidc_user
@@ -42,6 +44,7 @@ from .exports import NotAvailableError
 from .jobs import Job, JobManager
 from .ranges import RangeError, parse_range
 from .sessions import SessionStore
+from .throttle import SignInThrottle
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +87,8 @@ class Services:
     """Optional overrides of the governance functions (tests); else pipeline.governance."""
     recent: RecentEvents = field(default_factory=RecentEvents)
     sessions: SessionStore | None = None
+    throttle: SignInThrottle = field(default_factory=SignInThrottle)
+    """Failed sign-ins lock the username and the client address (429 without hashing)."""
     """Server-side sessions (``None``: in memory, made by :func:`create_app` with its max age)."""
     """Footage reads recorded in the last minute (one event covers a playback's range requests)."""
 
@@ -347,11 +352,27 @@ def create_app(svc: Services, *, secure_cookies: bool = True, session_max_age_s:
         form = await request.form()
         username, password = str(form.get("username") or ""), str(form.get("password") or "")
         nxt = _safe_next(str(form.get("next") or "/cameras"))
-        user = svc.users.authenticate(username, password) if svc.users is not None and username else None
-        if user is None:
-            logger.info("sign-in refused user=%s", username[:64])
+        if svc.users is None or not username:
             return page(request, "login.html", http_status=401, next=nxt, oidc=svc.oauth is not None,
                         local=svc.users is not None, message="unknown user or wrong password")
+        name, addr = username[:128], request.client.host if request.client else ""
+        wait = svc.throttle.retry_after(name, addr)
+        if wait > 0:  # answered before any argon2 hash: guessing costs the console nothing while locked
+            secs = max(1, math.ceil(wait))
+            resp = page(request, "login.html", http_status=429, next=nxt, oidc=svc.oauth is not None, local=True,
+                        message=f"too many failed sign-ins: try again in {secs} s")
+            resp.headers["Retry-After"] = str(secs)
+            return resp
+        user = svc.users.authenticate(username, password)
+        if user is None:
+            logger.info("sign-in refused user=%s address=%s", name[:64], addr)
+            for lk in svc.throttle.failed(name, addr):
+                until = dt.datetime.fromtimestamp(lk.locked_until, tz=dt.UTC).isoformat(timespec="seconds")
+                logger.warning("sign-in locked by=%s user=%s address=%s failures=%d locked_until=%s lock_s=%.0f",
+                               lk.kind, name[:64], addr, lk.failures, until, lk.lock_s)
+            return page(request, "login.html", http_status=401, next=nxt, oidc=svc.oauth is not None,
+                        local=True, message="unknown user or wrong password")
+        svc.throttle.succeeded(name)
         _sign_in(request, user, "local")
         return RedirectResponse(nxt, status_code=303)
 
@@ -705,14 +726,22 @@ def create_app(svc: Services, *, secure_cookies: bool = True, session_max_age_s:
     async def holds(request: Request, user: User = Depends(current_user)) -> dict[str, Any]:
         body = await json_body(request)
         cam = camera_or_404(str(body.get("camera_id") or ""))
-        role_or_403(user, "hold", cam, "place or lift legal holds")
+        role = role_or_403(user, "hold", cam, "place or lift legal holds")
+        if body.get("role"):  # a user with two hold roles says which one acts (only it lifts the hold)
+            role = str(body["role"])
+            if role not in user.roles or not svc.access.can([role], "hold", cam):
+                raise ConsoleError(403, f"role {role[:40]!r}: not one of your roles that may hold camera {cam}")
         case = check_case(body.get("case"))
         t0, t1 = interval(cam, body)
         action = str(body.get("action") or "add")
         if action not in ("add", "remove"):
             raise ConsoleError(400, f"action: expected add or remove, got {action[:20]!r}")
         fn = svc.gov("legal_hold", "legal hold")
-        result = fn(action=action, camera_id=cam, from_ms=t0, to_ms=t1, case=case, actor=user.username)
+        try:
+            result = fn(action=action, camera_id=cam, from_ms=t0, to_ms=t1, case=case, actor=user.username,
+                        role=role)
+        except VeilStreamError as exc:  # refused (another role's or case's hold) or nothing to lift: say why
+            raise ConsoleError(int(getattr(exc, "status", 409)), str(exc)) from None
         res = dict(result) if isinstance(result, Mapping) else {"objects": result}
         res["keys"] = list(res.get("keys", ()))[:50]  # the audit event (recorded by the hold) has them all
         return {"action": action, "camera_id": cam, "case": case, **res}

@@ -231,3 +231,90 @@ def test_sessions_persist_hashed_and_revocations_too(tmp_path):
     assert b.get(c) is None  # expired
     p.write_text("{not json")
     assert SessionStore(p).get(c) is None  # unreadable: nobody is let in
+
+
+# ---------------------------------------------------------------- 3. sign-in throttling
+def _login_as(env, address: str = "10.0.0.1"):
+    c = TestClient(env.app, base_url="https://testserver", follow_redirects=False, client=(address, 50000))
+    import re
+
+    def attempt(user: str, password: str):
+        tok = re.search(r'name="csrf_token" value="([^"]+)"', c.get("/login").text)[1]
+        return c.post("/login", data={"username": user, "password": password, "csrf_token": tok})
+    return attempt
+
+
+@pytest.fixture()
+def counted(env):
+    """The clock of the throttle, and how many passwords were hashed."""
+    now = [1_800_000_000.0]
+    env.svc.throttle.clock = lambda: now[0]
+    hashed = []
+    real = env.svc.users.authenticate
+
+    def authenticate(username, password):
+        hashed.append(username)
+        return real(username, password)
+
+    env.svc.users.authenticate = authenticate
+    return now, hashed
+
+
+def test_sixth_wrong_password_is_429_without_hashing(env, counted):
+    from tests.unit.test_console import PASSWORD
+
+    now, hashed = counted
+    attempt = _login_as(env)
+    for _ in range(5):
+        assert attempt("ana", "wrong").status_code == 401
+    assert len(hashed) == 5
+    r = attempt("ana", "wrong")
+    assert r.status_code == 429 and int(r.headers["retry-after"]) == 30 and "try again" in r.text
+    assert attempt("ana", PASSWORD).status_code == 429  # even the right password, while locked
+    assert len(hashed) == 5  # no hash computed while locked
+    now[0] += 30
+    assert attempt("ana", "wrong").status_code == 401  # one more try after the lock ...
+    r = attempt("ana", PASSWORD)
+    assert r.status_code == 429 and int(r.headers["retry-after"]) == 60  # ... doubled the next lock
+    assert len(hashed) == 6
+    now[0] += 60
+    assert attempt("ana", PASSWORD).status_code == 303
+    assert _login_as(env)("pia", PASSWORD).status_code == 303  # other users were never locked
+
+
+def test_lock_is_logged_for_the_operator(env, counted, caplog):
+    attempt = _login_as(env, "10.9.8.7")
+    with caplog.at_level("WARNING", logger="pipeline.console.app"):
+        for _ in range(5):
+            attempt("ana", "wrong")
+    lines = [r.getMessage() for r in caplog.records if "sign-in locked" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert all(w in lines[0] for w in ("user=ana", "by=user", "address=10.9.8.7", "failures=5", "locked_until=20"))
+
+
+def test_a_success_resets_the_username(env, counted):
+    from tests.unit.test_console import PASSWORD
+
+    _now, hashed = counted
+    attempt = _login_as(env)
+    for _ in range(2):
+        for _ in range(4):
+            assert attempt("ana", "wrong").status_code == 401
+        assert attempt("ana", PASSWORD).status_code == 303
+    assert len(hashed) == 10
+
+
+def test_address_limit_spans_usernames(env, counted):
+    from tests.unit.test_console import PASSWORD
+
+    now, hashed = counted
+    env.svc.throttle.address_limit = 8
+    attempt = _login_as(env, "192.0.2.7")
+    for i in range(8):
+        assert attempt(f"guess{i}", "wrong").status_code == 401
+    r = attempt("ivan", PASSWORD)
+    assert r.status_code == 429 and r.headers["retry-after"] == "30"
+    assert len(hashed) == 8
+    assert _login_as(env, "192.0.2.8")("ivan", PASSWORD).status_code == 303  # another address is not locked
+    now[0] += 30
+    assert attempt("ivan", PASSWORD).status_code == 303
