@@ -68,11 +68,15 @@ class GovernanceBridge:
         return dict(res.report)
 
     def legal_hold(self, *, action: str, camera_id: str, from_ms: int, to_ms: int, case: str,
-                   actor: str) -> dict[str, Any]:
+                   actor: str, role: str) -> dict[str, Any]:
+        """``role``: the signed-in user's role that acts (recorded on the case's hold; only
+        that role lifts it, see ``governance.access.may_lift``)."""
         from pipeline.governance.access import hold
 
-        res = hold(self._as(actor), camera_id, from_ms, to_ms, case_id=case, enable=action == "add")
-        return {"held": res.enabled, "objects": len(res.keys), "keys": res.keys, "event_id": res.event_id}
+        res = hold(self._as(actor), camera_id, from_ms, to_ms, case_id=case, enable=action == "add", role=role)
+        return {"held": res.enabled, "objects": len(res.keys), "keys": res.keys, "event_id": res.event_id,
+                "role": res.role, "released": len(res.released), "still_held": res.still_held,
+                "not_held_by_case": len(res.not_held)}
 
     def verify_day(self, *, camera_id: str, date: str, actor: str) -> dict[str, Any]:
         from pipeline.governance.access import verify

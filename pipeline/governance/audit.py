@@ -22,7 +22,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-ACTIONS = ("subject_export", "case_export", "share", "share_open", "hold_add", "hold_remove", "verify",
+ACTIONS = ("subject_export", "case_export", "share", "share_open", "hold_add", "hold_remove", "hold_refused", "verify",
            "policy_change", "camera_add", "camera_remove",
            # the console (pipeline.console): every view of footage or manifest, download, export preview,
            # sign-in and sign-out; revoking a released link before its expiry

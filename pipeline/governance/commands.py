@@ -107,17 +107,32 @@ def cmd_share_open(args: argparse.Namespace) -> int:
     return 0
 
 
+ROLE_ENV = "VEILSTREAM_ROLE"
+
+
 def cmd_hold(args: argparse.Namespace) -> int:
-    from .access import hold, parse_time
+    from .access import HOLD_ROLES, hold, parse_time
 
     if args.hold_command not in ("add", "remove"):
         raise UsageError("hold: expected add or remove")
+    if not args.role:
+        raise UsageError(f"hold {args.hold_command}: --role is required ({' or '.join(HOLD_ROLES)}; default "
+                         f"${ROLE_ENV}): a case's hold is lifted only by the role that placed it")
     gov = _gov(args)
     res = hold(gov, args.camera, parse_time(args.t_from), parse_time(args.t_to), case_id=args.case,
-               enable=args.hold_command == "add")
-    verb = "set on" if res.enabled else "cleared from"
-    print(f"legal hold {verb} {len(res.keys)} object(s) (segments, manifests, raw) for case {args.case}; "
-          f"audit event {res.event_id}")
+               enable=args.hold_command == "add", role=args.role)
+    if res.enabled:
+        also = f"; {len(res.still_held)} of them also held for other cases" if res.still_held else ""
+        print(f"legal hold set on {len(res.keys)} object(s) (segments, manifests, raw) for case {args.case} "
+              f"(role {res.role}){also}; audit event {res.event_id}")
+        return 0
+    others = sorted({c for cs in res.still_held.values() for c in cs})
+    print(f"legal hold of case {args.case} lifted from {len(res.keys)} object(s): {len(res.released)} released, "
+          f"{len(res.still_held)} still held"
+          + (f" for case(s) {', '.join(others[:10])}" if others else "")
+          + (f"; {len(res.not_held)} object(s) of the interval not held by case {args.case}, left as they were"
+             if res.not_held else "")
+          + f"; audit event {res.event_id}")
     return 0
 
 
@@ -209,12 +224,17 @@ def add_share(sub: Any) -> None:
 def add_hold(sub: Any) -> None:
     p = sub.add_parser("hold", help="legal hold on every segment, manifest and raw object of an interval")
     hsub = p.add_subparsers(dest="hold_command", metavar="add|remove")
-    for name, text in (("add", "set legal hold (storage then refuses deletion)"), ("remove", "clear legal hold")):
+    for name, text in (("add", "place the case's legal hold (storage then refuses deletion)"),
+                       ("remove", "lift the case's legal hold (what other cases hold stays held)")):
         c = hsub.add_parser(name, help=text)
         _config_arg(c)
         _actor_arg(c)
         _interval_args(c)
-        c.add_argument("--case", required=True, help="case id")
+        c.add_argument("--case", required=True, help="case id (a hold belongs to its case: lifting it for one "
+                                                     "case never releases another case's hold)")
+        c.add_argument("--role", default=os.environ.get(ROLE_ENV), choices=("investigator", "privacy-officer"),
+                       help=f"the acting role, recorded (default ${ROLE_ENV}); only the role that placed a "
+                            "case's hold may lift it")
         c.set_defaults(func=cmd_hold)
 
 

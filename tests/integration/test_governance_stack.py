@@ -313,7 +313,11 @@ def test_legal_hold_refuses_deletion_until_removed(stack: dict[str, Any]) -> Non
 
     s3, cfg, path = stack["s3"], stack["cfg"], stack["path"]
     rc, so, se = _cli("hold", "add", "--config", path, "--camera", "cam-s", "--from", _iso(T0), "--to",
-                      _iso(T0 + 3000), "--case", "C-9")
+                      _iso(T0 + 3000), "--case", "C-9", "--role", "investigator")
+    assert rc == 0, se
+    # a second case holds the same interval: lifting C-9 alone must not release anything
+    rc, so, se = _cli("hold", "add", "--config", path, "--camera", "cam-s", "--from", _iso(T0), "--to",
+                      _iso(T0 + 3000), "--case", "C-10", "--role", "privacy-officer")
     assert rc == 0, se
     client = boto3.client("s3", endpoint_url=s3.url, region_name="us-east-1", aws_access_key_id=s3.access_key,
                           aws_secret_access_key=s3.secret_key)
@@ -333,13 +337,24 @@ def test_legal_hold_refuses_deletion_until_removed(stack: dict[str, Any]) -> Non
     with pytest.raises(ClientError, match="AccessDenied"):  # even with governance bypass
         client.delete_object(Bucket=bucket, Key=key, VersionId=vid, BypassGovernanceRetention=True)
     rc, so, se = _cli("hold", "remove", "--config", path, "--camera", "cam-s", "--from", _iso(T0), "--to",
-                      _iso(T0 + 3000), "--case", "C-9")
+                      _iso(T0 + 3000), "--case", "C-404", "--role", "privacy-officer")
+    assert rc == 1 and "holds none" in se, se  # a case that holds nothing lifts nothing
+    rc, so, se = _cli("hold", "remove", "--config", path, "--camera", "cam-s", "--from", _iso(T0), "--to",
+                      _iso(T0 + 3000), "--case", "C-9", "--role", "privacy-officer")
+    assert rc == 1 and "may not lift" in se, se  # C-9 is the investigator's
+    rc, so, se = _cli("hold", "remove", "--config", path, "--camera", "cam-s", "--from", _iso(T0), "--to",
+                      _iso(T0 + 3000), "--case", "C-9", "--role", "investigator")
+    assert rc == 0 and "0 released" in so and "for case(s) C-10" in so, (so, se)
+    for b, k, v in victims:
+        assert client.get_object_legal_hold(Bucket=b, Key=k, VersionId=v)["LegalHold"]["Status"] == "ON"
+    rc, so, se = _cli("hold", "remove", "--config", path, "--camera", "cam-s", "--from", _iso(T0), "--to",
+                      _iso(T0 + 3000), "--case", "C-10", "--role", "privacy-officer")
     assert rc == 0, se
     assert client.get_object_legal_hold(Bucket=bucket, Key=key, VersionId=vid)["LegalHold"]["Status"] == "OFF"
     # without the hold, governance retention yields to an explicit bypass (COMPLIANCE would not)
     client.delete_object(Bucket=bucket, Key=key, VersionId=vid, BypassGovernanceRetention=True)
     rc, so, _ = _cli("audit", "list", "--config", path)
-    assert "hold_add" in so and "hold_remove" in so
+    assert "hold_add" in so and "hold_remove" in so and "hold_refused" in so and "case=C-10" in so
 
 
 def test_verify_names_each_tampering_in_an_unlocked_copy(stack: dict[str, Any]) -> None:
