@@ -262,9 +262,11 @@ def cmd_cameras(args: argparse.Namespace) -> int:
         problems: list[str] = []
         for i, item in enumerate(items):
             try:
+                if isinstance(item, dict) and "kind" not in item and isinstance(item.get("url"), str):
+                    item = {**item, "kind": camera_kind_of(item["url"])}  # as `cameras add` does
                 cams.append(parse_camera(item if isinstance(item, dict) else {}))
-            except ConfigError as exc:
-                problems.append(f"cameras[{i}]: {exc}")
+            except (ConfigError, UsageError) as exc:
+                problems.append(f"cameras[{i}]: {str(exc).replace('cameras add: ', '', 1)}")
         if problems:
             raise ConfigError("; ".join(problems))
     elif args.cameras_command == "remove":

@@ -196,3 +196,15 @@ def test_cameras_list_with_the_broker_down_is_one_line_and_exit_1(tmp_path: Path
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1, err  # librdkafka's per-retry lines go to debug logging, not stderr
     assert lines[0].startswith("veilstream: error:") and f"127.0.0.1:{port}" in lines[0] and "broker" in lines[0]
+
+
+def test_cameras_import_infers_the_kind_of_records_without_one(tmp_path: Path, published: list[CameraConfig],
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "cams.yaml"
+    f.write_text("cameras:\n  - {camera_id: a, url: 'rtsp://10.0.0.9/a'}\n  - {camera_id: b, url: /srv/b.mp4}\n"
+                 "  - {camera_id: c, url: 'https://10.0.0.9/c.m3u8'}\n  - {camera_id: d, url: 'rtsp://h/d', kind: http}\n")
+    assert main(["cameras", "import", str(f), "--config", cfg_file(tmp_path)]) == 0
+    assert [(c.camera_id, c.kind) for c in published] == [("a", "rtsp"), ("b", "file"), ("c", "http"), ("d", "http")]
+    f.write_text("- {camera_id: a, url: 'srt://10.0.0.9/a'}\n")
+    assert main(["cameras", "import", str(f), "--config", cfg_file(tmp_path)]) == 2
+    assert "cameras[0]: cannot tell the kind" in capsys.readouterr().err and len(published) == 4
