@@ -13,8 +13,24 @@ It samples the process stage's consumer lag on the raw topic every 2 s. ``sustai
 true when that lag did not grow over the second half of the run (least-squares growth
 below one chunk per camera). After the run ingest stops, process gets a bounded drain,
 and every frame ingest sent (``frames_sent``: the frames of the chunks in the raw topic) that
-is not in the bucket by then counts in ``frames_dropped``. ``frames_offered`` is the nominal cameras x fps x seconds:
-ingest needs a few seconds to start streaming, so it sends a little less.
+is not in the bucket by then counts in ``frames_dropped``. ``frames_offered`` is the nominal cameras x fps x seconds
+of the measured window; where the frames ingest never sent went is accounted for, so that
+``frames_offered = frames_sent_in_window + sum(ingest_losses) + frames_unaccounted``:
+``ingest_losses`` names ``startup_before_first_chunk`` (ingest starting, joining its group and
+opening each camera; from the raw topic's first timestamp per camera), every non-zero
+``veil_ingest_dropped_frames_total{reason}`` of ingest's own counters at the window's end
+(backpressure, producer_full, before_keyframe, ...) and ``unfinished_at_window_end`` (the
+chunk each camera was still filling when the window closed). ``frames_sent_outside_window``
+were sent after it (ingest is stopped a moment later); ``ingest_drops_final`` are ingest's
+counters as its last log line reports them (the stop included).
+
+``--cost`` measures what each camera costs (production segment length, not 20 s): ingest
+RSS, threads and fds, sink RSS per open camera and its in-memory payload bytes (sampled
+every 2 s), S3 requests by method to the pipeline's buckets (from the S3 server's access
+log; the broker's own bucket excluded) and Kafka messages per topic, per camera-hour of
+footage streamed; under ``cost`` in the JSON::
+
+    .venv/bin/python load_tests/pipeline_load.py --cost --cameras 100 --size 320x180 --fps 0.5 --seconds 60
 
 Prints a table, then one JSON line (the last line) with ``cameras``, ``fps_offered``,
 ``frames_offered``, ``frames_stored``, ``frames_dropped``, ``latency_p50_s``,
@@ -35,6 +51,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -59,13 +76,45 @@ def prepare_source(source: Path, width: int, height: int, fps: float, cache: Pat
     out = cache / f"{source.stem}-{width}x{height}-{fps:g}fps.mp4"
     if not out.is_file():
         gop = max(1, int(round(2 * fps)))
-        cmd = ["ffmpeg", "-v", "error", "-y", "-i", str(source), "-an",
-               "-vf", f"scale={width}:{height},fps={fps:g}", "-c:v", "libx264", "-preset", "veryfast",
-               "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0", "-bf", "0",
-               "-pix_fmt", "yuv420p", str(out.with_suffix(".tmp.mp4"))]
-        subprocess.run(cmd, check=True)
-        out.with_suffix(".tmp.mp4").rename(out)
+        tmp = out.with_suffix(".tmp.mp4")
+        if shutil.which("ffmpeg"):
+            cmd = ["ffmpeg", "-v", "error", "-y", "-i", str(source), "-an",
+                   "-vf", f"scale={width}:{height},fps={fps:g}", "-c:v", "libx264", "-preset", "veryfast",
+                   "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0", "-bf", "0",
+                   "-pix_fmt", "yuv420p", str(tmp)]
+            subprocess.run(cmd, check=True)
+        else:  # no ffmpeg binary: the same encode with PyAV's bundled libx264
+            encode_with_pyav(source, tmp, width, height, fps, gop)
+        tmp.rename(out)
     return out
+
+
+def encode_with_pyav(source: Path, out: Path, width: int, height: int, fps: float, gop: int) -> None:
+    """``source`` scaled to ``width x height`` and sampled to ``fps``, H.264 with a keyframe
+    every ``gop`` frames and no B-frames (what ``prepare_source`` asks ffmpeg for)."""
+    from fractions import Fraction
+
+    import av
+
+    rate = Fraction(fps).limit_denominator(1000)
+    with av.open(str(source)) as inp, av.open(str(out), "w") as dst:
+        vs = inp.streams.video[0]
+        ost = dst.add_stream("libx264", rate=rate)
+        ost.width, ost.height, ost.pix_fmt = width, height, "yuv420p"
+        ost.options = {"preset": "veryfast", "g": str(gop), "keyint_min": str(gop), "sc_threshold": "0",
+                       "bf": "0"}
+        n = 0
+        for frame in inp.decode(vs):
+            t = float(frame.time) if frame.time is not None else 0.0
+            if t + 1e-6 < n / fps:
+                continue  # sampled down to fps
+            f = frame.reformat(width=width, height=height, format="yuv420p")
+            f.pts, f.time_base = n, 1 / rate
+            for pkt in ost.encode(f):
+                dst.mux(pkt)
+            n += 1
+        for pkt in ost.encode(None):
+            dst.mux(pkt)
 
 
 def raw_lag(cfg: Any, consumer: Any) -> int:
@@ -82,8 +131,10 @@ def raw_lag(cfg: Any, consumer: Any) -> int:
     return lag
 
 
-def frames_in_topic(cfg: Any, topic: str, quiet_s: float = 3.0, limit_s: float = 60.0) -> int:
-    """Frames of every chunk in ``topic`` (read from the start until it stays quiet)."""
+def topic_by_camera(cfg: Any, topic: str, quiet_s: float = 3.0, limit_s: float = 60.0,
+                    chunks: bool = True) -> dict[str, dict[str, Any]]:
+    """Every message of ``topic`` (read from the start until it stays quiet), per key (the
+    camera): ``messages``, and for chunk topics ``frames`` and the frames' ``pts_ms``."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     from schemas.messages import decode_chunk_captured
@@ -91,9 +142,13 @@ def frames_in_topic(cfg: Any, topic: str, quiet_s: float = 3.0, limit_s: float =
     c = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers, "group.id": f"load-count-{time.time_ns()}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False,
                   "fetch.message.max.bytes": 64 << 20})
+    out: dict[str, dict[str, Any]] = {}
     md = c.list_topics(topic, timeout=10)
+    if topic not in md.topics or md.topics[topic].error is not None:
+        c.close()
+        return out
     c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in md.topics[topic].partitions])
-    frames, t0 = 0, time.monotonic()
+    t0 = time.monotonic()
     last = t0 + 10.0  # quiet counts from the first message
     try:
         while time.monotonic() - last < quiet_s and time.monotonic() - t0 < limit_s:
@@ -104,13 +159,70 @@ def frames_in_topic(cfg: Any, topic: str, quiet_s: float = 3.0, limit_s: float =
                 print("count:", m.error(), file=sys.stderr)
                 continue
             last = time.monotonic()
+            rec = out.setdefault((m.key() or b"").decode("utf-8", "replace"),
+                                 {"messages": 0, "frames": 0, "pts_ms": []})
+            rec["messages"] += 1
+            if not chunks:
+                continue
             try:
-                frames += len(decode_chunk_captured(m.value(), m.headers()).pts_ms)
+                pts = decode_chunk_captured(m.value(), m.headers()).pts_ms
             except Exception as exc:  # noqa: BLE001 - a bad message is the DLQ's business, not a frame sent
                 print("count:", exc, file=sys.stderr)
+                continue
+            rec["frames"] += len(pts)
+            rec["pts_ms"].extend(int(p) for p in pts)
     finally:
         c.close()
-    return frames
+    return out
+
+
+def frames_in_topic(cfg: Any, topic: str, quiet_s: float = 3.0, limit_s: float = 60.0) -> int:
+    """Frames of every chunk in ``topic`` (read from the start until it stays quiet)."""
+    return sum(int(r["frames"]) for r in topic_by_camera(cfg, topic, quiet_s, limit_s).values())
+
+
+def ingest_accounting(sent_pts: dict[str, list[int]], cameras: list[str], fps: float, t0_ms: float,
+                      t_end_ms: float, drops: dict[str, float]) -> dict[str, Any]:
+    """Where the frames the cameras offered in ``[t0_ms, t_end_ms)`` went, so that
+    ``frames_offered == frames_sent_in_window + sum(ingest_losses) + frames_unaccounted``.
+
+    Args:
+        sent_pts: per camera, the camera timestamps (ms) of every frame in the raw topic.
+        cameras: every camera of the run (one that sent nothing lost its whole window).
+        fps: the rate each camera offers.
+        drops: ingest's own ``veil_ingest_dropped_frames_total`` per reason, read when the
+            window ended (backpressure, producer_full, before_keyframe, ...).
+
+    Losses: ``startup_before_first_chunk`` (window frames before a camera's first sent
+    frame: ingest starting, joining its group, opening the camera), each ingest drop reason
+    with a non-zero count, and ``unfinished_at_window_end`` (window frames after a camera's
+    last sent frame, for a camera that sent nothing later: the chunk being cut when the
+    window closed). ``frames_unaccounted`` is what is left (timing rounding; a drop that
+    falls in the start-up or end interval counts twice and shows as a negative residual).
+    """
+    frame_ms = 1000.0 / fps
+    per_cam = (t_end_ms - t0_ms) / frame_ms
+    offered = int(round(len(cameras) * per_cam))
+    startup = unfinished = 0.0
+    in_window = outside = 0
+    for cam in cameras:
+        pts = sorted(sent_pts.get(cam, ()))
+        inside = [p for p in pts if t0_ms <= p < t_end_ms]
+        in_window += len(inside)
+        outside += len(pts) - len(inside)
+        if not pts:
+            startup += per_cam
+            continue
+        startup += min(per_cam, max(0.0, (pts[0] - t0_ms) / frame_ms))
+        if pts[-1] < t_end_ms and inside:
+            unfinished += max(0.0, (t_end_ms - (inside[-1] + frame_ms)) / frame_ms)
+    losses: dict[str, int] = {"startup_before_first_chunk": int(round(startup))}
+    for reason, n in sorted(drops.items()):
+        if n:
+            losses[reason] = int(round(n))
+    losses["unfinished_at_window_end"] = int(round(unfinished))
+    return {"frames_offered": offered, "frames_sent_in_window": in_window, "frames_sent_outside_window": outside,
+            "ingest_losses": losses, "frames_unaccounted": offered - in_window - sum(losses.values())}
 
 
 def growth_over_second_half(samples: list[tuple[float, int]]) -> float:
@@ -182,6 +294,22 @@ def metric_lag(ports: dict[str, int]) -> int | None:
     return int(max(0.0, _total(ing, "veil_ingest_chunks_out_total") - done))
 
 
+def labelled(text: str, name: str, label: str) -> dict[str, float]:
+    """``name{label="v"} x`` samples of a /metrics body as ``{v: x}``."""
+    return {m.group(1): float(m.group(2))
+            for m in re.finditer(rf'^{name}{{[^}}]*{label}="([^"]*)"[^}}]*}} ([0-9.e+-]+)$', text, re.M)}
+
+
+def final_ingest_drops(log: Path) -> dict[str, int] | None:
+    """The drop counts of ingest's last ``ingest stopped ... dropped_frames=r:n,...`` line."""
+    if not log.is_file():
+        return None
+    found = re.findall(r"ingest stopped .* dropped_frames=(\S+)", log.read_text(errors="replace"))
+    if not found:
+        return None
+    return {} if found[-1] == "-" else {r: int(n) for r, n in (kv.split(":") for kv in found[-1].split(","))}
+
+
 def scrape_cpu(ports: dict[str, int]) -> dict[str, float]:
     """``veil_<stage>_cpu_seconds_total{step=...}`` summed by step over the workers."""
     out: dict[str, float] = {}
@@ -210,8 +338,93 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> None:
         node[leaf] = yaml.safe_load(value)
 
 
+def proc_status(pid: int) -> tuple[int, int]:
+    """``(RSS bytes, threads)`` of one process from /proc (``(0, 0)`` once it is gone)."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0, 0
+    rss = re.search(r"^VmRSS:\s+(\d+) kB", text, re.M)
+    threads = re.search(r"^Threads:\s+(\d+)", text, re.M)
+    return (int(rss.group(1)) * 1024 if rss else 0), (int(threads.group(1)) if threads else 0)
+
+
+def open_fds(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return 0
+
+
+S3_REQUEST = re.compile(r'"(?:\x1b\[[0-9;]*m)?(GET|PUT|HEAD|POST|DELETE) /([^/ ?"]+)')
+
+
+def s3_requests(log: Path, start: int, buckets: set[str]) -> dict[str, int]:
+    """Requests to ``buckets`` by method in the S3 server's access log from byte ``start`` on."""
+    out: dict[str, int] = {}
+    if not log.is_file():
+        return out
+    with open(log, "rb") as f:
+        f.seek(start)
+        for line in f.read().decode("utf-8", "replace").splitlines():
+            m = S3_REQUEST.search(line)
+            if m and m.group(2) in buckets:
+                out[m.group(1)] = out.get(m.group(1), 0) + 1
+    return out
+
+
+def cost_summary(samples: list[dict[str, Any]], cameras: int, camera_hours: float, segments: int,
+                 segment_seconds: float, chunk_seconds: float, s3: dict[str, int],
+                 messages: dict[str, int]) -> dict[str, Any]:
+    """Per-camera costs of one run from its samples (see ``--cost``)."""
+    def peak(key: str) -> int:
+        return max((int(x[key]) for x in samples), default=0)
+
+    busiest = max(samples, key=lambda x: (x["sink_open_segments"], x["t"]), default=None)
+    per_hour = 1.0 / camera_hours if camera_hours > 0 else 0.0
+    puts = s3.get("PUT", 0)
+    return {
+        "ingest_rss_mib": round(peak("ingest_rss") / 2**20, 1),
+        "ingest_rss_mib_per_camera": round(peak("ingest_rss") / 2**20 / cameras, 2),
+        "ingest_threads": peak("ingest_threads"),
+        "ingest_threads_per_camera": round(peak("ingest_threads") / cameras, 2),
+        "ingest_fds": peak("ingest_fds"),
+        "sink_rss_mib": round(peak("sink_rss") / 2**20, 1),
+        "sink_open_segments_peak": peak("sink_open_segments"),
+        "sink_rss_mib_at_peak_open": round(busiest["sink_rss"] / 2**20, 1) if busiest else None,
+        "sink_rss_mib_per_open_camera": (round(busiest["sink_rss"] / 2**20 / busiest["sink_open_segments"], 2)
+                                         if busiest and busiest["sink_open_segments"] else None),
+        "sink_buffered_mib_peak": round(peak("sink_buffered") / 2**20, 2),
+        "sink_threads": peak("sink_threads"),
+        "camera_hours": round(camera_hours, 4),
+        "s3_requests": s3,
+        "segments_stored": segments,
+        "s3_puts_per_segment": round(puts / segments, 2) if segments else None,
+        # a short run ends every camera's segment early (at stop): the steady rate is
+        # PUTs per segment x segments per hour at the configured segment length
+        "s3_puts_per_camera_hour_measured": round(puts * per_hour),
+        "s3_puts_per_camera_hour_steady": round(puts / segments * 3600 / segment_seconds) if segments else None,
+        "s3_requests_per_camera_hour_measured": round(sum(s3.values()) * per_hour),
+        "kafka_messages": messages,
+        "kafka_messages_per_camera_hour": {t: round(n * per_hour) for t, n in messages.items()},
+        "kafka_chunk_messages_per_camera_hour_steady": round(3600 / chunk_seconds),
+    }
+
+
+def sample_usage(pids: dict[str, int], ports: dict[str, int], t: float) -> dict[str, Any]:
+    """One ``--cost`` sample: ingest and sink RSS, threads and fds; the sink's open segments
+    and buffered payload bytes (its own gauges)."""
+    ing_rss, ing_threads = proc_status(pids["ingest"])
+    sink_rss, sink_threads = proc_status(pids["sink"])
+    text = _metrics_text(ports["sink"]) if "sink" in ports else ""
+    return {"t": round(t, 1), "ingest_rss": ing_rss, "ingest_threads": ing_threads,
+            "ingest_fds": open_fds(pids["ingest"]), "sink_rss": sink_rss, "sink_threads": sink_threads,
+            "sink_open_segments": int(_total(text, "veil_sink_inflight_chunks")),
+            "sink_buffered": int(labelled(text, "veil_sink_buffered_bytes", "place").get("memory", 0))}
+
+
 def run_once(cameras: int, seconds: float, source: Path, fps: float, state_dir: Path, drain_s: float,
-             out: Any = print, overrides: list[str] | None = None) -> dict[str, Any]:
+             out: Any = print, overrides: list[str] | None = None, cost: bool = False) -> dict[str, Any]:
     import yaml
     from confluent_kafka import Consumer
 
@@ -227,7 +440,8 @@ def run_once(cameras: int, seconds: float, source: Path, fps: float, state_dir: 
         raw.setdefault("ingest", {})["cameras"] = [
             {"camera_id": f"cam-{i + 1:03d}", "url": str(source), "kind": "file", "loop": True, "realtime": True}
             for i in range(cameras)]
-        raw.setdefault("sink", {}).update({"segment_seconds": 20.0, "idle_flush_s": 10.0})
+        if not cost:  # --cost keeps the production segment length: S3 requests per hour depend on it
+            raw.setdefault("sink", {}).update({"segment_seconds": 20.0, "idle_flush_s": 10.0})
         apply_overrides(raw, overrides or [])
         run_cfg = cfg_path.with_name("load-config.yaml")
         run_cfg.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -241,20 +455,31 @@ def run_once(cameras: int, seconds: float, source: Path, fps: float, state_dir: 
         admin = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers, "group.id": cfg.process.consumer_group,
                           "enable.auto.commit": False})
         samples: list[tuple[float, int]] = []  # lag from the workers' counters (broker lag when absent)
+        usage: list[dict[str, Any]] = []  # --cost: RSS, threads, open segments over the run
+        s3_log = Path(state.state_dir) / "logs" / "s3.log"
+        s3_start = s3_log.stat().st_size if s3_log.is_file() else 0
         t0 = time.time()
         try:
             while time.time() < t0 + seconds:
                 workers.check()
-                lag = metric_lag(metric_ports(log_dir))
+                ports = metric_ports(log_dir)
+                lag = metric_lag(ports)
                 samples.append((time.time() - t0, lag if lag is not None else raw_lag(cfg, admin)))
+                if cost:
+                    usage.append(sample_usage(pids, ports, time.time() - t0))
                 time.sleep(2.0)
             lag_end = samples[-1][1] if samples else raw_lag(cfg, admin)
         finally:
             admin.close()
-        # stop: ingest now, process after a bounded drain, then sink (flushes open segments)
+        # the window is over: ingest's own drop counters now, before anything is stopped
         ports = metric_ports(log_dir)
+        ing_text = _metrics_text(ports["ingest"]) if "ingest" in ports else ""
+        drops_window = labelled(ing_text, "veil_ingest_dropped_frames_total", "reason")
+        # stop: ingest now, process after a bounded drain, then sink (flushes open segments)
         cpu_ingest = tree_cpu_s(pids["ingest"]) - cpu0["ingest"]
+        t_stop = time.time()
         runner._stop(workers.procs.pop("ingest"), "ingest", 30)
+        drops_final = final_ingest_drops(log_dir / "ingest.log")
         runner._wait_drained(cfg, cfg.kafka.topics.raw, cfg.process.consumer_group, timeout_s=drain_s, warn=False)
         steps = scrape_cpu(ports)
         cpu_run = {n: tree_cpu_s(pid) - cpu0[n] for n, pid in pids.items()}  # run + drain: every stored frame
@@ -264,8 +489,22 @@ def run_once(cameras: int, seconds: float, source: Path, fps: float, state_dir: 
         steps_sink = scrape_cpu({"sink": ports["sink"]} if "sink" in ports else {})
         runner._stop(workers.procs.pop("sink"), "sink", 120)
         per_cam = runner.report(cfg, t0, out=lambda *_a: None)
-        sent = frames_in_topic(cfg, cfg.kafka.topics.raw)
+        raw_topic = topic_by_camera(cfg, cfg.kafka.topics.raw)
+        sent = sum(int(r["frames"]) for r in raw_topic.values())
         lat = [x for xs in runner.chunk_latencies(cfg).values() for x in xs]
+        costs = None
+        if cost:
+            t = cfg.kafka.topics
+            messages = {"raw": sum(int(r["messages"]) for r in raw_topic.values())}
+            for name, topic in (("redacted", t.redacted), ("audit", t.audit), ("dlq", t.dlq)):
+                messages[name] = sum(int(r["messages"]) for r in
+                                     topic_by_camera(cfg, topic, quiet_s=2.0, chunks=False).values())
+            spans = [max(r["pts_ms"]) - min(r["pts_ms"]) + 1000.0 / fps for r in raw_topic.values() if r["pts_ms"]]
+            buckets = {cfg.object_store.bucket, cfg.object_store.audit_bucket, cfg.object_store.raw_bucket}
+            costs = cost_summary(usage, cameras, sum(spans) / 3.6e6,
+                                 sum(int(c["segments"]) for c in per_cam.values()), cfg.sink.segment_seconds,
+                                 cfg.ingest.chunk_seconds, s3_requests(s3_log, s3_start, buckets), messages)
+            costs["ingest_seconds_after_window"] = round(t_stop - (t0 + seconds), 1)
     finally:
         if workers is not None:
             workers.kill_all()
@@ -273,6 +512,9 @@ def run_once(cameras: int, seconds: float, source: Path, fps: float, state_dir: 
     for k, v in steps_sink.items():
         steps[k] = max(steps.get(k, 0.0), v)
     offered = int(round(cameras * fps * seconds))
+    cam_ids = [f"cam-{i + 1:03d}" for i in range(cameras)]
+    accounting = ingest_accounting({c: r["pts_ms"] for c, r in raw_topic.items()}, cam_ids, fps, t0 * 1000.0,
+                                   (t0 + seconds) * 1000.0, drops_window)
     stored = sum(int(c["frames"]) for c in per_cam.values())
     growth = growth_over_second_half(samples)
     per_frame = max(stored, 1)
@@ -280,6 +522,9 @@ def run_once(cameras: int, seconds: float, source: Path, fps: float, state_dir: 
         "cameras": cameras, "settings": list(overrides or []), "fps_offered": round(cameras * fps, 1),
         "seconds": seconds, "source": source.name,
         "frames_offered": offered, "frames_sent": sent, "frames_stored": stored,
+        # offered = sent_in_window + sum(ingest_losses) + unaccounted (see ingest_accounting)
+        **{k: v for k, v in accounting.items() if k != "frames_offered"},
+        "ingest_drops_final": drops_final,
         "frames_dropped": max(0, (offered if sent is None else sent) - stored),
         "frames_dropped_by_policy": sum(int(c["dropped"]) for c in per_cam.values()),
         "latency_p50_s": round(runner._pct(lat, 0.5), 2) if lat else None,
@@ -291,6 +536,8 @@ def run_once(cameras: int, seconds: float, source: Path, fps: float, state_dir: 
         "capacity_fps_2cpu": round(2.0 / max(1e-9, sum(cpu_run.values()) / per_frame), 1),
         "cpu_count": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
     }
+    if costs is not None:
+        res["cost"] = costs
     return res
 
 
@@ -317,8 +564,12 @@ def main() -> int:
     ap.add_argument("--size", default="1280x720", help="WxH every camera sends (default 1280x720)")
     ap.add_argument("--drain-seconds", type=float, default=30.0, help="process drain after ingest stops")
     ap.add_argument("--knee", action="store_true", help="search the largest sustained camera count")
+    ap.add_argument("--cost", action="store_true", help="also measure per-camera costs (RSS, threads, S3 requests, "
+                    "Kafka messages) with the production segment length")
     ap.add_argument("--max-cameras", type=int, default=8, help="--knee: upper bound")
     ap.add_argument("--json-out", type=Path, default=None, help="also write the JSON result here")
+    ap.add_argument("--state-dir", type=Path, default=ROOT / ".veilstream" / "load",
+                    help="the local stack's state directory (a separate one per concurrent run)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                     help="config setting for the run, value as YAML (repeatable), e.g. ray.detector.threads=1")
     args = ap.parse_args()
@@ -327,11 +578,11 @@ def main() -> int:
         os.environ.setdefault("VEILSTREAM_MODEL_DIR", str(models))
     w, h = (int(v) for v in args.size.lower().split("x"))
     source = prepare_source(args.source or VTEST, w, h, args.fps, ROOT / "out" / "load" / "sources")
-    state = ROOT / ".veilstream" / "load"
+    state = args.state_dir
     rows: list[dict[str, Any]] = []
     if not args.knee:
         rows.append(run_once(args.cameras, args.seconds, source, args.fps, state, args.drain_seconds,
-                             overrides=args.overrides))
+                             overrides=args.overrides, cost=args.cost))
         result: dict[str, Any] = rows[0]
     else:
         # exponential then binary search: sustained(N) is assumed monotone in N

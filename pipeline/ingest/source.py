@@ -268,7 +268,8 @@ Emit = Callable[["CameraReader", ChunkCaptured], bool]
 
 OnEvent = Callable[["CameraReader", str, Any], None]
 """``(reader, kind, value)``: ``connected``, ``reconnect`` (error text), ``skipped``
-(frames before the first keyframe), ``finished``."""
+(frames before the first keyframe), ``unfinished`` (frames of a chunk cut by a stop),
+``finished``."""
 
 
 class CameraReader(threading.Thread):
@@ -389,6 +390,10 @@ class CameraReader(threading.Thread):
             frame_ms = 1000.0 / raw.fps if raw.fps > 0 else 40.0
             wait_s = (pts_ms[-1] + frame_ms - self.now_ms()) / 1000.0
             if wait_s > 0 and self.stop_event.wait(wait_s):
+                # stopped while its frames were still "happening": the ones already past are
+                # lost with the unfinished chunk (counted, like a live camera's cut chunk)
+                now = self.now_ms()
+                self.on_event(self, "unfinished", sum(1 for p in pts_ms if p + frame_ms <= now))
                 return
         if raw.skipped_frames:
             self.on_event(self, "skipped", raw.skipped_frames)

@@ -157,6 +157,8 @@ class IngestWorker:
         elif kind == "skipped":
             # frames before the first keyframe of a connection cannot be decoded on their own
             self.metrics.dropped("before_keyframe", int(value), chunks=0)
+        elif kind == "unfinished" and value:
+            self.metrics.dropped("stopping", int(value))
 
     # ------------------------------------------------------------ produce
     def _emit(self, reader: CameraReader, msg: ChunkCaptured) -> bool:
@@ -313,9 +315,23 @@ class IngestWorker:
                 self.producer = None  # let librdkafka's threads and sockets go with the object
             if server is not None:
                 server.shutdown()
-            logger.info("ingest stopped worker=%s produced=%d failed=%d", self.worker_id, self.produced,
-                        self.failed_deliveries)
+            # the final counts, for whoever reads the log after the metrics endpoint is gone
+            logger.info("ingest stopped worker=%s produced=%d failed=%d frames_out=%d dropped_frames=%s",
+                        self.worker_id, self.produced, self.failed_deliveries,
+                        int(self.metrics.value("veil_ingest_frames_out_total") or 0),
+                        ",".join(f"{r}:{n}" for r, n in self.drop_counts().items()) or "-")
         return 0
+
+    def drop_counts(self) -> dict[str, int]:
+        """Frames dropped so far per reason (``veil_ingest_dropped_frames_total``), zeros left out."""
+        from .metrics import DROP_REASONS
+
+        out = {}
+        for reason in DROP_REASONS:
+            n = int(self.metrics.value("veil_ingest_dropped_frames_total", {"reason": reason}) or 0)
+            if n:
+                out[reason] = n
+        return out
 
     def _apply_record(self, msg: Any) -> None:
         cid = (msg.key() or b"").decode("utf-8", "replace")

@@ -272,6 +272,18 @@ def test_realtime_file_camera_is_paced_by_its_own_timestamps():
     assert time.monotonic() - t0 >= 0.25 and r.chunks == 1
 
 
+def test_realtime_file_chunk_cut_by_a_stop_counts_its_past_frames():
+    # the load test's accounting needs every frame a camera offered: a stop while a chunk
+    # waits for its last frame loses the frames already "happened", counted as stopping
+    w = worker(max_inflight_per_camera=10)
+    r = reader_for(w, cam("rt", realtime=True), [raw(0, n=10)])  # 10 frames at 10 fps = 1 s
+    threading.Timer(0.45, r.stop).start()
+    r._one_pass_or_connection()
+    assert r.chunks == 0 and w.producer.sent == []
+    assert 3 <= dropped(w, "stopping") <= 6
+    assert w.drop_counts() == {"stopping": dropped(w, "stopping")}
+
+
 # ------------------------------------------------------------------ reader: reconnects and passes
 
 def test_failing_camera_is_retried_with_backoff_and_reported():
