@@ -684,6 +684,14 @@ def hold(gov: Governance, camera_id: str, from_ms: int, to_ms: int, *, case_id: 
 def _place(gov: Governance, camera_id: str, case_id: str, role: str, targets: list[tuple[Any, str]],
            holders: dict[tuple[str, str], dict[str, dict[str, Any]]], span: dict[str, Any]) -> HoldResult:
     keys = [f"{s.bucket}/{k}" for s, k in targets]
+    # the case already holds some of it under another role: re-placing would hand that role the
+    # lift (a takeover of someone else's hold), so it is refused like a lift would be
+    theirs = sorted({str(c[case_id].get("role") or "") for c in holders.values() if case_id in c} - {role})
+    if theirs:
+        gov.record("hold_refused", camera_id=camera_id, case_id=case_id, object_keys=keys,
+                   details={**span, "placed_by": theirs, "reason": "case already held under another role"})
+        raise HoldRefusedError(f"hold add: case {case_id!r} already holds objects of this interval under role "
+                               f"{' and '.join(theirs)}; role {role!r} may not take its hold over; nothing changed")
     # held with no case on record: a hold set before per-case records; keep it as LEGACY_CASE's
     legacy = [(s, k) for s, k in targets if not holders[(s.bucket, k)] and _legal_hold_on(s, k)]
     others = {f"{s.bucket}/{k}": sorted(c for c in holders[(s.bucket, k)] if c != case_id) for s, k in targets}
@@ -693,7 +701,8 @@ def _place(gov: Governance, camera_id: str, case_id: str, role: str, targets: li
     for s, k in legacy:
         _put_marker(gov, s, k, LEGACY_CASE, "privacy-officer", ev.event_id)
     for s, k in targets:
-        _put_marker(gov, s, k, case_id, role, ev.event_id)  # the marker first, then the flag
+        if case_id not in holders[(s.bucket, k)]:  # an existing record keeps who placed it, and when
+            _put_marker(gov, s, k, case_id, role, ev.event_id)  # the marker first, then the flag
         s.client.enable_object_legal_hold(s.bucket, k)
     return HoldResult(True, keys, ev.event_id, case_id, role,
                       still_held={k: v for k, v in others.items() if v})
@@ -735,10 +744,10 @@ def _lift(gov: Governance, camera_id: str, case_id: str, role: str, targets: lis
                              "not_held_by_case": not_held})
     released: list[str] = []
     still: dict[str, list[str]] = {}
+    audit_store = gov.audit_store
     for s, k in mine:
         try:
-            s_ = gov.audit_store
-            s_.client.remove_object(s_.bucket, _marker_key(s, k, case_id))
+            audit_store.client.remove_object(audit_store.bucket, _marker_key(s, k, case_id))
         except Exception as exc:  # noqa: BLE001 - a legacy hold has no marker to remove
             if case_id != LEGACY_CASE:
                 raise AccessError(f"hold remove: the hold record of {s.bucket}/{k} could not be removed: "

@@ -161,6 +161,20 @@ def test_a_role_that_did_not_place_the_hold_may_not_lift_it(placed_by: str, lift
     assert len(lift(gov, CRIM, placed_by).released) == 11  # the placing role (any of its members) lifts it
 
 
+def test_re_placing_a_case_hold_under_another_role_cannot_take_it_over() -> None:
+    gov = deployment()
+    place(gov, CRIM, "investigator", T0, T0 + 3_000)
+    with pytest.raises(HoldRefusedError, match="may not take its hold over"):
+        place(gov, CRIM, "privacy-officer")  # would hand the lift to the privacy officer
+    assert len(held(gov)) == 4
+    assert all(hold_cases(gov, gov.store, k)[CRIM]["role"] == "investigator" for k in held(gov))
+    with pytest.raises(HoldRefusedError):
+        lift(gov, CRIM, "privacy-officer")
+    assert events(gov)[-2]["action"] == "hold_refused" and len(held(gov)) == 4
+    place(gov, CRIM, "investigator")  # the same role extends its case's hold; the old records stay
+    assert len(held(gov)) == 11
+
+
 @pytest.mark.parametrize("role", ["analyst", "auditor", "sre", ""])
 def test_roles_outside_the_hold_roles_may_neither_place_nor_lift(role: str) -> None:
     gov = deployment()
