@@ -415,9 +415,32 @@ def cmd_console(args: argparse.Namespace) -> int:
             raise VeilStreamError("console --hash-password: empty password")
         print(hash_password(pw))
         return 0
+    if args.revoke_link:
+        return _revoke_link(args)
     from pipeline.console.server import serve
 
     return serve(load_cli_config(args), host=args.host, port=args.port)
+
+
+def _revoke_link(args: argparse.Namespace) -> int:
+    """``console --revoke-link ID``: a released export's or shared segment's link stops working
+    (the running console re-reads its links file), recorded first as ``share_revoke``."""
+    from pipeline.console.links import revoke_from_cli
+    from pipeline.governance.access import Governance
+
+    cfg = load_cli_config(args)
+    if not cfg.console.work_dir:
+        raise VeilStreamError("console --revoke-link: console.work_dir is not set, so the console keeps its links in "
+                              "memory: revoke the link in the console (job page, or POST /api/links/ID/revoke)")
+    gov = Governance.from_config(cfg, actor=args.actor)
+    try:
+        link = revoke_from_cli(cfg.console.work_dir, args.revoke_link, gov.actor,
+                               lambda action, **kw: gov.record(action, **kw))
+    except LookupError as exc:
+        raise VeilStreamError(f"console --revoke-link: {exc}") from None
+    print(f"link {link.link_id} ({link.kind} {link.target}, case {link.case or '-'}, issued by {link.by}) revoked "
+          f"by {link.revoked_by}; it now answers 410")
+    return 0
 
 
 def add_console(sub: Any) -> None:
@@ -427,6 +450,11 @@ def add_console(sub: Any) -> None:
     p.add_argument("--port", type=int, default=None, help="listen port (default console.port, 8080; 0 = any)")
     p.add_argument("--hash-password", action="store_true",
                    help="read a password from stdin, print its argon2 hash for console.users_file, exit")
+    p.add_argument("--revoke-link", metavar="LINK_ID", default=None,
+                   help="revoke a link the console handed out (released export or shared segment; its link_id is "
+                        "in the share audit event), recorded as share_revoke, exit; needs console.work_dir")
+    p.add_argument("--actor", default=None, help="with --revoke-link: who revokes, recorded "
+                                                 "(default $VEILSTREAM_ACTOR, else the OS user)")
     p.set_defaults(func=cmd_console)
 
 

@@ -18,6 +18,7 @@ import logging
 import math
 import re
 import secrets
+import time
 import uuid
 import zipfile
 from collections.abc import Callable, Mapping
@@ -42,6 +43,7 @@ from .auth import LocalUsers, User, oidc_user
 from .catalog import CAMERA_ID, DATE, SEGMENT_KEY, Catalog, gaps, iso
 from .exports import NotAvailableError
 from .jobs import Job, JobManager
+from .links import Link, LinkRegistry
 from .ranges import RangeError, parse_range
 from .sessions import SessionStore
 from .throttle import SignInThrottle
@@ -88,6 +90,8 @@ class Services:
     recent: RecentEvents = field(default_factory=RecentEvents)
     sessions: SessionStore | None = None
     throttle: SignInThrottle = field(default_factory=SignInThrottle)
+    links: LinkRegistry | None = None
+    """Released exports and shared segments by link id, revocable (``None``: in memory)."""
     """Failed sign-ins lock the username and the client address (429 without hashing)."""
     """Server-side sessions (``None``: in memory, made by :func:`create_app` with its max age)."""
     """Footage reads recorded in the last minute (one event covers a playback's range requests)."""
@@ -226,9 +230,13 @@ def create_app(svc: Services, *, secure_cookies: bool = True, session_max_age_s:
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.globals["iso"] = iso
     signer = URLSafeTimedSerializer(svc.secret_key, salt="veilstream-release")
+    seg_signer = URLSafeTimedSerializer(svc.secret_key, salt="veilstream-segment-link")
     if svc.sessions is None:
         svc.sessions = SessionStore(None, session_max_age_s)
     sessions = svc.sessions
+    if svc.links is None:
+        svc.links = LinkRegistry()
+    links = svc.links
     app.state.services = svc
 
     app.add_middleware(SessionMiddleware, secret_key=svc.secret_key, session_cookie=SESSION_COOKIE,
@@ -677,13 +685,16 @@ def create_app(svc: Services, *, secure_cookies: bool = True, session_max_age_s:
         if job.state not in ("done", "released"):
             raise ConsoleError(409, f"job {job_id} is {job.state}: only a finished export can be released")
         exp = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=svc.share_ttl_s)
-        token = signer.dumps({"job": job.job_id, "n": secrets.token_hex(4)})
+        link = links.issue("export", job.job_id, camera_id=job.camera_id, case=job.case, by=user.username,
+                           ttl_s=svc.share_ttl_s)  # nobody holds its token unless the event below is stored
+        token = signer.dumps({"job": job.job_id, "n": link.link_id})
         audit(user, "share", camera_id=job.camera_id, case=job.case,
               detail={"job": job.job_id, "kind": job.kind, "expires_at": exp.isoformat(timespec="seconds"),
-                      "what": "released export"})
+                      "what": "released export", "link": link.link_id})
         job.state = "released"
         base = (svc.public_url or str(request.base_url)).rstrip("/")
-        rel = {"url": f"{base}/shared/{token}", "expires_at": exp.isoformat(timespec="seconds"), "by": user.username}
+        rel = {"url": f"{base}/shared/{token}", "expires_at": exp.isoformat(timespec="seconds"), "by": user.username,
+               "link_id": link.link_id, "revoke": f"/api/links/{link.link_id}/revoke"}
         job.released.append(rel)
         return rel
 
@@ -699,6 +710,7 @@ def create_app(svc: Services, *, secure_cookies: bool = True, session_max_age_s:
         job = svc.jobs.get(str(data.get("job")))
         if job is None or job.state != "released" or file not in ("video", "report"):
             raise ConsoleError(404, "the export behind this link is no longer available")
+        live_link(str(data.get("n") or ""), "export", job.job_id)
         p = job.file(file)
         if p is None:
             raise ConsoleError(404, "the export behind this link is no longer available")
@@ -771,7 +783,69 @@ def create_app(svc: Services, *, secure_cookies: bool = True, session_max_age_s:
             raise ConsoleError(400, "ttl_s: expected seconds") from None
         if not 30 <= ttl <= svc.share_ttl_s:
             raise ConsoleError(400, f"ttl_s: between 30 and {svc.share_ttl_s} seconds")
-        return dict(svc.gov("share", "share links")(key=key, ttl_s=ttl, case=case, actor=user.username))
+        role = role_or_403(user, "view", cam, "share footage by link")
+        store = svc.stores(role)
+        if hasattr(store, "stat_object") and store.stat_object(key) is None:
+            raise ConsoleError(404, f"no such segment: {key[:160]}")
+        # served by the console (not a presigned storage URL), so that it can be revoked and
+        # every opening is recorded; read with the sharing role's storage credentials
+        link = links.issue("segment", key, camera_id=cam, case=case, by=user.username, ttl_s=ttl, role=role)
+        exp = iso(int(link.expires_at * 1000))
+        ev = audit(user, "share", camera_id=cam, case=case, keys=[key],
+                   detail={"ttl_s": ttl, "expires_at": exp, "link": link.link_id, "what": "segment link"})
+        base = (svc.public_url or str(request.base_url)).rstrip("/")
+        return {"url": f"{base}/shared/segments/{seg_signer.dumps({'id': link.link_id})}", "key": key, "case": case,
+                "expires_at": exp, "event_id": ev.get("event_id", ""), "link_id": link.link_id,
+                "revoke": f"/api/links/{link.link_id}/revoke"}
+
+    def live_link(link_id: str, kind: str, target: str | None = None) -> Link:
+        """The registry's word on a link: unknown -> 404, revoked -> 410, expired -> 410."""
+        link = links.get(link_id)
+        if link is None or link.kind != kind or (target is not None and link.target != target):
+            raise ConsoleError(404, "the footage behind this link is no longer available")
+        if link.revoked_at is not None:
+            raise ConsoleError(410, "this link was revoked: ask the privacy office for a new one")
+        if time.time() >= link.expires_at:
+            raise ConsoleError(410, "this link has expired: ask the privacy office for a new one")
+        return link
+
+    @app.get("/shared/segments/{token}")
+    def shared_segment(request: Request, token: str) -> Response:
+        """A shared redacted segment: the link is the credential (signed, short-lived, revocable, recorded)."""
+        try:
+            data = seg_signer.loads(token, max_age=max(svc.share_ttl_s, 30))
+        except SignatureExpired:
+            raise ConsoleError(410, "this link has expired: ask the privacy office for a new one") from None
+        except BadSignature:
+            raise ConsoleError(403, "this link is not valid") from None
+        link = live_link(str(data.get("id") or "") if isinstance(data, dict) else "", "segment")
+        client = request.client.host if request.client else ""
+        record_read(f"link:{link.by}", (), "share_open", ("segment", link.link_id, client), camera_id=link.camera_id,
+                    case=link.case, keys=[link.target], detail={"link": link.link_id, "client": client})
+        data_ = get_or_error(svc.stores(link.role), link.target, link.target)
+        name = link.target.rsplit("/", 1)[-1]
+        return ranged(data_, request, "video/mp4", {"Content-Disposition": f'inline; filename="{link.case}-{name}"'})
+
+    @app.post("/api/links/{link_id}/revoke", dependencies=[Depends(check_csrf)])
+    def revoke_link(link_id: str, user: User = Depends(current_user)) -> dict[str, Any]:
+        """Revoke a released export's or a shared segment's link before it expires (recorded first).
+        Who issued it may, and anyone whose role may share that camera's footage."""
+        link = links.get(link_id) if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", link_id) else None
+        if link is None or not (link.by == user.username or svc.access.can(user.roles, "share", link.camera_id)):
+            raise ConsoleError(404, f"no such link {link_id[:20]!r}")
+        if link.revoked_at is None:
+            audit(user, "share_revoke", camera_id=link.camera_id, case=link.case,
+                  keys=[link.target] if link.kind == "segment" else [],
+                  detail={"link": link.link_id, "kind": link.kind, "target": link.target, "issued_by": link.by})
+            link = links.revoke(link_id, user.username) or link
+            logger.info("link revoked link=%s kind=%s by=%s", link.link_id, link.kind, user.username)
+            if link.kind == "export":
+                job = svc.jobs.get(link.target)
+                for rel in job.released if job else ():
+                    if rel.get("link_id") == link.link_id:
+                        rel["revoked_at"] = iso(int((link.revoked_at or 0) * 1000))
+        return {"link_id": link.link_id, "kind": link.kind, "revoked_at": iso(int((link.revoked_at or 0) * 1000)),
+                "revoked_by": link.revoked_by}
 
     @app.get("/api/audit")
     def api_audit(camera: str = "", user_q: str = "", case: str = "", action: str = "", date: str = "",

@@ -26,6 +26,7 @@ from .audit import AuditLog
 from .auth import LocalUsers, build_oauth, read_secret
 from .catalog import Catalog
 from .jobs import JobManager
+from .links import LinkRegistry
 from .sessions import SessionStore
 
 logger = logging.getLogger(__name__)
@@ -109,9 +110,13 @@ def build_services(cfg: Any, *, registry: Any = "kafka", governance: Mapping[str
     if not con.work_dir:
         logger.info("console: no console.work_dir: sessions are kept in memory, a restart signs everybody out")
     sessions = SessionStore(Path(con.work_dir) / "sessions.json" if con.work_dir else None, con.session_max_age_s)
+    # links handed out (released exports, shared segments), revocable; `veilstream console
+    # --revoke-link` edits the same file
+    links = LinkRegistry(Path(con.work_dir) / "links.json" if con.work_dir else None)
     return Services(access=access, catalog=catalog, audit=audit, jobs=JobManager(con.work_dir), users=users,
                     stores=store_for, oauth=oauth, oidc=con.oidc, share_ttl_s=con.share_ttl_s,
-                    public_url=con.public_url, secret_key=secret, governance=gov_fns, sessions=sessions)
+                    public_url=con.public_url, secret_key=secret, governance=gov_fns, sessions=sessions,
+                    links=links)
 
 
 def build_app(cfg: Any, **kw: Any) -> Any:

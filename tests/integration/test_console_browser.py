@@ -273,7 +273,7 @@ def test_privacy_officer_draws_a_subject_box_and_releases_the_export(stack, cons
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(re.sub(r"/shared/[^/?]+", "/shared/forged", link), timeout=30)
     assert e.value.code == 403
-    # a redacted segment shared by a presigned link (governance's share), from the timeline
+    # a redacted segment shared from the timeline: a console link (revocable, each opening recorded)
     browser.get(base + "/cameras/cam-001")
     f = browser.find_element(By.ID, "share-form")
     f.find_element(By.NAME, "case").send_keys("DSR-2026-0042")
@@ -281,7 +281,7 @@ def test_privacy_officer_draws_a_subject_box_and_releases_the_export(stack, cons
     out = wait(lambda: (t := f.find_element(By.TAG_NAME, "output").text) not in ("", "working…") and t, "share")
     assert not out.startswith("error"), out
     res = json.loads(out)
-    assert res["key"] == stack["cam1"].segment_keys[0] and "X-Amz-Expires=600" in res["url"], res
+    assert res["key"] == stack["cam1"].segment_keys[0] and "/shared/segments/" in res["url"], res
     with urllib.request.urlopen(res["url"], timeout=30) as r:
         assert r.read(12)[4:8] == b"ftyp"
 

@@ -318,3 +318,122 @@ def test_address_limit_spans_usernames(env, counted):
     assert _login_as(env, "192.0.2.8")("ivan", PASSWORD).status_code == 303  # another address is not locked
     now[0] += 30
     assert attempt("ivan", PASSWORD).status_code == 303
+
+
+# ---------------------------------------------------------------- 5. revocable links
+def test_released_export_link_can_be_revoked(env):
+    pia = client(env, "pia")
+    jid = _finished_export(env, pia)
+    first = pia.post(f"/api/jobs/{jid}/release", headers=csrf(pia)).json()
+    second = pia.post(f"/api/jobs/{jid}/release", headers=csrf(pia)).json()
+    anon = TestClient(env.app, base_url="https://testserver")
+    p1, p2 = (r["url"].split("testserver", 1)[1] for r in (first, second))
+    assert anon.get(p1).status_code == 200 and anon.get(p2).status_code == 200
+    # only the issuer, or a role that may share the camera, may revoke; others learn nothing
+    ana = client(env, "ana")
+    assert ana.post(f"/api/links/{first['link_id']}/revoke", headers=csrf(ana)).status_code == 404
+    assert pia.post(f"/api/links/{first['link_id']}/revoke").status_code == 403  # CSRF
+    r = pia.post(first["revoke"], headers=csrf(pia))
+    assert r.status_code == 200 and r.json()["revoked_by"] == "pia"
+    for path in (p1, p1 + "?file=report"):
+        r = anon.get(path, headers={"Range": "bytes=0-"})
+        assert r.status_code == 410 and "revoked" in r.text
+    assert anon.get(p2).status_code == 200  # the other link stays
+    revs = [e for e in events(env) if e["action"] == "share_revoke"]
+    assert len(revs) == 1 and revs[0]["actor"] == "pia" and revs[0]["detail"]["link"] == first["link_id"]
+    assert pia.post(first["revoke"], headers=csrf(pia)).status_code == 200  # idempotent, not recorded twice
+    assert len([e for e in events(env) if e["action"] == "share_revoke"]) == 1
+    job = pia.get(f"/api/jobs/{jid}").json()
+    assert [bool(r.get("revoked_at")) for r in job["released"]] == [True, False]
+
+
+def test_segment_link_is_served_recorded_and_revocable(env):
+    pia = client(env, "pia")
+    key = env.keys["cam-001"][0]
+    r = pia.post("/api/shares", json={"key": key, "case": "DSR-5", "ttl_s": 60}, headers=csrf(pia))
+    assert r.status_code == 200, r.text
+    link = r.json()
+    path = link["url"].split("testserver", 1)[1]
+    assert path.startswith("/shared/segments/") and link["key"] == key
+    anon = TestClient(env.app, base_url="https://testserver")
+    got = anon.get(path, headers={"Range": "bytes=-999999999"})
+    assert got.status_code == 206 and got.content == env.redacted.get_object(key)
+    assert anon.get(path[:-3] + "xyz").status_code == 403  # forged
+    acts = [(e["action"], e["actor"]) for e in events(env)]
+    assert ("share", "pia") in acts and ("share_open", "link:pia") in acts
+    assert pia.post(link["revoke"], headers=csrf(pia)).status_code == 200
+    assert anon.get(path).status_code == 410
+    # a segment that is not there is not shared
+    assert pia.post("/api/shares", json={"key": key + "x", "case": "DSR-5"}, headers=csrf(pia)).status_code == 404
+
+
+def test_segment_link_expires(env, monkeypatch):
+    pia = client(env, "pia")
+    key = env.keys["cam-001"][0]
+    link = pia.post("/api/shares", json={"key": key, "case": "DSR-5", "ttl_s": 30}, headers=csrf(pia)).json()
+    path = link["url"].split("testserver", 1)[1]
+    anon = TestClient(env.app, base_url="https://testserver")
+    assert anon.get(path).status_code == 200
+    later = time.time() + 31
+    monkeypatch.setattr(time, "time", lambda: later)
+    r = anon.get(path)
+    assert r.status_code == 410 and "expired" in r.text
+
+
+def test_cli_revocation_reaches_the_running_console(env, tmp_path):
+    from pipeline.console.links import LinkRegistry, revoke_from_cli
+
+    env.svc.links.__init__(tmp_path / "links.json")  # the console's registry, in its work_dir
+    pia = client(env, "pia")
+    key = env.keys["cam-001"][0]
+    link = pia.post("/api/shares", json={"key": key, "case": "DSR-5"}, headers=csrf(pia)).json()
+    path = link["url"].split("testserver", 1)[1]
+    anon = TestClient(env.app, base_url="https://testserver")
+    assert anon.get(path).status_code == 200
+    recorded = []
+    out = revoke_from_cli(tmp_path, link["link_id"], "officer.kim", lambda action, **kw: recorded.append((action, kw)))
+    assert out.revoked_by == "officer.kim"
+    assert recorded[0][0] == "share_revoke" and recorded[0][1]["object_keys"] == [key]
+    assert anon.get(path).status_code == 410  # the console re-read the file
+    assert LinkRegistry(tmp_path / "links.json").get(link["link_id"]).revoked_at is not None
+    with pytest.raises(LookupError, match="no link"):
+        revoke_from_cli(tmp_path, "nope", "x", lambda *a, **k: None)
+    with pytest.raises(LookupError, match="work_dir"):
+        revoke_from_cli(None, link["link_id"], "x", lambda *a, **k: None)
+    assert len(recorded) == 1
+
+
+def test_unreadable_link_registry_refuses_every_link(env, tmp_path):
+    f = tmp_path / "links.json"
+    env.svc.links.__init__(f)
+    pia = client(env, "pia")
+    link = pia.post("/api/shares", json={"key": env.keys["cam-001"][0], "case": "C-1"}, headers=csrf(pia)).json()
+    path = link["url"].split("testserver", 1)[1]
+    anon = TestClient(env.app, base_url="https://testserver")
+    assert anon.get(path).status_code == 200
+    f.write_text("{broken")
+    assert anon.get(path).status_code == 404
+
+
+def test_cli_revoke_link_command(tmp_path, monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    import pipeline.governance.access as gaccess
+    from pipeline.cli import main
+    from pipeline.console.links import LinkRegistry
+
+    work = tmp_path / "work"
+    reg = LinkRegistry(work / "links.json")
+    link = reg.issue("segment", "camera=cam-001/x.mp4", camera_id="cam-001", case="C-1", by="pia", ttl_s=600,
+                     role="privacy-officer")
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"console: {{work_dir: {work}}}\n")
+    recorded = []
+    monkeypatch.setattr(gaccess.Governance, "from_config", classmethod(
+        lambda cls, cfg, actor=None, **kw: SimpleNamespace(actor=actor or "os-user",
+                                                           record=lambda action, **k: recorded.append(action))))
+    assert main(["console", "--config", str(cfg), "--revoke-link", link.link_id, "--actor", "kim"]) == 0
+    assert "revoked by kim" in capsys.readouterr().out and recorded == ["share_revoke"]
+    assert LinkRegistry(work / "links.json").get(link.link_id).revoked_by == "kim"
+    assert main(["console", "--config", str(cfg), "--revoke-link", "nope"]) != 0
+    assert "no link" in capsys.readouterr().err

@@ -184,7 +184,19 @@
       }
       if (j.state !== "failed") setTimeout(poll, 700);
     };
-    const showLink = (r) => { $("#release-link").innerHTML = ""; const a = document.createElement("a"); a.href = r.url; a.id = "shared-link"; a.textContent = r.url; $("#release-link").append(a, " (valid until " + r.expires_at + ")"); };
+    const showLink = (r) => {
+      const p = $("#release-link"); p.innerHTML = "";
+      if (r.revoked_at) { p.textContent = "link revoked at " + r.revoked_at; return; }
+      const a = document.createElement("a"); a.href = r.url; a.id = "shared-link"; a.textContent = r.url;
+      p.append(a, " (valid until " + r.expires_at + ") ");
+      if (r.revoke) {  // revoke before it expires (recorded)
+        const b = document.createElement("button"); b.type = "button"; b.id = "revoke-link"; b.textContent = "Revoke link";
+        b.addEventListener("click", async () => {
+          try { const x = await api(r.revoke, {}); showLink({ ...r, revoked_at: x.revoked_at }); } catch (e) { p.append(" error: " + e.message); }
+        });
+        p.append(b);
+      }
+    };
     $("#release").addEventListener("click", async () => {
       try { showLink(await api("/api/jobs/" + id + "/release", {})); } catch (e) { $("#release-link").textContent = "error: " + e.message; }
     });
