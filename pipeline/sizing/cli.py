@@ -1,0 +1,288 @@
+"""``veilstream plan``: size a deployment and write Helm values for it (thin wrapper of
+:mod:`pipeline.sizing`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from schemas.errors import InputError, UsageError
+
+from . import PlanInput, SizingError, merge, plan, render_table, to_values
+
+# Descriptions of the keys `to_values` writes (helm-docs `# --` lines); a base file's own
+# descriptions win for its keys, anything else gets its key name.
+DESCRIPTIONS = {
+    "priorityClasses": "PriorityClasses the pods below name, created by the chart.",
+    "priorityClasses.create": "Create them.",
+    "priorityClasses.values": "Priority per class name.",
+    "priorityClasses.values.veilstream-critical": "Ingest, sinks, process submitter, Ray head: losing them loses footage or stops every actor.",
+    "priorityClasses.values.veilstream-batch": "Ray workers: preempted before the critical pods.",
+    "ingest": "Ingest sized by `veilstream plan`.",
+    "ingest.replicas": "Pods: cameras / cameras per pod, a divisor of the cameras topic's partitions.",
+    "process": "The process submitter (one pod; the work runs in the Ray job).",
+    "process.replicas": "One submitter.",
+    "sink": "Sinks sized by `veilstream plan`: every camera's open segment is held in memory.",
+    "sink.replicas": "Pods (KEDA's minimum).",
+    "autoscaling": "Autoscaling.",
+    "autoscaling.enabled": "On.",
+    "autoscaling.process": "Process runs as a Ray job: no driver pods for KEDA to scale.",
+    "autoscaling.process.enabled": "Off.",
+    "autoscaling.sink": "Sinks on their backlog; never below the planned count (memory is sized for it).",
+    "autoscaling.sink.enabled": "On.",
+    "autoscaling.sink.minReplicas": "The planned sinks.",
+    "autoscaling.sink.maxReplicas": "At most one per redacted partition.",
+    "autoscaling.sink.backlogThreshold": "Backlog chunks per sink.",
+    "ray": "Ray sized by `veilstream plan`.",
+    "ray.consumers": "Consumer actors: each owns raw partitions and starts its own chunk and detector actors.",
+    "ray.head.priorityClassName": "Above the workers: losing the head stops every actor.",
+    "ray.workerGroups": "Worker groups: minReplicas x resources provide what the actors reserve.",
+    "ray.workerGroups.cpu": "CPU workers: chunk actors (decode, mask, encode) and consumer actors.",
+    "pipeline": "Pipeline config sized by `veilstream plan`.",
+    "pipeline.kafka": "Kafka topics.",
+    "pipeline.kafka.partitions": "Partitions of every chunk topic (a count with many divisors).",
+    "pipeline.kafka.raw_retention_ms": "Raw topic retention (unredacted footage).",
+    "pipeline.kafka.provisioning": "What `topics apply` creates.",
+    "pipeline.kafka.provisioning.replication_factor": "Replicas of every topic.",
+    "pipeline.kafka.provisioning.min_insync_replicas": "Replicas that must hold a write (acks=all).",
+    "pipeline.kafka.provisioning.retention_hours": "Retention of the other topics in hours.",
+    "pipeline.ray": "Actors per consumer.",
+    "pipeline.ray.chunk_workers": "Chunk actors per consumer.",
+    "pipeline.ray.worker_num_cpus": "CPUs per chunk actor.",
+    "pipeline.ray.detector": "Detector actors.",
+    "pipeline.ray.detector.replicas": "Detector actors per consumer.",
+    "pipeline.ray.detector.num_cpus": "Ray CPUs per detector (0 on GPU pods, which offer Ray none).",
+    "pipeline.ray.detector.num_gpus": "GPU share per detector actor (consumers x replicas x num_gpus GPUs in all).",
+    "pipeline.ray.detector.batch_size": "Frames per detector call, across cameras.",
+    "pipeline.ray.detector.threads": "onnxruntime threads per detector.",
+    "pipeline.ray.detector.providers": "CUDA: the GPU image has no TensorRT unless built with it (image.tensorrt).",
+    "pipeline.ingest": "Ingest tuning.",
+    "pipeline.ingest.chunk_seconds": "Chunk length in seconds.",
+    "pipeline.process": "Process tuning.",
+    "pipeline.process.detect_every": "Detect on every N-th frame (the plan's detected frames follow it).",
+    "pipeline.process.text_max_side": "Plates: the full-frame text pass at native 720p on GPUs.",
+    "pipeline.sink": "Sink tuning.",
+    "pipeline.sink.segment_seconds": "Segment length in seconds (the sinks' spool disk is sized for it).",
+    "pipeline.sink.max_buffered_bytes": "Chunk bytes the open segments keep in memory (sink memory is sized for it); the rest spools to /tmp.",
+    "tmpSizeLimit": "The /tmp emptyDir: the sinks' spool lives there.",
+}
+KEY_DESCRIPTIONS = {
+    "topologySpreadConstraints": "Spread over zones.",
+    "priorityClassName": "PriorityClass (created by the chart).",
+    "resources": "Resources.",
+    "requests": "Requests.",
+    "limits": "Limits.",
+    "cpu": "CPU.",
+    "memory": "Memory.",
+    "ephemeral-storage": "Scratch.",
+    "replicas": "Pods.",
+    "minReplicas": "Fewest pods.",
+    "maxReplicas": "Most pods.",
+    "gpu": "GPUs per pod.",
+    "spillSizeGi": "Spill space in GiB.",
+    "rayStartParams": "`ray start` parameters.",
+    "num-cpus": "No Ray CPUs on GPU pods: only detectors (num_cpus 0) land there.",
+    "maxSkew": "Skew.",
+    "topologyKey": "Zones.",
+    "whenUnsatisfiable": "Best effort.",
+    "labelSelector": "These pods.",
+    "matchLabels": "Labels.",
+}
+
+
+def _key_comments(text: str) -> dict[str, list[str]]:
+    """The comment block above each key of a YAML file, by dotted path (list items as `[]`)."""
+    out: dict[str, list[str]] = {}
+    stack: list[tuple[int, str]] = []
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        m = re.match(r"^(\s*)(- )?([^\s#:'\"][^:]*):(\s|$)", line)
+        if not m:
+            continue
+        dash = len(m.group(1))
+        indent = dash + (2 if m.group(2) else 0)
+        if m.group(2):  # a list item: its keys sit under the parent's `[]`
+            while stack and stack[-1][0] >= dash:
+                stack.pop()
+            stack.append((dash, "[]"))
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        path = ".".join([k for _, k in stack] + [m.group(3).strip()]).replace(".[]", "[]")
+        stack.append((indent, m.group(3).strip()))
+        block, j = [], i - 1
+        while j >= 0 and lines[j].lstrip().startswith("#"):
+            block.insert(0, lines[j].strip())
+            j -= 1
+        if block:
+            out[path] = block
+    return out
+
+
+def _scalar(v: Any) -> str:
+    return yaml.safe_dump(v, default_flow_style=True, width=10**6).strip().removesuffix("\n...").strip()
+
+
+def _comment(path: str, key: str, known: dict[str, list[str]], indent: str) -> list[str]:
+    block = known.get(path)
+    starts = [i for i, c in enumerate(block or []) if c.startswith("# --")]
+    if block and starts:  # from its last `# --` line: a file header above the first key is not its description
+        return [indent + c for c in block[starts[-1]:]]
+    text = DESCRIPTIONS.get(path) or KEY_DESCRIPTIONS.get(key) or f"{key[0].upper()}{key[1:]}."
+    return [f"{indent}# -- {text}"]
+
+
+def emit(values: dict[str, Any], known: dict[str, list[str]] | None = None) -> str:
+    """YAML of ``values`` with a `# --` description above every key (the chart's tests require one)."""
+    known = known or {}
+    out: list[str] = []
+
+    def node(v: Any, path: str, depth: int) -> None:
+        ind = "  " * depth
+        for k, val in v.items():
+            p = f"{path}.{k}" if path else str(k)
+            out.extend(_comment(p, str(k), known, ind))
+            key = _scalar(str(k))
+            if isinstance(val, dict) and val:
+                out.append(f"{ind}{key}:")
+                node(val, p, depth + 1)
+            elif isinstance(val, list) and val:
+                out.append(f"{ind}{key}:")
+                seq(val, p, depth + 1)
+            else:
+                out.append(f"{ind}{key}: {_scalar(val)}")
+
+    def seq(items: list[Any], path: str, depth: int) -> None:
+        ind = "  " * depth
+        for item in items:
+            if isinstance(item, dict) and item:
+                first = True
+                for k, val in item.items():
+                    p = f"{path}[].{k}".replace(".[]", "[]")
+                    pre = f"{ind}- " if first else f"{ind}  "
+                    out.extend(_comment(p, str(k), known, ind if first else ind + "  "))
+                    if isinstance(val, dict) and val:
+                        out.append(f"{pre}{_scalar(str(k))}:")
+                        node(val, p, depth + 2)
+                    elif isinstance(val, list) and val:
+                        out.append(f"{pre}{_scalar(str(k))}:")
+                        seq(val, p, depth + 2)
+                    else:
+                        out.append(f"{pre}{_scalar(str(k))}: {_scalar(val)}")
+                    first = False
+            else:
+                out.append(f"{ind}- {_scalar(item)}")
+
+    node(values, "", 0)
+    return "\n".join(out) + "\n"
+
+
+def _size(value: str) -> tuple[int, int]:
+    m = re.fullmatch(r"(\d+)[xX](\d+)", value.strip())
+    if not m:
+        raise UsageError(f"--size: expected WIDTHxHEIGHT, e.g. 1280x720, got {value!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The plan's command line, canonical (the generated file's header names it)."""
+    parts = ["veilstream", "plan", "--cameras", str(args.cameras), "--fps", f"{args.fps:g}", "--size", args.size,
+             "--node", args.node, "--plates-share", f"{args.plates_share:g}"]
+    for flag, value, default in (("--camera-mbps", args.camera_mbps, None), ("--detect-every", args.detect_every, 4),
+                                 ("--replication", args.replication, 3), ("--min-insync", args.min_insync, 2),
+                                 ("--raw-retention-hours", args.raw_retention_hours, 6.0),
+                                 ("--s3-retention-days", args.s3_retention_days, 30), ("--zones", args.zones, 3),
+                                 ("--gpu-group", args.gpu_group, "gpu-h100")):
+        if value != default:
+            parts += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    if args.values_base:
+        parts += ["--values-base", str(args.values_base)]
+    parts += ["--values-out", str(args.values_out)]
+    return " ".join(parts)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    width, height = _size(args.size)
+    inp = PlanInput(cameras=args.cameras, fps=args.fps, width=width, height=height, node=args.node,
+                    plates_share=args.plates_share, camera_mbps=args.camera_mbps, detect_every=args.detect_every,
+                    replication_factor=args.replication, min_insync_replicas=min(args.min_insync, args.replication),
+                    raw_retention_hours=args.raw_retention_hours, s3_retention_days=args.s3_retention_days,
+                    zones=args.zones, gpu_group=args.gpu_group)
+    try:
+        pl = plan(inp)
+    except SizingError as exc:
+        raise UsageError(str(exc)) from None
+    if args.values_out:
+        base: dict[str, Any] = {}
+        known: dict[str, list[str]] = {}
+        if args.values_base:
+            try:
+                text = args.values_base.read_text()
+            except OSError as exc:
+                raise InputError(f"--values-base {str(args.values_base)!r}: {exc.strerror or exc}") from None
+            base = yaml.safe_load(text) or {}
+            if not isinstance(base, dict):
+                raise UsageError(f"--values-base {str(args.values_base)!r}: expected a YAML mapping")
+            known = _key_comments(text)
+        values = merge(base, to_values(pl))
+        header = [
+            "# GENERATED by `veilstream plan` - do not edit by hand; regenerate with:",
+            f"#   {command_line(args)}",
+            f"# Sizing for {inp.cameras:,} cameras of {width}x{height}@{args.fps:g} on {inp.node.upper()} detector nodes: "
+            f"{pl.summary['vcpu']:,} vCPU, {pl.summary['gpus']} GPUs,",
+            f"# {pl.summary['kafka_partitions']} partitions, {pl.summary['sink_replicas']} sinks x "
+            f"{pl.summary['sink_memory_gib']:g} GiB, {pl.summary['ingest_replicas']} ingest pods. Numbers marked assumed "
+            "in pipeline/sizing/costs.json are not measured.",
+        ]
+        if args.values_base:
+            header.append(f"# Site settings (image, Kafka, object store, networks) come from {args.values_base}.")
+        text_out = "\n".join(header) + "\n" + emit(values, known)
+        try:
+            args.values_out.write_text(text_out)
+        except OSError as exc:
+            raise InputError(f"--values-out {str(args.values_out)!r}: {exc.strerror or exc}") from None
+    if args.json:
+        print(json.dumps(pl.to_dict(), indent=2, sort_keys=False))
+    else:
+        print(render_table(pl))
+        if args.values_out:
+            print(f"values written to {args.values_out}")
+    return 0
+
+
+def add_plan(sub: Any) -> None:
+    p = sub.add_parser("plan", help="size a deployment for N cameras (vCPU, GPUs, Kafka, S3, network) and "
+                                    "write Helm values for it")
+    p.add_argument("--cameras", type=int, required=True, help="number of cameras")
+    p.add_argument("--fps", type=float, required=True, help="frames per second each camera sends")
+    p.add_argument("--size", default="1280x720", help="frame size WIDTHxHEIGHT (default 1280x720)")
+    p.add_argument("--node", choices=("gpu", "cpu"), default="gpu",
+                   help="where detectors run: gpu (H100 worker group) or cpu (default gpu)")
+    p.add_argument("--plates-share", type=float, default=1.0, metavar="SHARE",
+                   help="share of cameras whose policy masks plates (default 1.0; the rest faces only)")
+    p.add_argument("--camera-mbps", type=float, default=None, metavar="MBPS",
+                   help="H.264 bitrate per camera (default 2 Mbit/s at 720p@15, scaled with pixels x fps)")
+    p.add_argument("--detect-every", type=int, default=4, metavar="N", help="process.detect_every (default 4)")
+    p.add_argument("--replication", type=int, default=3, help="Kafka replication factor (default 3)")
+    p.add_argument("--min-insync", type=int, default=2, help="Kafka min.insync.replicas (default 2)")
+    p.add_argument("--raw-retention-hours", type=float, default=6.0,
+                   help="retention of the raw topic in hours (default 6, kafka.raw_retention_ms)")
+    p.add_argument("--s3-retention-days", type=int, default=30,
+                   help="days redacted segments are kept (default 30, the default policy's redacted_days)")
+    p.add_argument("--zones", type=int, default=3, help="availability zones the pods spread over (default 3)")
+    p.add_argument("--gpu-group", default="gpu-h100", help="name of the GPU worker group (default gpu-h100)")
+    p.add_argument("--values-out", type=Path, default=None, metavar="FILE",
+                   help="write Helm values (helm/veilstream) that provision the plan")
+    p.add_argument("--values-base", type=Path, default=None, metavar="FILE",
+                   help="site values (image, Kafka, object store, networks) the plan's values are merged over")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.set_defaults(func=cmd_plan)
+
+
+COMMANDS = (add_plan,)
+
+

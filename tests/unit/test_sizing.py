@@ -1,0 +1,203 @@
+"""`veilstream plan`: the sizing model (pipeline/sizing) and its command line."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from operators.temporal import detection_schedule
+from pipeline.cli import main
+from pipeline.sizing import (
+    GIB,
+    PlanInput,
+    SizingError,
+    detected_frames,
+    divisor_at_least,
+    load_costs,
+    merge,
+    partitions_for,
+    plan,
+    render_table,
+    to_values,
+)
+
+CITY = PlanInput(cameras=5000, fps=15, node="gpu", plates_share=0.3)
+REQUIRED_KEYS = ("vcpu", "gpus", "kafka_partitions", "kafka_bytes_retained", "s3_bytes_per_day", "network_gbps",
+                 "ingest_replicas", "sink_replicas", "sink_memory_gib")
+
+
+@pytest.mark.parametrize(("frames", "every"), [(0, 4), (1, 4), (2, 4), (4, 4), (5, 4), (30, 4), (20, 4), (30, 1),
+                                               (30, 30), (31, 30), (600, 7)])
+def test_detected_frames_follow_the_detection_schedule(frames, every):
+    assert detected_frames(frames, every) == sum(detection_schedule(frames, every))
+
+
+@pytest.mark.parametrize(("minimum", "expected"), [(0, 6), (1, 6), (6, 6), (7, 12), (125, 180), (5040, 5040),
+                                                   (5041, 10080)])
+def test_partitions_come_from_counts_with_many_divisors(minimum, expected):
+    assert partitions_for(minimum) == expected
+
+
+@pytest.mark.parametrize(("n", "minimum", "expected"), [(1, 0, 1), (180, 50, 60), (180, 19, 20), (7, 3, 7),
+                                                        (180, 181, 180)])
+def test_divisor_at_least(n, minimum, expected):
+    assert divisor_at_least(n, minimum) == expected
+
+
+def test_every_cost_says_how_it_was_obtained():
+    costs = load_costs()
+    for name, c in costs["costs"].items():
+        assert set(c) >= {"value", "unit", "status", "what", "source"}, name
+        assert c["status"] in ("measured", "derived", "assumed", "choice"), name
+        assert c["source"], name
+    # nothing measured the GPUs: the file must say so
+    for name in ("detect_gpu_s_faces", "detect_gpu_s_plates", "detect_cpu_s_on_gpu_node"):
+        assert costs["costs"][name]["status"] == "assumed" and "NOT MEASURED" in costs["costs"][name]["source"]
+
+
+def test_city_plan_counts_every_topic_s3_and_network():
+    s = plan(CITY).summary
+    assert set(REQUIRED_KEYS) <= set(s)
+    b = 5000 * 2e6 / 8  # bytes/s of all cameras at 2 Mbit/s
+    kb = s["kafka_bytes_retained"]
+    assert kb["raw"] == pytest.approx(b * 6 * 3600 * 3, rel=1e-6)  # 81 TB
+    assert kb["redacted"] == pytest.approx(b * 72 * 3600 * 3, rel=1e-6)  # ~1 PB: the SRE's figure
+    assert 0.9e15 < kb["redacted"] < 1.0e15
+    assert kb["dlq"] > 0 and kb["audit"] > 0 and kb["total"] == sum(v for k, v in kb.items() if k != "total")
+    assert s["s3_bytes_per_day"] == pytest.approx(108e12, rel=0.01)  # ~108 TB/day
+    assert s["s3_bytes_at_retention"] == pytest.approx(30 * s["s3_bytes_per_day"], rel=1e-6)  # ~3.2 PB
+    net = s["network_gbps"]
+    assert net["cameras_to_ingest"] == pytest.approx(10.0)
+    assert net["kafka_replication"] == pytest.approx(40.0)  # (RF 3 - 1) x (raw + redacted)
+    assert net["ray_frames_to_detectors"] > 400  # raw BGR detected frames to the GPU pods: the largest line
+    assert s["kafka_replication_factor"] == 3
+
+
+@pytest.mark.parametrize("node", ["gpu", "cpu"])
+@pytest.mark.parametrize("cameras", [1, 7, 100, 999, 5000, 22000])
+def test_what_the_actors_reserve_fits_what_the_plan_provisions(node, cameras):
+    """The SRE's bug: GPUs counted once per job while every consumer starts its own detectors."""
+    pl = plan(PlanInput(cameras=cameras, fps=15, node=node, plates_share=0.3))
+    r, pods, s = pl.ray, pl.pods, pl.summary
+    det = r["detector"]
+    consumers = r["consumers"]
+    assert s["kafka_partitions"] % consumers == 0 and s["kafka_partitions"] % s["sink_replicas"] == 0
+    assert s["kafka_partitions"] % s["ingest_replicas"] == 0 and consumers <= s["kafka_partitions"]
+    cpu_reserved = consumers * (r["chunk_workers"] * r["worker_num_cpus"] + 0.25 + det["replicas"] * det["num_cpus"])
+    assert cpu_reserved <= pods["cpu"]["replicas"] * pods["cpu"]["vcpu"]
+    if node == "gpu":
+        assert det["num_cpus"] == 0 and 0 < det["num_gpus"] <= 1
+        detectors = consumers * det["replicas"]
+        per_gpu = math.floor(1 / det["num_gpus"] + 1e-9)  # how many fit on one GPU
+        assert math.ceil(detectors / per_gpu) <= s["gpus"] == pods["gpu"]["replicas"]
+        assert consumers * det["replicas"] * det["num_gpus"] <= s["gpus"]
+        need = next(ln.value for ln in pl.lines if ln.name == "GPU time for detection")
+        assert s["gpus"] >= need  # rounding never drops below the GPU time
+    else:
+        assert s["gpus"] == 0 and det["num_gpus"] == 0
+    chunk_need = next(ln.value for ln in pl.lines if ln.name.startswith("chunk actors"))
+    assert consumers * r["chunk_workers"] * r["worker_num_cpus"] >= chunk_need
+    assert s["sink_memory_gib"] <= 8.0 and math.ceil(cameras / s["sink_replicas"]) <= 1024
+
+
+def test_more_cameras_never_need_less():
+    prev = None
+    for n in (10, 100, 1000, 5000, 10000):
+        s = plan(PlanInput(cameras=n, fps=15)).summary
+        if prev:
+            assert s["vcpu"] >= prev["vcpu"] and s["gpus"] >= prev["gpus"]
+            assert s["s3_bytes_per_day"] > prev["s3_bytes_per_day"]
+        prev = s
+
+
+def test_sink_memory_and_spool_hold_its_cameras_open_segments():
+    s = plan(CITY).summary
+    per_sink = math.ceil(5000 / s["sink_replicas"])
+    segment = 2e6 / 8 * 60
+    # open segments: 256 MiB in memory (sink.max_buffered_bytes), the rest in the spool on disk
+    assert s["sink_memory_gib"] * GIB >= 0.5 * GIB + 256 * 2**20 + 2 * segment
+    assert s["sink_spool_gib"] * GIB >= per_sink * segment - 256 * 2**20
+    v = to_values(plan(CITY))
+    assert v["pipeline"]["sink"]["max_buffered_bytes"] == 256 * 2**20
+    assert v["tmpSizeLimit"] == f"{s['sink_spool_gib']}Gi"
+
+
+def test_cpu_plan_costs_more_vcpu_than_gpu_plan():
+    gpu, cpu = plan(CITY).summary, plan(PlanInput(cameras=5000, fps=15, node="cpu", plates_share=0.3)).summary
+    assert cpu["vcpu"] > gpu["vcpu"] and gpu["gpus"] > 0 == cpu["gpus"]
+
+
+@pytest.mark.parametrize(("kw", "needle"), [
+    ({"cameras": 0}, "--cameras"), ({"fps": 0}, "--fps"), ({"width": 8}, "--size"), ({"node": "tpu"}, "--node"),
+    ({"plates_share": 1.5}, "--plates-share"), ({"replication_factor": 0}, "--replication"),
+])
+def test_bad_input_is_reported(kw, needle):
+    args = {"cameras": 10, "fps": 15, **kw}
+    with pytest.raises(SizingError, match=needle):
+        plan(PlanInput(**args))
+
+
+def test_merge_overrides_and_deletes():
+    assert merge({}, {"a": 1}) == {"a": 1}
+    assert merge({"a": {"b": 1, "c": 2}}, {"a": {"b": 3}}) == {"a": {"b": 3, "c": 2}}
+    assert merge({"a": {"b": 1}, "g": {"x": 1}}, {"g": None}) == {"a": {"b": 1}}
+    assert merge({"l": [1, 2]}, {"l": [3]}) == {"l": [3]}
+    assert merge({}, {"a": {"b": None, "c": 1}}) == {"a": {"c": 1}}  # no null reaches Helm
+
+
+def test_values_carry_the_plan():
+    pl = plan(CITY)
+    v = to_values(pl)
+    assert v["ray"]["consumers"] == pl.ray["consumers"]
+    assert v["pipeline"]["ray"]["detector"]["providers"] == ["CUDAExecutionProvider"]  # no TensorRT in the image
+    assert v["priorityClasses"]["create"] is True
+    cpu = to_values(plan(PlanInput(cameras=50, fps=10, node="cpu")))
+    assert cpu["ray"]["workerGroups"]["gpu-h100"] is None  # dropped from a site file
+
+
+def test_table_has_every_line_and_marks_assumptions():
+    pl = plan(CITY)
+    text = render_table(pl)
+    for ln in pl.lines:
+        assert ln.name in text
+    assert "assumed" in text and "measured" in text and "detect_gpu_s_faces" in text
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def test_cli_json_has_the_keys(capsys):
+    assert main(["plan", "--cameras", "5000", "--fps", "15", "--size", "1280x720", "--node", "gpu",
+                 "--plates-share", "0.3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(REQUIRED_KEYS) <= set(out) and out["gpus"] == plan(CITY).summary["gpus"]
+    assert set(out["kafka_bytes_retained"]) >= {"raw", "redacted", "dlq"}
+
+
+def test_cli_table(capsys):
+    assert main(["plan", "--cameras", "100", "--fps", "10", "--node", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "vCPU provisioned" in out and "redacted topic retained" in out and "sinks -> S3" in out
+
+
+@pytest.mark.parametrize("args", [
+    ["--cameras", "0", "--fps", "15"],
+    ["--cameras", "10", "--fps", "15", "--size", "1280"],
+    ["--cameras", "10", "--fps", "15", "--node", "tpu"],
+    ["--cameras", "10", "--fps", "15", "--plates-share", "2"],
+    ["--cameras", "ten", "--fps", "15"],
+    ["--fps", "15"],
+])
+def test_cli_bad_arguments_exit_2_with_one_line(capsys, args):
+    assert main(["plan", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("veilstream: error:") and "\n" not in err, err
+
+
+def test_cli_unwritable_values_out_is_one_line(capsys, tmp_path):
+    (tmp_path / "f").write_text("")
+    assert main(["plan", "--cameras", "10", "--fps", "15", "--values-out", str(tmp_path / "f" / "v.yaml")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "--values-out" in err and "\n" not in err
