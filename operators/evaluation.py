@@ -67,6 +67,8 @@ class DatasetReport:
     masked_area: list[float] = field(default_factory=list)
     classes: list[ClassReport] = field(default_factory=list)
     leaks: list[dict[str, Any]] = field(default_factory=list)
+    masked_area_sum_by_source: dict[str, float] = field(default_factory=dict)
+    """Mask source (``Redactor.coverage_by_source``) -> its masked share summed over images."""
 
     @property
     def fps(self) -> float:
@@ -75,6 +77,22 @@ class DatasetReport:
     @property
     def masked_area_share(self) -> float:
         return float(np.mean(self.masked_area)) if self.masked_area else 0.0
+
+    @property
+    def masked_area_by_source(self) -> dict[str, float]:
+        """Mean share of the frame each mask source covers (sources overlap, so these may sum
+        to more than :attr:`masked_area_share`), in :data:`SOURCE_ORDER`."""
+        n = len(self.masked_area)
+        if not n:
+            return {}
+        known = [k for k in SOURCE_ORDER if k in self.masked_area_sum_by_source]
+        rest = sorted(k for k in self.masked_area_sum_by_source if k not in SOURCE_ORDER)
+        return {k: self.masked_area_sum_by_source[k] / n for k in known + rest}
+
+
+SOURCE_ORDER = ("face", "head", "plate", "plate_region", "text", "person", "zone", "frame")
+"""Mask sources in report order: detected faces, the head fallback, plate boxes, the vehicle
+plate fallback, text, persons, privacy zones, whole frames (fail closed)."""
 
 
 def points_covered(cov: np.ndarray, pts: np.ndarray) -> bool:
@@ -112,8 +130,9 @@ def face_size_px(points: np.ndarray) -> float:
     return float(max(d.max() * 1.5, d[0, 1:].max() * 2.5))
 
 
-CoverageFn = Callable[[np.ndarray], np.ndarray]
-"""Maps a BGR image ``(H, W, 3)`` to its ``(H, W)`` bool mask coverage."""
+CoverageFn = Callable[[np.ndarray], "np.ndarray | dict[str, np.ndarray]"]
+"""Maps a BGR image ``(H, W, 3)`` to its ``(H, W)`` bool mask coverage, or to that coverage
+split by mask source (``Redactor.coverage_by_source``; the union is scored)."""
 
 
 def width_bucket(width: float) -> str:
@@ -204,13 +223,19 @@ class Scorer:
             c.targets += 1
             c.leaked += int(leaked)
 
-    def add(self, item: Any, cov: np.ndarray, affine: Affine | None = None, frame: str | None = None) -> None:
+    def add(self, item: Any, cov: np.ndarray, affine: Affine | None = None, frame: str | None = None,
+            sources: dict[str, np.ndarray] | None = None) -> None:
+        """Score one frame. ``sources``: its coverage split by mask source
+        (:meth:`~operators.redactor.Redactor.coverage_by_source`), for the per-source area."""
         ds = self.dataset
         hw = (int(cov.shape[0]), int(cov.shape[1]))
         scale = affine[0] if affine is not None else 1.0
         name = frame or Path(item.image_path).name
         self.rep.images += 1
         self.rep.masked_area.append(float(cov.mean()))
+        by = self.rep.masked_area_sum_by_source
+        for k, m in (sources or {}).items():
+            by[k] = by.get(k, 0.0) + float(np.asarray(m).mean())
         video = affine is not None
         if ds in ("faces_dlib", "faces_wider_hard"):
             for box in item.face_boxes:
@@ -297,9 +322,15 @@ def evaluate(dataset: str, eval_dir: Path, coverage_fn: CoverageFn, *, person_cl
     for n, item in enumerate(items):
         img = read_image(item.image_path)
         t0 = time.perf_counter()
-        cov = coverage_fn(img)
+        got = coverage_fn(img)
         scorer.rep.seconds += time.perf_counter() - t0
-        scorer.add(item, cov)
+        if isinstance(got, dict):  # split by mask source (Redactor.coverage_by_source)
+            cov = np.zeros(img.shape[:2], bool)
+            for part in got.values():
+                cov |= part
+            scorer.add(item, cov, sources=got)
+        else:
+            scorer.add(item, got)
         if progress:
             print(f"\r{dataset}: {n + 1}/{len(items)}", end="", file=sys.stderr)
     if progress:
@@ -322,6 +353,7 @@ def report_json(reports: list[DatasetReport], settings: dict[str, Any]) -> dict[
         "datasets": [
             {"dataset": r.dataset, "images": r.images, "fps": round(r.fps, 2),
              "masked_area_share": round(r.masked_area_share, 4),
+             "masked_area_by_source": {k: round(v, 4) for k, v in r.masked_area_by_source.items()},
              "classes": [{**{k: v for k, v in asdict(c).items() if k != "extra"},
                           "leak_rate": round(c.leak_rate, 4), **c.extra} for c in r.classes],
              "leaks": r.leaks}
@@ -339,6 +371,9 @@ def report_table(reports: list[DatasetReport]) -> str:
                          f"{r.masked_area_share:>11.1%} {r.fps:>6.1f}")
             for k, v in c.extra.items():
                 lines.append(f"{'':<16} {'  ' + k:<13} {v:>7.1%}")
+        if r.masked_area_by_source:
+            parts = ", ".join(f"{k} {v:.1%}" for k, v in r.masked_area_by_source.items())
+            lines.append(f"{r.dataset:<16} masked area by source: {parts} (overlaps count in each)")
     return "\n".join(lines)
 
 

@@ -201,3 +201,16 @@ def test_cli_unwritable_values_out_is_one_line(capsys, tmp_path):
     assert main(["plan", "--cameras", "10", "--fps", "15", "--values-out", str(tmp_path / "f" / "v.yaml")]) == 1
     err = capsys.readouterr().err.strip()
     assert "--values-out" in err and "\n" not in err
+
+
+def test_operations_doc_sizing_is_the_plans_output(capsys):
+    """docs/operations.md section 2 shows `veilstream plan`'s own output, not hand arithmetic."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    blocks = re.findall(r"<!-- veilstream (plan [^>]*?) -->\n```\n(.*?)\n```", doc, flags=re.S)
+    assert {"gpu", "cpu"} == {re.search(r"--node (\w+)", cmd).group(1) for cmd, _ in blocks}
+    for cmd, shown in blocks:
+        assert main(cmd.split()) == 0
+        assert capsys.readouterr().out.rstrip("\n") == shown, f"docs/operations.md is stale for `veilstream {cmd}`"
