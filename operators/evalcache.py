@@ -295,7 +295,11 @@ def score_setting(dataset: str, items: Sequence[Any], cache: DetectionCache, cac
     for i, item in enumerate(items):
         hw = cache.hw[i]
         boxes = red.plan_from([combine(cached, th, i)], [], hw)[0]
-        scorer.add(item, red.coverage(hw, boxes))
+        sources = red.coverage_by_source(hw, boxes)
+        cov = np.zeros(hw, bool)
+        for part in sources.values():
+            cov |= part
+        scorer.add(item, cov, sources=sources)
     rep = scorer.report()
     rep.seconds = (time.perf_counter() - t0) + sum(c.seconds for c in cached.values())
     return rep

@@ -92,7 +92,8 @@ def run_sweep(args: Any, cfg: Any, names: tuple[str, ...], eval_dir: Path, limit
                 is_default = th == dflt and scfg.plate_padding == cfg.plate_padding
                 point = {"cls": cls, "dataset": ds, "params": params, "default": is_default,
                          "targets": main.targets, "leaked": main.leaked, "leak_rate": round(main.leak_rate, 4),
-                         "masked_area": round(rep.masked_area_share, 4)}
+                         "masked_area": round(rep.masked_area_share, 4),
+                         "masked_area_by_source": {k: round(v, 4) for k, v in rep.masked_area_by_source.items()}}
                 for sub in HEADLINE.get(ds, ()):
                     c = next(c for c in rep.classes if c.cls == sub)
                     point[f"leak_rate_{sub}"] = round(c.leak_rate, 4)

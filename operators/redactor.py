@@ -49,6 +49,10 @@ faces_wider_hard 82 -> 84 leaks (faces a tall text box covered by accident), are
 TEXT_MODELS = ("ppocr_det_v5", "ppocr_det")
 """Registry names the text detector may use (``RedactionConfig.text_model``)."""
 
+MASK_SOURCES: dict[Label, str] = {Label.FACE: "face", Label.HEAD: "head", Label.PLATE: "plate",
+                                  Label.PLATE_REGION: "plate_region", Label.TEXT: "text", Label.PERSON: "person"}
+"""Masked box label -> the name its pixels go under in :meth:`Redactor.coverage_by_source`."""
+
 CLASS_LABELS: dict[str, tuple[Label, ...]] = {
     "face": (Label.FACE, Label.HEAD),
     "plate": (Label.PLATE, Label.PLATE_REGION),
@@ -466,14 +470,29 @@ class Redactor:
     def coverage(self, frame_hw: tuple[int, int], boxes: Boxes, camera_id: str | None = None) -> np.ndarray:
         """``(H, W)`` bool: exactly the pixels :meth:`apply` masks for one frame's boxes."""
         cov = np.zeros(frame_hw, bool)
+        for part in self.coverage_by_source(frame_hw, boxes, camera_id).values():
+            cov |= part
+        return cov
+
+    def coverage_by_source(self, frame_hw: tuple[int, int], boxes: Boxes,
+                           camera_id: str | None = None) -> dict[str, np.ndarray]:
+        """Where the masked pixels of one frame come from: mask source name (``face``,
+        ``head`` (the head fallback), ``plate``, ``plate_region`` (the vehicle fallback),
+        ``text``, ``person``, ``zone``, ``frame`` (fail closed)) -> ``(H, W)`` bool, only the
+        sources present. Sources overlap; their union is :meth:`coverage`. Lets the eval
+        show what each class costs the analysts."""
+        out: dict[str, np.ndarray] = {}
         for label, masker in self._maskers.items():
             sel = boxes.select(boxes.label == label)
             if len(sel):
-                cov |= masker.coverage_mask(frame_hw, sel)
-        regions = self._region_masks(frame_hw, [boxes], camera_id)
-        if regions is not None and regions[0] is not None:
-            cov |= regions[0]
-        return cov
+                out[MASK_SOURCES[label]] = masker.coverage_mask(frame_hw, sel)
+        if len(boxes) and bool((boxes.label == Label.FRAME).any()):
+            out["frame"] = np.ones(frame_hw, bool)
+        elif self.zones is not None:
+            regions = self._region_masks(frame_hw, [boxes], camera_id)
+            if regions is not None and regions[0] is not None:
+                out["zone"] = regions[0]
+        return out
 
     def _region_masks(self, hw: tuple[int, int], boxes: Sequence[Boxes], camera_id: str | None
                       ) -> list[np.ndarray | None] | None:

@@ -83,6 +83,26 @@ def test_plates_traffic_needs_80_percent_of_the_box():
     assert s.report().classes[0].leaked == 1
 
 
+def test_masked_area_is_reported_per_mask_source():
+    from operators.evaluation import report_json, report_table
+
+    item = _Item(face_boxes=np.array([[10, 10, 30, 30]], np.float32))
+    face = np.zeros((100, 100), bool)
+    face[10:30, 10:30] = True  # 4 %
+    head = np.zeros((100, 100), bool)
+    head[20:40, 0:50] = True  # 10 %, overlapping the face
+    s = Scorer("faces_dlib")
+    s.add(item, face | head, sources={"head": head, "face": face})
+    s.add(item, face, sources={"face": face})
+    rep = s.report()
+    assert rep.masked_area_by_source == pytest.approx({"face": 0.04, "head": 0.05})
+    assert list(rep.masked_area_by_source) == ["face", "head"]  # report order, not insertion order
+    assert rep.masked_area_share == pytest.approx((0.04 + 0.1 - 0.02 + 0.04) / 2)  # union, once
+    doc = report_json([rep], {})
+    assert doc["datasets"][0]["masked_area_by_source"] == {"face": 0.04, "head": 0.05}
+    assert "masked area by source: face 4.0%, head 5.0%" in report_table([rep])
+
+
 def test_subset_is_spread_and_deterministic():
     items = list(range(100))
     assert subset(items, 5) == [0, 25, 50, 74, 99] and subset(items, None) == items

@@ -217,6 +217,27 @@ def test_coverage_matches_applied_pixels():
     assert diff[cov].mean() > 0.95
 
 
+def test_coverage_by_source_splits_the_coverage_by_what_masked_it():
+    zones = parse_zones({"cameras": {"cam-1": [{"name": "window", "normalized": False,
+                                                "polygon": [[0, 0], [10, 0], [10, 10], [0, 10]]}]}})
+    red, _ = make(temporal_window=0)
+    red.zones = zones
+    hw = (64, 64)
+    boxes = Boxes.concat([Boxes.of([[20, 20, 30, 32]], [0.9], Label.FACE),
+                          Boxes.of([[40, 40, 60, 50]], [0.9], Label.HEAD),
+                          Boxes.of([[0, 50, 20, 60]], [0.9], Label.PLATE_REGION)])
+    parts = red.coverage_by_source(hw, boxes, "cam-1")
+    assert set(parts) == {"face", "head", "plate_region", "zone"}
+    union = np.zeros(hw, bool)
+    for m in parts.values():
+        union |= m
+    assert np.array_equal(union, red.coverage(hw, boxes, "cam-1"))
+    assert parts["face"][26, 25] and not parts["face"][45, 50] and parts["head"][45, 50]
+    assert red.coverage_by_source(hw, Boxes.empty(), "cam-2") == {}
+    whole = red.coverage_by_source(hw, Boxes.of([[0, 0, 64, 64]], [1.0], Label.FRAME))
+    assert whole["frame"].all()
+
+
 def test_detect_many_batches_across_chunks_by_shape():
     red, det = make({1: FACE})
     a, b = frames_with_ids(2), frames_with_ids(3, 90, 100)
