@@ -134,7 +134,9 @@ def raw_lag(cfg: Any, consumer: Any) -> int:
 def topic_by_camera(cfg: Any, topic: str, quiet_s: float = 3.0, limit_s: float = 60.0,
                     chunks: bool = True) -> dict[str, dict[str, Any]]:
     """Every message of ``topic`` (read from the start until it stays quiet), per key (the
-    camera): ``messages``, and for chunk topics ``frames`` and the frames' ``pts_ms``."""
+    camera): ``messages``, and for chunk topics ``frames``, the frames' ``pts_ms`` and
+    ``dropped_before_first``: the drops ingest carried in the camera's earliest chunk (frames
+    it dropped before any of the camera's chunks got out)."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     from schemas.messages import decode_chunk_captured
@@ -160,15 +162,18 @@ def topic_by_camera(cfg: Any, topic: str, quiet_s: float = 3.0, limit_s: float =
                 continue
             last = time.monotonic()
             rec = out.setdefault((m.key() or b"").decode("utf-8", "replace"),
-                                 {"messages": 0, "frames": 0, "pts_ms": []})
+                                 {"messages": 0, "frames": 0, "pts_ms": [], "dropped_before_first": 0})
             rec["messages"] += 1
             if not chunks:
                 continue
             try:
-                pts = decode_chunk_captured(m.value(), m.headers()).pts_ms
+                chunk = decode_chunk_captured(m.value(), m.headers())
             except Exception as exc:  # noqa: BLE001 - a bad message is the DLQ's business, not a frame sent
                 print("count:", exc, file=sys.stderr)
                 continue
+            pts = chunk.pts_ms
+            if pts and (not rec["pts_ms"] or pts[0] < min(rec["pts_ms"])):
+                rec["dropped_before_first"] = int(chunk.dropped_frames)
             rec["frames"] += len(pts)
             rec["pts_ms"].extend(int(p) for p in pts)
     finally:
@@ -182,7 +187,8 @@ def frames_in_topic(cfg: Any, topic: str, quiet_s: float = 3.0, limit_s: float =
 
 
 def ingest_accounting(sent_pts: dict[str, list[int]], cameras: list[str], fps: float, t0_ms: float,
-                      t_end_ms: float, drops: dict[str, float]) -> dict[str, Any]:
+                      t_end_ms: float, drops: dict[str, float],
+                      dropped_before_first: dict[str, int] | None = None) -> dict[str, Any]:
     """Where the frames the cameras offered in ``[t0_ms, t_end_ms)`` went, so that
     ``frames_offered == frames_sent_in_window + sum(ingest_losses) + frames_unaccounted``.
 
@@ -192,13 +198,15 @@ def ingest_accounting(sent_pts: dict[str, list[int]], cameras: list[str], fps: f
         fps: the rate each camera offers.
         drops: ingest's own ``veil_ingest_dropped_frames_total`` per reason, read when the
             window ended (backpressure, producer_full, before_keyframe, ...).
+        dropped_before_first: per camera, the drops its first sent chunk carries
+            (``dropped_frames``): they lie before that chunk, so they are not start-up.
 
     Losses: ``startup_before_first_chunk`` (window frames before a camera's first sent
     frame: ingest starting, joining its group, opening the camera), each ingest drop reason
     with a non-zero count, and ``unfinished_at_window_end`` (window frames after a camera's
     last sent frame, for a camera that sent nothing later: the chunk being cut when the
-    window closed). ``frames_unaccounted`` is what is left (timing rounding; a drop that
-    falls in the start-up or end interval counts twice and shows as a negative residual).
+    window closed). ``frames_unaccounted`` is what is left (timing rounding; a drop after a
+    camera's last sent chunk counts twice and shows as a negative residual).
     """
     frame_ms = 1000.0 / fps
     per_cam = (t_end_ms - t0_ms) / frame_ms
@@ -213,7 +221,8 @@ def ingest_accounting(sent_pts: dict[str, list[int]], cameras: list[str], fps: f
         if not pts:
             startup += per_cam
             continue
-        startup += min(per_cam, max(0.0, (pts[0] - t0_ms) / frame_ms))
+        before = max(0.0, (pts[0] - t0_ms) / frame_ms) - (dropped_before_first or {}).get(cam, 0)
+        startup += min(per_cam, max(0.0, before))
         if pts[-1] < t_end_ms and inside:
             unfinished += max(0.0, (t_end_ms - (inside[-1] + frame_ms)) / frame_ms)
     losses: dict[str, int] = {"startup_before_first_chunk": int(round(startup))}
@@ -514,7 +523,8 @@ def run_once(cameras: int, seconds: float, source: Path, fps: float, state_dir: 
     offered = int(round(cameras * fps * seconds))
     cam_ids = [f"cam-{i + 1:03d}" for i in range(cameras)]
     accounting = ingest_accounting({c: r["pts_ms"] for c, r in raw_topic.items()}, cam_ids, fps, t0 * 1000.0,
-                                   (t0 + seconds) * 1000.0, drops_window)
+                                   (t0 + seconds) * 1000.0, drops_window,
+                                   {c: int(r["dropped_before_first"]) for c, r in raw_topic.items()})
     stored = sum(int(c["frames"]) for c in per_cam.values())
     growth = growth_over_second_half(samples)
     per_frame = max(stored, 1)

@@ -37,6 +37,14 @@ class InflightLimiter:
         self._by_camera: dict[str, int] = {}
         self._total = 0
 
+    def resize(self, total: int) -> None:
+        """A new worker-wide bound (the worker keeps it at least its camera count)."""
+        if total < 1:
+            raise ValueError(f"in-flight bound must be >= 1, got total={total}")
+        with self._cv:
+            self.total = total
+            self._cv.notify_all()
+
     def _admit_locked(self, camera_id: str) -> bool:
         n = self._by_camera.get(camera_id, 0)
         if not may_admit(n, self._total, self.per_camera, self.total):

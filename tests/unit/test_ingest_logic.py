@@ -115,6 +115,25 @@ def test_limiter_bounds_per_camera_and_total_and_wakes_waiters():
         lim.release("zzz")
 
 
+def test_worker_bound_is_never_below_its_camera_count():
+    # 100 cameras against the default 64 dropped healthy chunks on their simultaneous bursts
+    w = worker(max_inflight_chunks=3)
+    w.registry.assign([0])
+    for i in range(5):
+        w.registry.update(0, f"c{i}", cam(f"c{i}"))
+    w._reconcile()
+    try:
+        assert w.limiter.total == 5
+        assert all(w.limiter.try_acquire(f"c{i}") for i in range(5))  # one chunk each, all at once
+    finally:
+        w._stop_cameras(w.owned_cameras(), join_s=2)
+    lim = InflightLimiter(per_camera=1, total=1)
+    lim.resize(4)
+    assert lim.total == 4
+    with pytest.raises(ValueError):
+        lim.resize(0)
+
+
 # ------------------------------------------------------------------ chunk messages
 
 def test_chunk_message_from_a_gop_chunk_round_trips():

@@ -43,6 +43,14 @@ def test_offered_is_sent_plus_each_named_loss() -> None:
     assert acc["frames_offered"] == acc["frames_sent_in_window"] + sum(losses.values()) + acc["frames_unaccounted"]
 
 
+def test_drops_before_a_cameras_first_chunk_are_not_startup() -> None:
+    # 1 s of start-up, then 1 s dropped on backpressure (carried in the first sent chunk)
+    a = _frames(T0 + 2000, 80)
+    acc = ingest_accounting({"a": a}, ["a"], 10.0, T0, T0 + 10_000, {"backpressure": 10.0}, {"a": 10})
+    assert acc["ingest_losses"]["startup_before_first_chunk"] == 10
+    assert acc["frames_unaccounted"] == 0
+
+
 def test_an_unexplained_gap_shows_as_unaccounted() -> None:
     a = _frames(T0, 30) + _frames(T0 + 5000, 50)  # 2 s missing, no counter names them
     acc = ingest_accounting({"a": a}, ["a"], 10.0, T0, T0 + 10_000, {})
