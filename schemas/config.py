@@ -171,6 +171,7 @@ class RayConfig:
     chunk_concurrency: int
     consumers: int
     detector: DetectorConfig
+    placement: str = "node_local"
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Ray actors of the process stage. Each is a thin shell around ``operators``.
 
-One chunk is one chain of remote calls, and decoded frames never travel back::
+One chunk is one chain of remote calls, and decoded frames never leave the node::
 
     driver ──ChunkTask (payload bytes)──► ChunkActor.redact
                                             decode ─► scheduled frames ─► DetectorActor.detect
@@ -156,6 +156,11 @@ class DetectorActor:
     def ready(self) -> list[dict[str, str]]:
         return self.redactor.model_ids
 
+    def node_id(self) -> str:
+        import ray
+
+        return str(ray.get_runtime_context().get_node_id())
+
     async def detect(self, frames: np.ndarray) -> Detections:
         """Detections for ``frames`` (``(N, H, W, 3)`` uint8), batched with other callers'."""
         if self._queue is None:
@@ -219,9 +224,14 @@ class ChunkActor:
     """Decode, detect (through the detector actors), mask and encode whole chunks."""
 
     def __init__(self, plan: MaskingPlan, detectors: list[Any], *, crf: int = 23, preset: str = "veryfast",
-                 detector_timeout_s: float = 30.0) -> None:
+                 detector_timeout_s: float = 30.0, local: list[int] | None = None) -> None:
         self.plan = plan
         self.detectors = list(detectors)
+        # node-local processing: the detectors this actor sends frames to (indices into
+        # ``detectors``, which stay global so a timeout names the one to restart). The driver
+        # passes those of this actor's placement group: decoded frames stay on the node.
+        self.local = [i for i in (local if local is not None else range(len(self.detectors)))
+                      if 0 <= i < len(self.detectors)] or list(range(len(self.detectors)))
         self.crf, self.preset = crf, preset
         self.detector_timeout_s = float(detector_timeout_s)
         # the detector enforces detector_timeout_s per batch; this safety net covers a detector
@@ -234,6 +244,11 @@ class ChunkActor:
 
     def ready(self) -> bool:
         return True
+
+    def node_id(self) -> str:
+        import ray
+
+        return str(ray.get_runtime_context().get_node_id())
 
     def _redactor(self, pol: PolicyPlan, camera_id: str, camera_zones: tuple[dict[str, Any], ...]) -> Redactor:
         """The policy's masker with the zones of this camera (policy's ∪ camera's), cached."""
@@ -276,7 +291,7 @@ class ChunkActor:
                                if not isinstance(exc, VeilStreamError) else f"decode failed: {exc}",
                                reason=DecodeLimitError.reason if isinstance(exc, DecodeLimitError) else None)
         sched = [i for i, s in enumerate(detection_schedule(len(frames), pol.redaction.detect_every)) if s]
-        idx = self._rr % len(self.detectors)
+        idx = self.local[self._rr % len(self.local)]
         self._rr += 1
         raw: list[Boxes | None] = [None] * len(frames)
         failed: list[int] = []

@@ -71,6 +71,30 @@ class Job:
         return self.src.tp
 
 
+@dataclass(frozen=True)
+class PipelineGroup:
+    """What one node-local group asks of one node: bundle 0 the detector, then one bundle per
+    chunk actor (``ray.util.placement_group`` bundles)."""
+
+    bundles: list[dict[str, float]]
+
+
+def _bundle(cpus: float, gpus: float = 0.0) -> dict[str, float]:
+    out = {k: float(v) for k, v in (("CPU", cpus), ("GPU", gpus)) if v > 0}
+    # a bundle cannot be empty; an actor asking for nothing still fits a sliver of a CPU
+    return out or {"CPU": 0.01}
+
+
+def node_local_groups(replicas: int, chunk_workers: int, *, det_cpus: float, det_gpus: float,
+                      worker_cpus: float) -> list[PipelineGroup]:
+    """One group per detector replica; chunk actor ``w`` goes to group ``w % replicas``, bundle
+    ``1 + w // replicas`` (so every group gets its share, the first ones one more)."""
+    replicas = max(1, replicas)
+    return [PipelineGroup([_bundle(det_cpus, det_gpus)]
+                          + [_bundle(worker_cpus)] * len(range(g, chunk_workers, replicas)))
+            for g in range(replicas)]
+
+
 def retry_delay_s(attempt: int) -> float:
     """Backoff before the ``attempt``-th retry of a chunk hit by an outage (1-based)."""
     return min(10.0, 0.5 * 2 ** max(0, attempt - 1))
@@ -100,6 +124,7 @@ class ProcessWorker:
         self.produced = 0
         self.detectors: list[Any] = []
         self.workers: list[Any] = []
+        self.placement_groups: list[Any] = []
         self.model_ids: list[dict[str, str]] = []
         self._rr = 0
         self._restarted_at: dict[int, float] = {}
@@ -116,6 +141,9 @@ class ProcessWorker:
 
         rc = self.cfg.ray
         if not ray.is_initialized():
+            from pipeline.raynet import keep_ray_on_loopback
+
+            keep_ray_on_loopback(rc.address)  # a local Ray stays on 127.0.0.1 (Ray has no authentication)
             kw: dict[str, Any] = {"include_dashboard": False, "ignore_reinit_error": True,
                                   "log_to_driver": True, "configure_logging": False}
             if rc.address:
@@ -123,20 +151,45 @@ class ProcessWorker:
             else:
                 ray.init(num_cpus=rc.num_cpus, object_store_memory=rc.object_store_mb * 1024 * 1024, **kw)
         det = rc.detector
-        # Restarted by Ray when they die (handles stay valid); calls in flight then fail
-        # with RayActorError, which is an outage: the chunk is retried, never DLQ'd.
-        self.detectors = [
-            ray.remote(DetectorActor).options(num_cpus=det.num_cpus, num_gpus=det.num_gpus, max_restarts=-1,
-                                              max_task_retries=0, max_concurrency=64)
-            .remote(self.plan, max_batch_frames=det.batch_size, max_wait_s=det.max_wait_ms / 1000.0,
-                    timeout_s=self.cfg.process.detector_timeout_s)
-            for _ in range(det.replicas)]
         p = self.cfg.process
-        self.workers = [
-            ray.remote(ChunkActor).options(num_cpus=rc.worker_num_cpus, max_restarts=-1, max_task_retries=0,
-                                           max_concurrency=rc.chunk_concurrency)
-            .remote(self.plan, self.detectors, crf=p.crf, preset=p.preset, detector_timeout_s=p.detector_timeout_s)
-            for _ in range(rc.chunk_workers)]
+        # Node-local processing: one placement group per detector replica, packed onto ONE node
+        # (STRICT_PACK), holding that detector and its share of the chunk actors. A chunk's
+        # compressed payload travels to its chunk actor; decode, detection (the detector batches
+        # the frames of every chunk actor of its group), masking and encode happen on that node;
+        # only the H.264 result travels back. If the node dies, Ray reschedules the whole group
+        # onto another node together. Restarted actors keep their handles; calls in flight fail
+        # with RayActorError, an outage: the chunk is retried, never DLQ'd.
+        groups = node_local_groups(det.replicas, rc.chunk_workers, det_cpus=det.num_cpus, det_gpus=det.num_gpus,
+                                   worker_cpus=rc.worker_num_cpus) if rc.placement == "node_local" else []
+        self.placement_groups = []
+        self.detectors, self.workers = [], []
+        for g in range(det.replicas):
+            strategy: dict[str, Any] = {}
+            if groups:
+                from ray.util.placement_group import placement_group
+                from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+                pg = placement_group(groups[g].bundles, strategy="STRICT_PACK")
+                self.placement_groups.append(pg)
+                strategy = {"scheduling_strategy": PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=0)}
+            self.detectors.append(
+                ray.remote(DetectorActor).options(num_cpus=det.num_cpus, num_gpus=det.num_gpus, max_restarts=-1,
+                                                  max_task_retries=0, max_concurrency=64, **strategy)
+                .remote(self.plan, max_batch_frames=det.batch_size, max_wait_s=det.max_wait_ms / 1000.0,
+                        timeout_s=p.detector_timeout_s))
+        for w in range(rc.chunk_workers):
+            g = w % det.replicas
+            strategy = {}
+            if groups:
+                from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+                strategy = {"scheduling_strategy": PlacementGroupSchedulingStrategy(
+                    self.placement_groups[g], placement_group_bundle_index=1 + w // det.replicas)}
+            self.workers.append(
+                ray.remote(ChunkActor).options(num_cpus=rc.worker_num_cpus, max_restarts=-1, max_task_retries=0,
+                                               max_concurrency=rc.chunk_concurrency, **strategy)
+                .remote(self.plan, self.detectors, crf=p.crf, preset=p.preset, detector_timeout_s=p.detector_timeout_s,
+                        local=[g] if groups else None))
         logger.info("policies %s default=%s routed=%s", self.plan.describe(), self.plan.default_id, self.plan.routed)
         # Building sessions and warming up takes seconds: wait here, not at the first chunk. Actors
         # needing a GPU wait for the node the cluster autoscaler adds: as long as the start-up
@@ -163,6 +216,7 @@ class ProcessWorker:
             with self.metrics.starting(getattr(self.cfg.metrics, "startup_budget_s", 900.0)):
                 self._start_ray()
         except BaseException:
+            self._release_actors(ray)
             if server is not None:
                 server.shutdown()
             raise
@@ -175,6 +229,7 @@ class ProcessWorker:
             self._shutdown(ray)
         finally:
             self.metrics.ready = False
+            self._release_actors(ray)
             self.kafka.consumer.close()
             if server is not None:
                 server.shutdown()
@@ -400,3 +455,18 @@ class ProcessWorker:
         self.kafka.producer.flush(30.0)
         self.kafka.commit()
         logger.info("process stopped produced=%d inflight_left=%d", self.produced, self.tracker.inflight())
+
+    def _release_actors(self, ray: Any) -> None:
+        """Give the node-local groups back (their actors with them): a placement group outlives
+        its actors' handles, and a worker started again in the same Ray would wait for them."""
+        if not self.placement_groups:
+            return
+        from ray.util.placement_group import remove_placement_group
+
+        for pg in self.placement_groups:
+            try:
+                remove_placement_group(pg)
+            except Exception as exc:  # noqa: BLE001 - Ray already gone: nothing left to free
+                logger.debug("placement group removal: %s", root_cause(exc))
+        self.placement_groups = []
+        self.detectors, self.workers = [], []
