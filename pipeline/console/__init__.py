@@ -6,5 +6,9 @@ auditors and SREs (FastAPI, server-rendered Jinja2 pages, a little plain JavaScr
 - :mod:`.catalog`  cameras, a camera-day's segments and manifests, status
 - :mod:`.audit`    access events in the audit bucket (and ``veil.audit``)
 - :mod:`.jobs`     background exports with progress
+- :mod:`.ranges`   the one HTTP Range parser of every footage route (RFC 9110)
+- :mod:`.sessions` server-side sessions (sign-out and removed users end them)
+- :mod:`.throttle` sign-in throttling (429 without hashing while locked)
+- :mod:`.links`    released exports and shared segments by link id, revocable
 - :mod:`.app`      routes, pages, errors; :mod:`.server` builds it from the config
 """
