@@ -114,7 +114,8 @@ def _key_comments(text: str) -> dict[str, list[str]]:
             stack.pop()
         path = ".".join([k for _, k in stack] + [m.group(3).strip()]).replace(".[]", "[]")
         stack.append((indent, m.group(3).strip()))
-        block, j = [], i - 1
+        block: list[str] = []
+        j = i - 1
         while j >= 0 and lines[j].lstrip().startswith("#"):
             block.insert(0, lines[j].strip())
             j -= 1
