@@ -65,6 +65,8 @@ class Component:
 def components(cfg: Any) -> dict[str, Component]:
     """The detector passes ``cfg`` (a RedactionConfig) runs, at floor thresholds."""
     from .detectors import CenterFaceDetector, TextDetector, YoloxPersonDetector, YuNetDetector
+    from .ovsession import bf16_supported
+    from .providers import backend_tag
     from .quantize import graph_tag
 
     providers = list(cfg.providers) if cfg.providers else None
@@ -80,7 +82,15 @@ def components(cfg: Any) -> dict[str, Component]:
 
     def int8(factory: Any) -> dict[str, str]:
         tag = graph_tag(cfg.precision, providers, model_of[factory])
-        return {"graph": tag} if tag else {}
+        # The backend too, when it is not onnxruntime: OpenVINO's boxes agree closely, not
+        # bit for bit, and a comparison of the two must not read one's boxes for the other's.
+        name = model_of[factory] + ("_int8" if tag and tag.startswith("int8") else "")
+        if cfg.precision == "bf16" and bf16_supported():
+            name += "_bf16"
+        backend = backend_tag(providers, name)
+        if backend and name.endswith("_bf16"):
+            backend += "-bf16"
+        return {**({"graph": tag} if tag else {}), **({"backend": backend} if backend else {})}
 
     def simple(key: str, factory: Any, params: dict[str, Any], method: str = "detect") -> Component:
         def build() -> Callable[[np.ndarray, Boxes], Boxes]:

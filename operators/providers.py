@@ -1,11 +1,14 @@
-"""onnxruntime execution-provider choice and session construction.
+"""Inference backend choice (onnxruntime execution providers, or OpenVINO on CPU) and session construction.
 
 ``None`` / ``"auto"`` picks TensorRT and CUDA when this onnxruntime build has them, then
-CPU. An explicitly requested provider that is missing is a :class:`ProviderError` that
-lists the available ones: a GPU node silently running on CPU would fall behind its
-cameras without anyone noticing. The automatic choice on a build that offers GPU providers
-but a machine that cannot start them (the GPU image on a pod without a GPU or driver) runs
-on CPU and logs one warning naming why; onnxruntime alone would raise a CUDA error there.
+CPU; on CPU, per model, OpenVINO (:mod:`operators.ovsession`) where it was measured faster
+than onnxruntime (:data:`OPENVINO_WINS`), else onnxruntime's CPU provider. ``openvino`` asks
+for OpenVINO for every model (alone: it is not combined with onnxruntime providers). An
+explicitly requested backend that is missing is a :class:`ProviderError` that lists the
+available ones: a GPU node silently running on CPU would fall behind its cameras without
+anyone noticing. The automatic choice on a build that offers GPU providers but a machine
+that cannot start them (the GPU image on a pod without a GPU or driver) runs on CPU and
+logs one warning naming why; onnxruntime alone would raise a CUDA error there.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from collections.abc import Sequence
 
 import onnxruntime as ort
 
+from .ovsession import OPENVINO, OpenVinoSession
+from .ovsession import available as openvino_available
 from .types import ProviderError
 
 logger = logging.getLogger(__name__)
@@ -28,11 +33,37 @@ ALIASES: dict[str, str] = {
     "tensorrt": "TensorrtExecutionProvider",
     "trt": "TensorrtExecutionProvider",
     "rocm": "ROCMExecutionProvider",
-    "openvino": "OpenVINOExecutionProvider",
+    # Our own OpenVINO backend (the `openvino` package's API), not onnxruntime-openvino's
+    # OpenVINOExecutionProvider: that wheel ships its own `onnxruntime` module and would
+    # replace the one every other provider comes from.
+    "openvino": OPENVINO,
+    "ov": OPENVINO,
     "coreml": "CoreMLExecutionProvider",
     "dml": "DmlExecutionProvider",
 }
 AUTO_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+CPU = "CPUExecutionProvider"
+
+OPENVINO_WINS: frozenset[str] = frozenset()
+"""Registry models (``<name>_int8`` for the int8 graph) that ``auto`` runs on OpenVINO when
+no GPU provider is present: those measured faster there than on onnxruntime's CPU provider
+at the sizes the detectors call them, outputs equal within 1e-4 (load_tests/backend_bench.py,
+docs/performance.md "CPU inference backend"). The others, and models given by path that
+match no registry digest, stay on onnxruntime."""
+
+
+def available_backends() -> list[str]:
+    """onnxruntime's available providers, then ``openvino`` when that package is installed."""
+    return list(ort.get_available_providers()) + ([OPENVINO] if openvino_available() else [])
+
+
+def on_cpu(chosen: Sequence[str]) -> bool:
+    """Whether resolved providers (:func:`choose_providers`) run on the CPU, by either backend."""
+    return list(chosen) in ([CPU], [OPENVINO])
+
+
+def _cpu_choice(model: str | None) -> list[str]:
+    return [OPENVINO] if model in OPENVINO_WINS and openvino_available() else [CPU]
 
 
 def _canonical(name: str) -> str:
@@ -54,57 +85,89 @@ def _reason(exc: BaseException) -> str:
     return (m.group(0) if m else text.strip().splitlines()[-1] if text.strip() else type(exc).__name__).strip()[:300]
 
 
-def choose_providers(requested: Sequence[str] | str | None) -> list[str]:
-    """Resolve requested provider names to onnxruntime provider names, in order.
+def choose_providers(requested: Sequence[str] | str | None, model: str | None = None) -> list[str]:
+    """Resolve requested backend names to onnxruntime provider names in order, or ``["openvino"]``.
 
     Args:
         requested: ``None``, ``"auto"`` or ``["auto"]`` for automatic choice, else names
-            such as ``"cpu"``, ``"cuda"``, ``"tensorrt"`` or ``"CUDAExecutionProvider"``.
+            such as ``"cpu"``, ``"cuda"``, ``"tensorrt"``, ``"CUDAExecutionProvider"`` or
+            ``"openvino"`` (alone).
+        model: registry name of the graph to run (``<name>_int8`` for an int8 one): the
+            automatic choice on CPU is per model (:data:`OPENVINO_WINS`); ``None``: onnxruntime.
 
     Returns:
-        Provider names for :class:`onnxruntime.InferenceSession`, CPU last when auto.
+        Provider names for :class:`onnxruntime.InferenceSession`, CPU last when auto; or
+        ``["openvino"]`` for an :class:`~operators.ovsession.OpenVinoSession`.
 
     Raises:
-        ProviderError: a requested provider is not available (message lists the available).
+        ProviderError: a requested backend is not available (message lists the available),
+            or ``openvino`` combined with other providers.
     """
     available = list(ort.get_available_providers())
     if isinstance(requested, str):
         requested = [p for p in requested.split(",") if p.strip()]
     if requested is None or _is_auto(requested):
         chosen = [p for p in AUTO_ORDER if p in available]
-        chosen.append("CPUExecutionProvider")
-        return chosen
+        return chosen + [CPU] if chosen else _cpu_choice(model)
     chosen = []
     missing = []
     for r in requested:
         if r.strip().lower() == "auto":
             raise ProviderError("'auto' cannot be combined with explicit providers")
         name = _canonical(r)
-        if name not in available:
+        if name not in available and not (name == OPENVINO and openvino_available()):
             missing.append(f"{r!r} ({name})" if name != r else repr(r))
         elif name not in chosen:
             chosen.append(name)
     if missing:
         raise ProviderError(
             f"execution provider(s) {', '.join(missing)} not available in this onnxruntime build; "
-            f"available: {', '.join(available)} (GPU needs the onnxruntime-gpu wheel and drivers)"
+            f"available: {', '.join(available_backends())} (GPU needs the onnxruntime-gpu wheel and drivers; "
+            f"openvino the openvino package)"
         )
+    if OPENVINO in chosen and len(chosen) > 1:
+        raise ProviderError(f"'openvino' runs a model alone: it cannot be combined with onnxruntime providers "
+                            f"({', '.join(p for p in chosen if p != OPENVINO)}); request one backend")
     return chosen
 
 
+def backend_tag(requested: Sequence[str] | str | None, model: str | None) -> str | None:
+    """``openvino-<version>`` when ``model`` runs on OpenVINO under ``requested``, else ``None``
+    (onnxruntime): the evaluation keys its detection cache by it."""
+    if choose_providers(requested, model) != [OPENVINO]:
+        return None
+    from importlib import metadata
+
+    try:
+        return f"{OPENVINO}-{metadata.version('openvino')}"
+    except metadata.PackageNotFoundError:
+        return OPENVINO
+
+
 def make_session(model: str | os.PathLike[str] | bytes, providers: Sequence[str] | str | None = None,
-                 threads: int | None = None) -> ort.InferenceSession:
-    """Build an :class:`onnxruntime.InferenceSession` with sensible options.
+                 threads: int | None = None, model_name: str | None = None,
+                 inference_precision: str = "f32") -> ort.InferenceSession | OpenVinoSession:
+    """Build an :class:`onnxruntime.InferenceSession` with sensible options, or an
+    :class:`~operators.ovsession.OpenVinoSession` (same ``run`` / ``get_inputs`` /
+    ``get_providers``) when the choice is OpenVINO.
 
     Args:
         model: path to an ``.onnx`` file, or its serialised bytes.
         providers: as for :func:`choose_providers`.
-        threads: intra-op threads (``None`` = onnxruntime default, all cores).
+        threads: intra-op threads (``None`` = the backend's default, all cores).
+        model_name: as ``model`` of :func:`choose_providers` (the automatic per-model choice).
+        inference_precision: an OpenVINO session's (``f32`` or ``bf16``); onnxruntime runs
+            the graph as it is.
 
     Raises:
         ProviderError: a requested provider is missing, or the session did not get it.
     """
-    chosen = choose_providers(providers)
+    chosen = choose_providers(providers, model_name)
+    if chosen == [OPENVINO]:
+        session = OpenVinoSession(model, threads, inference_precision)
+        logger.info("onnx session providers=%s threads=%s model=%s precision=%s", OPENVINO, threads, model_name,
+                    inference_precision)
+        return session
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -127,9 +190,12 @@ def make_session(model: str | os.PathLike[str] | bytes, providers: Sequence[str]
     except Exception as exc:  # onnxruntime raises RuntimeError / its own Fail for a provider
         if not auto or chosen == ["CPUExecutionProvider"]:
             raise
-        logger.warning("execution providers %s could not start (%s): running on CPUExecutionProvider "
+        cpu = _cpu_choice(model_name)
+        logger.warning("execution providers %s could not start (%s): running on %s "
                        "(automatic choice; request providers explicitly to make this an error)",
-                       ",".join(p for p in chosen if p != "CPUExecutionProvider"), _reason(exc))
+                       ",".join(p for p in chosen if p != "CPUExecutionProvider"), _reason(exc), cpu[0])
+        if cpu == [OPENVINO]:
+            return OpenVinoSession(model, threads, inference_precision)
         sess = ort.InferenceSession(src, sess_options=so, providers=["CPUExecutionProvider"])
     else:
         if auto and sess.get_providers()[0] == "CPUExecutionProvider" and chosen[0] != "CPUExecutionProvider":

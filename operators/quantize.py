@@ -52,7 +52,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = ("fp32", "int8", "bf16")
+"""``bf16``: inference in bfloat16 on OpenVINO sessions on a CPU with native bf16 (AMX, AVX-512
+BF16: :func:`operators.ovsession.bf16_supported`); onnxruntime sessions and other CPUs run fp32
+(:mod:`operators.ovsession`)."""
 DEFAULT_PRECISION = "int8"
 """On CPU, models with a shipped calibration run int8; the others, and GPU providers, fp32."""
 
@@ -113,9 +116,9 @@ fold itself (x0.85 CPU per input for PP-OCRv5, probabilities within 4e-5)."""
 
 
 def _on_cpu(providers: object) -> bool:
-    from .providers import choose_providers
+    from .providers import choose_providers, on_cpu
 
-    return choose_providers(providers) == ["CPUExecutionProvider"]  # type: ignore[arg-type]
+    return on_cpu(choose_providers(providers))  # type: ignore[arg-type]
 
 
 def graph_tag(precision: str, providers: object, model_name: str) -> str | None:

@@ -212,6 +212,11 @@ def _how_to_get(spec: ModelSpec, tried: list[str]) -> str:
     return " ".join(p for p in parts if p)
 
 
+def name_of(sha256: str) -> str | None:
+    """The registry name of the model file with this digest (``None``: not a registry model)."""
+    return next((n for n, s in MODELS.items() if s.sha256 == sha256), None)
+
+
 def get_spec(name: str) -> ModelSpec:
     """The :class:`ModelSpec` registered as ``name``; unknown names list the known ones."""
     try:

@@ -55,7 +55,9 @@ def _add_detection_args(p: argparse.ArgumentParser, default_classes: str = "face
     p.add_argument("--detect-every", type=int, default=None, metavar="N",
                    help="run detectors on every N-th frame and carry boxes in between (video; default 4; images: every one)")
     p.add_argument("--providers", type=_csv, default=None,
-                   help="onnxruntime execution providers, e.g. cuda,cpu (default: auto, GPU when present)")
+                   help="inference backend: onnxruntime execution providers, e.g. cuda,cpu, or openvino (OpenVINO on "
+                        "CPU, every model); default auto: GPU when present, else per model OpenVINO where it is "
+                        "faster on CPU, else onnxruntime")
     p.add_argument("--face-model", default=None,
                    help="face detector: centerface+yunet (union, default), centerface or yunet (fastest)")
     p.add_argument("--face-max-side", type=int, default=None, metavar="PX",
@@ -63,9 +65,10 @@ def _add_detection_args(p: argparse.ArgumentParser, default_classes: str = "face
                         "(default 640; 0 = native)")
     p.add_argument("--model-dir", default=None,
                    help="directory holding model files (default $VEILSTREAM_MODEL_DIR, packages, cache)")
-    p.add_argument("--precision", default=None, metavar="{int8,fp32}",
+    p.add_argument("--precision", default=None, metavar="{int8,fp32,bf16}",
                    help="detector weights on CPU: int8 (default: int8 copies where they hold quality, today "
-                        "the PP-OCRv4 text model only) or fp32; the default models and GPU providers run fp32")
+                        "the PP-OCRv4 text model only), fp32, or bf16 (OpenVINO sessions on a CPU with native "
+                        "bf16: AMX / AVX-512 BF16); the default models and GPU providers run fp32")
 
 
 def _redaction_config(args: argparse.Namespace, detect_every_default: int) -> object:

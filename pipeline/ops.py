@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-LIBRARIES = ("onnxruntime", "onnxruntime-gpu", "ray", "confluent-kafka", "av", "opencv-python", "opencv-python-headless", "numpy",
+LIBRARIES = ("onnxruntime", "onnxruntime-gpu", "openvino", "ray", "confluent-kafka", "av", "opencv-python", "opencv-python-headless", "numpy",
              "minio", "prometheus-client")
 
 
@@ -32,7 +32,7 @@ def version_info(model_dir: str | None = None) -> dict[str, Any]:
     """Versions of the package, libraries, providers and models (no network)."""
     import onnxruntime as ort
 
-    from operators.providers import choose_providers
+    from operators.providers import available_backends, choose_providers
     from operators.registry import MODELS, resolve_model, sha256_of
     from schemas.errors import ModelNotFoundError
 
@@ -59,6 +59,9 @@ def version_info(model_dir: str | None = None) -> dict[str, Any]:
         "onnxruntime": {"version": ort.__version__, "device": ort.get_device(),
                         "available_providers": list(ort.get_available_providers()),
                         "auto_order": choose_providers(None)},
+        # what each model runs on under the automatic choice (GPU; else OpenVINO where it wins on CPU)
+        "backends": {"available": available_backends(),
+                     "auto_by_model": {n: choose_providers(None, n)[0] for n in sorted(MODELS)}},
         "models": models,
     }
 
@@ -73,6 +76,9 @@ def cmd_version(args: argparse.Namespace) -> int:
         o = info["onnxruntime"]
         print(f"onnxruntime {o['version']} device={o['device']} providers={','.join(o['available_providers'])} "
               f"auto={','.join(o['auto_order'])}")
+        b = info["backends"]
+        print(f"backends available={','.join(b['available'])} auto per model: "
+              + " ".join(f"{k}={v}" for k, v in b["auto_by_model"].items()))
         for name, m in info["models"].items():
             print(f"model {name} " + (f"sha256={m['sha256']} path={m['path']}" if m["path"] else "MISSING"))
     missing = [n for n, m in info["models"].items() if not m["path"]]

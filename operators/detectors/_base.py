@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..providers import choose_providers, make_session
+from ..ovsession import OPENVINO, bf16_supported
+from ..providers import choose_providers, make_session, on_cpu
 from ..quantize import DEFAULT_PRECISION, check_precision, folded_fp32_model, int8_model
-from ..registry import sha256_of
+from ..registry import name_of, sha256_of
 from ..types import Boxes, Frames, Label
 from ._common import ModelRef, check_frames, locate
 
@@ -21,11 +22,16 @@ class OnnxDetector:
     Attributes:
         name: detector id (goes into segment manifests with ``model_sha256``).
         labels: labels this detector emits.
-        providers: providers the session actually runs on.
+        providers: providers the session actually runs on (``["openvino"]``: OpenVINO on CPU).
+        model_name: the registry name of the graph the session runs (``<name>_int8`` for
+            the int8 one; ``None`` for a model file that is not a registry model): the
+            automatic backend choice on CPU is per model (:data:`operators.providers.OPENVINO_WINS`).
         model_path / model_sha256: the resolved model file and its digest (of the int8
             model derived from it when ``precision`` is int8).
         precision: ``int8`` when the session runs the int8 model derived from the fp32 one
-            (asked for, calibrated, on CPU: :mod:`operators.quantize`), else ``fp32``.
+            (asked for, calibrated, on CPU: :mod:`operators.quantize`), ``bf16`` when an
+            OpenVINO session infers in bfloat16 (asked for, on a CPU with native bf16), else
+            ``fp32``.
         fp32_sha256: the digest of the fp32 model file.
     """
 
@@ -39,13 +45,15 @@ class OnnxDetector:
         self.model_path = locate(model, model_dir)
         self.model_sha256 = self.fp32_sha256 = sha256_of(self.model_path)
         self.precision = "fp32"
+        self.model_name = name_of(self.fp32_sha256)
         return self.model_path
 
     def _start(self, model: bytes | Path, providers: Sequence[str] | str | None, threads: int | None,
                warmup_hw: tuple[int, int]) -> None:
-        if choose_providers(providers) == ["CPUExecutionProvider"]:
-            # GPU providers keep the published fp32 graph; on CPU a calibrated model runs int8
-            # (precision int8), PP-LCNetV3 text models run their folded fp32 graph otherwise.
+        if on_cpu(choose_providers(providers)):
+            # GPU providers keep the published fp32 graph; on CPU (either backend) a calibrated
+            # model runs int8 (precision int8), PP-LCNetV3 text models run their folded fp32
+            # graph otherwise.
             data = model if isinstance(model, bytes) else Path(model).read_bytes()
             q = int8_model(data, self.fp32_sha256) if getattr(self, "_precision", "fp32") == "int8" else None
             if q is not None:
@@ -55,15 +63,26 @@ class OnnxDetector:
             if q is not None:
                 self.model_sha256 = hashlib.sha256(q).hexdigest() if isinstance(q, bytes) else sha256_of(q)
                 model = q
-        self.session = make_session(model, providers, threads)
+        name = getattr(self, "model_name", None)
+        if name is not None and self.precision == "int8":
+            name = f"{name}_int8"
+        bf16 = getattr(self, "_precision", "fp32") == "bf16" and bf16_supported()
+        if bf16 and name is not None:
+            name = f"{name}_bf16"  # the automatic backend choice is per model and precision
+        self.session = make_session(model, providers, threads, model_name=name,
+                                    inference_precision="bf16" if bf16 else "f32")
         self.providers = list(self.session.get_providers())
+        if bf16 and self.providers == [OPENVINO]:
+            self.precision = "bf16"
+        elif bf16 and name is not None:
+            name = name[: -len("_bf16")]  # onnxruntime ran it: fp32
+        self.model_name = name
         self.input_name = self.session.get_inputs()[0].name
         if getattr(self, "batch_size", None) is None:
             # On CPU, one frame per call is faster for large inputs (it stays in cache:
             # CenterFace at 960x544 is 129 ms/frame alone, 190 ms/frame in batches of 8);
             # on a GPU, batches keep the device busy.
-            on_cpu = self.providers[:1] == ["CPUExecutionProvider"]
-            self.batch_size = 1 if on_cpu else int(getattr(self, "_gpu_batch", 8))
+            self.batch_size = 1 if on_cpu(self.providers) else int(getattr(self, "_gpu_batch", 8))
         # Warm-up on zeros: the first inference allocates arenas and (on GPU) builds
         # kernels/engines, taking 10-100x a normal call; doing it here keeps that cost out
         # of the first real chunk, where it would trip detection timeouts and fail closed.

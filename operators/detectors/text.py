@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from ..providers import on_cpu
 from ..quantize import DEFAULT_PRECISION
 from ..types import Boxes, Frames, Label
 from ._base import OnnxDetector
@@ -200,7 +201,7 @@ class TextDetector(OnnxDetector):
         # On CPU a packed canvas is cut to what it uses (cost grows with pixels); on a GPU
         # every canvas keeps the one full shape (a new input shape costs a kernel search
         # there, or a TensorRT engine build, and pixels are cheap).
-        self.crop_trim = self.providers[:1] == ["CPUExecutionProvider"]
+        self.crop_trim = on_cpu(self.providers)
 
     def _scale_for(self, h: int, w: int) -> float:
         side = max(h, w)

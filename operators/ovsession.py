@@ -1,0 +1,142 @@
+"""OpenVINO's CPU plugin behind the slice of :class:`onnxruntime.InferenceSession` the detectors use.
+
+The detectors call ``session.run(output_names | None, {input_name: array})``,
+``session.get_inputs()[0].name`` and ``session.get_providers()``; :class:`OpenVinoSession`
+offers exactly those on the same ONNX graph (``openvino.Core.read_model`` reads ONNX, from a
+path or from bytes), so each detector runs on either backend unchanged.
+
+Choices, measured on the detector graphs (``load_tests/backend_bench.py``, docs/performance.md):
+
+* ``INFERENCE_PRECISION_HINT: f32``. On a CPU with AMX or AVX-512 BF16 the plugin's default
+  is bf16, which moves outputs by ~1e-2, not the ~1e-5 of fp32; precision is the
+  detectors' ``precision`` setting, never a silent plugin default.
+* One compiled model with dynamic input dims, kept for the session's life. The detectors
+  call the graph at many sizes (frame sizes, packed crop canvases cut to what they use);
+  the plugin builds and caches the kernels of each new input shape on its first call (its
+  runtime cache, ``CPU_RUNTIME_CACHE_CAPACITY``), so a shape seen before costs nothing
+  extra and nothing is recompiled per frame.
+* ``PERFORMANCE_HINT: LATENCY`` and one stream: one inference at a time, on
+  ``INFERENCE_NUM_THREADS`` threads (the configured intra-op thread count; ``None``: the
+  plugin's default, all cores, as onnxruntime's).
+* No CPU pinning: several detector processes (Ray actors) share a node's cores; threads
+  pinned by each of them to the same cores would fight.
+
+``openvino`` is imported when a session is built, never at module import: ``operators``
+imports without it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+OPENVINO = "openvino"
+"""The backend's name: the config / CLI value, and what :meth:`OpenVinoSession.get_providers` reports."""
+
+
+@functools.cache
+def bf16_supported() -> bool:
+    """Whether OpenVINO's CPU plugin runs bf16 natively here (AMX or AVX-512 BF16)."""
+    if not available():
+        return False
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def available() -> bool:
+    """Whether the ``openvino`` package can be imported here (it is not imported)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("openvino") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+@dataclass(frozen=True)
+class NodeArg:
+    """What ``InferenceSession.get_inputs()`` items offer: a name and a shape (``None`` = dynamic)."""
+
+    name: str
+    shape: tuple[int | None, ...]
+
+
+def _node(port: Any) -> NodeArg:
+    ps = port.get_partial_shape()
+    dims = tuple(d.get_length() if d.is_static else None for d in ps) if ps.rank.is_static else ()
+    return NodeArg(port.get_any_name(), dims)
+
+
+class OpenVinoSession:
+    """One ONNX graph compiled for OpenVINO's CPU plugin.
+
+    Args:
+        model: path to an ``.onnx`` file, or its serialised bytes.
+        threads: inference threads (``None``: the plugin's default, all cores).
+        inference_precision: ``f32`` (default: outputs as onnxruntime's within ~1e-5) or
+            ``bf16`` (AMX / AVX-512 BF16 CPUs: :func:`bf16_supported`; changes outputs by
+            ~1e-2, see the detectors' ``precision``).
+
+    Thread safety: :meth:`run` may be called from several threads (each gets its own
+    infer request), as ``InferenceSession.run`` may.
+    """
+
+    def __init__(self, model: str | os.PathLike[str] | bytes, threads: int | None = None,
+                 inference_precision: str = "f32") -> None:
+        import openvino as ov
+
+        if threads is not None and threads < 1:
+            from .types import ProviderError
+
+            raise ProviderError(f"threads must be >= 1, got {threads}")
+        core = ov.Core()
+        graph = core.read_model(model if isinstance(model, bytes) else os.fspath(model))
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1,
+                                  "INFERENCE_PRECISION_HINT": inference_precision,
+                                  "ENABLE_CPU_PINNING": False}
+        if threads is not None:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        self._compiled = core.compile_model(graph, "CPU", config)
+        self.threads = threads
+        self.inference_precision = inference_precision
+        self.version = str(ov.__version__)
+        self._inputs = [_node(p) for p in self._compiled.inputs]
+        self._outputs = [_node(p) for p in self._compiled.outputs]
+        self._out_index: dict[str, int] = {}
+        for i, port in enumerate(self._compiled.outputs):
+            for name in port.get_names():
+                self._out_index.setdefault(name, i)
+        self._local = threading.local()
+
+    def get_inputs(self) -> list[NodeArg]:
+        return list(self._inputs)
+
+    def get_outputs(self) -> list[NodeArg]:
+        return list(self._outputs)
+
+    def get_providers(self) -> list[str]:
+        return [OPENVINO]
+
+    def _request(self) -> Any:
+        req = getattr(self._local, "request", None)
+        if req is None:
+            req = self._local.request = self._compiled.create_infer_request()
+        return req
+
+    def run(self, output_names: Sequence[str] | None, input_feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Infer like ``InferenceSession.run``: outputs in ``output_names`` order (``None``: the
+        graph's output order), as new arrays (the request's buffers are reused by the next call)."""
+        req = self._request()
+        res = req.infer({k: np.ascontiguousarray(v) for k, v in input_feed.items()})
+        idx = range(len(self._outputs)) if output_names is None else [self._out_index[n] for n in output_names]
+        return [res[self._compiled.outputs[i]] for i in idx]
+
+
+__all__ = ["OPENVINO", "NodeArg", "OpenVinoSession", "available", "bf16_supported"]

@@ -1,0 +1,190 @@
+"""Inference backends: the automatic choice (GPU, else OpenVINO per model on CPU, else onnxruntime),
+explicit requests that fail loudly, and OpenVINO agreeing with onnxruntime on real images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from operators import providers
+from operators.ovsession import OPENVINO, OpenVinoSession
+from operators.providers import backend_tag, choose_providers, make_session
+from operators.registry import resolve_model
+from operators.video import read_image
+from schemas.errors import ProviderError
+from tests.shared import EVAL
+
+CPU = "CPUExecutionProvider"
+
+
+@pytest.fixture
+def cpu_only(monkeypatch):
+    monkeypatch.setattr(providers.ort, "get_available_providers", lambda: ["AzureExecutionProvider", CPU])
+
+
+@pytest.fixture
+def wins(monkeypatch):
+    monkeypatch.setattr(providers, "OPENVINO_WINS", frozenset({"centerface", "yunet_n_bf16"}))
+
+
+@pytest.mark.parametrize("req", [None, [], "auto", ["auto"]])
+def test_auto_on_cpu_picks_openvino_per_model_where_it_wins(cpu_only, wins, req):
+    assert choose_providers(req, "centerface") == [OPENVINO]
+    assert choose_providers(req, "yunet_n_bf16") == [OPENVINO]
+    # measured not to win, an fp32 graph whose bf16 run wins, or not a registry model: onnxruntime
+    assert choose_providers(req, "yolox_nano") == [CPU]
+    assert choose_providers(req, "yunet_n") == [CPU]
+    assert choose_providers(req, None) == [CPU]
+
+
+def test_auto_without_openvino_installed_is_onnxruntime(cpu_only, wins, monkeypatch):
+    monkeypatch.setattr(providers, "openvino_available", lambda: False)
+    assert choose_providers(None, "centerface") == [CPU]
+
+
+def test_auto_prefers_gpu_providers_over_openvino(wins, monkeypatch):
+    monkeypatch.setattr(providers.ort, "get_available_providers",
+                        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", CPU])
+    assert choose_providers(None, "centerface") == ["TensorrtExecutionProvider", "CUDAExecutionProvider", CPU]
+
+
+@pytest.mark.parametrize("req", ["openvino", ["openvino"], ["OpenVINO"], "ov"])
+def test_explicit_openvino(cpu_only, req):
+    assert choose_providers(req, "yolox_nano") == [OPENVINO]  # every model, measured winner or not
+    assert choose_providers(req) == [OPENVINO]
+
+
+def test_explicit_openvino_missing_lists_the_available(cpu_only, monkeypatch):
+    monkeypatch.setattr(providers, "openvino_available", lambda: False)
+    with pytest.raises(ProviderError) as e:
+        choose_providers(["openvino"])
+    msg = str(e.value)
+    assert "'openvino'" in msg and f"available: AzureExecutionProvider, {CPU}" in msg and "openvino package" in msg
+
+
+def test_missing_gpu_lists_openvino_among_the_available(cpu_only):
+    with pytest.raises(ProviderError, match=f"available: AzureExecutionProvider, {CPU}, openvino"):
+        choose_providers(["cuda"])
+
+
+def test_openvino_is_not_combined_with_onnxruntime_providers(cpu_only):
+    with pytest.raises(ProviderError, match="cannot be combined"):
+        choose_providers(["openvino", "cpu"])
+
+
+def test_eval_cache_key_names_the_backend(cpu_only, wins):
+    from operators import evalcache
+    from operators.redactor import RedactionConfig
+
+    sig = {p: {k: c.signature for k, c in evalcache.components(RedactionConfig(providers=p)).items()}
+           for p in (("cpu",), ("openvino",), None)}
+    assert sig[("cpu",)].keys() == sig[("openvino",)].keys()
+    assert all(sig[("cpu",)][k] != sig[("openvino",)][k] for k in sig[("cpu",)])
+    # auto: OpenVINO's boxes for centerface (a winner here), onnxruntime's (shared cache) for the rest
+    assert sig[None]["centerface"] == sig[("openvino",)]["centerface"]
+    assert sig[None]["yolox"] == sig[("cpu",)]["yolox"]
+    assert backend_tag(("cpu",), "centerface") is None
+    assert backend_tag(("openvino",), "yolox_nano").startswith("openvino-2")
+
+
+def test_threads_reach_openvino():
+    path = resolve_model("yunet_n", allow_download=False)
+    sess = make_session(path, "openvino", threads=1)
+    assert isinstance(sess, OpenVinoSession) and sess.get_providers() == [OPENVINO]
+    assert sess._compiled.get_property("INFERENCE_NUM_THREADS") == 1
+    assert str(sess._compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'float32'>"
+    with pytest.raises(ProviderError):
+        make_session(path, "openvino", threads=0)
+
+
+def test_detector_threads_and_precision_reach_openvino():
+    from operators.detectors import YuNetDetector
+
+    det = YuNetDetector(providers="openvino", threads=1)
+    assert det.providers == [OPENVINO] and det.precision == "fp32" and det.batch_size == 1
+    assert det.session._compiled.get_property("INFERENCE_NUM_THREADS") == 1
+
+
+def test_schema_accepts_openvino_and_bf16():
+    from schemas.config import parse_config
+
+    cfg = parse_config({"ray": {"detector": {"providers": ["openvino"], "threads": 2}},
+                        "process": {"precision": "bf16"}})
+    assert cfg.ray.detector.providers == ("openvino",) and cfg.process.precision == "bf16"
+
+
+# ------------------------------------------------------------------ agreement on real images
+
+IMAGES = {"face": "faces_dlib/2008_002470.jpg", "coco": "coco_val2017/images/000000000139.jpg",
+          "plate": "plates_eu/eu1.jpg"}
+
+
+def _images(*keys):
+    out = []
+    for k in keys:
+        p = EVAL / IMAGES[k]
+        if not p.is_file():
+            pytest.fail(f"eval image {p} missing: shared/eval must be beside the repository")
+        out.append(read_image(p))
+    return out
+
+
+def _iou(a, b):
+    x1, y1 = np.maximum(a[:, None, 0], b[None, :, 0]), np.maximum(a[:, None, 1], b[None, :, 1])
+    x2, y2 = np.minimum(a[:, None, 2], b[None, :, 2]), np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
+    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
+
+
+class _Recorder:
+    def __init__(self, inner):
+        self.inner, self.calls = inner, []
+
+    def run(self, names, feed):
+        self.calls.append((names, {k: v.copy() for k, v in feed.items()}))
+        return self.inner.run(names, feed)
+
+
+def _cases():
+    from operators.detectors import (
+        CenterFaceDetector,
+        TextDetector,
+        YoloxPersonDetector,
+        YuNetDetector,
+    )
+
+    return [("centerface", CenterFaceDetector, {}, ("face", "coco")),
+            ("yunet", YuNetDetector, {}, ("face", "coco")),
+            ("yolox", YoloxPersonDetector, {"vehicles": True}, ("coco", "plate")),
+            ("ppocr_v5", TextDetector, {"max_side": 640}, ("plate", "coco"))]
+
+
+@pytest.mark.parametrize("case", _cases(), ids=lambda c: c[0])
+def test_openvino_agrees_with_onnxruntime_on_real_images(case):
+    _, factory, kw, keys = case
+    ort_det = factory(providers="cpu", threads=1, **kw)
+    ov_det = factory(providers="openvino", threads=1, **kw)
+    assert ort_det.providers == [CPU] and ov_det.providers == [OPENVINO]
+    assert ort_det.model_sha256 == ov_det.model_sha256  # the same graph
+    found = 0
+    for img in _images(*keys):
+        rec = _Recorder(ort_det.session)
+        ort_det.session = rec
+        a = ort_det.detect(img[None])[0]
+        ort_det.session = rec.inner
+        b = ov_det.detect(img[None])[0]
+        # the networks' outputs, on the very inputs the detector fed, in onnxruntime's order
+        for names, feed in rec.calls:
+            for x, y in zip(rec.inner.run(names, feed), ov_det.session.run(names, feed)):
+                assert x.shape == y.shape
+                np.testing.assert_allclose(y, x, rtol=1e-3, atol=1e-3)
+        # and the boxes: same count, same labels, each matched at IoU >= 0.99
+        assert len(a) == len(b)
+        found += len(a)
+        if len(a):
+            assert sorted(a.label.tolist()) == sorted(b.label.tolist())
+            iou = _iou(a.xyxy, b.xyxy)
+            assert (iou.max(1) >= 0.99).all() and (iou.max(0) >= 0.99).all(), iou.max(1)
+            np.testing.assert_allclose(np.sort(b.score), np.sort(a.score), atol=1e-3)
+    assert found > 0  # the images do hold something to find
