@@ -123,7 +123,7 @@ def session_user(request: Request) -> User | None:
     if rec.via != "local":
         return User(rec.username, rec.roles)
     u = svc.users.get(rec.username) if svc.users is not None else None
-    if u is None or not u.roles:
+    if u is None:
         logger.info("session ended: user no longer in the users file user=%s", rec.username[:64])
         svc.sessions.revoke(sid)  # type: ignore[union-attr]
         s.clear()
