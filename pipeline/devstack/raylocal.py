@@ -18,7 +18,14 @@ another ``ray.init()`` on the same machine never attaches to it by accident (sho
 path: Ray's unix sockets live under it). Every port is explicit so concurrent stacks
 never collide on Ray's fixed defaults (6379, 10001, 52365...).
 
-Workers connect with ``ray.init(address="127.0.0.1:P")``.
+Workers connect with ``ray.init(address="127.0.0.1:P")`` after
+:func:`pipeline.raynet.keep_ray_on_loopback`.
+
+Loopback only: Ray has no authentication, and ``--node-ip-address 127.0.0.1`` alone does
+not keep it local (Ray swaps it for the machine's routable address and its GCS, raylet
+and agents then listen on every interface). The head runs with
+``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (:func:`pipeline.raynet.loopback_env`), which keeps
+the node address 127.0.0.1 and every listener on it; its job drivers inherit it.
 """
 
 from __future__ import annotations
@@ -31,9 +38,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.raynet import loopback_env
+
 from . import DevStackError, ManagedProcess, free_port, free_ports, spawn
 
-__all__ = ["RayHandle", "start_ray_head"]
+__all__ = ["RayHandle", "loopback_node_argv", "start_ray_head"]
 
 
 @dataclass
@@ -67,6 +76,21 @@ def _ray_bin() -> str:
     if not found:
         raise DevStackError("the ray CLI was not found: pip install 'ray[default]>=2.30'")
     return found
+
+
+_KEEP_LOOPBACK_CLI = ("import sys, ray._private.services as s; s.resolve_ip_for_localhost = lambda host: host; "
+                      "from ray.scripts.scripts import main; sys.argv[0] = 'ray'; main()")
+
+
+def loopback_node_argv() -> list[str]:
+    """The ``ray`` CLI for a second node joining the local (loopback) head, e.g.
+    ``[*loopback_node_argv(), "start", "--address", head, "--node-ip-address", "127.0.0.1", ...]``.
+
+    The head's way (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``) makes ``ray start --address``
+    refuse to add a node, and without it the node would swap 127.0.0.1 (its own address
+    and the head's) for the routable one, where the head does not listen. This runs the
+    same CLI with that swap turned off, so the node listens on loopback as well."""
+    return [sys.executable, "-c", _KEEP_LOOPBACK_CLI]
 
 
 def _ready(temp_dir: str) -> bool:
@@ -116,6 +140,7 @@ def start_ray_head(log_dir: str | os.PathLike[str], num_cpus: int | None = None,
         argv += [flag, str(p)]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["RAY_USAGE_STATS_ENABLED"] = "0"
+    env.update(loopback_env())  # every listener on 127.0.0.1 (see the module docstring)
     env.update(env_extra or {})
     # gcs_server / raylet catch SIGTERM but take far too long to act on it: after a
     # short grace the whole group gets SIGKILL (what `ray stop --force` does, by pid here).

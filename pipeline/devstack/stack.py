@@ -131,7 +131,8 @@ def worker_config(bootstrap: str, s3_endpoint: str, ray_address: str | None, sta
         "ray": {"address": ray_address},
         # the raw vault's local master key (`veilstream up` creates it once; it survives down/up)
         "raw_vault": {"key_provider": "local", "key_file": str(state_dir / "vault-master.key")},
-        "metrics": {"port": 0},  # several workers share this machine: any free port
+        # several workers share this machine: any free port; loopback, like the rest of the stack
+        "metrics": {"port": 0, "host": "127.0.0.1"},
     }
     return config_to_dict(parse_config(raw))  # type: ignore[no-any-return]
 

@@ -180,6 +180,10 @@ def supervise(config: Any, stop_event: threading.Event, poll_s: float = 2.0, *, 
     failed: str | None = None
     try:
         if not ray.is_initialized():
+            from pipeline.raynet import keep_ray_on_loopback
+
+            if rc.address:  # "auto" (a job on the head) inherits the head's environment
+                keep_ray_on_loopback(rc.address)
             ray.init(address=rc.address or "auto", include_dashboard=False, configure_logging=False,
                      log_to_driver=True)
         from pipeline.stage import stop_on_signals

@@ -658,11 +658,11 @@ def stop_object_store(run: Run) -> None:
 def _start_worker_node(run: Run) -> Any:
     """A second Ray node joined to the stack's head (2 CPUs): a real two-node cluster."""
     from pipeline.devstack import free_port, spawn
-    from pipeline.devstack.raylocal import _ray_bin
+    from pipeline.devstack.raylocal import loopback_node_argv
 
     head = run.stack.ray_address
     agent = free_port()
-    argv = [_ray_bin(), "start", "--address", head, "--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "2",
+    argv = [*loopback_node_argv(), "start", "--address", head, "--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "2",
             "--object-store-memory", str(100 * 1024 * 1024), "--disable-usage-stats",
             "--dashboard-agent-listen-port", str(agent)]
     for flag in ("--node-manager-port", "--object-manager-port", "--dashboard-agent-grpc-port",

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import ipaddress
+import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -82,11 +86,98 @@ def test_bucket_put_get(s3, unique_name):
 
 
 def test_ray_head_runs_tasks(ray_local):
-    code = (f"import ray; ray.init(address={ray_local.address!r}, log_to_driver=False); "
+    code = ("import ray; from pipeline.raynet import keep_ray_on_loopback; "
+            f"keep_ray_on_loopback({ray_local.address!r}); ray.init(address={ray_local.address!r}, log_to_driver=False); "
             "print(ray.get(ray.remote(lambda x: x * 2).remote(21))); ray.shutdown()")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "42"
+
+
+def _process_tree(root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d.name))
+    out, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        out.add(pid)
+        todo += children.get(pid, [])
+    return out
+
+
+def _listening(pids: set[int]) -> list[tuple[str, int]]:
+    """(local address, port) of every TCP socket in LISTEN that one of ``pids`` holds
+    (read from /proc: no ss or psutil needed)."""
+    inodes: set[str] = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    link = os.readlink(fd)
+                    if link.startswith("socket:["):
+                        inodes.add(link[8:-1])
+    out = []
+    for table, width in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            f = line.split()
+            if f[3] != "0A" or f[9] not in inodes:  # 0A = LISTEN
+                continue
+            hexaddr, hexport = f[1].split(":")
+            raw = bytes.fromhex(hexaddr)
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))  # per-word host order
+            out.append((str(ipaddress.ip_address(raw if width == 16 else raw[:4])), int(hexport, 16)))
+    return out
+
+
+def test_the_local_ray_head_listens_on_loopback_only(ray_local):
+    """Ray has no authentication: the local head's GCS, raylet, object manager and agents must
+    not be reachable from the network (before: GCS, raylet and agents on 0.0.0.0 / the
+    machine's address, because `ray start` swaps --node-ip-address 127.0.0.1 for it)."""
+    sockets = _listening(_process_tree(ray_local.pid))
+    assert len(sockets) >= 3, sockets  # GCS, raylet, agents at least
+    def loopback(a: str) -> bool:
+        ip = ipaddress.ip_address(a)
+        return bool((getattr(ip, "ipv4_mapped", None) or ip).is_loopback)
+
+    exposed = [(a, p) for a, p in sockets if not loopback(a)]
+    assert exposed == [], exposed
+
+
+def test_a_second_local_node_joins_the_loopback_head_on_loopback(ray_local, tmp_path):
+    """What the fault harness does for node loss: a second `ray start --address` on this machine."""
+    from pipeline.devstack import free_port, spawn
+    from pipeline.devstack.raylocal import loopback_node_argv
+
+    agent = free_port()
+    argv = [*loopback_node_argv(), "start", "--address", ray_local.address, "--block", "--node-ip-address",
+            "127.0.0.1", "--num-cpus", "0", "--resources", '{"second_node": 1}', "--object-store-memory",
+            str(80 * 1024 * 1024), "--disable-usage-stats", "--dashboard-agent-listen-port", str(agent)]
+    for flag in ("--node-manager-port", "--object-manager-port", "--dashboard-agent-grpc-port",
+                 "--runtime-env-agent-port", "--metrics-export-port"):
+        argv += [flag, str(free_port())]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    node = spawn("ray-node2", argv, tmp_path / "node2.log", marker=f"--dashboard-agent-listen-port {agent}",
+                 env=env, grace_s=3.0)
+    try:
+        code = ("import time, ray; from pipeline.raynet import keep_ray_on_loopback; "
+                f"keep_ray_on_loopback({ray_local.address!r}); ray.init(address={ray_local.address!r}, "
+                "log_to_driver=False); "
+                "ok = lambda: any(n['Alive'] and n['Resources'].get('second_node') for n in ray.nodes()); "
+                "t = time.time()\nwhile not ok() and time.time() - t < 60: time.sleep(0.5)\n"
+                "print(ok(), sorted({n['NodeManagerAddress'] for n in ray.nodes() if n['Alive']}))")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert out.stdout.strip().splitlines()[-1] == "True ['127.0.0.1']", (out.stdout, node.log_tail())
+        sockets = _listening(_process_tree(node.pid))
+        assert sockets and all(a in ("127.0.0.1", "::ffff:7f00:1") for a, _ in sockets), sockets
+    finally:
+        node.stop(10.0)
 
 
 def test_up_down_leaves_nothing_behind(tmp_path):
