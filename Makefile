@@ -13,7 +13,7 @@ export VEILSTREAM_MODEL_DIR ?= $(SHARED)/models
 export VEILSTREAM_EVAL_DIR ?= $(SHARED)/eval
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: all install lock test-latest system-deps image-deps image-check image-check-gpu test test-unit test-integration test-faults fuzz overload demo console-screenshots bench load load-knee eval eval-video eval-subject lint typecheck clean
+.PHONY: all install lock test-latest load-cluster system-deps image-deps image-check image-check-gpu test test-unit test-integration test-faults fuzz overload demo console-screenshots bench load load-knee eval eval-video eval-subject lint typecheck clean
 
 all: test
 
@@ -136,6 +136,15 @@ load: install system-deps $(VTEST)
 load-knee: install system-deps $(VTEST)
 	$(PY) load_tests/pipeline_load.py --knee --seconds $(SECONDS) --fps $(FPS) --source $(SOURCE) \
 		--json-out out/load/knee.json $(LOAD_ARGS)
+
+# `make load-cluster NODES=3 CAMERAS=2 SECONDS=45`: the same run on a Ray cluster of NODES nodes
+# on this machine; the last line's JSON says how many bytes crossed between nodes per frame
+# (Ray's object-transfer counters) next to the compressed video's bytes per frame.
+NODES ?= 3
+PLACEMENT ?= node_local
+load-cluster: install system-deps $(VTEST)
+	$(PY) load_tests/cluster_load.py --nodes $(NODES) --cameras $(CAMERAS) --seconds $(SECONDS) --fps $(FPS) \
+		--source $(SOURCE) --placement $(PLACEMENT) --json-out out/load/cluster-$(NODES)nodes-$(PLACEMENT).json $(LOAD_ARGS)
 
 # Subject export on real pedestrian footage: subject face visible / other faces leaked (numbers, no pass/fail)
 eval-subject: install $(VTEST)

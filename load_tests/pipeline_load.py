@@ -162,8 +162,9 @@ def topic_by_camera(cfg: Any, topic: str, quiet_s: float = 3.0, limit_s: float =
                 continue
             last = time.monotonic()
             rec = out.setdefault((m.key() or b"").decode("utf-8", "replace"),
-                                 {"messages": 0, "frames": 0, "pts_ms": [], "dropped_before_first": 0})
+                                 {"messages": 0, "bytes": 0, "frames": 0, "pts_ms": [], "dropped_before_first": 0})
             rec["messages"] += 1
+            rec["bytes"] += len(m.value() or b"")
             if not chunks:
                 continue
             try:
@@ -433,7 +434,11 @@ def sample_usage(pids: dict[str, int], ports: dict[str, int], t: float) -> dict[
 
 
 def run_once(cameras: int, seconds: float, source: Path, fps: float, state_dir: Path, drain_s: float,
-             out: Any = print, overrides: list[str] | None = None, cost: bool = False) -> dict[str, Any]:
+             out: Any = print, overrides: list[str] | None = None, cost: bool = False,
+             hooks: Any = None) -> dict[str, Any]:
+    """One run; ``hooks`` (optional) gets ``started(state)`` once the local stack is up, before
+    the workers start, and ``finished(cfg, raw_topic)`` (a dict merged into the result) after
+    they stopped, while the stack still runs (``load_tests/cluster_load.py`` adds Ray nodes)."""
     import yaml
     from confluent_kafka import Consumer
 
@@ -443,7 +448,10 @@ def run_once(cameras: int, seconds: float, source: Path, fps: float, state_dir: 
 
     state = up(state_dir=state_dir)
     workers = None
+    extra: dict[str, Any] = {}
     try:
+        if hooks is not None:
+            hooks.started(state)
         cfg_path = Path(state.config_path)
         raw = yaml.safe_load(cfg_path.read_text())
         raw.setdefault("ingest", {})["cameras"] = [
@@ -514,9 +522,13 @@ def run_once(cameras: int, seconds: float, source: Path, fps: float, state_dir: 
                                  sum(int(c["segments"]) for c in per_cam.values()), cfg.sink.segment_seconds,
                                  cfg.ingest.chunk_seconds, s3_requests(s3_log, s3_start, buckets), messages)
             costs["ingest_seconds_after_window"] = round(t_stop - (t0 + seconds), 1)
+        if hooks is not None:
+            extra = hooks.finished(cfg, raw_topic)
     finally:
         if workers is not None:
             workers.kill_all()
+        if hooks is not None:
+            hooks.stop()
         down(state_dir=state_dir)
     for k, v in steps_sink.items():
         steps[k] = max(steps.get(k, 0.0), v)
@@ -548,6 +560,7 @@ def run_once(cameras: int, seconds: float, source: Path, fps: float, state_dir: 
     }
     if costs is not None:
         res["cost"] = costs
+    res.update(extra)
     return res
 
 
