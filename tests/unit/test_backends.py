@@ -188,3 +188,25 @@ def test_openvino_agrees_with_onnxruntime_on_real_images(case):
             assert (iou.max(1) >= 0.99).all() and (iou.max(0) >= 0.99).all(), iou.max(1)
             np.testing.assert_allclose(np.sort(b.score), np.sort(a.score), atol=1e-3)
     assert found > 0  # the images do hold something to find
+
+
+def test_recurring_shapes_get_a_static_compile_and_one_offs_do_not(monkeypatch):
+    from operators import ovsession
+
+    monkeypatch.setattr(ovsession, "STATIC_SHAPES", 1)
+    sess = make_session(resolve_model("yunet_n", allow_download=False), "openvino", threads=1)
+    sess.synchronous_compile = True
+    name = sess.get_inputs()[0].name
+    x = np.random.default_rng(0).uniform(0, 255, (1, 3, 64, 96)).astype(np.float32)
+    outs = []
+    for i in range(ovsession.STATIC_AFTER):
+        assert not sess._static  # served by the dynamic model until the shape recurs
+        outs.append(sess.run(None, {name: x}))
+    assert list(sess._static) == [((name, (1, 3, 64, 96)),)] and sess.static_compile_s > 0
+    outs.append(sess.run(None, {name: x}))  # the static model
+    for a, b in zip(outs[0], outs[-1]):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
+    y = np.zeros((1, 3, 32, 32), np.float32)
+    for _ in range(ovsession.STATIC_AFTER + 1):  # no slot left: never compiled, still served
+        assert [o.shape[0] for o in sess.run(None, {name: y})] == [1] * len(outs[0])
+    assert len(sess._static) == 1
