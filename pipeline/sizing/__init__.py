@@ -16,6 +16,10 @@ Model (one camera = one H.264 stream at ``fps``; chunks of ``chunk_seconds``):
   ``chunk_workers`` chunk actors and ``detector.replicas`` detector actors
   (pipeline/process/worker.py): Ray CPUs = consumers x (chunk_workers x worker_num_cpus +
   replicas x detector.num_cpus + 0.25), GPUs = consumers x replicas x num_gpus.
+* placement: CPU plans use ``ray.placement: node_local`` (one detector and its share of the
+  chunk actors per pod, so decoded frames never cross the network); GPU plans use ``spread``
+  (GPU pods offer Ray no CPUs and hold only detectors; the chunk actors run on CPU pods), since a
+  node-local group would need a GPU node with all of its chunk actors' CPUs.
 * one partition count for every chunk topic, from a list of numbers with many divisors, so
   consumers, sinks and ingest pods each get an equal share of partitions (and of cameras).
 * Kafka bytes retained per topic = write rate x retention x replication factor.
@@ -256,10 +260,16 @@ def plan(inp: PlanInput, costs: dict[str, Any] | None = None) -> Plan:
           f"{partitions} partitions", "assumed")
     cam_per_consumer = n / consumers
     wcpu = 1.0
-    chunk_workers = max(1, math.ceil(chunk_cpu / consumers / wcpu - 1e-9))
-    p.add("compute", "pipeline.ray.chunk_workers (per consumer)", chunk_workers, "actors",
-          f"{chunk_cpu:,.0f} vCPU / {consumers} consumers / {wcpu:g} CPU each")
+    cons_cpu = _c(costs, "consumer_actor_cpus")
+    cpu_pod = pods["cpu"]
     if gpu_mode:
+        # ray.placement spread: chunk actors on the CPU pods, detectors on the GPU pods. node_local
+        # would pack each detector with its chunk actors on one node: every GPU pod would need the
+        # CPUs of its chunk actors (chunk vCPU / GPUs per pod), far more than a GPU node has.
+        placement = "spread"
+        chunk_workers = max(1, math.ceil(chunk_cpu / consumers / wcpu - 1e-9))
+        p.add("compute", "pipeline.ray.chunk_workers (per consumer)", chunk_workers, "actors",
+              f"{chunk_cpu:,.0f} vCPU / {consumers} consumers / {wcpu:g} CPU each")
         # every consumer starts its own detectors (pipeline/process/worker.py): D = consumers x
         # replicas detectors, k of them share a GPU at num_gpus 1/k; k rounds down, so the GPUs
         # the actors take are never fewer than needed
@@ -277,26 +287,44 @@ def plan(inp: PlanInput, costs: dict[str, Any] | None = None) -> Plan:
               f"max(GPU time {gpu_need:.2f}, detector CPU {det_vcpu:,.0f} / {pods['gpu']['vcpu']} vCPU per GPU pod), "
               f"then {detectors} detector actors ({consumers} consumers x {det_replicas}), {per_gpu} per GPU at "
               f"num_gpus {num_gpus:g}", "assumed")
+        cpu_group_cpus = consumers * (chunk_workers * wcpu + cons_cpu)
+        cpu_pods = math.ceil(cpu_group_cpus / cpu_pod["vcpu"] - 1e-9)
+        p.add("compute", "Ray CPU worker pods", cpu_pods, "pods",
+              f"placement spread: {consumers} consumers x ({chunk_workers} chunk x {wcpu:g} + {cons_cpu:g}) = "
+              f"{cpu_group_cpus:,.0f} Ray CPUs / {cpu_pod['vcpu']} per pod", "choice")
     else:
-        det_num_cpus = det_threads = 4
-        det_replicas = max(1, math.ceil(det_vcpu / consumers / det_num_cpus - 1e-9))
+        # ray.placement node_local: each detector and its share of the chunk actors form one
+        # STRICT_PACK placement group on one node. One group per pod, sized to the pod less one CPU
+        # (room for the consumer actors, 0.25 each), split between detector threads and chunk
+        # actors in the ratio of their needs.
+        placement = "node_local"
+        group = cpu_pod["vcpu"] - 1
+        det_num_cpus = min(group - 1, max(1, round(group * det_vcpu / (det_vcpu + chunk_cpu))))
+        per_group = group - det_num_cpus
+        det_threads = det_num_cpus
+        groups_min = max(math.ceil(det_vcpu / det_num_cpus - 1e-9), math.ceil(chunk_cpu / (per_group * wcpu) - 1e-9))
+        det_replicas = max(1, math.ceil(groups_min / consumers))
+        chunk_workers = det_replicas * per_group
         num_gpus = 0.0
+        p.add("compute", "node-local groups (detector + its chunk actors on one pod)", consumers * det_replicas,
+              "groups", f"max({det_vcpu:,.0f} detector vCPU / {det_num_cpus}, {chunk_cpu:,.0f} chunk vCPU / {per_group}) "
+              f"= {groups_min}, raised to {consumers} consumers x {det_replicas}; each {det_num_cpus} detector "
+              f"threads + {per_group} chunk actors = {group} of a pod's {cpu_pod['vcpu']} CPUs")
         p.add("compute", "pipeline.ray.detector.replicas (per consumer)", det_replicas, "actors",
-              f"{det_vcpu:,.0f} vCPU / {consumers} consumers / {det_num_cpus} CPUs (threads) each")
-    cons_cpu = _c(costs, "consumer_actor_cpus")
-    cpu_pod = pods["cpu"]
-    cpu_group_cpus = consumers * (chunk_workers * wcpu + cons_cpu + (0 if gpu_mode else det_replicas * det_num_cpus))
-    cpu_pods = math.ceil(cpu_group_cpus / cpu_pod["vcpu"] - 1e-9)
-    p.add("compute", "Ray CPU worker pods", cpu_pods, "pods",
-          f"{consumers} consumers x ({chunk_workers} chunk x {wcpu:g}"
-          + ("" if gpu_mode else f" + {det_replicas} detectors x {det_num_cpus}") + f" + {cons_cpu:g}) = "
-          f"{cpu_group_cpus:,.0f} Ray CPUs / {cpu_pod['vcpu']} per pod", "choice")
+              "one node-local group each")
+        p.add("compute", "pipeline.ray.chunk_workers (per consumer)", chunk_workers, "actors",
+              f"{det_replicas} groups x {per_group}")
+        cpu_pods = consumers * det_replicas
+        cpu_group_cpus = consumers * (det_replicas * group + cons_cpu)
+        p.add("compute", "Ray CPU worker pods", cpu_pods, "pods",
+              f"placement node_local: one group per pod; the spare CPU of each pod holds the {consumers} consumer "
+              f"actors ({cons_cpu:g} each)", "choice")
     gpu_pods = gpus
     if gpu_mode:
         p.add("compute", "Ray GPU worker pods", gpu_pods, "pods",
               f"1 GPU + {pods['gpu']['vcpu']} vCPU + {pods['gpu']['memory_gib']} GiB each "
               f"({per_gpu} detectors x {det_threads} threads each; Ray CPUs 0: only detectors land there)", "choice")
-    p.ray = {"consumers": consumers, "chunk_workers": chunk_workers, "worker_num_cpus": wcpu,
+    p.ray = {"consumers": consumers, "chunk_workers": chunk_workers, "worker_num_cpus": wcpu, "placement": placement,
              "detector": {"replicas": det_replicas, "num_gpus": num_gpus, "num_cpus": det_num_cpus,
                           "threads": det_threads, "batch_size": 64 if gpu_mode else 32},
              "cameras_per_consumer": cam_per_consumer,
@@ -384,7 +412,7 @@ def plan(inp: PlanInput, costs: dict[str, Any] | None = None) -> Plan:
     # ------------------------------------------------------------ network
     gbit = 8 / 1e9
     frame_bytes = inp.width * inp.height * 3
-    cross = 1.0 if gpu_mode else (1 - 1 / max(1, cpu_pods))
+    cross = 1.0 if gpu_mode else 0.0  # node_local keeps decoded frames on their node
     net = {
         "cameras_to_ingest": n * raw_bps * gbit,
         "kafka_produce": n * (raw_bps + red_bps) * gbit,
@@ -404,7 +432,8 @@ def plan(inp: PlanInput, costs: dict[str, Any] | None = None) -> Plan:
           f"(RF {rf} - 1) x writes; crosses zones when brokers are spread")
     p.add("network", "Ray: detected frames -> detector actors", net["ray_frames_to_detectors"], "Gbit/s",
           f"{det_s:,.0f} frames/s x {frame_bytes / 1e6:.2f} MB raw BGR"
-          + (" (all to the GPU pods)" if gpu_mode else f" x {cross:.2f} on another pod"))
+          + (" (all to the GPU pods: placement spread)" if gpu_mode else ": none, placement node_local keeps them "
+             "on the node that decodes them"))
     p.add("network", "Ray: chunks consumer <-> chunk actors", net["ray_chunks_between_nodes"], "Gbit/s",
           "raw in, redacted back, when on another pod (upper bound)")
     p.add("network", "sinks -> S3", net["sink_to_s3"], "Gbit/s", "segments + manifests")
@@ -512,7 +541,8 @@ def to_values(pl: Plan) -> dict[str, Any]:
                                        "retention_hours": {"redacted": int(inp.redacted_retention_hours),
                                                            "dlq": int(inp.dlq_retention_hours),
                                                            "audit": int(inp.audit_retention_hours)}}},
-            "ray": {"chunk_workers": r["chunk_workers"], "worker_num_cpus": r["worker_num_cpus"], "detector": det},
+            "ray": {"chunk_workers": r["chunk_workers"], "worker_num_cpus": r["worker_num_cpus"],
+                    "placement": r["placement"], "detector": det},
             "ingest": {"chunk_seconds": inp.chunk_seconds},
             "process": {"detect_every": inp.detect_every, **process},
             "sink": {"segment_seconds": inp.segment_seconds,

@@ -54,6 +54,7 @@ DESCRIPTIONS = {
     "pipeline.ray": "Actors per consumer.",
     "pipeline.ray.chunk_workers": "Chunk actors per consumer.",
     "pipeline.ray.worker_num_cpus": "CPUs per chunk actor.",
+    "pipeline.ray.placement": "spread on GPU nodes (GPU pods hold only detectors); node_local on CPU (a detector and its chunk actors per pod).",
     "pipeline.ray.detector": "Detector actors.",
     "pipeline.ray.detector.replicas": "Detector actors per consumer.",
     "pipeline.ray.detector.num_cpus": "Ray CPUs per detector (0 on GPU pods, which offer Ray none).",

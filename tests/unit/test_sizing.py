@@ -95,8 +95,16 @@ def test_what_the_actors_reserve_fits_what_the_plan_provisions(node, cameras):
         assert consumers * det["replicas"] * det["num_gpus"] <= s["gpus"]
         need = next(ln.value for ln in pl.lines if ln.name == "GPU time for detection")
         assert s["gpus"] >= need  # rounding never drops below the GPU time
+        assert r["placement"] == "spread"  # GPU pods offer no CPUs: a node-local group could not fit
     else:
         assert s["gpus"] == 0 and det["num_gpus"] == 0
+        # node_local: a detector and its share of the chunk actors fit one pod, with room for consumers
+        assert r["placement"] == "node_local"
+        group = det["num_cpus"] + math.ceil(r["chunk_workers"] / det["replicas"]) * r["worker_num_cpus"]
+        assert group <= pods["cpu"]["vcpu"] - 1 and consumers * det["replicas"] <= pods["cpu"]["replicas"]
+        assert s["network_gbps"]["ray_frames_to_detectors"] == 0
+        det_need = next(ln.value for ln in pl.lines if ln.name == "detector actors (CPU)")
+        assert consumers * det["replicas"] * det["num_cpus"] >= det_need
     chunk_need = next(ln.value for ln in pl.lines if ln.name.startswith("chunk actors"))
     assert consumers * r["chunk_workers"] * r["worker_num_cpus"] >= chunk_need
     assert s["sink_memory_gib"] <= 8.0 and math.ceil(cameras / s["sink_replicas"]) <= 1024

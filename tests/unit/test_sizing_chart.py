@@ -6,6 +6,7 @@ image that has it, and the city values spread every pod over zones."""
 from __future__ import annotations
 
 import functools
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -95,6 +96,10 @@ def test_plan_values_render_valid_manifests_that_provide_the_plan(node):
     assert cfg["kafka"]["partitions"] == s["kafka_partitions"]
     assert cfg["kafka"]["provisioning"]["replication_factor"] == s["kafka_replication_factor"]
     assert "TensorrtExecutionProvider" not in det.get("providers", [])
+    if cfg["ray"]["placement"] == "node_local":  # one pod holds a whole detector group
+        group = det["num_cpus"] + math.ceil(cfg["ray"]["chunk_workers"] / det["replicas"]) * cfg["ray"]["worker_num_cpus"]
+        assert any(cpus(g["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"]) >= group
+                   for g in rc["spec"]["workerGroupSpecs"])
 
 
 def test_ci_city_values_are_what_the_plan_generates(tmp_path):
@@ -200,6 +205,26 @@ def test_gpus_are_counted_per_consumer():
     assert "ray.consumers (4) x replicas (2) x num_gpus (0.5) = 4 GPUs, but the worker groups have at most 2" in msg
     ok = {"ray": {"consumers": 2, "workerGroups": GPU_GROUP}, "pipeline": {"ray": {"detector": {"num_gpus": 0.5}}}}
     assert not validate_all(render(ok))
+
+
+def test_node_local_groups_must_fit_one_pod():
+    """placement node_local packs a detector and its chunk actors onto one pod: the chart says when none fits."""
+    group = {"replicas": 1, "minReplicas": 1, "maxReplicas": 4,
+             "resources": {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"cpu": "4", "memory": "8Gi"}}}
+
+    def values(chunk_workers: int, placement: str | None = None) -> dict[str, Any]:
+        ray: dict[str, Any] = {"chunk_workers": chunk_workers, "worker_num_cpus": 1,
+                               "detector": {"replicas": 2, "num_cpus": 1}}
+        if placement:
+            ray["placement"] = placement
+        return {"ray": {"consumers": 1, "workerGroups": {"cpu": group}}, "pipeline": {"ray": ray}}
+
+    msg = render_error(values(8), "HelmRenderError")  # 1 + 8 / 2 = 5 CPUs on a 4-CPU pod
+    assert ("pipeline.ray.placement: node_local packs each detector (1 CPUs, 0 GPUs) and its 4 chunk actors "
+            "(1 CPUs each) onto one pod: 5 CPUs and 0 GPUs, but no worker group's pod offers that (cpu 4 CPUs") in msg
+    assert not validate_all(render(values(6)))  # 1 + 3 = 4: fits
+    assert not validate_all(render(values(8, "spread")))  # actors placed one by one
+    assert not validate_all(render({}))  # the chart's defaults fit their own worker
 
 
 def test_site_file_holds_no_sizing():

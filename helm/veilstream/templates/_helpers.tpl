@@ -410,6 +410,30 @@ installs with --skip-schema-validation), collected first and reported in one fai
 {{- if and $pol (not (hasKey $pol $pid)) -}}
 {{- $errs = append $errs (printf "pipeline.process.policy_id: %q is not a key of policies (%s)" $pid (keys $pol | sortAlpha | join ", ")) -}}
 {{- end -}}
+{{- /* ray.placement node_local (the default): each detector and its share of the chunk actors are one
+       STRICT_PACK placement group, so one worker pod must hold a whole group */ -}}
+{{- $rc := (get ($v.pipeline | default dict) "ray") | default dict -}}
+{{- if and (eq (include "veilstream.processAsJob" .) "true") (ne (toString (get $rc "placement" | default "node_local")) "spread") $v.ray.workerGroups (or (eq $numGpus 0.0) (gt $gpuGroups 0)) -}}
+{{- $reps := (get $det "replicas") | default 1 | int -}}
+{{- $perGroup := div (add (int ((get $rc "chunk_workers") | default 2)) (sub $reps 1)) $reps -}}
+{{- $wcpu := (get $rc "worker_num_cpus") | default 0.5 | float64 -}}
+{{- if and (hasKey $rc "worker_num_cpus") (eq (toString (get $rc "worker_num_cpus")) "0") }}{{ $wcpu = 0.0 }}{{ end -}}
+{{- $dcpu := (get $det "num_cpus") | default 1 | float64 -}}
+{{- if and (hasKey $det "num_cpus") (eq (toString (get $det "num_cpus")) "0") }}{{ $dcpu = 0.0 }}{{ end -}}
+{{- $needCpu := addf $dcpu (mulf (float64 $perGroup) $wcpu) -}}
+{{- $fits := false -}}
+{{- $offers := list -}}
+{{- range $name, $g := $v.ray.workerGroups -}}
+{{- $g = $g | default dict -}}
+{{- $q := toString (dig "rayStartParams" "num-cpus" (dig "resources" "limits" "cpu" (dig "resources" "requests" "cpu" "0" $g) $g) $g) -}}
+{{- $cpu := ternary (divf (trimSuffix "m" $q | float64) 1000.0) ($q | float64) (hasSuffix "m" $q) -}}
+{{- if and (ge $cpu $needCpu) (ge (float64 (int ($g.gpu | default 0))) $numGpus) }}{{ $fits = true }}{{ end -}}
+{{- $offers = append $offers (printf "%s %v CPUs / %v GPUs" $name $cpu (int ($g.gpu | default 0))) -}}
+{{- end -}}
+{{- if not $fits -}}
+{{- $errs = append $errs (printf "pipeline.ray.placement: node_local packs each detector (%v CPUs, %v GPUs) and its %d chunk actors (%v CPUs each) onto one pod: %v CPUs and %v GPUs, but no worker group's pod offers that (%s); size a group for it, lower chunk_workers per detector replica, or set pipeline.ray.placement: spread" $dcpu $numGpus $perGroup $wcpu $needCpu $numGpus (join ", " $offers)) -}}
+{{- end -}}
+{{- end -}}
 {{- /* TensorRT only where the image has it (Dockerfile.gpu --build-arg TENSORRT=...) */ -}}
 {{- if and (has "TensorrtExecutionProvider" ((get $det "providers") | default list)) (ne (toString (dig "tensorrt" false ($v.image | default dict))) "true") -}}
 {{- $errs = append $errs "pipeline.ray.detector.providers: TensorrtExecutionProvider is required, but image.tensorrt is false: the GPU image is built without TensorRT unless Dockerfile.gpu gets --build-arg TENSORRT=...; build it so and set image.tensorrt: true, or use CUDAExecutionProvider" -}}
