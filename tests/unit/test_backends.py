@@ -199,7 +199,7 @@ def test_recurring_shapes_get_a_static_compile_and_one_offs_do_not(monkeypatch):
     name = sess.get_inputs()[0].name
     x = np.random.default_rng(0).uniform(0, 255, (1, 3, 64, 96)).astype(np.float32)
     outs = []
-    for i in range(ovsession.STATIC_AFTER):
+    for _ in range(ovsession.STATIC_AFTER):
         assert not sess._static  # served by the dynamic model until the shape recurs
         outs.append(sess.run(None, {name: x}))
     assert list(sess._static) == [((name, (1, 3, 64, 96)),)] and sess.static_compile_s > 0
@@ -210,3 +210,36 @@ def test_recurring_shapes_get_a_static_compile_and_one_offs_do_not(monkeypatch):
     for _ in range(ovsession.STATIC_AFTER + 1):  # no slot left: never compiled, still served
         assert [o.shape[0] for o in sess.run(None, {name: y})] == [1] * len(outs[0])
     assert len(sess._static) == 1
+
+
+# ------------------------------------------------------------------ the setting reaches the pipeline
+
+
+def test_ray_detector_actor_runs_the_configured_backend_and_threads():
+    from pipeline.process.actors import DetectorActor
+    from pipeline.process.plan import build_plan
+    from schemas.config import parse_config
+
+    cfg = parse_config({"ray": {"detector": {"providers": ["openvino"], "threads": 1}},
+                        "process": {"classes": ["face", "plate"]}})
+    actor = DetectorActor(build_plan(cfg))  # the class Ray wraps: what each detector actor builds
+    sessions = [part.session for d in actor.redactor.detectors.values()
+                for part in (getattr(d, "components", None) or {"": d}).values()]
+    assert len(sessions) >= 3  # centerface, yunet, yolox, text
+    assert all(isinstance(s, OpenVinoSession) and s.threads == 1 for s in sessions)
+    assert all(s._compiled.get_property("INFERENCE_NUM_THREADS") == 1 for s in sessions)
+
+
+def test_redact_cli_takes_the_backend(tmp_path, capsys, monkeypatch):
+    from pipeline.cli import main
+
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.jpg").write_bytes((EVAL / IMAGES["face"]).read_bytes())
+    assert main(["redact", str(src), "-o", str(tmp_path / "out"), "--providers", "openvino", "--classes", "face",
+                 "--face-model", "yunet"]) == 0
+    assert (tmp_path / "out" / "a.jpg").is_file()
+    monkeypatch.setattr(providers, "openvino_available", lambda: False)
+    assert main(["redact", str(src), "-o", str(tmp_path / "out2"), "--providers", "openvino", "--classes", "face",
+                 "--face-model", "yunet"]) == 2
+    assert "not available" in capsys.readouterr().err
