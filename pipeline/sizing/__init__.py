@@ -74,6 +74,9 @@ class PlanInput:
     raw_vault_days: int = 0  # policy retention.raw_days (0 = raw footage never stored)
     zones: int = 3
     gpu_group: str = "gpu-h100"
+    # node_local: decode, detection, masking and encode of a chunk on one node (only compressed
+    # chunks cross); spread: GPU pods hold only detectors and decoded frames travel to them
+    placement: str = "node_local"
 
     def problems(self) -> list[str]:
         out = []
@@ -85,6 +88,8 @@ class PlanInput:
             out.append(f"--size: expected WIDTHxHEIGHT, each >= 16, at most 16.8 MP, got {self.width}x{self.height}")
         if self.node not in ("gpu", "cpu"):
             out.append(f"--node: expected gpu or cpu, got {self.node!r}")
+        if self.placement not in ("node_local", "spread"):
+            out.append(f"--placement: expected node_local or spread, got {self.placement!r}")
         if not (0.0 <= self.plates_share <= 1.0):
             out.append(f"--plates-share: expected a number in [0, 1], got {self.plates_share!r}")
         if self.camera_mbps is not None and not (0 < self.camera_mbps <= 100):
@@ -262,10 +267,43 @@ def plan(inp: PlanInput, costs: dict[str, Any] | None = None) -> Plan:
     wcpu = 1.0
     cons_cpu = _c(costs, "consumer_actor_cpus")
     cpu_pod = pods["cpu"]
-    if gpu_mode:
-        # ray.placement spread: chunk actors on the CPU pods, detectors on the GPU pods. node_local
-        # would pack each detector with its chunk actors on one node: every GPU pod would need the
-        # CPUs of its chunk actors (chunk vCPU / GPUs per pod), far more than a GPU node has.
+    per_gpu = 1
+    if gpu_mode and inp.placement == "node_local":
+        # ray.placement node_local on GPU pods: each pod is one STRICT_PACK group, its GPU's
+        # detector and the chunk actors that decode, mask and encode the frames it detects; only
+        # compressed chunks cross the network. Decode, mask and encode run on the pod's CPUs, so
+        # a pod carries the cameras its vCPU can decode, not those its GPU could detect: the
+        # GPU-busy line shows how much of each GPU that leaves idle (hardware decode/encode on
+        # the GPU, NVDEC/NVENC, is what would fill it).
+        placement = "node_local"
+        gpod = pods["gpu"]
+        group = gpod["vcpu"] - 1  # one CPU of each pod for the consumer actors
+        det_num_cpus = min(group - 1, max(1, math.ceil(group * det_vcpu / (det_vcpu + chunk_cpu))))
+        per_group = group - det_num_cpus
+        det_threads = det_num_cpus
+        pods_min = max(math.ceil(gpu_need - 1e-9), math.ceil(det_vcpu / det_num_cpus - 1e-9),
+                       math.ceil(chunk_cpu / (per_group * wcpu) - 1e-9))
+        det_replicas = max(1, math.ceil(pods_min / consumers))
+        chunk_workers = det_replicas * per_group
+        num_gpus = 1.0
+        gpus = consumers * det_replicas
+        p.add("compute", "node-local GPU pods (GPU + its chunk actors on one pod)", gpus, "pods",
+              f"max(GPU time {gpu_need:.2f}, detector CPU {det_vcpu:,.0f} / {det_num_cpus}, chunk vCPU "
+              f"{chunk_cpu:,.0f} / {per_group}) = {pods_min}, raised to {consumers} consumers x {det_replicas}; each "
+              f"1 GPU + {det_num_cpus} detector threads + {per_group} chunk actors of {gpod['vcpu']} vCPU", "choice")
+        p.add("compute", "GPUs", gpus, "GPUs", "one per node-local pod", "assumed")
+        p.add("compute", "GPU busy share", 100.0 * gpu_need / gpus, "%",
+              f"GPU time {gpu_need:.2f} / {gpus} GPUs: CPU decode/mask/encode bounds the cameras per pod; "
+              "`--placement spread` needs fewer GPUs but ships decoded frames between nodes", "assumed")
+        p.add("compute", "pipeline.ray.detector.replicas (per consumer)", det_replicas, "actors",
+              "one node-local group (one GPU pod) each")
+        p.add("compute", "pipeline.ray.chunk_workers (per consumer)", chunk_workers, "actors",
+              f"{det_replicas} groups x {per_group}")
+        cpu_pods = 0
+        cpu_group_cpus = 0.0
+    elif gpu_mode:
+        # ray.placement spread: chunk actors on the CPU pods, detectors on the GPU pods; decoded
+        # frames travel to the GPU pods (the network line below).
         placement = "spread"
         chunk_workers = max(1, math.ceil(chunk_cpu / consumers / wcpu - 1e-9))
         p.add("compute", "pipeline.ray.chunk_workers (per consumer)", chunk_workers, "actors",
@@ -320,10 +358,14 @@ def plan(inp: PlanInput, costs: dict[str, Any] | None = None) -> Plan:
               f"placement node_local: one group per pod; the spare CPU of each pod holds the {consumers} consumer "
               f"actors ({cons_cpu:g} each)", "choice")
     gpu_pods = gpus
-    if gpu_mode:
+    if gpu_mode and placement == "spread":
         p.add("compute", "Ray GPU worker pods", gpu_pods, "pods",
               f"1 GPU + {pods['gpu']['vcpu']} vCPU + {pods['gpu']['memory_gib']} GiB each "
               f"({per_gpu} detectors x {det_threads} threads each; Ray CPUs 0: only detectors land there)", "choice")
+    elif gpu_mode:
+        p.add("compute", "Ray GPU worker pods", gpu_pods, "pods",
+              f"1 GPU + {pods['gpu']['vcpu']} vCPU + {pods['gpu']['memory_gib']} GiB each, all of its vCPU offered "
+              "to Ray (the group's chunk actors run there)", "choice")
     p.ray = {"consumers": consumers, "chunk_workers": chunk_workers, "worker_num_cpus": wcpu, "placement": placement,
              "detector": {"replicas": det_replicas, "num_gpus": num_gpus, "num_cpus": det_num_cpus,
                           "threads": det_threads, "batch_size": 64 if gpu_mode else 32},
@@ -412,7 +454,7 @@ def plan(inp: PlanInput, costs: dict[str, Any] | None = None) -> Plan:
     # ------------------------------------------------------------ network
     gbit = 8 / 1e9
     frame_bytes = inp.width * inp.height * 3
-    cross = 1.0 if gpu_mode else 0.0  # node_local keeps decoded frames on their node
+    cross = 1.0 if placement == "spread" else 0.0  # node_local keeps decoded frames on their node
     net = {
         "cameras_to_ingest": n * raw_bps * gbit,
         "kafka_produce": n * (raw_bps + red_bps) * gbit,
@@ -432,7 +474,7 @@ def plan(inp: PlanInput, costs: dict[str, Any] | None = None) -> Plan:
           f"(RF {rf} - 1) x writes; crosses zones when brokers are spread")
     p.add("network", "Ray: detected frames -> detector actors", net["ray_frames_to_detectors"], "Gbit/s",
           f"{det_s:,.0f} frames/s x {frame_bytes / 1e6:.2f} MB raw BGR"
-          + (" (all to the GPU pods: placement spread)" if gpu_mode else ": none, placement node_local keeps them "
+          + (" (all to the GPU pods: placement spread)" if cross else ": none, placement node_local keeps them "
              "on the node that decodes them"))
     p.add("network", "Ray: chunks consumer <-> chunk actors", net["ray_chunks_between_nodes"], "Gbit/s",
           "raw in, redacted back, when on another pod (upper bound)")
@@ -446,7 +488,7 @@ def plan(inp: PlanInput, costs: dict[str, Any] | None = None) -> Plan:
               "sink": {"replicas": sinks, "cpu": math.ceil(sink_cpu), "memory_gib": sink_mem,
                        "spool_gib": sink_spool, "max_buffered_bytes": _c(costs, "sink_max_buffered_bytes")}}
     p.summary = {
-        "cameras": n, "fps": fps, "size": f"{inp.width}x{inp.height}", "node": inp.node,
+        "cameras": n, "fps": fps, "size": f"{inp.width}x{inp.height}", "node": inp.node, "placement": placement,
         "vcpu": total_vcpu, "gpus": gpus,
         "ray_worker_replicas": {"cpu": cpu_pods, **({inp.gpu_group: gpu_pods} if gpu_mode else {})},
         "ingest_replicas": ingest, "ingest_memory_gib": ingest_mem,
@@ -500,7 +542,7 @@ def to_values(pl: Plan) -> dict[str, Any]:
             "replicas": g["replicas"], "minReplicas": g["replicas"], "maxReplicas": g["replicas"], "gpu": g["gpus"],
             "resources": {"requests": {"cpu": str(g["vcpu"]), "memory": _q(g["memory_gib"])},
                           "limits": {"cpu": str(g["vcpu"]), "memory": _q(g["memory_gib"])}},
-            "rayStartParams": {"num-cpus": "0"},
+            "rayStartParams": {"num-cpus": "0" if r["placement"] == "spread" else str(g["vcpu"])},
             "spillSizeGi": 20,
             "topologySpreadConstraints": _zone_spread({"veilstream.dev/ray-group": inp.gpu_group}),
             "priorityClassName": batch}

@@ -198,7 +198,8 @@ def command_line(args: argparse.Namespace) -> str:
                                  ("--replication", args.replication, 3), ("--min-insync", args.min_insync, 2),
                                  ("--raw-retention-hours", args.raw_retention_hours, 6.0),
                                  ("--s3-retention-days", args.s3_retention_days, 30), ("--zones", args.zones, 3),
-                                 ("--gpu-group", args.gpu_group, "gpu-h100")):
+                                 ("--gpu-group", args.gpu_group, "gpu-h100"),
+                                 ("--placement", args.placement, "node_local")):
         if value != default:
             parts += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
     if args.values_base:
@@ -213,7 +214,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
                     plates_share=args.plates_share, camera_mbps=args.camera_mbps, detect_every=args.detect_every,
                     replication_factor=args.replication, min_insync_replicas=min(args.min_insync, args.replication),
                     raw_retention_hours=args.raw_retention_hours, s3_retention_days=args.s3_retention_days,
-                    zones=args.zones, gpu_group=args.gpu_group)
+                    zones=args.zones, gpu_group=args.gpu_group, placement=args.placement)
     try:
         pl = plan(inp)
     except SizingError as exc:
@@ -277,6 +278,10 @@ def add_plan(sub: Any) -> None:
                    help="days redacted segments are kept (default 30, the default policy's redacted_days)")
     p.add_argument("--zones", type=int, default=3, help="availability zones the pods spread over (default 3)")
     p.add_argument("--gpu-group", default="gpu-h100", help="name of the GPU worker group (default gpu-h100)")
+    p.add_argument("--placement", choices=("node_local", "spread"), default="node_local",
+                   help="ray.placement: node_local (default) decodes, detects, masks and encodes a chunk on one "
+                        "node, so only compressed chunks cross the network; spread (GPU plans) keeps the GPU pods "
+                        "for detectors only and ships decoded frames to them")
     p.add_argument("--values-out", type=Path, default=None, metavar="FILE",
                    help="write Helm values (helm/veilstream) that provision the plan")
     p.add_argument("--values-base", type=Path, default=None, metavar="FILE",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 
@@ -71,23 +73,50 @@ def test_city_plan_counts_every_topic_s3_and_network():
     net = s["network_gbps"]
     assert net["cameras_to_ingest"] == pytest.approx(10.0)
     assert net["kafka_replication"] == pytest.approx(40.0)  # (RF 3 - 1) x (raw + redacted)
-    assert net["ray_frames_to_detectors"] > 400  # raw BGR detected frames to the GPU pods: the largest line
+    assert net["ray_frames_to_detectors"] == 0  # node-local: decoded frames stay on their GPU pod
+    assert s["placement"] == "node_local" and s["ray_worker_replicas"].get("cpu", 0) == 0
     assert s["kafka_replication_factor"] == 3
+    spread = plan(dataclasses.replace(CITY, placement="spread")).summary
+    assert spread["network_gbps"]["ray_frames_to_detectors"] > 400  # raw BGR frames to the GPU pods
+    assert spread["gpus"] < s["gpus"]  # the trade: fewer GPUs, frames on the network
 
 
-@pytest.mark.parametrize("node", ["gpu", "cpu"])
+def test_node_local_gpu_pods_hold_their_chunk_actors():
+    pl = plan(CITY)
+    r, gpu = pl.ray, pl.pods["gpu"]
+    assert r["placement"] == "node_local" and r["detector"]["num_gpus"] == 1.0
+    group_cpus = r["detector"]["num_cpus"] + (r["chunk_workers"] / r["detector"]["replicas"]) * r["worker_num_cpus"]
+    assert group_cpus <= gpu["vcpu"] - 1  # one group per GPU pod, a CPU left for the consumer actors
+    assert gpu["replicas"] == r["consumers"] * r["detector"]["replicas"] == pl.summary["gpus"]
+    busy = next(line for line in pl.to_dict()["lines"] if line["name"] == "GPU busy share")
+    assert 0 < busy["value"] <= 100
+
+
+@pytest.mark.parametrize(("node", "placement"), [("gpu", "node_local"), ("gpu", "spread"), ("cpu", "node_local")])
 @pytest.mark.parametrize("cameras", [1, 7, 100, 999, 5000, 22000])
-def test_what_the_actors_reserve_fits_what_the_plan_provisions(node, cameras):
+def test_what_the_actors_reserve_fits_what_the_plan_provisions(node, placement, cameras):
     """The SRE's bug: GPUs counted once per job while every consumer starts its own detectors."""
-    pl = plan(PlanInput(cameras=cameras, fps=15, node=node, plates_share=0.3))
+    pl = plan(PlanInput(cameras=cameras, fps=15, node=node, plates_share=0.3, placement=placement))
     r, pods, s = pl.ray, pl.pods, pl.summary
     det = r["detector"]
     consumers = r["consumers"]
     assert s["kafka_partitions"] % consumers == 0 and s["kafka_partitions"] % s["sink_replicas"] == 0
     assert s["kafka_partitions"] % s["ingest_replicas"] == 0 and consumers <= s["kafka_partitions"]
     cpu_reserved = consumers * (r["chunk_workers"] * r["worker_num_cpus"] + 0.25 + det["replicas"] * det["num_cpus"])
-    assert cpu_reserved <= pods["cpu"]["replicas"] * pods["cpu"]["vcpu"]
-    if node == "gpu":
+    ray_cpus = pods["cpu"]["replicas"] * pods["cpu"]["vcpu"]
+    if node == "gpu" and placement == "node_local":
+        ray_cpus += pods["gpu"]["replicas"] * pods["gpu"]["vcpu"]  # the GPU pods offer their CPUs to Ray
+    assert cpu_reserved <= ray_cpus
+    if node == "gpu" and placement == "node_local":
+        assert r["placement"] == "node_local" and det["num_gpus"] == 1.0
+        assert consumers * det["replicas"] == s["gpus"] == pods["gpu"]["replicas"]
+        need = next(ln.value for ln in pl.lines if ln.name == "GPU time for detection")
+        assert s["gpus"] >= need
+        # one group (its GPU's detector and chunk actors) per GPU pod, a CPU left for consumers
+        group = det["num_cpus"] + math.ceil(r["chunk_workers"] / det["replicas"]) * r["worker_num_cpus"]
+        assert group <= pods["gpu"]["vcpu"] - 1
+        assert s["network_gbps"]["ray_frames_to_detectors"] == 0
+    elif node == "gpu":
         assert det["num_cpus"] == 0 and 0 < det["num_gpus"] <= 1
         detectors = consumers * det["replicas"]
         per_gpu = math.floor(1 / det["num_gpus"] + 1e-9)  # how many fit on one GPU
@@ -95,7 +124,7 @@ def test_what_the_actors_reserve_fits_what_the_plan_provisions(node, cameras):
         assert consumers * det["replicas"] * det["num_gpus"] <= s["gpus"]
         need = next(ln.value for ln in pl.lines if ln.name == "GPU time for detection")
         assert s["gpus"] >= need  # rounding never drops below the GPU time
-        assert r["placement"] == "spread"  # GPU pods offer no CPUs: a node-local group could not fit
+        assert r["placement"] == "spread"  # GPU pods offer no CPUs: only detectors land there
     else:
         assert s["gpus"] == 0 and det["num_gpus"] == 0
         # node_local: a detector and its share of the chunk actors fit one pod, with room for consumers
