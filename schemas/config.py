@@ -38,6 +38,7 @@ __all__ = [
     "PipelineConfig",
     "ProcessConfig",
     "RawVaultConfig",
+    "RayAutoscaleConfig",
     "RayConfig",
     "SinkConfig",
     "TopicsConfig",
@@ -162,6 +163,25 @@ class DetectorConfig:
 
 
 @dataclass(frozen=True)
+class RayAutoscaleConfig:
+    """Lag-driven number of consumer actors in job mode (``ray.autoscale``); the bounds are
+    ``None`` for "``ray.consumers``", so the default is today's fixed count."""
+
+    min_consumers: int | None = None
+    max_consumers: int | None = None
+    lag_chunks_per_consumer: int = 200
+    scale_up_after_s: float = 60.0
+    scale_down_after_s: float = 600.0
+    check_interval_s: float = 15.0
+
+    def bounds(self, consumers: int) -> tuple[int, int]:
+        """(min, max) consumer actors for ``ray.consumers`` = ``consumers``."""
+        lo = self.min_consumers if self.min_consumers is not None else consumers
+        hi = self.max_consumers if self.max_consumers is not None else consumers
+        return lo, hi
+
+
+@dataclass(frozen=True)
 class RayConfig:
     address: str | None
     num_cpus: int | None
@@ -172,6 +192,7 @@ class RayConfig:
     consumers: int
     detector: DetectorConfig
     placement: str = "node_local"
+    autoscale: RayAutoscaleConfig = RayAutoscaleConfig()
 
 
 @dataclass(frozen=True)
@@ -353,6 +374,12 @@ def parse_config(mapping: Mapping[str, Any] | None) -> PipelineConfig:
              if (msg := url_credentials_problem(c["url"], f"ingest.cameras[{i}].url"))]
     if creds:
         raise ConfigError(f"invalid config: {len(creds)} problem(s):\n  " + "\n  ".join(creds))
+    ray, auto = filled["ray"], filled["ray"]["autoscale"]
+    lo = auto["min_consumers"] if auto["min_consumers"] is not None else ray["consumers"]
+    hi = auto["max_consumers"] if auto["max_consumers"] is not None else ray["consumers"]
+    if ray["consumers"] >= 1 and not lo <= ray["consumers"] <= hi:
+        raise ConfigError(f"invalid config: 1 problem:\n  ray.autoscale: ray.consumers ({ray['consumers']}) starts the "
+                          f"job and must lie within [min_consumers {lo}, max_consumers {hi}]")
     ids = [c.get("camera_id") for c in filled["ingest"]["cameras"]]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
