@@ -170,8 +170,7 @@ image-check-gpu: install image-deps
 lint: install
 	$(VENV)/bin/ruff check pipeline operators schemas tests load_tests image_tests
 	$(VENV)/bin/hadolint Dockerfile Dockerfile.gpu
-	$(VENV)/bin/mypy --strict operators schemas
-	$(VENV)/bin/mypy pipeline
+	$(VENV)/bin/mypy --strict operators schemas pipeline
 
 clean:
 	rm -rf $(VENV) $(LATEST) build *.egg-info .pytest_cache

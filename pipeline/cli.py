@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from schemas.errors import (
     ConfigError,
@@ -159,7 +159,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return run_eval(args)
 
 
-Subparsers = argparse._SubParsersAction  # type: ignore[type-arg]
+if TYPE_CHECKING:
+    Subparsers = argparse._SubParsersAction[Any]
+else:  # not subscriptable at run time
+    Subparsers = argparse._SubParsersAction
 """What a command's ``add_*`` function receives: ``sub.add_parser(name, ...)``."""
 
 

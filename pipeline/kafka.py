@@ -179,7 +179,7 @@ class ChunkProducer:
 
         for attempt in range(retries):
             try:
-                self._p.produce(topic, value=value, key=key, headers=list(headers), on_delivery=_cb)  # type: ignore[arg-type]
+                self._p.produce(topic, value=value, key=key, headers=list(headers), on_delivery=_cb)
                 break
             except BufferError:
                 # local queue full: serve delivery reports to make room, then retry (bounded)

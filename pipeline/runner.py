@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +129,7 @@ class Workers:
 
 
 def run_local(cameras: int = 3, seconds: float = 60.0, state_dir: Path | None = None,
-              config_path: Path | None = None, keep_up: bool = False, out=print,
+              config_path: Path | None = None, keep_up: bool = False, out: Callable[..., Any] = print,
               segment_seconds: float | None = None, download_dir: Path | None = None) -> int:
     from pipeline.devstack.stack import down, up
     from schemas.config import load_config
@@ -254,7 +255,8 @@ def _pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
-def report(cfg: Any, t_start: float, out=print, download_dir: Path | None = None) -> dict[str, Any]:
+def report(cfg: Any, t_start: float, out: Callable[..., Any] = print,
+           download_dir: Path | None = None) -> dict[str, Any]:
     """Per-camera segments, frames, masks per class and end-to-end latency, read back from
     the bucket's manifests and the redacted topic; optionally downloads one segment per camera."""
     from pipeline.sink.objectstore import MinioSegmentStore

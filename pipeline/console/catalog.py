@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 logger = logging.getLogger(__name__)
 
@@ -247,7 +247,7 @@ class Catalog:
                 self._manifests.move_to_end(mkey)
                 return self._manifests[mkey]
         try:
-            man = json.loads(self.store.get_object(mkey))
+            man = cast("dict[str, Any]", json.loads(self.store.get_object(mkey)))
         except Exception as exc:  # noqa: BLE001 - missing or unreadable: the segment shows without it
             logger.debug("manifest unreadable key=%s error=%s", mkey, exc)
             return None

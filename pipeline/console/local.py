@@ -68,7 +68,7 @@ def start_local_console(config_path: Path, state_dir: Path, timeout_s: float = 6
 
     def up() -> bool:
         with urllib.request.urlopen(url + "/healthz", timeout=1) as r:  # noqa: S310 - loopback
-            return r.status == 200
+            return bool(r.status == 200)
 
     if not wait_until(lambda: proc.alive() and up(), timeout_s, 0.2):
         tail = proc.log_tail(5)

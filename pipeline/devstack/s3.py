@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import DevStackError, ManagedProcess, free_port, spawn
 
@@ -49,7 +50,7 @@ class S3Handle:
     def url(self) -> str:
         return f"http://{self.endpoint}"
 
-    def client(self):  # noqa: ANN201 - minio.Minio, imported lazily
+    def client(self) -> Any:  # minio.Minio, imported lazily
         from minio import Minio
 
         return Minio(self.endpoint, access_key=self.access_key, secret_key=self.secret_key, secure=False,

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from pipeline.stage import client_settings
+from pipeline.kafka import client_settings
 from schemas.config import CameraConfig
 from schemas.errors import VeilStreamError
 

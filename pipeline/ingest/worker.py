@@ -13,9 +13,9 @@ import threading
 import time
 from typing import Any
 
-from pipeline.kafka import Delivery, KafkaDeliveryError
+from pipeline.kafka import Delivery, KafkaDeliveryError, client_settings
 from pipeline.metrics import StatusLine, serve_config
-from pipeline.stage import client_settings, producer_for
+from pipeline.stage import producer_for
 from schemas.config import CameraConfig
 from schemas.messages import ChunkCaptured, SchemaError, decode_camera, encode_chunk
 from schemas.safety import chunk_limit_problem

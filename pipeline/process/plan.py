@@ -177,5 +177,5 @@ def build_plan(cfg: Any, *, model_dir: str | None = None) -> MaskingPlan:
         union[field_name] = min(eff.values())
         for pid, v in eff.items():  # each policy filters the shared boxes at its own threshold
             plans[pid] = replace(plans[pid], redaction=replace(plans[pid].redaction, **{field_name: v}))  # type: ignore[arg-type]
-    detector = replace(base, style="fill", strength=None, **union).validate()  # type: ignore[arg-type]
+    detector = replace(base, style="fill", strength=None, **union).validate()
     return MaskingPlan(detector, plans, p.policy_id, routed=True)

@@ -97,7 +97,7 @@ def node_local_groups(replicas: int, chunk_workers: int, *, det_cpus: float, det
 
 def retry_delay_s(attempt: int) -> float:
     """Backoff before the ``attempt``-th retry of a chunk hit by an outage (1-based)."""
-    return min(10.0, 0.5 * 2 ** max(0, attempt - 1))
+    return float(min(10.0, 0.5 * 2 ** max(0, attempt - 1)))
 
 
 class ProcessWorker:

@@ -155,7 +155,7 @@ class MinioSegmentStore:
             if self.credentials == "web_identity":
                 # no static keys: short-lived credentials from the pod's identity (IRSA's
                 # AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE, EKS Pod Identity, or instance metadata)
-                from minio.credentials import IamAwsProvider
+                from minio.credentials.providers import IamAwsProvider
 
                 self._client = Minio(self.endpoint, credentials=IamAwsProvider(), **kw)
                 return self._client

@@ -122,13 +122,15 @@ class ChunkSpool:
     def admit(self, seg: Any) -> None:
         """Account for ``seg.chunks[-1]`` (just added): keep it in memory while the budget
         allows, else append its payload to the segment's spool file and replace it there."""
-        chunk = seg.chunks[-1]
+        chunk: Any = seg.chunks[-1]
         if isinstance(chunk, SpooledChunk):
             return
         st = self._state(seg)
-        size = len(chunk.payload)
+        payload: bytes = chunk.payload
+        size = len(payload)
         fits = self.max_buffered_bytes is None or self.buffered_bytes + size <= self.max_buffered_bytes
-        if fits or not dataclasses.is_dataclass(chunk):  # only a dataclass chunk can drop its payload
+        if fits or not dataclasses.is_dataclass(chunk) or isinstance(chunk, type):  # only a dataclass
+            # instance can drop its payload
             st.in_memory += size
             self.buffered_bytes += size
             self.peak_buffered_bytes = max(self.peak_buffered_bytes, self.buffered_bytes)
@@ -139,7 +141,7 @@ class ChunkSpool:
                 st.path = str(self.directory / f"seg-{os.getpid()}-{self._n}{SPOOL_SUFFIX}")
             with open(st.path, "ab") as f:
                 offset = f.tell()
-                f.write(chunk.payload)
+                f.write(payload)
         except OSError as exc:
             # the disk is full or gone: keep the chunk in memory (over budget, logged and
             # counted) rather than lose it; Kafka still holds it, uncommitted

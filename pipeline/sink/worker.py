@@ -481,12 +481,8 @@ class SinkWorker:
         durable: a failed audit produce is logged and counted, the segment stays stored."""
         if self.producer is None:
             return
-        from schemas.messages import (
-            HEADER_CONTENT_TYPE,
-            HEADER_TYPE,
-            HEADER_VERSION,
-            SCHEMA_VERSION,
-        )
+        from schemas import SCHEMA_VERSION
+        from schemas.messages import HEADER_CONTENT_TYPE, HEADER_TYPE, HEADER_VERSION
 
         headers = [(HEADER_TYPE, b"SegmentStored"), (HEADER_VERSION, str(SCHEMA_VERSION).encode("ascii")),
                    (HEADER_CONTENT_TYPE, b"application/json"), ("veil-object-key", key.encode("utf-8"))]

@@ -47,7 +47,8 @@ class SizingError(ValueError):
 
 def load_costs() -> dict[str, Any]:
     """The costs shipped with the package (``pipeline/sizing/costs.json``)."""
-    return json.loads(resources.files(__package__).joinpath("costs.json").read_text())
+    costs: dict[str, Any] = json.loads(resources.files(__package__).joinpath("costs.json").read_text())
+    return costs
 
 
 @dataclass(frozen=True)

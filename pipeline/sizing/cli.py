@@ -126,7 +126,7 @@ def _key_comments(text: str) -> dict[str, list[str]]:
 
 
 def _scalar(v: Any) -> str:
-    return yaml.safe_dump(v, default_flow_style=True, width=10**6).strip().removesuffix("\n...").strip()
+    return str(yaml.safe_dump(v, default_flow_style=True, width=10**6)).strip().removesuffix("\n...").strip()
 
 
 def _comment(path: str, key: str, known: dict[str, list[str]], indent: str) -> list[str]:
