@@ -206,8 +206,10 @@ def ingest_accounting(sent_pts: dict[str, list[int]], cameras: list[str], fps: f
     frame: ingest starting, joining its group, opening the camera), each ingest drop reason
     with a non-zero count, and ``unfinished_at_window_end`` (window frames after a camera's
     last sent frame, for a camera that sent nothing later: the chunk being cut when the
-    window closed). ``frames_unaccounted`` is what is left (timing rounding; a drop after a
-    camera's last sent chunk counts twice and shows as a negative residual).
+    window closed). ``frames_unaccounted`` is what is left: rounding at the window's end (a
+    frame that starts inside the window and ends after it counts whole: up to -1 frame per
+    camera, visible at low fps) and a drop after a camera's last sent chunk (counted twice);
+    anything larger is a loss no counter names.
     """
     frame_ms = 1000.0 / fps
     per_cam = (t_end_ms - t0_ms) / frame_ms
@@ -522,6 +524,8 @@ def run_once(cameras: int, seconds: float, source: Path, fps: float, state_dir: 
                                  sum(int(c["segments"]) for c in per_cam.values()), cfg.sink.segment_seconds,
                                  cfg.ingest.chunk_seconds, s3_requests(s3_log, s3_start, buckets), messages)
             costs["ingest_seconds_after_window"] = round(t_stop - (t0 + seconds), 1)
+            # ingest's CPU over the window, per camera-hour streamed (the broker's excluded)
+            costs["ingest_cpu_s_per_camera_hour"] = round(cpu_ingest / max(1e-9, costs["camera_hours"]), 1)
         if hooks is not None:
             extra = hooks.finished(cfg, raw_topic)
     finally:
