@@ -26,9 +26,17 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from schemas.errors import VeilStreamError
+
 logger = logging.getLogger(__name__)
 
 SPOOL_SUFFIX = ".spool"
+
+
+class SpoolError(VeilStreamError):
+    """A spooled payload cannot be read back (its file was removed or truncated). Neither a
+    retry nor the DLQ can help: the sink must restart and re-read the chunks from Kafka,
+    where they are still uncommitted."""
 
 
 class SpooledChunk:
@@ -51,11 +59,15 @@ class SpooledChunk:
 
     @property
     def payload(self) -> bytes:
-        with open(self.path, "rb") as f:
-            f.seek(self.offset)
-            data = f.read(self.length)
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read(self.length)
+        except OSError as exc:
+            raise SpoolError(f"spool file unreadable camera={self.meta.camera_id} chunk_seq={self.meta.chunk_seq}: "
+                             f"{exc}") from exc
         if len(data) != self.length:
-            raise OSError(f"spool file {self.path} is short: {len(data)} of {self.length} bytes at {self.offset}")
+            raise SpoolError(f"spool file {self.path} is short: {len(data)} of {self.length} bytes at {self.offset}")
         return data
 
     def materialize(self) -> Any:
@@ -181,4 +193,4 @@ class ChunkSpool:
             shutil.rmtree(self.directory, ignore_errors=True)
 
 
-__all__ = ["ChunkSpool", "SpooledChunk", "materialize"]
+__all__ = ["ChunkSpool", "SpoolError", "SpooledChunk", "materialize"]

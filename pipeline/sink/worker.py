@@ -59,7 +59,7 @@ from .segments import (
     segment_tags,
     window_of,
 )
-from .spool import ChunkSpool, materialize
+from .spool import ChunkSpool, SpoolError, materialize
 
 logger = logging.getLogger(__name__)
 
@@ -314,6 +314,8 @@ class SinkWorker:
         t0 = time.thread_time()
         try:
             self._write(seg)
+        except SpoolError:
+            raise  # the sink restarts and re-reads the segment from Kafka (nothing was committed)
         except Exception as exc:  # noqa: BLE001 - S3Error, urllib3 errors: retry, never skip
             if is_poison(exc):
                 self._isolate(seg, exc)
@@ -358,6 +360,8 @@ class SinkWorker:
             self.pending.remove(p)
             try:
                 self._write(p.segment)
+            except SpoolError:
+                raise
             except Exception as exc:  # noqa: BLE001
                 if is_poison(exc):
                     self._isolate(p.segment, exc)

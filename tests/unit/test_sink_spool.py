@@ -202,3 +202,21 @@ def test_config_bounds(value: int | None, ok: bool) -> None:
     else:
         with pytest.raises(ConfigError, match="max_buffered_bytes"):
             parse_config({"sink": {"max_buffered_bytes": value}})
+
+
+def test_a_lost_spool_file_stops_the_sink_without_committing(tmp_path: Path) -> None:
+    # neither a retry nor the DLQ can bring the bytes back: the sink must exit (and restart,
+    # re-reading from Kafka), never store a partial segment or commit its offsets
+    from pipeline.sink.spool import SpoolError
+
+    chunks = [h264_chunk("a", 0, T0), h264_chunk("a", 1, T0 + 200), h264_chunk("a", 2, T0 + 60_000)]
+    store = InMemoryObjectStore()
+    w = _worker(_msgs(chunks[:2]), store, [0.0], max_buffered_bytes=0, spool_dir=str(tmp_path))
+    w.step(0)
+    for f in tmp_path.iterdir():
+        f.unlink()
+    w.consumer.msgs.extend(_msgs(chunks)[2:])
+    with pytest.raises(SpoolError, match="camera=a"):
+        w.step(0)
+    assert list(store.list_objects()) == [] and w.consumer.committed() == {}
+    assert not w.producer.sent  # nothing dead-lettered
