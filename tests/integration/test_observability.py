@@ -28,7 +28,8 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = SHARED_MODELS
-JOB_DRIVER_ONLY = {"veil_process_consumers", "veil_process_consumers_up"}  # job mode, not a local worker
+JOB_DRIVER_ONLY = {"veil_process_consumers", "veil_process_consumers_desired",
+                   "veil_process_consumers_up"}  # job mode, not a local worker
 
 
 def get(port: int, path: str) -> tuple[int, str]:
@@ -175,7 +176,7 @@ def test_process_job_driver_serves_every_consumer_actors_metrics_on_one_port(bro
     up = {s.name: s.value for n in ("veil_process_consumers", "veil_process_consumers_up") for s in fams[n].samples}
     assert up == {"veil_process_consumers": 2, "veil_process_consumers_up": 2}
     consumers_of = {f.name: {s.labels.get("consumer") for s in f.samples} for f in fams.values()
-                    if f.name.startswith("veil_process_") and f.samples and f.name not in up}
+                    if f.name.startswith("veil_process_") and f.samples and f.name not in JOB_DRIVER_ONLY}
     assert consumers_of["veil_process_latency_seconds"] == {"0", "1"}
     assert consumers_of["veil_process_inflight_chunks"] == {"0", "1"}
     assert all(c <= {"0", "1"} and None not in c for c in consumers_of.values()), consumers_of

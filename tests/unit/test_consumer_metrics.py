@@ -73,10 +73,15 @@ def test_merged_families_keep_the_worker_names_and_label_each_consumer(job):
     single = {n for (n, _l) in samples(generate_latest(a.registry).decode())}
     merged = {n for (n, _l) in got}
     assert single <= merged
-    assert merged - single == {"veil_process_consumers", "veil_process_consumers_up"}
+    job_level = {"veil_process_consumers", "veil_process_consumers_desired", "veil_process_consumers_up"}
+    assert merged - single == job_level and val("veil_process_consumers_desired") == 2
     # every veil_process_* sample carries the consumer label
-    assert all(dict(lbl).get("consumer") in ("0", "1") for (n, lbl) in got
-               if n not in ("veil_process_consumers", "veil_process_consumers_up"))
+    assert all(dict(lbl).get("consumer") in ("0", "1") for (n, lbl) in got if n not in job_level)
+    # scaling on lag: running, desired and the lag the scaler read
+    jm.set_consumers(2, 3, 812)
+    got = samples(get(port, "/metrics")[1])
+    assert (val("veil_process_consumers"), val("veil_process_consumers_desired"),
+            val("veil_process_raw_lag_chunks")) == (2, 3, 812)
     # the types survive: counters stay counters, histograms histograms
     types = {f.name: f.type for f in text_string_to_metric_families(body)}
     assert types["veil_process_chunks_in"] == "counter" and types["veil_process_latency_seconds"] == "histogram"
@@ -231,3 +236,35 @@ def test_a_revoked_partitions_stale_lag_is_not_counted_twice():
            for fam in text_string_to_metric_families(generate_latest(jm.registry).decode())
            if fam.name == "veil_process_consumer_lag_messages" for s in fam.samples}
     assert lag == {("0", "0"): 40, ("1", "1"): 12}  # sum = 52, not 61
+
+
+def test_a_second_job_on_the_same_head_serves_once_the_old_one_frees_the_port():
+    """Rolling upgrade: the new job's driver starts while the old one still holds metrics.port on
+    the head. It must not fail (that would loop the rollout): it serves once the port is free."""
+    import socket
+    from types import SimpleNamespace
+
+    from pipeline.process.consumers import _serve_job_metrics
+
+    old = socket.socket()
+    old.bind(("127.0.0.1", 0))
+    old.listen()
+    port = old.getsockname()[1]
+    cfg = SimpleNamespace(enabled=True, host="127.0.0.1", port=port, endpoint=True)
+    stop = threading.Event()
+    jm = JobMetrics(1)
+    server = _serve_job_metrics(jm, cfg, stop)
+    try:
+        old.close()  # the old job ends
+        deadline = time.monotonic() + 15
+        code = None
+        while time.monotonic() < deadline:
+            try:
+                code, body = get(port, "/metrics")
+                break
+            except OSError:
+                time.sleep(0.3)
+        assert code == 200 and "veil_process_consumers_desired" in body
+    finally:
+        stop.set()
+        server.shutdown()

@@ -110,3 +110,125 @@ def test_zero_windows_step_at_every_reading_still_one_at_a_time():
     state = ScaleState(ScalePolicy(1, 4, 10, 0, 0))
     assert [n for _, n, _ in run(state, 1, every(0, 60, 1000))] == [2, 3, 4]
     assert [n for _, n, _ in run(state, 4, every(60, 120, 0))] == [3, 2, 1]
+
+
+# ---------------------------------------------------------------- the supervisor's loop, Ray faked
+
+class Ref:
+    def __init__(self, value: object = None, exc: BaseException | None = None) -> None:
+        self.value, self.exc = value, exc
+
+    def hex(self) -> str:
+        return f"{id(self):x}"
+
+
+class Call:
+    def __init__(self, fn) -> None:
+        self.fn, self.calls = fn, 0
+
+    def remote(self) -> Ref:
+        self.calls += 1
+        return self.fn()
+
+
+class Actor:
+    """A consumer actor: answers snapshots (ready once consuming), stops cleanly."""
+
+    def __init__(self, index: int, *, fails: str | None = None) -> None:
+        self.index, self.killed = index, False
+        base = {"index": index, "ready": True, "produced": 0, "exit_code": None, "error": None,
+                "phase": "running", "families": []}
+        if fails:
+            base = {**base, "ready": False, "phase": "starting", "exit_code": 1, "error": fails}
+        self.snapshot = Call(lambda: Ref(dict(base)))
+        self.stop = Call(lambda: Ref({**base, "exit_code": 0, "produced": 3}))
+
+
+class Ray:
+    def __init__(self) -> None:
+        self.killed: list[Actor] = []
+
+    def wait(self, refs, num_returns, timeout):
+        return list(refs), []
+
+    def get(self, ref, timeout=None):
+        if ref.exc is not None:
+            raise ref.exc
+        return ref.value
+
+    def kill(self, actor) -> None:
+        actor.killed = True
+        self.killed.append(actor)
+
+
+def test_the_supervisor_starts_one_more_on_lag_and_stops_the_highest_cleanly():
+    import threading
+
+    from pipeline.process.consumers import ConsumerScaler, JobMetrics, _watch
+
+    lags = iter([(50, 8), (50, 8), (0, 8), (0, 8)])
+    readings: list[int | None] = []
+    started: list[int] = []
+    stop = threading.Event()
+
+    def read_lag():
+        try:
+            lag = next(lags)
+        except StopIteration:
+            stop.set()
+            return None, None
+        readings.append(lag[0])
+        return lag
+
+    def start(i: int) -> Actor:
+        started.append(i)
+        return Actor(i)
+
+    ray = Ray()
+    actors = {0: Actor(0), 1: Actor(1)}
+    first = dict(actors)
+    scaler = ConsumerScaler(ScalePolicy(1, 4, 10, 0, 0), read_lag, start, check_every_s=0)
+    jm = JobMetrics(2)
+    seen: list[tuple[int, int]] = []
+    orig = jm.set_consumers
+
+    def record(running: int, desired: int, lag: int | None) -> None:
+        seen.append((running, desired))
+        orig(running, desired, lag)
+
+    jm.set_consumers = record  # type: ignore[method-assign]
+    assert _watch(ray, actors, jm, stop, 0.0, 0.5, 60.0, scaler=scaler) is None
+    # lag 50 > 2 x 10: up to 3, then 4 (one per reading); lag 0: down to 3, then 2
+    assert started == [2, 3] and [r for r, _ in seen[:4]] == [3, 4, 3, 2]
+    assert set(actors) == {0, 1} and actors == first  # the highest ones went, the first two stay
+    stopped = [a for a in ray.killed]
+    assert sorted(a.index for a in stopped) == [2, 3] and all(a.stop.calls == 1 for a in stopped)
+    assert scaler.stopping == {} and jm.merged.desired == 2
+
+
+def test_a_consumer_the_scaler_added_that_never_consumed_is_dropped_not_fatal():
+    import threading
+
+    from pipeline.process.consumers import ConsumerScaler, JobMetrics, _watch
+
+    stop = threading.Event()
+    reads = iter([(500, 8)])
+
+    def read_lag():
+        try:
+            return next(reads)
+        except StopIteration:
+            stop.set()
+            return None, None
+
+    ray = Ray()
+    actors = {0: Actor(0)}
+    scaler = ConsumerScaler(ScalePolicy(1, 4, 10, 0, 0), read_lag,
+                            lambda i: Actor(i, fails="process actors failed to start: no GPU"), 0)
+    assert _watch(ray, actors, JobMetrics(1), stop, 0.0, 0.5, 60.0, scaler=scaler) is None
+    assert set(actors) == {0} and [a.index for a in ray.killed] == [1]
+    # one of the consumers the job started with failing still fails the job
+    broken = {0: Actor(0, fails="kafka: broker unreachable")}
+    scaler = ConsumerScaler(ScalePolicy(1, 4, 10, 0, 0), lambda: (None, None), lambda i: Actor(i), 0)
+    assert _watch(Ray(), broken, JobMetrics(1), threading.Event(), 0.0, 0.5, 60.0, scaler=scaler) == \
+        "consumer 0 failed: kafka: broker unreachable"
