@@ -118,10 +118,14 @@ def components(cfg: Any) -> dict[str, Component]:
         out["yolox"] = simple("yolox", YoloxPersonDetector, {"threshold": FLOORS["yolox"],
                                                              "vehicles": bool(cfg.plate_crops),
                                                              "vehicle_threshold": vthr,
-                                                             "max_side": cfg.person_max_side})
+                                                             "max_side": cfg.person_max_side,
+                                                             # None (the sizing before the cap) keeps
+                                                             # the signature detections were cached under
+                                                             **_unless_none(max_upscale=cfg.person_max_upscale)})
     if classes & {"plate", "text"}:
         text_params = {"model": cfg.text_model, "threshold": FLOORS["text_full"], "max_side": cfg.text_max_side,
-                       "min_side": cfg.text_min_side, "tile": cfg.text_tile}
+                       "min_side": cfg.text_min_side, "tile": cfg.text_tile,
+                       **_unless_none(max_upscale=cfg.text_max_upscale)}
         out["text_full"] = simple("text_full", TextDetector, text_params)
         if crops:
             def build_crops() -> Callable[[np.ndarray, Boxes], Boxes]:
@@ -134,6 +138,11 @@ def components(cfg: Any) -> dict[str, Component]:
                                                          "code": _code_digest(TextDetector.detect_crops)},
                                           build_crops, needs=("yolox",))
     return out
+
+
+def _unless_none(**params: Any) -> dict[str, Any]:
+    """``params`` without the ``None`` values (a parameter added later, at its old behaviour)."""
+    return {k: v for k, v in params.items() if v is not None}
 
 
 def _code_digest(*funcs: Any) -> str:

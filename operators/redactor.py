@@ -83,6 +83,15 @@ class RedactionConfig:
             small-face pass: it runs at a higher resolution than CenterFace).
         text_min_side / text_tile: the text detector upscales frames whose longer side is
             below ``text_min_side`` and cuts frames larger than ``text_tile`` into tiles.
+        text_max_upscale: ... but by at most this factor (``None``: up to ``text_min_side``
+            whatever the frame). 2.5: the 960 px of ``text_min_side`` were set for ~400 px
+            photos (plates_traffic ``kg_*``), whose 4-8 px plate characters become 10-19 px
+            at 2.4x, where the DB net finds them; a plate whose characters are under 4 px in
+            the camera's own pixels is not legible, and interpolation past that adds pixels,
+            not detail (every vehicle YOLOX finds is also searched in a crop zoomed up to 6x).
+            Before, a 176x144 camera frame ran the full-frame pass at 960x800 (x3 the pixels
+            of a 720p frame's 640x384 pass); now at 448x384 (its 440x360 padded to the
+            stride). 640x272 (1.5x) and every eval image of 384 px and more are unchanged.
         plate_crops: also search plates in upscaled crops of the lower part of each vehicle
             YOLOX finds (vehicle score >= ``vehicle_threshold``).
         text_model: the text/plate detector's registry name: ``ppocr_det_v5`` (PP-OCRv5
@@ -94,8 +103,12 @@ class RedactionConfig:
             vehicles come from the same YOLOX pass). Measured (README "Measured quality"):
             plates_traffic 37 -> 22 leaks of 398 for +2.9 points of masked area there,
             +0.4 on coco_val2017.
-        person_max_side: YOLOX's square input side (persons for the head fallback and
-            vehicles for the plate search come from the same inference).
+        person_max_side: YOLOX's input side (persons for the head fallback and vehicles for
+            the plate search come from the same inference).
+        person_max_upscale: YOLOX's input is the frame scaled by at most this factor (and to
+            ``person_max_side`` at most), padded to the stride (32) on each side: 1.0 (never
+            upscaled) runs a 176x144 frame at 192x160, 1280x720 at 640x384. ``None``: the
+            square letterbox of ``person_max_side`` whatever the frame (before: 640x640).
         strength: a policy's mask strength in (0, 1] (``None`` = each style's default):
             mosaic takes ``3 / strength`` blocks across a box (0.5 -> the default 6,
             1 -> 3), capped at 12 so a weak setting still leaves no readable face; blur
@@ -136,10 +149,12 @@ class RedactionConfig:
     yunet_max_side: int | None = 1280
     yunet_min_side: int | None = None
     text_min_side: int | None = 960
+    text_max_upscale: float | None = 2.5
     text_tile: int | None = None
     plate_crops: bool = True
     vehicle_threshold: float | None = None
     person_max_side: int = 640
+    person_max_upscale: float | None = 1.0
     precision: str = DEFAULT_PRECISION
     text_model: str = "ppocr_det_v5"
     plate_fallback: bool = True
@@ -179,6 +194,10 @@ class RedactionConfig:
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 64):
                 # a negative side once made detection run on garbage-sized frames and leak faces
                 problems.append(f"{name}: expected an integer >= 64 (or 0/None = native size), got {v!r}")
+        for name in ("text_max_upscale", "person_max_upscale"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 1.0):
+                problems.append(f"{name}: expected a number >= 1 (or None = no cap), got {v!r}")
         if self.precision not in PRECISIONS:
             problems.append(f"precision: expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.text_model not in TEXT_MODELS:
@@ -597,6 +616,7 @@ def build_detectors(config: RedactionConfig) -> dict[str, Detector]:
         if config.person_threshold is not None:
             kw["threshold"] = config.person_threshold
         kw["max_side"] = config.person_max_side
+        kw["max_upscale"] = config.person_max_upscale
         if vehicles:
             kw["vehicles"] = True
             if config.vehicle_threshold is not None:
@@ -609,6 +629,7 @@ def build_detectors(config: RedactionConfig) -> dict[str, Detector]:
         if config.text_max_side is not None:
             kw["max_side"] = config.text_max_side
         kw["min_side"] = config.text_min_side
+        kw["max_upscale"] = config.text_max_upscale
         kw["tile"] = config.text_tile
         kw["crops"] = vehicles
         kw["model"] = config.text_model

@@ -121,6 +121,9 @@ class TextDetector(OnnxDetector):
         unclip_ratio: DB unclip ratio (1.6).
         pad: extra padding as a fraction of the text height, every side.
         max_side / min_side: full-frame pass input size bounds (longer side); ``None``: no bound.
+        max_upscale: the full-frame pass upscales a frame toward ``min_side`` by at most this
+            factor (``None``: up to ``min_side`` whatever the frame). Interpolation adds pixels,
+            not detail: see ``RedactionConfig.text_max_upscale`` for the value and why.
         tile: tiles of at most this many px a side for the full-frame pass (``None``: never).
         crops: run the vehicle-crop pass in ``detect_given``.
         crop_width / crop_height: the canvas a crop is zoomed to fit (multiples of 32).
@@ -156,7 +159,8 @@ class TextDetector(OnnxDetector):
     def __init__(self, model: ModelRef = DEFAULT_MODEL, *, imagenet_norm: bool | None = None, label: Label | int = Label.PLATE,
                  providers: Sequence[str] | str | None = None, threshold: float = DEFAULT_THRESHOLD,
                  bin_threshold: float = 0.3, unclip_ratio: float = 1.6, pad: float = 0.25,
-                 max_side: int | None = 960, min_side: int | None = None, tile: int | None = None,
+                 max_side: int | None = 960, min_side: int | None = None, max_upscale: float | None = None,
+                 tile: int | None = None,
                  crops: bool = False, crop_width: int = 640, crop_height: int = 352, crop_lower: float = 0.7,
                  crop_max_zoom: float = 6.0, max_crops: int = 8, min_vehicle_px: int = 24,
                  crop_pack: bool = True, crop_gap: int = 96, crop_bonus: float = 0.1, crop_reuse: float = 6.0,
@@ -171,6 +175,7 @@ class TextDetector(OnnxDetector):
         self.pad = float(pad)
         self.max_side = max_side
         self.min_side = min_side
+        self.max_upscale = None if max_upscale is None else max(1.0, float(max_upscale))
         self.tile = tile
         self.crops = bool(crops)
         self.crop_width, self.crop_height = int(crop_width), int(crop_height)
@@ -208,7 +213,8 @@ class TextDetector(OnnxDetector):
         if self.max_side is not None and side > self.max_side:
             return self.max_side / side
         if self.min_side is not None and side < self.min_side:
-            return self.min_side / side
+            up = self.min_side / side
+            return up if self.max_upscale is None else min(up, self.max_upscale)
         return 1.0
 
     def _run(self, blob_bgr: np.ndarray) -> np.ndarray:

@@ -23,7 +23,7 @@ DEFAULT_THRESHOLD = 0.1
 
 
 class YoloxPersonDetector(OnnxDetector):
-    """Persons with YOLOX-nano; input letterboxed (pad 114) to a square of ``max_side``.
+    """Persons with YOLOX-nano; input letterboxed (pad 114, right and bottom).
 
     Args:
         model: registry name or path to ``yolox_nano.onnx``.
@@ -31,9 +31,14 @@ class YoloxPersonDetector(OnnxDetector):
             fallback, so recall matters more than precision; COCO person recall at
             IoU 0.5 is 0.71 at 0.1 vs 0.55 at 0.3).
         nms_iou: NMS IoU (0.45, YOLOX's demo value).
-        max_side: square network input side, a multiple of 32 (416 = the export's size;
+        max_side: network input side, a multiple of 32 (416 = the export's size;
             640: recall 0.79 vs 0.71 at ~2x the cost). The graph's fixed dims are
             made dynamic at load.
+        max_upscale: ``None``: every frame is letterboxed to a ``max_side`` square (a 176x144
+            frame upscaled 3.6x to 640x640). A number: the frame is scaled by
+            ``min(max_side / longer side, max_upscale)`` and padded to the stride (32) on
+            each side: a 640x272 frame runs at 640x288, 1280x720 at 640x384, 176x144 (with
+            1.0) at 192x160; the network is fully convolutional, only the grid changes.
         vehicles: also emit :attr:`Label.VEHICLE` boxes (COCO car, motorcycle, bus,
             truck; best class score) for the vehicle-guided plate search; the person
             and vehicle boxes come from one inference.
@@ -51,12 +56,16 @@ class YoloxPersonDetector(OnnxDetector):
     def __init__(self, model: ModelRef = "yolox_nano", *, providers: Sequence[str] | str | None = None,
                  threshold: float = DEFAULT_THRESHOLD, nms_iou: float = 0.45, max_side: int = 416,
                  model_dir: ModelRef | None = None, threads: int | None = None,
-                 vehicles: bool = False, vehicle_threshold: float = 0.2, precision: str = DEFAULT_PRECISION) -> None:
+                 vehicles: bool = False, vehicle_threshold: float = 0.2, precision: str = DEFAULT_PRECISION,
+                 max_upscale: float | None = None) -> None:
         if max_side % 32:
             raise ValueError(f"max_side must be a multiple of 32, got {max_side}")
         self.threshold = float(threshold)
         self.nms_iou = float(nms_iou)
         self.max_side = int(max_side)
+        self.max_upscale = None if max_upscale is None else float(max_upscale)
+        if self.max_upscale is not None and self.max_upscale <= 0:
+            raise ValueError(f"max_upscale must be > 0, got {max_upscale}")
         self.vehicles = bool(vehicles)
         self.vehicle_threshold = float(vehicle_threshold)
         if self.vehicles:
@@ -66,43 +75,59 @@ class YoloxPersonDetector(OnnxDetector):
         self.batch_size = 1
         path = self._open(model, model_dir, precision)
         data = dynamic_model_bytes(path, {"images": ["B", 3, "H", "W"]}, {"output": ["B", "N", 85]})
-        size = self.max_side
-        grids, strides = [], []
-        for s in _STRIDES:
-            g = size // s
-            gy, gx = np.meshgrid(np.arange(g), np.arange(g), indexing="ij")
-            grids.append(np.stack([gx.ravel(), gy.ravel()], 1))
-            strides.append(np.full((g * g, 1), s))
-        self._grid = np.concatenate(grids).astype(np.float32)
-        self._stride = np.concatenate(strides).astype(np.float32)
+        self._grids: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._start(data, providers, threads, (360, 640))
+
+    def input_size(self, h: int, w: int) -> tuple[float, int, int]:
+        """``(scale, input_h, input_w)`` for an ``h`` x ``w`` frame (see ``max_upscale``)."""
+        if self.max_upscale is None:
+            return min(self.max_side / h, self.max_side / w), self.max_side, self.max_side
+        r = min(self.max_side / max(h, w), self.max_upscale)
+        rh, rw = max(1, round(h * r)), max(1, round(w * r))
+        return r, -(-rh // 32) * 32, -(-rw // 32) * 32
+
+    def _grid_for(self, ih: int, iw: int) -> tuple[np.ndarray, np.ndarray]:
+        """Cell offsets and strides of the flattened ``(N, 85)`` output for an ``ih`` x ``iw`` input."""
+        got = self._grids.get((ih, iw))
+        if got is None:
+            grids, strides = [], []
+            for s in _STRIDES:
+                gh, gw = ih // s, iw // s
+                gy, gx = np.meshgrid(np.arange(gh), np.arange(gw), indexing="ij")
+                grids.append(np.stack([gx.ravel(), gy.ravel()], 1))
+                strides.append(np.full((gh * gw, 1), s))
+            got = (np.concatenate(grids).astype(np.float32), np.concatenate(strides).astype(np.float32))
+            self._grids[(ih, iw)] = got
+        return got
 
     def _detect_batch(self, frames: Frames) -> list[Boxes]:
         n, h, w = frames.shape[:3]
-        size = self.max_side
-        r = min(size / h, size / w)
+        r, ih, iw = self.input_size(h, w)
         rh, rw = max(1, round(h * r)), max(1, round(w * r))
-        blob = np.full((n, size, size, 3), 114, np.uint8)
+        blob = np.full((n, ih, iw, 3), 114, np.uint8)
         for i in range(n):
-            blob[i, :rh, :rw] = cv2.resize(frames[i], (rw, rh), interpolation=cv2.INTER_LINEAR)
+            blob[i, :rh, :rw] = frames[i] if (rh, rw) == (h, w) else cv2.resize(
+                frames[i], (rw, rh), interpolation=cv2.INTER_LINEAR)
         pred = self.session.run(None, {self.input_name: blob.transpose(0, 3, 1, 2).astype(np.float32)})[0]
+        grid = self._grid_for(ih, iw)
         out = []
         for b in range(n):
             p = pred[b]
-            parts = [self._decode(p, p[:, 4] * p[:, 5 + PERSON_CLASS], self.threshold, Label.PERSON, r, (h, w))]
+            parts = [self._decode(p, p[:, 4] * p[:, 5 + PERSON_CLASS], self.threshold, Label.PERSON, r, (h, w), grid)]
             if self.vehicles:
                 vscore = p[:, 4] * p[:, [5 + c for c in VEHICLE_CLASSES]].max(1)
-                parts.append(self._decode(p, vscore, self.vehicle_threshold, Label.VEHICLE, r, (h, w)))
+                parts.append(self._decode(p, vscore, self.vehicle_threshold, Label.VEHICLE, r, (h, w), grid))
             out.append(Boxes.concat(parts))
         return out
 
     def _decode(self, p: np.ndarray, score: np.ndarray, threshold: float, label: Label, r: float,
-                hw: tuple[int, int]) -> Boxes:
+                hw: tuple[int, int], grid: tuple[np.ndarray, np.ndarray]) -> Boxes:
         keep = np.nonzero(score > threshold)[0]
         if len(keep) == 0:
             return Boxes.empty()
         q = p[keep]
-        xy = (q[:, :2] + self._grid[keep]) * self._stride[keep]
-        wh = np.exp(q[:, 2:4]) * self._stride[keep]
+        cells, strides = grid
+        xy = (q[:, :2] + cells[keep]) * strides[keep]
+        wh = np.exp(q[:, 2:4]) * strides[keep]
         xyxy = np.concatenate([xy - wh / 2, xy + wh / 2], 1) / r
         return finish(xyxy.astype(np.float32), score[keep], label, hw, self.nms_iou)

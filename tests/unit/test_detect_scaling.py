@@ -1,0 +1,147 @@
+"""Detection cost scales with the pixels a camera sends (issue "Throughput", item 2).
+
+The rule, pinned on the inputs the networks actually get (not on time: the CPU cost per frame
+by size is printed by ``load_tests/detect_cost_by_size.py``):
+
+* the full-frame text pass upscales a small frame by at most ``text_max_upscale`` (2.5x), so
+  a 176x144 camera no longer runs it at 960 px;
+* YOLOX runs at the frame's own size rounded up to the stride (at most ``person_max_side``),
+  not on a 640x640 letterbox whatever the frame; CenterFace and YuNet never upscale;
+* the old sizing stays reachable (``None``) for comparisons.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from operators.detectors import TextDetector, YoloxPersonDetector
+from operators.evaldata import load_coco
+from operators.redactor import RedactionConfig, Redactor
+from operators.types import ConfigError, Label
+from operators.video import read_image
+from tests.shared import EVAL, MODELS
+
+SIZES = ((144, 176), (180, 320), (272, 640), (720, 1280))
+"""(height, width) of the camera frames the rule is checked on."""
+
+
+class _Recorder:
+    """Stands in for a detector's session: records each input's (H, W) and delegates."""
+
+    def __init__(self, session: Any) -> None:
+        self._session = session
+        self.shapes: list[tuple[int, int]] = []
+
+    def run(self, outputs: Any, feeds: dict[str, np.ndarray], *a: Any, **kw: Any) -> Any:
+        blob = next(iter(feeds.values()))
+        self.shapes.append((int(blob.shape[2]), int(blob.shape[3])))  # NCHW
+        return self._session.run(outputs, feeds, *a, **kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
+
+
+def _sessions(red: Redactor) -> dict[str, Any]:
+    d = red.detectors
+    out: dict[str, Any] = {"person": d["person"], "text": d["text"]}
+    face = d["face"]
+    out.update(getattr(face, "components", None) or {"face": face})
+    return out
+
+
+@pytest.fixture(scope="module")
+def recorded() -> dict[str, dict[tuple[int, int], list[tuple[int, int]]]]:
+    """Per session and frame size, the network input shapes of one default detection run on a
+    blank frame (no vehicles: the crop pass runs nowhere)."""
+    red = Redactor(RedactionConfig(threads=1, providers=("cpu",), model_dir=str(MODELS)))
+    recs = {k: _Recorder(det.session) for k, det in _sessions(red).items()}
+    for k, det in _sessions(red).items():
+        det.session = recs[k]
+    out: dict[str, dict[tuple[int, int], list[tuple[int, int]]]] = {k: {} for k in recs}
+    for hw in SIZES:
+        for r in recs.values():
+            r.shapes.clear()
+        red.run_detectors(np.zeros((1, *hw, 3), np.uint8))
+        for k, r in recs.items():
+            out[k][hw] = list(r.shapes)
+    return out
+
+
+def _up32(v: float) -> int:
+    return -(-int(round(v)) // 32) * 32
+
+
+def test_text_pass_on_a_tiny_camera_is_not_upscaled_to_960(recorded):
+    (shape,) = recorded["text"][(144, 176)]
+    assert max(shape) != 960 and max(shape) <= _up32(2.5 * 176)
+    assert shape == (384, 448)  # 440x360 padded to the stride
+
+
+@pytest.mark.parametrize(("hw", "expect"), [((180, 320), (480, 800)), ((272, 640), (416, 960)),
+                                            ((720, 1280), (384, 640))])
+def test_text_pass_sizes(recorded, hw, expect):
+    # 320x180 by 2.5x; 640x272 by 1.5x as before (kg_*-like photos keep their 960 px);
+    # 720p downscaled to text_max_side 640
+    assert recorded["text"][hw] == [expect]
+
+
+@pytest.mark.parametrize("key", ["person", "centerface", "yunet"])
+@pytest.mark.parametrize("hw", SIZES)
+def test_yolox_and_face_inputs_not_larger_than_the_frame_rounded_to_the_stride(recorded, key, hw):
+    (shape,) = recorded[key][hw]
+    assert shape[0] <= _up32(hw[0]) and shape[1] <= _up32(hw[1])
+
+
+def test_yolox_input_follows_the_frame():
+    det = YoloxPersonDetector(model_dir=MODELS, threads=1, max_side=640, max_upscale=1.0)
+    assert det.input_size(144, 176) == (1.0, 160, 192)
+    assert det.input_size(272, 640) == (1.0, 288, 640)
+    assert det.input_size(720, 1280) == (0.5, 384, 640)
+    det.max_upscale = None  # the old square letterbox, for comparisons
+    assert det.input_size(144, 176)[1:] == (640, 640)
+
+
+def test_network_pixels_grow_with_frame_pixels(recorded):
+    def pixels(hw: tuple[int, int]) -> int:
+        return sum(h * w for per in recorded.values() for h, w in per[hw])
+    got = [pixels(hw) for hw in SIZES[:2]] + [pixels(SIZES[3])]
+    assert got == sorted(got) and got[0] < got[-1] / 2, got
+
+
+def test_old_sizing_reachable():
+    d = TextDetector(threads=1, max_side=640, min_side=960)
+    assert d._scale_for(144, 176) == pytest.approx(960 / 176)
+    d.max_upscale = 2.5
+    assert d._scale_for(144, 176) == pytest.approx(2.5)
+    assert d._scale_for(272, 640) == pytest.approx(1.5)
+
+
+def test_rectangular_yolox_finds_the_same_persons_as_the_square_letterbox():
+    items = list(load_coco(EVAL / "coco_val2017"))
+    img = read_image(items[0].image_path)[None]  # an indoor photo with people, 640x426
+    rect = YoloxPersonDetector(model_dir=MODELS, threads=1, max_side=640, max_upscale=1.0).detect(img)[0]
+    square = YoloxPersonDetector(model_dir=MODELS, threads=1, max_side=640).detect(img)[0]
+    a = rect.select((rect.label == Label.PERSON) & (rect.score >= 0.5))
+    b = square.select((square.label == Label.PERSON) & (square.score >= 0.5))
+    assert len(a) == len(b) >= 1
+    for box in b.xyxy:
+        iw = np.clip(np.minimum(a.xyxy[:, 2], box[2]) - np.maximum(a.xyxy[:, 0], box[0]), 0, None)
+        ih = np.clip(np.minimum(a.xyxy[:, 3], box[3]) - np.maximum(a.xyxy[:, 1], box[1]), 0, None)
+        inter = iw * ih
+        union = (a.xyxy[:, 2:] - a.xyxy[:, :2]).prod(1) + (box[2:] - box[:2]).prod() - inter
+        assert (inter / union).max() > 0.8
+
+
+@pytest.mark.parametrize("field", ["text_max_upscale", "person_max_upscale"])
+@pytest.mark.parametrize("value", [0.5, 0, -1, True, "2"])
+def test_upscale_caps_validated(field, value):
+    with pytest.raises(ConfigError, match=field):
+        RedactionConfig(**{field: value}).validate()
+
+
+def test_upscale_caps_may_be_lifted():
+    RedactionConfig(text_max_upscale=None, person_max_upscale=None).validate()
+    RedactionConfig(text_max_upscale=1, person_max_upscale=2.0).validate()
