@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import tempfile
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -93,9 +94,10 @@ class ChunkSpool:
     """Keeps open segments' payloads within ``max_buffered_bytes`` of memory.
 
     Args:
-        directory: where spool files go; ``None`` makes a private temporary directory
-            (removed by :meth:`close`). An existing directory is emptied of spool files at
-            start (an earlier process's leftovers: Kafka holds those chunks, uncommitted).
+        directory: where spool files go; ``None`` makes a private temporary directory when
+            the first chunk spills (removed by :meth:`close`, or when the spool is garbage
+            collected). A given directory is emptied of spool files at start (an earlier
+            process's leftovers: Kafka holds those chunks, uncommitted).
         max_buffered_bytes: payload bytes of open segments kept in memory; 0 spools every
             chunk, ``None`` never spools.
     """
@@ -103,7 +105,7 @@ class ChunkSpool:
     def __init__(self, directory: str | os.PathLike[str] | None, max_buffered_bytes: int | None) -> None:
         self.max_buffered_bytes = max_buffered_bytes
         self._owned = directory is None
-        self.directory = Path(tempfile.mkdtemp(prefix="veil-sink-spool-") if directory is None else directory)
+        self._directory = None if directory is None else Path(directory)
         self.buffered_bytes = 0  # payload bytes in memory, over all open segments
         self.spooled_bytes = 0  # payload bytes in spool files now
         self.peak_buffered_bytes = 0
@@ -111,14 +113,22 @@ class ChunkSpool:
         self._segments: dict[int, _SegmentSpool] = {}  # id(segment) -> its accounting
         self._refs: dict[int, Any] = {}  # id(segment) -> segment (keeps the id unique while tracked)
         self._n = 0
-        if not self._owned:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            stale = list(self.directory.glob(f"*{SPOOL_SUFFIX}"))
+        if self._directory is not None:
+            self._directory.mkdir(parents=True, exist_ok=True)
+            stale = list(self._directory.glob(f"*{SPOOL_SUFFIX}"))
             for p in stale:
                 p.unlink(missing_ok=True)
             if stale:
                 logger.info("spool cleaned dir=%s stale_files=%d (their chunks are re-read from Kafka)",
                             self.directory, len(stale))
+
+    @property
+    def directory(self) -> Path:
+        """The spool directory (a private one is made on first use)."""
+        if self._directory is None:
+            self._directory = Path(tempfile.mkdtemp(prefix="veil-sink-spool-"))
+            weakref.finalize(self, shutil.rmtree, str(self._directory), True)
+        return self._directory
 
     @property
     def enabled(self) -> bool:
@@ -189,8 +199,8 @@ class ChunkSpool:
         """Forget everything; remove the spool files (and the directory if it is ours)."""
         for seg in list(self._refs.values()):
             self.release(seg)
-        if self._owned:
-            shutil.rmtree(self.directory, ignore_errors=True)
+        if self._owned and self._directory is not None:
+            shutil.rmtree(self._directory, ignore_errors=True)
 
 
 __all__ = ["ChunkSpool", "SpoolError", "SpooledChunk", "materialize"]

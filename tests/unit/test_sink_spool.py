@@ -220,3 +220,18 @@ def test_a_lost_spool_file_stops_the_sink_without_committing(tmp_path: Path) -> 
         w.step(0)
     assert list(store.list_objects()) == [] and w.consumer.committed() == {}
     assert not w.producer.sent  # nothing dead-lettered
+
+
+def test_private_spool_dir_is_made_only_when_a_chunk_spills() -> None:
+    import gc
+
+    store = InMemoryObjectStore()
+    w = _worker(_msgs([h264_chunk("a", 0, T0)]), store, [0.0])  # default bound: nothing spills
+    w.step(0)
+    assert w.spool._directory is None
+    s = ChunkSpool(None, 0)
+    path = s.directory
+    assert path.is_dir()
+    del s
+    gc.collect()
+    assert not path.exists()  # a spool never closed (a test's worker) leaves nothing behind
