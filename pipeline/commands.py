@@ -125,7 +125,8 @@ def cmd_process(args: argparse.Namespace) -> int:
 
         if args.config is None:
             raise ConfigError("process --submit: pass --config FILE (it is uploaded with the job)")
-        return run_submitter(args.config, args.submit, stop_on_signals(), name=args.job_name)
+        return run_submitter(args.config, args.submit, stop_on_signals(), name=args.job_name,
+                             revision=args.job_revision)
     cfg = load_cli_config(args)
     if cfg.ray.consumers > 0:  # production: this is a Ray job; consumer actors own the partitions
         from pipeline.process.consumers import supervise
@@ -339,6 +340,9 @@ def add_process(sub: Any) -> None:
                         "this process only submits, watches and on SIGTERM stops it")
     p.add_argument("--job-name", default="veilstream-process",
                    help="submission id prefix with --submit (the config's hash is appended)")
+    p.add_argument("--job-revision", default=None,
+                   help="with --submit: the submitter's revision (the chart passes its pod-template-hash), part of "
+                        "the submission id, so a rolling upgrade's new pod runs a second job beside the old one")
     p.set_defaults(func=cmd_process)
 
 

@@ -8,8 +8,18 @@ is the one KubeRay path documented as not actively maintained, and all raw video
 The submitter
 - uploads the config (``ray.address`` rewritten to ``auto``: inside the job the driver is on the
   head) as the job's working_dir and submits ``veilstream process --config cfg.yaml``;
-- uses one submission id per (name, config): a job with it that is PENDING/RUNNING is attached to,
-  never submitted twice; an ended one gets a successor ``<id>-<n>``;
+- uses one submission id per (name, revision, config): a job with it that is PENDING/RUNNING is
+  attached to, never submitted twice (a restarted container of the same pod finds its own job);
+  an ended one gets a successor ``<id>-<n>``. The revision is the pod template's hash (the chart
+  passes the Deployment's ``pod-template-hash`` label), so during a rolling upgrade the new pod
+  submits a second job next to the old one instead of attaching to it, even when only the image
+  or the policies changed and the config did not;
+- is ready (``/readyz``) only once its job's driver logged :data:`~.consumers.CONSUMING_LINE`
+  (every consumer actor consumes), not when the job merely RUNS: the chart rolls this pod
+  surge-first (maxUnavailable 0), so the old pod, and with it the old job, is stopped only after
+  the new job's consumers joined the group. Both jobs are members of the same consumer group
+  meanwhile: partitions move by rebalance, and the old consumers commit what they finished on
+  revoke and on stop (at-least-once, no gap);
 - polls the job; exits 1 (after printing the job's last log lines) when it fails or is stopped by
   someone else, so the pod restarts and resubmits; on SIGTERM it stops the job and exits 0.
 
@@ -100,10 +110,27 @@ def pick_submission(jobs: list[Any], base: str) -> tuple[str, bool]:
     return f"{base}-{n}", False
 
 
+def submission_base(name: str, digest: str, revision: str | None) -> str:
+    """The submission id a submitter of ``revision`` (the pod template's hash) uses for a config
+    of ``digest``; without a revision (a submitter run by hand), one id per config."""
+    rev = "".join(ch for ch in (revision or "") if ch.isalnum() or ch in "-_")[:16]
+    return f"{name}-{rev}-{digest}" if rev else f"{name}-{digest}"
+
+
+def consuming(client: Any, sid: str) -> bool:
+    """Whether job ``sid``'s driver has logged that every consumer actor consumes."""
+    from .consumers import CONSUMING_LINE
+
+    try:
+        return CONSUMING_LINE in client.get_job_logs(sid)
+    except Exception:  # noqa: BLE001 - asked again at the next poll
+        return False
+
+
 def run_submitter(config_path: Path, url: str, stop: threading.Event, *, name: str = "veilstream-process",
                   client_factory: Callable[[str], Any] = default_client, poll_s: float = 5.0,
                   stop_wait_s: float | None = None, log: Callable[[str], None] = print,
-                  metrics: WorkerMetrics | None = None) -> int:
+                  metrics: WorkerMetrics | None = None, revision: str | None = None) -> int:
     try:
         raw = yaml.safe_load(Path(config_path).read_text())
     except OSError as exc:
@@ -118,7 +145,8 @@ def run_submitter(config_path: Path, url: str, stop: threading.Event, *, name: s
         metrics = WorkerMetrics("submit")
         serve_config(metrics, cfg.metrics)
     with metrics.starting(cfg.metrics.startup_budget_s):
-        rc = _run(url, stop, f"{name}-{digest}", text, client_factory, poll_s, stop_wait_s, log, metrics, drain_s)
+        rc = _run(url, stop, submission_base(name, digest, revision), text, client_factory, poll_s, stop_wait_s,
+                  log, metrics, drain_s)
     return rc
 
 
@@ -146,6 +174,7 @@ def _run(url: str, stop: threading.Event, base: str, text: str, client_factory: 
             except Exception as exc:
                 raise SubmitError(f"ray dashboard {url}: job {sid} not submitted ({exc})") from None
         log(f"process: submitted Ray job {sid} to {url}")
+    consumes = False
     while not stop.wait(poll_s):
         try:
             status = _status(client.get_job_status(sid))
@@ -153,9 +182,12 @@ def _run(url: str, stop: threading.Event, base: str, text: str, client_factory: 
             log(f"process: Ray job {sid}: status unavailable ({exc}); exiting so the pod restarts and re-attaches")
             return 1
         if status in ACTIVE:
-            if status == "RUNNING" and metrics.starting_until is not None:
-                metrics.starting_until = None  # start-up ends once the job runs
-            metrics.ready = status == "RUNNING"
+            if status == "RUNNING" and not consumes and consuming(client, sid):
+                consumes = True  # read the log until then, never after
+                log(f"process: Ray job {sid}: every consumer actor consumes")
+            if consumes and metrics.starting_until is not None:
+                metrics.starting_until = None  # start-up ends once the job's consumers consume
+            metrics.ready = status == "RUNNING" and consumes
             metrics.tick()
             continue
         metrics.ready = False

@@ -30,6 +30,7 @@ class FakeJobs:
         self.uploaded: dict = {}
         self.stopped: list[str] = []
         self.on_poll: threading.Event | None = None
+        self.logs = "starting\nConfigError: kafka.bootstrap_servers unreachable\n"
 
     def list_jobs(self) -> list[Job]:
         return self.jobs
@@ -49,7 +50,7 @@ class FakeJobs:
         return self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
 
     def get_job_logs(self, sid: str) -> str:
-        return "starting\nConfigError: kafka.bootstrap_servers unreachable\n"
+        return self.logs
 
     def stop_job(self, sid: str) -> bool:
         self.stopped.append(sid)
@@ -65,11 +66,11 @@ def cfg(tmp_path: Path) -> Path:
 
 
 def submit(cfg: Path, fake: FakeJobs, stop: threading.Event | None = None,
-           metrics: WorkerMetrics | None = None) -> tuple[int, list[str]]:
+           metrics: WorkerMetrics | None = None, revision: str | None = None) -> tuple[int, list[str]]:
     lines: list[str] = []
     rc = run_submitter(cfg, "http://head-svc:8265", stop or threading.Event(), name="vs-process",
                        client_factory=lambda url: fake, poll_s=0.001, stop_wait_s=0.01, log=lines.append,
-                       metrics=metrics or WorkerMetrics("submit"))
+                       metrics=metrics or WorkerMetrics("submit"), revision=revision)
     return rc, lines
 
 
@@ -108,7 +109,10 @@ def test_resubmits_with_a_suffix_after_the_job_failed_and_exits_1_when_it_fails(
 
 
 def test_sigterm_stops_the_job_and_exits_0(cfg: Path):
+    from pipeline.process.consumers import CONSUMING_LINE
+
     fake = FakeJobs(statuses=["PENDING", "RUNNING"])
+    fake.logs = f"INFO process job: 2 consumer actor(s) started\nINFO {CONSUMING_LINE} (2)\n"
     stop = threading.Event()
     metrics = WorkerMetrics("submit")
     fake.on_poll = threading.Event()
@@ -116,7 +120,7 @@ def test_sigterm_stops_the_job_and_exits_0(cfg: Path):
     t = threading.Thread(target=lambda: result.append(submit(cfg, fake, stop, metrics)[0]))
     t.start()
     assert fake.on_poll.wait(5)  # the job is being watched
-    for _ in range(500):  # /readyz turns ready once the job RUNS, /healthz stays ok
+    for _ in range(500):  # /readyz turns ready once the job's consumers consume, /healthz stays ok
         if metrics.ready:
             break
         threading.Event().wait(0.01)
@@ -165,3 +169,51 @@ def test_submit_requires_consumer_actors(tmp_path: Path):
     p.write_text(yaml.safe_dump({"kafka": {"bootstrap_servers": "kafka:9092"}, "ray": {"consumers": 0}}))
     with pytest.raises(ConfigError, match=r"ray\.consumers.*>= 1, got 0"):
         run_submitter(p, "http://x:8265", threading.Event(), client_factory=lambda url: FakeJobs())
+
+
+def test_ready_only_once_the_jobs_consumers_consume(cfg: Path):
+    """A rolling upgrade stops the old pod (and its job) once the new pod is ready: that must
+    mean the new job's consumers consume, not that its driver process started."""
+    from pipeline.process.consumers import CONSUMING_LINE
+
+    fake = FakeJobs(statuses=["RUNNING"])
+    fake.logs = "INFO process job: 2 consumer actor(s) started in the cluster\n"
+    stop = threading.Event()
+    metrics = WorkerMetrics("submit")
+    fake.on_poll = threading.Event()
+    t = threading.Thread(target=lambda: submit(cfg, fake, stop, metrics))
+    t.start()
+    try:
+        assert fake.on_poll.wait(5)
+        threading.Event().wait(0.2)
+        assert not metrics.ready and metrics.starting_until is not None  # RUNNING, not consuming: start-up
+        fake.logs += f"INFO {CONSUMING_LINE} (2)\n"
+        for _ in range(500):
+            if metrics.ready:
+                break
+            threading.Event().wait(0.01)
+        assert metrics.ready and metrics.starting_until is None
+    finally:
+        stop.set()
+        t.join(5)
+
+
+def test_each_pod_revision_runs_its_own_job_and_a_restarted_container_attaches_to_its_own(cfg: Path):
+    """Surge-first rollout: the new pod (another pod-template-hash) submits a second job beside the
+    old pod's RUNNING one, even with the same config; the same revision attaches (no duplicate)."""
+    old = FakeJobs(statuses=["SUCCEEDED"])
+    submit(cfg, old, revision="7d9f8b6c5")
+    old_sid = old.submitted[0]["submission_id"]
+    assert old_sid.startswith("vs-process-7d9f8b6c5-")
+    new = FakeJobs(jobs=[Job(old_sid, "RUNNING")], statuses=["SUCCEEDED"])
+    submit(cfg, new, revision="5c4b3a2f1")
+    (sub,) = new.submitted
+    assert sub["submission_id"].startswith("vs-process-5c4b3a2f1-") and sub["submission_id"] != old_sid
+    assert sub["submission_id"][-10:] == old_sid[-10:]  # same config, same digest
+    again = FakeJobs(jobs=[Job(old_sid, "RUNNING")], statuses=["SUCCEEDED"])
+    rc, lines = submit(cfg, again, revision="7d9f8b6c5")
+    assert again.submitted == [] and any(f"attached to Ray job {old_sid}" in line for line in lines)
+    # by hand (no revision): one id per config, as before
+    manual = FakeJobs(statuses=["SUCCEEDED"])
+    submit(cfg, manual, revision="")
+    assert manual.submitted[0]["submission_id"] == f"vs-process-{old_sid[-10:]}"

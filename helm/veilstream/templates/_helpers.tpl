@@ -206,6 +206,12 @@ verbatim, plus the keys the chart owns, taken from the component blocks.
 {{- $_ := set $cfg "object_store" (mustMergeOverwrite (deepCopy (get $cfg "object_store" | default dict)) $store) -}}
 {{- $ray := dict "address" (ternary (include "veilstream.rayAddress" .) nil (eq (toString $v.ray.enabled) "true")) -}}
 {{- if eq (include "veilstream.processAsJob" .) "true" }}{{ $_ := set $ray "consumers" (int $v.ray.consumers) }}{{ end -}}
+{{- /* Lag-driven consumer count (job mode): the bounds come from ray.minConsumers / maxConsumers,
+       the windows from pipeline.ray.autoscale; rendered only when a bound is set. */ -}}
+{{- if and (eq (include "veilstream.processAsJob" .) "true") (or (not (kindIs "invalid" $v.ray.minConsumers)) (not (kindIs "invalid" $v.ray.maxConsumers))) -}}
+{{- $auto := dict "min_consumers" (int (default $v.ray.consumers $v.ray.minConsumers)) "max_consumers" (int (default $v.ray.consumers $v.ray.maxConsumers)) -}}
+{{- $_ := set $ray "autoscale" $auto -}}
+{{- end -}}
 {{- $_ := set $cfg "ray" (mustMergeOverwrite (deepCopy (get $cfg "ray" | default dict)) $ray) -}}
 {{- $_ := set $cfg "policies_dir" (ternary "/etc/veilstream/policies" nil (not (empty $v.policies))) -}}
 {{- $metrics := dict "port" (int $v.metrics.port) "enabled" true "endpoint" (ne (toString $v.metrics.enabled) "false") "startup_budget_s" (int $v.probes.startupBudgetSeconds) -}}
@@ -386,6 +392,11 @@ installs with --skip-schema-validation), collected first and reported in one fai
       "object_store" (dict "endpoint" "objectStore.endpoint" "bucket" "objectStore.buckets.redacted" "audit_bucket" "objectStore.buckets.audit" "raw_bucket" "objectStore.buckets.raw" "access_key_env" "objectStore.existingSecret" "secret_key_env" "objectStore.existingSecret" "secure" "objectStore.secure" "region" "objectStore.region" "object_lock" "objectStore.objectLock" "ca_file" "objectStore.caSecret" "credentials" "objectStore.workloadIdentity")
       "ray" (dict "address" "ray.enabled / ray.legacyClient" "consumers" "ray.consumers")
       "metrics" (dict "port" "metrics.port" "enabled" "metrics.enabled (probes always on)" "endpoint" "metrics.enabled" "startup_budget_s" "probes.startupBudgetSeconds") -}}
+{{- range $k, $from := dict "min_consumers" "ray.minConsumers" "max_consumers" "ray.maxConsumers" -}}
+{{- if hasKey (dig "ray" "autoscale" dict $p) $k -}}
+{{- $errs = append $errs (printf "pipeline.ray.autoscale.%s: set by the chart from %s; remove it from pipeline" $k $from) -}}
+{{- end -}}
+{{- end -}}
 {{- if hasKey $p "policies_dir" -}}
 {{- $errs = append $errs "pipeline.policies_dir: set by the chart (policies are mounted at /etc/veilstream/policies); remove it from pipeline" -}}
 {{- end -}}
@@ -438,16 +449,49 @@ installs with --skip-schema-validation), collected first and reported in one fai
 {{- if and (has "TensorrtExecutionProvider" ((get $det "providers") | default list)) (ne (toString (dig "tensorrt" false ($v.image | default dict))) "true") -}}
 {{- $errs = append $errs "pipeline.ray.detector.providers: TensorrtExecutionProvider is required, but image.tensorrt is false: the GPU image is built without TensorRT unless Dockerfile.gpu gets --build-arg TENSORRT=...; build it so and set image.tensorrt: true, or use CUDAExecutionProvider" -}}
 {{- end -}}
-{{- /* Every consumer actor starts its own detectors: GPUs = consumers x replicas x num_gpus */ -}}
+{{- /* Every consumer actor starts its own detectors: GPUs = consumers x replicas x num_gpus, for the
+       most consumers the job may scale to (ray.maxConsumers, else ray.consumers) */ -}}
+{{- $maxConsumers := int (default $v.ray.consumers $v.ray.maxConsumers) -}}
+{{- $consumersKey := ternary "ray.consumers" "ray.maxConsumers" (kindIs "invalid" $v.ray.maxConsumers) -}}
 {{- if and (eq (include "veilstream.processAsJob" .) "true") (gt $numGpus 0.0) (gt $gpuGroups 0) -}}
 {{- $gpuMax := 0 -}}
 {{- range $_, $g := ($v.ray.workerGroups | default dict) -}}
 {{- $g = $g | default dict -}}
 {{- $gpuMax = add $gpuMax (mul (int ($g.maxReplicas | default 0)) (int ($g.gpu | default 0))) -}}
 {{- end -}}
-{{- $want := mulf (mulf (int $v.ray.consumers | float64) ((get $det "replicas") | default 1 | float64)) $numGpus -}}
+{{- $want := mulf (mulf (int $maxConsumers | float64) ((get $det "replicas") | default 1 | float64)) $numGpus -}}
 {{- if gt $want (float64 $gpuMax) -}}
-{{- $errs = append $errs (printf "pipeline.ray.detector: ray.consumers (%v) x replicas (%v) x num_gpus (%v) = %v GPUs, but the worker groups have at most %v (maxReplicas x gpu): every consumer actor starts its own detectors, so some would never be scheduled" $v.ray.consumers ((get $det "replicas") | default 1) (get $det "num_gpus") $want $gpuMax) -}}
+{{- $errs = append $errs (printf "pipeline.ray.detector: %s (%v) x replicas (%v) x num_gpus (%v) = %v GPUs, but the worker groups have at most %v (maxReplicas x gpu): every consumer actor starts its own detectors, so some would never be scheduled" $consumersKey $maxConsumers ((get $det "replicas") | default 1) (get $det "num_gpus") $want $gpuMax) -}}
+{{- end -}}
+{{- end -}}
+{{- /* ... and their CPUs: consumers x (0.25 for the consumer actor + replicas x detector CPUs +
+       chunk_workers x worker_num_cpus) within the worker groups' maxReplicas x CPUs per pod (not
+       checked while a group's own bounds are wrong: that message says it already) */ -}}
+{{- $groupErrs := false -}}
+{{- range $errs }}{{ if hasPrefix "ray.workerGroups." . }}{{ $groupErrs = true }}{{ end }}{{ end -}}
+{{- if and (eq (include "veilstream.processAsJob" .) "true") $v.ray.workerGroups (not $groupErrs) -}}
+{{- $cpuMax := 0.0 -}}
+{{- range $_, $g := $v.ray.workerGroups -}}
+{{- $g = $g | default dict -}}
+{{- $q := toString (dig "rayStartParams" "num-cpus" (dig "resources" "limits" "cpu" (dig "resources" "requests" "cpu" "0" $g) $g) $g) -}}
+{{- $cpu := ternary (divf (trimSuffix "m" $q | float64) 1000.0) ($q | float64) (hasSuffix "m" $q) -}}
+{{- $cpuMax = addf $cpuMax (mulf $cpu (int ($g.maxReplicas | default 0) | float64)) -}}
+{{- end -}}
+{{- $wc := (get $rc "worker_num_cpus") | default 0.5 | float64 -}}
+{{- if and (hasKey $rc "worker_num_cpus") (eq (toString (get $rc "worker_num_cpus")) "0") }}{{ $wc = 0.0 }}{{ end -}}
+{{- $dc := (get $det "num_cpus") | default 1 | float64 -}}
+{{- if and (hasKey $det "num_cpus") (eq (toString (get $det "num_cpus")) "0") }}{{ $dc = 0.0 }}{{ end -}}
+{{- $per := addf 0.25 (mulf ((get $det "replicas") | default 1 | float64) $dc) (mulf ((get $rc "chunk_workers") | default 2 | float64) $wc) -}}
+{{- $needCpus := mulf (int $maxConsumers | float64) $per -}}
+{{- if gt $needCpus $cpuMax -}}
+{{- $errs = append $errs (printf "ray.workerGroups: %s (%v) x %v CPUs each (consumer actor 0.25 + detectors + chunk actors) = %v CPUs, but the worker groups offer at most %v (maxReplicas x Ray CPUs per pod): some consumers' actors would never be scheduled; raise maxReplicas or lower %s" $consumersKey $maxConsumers $per $needCpus $cpuMax $consumersKey) -}}
+{{- end -}}
+{{- end -}}
+{{- /* ray.minConsumers <= ray.consumers <= ray.maxConsumers */ -}}
+{{- if eq (include "veilstream.processAsJob" .) "true" -}}
+{{- $lo := int (default $v.ray.consumers $v.ray.minConsumers) -}}
+{{- if or (lt (int $v.ray.consumers) $lo) (gt (int $v.ray.consumers) (int $maxConsumers)) -}}
+{{- $errs = append $errs (printf "ray.consumers: %v starts the job and must lie within [ray.minConsumers %v, ray.maxConsumers %v]" $v.ray.consumers $lo $maxConsumers) -}}
 {{- end -}}
 {{- end -}}
 {{- if $errs -}}
@@ -491,7 +535,9 @@ spec:
       imagePullPolicy: {{ $.Values.image.pullPolicy }}
       command: ["veilstream"]
       {{- if and (eq $component "process") (eq (include "veilstream.processAsJob" $) "true") }}
-      args: ["process", "--config", "/etc/veilstream/config.yaml", "--submit", {{ include "veilstream.rayDashboardUrl" $ | quote }}, "--job-name", {{ include "veilstream.componentName" (dict "ctx" $ "component" "process") | quote }}]
+      {{- /* --job-revision: the pod template's hash, so a rolling upgrade's new pod submits its own
+             job beside the old pod's (surge-first) instead of attaching to it */}}
+      args: ["process", "--config", "/etc/veilstream/config.yaml", "--submit", {{ include "veilstream.rayDashboardUrl" $ | quote }}, "--job-name", {{ include "veilstream.componentName" (dict "ctx" $ "component" "process") | quote }}, "--job-revision", "$(VEILSTREAM_JOB_REVISION)"]
       {{- else }}
       args: [{{ $component | quote }}, "--config", "/etc/veilstream/config.yaml"]
       {{- end }}
@@ -500,6 +546,12 @@ spec:
           value: /etc/veilstream/config.yaml
         - name: HOME
           value: /tmp
+        {{- if and (eq $component "process") (eq (include "veilstream.processAsJob" $) "true") }}
+        - name: VEILSTREAM_JOB_REVISION
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.labels['pod-template-hash']
+        {{- end }}
         {{- $os := $.Values.objectStore }}
         {{- if and (has $component ($os.credentialsFor | default list)) (ne (toString (dig "workloadIdentity" "enabled" false $os)) "true") }}
         - name: {{ include "veilstream.env.s3AccessKey" $ }}
@@ -603,7 +655,13 @@ spec:
   strategy:
     type: RollingUpdate
     rollingUpdate:
+      {{- if and (eq .component "process") (eq (include "veilstream.processAsJob" $) "true") }}
+      {{- /* Surge first: the new submitter's job runs beside the old one and the pod is ready only
+             once its consumers consume; then the old pod stops its job (drain, commit). */}}
+      maxUnavailable: 0
+      {{- else }}
       maxUnavailable: 1
+      {{- end }}
       maxSurge: 1
   template:
     {{- include "veilstream.workerPodTemplate" . | nindent 4 }}
