@@ -37,6 +37,17 @@ def test_auto_on_cpu_picks_openvino_per_model_where_it_wins(cpu_only, wins, req)
     assert choose_providers(req, None) == [CPU]
 
 
+def test_auto_runs_the_measured_winners_on_openvino(cpu_only):
+    """The shipped table: the PP-OCR text detectors on OpenVINO, the face and person ones on onnxruntime."""
+    from operators.detectors import TextDetector, YuNetDetector
+
+    assert TextDetector(threads=1).providers == [OPENVINO]
+    assert TextDetector("ppocr_det", precision="fp32", threads=1).providers == [OPENVINO]
+    assert TextDetector("ppocr_det", precision="int8", threads=1).providers == [CPU]  # int8: not evaluated
+    assert YuNetDetector(threads=1).providers == [CPU]
+    assert [choose_providers(None, m) for m in ("centerface", "yolox_nano")] == [[CPU], [CPU]]
+
+
 def test_auto_without_openvino_installed_is_onnxruntime(cpu_only, wins, monkeypatch):
     monkeypatch.setattr(providers, "openvino_available", lambda: False)
     assert choose_providers(None, "centerface") == [CPU]
