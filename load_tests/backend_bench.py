@@ -1,6 +1,7 @@
 """CPU inference backends per detector model: onnxruntime vs OpenVINO, same process, interleaved.
 
-    .venv/bin/python load_tests/backend_bench.py [--threads 2] [--rounds 7] [--json-out out/backend_bench.json]
+    .venv/bin/python load_tests/backend_bench.py [--threads 2] [--rounds 7] [--ov-precision bf16] [--json-out F]
+    .venv/bin/python load_tests/backend_bench.py --pipeline [--threads 1]   # default detectors per setting
 
 Each case builds its detector twice (``providers="cpu"``: onnxruntime; ``"openvino"``), the
 same graph (dims made dynamic, PP-OCR folded / int8 as the detectors run it on CPU), records
@@ -109,6 +110,51 @@ def new_shape_ms(factory: Any, kw: dict[str, Any], backend: str, threads: int, s
     return 1000 * (first - (time.perf_counter() - t0))
 
 
+def bench_pipeline(args: argparse.Namespace, fr: np.ndarray) -> int:
+    """CPU-s per detected frame of the default detectors (faces + plates, vehicle crops) under
+    each backend setting, interleaved rounds in this process (``--pipeline``)."""
+    from operators.redactor import RedactionConfig, Redactor
+
+    settings = {"cpu (onnxruntime)": ("cpu",), "auto": None, "openvino": ("openvino",)}
+    if args.ov_precision == "bf16":
+        settings["openvino bf16"] = ("openvino",)
+    reds = {}
+    for k, prov in settings.items():
+        prec = {"precision": "bf16"} if k.endswith("bf16") else {}
+        reds[k] = Redactor(RedactionConfig(classes=("face", "plate"), threads=args.threads, providers=prov,
+                                           **prec).validate())
+        for d in reds[k].detectors.values():
+            for part in (getattr(d, "components", None) or {"": d}).values():
+                if hasattr(part.session, "synchronous_compile"):
+                    part.session.synchronous_compile = True
+        for _ in range(3):  # static-shape compiles, caches
+            reds[k].run_detectors(fr)
+    cpu: dict[str, list[float]] = {k: [] for k in reds}
+    wall: dict[str, list[float]] = {k: [] for k in reds}
+    for r in range(args.rounds):
+        for k in (list(reds) if r % 2 == 0 else list(reds)[::-1]):
+            w0, c0 = time.perf_counter(), time.process_time()
+            reds[k].run_detectors(fr)
+            cpu[k].append((time.process_time() - c0) / len(fr))
+            wall[k].append((time.perf_counter() - w0) / len(fr))
+    base = statistics.median(cpu["cpu (onnxruntime)"])
+    rows = []
+    for k in reds:
+        backends = sorted({f"{part.name}={part.providers[0]}" for d in reds[k].detectors.values()
+                           for part in (getattr(d, "components", None) or {"": d}).values()})
+        rows.append({"setting": k, "cpu_s_per_frame": round(statistics.median(cpu[k]), 4),
+                     "wall_s_per_frame": round(statistics.median(wall[k]), 4),
+                     "ratio": round(statistics.median(cpu[k]) / base, 3), "backends": backends})
+        print(f"{k:<20} {rows[-1]['cpu_s_per_frame']:.4f} CPU-s/frame (x{rows[-1]['ratio']:.2f})  "
+              f"wall {rows[-1]['wall_s_per_frame']:.4f} s/frame  {' '.join(backends)}", flush=True)
+    doc = {"pipeline": rows, "threads": args.threads, "frames": len(fr), "rounds": args.rounds}
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps(doc, indent=2))
+    print(json.dumps(doc))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2, help="intra-op / inference threads of both backends")
@@ -118,6 +164,9 @@ def main() -> int:
     ap.add_argument("--eval-dir", type=Path, default=None)
     ap.add_argument("--ov-precision", choices=("fp32", "bf16"), default="fp32",
                     help="OpenVINO's inference precision (bf16: AMX / AVX-512 BF16 CPUs; onnxruntime stays fp32)")
+    ap.add_argument("--pipeline", action="store_true",
+                    help="CPU-s per detected frame of the default detectors (faces + plates) per backend setting "
+                         "(cpu, auto, openvino; + openvino bf16 with --ov-precision bf16) instead")
     ap.add_argument("--json-out", type=Path, default=None)
     args = ap.parse_args()
 
@@ -127,6 +176,8 @@ def main() -> int:
     from operators.evaldata import default_eval_dir
 
     fr = frames(args.eval_dir or default_eval_dir(), args.frames)
+    if args.pipeline:
+        return bench_pipeline(args, fr)
     rows = []
     print(f"onnxruntime {ort.__version__}  openvino {ov.__version__} ({args.ov_precision})  threads={args.threads}  "
           f"{len(fr)} frames 1280x720, {args.rounds} rounds", flush=True)
