@@ -359,3 +359,61 @@ def test_consumer_actors_in_the_cluster_redact_and_stop_cleanly(setup: Any) -> N
     assert result == [0] and len(out) == 1 and committed(cfg) == 1
     r = decode_chunk_redacted(out[0].value(), out[0].headers())
     assert r.fail_closed_frames == () and r.masks_per_class["face"] >= len(r.pts_ms)
+
+
+def test_two_workers_in_one_group_hand_over_without_a_gap(setup: Any) -> None:
+    """Gapless rollout (the submitter rolls surge-first): worker B, the new job, joins the same
+    consumer group while A, the old one, still runs; the group rebalances and B produces redacted
+    chunks while A is still running; then A stops (pause, drain, flush, commit, leave). Every chunk
+    comes out redacted (at least once), none is dead-lettered, every offset is committed."""
+    import dataclasses
+
+    cfg = setup
+    base = carphone_chunks(seconds=1.0)[0]
+    p = Producer({"bootstrap.servers": cfg.kafka.bootstrap_servers, "message.max.bytes": 16 << 20})
+    sent: list[tuple[str, int]] = []
+
+    def batch(seq: int) -> None:  # one chunk on each of the raw topic's 2 partitions
+        for part in (0, 1):
+            camera = f"cam-p{part}"
+            v, h = encode_chunk(dataclasses.replace(base, camera_id=camera, chunk_seq=seq))
+            p.produce(cfg.kafka.topics.raw, value=v, key=camera, headers=list(h), partition=part)
+            sent.append((camera, seq))
+        assert p.flush(30) == 0
+
+    a, stop_a, t_a = start_worker(cfg)
+    b = None
+    try:
+        batch(0)  # A alone owns both partitions
+        deadline = time.monotonic() + 180
+        while a.produced < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert a.produced == 2
+        b, stop_b, t_b = start_worker(cfg)  # the new job: same group, A keeps running
+        batch(1)
+        deadline = time.monotonic() + 240
+        while b.produced < 1 and time.monotonic() < deadline:  # B got a partition by rebalance
+            assert t_a.is_alive() and not stop_a.is_set()
+            time.sleep(0.2)
+        # the ordering the rollout relies on: B produced before A was even asked to stop
+        assert b.produced >= 1 and t_a.is_alive() and not stop_a.is_set()
+        b_before_a_stopped = b.produced
+        batch(2)  # in flight somewhere while A stops: A drains its share, B takes over the rest
+        stop_worker(stop_a, t_a, a)
+        assert b_before_a_stopped >= 1
+        out = consume_all(cfg, cfg.kafka.topics.redacted, len(sent), timeout_s=300)
+        deadline = time.monotonic() + 60
+        while committed(cfg) < len(sent) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert committed(cfg) == len(sent)
+        dlq = consume_all(cfg, cfg.kafka.topics.dlq, 1, timeout_s=3)
+    finally:
+        if not stop_a.is_set():
+            stop_worker(stop_a, t_a, a)
+        if b is not None:
+            stop_worker(stop_b, t_b, b)
+    got = [decode_chunk_redacted(m.value(), m.headers()) for m in out]
+    assert {(r.camera_id, r.chunk_seq) for r in got} == set(sent)  # every chunk, at least once
+    assert dlq == []
+    assert all(r.fail_closed_frames == () and r.masks_per_class["face"] >= len(r.pts_ms) for r in got)
+    assert a.produced + b.produced >= len(sent) and a.produced >= 2 and b.produced >= 1
