@@ -7,7 +7,9 @@ is the one KubeRay path documented as not actively maintained, and all raw video
 
 The submitter
 - uploads the config (``ray.address`` rewritten to ``auto``: inside the job the driver is on the
-  head) as the job's working_dir and submits ``veilstream process --config cfg.yaml``;
+  head) and the policies of its ``policies_dir`` (rewritten to the working_dir's ``policies/``:
+  the Ray pods do not mount them) as the job's working_dir and submits
+  ``veilstream process --config cfg.yaml``;
 - uses one submission id per (name, revision, config): a job with it that is PENDING/RUNNING is
   attached to, never submitted twice (a restarted container of the same pod finds its own job);
   an ended one gets a successor ``<id>-<n>``. The revision is the pod template's hash (the chart
@@ -81,8 +83,28 @@ def default_client(url: str) -> Any:
     return JobSubmissionClient(url)
 
 
-def job_config(raw: dict[str, Any], path: str) -> tuple[Any, str, str]:
-    """Validate the config for a job: (parsed config, yaml text for the job, short content hash)."""
+POLICIES_DIR = "policies"
+"""Where the job's working_dir holds the uploaded policies (its ``policies_dir``, relative: the
+driver and every actor of the job run in their node's copy of the working_dir)."""
+
+
+def read_policies(cfg: Any) -> dict[str, str]:
+    """The policy files of ``policies_dir`` (file name -> text), validated. They travel with the
+    job: the Ray pods do not mount the policies, the submitter pod does (a policy change rolls it,
+    and the new job gets the new files)."""
+    if not getattr(cfg, "policies_dir", None):
+        return {}
+    from schemas.policy import load_policies
+
+    load_policies(cfg.policies_dir)  # every problem now, in the submitter's log, not in the job's
+    d = Path(cfg.policies_dir)
+    return {f.name: f.read_text() for f in sorted(d.iterdir())
+            if f.suffix in (".yaml", ".yml") and not f.name.startswith(".")}
+
+
+def job_config(raw: dict[str, Any], path: str, policies: dict[str, str] | None = None) -> tuple[Any, str, str]:
+    """Validate the config for a job: (parsed config, yaml text for the job, short content hash of
+    the config and the ``policies`` uploaded with it)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     cfg = parse_config(raw)
@@ -91,8 +113,13 @@ def job_config(raw: dict[str, Any], path: str) -> tuple[Any, str, str]:
                           f"own the partitions; expected an integer >= 1, got {cfg.ray.consumers}")
     job = dict(raw)
     job["ray"] = {**(raw.get("ray") or {}), "address": "auto"}  # the job's driver runs on the head
+    if policies:
+        job["policies_dir"] = POLICIES_DIR
     text = yaml.safe_dump(job, sort_keys=True)
-    return cfg, text, hashlib.sha256(text.encode()).hexdigest()[:10]
+    h = hashlib.sha256(text.encode())
+    for name, body in sorted((policies or {}).items()):
+        h.update(f"\0{name}\0{body}".encode())
+    return cfg, text, h.hexdigest()[:10]
 
 
 def pick_submission(jobs: list[Any], base: str) -> tuple[str, bool]:
@@ -135,7 +162,10 @@ def run_submitter(config_path: Path, url: str, stop: threading.Event, *, name: s
         raw = yaml.safe_load(Path(config_path).read_text())
     except OSError as exc:
         raise ConfigError(f"config {str(config_path)!r}: {exc.strerror or exc}") from None
-    cfg, text, digest = job_config(raw, str(config_path))
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{config_path}: expected a mapping at the top level")
+    policies = read_policies(parse_config(raw))
+    cfg, text, digest = job_config(raw, str(config_path), policies)
     drain_s = job_stop_wait_s(cfg)
     if stop_wait_s is None:
         stop_wait_s = float(drain_s + 5)
@@ -146,13 +176,13 @@ def run_submitter(config_path: Path, url: str, stop: threading.Event, *, name: s
         serve_config(metrics, cfg.metrics)
     with metrics.starting(cfg.metrics.startup_budget_s):
         rc = _run(url, stop, submission_base(name, digest, revision), text, client_factory, poll_s, stop_wait_s,
-                  log, metrics, drain_s)
+                  log, metrics, drain_s, policies)
     return rc
 
 
 def _run(url: str, stop: threading.Event, base: str, text: str, client_factory: Callable[[str], Any],
          poll_s: float, stop_wait_s: float, log: Callable[[str], None], metrics: WorkerMetrics,
-         drain_s: int) -> int:
+         drain_s: int, policies: dict[str, str] | None = None) -> int:
     try:
         client = client_factory(url)
         jobs = list(client.list_jobs())
@@ -165,6 +195,10 @@ def _run(url: str, stop: threading.Event, base: str, text: str, client_factory: 
     else:
         with tempfile.TemporaryDirectory(prefix="veilstream-job-") as tmp:
             (Path(tmp) / "cfg.yaml").write_text(text)
+            if policies:
+                (Path(tmp) / POLICIES_DIR).mkdir()
+                for fname, body in policies.items():
+                    (Path(tmp) / POLICIES_DIR / fname).write_text(body)
             try:
                 client.submit_job(entrypoint="veilstream process --config cfg.yaml", submission_id=sid,
                                   runtime_env={"working_dir": tmp,

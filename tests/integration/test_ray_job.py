@@ -102,3 +102,112 @@ def test_submitted_job_redacts_and_sigterm_drains_it(broker: Any, unique_name: s
         stop.set()
         sub.join(120)
         head.stop(10.0)
+
+
+def test_a_new_revision_takes_over_from_the_old_job_without_a_gap(broker: Any, unique_name: str,
+                                                                  tmp_path: Path) -> None:
+    """The chart's surge-first rollout on a real head: submitter A (pod-template-hash r1) runs its
+    job; submitter B (r2, same config and policies) submits a second job beside it in the same
+    consumer group, whose driver waits for the metrics port A's driver holds; B turns ready only
+    once its consumers consume; then A's SIGTERM stops A's job (drain, commit). Every chunk comes
+    out redacted by the uploaded policy (the Ray pods mount no policies), B's job keeps running."""
+    from ray.job_submission import JobSubmissionClient
+    from test_process import carphone_chunks, committed, consume_all, produce
+
+    name = unique_name
+    topics = {"raw": f"{name}-raw", "redacted": f"{name}-red", "dlq": f"{name}-dlq",
+              "cameras": f"{name}-cams", "audit": f"{name}-audit"}
+    create_topics(broker.bootstrap, {topics["raw"]: 2, topics["redacted"]: 2, topics["dlq"]: 1})
+    pol = tmp_path / "policies"
+    pol.mkdir()
+    (pol / "default.yaml").write_text("policy_id: default\nversion: 3\nclasses: [face]\nstyle: fill\n")
+    raw = {"kafka": {"bootstrap_servers": broker.bootstrap, "topics": topics, "session_timeout_ms": 6000},
+           "policies_dir": str(pol),
+           "ray": {"address": "auto", "consumers": 1, "chunk_workers": 1, "worker_num_cpus": 0.25,
+                   "detector": {"num_cpus": 0.25, "replicas": 1}},
+           "process": {"consumer_group": f"{name}-g", "drain_timeout_s": 20.0,
+                       "model_dir": str(MODELS), "status_interval_s": 2.0},
+           "metrics": {"host": "127.0.0.1", "port": free_port()}}
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(raw))
+    cfg = parse_config(raw)
+    (first,) = carphone_chunks()[:1]
+    sent: list[Any] = []
+
+    def more(n: int) -> None:
+        batch = [dataclasses.replace(first, chunk_seq=len(sent) + k, captured_at_ms=first.captured_at_ms + 4000 * k)
+                 for k in range(n)]
+        sent.extend(batch)
+        produce(cfg, [(v, list(h), c.camera_id) for c in batch for v, h in [encode_chunk(c)]])
+
+    dash = free_port()
+    venv_bin = str(Path(sys.executable).parent)
+    head = start_ray_head(tmp_path, num_cpus=2, object_store_mb=256, dashboard_port=dash, timeout_s=120,
+                          env_extra={"PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
+                                     "VEILSTREAM_MODEL_DIR": str(MODELS)})
+    url = f"http://127.0.0.1:{dash}"
+    subs: dict[str, dict[str, Any]] = {}
+
+    def submitter(rev: str) -> dict[str, Any]:
+        s: dict[str, Any] = {"stop": threading.Event(), "lines": [], "rc": [], "metrics": WorkerMetrics("submit")}
+        s["thread"] = threading.Thread(target=lambda: s["rc"].append(run_submitter(
+            cfg_path, url, s["stop"], name=name[:30], poll_s=1.0, log=s["lines"].append, metrics=s["metrics"],
+            revision=rev)), daemon=True)
+        s["thread"].start()
+        return s
+
+    def wait_ready(s: dict[str, Any]) -> None:
+        deadline = time.monotonic() + 240
+        while not s["metrics"].ready and time.monotonic() < deadline:
+            assert s["thread"].is_alive(), s["lines"]
+            time.sleep(0.5)
+        assert s["metrics"].ready, s["lines"]
+
+    try:
+        subs["a"] = submitter("r1")
+        wait_ready(subs["a"])
+        more(1)
+        assert len(consume_all(cfg, topics["redacted"], 1, timeout_s=240)) == 1
+        subs["b"] = submitter("r2")  # the surge pod: A is still running
+        wait_ready(subs["b"])
+        client = JobSubmissionClient(url)
+        jobs = {j.submission_id: str(j.status.value) for j in client.list_jobs()
+                if j.submission_id and j.submission_id.startswith(name[:30])}
+        (ja,) = [j for j in jobs if j.startswith(f"{name[:30]}-r1-")]
+        (jb,) = [j for j in jobs if j.startswith(f"{name[:30]}-r2-")]
+        assert jobs[ja] == jobs[jb] == "RUNNING"  # two jobs, one group: B consumes before A stops
+        more(2)
+        time.sleep(2.0)
+        subs["a"]["stop"].set()  # the old pod's SIGTERM, once the new one is ready
+        subs["a"]["thread"].join(120)
+        assert subs["a"]["rc"] == [0], subs["a"]["lines"]
+        assert str(client.get_job_status(ja).value) == "STOPPED"
+        more(1)  # after the handover: only B's job consumes
+        out = consume_all(cfg, topics["redacted"], len(sent), timeout_s=300)
+        deadline = time.monotonic() + 60
+        while committed(cfg) < len(sent) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert committed(cfg) == len(sent)
+        dlq = consume_all(cfg, topics["dlq"], 1, timeout_s=3)
+        assert str(client.get_job_status(jb).value) == "RUNNING" and subs["b"]["metrics"].ready
+        # B's driver serves the metrics once A's freed the port
+        body, deadline = "", time.monotonic() + 30
+        while "veil_process_consumers_desired" not in body and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{raw['metrics']['port']}/metrics", timeout=5) as r:
+                    body = r.read().decode()
+            except OSError:
+                pass
+            time.sleep(1.0)
+        assert "veil_process_consumers_desired 1.0" in body, client.get_job_logs(jb)[-3000:]
+        logs_a = client.get_job_logs(ja)
+        assert "process job stopped: 1 of 1 consumer(s) drained and committed" in logs_a, logs_a[-3000:]
+    finally:
+        for s in subs.values():
+            s["stop"].set()
+        for s in subs.values():
+            s["thread"].join(120)
+        head.stop(10.0)
+    got = [decode_chunk_redacted(m.value(), m.headers()) for m in out]
+    assert {r.chunk_seq for r in got} == {c.chunk_seq for c in sent} and dlq == []
+    assert all((r.policy_id, r.policy_version) == ("default", 3) and r.fail_closed_frames == () for r in got)

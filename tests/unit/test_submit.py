@@ -37,6 +37,8 @@ class FakeJobs:
 
     def submit_job(self, *, entrypoint: str, submission_id: str, runtime_env: dict, metadata: dict) -> str:
         self.uploaded = yaml.safe_load((Path(runtime_env["working_dir"]) / "cfg.yaml").read_text())
+        pol = Path(runtime_env["working_dir"]) / "policies"
+        self.uploaded_policies = {f.name: f.read_text() for f in pol.iterdir()} if pol.is_dir() else {}
         self.submitted.append({"entrypoint": entrypoint, "submission_id": submission_id,
                                "env_vars": dict(runtime_env.get("env_vars") or {})})
         self.jobs.append(Job(submission_id, "PENDING"))
@@ -217,3 +219,26 @@ def test_each_pod_revision_runs_its_own_job_and_a_restarted_container_attaches_t
     manual = FakeJobs(statuses=["SUCCEEDED"])
     submit(cfg, manual, revision="")
     assert manual.submitted[0]["submission_id"] == f"vs-process-{old_sid[-10:]}"
+
+
+def test_policies_travel_with_the_job_and_a_policy_change_is_a_new_job(tmp_path: Path):
+    """The Ray pods do not mount the policies: the submitter (which does) uploads them with the
+    job, and a changed policy changes the submission id (a new job, beside the old one)."""
+    pol = tmp_path / "pol"
+    pol.mkdir()
+    (pol / "default.yaml").write_text("policy_id: default\nversion: 1\nclasses: [face]\n")
+    (pol / "..data").mkdir()  # a ConfigMap mount's bookkeeping is not a policy
+    p = tmp_path / "cfg.yaml"
+    p.write_text(yaml.safe_dump({"kafka": {"bootstrap_servers": "kafka:9092"}, "policies_dir": str(pol),
+                                 "ray": {"consumers": 1}}))
+    first = FakeJobs(statuses=["SUCCEEDED"])
+    submit(p, first)
+    assert first.uploaded["policies_dir"] == "policies"
+    assert first.uploaded_policies == {"default.yaml": "policy_id: default\nversion: 1\nclasses: [face]\n"}
+    (pol / "default.yaml").write_text("policy_id: default\nversion: 2\nclasses: [face, plate]\n")
+    second = FakeJobs(statuses=["SUCCEEDED"])
+    submit(p, second)
+    assert second.submitted[0]["submission_id"] != first.submitted[0]["submission_id"]
+    (pol / "default.yaml").write_text("policy_id: other\n")
+    with pytest.raises(ConfigError, match="must equal the file name"):
+        submit(p, FakeJobs(statuses=["SUCCEEDED"]))
