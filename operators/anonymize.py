@@ -4,7 +4,8 @@ Every anonymizer works the same way: for each box it pads the box (a fraction of
 box's own width/height on each side), clips it to the frame, renders a replacement for
 that rectangle of interest (ROI) from a *low-resolution summary* of the ROI only, and
 writes the replacement under the box's shape (rectangle, or the ellipse inscribed in the
-padded box). :meth:`coverage_mask` returns exactly the pixels written.
+padded box, padded at least :data:`ELLIPSE_MIN_PADDING` so that the ellipse circumscribes
+the unpadded box). :meth:`coverage_mask` returns exactly the pixels written.
 
 Why a low-resolution summary: a plain Gaussian blur is a linear filter that can be
 largely deconvolved, and a mosaic whose blocks are a pixel or two wide is a resize. Here
@@ -48,6 +49,15 @@ With 1 px cells a tiny box would be copied unchanged."""
 MAX_PADDING = 2.0
 """Padding above this is almost surely a unit mistake (percent instead of fraction)."""
 
+ELLIPSE_MIN_PADDING = (math.sqrt(2.0) - 1.0) / 2.0
+"""An ellipse mask is inscribed in its box padded by at least this (0.2071): its semi-axes
+are then at least ``1/sqrt(2)`` of the box's width and height, so it passes through (or
+outside) the box's corners and covers the whole detection box, whatever the configured
+padding. (With padding 0.2, the face default until round 3, the semi-axes were 0.70 of the
+box and the corners' last pixels stayed unmasked.) This is the smallest-area ellipse of the
+box's aspect that contains it: pi/2 = 1.57x the box's area, against 1.96x for the box padded
+by 0.2 as a rectangle."""
+
 # Blur: the Gaussian is applied on an intermediate image with this many pixels per
 # low-res cell, then resized to the ROI. Its cost no longer grows with the box (a 720 px
 # whole-frame blur with a 360 px kernel costs the same as a face), and the result is
@@ -63,7 +73,7 @@ class MaskSpec:
     Attributes:
         style: ``mosaic`` | ``blur`` | ``fill``.
         shape: ``rect`` (plates, text, persons) | ``ellipse`` (inscribed in the padded
-            box; faces).
+            box, never smaller than the one circumscribing the unpadded box; faces).
         padding: fraction of the box width (height) added on the left and right (top and
             bottom), >= 0.
         strength: style-specific; ``None`` takes the style's default.
@@ -220,8 +230,9 @@ class _RoiAnonymizer:
             x1, x2 = sorted((float(np.clip(x1, -2.0 * w, 3.0 * w)), float(np.clip(x2, -2.0 * w, 3.0 * w))))
             y1, y2 = sorted((float(np.clip(y1, -2.0 * h, 3.0 * h)), float(np.clip(y2, -2.0 * h, 3.0 * h))))
             bw, bh = x2 - x1, y2 - y1
-            px1, px2 = x1 - pad * bw, x2 + pad * bw
-            py1, py2 = y1 - pad * bh, y2 + pad * bh
+            p = max(pad, ELLIPSE_MIN_PADDING) if ellipse else pad
+            px1, px2 = x1 - p * bw, x2 + p * bw
+            py1, py2 = y1 - p * bh, y2 + p * bh
             c0 = max(0, math.floor(px1))
             c1 = min(w, math.ceil(px2))
             r0 = max(0, math.floor(py1))

@@ -28,11 +28,51 @@ PERSON_GRID = (0.05, 0.1, 0.2, 0.35, None)
 TEXT_GRID = (0.15, 0.25, 0.35, 0.5, 0.6, 0.7)
 PAD_GRID = (0.0, 0.1, 0.25, 0.4)
 HEADLINE = {"faces_wider_hard": ("face_ge20", "face_lt20"), "plates_traffic": ("plate_ro", "plate_kg")}
+FAMILIES = ("thresholds", "geometry")
+"""Point families: detector thresholds (and plate padding), and the mask geometry of round 3
+(head fallback gates and shape, face padding; the plate fallback's shrink, the longest plate
+box), each at the default thresholds."""
+HEAD_GRID: dict[str, tuple[Any, ...]] = {
+    "head_shape": ("rect", "ellipse"), "head_top_cut": (True, False), "head_min_person_px": (0, 24, 48, 72, 96)}
+"""Swept together (every combination) in the geometry family."""
+GEOMETRY_ALONE: dict[str, dict[str, tuple[Any, ...]]] = {
+    "face": {"head_min_score": (0.0, 0.2, 0.35, 0.5), "head_padding": (0.0, 0.1), "face_padding": (0.2, 0.3)},
+    "plate": {"plate_region_shrink": (False, True), "plate_max_aspect": (None, 8.0, 6.0, 5.0, 4.0)}}
+"""Swept one at a time (the rest at the default) in the geometry family."""
 
 
-def _settings(cls: str, th0: dict[str, float], cfg: Any, comps: set[str]) -> list[tuple[dict[str, Any], Any]]:
+def _geometry(cls: str, th0: dict[str, float], cfg: Any) -> list[tuple[dict[str, Any], Any]]:
+    """The geometry family: ``HEAD_GRID`` crossed (faces), ``GEOMETRY_ALONE`` one field at a
+    time; thresholds at ``th0``. ``params`` name every geometry field swept for the class."""
+    from dataclasses import fields
+
+    alone = {k: v for k, v in GEOMETRY_ALONE[cls].items() if k in {f.name for f in fields(cfg)}}
+    grid: dict[str, tuple[Any, ...]] = HEAD_GRID if cls == "face" else {}
+    names = [*grid, *alone]
+    seen: set[Any] = set()
+    out: list[tuple[dict[str, Any], Any]] = []
+
+    def add(c: Any) -> None:
+        if c not in seen:
+            seen.add(c)
+            out.append(({"family": "geometry", **{n: getattr(c, n) for n in names}}, (dict(th0), c)))
+
+    for combo in itertools.product(*grid.values()):
+        add(replace(cfg, **dict(zip(grid, combo))))
+    for name, values in alone.items():
+        for v in values:
+            add(replace(cfg, **{name: v}))
+    return out
+
+
+def _settings(cls: str, th0: dict[str, float], cfg: Any, comps: set[str],
+              families: tuple[str, ...] = FAMILIES) -> list[tuple[dict[str, Any], Any]]:
     """``(params, (thresholds, cfg))`` for every point swept for ``cls``."""
     out: list[tuple[dict[str, Any], Any]] = []
+    if "geometry" in families:
+        out.extend(_geometry(cls, th0, cfg))
+    if "thresholds" not in families:
+        return out
     if cls == "face":
         cfs = CF_GRID if "centerface" in comps else (None,)
         yns = YN_GRID if "yunet" in comps else (None,)
@@ -85,12 +125,14 @@ def run_sweep(args: Any, cfg: Any, names: tuple[str, ...], eval_dir: Path, limit
             items = subset(load_items(ds, eval_dir), limit)
             cache = evalcache.DetectionCache(cache_root, ds, items, progress=sys.stderr.isatty())
             cached = cache.get(comps)
-            for params, (th, scfg) in _settings(cls, dflt, ccfg, set(comps)):
+            families = tuple(getattr(args, "sweep_families", None) or FAMILIES)
+            for params, (th, scfg) in _settings(cls, dflt, ccfg, set(comps), families):
                 th = {k: v for k, v in th.items() if k in comps}
                 rep = evalcache.score_setting(ds, items, cache, cached, scfg, th)
                 main = rep.classes[0]
-                is_default = th == dflt and scfg.plate_padding == cfg.plate_padding
-                point = {"cls": cls, "dataset": ds, "params": params, "default": is_default,
+                is_default = th == dflt and scfg == ccfg
+                point = {"cls": cls, "dataset": ds, "family": params.pop("family", "thresholds"),
+                         "params": params, "default": is_default,
                          "targets": main.targets, "leaked": main.leaked, "leak_rate": round(main.leak_rate, 4),
                          "masked_area": round(rep.masked_area_share, 4),
                          "masked_area_by_source": {k: round(v, 4) for k, v in rep.masked_area_by_source.items()}}
@@ -151,12 +193,16 @@ def draw(points: list[dict[str, Any]], path: Path) -> None:
             cv2.putText(img, f"{y:.0%}", (ox - 45, at(0, y)[1] + 4), font, 0.4, (0, 0, 0), 1)
             cv2.line(img, (ox, at(0, y)[1]), (ox + pw, at(0, y)[1]), (225, 225, 225), 1)
         cv2.putText(img, f"{cls}: leak rate vs frame area masked", (ox, m - 25), font, 0.55, (0, 0, 0), 1)
-        cv2.putText(img, "frame area masked", (ox + pw // 2 - 60, m + ph + 40), font, 0.45, (0, 0, 0), 1)
+        cv2.putText(img, "frame area masked (dot: thresholds, cross: mask geometry)", (ox + pw // 2 - 200, m + ph + 40),
+                    font, 0.45, (0, 0, 0), 1)
         for j, ds in enumerate(sorted({p["dataset"] for p in pts})):
             col = COLORS.get(ds, (90, 90, 90))
             dpts = [p for p in pts if p["dataset"] == ds]
             for p in dpts:
-                cv2.circle(img, at(p["masked_area"], p["leak_rate"]), 2, col, -1)
+                if p.get("family") == "geometry":  # mask geometry at default thresholds: a cross
+                    cv2.drawMarker(img, at(p["masked_area"], p["leak_rate"]), col, cv2.MARKER_CROSS, 7, 1)
+                else:
+                    cv2.circle(img, at(p["masked_area"], p["leak_rate"]), 2, col, -1)
             front = pareto([(p["masked_area"], p["leak_rate"]) for p in dpts])
             for a, b in zip(front, front[1:]):
                 cv2.line(img, at(*a), at(*b), col, 1, cv2.LINE_AA)

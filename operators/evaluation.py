@@ -398,6 +398,11 @@ def add_eval_args(p: Any) -> None:
                    help="sweep thresholds on cached detections: leak rate vs masked area per class "
                         "(JSON + PNG plot under --sweep-out)")
     p.add_argument("--sweep-out", type=Path, default=Path("out/sweep"), help="folder for sweep.json / sweep.png")
+    p.add_argument("--sweep-family", dest="sweep_families", action="append", default=None,
+                   choices=("thresholds", "geometry"),
+                   help="sweep only this family of points (repeatable; default both): detector thresholds "
+                        "and plate padding, or the mask geometry (head fallback gates and shape, face "
+                        "padding, plate fallback shrink)")
     p.add_argument("--as-video", action="store_true",
                    help="turn each image into a moving-camera H.264 clip, redact it with the video "
                         "defaults and score every frame")

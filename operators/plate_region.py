@@ -36,6 +36,9 @@ DEFAULT_MIN_PX = 40
 """Vehicles narrower than this (px) get no region (their plates are < ~10 px wide)."""
 DEFAULT_MIN_SCORE = 0.5
 """Vehicles the detector is less sure of get no region."""
+NEAR_BAND_FRAC = 0.15
+"""With ``near`` boxes on its region, a region keeps only the rows within this fraction of
+the vehicle box height above and below them (see :func:`plate_regions`)."""
 
 
 def on_vehicles(plates: Boxes, vehicles: Boxes) -> np.ndarray:
@@ -55,7 +58,8 @@ def on_vehicles(plates: Boxes, vehicles: Boxes) -> np.ndarray:
 
 
 def plate_regions(vehicles: Boxes, plates: Boxes, frame_hw: tuple[int, int], *,
-                  min_px: float = DEFAULT_MIN_PX, min_score: float = DEFAULT_MIN_SCORE) -> Boxes:
+                  min_px: float = DEFAULT_MIN_PX, min_score: float = DEFAULT_MIN_SCORE,
+                  near: Boxes | None = None) -> Boxes:
     """Plate regions for vehicles without a plate box in their lower part.
 
     Args:
@@ -64,6 +68,12 @@ def plate_regions(vehicles: Boxes, plates: Boxes, frame_hw: tuple[int, int], *,
         frame_hw: ``(H, W)`` of the frame; results are clipped to it.
         min_px: vehicles narrower than this get no region.
         min_score: vehicles scored below this get no region.
+        near: plate boxes found that do not stand for a vehicle's plate (the redactor
+            passes every plate box, the square ones included): a region that such boxes
+            overlap shrinks to the rows within ``NEAR_BAND_FRAC`` of the vehicle height of
+            them, full width. A square box on a bumper is a plate seen at an angle, a
+            two-line plate or a tail light; the plate is at its height or between the
+            lights, not at the sills. ``None``: regions never shrink.
 
     Returns:
         ``Label.PLATE_REGION`` boxes with the vehicle's score, at most one per vehicle, in
@@ -84,6 +94,19 @@ def plate_regions(vehicles: Boxes, plates: Boxes, frame_hw: tuple[int, int], *,
     rx2 = np.clip(x2 - REGION_SIDE_FRAC * vw, 0, w_img)
     ry1 = np.clip(y1 + REGION_TOP_FRAC * vh, 0, h_img)
     ry2 = np.clip(y2 + REGION_BELOW_FRAC * vh, 0, h_img)
+    if near is not None and len(near):
+        n = near.xyxy.astype(np.float64)
+        n = n[np.isfinite(n).all(axis=1)]
+        nx1, ny1 = np.minimum(n[:, 0], n[:, 2]), np.minimum(n[:, 1], n[:, 3])
+        nx2, ny2 = np.maximum(n[:, 0], n[:, 2]), np.maximum(n[:, 1], n[:, 3])
+        hit = ((nx1[None] < rx2[:, None]) & (nx2[None] > rx1[:, None])
+               & (ny1[None] < ry2[:, None]) & (ny2[None] > ry1[:, None]))
+        band = NEAR_BAND_FRAC * vh
+        top = np.where(hit, ny1[None], np.inf).min(axis=1) - band
+        bottom = np.where(hit, ny2[None], -np.inf).max(axis=1) + band
+        shrink = hit.any(axis=1)
+        ry1 = np.where(shrink, np.maximum(ry1, top), ry1)
+        ry2 = np.where(shrink, np.minimum(ry2, bottom), ry2)
     keep &= (rx2 > rx1) & (ry2 > ry1)
     xyxy = np.stack([rx1, ry1, rx2, ry2], axis=1)[keep].astype(np.float32)
     return Boxes(xyxy, vehicles.score[keep].astype(np.float32),

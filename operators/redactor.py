@@ -77,7 +77,19 @@ class RedactionConfig:
             present, else CPU).
         model_dir: directory to look for model files in (else registry defaults).
         face_padding / plate_padding / person_padding: box padding, fraction of box size.
-        face_shape: ``ellipse`` or ``rect`` for face masks.
+        face_shape: ``ellipse`` or ``rect`` for face masks (an ellipse always covers the
+            whole detection box: :data:`operators.anonymize.ELLIPSE_MIN_PADDING`).
+        plate_region_shrink: a plate fallback region on which plate boxes were found that do
+            not stand for the vehicle's plate (square ones) shrinks to a band around them
+            (``near`` in :func:`operators.plate_region.plate_regions`).
+        plate_max_aspect: plate boxes longer than this times their height are not plates
+            (dropped when no policy wants the text class) unless they sit on a vehicle's
+            lower part; the longest common plate is the EU one, 4.7:1. ``None``: kept.
+        head_shape: ``ellipse`` or ``rect`` for the head fallback's masks.
+        head_min_person_px / head_top_cut / head_min_score: when the head fallback fires
+            (:func:`operators.head.head_regions`): persons less tall than this (px), cut
+            off at the frame top (``False``: no head box for them), or scored below this get
+            no head box.
         yunet_threshold / yunet_max_side / yunet_min_side: YuNet's score threshold and
             input size bounds when ``face_model`` is ``centerface+yunet`` (YuNet is the
             small-face pass: it runs at a higher resolution than CenterFace).
@@ -160,6 +172,14 @@ class RedactionConfig:
     plate_fallback: bool = True
     plate_fallback_min_px: int = 40
     plate_fallback_threshold: float = 0.5
+    # Privacy round 3: the head fallback fires only where the head is plausibly visible
+    # (docs/quality.md "Mask geometry and the head fallback").
+    head_shape: str = "rect"
+    head_min_person_px: int = 0
+    head_top_cut: bool = False
+    head_min_score: float = 0.2
+    plate_region_shrink: bool = False
+    plate_max_aspect: float | None = 5.0
 
     def mask_strength(self) -> float | None:
         """The style-specific ``MaskSpec.strength`` for :attr:`strength` (see above)."""
@@ -186,6 +206,21 @@ class RedactionConfig:
             problems.append(f"face_model: expected one of {', '.join(FACE_MODELS)}, got {self.face_model!r}")
         if self.face_shape not in ("ellipse", "rect"):
             problems.append(f"face_shape: expected ellipse or rect, got {self.face_shape!r}")
+        if self.head_shape not in ("ellipse", "rect"):
+            problems.append(f"head_shape: expected ellipse or rect, got {self.head_shape!r}")
+        hp: Any = self.head_min_person_px
+        if isinstance(hp, bool) or not isinstance(hp, int) or hp < 0:
+            problems.append(f"head_min_person_px: expected an integer >= 0, got {hp!r}")
+        if not isinstance(self.plate_region_shrink, bool):
+            problems.append(f"plate_region_shrink: expected true or false, got {self.plate_region_shrink!r}")
+        pa: Any = self.plate_max_aspect
+        if pa is not None and (isinstance(pa, bool) or not isinstance(pa, (int, float)) or not pa >= 1.0):
+            problems.append(f"plate_max_aspect: expected a number >= 1 (or None), got {pa!r}")
+        if not isinstance(self.head_top_cut, bool):
+            problems.append(f"head_top_cut: expected true or false, got {self.head_top_cut!r}")
+        hs: Any = self.head_min_score
+        if isinstance(hs, bool) or not isinstance(hs, (int, float)) or not 0.0 <= float(hs) <= 1.0:
+            problems.append(f"head_min_score: expected a number in [0, 1], got {hs!r}")
         if self.strength is not None and not (isinstance(self.strength, (int, float))
                                               and 0.0 < float(self.strength) <= 1.0):
             problems.append(f"strength: expected a number in (0, 1], got {self.strength!r}")
@@ -250,7 +285,8 @@ class Redactor:
         self._maskers = {
             Label.FACE: make_anonymizer(MaskSpec(style=cfg.style, shape=cfg.face_shape, padding=cfg.face_padding,
                                                  strength=s)),
-            Label.HEAD: make_anonymizer(MaskSpec(style=cfg.style, shape="rect", padding=cfg.head_padding, strength=s)),
+            Label.HEAD: make_anonymizer(MaskSpec(style=cfg.style, shape=cfg.head_shape, padding=cfg.head_padding,
+                                                 strength=s)),
             Label.PLATE: make_anonymizer(MaskSpec(style=cfg.style, shape="rect", padding=cfg.plate_padding,
                                                   strength=s)),
             Label.TEXT: make_anonymizer(MaskSpec(style=cfg.style, shape="rect", padding=cfg.plate_padding, strength=s)),
@@ -383,12 +419,15 @@ class Redactor:
             if Label.HEAD in self.wanted_labels:
                 persons = b.select(b.label == Label.PERSON)
                 faces = b.select(b.label == Label.FACE)
-                b = Boxes.concat([b, head_regions(persons, faces, hw)])
+                b = Boxes.concat([b, head_regions(persons, faces, hw, min_person_px=self.config.head_min_person_px,
+                                                  top_cut=self.config.head_top_cut,
+                                                  min_score=self.config.head_min_score)])
             if self._plate_fallback:
                 plates = b.select((b.label == Label.PLATE) & ~self._square_plates(b))
+                near = b.select(b.label == Label.PLATE) if self.config.plate_region_shrink else None
                 b = Boxes.concat([b, plate_regions(b.select(b.label == Label.VEHICLE), plates,
                                                    hw, min_px=self.config.plate_fallback_min_px,
-                                                   min_score=self.config.plate_fallback_threshold)])
+                                                   min_score=self.config.plate_fallback_threshold, near=near)])
             with_heads.append(b.select(np.isin(b.label, wanted)))
         # A scheduled frame where the detector missed must still get the boxes of the
         # scheduled frames on either side: the window reaches at least one schedule step.
@@ -431,6 +470,17 @@ class Redactor:
                 on_vehicle = on_vehicles(b.select(square), b.select(b.label == Label.VEHICLE)).any(axis=1)
                 square[np.flatnonzero(square)[on_vehicle]] = False
                 b = b.select(~square)
+            # Round 3: nor is a box longer than any plate (a banner's line of text in a crowd:
+            # faces_wider_hard's plate-class masks were 9.3 % of the frame), unless it sits on
+            # a vehicle's lower part (a plate merged with the text beside it).
+            cap = self.config.plate_max_aspect
+            if cap is not None and len(b):
+                wh = b.xyxy[:, 2:] - b.xyxy[:, :2]
+                long = (b.label == Label.PLATE) & (wh[:, 0] > float(cap) * wh[:, 1])
+                if long.any():
+                    on_vehicle = on_vehicles(b.select(long), b.select(b.label == Label.VEHICLE)).any(axis=1)
+                    long[np.flatnonzero(long)[on_vehicle]] = False
+                    b = b.select(~long)
         return b
 
     def redact(self, frames: Frames, camera_id: str | None = None, *, in_place: bool = False) -> RedactionResult:

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from operators.anonymize import (
     ANONYMIZERS,
+    ELLIPSE_MIN_PADDING,
     SHAPES,
     BlurAnonymizer,
     FillAnonymizer,
@@ -100,12 +101,12 @@ def test_coverage_mask_contains_every_changed_pixel_and_the_box_core(shape, scen
             cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
             if 0 <= cx < w and 0 <= cy < h and x1 != x2 and y1 != y2:  # zero-area may mask nothing
                 assert cov[int(cy), int(cx)], "box centre not masked"
-            if shape == "rect":
-                # every pixel lying fully inside the (unpadded) box is masked
-                c0, c1 = max(0, math.ceil(min(x1, x2))), min(w, math.floor(max(x1, x2)))
-                r0, r1 = max(0, math.ceil(min(y1, y2))), min(h, math.floor(max(y1, y2)))
-                if c1 > c0 and r1 > r0:
-                    assert cov[r0:r1, c0:c1].all()
+            # every pixel lying fully inside the (unpadded) box is masked, by either shape
+            # (an ellipse circumscribes the box: ELLIPSE_MIN_PADDING)
+            c0, c1 = max(0, math.ceil(min(x1, x2))), min(w, math.floor(max(x1, x2)))
+            r0, r1 = max(0, math.ceil(min(y1, y2))), min(h, math.floor(max(y1, y2)))
+            if c1 > c0 and r1 > r0:
+                assert cov[r0:r1, c0:c1].all()
 
 
 def test_mosaic_blocks_scale_with_box_and_are_constant():
@@ -175,13 +176,31 @@ def test_padding_is_relative_to_box_size():
 
 
 def test_ellipse_is_inside_padded_rect_and_leaves_corners():
-    spec = dict(style="fill", padding=0.1)
+    spec = dict(style="fill", padding=0.25)
     box = Boxes.of([[20, 20, 80, 100]])
     rect = make_anonymizer(MaskSpec(shape="rect", **spec)).coverage_mask((128, 128), box)
     ell = make_anonymizer(MaskSpec(shape="ellipse", **spec)).coverage_mask((128, 128), box)
     assert not (ell & ~rect).any()
     assert ell.sum() < rect.sum() and ell.sum() > 0.75 * math.pi / 4 * rect.sum()
-    assert not ell[12, 14] and ell[60, 50]
+    assert not ell[6, 6] and ell[60, 50]
+
+
+@pytest.mark.parametrize("padding", [0.0, 0.1, 0.2, ELLIPSE_MIN_PADDING, 0.3])
+@pytest.mark.parametrize("xyxy", [[20, 20, 80, 100], [10.3, 40.7, 17.9, 44.2], [50, 10, 51, 90], [0, 0, 60, 30]])
+def test_ellipse_circumscribes_the_detection_box(padding, xyxy):
+    """Whatever the padding, an ellipse mask covers every pixel the unpadded box touches
+    (it is padded at least ELLIPSE_MIN_PADDING), and stays inside the rectangle padded by
+    max(padding, ELLIPSE_MIN_PADDING)."""
+    box = Boxes.of([xyxy])
+    ell = FillAnonymizer(MaskSpec(style="fill", shape="ellipse", padding=padding)).coverage_mask((128, 128), box)
+    x1, y1, x2, y2 = xyxy
+    assert ell[math.floor(y1):math.ceil(y2), math.floor(x1):math.ceil(x2)].all()
+    floor = FillAnonymizer(MaskSpec(style="fill", padding=max(padding, ELLIPSE_MIN_PADDING))).coverage_mask(
+        (128, 128), box)
+    assert not (ell & ~floor).any()
+    # and no bigger than needed: at the floor it is the circumscribing ellipse, pi/2 x the box
+    if padding <= ELLIPSE_MIN_PADDING and min(x2 - x1, y2 - y1) >= 30 and x1 > 0:
+        assert ell.sum() < 1.15 * math.pi / 2 * (x2 - x1) * (y2 - y1)
 
 
 def test_tiny_ellipse_never_vanishes():

@@ -79,3 +79,28 @@ def test_a_tiny_spurious_face_does_not_suppress_the_head_box() -> None:
     real = Boxes.of([[560, 10, 620, 80]], [0.9], Label.FACE)
     assert len(head_regions(persons, tiny, (272, 640))) == 1
     assert len(head_regions(persons, real, (272, 640))) == 0
+
+
+def test_face_on_a_close_up_cut_off_at_the_bottom_counts_as_its_own():
+    # the demo's in-car clip (176x144): driver 150 x 130, cut at the bottom and the right;
+    # his face (found at 0.93) is centred below the upper 40 % of the box but inside the head
+    # box the width implies: it is his face, no head box
+    hw = (144, 176)
+    driver = Boxes.of([[27, 12, 176, 143]], [0.89], Label.PERSON)
+    face = Boxes.of([[65, 35, 113, 97]], [0.93], Label.FACE)
+    assert len(head_regions(driver, face, hw)) == 0
+    assert len(head_regions(driver, Boxes.empty(), hw)) == 1  # without it, still masked
+
+
+def test_head_fallback_gates_top_cut_short_and_unsure_persons():
+    persons = Boxes.of([STANDING, [100, 0, 200, 300], [300, 300, 320, 340], [900, 100, 1000, 400]],
+                       [0.8, 0.8, 0.8, 0.2], Label.PERSON)
+    assert len(head_regions(persons, Boxes.empty(), HW)) == 4  # defaults: every person
+    cut = head_regions(persons, Boxes.empty(), HW, top_cut=False)
+    assert len(cut) == 3 and 150.0 not in ((cut.xyxy[:, 0] + cut.xyxy[:, 2]) / 2).tolist()
+    short = head_regions(persons, Boxes.empty(), HW, min_person_px=48)
+    assert len(short) == 3 and not ((short.xyxy[:, 0] < 320) & (short.xyxy[:, 2] > 300)).any()
+    assert len(head_regions(persons, Boxes.empty(), HW, min_score=0.35)) == 3
+    # a person cut at the bottom counts as tall as its width implies
+    upper_body = Boxes.of([[400, 690, 460, 720]], [0.8], Label.PERSON)  # 60 x 30
+    assert len(head_regions(upper_body, Boxes.empty(), HW, min_person_px=96)) == 1

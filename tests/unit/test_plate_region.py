@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from operators.plate_region import (
+    NEAR_BAND_FRAC,
     REGION_BELOW_FRAC,
     REGION_SIDE_FRAC,
     REGION_TOP_FRAC,
@@ -49,3 +50,19 @@ def test_regions_are_clipped_to_the_frame():
     r = plate_regions(Boxes.of([[1200, 600, 1400, 800]], [0.9], Label.VEHICLE), Boxes.empty(), HW)
     x1, y1, x2, y2 = r.xyxy[0]
     assert x2 <= 1280 and y2 <= 720 and x1 < x2 and y1 < y2
+
+
+def test_a_region_with_a_square_box_on_it_shrinks_to_a_band_around_it():
+    car = Boxes.of([CAR], [0.7], Label.VEHICLE)  # 200 x 150: region rows 345..465
+    light = Boxes.of([[420, 380, 440, 400]], [0.6], Label.PLATE)  # square: not its plate
+    full = plate_regions(car, Boxes.empty(), HW)
+    assert len(plate_regions(car, Boxes.empty(), HW, near=light)) == 1
+    r = plate_regions(car, Boxes.empty(), HW, near=light)
+    x1, y1, x2, y2 = r.xyxy[0]
+    band = NEAR_BAND_FRAC * 150
+    assert (x1, x2) == pytest.approx((full.xyxy[0, 0], full.xyxy[0, 2]))  # full width still
+    assert (y1, y2) == pytest.approx((380 - band, 400 + band))
+    assert y1 >= full.xyxy[0, 1] and y2 <= full.xyxy[0, 3]
+    # a box elsewhere in the frame changes nothing
+    far = Boxes.of([[900, 100, 920, 120]], [0.6], Label.PLATE)
+    assert np.array_equal(plate_regions(car, Boxes.empty(), HW, near=far).xyxy, full.xyxy)

@@ -130,6 +130,37 @@ def test_head_box_not_suppressed_by_a_neighbours_face_and_reaches_a_cut_edge():
     assert cut.xyxy[0, 0] == 0.0  # cut off at the left: the head box reaches the edge
 
 
+def test_face_mask_is_the_ellipse_circumscribing_the_detection_inside_the_padded_box():
+    """Round 3: a face mask covers every pixel of its detection box (the ellipse through its
+    corners, ELLIPSE_MIN_PADDING) and stays inside the box padded by face_padding (0.2 <
+    0.2071: the floor wins), so it is at most pi/2 = 1.57x the detection's area."""
+    from operators.anonymize import ELLIPSE_MIN_PADDING
+
+    red = Redactor(RedactionConfig(classes=("face",), style="fill"), detectors={})
+    hw = (200, 200)
+    x1, y1, x2, y2 = 60.0, 50.0, 100.0, 110.0  # 40 x 60
+    face = red.coverage_by_source(hw, Boxes.of([[x1, y1, x2, y2]], [0.9], Label.FACE))["face"]
+    assert face[int(y1):int(y2), int(x1):int(x2)].all()  # the whole detection box
+    p = max(red.config.face_padding, ELLIPSE_MIN_PADDING)
+    padded = np.zeros(hw, bool)
+    padded[int(y1 - p * 60):int(np.ceil(y2 + p * 60)), int(x1 - p * 40):int(np.ceil(x2 + p * 40))] = True
+    assert not (face & ~padded).any()
+    assert not face[int(y1 - p * 60), int(x1 - p * 40)]  # the padded box's corners are not masked
+    assert face.sum() <= 1.05 * np.pi / 2 * 40 * 60
+
+
+def test_head_fallback_does_not_fire_on_a_person_cut_by_the_top_edge_by_default():
+    red = Redactor(RedactionConfig(classes=("face",), style="fill", temporal_window=0), detectors={})
+    hw = (480, 640)
+    cut = Boxes.of([[100, 0, 200, 300]], [0.9], Label.PERSON)  # head above the frame
+    whole = Boxes.of([[300, 40, 400, 340]], [0.9], Label.PERSON)
+    boxes = red.plan_from([Boxes.concat([cut, whole])], [], hw)[0]
+    heads = boxes.select(boxes.label == Label.HEAD)
+    assert len(heads) == 1 and 300 <= heads.xyxy[0, 0] and heads.xyxy[0, 2] <= 400 + 1
+    keep_cut = Redactor(RedactionConfig(classes=("face",), head_top_cut=True, temporal_window=0), detectors={})
+    assert len(keep_cut.plan_from([cut], [], hw)[0]) == 1
+
+
 class _Stage1:
     name = "stage1"
     labels = (Label.VEHICLE,)

@@ -195,6 +195,27 @@ def test_square_text_on_a_vehicle_is_kept_but_does_not_stand_for_its_plate():
         assert len(regions) == int(fallback)
 
 
+def test_text_longer_than_any_plate_is_not_a_plate_unless_on_a_vehicle():
+    """Round 3: a box longer than plate_max_aspect (5:1; the EU plate is 4.7:1) is a line of
+    text (a banner in a crowd), not a plate: dropped when only plates are wanted, kept on a
+    vehicle's lower part (a plate merged with the text beside it) and as text."""
+    vehicle = Boxes.of([[20, 40, 100, 110]], [0.8], Label.VEHICLE)
+    banner = Boxes.of([[10, 5, 150, 25]], [0.9], Label.PLATE)     # 140 x 20: 7:1, off the car
+    bumper = Boxes.of([[30, 90, 90, 100]], [0.9], Label.PLATE)    # 60 x 10: 6:1, on the car
+    plate = Boxes.of([[110, 60, 150, 70]], [0.9], Label.PLATE)    # 40 x 10: 4:1, off the car
+    det = ScriptedDetector({0: Boxes.concat([vehicle, banner, bumper, plate])})
+    fr = frames_with_ids(1)
+    red = Redactor(RedactionConfig(classes=("plate",), style="fill", plate_fallback=False), detectors={"text": det})
+    res = red.redact(fr)
+    assert changed(res.frames[0], fr[0], (12, 7, 148, 23)) == 0.0
+    assert changed(res.frames[0], fr[0], (30, 90, 90, 100)) == 1.0
+    assert changed(res.frames[0], fr[0], (110, 60, 150, 70)) == 1.0
+    for kw in ({"plate_max_aspect": None}, {"classes": ("plate", "text")}):
+        red = Redactor(RedactionConfig(**{"classes": ("plate",), "style": "fill", "plate_fallback": False, **kw}),
+                       detectors={"text": det})
+        assert changed(red.redact(fr).frames[0], fr[0], (12, 7, 148, 23)) == 1.0, kw
+
+
 def test_zones_always_masked_for_their_camera():
     zones = parse_zones({"cameras": {"cam-1": [{"name": "window", "normalized": False,
                                                 "polygon": [[0, 0], [40, 0], [40, 40], [0, 40]]}]}})
@@ -255,6 +276,12 @@ def test_detect_many_batches_across_chunks_by_shape():
     {"text_model": "tesseract"},
     {"plate_fallback_min_px": -1},
     {"plate_fallback_threshold": 1.5},
+    {"head_shape": "star"},
+    {"head_min_person_px": -4},
+    {"head_top_cut": "no"},
+    {"head_min_score": 2.0},
+    {"plate_region_shrink": 1},
+    {"plate_max_aspect": 0.5},
 ])
 def test_config_errors_name_the_key(bad):
     with pytest.raises(ConfigError) as ei:
