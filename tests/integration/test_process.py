@@ -417,3 +417,60 @@ def test_two_workers_in_one_group_hand_over_without_a_gap(setup: Any) -> None:
     assert dlq == []
     assert all(r.fail_closed_frames == () and r.masks_per_class["face"] >= len(r.pts_ms) for r in got)
     assert a.produced + b.produced >= len(sent) and a.produced >= 2 and b.produced >= 1
+
+
+def test_the_process_job_scales_its_consumers_on_lag_and_drains_the_one_it_stops(
+        setup: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """ray.autoscale on the local Ray and broker: a backlog on the raw topic starts a second
+    consumer actor (never more than the topic's 2 partitions); once the lag is gone one is stopped
+    as SIGTERM would stop it (drain, flush, commit). Every chunk comes out, every offset is committed."""
+    import dataclasses
+    import logging
+
+    from pipeline.process.consumers import supervise
+
+    d = _as_dict(setup)
+    d["ray"].update({"consumers": 1, "worker_num_cpus": 0.25,
+                     "autoscale": {"min_consumers": 1, "max_consumers": 3, "lag_chunks_per_consumer": 1,
+                                   "scale_up_after_s": 0, "scale_down_after_s": 0, "check_interval_s": 1.0}})
+    d["ray"]["detector"]["num_cpus"] = 0.25
+    d["process"]["model_dir"] = str(SHARED_MODELS)
+    cfg = parse_config(d)
+    base = carphone_chunks(seconds=1.0)[0]
+    items = []
+    for seq in range(3):
+        for cam in ("cam-a", "cam-b"):
+            v, h = encode_chunk(dataclasses.replace(base, camera_id=cam, chunk_seq=seq))
+            items.append((v, list(h), cam))
+    produce(cfg, items)
+    stop = threading.Event()
+    result: list[Any] = []
+    caplog.set_level(logging.INFO, logger="pipeline.process.consumers")
+    t = threading.Thread(target=lambda: result.append(supervise(cfg, stop, poll_s=0.5)), daemon=True)
+    t.start()
+
+    def decisions() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "process job: consumers " in r.getMessage()]
+
+    try:
+        out = consume_all(cfg, cfg.kafka.topics.redacted, len(items), timeout_s=300)
+        deadline = time.monotonic() + 120
+        while not any(m.startswith("process job: consumers 2 -> 1") for m in decisions()) \
+                and time.monotonic() < deadline:
+            time.sleep(0.5)
+        deadline = time.monotonic() + 120
+        while not any("process job: consumer 1 stopped exit_code=0" in r.getMessage() for r in caplog.records) \
+                and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert committed(cfg) == len(items)
+    finally:
+        stop.set()
+        t.join(180)
+    assert result == [0]
+    got = decisions()
+    assert got[0].startswith("process job: consumers 1 -> 2 (up: lag "), got
+    assert not any(" -> 3 " in m for m in got), got  # 2 partitions: a third would own nothing
+    assert any(m.startswith("process job: consumers 2 -> 1 (down: lag 0") for m in got), got
+    assert any("process job: consumer 1 stopped exit_code=0" in r.getMessage() for r in caplog.records)
+    red = {(r.camera_id, r.chunk_seq) for r in (decode_chunk_redacted(m.value(), m.headers()) for m in out)}
+    assert red == {(cam, seq) for seq in range(3) for cam in ("cam-a", "cam-b")}
