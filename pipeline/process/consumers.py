@@ -44,6 +44,7 @@ select their ports, and the driver's endpoint carries all they export.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -312,8 +313,9 @@ def supervise(config: Any, stop_event: threading.Event, poll_s: float = 2.0, *, 
             probe = GroupLagProbe(config.kafka, config.process.consumer_group, config.kafka.topics.raw)
             scaler = ConsumerScaler(policy, probe.read, lambda i: cls.remote(config, i),
                                     rc.autoscale.check_interval_s)
-        logger.info("process job: %d consumer actor(s) started in the cluster%s", len(actors),
-                    f" (autoscale {policy.min_consumers}..{policy.max_consumers} on lag)" if scaler else "")
+        logger.info("process job: %d consumer actor(s) started in the cluster%s; code from %s", len(actors),
+                    f" (autoscale {policy.min_consumers}..{policy.max_consumers} on lag)" if scaler else "",
+                    os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # shipped by the submitter?
         failed = _watch(ray, actors, metrics, stop_event, poll_s, answer_timeout_s, lost_after_s, scaler=scaler)
     finally:
         metrics.ready = False

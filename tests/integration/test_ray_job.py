@@ -202,6 +202,11 @@ def test_a_new_revision_takes_over_from_the_old_job_without_a_gap(broker: Any, u
         assert "veil_process_consumers_desired 1.0" in body, client.get_job_logs(jb)[-3000:]
         logs_a = client.get_job_logs(ja)
         assert "process job stopped: 1 of 1 consumer(s) drained and committed" in logs_a, logs_a[-3000:]
+        # the job ran the code its submitter shipped (py_modules), not the Ray node's installed copy
+        code = re.search(r"consumer actor\(s\) started in the cluster; code from (\S+)", logs_a)
+        assert code and "runtime_resources" in code.group(1) and not code.group(1).startswith(
+            str(Path(__file__).resolve().parents[2])), logs_a[-3000:]
+        assert client.get_job_info(jb).runtime_env["py_modules"]
     finally:
         for s in subs.values():
             s["stop"].set()

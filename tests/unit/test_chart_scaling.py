@@ -88,3 +88,20 @@ def test_the_submitter_rolls_surge_first_with_its_own_job(which):
     assert c["args"][-2:] == ["--job-revision", "$(VEILSTREAM_JOB_REVISION)"]
     for comp in ("ingest", "sink"):  # the others keep rolling one pod at a time
         assert deployment(docs, comp)["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 1
+
+
+def test_a_code_rollout_with_the_ray_image_pinned_leaves_the_ray_pods_alone():
+    """image.tag moves, ray.image.tag stays: the RayCluster is rendered identically (KubeRay's
+    Recreate has nothing to do), while the submitter's pod template changes (a new revision, a
+    new job that ships the new code with it: py_modules)."""
+    def docs(tag: str) -> list:
+        values = ci_values()
+        values["image"] = {**values.get("image", {}), "tag": tag}
+        values["ray"] = {**values.get("ray", {}), "image": {"repository": "", "tag": "0.1.0"}}
+        return render(values)
+
+    old, new = docs("0.1.0"), docs("0.2.0")
+    rc_old, rc_new = ([d for d in ds if d["kind"] == "RayCluster"] for ds in (old, new))
+    assert rc_old == rc_new and len(rc_old) == 1
+    sub_old, sub_new = (deployment(ds, "process")["spec"]["template"] for ds in (old, new))
+    assert sub_old != sub_new and sub_new["spec"]["containers"][0]["image"].endswith(":0.2.0")

@@ -40,7 +40,8 @@ class FakeJobs:
         pol = Path(runtime_env["working_dir"]) / "policies"
         self.uploaded_policies = {f.name: f.read_text() for f in pol.iterdir()} if pol.is_dir() else {}
         self.submitted.append({"entrypoint": entrypoint, "submission_id": submission_id,
-                               "env_vars": dict(runtime_env.get("env_vars") or {})})
+                               "env_vars": dict(runtime_env.get("env_vars") or {}),
+                               "py_modules": list(runtime_env.get("py_modules") or [])})
         self.jobs.append(Job(submission_id, "PENDING"))
         return submission_id
 
@@ -82,6 +83,9 @@ def test_submits_the_job_with_the_uploaded_config_and_waits_for_it(cfg: Path):
     assert rc == 0 and len(fake.submitted) == 1
     sub = fake.submitted[0]
     assert sub["entrypoint"] == "veilstream process --config cfg.yaml"
+    # the submitter's own code travels with the job: a code-only rollout needs no new Ray pods
+    root = Path(__file__).resolve().parents[2]
+    assert sub["py_modules"] == [str(root / "schemas"), str(root / "operators"), str(root / "pipeline")]
     assert sub["submission_id"].startswith("vs-process-")
     # the job's own driver runs on the head: it connects to its cluster, not to the dashboard URL
     assert fake.uploaded["ray"] == {"address": "auto", "consumers": 2}
