@@ -104,3 +104,15 @@ def test_head_fallback_gates_top_cut_short_and_unsure_persons():
     # a person cut at the bottom counts as tall as its width implies
     upper_body = Boxes.of([[400, 690, 460, 720]], [0.8], Label.PERSON)  # 60 x 30
     assert len(head_regions(upper_body, Boxes.empty(), HW, min_person_px=96)) == 1
+
+
+def test_face_counts_for_a_person_whose_box_ends_just_short_of_the_bottom():
+    # the in-car clip again, a frame where YOLOX's box ends at 141.6 of 144 px: not "cut off"
+    # by the 2 px rule, but within 2 % of the frame: his face in the cut-off head box is his
+    hw = (144, 176)
+    driver = Boxes.of([[17.0, 16.0, 176.0, 141.6]], [0.86], Label.PERSON)
+    face = Boxes.of([[54, 37, 101, 100]], [0.94], Label.FACE)
+    assert len(head_regions(driver, face, hw)) == 0
+    # far from the bottom, the same face below the upper 40 % is not counted
+    standing = Boxes.of([[17.0, 16.0, 176.0, 141.6]], [0.86], Label.PERSON)
+    assert len(head_regions(standing, face, (400, 176))) == 1
