@@ -56,16 +56,18 @@ def cases() -> list[tuple[str, str, Any, dict[str, Any]]]:
     )
 
     return [
-        ("centerface 1280x736", "centerface", CenterFaceDetector, {"max_side": 1280}),
-        ("centerface 640x384 (default)", "centerface", CenterFaceDetector, {"max_side": 640}),
-        ("yunet_n 1280x736 (default)", "yunet_n", YuNetDetector, {"max_side": 1280}),
-        ("yolox_nano 416x416 (default)", "yolox_nano", YoloxPersonDetector, {"vehicles": True}),
-        ("ppocr_det_v5 640x384 (default)", "ppocr_det_v5", TextDetector, {"max_side": 640}),
-        ("ppocr_det_v5 960x544", "ppocr_det_v5", TextDetector, {"max_side": 960}),
-        ("ppocr_det int8 640x384", "ppocr_det_int8", TextDetector, {"model": "ppocr_det", "max_side": 640,
-                                                                     "precision": "int8"}),
-        ("ppocr_det fp32 640x384", "ppocr_det", TextDetector, {"model": "ppocr_det", "max_side": 640,
-                                                                "precision": "fp32"}),
+        ("centerface max_side 1280", "centerface", CenterFaceDetector, {"max_side": 1280}),
+        ("centerface (default 640)", "centerface", CenterFaceDetector, {"max_side": 640}),
+        ("yunet_n (default 1280)", "yunet_n", YuNetDetector, {"max_side": 1280}),
+        ("yolox_nano (default 640)", "yolox_nano", YoloxPersonDetector, {"vehicles": True, "max_side": 640,
+                                                                     "max_upscale": 2.0}),
+        ("yolox_nano max_side 416 letterbox", "yolox_nano", YoloxPersonDetector, {"vehicles": True}),
+        ("ppocr_det_v5 (default 640)", "ppocr_det_v5", TextDetector, {"max_side": 640}),
+        ("ppocr_det_v5 max_side 960", "ppocr_det_v5", TextDetector, {"max_side": 960}),
+        ("ppocr_det int8 (640)", "ppocr_det_int8", TextDetector, {"model": "ppocr_det", "max_side": 640,
+                                                                   "precision": "int8"}),
+        ("ppocr_det fp32 (640)", "ppocr_det", TextDetector, {"model": "ppocr_det", "max_side": 640,
+                                                              "precision": "fp32"}),
     ]
 
 
@@ -181,7 +183,7 @@ def main() -> int:
     rows = []
     print(f"onnxruntime {ort.__version__}  openvino {ov.__version__} ({args.ov_precision})  threads={args.threads}  "
           f"{len(fr)} frames 1280x720, {args.rounds} rounds", flush=True)
-    print(f"{'model / input':<32} {'ort ms':>8} {'ov ms':>8} {'ratio':>6} {'ort cpu':>8} {'ov cpu':>8} {'ratio':>6} "
+    print(f"{'model / input':<40} {'ort ms':>8} {'ov ms':>8} {'ratio':>6} {'ort cpu':>8} {'ov cpu':>8} {'ratio':>6} "
           f"{'ov dyn cpu':>10} {'max |diff|':>10} {'new shape ort/ov ms':>20}", flush=True)
     for label, model, factory, kw in cases():
         if args.only and not any(label.startswith(o) for o in args.only):
@@ -222,6 +224,7 @@ def main() -> int:
         med = {b: statistics.median(wall[b]) for b in runs}
         medc = {b: statistics.median(cpu[b]) for b in runs}
         shape = feeds[0][1][next(iter(feeds[0][1]))].shape
+        label = f"{label} {shape[3]}x{shape[2]}"
         new_hw = (shape[2] - 64, shape[3] - 96)
         fresh = {b: new_shape_ms(factory, {**kw, "precision": "bf16"} if b == "openvino" and args.ov_precision == "bf16"
                                  else kw, b, args.threads, new_hw) for b in BACKENDS}
@@ -235,7 +238,7 @@ def main() -> int:
                "max_abs_diff": diff, "new_shape_extra_ms": {"ort": round(fresh["cpu"], 1),
                                                              "openvino": round(fresh["openvino"], 1)}}
         rows.append(row)
-        print(f"{label:<32} {row['ort_ms']:>8.1f} {row['openvino_ms']:>8.1f} {row['ratio']:>5.2f}x "
+        print(f"{label:<40} {row['ort_ms']:>8.1f} {row['openvino_ms']:>8.1f} {row['ratio']:>5.2f}x "
               f"{row['ort_cpu_ms']:>8.1f} {row['openvino_cpu_ms']:>8.1f} {row['cpu_ratio']:>5.2f}x "
               f"{row['openvino_dynamic_cpu_ms']:>10.1f} {diff:>10.1e} "
               f"{fresh['cpu']:>9.0f}/{fresh['openvino']:.0f}", flush=True)
