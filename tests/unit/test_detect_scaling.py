@@ -5,8 +5,9 @@ by size is printed by ``load_tests/detect_cost_by_size.py``):
 
 * the full-frame text pass upscales a small frame by at most ``text_max_upscale`` (2.5x), so
   a 176x144 camera no longer runs it at 960 px;
-* YOLOX runs at the frame's own size rounded up to the stride (at most ``person_max_side``),
-  not on a 640x640 letterbox whatever the frame; CenterFace and YuNet never upscale;
+* YOLOX runs on the frame upscaled by at most ``person_max_upscale`` (2x) and padded to the
+  stride on each side (at most ``person_max_side``), not on a 640x640 letterbox whatever the
+  frame; CenterFace and YuNet never upscale (their input is the frame rounded to the stride);
 * the old sizing stays reachable (``None``) for comparisons.
 """
 
@@ -88,11 +89,17 @@ def test_text_pass_sizes(recorded, hw, expect):
     assert recorded["text"][hw] == [expect]
 
 
-@pytest.mark.parametrize("key", ["person", "centerface", "yunet"])
+@pytest.mark.parametrize("key", ["centerface", "yunet"])
 @pytest.mark.parametrize("hw", SIZES)
-def test_yolox_and_face_inputs_not_larger_than_the_frame_rounded_to_the_stride(recorded, key, hw):
+def test_face_inputs_not_larger_than_the_frame_rounded_to_the_stride(recorded, key, hw):
     (shape,) = recorded[key][hw]
     assert shape[0] <= _up32(hw[0]) and shape[1] <= _up32(hw[1])
+
+
+@pytest.mark.parametrize(("hw", "expect"), [((144, 176), (288, 352)), ((180, 320), (384, 640)),
+                                            ((272, 640), (288, 640)), ((720, 1280), (384, 640))])
+def test_yolox_input_at_most_twice_the_frame_and_not_square(recorded, hw, expect):
+    assert recorded["person"][hw] == [expect]  # was (640, 640) for every size
 
 
 def test_yolox_input_follows_the_frame():
