@@ -87,7 +87,7 @@ def test_int8_text_detector_agrees_with_fp32(tmp_path, monkeypatch):
 
 
 def test_precision_setting_validates():
-    with pytest.raises(ConfigError, match=r"precision: expected one of fp32, int8, got 'fp16'"):
+    with pytest.raises(ConfigError, match=r"precision: expected one of fp32, int8, bf16, got 'fp16'"):
         RedactionConfig(precision="fp16").validate()
     with pytest.raises(ConfigError, match="precision"):
         CenterFaceDetector(precision="int4")
