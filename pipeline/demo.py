@@ -8,6 +8,9 @@ masks per class and end-to-end latency, downloads one redacted segment per camer
 the demo sign-ins (one user per role, fresh passwords), checks that they work, keeps it up
 until Ctrl-C on a terminal (``--console-seconds`` otherwise), and stops exactly what it
 started.
+
+Detection runs on every ``DEMO_DETECT_EVERY``-th frame of a chunk (plus its last), not the
+pipeline default 4: see :data:`DEMO_DETECT_EVERY`.
 """
 
 from __future__ import annotations
@@ -21,12 +24,32 @@ from schemas.errors import VeilStreamError
 
 from .runner import run_local
 
+DEMO_DETECT_EVERY = 8
+"""The demo's detection schedule, a documented policy choice for its small cameras (two 176x144
+at 29.97 fps, one 640x272 at 25 fps) on a 2-vCPU machine: detection every 8th frame (3.75 times
+a second at 30 fps, 3.1 at 25 fps; boxes carried and temporal fill in between, as at any
+detect-every) instead of every 4th. With the detection sizing that scales with the frame
+(``RedactionConfig.text_max_upscale`` / ``person_max_upscale``) a 176x144 camera asks for about
+half a CPU-s of detection per second of video at every 4th frame, the 640x272 street camera
+several times that (text and vehicle-crop passes on a busy street): at every 4th frame the three
+need more than the two vCPU the demo has, and latency grows without bound. What it costs: a
+face moving fast leaks on a frame between two detections more often at every 8th frame than at
+every 4th (``veilstream eval all --as-video --limit 6``, moving-camera clips at 25 fps:
+faces_wider_hard 75 vs 15 of 2142 face-frames, coco_val2017 5 vs 2 of 491, plates_traffic 9 vs 13
+of 150 plate-frames). ``process.detect_every`` is a process-stage setting (one schedule for
+every policy), so this lives here, not in the demo's policy files; production configs keep 4,
+``--detect-every`` overrides it. Measured: docs/performance.md, "Detection cost scales with the
+frame"."""
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="make demo", description=__doc__)
     ap.add_argument("--cameras", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--out", type=Path, default=Path("out/demo"))
+    ap.add_argument("--detect-every", type=int, default=DEMO_DETECT_EVERY, metavar="N",
+                    help=f"detect on every N-th frame of a chunk (default {DEMO_DETECT_EVERY}: the demo's small "
+                         "cameras on 2 vCPU; the pipeline default is 4)")
     ap.add_argument("--no-console", action="store_true", help="do not start the web console at the end")
     ap.add_argument("--console-seconds", type=float, default=None,
                     help="keep the console up this long (default: until Ctrl-C on a terminal, else 0)")
@@ -38,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     state = Path(".veilstream/demo").resolve()
     try:
         rc = run_local(cameras=args.cameras, seconds=args.seconds, state_dir=state, segment_seconds=20.0,
-                       download_dir=args.out.resolve(), keep_up=True)
+                       download_dir=args.out.resolve(), keep_up=True,
+                       process={"detect_every": args.detect_every})
         if rc == 0 and not args.no_console:
             rc = _console(state, args.console_seconds)
         return rc

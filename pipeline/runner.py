@@ -130,7 +130,13 @@ class Workers:
 
 def run_local(cameras: int = 3, seconds: float = 60.0, state_dir: Path | None = None,
               config_path: Path | None = None, keep_up: bool = False, out: Callable[..., Any] = print,
-              segment_seconds: float | None = None, download_dir: Path | None = None) -> int:
+              segment_seconds: float | None = None, download_dir: Path | None = None,
+              process: dict[str, Any] | None = None) -> int:
+    """Stream ``cameras`` simulated cameras for ``seconds`` through the three workers and report.
+
+    ``process``: keys of the config's ``process`` block this run sets (``make demo`` sets its
+    ``detect_every``: pipeline/demo.py says why); printed, so a run says what it ran with.
+    """
     from pipeline.devstack.stack import down, up
     from schemas.config import load_config
 
@@ -150,6 +156,9 @@ def run_local(cameras: int = 3, seconds: float = 60.0, state_dir: Path | None = 
         if segment_seconds:
             raw.setdefault("sink", {})["segment_seconds"] = segment_seconds
             raw["sink"]["idle_flush_s"] = min(float(raw["sink"].get("idle_flush_s", 30.0)), segment_seconds)
+        if process:
+            raw.setdefault("process", {}).update(process)
+            out("process settings of this run: " + ", ".join(f"{k}={v}" for k, v in process.items()))
         run_cfg = cfg_path.with_name("run-config.yaml")
         run_cfg.write_text(yaml.safe_dump(raw, sort_keys=False))
         cfg = load_config(run_cfg)
