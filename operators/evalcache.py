@@ -65,8 +65,7 @@ class Component:
 def components(cfg: Any) -> dict[str, Component]:
     """The detector passes ``cfg`` (a RedactionConfig) runs, at floor thresholds."""
     from .detectors import CenterFaceDetector, TextDetector, YoloxPersonDetector, YuNetDetector
-    from .ovsession import bf16_supported
-    from .providers import backend_tag
+    from .providers import backend_tag, runs_bf16
     from .quantize import graph_tag
 
     providers = list(cfg.providers) if cfg.providers else None
@@ -85,10 +84,9 @@ def components(cfg: Any) -> dict[str, Component]:
         # The backend too, when it is not onnxruntime: OpenVINO's boxes agree closely, not
         # bit for bit, and a comparison of the two must not read one's boxes for the other's.
         name = model_of[factory] + ("_int8" if tag and tag.startswith("int8") else "")
-        if cfg.precision == "bf16" and bf16_supported():
-            name += "_bf16"
-        backend = backend_tag(providers, name)
-        if backend and name.endswith("_bf16"):
+        bf16 = runs_bf16(providers, name, cfg.precision)
+        backend = backend_tag(providers, f"{name}_bf16" if bf16 else name)
+        if backend and bf16:
             backend += "-bf16"
         return {**({"graph": tag} if tag else {}), **({"backend": backend} if backend else {})}
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..ovsession import OPENVINO, bf16_supported
-from ..providers import choose_providers, make_session, on_cpu
+from ..ovsession import OPENVINO
+from ..providers import choose_providers, make_session, on_cpu, runs_bf16
 from ..quantize import DEFAULT_PRECISION, check_precision, folded_fp32_model, int8_model
 from ..registry import name_of, sha256_of
 from ..types import Boxes, Frames, Label
@@ -66,16 +66,15 @@ class OnnxDetector:
         name = getattr(self, "model_name", None)
         if name is not None and self.precision == "int8":
             name = f"{name}_int8"
-        bf16 = getattr(self, "_precision", "fp32") == "bf16" and bf16_supported()
-        if bf16 and name is not None:
-            name = f"{name}_bf16"  # the automatic backend choice is per model and precision
-        self.session = make_session(model, providers, threads, model_name=name,
+        # the automatic backend choice is per model and precision: <name>_bf16 where bf16 runs
+        bf16 = runs_bf16(providers, name, getattr(self, "_precision", "fp32"))
+        run_name = f"{name}_bf16" if bf16 and name is not None else name
+        self.session = make_session(model, providers, threads, model_name=run_name,
                                     inference_precision="bf16" if bf16 else "f32")
         self.providers = list(self.session.get_providers())
         if bf16 and self.providers == [OPENVINO]:
             self.precision = "bf16"
-        elif bf16 and name is not None:
-            name = name[: -len("_bf16")]  # onnxruntime ran it: fp32
+            name = run_name
         self.model_name = name
         self.input_name = self.session.get_inputs()[0].name
         if getattr(self, "batch_size", None) is None:

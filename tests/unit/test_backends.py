@@ -254,3 +254,29 @@ def test_redact_cli_takes_the_backend(tmp_path, capsys, monkeypatch):
     assert main(["redact", str(src), "-o", str(tmp_path / "out2"), "--providers", "openvino", "--classes", "face",
                  "--face-model", "yunet"]) == 2
     assert "not available" in capsys.readouterr().err
+
+
+def test_bf16_runs_where_asked_and_measured_to_hold(cpu_only, monkeypatch):
+    from operators.providers import runs_bf16
+
+    monkeypatch.setattr(providers, "bf16_supported", lambda: True)
+    # auto: the face detectors (eval unchanged in bf16); not the text or person ones (plates leaked more)
+    assert runs_bf16(None, "centerface", "bf16") and runs_bf16(None, "yunet_n", "bf16")
+    assert not runs_bf16(None, "ppocr_det_v5", "bf16") and not runs_bf16(None, "yolox_nano", "bf16")
+    assert runs_bf16("openvino", "yolox_nano", "bf16")  # asked for OpenVINO: every model
+    assert not runs_bf16(None, "centerface", "fp32") and not runs_bf16("cpu", "centerface", "bf16")
+    monkeypatch.setattr(providers, "bf16_supported", lambda: False)  # no AMX / AVX-512 BF16: fp32
+    assert not runs_bf16("openvino", "centerface", "bf16")
+
+
+def test_detectors_under_precision_bf16(cpu_only):
+    from operators.detectors import TextDetector, YuNetDetector
+    from operators.ovsession import bf16_supported
+
+    face, text = YuNetDetector(precision="bf16", threads=1), TextDetector(precision="bf16", threads=1)
+    assert text.providers == [OPENVINO] and text.precision == "fp32"  # its fp32 win, not bf16
+    if bf16_supported():
+        assert face.providers == [OPENVINO] and face.precision == "bf16" and face.model_name == "yunet_n_bf16"
+        assert str(face.session._compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'bfloat16'>"
+    else:
+        assert face.providers == [CPU] and face.precision == "fp32"
