@@ -19,6 +19,17 @@ Per setting it prints frames/s for each detector and for all of them together, a
 cameras of 1280x720 at ``--fps`` one device carries at the default detection rate: a
 camera needs ``fps / detect_every`` detected frames per second plus the last frame of each
 ``--chunk-seconds`` chunk. The last line is JSON. A benchmark, not a test.
+
+``--pipeline`` measures the whole node-local pipeline instead of the detectors alone: the
+local stack (broker, S3 server, a Ray head that sees the machine's GPU) and the real ingest ->
+process -> sink workers (``load_tests/pipeline_load.py``), with one node-local group per GPU
+(``ray.placement: node_local``: the detector on the GPU, ``--chunk-workers`` chunk actors decoding,
+masking and encoding beside it) and the CUDA provider; it doubles the number of 720p@``--fps``
+cameras until a run is not sustained (or its p95 latency passes ``--max-p95``), then bisects,
+and reports ``cameras_720p_per_gpu``: what one GPU node carries end to end, its CPUs included::
+
+    .venv/bin/python load_tests/gpu_bench.py --pipeline --seconds 60 --max-cameras 256
+    .venv/bin/python load_tests/gpu_bench.py --pipeline --device cpu --seconds 20 --max-cameras 1  # smoke
 """
 
 from __future__ import annotations
@@ -152,8 +163,57 @@ def cameras_per_device(fps_all: float, fps: float, detect_every: int, chunk_seco
     return fps_all / need if need > 0 else 0.0
 
 
+def pipeline_cameras(args: argparse.Namespace) -> dict[str, Any]:
+    """The node-local pipeline on this machine's GPU (or CPU): the most cameras of 1280x720 at
+    ``args.fps`` sustained with p95 latency under ``args.max_p95`` (doubling, then bisecting)."""
+    sys.path.insert(0, str(ROOT / "load_tests"))
+    import pipeline_load
+
+    gpu = args.device != "cpu"
+    source = pipeline_load.prepare_source(args.source or pipeline_load.VTEST, 1280, 720, args.fps,
+                                          ROOT / "out" / "load" / "sources")
+    overrides = ["ray.placement=node_local", "ray.detector.replicas=1", f"ray.chunk_workers={args.chunk_workers}",
+                 f"ray.detector.num_gpus={1 if gpu else 0}",
+                 f"ray.detector.providers={['CUDAExecutionProvider'] if gpu else ['CPUExecutionProvider']}",
+                 f"ray.detector.batch_size={args.pipeline_batch}", *args.overrides]
+    runs: dict[int, dict[str, Any]] = {}
+
+    def ok(n: int) -> bool:
+        r = runs[n] = pipeline_load.run_once(n, args.seconds, source, args.fps, ROOT / ".veilstream" / "gpu-bench",
+                                             args.drain_seconds, overrides=overrides)
+        good = bool(r["sustained"]) and (r["latency_p95_s"] or 1e9) <= args.max_p95 and r["frames_dropped"] == 0
+        print(f"cameras={n} sustained={r['sustained']} p95={r['latency_p95_s']} dropped={r['frames_dropped']} "
+              f"-> {'ok' if good else 'not sustained'}", file=sys.stderr, flush=True)
+        return good
+
+    lo, hi, n = 0, args.max_cameras + 1, 1
+    while n < hi and ok(n):
+        lo, n = n, n * 2
+    hi = min(hi, n)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            lo = mid
+        else:
+            hi = mid
+    return {"mode": "pipeline", "device": args.device, "placement": "node_local", "fps": args.fps,
+            "cameras_720p_per_gpu" if gpu else "cameras_720p_per_node": lo,
+            "runs": [{k: runs[c].get(k) for k in ("cameras", "sustained", "latency_p50_s", "latency_p95_s",
+                                                  "frames_sent", "frames_stored", "frames_dropped",
+                                                  "cpu_s_per_frame")} for c in sorted(runs)]}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pipeline", action="store_true", help="the whole node-local pipeline, not the detectors alone")
+    ap.add_argument("--seconds", type=float, default=60.0, help="--pipeline: seconds per run")
+    ap.add_argument("--drain-seconds", type=float, default=60.0, help="--pipeline: drain after ingest stops")
+    ap.add_argument("--max-cameras", type=int, default=256, help="--pipeline: upper bound of the search")
+    ap.add_argument("--max-p95", type=float, default=10.0, help="--pipeline: p95 latency a run must stay under, s")
+    ap.add_argument("--chunk-workers", type=int, default=8, help="--pipeline: chunk actors beside the GPU detector")
+    ap.add_argument("--pipeline-batch", type=int, default=64, help="--pipeline: detector batch size")
+    ap.add_argument("--source", type=Path, default=None, help="--pipeline: video (default: vtest.avi)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
     ap.add_argument("--backend", choices=("onnxruntime", "torch"), default="onnxruntime")
     ap.add_argument("--device", default="cuda", help="torch device; onnxruntime: cuda = CUDA/TensorRT providers")
     ap.add_argument("--batch-sizes", default="1,4,16,32")
@@ -163,6 +223,9 @@ def main() -> int:
     ap.add_argument("--detect-every", type=int, default=4)
     ap.add_argument("--chunk-seconds", type=float, default=2.0)
     args = ap.parse_args()
+    if args.pipeline:
+        print(json.dumps(pipeline_cameras(args)))
+        return 0
     providers: tuple[str, ...] | None = None
     if args.backend == "onnxruntime":
         providers = ("CPUExecutionProvider",) if args.device == "cpu" else None  # None: auto (GPU if present)

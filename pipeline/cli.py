@@ -103,6 +103,24 @@ def _check_output(output: Path, input_is_dir: bool) -> None:
         raise InputError(f"output {str(output)!r}: {str(probe)!r} is not writable")
 
 
+def _policy_redaction(args: argparse.Namespace, base: Any, zones: Any) -> tuple[Any, Any]:
+    """``--policy FILE``: mask as the stream does for a camera under that policy (the plan comes
+    from :func:`pipeline.process.plan.plan_from`, the stream's own path): its classes, style,
+    strength, thresholds, padding and zones, on this command's detection settings."""
+    from operators.zones import load_zones
+    from schemas.policy import load_policy
+
+    from .process.plan import plan_from
+
+    if tuple(args.classes) != _csv("face,plate") or args.style != "mosaic":
+        raise UsageError("--policy sets the classes and the style: drop --classes / --style")
+    pp = plan_from(load_policy(args.policy), base)
+    doc = pp.zones_document("")
+    if doc and zones is not None:
+        raise UsageError("--policy has zones of its own: drop --zones (or add them to the policy)")
+    return pp.redaction, (load_zones(doc) if doc else zones)
+
+
 def cmd_redact(args: argparse.Namespace) -> int:
     from operators.redactor import Redactor
     from operators.zones import load_zones
@@ -135,6 +153,8 @@ def cmd_redact(args: argparse.Namespace) -> int:
         return 0
     cfg = _redaction_config(args, detect_every_default=1 if is_dir else 4)
     zones = load_zones(args.zones) if args.zones else None
+    if getattr(args, "policy", None):
+        cfg, zones = _policy_redaction(args, cfg, zones)
     redactor = Redactor(cfg, zones=zones)  # type: ignore[arg-type]
     progress = not args.quiet and sys.stderr.isatty() or args.progress
     try:
@@ -172,6 +192,9 @@ def add_redact(sub: Subparsers) -> None:
     p.add_argument("-o", "--output", type=Path, required=True,
                    help="output .mp4 (or directory) for a video; output directory for images")
     _add_detection_args(p)
+    p.add_argument("--policy", type=Path, default=None, metavar="FILE",
+                   help="mask as the stream does under this policy YAML (classes, style, strength, thresholds, "
+                        "padding, zones): the same plan the process stage makes from it")
     p.add_argument("--keep-audio", action="store_true", help="copy the audio track (dropped by default)")
     p.add_argument("--max-pixels", type=int, default=16777216, metavar="N",
                    help="refuse frames/images larger than N pixels before decoding them (default 4096x4096)")

@@ -118,6 +118,21 @@ def _redaction_of(pol: Policy, base: RedactionConfig) -> RedactionConfig:
     return replace(base, **kw).validate()
 
 
+def plan_from(policy: Policy, base: RedactionConfig, *, extra_zones: Sequence[Mapping[str, Any]] = (),
+              camera_zones: Mapping[str, tuple[Mapping[str, Any], ...]] | None = None) -> PolicyPlan:
+    """How ``policy`` masks, on the detection settings ``base``: the one way a policy becomes a
+    plan, for the stream (:func:`build_plan`) and for ``veilstream redact --policy``.
+
+    Args:
+        policy: a parsed policy (``schemas.policy``).
+        base: detection settings of whoever runs it (detect_every, providers, models, sizes).
+        extra_zones: zones masked on top of the policy's own (the legacy inline document).
+        camera_zones: per camera id, more zones (the legacy inline document's ``cameras``).
+    """
+    return PolicyPlan(policy.policy_id, policy.version, _redaction_of(policy, base), OnFailure(policy.on_failure),
+                      (*policy.zones, *extra_zones), dict(camera_zones or {}))
+
+
 def _inline_policy(process: Any) -> Policy:
     """The inline ``process`` keys as a policy (no ``policies_dir``)."""
     doc = process.zones or {}
@@ -159,9 +174,7 @@ def build_plan(cfg: Any, *, model_dir: str | None = None) -> MaskingPlan:
     # the legacy inline zones document: global zones on top of every policy's, plus per camera
     inline_zones = tuple((p.zones or {}).get("zones") or ()) if pdir else ()
     cams = {str(k): tuple(v) for k, v in ((p.zones or {}).get("cameras") or {}).items()}
-    plans = {pid: PolicyPlan(pid, pol.version, _redaction_of(pol, base), OnFailure(pol.on_failure),
-                             (*pol.zones, *inline_zones), cams)
-             for pid, pol in found.items()}
+    plans = {pid: plan_from(pol, base, extra_zones=inline_zones, camera_zones=cams) for pid, pol in found.items()}
     if len(plans) == 1:
         (only,) = plans.values()
         return MaskingPlan(only.redaction, plans, p.policy_id, routed=bool(pdir))
