@@ -111,7 +111,6 @@ eval-video: install
 	$(VENV)/bin/veilstream eval all --as-video --video-every 1,2,4,8 --limit 6 --json-out out/eval/video.json
 
 bench: install
-	$(PY) -m pip install -q 'deface==1.5.0'
 	$(PY) load_tests/bench_redact.py
 
 # `make load CAMERAS=2 SECONDS=60 FPS=15 [SOURCE=file]`: N cameras of real pedestrian footage
