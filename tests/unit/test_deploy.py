@@ -74,6 +74,10 @@ def _install_hint(what: str) -> str:
 
 def _import(module: str) -> Any:
     try:
+        if module == "helm_python":  # Go's runtime must stay out of the test process: tests/helm_isolated.py
+            from tests.helm_isolated import helm
+
+            return helm()
         return __import__(module)
     except ImportError as exc:
         pytest.fail(f"{module} is missing ({exc}); install it: {_install_hint(module)}", pytrace=False)
