@@ -27,7 +27,6 @@ Prints the table of ``pipeline_load.py``, then one JSON line (the last line) wit
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -192,11 +191,7 @@ def main() -> int:
     pipeline_load.table([res])
     keys = ("nodes", "placement", "frames_sent", "frames_stored", "compressed_bytes_per_frame",
             "cross_node_bytes_per_frame", "cross_node_ratio")
-    line = json.dumps({**{k: res.get(k) for k in keys}, **res})
-    if args.json_out:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(line + "\n")
-    print(line)
+    pipeline_load.emit_json({**{k: res.get(k) for k in keys}, **res}, args.json_out)
     return 0
 
 

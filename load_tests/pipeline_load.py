@@ -582,6 +582,15 @@ def table(rows: list[dict[str, Any]], out: Any = print) -> None:
             f"{r['lag_growth_second_half_chunks']:>6} {str(r['sustained']):>9}  {cpu}")
 
 
+def emit_json(result: dict[str, Any], json_out: Path | None) -> None:
+    """The result as the last line of output (and into ``json_out`` when given)."""
+    line = json.dumps(result)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(line + "\n")
+    print(line)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cameras", type=int, default=4)
@@ -631,11 +640,7 @@ def main() -> int:
         result = {"knee_cameras": lo, "fps_per_camera": args.fps, "size": args.size, "source": source.name,
                   "runs": sorted(tried.values(), key=lambda r: r["cameras"])}
     table(sorted(rows, key=lambda r: r["cameras"]))
-    line = json.dumps(result)
-    if args.json_out:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(line + "\n")
-    print(line)
+    emit_json(result, args.json_out)
     return 0
 
 
