@@ -32,7 +32,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "load_tests"))
 
-from pipeline_load import VTEST, _metrics_text, _total, labelled, metric_ports, proc_status  # noqa: E402
+from pipeline_load import (  # noqa: E402
+    VTEST,
+    _metrics_text,
+    _total,
+    emit_json,
+    labelled,
+    metric_ports,
+    proc_status,
+)
 
 
 def payload_frames(n: int, width: int, height: int) -> Any:
@@ -184,11 +192,7 @@ def main() -> int:
     finally:
         down(state_dir=args.state_dir)
     results["load_avg_1m_end"] = round(os.getloadavg()[0], 1)
-    line = json.dumps(results)
-    if args.json_out:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(line + "\n")
-    print(line)
+    emit_json(results, args.json_out)
     return 0
 
 
