@@ -4,9 +4,7 @@ follows the URL, and an unreachable broker is one line (security review findings
 from __future__ import annotations
 
 import json
-import logging
 import socket
-import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -14,11 +12,11 @@ from typing import Any
 import pytest
 
 from pipeline.cli import main
-from pipeline.ingest.source import CameraReader
 from schemas.config import CameraConfig, parse_camera
 from schemas.errors import ConfigError, SchemaError
 from schemas.messages import decode_camera
 from schemas.safety import redact_url, scrub_secrets, secret_param, url_credentials_problem
+from tests.readers import failed_reconnect
 
 SECRET = "s3cr3tPW"
 QUERY_URLS = [
@@ -160,21 +158,7 @@ def test_cameras_list_hides_query_credentials_of_an_old_record(tmp_path: Path, m
 
 def test_ingest_retry_logs_never_show_query_credentials(caplog: pytest.LogCaptureFixture) -> None:
     cam = old_record(f"rtsp://127.0.0.1:1/live?user=admin&password={SECRET}")
-    events: list[str] = []
-    done = threading.Event()
-
-    def on_event(_r: object, kind: str, value: object) -> None:
-        if kind == "reconnect":
-            events.append(str(value))
-            done.set()
-
-    reader = CameraReader(cam, lambda _r, _m: True, chunk_seconds=1.0, jpeg_quality=80, reconnect_initial_s=5.0,
-                          reconnect_max_s=5.0, on_event=on_event, open_timeout_s=2.0, read_timeout_s=2.0)
-    with caplog.at_level(logging.DEBUG):
-        reader.start()
-        assert done.wait(20)
-        reader.stop()
-        reader.join(10)
+    events, reader = failed_reconnect(cam, caplog)
     assert events and reader.last_error and "camera failed" in caplog.text
     assert "127.0.0.1" in reader.last_error  # the error still says which source failed
     for text in [*events, reader.last_error, caplog.text]:

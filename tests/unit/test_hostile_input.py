@@ -4,12 +4,10 @@ camera's storage, never decodes into unbounded memory (items 1, 3, 4, 5)."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import subprocess
 import sys
-import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,7 +25,7 @@ from operators.codec import (
 from operators.redactor import RedactionConfig
 from operators.types import ConfigError
 from operators.video import image_size, read_image, sample_video
-from pipeline.ingest.source import CameraReader, open_source
+from pipeline.ingest.source import open_source
 from schemas import load_schema, problems
 from schemas.config import LimitsConfig, parse_camera, parse_config
 from schemas.messages import (
@@ -47,6 +45,7 @@ from schemas.safety import (
     scrub_secrets,
     url_credentials_problem,
 )
+from tests.readers import failed_reconnect
 from tests.shared import MODELS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -150,21 +149,7 @@ def test_camera_reader_never_logs_the_credentials_env_secret(monkeypatch: pytest
     monkeypatch.setenv("CAM_CREDS", f"admin:{SECRET}")
     cam = parse_camera({"camera_id": "lobby", "url": "rtsp://127.0.0.1:1/live", "kind": "rtsp",
                         "credentials_env": "CAM_CREDS"})
-    events: list[str] = []
-    done = threading.Event()
-
-    def on_event(_r: object, kind: str, value: object) -> None:
-        if kind == "reconnect":
-            events.append(str(value))
-            done.set()
-
-    reader = CameraReader(cam, lambda _r, _m: True, chunk_seconds=1.0, jpeg_quality=80, reconnect_initial_s=5.0,
-                          reconnect_max_s=5.0, on_event=on_event, open_timeout_s=2.0, read_timeout_s=2.0)
-    with caplog.at_level(logging.DEBUG):
-        reader.start()
-        assert done.wait(20)
-        reader.stop()
-        reader.join(10)
+    events, reader = failed_reconnect(cam, caplog)
     assert events and reader.last_error
     for text in [*events, reader.last_error, caplog.text]:
         assert "s3cr" not in text and "admin" not in text, text
