@@ -30,7 +30,11 @@ logger = logging.getLogger(__name__)
 
 SAMPLES = ("carphone_pristine.mp4", "bikes.mp4")
 SIM_CAMERA = re.compile(r"cam-[0-9]{3}")
-STREET = {"bikes.mp4": "street"}  # sample -> the policy of its camera, where that policy exists
+STREET = {"bikes.mp4": "street"}
+READY_BEFORE_INGEST_S = 300.0
+"""``run`` / ``make demo`` start the cameras once process is ready (as a cluster's ingest
+starts after the process job is up), so the latency they report is the pipeline's, not the
+detectors' load time."""  # sample -> the policy of its camera, where that policy exists
 
 
 def camera_records(n: int, policies: set[str] | None = None) -> list[dict[str, Any]]:
@@ -89,12 +93,54 @@ class Workers:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.env = dict(env or os.environ)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.log_offsets: dict[str, int] = {}  # where this run's lines start in each stage's log
 
-    def start(self, stages: tuple[str, ...] = ("process", "sink", "ingest")) -> None:
-        # process first: Ray and the detectors need a few seconds to load
+    def start(self, stages: tuple[str, ...] = ("process", "sink", "ingest"), *,
+              ready_before_ingest_s: float = 0.0) -> float | None:
+        """Spawn ``stages`` in order (process first: Ray and the detectors take seconds to load).
+
+        ``ready_before_ingest_s`` > 0: ingest is spawned only once process answers ``/readyz``
+        (detectors loaded, partitions assigned), waiting at most that long, so the cameras'
+        first chunks do not queue behind the start-up; returns the seconds waited (``None``
+        when not waited: the option is off, or process serves no probes)."""
+        waited: float | None = None
         for name in stages:
-            self.procs[name] = _spawn([name, "--config", str(self.config_path)], self.log_dir / f"{name}.log",
-                                      self.env)
+            if name == "ingest" and ready_before_ingest_s > 0 and "process" in self.procs:
+                waited = self.wait_ready("process", ready_before_ingest_s)
+            log = self.log_dir / f"{name}.log"
+            self.log_offsets[name] = log.stat().st_size if log.exists() else 0
+            self.procs[name] = _spawn([name, "--config", str(self.config_path)], log, self.env)
+        return waited
+
+    def wait_ready(self, name: str, timeout_s: float) -> float | None:
+        """Block until stage ``name`` answers 200 on ``/readyz`` (its port is read from what it
+        logged since it was spawned). Returns the seconds waited; ``None`` when the stage
+        serves no probes (metrics disabled); raises if it exits or is not ready in time."""
+        import urllib.error
+        import urllib.request
+
+        t0 = time.monotonic()
+        log = self.log_dir / f"{name}.log"
+        pattern = re.compile(rf"metrics stage={re.escape(name)} port=(\d+)")
+        port: int | None = None
+        while time.monotonic() - t0 < timeout_s:
+            self.check()
+            if port is None:
+                with open(log, "rb") as f:
+                    f.seek(self.log_offsets.get(name, 0))
+                    found = pattern.search(f.read().decode("utf-8", "replace"))
+                port = int(found.group(1)) if found else None
+                if port is None and time.monotonic() - t0 > 30.0:
+                    return None  # no probe server announced: metrics are off in this config
+            if port is not None:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2.0) as r:
+                        if r.status == 200:
+                            return time.monotonic() - t0
+                except (urllib.error.URLError, OSError):
+                    pass
+            time.sleep(0.5)
+        raise VeilStreamError(f"{name} worker not ready after {timeout_s:.0f}s; see {log}")
 
     def check(self) -> None:
         for name, p in self.procs.items():
@@ -169,7 +215,9 @@ def run_local(cameras: int = 3, seconds: float = 60.0, state_dir: Path | None = 
             out(f"removed {len(stale)} simulated camera(s) of an earlier run from the registry: {', '.join(stale)}")
         t_start = time.time()
         workers = Workers(run_cfg, log_dir)
-        workers.start()
+        waited = workers.start(ready_before_ingest_s=READY_BEFORE_INGEST_S)
+        if waited is not None:
+            out(f"process ready in {waited:.0f}s (Ray, detectors, partitions); cameras start now")
         out(f"streaming {cameras} simulated camera(s) for {seconds:.0f}s "
             f"({', '.join(c['camera_id'] + '=' + Path(c['url']).name for c in raw['ingest']['cameras'])}) ...")
         if known:
@@ -268,7 +316,7 @@ def report(cfg: Any, t_start: float, out: Callable[..., Any] = print,
            download_dir: Path | None = None) -> dict[str, Any]:
     """Per-camera segments, frames, masks per class and end-to-end latency, read back from
     the bucket's manifests and the redacted topic; optionally downloads one segment per camera."""
-    from pipeline.sink.objectstore import MinioSegmentStore
+    from pipeline.objectstore import MinioSegmentStore
 
     store = MinioSegmentStore.from_config(cfg.object_store)
     per_cam: dict[str, dict[str, Any]] = {}
