@@ -154,9 +154,11 @@ class StageKafka:
         self._lag_labels: set[str] = set()  # partitions whose lag this stage reports
 
     # ---------------------------------------------------------------- wiring
-    def connect(self, group: str, topics: list[str], *, on_revoke: Callable[[list[TopicPart]], None]) -> None:
+    def connect(self, group: str, topics: list[str], *, on_revoke: Callable[[list[TopicPart]], None],
+                on_assign: Callable[[list[TopicPart]], None] | None = None,
+                extra: dict[str, Any] | None = None) -> None:
         """Create the producer and the consumer (tests set ``consumer`` / ``producer`` to
-        the fakes of ``tests.fakes`` instead)."""
+        the fakes of ``tests.fakes`` or :mod:`pipeline.runtime`'s testing ones instead)."""
         k = self.cfg.kafka
         self.producer = producer_for(k, f"veil-{self.name}")
 
@@ -164,7 +166,7 @@ class StageKafka:
             self.forget_lag(parts)
             on_revoke(parts)
 
-        self.consumer = consumer_for(k, group, topics, on_revoke=revoked)
+        self.consumer = consumer_for(k, group, topics, on_revoke=revoked, on_assign=on_assign, extra=extra)
 
     def forget_lag(self, parts: list[TopicPart]) -> None:
         """Drop the lag samples of revoked partitions at once: their new owner reports them, and
