@@ -155,7 +155,7 @@ def main() -> int:
 
     from pipeline.devstack.broker import DEFAULT_MESSAGE_MAX_BYTES, create_topics
     from pipeline.devstack.stack import down, up
-    from pipeline.sink.objectstore import MinioSegmentStore
+    from pipeline.objectstore import MinioSegmentStore
     from schemas.config import load_config
 
     w, h = (int(v) for v in args.size.lower().split("x"))

@@ -165,7 +165,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     import hashlib
     import json
 
-    from pipeline.sink.objectstore import MinioSegmentStore
+    from pipeline.objectstore import MinioSegmentStore
 
     cfg = load_cli_config(args)
     store = MinioSegmentStore.from_config(cfg.object_store)

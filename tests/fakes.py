@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.sink.objectstore import ObjectInfo, PutResult
+from pipeline.objectstore import ObjectInfo, PutResult
 
 
 @dataclass

@@ -56,9 +56,9 @@ def write_camera_day(cfg: Any, camera_id: str, start_ms: int, *, sample: str = "
     which must be aligned to ``segment_s``) of ``camera_id``."""
     from operators.codec import encode_h264_chunk
     from operators.redactor import RedactionConfig, Redactor
-    from pipeline.sink.objectstore import MinioSegmentStore
+    from pipeline.objectstore import MinioSegmentStore, audit_store_for
     from pipeline.sink.segments import CompletedSegment
-    from pipeline.sink.worker import SinkWorker, audit_store_for
+    from pipeline.sink.worker import SinkWorker
 
     store = MinioSegmentStore.from_config(cfg.object_store)
     store.ensure_bucket()

@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 
 def _store(cfg: Any, bucket: str, creds: Mapping[str, Any] | None = None, object_lock: bool | None = None) -> Any:
-    from pipeline.sink.objectstore import MinioSegmentStore
+    from pipeline.objectstore import MinioSegmentStore
 
     os_ = cfg.object_store
     c = dict(creds or {})
@@ -87,7 +87,7 @@ def build_services(cfg: Any, *, registry: Any = "kafka", governance: Mapping[str
         audit = AuditLog(gov.audit_store, gov.audit)
     else:
         gov_fns = dict(governance)
-        from pipeline.sink.worker import audit_store_for
+        from pipeline.objectstore import audit_store_for
 
         audit = AuditLog(audit_store_for(cfg))
     secret = read_secret(con.session_secret_file, con.session_secret_env)

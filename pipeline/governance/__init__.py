@@ -8,7 +8,7 @@ Pure functions (no client calls) that turn a :class:`schemas.policy.Policy` into
 - IAM-style JSON policy documents per role and for the sink's own credentials
   (``role_documents``, ``sink_document``), for ``mc admin policy create`` or AWS IAM.
 
-The sink applies the first two through :class:`pipeline.sink.objectstore.MinioSegmentStore`.
+The sink applies the first two through :class:`pipeline.objectstore.MinioSegmentStore`.
 The documents are rendered, not applied: the MinIO admin API is an operator's tool, and
 ``veilstream policy render`` prints them for it.
 """

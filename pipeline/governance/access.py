@@ -158,8 +158,7 @@ class Governance:
 
     @classmethod
     def from_config(cls, cfg: Any, actor: str | None = None, *, kafka: bool = True) -> Governance:
-        from pipeline.sink.objectstore import MinioSegmentStore
-        from pipeline.sink.worker import audit_store_for
+        from pipeline.objectstore import MinioSegmentStore, audit_store_for
 
         from .rawsink import raw_store
 
@@ -177,7 +176,7 @@ class Governance:
             pols = load_policies(cfg.policies_dir)
         keep = None
         if audit_store.object_lock:  # events are WORM like the footage they are about
-            from pipeline.sink.objectstore import RetentionSpec
+            from pipeline.objectstore import RetentionSpec
 
             from .rules import audit_retention
 
@@ -586,7 +585,7 @@ def hold_cases(gov: Governance, store: Any, key: str) -> dict[str, dict[str, Any
 
 
 def _interval_keys(store: Any, camera_id: str, from_ms: int, to_ms: int, suffixes: tuple[str, ...]) -> Iterator[str]:
-    from pipeline.sink.segments import key_component
+    from pipeline.objectkeys import key_component
 
     from .vault import raw_key_first_ms
 
@@ -771,7 +770,7 @@ def _lift(gov: Governance, camera_id: str, case_id: str, role: str, targets: lis
 def verify(gov: Governance, camera_id: str, day: str, *, record: bool = True) -> VerifyReport:
     """Re-hash a camera-day's segments and manifests against its hash chain and the WORM
     chain records; name what was altered, replaced, removed or inserted."""
-    from pipeline.sink.segments import key_component
+    from pipeline.objectkeys import key_component
 
     try:
         dt.date.fromisoformat(day)
@@ -830,7 +829,7 @@ def audit_events(gov: Governance, day: str | None = None) -> list[dict[str, Any]
 
 def redacted_keys(gov: Governance, camera_id: str, day: str) -> list[str]:
     """Redacted segment keys of a camera-day (for the console's pickers)."""
-    from pipeline.sink.segments import key_component
+    from pipeline.objectkeys import key_component
 
     return [k for k in gov.store.list_objects(f"camera={key_component(camera_id)}/date={day}/") if k.endswith(".mp4")]
 

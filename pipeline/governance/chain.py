@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.sink.segments import key_component
+from pipeline.objectkeys import key_component
 
 CHAIN_PREFIX = "chains/"
 

@@ -30,7 +30,7 @@ def record_policy_changes(policies: Mapping[str, Any], audit_store: Any, produce
     changed: list[str] = []
     keep = None
     if getattr(audit_store, "object_lock", False):
-        from pipeline.sink.objectstore import RetentionSpec
+        from pipeline.objectstore import RetentionSpec
 
         from .rules import audit_retention
 

@@ -307,13 +307,13 @@ def unseal(blob: bytes, provider: KeyProvider, cache: dict[tuple[str, str, str],
 
 
 def raw_key(camera_id: str, first_ms: int, chunk_seq: int) -> str:
-    from pipeline.sink.segments import format_ts, segment_prefix
+    from pipeline.objectkeys import format_ts, segment_prefix
 
     return f"{segment_prefix(camera_id, first_ms)}{format_ts(first_ms)}_{int(chunk_seq)}.raw"
 
 
 def data_key_object(camera_id: str, day: str) -> str:
-    from pipeline.sink.segments import key_component
+    from pipeline.objectkeys import key_component
 
     return f"keys/camera={key_component(camera_id)}/date={day}.key"
 
@@ -385,7 +385,7 @@ class RawVault:
 
     def keys_between(self, camera_id: str, from_ms: int, to_ms: int) -> list[str]:
         """Raw object keys of a camera whose chunk may overlap ``[from_ms, to_ms]``, by time."""
-        from pipeline.sink.segments import key_component
+        from pipeline.objectkeys import key_component
 
         found: list[tuple[int, str]] = []
         for day in days_between(from_ms - self.MAX_CHUNK_MS, to_ms):

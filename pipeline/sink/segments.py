@@ -18,12 +18,10 @@ import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Any, Protocol
 
-from schemas.errors import VeilStreamError
-from schemas.safety import camera_id_problem
+from pipeline.objectkeys import SegmentError, format_ts, segment_key
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +31,6 @@ _TICKS_PER_MS = 90
 _SAFE_TAG = re.compile(r"[^A-Za-z0-9 +\-=._:/@]")
 
 SourceOffset = tuple[str, int, int]  # (topic, partition, offset)
-
-
-class SegmentError(VeilStreamError):
-    pass
 
 
 class RedactedChunk(Protocol):
@@ -85,37 +79,7 @@ class RedactedChunk(Protocol):
     def policy_version(self) -> int | str: ...
 
 
-# ---------------------------------------------------------------- keys
-def key_component(camera_id: str) -> str:
-    """The camera id as a key path component: the id itself, never a lossy rewrite (two
-    ids must never share a prefix). An id that is not a valid id is refused.
-
-    Raises:
-        SegmentError: ``camera_id`` is not a valid id (:data:`schemas.safety.ID_PATTERN`).
-    """
-    problem = camera_id_problem(camera_id)
-    if problem:
-        raise SegmentError(problem)
-    return camera_id
-
-
-def _utc(ms: int) -> datetime:
-    try:
-        return datetime.fromtimestamp(ms // 1000, tz=UTC)
-    except (ValueError, OverflowError, OSError) as exc:
-        raise SegmentError(f"timestamp {ms} ms is outside the representable UTC range: {exc}") from None
-
-
-def format_ts(ms: int) -> str:
-    """``1795378500000`` -> ``20261122T201500000Z`` (UTC, millisecond precision).
-
-    Raises:
-        SegmentError: ``ms`` is not a representable UTC time (e.g. year 10000).
-    """
-    dt = _utc(ms)
-    return f"{dt:%Y%m%dT%H%M%S}{ms % 1000:03d}Z"
-
-
+# ---------------------------------------------------------------- windows
 def window_of(ts_ms: int, segment_seconds: float = 60) -> tuple[int, int]:
     """The ``[start, end)`` window, in ms, aligned to multiples of ``segment_seconds``
     since the Unix epoch (so 60 s windows start on the minute, 3600 s on the hour)."""
@@ -124,26 +88,6 @@ def window_of(ts_ms: int, segment_seconds: float = 60) -> tuple[int, int]:
         raise ValueError(f"segment_seconds must be > 0, got {segment_seconds}")
     start = ts_ms - ts_ms % span
     return start, start + span
-
-
-def segment_prefix(camera_id: str, start_ms: int) -> str:
-    dt = _utc(start_ms)
-    return f"camera={key_component(camera_id)}/date={dt:%Y-%m-%d}/hour={dt:%H}/"
-
-
-def segment_key(camera_id: str, start_ms: int, end_ms: int, part: int | None = None,
-                ext: str = "mp4") -> str:
-    """Deterministic object key of a segment; date and hour are those of ``start_ms`` (UTC).
-
-    ``part`` (a chunk sequence number) only appears for late data of a window that was
-    already stored without it (see :func:`plan_write`).
-    """
-    suffix = f"-p{part}" if part is not None else ""
-    return f"{segment_prefix(camera_id, start_ms)}{format_ts(start_ms)}_{format_ts(end_ms)}{suffix}.{ext}"
-
-
-def manifest_key(mp4_key: str) -> str:
-    return mp4_key[: -len(".mp4")] + ".json" if mp4_key.endswith(".mp4") else mp4_key + ".json"
 
 
 # ---------------------------------------------------------------- assembly

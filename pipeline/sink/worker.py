@@ -41,20 +41,17 @@ from pipeline.governance.chain import (
 )
 from pipeline.kafka import ChunkConsumer, ChunkProducer
 from pipeline.metrics import WorkerMetrics
+from pipeline.objectkeys import SegmentError, format_ts, manifest_key, segment_key
+from pipeline.objectstore import MinioSegmentStore, ObjectStore, RetentionSpec, audit_store_for
 from pipeline.stage import Source, StageKafka, consumer_for, producer_for
 
-from .objectstore import MinioSegmentStore, ObjectStore, RetentionSpec
 from .segments import (
     CompletedSegment,
     SegmentAssembler,
-    SegmentError,
-    format_ts,
     manifest,
     manifest_bytes,
-    manifest_key,
     plan_write,
     remux_segment,
-    segment_key,
     segment_metadata,
     segment_tags,
     window_of,
@@ -563,25 +560,6 @@ class SinkWorker:
         self.producer.flush(30.0)
         self._commit()
         logger.info("sink stopped segments=%d inflight_left=%d", len(self.written_keys), self.tracker.inflight())
-
-
-def audit_store_for(config: Any) -> MinioSegmentStore:
-    """The audit bucket (chain records, access events): under object lock when the config
-    asks for it. An audit bucket created earlier without object lock still works, with a
-    warning: its records are then only as safe as its access policy."""
-    from .objectstore import ObjectStoreError
-
-    audit = MinioSegmentStore.from_config(config.object_store)
-    audit.bucket = config.object_store.audit_bucket
-    try:
-        audit.ensure_bucket()
-    except ObjectStoreError as exc:
-        if not audit.object_lock or "without object lock" not in str(exc):
-            raise
-        logger.warning("audit bucket %s has no object lock: chain records and audit events are not WORM there",
-                       audit.bucket)
-        audit.object_lock = False
-    return audit
 
 
 def build_sink(config: Any, stop_event: threading.Event | None = None) -> SinkWorker:

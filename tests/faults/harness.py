@@ -321,7 +321,7 @@ class Run:
         return out
 
     def store(self) -> Any:
-        from pipeline.sink.objectstore import MinioSegmentStore
+        from pipeline.objectstore import MinioSegmentStore
 
         return MinioSegmentStore.from_config(self.cfg.object_store)
 

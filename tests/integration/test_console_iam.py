@@ -42,8 +42,8 @@ def test_console_works_on_least_privilege_credentials(iam_s3: Any, tmp_path: Any
     from pipeline.console.catalog import Catalog
     from pipeline.console.jobs import JobManager
     from pipeline.governance.rules import documents_for
-    from pipeline.sink.objectstore import MinioSegmentStore
-    from pipeline.sink.segments import manifest_key, segment_key
+    from pipeline.objectkeys import manifest_key, segment_key
+    from pipeline.objectstore import MinioSegmentStore
     from schemas.policy import parse_policy
 
     pols = {"subway": parse_policy({"policy_id": "subway", "roles": {

@@ -168,7 +168,7 @@ def test_raw_vault_objects_are_sealed_under_lock_and_offsets_committed(stack: di
 
 
 def test_manifests_are_chained_stamped_with_the_notice_and_verify(stack: dict[str, Any]) -> None:
-    from pipeline.sink.objectstore import MinioSegmentStore
+    from pipeline.objectstore import MinioSegmentStore
 
     cfg = stack["cfg"]
     store = MinioSegmentStore.from_config(cfg.object_store)
@@ -236,7 +236,7 @@ def test_subject_and_case_exports_are_recorded(stack: dict[str, Any]) -> None:
     # the event objects are WORM: retained at least a year
     import datetime as dt
 
-    from pipeline.sink.worker import audit_store_for
+    from pipeline.objectstore import audit_store_for
 
     audit = audit_store_for(stack["cfg"])
     ret = audit.get_retention(next(iter(audit.list_objects("events/"))))
@@ -287,7 +287,7 @@ def test_wrong_master_key_is_named(stack: dict[str, Any], tmp_path: Path) -> Non
 
 
 def test_share_links_redacted_only_and_expire(stack: dict[str, Any]) -> None:
-    from pipeline.sink.objectstore import MinioSegmentStore
+    from pipeline.objectstore import MinioSegmentStore
 
     store = MinioSegmentStore.from_config(stack["cfg"].object_store)
     seg = next(k for k in sorted(store.list_objects("camera=cam-s/")) if k.endswith(".mp4"))
@@ -359,7 +359,7 @@ def test_legal_hold_refuses_deletion_until_removed(stack: dict[str, Any]) -> Non
 
 def test_verify_names_each_tampering_in_an_unlocked_copy(stack: dict[str, Any]) -> None:
     from pipeline.governance.access import Governance, verify
-    from pipeline.sink.objectstore import MinioSegmentStore
+    from pipeline.objectstore import MinioSegmentStore
 
     cfg = stack["cfg"]
     src = MinioSegmentStore.from_config(cfg.object_store)

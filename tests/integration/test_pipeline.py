@@ -125,7 +125,7 @@ def wait_frames(store: Any, frames: int, workers: Workers, timeout_s: float) -> 
 def test_camera_to_bucket_faces_masked_counts_match_replay_rewrites_keys(broker, s3, ray_local, unique_name,
                                                                           tmp_path):
     from operators.detectors import CenterFaceDetector
-    from pipeline.sink.objectstore import MinioSegmentStore
+    from pipeline.objectstore import MinioSegmentStore
 
     cfg_path = tmp_path / "cfg.yaml"
     cfg = write_config(cfg_path, broker, s3, ray_local, unique_name, tmp_path, zoned_camera=True)
@@ -222,7 +222,7 @@ def test_worker_killed_mid_stream_loses_nothing(broker, s3, ray_local, unique_na
     import os
     import signal
 
-    from pipeline.sink.objectstore import MinioSegmentStore
+    from pipeline.objectstore import MinioSegmentStore
 
     cfg_path = tmp_path / "cfg.yaml"
     cfg = write_config(cfg_path, broker, s3, ray_local, unique_name, tmp_path)

@@ -95,7 +95,7 @@ def _run_sink(config: Any, store: Any) -> Any:
 
 
 def _expected_keys() -> set[str]:
-    from pipeline.sink.segments import segment_key
+    from pipeline.objectkeys import segment_key
 
     keys = set()
     for cam in CAMERAS:
@@ -120,7 +120,7 @@ def _committed(bootstrap: str, group: str, topic: str) -> tuple[int, int]:
 
 def test_sink_end_to_end(setup: dict[str, Any]) -> None:
     from pipeline.kafka import ChunkConsumer
-    from pipeline.sink.objectstore import MinioSegmentStore
+    from pipeline.objectstore import MinioSegmentStore
     from schemas.messages import decode_dlq
 
     topics, bootstrap = setup["topics"], setup["bootstrap"]
@@ -193,7 +193,7 @@ def test_sink_end_to_end(setup: dict[str, Any]) -> None:
 
 def test_object_lock_bucket_accepts_segment_puts(s3: Any, unique_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The checksum header lets PUTs into an object-lock bucket through (local S3 server quirk)."""
-    from pipeline.sink.objectstore import MinioSegmentStore
+    from pipeline.objectstore import MinioSegmentStore
 
     monkeypatch.setenv("VEIL_TEST_S3_ACCESS", s3.access_key)
     monkeypatch.setenv("VEIL_TEST_S3_SECRET", s3.secret_key)
@@ -216,7 +216,7 @@ def test_sigterm_flushes_open_segments_commits_and_exits_0(setup: dict[str, Any]
 
     import yaml
 
-    from pipeline.sink.objectstore import MinioSegmentStore
+    from pipeline.objectstore import MinioSegmentStore
     from schemas.config import config_to_dict
 
     topics, bootstrap = setup["topics"], setup["bootstrap"]
@@ -257,7 +257,7 @@ def test_policies_put_every_segment_under_object_lock_retention(setup: dict[str,
 
     from minio.error import S3Error
 
-    from pipeline.sink.objectstore import ObjectStoreError
+    from pipeline.objectstore import ObjectStoreError
     from pipeline.sink.worker import build_sink
     from schemas.config import config_to_dict, parse_config
 

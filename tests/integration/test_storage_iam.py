@@ -48,7 +48,7 @@ def test_rendered_documents_are_enforced_by_the_s3_server(iam_s3: Any, monkeypat
 
     from pipeline.governance import lifecycle_rules, retain_until
     from pipeline.governance.rules import documents_for
-    from pipeline.sink.objectstore import MinioSegmentStore, RetentionSpec
+    from pipeline.objectstore import MinioSegmentStore, RetentionSpec
     from schemas.policy import parse_policy
 
     pol = parse_policy({"policy_id": "subway", "retention": {"redacted_days": 10},

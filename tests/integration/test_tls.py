@@ -195,7 +195,7 @@ def test_kafka_over_tls_with_the_pipelines_client_settings(tmp_path: Path) -> No
 def test_object_store_over_tls_with_the_sinks_store(tmp_path: Path) -> None:
     import sys
 
-    from pipeline.sink.objectstore import MinioSegmentStore
+    from pipeline.objectstore import MinioSegmentStore
 
     ca, cert, key = _certs(tmp_path)
     port = free_port()

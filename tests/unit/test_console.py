@@ -18,7 +18,7 @@ from pipeline.console.audit import AuditLog, normalize
 from pipeline.console.auth import LocalUsers, User, hash_password, load_users, oidc_user
 from pipeline.console.catalog import Catalog
 from pipeline.console.jobs import JobManager
-from pipeline.sink.segments import format_ts, manifest_key, segment_key
+from pipeline.objectkeys import format_ts, manifest_key, segment_key
 from schemas.policy import parse_policy
 from tests.fakes import InMemoryObjectStore
 

@@ -25,7 +25,7 @@ from pipeline.governance.access import (
     may_lift,
 )
 from pipeline.governance.audit import AuditLog
-from pipeline.sink.segments import manifest_key, segment_key
+from pipeline.objectkeys import manifest_key, segment_key
 from tests.fakes import InMemoryObjectStore
 
 # the console's env fixture (in-memory stores, users ivan = investigator, pia = privacy officer)

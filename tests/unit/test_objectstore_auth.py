@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.sink.objectstore import MinioSegmentStore, ObjectStoreError
+from pipeline.objectstore import MinioSegmentStore, ObjectStoreError
 from schemas.config import parse_config
 
 

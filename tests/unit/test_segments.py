@@ -14,19 +14,21 @@ import numpy as np
 import pytest
 
 from operators.codec import encode_h264_chunk
-from pipeline.sink.segments import (
-    CompletedSegment,
-    SegmentAssembler,
+from pipeline.objectkeys import (
     SegmentError,
     format_ts,
     key_component,
-    manifest,
     manifest_key,
+    segment_key,
+    segment_prefix,
+)
+from pipeline.sink.segments import (
+    CompletedSegment,
+    SegmentAssembler,
+    manifest,
     plan_write,
     remux_segment,
-    segment_key,
     segment_metadata,
-    segment_prefix,
     segment_tags,
     window_of,
 )

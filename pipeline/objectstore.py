@@ -1,6 +1,6 @@
 """Object storage behind a small protocol: one MinIO/S3 adapter, one in-memory fake (tests).
 
-Keys are built elsewhere (``pipeline.sink.segments``) as a pure function of the data, so a
+Keys are built elsewhere (:mod:`pipeline.objectkeys`) as a pure function of the data, so a
 replay calls ``put_object`` with the same key and overwrites instead of duplicating.
 """
 
@@ -297,3 +297,20 @@ class MinioSegmentStore:
         for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True):
             if not obj.is_dir:
                 yield obj.object_name
+
+
+def audit_store_for(config: Any) -> MinioSegmentStore:
+    """The audit bucket (chain records, access events): under object lock when the config
+    asks for it. An audit bucket created earlier without object lock still works, with a
+    warning: its records are then only as safe as its access policy."""
+    audit = MinioSegmentStore.from_config(config.object_store)
+    audit.bucket = config.object_store.audit_bucket
+    try:
+        audit.ensure_bucket()
+    except ObjectStoreError as exc:
+        if not audit.object_lock or "without object lock" not in str(exc):
+            raise
+        logger.warning("audit bucket %s has no object lock: chain records and audit events are not WORM there",
+                       audit.bucket)
+        audit.object_lock = False
+    return audit
