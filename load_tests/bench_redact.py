@@ -28,7 +28,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from operators.evaluation import default_eval_dir, evaluate  # noqa: E402
+from operators.evaldata import default_eval_dir  # noqa: E402
+from operators.evaluation import evaluate  # noqa: E402
 from operators.video import VideoReader, sample_video  # noqa: E402
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from .evaluation import DatasetReport, Scorer
 from .types import Boxes, Label
 
 FLOORS = {"centerface": 0.03, "yunet": 0.15, "yolox": 0.05, "text_full": 0.15, "text_crops": 0.15}
@@ -298,9 +299,8 @@ def combine(cached: dict[str, Cached], th: dict[str, float], i: int) -> Boxes:
 
 
 def score_setting(dataset: str, items: Sequence[Any], cache: DetectionCache, cached: dict[str, Cached],
-                  cfg: Any, th: dict[str, float], *, person_class: bool = False) -> Any:
+                  cfg: Any, th: dict[str, float], *, person_class: bool = False) -> DatasetReport:
     """A :class:`~operators.evaluation.DatasetReport` for one setting from cached boxes."""
-    from .evaluation import Scorer
     from .redactor import Redactor
 
     # Thresholds were applied by `combine`: the planning redactor must not filter again.

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import evalcache
 from .evaluation import DATASETS, load_items, subset
 
 FACE_SETS = ("faces_wider_hard", "coco_val2017", "faces_dlib")
@@ -104,10 +106,6 @@ def _settings(cls: str, th0: dict[str, float], cfg: Any, comps: set[str],
 
 
 def run_sweep(args: Any, cfg: Any, names: tuple[str, ...], eval_dir: Path, limit: int | None) -> int:
-    import sys
-
-    from . import evalcache
-
     out_dir = Path(args.sweep_out)
     out_dir.mkdir(parents=True, exist_ok=True)
     cache_root = None if getattr(args, "no_cache", False) else Path(args.cache_dir or "out/eval_cache")

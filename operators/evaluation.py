@@ -19,11 +19,15 @@ output (definitions in ``shared/eval/README.md``):
 
 Coverage is computed from :meth:`Redactor.coverage`, i.e. exactly the pixels the
 anonymizers replace, not from detector boxes.
+
+This module is the scoring core (data sets, :class:`Scorer`, reports) and imports no other
+``eval*`` module: :mod:`operators.evalcache`, :mod:`operators.evalsweep` and
+:mod:`operators.evalvideo` build on it, and :mod:`operators.evalrun` (the ``veilstream eval``
+entry) sits on top of all of them.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -34,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from . import evaldata
 from .types import InputError
 
 FACE_BOX_COVERAGE = 0.8
@@ -155,8 +160,6 @@ def central_region(xyxy: Iterable[float], frac: float = WIDER_CENTRAL_FRAC) -> l
 
 def load_items(dataset: str, eval_dir: Path) -> list[Any]:
     """The :class:`~operators.evaldata.EvalItem` list of one data set."""
-    from . import evaldata
-
     loaders = {"faces_dlib": evaldata.load_faces_dlib, "coco_val2017": evaldata.load_coco,
                "plates_eu": evaldata.load_plates_eu, "plates_traffic": evaldata.load_plates_traffic,
                "faces_wider_hard": evaldata.load_faces_wider}
@@ -375,124 +378,3 @@ def report_table(reports: list[DatasetReport]) -> str:
             parts = ", ".join(f"{k} {v:.1%}" for k, v in r.masked_area_by_source.items())
             lines.append(f"{r.dataset:<16} masked area by source: {parts} (overlaps count in each)")
     return "\n".join(lines)
-
-
-def default_eval_dir() -> Path:
-    import os
-
-    env = os.environ.get("VEILSTREAM_EVAL_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[1].parent / "shared" / "eval"
-
-
-def add_eval_args(p: Any) -> None:
-    """The ``veilstream eval`` options beyond the shared detection ones (argparse parser)."""
-    p.add_argument("--json-out", type=Path, default=None, help="also write the JSON report here")
-    p.add_argument("--limit", type=int, default=None, metavar="N",
-                   help="evaluate N images spread evenly over each set (a quick subset)")
-    p.add_argument("--cache-dir", type=Path, default=None,
-                   help="where raw detections are cached (default out/eval_cache)")
-    p.add_argument("--no-cache", action="store_true", help="detect afresh; do not read or write the cache")
-    p.add_argument("--sweep", action="store_true",
-                   help="sweep thresholds on cached detections: leak rate vs masked area per class "
-                        "(JSON + PNG plot under --sweep-out)")
-    p.add_argument("--sweep-out", type=Path, default=Path("out/sweep"), help="folder for sweep.json / sweep.png")
-    p.add_argument("--sweep-family", dest="sweep_families", action="append", default=None,
-                   choices=("thresholds", "geometry"),
-                   help="sweep only this family of points (repeatable; default both): detector thresholds "
-                        "and plate padding, or the mask geometry (head fallback gates and shape, face "
-                        "padding, plate fallback shrink)")
-    p.add_argument("--as-video", action="store_true",
-                   help="turn each image into a moving-camera H.264 clip, redact it with the video "
-                        "defaults and score every frame")
-    p.add_argument("--video-every", default="4", metavar="N[,N...]",
-                   help="--detect-every values for --as-video (default 4; e.g. 1,2,4,8)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override a RedactionConfig field (e.g. text_min_side=1280); repeatable")
-
-
-def _parse_value(text: str) -> Any:
-    low = text.strip().lower()
-    if low in ("none", "null"):
-        return None
-    if low in ("true", "false"):
-        return low == "true"
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
-def eval_config(args: Any) -> Any:
-    """The RedactionConfig ``veilstream eval`` measures: the product defaults for images
-    (detect every frame), with the command's detection options and ``--set`` overrides."""
-    from dataclasses import fields
-
-    from .redactor import RedactionConfig
-
-    kw: dict[str, Any] = {"classes": tuple(args.classes), "style": args.style, "detect_every": 1,
-                          "providers": tuple(args.providers) if args.providers else None,
-                          "model_dir": args.model_dir}
-    if getattr(args, "face_model", None):
-        kw["face_model"] = args.face_model
-    if getattr(args, "face_max_side", None) is not None:
-        kw["face_max_side"] = args.face_max_side or None
-    if getattr(args, "precision", None) is not None:
-        kw["precision"] = args.precision
-    names = {f.name for f in fields(RedactionConfig)}
-    for item in getattr(args, "overrides", None) or []:
-        key, sep, value = str(item).partition("=")
-        if not sep or key.strip() not in names:
-            raise InputError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(names))}")
-        kw[key.strip()] = _parse_value(value)
-    return RedactionConfig(**kw).validate()
-
-
-def run_eval(args: Any) -> int:
-    """CLI entry for ``veilstream eval``."""
-    from . import evalcache
-    from .redactor import Redactor
-
-    eval_dir = Path(args.eval_dir) if args.eval_dir else default_eval_dir()
-    if not eval_dir.is_dir():
-        raise InputError(f"eval data folder {str(eval_dir)!r} not found; pass --eval-dir or set VEILSTREAM_EVAL_DIR")
-    names = DATASETS if args.dataset == "all" else tuple(str(args.dataset).split(","))
-    for n in names:
-        if n not in DATASETS:
-            raise InputError(f"unknown data set {n!r}; expected one of {', '.join(DATASETS)} or all")
-    cfg = eval_config(args)
-    limit = getattr(args, "limit", None)
-    progress = sys.stderr.isatty()
-    if getattr(args, "as_video", False):
-        from .evalvideo import run_video_eval
-
-        return run_video_eval(args, cfg, names, eval_dir, limit)
-    if getattr(args, "sweep", False):
-        from .evalsweep import run_sweep
-
-        return run_sweep(args, cfg, names, eval_dir, limit)
-    cache_root = None if getattr(args, "no_cache", False) else Path(args.cache_dir or "out/eval_cache")
-    comps = evalcache.components(cfg)
-    th = evalcache.thresholds(cfg)
-    reports = []
-    for n in names:
-        items = subset(load_items(n, eval_dir), limit)
-        cache = evalcache.DetectionCache(cache_root, n, items, progress=progress)
-        cached = cache.get(comps)
-        reports.append(evalcache.score_setting(n, items, cache, cached, cfg, th,
-                                               person_class="person" in cfg.classes))
-    settings = {"classes": list(cfg.classes), "style": cfg.style, "face_padding": cfg.face_padding,
-                "face_model": cfg.face_model, "face_max_side": cfg.face_max_side, "limit": limit,
-                "thresholds": {k: v for k, v in th.items() if k in comps},
-                "models": Redactor(cfg).model_ids if cache_root is None else None}
-    print(report_table(reports))
-    doc = report_json(reports, settings)
-    if args.json_out:
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(json.dumps(doc, indent=2))
-    else:
-        print(json.dumps({k: v for k, v in doc.items()}))
-    return 0

@@ -28,7 +28,7 @@ import numpy as np
 
 from .evaluation import Affine, Scorer, load_items, subset
 from .temporal import detection_schedule
-from .types import Frames
+from .types import Frames, InputError
 
 CLIP_FRAMES = 25
 CLIP_FPS = 25.0
@@ -75,8 +75,6 @@ def run_video_eval(args: Any, cfg: Any, names: tuple[str, ...], eval_dir: Path, 
 
     everies = [int(x) for x in str(getattr(args, "video_every", "4")).split(",") if x.strip()]
     if not everies or min(everies) < 1:
-        from .types import InputError
-
         raise InputError(f"--video-every: expected integers >= 1, got {args.video_every!r}")
     limit = limit or DEFAULT_LIMIT
     base = replace(cfg, detect_every=1)

@@ -174,7 +174,9 @@ def cmd_redact(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from operators.evaluation import run_eval
+    # Lazy: the runner loads the detectors' runtimes (onnxruntime, OpenVINO, cv2); other
+    # commands must not pay for that at start-up.
+    from operators.evalrun import run_eval
 
     return run_eval(args)
 
@@ -214,9 +216,28 @@ def add_eval(sub: Subparsers) -> None:
     p.add_argument("--eval-dir", type=Path, default=None,
                    help="folder holding the data sets (default $VEILSTREAM_EVAL_DIR or ../shared/eval)")
     _add_detection_args(p)
-    from operators.evaluation import add_eval_args
-
-    add_eval_args(p)
+    p.add_argument("--json-out", type=Path, default=None, help="also write the JSON report here")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="evaluate N images spread evenly over each set (a quick subset)")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="where raw detections are cached (default out/eval_cache)")
+    p.add_argument("--no-cache", action="store_true", help="detect afresh; do not read or write the cache")
+    p.add_argument("--sweep", action="store_true",
+                   help="sweep thresholds on cached detections: leak rate vs masked area per class "
+                        "(JSON + PNG plot under --sweep-out)")
+    p.add_argument("--sweep-out", type=Path, default=Path("out/sweep"), help="folder for sweep.json / sweep.png")
+    p.add_argument("--sweep-family", dest="sweep_families", action="append", default=None,
+                   choices=("thresholds", "geometry"),
+                   help="sweep only this family of points (repeatable; default both): detector thresholds "
+                        "and plate padding, or the mask geometry (head fallback gates and shape, face "
+                        "padding, plate fallback shrink)")
+    p.add_argument("--as-video", action="store_true",
+                   help="turn each image into a moving-camera H.264 clip, redact it with the video "
+                        "defaults and score every frame")
+    p.add_argument("--video-every", default="4", metavar="N[,N...]",
+                   help="--detect-every values for --as-video (default 4; e.g. 1,2,4,8)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a RedactionConfig field (e.g. text_min_side=1280); repeatable")
     p.set_defaults(func=cmd_eval)
 
 

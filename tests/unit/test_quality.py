@@ -265,3 +265,24 @@ def test_tiles_cover_the_frame_within_the_tile_size(h, w):
         covered[y0:y1, x0:x1] = True
     assert covered.all()
     assert (len(tiles) == 1) == (max(h, w) <= 1280)
+
+
+def test_eval_entry_builds_the_config_and_checks_its_arguments():
+    """``veilstream eval``'s entry (operators.evalrun): detection options and ``--set``
+    overrides make the measured RedactionConfig; bad names are one clear error."""
+    from argparse import Namespace
+
+    from operators.evalrun import dataset_names, eval_config
+    from operators.types import InputError
+
+    args = Namespace(classes=["face"], style="blur", providers=None, model_dir=None,
+                     overrides=["face_padding=0.3", "text_min_side=none", "plate_crops=false"])
+    cfg = eval_config(args)
+    assert (cfg.classes, cfg.style, cfg.detect_every) == (("face",), "blur", 1)
+    assert (cfg.face_padding, cfg.text_min_side, cfg.plate_crops) == (0.3, None, False)
+    with pytest.raises(InputError, match="--set 'bogus=1'"):
+        eval_config(Namespace(**{**vars(args), "overrides": ["bogus=1"]}))
+    assert dataset_names("plates_eu,faces_dlib") == ("plates_eu", "faces_dlib")
+    assert len(dataset_names("all")) == 5
+    with pytest.raises(InputError, match="unknown data set 'nope'"):
+        dataset_names("faces_dlib,nope")
