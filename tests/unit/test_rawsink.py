@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -12,7 +13,7 @@ from schemas.messages import ChunkCaptured, encode_chunk
 from tests.fakes import FakeConsumer, FakeMsg, InMemoryObjectStore
 
 
-def _worker(tmp_path: Path, store: InMemoryObjectStore, msgs: list[FakeMsg]):
+def _worker(tmp_path: Path, store: InMemoryObjectStore, msgs: list[FakeMsg], consumer: Any = None):
     from pipeline.governance.rawsink import RawSinkWorker
     from pipeline.governance.vault import LocalKeyFileProvider, RawVault, make_key_file
 
@@ -25,7 +26,7 @@ def _worker(tmp_path: Path, store: InMemoryObjectStore, msgs: list[FakeMsg]):
                         "raw_vault": {"key_file": str(tmp_path / "k")}})
     vault = RawVault(store, LocalKeyFileProvider(tmp_path / "k"))
     clock = [0.0]
-    w = RawSinkWorker(cfg, vault, consumer=FakeConsumer(msgs, None), clock=lambda: clock[0])
+    w = RawSinkWorker(cfg, vault, consumer=consumer or FakeConsumer(msgs, None), clock=lambda: clock[0])
     return w, clock
 
 
@@ -70,3 +71,21 @@ def test_raw_sink_refuses_a_missing_master_key_in_one_line(tmp_path: Path, capsy
     rc = main(["raw-sink", "--config", str(cfg)])
     err = capsys.readouterr().err
     assert rc != 0 and needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_the_raw_sink_handler_runs_from_a_list_in_and_a_revoke_drops_its_retry(tmp_path: Path) -> None:
+    from pipeline.runtime import TestingSource
+
+    store = InMemoryObjectStore(fail_puts=99)  # the object store is down for the whole test
+    a, b = _msg(0, "a", "keep"), _msg(1, "b", None)
+    src = TestingSource([(0, a.key(), a.value(), a.headers()), (1, b.key(), b.value(), b.headers())],
+                        topic="veil.chunks.raw", partitions=2)
+    w, clock = _worker(tmp_path, store, [], consumer=src)
+    w.step()
+    assert w.runtime.waiting and src.paused == {("veil.chunks.raw", 0), ("veil.chunks.raw", 1)}
+    assert src.committed() == {("veil.chunks.raw", 1): 1}  # the counted one; the stored one waits
+    src.revoke([("veil.chunks.raw", 0)])
+    assert not w.runtime.waiting and w.k.tracker.inflight() == 0
+    clock[0] += 60.0
+    w.step()
+    assert not src.paused and not [k for k in store.objects if k.endswith(".raw")]
