@@ -136,7 +136,7 @@ def cmd_process(args: argparse.Namespace) -> int:
 
 
 def cmd_sink(args: argparse.Namespace) -> int:
-    from pipeline.sink.worker import main as sink_main
+    from pipeline.sinkapp import main as sink_main
     from pipeline.stage import stop_on_signals
 
     cfg = load_cli_config(args)

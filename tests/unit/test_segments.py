@@ -309,6 +309,7 @@ def _msgs(chunks: list[ChunkRedacted], topic: str = "veil.chunks.redacted") -> l
 
 
 def _worker(msgs: list[FakeMsg], store: InMemoryObjectStore, clock: list[float], **cfg: Any) -> Any:
+    from pipeline.governance.segmentplugins import sink_plugins
     from pipeline.sink.worker import SinkWorker
 
     holder: dict[str, FakeConsumer] = {}
@@ -317,7 +318,10 @@ def _worker(msgs: list[FakeMsg], store: InMemoryObjectStore, clock: list[float],
         holder["c"] = FakeConsumer(msgs, on_revoke)
         return holder["c"]
 
-    w = SinkWorker(_cfg(**cfg), store, factory, producer_factory=FakeProducer, clock=lambda: clock[0])
+    config = _cfg(**cfg)
+    # the plug-ins a deployed sink runs (retention, chain, notice, audit), without the audit bucket
+    plugins = sink_plugins(config, None, {}, notices=lambda _cam: {})
+    w = SinkWorker(config, store, factory, producer_factory=FakeProducer, clock=lambda: clock[0], plugins=plugins)
     w.producer, w.consumer = FakeProducer(), factory(w._on_revoke)
     return w
 
@@ -446,7 +450,7 @@ def test_sink_refuses_a_key_that_is_not_the_meta_camera() -> None:
 def test_sink_isolates_a_poison_segment_commits_and_keeps_going(monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 12 item 2: a chunk whose data makes storing fail (here: its key cannot be
     formatted) crash-looped the sink, holding every other camera's offsets."""
-    import pipeline.sink.worker as sw
+    import pipeline.sink.writer as sw
 
     store = InMemoryObjectStore()
     chunks = [h264_chunk("a", 0, T0, 5), h264_chunk("b", 0, T0, 5), h264_chunk("b", 1, T0 + 60_000, 5)]

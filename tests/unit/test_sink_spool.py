@@ -46,11 +46,13 @@ def _msgs(chunks: list[ChunkRedacted]) -> list[FakeMsg]:
 
 
 def _worker(msgs: list[FakeMsg], store: InMemoryObjectStore, clock: list[float], **sink: Any) -> Any:
+    from pipeline.governance.segmentplugins import ChainPlugin
     from pipeline.sink.worker import SinkWorker
 
     cfg = parse_config({"sink": {"segment_seconds": 60, "idle_flush_s": 5, **sink}, "metrics": {"enabled": False}})
+    # the hash chain as deployed (manifests link to their predecessor), without an audit bucket
     w = SinkWorker(cfg, store, lambda on_revoke: FakeConsumer(msgs, on_revoke), producer_factory=FakeProducer,
-                   clock=lambda: clock[0])
+                   clock=lambda: clock[0], plugins=[ChainPlugin(None)])
     w.producer, w.consumer = FakeProducer(), FakeConsumer(msgs, w._on_revoke)
     return w
 
