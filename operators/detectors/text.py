@@ -77,6 +77,11 @@ DEFAULT_THRESHOLD = 0.25
 DEFAULT_MODEL = "ppocr_det_v5"
 """The text model when the config names none: PP-OCRv5 mobile (see ``model`` below)."""
 
+CARRY_MAX_HEIGHT_RATIO = 0.8
+"""A searched crop's plate is carried only when it found a box no squarer than this (height
+over width; ``operators.redactor.PLATE_MAX_HEIGHT_RATIO``, the same rule the plate fallback
+reads): a tail light scores as text too, and is no reason to stop looking for the plate."""
+
 IMAGENET_NORM_MODELS = frozenset({"ppocr_det_v5"})
 """Registry models fed ``(x/255 - ImageNet mean) / ImageNet std`` (PaddleOCR's v5 det
 preprocessing, on BGR as PaddleOCR reads it); the others ``(x/255 - 0.5) / 0.5`` (RapidOCR's v4)."""
@@ -148,6 +153,15 @@ class TextDetector(OnnxDetector):
             Measured on static-camera clips of 40 plates_traffic images (8 frames, sensor
             noise, H.264): 60 vs 59 of 392 frame-plates leaked, one plate the net finds in
             some frames only (every crop reusing one searched crop: 64).
+        crop_carry: plate carry: a crop whose window (within 4 px: the vehicle barely moved) and
+            pixels match (as for ``crop_reuse``) a searched crop of an earlier frame of the
+            call that found a plate-shaped box takes that crop's boxes, for up to this many
+            later frames per searched crop, instead of its own search: a parked car's plate is
+            searched once per call and masked where it was found in every detected frame (fail
+            closed: the carried box is masked; a vehicle that moved, is new, or whose picture
+            changed is searched). A searched crop that found no plate lends once
+            (``crop_reuse``). 0: no carry (the lend-once pass before). Within one call only
+            (a chunk, or the chunks the detector actor batches): nothing is kept across calls.
         crop_gap: black px kept right of and below each packed crop (at most what a canvas
             of its own leaves): 96, measured (32 and 64 leak 3-4 more plates_traffic plates).
         nms_iou: ``None``: DB contours do not overlap, no NMS.
@@ -164,6 +178,7 @@ class TextDetector(OnnxDetector):
                  crops: bool = False, crop_width: int = 640, crop_height: int = 352, crop_lower: float = 0.7,
                  crop_max_zoom: float = 6.0, max_crops: int = 8, min_vehicle_px: int = 24,
                  crop_pack: bool = True, crop_gap: int = 96, crop_bonus: float = 0.1, crop_reuse: float = 6.0,
+                 crop_carry: int = 8,
                  nms_iou: float | None = None,
                  model_dir: ModelRef | None = None, threads: int | None = None, batch_size: int | None = None,
                  precision: str = DEFAULT_PRECISION) -> None:
@@ -187,6 +202,10 @@ class TextDetector(OnnxDetector):
         self.crop_gap = int(crop_gap)
         self.crop_bonus = float(crop_bonus)
         self.crop_reuse = float(crop_reuse)
+        self.crop_carry = int(crop_carry)
+        self.last_crop_stats: dict[str, int] = {}
+        """The last ``detect_crops`` call's crops, searched, carried (plate carry) and reused
+        (lend-once) crops."""
         self.max_crops = int(max_crops)
         self.min_vehicle_px = int(min_vehicle_px)
         self.nms_iou = nms_iou
@@ -289,19 +308,69 @@ class TextDetector(OnnxDetector):
                 z = min(self.crop_max_zoom, self.crop_width / cw, self.crop_height / ch)
                 jobs.append((i, win, max(1, min(self.crop_width, round(cw * z))),
                              max(1, min(self.crop_height, round(ch * z))), z))
-        # A crop takes the boxes of the same window of an earlier frame of the call when the
-        # picture there did not change; each searched crop lends its boxes to one other at
-        # most, so a plate the net finds in some frames only still gets several looks.
-        same: dict[int, int] = {}  # job -> the earlier frame's job whose boxes it takes
+        # A crop whose window (the vehicle barely moved) and pixels match a searched crop of an
+        # earlier frame of the call (an "anchor") may take its boxes instead of a search of its
+        # own: every such crop when the anchor found a plate (``crop_carry``, the found plate is
+        # masked again where it still is), else one crop per searched crop (``crop_reuse``), so
+        # a plate the net finds in some frames only still gets several looks.
+        src: dict[int, int] = {}  # job -> the anchor it matches
         if self.crop_reuse > 0:
-            for k, (i, win, *_) in enumerate(jobs):
-                same_at = next((r for r in range(k) if jobs[r][0] != i and r not in same
-                                and r not in same.values()
-                                and max(abs(a - b) for a, b in zip(win, jobs[r][1])) <= 4
-                                and self._unchanged(frames[i], frames[jobs[r][0]], win, jobs[r][1])), None)
-                if same_at is not None:
-                    same[k] = same_at
-        todo = [k for k in range(len(jobs)) if k not in same]
+            anchors: list[int] = []
+            for k, job in enumerate(jobs):
+                r = next((r for r in reversed(anchors) if jobs[r][0] != job[0] and self._same_crop(frames, job, jobs[r])),
+                         None)
+                if r is None:
+                    anchors.append(k)
+                else:
+                    src[k] = r
+        first = [k for k in range(len(jobs)) if k not in src]
+        per_job = self._search_crops(frames, jobs, first)
+        same: dict[int, int] = {}  # job -> the searched job whose boxes it takes
+        carried: dict[int, int] = {}
+        later: list[int] = []  # jobs left to search
+        lent: set[int] = set()
+        for k, r in src.items():
+            if carried.get(r, 0) < self.crop_carry and self._found_plate(per_job[r]):
+                same[k] = r
+                carried[r] = carried.get(r, 0) + 1
+                continue
+            # lend-once among the searched crops (anchors and the crops searched below)
+            i = jobs[k][0]
+            r2 = next((q for q in [*first, *later] if q not in lent and q not in carried and jobs[q][0] != i
+                       and q < k and self._same_crop(frames, jobs[k], jobs[q])), None)
+            if r2 is None:
+                later.append(k)
+            else:
+                same[k] = r2
+                lent.add(r2)
+        per_job.update(self._search_crops(frames, jobs, later))
+        self.last_crop_stats = {"crops": len(jobs), "searched": len(first) + len(later),
+                                "carried": sum(carried.values()), "reused": len(lent)}
+        found: list[list[tuple[list[float], float]]] = [[] for _ in range(n)]
+        for k, job in enumerate(jobs):
+            found[job[0]].extend(per_job[same.get(k, k)])
+        return [self._finish(f, (h, w)) for f in found]
+
+    def _same_crop(self, frames: Frames, a: tuple[int, tuple[int, int, int, int], int, int, float],
+                   b: tuple[int, tuple[int, int, int, int], int, int, float]) -> bool:
+        """Crop jobs ``a`` and ``b`` (of two frames) show the same picture: windows within 4 px
+        (the vehicle barely moved) and ``_unchanged`` pixels over both."""
+        return (max(abs(x - y) for x, y in zip(a[1], b[1])) <= 4
+                and self._unchanged(frames[a[0]], frames[b[0]], a[1], b[1]))
+
+    @staticmethod
+    def _found_plate(found: list[tuple[list[float], float]]) -> bool:
+        """Whether a searched crop found a plate-shaped box (not squarer than
+        ``CARRY_MAX_HEIGHT_RATIO``: a tail light scores as text too)."""
+        return any((b[3] - b[1]) <= CARRY_MAX_HEIGHT_RATIO * (b[2] - b[0]) for b, _ in found)
+
+    def _search_crops(self, frames: Frames, jobs: Sequence[tuple[int, tuple[int, int, int, int], int, int, float]],
+                      todo: Sequence[int]) -> dict[int, list[tuple[list[float], float]]]:
+        """Search the crop jobs ``todo`` (packed onto shared canvases, or one per canvas):
+        job -> its boxes in frame pixels."""
+        per_job: dict[int, list[tuple[list[float], float]]] = {}
+        if not todo:
+            return per_job
         if self.crop_pack:
             # Each crop keeps, up to crop_gap px, the black it had to its right and below on
             # a canvas of its own: the net's scores near a crop's edges depend on what lies
@@ -322,7 +391,6 @@ class TextDetector(OnnxDetector):
         for c, shape in enumerate(shapes):
             by_shape.setdefault(shape, []).append(c)
         step = max(1, int(self.batch_size or 1)) * 4
-        per_job: dict[int, list[tuple[list[float], float]]] = {}
         for (cw_, ch_), group in by_shape.items():
             for g0 in range(0, len(group), step):
                 run = group[g0:g0 + step]
@@ -341,10 +409,7 @@ class TextDetector(OnnxDetector):
                         inv = (x1 - x0) / zw
                         per_job[k] = self._boxes(prob[b, py:py + zh, px:px + zw], inv, inv, float(x0), float(y0),
                                                  self.crop_bonus)
-        found: list[list[tuple[list[float], float]]] = [[] for _ in range(n)]
-        for k, job in enumerate(jobs):
-            found[job[0]].extend(per_job[same.get(k, k)])
-        return [self._finish(f, (h, w)) for f in found]
+        return per_job
 
     def _unchanged(self, a: np.ndarray, b: np.ndarray, wa: tuple[int, int, int, int],
                    wb: tuple[int, int, int, int]) -> bool:

@@ -237,25 +237,59 @@ def test_packed_vehicle_crops_map_back_to_their_frame_and_place():
         assert max(_iou(a, b) for a in out[f].xyxy for b in full[f].xyxy) > 0.7
 
 
-def test_parked_vehicle_searched_in_every_other_frame_only():
+def test_parked_vehicle_plate_carried_moved_vehicle_searched_again():
+    """Plate carry: a parked car's crop is searched once per call and its plate carried to the
+    later frames where the vehicle and the picture did not move; a vehicle that moved (or
+    whose picture changed) is searched again; a crop that found no plate lends its (empty)
+    result once only; the carried plate box is masked."""
+    from operators.redactor import RedactionConfig, Redactor
+
     item = next(i for i in load_plates_eu(EVAL_DIR / "plates_eu") if i.image_path.name == "eu1.jpg")
     x1, y1, x2, y2 = (int(v) for v in item.plate_boxes[0])
     patch = read_image(item.image_path)[y1 - 20:y2 + 20, x1 - 20:x2 + 20]
-    frames = np.full((4, 720, 1280, 3), 110, np.uint8)
-    frames[:, 300:300 + patch.shape[0], 100:100 + patch.shape[1]] = patch
-    frames[1:, 300:400, 1000:1100] = 200  # something changed elsewhere: the plate did not
-    frames[3, 300:300 + patch.shape[0], 100:100 + patch.shape[1]] //= 2  # frame 3: it did
-    veh = Boxes(np.asarray([[60, 150, 400, 420]], np.float32), np.asarray([0.9], np.float32),
-                np.asarray([int(Label.VEHICLE)], np.int16))
+    ph, pw = patch.shape[:2]
+    frames = np.full((7, 720, 1280, 3), 110, np.uint8)
+    frames[:4, 300:300 + ph, 100:100 + pw] = patch  # frames 0-3: parked
+    frames[1:, 100:200, 1000:1100] = 200  # something changed elsewhere: the plate did not
+    frames[4:, 340:340 + ph, 160:160 + pw] = patch  # frames 4-6: the car moved 60 px right, 40 down
+    frames[6, 340:340 + ph, 160:160 + pw] //= 2  # frame 6: same place, the picture changed (shade)
+
+    def veh(*rows):
+        return Boxes(np.asarray(rows, np.float32).reshape(-1, 4), np.full(len(rows), 0.9, np.float32),
+                     np.full(len(rows), int(Label.VEHICLE), np.int16))
+    parked, moved, empty = (60, 150, 400, 420), (120, 190, 460, 460), (760, 350, 1100, 620)
+    priors = [veh(parked, empty)] * 4 + [veh(moved, empty)] * 3
     d = TextDetector(crops=True, threads=1)
     searched = []
     run = d._run
     d._run = lambda blob: (searched.append(len(blob)), run(blob))[1]
-    out = d.detect_crops(frames, [veh] * 4)
-    assert sum(searched) == 3  # frame 1 takes frame 0's boxes; frame 2 is searched; frame 3 changed
-    np.testing.assert_array_equal(out[1].xyxy, out[0].xyxy)
-    assert all(len(b) for b in out)
-    d.crop_reuse = 0
-    searched.clear()
-    d.detect_crops(frames, [veh] * 4)
-    assert sum(searched) == 4
+    out = d.detect_crops(frames, priors)
+    # plate: frame 0 searched, 1-3 carried; frame 4 (moved) searched, 5 carried, 6 (changed)
+    # searched. Empty vehicle: 0 searched, 1 takes it, 2 searched, 3 takes 2, 4 searched, ...
+    assert d.last_crop_stats == {"crops": 14, "searched": 3 + 4, "carried": 4, "reused": 3}
+    in_view = [(100, 300), (100, 300), (100, 300), (100, 300), (160, 340), (160, 340), (160, 340)]
+    for f, (px, py) in enumerate(in_view):
+        assert _coverage(out[f], (px + 20, py + 20, px + pw - 20, py + ph - 20), (720, 1280)) >= 0.6, f
+    for f in (1, 2, 3):
+        np.testing.assert_array_equal(out[f].xyxy, out[0].xyxy)
+    np.testing.assert_array_equal(out[5].xyxy, out[4].xyxy)
+    assert not np.array_equal(out[4].xyxy, out[0].xyxy)
+    # no carry: the lend-once pass before (every other frame of the parked car searched)
+    d.crop_carry = 0
+    d.detect_crops(frames, priors)
+    assert d.last_crop_stats["carried"] == 0 and d.last_crop_stats["searched"] == 4 + 4
+    d.crop_carry, d.crop_reuse = 8, 0  # no reuse at all: every crop searched
+    d.detect_crops(frames, priors)
+    assert d.last_crop_stats["searched"] == 14
+    # fail closed: the carried box is masked (plate fallback off, so only the plate box can)
+    d.crop_reuse = 6.0
+    red = Redactor(RedactionConfig(classes=("plate",), detect_every=1, temporal_window=0, plate_fallback=False,
+                                   style="fill"), detectors={"text": d})
+    found = d.detect_crops(frames, priors)
+    assert d.last_crop_stats["carried"] == 4
+    raw = [Boxes.concat([p, b]) for p, b in zip(priors, found)]
+    masked = red.apply(frames, red.plan_from(raw, [], (720, 1280)))
+    for f in (2, 3, 5):  # carried frames
+        px, py = in_view[f]
+        region = (slice(py + 25, py + ph - 25), slice(px + 25, px + pw - 25))
+        assert (masked[f][region] != frames[f][region]).any(axis=-1).mean() > 0.9, f
