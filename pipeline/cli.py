@@ -32,7 +32,6 @@ from .sizing import cli as sizing_cli
 
 logger = logging.getLogger("veilstream")
 
-CONFIG_ENV = "VEILSTREAM_CONFIG"
 EXIT_USAGE = 2
 EXIT_FAILED = 1
 

@@ -17,6 +17,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from pipeline.cliconfig import config_arg, load_cli_config
+
 LIBRARIES = ("onnxruntime", "onnxruntime-gpu", "openvino", "ray", "confluent-kafka", "av", "opencv-python", "opencv-python-headless", "numpy",
              "minio", "prometheus-client")
 
@@ -116,7 +118,6 @@ def cmd_models_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    from pipeline.commands import load_cli_config
     from pipeline.kafka import kafka_settings
     from pipeline.topics import KafkaTopicAdmin, apply_topics
 
@@ -143,14 +144,12 @@ def add_version(sub: Any) -> None:
 
 
 def add_topics(sub: Any) -> None:
-    from pipeline.commands import _config_arg
-
     p = sub.add_parser("topics", help="create or check the pipeline's Kafka topics")
     tsub = p.add_subparsers(dest="topics_command", metavar="ACTION", required=True)
     for action, text in (("apply", "create missing topics, fix config drift, report what is left (exit 1)"),
                          ("check", "report missing topics and drift, change nothing (exit 1 on any)")):
         c = tsub.add_parser(action, help=text)
-        _config_arg(c)
+        config_arg(c)
         c.add_argument("--timeout", type=float, default=30.0, help="seconds per admin request (default 30)")
         if action == "apply":
             c.add_argument("--add-partitions", action="store_true",
