@@ -10,5 +10,8 @@ auditors and SREs (FastAPI, server-rendered Jinja2 pages, a little plain JavaScr
 - :mod:`.sessions` server-side sessions (sign-out and removed users end them)
 - :mod:`.throttle` sign-in throttling (429 without hashing while locked)
 - :mod:`.links`    released exports and shared segments by link id, revocable
-- :mod:`.app`      routes, pages, errors; :mod:`.server` builds it from the config
+- :mod:`.app`      the FastAPI app: middleware, error pages, the routers; :mod:`.server` builds it
+                   from the config
+- :mod:`.context`  what the routes share (services, guards, audit helpers), as a FastAPI dependency
+- :mod:`.routes`   one router per concern: auth, cameras, footage, subjects, cases, jobs, links, audit
 """
