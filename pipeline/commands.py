@@ -12,29 +12,11 @@ from typing import Any
 
 from schemas.errors import ConfigError, UsageError, VeilStreamError
 
+from .cliconfig import CONFIG_ENV as CONFIG_ENV
+from .cliconfig import config_arg as _config_arg
+from .cliconfig import load_cli_config as load_cli_config
+
 logger = logging.getLogger(__name__)
-
-CONFIG_ENV = "VEILSTREAM_CONFIG"
-
-
-def _config_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, default=os.environ.get(CONFIG_ENV),
-                   help=f"pipeline config YAML (default ${CONFIG_ENV}, or .veilstream/config.yaml "
-                        "written by `veilstream up`)")
-
-
-def load_cli_config(args: argparse.Namespace) -> Any:
-    from schemas.config import load_config
-
-    path = args.config
-    if path is None:
-        default = Path(os.environ.get("VEILSTREAM_STATE_DIR", ".veilstream")) / "config.yaml"
-        if default.is_file():
-            path = default
-        else:
-            raise ConfigError(f"no config: pass --config FILE, set ${CONFIG_ENV}, or run `veilstream up` first")
-    return load_config(path)
-
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     """Validate the config and build the process stage's masking plan (no Ray, no Kafka)."""
