@@ -4,7 +4,8 @@
     .venv/bin/python load_tests/pipeline_load.py --knee          # largest sustained N
 
 Each camera loops ``--source`` (default: OpenCV's ``vtest.avi`` pedestrian footage, which
-``make load`` extracts from Debian's ``opencv-doc``) re-encoded once to ``--size`` at
+``make load`` extracts from Debian's ``opencv-doc``; ``--source crowd``: a crowded hall, about 40
+people a frame, built from the shared eval images by ``load_tests/crowd_source.py``) re-encoded once to ``--size`` at
 ``--fps`` with a keyframe every 2 s, paced in real time, through ingest -> Kafka -> process
 (Ray) -> Kafka -> sink -> S3, as separate processes exactly as in production, with the
 default policy of ``veilstream up``.
@@ -63,6 +64,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 VTEST = ROOT / "out" / "load" / "usr" / "share" / "doc" / "opencv-doc" / "examples" / "data" / "vtest.avi"
+CROWD = "crowd"
+"""``--source crowd``: the deterministic crowd clip of ``load_tests/crowd_source.py`` (built once,
+cached beside the re-encoded sources)."""
 STEPS = ("decode", "detect", "mask", "encode", "kafka", "object_store")
 
 
@@ -595,7 +599,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cameras", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=60.0)
-    ap.add_argument("--source", type=Path, default=None, help="video file (default: OpenCV's vtest.avi)")
+    ap.add_argument("--source", type=Path, default=None,
+                    help="video file (default: OpenCV's vtest.avi), or 'crowd': the crowded 1280x720 clip "
+                         "load_tests/crowd_source.py builds from the shared eval images (about 40 people a frame)")
     ap.add_argument("--fps", type=float, default=15.0)
     ap.add_argument("--size", default="1280x720", help="WxH every camera sends (default 1280x720)")
     ap.add_argument("--drain-seconds", type=float, default=30.0, help="process drain after ingest stops")
@@ -613,7 +619,12 @@ def main() -> int:
     if models.is_dir():
         os.environ.setdefault("VEILSTREAM_MODEL_DIR", str(models))
     w, h = (int(v) for v in args.size.lower().split("x"))
-    source = prepare_source(args.source or VTEST, w, h, args.fps, ROOT / "out" / "load" / "sources")
+    sources = ROOT / "out" / "load" / "sources"
+    if args.source is not None and str(args.source) == CROWD:
+        from load_tests.crowd_source import build_crowd_clip
+
+        args.source = build_crowd_clip(sources)
+    source = prepare_source(args.source or VTEST, w, h, args.fps, sources)
     state = args.state_dir
     rows: list[dict[str, Any]] = []
     if not args.knee:
