@@ -159,8 +159,12 @@ class StageHandler(Protocol):
         """Stopping: finish what only waits for more input (close open segments)."""
         ...
 
-    def status(self) -> dict[str, Any]:
-        """Fields of the periodic status line."""
+    def status(self) -> dict[str, Any] | None:
+        """Fields of the periodic status line (None: the handler logs its own)."""
+        ...
+
+    def ready(self) -> bool:
+        """The stage consumes (``/readyz``): True once the loop runs, unless the handler knows better."""
         ...
 
     def close(self) -> None:
@@ -189,8 +193,11 @@ class BaseHandler:
     def drain(self) -> Iterable[Completion]:
         return ()
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> dict[str, Any] | None:
         return {}
+
+    def ready(self) -> bool:
+        return True
 
     def close(self) -> None:
         return None
@@ -209,6 +216,9 @@ class RuntimeSettings:
         backoff_cap_s: the longest backoff between two attempts.
         drain_timeout_s: how long the shutdown waits for held and retried records.
         consumer_extra: librdkafka settings of this stage's consumer (assignment strategy).
+        track_offsets: False for a reader that commits nothing (ingest's camera registry: a
+            compacted topic read whole on every assignment); its records count as no chunks.
+        produces: False for a stage that never produces (no producer is made for it).
     """
 
     group: str
@@ -223,6 +233,8 @@ class RuntimeSettings:
     backoff_cap_s: float = 30.0
     drain_timeout_s: float = 30.0
     consumer_extra: tuple[tuple[str, Any], ...] = ()
+    track_offsets: bool = True
+    produces: bool = True
 
 
 @dataclass
@@ -262,7 +274,7 @@ class StageRuntime:
         if self.kafka.consumer is None:
             self.kafka.connect(self.s.group, list(self.s.topics), on_revoke=self.on_revoke,
                                on_assign=self.handler.assign, extra=dict(self.s.consumer_extra))
-        elif self.kafka.producer is None:
+        elif self.kafka.producer is None and self.s.produces:
             from pipeline.stage import producer_for
 
             self.kafka.producer = producer_for(self.kafka.cfg.kafka, f"veil-{self.kafka.name}")
@@ -272,7 +284,7 @@ class StageRuntime:
         """Consume until the stop event (or, with ``exit_when_idle_s``, until nothing arrived
         for that long and nothing is held or waiting); then drain, flush, commit; returns 0."""
         self.connect()
-        self.metrics.ready = True
+        self.metrics.ready = self.handler.ready()
         try:
             while not self.stop_event.is_set():
                 self.step()
@@ -309,18 +321,23 @@ class StageRuntime:
                 self.accept(msg)
         self.flow_control()
         self.apply_all(self.handler.completions(0.02 if self.handler.busy() else 0.0))
+        self.metrics.ready = self.handler.ready()
         t0 = time.thread_time()
         if k.producer is not None:
             k.producer.poll(0)
         k.commit()
         self.metrics.cpu_seconds.labels(step="kafka").inc(time.thread_time() - t0)
-        self.metrics.inflight.set(k.tracker.inflight())
+        if self.s.track_offsets:
+            self.metrics.inflight.set(k.tracker.inflight())
         if k.status.due():
-            k.log_status(**self.handler.status(), retrying=len(self.waiting))
+            fields = self.handler.status()
+            if fields is not None:  # None: the handler logged its own line
+                k.log_status(**fields, retrying=len(self.waiting))
 
     def accept(self, msg: Any) -> None:
         rec = Record.of(msg)
-        self.kafka.started(rec.src)
+        if self.s.track_offsets:
+            self.kafka.started(rec.src)
         self.last_message = self.clock()
         self.apply(rec, self.handler.handle(rec))
 
@@ -430,7 +447,9 @@ class StageRuntime:
         if k.producer is not None:
             k.producer.flush(30.0)
         k.commit()
-        logger.info("stage=%s stopped inflight_left=%d", k.name, k.tracker.inflight())
+        if self.s.track_offsets:
+            fields = " ".join(f"{key}={v}" for key, v in (self.handler.status() or {}).items())
+            logger.info("%s stopped %s inflight_left=%d", k.name, fields, k.tracker.inflight())
 
 
 # ---------------------------------------------------------------- testing

@@ -24,8 +24,10 @@ from operators.codec import (
     encode_jpeg_frames,
 )
 from pipeline.process.actors import ChunkActor, ChunkResult, ChunkStage, ChunkTask, Detections
+from pipeline.process.handler import ProcessHandler
 from pipeline.process.plan import build_plan
 from pipeline.process.worker import ProcessWorker
+from pipeline.runtime import TestingSink, TestingSource, run_until_idle, runtime_on_lists
 from schemas.config import LimitsConfig, parse_config
 from schemas.errors import ConfigError
 from schemas.messages import ChunkCaptured, LimitExceededError, decode_chunk_captured, encode_chunk
@@ -139,58 +141,62 @@ def test_the_chunk_actor_reports_limit_exceeded_as_its_dlq_reason(bomb: bytes, c
     assert converted == []
 
 
-class _Msg:
-    def __init__(self, value: bytes, headers: list[tuple[str, bytes]]) -> None:
-        self._v, self._h = value, headers
+class _FakeRay:
+    """``ray.wait`` / ``ray.get`` over the results a test set per ref (none: still running)."""
 
-    def topic(self) -> str:
-        return "veil.chunks.raw"
+    def __init__(self) -> None:
+        self.results: dict[Any, Any] = {}
 
-    def partition(self) -> int:
-        return 0
+    def wait(self, refs: list[Any], num_returns: int, timeout: float, fetch_local: bool = True) -> Any:
+        return [r for r in refs if r in self.results], [r for r in refs if r not in self.results]
 
-    def offset(self) -> int:
-        return 7
+    def get(self, ref: Any) -> Any:
+        return self.results.pop(ref)
 
-    def key(self) -> bytes:
-        return b"cam-1"
-
-    def value(self) -> bytes:
-        return self._v
-
-    def headers(self) -> list[tuple[str, bytes]]:
-        return self._h
+    def kill(self, actor: Any, no_restart: bool = False) -> None:
+        return None
 
 
-def _worker(max_bytes: int) -> tuple[ProcessWorker, list[str], list[Any]]:
-    w = ProcessWorker(parse_config({"limits": {"max_decoded_bytes_per_chunk": max_bytes},
-                                    "process": {"classes": ["face"], "style": "fill"}}))
-    dlq: list[str] = []
-    submitted: list[Any] = []
-    w.kafka.to_dlq = lambda src, key, value, headers, reason, error, **kw: dlq.append(reason)  # type: ignore
-    w._submit = submitted.append  # type: ignore[method-assign]
-    return w, dlq, submitted
+def _stage(max_bytes: int, value: bytes, headers: Any, result: ChunkResult | None = None) -> Any:
+    """The process stage's handler on the runtime, from one raw message in to a list out;
+    Ray is a fake that answers ``result`` (or nothing) to every submitted chunk."""
+    cfg = parse_config({"limits": {"max_decoded_bytes_per_chunk": max_bytes},
+                        "process": {"classes": ["face"], "style": "fill"}})
+    w = ProcessWorker(cfg)
+    ray, submitted = _FakeRay(), []
+
+    def submit(task: ChunkTask) -> Any:
+        ref = object()
+        submitted.append(task)
+        if result is not None:
+            ray.results[ref] = result
+        return ref
+
+    handler = ProcessHandler(cfg, w.plan, w.metrics, submit, ray)
+    source, sink = TestingSource([(b"cam-1", value, list(headers))], topic=cfg.kafka.topics.raw), TestingSink()
+    rt = runtime_on_lists(w.kafka, handler, w.settings(), source, sink)
+    return SimpleNamespace(rt=rt, source=source, sink=sink, submitted=submitted, dlq=cfg.kafka.topics.dlq)
 
 
 def test_the_process_stage_dead_letters_the_chunk_without_decoding_it(bomb: bytes, converted: list[int]) -> None:
     msg = ChunkCaptured(camera_id="cam-1", chunk_seq=0, pts_ms=PTS, fps=30.0, width=W, height=H, codec="h264",
                         captured_at_ms=1_700_000_000_000, payload=bomb)
     value, headers = encode_chunk(msg)
-    w, dlq, submitted = _worker(N * FRAME_BYTES - 1)
-    w._accept(_Msg(value, list(headers)))
-    assert dlq == ["limit_exceeded"] and submitted == [] and converted == []
-    w, dlq, submitted = _worker(N * FRAME_BYTES)
-    w._accept(_Msg(value, list(headers)))
-    assert dlq == [] and len(submitted) == 1
+    st = _stage(N * FRAME_BYTES - 1, value, headers)
+    run_until_idle(st.rt)
+    assert st.sink.dlq_reasons(st.dlq) == ["limit_exceeded"] and st.submitted == [] and converted == []
+    assert st.source.committed() == {("veil.chunks.raw", 0): 1}  # once the DLQ record is acked
+    st = _stage(N * FRAME_BYTES, value, headers)
+    st.rt.step()
+    assert st.sink.out == [] and len(st.submitted) == 1 and not st.source.committed()  # on Ray: held
 
 
-def test_a_decoder_side_refusal_is_dead_lettered_as_limit_exceeded() -> None:
-    w, dlq, _ = _worker(10**9)
-    job = SimpleNamespace(meta=None, src=None)
-    ref = object()
-    w.inflight[ref] = job  # type: ignore[assignment]
+def test_a_decoder_side_refusal_is_dead_lettered_as_limit_exceeded(bomb: bytes) -> None:
+    msg = ChunkCaptured(camera_id="cam-1", chunk_seq=0, pts_ms=PTS, fps=30.0, width=W, height=H, codec="h264",
+                        captured_at_ms=1_700_000_000_000, payload=bomb)
+    value, headers = encode_chunk(msg)
     res = ChunkResult(ChunkStage.DECODE, "decode failed: over", reason="limit_exceeded")
-    ray = SimpleNamespace(wait=lambda refs, **kw: (list(refs), []), get=lambda r: res)
-    w._to_dlq = lambda job, reason, error: dlq.append(reason)  # type: ignore[method-assign]
-    w._drain(ray, timeout_s=0)
-    assert dlq == ["limit_exceeded"]
+    st = _stage(10**9, value, headers, result=res)
+    run_until_idle(st.rt)
+    assert len(st.submitted) == 1 and st.sink.dlq_reasons(st.dlq) == ["limit_exceeded"]
+    assert st.source.committed() == {("veil.chunks.raw", 0): 1}
