@@ -179,24 +179,61 @@ def _gib_up(x: float, step: float = 0.5) -> float:
     return math.ceil(x / step - 1e-9) * step
 
 
-def plan(inp: PlanInput, costs: dict[str, Any] | None = None) -> Plan:
-    """Size ``inp`` from ``costs`` (default: the shipped costs.json).
+@dataclass(frozen=True)
+class _Load:
+    """The traffic all cameras send: frames, detected frames, bytes."""
 
-    Raises:
-        SizingError: every problem of ``inp``, one per line.
-    """
-    bad = inp.problems()
-    if bad:
-        raise SizingError("; ".join(bad))
-    costs = costs if costs is not None else load_costs()
-    ref = costs["reference"]
-    pods = costs["pods"]
-    p = Plan(inp)
-    util = _c(costs, "target_utilization")
+    frames_s: float
+    det_s: float
+    scale: float  # pixels vs 1280x720
+    mbps: float  # per camera
+    raw_bps: float  # bytes/s per camera
+    red_bps: float
+    chunk_bytes: float
+
+
+@dataclass(frozen=True)
+class _Compute:
+    """CPU and GPU the load needs, before it is cut into actors and pods."""
+
+    chunk_cpu: float  # vCPU of the chunk actors (decode, mask, encode)
+    det_vcpu: float  # vCPU of the detector actors (on GPU pods: pre/post-processing only)
+    gpu_need: float  # GPUs of detection time (0 on CPU plans)
+    gpus: int  # GPUs before the actors are placed (0 on CPU plans)
+
+
+@dataclass(frozen=True)
+class _Partitions:
+    partitions: int
+    consumers: int
+    ingest_min: int
+    sink_min: int
+    sink_cams_max: int
+    seg_bytes: float
+
+
+@dataclass(frozen=True)
+class _Actors:
+    """The process job's actors per consumer and the Ray pods that hold them."""
+
+    placement: str
+    chunk_workers: int
+    det_replicas: int
+    num_gpus: float
+    det_num_cpus: int
+    det_threads: int
+    gpus: int
+    cpu_pods: int
+    per_gpu: int = 1
+
+
+_WORKER_CPUS = 1.0
+"""``ray.worker_num_cpus``: Ray CPUs per chunk actor."""
+
+
+def _plan_load(p: Plan, costs: dict[str, Any]) -> _Load:
+    inp, ref = p.inputs, costs["reference"]
     n, fps = inp.cameras, inp.fps
-    gpu_mode = inp.node == "gpu"
-
-    # ------------------------------------------------------------ load
     scale = inp.width * inp.height / PIXELS_REF
     frames_s = p.add("load", "frames/s", n * fps, "frames/s", f"{n} cameras x {fps:g} fps", "input")
     fpc = max(1, round(fps * inp.chunk_seconds))
@@ -213,45 +250,48 @@ def plan(inp: PlanInput, costs: dict[str, Any] | None = None) -> Plan:
         mbps = p.add("load", "camera bitrate", _c(costs, "camera_mbit_s") * scale * fps / ref["fps"], "Mbit/s",
                      f"{_c(costs, 'camera_mbit_s'):g} Mbit/s at 720p@{ref['fps']} x pixels x fps", "assumed")
     raw_bps = mbps * 1e6 / 8  # bytes/s per camera
-    red_bps = raw_bps * _c(costs, "redacted_bitrate_ratio")
-    chunk_bytes = raw_bps * inp.chunk_seconds
+    return _Load(frames_s=frames_s, det_s=det_s, scale=scale, mbps=mbps, raw_bps=raw_bps,
+                 red_bps=raw_bps * _c(costs, "redacted_bitrate_ratio"), chunk_bytes=raw_bps * inp.chunk_seconds)
 
-    # ------------------------------------------------------------ process CPU / GPU
+
+def _plan_compute(p: Plan, costs: dict[str, Any], ld: _Load) -> _Compute:
+    inp, util, scale, det_s = p.inputs, _c(costs, "target_utilization"), ld.scale, ld.det_s
     proc = _c(costs, "process_cpu_s_per_frame") * scale
     p.add("cost", "decode + mask + encode", proc, "CPU-s/frame",
           f"{_c(costs, 'process_cpu_s_per_frame'):g} at 720p x pixel scale (make load, 2026-11-29)", "measured")
     det_faces = _c(costs, "detect_cpu_s_faces") + _c(costs, "detect_cpu_s_batching")
     det_cpu = (det_faces + inp.plates_share * _c(costs, "detect_cpu_s_plates")) * scale
-    chunk_cpu = p.add("compute", "chunk actors (decode, mask, encode)", frames_s * proc / util, "vCPU",
-                      f"{frames_s:,.0f} frames/s x {proc:.4f} CPU-s / {util:g} utilisation", "measured")
-    if gpu_mode:
-        gpu_s = (_c(costs, "detect_gpu_s_faces") + inp.plates_share * _c(costs, "detect_gpu_s_plates")) * scale
-        p.add("cost", "detection on GPU", gpu_s, "GPU-s/detected frame",
-              f"faces {_c(costs, 'detect_gpu_s_faces'):g} + {inp.plates_share:g} x plates "
-              f"{_c(costs, 'detect_gpu_s_plates'):g} (design target, NOT measured)", "assumed")
-        det_cpu_node = _c(costs, "detect_cpu_s_on_gpu_node") * scale
-        p.add("cost", "detection pre/post-processing on the GPU pods' CPUs", det_cpu_node, "CPU-s/detected frame",
-              "resize, NMS, text post-processing (NOT measured)", "assumed")
-        gpu_need = p.add("compute", "GPU time for detection", det_s * gpu_s / util, "GPUs",
-                         f"{det_s:,.0f} detected frames/s x {gpu_s:.6f} GPU-s / {util:g}", "assumed")
-        det_vcpu = p.add("compute", "detector actors' CPU (on GPU pods)", det_s * det_cpu_node / util, "vCPU",
-                         f"{det_s:,.0f} x {det_cpu_node:g} CPU-s / {util:g}", "assumed")
-        gpu_pod = pods["gpu"]
-        gpus = max(1, math.ceil(gpu_need - 1e-9), math.ceil(det_vcpu / gpu_pod["vcpu"] - 1e-9))
-    else:
+    chunk_cpu = p.add("compute", "chunk actors (decode, mask, encode)", ld.frames_s * proc / util, "vCPU",
+                      f"{ld.frames_s:,.0f} frames/s x {proc:.4f} CPU-s / {util:g} utilisation", "measured")
+    if inp.node != "gpu":
         p.add("cost", "detection on CPU", det_cpu, "CPU-s/detected frame",
               f"faces {det_faces:.3f} (incl. batching) + {inp.plates_share:g} x plates "
               f"{_c(costs, 'detect_cpu_s_plates'):g}, text pass at 640 px", "measured")
         det_vcpu = p.add("compute", "detector actors (CPU)", det_s * det_cpu / util, "vCPU",
                          f"{det_s:,.0f} detected frames/s x {det_cpu:.4f} CPU-s / {util:g}", "measured")
-        gpus = 0
+        return _Compute(chunk_cpu=chunk_cpu, det_vcpu=det_vcpu, gpu_need=0.0, gpus=0)
+    gpu_s = (_c(costs, "detect_gpu_s_faces") + inp.plates_share * _c(costs, "detect_gpu_s_plates")) * scale
+    p.add("cost", "detection on GPU", gpu_s, "GPU-s/detected frame",
+          f"faces {_c(costs, 'detect_gpu_s_faces'):g} + {inp.plates_share:g} x plates "
+          f"{_c(costs, 'detect_gpu_s_plates'):g} (design target, NOT measured)", "assumed")
+    det_cpu_node = _c(costs, "detect_cpu_s_on_gpu_node") * scale
+    p.add("cost", "detection pre/post-processing on the GPU pods' CPUs", det_cpu_node, "CPU-s/detected frame",
+          "resize, NMS, text post-processing (NOT measured)", "assumed")
+    gpu_need = p.add("compute", "GPU time for detection", det_s * gpu_s / util, "GPUs",
+                     f"{det_s:,.0f} detected frames/s x {gpu_s:.6f} GPU-s / {util:g}", "assumed")
+    det_vcpu = p.add("compute", "detector actors' CPU (on GPU pods)", det_s * det_cpu_node / util, "vCPU",
+                     f"{det_s:,.0f} x {det_cpu_node:g} CPU-s / {util:g}", "assumed")
+    gpus = max(1, math.ceil(gpu_need - 1e-9), math.ceil(det_vcpu / costs["pods"]["gpu"]["vcpu"] - 1e-9))
+    return _Compute(chunk_cpu=chunk_cpu, det_vcpu=det_vcpu, gpu_need=gpu_need, gpus=gpus)
 
-    # ------------------------------------------------------------ Kafka partitions and actors
-    topic_mb_s = n * raw_bps / 1e6
+
+def _plan_partitions(p: Plan, costs: dict[str, Any], ld: _Load) -> _Partitions:
+    inp, n, util = p.inputs, p.inputs.cameras, _c(costs, "target_utilization")
+    topic_mb_s = n * ld.raw_bps / 1e6
     part_mb = _c(costs, "kafka_partition_mb_s")
     cons_min = math.ceil(n / _c(costs, "cameras_per_consumer"))
     ingest_min = math.ceil(n / _c(costs, "cameras_per_ingest_pod"))
-    seg_bytes = red_bps * inp.segment_seconds
+    seg_bytes = ld.red_bps * inp.segment_seconds
     sink_cams_max = max(1, min(1024, int(_c(costs, "sink_segments_per_s") * inp.segment_seconds * util)))
     sink_min = math.ceil(n / sink_cams_max)
     need = max(math.ceil(topic_mb_s / part_mb), cons_min, ingest_min, sink_min, inp.zones)
@@ -264,121 +304,137 @@ def plan(inp: PlanInput, costs: dict[str, Any] | None = None) -> Plan:
     p.add("compute", "ray.consumers (consumer actors)", consumers, "actors",
           f"{n} cameras / {_c(costs, 'cameras_per_consumer'):g} per consumer = {cons_min}, raised to a divisor of "
           f"{partitions} partitions", "assumed")
-    cam_per_consumer = n / consumers
-    wcpu = 1.0
-    cons_cpu = _c(costs, "consumer_actor_cpus")
-    cpu_pod = pods["cpu"]
-    per_gpu = 1
-    if gpu_mode and inp.placement == "node_local":
-        # ray.placement node_local on GPU pods: each pod is one STRICT_PACK group, its GPU's
-        # detector and the chunk actors that decode, mask and encode the frames it detects; only
-        # compressed chunks cross the network. Decode, mask and encode run on the pod's CPUs, so
-        # a pod carries the cameras its vCPU can decode, not those its GPU could detect: the
-        # GPU-busy line shows how much of each GPU that leaves idle (hardware decode/encode on
-        # the GPU, NVDEC/NVENC, is what would fill it).
-        placement = "node_local"
-        gpod = pods["gpu"]
-        group = gpod["vcpu"] - 1  # one CPU of each pod for the consumer actors
-        det_num_cpus = min(group - 1, max(1, math.ceil(group * det_vcpu / (det_vcpu + chunk_cpu))))
-        per_group = group - det_num_cpus
-        det_threads = det_num_cpus
-        pods_min = max(math.ceil(gpu_need - 1e-9), math.ceil(det_vcpu / det_num_cpus - 1e-9),
-                       math.ceil(chunk_cpu / (per_group * wcpu) - 1e-9))
-        det_replicas = max(1, math.ceil(pods_min / consumers))
-        chunk_workers = det_replicas * per_group
-        num_gpus = 1.0
-        gpus = consumers * det_replicas
-        p.add("compute", "node-local GPU pods (GPU + its chunk actors on one pod)", gpus, "pods",
-              f"max(GPU time {gpu_need:.2f}, detector CPU {det_vcpu:,.0f} / {det_num_cpus}, chunk vCPU "
-              f"{chunk_cpu:,.0f} / {per_group}) = {pods_min}, raised to {consumers} consumers x {det_replicas}; each "
-              f"1 GPU + {det_num_cpus} detector threads + {per_group} chunk actors of {gpod['vcpu']} vCPU", "choice")
-        p.add("compute", "GPUs", gpus, "GPUs", "one per node-local pod", "assumed")
-        p.add("compute", "GPU busy share", 100.0 * gpu_need / gpus, "%",
-              f"GPU time {gpu_need:.2f} / {gpus} GPUs: CPU decode/mask/encode bounds the cameras per pod; "
-              "`--placement spread` needs fewer GPUs but ships decoded frames between nodes", "assumed")
-        p.add("compute", "pipeline.ray.detector.replicas (per consumer)", det_replicas, "actors",
-              "one node-local group (one GPU pod) each")
-        p.add("compute", "pipeline.ray.chunk_workers (per consumer)", chunk_workers, "actors",
-              f"{det_replicas} groups x {per_group}")
-        cpu_pods = 0
-        cpu_group_cpus = 0.0
-    elif gpu_mode:
-        # ray.placement spread: chunk actors on the CPU pods, detectors on the GPU pods; decoded
-        # frames travel to the GPU pods (the network line below).
-        placement = "spread"
-        chunk_workers = max(1, math.ceil(chunk_cpu / consumers / wcpu - 1e-9))
-        p.add("compute", "pipeline.ray.chunk_workers (per consumer)", chunk_workers, "actors",
-              f"{chunk_cpu:,.0f} vCPU / {consumers} consumers / {wcpu:g} CPU each")
-        # every consumer starts its own detectors (pipeline/process/worker.py): D = consumers x
-        # replicas detectors, k of them share a GPU at num_gpus 1/k; k rounds down, so the GPUs
-        # the actors take are never fewer than needed
-        det_replicas = max(1, math.ceil(gpus / consumers))
-        detectors = consumers * det_replicas
-        per_gpu = max(1, detectors // gpus)
-        num_gpus = 1.0 if per_gpu == 1 else math.floor(10000 / per_gpu) / 10000
-        gpus = math.ceil(detectors / per_gpu)
-        # GPU pods offer Ray no CPUs (rayStartParams num-cpus 0) and detectors reserve none: a
-        # chunk actor can then never take a GPU pod's CPUs and leave a detector unplaceable. The
-        # detectors' threads share the pod's vCPU instead.
-        det_num_cpus = 0
-        det_threads = max(1, pods["gpu"]["vcpu"] // per_gpu)
-        p.add("compute", "GPUs", gpus, "GPUs",
-              f"max(GPU time {gpu_need:.2f}, detector CPU {det_vcpu:,.0f} / {pods['gpu']['vcpu']} vCPU per GPU pod), "
-              f"then {detectors} detector actors ({consumers} consumers x {det_replicas}), {per_gpu} per GPU at "
-              f"num_gpus {num_gpus:g}", "assumed")
-        cpu_group_cpus = consumers * (chunk_workers * wcpu + cons_cpu)
-        cpu_pods = math.ceil(cpu_group_cpus / cpu_pod["vcpu"] - 1e-9)
-        p.add("compute", "Ray CPU worker pods", cpu_pods, "pods",
-              f"placement spread: {consumers} consumers x ({chunk_workers} chunk x {wcpu:g} + {cons_cpu:g}) = "
-              f"{cpu_group_cpus:,.0f} Ray CPUs / {cpu_pod['vcpu']} per pod", "choice")
-    else:
-        # ray.placement node_local: each detector and its share of the chunk actors form one
-        # STRICT_PACK placement group on one node. One group per pod, sized to the pod less one CPU
-        # (room for the consumer actors, 0.25 each), split between detector threads and chunk
-        # actors in the ratio of their needs.
-        placement = "node_local"
-        group = cpu_pod["vcpu"] - 1
-        det_num_cpus = min(group - 1, max(1, round(group * det_vcpu / (det_vcpu + chunk_cpu))))
-        per_group = group - det_num_cpus
-        det_threads = det_num_cpus
-        groups_min = max(math.ceil(det_vcpu / det_num_cpus - 1e-9), math.ceil(chunk_cpu / (per_group * wcpu) - 1e-9))
-        det_replicas = max(1, math.ceil(groups_min / consumers))
-        chunk_workers = det_replicas * per_group
-        num_gpus = 0.0
-        p.add("compute", "node-local groups (detector + its chunk actors on one pod)", consumers * det_replicas,
-              "groups", f"max({det_vcpu:,.0f} detector vCPU / {det_num_cpus}, {chunk_cpu:,.0f} chunk vCPU / {per_group}) "
-              f"= {groups_min}, raised to {consumers} consumers x {det_replicas}; each {det_num_cpus} detector "
-              f"threads + {per_group} chunk actors = {group} of a pod's {cpu_pod['vcpu']} CPUs")
-        p.add("compute", "pipeline.ray.detector.replicas (per consumer)", det_replicas, "actors",
-              "one node-local group each")
-        p.add("compute", "pipeline.ray.chunk_workers (per consumer)", chunk_workers, "actors",
-              f"{det_replicas} groups x {per_group}")
-        cpu_pods = consumers * det_replicas
-        cpu_group_cpus = consumers * (det_replicas * group + cons_cpu)
-        p.add("compute", "Ray CPU worker pods", cpu_pods, "pods",
-              f"placement node_local: one group per pod; the spare CPU of each pod holds the {consumers} consumer "
-              f"actors ({cons_cpu:g} each)", "choice")
-    gpu_pods = gpus
-    if gpu_mode and placement == "spread":
-        p.add("compute", "Ray GPU worker pods", gpu_pods, "pods",
-              f"1 GPU + {pods['gpu']['vcpu']} vCPU + {pods['gpu']['memory_gib']} GiB each "
-              f"({per_gpu} detectors x {det_threads} threads each; Ray CPUs 0: only detectors land there)", "choice")
-    elif gpu_mode:
-        p.add("compute", "Ray GPU worker pods", gpu_pods, "pods",
-              f"1 GPU + {pods['gpu']['vcpu']} vCPU + {pods['gpu']['memory_gib']} GiB each, all of its vCPU offered "
-              "to Ray (the group's chunk actors run there)", "choice")
-    p.ray = {"consumers": consumers, "chunk_workers": chunk_workers, "worker_num_cpus": wcpu, "placement": placement,
-             "detector": {"replicas": det_replicas, "num_gpus": num_gpus, "num_cpus": det_num_cpus,
-                          "threads": det_threads, "batch_size": 64 if gpu_mode else 32},
-             "cameras_per_consumer": cam_per_consumer,
-             "gpus_used_by_actors": round(consumers * det_replicas * num_gpus, 4),
-             "cpus_used_by_actors": round(consumers * (chunk_workers * wcpu + cons_cpu + det_replicas * det_num_cpus), 2)}
+    return _Partitions(partitions=partitions, consumers=consumers, ingest_min=ingest_min, sink_min=sink_min,
+                       sink_cams_max=sink_cams_max, seg_bytes=seg_bytes)
 
-    # ------------------------------------------------------------ ingest and sink
-    ingest = divisor_at_least(partitions, ingest_min)
+
+def _actors_gpu_node_local(p: Plan, costs: dict[str, Any], cm: _Compute, consumers: int) -> _Actors:
+    # ray.placement node_local on GPU pods: each pod is one STRICT_PACK group, its GPU's
+    # detector and the chunk actors that decode, mask and encode the frames it detects; only
+    # compressed chunks cross the network. Decode, mask and encode run on the pod's CPUs, so
+    # a pod carries the cameras its vCPU can decode, not those its GPU could detect: the
+    # GPU-busy line shows how much of each GPU that leaves idle (hardware decode/encode on
+    # the GPU, NVDEC/NVENC, is what would fill it).
+    det_vcpu, chunk_cpu, gpu_need = cm.det_vcpu, cm.chunk_cpu, cm.gpu_need
+    gpod = costs["pods"]["gpu"]
+    group = gpod["vcpu"] - 1  # one CPU of each pod for the consumer actors
+    det_num_cpus = min(group - 1, max(1, math.ceil(group * det_vcpu / (det_vcpu + chunk_cpu))))
+    per_group = group - det_num_cpus
+    pods_min = max(math.ceil(gpu_need - 1e-9), math.ceil(det_vcpu / det_num_cpus - 1e-9),
+                   math.ceil(chunk_cpu / (per_group * _WORKER_CPUS) - 1e-9))
+    det_replicas = max(1, math.ceil(pods_min / consumers))
+    chunk_workers = det_replicas * per_group
+    gpus = consumers * det_replicas
+    p.add("compute", "node-local GPU pods (GPU + its chunk actors on one pod)", gpus, "pods",
+          f"max(GPU time {gpu_need:.2f}, detector CPU {det_vcpu:,.0f} / {det_num_cpus}, chunk vCPU "
+          f"{chunk_cpu:,.0f} / {per_group}) = {pods_min}, raised to {consumers} consumers x {det_replicas}; each "
+          f"1 GPU + {det_num_cpus} detector threads + {per_group} chunk actors of {gpod['vcpu']} vCPU", "choice")
+    p.add("compute", "GPUs", gpus, "GPUs", "one per node-local pod", "assumed")
+    p.add("compute", "GPU busy share", 100.0 * gpu_need / gpus, "%",
+          f"GPU time {gpu_need:.2f} / {gpus} GPUs: CPU decode/mask/encode bounds the cameras per pod; "
+          "`--placement spread` needs fewer GPUs but ships decoded frames between nodes", "assumed")
+    p.add("compute", "pipeline.ray.detector.replicas (per consumer)", det_replicas, "actors",
+          "one node-local group (one GPU pod) each")
+    p.add("compute", "pipeline.ray.chunk_workers (per consumer)", chunk_workers, "actors",
+          f"{det_replicas} groups x {per_group}")
+    p.add("compute", "Ray GPU worker pods", gpus, "pods",
+          f"1 GPU + {gpod['vcpu']} vCPU + {gpod['memory_gib']} GiB each, all of its vCPU offered "
+          "to Ray (the group's chunk actors run there)", "choice")
+    return _Actors(placement="node_local", chunk_workers=chunk_workers, det_replicas=det_replicas, num_gpus=1.0,
+                   det_num_cpus=det_num_cpus, det_threads=det_num_cpus, gpus=gpus, cpu_pods=0)
+
+
+def _actors_gpu_spread(p: Plan, costs: dict[str, Any], cm: _Compute, consumers: int) -> _Actors:
+    # ray.placement spread: chunk actors on the CPU pods, detectors on the GPU pods; decoded
+    # frames travel to the GPU pods (the network line below).
+    pods, cons_cpu, wcpu = costs["pods"], _c(costs, "consumer_actor_cpus"), _WORKER_CPUS
+    chunk_workers = max(1, math.ceil(cm.chunk_cpu / consumers / wcpu - 1e-9))
+    p.add("compute", "pipeline.ray.chunk_workers (per consumer)", chunk_workers, "actors",
+          f"{cm.chunk_cpu:,.0f} vCPU / {consumers} consumers / {wcpu:g} CPU each")
+    # every consumer starts its own detectors (pipeline/process/worker.py): D = consumers x
+    # replicas detectors, k of them share a GPU at num_gpus 1/k; k rounds down, so the GPUs
+    # the actors take are never fewer than needed
+    det_replicas = max(1, math.ceil(cm.gpus / consumers))
+    detectors = consumers * det_replicas
+    per_gpu = max(1, detectors // cm.gpus)
+    num_gpus = 1.0 if per_gpu == 1 else math.floor(10000 / per_gpu) / 10000
+    gpus = math.ceil(detectors / per_gpu)
+    # GPU pods offer Ray no CPUs (rayStartParams num-cpus 0) and detectors reserve none: a
+    # chunk actor can then never take a GPU pod's CPUs and leave a detector unplaceable. The
+    # detectors' threads share the pod's vCPU instead.
+    det_threads = max(1, pods["gpu"]["vcpu"] // per_gpu)
+    p.add("compute", "GPUs", gpus, "GPUs",
+          f"max(GPU time {cm.gpu_need:.2f}, detector CPU {cm.det_vcpu:,.0f} / {pods['gpu']['vcpu']} vCPU per GPU pod), "
+          f"then {detectors} detector actors ({consumers} consumers x {det_replicas}), {per_gpu} per GPU at "
+          f"num_gpus {num_gpus:g}", "assumed")
+    cpu_group_cpus = consumers * (chunk_workers * wcpu + cons_cpu)
+    cpu_pods = math.ceil(cpu_group_cpus / pods["cpu"]["vcpu"] - 1e-9)
+    p.add("compute", "Ray CPU worker pods", cpu_pods, "pods",
+          f"placement spread: {consumers} consumers x ({chunk_workers} chunk x {wcpu:g} + {cons_cpu:g}) = "
+          f"{cpu_group_cpus:,.0f} Ray CPUs / {pods['cpu']['vcpu']} per pod", "choice")
+    p.add("compute", "Ray GPU worker pods", gpus, "pods",
+          f"1 GPU + {pods['gpu']['vcpu']} vCPU + {pods['gpu']['memory_gib']} GiB each "
+          f"({per_gpu} detectors x {det_threads} threads each; Ray CPUs 0: only detectors land there)", "choice")
+    return _Actors(placement="spread", chunk_workers=chunk_workers, det_replicas=det_replicas, num_gpus=num_gpus,
+                   det_num_cpus=0, det_threads=det_threads, gpus=gpus, cpu_pods=cpu_pods, per_gpu=per_gpu)
+
+
+def _actors_cpu_node_local(p: Plan, costs: dict[str, Any], cm: _Compute, consumers: int) -> _Actors:
+    # ray.placement node_local: each detector and its share of the chunk actors form one
+    # STRICT_PACK placement group on one node. One group per pod, sized to the pod less one CPU
+    # (room for the consumer actors, 0.25 each), split between detector threads and chunk
+    # actors in the ratio of their needs.
+    cpu_pod, cons_cpu, det_vcpu, chunk_cpu = costs["pods"]["cpu"], _c(costs, "consumer_actor_cpus"), cm.det_vcpu, cm.chunk_cpu
+    group = cpu_pod["vcpu"] - 1
+    det_num_cpus = min(group - 1, max(1, round(group * det_vcpu / (det_vcpu + chunk_cpu))))
+    per_group = group - det_num_cpus
+    groups_min = max(math.ceil(det_vcpu / det_num_cpus - 1e-9),
+                     math.ceil(chunk_cpu / (per_group * _WORKER_CPUS) - 1e-9))
+    det_replicas = max(1, math.ceil(groups_min / consumers))
+    chunk_workers = det_replicas * per_group
+    p.add("compute", "node-local groups (detector + its chunk actors on one pod)", consumers * det_replicas,
+          "groups", f"max({det_vcpu:,.0f} detector vCPU / {det_num_cpus}, {chunk_cpu:,.0f} chunk vCPU / {per_group}) "
+          f"= {groups_min}, raised to {consumers} consumers x {det_replicas}; each {det_num_cpus} detector "
+          f"threads + {per_group} chunk actors = {group} of a pod's {cpu_pod['vcpu']} CPUs")
+    p.add("compute", "pipeline.ray.detector.replicas (per consumer)", det_replicas, "actors",
+          "one node-local group each")
+    p.add("compute", "pipeline.ray.chunk_workers (per consumer)", chunk_workers, "actors",
+          f"{det_replicas} groups x {per_group}")
+    cpu_pods = consumers * det_replicas
+    p.add("compute", "Ray CPU worker pods", cpu_pods, "pods",
+          f"placement node_local: one group per pod; the spare CPU of each pod holds the {consumers} consumer "
+          f"actors ({cons_cpu:g} each)", "choice")
+    return _Actors(placement="node_local", chunk_workers=chunk_workers, det_replicas=det_replicas, num_gpus=0.0,
+                   det_num_cpus=det_num_cpus, det_threads=det_num_cpus, gpus=0, cpu_pods=cpu_pods)
+
+
+def _plan_actors(p: Plan, costs: dict[str, Any], cm: _Compute, pt: _Partitions) -> _Actors:
+    """Actors per consumer and Ray pods for the placement (see the module docstring), and ``p.ray``."""
+    inp, consumers, cons_cpu = p.inputs, pt.consumers, _c(costs, "consumer_actor_cpus")
+    if inp.node == "gpu" and inp.placement == "node_local":
+        a = _actors_gpu_node_local(p, costs, cm, consumers)
+    elif inp.node == "gpu":
+        a = _actors_gpu_spread(p, costs, cm, consumers)
+    else:
+        a = _actors_cpu_node_local(p, costs, cm, consumers)
+    p.ray = {"consumers": consumers, "chunk_workers": a.chunk_workers, "worker_num_cpus": _WORKER_CPUS,
+             "placement": a.placement,
+             "detector": {"replicas": a.det_replicas, "num_gpus": a.num_gpus, "num_cpus": a.det_num_cpus,
+                          "threads": a.det_threads, "batch_size": 64 if inp.node == "gpu" else 32},
+             "cameras_per_consumer": inp.cameras / consumers,
+             "gpus_used_by_actors": round(consumers * a.det_replicas * a.num_gpus, 4),
+             "cpus_used_by_actors": round(consumers * (a.chunk_workers * _WORKER_CPUS + cons_cpu
+                                                       + a.det_replicas * a.det_num_cpus), 2)}
+    return a
+
+
+def _plan_ingest_sink(p: Plan, costs: dict[str, Any], ld: _Load, pt: _Partitions) -> dict[str, Any]:
+    """Ingest and sink pods (``p.pods``' ``ingest`` and ``sink`` entries)."""
+    inp, n, pods, util, partitions = p.inputs, p.inputs.cameras, costs["pods"], _c(costs, "target_utilization"), pt.partitions
+    ingest = divisor_at_least(partitions, pt.ingest_min)
     cams_ingest = math.ceil(n / ingest)
-    ingest_cpu = _c(costs, "ingest_cpu_s_per_camera_s") * cams_ingest * scale
-    ingest_mem = _gib_up(_c(costs, "ingest_base_memory_gib") + cams_ingest * chunk_bytes * 4 / GIB)
+    ingest_cpu = _c(costs, "ingest_cpu_s_per_camera_s") * cams_ingest * ld.scale
+    ingest_mem = _gib_up(_c(costs, "ingest_base_memory_gib") + cams_ingest * ld.chunk_bytes * 4 / GIB)
     p.add("ingest", "ingest replicas", ingest, "pods",
           f"{n} cameras / {_c(costs, 'cameras_per_ingest_pod'):g} per pod, raised to a divisor of {partitions} "
           "(cameras-topic partitions)", "assumed")
@@ -386,17 +442,18 @@ def plan(inp: PlanInput, costs: dict[str, Any] | None = None) -> Plan:
           f"{cams_ingest} cameras x {_c(costs, 'ingest_cpu_s_per_camera_s'):g}", "assumed")
     p.add("ingest", "ingest memory per pod", ingest_mem, "GiB",
           f"{_c(costs, 'ingest_base_memory_gib'):g} GiB + {cams_ingest} cameras x 4 chunks in flight x "
-          f"{chunk_bytes / 1e6:.2f} MB", "assumed")
-    sinks = divisor_at_least(partitions, sink_min)
+          f"{ld.chunk_bytes / 1e6:.2f} MB", "assumed")
+    seg_bytes = pt.seg_bytes
+    sinks = divisor_at_least(partitions, pt.sink_min)
     cams_sink = math.ceil(n / sinks)
     buffered = min(_c(costs, "sink_max_buffered_bytes"), cams_sink * seg_bytes)
     sink_mem = _gib_up(_c(costs, "sink_base_memory_gib") + (buffered + seg_bytes * _c(costs, "sink_segment_copies"))
                        / GIB)
     sink_spool = math.ceil(max(0.0, cams_sink * seg_bytes * 1.25 - buffered) / GIB) + 1
-    sink_cpu = max(float(pods["sink"]["vcpu_min"]), frames_s * _c(costs, "sink_cpu_s_per_frame") / util / sinks)
+    sink_cpu = max(float(pods["sink"]["vcpu_min"]), ld.frames_s * _c(costs, "sink_cpu_s_per_frame") / util / sinks)
     p.add("sink", "sink replicas", sinks, "pods",
-          f"{n} cameras / {sink_cams_max} per sink ({_c(costs, 'sink_segments_per_s'):g} segments/s x "
-          f"{inp.segment_seconds:g} s x {util:g}; max_open_segments 1024) = {sink_min}, raised to a divisor of "
+          f"{n} cameras / {pt.sink_cams_max} per sink ({_c(costs, 'sink_segments_per_s'):g} segments/s x "
+          f"{inp.segment_seconds:g} s x {util:g}; max_open_segments 1024) = {pt.sink_min}, raised to a divisor of "
           f"{partitions}", "assumed")
     p.add("sink", "sink memory per pod", sink_mem, "GiB",
           f"{_c(costs, 'sink_base_memory_gib'):g} GiB + buffered chunks {buffered / 2**20:,.0f} MiB "
@@ -406,17 +463,27 @@ def plan(inp: PlanInput, costs: dict[str, Any] | None = None) -> Plan:
           f"{cams_sink} cameras x {seg_bytes / 1e6:.1f} MB open segment x 1.25 (a window and the next one's first "
           "chunks) beyond the buffered bytes, + 1 GiB", "derived")
     p.add("sink", "sink vCPU per pod", sink_cpu, "vCPU",
-          f"{frames_s:,.0f} frames/s x {_c(costs, 'sink_cpu_s_per_frame'):g} CPU-s / {util:g} / {sinks}", "assumed")
-
-    # ------------------------------------------------------------ totals
-    ray_vcpu = cpu_pods * cpu_pod["vcpu"] + gpu_pods * (pods["gpu"]["vcpu"] if gpu_mode else 0)
+          f"{ld.frames_s:,.0f} frames/s x {_c(costs, 'sink_cpu_s_per_frame'):g} CPU-s / {util:g} / {sinks}", "assumed")
     ingest_lim = max(float(pods["ingest"]["vcpu_limit"]), math.ceil(ingest_cpu * 2))
-    total_vcpu = ray_vcpu + ingest * math.ceil(ingest_cpu) + sinks * math.ceil(sink_cpu)
-    p.add("compute", "vCPU provisioned", total_vcpu, "vCPU",
-          f"Ray {cpu_pods} x {cpu_pod['vcpu']}" + (f" + {gpu_pods} x {pods['gpu']['vcpu']}" if gpu_mode else "")
-          + f" + ingest {ingest} x {math.ceil(ingest_cpu)} + sinks {sinks} x {math.ceil(sink_cpu)}")
+    return {"ingest": {"replicas": ingest, "cpu": math.ceil(ingest_cpu), "cpu_limit": ingest_lim,
+                       "memory_gib": ingest_mem},
+            "sink": {"replicas": sinks, "cpu": math.ceil(sink_cpu), "memory_gib": sink_mem,
+                     "spool_gib": sink_spool, "max_buffered_bytes": _c(costs, "sink_max_buffered_bytes")}}
 
-    # ------------------------------------------------------------ Kafka bytes
+
+def _plan_vcpu(p: Plan, costs: dict[str, Any], a: _Actors, ingest: dict[str, Any], sink: dict[str, Any]) -> int:
+    pods, gpu_mode = costs["pods"], p.inputs.node == "gpu"
+    cpu_pods, gpu_pods, cpu_vcpu = a.cpu_pods, a.gpus, pods["cpu"]["vcpu"]
+    ray_vcpu = cpu_pods * cpu_vcpu + gpu_pods * (pods["gpu"]["vcpu"] if gpu_mode else 0)
+    total: int = ray_vcpu + ingest["replicas"] * ingest["cpu"] + sink["replicas"] * sink["cpu"]
+    p.add("compute", "vCPU provisioned", total, "vCPU",
+          f"Ray {cpu_pods} x {cpu_vcpu}" + (f" + {gpu_pods} x {pods['gpu']['vcpu']}" if gpu_mode else "")
+          + f" + ingest {ingest['replicas']} x {ingest['cpu']} + sinks {sink['replicas']} x {sink['cpu']}")
+    return total
+
+
+def _plan_kafka_bytes(p: Plan, costs: dict[str, Any], ld: _Load) -> dict[str, float]:
+    inp, n, raw_bps, red_bps = p.inputs, p.inputs.cameras, ld.raw_bps, ld.red_bps
     rf = inp.replication_factor
     dlq_share = _c(costs, "dlq_share")
     segs_s = n / inp.segment_seconds
@@ -439,20 +506,28 @@ def plan(inp: PlanInput, costs: dict[str, Any] | None = None) -> Plan:
           f"{segs_s:,.1f} segments/s x {_c(costs, 'audit_bytes_per_segment'):g} B x "
           f"{inp.audit_retention_hours:g} h x RF {rf}", "assumed")
     p.add("kafka", "Kafka disk, all topics", retained["total"] / TB, "TB", "sum, replicas included")
+    return retained
 
-    # ------------------------------------------------------------ S3
-    s3_day = n * red_bps * 86400 + segs_s * 86400 * _c(costs, "manifest_bytes_per_segment")
-    vault_day = n * raw_bps * 86400 if inp.raw_vault_days > 0 else 0.0
+
+def _plan_s3(p: Plan, costs: dict[str, Any], ld: _Load) -> tuple[float, float, float]:
+    """S3 bytes per day of segments + manifests, of the raw vault, and at retention."""
+    inp, n = p.inputs, p.inputs.cameras
+    segs_s = n / inp.segment_seconds
+    s3_day = n * ld.red_bps * 86400 + segs_s * 86400 * _c(costs, "manifest_bytes_per_segment")
+    vault_day = n * ld.raw_bps * 86400 if inp.raw_vault_days > 0 else 0.0
     s3_ret = s3_day * inp.s3_retention_days + vault_day * inp.raw_vault_days
     p.add("s3", "S3 bytes per day (segments + manifests)", s3_day / TB, "TB/day",
-          f"{n} x {red_bps / 1e6:.3f} MB/s x 86,400 s + one manifest per camera-segment")
+          f"{n} x {ld.red_bps / 1e6:.3f} MB/s x 86,400 s + one manifest per camera-segment")
     if vault_day:
-        p.add("s3", "raw vault bytes per day", vault_day / TB, "TB/day", f"{n} x {raw_bps / 1e6:.3f} MB/s x 86,400 s")
+        p.add("s3", "raw vault bytes per day", vault_day / TB, "TB/day", f"{n} x {ld.raw_bps / 1e6:.3f} MB/s x 86,400 s")
     p.add("s3", "S3 bytes at retention", s3_ret / TB, "TB",
           f"{s3_day / TB:,.1f} TB/day x {inp.s3_retention_days} days (object lock: cannot be deleted earlier)"
           + (f" + vault x {inp.raw_vault_days} days" if vault_day else "") + "; before the store's own redundancy")
+    return s3_day, vault_day, s3_ret
 
-    # ------------------------------------------------------------ network
+
+def _plan_network(p: Plan, ld: _Load, placement: str, s3_day: float) -> dict[str, float]:
+    inp, n, raw_bps, red_bps, rf = p.inputs, p.inputs.cameras, ld.raw_bps, ld.red_bps, p.inputs.replication_factor
     gbit = 8 / 1e9
     frame_bytes = inp.width * inp.height * 3
     cross = 1.0 if placement == "spread" else 0.0  # node_local keeps decoded frames on their node
@@ -461,42 +536,67 @@ def plan(inp: PlanInput, costs: dict[str, Any] | None = None) -> Plan:
         "kafka_produce": n * (raw_bps + red_bps) * gbit,
         "kafka_consume": n * (raw_bps + red_bps) * gbit,
         "kafka_replication": n * (raw_bps + red_bps) * (rf - 1) * gbit,
-        "ray_frames_to_detectors": det_s * frame_bytes * cross * gbit,
+        "ray_frames_to_detectors": ld.det_s * frame_bytes * cross * gbit,
         "ray_chunks_between_nodes": n * (raw_bps + red_bps) * gbit,
         "sink_to_s3": s3_day / 86400 * gbit,
     }
     net["between_nodes"] = (net["kafka_produce"] + net["kafka_consume"] + net["kafka_replication"]
                             + net["ray_frames_to_detectors"] + net["ray_chunks_between_nodes"] + net["sink_to_s3"])
-    p.add("network", "cameras -> ingest", net["cameras_to_ingest"], "Gbit/s", f"{n} x {mbps:g} Mbit/s")
+    p.add("network", "cameras -> ingest", net["cameras_to_ingest"], "Gbit/s", f"{n} x {ld.mbps:g} Mbit/s")
     p.add("network", "-> Kafka (raw + redacted produce)", net["kafka_produce"], "Gbit/s", "ingest + process writes")
     p.add("network", "Kafka -> consumers (process, sink)", net["kafka_consume"], "Gbit/s", "raw read by process, "
           "redacted by sinks")
     p.add("network", "Kafka replication between brokers", net["kafka_replication"], "Gbit/s",
           f"(RF {rf} - 1) x writes; crosses zones when brokers are spread")
     p.add("network", "Ray: detected frames -> detector actors", net["ray_frames_to_detectors"], "Gbit/s",
-          f"{det_s:,.0f} frames/s x {frame_bytes / 1e6:.2f} MB raw BGR"
+          f"{ld.det_s:,.0f} frames/s x {frame_bytes / 1e6:.2f} MB raw BGR"
           + (" (all to the GPU pods: placement spread)" if cross else ": none, placement node_local keeps them "
              "on the node that decodes them"))
     p.add("network", "Ray: chunks consumer <-> chunk actors", net["ray_chunks_between_nodes"], "Gbit/s",
           "raw in, redacted back, when on another pod (upper bound)")
     p.add("network", "sinks -> S3", net["sink_to_s3"], "Gbit/s", "segments + manifests")
     p.add("network", "between nodes, total", net["between_nodes"], "Gbit/s", "sum of the lines above but cameras")
+    return net
 
-    p.pods = {"cpu": {"replicas": cpu_pods, **cpu_pod},
-              "gpu": ({"replicas": gpu_pods, **pods["gpu"]} if gpu_mode else None),
-              "ingest": {"replicas": ingest, "cpu": math.ceil(ingest_cpu), "cpu_limit": ingest_lim,
-                         "memory_gib": ingest_mem},
-              "sink": {"replicas": sinks, "cpu": math.ceil(sink_cpu), "memory_gib": sink_mem,
-                       "spool_gib": sink_spool, "max_buffered_bytes": _c(costs, "sink_max_buffered_bytes")}}
+
+def plan(inp: PlanInput, costs: dict[str, Any] | None = None) -> Plan:
+    """Size ``inp`` from ``costs`` (default: the shipped costs.json).
+
+    The sections below add their lines to the plan in the order the table shows them: load,
+    compute (CPU/GPU, partitions and consumers, actors and Ray pods), ingest and sink, totals,
+    Kafka bytes, S3, network.
+
+    Raises:
+        SizingError: every problem of ``inp``, one per line.
+    """
+    bad = inp.problems()
+    if bad:
+        raise SizingError("; ".join(bad))
+    costs = costs if costs is not None else load_costs()
+    p = Plan(inp)
+    gpu_mode = inp.node == "gpu"
+    ld = _plan_load(p, costs)
+    cm = _plan_compute(p, costs, ld)
+    pt = _plan_partitions(p, costs, ld)
+    a = _plan_actors(p, costs, cm, pt)
+    io_pods = _plan_ingest_sink(p, costs, ld, pt)
+    total_vcpu = _plan_vcpu(p, costs, a, io_pods["ingest"], io_pods["sink"])
+    retained = _plan_kafka_bytes(p, costs, ld)
+    s3_day, vault_day, s3_ret = _plan_s3(p, costs, ld)
+    net = _plan_network(p, ld, a.placement, s3_day)
+    pods = costs["pods"]
+    p.pods = {"cpu": {"replicas": a.cpu_pods, **pods["cpu"]},
+              "gpu": ({"replicas": a.gpus, **pods["gpu"]} if gpu_mode else None), **io_pods}
+    ingest, sink = io_pods["ingest"], io_pods["sink"]
     p.summary = {
-        "cameras": n, "fps": fps, "size": f"{inp.width}x{inp.height}", "node": inp.node, "placement": placement,
-        "vcpu": total_vcpu, "gpus": gpus,
-        "ray_worker_replicas": {"cpu": cpu_pods, **({inp.gpu_group: gpu_pods} if gpu_mode else {})},
-        "ingest_replicas": ingest, "ingest_memory_gib": ingest_mem,
-        "sink_replicas": sinks, "sink_memory_gib": sink_mem, "sink_spool_gib": sink_spool,
-        "kafka_partitions": partitions,
+        "cameras": inp.cameras, "fps": inp.fps, "size": f"{inp.width}x{inp.height}", "node": inp.node,
+        "placement": a.placement, "vcpu": total_vcpu, "gpus": a.gpus,
+        "ray_worker_replicas": {"cpu": a.cpu_pods, **({inp.gpu_group: a.gpus} if gpu_mode else {})},
+        "ingest_replicas": ingest["replicas"], "ingest_memory_gib": ingest["memory_gib"],
+        "sink_replicas": sink["replicas"], "sink_memory_gib": sink["memory_gib"], "sink_spool_gib": sink["spool_gib"],
+        "kafka_partitions": pt.partitions,
         "kafka_bytes_retained": {k: int(v) for k, v in retained.items()},
-        "kafka_replication_factor": rf,
+        "kafka_replication_factor": inp.replication_factor,
         "s3_bytes_per_day": int(s3_day + vault_day),
         "s3_bytes_at_retention": int(s3_ret),
         "network_gbps": {k: round(v, 2) for k, v in net.items()},

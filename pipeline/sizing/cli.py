@@ -190,17 +190,53 @@ def _size(value: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
+# The plan's options, in --help order: (flag, PlanInput field or None, written into the
+# generated file's header always or only when not the default, argparse keywords). One table
+# for the parser, the header's command line and the PlanInput, so a new option is one row.
+PLAN_OPTIONS: tuple[tuple[str, str | None, str, dict[str, Any]], ...] = (
+    ("--cameras", "cameras", "always", {"type": int, "required": True, "help": "number of cameras"}),
+    ("--fps", "fps", "always", {"type": float, "required": True, "help": "frames per second each camera sends"}),
+    ("--size", None, "always", {"default": "1280x720", "help": "frame size WIDTHxHEIGHT (default 1280x720)"}),
+    ("--node", "node", "always", {"choices": ("gpu", "cpu"), "default": "gpu",
+                                  "help": "where detectors run: gpu (H100 worker group) or cpu (default gpu)"}),
+    ("--plates-share", "plates_share", "always", {
+        "type": float, "default": 1.0, "metavar": "SHARE",
+        "help": "share of cameras whose policy masks plates (default 1.0; the rest faces only)"}),
+    ("--camera-mbps", "camera_mbps", "changed", {
+        "type": float, "default": None, "metavar": "MBPS",
+        "help": "H.264 bitrate per camera (default 2 Mbit/s at 720p@15, scaled with pixels x fps)"}),
+    ("--detect-every", "detect_every", "changed", {"type": int, "default": 4, "metavar": "N",
+                                                   "help": "process.detect_every (default 4)"}),
+    ("--replication", "replication_factor", "changed", {"type": int, "default": 3,
+                                                        "help": "Kafka replication factor (default 3)"}),
+    ("--min-insync", None, "changed", {"type": int, "default": 2, "help": "Kafka min.insync.replicas (default 2)"}),
+    ("--raw-retention-hours", "raw_retention_hours", "changed", {
+        "type": float, "default": 6.0, "help": "retention of the raw topic in hours (default 6, kafka.raw_retention_ms)"}),
+    ("--s3-retention-days", "s3_retention_days", "changed", {
+        "type": int, "default": 30,
+        "help": "days redacted segments are kept (default 30, the default policy's redacted_days)"}),
+    ("--zones", "zones", "changed", {"type": int, "default": 3,
+                                     "help": "availability zones the pods spread over (default 3)"}),
+    ("--gpu-group", "gpu_group", "changed", {"default": "gpu-h100",
+                                             "help": "name of the GPU worker group (default gpu-h100)"}),
+    ("--placement", "placement", "changed", {
+        "choices": ("node_local", "spread"), "default": "node_local",
+        "help": "ray.placement: node_local (default) decodes, detects, masks and encodes a chunk on one "
+                "node, so only compressed chunks cross the network; spread (GPU plans) keeps the GPU pods "
+                "for detectors only and ships decoded frames to them"}),
+)
+
+
+def _dest(flag: str) -> str:
+    return flag.removeprefix("--").replace("-", "_")
+
+
 def command_line(args: argparse.Namespace) -> str:
     """The plan's command line, canonical (the generated file's header names it)."""
-    parts = ["veilstream", "plan", "--cameras", str(args.cameras), "--fps", f"{args.fps:g}", "--size", args.size,
-             "--node", args.node, "--plates-share", f"{args.plates_share:g}"]
-    for flag, value, default in (("--camera-mbps", args.camera_mbps, None), ("--detect-every", args.detect_every, 4),
-                                 ("--replication", args.replication, 3), ("--min-insync", args.min_insync, 2),
-                                 ("--raw-retention-hours", args.raw_retention_hours, 6.0),
-                                 ("--s3-retention-days", args.s3_retention_days, 30), ("--zones", args.zones, 3),
-                                 ("--gpu-group", args.gpu_group, "gpu-h100"),
-                                 ("--placement", args.placement, "node_local")):
-        if value != default:
+    parts = ["veilstream", "plan"]
+    for flag, _field, when, kw in PLAN_OPTIONS:
+        value = getattr(args, _dest(flag))
+        if when == "always" or value != kw.get("default"):
             parts += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
     if args.values_base:
         parts += ["--values-base", str(args.values_base)]
@@ -208,13 +244,17 @@ def command_line(args: argparse.Namespace) -> str:
     return " ".join(parts)
 
 
-def cmd_plan(args: argparse.Namespace) -> int:
+def plan_input(args: argparse.Namespace) -> PlanInput:
+    """The :class:`PlanInput` of ``veilstream plan``'s arguments."""
     width, height = _size(args.size)
-    inp = PlanInput(cameras=args.cameras, fps=args.fps, width=width, height=height, node=args.node,
-                    plates_share=args.plates_share, camera_mbps=args.camera_mbps, detect_every=args.detect_every,
-                    replication_factor=args.replication, min_insync_replicas=min(args.min_insync, args.replication),
-                    raw_retention_hours=args.raw_retention_hours, s3_retention_days=args.s3_retention_days,
-                    zones=args.zones, gpu_group=args.gpu_group, placement=args.placement)
+    fields = {name: getattr(args, _dest(flag)) for flag, name, _when, _kw in PLAN_OPTIONS if name}
+    return PlanInput(**fields, width=width, height=height,
+                     min_insync_replicas=min(args.min_insync, args.replication))
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    inp = plan_input(args)
+    width, height = inp.width, inp.height
     try:
         pl = plan(inp)
     except SizingError as exc:
@@ -260,28 +300,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def add_plan(sub: Any) -> None:
     p = sub.add_parser("plan", help="size a deployment for N cameras (vCPU, GPUs, Kafka, S3, network) and "
                                     "write Helm values for it")
-    p.add_argument("--cameras", type=int, required=True, help="number of cameras")
-    p.add_argument("--fps", type=float, required=True, help="frames per second each camera sends")
-    p.add_argument("--size", default="1280x720", help="frame size WIDTHxHEIGHT (default 1280x720)")
-    p.add_argument("--node", choices=("gpu", "cpu"), default="gpu",
-                   help="where detectors run: gpu (H100 worker group) or cpu (default gpu)")
-    p.add_argument("--plates-share", type=float, default=1.0, metavar="SHARE",
-                   help="share of cameras whose policy masks plates (default 1.0; the rest faces only)")
-    p.add_argument("--camera-mbps", type=float, default=None, metavar="MBPS",
-                   help="H.264 bitrate per camera (default 2 Mbit/s at 720p@15, scaled with pixels x fps)")
-    p.add_argument("--detect-every", type=int, default=4, metavar="N", help="process.detect_every (default 4)")
-    p.add_argument("--replication", type=int, default=3, help="Kafka replication factor (default 3)")
-    p.add_argument("--min-insync", type=int, default=2, help="Kafka min.insync.replicas (default 2)")
-    p.add_argument("--raw-retention-hours", type=float, default=6.0,
-                   help="retention of the raw topic in hours (default 6, kafka.raw_retention_ms)")
-    p.add_argument("--s3-retention-days", type=int, default=30,
-                   help="days redacted segments are kept (default 30, the default policy's redacted_days)")
-    p.add_argument("--zones", type=int, default=3, help="availability zones the pods spread over (default 3)")
-    p.add_argument("--gpu-group", default="gpu-h100", help="name of the GPU worker group (default gpu-h100)")
-    p.add_argument("--placement", choices=("node_local", "spread"), default="node_local",
-                   help="ray.placement: node_local (default) decodes, detects, masks and encodes a chunk on one "
-                        "node, so only compressed chunks cross the network; spread (GPU plans) keeps the GPU pods "
-                        "for detectors only and ships decoded frames to them")
+    for flag, _field, _when, kw in PLAN_OPTIONS:
+        p.add_argument(flag, **kw)
     p.add_argument("--values-out", type=Path, default=None, metavar="FILE",
                    help="write Helm values (helm/veilstream) that provision the plan")
     p.add_argument("--values-base", type=Path, default=None, metavar="FILE",
