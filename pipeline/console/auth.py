@@ -29,6 +29,7 @@ import yaml
 from schemas.errors import ConfigError
 
 from .access import ROLES
+from .statefile import StateFile
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ class LocalUsers:
 
         self.users = dict(users)
         self.path = Path(path) if path else None
+        self._file = StateFile(self.path) if self.path is not None else None
         self.reload_s = reload_s
         self.clock = clock
         self._checked = clock()
@@ -109,13 +111,7 @@ class LocalUsers:
         return cls(load_users(path), path=path, reload_s=reload_s)
 
     def _file_stamp(self) -> tuple[int, int] | None:
-        if self.path is None:
-            return None
-        try:
-            st = self.path.stat()
-        except OSError:
-            return None
-        return st.st_mtime_ns, st.st_size
+        return self._file.stamp() if self._file is not None else None
 
     def _maybe_reload(self) -> None:
         if self.path is None:

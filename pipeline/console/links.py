@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from .statefile import StateFile
+
 logger = logging.getLogger(__name__)
 
 KEEP_AFTER_EXPIRY_S = 86400.0
@@ -57,6 +59,7 @@ class Link:
 class LinkRegistry:
     def __init__(self, path: str | os.PathLike[str] | None = None, clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path) if path else None
+        self._file = StateFile(self.path) if self.path is not None else None
         self.clock = clock
         self._lock = threading.Lock()
         self._links: dict[str, Link] = {}
@@ -96,17 +99,10 @@ class LinkRegistry:
             return sorted((lk for lk in self._links.values() if lk.target == target), key=lambda lk: lk.created_at)
 
     # ---------------------------------------------------------------- persistence
-    def _file_stamp(self) -> tuple[int, int] | None:
-        try:
-            st = self.path.stat()  # type: ignore[union-attr]
-        except OSError:
-            return None
-        return st.st_mtime_ns, st.st_size
-
     def _reload_if_changed(self) -> None:
-        if self.path is None:
+        if self._file is None:
             return
-        stamp = self._file_stamp()
+        stamp = self._file.stamp()
         if stamp == self._stamp:
             return
         self._stamp = stamp
@@ -114,7 +110,7 @@ class LinkRegistry:
             self._links = {}
             return
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            data = json.loads(self._file.read())
             self._links = {str(k): Link(**v) for k, v in dict(data.get("links") or {}).items()}
         except (OSError, ValueError, TypeError, AttributeError) as exc:
             # fail closed: links nobody can check are refused, none is let through
@@ -124,7 +120,7 @@ class LinkRegistry:
 
     @contextlib.contextmanager
     def _edit(self) -> Iterator[dict[str, Link]]:
-        with self._lock, self._file_lock():
+        with self._lock, self._file.locked() if self._file is not None else contextlib.nullcontext():
             self._stamp = None  # under the file lock: always the file as it is now
             self._reload_if_changed()
             yield self._links
@@ -132,31 +128,12 @@ class LinkRegistry:
             self._links = {k: v for k, v in self._links.items() if v.expires_at + KEEP_AFTER_EXPIRY_S > now}
             self._save()
 
-    @contextlib.contextmanager
-    def _file_lock(self) -> Iterator[None]:
-        if self.path is None:
-            yield
-            return
-        import fcntl
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path.with_name(f".{self.path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # releases the lock
-
     def _save(self) -> None:
-        if self.path is None:
+        if self._file is None:
             return
-        body = json.dumps({"links": {k: v.as_json() for k, v in self._links.items()}})
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(body)
-        os.replace(tmp, self.path)  # an OSError here fails the issue/revoke: the caller answers 500
-        self._stamp = self._file_stamp()
+        # an OSError here fails the issue/revoke: the caller answers 500
+        self._file.write(json.dumps({"links": {k: v.as_json() for k, v in self._links.items()}}))
+        self._stamp = self._file.stamp()
 
 
 def revoke_from_cli(work_dir: str | os.PathLike[str] | None, link_id: str, actor: str,

@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .statefile import StateFile
+
 logger = logging.getLogger(__name__)
 
 
@@ -45,6 +47,7 @@ class SessionStore:
     def __init__(self, path: str | os.PathLike[str] | None = None, max_age_s: float = 8 * 3600,
                  clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path) if path else None
+        self._file = StateFile(self.path) if self.path is not None else None
         self.max_age_s = max_age_s
         self.clock = clock
         self._lock = threading.Lock()
@@ -99,9 +102,9 @@ class SessionStore:
             del self._by_digest[d]
 
     def _load(self) -> None:
-        assert self.path is not None
+        assert self._file is not None
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            data = json.loads(self._file.read())
             recs = {str(d): SessionRecord(str(r["username"]), tuple(r["roles"]), str(r["via"]),
                                           float(r["created_at"]), float(r["expires_at"]))
                     for d, r in dict(data.get("sessions") or {}).items()}
@@ -115,16 +118,10 @@ class SessionStore:
         self._drop_expired(self.clock())
 
     def _save(self) -> None:
-        if self.path is None:
+        if self._file is None:
             return
-        body = json.dumps({"sessions": {d: asdict(r) for d, r in self._by_digest.items()}})
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(body)
-            os.replace(tmp, self.path)
+            self._file.write(json.dumps({"sessions": {d: asdict(r) for d, r in self._by_digest.items()}}))
         except OSError as exc:
             # the in-memory state is authoritative for this process; a restart would lose it
             logger.error("console sessions not saved path=%s error=%s", self.path, exc)
