@@ -104,6 +104,11 @@ class RedactionConfig:
             Before, a 176x144 camera frame ran the full-frame pass at 960x800 (x3 the pixels
             of a 720p frame's 640x384 pass); now at 448x384 (its 440x360 padded to the
             stride). 640x272 (1.5x) and every eval image of 384 px and more are unchanged.
+        text_full_min_side: frames whose longer side is below this get no full-frame text pass
+            when the plate search runs on vehicle crops (``plate`` class with ``plate_crops``):
+            only their vehicles' crops are searched (``None``: every frame gets both passes).
+            A policy choice for tiny cameras (see docs/performance.md, "Plate carry and tiny
+            frames"); the ``text`` class without plate crops always gets the full-frame pass.
         plate_crops: also search plates in upscaled crops of the lower part of each vehicle
             YOLOX finds (vehicle score >= ``vehicle_threshold``).
         text_model: the text/plate detector's registry name: ``ppocr_det_v5`` (PP-OCRv5
@@ -168,6 +173,7 @@ class RedactionConfig:
     yunet_min_side: int | None = None
     text_min_side: int | None = 960
     text_max_upscale: float | None = 2.5
+    text_full_min_side: int | None = None
     text_tile: int | None = None
     plate_crops: bool = True
     vehicle_threshold: float | None = None
@@ -235,6 +241,9 @@ class RedactionConfig:
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 64):
                 # a negative side once made detection run on garbage-sized frames and leak faces
                 problems.append(f"{name}: expected an integer >= 64 (or 0/None = native size), got {v!r}")
+        v = self.text_full_min_side
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            problems.append(f"text_full_min_side: expected an integer >= 1 (or None), got {v!r}")
         for name in ("text_max_upscale", "person_max_upscale"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 1.0):
@@ -688,6 +697,7 @@ def build_detectors(config: RedactionConfig) -> dict[str, Detector]:
         kw["max_upscale"] = config.text_max_upscale
         kw["tile"] = config.text_tile
         kw["crops"] = vehicles
+        kw["full_min_side"] = config.text_full_min_side
         kw["model"] = config.text_model
         # One text model serves both classes: it finds plate characters and other text.
         kw["label"] = Label.PLATE if plates else Label.TEXT

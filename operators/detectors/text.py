@@ -162,6 +162,9 @@ class TextDetector(OnnxDetector):
             changed is searched). A searched crop that found no plate lends once
             (``crop_reuse``). 0: no carry (the lend-once pass before). Within one call only
             (a chunk, or the chunks the detector actor batches): nothing is kept across calls.
+        full_min_side: with ``crops``, frames whose longer side is below this get no
+            full-frame pass in ``detect_given``, only the vehicle-crop pass (``None``: every
+            frame gets both); see ``RedactionConfig.text_full_min_side``.
         crop_gap: black px kept right of and below each packed crop (at most what a canvas
             of its own leaves): 96, measured (32 and 64 leak 3-4 more plates_traffic plates).
         nms_iou: ``None``: DB contours do not overlap, no NMS.
@@ -178,7 +181,7 @@ class TextDetector(OnnxDetector):
                  crops: bool = False, crop_width: int = 640, crop_height: int = 352, crop_lower: float = 0.7,
                  crop_max_zoom: float = 6.0, max_crops: int = 8, min_vehicle_px: int = 24,
                  crop_pack: bool = True, crop_gap: int = 96, crop_bonus: float = 0.1, crop_reuse: float = 6.0,
-                 crop_carry: int = 8,
+                 crop_carry: int = 8, full_min_side: int | None = None,
                  nms_iou: float | None = None,
                  model_dir: ModelRef | None = None, threads: int | None = None, batch_size: int | None = None,
                  precision: str = DEFAULT_PRECISION) -> None:
@@ -203,6 +206,7 @@ class TextDetector(OnnxDetector):
         self.crop_bonus = float(crop_bonus)
         self.crop_reuse = float(crop_reuse)
         self.crop_carry = int(crop_carry)
+        self.full_min_side = None if full_min_side is None else int(full_min_side)
         self.last_crop_stats: dict[str, int] = {}
         """The last ``detect_crops`` call's crops, searched, carried (plate carry) and reused
         (lend-once) crops."""
@@ -265,9 +269,12 @@ class TextDetector(OnnxDetector):
     def detect_given(self, frames: Frames, priors: Sequence[Boxes]) -> list[Boxes]:
         """Full-frame pass, plus (when ``crops``) the vehicle-crop pass on the
         :attr:`Label.VEHICLE` boxes of ``priors`` (one :class:`Boxes` per frame)."""
-        full = self.detect(frames)
         if not self.crops:
-            return full
+            return self.detect(frames)
+        if self.full_min_side is not None and max(frames.shape[1:3]) < self.full_min_side:
+            full = [Boxes.empty() for _ in range(len(frames))]  # a tiny frame: its vehicles' crops only
+        else:
+            full = self.detect(frames)
         return [Boxes.concat([f, c]) for f, c in zip(full, self.detect_crops(frames, priors))]
 
     def crop_windows(self, vehicles: Boxes, hw: tuple[int, int]) -> list[tuple[int, int, int, int]]:

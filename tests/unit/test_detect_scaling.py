@@ -152,3 +152,25 @@ def test_upscale_caps_validated(field, value):
 def test_upscale_caps_may_be_lifted():
     RedactionConfig(text_max_upscale=None, person_max_upscale=None).validate()
     RedactionConfig(text_max_upscale=1, person_max_upscale=2.0).validate()
+
+
+def test_text_full_min_side_skips_the_full_frame_pass_on_tiny_frames_only():
+    """``text_full_min_side`` (a policy choice, off by default): a frame below it gets the
+    vehicle-crop pass only; larger frames, and the text class without plate crops, keep the
+    full-frame pass."""
+    def shapes(cfg: RedactionConfig, hw: tuple[int, int]) -> list[tuple[int, int]]:
+        red = Redactor(cfg)
+        rec = _Recorder(red.detectors["text"].session)
+        red.detectors["text"].session = rec
+        red.run_detectors(np.zeros((2, *hw, 3), np.uint8))
+        return rec.shapes
+
+    base = {"threads": 1, "providers": ("cpu",), "model_dir": str(MODELS)}
+    assert RedactionConfig(**base).text_full_min_side is None  # default: both passes everywhere
+    assert shapes(RedactionConfig(**base, text_full_min_side=240), (144, 176)) == []
+    assert len(shapes(RedactionConfig(**base, text_full_min_side=240), (272, 640))) == 2
+    assert len(shapes(RedactionConfig(**base), (144, 176))) == 2
+    # the text class (no plate crops) always gets the full-frame pass
+    assert len(shapes(RedactionConfig(**base, classes=("text",), text_full_min_side=240), (144, 176))) == 2
+    with pytest.raises(ConfigError, match="text_full_min_side"):
+        RedactionConfig(text_full_min_side=0).validate()
