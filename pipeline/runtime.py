@@ -66,6 +66,8 @@ class Record:
     headers: tuple[tuple[str, Any], ...] = ()
     attempt: int = 0
     """How many times this record was handled before (0 the first time; +1 per ``Retry``)."""
+    tombstone: bool = False
+    """The message's value was null (``value`` is then ``b""``): a compacted topic's delete."""
 
     @property
     def tp(self) -> TopicPart:
@@ -73,10 +75,11 @@ class Record:
 
     @staticmethod
     def of(msg: Any) -> Record:
-        return Record(Source.of(msg), msg.key(), msg.value() or b"", tuple(msg.headers() or ()))
+        value = msg.value()
+        return Record(Source.of(msg), msg.key(), value or b"", tuple(msg.headers() or ()), tombstone=value is None)
 
     def again(self) -> Record:
-        return Record(self.src, self.key, self.value, self.headers, self.attempt + 1)
+        return Record(self.src, self.key, self.value, self.headers, self.attempt + 1, self.tombstone)
 
 
 @dataclass(frozen=True)

@@ -3,15 +3,18 @@
 A stage reads Kafka messages, works on them, and writes somewhere durable; only then is
 a message's offset finished and committed. What every stage shares lives here once:
 
-* :func:`consumer_for` / :func:`producer_for`: client settings from one function
-  (:func:`client_settings`: bootstrap, security, message size), so no stage builds
-  librdkafka settings by hand.
+* :func:`consumer_for` / :func:`producer_for` / :func:`registry_consumer_for`: client
+  settings from one function (:func:`client_settings`: bootstrap, security, message size),
+  so no stage builds librdkafka settings by hand.
 * :class:`StageKafka`: the consumer, the producer, the :class:`OffsetTracker`, DLQ
   routing (:meth:`StageKafka.to_dlq`: one error-length limit, the real cause), commit,
   revoke, the status line and the stage metrics.
 * :func:`stop_on_signals`: SIGTERM / SIGINT stop consuming; the worker then drains,
   flushes, commits and exits 0 (the Kubernetes pod stop path).
 * :func:`root_cause`: one readable line for an exception, also for Ray's nested ones.
+
+The loop itself (poll, flow control, backoff, commit after durable, revoke, drain,
+shutdown) is :class:`pipeline.runtime.StageRuntime`'s: stages supply handlers.
 """
 
 from __future__ import annotations
@@ -54,6 +57,19 @@ def consumer_for(kafka: Any, group: str, topics: list[str], *,
     return ChunkConsumer(bootstrap, group, topics, message_max_bytes=kafka.message_max_bytes,
                          session_timeout_ms=kafka.session_timeout_ms, on_assign=on_assign, on_revoke=on_revoke,
                          extra=settings)
+
+
+def registry_consumer_for(kafka: Any, group: str, client_id: str) -> Any:
+    """A confluent-kafka consumer-group member for a compacted registry that is read whole on
+    every assignment and never committed (ingest's camera registry). Incremental
+    (cooperative-sticky): a joining or leaving member moves only the partitions that change
+    hands, so cameras on the others keep streaming through the rebalance."""
+    from pipeline.kafka import plain_consumer
+
+    return plain_consumer(kafka, group, **{
+        "client.id": client_id, "auto.offset.reset": "earliest", "session.timeout.ms": kafka.session_timeout_ms,
+        "heartbeat.interval.ms": max(500, kafka.session_timeout_ms // 6),
+        "partition.assignment.strategy": "cooperative-sticky"})
 
 
 def producer_for(kafka: Any, client_id: str) -> ChunkProducer:

@@ -1,9 +1,11 @@
 """``veilstream ingest``: own the cameras of the registry partitions this worker is
 assigned, read them, and produce one message per chunk to the raw topic.
 
-Threads: the caller's thread runs the registry consumer (group membership, assignment
-callbacks, registry records, reconciling reader threads); one thread serves producer
-delivery reports; one thread per owned camera reads it (``CameraReader``).
+Threads: the caller's thread runs the stage runtime (:mod:`pipeline.runtime`) on the camera
+registry (group membership, assignment callbacks, registry records as ``Emit()`` outcomes,
+reconciling reader threads; read whole on every assignment, nothing committed; the runtime's
+drain stops the cameras, then the producer is flushed); one thread serves producer delivery
+reports; one thread per owned camera reads it (``CameraReader``) and produces its chunks.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
-from pipeline.kafka import Delivery, KafkaDeliveryError, client_settings
+from pipeline.kafka import Delivery, KafkaDeliveryError
 from pipeline.metrics import StatusLine, serve_config
+from pipeline.runtime import BaseHandler, Completion, Emit, Outcome, Record
 from pipeline.stage import producer_for
 from schemas.config import CameraConfig
 from schemas.messages import ChunkCaptured, SchemaError, decode_camera, encode_chunk
@@ -62,6 +66,9 @@ class IngestWorker:
         self.produced = 0
         self.failed_deliveries = 0
         self.status = StatusLine(ic.status_interval_s)
+        self._poller: threading.Thread | None = None
+        self._poller_stop: threading.Event | None = None
+        self._last_gauges = 0.0
 
     # ------------------------------------------------------------ ownership
     def owned_cameras(self) -> list[str]:
@@ -262,7 +269,8 @@ class IngestWorker:
     # ------------------------------------------------------------ loop
     def run(self) -> int:
         """Join the group, run owned cameras until ``stop_event``; returns 0 after a clean stop."""
-        from confluent_kafka import Consumer, KafkaError
+        from pipeline.runtime import RuntimeSettings, StageRuntime
+        from pipeline.stage import StageKafka, registry_consumer_for
 
         k = self.cfg.kafka
         if self.publish_static and self.cfg.ingest.cameras:
@@ -270,58 +278,24 @@ class IngestWorker:
         built = self.producer is None
         if built:
             self.producer = producer_for(k, f"veil-ingest-{self.worker_id}")
-        poller_stop = threading.Event()
-        poller = threading.Thread(target=self._poll_deliveries, args=(poller_stop,), daemon=True,
-                                  name=f"ingest-deliveries-{self.worker_id}")
-        poller.start()
-        consumer = Consumer({
-            **client_settings(k, client_id=f"veil-ingest-{self.worker_id}"),
-            "group.id": self.cfg.ingest.consumer_group, "enable.auto.commit": False,
-            "auto.offset.reset": "earliest", "session.timeout.ms": k.session_timeout_ms,
-            "heartbeat.interval.ms": max(500, k.session_timeout_ms // 6),
-            # incremental: a joining or leaving worker moves only the partitions that change
-            # hands; cameras on the others keep streaming through the rebalance
-            "partition.assignment.strategy": "cooperative-sticky",
-        })
-        consumer.subscribe([k.topics.cameras], on_assign=self._on_assign, on_revoke=self._on_revoke,
-                           on_lost=self._on_lost)
-        m = self.cfg.metrics
-        server = serve_config(self.metrics, m)
+        self._poller_stop = threading.Event()
+        self._poller = threading.Thread(target=self._poll_deliveries, args=(self._poller_stop,), daemon=True,
+                                        name=f"ingest-deliveries-{self.worker_id}")
+        self._poller.start()
+        stage = StageKafka(self.cfg, "ingest", self.metrics, float(self.cfg.ingest.status_interval_s))
+        stage.consumer = RegistryReader(registry_consumer_for(k, self.cfg.ingest.consumer_group,
+                                                              f"veil-ingest-{self.worker_id}"),
+                                        [k.topics.cameras], self)
+        # the producer stays this worker's (the camera threads and the delivery poller use it)
+        runtime = StageRuntime(stage, _RegistryHandler(self), RuntimeSettings(
+            group=self.cfg.ingest.consumer_group, topics=(k.topics.cameras,), poll_max=256, poll_s=0.2,
+            track_offsets=False, produces=False), stop_event=self.stop_event)
+        server = serve_config(self.metrics, self.cfg.metrics)
         logger.info("ingest started worker=%s group=%s registry=%s raw=%s", self.worker_id,
                     self.cfg.ingest.consumer_group, k.topics.cameras, k.topics.raw)
-        last_gauges = 0.0
         try:
-            while not self.stop_event.is_set():
-                self.metrics.tick()
-                for msg in consumer.consume(256, 0.2):
-                    err = msg.error()
-                    if err is not None:
-                        if err.code() != KafkaError._PARTITION_EOF:
-                            self.metrics.errors.labels(kind="registry").inc()
-                            logger.warning("registry consume error worker=%s error=%s", self.worker_id, err)
-                        continue
-                    self._apply_record(msg)
-                if self._changed:
-                    self._changed = False
-                    self._reconcile()
-                self.metrics.ready = self._joined
-                now = time.monotonic()
-                if now - last_gauges >= 1.0:
-                    last_gauges = now
-                    self._update_gauges()
-                if self.status.due():
-                    self._log_status()
+            return runtime.run()
         finally:
-            self.metrics.ready = False
-            with self._lock:
-                cids = list(self.readers)
-            self._stop_cameras(cids)
-            poller_stop.set()
-            poller.join(5.0)
-            left = self.producer.flush(30.0)
-            if left:
-                logger.error("ingest stopping with undelivered chunks=%d worker=%s", left, self.worker_id)
-            consumer.close()  # leaves the group now: the others take our cameras without waiting
             if built:
                 self.producer = None  # let librdkafka's threads and sockets go with the object
             if server is not None:
@@ -331,7 +305,19 @@ class IngestWorker:
                         self.worker_id, self.produced, self.failed_deliveries,
                         int(self.metrics.value("veil_ingest_frames_out_total") or 0),
                         ",".join(f"{r}:{n}" for r, n in self.drop_counts().items()) or "-")
-        return 0
+
+    def _stop_all(self) -> None:
+        """Stop every camera, then the delivery poller; flush what they produced."""
+        with self._lock:
+            cids = list(self.readers)
+        self._stop_cameras(cids)
+        if self._poller_stop is not None and self._poller is not None:
+            self._poller_stop.set()
+            self._poller.join(5.0)
+            self._poller_stop = self._poller = None
+            left = self.producer.flush(30.0)
+            if left:
+                logger.error("ingest stopping with undelivered chunks=%d worker=%s", left, self.worker_id)
 
     def drop_counts(self) -> dict[str, int]:
         """Frames dropped so far per reason (``veil_ingest_dropped_frames_total``), zeros left out."""
@@ -344,16 +330,18 @@ class IngestWorker:
                 out[reason] = n
         return out
 
-    def _apply_record(self, msg: Any) -> None:
-        cid = (msg.key() or b"").decode("utf-8", "replace")
+    def _apply_record(self, rec: Any) -> None:
+        """One registry record (a :class:`pipeline.runtime.Record`): the camera it names, or a
+        bad record counted and skipped."""
+        cid = (rec.key or b"").decode("utf-8", "replace")
         try:
-            cam = decode_camera(msg.value())
+            cam = decode_camera(None if rec.tombstone else rec.value)
         except SchemaError as exc:
-            logger.warning("bad camera record key=%s partition=%d offset=%d error=%s", cid, msg.partition(),
-                           msg.offset(), exc)
+            logger.warning("bad camera record key=%s partition=%d offset=%d error=%s", cid, rec.src.partition,
+                           rec.src.offset, exc)
             self.metrics.errors.labels(kind="bad_camera_record").inc()
             return
-        self.registry.update(msg.partition(), cid, cam)
+        self.registry.update(rec.src.partition, cid, cam)
         self._changed = True
 
     def _update_gauges(self) -> None:
@@ -375,3 +363,95 @@ class IngestWorker:
                     len(readers), "".join(f" {s}={n}" for s, n in sorted(states.items())), self.produced,
                     self.failed_deliveries, sum(r.dropped_total for _c, r in readers), self.limiter.inflight(),
                     (" retrying=" + ",".join(failing[:10])) if failing else "")
+
+
+class _RegistryHandler(BaseHandler):
+    """Ingest's handler on the stage runtime: registry records in, camera threads reconciled;
+    nothing is produced through the runtime (camera threads produce) and nothing committed."""
+
+    def __init__(self, worker: IngestWorker) -> None:
+        self.w = worker
+
+    def handle(self, rec: Record) -> Outcome:
+        self.w._apply_record(rec)
+        return Emit()
+
+    def completions(self, timeout_s: float) -> Iterable[Completion]:
+        w = self.w
+        if w._changed:
+            w._changed = False
+            w._reconcile()
+        now = time.monotonic()
+        if now - w._last_gauges >= 1.0:
+            w._last_gauges = now
+            w._update_gauges()
+        return ()
+
+    def ready(self) -> bool:
+        return self.w._joined and not self.w.stop_event.is_set()
+
+    def drain(self) -> Iterable[Completion]:
+        self.w.metrics.ready = False
+        self.w._stop_all()  # cameras first: nothing new is produced while the producer flushes
+        return ()
+
+    def status(self) -> None:
+        self.w._log_status()
+
+    def close(self) -> None:
+        self.w._stop_all()
+
+
+class RegistryReader:
+    """The registry consumer as the runtime's consumer: every assigned partition is read from
+    its beginning (a compacted registry), nothing is committed, and the worker's callbacks
+    see assignments, revocations and lost partitions as they happen."""
+
+    def __init__(self, consumer: Any, topics: list[str], worker: IngestWorker) -> None:
+        self._c = consumer
+        self.w = worker
+        self.assigned: set[tuple[str, int]] = set()
+        self.paused: set[tuple[str, int]] = set()
+        consumer.subscribe(topics, on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost)
+
+    def _assigned(self, consumer: Any, partitions: list[Any]) -> None:
+        self.w._on_assign(consumer, partitions)
+        self.assigned.update((tp.topic, tp.partition) for tp in partitions)
+
+    def _revoked(self, consumer: Any, partitions: list[Any]) -> None:
+        self.assigned.difference_update((tp.topic, tp.partition) for tp in partitions)
+        self.paused.difference_update((tp.topic, tp.partition) for tp in partitions)
+        self.w._on_revoke(consumer, partitions)
+
+    def _lost(self, consumer: Any, partitions: list[Any]) -> None:
+        self.assigned.difference_update((tp.topic, tp.partition) for tp in partitions)
+        self.paused.difference_update((tp.topic, tp.partition) for tp in partitions)
+        self.w._on_lost(consumer, partitions)
+
+    def poll(self, timeout_s: float, max_messages: int = 256) -> list[Any]:
+        from confluent_kafka import KafkaError
+
+        out = []
+        for msg in self._c.consume(max_messages, timeout_s):
+            err = msg.error()
+            if err is None:
+                out.append(msg)
+            elif err.code() != KafkaError._PARTITION_EOF:
+                self.w.metrics.errors.labels(kind="registry").inc()
+                logger.warning("registry consume error worker=%s error=%s", self.w.worker_id, err)
+        return out
+
+    def commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        return None  # read whole on every assignment: nothing to commit
+
+    def pause(self, tps: list[tuple[str, int]]) -> None:
+        return None  # stopping: the worker leaves the group right after
+
+    def resume(self, tps: list[tuple[str, int]]) -> None:
+        return None
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        return {}
+
+    def close(self) -> None:
+        self._c.close()  # leaves the group now: the others take our cameras without waiting

@@ -456,3 +456,29 @@ def test_revoke_stops_the_cameras_of_those_partitions_before_returning():
     w.registry.update(0, "a", cam("a", enabled=False))
     w._reconcile()
     assert w.owned_cameras() == []
+
+
+def test_registry_records_run_through_the_stage_runtime_from_a_list() -> None:
+    """Ingest's registry reader on the stage runtime: records start cameras, a tombstone
+    (null value) removes one, a bad record is counted; nothing is committed (read whole)."""
+    from pipeline.ingest.worker import _RegistryHandler
+    from pipeline.runtime import RuntimeSettings, TestingSource, run_until_idle, runtime_on_lists
+    from pipeline.stage import StageKafka
+    from schemas.messages import encode_camera
+
+    w = worker()
+    w.registry.assign([0])  # what the assignment callback does
+    _k, va, _h = encode_camera(cam("a"))
+    _k, vb, _h = encode_camera(cam("b"))
+    src = TestingSource([(b"a", va, []), (b"b", vb, []), (b"a", None, []), (b"c", b"not json", [])], topic="cams")
+    rt = runtime_on_lists(StageKafka(w.cfg, "ingest", w.metrics), _RegistryHandler(w),
+                          RuntimeSettings(group="g", topics=("cams",), track_offsets=False, produces=False), src)
+    w._joined = True
+    rt.step()
+    try:
+        assert w.owned_cameras() == ["b"] and w.metrics.ready
+        assert w.metrics.value("veil_ingest_errors_total", {"kind": "bad_camera_record"}) == 1
+        assert w.metrics.value("veil_ingest_chunks_in_total", {"camera": "all"}) == 0  # records are no chunks
+    finally:
+        run_until_idle(rt)  # the drain stops the cameras
+    assert w.owned_cameras() == [] and not src.commits and not w.metrics.ready
