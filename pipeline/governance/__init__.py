@@ -8,7 +8,10 @@ Pure functions (no client calls) that turn a :class:`schemas.policy.Policy` into
 - IAM-style JSON policy documents per role and for the sink's own credentials
   (``role_documents``, ``sink_document``), for ``mc admin policy create`` or AWS IAM.
 
-The sink applies the first two through :class:`pipeline.objectstore.MinioSegmentStore`.
+The sink applies the first two: retention per object through the
+:class:`~pipeline.governance.segmentplugins.RetentionPlugin` it runs, the lifecycle rules on
+the bucket when the edge builds it (``pipeline.sinkapp``). What else governance does to every
+stored segment (hash chain, notice, audit event) is in :mod:`.segmentplugins`.
 The documents are rendered, not applied: the MinIO admin API is an operator's tool, and
 ``veilstream policy render`` prints them for it.
 """
