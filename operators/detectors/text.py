@@ -10,6 +10,7 @@ import numpy as np
 from ..providers import on_cpu
 from ..quantize import DEFAULT_PRECISION
 from ..types import Boxes, Frames, Label
+from . import litplate
 from ._base import OnnxDetector
 from ._common import ModelRef, check_frames, finish
 
@@ -162,6 +163,9 @@ class TextDetector(OnnxDetector):
             changed is searched). A searched crop that found no plate lends once
             (``crop_reuse``). 0: no carry (the lend-once pass before). Within one call only
             (a chunk, or the chunks the detector actor batches): nothing is kept across calls.
+        lit_pass: in the full-frame pass, also search dark frames' bright plate-shaped
+            patches at native resolution (:mod:`operators.detectors.litplate`); see
+            ``RedactionConfig.plate_lit_pass``.
         full_min_side: with ``crops``, frames whose longer side is below this get no
             full-frame pass in ``detect_given``, only the vehicle-crop pass (``None``: every
             frame gets both); see ``RedactionConfig.text_full_min_side``.
@@ -181,7 +185,7 @@ class TextDetector(OnnxDetector):
                  crops: bool = False, crop_width: int = 640, crop_height: int = 352, crop_lower: float = 0.7,
                  crop_max_zoom: float = 6.0, max_crops: int = 8, min_vehicle_px: int = 24,
                  crop_pack: bool = True, crop_gap: int = 96, crop_bonus: float = 0.1, crop_reuse: float = 6.0,
-                 crop_carry: int = 8, full_min_side: int | None = None,
+                 crop_carry: int = 8, full_min_side: int | None = None, lit_pass: bool = False,
                  nms_iou: float | None = None,
                  model_dir: ModelRef | None = None, threads: int | None = None, batch_size: int | None = None,
                  precision: str = DEFAULT_PRECISION) -> None:
@@ -207,6 +211,7 @@ class TextDetector(OnnxDetector):
         self.crop_reuse = float(crop_reuse)
         self.crop_carry = int(crop_carry)
         self.full_min_side = None if full_min_side is None else int(full_min_side)
+        self.lit_pass = bool(lit_pass)
         self.last_crop_stats: dict[str, int] = {}
         """The last ``detect_crops`` call's crops, searched, carried (plate carry) and reused
         (lend-once) crops."""
@@ -264,6 +269,12 @@ class TextDetector(OnnxDetector):
             prob = self._run(blob)
             for t, (y0, x0, y1, x1) in enumerate(tiles):
                 found[i].extend(self._boxes(prob[t, :y1 - y0, :x1 - x0], sx, sy, x0 * sx, y0 * sy))
+            if self.lit_pass:
+                # Proposals a box of this pass already covers are not searched again; the
+                # covering score is fixed so the eval cache's floor run skips what the
+                # default threshold's run skips (exact at thresholds <= COVER_SCORE).
+                covered = np.asarray([b for b, sc in found[i] if sc >= litplate.COVER_SCORE], np.float32).reshape(-1, 4)
+                found[i].extend(litplate.search(frames[i], covered, self._run, pack_shelves, self._boxes))
         return [self._finish(f, (h, w)) for f in found]
 
     def detect_given(self, frames: Frames, priors: Sequence[Boxes]) -> list[Boxes]:

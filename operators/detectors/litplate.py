@@ -1,0 +1,174 @@
+"""Lit-plate second look: in a dark frame, bright plate-shaped patches are searched for text
+at native resolution.
+
+Why (docs/quality.md, "Plates round 3"): the plates that still leaked at 40 px and wider on
+plates_traffic are all in dark frames (night, a red-lit tunnel), and most sit on vehicles
+YOLOX-nano does not return, so the vehicle-crop pass never looks at them. The full-frame
+text pass sees a 1280x720 frame at 640 px, where such a plate's characters are 6-9 px tall
+and PP-OCRv5's probability there is ~0; at native resolution it is ~1.0 on every one of them.
+Their colour is not the problem: the same crops scored alike raw, as the max-channel image,
+with CLAHE on the luminance and with per-channel stretching. Running the full-frame pass at
+native resolution costs x1.68 of the detection CPU; this pass looks at native resolution only
+where a plate can be, the way a person would at night: a rear or front plate is lit (and
+reflective), so it is a bright, wider-than-tall patch on a darker vehicle.
+
+The pass (per frame):
+
+1. the frame's value image (max channel: a plate under red or amber light stays bright)
+   at ``SIDE`` px; frames whose mean value is at or above ``DARK_MEAN`` are skipped (in
+   daylight a plate is no brighter than its surroundings, and the other passes find it);
+2. proposals: pixels ``CONTRAST`` levels brighter than their ``KERNEL`` px neighbourhood,
+   closed horizontally (the gaps between characters), components ``MIN_W``-``MAX_W`` px wide
+   with a plate's aspect (``MIN_ASPECT``-``MAX_ASPECT``) that fill most of their box;
+3. proposals whose centre a text box of the full-frame pass already covers are dropped; the
+   ``MAX_WINDOWS`` widest others get a window around them (the plate and what its unclipped
+   text box needs), zoomed so the plate is about ``TARGET_H`` px tall (1x-3x of native),
+   packed onto shared canvases and run through the same text network. Its boxes are text
+   boxes like the full-frame pass's: the same score threshold applies.
+
+A frame that is not dark costs one resize and a mean; a dark frame a few small crops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+
+SIDE = 640
+"""The value image's longer side (frames smaller than this are used as they are)."""
+DARK_MEAN = 70.0
+"""Frames whose mean max-channel value (0-255) is at or above this are not searched."""
+KERNEL = 31
+"""Neighbourhood (px at ``SIDE``) a patch must be brighter than: about two plate widths."""
+CONTRAST = 25
+"""Levels a pixel must exceed its neighbourhood's mean by."""
+MIN_VALUE = 60
+"""... and its own value at least this (no proposals in the black)."""
+MIN_W, MAX_W = 12, 120
+"""Proposal width bounds, px at ``SIDE`` (24-240 px plates on a 1280 px frame)."""
+MIN_H, MAX_H = 4, 40
+MIN_ASPECT, MAX_ASPECT = 1.8, 7.0
+"""Plate aspect (width / height): a square-ish EU two-line plate is 1.3 but is not what leaks
+at night; the long EU plate is 4.7, and a lit patch can run a little past the plate."""
+MIN_FILL = 0.4
+"""A proposal's component fills at least this share of its box (a plate is a rectangle)."""
+MAX_WINDOWS = 6
+"""Windows searched per frame, widest proposals first."""
+TARGET_H = 32.0
+"""A window is zoomed so its proposal is about this tall (px), between 1x and 3x."""
+MAX_ZOOM = 3.0
+CANVAS_W, CANVAS_H, GAP = 640, 352, 32
+COVER_SCORE = 0.25
+"""Full-frame text boxes scoring at least this cover a proposal (it is not searched again):
+the default text threshold, fixed so that the eval cache (filled at a floor of 0.15) skips
+the same proposals as the default run."""
+
+
+def params() -> dict[str, object]:
+    """The pass's constants (the eval cache's signature includes them)."""
+    return {"side": SIDE, "dark_mean": DARK_MEAN, "kernel": KERNEL, "contrast": CONTRAST, "min_value": MIN_VALUE,
+            "w": (MIN_W, MAX_W), "h": (MIN_H, MAX_H), "aspect": (MIN_ASPECT, MAX_ASPECT), "fill": MIN_FILL,
+            "windows": MAX_WINDOWS, "target_h": TARGET_H, "max_zoom": MAX_ZOOM, "cover": COVER_SCORE}
+
+
+def value_image(frame: np.ndarray) -> tuple[np.ndarray, float]:
+    """The max-channel image of a BGR frame at ``SIDE`` px (never upscaled) and its scale."""
+    h, w = frame.shape[:2]
+    s = min(1.0, SIDE / max(h, w))
+    small = frame if s == 1.0 else cv2.resize(frame, (max(1, round(w * s)), max(1, round(h * s))),
+                                              interpolation=cv2.INTER_AREA)
+    v = small.max(axis=2) if small.ndim == 3 else small
+    return np.ascontiguousarray(v), s
+
+
+def is_dark(v: np.ndarray, dark_mean: float = DARK_MEAN) -> bool:
+    return float(cv2.mean(v)[0]) < dark_mean
+
+
+def proposals(v: np.ndarray, scale: float) -> np.ndarray:
+    """``(K, 4)`` float32 xyxy in frame px: bright plate-shaped patches of value image ``v``
+    (at ``scale`` of the frame), widest first."""
+    bg = cv2.blur(v, (KERNEL, KERNEL))
+    m = (v.astype(np.int16) - bg.astype(np.int16) > CONTRAST) & (v >= MIN_VALUE)
+    m8 = cv2.morphologyEx(m.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((3, 9), np.uint8))
+    n, _, st, _ = cv2.connectedComponentsWithStats(m8)
+    out = []
+    for k in range(1, n):
+        x, y, w, h, a = (int(t) for t in st[k])
+        if MIN_W <= w <= MAX_W and MIN_H <= h <= MAX_H and MIN_ASPECT <= w / h <= MAX_ASPECT and a >= MIN_FILL * w * h:
+            out.append((x, y, x + w, y + h))
+    if not out:
+        return np.zeros((0, 4), np.float32)
+    b = np.asarray(out, np.float32) / np.float32(scale)
+    return b[np.argsort(-(b[:, 2] - b[:, 0]), kind="stable")]
+
+
+def windows(props: np.ndarray, hw: tuple[int, int], covered: np.ndarray) -> list[tuple[int, int, int, int, float]]:
+    """``(x0, y0, x1, y1, zoom)`` frame windows to search: one per proposal whose centre no
+    box of ``covered`` (``(M, 4)`` xyxy) contains, at most ``MAX_WINDOWS``; each reaches
+    0.6 of the proposal's width beside it and 1.5 of its height above and below, and fits a
+    ``CANVAS_W`` x ``CANVAS_H`` canvas at its zoom."""
+    h, w = hw
+    out: list[tuple[int, int, int, int, float]] = []
+    for x1, y1, x2, y2 in props.tolist():
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        if len(covered) and bool(((covered[:, 0] <= cx) & (cx <= covered[:, 2])
+                                  & (covered[:, 1] <= cy) & (cy <= covered[:, 3])).any()):
+            continue
+        pw, ph = x2 - x1, y2 - y1
+        box = (int(max(0, x1 - 0.6 * pw)), int(max(0, y1 - 1.5 * ph)),
+               int(min(w, x2 + 0.6 * pw)), int(min(h, y2 + 1.5 * ph)))
+        bw, bh = box[2] - box[0], box[3] - box[1]
+        if bw < 8 or bh < 8:
+            continue
+        z = min(MAX_ZOOM, max(1.0, TARGET_H / max(ph, 1.0)),
+                (CANVAS_W - GAP) / bw, (CANVAS_H - GAP) / bh)
+        if z <= 0:
+            continue
+        out.append((*box, z))
+        if len(out) >= MAX_WINDOWS:
+            break
+    return out
+
+
+def search(frame: np.ndarray, covered: np.ndarray, run: Callable[[np.ndarray], np.ndarray],
+           pack: Callable[..., tuple[list[tuple[int, int, int]], list[tuple[int, int]]]],
+           boxes_of: Callable[[np.ndarray, float, float, float, float], list[tuple[list[float], float]]],
+           *, dark_mean: float = DARK_MEAN) -> list[tuple[list[float], float]]:
+    """The pass on one BGR frame: text boxes (frame px) and scores found in its windows.
+
+    Args:
+        covered: text boxes already found on the frame (their proposals are skipped).
+        run: the text network on a ``(N, H, W, 3)`` uint8 BGR batch -> ``(N, H, W)`` probabilities.
+        pack: :func:`~operators.detectors.text.pack_shelves`.
+        boxes_of: a probability map's boxes mapped by scale and offset (``TextDetector._boxes``).
+    """
+    v, s = value_image(frame)
+    if not is_dark(v, dark_mean):
+        return []
+    wins = windows(proposals(v, s), frame.shape[:2], covered)
+    if not wins:
+        return []
+    sizes = [(max(1, round((x1 - x0) * z)), max(1, round((y1 - y0) * z))) for x0, y0, x1, y1, z in wins]
+    places, shapes = pack([(a + GAP, b + GAP) for a, b in sizes], CANVAS_W, CANVAS_H, 0)
+    found: list[tuple[list[float], float]] = []
+    for c, (cw, ch) in enumerate(shapes):
+        on = [k for k, p in enumerate(places) if p[0] == c]
+        blob = np.zeros((1, ch, cw, 3), np.uint8)
+        for k in on:
+            x0, y0, x1, y1, z = wins[k]
+            zw, zh = sizes[k]
+            _, px, py = places[k]
+            crop = frame[y0:y1, x0:x1]
+            blob[0, py:py + zh, px:px + zw] = crop if (zw, zh) == (x1 - x0, y1 - y0) else cv2.resize(
+                crop, (zw, zh), interpolation=cv2.INTER_CUBIC)
+        prob = run(blob)[0]
+        for k in on:
+            x0, y0, x1, y1, _ = wins[k]
+            zw, zh = sizes[k]
+            _, px, py = places[k]
+            inv = (x1 - x0) / zw
+            found.extend(boxes_of(prob[py:py + zh, px:px + zw], inv, inv, float(x0), float(y0)))
+    return found
