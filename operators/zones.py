@@ -167,6 +167,16 @@ def parse_zones(data: Any) -> ZoneSet:
     return ZoneSet(zones, cameras)
 
 
+def parse_zone_list(items: Any, path: str = "zones") -> tuple[PrivacyZone, ...]:
+    """A list of zone mappings (``{name, polygon, normalized}``, as in a policy or a camera
+    record) as typed zones; ``ConfigError`` names every problem with its dotted path."""
+    problems: list[str] = []
+    zones = _parse_zone_list(list(items) if isinstance(items, (tuple, list)) else items, path, problems)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return zones
+
+
 def _parse_zone_list(lst: Any, path: str, problems: list[str]) -> tuple[PrivacyZone, ...]:
     if lst is None:
         return ()
@@ -238,4 +248,4 @@ def _parse_polygon(raw: Any, path: str, problems: list[str]) -> npt.NDArray[np.f
     return np.array(pts, np.float64) if ok else None
 
 
-__all__ = ["PrivacyZone", "ZoneSet", "load_zones", "parse_zones"]
+__all__ = ["PrivacyZone", "ZoneSet", "load_zones", "parse_zone_list", "parse_zones"]

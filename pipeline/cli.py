@@ -27,6 +27,7 @@ from schemas.errors import (
 from schemas.safety import scrub_secrets
 
 from . import commands, ops
+from .cliconfig import config_arg, load_cli_config
 from .governance import commands as governance_commands
 from .sizing import cli as sizing_cli
 
@@ -106,7 +107,6 @@ def _policy_redaction(args: argparse.Namespace, base: Any, zones: Any) -> tuple[
     """``--policy FILE``: mask as the stream does for a camera under that policy (the plan comes
     from :func:`pipeline.process.plan.plan_from`, the stream's own path): its classes, style,
     strength, thresholds, padding and zones, on this command's detection settings."""
-    from operators.zones import load_zones
     from schemas.policy import load_policy
 
     from .process.plan import plan_from
@@ -114,17 +114,42 @@ def _policy_redaction(args: argparse.Namespace, base: Any, zones: Any) -> tuple[
     if tuple(args.classes) != _csv("face,plate") or args.style != "mosaic":
         raise UsageError("--policy sets the classes and the style: drop --classes / --style")
     pp = plan_from(load_policy(args.policy), base)
-    doc = pp.zones_document("")
-    if doc and zones is not None:
+    own = pp.zone_set("")
+    if own is not None and zones is not None:
         raise UsageError("--policy has zones of its own: drop --zones (or add them to the policy)")
-    return pp.redaction, (load_zones(doc) if doc else zones)
+    return pp.redaction, (own if own is not None else zones)
+
+
+def _camera_redaction(args: argparse.Namespace) -> tuple[Any, Any]:
+    """``--camera ID``: mask exactly as the stream masks that camera's chunks
+    (:func:`pipeline.process.plan.camera_plan`): its record in the config, the policy it is
+    routed to (or ``--policy FILE`` in that policy's place), the stream's detection settings
+    and thresholds, the policy's and the camera's zones. Only where the models run is this
+    machine's (``--providers``, ``--model-dir``)."""
+    from dataclasses import replace
+
+    from schemas.policy import load_policy
+
+    from .process.plan import camera_plan
+
+    given = {"--classes": tuple(args.classes) != _csv("face,plate"), "--style": args.style != "mosaic",
+             "--zones": args.zones is not None, "--detect-every": args.detect_every is not None,
+             "--face-model": bool(args.face_model), "--face-max-side": args.face_max_side is not None,
+             "--precision": args.precision is not None, "--keep-subject": bool(args.keep_subject)}
+    for flag, on in given.items():
+        if on:
+            raise UsageError(f"--camera masks as the stream does (config and policy decide): drop {flag}")
+    policy = load_policy(args.policy) if args.policy else None
+    pp, zones = camera_plan(load_cli_config(args), args.camera, policy=policy, model_dir=args.model_dir)
+    red = pp.redaction
+    if args.providers:
+        red = replace(red, providers=tuple(args.providers)).validate()
+    return red, zones
 
 
 def cmd_redact(args: argparse.Namespace) -> int:
     from operators.redactor import Redactor
     from operators.zones import load_zones
-
-    from .redact_file import redact_images, redact_video
 
     src = str(args.input)
     is_url = "://" in src
@@ -138,6 +163,9 @@ def cmd_redact(args: argparse.Namespace) -> int:
         raise UsageError(f"--max-pixels: expected an integer >= 4096, got {args.max_pixels}")
     is_dir = not is_url and Path(src).is_dir()
     _check_output(args.output, is_dir)
+    if getattr(args, "camera", None):
+        cfg, zones = _camera_redaction(args)
+        return _run_redaction(args, Redactor(cfg, zones=zones), src, is_dir)
     if args.keep_subject:
         from .governance.subjectfile import redact_file_keep_subject
 
@@ -154,7 +182,12 @@ def cmd_redact(args: argparse.Namespace) -> int:
     zones = load_zones(args.zones) if args.zones else None
     if getattr(args, "policy", None):
         cfg, zones = _policy_redaction(args, cfg, zones)
-    redactor = Redactor(cfg, zones=zones)  # type: ignore[arg-type]
+    return _run_redaction(args, Redactor(cfg, zones=zones), src, is_dir)
+
+
+def _run_redaction(args: argparse.Namespace, redactor: Any, src: str, is_dir: bool) -> int:
+    from .redact_file import redact_images, redact_video
+
     progress = not args.quiet and sys.stderr.isatty() or args.progress
     try:
         if is_dir:
@@ -196,6 +229,11 @@ def add_redact(sub: Subparsers) -> None:
     p.add_argument("--policy", type=Path, default=None, metavar="FILE",
                    help="mask as the stream does under this policy YAML (classes, style, strength, thresholds, "
                         "padding, zones): the same plan the process stage makes from it")
+    p.add_argument("--camera", default=None, metavar="ID",
+                   help="mask exactly as the stream masks camera ID of the config (--config): the policy it is "
+                        "routed to (or --policy FILE in its place), the stream's detection settings, the policy's "
+                        "and the camera's zones")
+    config_arg(p)
     p.add_argument("--keep-audio", action="store_true", help="copy the audio track (dropped by default)")
     p.add_argument("--max-pixels", type=int, default=16777216, metavar="N",
                    help="refuse frames/images larger than N pixels before decoding them (default 4096x4096)")

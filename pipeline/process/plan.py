@@ -11,6 +11,10 @@ which become a policy like any other), and the defaults; pure and frozen, so
   detectors' boxes at its own), zones and on-failure rule.
 * Per chunk: the camera's own zones (its registry record, carried on every chunk) are
   unioned with its policy's: a zone drawn on a camera is masked on every frame.
+
+:func:`camera_plan` answers "what does the stream do to this camera's chunks" without Kafka
+or Ray (``veilstream redact --camera ID``): the camera's record from the config, routed by
+the same plan, with the same zones, as typed :class:`~operators.zones.ZoneSet`.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from operators.redactor import RedactionConfig
+from operators.zones import PrivacyZone, ZoneSet, parse_zone_list
 from schemas.errors import ConfigError
 from schemas.policy import Policy, load_policies, parse_policy
 
@@ -58,6 +63,23 @@ class PolicyPlan:
     on_failure: OnFailure
     zones: tuple[Mapping[str, Any], ...] = ()
     camera_zones: Mapping[str, tuple[Mapping[str, Any], ...]] = dataclasses.field(default_factory=dict)
+    # the two above, typed once when the plan is built (a bad polygon fails at start-up)
+    _typed: tuple[PrivacyZone, ...] = dataclasses.field(init=False, repr=False, compare=False)
+    _typed_cameras: Mapping[str, tuple[PrivacyZone, ...]] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_typed", parse_zone_list(self.zones, f"policy {self.policy_id}: zones"))
+        object.__setattr__(self, "_typed_cameras", {
+            cam: parse_zone_list(zs, f"process.zones.cameras.{cam}") for cam, zs in self.camera_zones.items()})
+
+    def zone_set(self, camera_id: str, camera_zones: Sequence[Mapping[str, Any]] = ()) -> ZoneSet | None:
+        """The zones masked on a chunk of ``camera_id``, typed: the policy's, the legacy
+        document's for that camera and the camera's own (``camera_zones``, from its registry
+        record); ``None`` when none. The same zones as :meth:`zones_document`, without the
+        document: a masker takes this as it is."""
+        own = parse_zone_list(camera_zones, f"camera {camera_id}: zones") if camera_zones else ()
+        zs = (*self._typed, *self._typed_cameras.get(camera_id, ()), *own)
+        return ZoneSet(zs) if zs else None
 
     def zones_document(self, camera_id: str, camera_zones: Sequence[Mapping[str, Any]] = ()
                        ) -> dict[str, Any] | None:
@@ -149,13 +171,17 @@ def _default_thresholds(face_model: str) -> dict[str, float]:
             "text_threshold": DEFAULT_THRESHOLDS["ppocr_text"]}
 
 
-def build_plan(cfg: Any, *, model_dir: str | None = None) -> MaskingPlan:
+def build_plan(cfg: Any, *, model_dir: str | None = None, policy: Policy | None = None) -> MaskingPlan:
     """The plan for a ``PipelineConfig``: every policy of ``policies_dir`` (default
     ``process.policy_id``), or the inline ``process`` keys as the one policy.
 
+    Args:
+        policy: takes the place of the config's policy with its id (a new version tried on
+            a file before it is deployed).
+
     Raises:
-        ConfigError: a policy is invalid, or the default policy does not exist (naming
-            ``process.policy_id`` and what exists).
+        ConfigError: a policy is invalid, the default policy does not exist (naming
+            ``process.policy_id`` and what exists), or ``policy`` replaces none.
     """
     p, det = cfg.process, cfg.ray.detector
     base = RedactionConfig(
@@ -171,6 +197,11 @@ def build_plan(cfg: Any, *, model_dir: str | None = None) -> MaskingPlan:
     else:
         inline = _inline_policy(p)
         found = {inline.policy_id: inline}
+    if policy is not None:
+        if policy.policy_id not in found:
+            raise ConfigError(f"policy {policy.policy_id!r} is not one of the config's policies "
+                              f"({', '.join(sorted(found))}): it would mask no camera")
+        found = {**found, policy.policy_id: policy}
     # the legacy inline zones document: global zones on top of every policy's, plus per camera
     inline_zones = tuple((p.zones or {}).get("zones") or ()) if pdir else ()
     cams = {str(k): tuple(v) for k, v in ((p.zones or {}).get("cameras") or {}).items()}
@@ -192,3 +223,32 @@ def build_plan(cfg: Any, *, model_dir: str | None = None) -> MaskingPlan:
             plans[pid] = replace(plans[pid], redaction=replace(plans[pid].redaction, **{field_name: v}))  # type: ignore[arg-type]
     detector = replace(base, style="fill", strength=None, **union).validate()
     return MaskingPlan(detector, plans, p.policy_id, routed=True)
+
+
+def camera_plan(cfg: Any, camera_id: str, *, policy: Policy | None = None, model_dir: str | None = None
+                ) -> tuple[PolicyPlan, ZoneSet | None]:
+    """What the process stage does to a chunk of ``camera_id``, from its record in the config's
+    ``ingest.cameras``: the policy the stream's plan routes it to (:meth:`MaskingPlan.for_chunk`,
+    on the stream's detection settings and thresholds) and the zones of :meth:`PolicyPlan.zone_set`.
+
+    Args:
+        policy: in place of the config's policy with its id (see :func:`build_plan`); it must be
+            the policy the camera is routed to.
+
+    Raises:
+        ConfigError: one line: the camera is not in the config, it names a policy the config
+            does not hold (the stream dead-letters its chunks), or ``policy`` is not its policy.
+    """
+    cams = {c.camera_id: c for c in cfg.ingest.cameras}
+    cam = cams.get(camera_id)
+    if cam is None:
+        known = ", ".join(sorted(cams)[:10]) + (", ..." if len(cams) > 10 else "")
+        raise ConfigError(f"camera {camera_id!r} is not in the config's ingest.cameras ({known or 'none there'})")
+    plan = build_plan(cfg, model_dir=model_dir, policy=policy)
+    pol = plan.for_chunk(cam.policy_id)
+    if pol is None:
+        raise ConfigError(f"camera {camera_id!r} names policy {cam.policy_id!r}, which policies_dir does not hold "
+                          f"({', '.join(sorted(plan.policies))}): the stream dead-letters its chunks")
+    if policy is not None and pol.policy_id != policy.policy_id:
+        raise ConfigError(f"camera {camera_id!r} is masked under policy {pol.policy_id!r}, not {policy.policy_id!r}")
+    return pol, pol.zone_set(camera_id, cam.zones)
