@@ -170,6 +170,10 @@ class StageHandler(Protocol):
         """The stage consumes (``/readyz``): True once the loop runs, unless the handler knows better."""
         ...
 
+    def summary(self) -> dict[str, Any]:
+        """Fields of the line logged when the stage stopped."""
+        ...
+
     def close(self) -> None:
         """The loop ended (after the drain, or on an error): release resources."""
         ...
@@ -202,6 +206,9 @@ class BaseHandler:
     def ready(self) -> bool:
         return True
 
+    def summary(self) -> dict[str, Any]:
+        return {}
+
     def close(self) -> None:
         return None
 
@@ -222,6 +229,8 @@ class RuntimeSettings:
         track_offsets: False for a reader that commits nothing (ingest's camera registry: a
             compacted topic read whole on every assignment); its records count as no chunks.
         produces: False for a stage that never produces (no producer is made for it).
+        report_inflight: set the stage's ``inflight`` gauge to the offsets in flight (the sink
+            reports its open segments there instead).
     """
 
     group: str
@@ -238,6 +247,7 @@ class RuntimeSettings:
     consumer_extra: tuple[tuple[str, Any], ...] = ()
     track_offsets: bool = True
     produces: bool = True
+    report_inflight: bool = True
 
 
 @dataclass
@@ -307,9 +317,9 @@ class StageRuntime:
         return (exit_when_idle_s is not None and not self.handler.busy() and not self.waiting
                 and self.clock() - self.last_message >= exit_when_idle_s)
 
-    def step(self) -> None:
-        """One iteration: retries due, poll (within the bounds), handle, flow control,
-        completions, commit, status."""
+    def step(self, poll_s: float | None = None) -> None:
+        """One iteration: retries due, poll (within the bounds; ``poll_s`` overrides the
+        settings' wait), handle, flow control, completions, commit, status."""
         k, consumer = self.kafka, self.kafka.consumer
         self.metrics.tick()
         self.retry_due()
@@ -318,7 +328,8 @@ class StageRuntime:
             min(self.s.poll_max, self.s.max_inflight - k.tracker.inflight())
         if free > 0:
             t0 = time.thread_time()
-            msgs = consumer.poll(self.s.busy_poll_s if self.handler.busy() else self.s.poll_s, free)
+            wait = poll_s if poll_s is not None else self.s.busy_poll_s if self.handler.busy() else self.s.poll_s
+            msgs = consumer.poll(wait, free)
             self.metrics.cpu_seconds.labels(step="kafka").inc(time.thread_time() - t0)
             for msg in msgs:
                 self.accept(msg)
@@ -330,7 +341,7 @@ class StageRuntime:
             k.producer.poll(0)
         k.commit()
         self.metrics.cpu_seconds.labels(step="kafka").inc(time.thread_time() - t0)
-        if self.s.track_offsets:
+        if self.s.track_offsets and self.s.report_inflight:
             self.metrics.inflight.set(k.tracker.inflight())
         if k.status.due():
             fields = self.handler.status()
@@ -451,7 +462,7 @@ class StageRuntime:
             k.producer.flush(30.0)
         k.commit()
         if self.s.track_offsets:
-            fields = " ".join(f"{key}={v}" for key, v in (self.handler.status() or {}).items())
+            fields = " ".join(f"{key}={v}" for key, v in self.handler.summary().items())
             logger.info("%s stopped %s inflight_left=%d", k.name, fields, k.tracker.inflight())
 
 

@@ -108,6 +108,9 @@ class RawSinkHandler(BaseHandler):
     def status(self) -> dict[str, Any]:
         return {"stored": len(self.stored_keys)}
 
+    def summary(self) -> dict[str, Any]:
+        return self.status()
+
 
 class RawSinkWorker:
     """The raw sink: :class:`RawSinkHandler` on the stage runtime.

@@ -259,3 +259,6 @@ class ProcessHandler(BaseHandler):
     def status(self) -> dict[str, Any]:
         return {"produced": self.produced,
                 "fail_closed": int(self.metrics.value("veil_process_fail_closed_frames_total"))}
+
+    def summary(self) -> dict[str, Any]:
+        return self.status()

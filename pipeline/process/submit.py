@@ -54,7 +54,7 @@ from schemas.errors import ConfigError, VeilStreamError
 ACTIVE = ("PENDING", "RUNNING")
 LOG_TAIL_LINES = 40
 FLUSH_S = 30.0
-"""What the worker's shutdown gives the producer flush after the drain (``ProcessWorker._shutdown``)."""
+"""What the worker's shutdown gives the producer flush after the drain (``pipeline.runtime.StageRuntime.shutdown``)."""
 STOP_MARGIN_S = 15.0
 """Commit, actor teardown and the driver's exit after the flush."""
 

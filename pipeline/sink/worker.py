@@ -1,9 +1,9 @@
 """The sink loop (``veilstream sink``, built by ``pipeline.sinkapp``): redacted chunks ->
 per-camera MP4 segments in object storage.
 
-    poll veil.chunks.redacted ──► decode (bad → veil.dlq) ──► SegmentAssembler (per camera,
-    windows of the camera clock) ──► segment complete ──► SegmentWriter (remux MP4, PUT mp4,
-    PUT manifest, plug-ins) ──► source offsets finished ──► commit what ``OffsetTracker`` allows
+    poll veil.chunks.redacted ──► decode (bad ─► DeadLetter) ──► SegmentAssembler (per camera,
+    windows of the camera clock; Hold) ──► segment complete ──► SegmentWriter (remux MP4, PUT
+    mp4, PUT manifest, plug-ins) ──► Emit() per chunk ──► commit what ``OffsetTracker`` allows
 
 * Commit after durable: a chunk's offset is finished only once the segment holding it is
   stored (or its DLQ record is acked). Open segments hold their offsets back, so a crash
@@ -11,8 +11,10 @@ per-camera MP4 segments in object storage.
 * Replays are idempotent: keys are a pure function of the data, and before writing the
   sink reads the manifest already under the key (:func:`segments.plan_write`) so a replay
   of a window's tail never overwrites a fuller segment.
-* Object store down: segments wait in a bounded retry list and every assigned partition
-  is paused until they are stored (Kafka is the buffer, not memory).
+* On the stage runtime (:mod:`pipeline.runtime`): a chunk is ``Hold`` while its segment is
+  open and ``Emit()`` once the segment is stored; the runtime commits, revokes and drains.
+* Object store down: the segment's first chunk is a ``Retry``; the runtime pauses every
+  assigned partition and backs off until it is stored (Kafka is the buffer, not memory).
 * Rebalance: open segments of revoked partitions are dropped (not committed: their new
   owner rebuilds them from the last committed offset).
 * Bounded memory: open segments keep at most ``sink.max_buffered_bytes`` of chunk payload in
@@ -28,7 +30,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,10 +40,23 @@ from pipeline.kafka import ChunkConsumer, ChunkProducer
 from pipeline.metrics import WorkerMetrics
 from pipeline.objectkeys import SegmentError, format_ts, segment_key
 from pipeline.objectstore import ObjectStore
+from pipeline.runtime import (
+    HOLD,
+    BaseHandler,
+    Completion,
+    DeadLetter,
+    Emit,
+    Outcome,
+    Record,
+    Retry,
+    RuntimeSettings,
+    StageRuntime,
+    backoff_s,
+)
 from pipeline.stage import Source, StageKafka, consumer_for, producer_for
 
 from .plugins import SegmentPlugin
-from .segments import CompletedSegment, SegmentAssembler, window_of
+from .segments import CompletedSegment, SegmentAssembler, SourceOffset, window_of
 from .spool import ChunkSpool, SpoolError, materialize
 from .writer import SegmentWriter
 
@@ -64,13 +79,26 @@ def is_poison(exc: BaseException) -> bool:
 
 @dataclass
 class _Pending:
+    """A segment whose write hit an outage; ``rec`` (its first chunk) is what the runtime retries."""
+
     segment: CompletedSegment
+    rec: Record
     attempts: int = 0
-    next_try: float = 0.0
 
 
-class SinkWorker:
-    """The sink loop. ``run()`` blocks until ``stop()`` (or the stop event), then flushes.
+def _record(src: SourceOffset) -> Record:
+    """The runtime's handle on a chunk held in a segment (its offset is what is finished)."""
+    return Record(Source(*src), None, b"")
+
+
+class SinkWorker(BaseHandler):
+    """The sink's handler on the stage runtime (:mod:`pipeline.runtime`), and its shell:
+    ``run()`` blocks until ``stop()`` (or the stop event), then flushes.
+
+    A chunk is ``Hold`` while its segment is open; a stored segment finishes its chunks with
+    ``Emit()``; chunks that cannot be stored are ``DeadLetter`` (with the chunk re-encoded from
+    the spool); an outage is ``Retry`` of the segment's first chunk (the runtime pauses every
+    partition and backs off; :meth:`handle` then writes the segment again).
 
     Args:
         config: a ``schemas.config.PipelineConfig`` (reads ``kafka``, ``sink``, ``metrics``).
@@ -123,11 +151,14 @@ class SinkWorker:
                              "pending_upload, open)", ["state"], registry=r)
         self.buffered_gauge = Gauge("veil_sink_buffered_bytes", "chunk payload bytes held for open and pending "
                                     "segments, per place (memory, spool)", ["place"], registry=r)
-        self.last_message = clock()
-        self._stopping = False
         self.written_keys: list[str] = []
+        self.done: list[Completion] = []  # outcomes the runtime takes at the next completions()
         for plugin in self.writer.plugins:
             plugin.attach(self)
+        self.runtime = StageRuntime(self.kafka, self, RuntimeSettings(
+            group=s.consumer_group, topics=(config.kafka.topics.redacted,), poll_max=64, poll_s=0.2, busy_poll_s=0.2,
+            pause_on_retry=True, backoff_cap_s=30.0, drain_timeout_s=60.0, report_inflight=False),
+            stop_event=self.stop_event, clock=clock)
 
     # ---------------------------------------------------------------- wiring
     def _default_consumer(self, on_revoke: Callable[[list[tuple[str, int]]], None]) -> ChunkConsumer:
@@ -173,37 +204,58 @@ class SinkWorker:
                 open or pending (batch / test use).
         """
         self.producer = self._producer_factory()
-        self.consumer = self._consumer_factory(self._on_revoke)
+        self.consumer = self._consumer_factory(self.runtime.on_revoke)
         self.kafka.serve_metrics()
-        self.metrics.ready = True
         try:
-            while not self.stop_event.is_set():
-                self.step()
-                if not self.consumer.assigned:
-                    self.last_message = self.clock()  # idle counts from the group join on
-                elif (exit_when_idle_s is not None and not self.assembler.open and not self.pending
-                        and self.clock() - self.last_message >= exit_when_idle_s):
-                    break
-            self._shutdown()
+            return self.runtime.run(exit_when_idle_s)
         finally:
-            self.consumer.close()
-            self.spool.close()
-            self.producer = None  # flushed in _shutdown; release its broker connections now
-            self.metrics.ready = False
-        return 0
+            self.producer = None  # flushed in the drain; release its broker connections now
 
     def step(self, poll_s: float = 0.2) -> None:
-        """One loop iteration (public for tests that drive the worker by hand)."""
-        self.metrics.tick()
-        self._retry_pending()
-        # poll even while paused (pending retries): it keeps this member in the group
-        t0 = time.thread_time()
-        msgs = self.consumer.poll(poll_s, 64)
-        self.metrics.cpu_seconds.labels(step="kafka").inc(time.thread_time() - t0)
-        for msg in msgs:
-            self._handle(msg)
-        now = self.clock()
-        done = self.assembler.flush_idle(now, self.idle_s)
+        """One loop iteration of the runtime (public for tests that drive the worker by hand)."""
+        self.runtime.step(poll_s)
+
+    def shutdown(self) -> None:
+        """The runtime's drain: stop consuming, store every open segment (bounded retries), commit."""
+        self.runtime.shutdown()
+
+    def handle(self, rec: Record) -> Outcome:
+        if rec.attempt > 0:  # the runtime's retry of a segment that hit an outage
+            p = next((p for p in self.pending if p.rec.src == rec.src), None)
+            if p is not None:  # (None: its segment went with a revoked partition)
+                self.pending.remove(p)
+                self._store(p.segment, p)
+            return HOLD
+        from schemas.messages import SchemaError, decode_chunk_redacted
+
+        try:
+            # the key must name the meta's camera: a sender cannot pick another camera's prefix
+            chunk = decode_chunk_redacted(rec.value, list(rec.headers), key=rec.key,
+                                          limits=getattr(self.cfg, "limits", None))
+        except SchemaError as exc:
+            return DeadLetter(getattr(exc, "reason", "invalid_message"), str(exc))
+        if chunk.codec != "h264":
+            return DeadLetter("unsupported_codec", f"sink remuxes h264 chunks only, got {chunk.codec}")
+        if not chunk.pts_ms:
+            return DeadLetter("empty_chunk", "chunk has no frames")
+        try:  # everything the object key is made of must be representable before it is held
+            start, end = window_of(int(chunk.pts_ms[0]), self.segment_seconds)
+            segment_key(chunk.camera_id, start, end)
+            format_ts(int(chunk.pts_ms[-1]))
+        except (SegmentError, ValueError, OverflowError) as exc:
+            return DeadLetter("invalid_chunk", str(exc))
+        self.metrics.frames_in.inc(len(chunk.pts_ms))
+        src = rec.src
+        done = self.assembler.add(chunk, (src.topic, src.partition, src.offset), self.clock())
+        self.spool.admit(self.assembler.open[chunk.camera_id])  # in memory within the budget, else on disk
+        for seg in done:
+            self._store(seg)
+        return HOLD
+
+    def completions(self, timeout_s: float) -> Iterable[Completion]:
+        """Close idle segments (and the quietest ones past ``max_open_segments``), store them;
+        every outcome since the last call."""
+        done = self.assembler.flush_idle(self.clock(), self.idle_s)
         if len(self.assembler.open) > self.max_open:
             # too many cameras open at once: close the quietest early (a late chunk of its
             # window becomes a "-p" part, never an overwrite)
@@ -212,49 +264,26 @@ class SinkWorker:
                 done.append(self.assembler.open.pop(seg.camera_id))
         for seg in done:
             self._store(seg)
-        self.producer.poll(0)
-        self._commit()
         self.open_gauge.set(len(self.assembler.open))
         self.buffered_gauge.labels(place="memory").set(self.spool.buffered_bytes)
         self.buffered_gauge.labels(place="spool").set(self.spool.spooled_bytes)
-        if self.kafka.status.due():
-            self._log_status()
+        out, self.done = self.done, []
+        return out
 
-    def _handle(self, msg: Any) -> None:
-        from schemas.messages import SchemaError, decode_chunk_redacted
+    def busy(self) -> bool:
+        return bool(self.assembler.open) or bool(self.done)
 
-        tp, off = (msg.topic(), msg.partition()), msg.offset()
-        self.tracker.started(tp, off)
-        self.last_message = self.clock()
-        self.metrics.chunks_in.labels(camera="all").inc()
-        try:
-            # the key must name the meta's camera: a sender cannot pick another camera's prefix
-            chunk = decode_chunk_redacted(msg.value(), msg.headers(), key=msg.key(),
-                                          limits=getattr(self.cfg, "limits", None))
-        except SchemaError as exc:
-            self._to_dlq(msg, getattr(exc, "reason", "invalid_message"), str(exc))
-            return
-        if chunk.codec != "h264":
-            self._to_dlq(msg, "unsupported_codec", f"sink remuxes h264 chunks only, got {chunk.codec}")
-            return
-        if not chunk.pts_ms:
-            self._to_dlq(msg, "empty_chunk", "chunk has no frames")
-            return
-        try:  # everything the object key is made of must be representable before it is held
-            start, end = window_of(int(chunk.pts_ms[0]), self.segment_seconds)
-            segment_key(chunk.camera_id, start, end)
-            format_ts(int(chunk.pts_ms[-1]))
-        except (SegmentError, ValueError, OverflowError) as exc:
-            self._to_dlq(msg, "invalid_chunk", str(exc))
-            return
-        self.metrics.frames_in.inc(len(chunk.pts_ms))
-        done = self.assembler.add(chunk, (tp[0], tp[1], off), self.clock())
-        self.spool.admit(self.assembler.open[chunk.camera_id])  # in memory within the budget, else on disk
-        for seg in done:
+    def drain(self) -> Iterable[Completion]:
+        for seg in self.assembler.flush_all():
             self._store(seg)
+        out, self.done = self.done, []
+        return out
+
+    def close(self) -> None:
+        self.spool.close()
 
     # ---------------------------------------------------------------- storing
-    def _store(self, seg: CompletedSegment) -> None:
+    def _store(self, seg: CompletedSegment, pending: _Pending | None = None) -> None:
         t0 = time.thread_time()
         try:
             self._write(seg)
@@ -264,7 +293,7 @@ class SinkWorker:
             if is_poison(exc):
                 self._isolate(seg, exc)
             else:
-                self._defer(_Pending(seg), exc)
+                self._defer(pending or _Pending(seg, _record(seg.sources[0])), exc)
         finally:  # remux + PUTs: what storing a segment costs this stage
             self.metrics.cpu_seconds.labels(step="object_store").inc(time.thread_time() - t0)
 
@@ -282,9 +311,9 @@ class SinkWorker:
         self.spool.release(seg)
 
     def _defer(self, p: _Pending, exc: BaseException) -> None:
+        """Storage is down: the runtime pauses every partition and retries ``p.rec`` after the backoff."""
         p.attempts += 1
-        delay = min(30.0, 0.5 * 2 ** (p.attempts - 1))
-        p.next_try = self.clock() + delay
+        delay = backoff_s(p.attempts)
         self.metrics.errors.labels(kind="store").inc()
         try:
             key = p.segment.key()
@@ -292,31 +321,9 @@ class SinkWorker:
             key = f"camera={p.segment.camera_id}/start_ms={p.segment.start_ms}"
         logger.error("store failed camera=%s key=%s attempt=%d retry_in=%.1fs error=%s", p.segment.camera_id,
                      key, p.attempts, delay, str(exc).splitlines()[0][:300] if str(exc) else type(exc))
+        p.rec = Record(p.rec.src, None, b"", attempt=p.attempts - 1)
         self.pending.append(p)
-        if self.consumer is not None:
-            self.consumer.pause(sorted(self.consumer.assigned))  # storage is down: stop reading
-
-    def _retry_pending(self) -> None:
-        now = self.clock()
-        for p in list(self.pending):
-            if p.next_try > now:
-                continue
-            self.pending.remove(p)
-            try:
-                self._write(p.segment)
-            except SpoolError:
-                raise
-            except Exception as exc:  # noqa: BLE001
-                if is_poison(exc):
-                    self._isolate(p.segment, exc)
-                else:
-                    self._defer(p, exc)
-        if self.consumer is None or self._stopping:
-            return
-        if self.pending:
-            self.consumer.pause(sorted(self.consumer.assigned))  # incl. partitions assigned since
-        elif self.consumer.paused:
-            self.consumer.resume(sorted(self.consumer.paused))
+        self.done.append((p.rec, Retry(delay)))
 
     def _write(self, seg: CompletedSegment) -> None:
         """Store one segment through the writer (or dead-letter its bad chunks), then finish
@@ -338,68 +345,48 @@ class SinkWorker:
         for cls, n in seg.masks_per_class.items():
             self.metrics.frames_masked.labels(cls=cls).inc(n)
         self.metrics.fail_closed.inc(seg.fail_closed_frames)
-        for t, p, o in seg.sources:
-            self.tracker.finished((t, p), o)
+        self.done.extend((_record(src), Emit()) for src in seg.sources)
         self.spool.release(seg)
 
     # ---------------------------------------------------------------- DLQ
-    def _to_dlq(self, msg: Any, reason: str, error: str) -> None:
-        self.kafka.dlq_message(msg, reason, error)
-
-    def _to_dlq_chunk(self, chunk: Any, src: tuple[str, int, int], reason: str, error: str) -> None:
+    def _to_dlq_chunk(self, chunk: Any, src: SourceOffset, reason: str, error: str) -> None:
+        """A chunk of a segment that cannot be stored: a ``DeadLetter`` with the chunk
+        re-encoded (a spooled chunk's payload comes back from disk)."""
         from schemas.messages import encode_chunk
 
-        chunk = materialize(chunk)  # a spooled chunk's payload comes back from disk
+        chunk = materialize(chunk)
         try:
             value, headers = encode_chunk(chunk)
         except Exception:  # noqa: BLE001 - keep the payload even if the metadata won't encode
             value, headers = bytes(chunk.payload), []
-        self._produce_dlq(src, chunk.camera_id, value, headers, reason, error)
+        self.done.append((_record(src), DeadLetter(reason, error, (chunk.camera_id, value, headers))))
 
-    def _produce_dlq(self, src: tuple[str, int, int], key: Any, value: bytes, headers: list[tuple[str, Any]],
-                     reason: str, error: str) -> None:
-        self.kafka.to_dlq(Source(*src), key, value, headers, reason, error)
-
-    # ---------------------------------------------------------------- offsets, rebalance
-    def _commit(self) -> None:
-        self.kafka.commit()
-
-    def _on_revoke(self, tps: list[tuple[str, int]]) -> None:
-        abandoned = self.kafka.revoke(tps)  # flush (DLQ acks still count), commit, forget in flight
+    # ---------------------------------------------------------------- rebalance, status
+    def revoke(self, tps: list[tuple[str, int]]) -> None:
+        """The runtime flushed, committed and forgot the partitions' offsets: drop their open
+        and pending segments (their new owner rebuilds them from Kafka)."""
         dropped = self.assembler.revoke(tps)
         lost = set(tps)
         kept = [p for p in self.pending if not (p.segment.partitions() & lost)]
         dropped_pending = len(self.pending) - len(kept)
         for seg in [*dropped, *(p.segment for p in self.pending if p.segment.partitions() & lost)]:
-            self.spool.release(seg)  # their new owner re-reads them from Kafka
+            self.spool.release(seg)
         self.pending = kept
-        if dropped or dropped_pending or abandoned:
-            logger.info("revoked partitions: dropped open_segments=%d pending=%d in_flight_offsets=%d "
-                        "(the new owner rebuilds them)", len(dropped), dropped_pending, abandoned)
+        self.done = [(r, o) for r, o in self.done if r.tp not in lost]
+        if dropped or dropped_pending:
+            logger.info("revoked partitions: dropped open_segments=%d pending=%d (the new owner rebuilds them)",
+                        len(dropped), dropped_pending)
 
-    # ---------------------------------------------------------------- status, shutdown
-    def _log_status(self) -> None:
+    def status(self) -> None:
+        self.log_status()
+
+    def summary(self) -> dict[str, Any]:
+        return {"segments": len(self.written_keys)}
+
+    def log_status(self) -> None:
         lag = self.kafka.log_status(open_segments=len(self.assembler.open), pending=len(self.pending),
                                     segments=len(self.written_keys), buffered_bytes=self.spool.buffered_bytes,
                                     spooled_bytes=self.spool.spooled_bytes)
         self.backlog.labels(state="unread").set(sum(lag.values()))
         self.backlog.labels(state="pending_upload").set(sum(len(p.segment.chunks) for p in self.pending))
         self.backlog.labels(state="open").set(sum(len(seg.chunks) for seg in self.assembler.open.values()))
-
-    def _shutdown(self, timeout_s: float = 60.0) -> None:
-        """Stop consuming, store every open segment (bounded retries), commit."""
-        self._stopping = True
-        if self.consumer.assigned:
-            self.consumer.pause(sorted(self.consumer.assigned))
-        for seg in self.assembler.flush_all():
-            self._store(seg)
-        deadline = self.clock() + timeout_s
-        while self.pending and self.clock() < deadline:
-            time.sleep(max(0.0, min(1.0, min(p.next_try for p in self.pending) - self.clock())))
-            self._retry_pending()
-        if self.pending:
-            logger.error("shutdown with %d segment(s) not stored: their offsets stay uncommitted",
-                         len(self.pending))
-        self.producer.flush(30.0)
-        self._commit()
-        logger.info("sink stopped segments=%d inflight_left=%d", len(self.written_keys), self.tracker.inflight())

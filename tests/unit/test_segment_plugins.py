@@ -226,7 +226,7 @@ def _worker(msgs: list[FakeMsg], store: InMemoryObjectStore, clock: list[float],
     cfg = parse_config({"sink": {"segment_seconds": 60, "idle_flush_s": 5}, "metrics": {"enabled": False}})
     w = SinkWorker(cfg, store, lambda on_revoke: FakeConsumer(msgs, on_revoke), producer_factory=FakeProducer,
                    clock=lambda: clock[0], plugins=plugins)
-    w.producer, w.consumer = FakeProducer(), FakeConsumer(msgs, w._on_revoke)
+    w.producer, w.consumer = FakeProducer(), FakeConsumer(msgs, w.runtime.on_revoke)
     return w
 
 

@@ -322,7 +322,7 @@ def _worker(msgs: list[FakeMsg], store: InMemoryObjectStore, clock: list[float],
     # the plug-ins a deployed sink runs (retention, chain, notice, audit), without the audit bucket
     plugins = sink_plugins(config, None, {}, notices=lambda _cam: {})
     w = SinkWorker(config, store, factory, producer_factory=FakeProducer, clock=lambda: clock[0], plugins=plugins)
-    w.producer, w.consumer = FakeProducer(), factory(w._on_revoke)
+    w.producer, w.consumer = FakeProducer(), factory(w.runtime.on_revoke)
     return w
 
 
@@ -355,18 +355,18 @@ def test_sink_replay_rewrites_nothing_new_and_tail_replay_skips() -> None:
     chunks = [h264_chunk("a", i, T0 + i * 200, 5) for i in range(3)]
     w = _worker(_msgs(chunks), store, [0.0])
     w.step(0)
-    w._shutdown()
+    w.shutdown()
     assert len(store.puts) == 2
     # a replay of the tail (offsets 1..2 only) must not overwrite the full segment
     w2 = _worker(_msgs(chunks)[1:], store, [0.0])
     w2.step(0)
-    w2._shutdown()
+    w2.shutdown()
     assert len(store.puts) == 2
     assert w2.consumer.committed() == {("veil.chunks.redacted", 0): 3}
     # a full replay rewrites nothing either (same chunks, same key)
     w3 = _worker(_msgs(chunks), store, [0.0])
     w3.step(0)
-    w3._shutdown()
+    w3.shutdown()
     assert len(store.puts) == 2 and len(list(store.list_objects())) == 2
 
 
@@ -378,7 +378,7 @@ def test_sink_bad_messages_go_to_dlq_and_are_committed() -> None:
     msgs.append(FakeMsg("veil.chunks.redacted", 0, 2, b"a", b"junk", [("veil-meta", b"{")]))
     w = _worker(msgs, store, [0.0])
     w.step(0)
-    w._shutdown()
+    w.shutdown()
     dlq = [(t, v, k, h) for t, v, k, h in w.producer.sent if t == "veil.dlq"]
     reasons = sorted(decode_dlq(v, h).reason for _t, v, _k, h in dlq)
     assert reasons == ["invalid_message", "remux_failed"]
@@ -409,9 +409,9 @@ def test_sink_revoke_drops_open_segments_uncommitted() -> None:
     w = _worker(_msgs([h264_chunk("a", 0, T0, 5)]), store, [0.0])
     w.step(0)
     assert "a" in w.assembler.open
-    w._on_revoke([("veil.chunks.redacted", 0)])
+    w.runtime.on_revoke([("veil.chunks.redacted", 0)])
     assert w.assembler.open == {} and w.tracker.inflight() == 0
-    w._shutdown()
+    w.shutdown()
     assert list(store.list_objects()) == [] and w.consumer.committed() == {}
 
 
@@ -424,7 +424,7 @@ def test_sink_revoke_of_pending_partition_resumes_the_others() -> None:
     assert len(w.pending) == 1 and w.consumer.paused == w.consumer.assigned
     w.consumer.assigned.discard(("veil.chunks.redacted", 0))
     w.consumer.paused.discard(("veil.chunks.redacted", 0))
-    w._on_revoke([("veil.chunks.redacted", 0)])
+    w.runtime.on_revoke([("veil.chunks.redacted", 0)])
     assert w.pending == []
     w.step(0)
     assert w.consumer.paused == set()
@@ -440,7 +440,7 @@ def test_sink_refuses_a_key_that_is_not_the_meta_camera() -> None:
     msgs = _msgs([good]) + [FakeMsg("veil.chunks.redacted", 0, 1, b"b", value, headers)]
     w = _worker(msgs, store, [0.0])
     w.step(0)
-    w._shutdown()
+    w.shutdown()
     reasons = [decode_dlq(v, h).reason for t, v, _k, h in w.producer.sent if t == "veil.dlq"]
     assert reasons == ["key_mismatch"]
     assert all(k.startswith("camera=a/") for k in store.list_objects())
@@ -464,7 +464,7 @@ def test_sink_isolates_a_poison_segment_commits_and_keeps_going(monkeypatch: pyt
 
     monkeypatch.setattr(sw, "manifest", poisoned)
     w.step(0)
-    w._shutdown()
+    w.shutdown()
     dlq = [decode_dlq(v, h) for t, v, _k, h in w.producer.sent if t == "veil.dlq"]
     assert [(d.reason, d.source_offset) for d in dlq] == [("store_failed", 0)]
     assert "year 10000" in dlq[0].error
@@ -486,7 +486,7 @@ def test_sink_dead_letters_a_chunk_whose_time_has_no_key(monkeypatch: pytest.Mon
     msgs = _msgs([h264_chunk("a", 0, T0, 5), replace(bad, pts_ms=tuple(far + 40 * i for i in range(5)))])
     w = _worker(msgs, store, [0.0])
     w.step(0)
-    w._shutdown()
+    w.shutdown()
     reasons = [decode_dlq(v, h).reason for t, v, _k, h in w.producer.sent if t == "veil.dlq"]
     assert reasons == ["invalid_chunk"]
     assert w.consumer.committed() == {("veil.chunks.redacted", 0): 2}
@@ -500,14 +500,14 @@ def test_sink_backlog_counts_unread_and_unstored_chunks_not_open_segments() -> N
     w = _worker(_msgs(chunks), store, [0.0])
     w.consumer.lag = lambda: {("veil.chunks.redacted", 0): 7}
     w.step(0)
-    w._log_status()
+    w.log_status()
 
     def backlog(state: str) -> float:
         return w.metrics.value("veil_sink_backlog_chunks", {"state": state})
 
     assert (backlog("unread"), backlog("pending_upload"), backlog("open")) == (7, 0, 3)
     w.pending.append(SimpleNamespace(segment=SimpleNamespace(chunks=[1, 2, 3, 4])))
-    w._log_status()
+    w.log_status()
     assert backlog("pending_upload") == 4
 
 
@@ -527,7 +527,7 @@ def test_metrics_and_probes_bind_where_configured_and_expose_no_footage_or_secre
     chunks = [h264_chunk("cam-1", i, T0 + i * 200, 5) for i in range(3)]
     w = _worker(_msgs(chunks), store, [0.0])
     w.step(0)
-    w._shutdown()
+    w.shutdown()
     cfg = parse_config({"metrics": {"enabled": True, "host": "127.0.0.1", "port": 0}}).metrics
     server = serve_config(w.metrics, cfg)
     assert server is not None
@@ -564,3 +564,31 @@ def test_s3_errors_about_the_object_are_poison_the_rest_are_outages() -> None:
     assert is_poison(err("InvalidArgument")) and is_poison(err("MetadataTooLarge")) and is_poison(ValueError())
     assert not is_poison(err("SlowDown")) and not is_poison(err("AccessDenied"))
     assert not is_poison(ConnectionError()) and not is_poison(TimeoutError())
+
+
+def test_the_sink_handler_runs_from_a_list_in_to_objects_and_dlq_records_out() -> None:
+    """The whole sink on the stage runtime with TestingSource / TestingSink: an outage is a
+    Retry (paused, retried, never dead-lettered), bad input and a bad chunk are DeadLetters,
+    and every offset is committed once its segment is stored or its DLQ record acked."""
+    from pipeline.runtime import TestingSink, TestingSource, run_until_idle
+
+    store = InMemoryObjectStore(fail_puts=1)
+    chunks = [h264_chunk("a", 0, T0, 5), chunk("a", 1, T0 + 200, payload=b"not h264"), h264_chunk("b", 0, T0, 5)]
+    items = [(c.camera_id.encode(), *encode_chunk(c)) for c in chunks] + [(b"a", b"junk", [])]
+    clock = [0.0]
+    w = _worker([], store, clock)
+    source, sink = TestingSource(items, topic="veil.chunks.redacted"), TestingSink()
+    w.consumer, w.producer = source, sink
+    source.on_revoke = w.runtime.on_revoke
+    w.step(0)  # both segments open
+    clock[0] = 70.0  # past segment_seconds + idle_flush_s: both close
+    w.step(0)
+    assert source.paused and not source.committed() and len(w.pending) == 1  # the store was down for one
+    clock[0] = 100.0
+    w.step(0)
+    assert not w.pending and not source.paused  # stored on the retry: reading again
+    run_until_idle(w.runtime)
+    assert sorted(sink.dlq_reasons("veil.dlq")) == ["invalid_message", "remux_failed"]
+    mp4 = sorted(k.split("/")[0] for k in store.list_objects() if k.endswith(".mp4"))
+    assert mp4 == ["camera=a", "camera=b"]
+    assert source.committed() == {("veil.chunks.redacted", 0): 4}

@@ -53,7 +53,7 @@ def _worker(msgs: list[FakeMsg], store: InMemoryObjectStore, clock: list[float],
     # the hash chain as deployed (manifests link to their predecessor), without an audit bucket
     w = SinkWorker(cfg, store, lambda on_revoke: FakeConsumer(msgs, on_revoke), producer_factory=FakeProducer,
                    clock=lambda: clock[0], plugins=[ChainPlugin(None)])
-    w.producer, w.consumer = FakeProducer(), FakeConsumer(msgs, w._on_revoke)
+    w.producer, w.consumer = FakeProducer(), FakeConsumer(msgs, w.runtime.on_revoke)
     return w
 
 
@@ -81,7 +81,7 @@ def _run(chunks: list[ChunkRedacted], tmp: Path | None, **sink: Any) -> tuple[An
         w.consumer.assigned.update((m.topic(), m.partition()) for m in msgs[i:i + 5])
         w.step(0)
         seen.append(w.spool.buffered_bytes)
-    w._shutdown()
+    w.shutdown()
     return w, store, seen
 
 
@@ -177,7 +177,7 @@ def test_spooled_bad_chunk_reaches_the_dlq_with_its_payload(tmp_path: Path) -> N
     bad = h264_chunk("a", 1, T0 + 200, payload=b"not h264 at all")
     w = _worker(_msgs([good, bad]), InMemoryObjectStore(), [0.0], max_buffered_bytes=0, spool_dir=str(tmp_path))
     w.step(0)
-    w._shutdown()
+    w.shutdown()
     dlq = [(v, h) for t, v, _k, h in w.producer.sent if t == "veil.dlq"]
     assert len(dlq) == 1 and dlq[0][0] == b"not h264 at all"
     assert decode_dlq(*dlq[0]).reason == "remux_failed"
@@ -190,7 +190,7 @@ def test_revoke_forgets_spooled_segments(tmp_path: Path) -> None:
                 spool_dir=str(tmp_path))
     w.step(0)
     assert w.spool.spooled_bytes > 0
-    w._on_revoke([(TOPIC, 0)])
+    w.runtime.on_revoke([(TOPIC, 0)])
     assert w.spool.spooled_bytes == 0 and list(tmp_path.iterdir()) == []
     assert w.consumer.committed() == {}
 
