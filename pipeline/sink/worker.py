@@ -119,7 +119,7 @@ class SinkWorker(BaseHandler):
                  clock: Callable[[], float] = time.monotonic, plugins: Sequence[SegmentPlugin] = ()) -> None:
         self.cfg = config
         self.store = store
-        self.writer = SegmentWriter(store, plugins, dead_letter=self._to_dlq_chunk)
+        self.writer = SegmentWriter(store, plugins, dead_letter=self._dead_letter_chunk)
         self.stop_event = stop_event or threading.Event()
         self.metrics = metrics or WorkerMetrics("sink")
         self.clock = clock
@@ -306,7 +306,7 @@ class SinkWorker(BaseHandler):
                      len(seg.chunks), why)
         self.metrics.errors.labels(kind="poison_segment").inc()
         for chunk, src in zip(seg.chunks, seg.sources, strict=True):
-            self._to_dlq_chunk(chunk, src, "store_failed", why)
+            self._dead_letter_chunk(chunk, src, "store_failed", why)
         seg.chunks, seg.sources = [], []
         self.spool.release(seg)
 
@@ -349,7 +349,7 @@ class SinkWorker(BaseHandler):
         self.spool.release(seg)
 
     # ---------------------------------------------------------------- DLQ
-    def _to_dlq_chunk(self, chunk: Any, src: SourceOffset, reason: str, error: str) -> None:
+    def _dead_letter_chunk(self, chunk: Any, src: SourceOffset, reason: str, error: str) -> None:
         """A chunk of a segment that cannot be stored: a ``DeadLetter`` with the chunk
         re-encoded (a spooled chunk's payload comes back from disk)."""
         from schemas.messages import encode_chunk
