@@ -253,7 +253,7 @@ def cmd_cameras(args: argparse.Namespace) -> int:
         if problems:
             raise ConfigError("; ".join(problems))
     elif args.cameras_command == "remove":
-        from pipeline.governance.access import record_camera_change
+        from pipeline.governance.context import record_camera_change
 
         record_camera_change(cfg, "camera_remove", args.camera_ids, actor=args.actor)
         n = publish_cameras(cfg, [], remove=args.camera_ids)
@@ -269,7 +269,7 @@ def cmd_cameras(args: argparse.Namespace) -> int:
         if missing:
             raise ConfigError(f"policy_id: {', '.join(map(repr, missing))} not in policies_dir {cfg.policies_dir} "
                               f"(found: {', '.join(sorted(known)) or 'none'}); write <policy_id>.yaml there first")
-    from pipeline.governance.access import record_camera_change
+    from pipeline.governance.context import record_camera_change
 
     record_camera_change(cfg, "camera_add", [c.camera_id for c in cams], actor=args.actor,
                          details={c.camera_id: {"policy_id": c.policy_id, "notice": dict(c.notice or {})} for c in cams})
@@ -412,7 +412,7 @@ def _revoke_link(args: argparse.Namespace) -> int:
     """``console --revoke-link ID``: a released export's or shared segment's link stops working
     (the running console re-reads its links file), recorded first as ``share_revoke``."""
     from pipeline.console.links import revoke_from_cli
-    from pipeline.governance.access import Governance
+    from pipeline.governance.context import Governance
 
     cfg = load_cli_config(args)
     if not cfg.console.work_dir:

@@ -1,8 +1,8 @@
-"""The console's bridge to the evidence API of :mod:`pipeline.governance.access` (subject
+"""The console's bridge to the evidence API of :mod:`pipeline.governance` (subject
 export, case export, share links, legal hold, verify).
 
 Each console user acts as themselves: the bridge hands the governance functions a copy of
-the deployment's :class:`~pipeline.governance.access.Governance` whose ``actor`` is the
+the deployment's :class:`~pipeline.governance.context.Governance` whose ``actor`` is the
 signed-in user, so the audit events those functions record (before anything leaves) name
 the person, not the console. The functions are looked up by name, so a test can replace
 one (``Services.governance``) and a build without one answers with one clear line.
@@ -24,7 +24,7 @@ class NotAvailableError(VeilStreamError):
 
 SUBJECT_STAGES = ((0.15, "decrypting and decoding the raw vault"), (0.9, "finding and following the subject, "
                   "masking everyone else"), (1.0, "writing the video and its report"))
-"""(up to this fraction, what the export is doing) of ``access.subject_export``'s progress."""
+"""(up to this fraction, what the export is doing) of ``governance.export.subject_export``'s progress."""
 CASE_STAGES = ((0.05, "reading the raw vault"), (1.0, "decrypting and writing the unmasked video"))
 
 
@@ -39,7 +39,7 @@ def _staged(progress: Callable[[float, str], None], stages: tuple[tuple[float, s
 
 
 class GovernanceBridge:
-    """Keyword-only adapters with the console's argument names over ``governance.access``."""
+    """Keyword-only adapters with the console's argument names over the governance API."""
 
     def __init__(self, gov: Any) -> None:
         self.gov = gov
@@ -49,7 +49,7 @@ class GovernanceBridge:
 
     def subject_export(self, *, camera_id: str, from_ms: int, to_ms: int, box_xywh: tuple[float, ...], at_ms: int,
                        case: str, output: Path, actor: str, progress: Callable[[float, str], None]) -> dict[str, Any]:
-        from pipeline.governance.access import SubjectBox, subject_export
+        from pipeline.governance.export import SubjectBox, subject_export
 
         progress(0.01, "reading and decrypting the raw vault")
         x, y, w, h = box_xywh
@@ -60,7 +60,7 @@ class GovernanceBridge:
 
     def case_export(self, *, camera_id: str, from_ms: int, to_ms: int, case: str, legal_basis: str, official: str,
                     output: Path, actor: str, progress: Callable[[float, str], None]) -> dict[str, Any]:
-        from pipeline.governance.access import case_export
+        from pipeline.governance.export import case_export
 
         progress(0.01, "reading and decrypting the raw vault")
         res = case_export(self._as(actor), camera_id, from_ms, to_ms, case_id=case, legal_basis=legal_basis,
@@ -70,8 +70,8 @@ class GovernanceBridge:
     def legal_hold(self, *, action: str, camera_id: str, from_ms: int, to_ms: int, case: str,
                    actor: str, role: str) -> dict[str, Any]:
         """``role``: the signed-in user's role that acts (recorded on the case's hold; only
-        that role lifts it, see ``governance.access.may_lift``)."""
-        from pipeline.governance.access import hold
+        that role lifts it, see ``governance.holds.may_lift``)."""
+        from pipeline.governance.holds import hold
 
         res = hold(self._as(actor), camera_id, from_ms, to_ms, case_id=case, enable=action == "add", role=role)
         return {"held": res.enabled, "objects": len(res.keys), "keys": res.keys, "event_id": res.event_id,
@@ -79,7 +79,7 @@ class GovernanceBridge:
                 "not_held_by_case": len(res.not_held)}
 
     def verify_day(self, *, camera_id: str, date: str, actor: str) -> dict[str, Any]:
-        from pipeline.governance.access import verify
+        from pipeline.governance.verify import verify
 
         rep = verify(self._as(actor), camera_id, date)
         d = rep.to_dict() if hasattr(rep, "to_dict") else dict(vars(rep))
@@ -88,7 +88,8 @@ class GovernanceBridge:
         return d
 
     def share(self, *, key: str, ttl_s: int, case: str, actor: str) -> dict[str, Any]:
-        from pipeline.governance.access import iso, share
+        from pipeline.governance.shares import share
+        from pipeline.governance.timeparse import iso
 
         link = share(self._as(actor), key, ttl_s=ttl_s, case_id=case)
         return {"url": link.url, "key": link.key, "case": link.case_id, "expires_at": iso(link.expires_at_ms),

@@ -77,7 +77,7 @@ def build_services(cfg: Any, *, registry: Any = "kafka", governance: Mapping[str
     access = AccessControl(policies, buckets, camera_policy=catalog.policy_of)
     gov_fns: dict[str, Any] = {}
     if governance is None:
-        from pipeline.governance.access import Governance
+        from pipeline.governance.context import Governance
 
         from .exports import GovernanceBridge
 

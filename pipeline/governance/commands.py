@@ -1,7 +1,7 @@
 """Governance subcommands: raw-sink, vault, subject, case, share, share-open, hold, verify, audit.
 
-Thin: each parses arguments, builds a :class:`~pipeline.governance.access.Governance` and
-calls the API in :mod:`pipeline.governance.access` (the console calls the same functions).
+Thin: each parses arguments, builds a :class:`~pipeline.governance.context.Governance` and
+calls the API in :mod:`.export`, :mod:`.shares`, :mod:`.holds` and :mod:`.verify` (the console calls the same functions).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def _interval_args(p: argparse.ArgumentParser) -> None:
 def _gov(args: argparse.Namespace) -> Any:
     from pipeline.commands import load_cli_config
 
-    from .access import Governance
+    from .context import Governance
 
     return Governance.from_config(load_cli_config(args), actor=args.actor)
 
@@ -62,7 +62,8 @@ def cmd_vault_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_subject_export(args: argparse.Namespace) -> int:
-    from .access import parse_subject, parse_time, subject_export
+    from .export import parse_subject, subject_export
+    from .timeparse import parse_time
 
     subject = parse_subject(args.subject)
     gov = _gov(args)
@@ -78,7 +79,8 @@ def cmd_subject_export(args: argparse.Namespace) -> int:
 
 
 def cmd_case_export(args: argparse.Namespace) -> int:
-    from .access import case_export, parse_time
+    from .export import case_export
+    from .timeparse import parse_time
 
     gov = _gov(args)
     res = case_export(gov, args.camera, parse_time(args.t_from), parse_time(args.t_to), case_id=args.case,
@@ -89,7 +91,8 @@ def cmd_case_export(args: argparse.Namespace) -> int:
 
 
 def cmd_share(args: argparse.Namespace) -> int:
-    from .access import iso, parse_duration, share
+    from .shares import share
+    from .timeparse import iso, parse_duration
 
     gov = _gov(args)
     link = share(gov, args.key, ttl_s=parse_duration(args.ttl), case_id=args.case)
@@ -100,7 +103,7 @@ def cmd_share(args: argparse.Namespace) -> int:
 
 
 def cmd_share_open(args: argparse.Namespace) -> int:
-    from .access import open_share
+    from .shares import open_share
 
     n = open_share(args.url, args.output)
     print(f"{n} bytes -> {args.output}")
@@ -111,7 +114,8 @@ ROLE_ENV = "VEILSTREAM_ROLE"
 
 
 def cmd_hold(args: argparse.Namespace) -> int:
-    from .access import HOLD_ROLES, hold, parse_time
+    from .holds import HOLD_ROLES, hold
+    from .timeparse import parse_time
 
     if args.hold_command not in ("add", "remove"):
         raise UsageError("hold: expected add or remove")
@@ -137,7 +141,7 @@ def cmd_hold(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from .access import verify
+    from .verify import verify
 
     gov = _gov(args)
     rep = verify(gov, args.camera, args.date)
@@ -153,7 +157,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from .access import audit_events
+    from .context import audit_events
 
     gov = _gov(args)
     for ev in audit_events(gov, args.date):

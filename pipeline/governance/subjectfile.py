@@ -19,7 +19,8 @@ def redact_file_keep_subject(src: str, output: Path, spec: str, *, style: str = 
     from operators.video import VideoReader, VideoWriter
     from pipeline.redact_file import output_path_for
 
-    from .access import parse_subject, too_long
+    from .clips import too_long
+    from .export import parse_subject
 
     subject = parse_subject(spec, time_ok=False)
     reader = VideoReader(src)

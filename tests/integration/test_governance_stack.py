@@ -358,7 +358,8 @@ def test_legal_hold_refuses_deletion_until_removed(stack: dict[str, Any]) -> Non
 
 
 def test_verify_names_each_tampering_in_an_unlocked_copy(stack: dict[str, Any]) -> None:
-    from pipeline.governance.access import Governance, verify
+    from pipeline.governance.context import Governance
+    from pipeline.governance.verify import verify
     from pipeline.objectstore import MinioSegmentStore
 
     cfg = stack["cfg"]

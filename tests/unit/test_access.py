@@ -7,17 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.governance.access import (
-    AccessError,
-    SubjectBox,
-    open_share,
-    parse_duration,
-    parse_subject,
-    parse_time,
-    share_expiry_ms,
-)
 from pipeline.governance.audit import AuditLog
+from pipeline.governance.context import AccessError
+from pipeline.governance.export import SubjectBox, parse_subject
 from pipeline.governance.rules import audit_retention
+from pipeline.governance.shares import open_share, share_expiry_ms
+from pipeline.governance.timeparse import parse_duration, parse_time
 from schemas.errors import InputError
 from schemas.policy import parse_policy
 from tests.fakes import InMemoryObjectStore
@@ -104,7 +99,7 @@ def test_an_action_without_a_durable_record_is_refused() -> None:
 
 
 def test_an_interval_too_long_for_memory_is_refused_with_what_fits() -> None:
-    from pipeline.governance.access import MAX_EXPORT_BYTES, too_long
+    from pipeline.governance.clips import MAX_EXPORT_BYTES, too_long
 
     frame = 1280 * 720 * 3
     fits = MAX_EXPORT_BYTES // frame

@@ -87,7 +87,7 @@ def test_a_stored_record_with_query_credentials_is_refused_when_read() -> None:
 @pytest.fixture
 def published(monkeypatch: pytest.MonkeyPatch) -> list[CameraConfig]:
     """What `cameras add` would publish (no broker, no audit bucket)."""
-    import pipeline.governance.access as access
+    import pipeline.governance.context as gcontext
     import pipeline.ingest.registry as registry
 
     out: list[CameraConfig] = []
@@ -97,7 +97,7 @@ def published(monkeypatch: pytest.MonkeyPatch) -> list[CameraConfig]:
         return len(out)
 
     monkeypatch.setattr(registry, "publish_cameras", publish)
-    monkeypatch.setattr(access, "record_camera_change", lambda *_a, **_k: None)
+    monkeypatch.setattr(gcontext, "record_camera_change", lambda *_a, **_k: None)
     return out
 
 

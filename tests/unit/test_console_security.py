@@ -418,7 +418,7 @@ def test_unreadable_link_registry_refuses_every_link(env, tmp_path):
 def test_cli_revoke_link_command(tmp_path, monkeypatch, capsys):
     from types import SimpleNamespace
 
-    import pipeline.governance.access as gaccess
+    import pipeline.governance.context as gcontext
     from pipeline.cli import main
     from pipeline.console.links import LinkRegistry
 
@@ -429,7 +429,7 @@ def test_cli_revoke_link_command(tmp_path, monkeypatch, capsys):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(f"console: {{work_dir: {work}}}\n")
     recorded = []
-    monkeypatch.setattr(gaccess.Governance, "from_config", classmethod(
+    monkeypatch.setattr(gcontext.Governance, "from_config", classmethod(
         lambda cls, cfg, actor=None, **kw: SimpleNamespace(actor=actor or "os-user",
                                                            record=lambda action, **k: recorded.append(action))))
     assert main(["console", "--config", str(cfg), "--revoke-link", link.link_id, "--actor", "kim"]) == 0

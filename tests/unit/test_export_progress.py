@@ -10,8 +10,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from pipeline.governance.access import Governance, SubjectBox, _Stages, case_export, subject_export
 from pipeline.governance.audit import AuditLog
+from pipeline.governance.clips import Stages
+from pipeline.governance.context import Governance
+from pipeline.governance.export import SubjectBox, case_export, subject_export
 from pipeline.governance.vault import LocalKeyFileProvider, RawVault, make_key_file
 from schemas.policy import parse_policy
 from tests.fakes import InMemoryObjectStore
@@ -77,7 +79,7 @@ def test_case_export_progress_grows_chunk_by_chunk(gov: Governance, tmp_path: Pa
 
 def test_stages_never_go_back_and_clamp() -> None:
     seen: list[float] = []
-    st = _Stages(seen.append)
+    st = Stages(seen.append)
     st.stage(0.0, 0.5)(0.5)
     st.stage(0.0, 0.5)(0.2)  # a stage reporting less than before is ignored
     st.stage(0.5, 1.0)(7.0)  # clamped to the stage's end

@@ -15,16 +15,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.governance.access import (
-    LEGACY_CASE,
-    AccessError,
-    Governance,
-    HoldRefusedError,
-    hold,
-    hold_cases,
-    may_lift,
-)
 from pipeline.governance.audit import AuditLog
+from pipeline.governance.context import AccessError, Governance
+from pipeline.governance.holds import LEGACY_CASE, HoldRefusedError, hold, hold_cases, may_lift
 from pipeline.objectkeys import manifest_key, segment_key
 from tests.fakes import InMemoryObjectStore
 
