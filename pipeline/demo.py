@@ -10,7 +10,8 @@ until Ctrl-C on a terminal (``--console-seconds`` otherwise), and stops exactly 
 started.
 
 Detection runs on every ``DEMO_DETECT_EVERY``-th frame of a chunk (plus its last), not the
-pipeline default 4: see :data:`DEMO_DETECT_EVERY`.
+pipeline default 4: see :data:`DEMO_DETECT_EVERY`; the tiny cameras' frames get the plate search
+on vehicle crops only: see :data:`DEMO_TEXT_FULL_MIN_SIDE`.
 """
 
 from __future__ import annotations
@@ -42,6 +43,17 @@ every policy), so this lives here, not in the demo's policy files; production co
 frame"."""
 
 
+DEMO_TEXT_FULL_MIN_SIDE = 200
+"""The demo's second documented policy choice for its tiny cameras: frames whose longer side is
+below 200 px (the two 176x144 ``carphone`` cameras; not the 640x272 street camera) get no
+full-frame text pass, only the plate search on their vehicles' crops
+(``process.text_full_min_side``; production configs leave it unset). On a 176x144 frame that pass
+ran on a 2.5x upscale and was about 80 % of the frame's detection CPU (docs/performance.md,
+"Plate carry and tiny frames"). What it costs: the plate images of ``plates_eu`` downscaled to a
+176 px longer side leak 2 of 108 plates with the crop pass alone against 0 with both passes
+(``load_tests/tiny_frames.py``). ``--text-full-min-side 0`` turns it off."""
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="make demo", description=__doc__)
     ap.add_argument("--cameras", type=int, default=3)
@@ -50,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--detect-every", type=int, default=DEMO_DETECT_EVERY, metavar="N",
                     help=f"detect on every N-th frame of a chunk (default {DEMO_DETECT_EVERY}: the demo's small "
                          "cameras on 2 vCPU; the pipeline default is 4)")
+    ap.add_argument("--text-full-min-side", type=int, default=DEMO_TEXT_FULL_MIN_SIDE, metavar="PX",
+                    help=f"frames whose longer side is below PX get the vehicle-crop plate search only, no "
+                         f"full-frame text pass (default {DEMO_TEXT_FULL_MIN_SIDE}: the demo's 176x144 cameras; "
+                         "0 = off, the pipeline default)")
     ap.add_argument("--no-console", action="store_true", help="do not start the web console at the end")
     ap.add_argument("--console-seconds", type=float, default=None,
                     help="keep the console up this long (default: until Ctrl-C on a terminal, else 0)")
@@ -62,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rc = run_local(cameras=args.cameras, seconds=args.seconds, state_dir=state, segment_seconds=20.0,
                        download_dir=args.out.resolve(), keep_up=True,
-                       process={"detect_every": args.detect_every})
+                       process={"detect_every": args.detect_every,
+                                "text_full_min_side": args.text_full_min_side or None})
         if rc == 0 and not args.no_console:
             rc = _console(state, args.console_seconds)
         return rc

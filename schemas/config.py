@@ -250,6 +250,7 @@ class ProcessConfig:
     face_max_side: int | None
     text_max_side: int | None
     precision: str
+    text_full_min_side: int | None = None
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,14 @@ def test_gpu_node_settings_reach_the_detectors():
         None, 1, ("face", "person"), "fill", "yunet")
 
 
+def test_text_full_min_side_reaches_the_detectors_and_is_off_by_default():
+    assert plan({}).detector.text_full_min_side is None
+    p = plan({"text_full_min_side": 200, "detect_every": 8})
+    assert p.detector.text_full_min_side == 200 and p.default.redaction.text_full_min_side == 200
+    with pytest.raises(ConfigError, match="process.text_full_min_side"):
+        plan({"text_full_min_side": 0})
+
+
 def test_bad_values_name_the_key():
     with pytest.raises(ConfigError) as ei:
         plan({"face_model": "retina", "detect_every": 0})
