@@ -12,7 +12,10 @@ ORIGINAL image pixels:
 * ``ignore_boxes``: ``(K, 4)`` float32 xyxy of faces_wider_hard ``ignore`` faces (< 10 px or
   flagged invalid): they count neither as a leak nor as a find.
 * ``tags``: per-image facts for breakdowns (plates_traffic ``source`` prefix ``ro``/``kg``,
-  ``night``; faces_wider_hard ``event``).
+  ``night``, ``blank``; faces_wider_hard ``event``). ``blank`` is ``"1"`` for an image whose
+  pixels are all zero (plates_traffic ``ro_dayride_type1_001_t0558.jpg``, a bad frame of its
+  source video, per the set's README): its labels cannot be scored by pixel difference, so
+  the scorer reports them apart (``plate_blank``) and out of every leak rate.
 
 The data is for measurement only (licences in the README): nothing here copies it.
 """
@@ -150,11 +153,25 @@ def _labels_json(d: Path) -> list[dict[str, Any]]:
     return images
 
 
+def blank_image(path: str | os.PathLike[str]) -> bool:
+    """Whether every pixel of the image at ``path`` is zero (an unreadable file is not
+    blank: reading it later fails with its own error). A 1/8-scale decode rules out almost
+    every image; only a candidate is decoded in full."""
+    import cv2
+
+    small = cv2.imread(str(path), cv2.IMREAD_REDUCED_GRAYSCALE_8)
+    if small is None or small.any():
+        return False
+    full = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    return full is not None and not full.any()
+
+
 def load_plates_traffic(directory: str | os.PathLike[str] | None = None) -> list[EvalItem]:
     """plates_traffic: ``labels.json`` with ``boxes`` = plate corners ``[x1, y1, x2, y2]`` px.
 
     Tags: ``subset`` (``ro`` = the MIT Romanian dashcam frames, ``kg`` = the Kaggle web
-    photos: the file-name prefix) and ``night`` (``"1"``/``"0"``).
+    photos: the file-name prefix), ``night`` and ``blank`` (all pixels zero: see
+    :func:`blank_image`), each ``"1"``/``"0"``.
     """
     d = Path(directory) if directory is not None else default_eval_dir() / "plates_traffic"
     items = []
@@ -163,7 +180,8 @@ def load_plates_traffic(directory: str | os.PathLike[str] | None = None) -> list
         items.append(EvalItem(image_path=d / "images" / name,
                               plate_boxes=_boxes(im.get("boxes", [])),
                               tags={"subset": name.split("_", 1)[0],
-                                    "night": "1" if im.get("night") else "0"}))
+                                    "night": "1" if im.get("night") else "0",
+                                    "blank": "1" if blank_image(d / "images" / name) else "0"}))
     return items
 
 

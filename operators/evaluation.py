@@ -12,7 +12,9 @@ output (definitions in ``shared/eval/README.md``):
 * coco_val2017 persons (only when the person class is masked): leak below 0.8 coverage.
 * plates_eu: the share of plates covered at >= 0.8 (the target) and at >= 0.5.
 * plates_traffic: a plate leaks below 0.8 box coverage; also by subset (``ro`` MIT dashcam,
-  ``kg`` web photos), night, and plate width bucket.
+  ``kg`` web photos), night, and plate width bucket. The labels of an all-zero frame
+  (``tags["blank"]``, see :func:`operators.evaldata.blank_image`) are counted apart as
+  ``plate_blank`` and in no rate: the set's README says to leave them out (x / 396).
 * faces_wider_hard: a face leaks when less than 0.8 of its central region (box shrunk to
   60 % of width and height) is masked; ``ignore`` faces are not scored; by width bucket
   (< 20, 20-40, 40-80, >= 80 px) and >= 20 / < 20 px.
@@ -284,12 +286,16 @@ class Scorer:
             extra = [f"plate_{item.tags['subset']}"] if ds == "plates_traffic" else []
             if ds == "plates_traffic" and item.tags.get("night") == "1":
                 extra.append("plate_night")
+            blank = item.tags.get("blank") == "1"
             for box in item.plate_boxes:
                 b = _map_box(box, affine)
                 if video and _inside_share(b, hw) < MIN_INSIDE:
                     continue
                 c = box_coverage(cov, b)
                 leaked = c < PLATE_COVERAGE
+                if blank:  # an all-zero frame: nothing to read, nothing to score (reported apart)
+                    self._count(["plate_blank"], leaked)
+                    continue
                 width = float(box[2] - box[0])
                 self._count(["plate", *extra] + ([f"plate_{width_bucket(width)}"] if ds == "plates_traffic" else []),
                             leaked)
@@ -304,7 +310,8 @@ class Scorer:
                  "coco_val2017": ["face", "face_lt_10px"] + (["person"] if self.person_class else []),
                  "plates_eu": ["plate"],
                  "plates_traffic": ["plate", "plate_ro", "plate_kg", "plate_night",
-                                    *(f"plate_{b}" for b in WIDTH_BUCKETS)],
+                                    *(f"plate_{b}" for b in WIDTH_BUCKETS)]
+                 + (["plate_blank"] if "plate_blank" in self.cls else []),
                  "faces_wider_hard": ["face", "face_ge20", "face_lt20", *(f"face_{b}" for b in WIDTH_BUCKETS)]}
         self.rep.classes = [self._c(n) for n in order[self.dataset]]
         if self.dataset == "plates_eu":

@@ -1,0 +1,118 @@
+"""Issue 20 (plates round 3): the lit-plate pass in dark frames and the eval's handling of an
+all-black frame."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from operators.detectors import TextDetector, litplate
+from operators.detectors.text import pack_shelves
+from operators.evaldata import blank_image, load_plates_traffic
+from operators.evaluation import Scorer
+from tests.shared import EVAL, MODELS
+
+
+def _red_lit_frame(text: str = "B 03 HGJ", plate_xy: tuple[int, int] = (900, 400)) -> tuple[np.ndarray, list[int]]:
+    """A 1280x720 night frame under red light: a dark car body and road, two tail lights,
+    and a lit plate (110x30 px, dark characters) on the car: what a dashcam sees in a
+    red-lit tunnel. Returns the BGR frame and the plate box."""
+    rng = np.random.default_rng(0)
+    img = np.zeros((720, 1280, 3), np.uint8)
+    img[:] = (20, 10, 45)  # dark, red-tinted
+    x, y = plate_xy
+    cv2.rectangle(img, (x - 120, y - 90), (x + 230, y + 70), (35, 25, 80), -1)  # the car's rear
+    for lx in (x - 80, x + 190):
+        cv2.circle(img, (lx, y - 30), 14, (120, 110, 255), -1)  # tail lights
+    cv2.rectangle(img, (x, y), (x + 110, y + 30), (150, 140, 235), -1)  # plate lit in red light
+    cv2.putText(img, text, (x + 5, y + 23), cv2.FONT_HERSHEY_SIMPLEX, 0.62, (30, 20, 60), 2, cv2.LINE_AA)
+    noisy = img.astype(np.int16) + rng.normal(0, 2, img.shape).astype(np.int16)
+    return np.clip(noisy, 0, 255).astype(np.uint8), [x, y, x + 110, y + 30]
+
+
+def _covers(boxes: np.ndarray, target: list[int], share: float = 0.8) -> bool:
+    cov = np.zeros((720, 1280), bool)
+    for x1, y1, x2, y2 in boxes.astype(int):
+        cov[max(0, y1):y2, max(0, x1):x2] = True
+    x1, y1, x2, y2 = target
+    return bool(cov[y1:y2, x1:x2].mean() >= share)
+
+
+def test_proposals_find_a_lit_plate_shape_and_skip_lights_and_day():
+    frame, plate = _red_lit_frame()
+    v, s = litplate.value_image(frame)
+    assert litplate.is_dark(v)
+    props = litplate.proposals(v, s)
+    cx, cy = (plate[0] + plate[2]) / 2, (plate[1] + plate[3]) / 2
+    assert any(p[0] <= cx <= p[2] and p[1] <= cy <= p[3] for p in props), props
+    # the round tail lights are not plate-shaped
+    assert not any(p[0] <= 820 <= p[2] and p[1] <= 370 <= p[3] for p in props), props
+    # a proposal already covered by a full-frame text box gets no window
+    assert litplate.windows(props, frame.shape[:2], np.asarray([plate], np.float32)) == \
+        litplate.windows(props[[not (p[0] <= cx <= p[2] and p[1] <= cy <= p[3]) for p in props]], frame.shape[:2],
+                         np.zeros((0, 4), np.float32))
+    day = np.full_like(frame, 170)
+    assert not litplate.is_dark(litplate.value_image(day)[0])
+
+
+@pytest.fixture(scope="module")
+def text_detector() -> TextDetector:
+    return TextDetector(model_dir=MODELS, lit_pass=True, max_side=640)
+
+
+def test_lit_pass_finds_the_plate_in_its_window_at_native_resolution(text_detector):
+    frame, plate = _red_lit_frame()
+    found = litplate.search(frame, np.zeros((0, 4), np.float32), text_detector._run, pack_shelves,
+                            text_detector._boxes)
+    boxes = np.asarray([b for b, sc in found if sc >= text_detector.threshold], np.float32).reshape(-1, 4)
+    assert _covers(boxes, plate), found
+
+
+def test_lit_pass_runs_only_on_uncovered_proposals_of_dark_frames(text_detector, monkeypatch):
+    frame, plate = _red_lit_frame()
+    runs: list[tuple[int, ...]] = []
+    run = text_detector._run
+    monkeypatch.setattr(text_detector, "_run", lambda blob: runs.append(blob.shape) or run(blob))
+    got = text_detector.detect(frame[None])[0]
+    # The full-frame pass finds this clean synthetic plate itself (real red-lit plates it
+    # misses at 640 px: docs/quality.md "Plates round 3"), so its proposal is covered and the
+    # pass adds no network run; the tail lights are no plate-shaped proposal.
+    assert _covers(got.xyxy, plate) and len(runs) == 1
+    runs.clear()
+    litplate.search(frame, np.zeros((0, 4), np.float32), text_detector._run, pack_shelves, text_detector._boxes)
+    assert len(runs) >= 1  # uncovered: searched
+    runs.clear()
+    bright = np.clip(frame.astype(np.int16) + 150, 0, 255).astype(np.uint8)
+    assert litplate.search(bright, np.zeros((0, 4), np.float32), text_detector._run, pack_shelves,
+                           text_detector._boxes) == [] and not runs  # not dark: not searched
+
+
+def test_blank_frame_labels_are_reported_apart(tmp_path: Path):
+    black = tmp_path / "black.png"
+    cv2.imwrite(str(black), np.zeros((64, 96, 3), np.uint8))
+    speck = tmp_path / "speck.png"
+    img = np.zeros((64, 96, 3), np.uint8)
+    img[40, 70, 2] = 1  # one dark pixel: the 1/8-scale decode may lose it, the full one does not
+    cv2.imwrite(str(speck), img)
+    assert blank_image(black) and not blank_image(speck)
+    assert not blank_image(tmp_path / "missing.png")
+
+    class _Item:
+        image_path = black
+        plate_boxes = np.array([[10, 10, 60, 30]], np.float32)
+        tags = {"subset": "ro", "night": "0", "blank": "1"}
+
+    s = Scorer("plates_traffic")
+    s.add(_Item(), np.zeros((64, 96), bool))
+    rep = {c.cls: c for c in s.report().classes}
+    assert rep["plate"].targets == 0 and rep["plate_blank"].targets == 1 and not s.rep.leaks
+
+
+def test_plates_traffic_has_one_blank_frame_out_of_the_rates():
+    traffic = load_plates_traffic(EVAL / "plates_traffic")
+    blank = [i for i in traffic if i.tags["blank"] == "1"]
+    assert [i.image_path.name for i in blank] == ["ro_dayride_type1_001_t0558.jpg"]
+    assert sum(len(i.plate_boxes) for i in traffic if i.tags["blank"] == "0") == 396  # the README's x / 396
