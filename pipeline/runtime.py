@@ -357,9 +357,12 @@ class StageRuntime:
 
     def retry_due(self) -> None:
         now = self.clock()
-        for w in [w for w in self.waiting if w.due <= now]:
+        due = [w for w in self.waiting if w.due <= now]
+        for w in due:
             self.waiting.remove(w)
             self.apply(w.rec, self.handler.handle(w.rec))
+        if due:  # what the retries finished counts before the next poll (a revoke there commits it)
+            self.apply_all(self.handler.completions(0.0))
 
     def flow_control(self) -> None:
         """Pause every partition while a record waits for a retry (``pause_on_retry``); else

@@ -96,9 +96,10 @@ class ProcessHandler(BaseHandler):
 
     # ---------------------------------------------------------------- records in
     def handle(self, rec: Record) -> Outcome:
-        job = self.jobs.get(rec.src)
-        if job is not None and rec.attempt > 0:  # the runtime's retry after an outage
-            self._submit(job)
+        if rec.attempt > 0:  # the runtime's retry after an outage (no job: its partition was revoked)
+            job = self.jobs.get(rec.src)
+            if job is not None:
+                self._submit(job)
             return HOLD
         from schemas.messages import SchemaError, decode_chunk_captured
 
