@@ -49,9 +49,10 @@ below 200 px (the two 176x144 ``carphone`` cameras; not the 640x272 street camer
 full-frame text pass, only the plate search on their vehicles' crops
 (``process.text_full_min_side``; production configs leave it unset). On a 176x144 frame that pass
 ran on a 2.5x upscale and was about 80 % of the frame's detection CPU (docs/performance.md,
-"Plate carry and tiny frames"). What it costs: the plate images of ``plates_eu`` downscaled to a
-176 px longer side leak 2 of 108 plates with the crop pass alone against 0 with both passes
-(``load_tests/tiny_frames.py``). ``--text-full-min-side 0`` turns it off."""
+"Plate carry and tiny frames"). What it costs, on the plate sets downscaled to a 176 px longer
+side (``load_tests/tiny_frames.py``; plates there are 3-30 px wide): ``plates_eu`` leaks 2 of 108
+plates with the crop pass alone against 0 with both passes, ``plates_traffic`` 172 against 161 of
+398. ``--text-full-min-side 0`` turns it off."""
 
 
 def main(argv: list[str] | None = None) -> int:
