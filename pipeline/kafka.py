@@ -237,16 +237,31 @@ class ChunkConsumer:
         self._on_revoke = on_revoke
         self.assigned: set[tuple[str, int]] = set()
         self.paused: set[tuple[str, int]] = set()
-        self._c.subscribe(topics, on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._revoked)
+        self.joined = False
+        """True once this member completed a group join (its first assignment, empty or not):
+        until then a rebalance it started is still running, and a surge-first rollout that
+        stopped the old member now would have it leave in the middle of that rebalance."""
+        self._c.subscribe(topics, on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost)
 
     def _assigned(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in parts]
         self.assigned.update(tps)
+        self.joined = True
         logger.info("partitions assigned %s", ",".join(f"{t}[{p}]" for t, p in tps) or "-")
         if self._on_assign:
             self._on_assign(tps)
 
     def _revoked(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
+        self._release(consumer, parts, lost=False)
+
+    def _lost(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
+        self._release(consumer, parts, lost=True)
+
+    def _release(self, consumer: Consumer, parts: list[TopicPartition], *, lost: bool) -> None:
+        """The partitions go. Revoked: the callback (``on_revoke``: flush, commit, forget) runs
+        while they still count as ours, so its commit of what was finished reaches the broker
+        (this generation may still commit them) instead of being filtered out as not assigned.
+        Lost (the session expired): another member may own them already, nothing is committed."""
         tps = [(p.topic, p.partition) for p in parts]
         was_paused = [p for p in parts if (p.topic, p.partition) in self.paused]
         if was_paused:
@@ -255,11 +270,15 @@ class ChunkConsumer:
             # (found by the fault suite: stop_s3, process stuck with its lag forever)
             with contextlib.suppress(Exception):
                 consumer.resume(was_paused)
-        self.assigned.difference_update(tps)
         self.paused.difference_update(tps)
-        logger.info("partitions revoked %s", ",".join(f"{t}[{p}]" for t, p in tps) or "-")
-        if self._on_revoke:
-            self._on_revoke(tps)
+        logger.info("partitions %s %s", "lost" if lost else "revoked", ",".join(f"{t}[{p}]" for t, p in tps) or "-")
+        if lost:
+            self.assigned.difference_update(tps)
+        try:
+            if self._on_revoke:
+                self._on_revoke(tps)
+        finally:
+            self.assigned.difference_update(tps)
 
     def poll(self, timeout_s: float, max_messages: int = 16) -> list[Message]:
         msgs = self._c.consume(num_messages=max_messages, timeout=timeout_s)

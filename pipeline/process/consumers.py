@@ -35,8 +35,8 @@ plus ``veil_process_consumers`` (running, stopping ones not counted), ``veil_pro
 last read; absent without autoscaling).
 A consumer that does not answer is absent from ``/metrics`` (never served stale), and the
 job fails once it has not answered for ``lost_after_s``. ``/readyz`` is 200 when every
-consumer answered and consumes; ``/healthz`` is live while start-up is within its budget,
-then while every consumer answers and none has stalled. The actors serve no HTTP themselves
+consumer answered and consumes (its consumer completed its group join); ``/healthz`` is live
+while start-up is within its budget, then while every consumer answers and none has stalled. The actors serve no HTTP themselves
 (``metrics.enabled`` off in their copy of the config): several share a node, nothing could
 select their ports, and the driver's endpoint carries all they export.
 """
@@ -62,9 +62,10 @@ logger = logging.getLogger(__name__)
 
 CONSUMER_LABEL = "consumer"
 CONSUMING_LINE = "process job: every consumer consumes"
-"""Logged by the job's driver the first time every consumer actor consumes; the submitter reads
-it in the job's log to tell it ready (:mod:`.submit`), so a rolling upgrade stops the old job
-only once the new one consumes."""
+"""Logged by the job's driver the first time every consumer actor consumes (its loop runs and its
+consumer completed its group join: :meth:`ConsumerActor.consumes`); the submitter reads it in the
+job's log to tell it ready (:mod:`.submit`), so a rolling upgrade stops the old job only once the
+new one's consumers are members of the group with their partitions assigned."""
 
 # (name, help, type, unit, [(sample name, labels, value, timestamp)]): what an actor sends
 Family = tuple[str, str, str, str, list[tuple[str, dict[str, str], float, float | None]]]
@@ -176,8 +177,18 @@ class ConsumerActor:
             logger.error("consumer %d failed: %s", self.index, self.error)
 
     def status(self) -> dict[str, Any]:
-        return {"index": self.index, "ready": bool(self.worker.metrics.ready), "produced": self.worker.produced,
+        return {"index": self.index, "ready": self.consumes(), "produced": self.worker.produced,
                 "exit_code": self.exit_code, "error": self.error}
+
+    def consumes(self) -> bool:
+        """The loop runs AND its consumer completed a group join (got its first assignment).
+        The loop alone is ready right after subscribing, while the join it started is still
+        rebalancing the group: a new job counted ready then let a rollout stop the old job in
+        the middle of that rebalance, its consumers left the group before it completed, and on
+        the local broker (tansu) the group never completed it: the new job was never assigned a
+        partition and the raw topic was not consumed or committed again."""
+        consumer = getattr(self.worker.kafka, "consumer", None)
+        return bool(self.worker.metrics.ready) and bool(getattr(consumer, "joined", False))
 
     def snapshot(self) -> dict[str, Any]:
         """:meth:`status` plus the loop's probe phase and the metric families (plain data)."""
