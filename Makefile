@@ -115,7 +115,9 @@ bench: install
 
 # `make load CAMERAS=2 SECONDS=60 FPS=15 [SOURCE=file]`: N cameras of real pedestrian footage
 # (OpenCV's vtest.avi from Debian's opencv-doc, re-encoded to 1280x720) through the whole
-# pipeline; `make load-knee` searches the largest sustained camera count.
+# pipeline; `make load-knee` searches the largest sustained camera count. `SOURCE=crowd` (or
+# LOAD_ARGS="--source crowd"): a crowded 1280x720 hall built from the shared eval images
+# (load_tests/crowd_source.py), e.g. `make load CAMERAS=3 FPS=15 SOURCE=crowd`.
 CAMERAS ?= 4
 SECONDS ?= 60
 LOAD_ARGS ?=
