@@ -293,18 +293,23 @@ class ChunkConsumer:
                 logger.warning("consume error %s", err)
         return out
 
-    def commit(self, offsets: dict[tuple[str, int], int]) -> None:
+    def commit(self, offsets: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+        """Commit ``offsets`` of the partitions assigned to this member (synchronously); returns
+        what the broker took: nothing for a partition not assigned, nothing when it refused."""
         if not offsets:
-            return
-        parts = [TopicPartition(t, p, o) for (t, p), o in offsets.items() if (t, p) in self.assigned]
-        if not parts:
-            return
+            return {}
+        mine = {tp: o for tp, o in offsets.items() if tp in self.assigned}
+        if not mine:
+            return {}
         try:
-            self._c.commit(offsets=parts, asynchronous=False)
+            self._c.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in mine.items()], asynchronous=False)
         except KafkaException as exc:
             # A rebalance can revoke a partition between our check and the commit; the new
-            # owner re-processes from the last committed offset (at-least-once).
+            # owner re-processes from the last committed offset (at-least-once). Until then the
+            # caller offers the offsets again (the revoke callback's commit among them).
             logger.warning("commit failed offsets=%s error=%s", offsets, exc)
+            return {}
+        return mine
 
     def pause(self, tps: list[tuple[str, int]]) -> None:
         tps = [tp for tp in tps if tp in self.assigned and tp not in self.paused]

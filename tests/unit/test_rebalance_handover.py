@@ -13,7 +13,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from pipeline.kafka import ChunkConsumer
 from pipeline.process.consumers import ConsumerActor
@@ -29,9 +29,13 @@ class _Client:
 
     def __init__(self) -> None:
         self.commits: list[dict[tuple[str, int], int]] = []
+        self.refuse = 0  # refuse this many commits, as a broker does mid-rebalance
 
     def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> None:
         assert asynchronous is False
+        if self.refuse:
+            self.refuse -= 1
+            raise KafkaException(KafkaError(KafkaError.REBALANCE_IN_PROGRESS))
         self.commits.append({(p.topic, p.partition): p.offset for p in offsets})
 
     def resume(self, parts: list[TopicPartition]) -> None:
@@ -94,3 +98,17 @@ def test_lost_partitions_are_not_committed(stage: Any) -> None:
     stage.finished(Source("raw", 0, 5))
     cc._lost(cc._c, [TopicPartition(*TP)])
     assert cc._c.commits == [] and cc.assigned == set() and stage.tracker.inflight() == 0
+
+
+def test_a_refused_commit_is_offered_again_and_the_revoke_commits_it(stage: Any) -> None:
+    """A commit the broker refused (a rebalance in progress) used to count as done: nothing
+    offered it again, not even the revoke callback, and the partition's new owner redid it."""
+    cc = stage.consumer
+    cc._assigned(cc._c, [TopicPartition(*TP)])
+    stage.started(Source("raw", 0, 5))
+    stage.finished(Source("raw", 0, 5))
+    cc._c.refuse = 1
+    stage.commit()
+    assert cc._c.commits == [] and stage.tracker.committable() == {TP: 6}
+    cc._revoked(cc._c, [TopicPartition(*TP)])
+    assert cc._c.commits == [{TP: 6}]
