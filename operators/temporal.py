@@ -21,7 +21,8 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from .types import Boxes
+from .motion import CameraMotion, estimate_camera_motion, warp_xyxy
+from .types import Boxes, Frames
 
 MATCH_IOU = 0.3
 """Same-label boxes on both sides of a gap with IoU above this are interpolated."""
@@ -32,6 +33,11 @@ of gap, so a small box moving with a pan is still interpolated."""
 
 MATCH_SCALE = 2.0
 """Centre-distance matches need the larger side of one box within this factor of the other's."""
+
+
+GROW_FOLLOWED = 0.05
+"""Carried boxes that follow an estimated camera motion grow by this fraction of their size
+per side per frame of distance (the objects' own motion)."""
 
 
 def detection_schedule(n_frames: int, every: int) -> list[bool]:
@@ -59,7 +65,8 @@ def grow(boxes: Boxes, frac: float) -> Boxes:
 
 
 def fill_gaps(per_frame: Sequence[Boxes | None], window: int = 2,
-              grow_per_frame: float = 0.05) -> list[Boxes]:
+              grow_per_frame: float = 0.05, *, frames: Frames | None = None,
+              motion: CameraMotion | None = None, grow_followed: float | None = None) -> list[Boxes]:
     """Union each frame's boxes with those carried from nearby detected frames.
 
     Args:
@@ -68,6 +75,13 @@ def fill_gaps(per_frame: Sequence[Boxes | None], window: int = 2,
         window: detections also cover this many frames before and after (>= 0).
         grow_per_frame: carried boxes grow by this fraction of their size per side, per
             frame of distance (motion slack), >= 0.
+        frames: the chunk's frames ``(N, H, W, 3)``: the camera motion is estimated from
+            them (:func:`operators.motion.estimate_camera_motion`) when there is a box to
+            carry, and carried and interpolated boxes follow it.
+        motion: the camera motion, already estimated (takes the place of ``frames``).
+        grow_followed: carried boxes moved with an estimated camera motion grow by this
+            fraction per side per frame instead of ``grow_per_frame`` (only the objects'
+            own motion is left to cover); default :data:`GROW_FOLLOWED`.
 
     Returns:
         One :class:`Boxes` per frame: its own detections first (never removed), then
@@ -79,7 +93,17 @@ def fill_gaps(per_frame: Sequence[Boxes | None], window: int = 2,
         raise ValueError(f"window: expected >= 0, got {window}")
     if not grow_per_frame >= 0.0:
         raise ValueError(f"grow_per_frame: expected >= 0, got {grow_per_frame}")
+    followed = GROW_FOLLOWED if grow_followed is None else grow_followed
+    if not followed >= 0.0:
+        raise ValueError(f"grow_followed: expected >= 0, got {grow_followed}")
     n = len(per_frame)
+    if frames is not None and len(frames) != n:
+        raise ValueError(f"frames: {len(frames)} frames for {n} detection results")
+    if motion is not None and len(motion) != n:
+        raise ValueError(f"motion: {len(motion)} frames for {n} detection results")
+    if motion is None:
+        anything = any(b is not None and len(b) for b in per_frame)
+        motion = estimate_camera_motion(frames) if frames is not None and anything else CameraMotion.still(n)
     detected = [i for i, b in enumerate(per_frame) if b is not None]
     out: list[Boxes] = []
     for i in range(n):
@@ -93,13 +117,24 @@ def fill_gaps(per_frame: Sequence[Boxes | None], window: int = 2,
         for j in sorted(sources, key=lambda j: (abs(j - i), j)):
             src = per_frame[j]
             assert src is not None
-            parts.append(grow(src, grow_per_frame * abs(j - i)))
+            parts.append(_carry(src, j, i, motion, grow_per_frame, followed))
         if own is None and prev is not None and nxt is not None:
             a, b = per_frame[prev], per_frame[nxt]
             assert a is not None and b is not None
-            parts.append(_interpolate(a, b, (i - prev) / (nxt - prev), nxt - prev))
+            parts.append(_interpolate(a, b, (i - prev) / (nxt - prev), nxt - prev, motion, (prev, i, nxt)))
         out.append(Boxes.concat(parts))
     return out
+
+
+def _carry(src: Boxes, j: int, i: int, motion: CameraMotion, grow_still: float, grow_followed: float) -> Boxes:
+    """``src`` (detected on frame ``j``) as carried to frame ``i``: moved with the camera where
+    its motion is estimated on every frame between, grown for what is left unknown."""
+    if not len(src):
+        return src
+    if motion.reliable(j, i):
+        moved = Boxes(warp_xyxy(src.xyxy, motion.between(j, i)), src.score, src.label)
+        return grow(moved, grow_followed * abs(j - i))
+    return grow(src, grow_still * abs(j - i))
 
 
 def iou_matrix(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
@@ -116,13 +151,22 @@ def iou_matrix(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.ND
     return np.nan_to_num(iou)
 
 
-def _interpolate(a: Boxes, b: Boxes, t: float, gap: int = 1) -> Boxes:
+def _interpolate(a: Boxes, b: Boxes, t: float, gap: int = 1, motion: CameraMotion | None = None,
+                 frames: tuple[int, int, int] = (0, 0, 0)) -> Boxes:
     """Greedy one-to-one match of same-label pairs (see the module docstring; ``gap`` frames
-    apart), best first, and the box at fraction ``t`` from ``a`` to ``b`` for each pair."""
+    apart), best first, and the box at fraction ``t`` from ``a`` to ``b`` for each pair.
+
+    With ``motion`` and ``frames = (prev, i, next)`` (``a`` on ``prev``, ``b`` on ``next``),
+    ``a`` is matched after moving it onto ``next`` with the camera, and the pair is
+    interpolated between both boxes moved onto frame ``i``: only the objects' own motion
+    is taken as linear, not the camera's."""
     if not len(a) or not len(b):
         return Boxes.empty()
+    pa, pi, pb = frames
     xa, xb = a.xyxy.astype(np.float64), b.xyxy.astype(np.float64)
-    iou = iou_matrix(a.xyxy, b.xyxy)
+    if motion is not None:
+        xa = warp_xyxy(a.xyxy, motion.between(pa, pb)).astype(np.float64)
+    iou = iou_matrix(xa.astype(np.float32), b.xyxy)
     side_a = np.maximum(xa[:, 2] - xa[:, 0], xa[:, 3] - xa[:, 1])[:, None]
     side_b = np.maximum(xb[:, 2] - xb[:, 0], xb[:, 3] - xb[:, 1])[None, :]
     ca, cb = (xa[:, :2] + xa[:, 2:]) / 2.0, (xb[:, :2] + xb[:, 2:]) / 2.0
@@ -147,6 +191,9 @@ def _interpolate(a: Boxes, b: Boxes, t: float, gap: int = 1) -> Boxes:
     if not rows:
         return Boxes.empty()
     ra, cb_ = np.array(rows), np.array(cols)
+    if motion is not None:
+        xa = warp_xyxy(a.xyxy, motion.between(pa, pi)).astype(np.float64)
+        xb = warp_xyxy(b.xyxy, motion.between(pb, pi)).astype(np.float64)
     xyxy = (1.0 - t) * xa[ra] + t * xb[cb_]
     return Boxes(xyxy.astype(np.float32), np.maximum(a.score[ra], b.score[cb_]).astype(np.float32),
                  a.label[ra].astype(np.int16))

@@ -1,0 +1,142 @@
+"""Camera motion between the frames of a chunk, so temporal fill can follow a pan or a zoom.
+
+A moving camera (a PTZ pan, a dashcam, the eval's zooming clips) moves every object in the
+picture together: a face detected on frame 0 is 40-90 px away by frame 4. Temporal fill
+(:func:`operators.temporal.fill_gaps`) carries boxes from detected frames to the frames
+between them; :func:`estimate_camera_motion` gives it, for every pair of consecutive
+frames, the similarity transform (scale, rotation, translation) that maps one frame's
+pixels onto the next, so carried boxes move with the picture.
+
+How: each frame is shrunk to ``MOTION_SIDE`` px on its longer side and made grey; up to
+``MAX_CORNERS`` corners of one frame are followed into the next with pyramidal
+Lucas-Kanade flow, and a partial affine transform is fitted to them with RANSAC (objects
+that move on their own are outliers). A pair with fewer than ``MIN_INLIERS`` inliers, or an
+inlier share under ``MIN_INLIER_SHARE`` (a cut, a blank or flat frame, a frame filled by a
+passing bus), is *not estimated*: its transform is the identity and the temporal fill
+falls back to carrying boxes in place with the wider growth it always used. A few ms of
+CPU a frame, against hundreds for a detection pass (docs/quality.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from .types import Frames
+
+MOTION_SIDE = 320
+"""Longer side (px) of the grey frames the motion is estimated on."""
+
+MAX_CORNERS = 200
+"""Corners followed from one frame to the next."""
+
+MIN_INLIERS = 12
+"""A pair's transform counts as estimated with at least this many RANSAC inliers ..."""
+
+MIN_INLIER_SHARE = 0.3
+"""... that are at least this share of the corners followed."""
+
+RANSAC_PX = 1.0
+"""RANSAC reprojection threshold in pixels of the shrunk frame."""
+
+Matrix = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class CameraMotion:
+    """Per-frame transforms of one chunk.
+
+    ``to_first[i]`` (3x3) maps frame ``i``'s pixels onto frame 0's, the product of the
+    consecutive-pair transforms; ``ok[i]`` says whether the pair ``(i, i + 1)`` was
+    estimated (``False``: identity assumed).
+    """
+
+    to_first: Matrix  # (N, 3, 3)
+    ok: npt.NDArray[np.bool_]  # (max(N - 1, 0),)
+
+    @staticmethod
+    def still(n: int) -> CameraMotion:
+        """No motion known: every transform is the identity and no pair is estimated."""
+        return CameraMotion(np.repeat(np.eye(3)[None], n, axis=0), np.zeros(max(n - 1, 0), bool))
+
+    def __len__(self) -> int:
+        return int(self.to_first.shape[0])
+
+    def between(self, j: int, i: int) -> Matrix:
+        """3x3 transform from frame ``j``'s pixels to frame ``i``'s."""
+        out: Matrix = np.linalg.solve(self.to_first[i], self.to_first[j])
+        return out
+
+    def reliable(self, j: int, i: int) -> bool:
+        """Every pair between frames ``j`` and ``i`` was estimated."""
+        lo, hi = min(i, j), max(i, j)
+        return bool(self.ok[lo:hi].all())
+
+
+def warp_xyxy(xyxy: npt.NDArray[np.float32], m: Matrix) -> npt.NDArray[np.float32]:
+    """The axis-aligned hull of ``(K, 4)`` boxes moved by the 3x3 similarity/affine ``m``."""
+    if not len(xyxy):
+        return xyxy.astype(np.float32).reshape(0, 4)
+    x = xyxy.astype(np.float64)
+    corners = np.stack([x[:, [0, 1]], x[:, [2, 1]], x[:, [0, 3]], x[:, [2, 3]]], axis=1)  # (K, 4, 2)
+    moved = corners @ m[:2, :2].T + m[:2, 2]
+    out = np.concatenate([moved.min(axis=1), moved.max(axis=1)], axis=1)
+    return out.astype(np.float32)
+
+
+def _grey(frame: npt.NDArray[np.uint8], scale: float) -> npt.NDArray[np.uint8]:
+    small = frame if scale == 1.0 else np.asarray(
+        cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA), np.uint8)
+    out: npt.NDArray[np.uint8] = np.asarray(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY), np.uint8)
+    return out
+
+
+def pair_transform(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> Matrix | None:
+    """3x3 transform from grey frame ``a``'s pixels to ``b``'s, or ``None`` where it cannot
+    be estimated (see the module docstring)."""
+    pts = cv2.goodFeaturesToTrack(a, maxCorners=MAX_CORNERS, qualityLevel=0.01, minDistance=7, blockSize=7)
+    if pts is None or len(pts) < MIN_INLIERS:
+        return None
+    nxt, status, _err = cv2.calcOpticalFlowPyrLK(a, b, pts, None, winSize=(21, 21), maxLevel=3)
+    if nxt is None:
+        return None
+    good = status.reshape(-1) == 1
+    if int(good.sum()) < MIN_INLIERS:
+        return None
+    m, inliers = cv2.estimateAffinePartial2D(pts[good], nxt[good], method=cv2.RANSAC,
+                                             ransacReprojThreshold=RANSAC_PX)
+    if m is None or inliers is None:
+        return None
+    n_in = int(inliers.sum())
+    if n_in < MIN_INLIERS or n_in < MIN_INLIER_SHARE * len(pts):
+        return None
+    out: Matrix = np.vstack([m.astype(np.float64), [0.0, 0.0, 1.0]])
+    return out
+
+
+def estimate_camera_motion(frames: Frames) -> CameraMotion:
+    """The camera motion of one chunk ``(N, H, W, 3)`` (see the module docstring)."""
+    n = len(frames)
+    if n < 2:
+        return CameraMotion.still(n)
+    h, w = int(frames.shape[1]), int(frames.shape[2])
+    scale = min(1.0, MOTION_SIDE / max(h, w, 1))
+    s = np.diag([scale, scale, 1.0])
+    s_inv = np.diag([1.0 / scale, 1.0 / scale, 1.0])
+    to_first = np.repeat(np.eye(3)[None], n, axis=0)
+    ok = np.zeros(n - 1, bool)
+    prev = _grey(frames[0], scale)
+    for i in range(1, n):
+        cur = _grey(frames[i], scale)
+        m = pair_transform(prev, cur)
+        if m is not None:
+            ok[i - 1] = True
+            full = s_inv @ m @ s  # frame i-1 pixels -> frame i pixels
+            to_first[i] = to_first[i - 1] @ np.linalg.inv(full)
+        else:
+            to_first[i] = to_first[i - 1]
+        prev = cur
+    return CameraMotion(to_first, ok)
