@@ -297,7 +297,7 @@ class StageRuntime:
         """Consume until the stop event (or, with ``exit_when_idle_s``, until nothing arrived
         for that long and nothing is held or waiting); then drain, flush, commit; returns 0."""
         self.connect()
-        self.metrics.ready = self.handler.ready()
+        self.metrics.ready = self.ready()
         try:
             while not self.stop_event.is_set():
                 self.step()
@@ -309,6 +309,14 @@ class StageRuntime:
             self.handler.close()
             self.kafka.consumer.close()
         return 0
+
+    def ready(self) -> bool:
+        """``/readyz``: the handler is ready and the consumer completed its group join (its first
+        assignment, empty or not). A member that only subscribed is still in the rebalance its
+        join started: a rolling update that took it for ready stopped the old pod in the middle
+        of that rebalance (on tansu the group then never completed it). Consumers that do not
+        say (test sources, the registry reader) count as joined."""
+        return self.handler.ready() and bool(getattr(self.kafka.consumer, "joined", True))
 
     def idle_for(self, exit_when_idle_s: float | None) -> bool:
         if not self.kafka.consumer.assigned:
@@ -335,7 +343,7 @@ class StageRuntime:
                 self.accept(msg)
         self.flow_control()
         self.apply_all(self.handler.completions(0.02 if self.handler.busy() else 0.0))
-        self.metrics.ready = self.handler.ready()
+        self.metrics.ready = self.ready()
         t0 = time.thread_time()
         if k.producer is not None:
             k.producer.poll(0)

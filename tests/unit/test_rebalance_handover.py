@@ -112,3 +112,18 @@ def test_a_refused_commit_is_offered_again_and_the_revoke_commits_it(stage: Any)
     assert cc._c.commits == [] and stage.tracker.committable() == {TP: 6}
     cc._revoked(cc._c, [TopicPartition(*TP)])
     assert cc._c.commits == [{TP: 6}]
+
+
+def test_every_stage_on_the_runtime_is_ready_only_once_its_consumer_joined() -> None:
+    """Sink, raw sink and local-mode process /readyz: the same gate as the job's consumer actors."""
+    from pipeline.runtime import BaseHandler, RuntimeSettings, TestingSource, runtime_on_lists
+
+    cfg = parse_config({"kafka": {"bootstrap_servers": "127.0.0.1:9"}, "metrics": {"enabled": False}})
+    source = TestingSource([])
+    source.joined = False  # type: ignore[attr-defined]
+    rt = runtime_on_lists(StageKafka(cfg, "sink"), BaseHandler(), RuntimeSettings(group="g", topics=("in",)), source)
+    rt.step()
+    assert rt.metrics.ready is False
+    source.joined = True  # type: ignore[attr-defined]
+    rt.step()
+    assert rt.metrics.ready is True
