@@ -83,6 +83,7 @@ class ChainPlugin(SegmentPlugin):
         except (KeyError, TypeError, ValueError):
             return  # a manifest from before the chain existed
         if self.audit_store.stat_object(chain_record_key(segment.camera_id, segment.day, seq)) is None:
+            self._head(segment.camera_id, segment.day)  # a restarted sink: the newest record first (see _record)
             self._record(segment, seq, manifest_json)
 
     def _head(self, camera_id: str, day: str) -> ChainHead | None:
@@ -97,10 +98,15 @@ class ChainPlugin(SegmentPlugin):
         return head
 
     def _record(self, segment: SegmentRef, seq: int, manifest_json: bytes) -> None:
-        """Advance the head and write its WORM chain record (raises: the segment is retried)."""
+        """Advance the head and write its WORM chain record (raises: the segment is retried).
+
+        A record written late (a replay of a segment whose record failed, while later
+        segments were chained) never moves the head back: the next manifest would fork the chain."""
         cam, day, mkey = segment.camera_id, segment.day, segment.manifest_key
         msha = hashlib.sha256(manifest_json).hexdigest()
-        self.heads[(cam, day)] = ChainHead(seq, mkey, msha)
+        head = self.heads.get((cam, day))
+        if head is None or seq >= head.seq:
+            self.heads[(cam, day)] = ChainHead(seq, mkey, msha)
         if self.audit_store is not None:
             self.audit_store.put_object(chain_record_key(cam, day, seq),
                                         chain_record(cam, day, seq, mkey, msha, int(time.time() * 1000)),

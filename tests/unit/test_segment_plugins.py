@@ -376,3 +376,25 @@ def test_audit_plugin_produces_the_manifest_as_segment_stored_and_never_raises()
     producer.full = True
     plugin.after_durable(ref, {}, b"{}")  # a failed produce is counted, the segment stays stored
     assert handle.errors == ["audit", "audit"]
+
+
+@pytest.mark.parametrize("restart", [False, True])
+def test_a_record_written_late_by_a_replay_does_not_move_the_chain_head_back(restart: bool) -> None:
+    """The chain record of segment 1 fails (audit bucket down); segment 2 is stored meanwhile
+    (seq 2); the retry of segment 1 (``restart``: by a restarted sink) finds it stored and
+    writes its record (seq 1). The next segment must still link to seq 2: before this was
+    fixed the head went back to seq 1 and segment 3 forked the chain (a second seq 2), which
+    verify_day reports as tampering."""
+    store, audit = InMemoryObjectStore(), FlakyStore("chains/", fails=1)
+    writer = _governed(store, audit)
+    with pytest.raises(ConnectionError):
+        writer.write(_segment(start_ms=T0))
+    assert writer.write(_segment(start_ms=T0 + 60_000)) is not None  # seq 2
+    if restart:
+        writer = _governed(store, audit)
+    replay = writer.write(_segment(start_ms=T0))
+    assert replay is not None and replay.action == "skip"  # record 1 written now
+    third = writer.write(_segment(start_ms=T0 + 120_000))
+    assert third is not None and json.loads(store.get_object(third.key[:-4] + ".json"))["chain"]["seq"] == 3
+    assert sorted(audit.list_objects("chains/")) == [f"chains/camera=a/date={DAY}/0000000{i}.json" for i in (1, 2, 3)]
+    assert _verify(store, audit).ok
