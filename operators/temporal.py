@@ -66,7 +66,8 @@ def grow(boxes: Boxes, frac: float) -> Boxes:
 
 def fill_gaps(per_frame: Sequence[Boxes | None], window: int = 2,
               grow_per_frame: float = 0.05, *, frames: Frames | None = None,
-              motion: CameraMotion | None = None, grow_followed: float | None = None) -> list[Boxes]:
+              motion: CameraMotion | None = None, grow_followed: float | None = None,
+              coast: int = 0) -> list[Boxes]:
     """Union each frame's boxes with those carried from nearby detected frames.
 
     Args:
@@ -82,6 +83,9 @@ def fill_gaps(per_frame: Sequence[Boxes | None], window: int = 2,
         grow_followed: carried boxes moved with an estimated camera motion grow by this
             fraction per side per frame instead of ``grow_per_frame`` (only the objects'
             own motion is left to cover); default :data:`GROW_FOLLOWED`.
+        coast: a box is also carried from up to this many detected frames beyond the
+            nearest on each side, when no detected frame nearer to the frame found it again
+            (a detector miss on two scheduled frames in a row does not drop it).
 
     Returns:
         One :class:`Boxes` per frame: its own detections first (never removed), then
@@ -101,6 +105,8 @@ def fill_gaps(per_frame: Sequence[Boxes | None], window: int = 2,
         raise ValueError(f"frames: {len(frames)} frames for {n} detection results")
     if motion is not None and len(motion) != n:
         raise ValueError(f"motion: {len(motion)} frames for {n} detection results")
+    if coast < 0:
+        raise ValueError(f"coast: expected >= 0, got {coast}")
     if motion is None:
         anything = any(b is not None and len(b) for b in per_frame)
         motion = estimate_camera_motion(frames) if frames is not None and anything else CameraMotion.still(n)
@@ -118,12 +124,37 @@ def fill_gaps(per_frame: Sequence[Boxes | None], window: int = 2,
             src = per_frame[j]
             assert src is not None
             parts.append(_carry(src, j, i, motion, grow_per_frame, followed))
+        for side in (sorted((j for j in detected if j < i), reverse=True), sorted(j for j in detected if j > i)):
+            for pos in range(1, min(coast + 1, len(side))):
+                j = side[pos]
+                if j in sources:
+                    continue
+                src = per_frame[j]
+                assert src is not None
+                lost = _unconfirmed(src, j, side[:pos], per_frame, motion)
+                parts.append(_carry(lost, j, i, motion, grow_per_frame, followed))
         if own is None and prev is not None and nxt is not None:
             a, b = per_frame[prev], per_frame[nxt]
             assert a is not None and b is not None
             parts.append(_interpolate(a, b, (i - prev) / (nxt - prev), nxt - prev, motion, (prev, i, nxt)))
         out.append(Boxes.concat(parts))
     return out
+
+
+def _unconfirmed(src: Boxes, j: int, nearer: Sequence[int], per_frame: Sequence[Boxes | None],
+                 motion: CameraMotion) -> Boxes:
+    """The boxes of ``src`` (detected on frame ``j``) that no same-label box of the detected
+    frames ``nearer`` overlaps by IoU > ``MATCH_IOU`` once moved with the camera (strict:
+    in a crowd, the centre-distance rule would let a neighbour confirm a missed face)."""
+    keep = np.ones(len(src), bool)
+    for k in nearer:
+        other = per_frame[k]
+        if other is None or not len(other) or not keep.any():
+            continue
+        moved = warp_xyxy(src.xyxy, motion.between(j, k)).astype(np.float64)
+        same = src.label[:, None] == other.label[None, :]
+        keep &= ~((iou_matrix(moved.astype(np.float32), other.xyxy) > MATCH_IOU) & same).any(axis=1)
+    return src.select(keep)
 
 
 def _carry(src: Boxes, j: int, i: int, motion: CameraMotion, grow_still: float, grow_followed: float) -> Boxes:
@@ -166,17 +197,7 @@ def _interpolate(a: Boxes, b: Boxes, t: float, gap: int = 1, motion: CameraMotio
     xa, xb = a.xyxy.astype(np.float64), b.xyxy.astype(np.float64)
     if motion is not None:
         xa = warp_xyxy(a.xyxy, motion.between(pa, pb)).astype(np.float64)
-    iou = iou_matrix(xa.astype(np.float32), b.xyxy)
-    side_a = np.maximum(xa[:, 2] - xa[:, 0], xa[:, 3] - xa[:, 1])[:, None]
-    side_b = np.maximum(xb[:, 2] - xb[:, 0], xb[:, 3] - xb[:, 1])[None, :]
-    ca, cb = (xa[:, :2] + xa[:, 2:]) / 2.0, (xb[:, :2] + xb[:, 2:]) / 2.0
-    dist = np.linalg.norm(ca[:, None, :] - cb[None, :, :], axis=2)
-    size = np.maximum((side_a + side_b) / 2.0, 1e-6)
-    norm = dist / (size * max(1, gap))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.maximum(side_a, side_b) / np.maximum(np.minimum(side_a, side_b), 1e-6)
-    ok = (iou > MATCH_IOU) | ((norm <= MATCH_CENTRE) & (ratio <= MATCH_SCALE))
-    ok &= a.label[:, None] == b.label[None, :]
+    ok, iou, norm = _match_ok(xa, a.label, xb, b.label, gap)
     # overlapping pairs first (highest IoU), then the nearest by normalised centre distance
     order = np.lexsort((norm.ravel(), -iou.ravel()))
     rows, cols, used_a, used_b = [], [], set(), set()
@@ -197,3 +218,24 @@ def _interpolate(a: Boxes, b: Boxes, t: float, gap: int = 1, motion: CameraMotio
     xyxy = (1.0 - t) * xa[ra] + t * xb[cb_]
     return Boxes(xyxy.astype(np.float32), np.maximum(a.score[ra], b.score[cb_]).astype(np.float32),
                  a.label[ra].astype(np.int16))
+
+
+Matches = tuple[npt.NDArray[np.bool_], npt.NDArray[np.float64], npt.NDArray[np.float64]]
+
+
+def _match_ok(xa: npt.NDArray[np.float64], la: npt.NDArray[np.int16], xb: npt.NDArray[np.float64],
+              lb: npt.NDArray[np.int16], gap: int) -> Matches:
+    """Which same-label pairs of boxes ``gap`` frames apart may be one object (module
+    docstring), with their IoU and centre distance in box sizes per frame."""
+    iou = iou_matrix(xa.astype(np.float32), xb.astype(np.float32))
+    side_a = np.maximum(xa[:, 2] - xa[:, 0], xa[:, 3] - xa[:, 1])[:, None]
+    side_b = np.maximum(xb[:, 2] - xb[:, 0], xb[:, 3] - xb[:, 1])[None, :]
+    ca, cb = (xa[:, :2] + xa[:, 2:]) / 2.0, (xb[:, :2] + xb[:, 2:]) / 2.0
+    dist = np.linalg.norm(ca[:, None, :] - cb[None, :, :], axis=2)
+    size = np.maximum((side_a + side_b) / 2.0, 1e-6)
+    norm = dist / (size * max(1, gap))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.maximum(side_a, side_b) / np.maximum(np.minimum(side_a, side_b), 1e-6)
+    ok = (iou > MATCH_IOU) | ((norm <= MATCH_CENTRE) & (ratio <= MATCH_SCALE))
+    ok &= la[:, None] == lb[None, :]
+    return ok, iou, norm
