@@ -4,9 +4,11 @@ Each labelled image becomes a short clip from a moving camera: ``CLIP_FRAMES`` f
 ``CLIP_FPS`` that zoom in from 1x to ``1 + ZOOM`` while panning across the image, encoded
 to H.264 with PyAV (libx264, CRF 23, like a camera) and decoded again, so the detectors see
 compression artefacts and motion. The clip is redacted with the VIDEO defaults
-(``--detect-every`` N, boxes carried and interpolated by temporal fill), and every frame is
+(``--detect-every`` N, boxes carried and interpolated by temporal fill, which follows the
+camera's motion estimated from the clip's frames), and every frame is
 scored against the image's labels mapped by the same pan and zoom (targets less than half
-in view that frame are not counted).
+in view that frame are not counted). The table ends each set with its masked area (share of
+the pixels of every frame).
 
 Detection runs once on every frame of a clip; ``--detect-every N`` keeps only the
 scheduled frames' detections (exactly what the redactor would compute: it never looks at
@@ -100,7 +102,7 @@ def run_video_eval(args: Any, cfg: Any, names: tuple[str, ...], eval_dir: Path, 
                 for n in everies:
                     sched = detection_schedule(len(frames), n)
                     raw_n = [b if s else None for b, s in zip(raw, sched)]
-                    planned = planners[n].plan_from(raw_n, [f for f in failed if sched[f]], hw)
+                    planned = planners[n].plan_from(raw_n, [f for f in failed if sched[f]], hw, frames=frames)
                     for i, (b, a) in enumerate(zip(planned, affines)):
                         video[n].add(item, planners[n].coverage(hw, b), affine=a,
                                      frame=f"{Path(item.image_path).name}#{i}")
@@ -133,6 +135,9 @@ def run_video_eval(args: Any, cfg: Any, names: tuple[str, ...], eval_dir: Path, 
             cells = "".join(f" {e[f'video_every_{n}']['leak_rate']:>7.1%} of {e[f'video_every_{n}']['target_frames']:>5}"
                             for n in everies)
             lines.append(f"{row['dataset']:<16} {e['cls']:<13} {s['leak_rate']:>5.1%} of {s['targets']:>5}{cells}")
+        area = row["masked_area"]
+        lines.append(f"{row['dataset']:<16} {'masked area':<13} {area['still']:>14.1%}"
+                     + "".join(f" {area[f'video_every_{n}']:>16.1%}" for n in everies))
     print(f"as video: {CLIP_FRAMES}-frame clips at {CLIP_FPS:g} fps (zoom 1 -> {1 + ZOOM:g}, pan), H.264 CRF 23; "
           f"{limit} images per set; leak rate of target-frames")
     print("\n".join(lines))

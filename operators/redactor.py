@@ -419,11 +419,14 @@ class Redactor:
         """Decide every box to mask on every frame (detection + fallback + temporal fill)."""
         _check_frames(frames)
         raw, failed, errors, detect_ms = self.detect(frames)
-        return self.plan_from(raw, failed, frames.shape[1:3]), failed, errors, detect_ms
+        return self.plan_from(raw, failed, frames.shape[1:3], frames=frames), failed, errors, detect_ms
 
-    def plan_from(self, raw: Sequence[Boxes | None], failed: Sequence[int], hw: tuple[int, int]) -> list[Boxes]:
+    def plan_from(self, raw: Sequence[Boxes | None], failed: Sequence[int], hw: tuple[int, int], *,
+                  frames: Frames | None = None) -> list[Boxes]:
         """Turn raw detections (``None`` where detection did not run) into the boxes to mask:
-        head and plate fallbacks, class filter, temporal fill, whole-frame masks for failed frames."""
+        head and plate fallbacks, class filter, temporal fill, whole-frame masks for failed frames.
+        ``frames``: the chunk, so temporal fill follows the camera's motion (without them,
+        boxes are carried in place)."""
         with_heads: list[Boxes | None] = []
         wanted = [int(x) for x in self.wanted_labels]
         for b in raw:
@@ -447,7 +450,7 @@ class Redactor:
         # A scheduled frame where the detector missed must still get the boxes of the
         # scheduled frames on either side: the window reaches at least one schedule step.
         window = max(self.config.temporal_window, self.config.detect_every)
-        filled = fill_gaps(with_heads, window=window)
+        filled = fill_gaps(with_heads, window=window, frames=frames)
         h, w = hw
         whole = Boxes.of([[0, 0, w, h]], [1.0], Label.FRAME)
         for i in _fail_closed_frames(raw, failed):
@@ -515,7 +518,7 @@ class Redactor:
         _check_frames(frames)
         if len(raw) != len(frames):
             raise ValueError(f"{len(raw)} detection results for {len(frames)} frames")
-        boxes = self.plan_from(raw, failed, frames.shape[1:3])
+        boxes = self.plan_from(raw, failed, frames.shape[1:3], frames=frames)
         out = self.apply(frames, boxes, camera_id, in_place=in_place)
         return RedactionResult(out, boxes, self.count(boxes), _fail_closed_frames(raw, failed))
 
