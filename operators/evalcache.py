@@ -65,7 +65,13 @@ class Component:
 
 def components(cfg: Any) -> dict[str, Component]:
     """The detector passes ``cfg`` (a RedactionConfig) runs, at floor thresholds."""
-    from .detectors import CenterFaceDetector, TextDetector, YoloxPersonDetector, YuNetDetector
+    from .detectors import (
+        CenterFaceDetector,
+        TextDetector,
+        YoloxPersonDetector,
+        YuNetDetector,
+        litplate,
+    )
     from .providers import backend_tag, runs_bf16
     from .quantize import graph_tag
 
@@ -125,7 +131,12 @@ def components(cfg: Any) -> dict[str, Component]:
         text_params = {"model": cfg.text_model, "threshold": FLOORS["text_full"], "max_side": cfg.text_max_side,
                        "min_side": cfg.text_min_side, "tile": cfg.text_tile,
                        **_unless_none(max_upscale=cfg.text_max_upscale)}
+        lit = "plate" in classes and bool(getattr(cfg, "plate_lit_pass", False))
+        if lit:
+            text_params["lit_pass"] = True
         out["text_full"] = simple("text_full", TextDetector, text_params)
+        if lit:  # the lit-plate pass's constants sign its boxes too (off: the signature before it)
+            out["text_full"].params["lit"] = litplate.params()
         if crops:
             def build_crops() -> Callable[[np.ndarray, Boxes], Boxes]:
                 det = TextDetector(cfg.text_model, threshold=FLOORS["text_crops"], crops=True, **common)

@@ -111,6 +111,11 @@ class RedactionConfig:
             frames"); the ``text`` class without plate crops always gets the full-frame pass.
         plate_crops: also search plates in upscaled crops of the lower part of each vehicle
             YOLOX finds (vehicle score >= ``vehicle_threshold``).
+        plate_lit_pass: in dark frames, also search bright plate-shaped patches the
+            full-frame text pass did not cover, at native resolution
+            (:mod:`operators.detectors.litplate`; docs/quality.md "Plates round 3"): the
+            plates >= 40 px that still leaked were lit plates in night and red-lit frames,
+            mostly on vehicles YOLOX does not return, that the 640 px pass sees too small.
         text_model: the text/plate detector's registry name: ``ppocr_det_v5`` (PP-OCRv5
             mobile) or ``ppocr_det`` (PP-OCRv4, the default before: measured against in
             README "Measured quality").
@@ -176,6 +181,7 @@ class RedactionConfig:
     text_full_min_side: int | None = None
     text_tile: int | None = None
     plate_crops: bool = True
+    plate_lit_pass: bool = True
     vehicle_threshold: float | None = None
     person_max_side: int = 640
     person_max_upscale: float | None = 2.0
@@ -701,6 +707,7 @@ def build_detectors(config: RedactionConfig) -> dict[str, Detector]:
         kw["tile"] = config.text_tile
         kw["crops"] = vehicles
         kw["full_min_side"] = config.text_full_min_side
+        kw["lit_pass"] = plates and config.plate_lit_pass
         kw["model"] = config.text_model
         # One text model serves both classes: it finds plate characters and other text.
         kw["label"] = Label.PLATE if plates else Label.TEXT
