@@ -67,7 +67,7 @@ def grow(boxes: Boxes, frac: float) -> Boxes:
 def fill_gaps(per_frame: Sequence[Boxes | None], window: int = 2,
               grow_per_frame: float = 0.05, *, frames: Frames | None = None,
               motion: CameraMotion | None = None, grow_followed: float | None = None,
-              coast: int = 0) -> list[Boxes]:
+              coast: int = 0, follow_velocity: bool = False) -> list[Boxes]:
     """Union each frame's boxes with those carried from nearby detected frames.
 
     Args:
@@ -86,6 +86,10 @@ def fill_gaps(per_frame: Sequence[Boxes | None], window: int = 2,
         coast: a box is also carried from up to this many detected frames beyond the
             nearest on each side, when no detected frame nearer to the frame found it again
             (a detector miss on two scheduled frames in a row does not drop it).
+        follow_velocity: carried boxes also stretch along their own velocity, from the
+            match of their detection on the detected frame before it (carried forward) or
+            after it (carried backward), camera motion taken out: an object that walks on
+            while the detector misses it on the next scheduled frame stays covered.
 
     Returns:
         One :class:`Boxes` per frame: its own detections first (never removed), then
@@ -111,6 +115,7 @@ def fill_gaps(per_frame: Sequence[Boxes | None], window: int = 2,
         anything = any(b is not None and len(b) for b in per_frame)
         motion = estimate_camera_motion(frames) if frames is not None and anything else CameraMotion.still(n)
     detected = [i for i, b in enumerate(per_frame) if b is not None]
+    vel = _velocities(per_frame, detected, motion) if follow_velocity else {}
     out: list[Boxes] = []
     for i in range(n):
         own = per_frame[i]
@@ -123,7 +128,7 @@ def fill_gaps(per_frame: Sequence[Boxes | None], window: int = 2,
         for j in sorted(sources, key=lambda j: (abs(j - i), j)):
             src = per_frame[j]
             assert src is not None
-            parts.append(_carry(src, j, i, motion, grow_per_frame, followed))
+            parts.append(_carry(src, j, i, motion, grow_per_frame, followed, vel.get((j, 1 if i > j else -1))))
         for side in (sorted((j for j in detected if j < i), reverse=True), sorted(j for j in detected if j > i)):
             for pos in range(1, min(coast + 1, len(side))):
                 j = side[pos]
@@ -132,7 +137,9 @@ def fill_gaps(per_frame: Sequence[Boxes | None], window: int = 2,
                 src = per_frame[j]
                 assert src is not None
                 lost = _unconfirmed(src, j, side[:pos], per_frame, motion)
-                parts.append(_carry(lost, j, i, motion, grow_per_frame, followed))
+                v = vel.get((j, 1 if i > j else -1))
+                parts.append(_carry(src.select(lost), j, i, motion, grow_per_frame, followed,
+                                    None if v is None else v[lost]))
         if own is None and prev is not None and nxt is not None:
             a, b = per_frame[prev], per_frame[nxt]
             assert a is not None and b is not None
@@ -142,8 +149,8 @@ def fill_gaps(per_frame: Sequence[Boxes | None], window: int = 2,
 
 
 def _unconfirmed(src: Boxes, j: int, nearer: Sequence[int], per_frame: Sequence[Boxes | None],
-                 motion: CameraMotion) -> Boxes:
-    """The boxes of ``src`` (detected on frame ``j``) that no same-label box of the detected
+                 motion: CameraMotion) -> npt.NDArray[np.bool_]:
+    """Which boxes of ``src`` (detected on frame ``j``) that no same-label box of the detected
     frames ``nearer`` overlaps by IoU > ``MATCH_IOU`` once moved with the camera (strict:
     in a crowd, the centre-distance rule would let a neighbour confirm a missed face)."""
     keep = np.ones(len(src), bool)
@@ -154,18 +161,7 @@ def _unconfirmed(src: Boxes, j: int, nearer: Sequence[int], per_frame: Sequence[
         moved = warp_xyxy(src.xyxy, motion.between(j, k)).astype(np.float64)
         same = src.label[:, None] == other.label[None, :]
         keep &= ~((iou_matrix(moved.astype(np.float32), other.xyxy) > MATCH_IOU) & same).any(axis=1)
-    return src.select(keep)
-
-
-def _carry(src: Boxes, j: int, i: int, motion: CameraMotion, grow_still: float, grow_followed: float) -> Boxes:
-    """``src`` (detected on frame ``j``) as carried to frame ``i``: moved with the camera where
-    its motion is estimated on every frame between, grown for what is left unknown."""
-    if not len(src):
-        return src
-    if motion.reliable(j, i):
-        moved = Boxes(warp_xyxy(src.xyxy, motion.between(j, i)), src.score, src.label)
-        return grow(moved, grow_followed * abs(j - i))
-    return grow(src, grow_still * abs(j - i))
+    return keep
 
 
 def iou_matrix(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
@@ -180,6 +176,27 @@ def iou_matrix(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.ND
     with np.errstate(invalid="ignore", divide="ignore"):
         iou = np.where(union > 0, inter / union, 0.0)
     return np.nan_to_num(iou)
+
+
+def _carry(src: Boxes, j: int, i: int, motion: CameraMotion, grow_still: float, grow_followed: float,
+           vel: npt.NDArray[np.float64] | None = None) -> Boxes:
+    """``src`` (detected on frame ``j``) as carried to frame ``i``: moved with the camera where
+    its motion is estimated on every frame between, grown for what is left unknown, and
+    stretched along each box's own velocity ``vel`` (``(K, 2)`` px per frame; the box covers
+    both where it was and where that velocity takes it: a wrong velocity only adds area)."""
+    if not len(src):
+        return src
+    if motion.reliable(j, i):
+        xyxy = warp_xyxy(src.xyxy, motion.between(j, i)).astype(np.float64)
+        frac = grow_followed * abs(j - i)
+    else:
+        xyxy = src.xyxy.astype(np.float64)
+        frac = grow_still * abs(j - i)
+    if vel is not None and len(vel) and np.any(vel):
+        shift = np.concatenate([vel, vel], axis=1) * float(i - j)
+        xyxy = np.concatenate([np.minimum(xyxy[:, :2], xyxy[:, :2] + shift[:, :2]),
+                               np.maximum(xyxy[:, 2:], xyxy[:, 2:] + shift[:, 2:])], axis=1)
+    return grow(Boxes(xyxy.astype(np.float32), src.score, src.label), frac)
 
 
 def _interpolate(a: Boxes, b: Boxes, t: float, gap: int = 1, motion: CameraMotion | None = None,
@@ -197,27 +214,58 @@ def _interpolate(a: Boxes, b: Boxes, t: float, gap: int = 1, motion: CameraMotio
     xa, xb = a.xyxy.astype(np.float64), b.xyxy.astype(np.float64)
     if motion is not None:
         xa = warp_xyxy(a.xyxy, motion.between(pa, pb)).astype(np.float64)
-    ok, iou, norm = _match_ok(xa, a.label, xb, b.label, gap)
-    # overlapping pairs first (highest IoU), then the nearest by normalised centre distance
-    order = np.lexsort((norm.ravel(), -iou.ravel()))
-    rows, cols, used_a, used_b = [], [], set(), set()
-    for flat in order:
-        ia, ib = divmod(int(flat), len(b))
-        if not ok[ia, ib] or ia in used_a or ib in used_b:
-            continue
-        used_a.add(ia)
-        used_b.add(ib)
-        rows.append(ia)
-        cols.append(ib)
-    if not rows:
+    ra, cb_ = _pairs(xa, a.label, xb, b.label, gap)
+    if not len(ra):
         return Boxes.empty()
-    ra, cb_ = np.array(rows), np.array(cols)
     if motion is not None:
         xa = warp_xyxy(a.xyxy, motion.between(pa, pi)).astype(np.float64)
         xb = warp_xyxy(b.xyxy, motion.between(pb, pi)).astype(np.float64)
     xyxy = (1.0 - t) * xa[ra] + t * xb[cb_]
     return Boxes(xyxy.astype(np.float32), np.maximum(a.score[ra], b.score[cb_]).astype(np.float32),
                  a.label[ra].astype(np.int16))
+
+
+def _pairs(xa: npt.NDArray[np.float64], la: npt.NDArray[np.int16], xb: npt.NDArray[np.float64],
+           lb: npt.NDArray[np.int16], gap: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """Greedy one-to-one matches (rows of ``xa``, rows of ``xb``): overlapping pairs first
+    (highest IoU), then the nearest by normalised centre distance."""
+    ok, iou, norm = _match_ok(xa, la, xb, lb, gap)
+    order = np.lexsort((norm.ravel(), -iou.ravel()))
+    rows, cols, used_a, used_b = [], [], set(), set()
+    for flat in order:
+        ia, ib = divmod(int(flat), len(xb))
+        if not ok[ia, ib] or ia in used_a or ib in used_b:
+            continue
+        used_a.add(ia)
+        used_b.add(ib)
+        rows.append(ia)
+        cols.append(ib)
+    return np.array(rows, np.intp), np.array(cols, np.intp)
+
+
+def _velocities(per_frame: Sequence[Boxes | None], detected: Sequence[int],
+                motion: CameraMotion) -> dict[tuple[int, int], npt.NDArray[np.float64]]:
+    """Per detected frame ``j`` and direction ``d`` (+1: carried forward, -1: backward), each
+    box's own velocity (px per frame, forward in time, in frame ``j``'s pixels, camera motion
+    taken out) from its match on the detected frame before (``d = +1``) or after
+    (``d = -1``) ``j``: the constant-velocity prediction of a track from its last two
+    detections. Zero where a box has no match."""
+    out: dict[tuple[int, int], npt.NDArray[np.float64]] = {}
+    for k, j in enumerate(detected):
+        cur = per_frame[j]
+        assert cur is not None
+        for d, q in ((1, detected[k - 1] if k > 0 else None), (-1, detected[k + 1] if k + 1 < len(detected) else None)):
+            vel = np.zeros((len(cur), 2))
+            other = per_frame[q] if q is not None else None
+            if q is not None and other is not None and len(other) and len(cur):
+                moved = warp_xyxy(other.xyxy, motion.between(q, j)).astype(np.float64)
+                rows, cols = _pairs(cur.xyxy.astype(np.float64), cur.label, moved, other.label, abs(j - q))
+                if len(rows):
+                    c_cur = (cur.xyxy[rows, :2] + cur.xyxy[rows, 2:]) / 2.0
+                    c_other = (moved[cols, :2] + moved[cols, 2:]) / 2.0
+                    vel[rows] = (c_cur - c_other) / float(j - q)
+            out[(j, d)] = vel
+    return out
 
 
 Matches = tuple[npt.NDArray[np.bool_], npt.NDArray[np.float64], npt.NDArray[np.float64]]

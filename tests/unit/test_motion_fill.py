@@ -127,3 +127,20 @@ def test_bad_arguments():
         fill_gaps([Boxes.empty()], coast=-1)
     with pytest.raises(ValueError, match="grow_followed"):
         fill_gaps([Boxes.empty()], grow_followed=-0.1)
+
+
+def test_walking_face_missed_on_the_next_detection_follows_its_velocity():
+    # Static camera, a 20 px face walking 6 px a frame, detected on frames 0 and 4 and
+    # missed on 8: frames 5-8 get the box stretched along the velocity of its last two
+    # detections; carried in place (grown 5 % per side per frame) it leaks from frame 6.
+    def face(i: int) -> list[float]:
+        return [40.0 + 6 * i, 50.0, 60.0 + 6 * i, 70.0]
+
+    per_frame: list[Boxes | None] = [None] * N
+    per_frame[0] = Boxes.of([face(0)], [0.9], Label.FACE)
+    per_frame[4] = Boxes.of([face(4)], [0.9], Label.FACE)
+    per_frame[8] = Boxes.empty()
+    out = fill_gaps(per_frame, window=4, follow_velocity=True)
+    assert all(_covered(out[i], face(i)) >= 0.99 for i in range(N))
+    old = fill_gaps(per_frame, window=4)
+    assert min(_covered(old[i], face(i)) for i in range(5, N)) < 0.5
