@@ -19,7 +19,7 @@ from .audit import ACTOR_ENV
 
 
 def _config_arg(p: argparse.ArgumentParser) -> None:
-    from pipeline.commands import CONFIG_ENV
+    from pipeline.cliconfig import CONFIG_ENV
 
     p.add_argument("--config", type=Path, default=os.environ.get(CONFIG_ENV),
                    help=f"pipeline config YAML (default ${CONFIG_ENV}, or .veilstream/config.yaml)")
@@ -37,7 +37,7 @@ def _interval_args(p: argparse.ArgumentParser) -> None:
 
 
 def _gov(args: argparse.Namespace) -> Any:
-    from pipeline.commands import load_cli_config
+    from pipeline.cliconfig import load_cli_config
 
     from .context import Governance
 
@@ -45,7 +45,7 @@ def _gov(args: argparse.Namespace) -> Any:
 
 
 def cmd_raw_sink(args: argparse.Namespace) -> int:
-    from pipeline.commands import load_cli_config
+    from pipeline.cliconfig import load_cli_config
     from pipeline.stage import stop_on_signals
 
     from .rawsink import run_raw_sink

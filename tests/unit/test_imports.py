@@ -88,13 +88,7 @@ PIPELINE_LAYERS: tuple[tuple[str, ...], ...] = (
     ("pipeline.cli", "pipeline.commands", "pipeline.ops", "pipeline.demo"),
 )
 
-ALLOWED_EDGES: dict[tuple[str, str], str] = {
-    # being split by issue 21 work (sink/governance decoupling owns pipeline/governance/):
-    # the governance subcommands read --config through pipeline.commands; the helpers they
-    # use now live in pipeline.cliconfig (layer 0), so the fix is a one-line import change.
-    ("pipeline.governance.commands", "pipeline.commands"):
-        "being split by issue 21 work: import CONFIG_ENV/load_cli_config from pipeline.cliconfig",
-}
+ALLOWED_EDGES: dict[tuple[str, str], str] = {}
 """Edges the rules below tolerate, each with its reason. An entry whose edge is gone fails
 the test too, so the list only shrinks."""
 
