@@ -104,10 +104,6 @@ def test_submitted_job_redacts_and_sigterm_drains_it(broker: Any, unique_name: s
         head.stop(10.0)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known bug, open: run after test_submitted_job_redacts_and_sigterm_drains_it in one session, every chunk "
-    "comes out redacted but the group's committed offsets stay at 1 of 4 for 60 s after the handover (alone "
-    "it passes in 54 s); at-least-once holds (nothing lost), the commit after a rebalance does not"))
 def test_a_new_revision_takes_over_from_the_old_job_without_a_gap(broker: Any, unique_name: str,
                                                                   tmp_path: Path) -> None:
     """The chart's surge-first rollout on a real head: submitter A (pod-template-hash r1) runs its
