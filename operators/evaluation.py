@@ -97,9 +97,10 @@ class DatasetReport:
         return {k: self.masked_area_sum_by_source[k] / n for k in known + rest}
 
 
-SOURCE_ORDER = ("face", "head", "plate", "plate_region", "text", "person", "zone", "frame")
+SOURCE_ORDER = ("face", "head", "plate", "plate_region", "loose_text", "text", "person", "zone", "frame")
 """Mask sources in report order: detected faces, the head fallback, plate boxes, the vehicle
-plate fallback, text, persons, privacy zones, whole frames (fail closed)."""
+plate fallback, loose text (plate-class text with no vehicle near it), text, persons, privacy
+zones, whole frames (fail closed)."""
 
 
 def points_covered(cov: np.ndarray, pts: np.ndarray) -> bool:

@@ -57,6 +57,25 @@ def on_vehicles(plates: Boxes, vehicles: Boxes) -> np.ndarray:
             & (cy[:, None] > (y1 + OWN_PLATE_TOP_FRAC * vh)[None]) & (cy[:, None] < (y2 + 0.1 * vh)[None]))
 
 
+def near_vehicles(plates: Boxes, vehicles: Boxes, reach: float) -> np.ndarray:
+    """``(len(plates),)`` bool: the centre of plate box ``i`` lies inside a vehicle box or
+    at most ``reach`` of the plate box's own heights from one (Euclidean distance from the
+    centre to the nearest point of the vehicle box). ``reach`` is in plate heights so that
+    it means the same at every scale: a plate whose car the detector found lies at distance
+    0 (inside), one whose car was cut into two boxes or found short a little outside it."""
+    if not len(plates) or not len(vehicles):
+        return np.zeros(len(plates), bool)
+    v = vehicles.xyxy.astype(np.float64)
+    x1, y1 = np.minimum(v[:, 0], v[:, 2]), np.minimum(v[:, 1], v[:, 3])
+    x2, y2 = np.maximum(v[:, 0], v[:, 2]), np.maximum(v[:, 1], v[:, 3])
+    p = plates.xyxy.astype(np.float64)
+    cx, cy = (p[:, 0] + p[:, 2]) / 2, (p[:, 1] + p[:, 3]) / 2
+    h = np.maximum(np.abs(p[:, 3] - p[:, 1]), 1.0)
+    dx = np.maximum(0.0, np.maximum(x1[None] - cx[:, None], cx[:, None] - x2[None]))
+    dy = np.maximum(0.0, np.maximum(y1[None] - cy[:, None], cy[:, None] - y2[None]))
+    return np.asarray((np.hypot(dx, dy) <= float(reach) * h[:, None]).any(axis=1), bool)
+
+
 def plate_regions(vehicles: Boxes, plates: Boxes, frame_hw: tuple[int, int], *,
                   min_px: float = DEFAULT_MIN_PX, min_score: float = DEFAULT_MIN_SCORE,
                   near: Boxes | None = None) -> Boxes:

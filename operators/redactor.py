@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from .anonymize import MaskSpec, make_anonymizer
 from .head import head_regions
-from .plate_region import on_vehicles, plate_regions
+from .plate_region import near_vehicles, on_vehicles, plate_regions
 from .quantize import DEFAULT_PRECISION, PRECISIONS
 from .temporal import detection_schedule, fill_gaps
 from .types import CLASS_NAMES, Boxes, ConfigError, Detector, Frames, Label
@@ -50,12 +50,13 @@ TEXT_MODELS = ("ppocr_det_v5", "ppocr_det")
 """Registry names the text detector may use (``RedactionConfig.text_model``)."""
 
 MASK_SOURCES: dict[Label, str] = {Label.FACE: "face", Label.HEAD: "head", Label.PLATE: "plate",
-                                  Label.PLATE_REGION: "plate_region", Label.TEXT: "text", Label.PERSON: "person"}
+                                  Label.PLATE_REGION: "plate_region", Label.TEXT: "text", Label.PERSON: "person",
+                                  Label.LOOSE_TEXT: "loose_text"}
 """Masked box label -> the name its pixels go under in :meth:`Redactor.coverage_by_source`."""
 
 CLASS_LABELS: dict[str, tuple[Label, ...]] = {
     "face": (Label.FACE, Label.HEAD),
-    "plate": (Label.PLATE, Label.PLATE_REGION),
+    "plate": (Label.PLATE, Label.PLATE_REGION, Label.LOOSE_TEXT),
     "person": (Label.PERSON,),
     "text": (Label.TEXT,),
 }
@@ -85,6 +86,20 @@ class RedactionConfig:
         plate_max_aspect: plate boxes longer than this times their height are not plates
             (dropped when no policy wants the text class) unless they sit on a vehicle's
             lower part; the longest common plate is the EU one, 4.7:1. ``None``: kept.
+        plate_vehicle_reach: plate-class text whose centre lies farther than this many of its
+            own heights from every vehicle box is *loose text* (``Label.LOOSE_TEXT``): scene
+            text (banners, signs, shirts) or a plate on a vehicle the detector missed. It
+            is still masked (a plate policy cannot tell the two apart), but tighter
+            (``loose_text_padding``), and not at all where it is worn (``loose_text_worn``).
+            ``None``: every plate-class box is masked as a plate (round 3 and before).
+            Chosen on a sweep over whole sets (docs/quality.md "Over-masking round 3"): from
+            0 to 50 faces_wider_hard's area moves 0.2 points; below 25 plates_traffic loses a
+            plate whose own car was missed (the padding covered it), at 25 none.
+        loose_text_padding: mask padding of loose text (``plate_padding`` for plates): the
+            glyphs are masked, not the margin a plate's frame and border need.
+        loose_text_worn: ``False``: loose text whose centre lies inside a person box is
+            worn or held (a shirt, a bib, a placard) and is not masked; ``True``: masked
+            like other loose text. Only with the plate class (the text class masks all text).
         head_shape: ``ellipse`` or ``rect`` for the head fallback's masks.
         head_min_person_px / head_top_cut / head_min_score: when the head fallback fires
             (:func:`operators.head.head_regions`): persons less tall than this (px), cut
@@ -198,6 +213,10 @@ class RedactionConfig:
     head_min_score: float = 0.2
     plate_region_shrink: bool = False
     plate_max_aspect: float | None = 5.0
+    # Over-masking round 3 (docs/quality.md): text with no vehicle near it.
+    plate_vehicle_reach: float | None = 25.0
+    loose_text_padding: float = 0.0
+    loose_text_worn: bool = False
 
     def mask_strength(self) -> float | None:
         """The style-specific ``MaskSpec.strength`` for :attr:`strength` (see above)."""
@@ -234,6 +253,14 @@ class RedactionConfig:
         pa: Any = self.plate_max_aspect
         if pa is not None and (isinstance(pa, bool) or not isinstance(pa, (int, float)) or not pa >= 1.0):
             problems.append(f"plate_max_aspect: expected a number >= 1 (or None), got {pa!r}")
+        vr: Any = self.plate_vehicle_reach
+        if vr is not None and (isinstance(vr, bool) or not isinstance(vr, (int, float)) or not vr >= 0.0):
+            problems.append(f"plate_vehicle_reach: expected a number >= 0 (or None), got {vr!r}")
+        lp: Any = self.loose_text_padding
+        if isinstance(lp, bool) or not isinstance(lp, (int, float)) or not 0.0 <= float(lp) <= 2.0:
+            problems.append(f"loose_text_padding: expected a number in [0, 2], got {lp!r}")
+        if not isinstance(self.loose_text_worn, bool):
+            problems.append(f"loose_text_worn: expected true or false, got {self.loose_text_worn!r}")
         if not isinstance(self.head_top_cut, bool):
             problems.append(f"head_top_cut: expected true or false, got {self.head_top_cut!r}")
         hs: Any = self.head_min_score
@@ -312,6 +339,8 @@ class Redactor:
                                                   strength=s)),
             Label.TEXT: make_anonymizer(MaskSpec(style=cfg.style, shape="rect", padding=cfg.plate_padding, strength=s)),
             Label.PLATE_REGION: make_anonymizer(MaskSpec(style=cfg.style, shape="rect", padding=0.0, strength=s)),
+            Label.LOOSE_TEXT: make_anonymizer(MaskSpec(style=cfg.style, shape="rect", padding=cfg.loose_text_padding,
+                                                       strength=s)),
             Label.PERSON: make_anonymizer(MaskSpec(style=cfg.style, shape="rect", padding=cfg.person_padding,
                                                    strength=s)),
         }
@@ -505,7 +534,38 @@ class Redactor:
                     on_vehicle = on_vehicles(b.select(long), b.select(b.label == Label.VEHICLE)).any(axis=1)
                     long[np.flatnonzero(long)[on_vehicle]] = False
                     b = b.select(~long)
+            if self.config.plate_vehicle_reach is not None and len(b):
+                b = self._loose_text(b)
         return b
+
+    def _loose_text(self, b: Boxes) -> Boxes:
+        """Plate boxes with no vehicle within ``plate_vehicle_reach`` of their heights become
+        ``Label.LOOSE_TEXT`` (masked with ``loose_text_padding``); with ``loose_text_worn``
+        off, those whose centre lies inside a person box are dropped."""
+        cfg = self.config
+        is_plate = b.label == Label.PLATE
+        if not is_plate.any():
+            return b
+        idx = np.flatnonzero(is_plate)
+        assert cfg.plate_vehicle_reach is not None
+        plates, vehicles = b.select(is_plate), b.select(b.label == Label.VEHICLE)
+        # A box the plate fallback reads as a vehicle's own plate (just under its box) is near.
+        near = near_vehicles(plates, vehicles, float(cfg.plate_vehicle_reach)) | on_vehicles(plates, vehicles).any(axis=1)
+        loose = idx[~near]
+        if not len(loose):
+            return b
+        keep = np.ones(len(b), bool)
+        if not cfg.loose_text_worn:
+            persons = b.xyxy[b.label == Label.PERSON].astype(np.float64)
+            if len(persons):
+                p = b.xyxy[loose].astype(np.float64)
+                cx, cy = (p[:, 0] + p[:, 2]) / 2, (p[:, 1] + p[:, 3]) / 2
+                worn = ((cx[:, None] > persons[None, :, 0]) & (cx[:, None] < persons[None, :, 2])
+                        & (cy[:, None] > persons[None, :, 1]) & (cy[:, None] < persons[None, :, 3])).any(axis=1)
+                keep[loose[worn]] = False
+        label = b.label.copy()
+        label[loose] = int(Label.LOOSE_TEXT)
+        return Boxes(b.xyxy, b.score, label).select(keep)
 
     def redact(self, frames: Frames, camera_id: str | None = None, *, in_place: bool = False) -> RedactionResult:
         """Mask a chunk of frames. ``frames`` is ``(N, H, W, 3)`` uint8 BGR, not mutated unless

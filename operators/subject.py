@@ -163,7 +163,7 @@ def carve_subject_face(boxes: Boxes, exempt: np.ndarray, faces_here: Boxes, othe
 def _strict(boxes: Boxes) -> np.ndarray:
     """Boxes the subject's restored head never shows through: other faces and heads, zones,
     whole-frame masks (not person bodies, nor plates/text: a plate cannot sit on a face)."""
-    return ~np.isin(boxes.label, [int(Label.PERSON), int(Label.PLATE), int(Label.TEXT)])
+    return ~np.isin(boxes.label, [int(Label.PERSON), int(Label.PLATE), int(Label.TEXT), int(Label.LOOSE_TEXT)])
 
 
 def _blocked(redactor: Redactor, hw: tuple[int, ...], boxes: Boxes, carve: np.ndarray | None,

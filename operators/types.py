@@ -43,6 +43,7 @@ class Label(enum.IntEnum):
     FRAME = 6  # whole-frame mask (fail closed on detector error)
     VEHICLE = 7  # car/bus/truck/motorcycle: guides the plate search, never masked itself
     PLATE_REGION = 8  # lower part of a vehicle with no plate found on it (fail closed)
+    LOOSE_TEXT = 9  # plate-class text with no vehicle near it: a plate on a missed vehicle, or scene text
 
 
 

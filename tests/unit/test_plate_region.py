@@ -66,3 +66,20 @@ def test_a_region_with_a_square_box_on_it_shrinks_to_a_band_around_it():
     # a box elsewhere in the frame changes nothing
     far = Boxes.of([[900, 100, 920, 120]], [0.6], Label.PLATE)
     assert np.array_equal(plate_regions(car, Boxes.empty(), HW, near=far).xyxy, full.xyxy)
+
+
+def test_near_vehicles_measures_from_the_box_centre_in_its_own_heights():
+    """Over-masking round 3: inside a vehicle box is distance 0; outside, the distance from
+    the plate box's centre to the nearest point of a vehicle box, in plate heights."""
+    from operators.plate_region import near_vehicles
+
+    car = Boxes.of([[100, 100, 200, 160]], [0.8], Label.VEHICLE)
+    plates = Boxes.of([[140, 140, 160, 150],     # inside
+                       [205, 150, 225, 160],     # centre 15 px right, 10 px high: 1.5 heights
+                       [200, 195, 220, 205],     # centre 40 px below the corner's row, 10 px right: ~4.1
+                       [400, 20, 440, 40]], [0.9] * 4, Label.PLATE)
+    assert near_vehicles(plates, car, 0.0).tolist() == [True, False, False, False]
+    assert near_vehicles(plates, car, 1.5).tolist() == [True, True, False, False]
+    assert near_vehicles(plates, car, 4.2).tolist() == [True, True, True, False]
+    assert near_vehicles(plates, Boxes.empty(), 100.0).tolist() == [False] * 4
+    assert near_vehicles(Boxes.empty(), car, 1.0).shape == (0,)

@@ -216,6 +216,49 @@ def test_text_longer_than_any_plate_is_not_a_plate_unless_on_a_vehicle():
         assert changed(red.redact(fr).frames[0], fr[0], (12, 7, 148, 23)) == 1.0, kw
 
 
+
+def test_text_with_no_vehicle_near_is_loose_masked_tight_and_not_where_worn():
+    """Over-masking round 3: plate-class text farther than plate_vehicle_reach of its heights
+    from every vehicle is LOOSE_TEXT: masked without the plate's padding, and not at all when
+    its centre is on a person (worn or held) unless loose_text_worn; text on or near a
+    vehicle stays a plate with its padding. The text class masks all text as before."""
+    vehicle = Boxes.of([[10, 60, 70, 115]], [0.8], Label.VEHICLE)
+    plate = Boxes.of([[30, 95, 50, 103]], [0.9], Label.PLATE)      # on the car
+    beside = Boxes.of([[71, 100, 81, 106]], [0.9], Label.PLATE)    # 6 px high, centre 6 px right of it: near at 1
+    sign = Boxes.of([[100, 10, 140, 26]], [0.9], Label.PLATE)      # 16 px high, 40+ px away: loose
+    person = Boxes.of([[100, 40, 150, 118]], [0.8], Label.PERSON)
+    shirt = Boxes.of([[112, 60, 136, 70]], [0.9], Label.PLATE)     # on the person: worn
+    det = ScriptedDetector({0: Boxes.concat([vehicle, plate, beside, sign, person, shirt])})
+    fr = frames_with_ids(1)
+
+    def run(**kw):
+        cfg = {"classes": ("plate",), "style": "fill", "plate_fallback": False, "plate_padding": 0.25, **kw}
+        res = Redactor(RedactionConfig(**cfg), detectors={"text": det}).redact(fr)
+        return res, res.boxes[0]
+
+    res, boxes = run(plate_vehicle_reach=1.0, loose_text_padding=0.0, loose_text_worn=False)
+    labels = sorted(int(x) for x in boxes.label)
+    assert labels == sorted([int(Label.PLATE), int(Label.PLATE), int(Label.LOOSE_TEXT)])
+    assert changed(res.frames[0], fr[0], (26, 93, 54, 105)) == 1.0      # the plate, padded
+    assert changed(res.frames[0], fr[0], (69, 99, 83, 107)) == 1.0      # near the car: padded too
+    assert changed(res.frames[0], fr[0], (100, 10, 140, 26)) == 1.0     # the sign's glyphs
+    assert changed(res.frames[0], fr[0], (92, 8, 98, 12)) == 0.0         # not the plate padding around it
+    assert changed(res.frames[0], fr[0], (112, 60, 136, 70)) == 0.0     # the shirt is not masked
+    assert res.masks_per_class == {"plate": 3}
+    _, boxes = run(plate_vehicle_reach=1.0, loose_text_worn=True)
+    assert int((boxes.label == Label.LOOSE_TEXT).sum()) == 2
+    _, boxes = run(plate_vehicle_reach=0.0, loose_text_worn=True)
+    assert int((boxes.label == Label.LOOSE_TEXT).sum()) == 3            # "beside" lies outside the car
+    res, boxes = run(plate_vehicle_reach=None)
+    assert int((boxes.label == Label.PLATE).sum()) == 4 and changed(res.frames[0], fr[0], (92, 8, 98, 12)) == 1.0
+    res, boxes = run(plate_vehicle_reach=1.0, classes=("plate", "text"))
+    assert not (boxes.label == Label.LOOSE_TEXT).any() and changed(res.frames[0], fr[0], (112, 60, 136, 70)) == 1.0
+    red = Redactor(RedactionConfig(classes=("plate",), plate_vehicle_reach=1.0), detectors={"text": det})
+    parts = red.coverage_by_source((120, 160), boxes.select(boxes.label != Label.VEHICLE))
+    assert "plate" in parts
+    loose = Boxes.of([[100, 10, 140, 26]], [0.9], Label.LOOSE_TEXT)
+    assert set(red.coverage_by_source((120, 160), loose)) == {"loose_text"}
+
 def test_zones_always_masked_for_their_camera():
     zones = parse_zones({"cameras": {"cam-1": [{"name": "window", "normalized": False,
                                                 "polygon": [[0, 0], [40, 0], [40, 40], [0, 40]]}]}})
@@ -282,6 +325,9 @@ def test_detect_many_batches_across_chunks_by_shape():
     {"head_min_score": 2.0},
     {"plate_region_shrink": 1},
     {"plate_max_aspect": 0.5},
+    {"plate_vehicle_reach": -1},
+    {"loose_text_padding": 3},
+    {"loose_text_worn": "no"},
 ])
 def test_config_errors_name_the_key(bad):
     with pytest.raises(ConfigError) as ei:
