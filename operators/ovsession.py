@@ -24,6 +24,14 @@ Choices, measured on the detector graphs (``load_tests/backend_bench.py``, docs/
   plugin's default, all cores, as onnxruntime's).
 * No CPU pinning: several detector processes (Ray actors) share a node's cores; threads
   pinned by each of them to the same cores would fight.
+* A static compile in flight when the process exits is waited for (it is bounded: one
+  compile per shape, at most :data:`STATIC_SHAPES` per session), never abandoned: the compile
+  threads are not daemons, and an :mod:`atexit` hook stops new ones and joins the rest. A
+  daemon compile thread that outlived the main thread crashed the exit (``veilstream eval``
+  on 3 images: rc 134, "terminate called without an active exception"): when
+  ``compile_model`` returned during interpreter finalization, pybind11 took the GIL back,
+  CPython ended the thread with ``pthread_exit`` and its forced unwind hit a ``noexcept``
+  C++ frame of ``_pyopenvino``: ``std::terminate``, SIGABRT.
 
 ``openvino`` is imported when a session is built, never at module import: ``operators``
 imports without it.
@@ -31,6 +39,7 @@ imports without it.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
 import os
@@ -51,6 +60,50 @@ STATIC_SHAPES = 12
 
 OPENVINO = "openvino"
 """The backend's name: the config / CLI value, and what :meth:`OpenVinoSession.get_providers` reports."""
+
+_compiles: set[threading.Thread] = set()
+"""Static-compile threads now running, in every session of the process."""
+_compiles_lock = threading.Lock()
+_closing = False
+"""Set at exit: no static compile starts any more."""
+_exit_hook = False
+
+
+def _join_compiles_at_exit() -> None:
+    """At exit, before the interpreter tears modules down: start no static compile any more
+    and wait for those in flight (normally none are left: the threads are not daemons, so
+    ``threading`` has joined them already; this covers one started after that join)."""
+    global _closing
+    with _compiles_lock:
+        _closing = True
+        threads = list(_compiles)
+    for thread in threads:
+        thread.join()
+
+
+def _run_compile(target: Any, key: Any) -> None:
+    try:
+        target(key)
+    finally:
+        with _compiles_lock:
+            _compiles.discard(threading.current_thread())
+
+
+def _start_compile(target: Any, key: Any) -> threading.Thread | None:
+    """Run ``target(key)`` on a new non-daemon thread, or return ``None`` when the process is
+    exiting. The exit hook is registered on the first start, after ``openvino`` was imported."""
+    global _exit_hook
+    with _compiles_lock:
+        if _closing:
+            return None
+        if not _exit_hook:
+            atexit.register(_join_compiles_at_exit)
+            _exit_hook = True
+        thread = threading.Thread(target=_run_compile, args=(target, key), name="openvino-static-compile",
+                                  daemon=False)
+        _compiles.add(thread)
+        thread.start()
+    return thread
 
 
 @functools.cache
@@ -166,9 +219,11 @@ class OpenVinoSession:
                 return self._compiled
             self._seen[key] = -1
             self._pending.add(key)
-        thread = threading.Thread(target=self._compile_static, args=(key,), name="openvino-static-compile",
-                                  daemon=True)
-        thread.start()
+        thread = _start_compile(self._compile_static, key)
+        if thread is None:  # exiting: the dynamic model serves the shape
+            with self._compile_lock:
+                self._pending.discard(key)
+            return self._compiled
         if self.synchronous_compile:
             thread.join()
             return self._static.get(key, self._compiled)
