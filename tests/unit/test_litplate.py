@@ -116,3 +116,16 @@ def test_plates_traffic_has_one_blank_frame_out_of_the_rates():
     blank = [i for i in traffic if i.tags["blank"] == "1"]
     assert [i.image_path.name for i in blank] == ["ro_dayride_type1_001_t0558.jpg"]
     assert sum(len(i.plate_boxes) for i in traffic if i.tags["blank"] == "0") == 396  # the README's x / 396
+
+
+def test_eval_cache_signs_the_lit_pass_and_keeps_the_old_signature_without_it():
+    from operators import evalcache
+    from operators.redactor import RedactionConfig
+
+    on = evalcache.components(RedactionConfig())["text_full"]
+    off = evalcache.components(RedactionConfig(plate_lit_pass=False))["text_full"]
+    text = evalcache.components(RedactionConfig(classes=("text",)))["text_full"]
+    assert RedactionConfig().plate_lit_pass
+    assert on.params["lit"] == litplate.params() and on.params["lit_pass"] is True
+    assert on.signature != off.signature and "lit" not in off.params and "lit_pass" not in off.params
+    assert "lit" not in text.params  # the text class alone: no plate pass
