@@ -33,13 +33,18 @@ HEADLINE = {"faces_wider_hard": ("face_ge20", "face_lt20"), "plates_traffic": ("
 FAMILIES = ("thresholds", "geometry")
 """Point families: detector thresholds (and plate padding), and the mask geometry of round 3
 (head fallback gates and shape, face padding; the plate fallback's shrink, the longest plate
-box), each at the default thresholds."""
+box, loose text), each at the default thresholds. The plate class is swept on the plate sets:
+what loose text saves on the face sets shows only with faces and plates masked together
+(docs/quality.md "Over-masking round 3")."""
 HEAD_GRID: dict[str, tuple[Any, ...]] = {
     "head_shape": ("rect", "ellipse"), "head_top_cut": (True, False), "head_min_person_px": (0, 24, 48, 72, 96)}
 """Swept together (every combination) in the geometry family."""
 GEOMETRY_ALONE: dict[str, dict[str, tuple[Any, ...]]] = {
     "face": {"head_min_score": (0.0, 0.2, 0.35, 0.5), "head_padding": (0.0, 0.1), "face_padding": (0.2, 0.3)},
-    "plate": {"plate_region_shrink": (False, True), "plate_max_aspect": (None, 8.0, 6.0, 5.0, 4.0)}}
+    "plate": {"plate_region_shrink": (False, True), "plate_max_aspect": (None, 8.0, 6.0, 5.0, 4.0),
+              # over-masking round 3: loose text (no vehicle within the reach, in its heights)
+              "plate_vehicle_reach": (None, 0.0, 3.0, 12.0, 25.0, 50.0), "loose_text_padding": (0.0, 0.1, 0.25),
+              "loose_text_worn": (False, True)}}
 """Swept one at a time (the rest at the default) in the geometry family."""
 
 
