@@ -129,3 +129,25 @@ def test_eval_cache_signs_the_lit_pass_and_keeps_the_old_signature_without_it():
     assert on.params["lit"] == litplate.params() and on.params["lit_pass"] is True
     assert on.signature != off.signature and "lit" not in off.params and "lit_pass" not in off.params
     assert "lit" not in text.params  # the text class alone: no plate pass
+
+
+@pytest.mark.slow
+def test_red_lit_plate_named_in_issue_20_is_masked_by_the_pass_only():
+    """Loose eval-level pin on the frame the issue names: "B 609 NYK", 85x25 px on a car ahead
+    in the red-lit tunnel of ro_dayride_type1_001, on no vehicle box YOLOX returns. With the
+    defaults it is masked; without the lit pass it leaked (0 % of the box masked)."""
+    from operators.evaluation import Scorer
+    from operators.redactor import RedactionConfig, Redactor
+    from operators.video import read_image
+
+    item = next(i for i in load_plates_traffic(EVAL / "plates_traffic")
+                if i.image_path.name == "ro_dayride_type1_001_t1596.jpg")
+    img = read_image(item.image_path)
+    leaked = {}
+    for on in (True, False):
+        red = Redactor(RedactionConfig(model_dir=str(MODELS), plate_lit_pass=on).validate())
+        boxes, *_ = red.plan(img[None])
+        s = Scorer("plates_traffic")
+        s.add(item, red.coverage(img.shape[:2], boxes[0]))
+        leaked[on] = s.report().classes[0].leaked
+    assert leaked == {True: 0, False: 1}
