@@ -237,7 +237,8 @@ def test_regression_guard_plates_traffic_subset(default_redactor):
     plate = rep.classes[0]
     assert plate.targets >= 12
     assert plate.leak_rate <= 0.22, rep.leaks  # 2 of 14 today (kg web photos, 9 and 26 px wide); 3-4 before the vehicle fallback, about 8 before issue 8
-    # round 3: what it costs, loosely (9.8 % today: plate fallback 5.2, plate boxes 3.6, faces 1.6)
+    # round 3: what it costs, loosely (10.2 % today: plate fallback 5.6, plate boxes 3.6, faces 1.6,
+    # loose text 0.1; 10.3 % without the loose-text rule)
     assert rep.masked_area_share <= 0.12, rep.masked_area_by_source
 
 
@@ -248,10 +249,13 @@ def test_regression_guard_faces_wider_subset(default_redactor):
     c = {x.cls: x for x in rep.classes}
     assert c["face_ge20"].targets >= 20
     assert c["face_ge20"].leak_rate <= 0.06 and c["face_lt20"].leak_rate <= 0.15, rep.leaks
-    # round 3: masked area, loosely (21.6 % today: faces 12.3, plate-class text 11.9, head
-    # fallback 1.0); the head fallback fired on persons with a face found before
-    assert rep.masked_area_share <= 0.24, rep.masked_area_by_source
+    # round 3: masked area, loosely (15.0 % today: faces 12.3, loose text 2.2, head fallback
+    # 1.0, plate boxes 0.05; 21.6 % before loose text, when plate-class text was 11.9); the head
+    # fallback fired on persons with a face found before
+    assert rep.masked_area_share <= 0.18, rep.masked_area_by_source
     assert rep.masked_area_by_source.get("head", 0.0) <= 0.02, rep.masked_area_by_source
+    assert rep.masked_area_by_source.get("loose_text", 0.0) + rep.masked_area_by_source.get("plate", 0.0) <= 0.04, \
+        rep.masked_area_by_source
 
 
 @pytest.mark.parametrize("h,w", [(720, 1280), (1080, 1920), (2160, 3840), (300, 400)])
