@@ -25,13 +25,13 @@ grown by ``grow_per_frame`` as before: fail closed, never a smaller box.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
 from .motion import CameraMotion, estimate_camera_motion, warp_xyxy
-from .types import Boxes, Frames
+from .types import Boxes, Frames, Label
 
 MATCH_IOU = 0.3
 """Same-label boxes on both sides of a gap with IoU above this are interpolated."""
@@ -50,6 +50,15 @@ per side per frame of distance (the objects' own motion). Chosen on a sweep over
 (docs/quality.md, "Video: moving-camera clips", 2026-12-05): on faces_wider_hard's clips
 0.02 and 0.05 leak the same face-frames at every 4th and 8th frame detected, 0.05 masks
 5-9 points more of the frame."""
+
+
+COAST: Mapping[int, int] = {int(Label.PLATE): 2, int(Label.TEXT): 2}
+"""Default ``coast`` per label: the text detector behind plates flickers from frame to frame
+(a plate found on frames 8 and 24 of a clip but not on 16), faces hardly do. On the
+plates_traffic clips (docs/quality.md, 2026-12-05) coasting plates over 2 detected frames
+takes the plate-frame leak at every 8th frame from 12/203 to 0/203; on faces_wider_hard
+coasting faces over 1 removes 7 of 4069 face-frames at every 4th frame for 6 points more
+masked area, so faces do not coast."""
 
 
 def detection_schedule(n_frames: int, every: int) -> list[bool]:
@@ -79,7 +88,7 @@ def grow(boxes: Boxes, frac: float) -> Boxes:
 def fill_gaps(per_frame: Sequence[Boxes | None], window: int = 2,
               grow_per_frame: float = 0.05, *, frames: Frames | None = None,
               motion: CameraMotion | None = None, grow_followed: float | None = None,
-              coast: int = 0, follow_velocity: bool = False) -> list[Boxes]:
+              coast: int | Mapping[int, int] | None = None, follow_velocity: bool = False) -> list[Boxes]:
     """Union each frame's boxes with those carried from nearby detected frames.
 
     Args:
@@ -97,7 +106,8 @@ def fill_gaps(per_frame: Sequence[Boxes | None], window: int = 2,
             own motion is left to cover); default :data:`GROW_FOLLOWED`.
         coast: a box is also carried from up to this many detected frames beyond the
             nearest on each side, when no detected frame nearer to the frame found it again
-            (a detector miss on two scheduled frames in a row does not drop it).
+            (a detector miss on two scheduled frames in a row does not drop it): one number
+            for every label, or per label (others 0); default :data:`COAST`.
         follow_velocity: carried boxes also stretch along their own velocity, from the
             match of their detection on the detected frame before it (carried forward) or
             after it (carried backward), camera motion taken out: an object that walks on
@@ -121,8 +131,10 @@ def fill_gaps(per_frame: Sequence[Boxes | None], window: int = 2,
         raise ValueError(f"frames: {len(frames)} frames for {n} detection results")
     if motion is not None and len(motion) != n:
         raise ValueError(f"motion: {len(motion)} frames for {n} detection results")
-    if coast < 0:
+    per_label = dict(COAST if coast is None else coast if isinstance(coast, Mapping) else {})
+    if (isinstance(coast, int) and coast < 0) or any(v < 0 for v in per_label.values()):
         raise ValueError(f"coast: expected >= 0, got {coast}")
+    reach = coast if isinstance(coast, int) else max(per_label.values(), default=0)
     if motion is None:
         anything = any(b is not None and len(b) for b in per_frame)
         motion = estimate_camera_motion(frames) if frames is not None and anything else CameraMotion.still(n)
@@ -142,13 +154,15 @@ def fill_gaps(per_frame: Sequence[Boxes | None], window: int = 2,
             assert src is not None
             parts.append(_carry(src, j, i, motion, grow_per_frame, followed, vel.get((j, 1 if i > j else -1))))
         for side in (sorted((j for j in detected if j < i), reverse=True), sorted(j for j in detected if j > i)):
-            for pos in range(1, min(coast + 1, len(side))):
+            for pos in range(1, min(reach + 1, len(side))):
                 j = side[pos]
                 if j in sources:
                     continue
                 src = per_frame[j]
                 assert src is not None
                 lost = _unconfirmed(src, j, side[:pos], per_frame, motion)
+                if not isinstance(coast, int):
+                    lost &= np.array([per_label.get(int(x), 0) >= pos for x in src.label], bool)
                 v = vel.get((j, 1 if i > j else -1))
                 parts.append(_carry(src.select(lost), j, i, motion, grow_per_frame, followed,
                                     None if v is None else v[lost]))

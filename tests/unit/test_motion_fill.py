@@ -144,3 +144,19 @@ def test_walking_face_missed_on_the_next_detection_follows_its_velocity():
     assert all(_covered(out[i], face(i)) >= 0.99 for i in range(N))
     old = fill_gaps(per_frame, window=4)
     assert min(_covered(old[i], face(i)) for i in range(5, N)) < 0.5
+
+
+def test_plates_coast_by_default_faces_do_not():
+    # The text detector behind plates flickers: a plate found on frame 0 only of 0/4/8 is
+    # carried to frames 5-8 by default (coast 2 for plates), a face is not (coast 0).
+    clip = _pan_clip()
+    per_frame: list[Boxes | None] = [None] * N
+    per_frame[0] = Boxes.concat([Boxes.of([_face_at(0)], [0.9], Label.PLATE),
+                                 Boxes.of([_face_at(0, x0=200.0)], [0.9], Label.FACE)])
+    per_frame[4] = Boxes.empty()
+    per_frame[8] = Boxes.empty()
+    out = fill_gaps(per_frame, window=4, frames=clip)
+    assert all(_covered(out[i].select(out[i].label == Label.PLATE), _face_at(i)) >= 0.9 for i in range(N))
+    assert _covered(out[6].select(out[6].label == Label.FACE), _face_at(6, x0=200.0)) == 0.0
+    with pytest.raises(ValueError, match="coast"):
+        fill_gaps([Boxes.empty()], coast={int(Label.PLATE): -1})
