@@ -52,13 +52,15 @@ per side per frame of distance (the objects' own motion). Chosen on a sweep over
 5-9 points more of the frame."""
 
 
-COAST: Mapping[int, int] = {int(Label.PLATE): 2, int(Label.TEXT): 2}
-"""Default ``coast`` per label: the text detector behind plates flickers from frame to frame
-(a plate found on frames 8 and 24 of a clip but not on 16), faces hardly do. On the
-plates_traffic clips (docs/quality.md, 2026-12-05) coasting plates over 2 detected frames
-takes the plate-frame leak at every 8th frame from 12/203 to 0/203; on faces_wider_hard
-coasting faces over 1 removes 7 of 4069 face-frames at every 4th frame for 6 points more
-masked area, so faces do not coast."""
+COAST: Mapping[int, int] = {int(Label.PLATE): 2, int(Label.TEXT): 2, int(Label.PLATE_REGION): 2,
+                             int(Label.LOOSE_TEXT): 2}
+"""Default ``coast`` per label: plates (and the text and plate-region boxes masked for them)
+flicker from frame to frame (a plate found on frames 8 and 24 of a clip but not on 16),
+faces hardly do. On the plates_traffic clips (docs/quality.md, 2026-12-05) coasting these
+labels over 2 detected frames takes the plate-frame leak from 8/203 (every 4th frame
+detected) and 12/203 (every 8th) to 0/203; coasting only plate and text boxes leaves both as
+they were. On faces_wider_hard coasting faces over 1 removes 7 of 4069 face-frames at every
+4th frame for 6 points more masked area, so faces do not coast."""
 
 
 def detection_schedule(n_frames: int, every: int) -> list[bool]:
