@@ -91,7 +91,8 @@ class RedactionConfig:
             text (banners, signs, shirts) or a plate on a vehicle the detector missed. It
             is still masked (a plate policy cannot tell the two apart), but tighter
             (``loose_text_padding``), and not at all where it is worn (``loose_text_worn``).
-            ``None``: every plate-class box is masked as a plate (round 3 and before).
+            ``None``: every plate-class box is masked as a plate (round 3 and before); so it
+            is without ``plate_crops``, where no vehicles are searched.
             Chosen on a sweep over whole sets (docs/quality.md "Over-masking round 3"): from
             0 to 50 faces_wider_hard's area moves 0.2 points; below 25 plates_traffic loses a
             plate whose own car was missed (the padding covered it), at 25 none.
@@ -350,6 +351,9 @@ class Redactor:
         self.wanted_labels = {lb for c in cfg.classes for lb in CLASS_LABELS[c]}
         self._plates_only_text = Label.PLATE in self.wanted_labels and Label.TEXT not in self.wanted_labels
         self._plate_fallback = cfg.plate_fallback and cfg.plate_crops and Label.PLATE in self.wanted_labels
+        # Loose text is text far from every vehicle: only where vehicles are searched at all
+        # (without plate_crops YOLOX returns none, and every plate would read as loose).
+        self._loose_text = cfg.plate_vehicle_reach is not None and cfg.plate_crops
         # Detections may come from detectors built for several policies at once (the lowest
         # threshold of any): keep only what this config's own thresholds accept.
         self._min_score: dict[int, float] = {}
@@ -534,11 +538,11 @@ class Redactor:
                     on_vehicle = on_vehicles(b.select(long), b.select(b.label == Label.VEHICLE)).any(axis=1)
                     long[np.flatnonzero(long)[on_vehicle]] = False
                     b = b.select(~long)
-            if self.config.plate_vehicle_reach is not None and len(b):
-                b = self._loose_text(b)
+            if self._loose_text and len(b):
+                b = self._mark_loose_text(b)
         return b
 
-    def _loose_text(self, b: Boxes) -> Boxes:
+    def _mark_loose_text(self, b: Boxes) -> Boxes:
         """Plate boxes with no vehicle within ``plate_vehicle_reach`` of their heights become
         ``Label.LOOSE_TEXT`` (masked with ``loose_text_padding``); with ``loose_text_worn``
         off, those whose centre lies inside a person box are dropped."""

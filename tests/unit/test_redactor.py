@@ -251,6 +251,8 @@ def test_text_with_no_vehicle_near_is_loose_masked_tight_and_not_where_worn():
     assert int((boxes.label == Label.LOOSE_TEXT).sum()) == 3            # "beside" lies outside the car
     res, boxes = run(plate_vehicle_reach=None)
     assert int((boxes.label == Label.PLATE).sum()) == 4 and changed(res.frames[0], fr[0], (92, 8, 98, 12)) == 1.0
+    res, boxes = run(plate_vehicle_reach=1.0, plate_crops=False)  # no vehicles searched: no loose text
+    assert int((boxes.label == Label.PLATE).sum()) == 4 and changed(res.frames[0], fr[0], (92, 8, 98, 12)) == 1.0
     res, boxes = run(plate_vehicle_reach=1.0, classes=("plate", "text"))
     assert not (boxes.label == Label.LOOSE_TEXT).any() and changed(res.frames[0], fr[0], (112, 60, 136, 70)) == 1.0
     red = Redactor(RedactionConfig(classes=("plate",), plate_vehicle_reach=1.0), detectors={"text": det})
