@@ -19,6 +19,7 @@ Components (one cache file each):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -309,6 +310,15 @@ def combine(cached: dict[str, Cached], th: dict[str, float], i: int) -> Boxes:
     return Boxes.concat(parts)
 
 
+
+def _image_is_dark(item: Any, _i: int) -> bool:
+    """An eval image is dark by the lit-plate pass's gate (the redactor's loose-text rule)."""
+    from .detectors.litplate import is_dark
+    from .video import read_image
+
+    return is_dark(read_image(item.image_path))
+
+
 def score_setting(dataset: str, items: Sequence[Any], cache: DetectionCache, cached: dict[str, Cached],
                   cfg: Any, th: dict[str, float], *, person_class: bool = False) -> DatasetReport:
     """A :class:`~operators.evaluation.DatasetReport` for one setting from cached boxes."""
@@ -322,7 +332,8 @@ def score_setting(dataset: str, items: Sequence[Any], cache: DetectionCache, cac
     t0 = time.perf_counter()
     for i, item in enumerate(items):
         hw = cache.hw[i]
-        boxes = red.plan_from([combine(cached, th, i)], [], hw)[0]
+        # Darkness is read from the pixels, and only for an image with loose-text candidates.
+        boxes = red.plan_from([combine(cached, th, i)], [], hw, dark=functools.partial(_image_is_dark, item))[0]
         sources = red.coverage_by_source(hw, boxes)
         cov = np.zeros(hw, bool)
         for part in sources.values():

@@ -7,6 +7,7 @@ all call. It is fail closed: a detector that raises masks the affected frames wh
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -92,7 +93,10 @@ class RedactionConfig:
             is still masked (a plate policy cannot tell the two apart), but tighter
             (``loose_text_padding``), and not at all where it is worn (``loose_text_worn``).
             ``None``: every plate-class box is masked as a plate (round 3 and before); so it
-            is without ``plate_crops``, where no vehicles are searched.
+            is without ``plate_crops``, where no vehicles are searched. In a dark frame (the
+            lit-plate pass's gate, :func:`operators.detectors.litplate.is_dark`) YOLOX misses
+            most vehicles, so no vehicle near is no evidence: such text keeps the plate's
+            padding (worn text is still not masked; docs/quality.md "Plates round 3").
             Chosen on a sweep over whole sets (docs/quality.md "Over-masking round 3"): from
             0 to 50 faces_wider_hard's area moves 0.2 points; below 25 plates_traffic loses a
             plate whose own car was missed (the padding covered it), at 25 none.
@@ -461,18 +465,22 @@ class Redactor:
         return self.plan_from(raw, failed, frames.shape[1:3], frames=frames), failed, errors, detect_ms
 
     def plan_from(self, raw: Sequence[Boxes | None], failed: Sequence[int], hw: tuple[int, int], *,
-                  frames: Frames | None = None) -> list[Boxes]:
+                  frames: Frames | None = None, dark: Callable[[int], bool] | None = None) -> list[Boxes]:
         """Turn raw detections (``None`` where detection did not run) into the boxes to mask:
         head and plate fallbacks, class filter, temporal fill, whole-frame masks for failed frames.
         ``frames``: the chunk, so temporal fill follows the camera's motion (without them,
-        boxes are carried in place)."""
+        boxes are carried in place). ``dark``: whether frame ``i`` is dark (loose text keeps
+        the plate's padding there), asked only of a frame with loose-text candidates; by default measured on
+        ``frames`` (``litplate.is_dark``), and without either no frame is dark."""
+        if dark is None and frames is not None:
+            dark = functools.partial(_frame_is_dark, frames)
         with_heads: list[Boxes | None] = []
         wanted = [int(x) for x in self.wanted_labels]
-        for b in raw:
+        for i, b in enumerate(raw):
             if b is None:
                 with_heads.append(None)
                 continue
-            b = self._own(b)
+            b = self._own(b, None if dark is None else functools.partial(dark, i))
             if Label.HEAD in self.wanted_labels:
                 persons = b.select(b.label == Label.PERSON)
                 faces = b.select(b.label == Label.FACE)
@@ -503,7 +511,7 @@ class Redactor:
         square: npt.NDArray[np.bool_] = (b.label == Label.PLATE) & (wh[:, 1] > PLATE_MAX_HEIGHT_RATIO * wh[:, 0])
         return square
 
-    def _own(self, b: Boxes) -> Boxes:
+    def _own(self, b: Boxes, dark: Callable[[], bool] | None = None) -> Boxes:
         """Boxes as this config reads them: its thresholds, text boxes under its text class."""
         if self._min_score and len(b):
             floor = np.array([self._min_score.get(int(lb), -np.inf) for lb in b.label], np.float32)
@@ -539,13 +547,15 @@ class Redactor:
                     long[np.flatnonzero(long)[on_vehicle]] = False
                     b = b.select(~long)
             if self._loose_text and len(b):
-                b = self._mark_loose_text(b)
+                b = self._mark_loose_text(b, dark)
         return b
 
-    def _mark_loose_text(self, b: Boxes) -> Boxes:
+    def _mark_loose_text(self, b: Boxes, dark: Callable[[], bool] | None = None) -> Boxes:
         """Plate boxes with no vehicle within ``plate_vehicle_reach`` of their heights become
         ``Label.LOOSE_TEXT`` (masked with ``loose_text_padding``); with ``loose_text_worn``
-        off, those whose centre lies inside a person box are dropped."""
+        off, those whose centre lies inside a person box are dropped. In a frame ``dark()``
+        says is dark they stay plates (padded; worn ones still dropped): YOLOX misses most
+        vehicles there, and a plate on one it missed needs the padding."""
         cfg = self.config
         is_plate = b.label == Label.PLATE
         if not is_plate.any():
@@ -568,7 +578,8 @@ class Redactor:
                         & (cy[:, None] > persons[None, :, 1]) & (cy[:, None] < persons[None, :, 3])).any(axis=1)
                 keep[loose[worn]] = False
         label = b.label.copy()
-        label[loose] = int(Label.LOOSE_TEXT)
+        if dark is None or not dark():
+            label[loose] = int(Label.LOOSE_TEXT)
         return Boxes(b.xyxy, b.score, label).select(keep)
 
     def redact(self, frames: Frames, camera_id: str | None = None, *, in_place: bool = False) -> RedactionResult:
@@ -673,6 +684,14 @@ def _check_frames(frames: Frames) -> None:
     if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         shape = getattr(frames, "shape", None)
         raise ValueError(f"frames must be (N, H, W, 3) uint8, got {shape} {getattr(frames, 'dtype', None)}")
+
+
+def _frame_is_dark(frames: Frames, i: int) -> bool:
+    """Frame ``i`` is dark by the lit-plate pass's gate (imported here: the detectors package
+    loads the runtimes)."""
+    from .detectors.litplate import is_dark
+
+    return is_dark(frames[i])
 
 
 def _fail_closed_frames(raw: Sequence[Boxes | None], failed: Sequence[int]) -> list[int]:

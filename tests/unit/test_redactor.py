@@ -261,6 +261,54 @@ def test_text_with_no_vehicle_near_is_loose_masked_tight_and_not_where_worn():
     loose = Boxes.of([[100, 10, 140, 26]], [0.9], Label.LOOSE_TEXT)
     assert set(red.coverage_by_source((120, 160), loose)) == {"loose_text"}
 
+def test_text_far_from_vehicles_keeps_plate_padding_in_a_dark_frame():
+    """Plates round 3: YOLOX misses most vehicles in the dark, so there no vehicle near is no
+    evidence: in a frame the lit-plate pass's gate calls dark, plate-class text far from every
+    vehicle stays a plate (padded); the same boxes on a bright frame are loose text (unpadded).
+    Text worn by a person is not masked in either. Decided from the frame's pixels, or from
+    plan_from's ``dark`` (the eval cache's re-score)."""
+    from operators.detectors.litplate import DARK_MEDIAN
+
+    vehicle = Boxes.of([[10, 60, 70, 115]], [0.8], Label.VEHICLE)
+    sign = Boxes.of([[100, 10, 140, 26]], [0.9], Label.PLATE)      # 16 px high, 40+ px from the car
+    person = Boxes.of([[100, 40, 150, 118]], [0.8], Label.PERSON)
+    shirt = Boxes.of([[112, 60, 136, 70]], [0.9], Label.PLATE)     # on the person: worn
+    raw = Boxes.concat([vehicle, sign, person, shirt])
+    rng = np.random.default_rng(1)
+    dark = rng.integers(0, 2 * int(DARK_MEDIAN) - 20, size=(1, 120, 160, 3), dtype=np.uint8)  # median ~DARK_MEDIAN - 10
+    bright = rng.integers(2 * int(DARK_MEDIAN) - 20, 256, size=(1, 120, 160, 3), dtype=np.uint8)
+    for fr in (dark, bright):
+        fr[0, 0, 0, 0] = 0
+    cfg = RedactionConfig(classes=("plate",), style="fill", plate_fallback=False, plate_padding=0.25,
+                          plate_vehicle_reach=1.0, loose_text_padding=0.0)
+    red = Redactor(cfg, detectors={"text": ScriptedDetector({0: raw})})
+
+    res = red.redact(dark)
+    texts = res.boxes[0].select(np.isin(res.boxes[0].label, [int(Label.PLATE), int(Label.LOOSE_TEXT)]))
+    assert texts.label.tolist() == [int(Label.PLATE)] and texts.xyxy.tolist() == sign.xyxy.tolist()
+    assert changed(res.frames[0], dark[0], (92, 8, 98, 12)) == 1.0      # the plate padding around it
+    assert changed(res.frames[0], dark[0], (112, 60, 136, 70)) == 0.0   # worn: not masked
+
+    res = red.redact(bright)
+    texts = res.boxes[0].select(np.isin(res.boxes[0].label, [int(Label.PLATE), int(Label.LOOSE_TEXT)]))
+    assert texts.label.tolist() == [int(Label.LOOSE_TEXT)]
+    assert changed(res.frames[0], bright[0], (100, 10, 140, 26)) == 1.0
+    assert changed(res.frames[0], bright[0], (92, 8, 98, 12)) == 0.0
+
+    asked: list[int] = []
+
+    def is_dark(i: int) -> bool:
+        asked.append(i)
+        return True
+
+    assert red.plan_from([raw], [], (120, 160), dark=is_dark)[0].label.tolist().count(int(Label.PLATE)) == 1
+    assert asked == [0]
+    assert (red.plan_from([raw], [], (120, 160))[0].label == Label.LOOSE_TEXT).sum() == 1  # no pixels: not dark
+    near = Boxes.concat([vehicle, Boxes.of([[30, 95, 50, 103]], [0.9], Label.PLATE)])  # no loose text: not asked
+    red.plan_from([near], [], (120, 160), dark=is_dark)
+    assert asked == [0]
+
+
 def test_zones_always_masked_for_their_camera():
     zones = parse_zones({"cameras": {"cam-1": [{"name": "window", "normalized": False,
                                                 "polygon": [[0, 0], [40, 0], [40, 40], [0, 40]]}]}})
