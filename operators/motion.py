@@ -11,10 +11,14 @@ How: each frame is shrunk to ``MOTION_SIDE`` px on its longer side and made grey
 ``MAX_CORNERS`` corners of one frame are followed into the next with pyramidal
 Lucas-Kanade flow, and a partial affine transform is fitted to them with RANSAC (objects
 that move on their own are outliers). A pair with fewer than ``MIN_INLIERS`` inliers, or an
-inlier share under ``MIN_INLIER_SHARE`` (a cut, a blank or flat frame, a frame filled by a
-passing bus), is *not estimated*: its transform is the identity and the temporal fill
-falls back to carrying boxes in place with the wider growth it always used. A few ms of
-CPU a frame, against hundreds for a detection pass (docs/quality.md).
+inlier share under ``MIN_INLIER_SHARE`` (a cut, a blank or flat frame), is *not
+estimated*: its transform is the identity and the temporal fill falls back to carrying
+boxes in place with the wider growth it always used. A few ms of CPU a frame, against
+hundreds for a detection pass (docs/quality.md).
+
+Limit: RANSAC takes the motion most corners share. A static camera with a vehicle filling
+most of the picture may get that vehicle's motion as the camera's; boxes carried between
+detections then move with it (the detected frames themselves are unaffected).
 """
 
 from __future__ import annotations
