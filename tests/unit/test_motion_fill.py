@@ -160,3 +160,22 @@ def test_plates_coast_by_default_faces_do_not():
     assert _covered(out[6].select(out[6].label == Label.FACE), _face_at(6, x0=200.0)) == 0.0
     with pytest.raises(ValueError, match="coast"):
         fill_gaps([Boxes.empty()], coast={int(Label.PLATE): -1})
+
+
+def test_redactor_finish_masks_the_moved_face_on_unscheduled_frames():
+    # The process actor's path: Redactor.finish(frames, raw, ...) gives temporal fill the
+    # chunk, so a face found on frame 0 only (missed on 8) is masked where the pan took it.
+    from operators.redactor import RedactionConfig, Redactor
+
+    clip = _pan_clip()
+    red = Redactor(RedactionConfig(classes=("face",), style="fill", detect_every=8), detectors={})
+    raw: list[Boxes | None] = [None] * N
+    raw[0] = Boxes.of([_face_at(0)], [0.9], Label.FACE)
+    raw[8] = Boxes.empty()
+    res = red.finish(clip, raw, [])
+    for i in range(1, 8):
+        assert _covered(res.boxes[i], _face_at(i)) >= 0.9, i
+    x0, y0, x1, y1 = (int(v) for v in _face_at(5))
+    assert not np.array_equal(res.frames[5, y0:y1, x0:x1], clip[5, y0:y1, x0:x1])
+    # planned without the frames (as before), the face is left where it was found
+    assert min(_covered(b, _face_at(i)) for i, b in enumerate(red.plan_from(raw, [], (H, W)))) < 0.5
