@@ -38,7 +38,6 @@ import numpy as np
 from operators.redactor import Redactor
 from operators.temporal import detection_schedule
 from operators.types import Boxes
-from operators.zones import load_zones
 from schemas.errors import VeilStreamError
 
 from .plan import MaskingPlan, OnFailure, PolicyPlan
@@ -252,14 +251,12 @@ class ChunkActor:
 
     def _redactor(self, pol: PolicyPlan, camera_id: str, camera_zones: tuple[dict[str, Any], ...]) -> Redactor:
         """The policy's masker with the zones of this camera (policy's ∪ camera's), cached."""
-        doc = pol.zones_document(camera_id, camera_zones)
-        if doc is None:
-            return self.redactors[pol.policy_id]
-        key = (pol.policy_id, camera_id, repr(doc))
+        key = (pol.policy_id, camera_id, repr(camera_zones))
         r = self._zones.get(key)
         if r is None:
+            zones = pol.zone_set(camera_id, camera_zones)  # typed once per camera, no document
             base = self.redactors[pol.policy_id]
-            r = Redactor(base.config, zones=load_zones(doc), detectors={})
+            r = base if zones is None else Redactor(base.config, zones=zones, detectors={})
             if len(self._zones) > 4096:
                 self._zones.clear()
             self._zones[key] = r

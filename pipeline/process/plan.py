@@ -75,18 +75,10 @@ class PolicyPlan:
     def zone_set(self, camera_id: str, camera_zones: Sequence[Mapping[str, Any]] = ()) -> ZoneSet | None:
         """The zones masked on a chunk of ``camera_id``, typed: the policy's, the legacy
         document's for that camera and the camera's own (``camera_zones``, from its registry
-        record); ``None`` when none. The same zones as :meth:`zones_document`, without the
-        document: a masker takes this as it is."""
+        record); ``None`` when none: a masker takes this as it is."""
         own = parse_zone_list(camera_zones, f"camera {camera_id}: zones") if camera_zones else ()
         zs = (*self._typed, *self._typed_cameras.get(camera_id, ()), *own)
         return ZoneSet(zs) if zs else None
-
-    def zones_document(self, camera_id: str, camera_zones: Sequence[Mapping[str, Any]] = ()
-                       ) -> dict[str, Any] | None:
-        """The zones masked on a chunk of ``camera_id``: the policy's, unioned with the
-        camera's own (``camera_zones``, from its registry record); ``None`` when none."""
-        zs = [*self.zones, *self.camera_zones.get(camera_id, ()), *camera_zones]
-        return {"zones": [dict(z) for z in zs]} if zs else None
 
 
 @dataclass(frozen=True)

@@ -78,17 +78,17 @@ zones: [{name: booth, polygon: [[0, 0], [0.1, 0], [0.1, 0.1]], normalized: true}
             r.head_padding) == (("face", "plate", "person"), "blur", 0.8, 0.3, 0.4, 0.5, 0.3)
     assert r.mask_strength() == 0.8
     assert (pol.policy_id, pol.version, pol.on_failure) == ("subway", 4, OnFailure.DROP)
-    booth = {"name": "booth", "polygon": [[0, 0], [0.1, 0], [0.1, 0.1]], "normalized": True}
-    assert pol.zones_document("cam-1") == {"zones": [booth]}
+    (booth,) = pol.zone_set("cam-1").zones
+    assert (booth.name, booth.normalized, booth.polygon_xy.tolist()) == ("booth", True, [[0, 0], [0.1, 0], [0.1, 0.1]])
 
 
 def test_camera_zones_are_unioned_with_the_policy_zones(tmp_path):
     (tmp_path / "default.yaml").write_text("policy_id: default\nzones: [{name: a, polygon: [[0, 0], [1, 0], [1, 1]]}]\n")
     pol = plan({}, tmp_path).default
     cam = {"name": "b", "polygon": [[5, 5], [6, 5], [6, 6]]}
-    assert [z["name"] for z in pol.zones_document("cam-1", [cam])["zones"]] == ["a", "b"]
-    assert plan({}).default.zones_document("cam-1") is None  # no zones anywhere: nothing extra masked
-    assert plan({}).default.zones_document("cam-1", [cam]) == {"zones": [cam]}
+    assert [z.name for z in pol.zone_set("cam-1", [cam]).zones] == ["a", "b"]
+    assert plan({}).default.zone_set("cam-1") is None  # no zones anywhere: nothing extra masked
+    assert [z.name for z in plan({}).default.zone_set("cam-1", [cam]).zones] == ["b"]
 
 
 def test_without_policies_dir_the_inline_keys_are_a_policy_like_any_other():
@@ -98,8 +98,8 @@ def test_without_policies_dir_the_inline_keys_are_a_policy_like_any_other():
     pol = p.default
     assert (pol.policy_id, pol.version, pol.on_failure, pol.redaction.style) == ("p1", 2, OnFailure.MASK, "fill")
     assert not p.routed and p.for_chunk("anything") is pol
-    assert [z["name"] for z in pol.zones_document("cam-9")["zones"]] == ["z", "c"]
-    assert [z["name"] for z in pol.zones_document("cam-1")["zones"]] == ["z"]
+    assert [z.name for z in pol.zone_set("cam-9").zones] == ["z", "c"]
+    assert [z.name for z in pol.zone_set("cam-1").zones] == ["z"]
 
 
 def test_a_missing_policy_names_the_key_and_what_exists(tmp_path):

@@ -88,15 +88,14 @@ def _camera_config(tmp_path: Path, **process) -> Path:
 def _stream_redactor(config: Path, camera_id: str):
     """The process stage's masker for a chunk of ``camera_id``, built as its chunk actor builds
     it: the plan from the config, routed by the chunk's policy id, the camera's zones on it."""
-    from operators.redactor import Redactor
-    from operators.zones import load_zones
+    from pipeline.process.actors import ChunkActor
     from schemas.config import load_config
 
     cfg = load_config(config)
     cam = next(c for c in cfg.ingest.cameras if c.camera_id == camera_id)
-    pol = build_plan(cfg).for_chunk(cam.policy_id)
-    doc = pol.zones_document(camera_id, cam.zones)
-    return Redactor(pol.redaction, zones=load_zones(doc) if doc else None, detectors={})
+    plan = build_plan(cfg)
+    actor = ChunkActor(plan, detectors=[])  # the plain class: its masker choice, no Ray
+    return actor._redactor(plan.for_chunk(cam.policy_id), camera_id, tuple(dict(z) for z in cam.zones))
 
 
 def _masked(redactor, camera_id: str):
