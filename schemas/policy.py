@@ -55,15 +55,6 @@ class Policy:
     retention: Retention
     roles: tuple[Role, ...]
 
-    def zones_document(self, extra: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
-        """The policy's zones merged with a zones document (``{zones, cameras}``), or ``None``."""
-        if not self.zones and not extra:
-            return None
-        doc: dict[str, Any] = {"zones": [*self.zones, *((extra or {}).get("zones") or [])]}
-        if extra and extra.get("cameras"):
-            doc["cameras"] = dict(extra["cameras"])
-        return doc
-
 
 def parse_policy(mapping: Any, what: str = "invalid policy") -> Policy:
     """Validate a policy mapping (defaults filled) and return the typed view.
