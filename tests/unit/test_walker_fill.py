@@ -3,8 +3,8 @@
 The fault harness's ``kill_ingest`` scenario stored two unmasked faces of bikes.mp4 (cam-b):
 frames 30 and 43 of the clip, frames 5 and 18 of its second 1 s chunk at ``detect_every`` 4.
 A man walks right at 17-33 px a frame (about half his face's width); CenterFace finds him on
-the scheduled frames 8, 12 and 16 only: he enters the picture on frame 5 (nothing on frame 4)
-and walks out of its right edge before frame 20. Each of those frames has a detection on one
+the scheduled frames 8, 12 and 16 only: the shot cuts to him on frame 5 (a cut between frames 4 and 5:
+nothing on frame 4) and he walks out of the picture's right edge before frame 20. Each of those frames has a detection on one
 side of the gap only, so no pair is interpolated, and the box carried from the one side stays
 where the face was (grown 2 % per side per frame on a camera whose motion is estimated) while
 the face walks out of it. The boxes below are CenterFace's on that chunk (every frame
