@@ -83,6 +83,12 @@ CARRY_MAX_HEIGHT_RATIO = 0.8
 over width; ``operators.redactor.PLATE_MAX_HEIGHT_RATIO``, the same rule the plate fallback
 reads): a tail light scores as text too, and is no reason to stop looking for the plate."""
 
+CARRY_MIN_PLATE_PX = 16
+"""... and only when that box is at least this tall (px, frame pixels, padding included): a
+small plate is where the net finds a box in some frames only, and where the 4 px a window may
+move shifts the carried box off the plate (the moving-camera video eval at detect-every 1: one
+kg_* plate under 20 px wide leaked on 8 of 25 frames with every box carried, 3 searched)."""
+
 IMAGENET_NORM_MODELS = frozenset({"ppocr_det_v5"})
 """Registry models fed ``(x/255 - ImageNet mean) / ImageNet std`` (PaddleOCR's v5 det
 preprocessing, on BGR as PaddleOCR reads it); the others ``(x/255 - 0.5) / 0.5`` (RapidOCR's v4)."""
@@ -379,8 +385,9 @@ class TextDetector(OnnxDetector):
     @staticmethod
     def _found_plate(found: list[tuple[list[float], float]]) -> bool:
         """Whether a searched crop found a plate-shaped box (not squarer than
-        ``CARRY_MAX_HEIGHT_RATIO``: a tail light scores as text too)."""
-        return any((b[3] - b[1]) <= CARRY_MAX_HEIGHT_RATIO * (b[2] - b[0]) for b, _ in found)
+        ``CARRY_MAX_HEIGHT_RATIO``: a tail light scores as text too) at least
+        ``CARRY_MIN_PLATE_PX`` tall."""
+        return any(CARRY_MIN_PLATE_PX <= (b[3] - b[1]) <= CARRY_MAX_HEIGHT_RATIO * (b[2] - b[0]) for b, _ in found)
 
     def _search_crops(self, frames: Frames, jobs: Sequence[tuple[int, tuple[int, int, int, int], int, int, float]],
                       todo: Sequence[int]) -> dict[int, list[tuple[list[float], float]]]:

@@ -293,3 +293,11 @@ def test_parked_vehicle_plate_carried_moved_vehicle_searched_again():
         px, py = in_view[f]
         region = (slice(py + 25, py + ph - 25), slice(px + 25, px + pw - 25))
         assert (masked[f][region] != frames[f][region]).any(axis=-1).mean() > 0.9, f
+
+
+def test_only_a_plate_shaped_box_tall_enough_is_carried():
+    found = TextDetector._found_plate
+    assert found([([0.0, 0.0, 80.0, 20.0], 0.9)])  # a plate, 20 px tall
+    assert not found([([0.0, 0.0, 40.0, 10.0], 0.9)])  # a small plate: searched again
+    assert not found([([0.0, 0.0, 30.0, 30.0], 0.9)])  # square (a tail light): searched again
+    assert not found([])
