@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,21 @@ def _raw_chunks(gov: Governance, camera_id: str, from_ms: int, to_ms: int, what:
 
 
 
+def subject_plan_redactor(gov: Governance, camera_id: str, pol: Any) -> Any:
+    """The masker of a subject export: the camera's policy made a plan the one way every plan is
+    made (:func:`pipeline.process.plan.plan_from`: its thresholds, padding, style, strength and
+    zones, the policy's and the camera's own), detecting what following the subject needs
+    (faces, plates and persons on every frame) whatever classes the stream masks."""
+    from operators.redactor import RedactionConfig, Redactor
+    from operators.subject import SUBJECT_CLASSES
+    from pipeline.process.plan import plan_from
+
+    plan = plan_from(pol, RedactionConfig())
+    cfg = replace(plan.redaction, classes=SUBJECT_CLASSES, detect_every=1).validate()
+    own_zones = tuple(getattr(gov.camera(camera_id), "zones", ()) or ())
+    return Redactor(cfg, zones=plan.zone_set(camera_id, own_zones))
+
+
 @dataclass
 class ExportResult:
     output: str
@@ -114,7 +129,8 @@ def subject_export(gov: Governance, camera_id: str, from_ms: int, to_ms: int, su
     if not iv.pts_ms[0] - 1000 <= at <= iv.pts_ms[-1] + 1000:
         raise InputError(f"subject time {iso(at)} is outside the exported interval {iso(from_ms)}..{iso(to_ms)}")
     start = min(range(len(iv.pts_ms)), key=lambda i: abs(iv.pts_ms[i] - at))
-    res = redact_keep_subject(iv.frames, subject.xyxy, start, redactor=redactor, style=pol.style,
+    res = redact_keep_subject(iv.frames, subject.xyxy, start,
+                              redactor=redactor or subject_plan_redactor(gov, camera_id, pol), style=pol.style,
                               progress=prog.stage(0.15, 0.9))
     report = res.report()
     report.update(camera_id=camera_id, case_id=case_id, source="raw vault", **{"from": iso(from_ms), "to": iso(to_ms)},
