@@ -217,11 +217,11 @@ def test_a_hold_from_before_per_case_records_is_kept_and_only_its_legacy_case_li
 
 def test_cli_hold_names_the_case_and_role(monkeypatch: pytest.MonkeyPatch, tmp_path: Any,
                                           capsys: pytest.CaptureFixture[str]) -> None:
-    import pipeline.commands as commands
+    import pipeline.cliconfig as cliconfig
     from pipeline.cli import main
 
     gov = deployment()
-    monkeypatch.setattr(commands, "load_cli_config", lambda _args: None)
+    monkeypatch.setattr(cliconfig, "load_cli_config", lambda _args: None)  # the governance commands read it there
     monkeypatch.setattr(Governance, "from_config", classmethod(lambda cls, cfg, actor=None, **_k: gov))
     monkeypatch.delenv("VEILSTREAM_ROLE", raising=False)
     common = ["--camera", CAM, "--from", str(T0), "--to", str(T0 + 12_000)]
