@@ -478,7 +478,10 @@ class StageRuntime:
 
 
 # ---------------------------------------------------------------- testing
-class _TestMsg:
+class TestingMessage:
+    """A consumed message as confluent-kafka's ``Message`` answers (no error), for tests and
+    :class:`TestingSource`."""
+
     def __init__(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes,
                  headers: list[tuple[str, Any]]) -> None:
         self._t, self._p, self._o, self._k, self._v, self._h = topic, partition, offset, key, value, headers
@@ -515,11 +518,11 @@ class TestingSource:
 
     def __init__(self, items: Iterable[tuple[Any, ...]], topic: str = "in", partitions: int = 1) -> None:
         self.topic = topic
-        self.msgs: list[_TestMsg] = []
+        self.msgs: list[TestingMessage] = []
         nxt: dict[int, int] = {}
         for it in items:
             p, key, value, headers = it if len(it) == 4 else (0, *it)
-            self.msgs.append(_TestMsg(topic, int(p), nxt.get(int(p), 0), key, value, list(headers or [])))
+            self.msgs.append(TestingMessage(topic, int(p), nxt.get(int(p), 0), key, value, list(headers or [])))
             nxt[int(p)] = nxt.get(int(p), 0) + 1
         self.assigned: set[TopicPart] = {(topic, p) for p in range(partitions)} | {(topic, p) for p in nxt}
         self.paused: set[TopicPart] = set()
@@ -527,7 +530,7 @@ class TestingSource:
         self.on_revoke: Callable[[list[TopicPart]], None] | None = None
         self.closed = False
 
-    def poll(self, timeout_s: float, max_messages: int = 16) -> list[_TestMsg]:
+    def poll(self, timeout_s: float, max_messages: int = 16) -> list[TestingMessage]:
         out = [m for m in self.msgs if (m.topic(), m.partition()) in self.assigned - self.paused][:max_messages]
         for m in out:
             self.msgs.remove(m)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.objectstore import ObjectInfo, PutResult
+from pipeline.runtime import TestingMessage
 
 
 @dataclass
@@ -74,31 +75,7 @@ class InMemoryObjectStore:
 
 
 # ---------------------------------------------------------------- Kafka
-class FakeMsg:
-    def __init__(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes,
-                 headers: list[tuple[str, bytes]]) -> None:
-        self._t, self._p, self._o, self._k, self._v, self._h = topic, partition, offset, key, value, headers
-
-    def topic(self) -> str:
-        return self._t
-
-    def partition(self) -> int:
-        return self._p
-
-    def offset(self) -> int:
-        return self._o
-
-    def key(self) -> bytes | None:
-        return self._k
-
-    def value(self) -> bytes:
-        return self._v
-
-    def headers(self) -> list[tuple[str, bytes]]:
-        return self._h
-
-    def error(self) -> None:
-        return None
+FakeMsg = TestingMessage  # one message stand-in for the runtime's TestingSource and these fakes
 
 
 class FakeConsumer:
