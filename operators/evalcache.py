@@ -127,7 +127,9 @@ def components(cfg: Any) -> dict[str, Component]:
                                                              "max_side": cfg.person_max_side,
                                                              # None (the sizing before the cap) keeps
                                                              # the signature detections were cached under
-                                                             **_unless_none(max_upscale=cfg.person_max_upscale)})
+                                                             **_unless_none(max_upscale=cfg.person_max_upscale,
+                                                                            native_max_side=getattr(
+                                                                                cfg, "small_frame_side", None))})
     if classes & {"plate", "text"}:
         text_params = {"model": cfg.text_model, "threshold": FLOORS["text_full"], "max_side": cfg.text_max_side,
                        "min_side": cfg.text_min_side, "tile": cfg.text_tile,
@@ -327,13 +329,18 @@ def score_setting(dataset: str, items: Sequence[Any], cache: DetectionCache, cac
     # Thresholds were applied by `combine`: the planning redactor must not filter again.
     plan_cfg = replace(cfg, face_threshold=None, person_threshold=None, text_threshold=None)
     red = Redactor(plan_cfg, detectors={})
+    small = getattr(cfg, "full_text_min_side", None)
     scorer = Scorer(dataset, person_class=person_class)
     assert cache.hw is not None
     t0 = time.perf_counter()
     for i, item in enumerate(items):
         hw = cache.hw[i]
+        # A frame below the full-frame pass's size gets the vehicle-crop pass only (as the
+        # detector does: RedactionConfig.full_text_min_side).
+        th_i = th if not (small and "text_crops" in cached and max(hw) < small) else \
+            {k: v for k, v in th.items() if k != "text_full"}
         # Darkness is read from the pixels, and only for an image with loose-text candidates.
-        boxes = red.plan_from([combine(cached, th, i)], [], hw, dark=functools.partial(_image_is_dark, item))[0]
+        boxes = red.plan_from([combine(cached, th_i, i)], [], hw, dark=functools.partial(_image_is_dark, item))[0]
         sources = red.coverage_by_source(hw, boxes)
         cov = np.zeros(hw, bool)
         for part in sources.values():

@@ -105,7 +105,12 @@ class RedactionConfig:
         loose_text_worn: ``False``: loose text whose centre lies inside a person box is
             worn or held (a shirt, a bib, a placard) and is not masked; ``True``: masked
             like other loose text. Only with the plate class (the text class masks all text).
-        head_shape: ``ellipse`` or ``rect`` for the head fallback's masks.
+        face_large_px / face_large_min_score: a face box at least ``face_large_px`` wide in
+            the face detector's input pixels (the frame scaled to ``face_max_side``) is masked
+            only when scored at least ``face_large_min_score`` (``None``: every box the
+            thresholds keep). CenterFace's boxes scored 0.05-0.2 (kept for the small faces of
+            crowds) also fall on hands, textures and backs of heads at large sizes, where a
+            real face scores high; a person whose face box is dropped gets the head fallback.
         head_min_person_px / head_top_cut / head_min_score: when the head fallback fires
             (:func:`operators.head.head_regions`): persons less tall than this (px), cut
             off at the frame top (``False``: no head box for them), or scored below this get
@@ -129,6 +134,18 @@ class RedactionConfig:
             only their vehicles' crops are searched (``None``: every frame gets both passes).
             A policy choice for tiny cameras (see docs/performance.md, "Plate carry and tiny
             frames"); the ``text`` class without plate crops always gets the full-frame pass.
+        small_frame_side: frames whose longer side is at most this are detected at the size the
+            camera sends them, so that detection costs what the camera's pixels cost: YOLOX runs
+            at native size padded to its stride (``person_max_upscale`` applies to larger frames
+            only) and there is no full-frame text pass (plates are searched on the vehicles'
+            crops, zoomed as on every frame; as ``text_full_min_side``). CenterFace and YuNet
+            never upscale. ``None``: the upscaling rules apply to every frame. 320: QVGA
+            (320x240, 320x180) and QCIF (176x144) snapshot cameras; before, a 320x180 frame ran
+            YOLOX at 640x384 and the text pass at 800x480 (0.15 CPU-s per frame, what a 720p
+            frame costs; now ~0.02). No eval image is this small (the smallest is 326 px), so
+            ``veilstream eval`` cannot see it: its quality cost on eval images downscaled to
+            320 px is measured by ``load_tests/small_frames.py`` (docs/performance.md, "Small
+            cameras: detection at the camera's own size").
         plate_crops: also search plates in upscaled crops of the lower part of each vehicle
             YOLOX finds (vehicle score >= ``vehicle_threshold``).
         plate_lit_pass: in dark frames, also search bright plate-shaped patches the
@@ -199,6 +216,7 @@ class RedactionConfig:
     text_min_side: int | None = 960
     text_max_upscale: float | None = 2.5
     text_full_min_side: int | None = None
+    small_frame_side: int | None = 320
     text_tile: int | None = None
     plate_crops: bool = True
     plate_lit_pass: bool = True
@@ -222,6 +240,17 @@ class RedactionConfig:
     plate_vehicle_reach: float | None = 25.0
     loose_text_padding: float = 0.0
     loose_text_worn: bool = False
+    # Face masks round 4 (docs/quality.md "Face masks that follow faces"): large weak face boxes.
+    face_large_px: float | None = None
+    face_large_min_score: float = 0.2
+
+    @property
+    def full_text_min_side(self) -> int | None:
+        """Frames whose longer side is below this get no full-frame text pass (with plate
+        crops): ``text_full_min_side`` and the small frames of ``small_frame_side``."""
+        sides = [v for v in (self.text_full_min_side,
+                             None if self.small_frame_side is None else self.small_frame_side + 1) if v is not None]
+        return max(sides) if sides else None
 
     def mask_strength(self) -> float | None:
         """The style-specific ``MaskSpec.strength`` for :attr:`strength` (see above)."""
@@ -268,6 +297,12 @@ class RedactionConfig:
             problems.append(f"loose_text_worn: expected true or false, got {self.loose_text_worn!r}")
         if not isinstance(self.head_top_cut, bool):
             problems.append(f"head_top_cut: expected true or false, got {self.head_top_cut!r}")
+        fl: Any = self.face_large_px
+        if fl is not None and (isinstance(fl, bool) or not isinstance(fl, (int, float)) or not fl > 0):
+            problems.append(f"face_large_px: expected a number > 0 (or None), got {fl!r}")
+        fs: Any = self.face_large_min_score
+        if isinstance(fs, bool) or not isinstance(fs, (int, float)) or not 0.0 <= float(fs) <= 1.0:
+            problems.append(f"face_large_min_score: expected a number in [0, 1], got {fs!r}")
         hs: Any = self.head_min_score
         if isinstance(hs, bool) or not isinstance(hs, (int, float)) or not 0.0 <= float(hs) <= 1.0:
             problems.append(f"head_min_score: expected a number in [0, 1], got {hs!r}")
@@ -282,6 +317,9 @@ class RedactionConfig:
         v = self.text_full_min_side
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             problems.append(f"text_full_min_side: expected an integer >= 1 (or None), got {v!r}")
+        v = self.small_frame_side
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            problems.append(f"small_frame_side: expected an integer >= 1 (or None), got {v!r}")
         for name in ("text_max_upscale", "person_max_upscale"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 1.0):
@@ -481,6 +519,7 @@ class Redactor:
                 with_heads.append(None)
                 continue
             b = self._own(b, None if dark is None else functools.partial(dark, i))
+            b = self._drop_weak_large_faces(b, hw)
             if Label.HEAD in self.wanted_labels:
                 persons = b.select(b.label == Label.PERSON)
                 faces = b.select(b.label == Label.FACE)
@@ -507,6 +546,19 @@ class Redactor:
         for i in _fail_closed_frames(raw, failed):
             filled[i] = Boxes.concat([filled[i], whole])
         return filled
+
+    def _drop_weak_large_faces(self, b: Boxes, hw: tuple[int, int]) -> Boxes:
+        """Face boxes at least ``face_large_px`` wide at the face detector's input scale and
+        scored below ``face_large_min_score`` are dropped (before the head fallback, which
+        then masks the head of a person whose only face box was one of them)."""
+        big = self.config.face_large_px
+        if big is None or not len(b):
+            return b
+        side = self.config.face_max_side
+        scale = min(1.0, side / max(hw)) if side else 1.0
+        width = (b.xyxy[:, 2] - b.xyxy[:, 0]) * scale
+        weak = (b.label == Label.FACE) & (width >= float(big)) & (b.score < self.config.face_large_min_score)
+        return b.select(~weak) if weak.any() else b
 
     @staticmethod
     def _square_plates(b: Boxes) -> npt.NDArray[np.bool_]:
@@ -778,6 +830,7 @@ def build_detectors(config: RedactionConfig) -> dict[str, Detector]:
             kw["threshold"] = config.person_threshold
         kw["max_side"] = config.person_max_side
         kw["max_upscale"] = config.person_max_upscale
+        kw["native_max_side"] = config.small_frame_side
         if vehicles:
             kw["vehicles"] = True
             if config.vehicle_threshold is not None:
@@ -793,7 +846,7 @@ def build_detectors(config: RedactionConfig) -> dict[str, Detector]:
         kw["max_upscale"] = config.text_max_upscale
         kw["tile"] = config.text_tile
         kw["crops"] = vehicles
-        kw["full_min_side"] = config.text_full_min_side
+        kw["full_min_side"] = config.full_text_min_side
         kw["lit_pass"] = plates and config.plate_lit_pass
         kw["model"] = config.text_model
         # One text model serves both classes: it finds plate characters and other text.

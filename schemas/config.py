@@ -251,6 +251,7 @@ class ProcessConfig:
     text_max_side: int | None
     precision: str
     text_full_min_side: int | None = None
+    small_frame_side: int | None = 320
 
 
 @dataclass(frozen=True)

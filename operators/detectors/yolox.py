@@ -39,6 +39,9 @@ class YoloxPersonDetector(OnnxDetector):
             ``min(max_side / longer side, max_upscale)`` and padded to the stride (32) on
             each side: a 640x272 frame runs at 640x288, 1280x720 at 640x384, 176x144 (with
             1.0) at 192x160; the network is fully convolutional, only the grid changes.
+        native_max_side: frames whose longer side is at most this run at their own size (padded
+            to the stride), whatever ``max_upscale`` says: a small camera's detection costs
+            what its pixels cost (``RedactionConfig.small_frame_side``). ``None``: never.
         vehicles: also emit :attr:`Label.VEHICLE` boxes (COCO car, motorcycle, bus,
             truck; best class score) for the vehicle-guided plate search; the person
             and vehicle boxes come from one inference.
@@ -57,7 +60,7 @@ class YoloxPersonDetector(OnnxDetector):
                  threshold: float = DEFAULT_THRESHOLD, nms_iou: float = 0.45, max_side: int = 416,
                  model_dir: ModelRef | None = None, threads: int | None = None,
                  vehicles: bool = False, vehicle_threshold: float = 0.2, precision: str = DEFAULT_PRECISION,
-                 max_upscale: float | None = None) -> None:
+                 max_upscale: float | None = None, native_max_side: int | None = None) -> None:
         if max_side % 32:
             raise ValueError(f"max_side must be a multiple of 32, got {max_side}")
         self.threshold = float(threshold)
@@ -66,6 +69,7 @@ class YoloxPersonDetector(OnnxDetector):
         self.max_upscale = None if max_upscale is None else float(max_upscale)
         if self.max_upscale is not None and self.max_upscale <= 0:
             raise ValueError(f"max_upscale must be > 0, got {max_upscale}")
+        self.native_max_side = None if native_max_side is None else int(native_max_side)
         self.vehicles = bool(vehicles)
         self.vehicle_threshold = float(vehicle_threshold)
         if self.vehicles:
@@ -79,10 +83,14 @@ class YoloxPersonDetector(OnnxDetector):
         self._start(data, providers, threads, (360, 640))
 
     def input_size(self, h: int, w: int) -> tuple[float, int, int]:
-        """``(scale, input_h, input_w)`` for an ``h`` x ``w`` frame (see ``max_upscale``)."""
-        if self.max_upscale is None:
+        """``(scale, input_h, input_w)`` for an ``h`` x ``w`` frame (see ``max_upscale`` and
+        ``native_max_side``)."""
+        up = self.max_upscale
+        if self.native_max_side is not None and max(h, w) <= self.native_max_side:
+            up = 1.0
+        if up is None:
             return min(self.max_side / h, self.max_side / w), self.max_side, self.max_side
-        r = min(self.max_side / max(h, w), self.max_upscale)
+        r = min(self.max_side / max(h, w), up)
         rh, rw = max(1, round(h * r)), max(1, round(w * r))
         return r, -(-rh // 32) * 32, -(-rw // 32) * 32
 

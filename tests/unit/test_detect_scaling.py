@@ -8,7 +8,10 @@ by size is printed by ``load_tests/detect_cost_by_size.py``):
 * YOLOX runs on the frame upscaled by at most ``person_max_upscale`` (2x) and padded to the
   stride on each side (at most ``person_max_side``), not on a 640x640 letterbox whatever the
   frame; CenterFace and YuNet never upscale (their input is the frame rounded to the stride);
-* the old sizing stays reachable (``None``) for comparisons.
+* the old sizing stays reachable (``None``) for comparisons;
+* frames of at most ``small_frame_side`` (320 px, default) are detected at the camera's own
+  size: YOLOX not upscaled, no full-frame text pass (issue "Throughput", item 3: 100 snapshot
+  cameras of 320x180). The caps above are pinned with ``small_frame_side=None``.
 """
 
 from __future__ import annotations
@@ -53,11 +56,10 @@ def _sessions(red: Redactor) -> dict[str, Any]:
     return out
 
 
-@pytest.fixture(scope="module")
-def recorded() -> dict[str, dict[tuple[int, int], list[tuple[int, int]]]]:
-    """Per session and frame size, the network input shapes of one default detection run on a
-    blank frame (no vehicles: the crop pass runs nowhere)."""
-    red = Redactor(RedactionConfig(threads=1, providers=("cpu",), model_dir=str(MODELS)))
+def _record(**cfg: Any) -> dict[str, dict[tuple[int, int], list[tuple[int, int]]]]:
+    """Per session and frame size, the network input shapes of one detection run on a blank
+    frame (no vehicles: the crop pass runs nowhere)."""
+    red = Redactor(RedactionConfig(threads=1, providers=("cpu",), model_dir=str(MODELS), **cfg))
     recs = {k: _Recorder(det.session) for k, det in _sessions(red).items()}
     for k, det in _sessions(red).items():
         det.session = recs[k]
@@ -69,6 +71,54 @@ def recorded() -> dict[str, dict[tuple[int, int], list[tuple[int, int]]]]:
         for k, r in recs.items():
             out[k][hw] = list(r.shapes)
     return out
+
+
+@pytest.fixture(scope="module")
+def recorded() -> dict[str, dict[tuple[int, int], list[tuple[int, int]]]]:
+    """The upscaling caps alone (``small_frame_side=None``)."""
+    return _record(small_frame_side=None)
+
+
+@pytest.fixture(scope="module")
+def recorded_default() -> dict[str, dict[tuple[int, int], list[tuple[int, int]]]]:
+    """The default sizing (caps and ``small_frame_side`` 320)."""
+    return _record()
+
+
+@pytest.mark.parametrize(("hw", "yolox"), [((144, 176), (160, 192)), ((180, 320), (192, 320))])
+def test_small_camera_detected_at_its_own_size(recorded_default, hw, yolox):
+    """A 176x144 or 320x180 camera: every network input is the frame padded to the stride
+    (YOLOX was 2x, 640x384 for 320x180), and no full-frame text pass (800x480 before)."""
+    assert recorded_default["person"][hw] == [yolox]
+    assert recorded_default["text"][hw] == []
+    for key in ("centerface", "yunet"):
+        assert recorded_default[key][hw] == [(_up32(hw[0]), _up32(hw[1]))]
+
+
+@pytest.mark.parametrize("hw", [(272, 640), (720, 1280)])
+def test_larger_cameras_keep_the_capped_sizing(recorded, recorded_default, hw):
+    for key in recorded:
+        assert recorded_default[key][hw] == recorded[key][hw]
+
+
+def test_small_camera_network_pixels_follow_the_frame(recorded_default):
+    """Network pixels per frame pixel: at most ~1.3 for a 320x180 frame (CenterFace, YuNet and
+    YOLOX each on the frame padded to the stride), where the capped sizing gave 320x180 ~13."""
+    h, w = 180, 320
+    net = sum(a * b for per in recorded_default.values() for a, b in per[(h, w)])
+    assert net <= 3 * _up32(h) * _up32(w), net
+
+
+def test_small_frame_side_reaches_the_detectors_and_may_be_lifted():
+    base = {"threads": 1, "providers": ("cpu",), "model_dir": str(MODELS), "classes": ("face", "plate")}
+    red = Redactor(RedactionConfig(**base))
+    assert red.detectors["person"].native_max_side == 320 and red.detectors["text"].full_min_side == 321
+    red = Redactor(RedactionConfig(**base, small_frame_side=None, text_full_min_side=200))
+    assert red.detectors["person"].native_max_side is None and red.detectors["text"].full_min_side == 200
+    assert RedactionConfig(small_frame_side=100, text_full_min_side=200).full_text_min_side == 200
+    for bad in (0, -1, True, "320"):
+        with pytest.raises(ConfigError, match="small_frame_side"):
+            RedactionConfig(small_frame_side=bad).validate()
 
 
 def _up32(v: float) -> int:
@@ -109,6 +159,12 @@ def test_yolox_input_follows_the_frame():
     assert det.input_size(720, 1280) == (0.5, 384, 640)
     det.max_upscale = None  # the old square letterbox, for comparisons
     assert det.input_size(144, 176)[1:] == (640, 640)
+    det.max_upscale, det.native_max_side = 2.0, 320  # small frames at their own size, larger ones 2x
+    assert det.input_size(180, 320) == (1.0, 192, 320)
+    assert det.input_size(144, 176) == (1.0, 160, 192)
+    assert det.input_size(240, 326) == (pytest.approx(640 / 326), 480, 640)
+    det.max_upscale = None  # native_max_side binds even with the old letterbox
+    assert det.input_size(180, 320) == (1.0, 192, 320)
 
 
 def test_network_pixels_grow_with_frame_pixels(recorded):
@@ -166,6 +222,7 @@ def test_text_full_min_side_skips_the_full_frame_pass_on_tiny_frames_only():
         return rec.shapes
 
     base = {"threads": 1, "providers": ("cpu",), "model_dir": str(MODELS)}
+    base = {**base, "small_frame_side": None}  # the small-frame rule alone is tested above
     assert RedactionConfig(**base).text_full_min_side is None  # default: both passes everywhere
     assert shapes(RedactionConfig(**base, text_full_min_side=240), (144, 176)) == []
     assert len(shapes(RedactionConfig(**base, text_full_min_side=240), (272, 640))) == 2

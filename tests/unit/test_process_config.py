@@ -46,6 +46,14 @@ def test_text_full_min_side_reaches_the_detectors_and_is_off_by_default():
         plan({"text_full_min_side": 0})
 
 
+def test_small_frame_side_reaches_the_detectors_and_may_be_turned_off():
+    assert plan({}).detector.small_frame_side == 320
+    p = plan({"small_frame_side": None})
+    assert p.detector.small_frame_side is None and p.default.redaction.small_frame_side is None
+    with pytest.raises(ConfigError, match="process.small_frame_side"):
+        plan({"small_frame_side": 0})
+
+
 def test_bad_values_name_the_key():
     with pytest.raises(ConfigError) as ei:
         plan({"face_model": "retina", "detect_every": 0})

@@ -1,0 +1,122 @@
+"""Quality and detection cost of small camera frames, per input sizing (issue "Throughput",
+item 3: "detection cost must scale with the pixels a camera sends").
+
+    .venv/bin/python load_tests/small_frames.py [--sides 320] [--limit 0] [--sets all]
+
+Every image of the eval sets (``--limit`` spreads a subset per set) downscaled so that its
+longer side is each of ``--sides`` px (what a snapshot camera of the same scene sends; labels
+mapped by the same scale), through the default face + plate policy's detectors, scored like
+``veilstream eval``. Each detector pass runs once per image and size variant (faces at native
+size, as they always run on frames this small; YOLOX scaled up by ``person_max_upscale`` 2.0 or
+not at all; the full-frame text pass upscaled by ``text_max_upscale`` 2.5, at native size, or
+not run; the vehicle-crop pass on the vehicles of the YOLOX variant), and each sizing in
+:data:`SIZINGS` is scored from the passes it would run. The CPU column is the process CPU of
+those passes (one thread; every thread counted, never wall: the machine is shared); eval images
+come in many shapes, and each new input shape costs a backend its shape compile, so read it as
+a rough ranking only: ``load_tests/detect_cost_by_size.py`` times a fixed-size camera.
+
+Prints one line per (size, set, sizing) and one JSON line. Never pass/fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SETS = ("faces_dlib", "coco_val2017", "plates_eu", "plates_traffic", "faces_wider_hard")
+
+SIZINGS: dict[str, tuple[float, float | None]] = {
+    "before (yolox x2, text x2.5)": (2.0, 2.5),
+    "yolox x1, text x1": (1.0, 1.0),
+    "yolox x1, crops only": (1.0, None),
+    "yolox x2, crops only": (2.0, None),
+    "yolox x2, text x1": (2.0, 1.0),
+}
+"""Sizing name -> (YOLOX upscale, full-frame text upscale or ``None`` = no full-frame pass)."""
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sides", default="320")
+    ap.add_argument("--limit", type=int, default=0, help="images per set (0: all)")
+    ap.add_argument("--sets", default="all")
+    args = ap.parse_args()
+    models = ROOT.parent / "shared" / "models"
+    if models.is_dir():
+        os.environ.setdefault("VEILSTREAM_MODEL_DIR", str(models))
+    import cv2
+
+    from operators.evaldata import default_eval_dir
+    from operators.evaluation import Scorer, load_items, subset
+    from operators.redactor import RedactionConfig, Redactor
+    from operators.types import Boxes, Label
+    from operators.video import read_image
+
+    red = Redactor(RedactionConfig(classes=("face", "plate"), threads=1).validate())
+    face, person, text = red.detectors["face"], red.detectors["person"], red.detectors["text"]
+    sets = SETS if args.sets == "all" else tuple(args.sets.split(","))
+    rows: list[dict[str, Any]] = []
+
+    def timed(fn: Any, *a: Any) -> tuple[Any, float]:
+        t0 = time.process_time()
+        out = fn(*a)
+        return out, time.process_time() - t0
+
+    for side in (int(s) for s in args.sides.split(",")):
+        for ds in sets:
+            items = subset(load_items(ds, default_eval_dir()), args.limit or None)
+            scorers = {k: Scorer(ds) for k in SIZINGS}
+            cpu = {k: 0.0 for k in SIZINGS}
+            for item in items:
+                img = read_image(item.image_path)
+                h, w = img.shape[:2]
+                s = side / max(h, w)
+                small = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+                frames = small[None]
+                hw = small.shape[:2]
+                faces, c_face = timed(face.detect, frames)
+                pri: dict[float, tuple[Boxes, float]] = {}
+                crops: dict[float, tuple[Boxes, float]] = {}
+                for up in sorted({u for u, _ in SIZINGS.values()}):
+                    person.max_upscale = up
+                    (p,), c = timed(person.detect, frames)
+                    pri[up] = (p, c)
+                    (cr,), c2 = timed(text.detect_crops, frames, [p.select(p.label == Label.VEHICLE)])
+                    crops[up] = (cr, c2)
+                full: dict[float, tuple[Boxes, float]] = {}
+                for tu in sorted({t for _, t in SIZINGS.values() if t is not None}):
+                    text.max_upscale = tu
+                    (f,), c = timed(text.detect, frames)
+                    full[tu] = (f, c)
+                aff = (small.shape[1] / w, 0.0, 0.0)
+                for k, (up, tu) in SIZINGS.items():
+                    parts = [faces[0], pri[up][0], crops[up][0]] + ([full[tu][0]] if tu is not None else [])
+                    cpu[k] += c_face + pri[up][1] + crops[up][1] + (full[tu][1] if tu is not None else 0.0)
+                    plan = red.plan_from([Boxes.concat(parts)], [], hw, frames=frames)
+                    scorers[k].add(item, red.coverage(hw, plan[0]), affine=aff, frame=item.image_path.name)
+            for k, sc in scorers.items():
+                rep = sc.report()
+                main_cls = rep.classes[0]
+                row = {"side": side, "dataset": ds, "sizing": k, "images": len(items), "class": main_cls.cls,
+                       "targets": main_cls.targets, "leaked": main_cls.leaked,
+                       "by_class": {c.cls: [c.leaked, c.targets] for c in rep.classes if c.targets},
+                       "masked_area": round(rep.masked_area_share, 4),
+                       "detect_cpu_s_per_frame": round(cpu[k] / max(1, len(items)), 4)}
+                rows.append(row)
+                print(f"longer side {side:>4} {ds:<17} {k:<30} leaked {main_cls.leaked:>4} of {main_cls.targets:<5} "
+                      f"masked {row['masked_area']:.1%}  detect {row['detect_cpu_s_per_frame']:.4f} CPU-s/frame",
+                      flush=True)
+    print(json.dumps({"rows": rows}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
