@@ -142,6 +142,35 @@ def test_head_fallback_masks_person_without_face():
     assert changed(res.frames[0], fr[0], (45, 100, 95, 115)) == 0.0
 
 
+def test_a_large_weak_face_box_is_dropped_and_its_person_gets_the_head_box():
+    """face_large_px is measured at the face detector's input scale (face_max_side); the
+    score floor applies only at and above it; the head fallback then covers the person."""
+    # 1280x720 frame, face_max_side 640: scale 0.5, so a 60 px box is 30 px at the detector
+    weak_big = Boxes.of([[600, 100, 660, 170]], [0.1], Label.FACE)
+    weak_small = Boxes.of([[100, 100, 140, 140]], [0.1], Label.FACE)   # 20 px at the detector
+    strong_big = Boxes.of([[900, 100, 960, 170]], [0.6], Label.FACE)
+    person = Boxes.of([[580, 90, 680, 500]], [0.8], Label.PERSON)
+    raw = Boxes.concat([weak_big, weak_small, strong_big, person])
+    hw = (720, 1280)
+
+    def faces(**cfg):
+        red = Redactor(RedactionConfig(classes=("face",), **cfg), detectors={})
+        b = red.plan_from([raw], [], hw)[0]
+        return b.select(b.label == Label.FACE).xyxy.tolist(), b.select(b.label == Label.HEAD)
+
+    kept, heads = faces(face_large_px=24, face_large_min_score=0.2)
+    assert kept == [[100, 100, 140, 140], [900, 100, 960, 170]]
+    assert len(heads) == 1 and heads.xyxy[0, 0] <= 600 and heads.xyxy[0, 2] >= 660
+    kept, heads = faces(face_large_px=32, face_large_min_score=0.2)  # 30 px < 32: kept
+    assert len(kept) == 3 and len(heads) == 0
+    kept, _ = faces(face_large_px=24, face_large_min_score=0.05)   # scored above the floor
+    assert len(kept) == 3
+    kept, _ = faces(face_large_px=24, face_large_min_score=0.2, face_max_side=None)  # native: 60 and 40 px
+    assert kept == [[900, 100, 960, 170]]
+    kept, _ = faces(face_large_px=None)
+    assert len(kept) == 3
+
+
 @pytest.mark.parametrize("plate_found,fallback,expected", [
     (False, True, 1),   # vehicle, no plate found: its lower part is masked
     (True, True, 0),    # the plate was found: only the plate
@@ -378,6 +407,8 @@ def test_detect_many_batches_across_chunks_by_shape():
     {"plate_vehicle_reach": -1},
     {"loose_text_padding": 3},
     {"loose_text_worn": "no"},
+    {"face_large_px": 0},
+    {"face_large_min_score": 1.5},
 ])
 def test_config_errors_name_the_key(bad):
     with pytest.raises(ConfigError) as ei:
