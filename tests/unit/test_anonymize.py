@@ -16,6 +16,7 @@ from operators.anonymize import (
     make_anonymizer,
     mosaic_block_px,
 )
+from operators import anonymize as anonymize_mod
 from operators.types import Boxes, ConfigError, Label
 
 STYLES = tuple(ANONYMIZERS)
@@ -306,3 +307,116 @@ def test_into_writes_the_same_pixels_in_place_with_one_copy_per_chunk(style):
         assert np.array_equal(same[i] != frames[i], expected[i] != frames[i]) or style != "fill"
     with pytest.raises(ValueError, match="into"):
         masker.anonymize(frames, boxes, into=np.zeros((1, 48, 64, 3), np.uint8))
+
+
+# -- one render per group of overlapping boxes (issue 19: ~345 regions a crowded frame) --------
+
+
+def _carried_crowd(rng: np.random.Generator, h: int, w: int, faces: int, copies: int) -> Boxes:
+    """Faces as temporal fill leaves them: each several jittered, grown copies of one box."""
+    rows = []
+    for _ in range(faces):
+        s = rng.uniform(6, 60)
+        x, y = rng.uniform(-10, w - s + 10), rng.uniform(-10, h - s + 10)
+        for _ in range(copies):
+            g, dx, dy = rng.uniform(0, 0.2), rng.uniform(-0.15, 0.15) * s, rng.uniform(-0.15, 0.15) * s
+            rows.append([x + dx - g * s, y + dy - g * s, x + dx + (1 + g) * s, y + dy + (1 + g) * s])
+    return Boxes.of(np.array(rows, np.float32), None, np.full(len(rows), Label.FACE, np.int16))
+
+
+def _one_at_a_time(masker, hw, boxes) -> np.ndarray:
+    cov = np.zeros(hw, bool)
+    for i in range(len(boxes)):
+        cov |= masker.coverage_mask(hw, boxes.select(np.array([i])))
+    return cov
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("seed", range(4))
+def test_overlapping_boxes_are_rendered_once_and_every_pixel_of_each_is_masked(style, shape, seed):
+    rng = np.random.default_rng(seed)
+    h, w = 120, 200
+    frames = rng.integers(AMP, 256 - AMP, (1, h, w, 3), dtype=np.uint8)
+    boxes = _carried_crowd(rng, h, w, faces=12, copies=5)
+    masker = make_anonymizer(MaskSpec(style=style, shape=shape, padding=0.2))
+    regions = masker._regions((h, w), boxes, None)
+    groups = anonymize_mod._merged(regions)
+    assert len(groups) < len(regions)  # the copies of one face are one render
+    cov = masker.coverage_mask((h, w), boxes)
+    # the coverage is exactly the union of the boxes' own (fail closed: no pixel of any box lost)
+    assert np.array_equal(cov, _one_at_a_time(masker, (h, w), boxes))
+    union = np.zeros((h, w), bool)
+    for g in groups:
+        union[g.y0:g.y1, g.x0:g.x1] |= True if g.mask is None else g.mask
+    assert np.array_equal(union, cov)
+    out = masker.anonymize(frames, [boxes])
+    assert np.array_equal(out[0][~cov], frames[0][~cov])
+    # inside, the output is a function of a coarse grid: a checkerboard does not get through
+    noisy = (frames.astype(np.int16) + _checkerboard(h, w)).astype(np.uint8)
+    out_noisy = masker.anonymize(noisy, [boxes])
+    diff = np.abs(out[0].astype(int) - out_noisy[0].astype(int))[cov]
+    assert diff.max() <= AMP // 2 + 1
+    if style != "fill":
+        assert (out[0] != frames[0]).any(axis=-1)[cov].mean() > 0.9
+
+
+def test_a_group_cells_are_never_smaller_than_any_member_block():
+    rng = np.random.default_rng(7)
+    h, w = 160, 160
+    frames = rng.integers(0, 256, (1, h, w, 3), dtype=np.uint8)
+    masker = MosaicAnonymizer(MaskSpec(style="mosaic", shape="rect", padding=0.0))
+    # one face, five copies of scales within MERGE_SCALE: one group, cells sized by the largest
+    boxes = Boxes.of([[40, 40, 100, 100], [42, 44, 96, 98], [38, 41, 99, 103], [45, 45, 95, 95], [41, 39, 101, 99]])
+    groups = anonymize_mod._merged(masker._regions((h, w), boxes, None))
+    assert len(groups) == 1
+    g = groups[0]
+    block = max(mosaic_block_px(min(x2 - x1, y2 - y1)) for x1, y1, x2, y2 in boxes.xyxy)
+    out = masker.anonymize(frames, [boxes])[0, g.y0:g.y1, g.x0:g.x1]
+    out = out.reshape(-1, 3) if g.mask is None else out[g.mask]
+    assert len(np.unique(out, axis=0)) <= ((g.y1 - g.y0) // block) * ((g.x1 - g.x0) // block)
+    # a much smaller box beside it is not merged into the big one's coarse cells
+    small = Boxes.concat([boxes, Boxes.of([[95, 60, 110, 75]])])
+    assert len(anonymize_mod._merged(masker._regions((h, w), small, None))) == 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=st.lists(st.tuples(*[st.floats(-30, 90, allow_nan=False)] * 4), min_size=1, max_size=12),
+       padding=st.sampled_from([0.0, 0.2, 0.5]))
+def test_batched_ellipses_are_the_one_box_ellipses(rows, padding):
+    h, w = 50, 60
+    boxes = Boxes.of(np.array(rows, np.float32))
+    masker = MosaicAnonymizer(MaskSpec(style="mosaic", shape="ellipse", padding=padding))
+    got = masker._regions((h, w), boxes, None)
+    want = []
+    p = max(padding, ELLIPSE_MIN_PADDING)
+    for x1, y1, x2, y2 in boxes.xyxy.astype(np.float64):
+        x1, x2 = sorted((float(np.clip(x1, -2.0 * w, 3.0 * w)), float(np.clip(x2, -2.0 * w, 3.0 * w))))
+        y1, y2 = sorted((float(np.clip(y1, -2.0 * h, 3.0 * h)), float(np.clip(y2, -2.0 * h, 3.0 * h))))
+        px1, px2, py1, py2 = x1 - p * (x2 - x1), x2 + p * (x2 - x1), y1 - p * (y2 - y1), y2 + p * (y2 - y1)
+        c0, c1, r0, r1 = max(0, math.floor(px1)), min(w, math.ceil(px2)), max(0, math.floor(py1)), min(h, math.ceil(py2))
+        if c1 <= c0 or r1 <= r0:
+            continue
+        m = anonymize_mod._ellipse_mask(r0, r1, c0, c1, (px1, py1, px2, py2)) if px2 > px1 and py2 > py1 else None
+        if m is not None and not m.any():
+            continue
+        want.append((r0, r1, c0, c1, m))
+    assert len(got) == len(want)
+    for g, (r0, r1, c0, c1, m) in zip(got, want, strict=True):
+        assert (g.y0, g.y1, g.x0, g.x1) == (r0, r1, c0, c1)
+        assert (g.mask is None) == (m is None) and (m is None or np.array_equal(g.mask, m))
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_into_an_array_opencv_cannot_write_in_place_still_gets_every_pixel(style):
+    rng = np.random.default_rng(5)
+    frames = rng.integers(0, 256, (1, 48, 64, 3), dtype=np.uint8)
+    boxes = [Boxes.of([[5, 5, 30, 30], [8, 6, 33, 31], [20, 20, 50, 40]])]
+    masker = make_anonymizer(MaskSpec(style=style, shape="ellipse"))
+    expected = masker.anonymize(frames, boxes)
+    # channels reversed: a view OpenCV cannot take as an output, so cv2.copyTo returns a new array
+    backing = frames[..., ::-1].copy()
+    into = backing[..., ::-1]
+    assert not into.flags.c_contiguous
+    assert masker.anonymize(frames, boxes, into=into) is into
+    assert np.array_equal(into, expected)
