@@ -258,14 +258,16 @@ def _pairs(xa: npt.NDArray[np.float64], la: npt.NDArray[np.int16], xb: npt.NDArr
     """Greedy one-to-one matches (rows of ``xa``, rows of ``xb``): overlapping pairs first
     (highest IoU), then the nearest by normalised centre distance."""
     ok, iou, norm = _match_ok(xa, la, xb, lb, gap)
-    order = np.lexsort((norm.ravel(), -iou.ravel()))
-    rows, cols, used_a, used_b = [], [], set(), set()
-    for flat in order:
-        ia, ib = divmod(int(flat), len(xb))
-        if not ok[ia, ib] or ia in used_a or ib in used_b:
+    # Only the pairs that may match are sorted and walked (in a crowd a few per box, of
+    # len(xa) * len(xb)); the sort is stable, so ties keep the order of the full sort.
+    cand = np.flatnonzero(ok.ravel())
+    order = cand[np.lexsort((norm.ravel()[cand], -iou.ravel()[cand]))]
+    rows, cols = [], []
+    used_a, used_b = np.zeros(len(xa), bool), np.zeros(len(xb), bool)
+    for ia, ib in zip(*np.divmod(order, len(xb)), strict=True):
+        if used_a[ia] or used_b[ib]:
             continue
-        used_a.add(ia)
-        used_b.add(ib)
+        used_a[ia] = used_b[ib] = True
         rows.append(ia)
         cols.append(ib)
     return np.array(rows, np.intp), np.array(cols, np.intp)

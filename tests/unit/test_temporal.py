@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from operators import temporal
 from operators.temporal import detection_schedule, fill_gaps, grow
 from operators.types import Boxes, Label
 
@@ -151,3 +152,40 @@ def test_schedule_and_fill_cover_every_frame_between_detections():
     sched = detection_schedule(10, 4)
     per_frame = [FACE if s else None for s in sched]
     assert all(len(b) for b in fill_gaps(per_frame, window=0))
+
+
+def _pairs_walking_every_pair(xa, la, xb, lb, gap):
+    """The greedy matching as it was before issue 19: sort all len(xa) * len(xb) pairs, walk them."""
+    ok, iou, norm = temporal._match_ok(xa, la, xb, lb, gap)
+    rows, cols, used_a, used_b = [], [], set(), set()
+    for flat in np.lexsort((norm.ravel(), -iou.ravel())):
+        ia, ib = divmod(int(flat), len(xb))
+        if ok[ia, ib] and ia not in used_a and ib not in used_b:
+            used_a.add(ia)
+            used_b.add(ib)
+            rows.append(ia)
+            cols.append(ib)
+    return rows, cols
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_pair_matching_is_the_greedy_walk_over_every_pair(seed):
+    rng = np.random.default_rng(seed)
+    na, nb = int(rng.integers(0, 60)), int(rng.integers(0, 60))
+
+    def crowd(n):
+        xy = rng.uniform(0, 300, (n, 2))
+        wh = rng.choice([8.0, 16.0, 30.0], (n, 1)) * rng.uniform(0.8, 1.2, (n, 2))
+        return np.concatenate([xy, xy + wh], axis=1), rng.integers(0, 3, n).astype(np.int16)
+
+    xa, la = crowd(na)
+    # the same crowd a few frames on (moved, some lost, some new): many candidate pairs, ties too
+    xb, lb = crowd(nb)
+    keep = min(na, nb) // 2
+    xb[:keep] = xa[:keep] + rng.normal(0, 4, (keep, 1))
+    xb[keep // 2:keep] = np.round(xb[keep // 2:keep])
+    lb[:keep] = la[:keep]
+    gap = int(rng.integers(1, 9))
+    rows, cols = temporal._pairs(xa, la, xb, lb, gap)
+    want_rows, want_cols = _pairs_walking_every_pair(xa, la, xb, lb, gap)
+    assert rows.tolist() == want_rows and cols.tolist() == want_cols
