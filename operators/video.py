@@ -102,7 +102,11 @@ class VideoReader:
         """Yield chunks of at most ``chunk_frames`` frames, in presentation order."""
         if chunk_frames < 1:
             raise ValueError("chunk_frames must be >= 1")
-        buf: list[np.ndarray] = []
+        # Frames are converted straight into the chunk's array: a list of frames stacked at
+        # the end held every frame twice and touched twice the memory (page faults: ~0.6 of a
+        # 50-frame 720p chunk's decode time went to the list and np.stack).
+        buf: np.ndarray | None = None
+        n = 0
         pts: list[int] = []
         last_pts = -1
         streams = [self._video] + ([self._audio] if self._audio is not None else [])
@@ -120,18 +124,25 @@ class VideoReader:
                     if p <= last_pts:  # broken or repeated timestamps: keep order, stay monotonic
                         p = last_pts + 1
                     last_pts = p
-                    buf.append(frame.to_ndarray(format="bgr24"))
+                    img = frame.to_ndarray(format="bgr24")
+                    if buf is None:
+                        buf = np.empty((chunk_frames, *img.shape), np.uint8)
+                    elif img.shape != buf.shape[1:]:
+                        raise ValueError(f"frame size changed mid-stream: {img.shape[1]}x{img.shape[0]} after "
+                                         f"{buf.shape[2]}x{buf.shape[1]}")
+                    buf[n] = img
+                    n += 1
                     pts.append(p)
-                    if len(buf) == chunk_frames:
-                        yield FrameChunk(np.stack(buf), np.asarray(pts, np.int64), tb)
-                        buf, pts = [], []
+                    if n == chunk_frames:
+                        yield FrameChunk(buf, np.asarray(pts, np.int64), tb)
+                        buf, n, pts = None, 0, []
         except av.FFmpegError as exc:
-            if not buf and last_pts < 0:
+            if not n and last_pts < 0:
                 raise InputError(f"cannot decode video {self.source!r}: {_why(exc)}") from None
             # Damaged tail: keep what decoded, tell the user.
             logger.warning("decode stopped early source=%s error=%s", self.source, _why(exc))
-        if buf:
-            yield FrameChunk(np.stack(buf), np.asarray(pts, np.int64), tb)
+        if buf is not None and n:
+            yield FrameChunk(buf[:n], np.asarray(pts, np.int64), tb)
 
     def close(self) -> None:
         self._container.close()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from operators.redactor import Redactor
+from operators.redactor import RedactionResult, Redactor
 from operators.types import InputError, Label
 from operators.video import VideoReader, VideoWriter, list_images, read_image, write_image
 from schemas.safety import pixels_problem
@@ -129,24 +129,33 @@ def redact_video(redactor: Redactor, src: str, output: Path, *, keep_audio: bool
     chunk_frames = max(1, round(chunk_seconds * (info.fps or 25)))
     bar = tqdm(total=info.frames_estimate or None, unit="frame", disable=not progress,
                file=sys.stderr, dynamic_ncols=True, desc="redact")
-    # Three stages overlap on their own threads: decoding chunk k+1 and encoding chunk k-1 while
-    # chunk k is detected and masked (PyAV, onnxruntime and numpy release the GIL); each hands
-    # over at most one chunk, so memory stays at a few chunks and the output order is kept.
-    pending: Future[None] | None = None
+    # Four stages overlap on three threads: decoding chunk k+1 (its own thread) and detecting
+    # chunk k (this one) while chunk k-1 is planned, masked and encoded (the finishing thread):
+    # PyAV, onnxruntime, OpenVINO, OpenCV and numpy release the GIL, so the two cores stay busy
+    # with detection on one and the rest on the other. Each stage hands over at most one chunk,
+    # so memory stays at a few chunks and the output order is kept.
+    def finish(frames: Any, pts: Any, raw: Any, failed: Any) -> RedactionResult:
+        res = redactor.finish(frames, raw, failed, camera_id, in_place=True)  # the chunk is ours
+        writer.write(res.frames, pts)
+        return res
+
+    def account(res: RedactionResult, n: int) -> None:
+        summary.frames += n
+        summary.add(res.masks_per_class)
+        summary.fail_closed_frames += len(res.fail_closed_frames)
+        bar.update(n)
+
+    pending: tuple[Future[RedactionResult], int] | None = None
     try:
-        with reader, ThreadPoolExecutor(1, thread_name_prefix="veil-encode") as encoder:
+        with reader, ThreadPoolExecutor(1, thread_name_prefix="veil-finish") as finisher:
             for chunk in _prefetched(reader.chunks(chunk_frames)):
-                res = redactor.redact(chunk.frames, camera_id=camera_id, in_place=True)  # the chunk is ours
+                raw, failed, _errors, detect_ms = redactor.detect(chunk.frames)
+                summary.detect_seconds += detect_ms / 1000.0
                 if pending is not None:
-                    pending.result()  # the previous chunk is written (or its error raised) first
-                pending = encoder.submit(writer.write, res.frames, chunk.pts)
-                summary.frames += len(chunk.frames)
-                summary.add(res.masks_per_class)
-                summary.fail_closed_frames += len(res.fail_closed_frames)
-                summary.detect_seconds += res.detect_ms / 1000.0
-                bar.update(len(chunk.frames))
+                    account(pending[0].result(), pending[1])  # the previous chunk is written (or its error raised) first
+                pending = finisher.submit(finish, chunk.frames, chunk.pts, raw, failed), len(chunk.frames)
             if pending is not None:
-                pending.result()
+                account(pending[0].result(), pending[1])
             writer.write_audio(reader.audio_packets)
         writer.close()
     except BaseException:
