@@ -61,10 +61,17 @@ MIN_FILL = 0.4
 """A proposal's component fills at least this share of its box (a plate is a rectangle)."""
 MAX_WINDOWS = 6
 """Windows searched per frame, widest proposals first."""
+BESIDE, ABOVE = 0.6, 1.5
+"""A window reaches ``BESIDE`` of its proposal's width left and right of it and ``ABOVE`` of its
+height above and below."""
 TARGET_H = 32.0
 """A window is zoomed so its proposal is about this tall (px), between 1x and 3x."""
 MAX_ZOOM = 3.0
 CANVAS_W, CANVAS_H, GAP = 640, 352, 32
+DIM_MEDIAN = 70.0
+"""Frames whose median grey level lies between ``DARK_MEDIAN`` and this get fewer windows, in
+proportion (:func:`window_budget`); at or above it none (equal to ``DARK_MEDIAN``: the plain
+gate)."""
 COVER_SCORE = 0.25
 """Full-frame text boxes scoring at least this cover a proposal (it is not searched again):
 the default text threshold, fixed so that the eval cache (filled at a floor of 0.15) skips
@@ -75,7 +82,10 @@ def params() -> dict[str, object]:
     """The pass's constants (the eval cache's signature includes them)."""
     return {"side": SIDE, "dark_median": DARK_MEDIAN, "kernel": KERNEL, "contrast": CONTRAST, "min_value": MIN_VALUE,
             "w": (MIN_W, MAX_W), "h": (MIN_H, MAX_H), "aspect": (MIN_ASPECT, MAX_ASPECT), "fill": MIN_FILL,
-            "windows": MAX_WINDOWS, "target_h": TARGET_H, "max_zoom": MAX_ZOOM, "cover": COVER_SCORE}
+            "windows": MAX_WINDOWS, "target_h": TARGET_H, "max_zoom": MAX_ZOOM, "cover": COVER_SCORE,
+            # added after the cache was first signed: present only where they change the pass
+            **({"beside": BESIDE, "above": ABOVE} if (BESIDE, ABOVE) != (0.6, 1.5) else {}),
+            **({"dim_median": DIM_MEDIAN} if DIM_MEDIAN != DARK_MEDIAN else {})}
 
 
 def value_image(frame: np.ndarray) -> tuple[np.ndarray, float]:
@@ -88,13 +98,30 @@ def value_image(frame: np.ndarray) -> tuple[np.ndarray, float]:
     return np.ascontiguousarray(v), s
 
 
-def is_dark(frame: np.ndarray, dark_median: float = DARK_MEDIAN) -> bool:
-    """Whether a BGR frame's median grey level (on every 4th pixel of every 4th row) is
-    below ``dark_median``."""
+def median_grey(frame: np.ndarray) -> int:
+    """A BGR frame's median grey level (0-255) on every 4th pixel of every 4th row."""
     sub = np.ascontiguousarray(frame[::4, ::4])
     grey = cv2.cvtColor(sub, cv2.COLOR_BGR2GRAY) if sub.ndim == 3 else sub
     hist = np.bincount(grey.ravel(), minlength=256)
-    return int(np.searchsorted(np.cumsum(hist), (grey.size + 1) // 2)) < dark_median
+    return int(np.searchsorted(np.cumsum(hist), (grey.size + 1) // 2))
+
+
+def is_dark(frame: np.ndarray, dark_median: float = DARK_MEDIAN) -> bool:
+    """Whether a BGR frame's median grey level (:func:`median_grey`) is below ``dark_median``."""
+    return median_grey(frame) < dark_median
+
+
+def window_budget(median: float, dark_median: float = DARK_MEDIAN, dim_median: float | None = None) -> int:
+    """Windows the pass may search in a frame of this median grey level: ``MAX_WINDOWS`` below
+    ``dark_median``, none at or above ``dim_median`` (default ``DIM_MEDIAN``), and between the
+    two a share falling linearly with the level (rounded up): a dusk frame gets a look at its
+    widest proposals, not the dark frame's full search, and no step in cost at one grey level."""
+    dim = DIM_MEDIAN if dim_median is None else dim_median
+    if median < dark_median:
+        return MAX_WINDOWS
+    if median >= dim or dim <= dark_median:
+        return 0
+    return int(np.ceil(MAX_WINDOWS * (dim - median) / (dim - dark_median)))
 
 
 def proposals(v: np.ndarray, scale: float) -> np.ndarray:
@@ -115,21 +142,25 @@ def proposals(v: np.ndarray, scale: float) -> np.ndarray:
     return b[np.argsort(-(b[:, 2] - b[:, 0]), kind="stable")]
 
 
-def windows(props: np.ndarray, hw: tuple[int, int], covered: np.ndarray) -> list[tuple[int, int, int, int, float]]:
+def windows(props: np.ndarray, hw: tuple[int, int], covered: np.ndarray,
+            budget: int | None = None) -> list[tuple[int, int, int, int, float]]:
     """``(x0, y0, x1, y1, zoom)`` frame windows to search: one per proposal whose centre no
-    box of ``covered`` (``(M, 4)`` xyxy) contains, at most ``MAX_WINDOWS``; each reaches
+    box of ``covered`` (``(M, 4)`` xyxy) contains, at most ``budget`` (default ``MAX_WINDOWS``); each reaches
     0.6 of the proposal's width beside it and 1.5 of its height above and below, and fits a
     ``CANVAS_W`` x ``CANVAS_H`` canvas at its zoom."""
     h, w = hw
+    cap = MAX_WINDOWS if budget is None else budget
     out: list[tuple[int, int, int, int, float]] = []
+    if cap <= 0:
+        return out
     for x1, y1, x2, y2 in props.tolist():
         cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
         if len(covered) and bool(((covered[:, 0] <= cx) & (cx <= covered[:, 2])
                                   & (covered[:, 1] <= cy) & (cy <= covered[:, 3])).any()):
             continue
         pw, ph = x2 - x1, y2 - y1
-        box = (int(max(0, x1 - 0.6 * pw)), int(max(0, y1 - 1.5 * ph)),
-               int(min(w, x2 + 0.6 * pw)), int(min(h, y2 + 1.5 * ph)))
+        box = (int(max(0, x1 - BESIDE * pw)), int(max(0, y1 - ABOVE * ph)),
+               int(min(w, x2 + BESIDE * pw)), int(min(h, y2 + ABOVE * ph)))
         bw, bh = box[2] - box[0], box[3] - box[1]
         if bw < 8 or bh < 8:
             continue
@@ -138,7 +169,7 @@ def windows(props: np.ndarray, hw: tuple[int, int], covered: np.ndarray) -> list
         if z <= 0:
             continue
         out.append((*box, z))
-        if len(out) >= MAX_WINDOWS:
+        if len(out) >= cap:
             break
     return out
 
@@ -146,7 +177,7 @@ def windows(props: np.ndarray, hw: tuple[int, int], covered: np.ndarray) -> list
 def search(frame: np.ndarray, covered: np.ndarray, run: Callable[[np.ndarray], np.ndarray],
            pack: Callable[..., tuple[list[tuple[int, int, int]], list[tuple[int, int]]]],
            boxes_of: Callable[[np.ndarray, float, float, float, float], list[tuple[list[float], float]]],
-           *, dark_median: float = DARK_MEDIAN) -> list[tuple[list[float], float]]:
+           *, dark_median: float = DARK_MEDIAN, budget: int | None = None) -> list[tuple[list[float], float]]:
     """The pass on one BGR frame: text boxes (frame px) and scores found in its windows.
 
     Args:
@@ -154,11 +185,16 @@ def search(frame: np.ndarray, covered: np.ndarray, run: Callable[[np.ndarray], n
         run: the text network on a ``(N, H, W, 3)`` uint8 BGR batch -> ``(N, H, W)`` probabilities.
         pack: :func:`~operators.detectors.text.pack_shelves`.
         boxes_of: a probability map's boxes mapped by scale and offset (``TextDetector._boxes``).
+        dark_median: the gate (:func:`window_budget`).
+        budget: windows to search at most (default: :func:`window_budget` of the frame's median
+            grey level).
     """
-    if not is_dark(frame, dark_median):
+    if budget is None:
+        budget = window_budget(median_grey(frame), dark_median)
+    if budget <= 0:
         return []
     v, s = value_image(frame)
-    wins = windows(proposals(v, s), frame.shape[:2], covered)
+    wins = windows(proposals(v, s), frame.shape[:2], covered, budget)
     if not wins:
         return []
     sizes = [(max(1, round((x1 - x0) * z)), max(1, round((y1 - y0) * z))) for x0, y0, x1, y1, z in wins]
