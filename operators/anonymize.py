@@ -5,7 +5,10 @@ box's own width/height on each side), clips it to the frame, renders a replaceme
 that rectangle of interest (ROI) from a *low-resolution summary* of the ROI only, and
 writes the replacement under the box's shape (rectangle, or the ellipse inscribed in the
 padded box, padded at least :data:`ELLIPSE_MIN_PADDING` so that the ellipse circumscribes
-the unpadded box). :meth:`coverage_mask` returns exactly the pixels written.
+the unpadded box). Overlapping boxes of similar size (one object's detection and the boxes
+temporal fill carried to it, neighbours in a crowd) are rendered once, as the ROI of their
+hull with cells sized by the largest and written under the union of their shapes
+(:func:`_merged`). :meth:`coverage_mask` returns exactly the pixels written.
 
 Why a low-resolution summary: a plain Gaussian blur is a linear filter that can be
 largely deconvolved, and a mosaic whose blocks are a pixel or two wide is a resize. Here

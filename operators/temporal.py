@@ -203,6 +203,9 @@ def iou_matrix(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.ND
     union = area_a + area_b - inter
     with np.errstate(invalid="ignore", divide="ignore"):
         iou = np.where(union > 0, inter / union, 0.0)
+    # with finite corners the ratio is in [0, 1] wherever it is taken: nothing to replace
+    if np.isfinite(a).all() and np.isfinite(b).all():
+        return iou
     return np.nan_to_num(iou)
 
 
@@ -262,14 +265,18 @@ def _pairs(xa: npt.NDArray[np.float64], la: npt.NDArray[np.int16], xb: npt.NDArr
     # len(xa) * len(xb)); the sort is stable, so ties keep the order of the full sort.
     cand = np.flatnonzero(ok.ravel())
     order = cand[np.lexsort((norm.ravel()[cand], -iou.ravel()[cand]))]
-    rows, cols = [], []
-    used_a, used_b = np.zeros(len(xa), bool), np.zeros(len(xb), bool)
-    for ia, ib in zip(*np.divmod(order, len(xb)), strict=True):
+    rows: list[int] = []
+    cols: list[int] = []
+    used_a, used_b = bytearray(len(xa)), bytearray(len(xb))
+    most = min(len(xa), len(xb))
+    for ia, ib in zip((order // len(xb)).tolist(), (order % len(xb)).tolist(), strict=True):
         if used_a[ia] or used_b[ib]:
             continue
-        used_a[ia] = used_b[ib] = True
+        used_a[ia] = used_b[ib] = 1
         rows.append(ia)
         cols.append(ib)
+        if len(rows) == most:
+            break
     return np.array(rows, np.intp), np.array(cols, np.intp)
 
 
