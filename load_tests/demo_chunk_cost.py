@@ -54,8 +54,11 @@ def variant_config(raw: dict[str, Any], settings: dict[str, str]) -> tuple[Any, 
         if k == "codec":
             codec = v
             continue
-        sec, key = k.split(".", 1)
-        raw.setdefault(sec, {})[key] = _coerce(v)
+        *path, key = k.split(".")
+        node = raw
+        for part in path:
+            node = node.setdefault(part, {})
+        node[key] = _coerce(v)
     cfg = parse_config(raw)
     return cfg, float(cfg.ingest.chunk_seconds), codec
 
