@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from operators import anonymize as anonymize_mod
 from operators.anonymize import (
     ANONYMIZERS,
     ELLIPSE_MIN_PADDING,
@@ -16,7 +17,6 @@ from operators.anonymize import (
     make_anonymizer,
     mosaic_block_px,
 )
-from operators import anonymize as anonymize_mod
 from operators.types import Boxes, ConfigError, Label
 
 STYLES = tuple(ANONYMIZERS)
