@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from schemas.errors import VeilStreamError
 
@@ -55,6 +57,30 @@ plates with the crop pass alone against 0 with both passes, ``plates_traffic`` 1
 398. ``--text-full-min-side 0`` turns it off."""
 
 
+def demo_detectors(replicas: int, cpus: int | None = None) -> dict[str, Any]:
+    """The ``ray`` settings of the demo's process stage: ``replicas`` detector actors, each with
+    an equal share of the machine's cores as its inference threads, and one chunk actor per
+    detector (the process stage's node-local groups pair them).
+
+    Why: one detector actor runs one batch at a time, and 73 % of a batch's CPU is on its calling
+    thread (Python pre/post-processing, crops, NMS; the inference pools take the rest:
+    docs/performance.md, "make demo on 2 vCPU"), so a single detector uses about 1.4 cores at
+    most however many threads its sessions get; on 2 vCPU, two detectors of one thread each keep
+    both cores detecting. The actors' Ray CPU requests are fractions that fit one core per group
+    (Ray's CPUs are bookkeeping here: the threads are what run). ``replicas`` 0 leaves the run
+    config's detector settings as they are (one detector, all cores)."""
+    if replicas <= 0:
+        return {}
+    cores = max(1, cpus or os.cpu_count() or 1)
+    replicas = min(replicas, cores)
+    return {"chunk_workers": replicas, "worker_num_cpus": 0.25,
+            "detector": {"replicas": replicas, "num_cpus": 0.5, "threads": max(1, cores // replicas)}}
+
+
+DEMO_DETECTOR_REPLICAS = 2
+"""Detector actors of the demo's process stage (``--detector-replicas``): see :func:`demo_detectors`."""
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="make demo", description=__doc__)
     ap.add_argument("--cameras", type=int, default=3)
@@ -67,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"frames whose longer side is below PX get the vehicle-crop plate search only, no "
                          f"full-frame text pass (default {DEMO_TEXT_FULL_MIN_SIDE}: the demo's 176x144 cameras; "
                          "0 = off, the pipeline default)")
+    ap.add_argument("--detector-replicas", type=int, default=DEMO_DETECTOR_REPLICAS, metavar="N",
+                    help=f"detector actors, one core's share of threads each (default {DEMO_DETECTOR_REPLICAS}, at "
+                         "most one per core; 0 = the config's single detector on all cores)")
     ap.add_argument("--no-console", action="store_true", help="do not start the web console at the end")
     ap.add_argument("--console-seconds", type=float, default=None,
                     help="keep the console up this long (default: until Ctrl-C on a terminal, else 0)")
@@ -80,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         rc = run_local(cameras=args.cameras, seconds=args.seconds, state_dir=state, segment_seconds=20.0,
                        download_dir=args.out.resolve(), keep_up=True,
                        process={"detect_every": args.detect_every,
-                                "text_full_min_side": args.text_full_min_side or None})
+                                "text_full_min_side": args.text_full_min_side or None},
+                       ray=demo_detectors(args.detector_replicas))
         if rc == 0 and not args.no_console:
             rc = _console(state, args.console_seconds)
         return rc

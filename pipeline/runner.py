@@ -177,11 +177,13 @@ class Workers:
 def run_local(cameras: int = 3, seconds: float = 60.0, state_dir: Path | None = None,
               config_path: Path | None = None, keep_up: bool = False, out: Callable[..., Any] = print,
               segment_seconds: float | None = None, download_dir: Path | None = None,
-              process: dict[str, Any] | None = None) -> int:
+              process: dict[str, Any] | None = None, ray: dict[str, Any] | None = None) -> int:
     """Stream ``cameras`` simulated cameras for ``seconds`` through the three workers and report.
 
     ``process``: keys of the config's ``process`` block this run sets (``make demo`` sets its
-    ``detect_every``: pipeline/demo.py says why); printed, so a run says what it ran with.
+    ``detect_every``: pipeline/demo.py says why); ``ray``: keys of its ``ray`` block (nested
+    blocks such as ``detector`` merged key by key; ``make demo`` sets its detector replicas).
+    Both are printed, so a run says what it ran with.
     """
     from pipeline.devstack.stack import down, up
     from schemas.config import load_config
@@ -205,6 +207,9 @@ def run_local(cameras: int = 3, seconds: float = 60.0, state_dir: Path | None = 
         if process:
             raw.setdefault("process", {}).update(process)
             out("process settings of this run: " + ", ".join(f"{k}={v}" for k, v in process.items()))
+        if ray:
+            _merge(raw.setdefault("ray", {}), ray)
+            out("ray settings of this run: " + ", ".join(f"{k}={v}" for k, v in _flat(ray)))
         run_cfg = cfg_path.with_name("run-config.yaml")
         run_cfg.write_text(yaml.safe_dump(raw, sort_keys=False))
         cfg = load_config(run_cfg)
@@ -242,6 +247,23 @@ def run_local(cameras: int = 3, seconds: float = 60.0, state_dir: Path | None = 
         if started_stack and not keep_up:
             down(state_dir=state_dir)
             out("local stack stopped: nothing left running")
+
+
+def _merge(into: dict[str, Any], keys: dict[str, Any]) -> None:
+    """``keys`` into ``into``, nested mappings merged key by key."""
+    for k, v in keys.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _merge(into[k], v)
+        else:
+            into[k] = v
+
+
+def _flat(keys: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """``{"detector": {"replicas": 2}}`` -> ``[("detector.replicas", 2)]``."""
+    out: list[tuple[str, Any]] = []
+    for k, v in keys.items():
+        out += _flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [(f"{prefix}{k}", v)]
+    return out
 
 
 def _wait_drained(cfg: Any, topic: str, group: str, timeout_s: float, settle_s: float = 0.0,
