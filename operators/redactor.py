@@ -111,6 +111,10 @@ class RedactionConfig:
             thresholds keep). CenterFace's boxes scored 0.05-0.2 (kept for the small faces of
             crowds) also fall on hands, textures and backs of heads at large sizes, where a
             real face scores high; a person whose face box is dropped gets the head fallback.
+            64 px and 0.15 were chosen on a sweep over whole sets (docs/quality.md "Face masks
+            that follow faces"): coco_val2017's masked area 9.4 -> 7.8 %, faces_wider_hard
+            -0.4 points, one WIDER face (>= 20 px) lost, which the union's YuNet threshold
+            (0.35, :data:`operators.detectors.faces.YUNET_THRESHOLD`) wins back with 8 more.
         head_min_person_px / head_top_cut / head_min_score: when the head fallback fires
             (:func:`operators.head.head_regions`): persons less tall than this (px), cut
             off at the frame top (``False``: no head box for them), or scored below this get
@@ -241,8 +245,8 @@ class RedactionConfig:
     loose_text_padding: float = 0.0
     loose_text_worn: bool = False
     # Face masks round 4 (docs/quality.md "Face masks that follow faces"): large weak face boxes.
-    face_large_px: float | None = None
-    face_large_min_score: float = 0.2
+    face_large_px: float | None = 64.0
+    face_large_min_score: float = 0.15
 
     @property
     def full_text_min_side(self) -> int | None:

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 
 from ..quantize import DEFAULT_PRECISION
 from ..types import Boxes, Frames, Label
-from . import yunet
 from ._common import ModelRef, check_frames
 from .centerface import CenterFaceDetector
 from .yunet import YuNetDetector
@@ -15,6 +14,13 @@ DEFAULT_THRESHOLD = 0.05
 """CenterFace's threshold inside the union (alone it keeps 0.1): the faces sweep
 (`veilstream eval --sweep`) halves faces_wider_hard leaks from 0.07 to 0.05 for +2.8
 points of masked area, with no COCO or dlib face leaked."""
+
+YUNET_THRESHOLD = 0.35
+"""YuNet's threshold inside the union (alone it keeps 0.45, ``yunet.DEFAULT_THRESHOLD``).
+Chosen with ``RedactionConfig.face_large_px`` on a sweep over whole sets (docs/quality.md
+"Face masks that follow faces"): faces_wider_hard 93 -> 85 leaks of 5097 (>= 20 px 26 -> 25)
+with the large weak CenterFace boxes dropped; every other set no worse (0.4: 89; 0.3: 84 for
++0.2 points of masked area on faces_wider_hard and plates_traffic)."""
 
 
 class FaceUnionDetector:
@@ -39,7 +45,7 @@ class FaceUnionDetector:
     def __init__(self, model: ModelRef = "centerface", *, yunet_model: ModelRef = "yunet_n",
                  providers: Sequence[str] | str | None = None, threshold: float = DEFAULT_THRESHOLD,
                  max_side: int | None = 640, min_side: int | None = None,
-                 yunet_threshold: float = yunet.DEFAULT_THRESHOLD, yunet_max_side: int | None = 1280,
+                 yunet_threshold: float = YUNET_THRESHOLD, yunet_max_side: int | None = 1280,
                  yunet_min_side: int | None = None, model_dir: ModelRef | None = None,
                  threads: int | None = None, batch_size: int | None = None, precision: str = DEFAULT_PRECISION) -> None:
         common = {"providers": providers, "model_dir": model_dir, "threads": threads, "batch_size": batch_size,

@@ -137,7 +137,7 @@ def test_head_fallback_masks_person_without_face():
     heads = res.boxes[0].select(res.boxes[0].label == Label.HEAD)
     assert len(heads) == 1
     x1, y1, x2, y2 = heads.xyxy[0]
-    assert y1 <= 12 and x1 <= 50 and x2 >= 90  # top of the person box, most of its width
+    assert y1 <= 12 and x1 <= 52 and x2 >= 88  # top of the person box, its middle 60 % (HEAD_WIDTH_FRAC)
     # the person itself is not masked (person class not requested)
     assert changed(res.frames[0], fr[0], (45, 100, 95, 115)) == 0.0
 
@@ -169,6 +169,14 @@ def test_a_large_weak_face_box_is_dropped_and_its_person_gets_the_head_box():
     assert kept == [[900, 100, 960, 170]]
     kept, _ = faces(face_large_px=None)
     assert len(kept) == 3
+    kept, _ = faces()  # the defaults: 64 px at the detector, 0.15 (docs/quality.md, face masks round 4)
+    assert len(kept) == 3  # 30 px at the detector: kept
+    kept, _ = faces(face_max_side=None)  # native: the 60 px box is still under 64 px
+    assert len(kept) == 3
+    red = Redactor(RedactionConfig(classes=("face",)), detectors={})
+    big = Boxes.of([[0, 0, 140, 160]], [0.14], Label.FACE)   # 70 px at the detector
+    assert len(red.plan_from([big], [], hw)[0]) == 0
+    assert len(red.plan_from([Boxes(big.xyxy, np.array([0.15], np.float32), big.label)], [], hw)[0]) == 1
 
 
 @pytest.mark.parametrize("plate_found,fallback,expected", [
