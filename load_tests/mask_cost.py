@@ -21,6 +21,13 @@ frame, the masked regions rendered per frame, and checks:
 * the temporal fill's output is identical (every box, score and label) before and after;
 * every pixel the baseline masks is masked now (``coverage``), and ``coverage`` is exactly the
   set of pixels ``apply`` changed or may have changed (pixels outside it are bit-identical).
+
+``coverage [--sets all] [--stale-ok]`` compares ``Redactor.coverage`` (what ``veilstream eval``
+scores) of the baseline and this tree on every image of the eval sets, planned from the eval's
+detection cache (``out/eval_cache``; missing components are computed as ``veilstream eval``
+does, or with ``--stale-ok`` taken from the newest cached file of that component: the
+comparison needs the same boxes for both, not today's), and prints the differing pixels and
+this tree's leaks and masked area per set.
 """
 
 from __future__ import annotations
@@ -208,6 +215,61 @@ def cmd_measure(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_coverage(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from operators import evalcache
+    from operators.evaldata import default_eval_dir
+    from operators.evalrun import dataset_names
+    from operators.evaluation import Scorer, load_items
+
+    cfg = RedactionConfig(classes=("face", "plate"), detect_every=1).validate()  # veilstream eval's
+    comps, th = evalcache.components(cfg), evalcache.thresholds(cfg)
+    plan_cfg = replace(cfg, face_threshold=None, person_threshold=None, text_threshold=None)
+    now = Redactor(plan_cfg, detectors={})
+    base_anon = load_at(args.baseline, "anonymize.py", "_base_anonymize")
+    orig = redactor_mod.make_anonymizer
+    redactor_mod.make_anonymizer = base_anon.make_anonymizer
+    try:
+        base = Redactor(plan_cfg, detectors={})
+    finally:
+        redactor_mod.make_anonymizer = orig
+    ok = True
+    for ds in dataset_names(args.sets):
+        items = load_items(ds, default_eval_dir())
+        cache = evalcache.DetectionCache(ROOT / "out" / "eval_cache", ds, items, progress=sys.stderr.isatty())
+        if args.stale_ok:
+            def newest(comp: Any, _own: Any = cache._path, _n: int = len(items)) -> Path | None:
+                path = _own(comp)
+                if path is None or path.is_file():
+                    return path
+                found = sorted(path.parent.glob(f"{comp.key}-*-n{_n}.npz"), key=lambda q: q.stat().st_mtime)
+                return found[-1] if found else path
+            cache._path = newest  # type: ignore[method-assign]
+        cached = cache.get(comps)
+        assert cache.hw is not None
+        small = cfg.full_text_min_side
+        differ = total = 0
+        scorer = Scorer(ds)
+        for i, item in enumerate(items):
+            hw = cache.hw[i]
+            th_i = th if not (small and "text_crops" in cached and max(hw) < small) else \
+                {k: v for k, v in th.items() if k != "text_full"}
+            boxes = now.plan_from([evalcache.combine(cached, th_i, i)], [], hw,
+                                  dark=functools.partial(evalcache._image_is_dark, item))[0]
+            a, b = base.coverage(hw, boxes), now.coverage(hw, boxes)
+            differ += int((a != b).sum())
+            total += a.size
+            scorer.add(item, b, sources=now.coverage_by_source(hw, boxes))
+        rep = scorer.report()
+        ok &= differ == 0
+        leaks = {c.cls: f"{c.leaked}/{c.targets}" for c in rep.classes if c.targets}
+        print(f"{ds}: {len(items)} images, {differ} of {total} pixels masked differently; "
+              f"leaked {leaks}, masked area {rep.masked_area_share:.4f}", flush=True)
+    print("coverage identical on every set" if ok else "COVERAGE DIFFERS")
+    return 0 if ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -217,8 +279,12 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--sources", default="crowd,bench")
     m.add_argument("--baseline", default=BASELINE)
     m.add_argument("--rounds", type=int, default=3)
+    c = sub.add_parser("coverage")
+    c.add_argument("--sets", default="all")
+    c.add_argument("--baseline", default=BASELINE)
+    c.add_argument("--stale-ok", action="store_true")
     args = p.parse_args(argv)
-    return cmd_detect(args) if args.cmd == "detect" else cmd_measure(args)
+    return {"detect": cmd_detect, "measure": cmd_measure, "coverage": cmd_coverage}[args.cmd](args)
 
 
 if __name__ == "__main__":
