@@ -276,7 +276,7 @@ def _copy_where(dst: npt.NDArray[np.uint8], src: npt.NDArray[np.uint8], mask: Bo
     broadcast ``where``. OpenCV takes ``dst`` as its output only when its pixels are packed
     (rows may be strided: a view of a frame is); other layouts take numpy's path, and so does
     any case where OpenCV hands back a new array instead: the write never goes astray."""
-    if dst.strides[1:] == (3, 1):
+    if dst.strides[1:] == (3, 1) and dst.flags.writeable:  # read-only: numpy's ValueError
         done = cv2.copyTo(src, mask.view(np.uint8), dst)
         if done is dst:
             return

@@ -420,3 +420,12 @@ def test_into_an_array_opencv_cannot_write_in_place_still_gets_every_pixel(style
     assert not into.flags.c_contiguous
     assert masker.anonymize(frames, boxes, into=into) is into
     assert np.array_equal(into, expected)
+
+
+def test_into_a_read_only_array_is_refused_not_written():
+    frames = np.full((1, 32, 32, 3), 100, np.uint8)
+    into = frames.copy()
+    into.flags.writeable = False
+    boxes = [Boxes.of([[4, 4, 20, 20], [6, 5, 22, 21]])]
+    with pytest.raises(ValueError, match="read-only"):
+        MosaicAnonymizer(MaskSpec(style="mosaic", shape="ellipse")).anonymize(frames, boxes, into=into)
