@@ -29,6 +29,12 @@ The pass (per frame):
 
 A frame that is not dark costs a grey histogram of a sixteenth of its pixels; a dark frame
 a few small crops through the network.
+
+The windows miss a plate that is no brighter than what surrounds it (a plate on a car lit as
+brightly as the bus beside it) or that merges with its tail lights into one patch (issue 20,
+"plates round 3"). So a frame darker than ``NATIVE_MEDIAN`` also gets the full-frame pass at up to
+native resolution (``NATIVE_SIDE``, :func:`full_pass_scale`) instead of its 640 px: every plate
+is read where it can be read, at about 4x the full-frame pass's pixels, in dark frames only.
 """
 
 from __future__ import annotations
@@ -72,6 +78,17 @@ DIM_MEDIAN = 70.0
 """Frames whose median grey level lies between ``DARK_MEDIAN`` and this get fewer windows, in
 proportion (:func:`window_budget`); at or above it none (equal to ``DARK_MEDIAN``: the plain
 gate)."""
+NATIVE_SIDE: int | None = 1280
+"""In a frame darker than ``NATIVE_MEDIAN`` the full-frame text pass runs at up to this longer
+side instead of its own (640 px by default; ``None``: its own). Dark plates the 640 px pass sees
+at 6-9 px per character, PP-OCRv5 scores about 1.0 at native resolution (docs/quality.md
+"Plates round 3"); the plate-shaped windows below miss those no brighter than what surrounds
+them (a plate on a lit car beside a bus) or merged with its tail lights."""
+NATIVE_MEDIAN = 85.0
+"""... darker: median grey level (:func:`median_grey`) below this. Chosen on plates_traffic
+(``load_tests/dark_native_sweep.py``, gates 70 / 85 / 100; the set it is measured on, so tuned
+on it): 85 is the lowest that masks every plate >= 40 px there; daylight stays out with a
+margin (``make bench``'s input and the 720p load source: 107-113)."""
 COVER_SCORE = 0.25
 """Full-frame text boxes scoring at least this cover a proposal (it is not searched again):
 the default text threshold, fixed so that the eval cache (filled at a floor of 0.15) skips
@@ -85,7 +102,8 @@ def params() -> dict[str, object]:
             "windows": MAX_WINDOWS, "target_h": TARGET_H, "max_zoom": MAX_ZOOM, "cover": COVER_SCORE,
             # added after the cache was first signed: present only where they change the pass
             **({"beside": BESIDE, "above": ABOVE} if (BESIDE, ABOVE) != (0.6, 1.5) else {}),
-            **({"dim_median": DIM_MEDIAN} if DIM_MEDIAN != DARK_MEDIAN else {})}
+            **({"dim_median": DIM_MEDIAN} if DIM_MEDIAN != DARK_MEDIAN else {}),
+            **({"native_side": NATIVE_SIDE, "native_median": NATIVE_MEDIAN} if NATIVE_SIDE is not None else {})}
 
 
 def value_image(frame: np.ndarray) -> tuple[np.ndarray, float]:
@@ -111,17 +129,33 @@ def is_dark(frame: np.ndarray, dark_median: float = DARK_MEDIAN) -> bool:
     return median_grey(frame) < dark_median
 
 
-def window_budget(median: float, dark_median: float = DARK_MEDIAN, dim_median: float | None = None) -> int:
-    """Windows the pass may search in a frame of this median grey level: ``MAX_WINDOWS`` below
-    ``dark_median``, none at or above ``dim_median`` (default ``DIM_MEDIAN``), and between the
-    two a share falling linearly with the level (rounded up): a dusk frame gets a look at its
-    widest proposals, not the dark frame's full search, and no step in cost at one grey level."""
+def darkness(median: float, dark_median: float = DARK_MEDIAN, dim_median: float | None = None) -> float:
+    """How fully the pass runs on a frame of this median grey level: 1 below ``dark_median``,
+    0 at or above ``dim_median`` (default ``DIM_MEDIAN``), linear between (no step in cost at
+    one grey level: a dusk frame gets part of the dark frame's search)."""
     dim = DIM_MEDIAN if dim_median is None else dim_median
     if median < dark_median:
-        return MAX_WINDOWS
+        return 1.0
     if median >= dim or dim <= dark_median:
-        return 0
-    return int(np.ceil(MAX_WINDOWS * (dim - median) / (dim - dark_median)))
+        return 0.0
+    return (dim - median) / (dim - dark_median)
+
+
+def window_budget(median: float, dark_median: float = DARK_MEDIAN, dim_median: float | None = None) -> int:
+    """Windows the pass may search in a frame of this median grey level: ``MAX_WINDOWS`` times
+    its :func:`darkness`, rounded up."""
+    return int(np.ceil(MAX_WINDOWS * darkness(median, dark_median, dim_median)))
+
+
+def full_pass_scale(median: float, hw: tuple[int, int], base: float) -> float:
+    """The full-frame text pass's scale for a frame of this median grey level and size: the
+    pass's own ``base`` scale, or in a frame darker than ``NATIVE_MEDIAN`` up to native
+    resolution (longer side at most ``NATIVE_SIDE``; never below ``base``). Two values, not a
+    ramp: every input size is a compile on OpenVINO's static shapes and a kernel search on a
+    GPU."""
+    if NATIVE_SIDE is None or median >= NATIVE_MEDIAN:
+        return base
+    return max(base, min(1.0, NATIVE_SIDE / max(hw)))
 
 
 def proposals(v: np.ndarray, scale: float) -> np.ndarray:

@@ -170,8 +170,9 @@ class TextDetector(OnnxDetector):
             (``crop_reuse``). 0: no carry (the lend-once pass before). Within one call only
             (a chunk, or the chunks the detector actor batches): nothing is kept across calls.
         lit_pass: in the full-frame pass, also search dark frames' bright plate-shaped
-            patches at native resolution (:mod:`operators.detectors.litplate`); see
-            ``RedactionConfig.plate_lit_pass``.
+            patches at native resolution, and run the pass itself at up to native resolution
+            in frames darker than ``litplate.NATIVE_MEDIAN`` (:mod:`operators.detectors.litplate`);
+            see ``RedactionConfig.plate_lit_pass``.
         full_min_side: with ``crops``, frames whose longer side is below this get no
             full-frame pass in ``detect_given``, only the vehicle-crop pass (``None``: every
             frame gets both); see ``RedactionConfig.text_full_min_side``.
@@ -259,29 +260,42 @@ class TextDetector(OnnxDetector):
     def _detect_batch(self, frames: Frames) -> list[Boxes]:
         n, h, w = frames.shape[:3]
         s = self._scale_for(h, w)
+        found: list[list[tuple[list[float], float]]] = [[] for _ in range(n)]
+        for i in range(n):
+            if not self.lit_pass:
+                found[i].extend(self._full_frame(frames[i], s))
+                continue
+            # A dark frame is read closer to native resolution (litplate.full_pass_scale) and
+            # its bright plate-shaped patches get a second look (litplate.search).
+            median = litplate.median_grey(frames[i])
+            found[i].extend(self._full_frame(frames[i], litplate.full_pass_scale(median, (h, w), s)))
+            # Proposals a box of this pass already covers are not searched again; the
+            # covering score is fixed so the eval cache's floor run skips what the
+            # default threshold's run skips (exact at thresholds <= COVER_SCORE).
+            covered = np.asarray([b for b, sc in found[i] if sc >= litplate.COVER_SCORE], np.float32).reshape(-1, 4)
+            found[i].extend(litplate.search(frames[i], covered, self._run, pack_shelves, self._boxes,
+                                            budget=litplate.window_budget(median)))
+        return [self._finish(f, (h, w)) for f in found]
+
+    def _full_frame(self, frame: np.ndarray, s: float) -> list[tuple[list[float], float]]:
+        """The full-frame pass on one BGR frame at scale ``s`` (tiled above ``tile`` px)."""
+        h, w = frame.shape[:2]
         rh, rw = max(1, round(h * s)), max(1, round(w * s))
         tiles = plan_tiles(rh, rw, self.tile, 64) if self.tile else [(0, 0, rh, rw)]
         th = max(y1 - y0 for y0, _, y1, _ in tiles)
         tw = max(x1 - x0 for _, x0, _, x1 in tiles)
         ph, pw = -(-th // 32) * 32, -(-tw // 32) * 32
         sx, sy = w / rw, h / rh
-        found: list[list[tuple[list[float], float]]] = [[] for _ in range(n)]
-        for i in range(n):
-            img = frames[i] if (rh, rw) == (h, w) else cv2.resize(
-                frames[i], (rw, rh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC)
-            blob = np.zeros((len(tiles), ph, pw, 3), np.uint8)
-            for t, (y0, x0, y1, x1) in enumerate(tiles):
-                blob[t, :y1 - y0, :x1 - x0] = img[y0:y1, x0:x1]
-            prob = self._run(blob)
-            for t, (y0, x0, y1, x1) in enumerate(tiles):
-                found[i].extend(self._boxes(prob[t, :y1 - y0, :x1 - x0], sx, sy, x0 * sx, y0 * sy))
-            if self.lit_pass:
-                # Proposals a box of this pass already covers are not searched again; the
-                # covering score is fixed so the eval cache's floor run skips what the
-                # default threshold's run skips (exact at thresholds <= COVER_SCORE).
-                covered = np.asarray([b for b, sc in found[i] if sc >= litplate.COVER_SCORE], np.float32).reshape(-1, 4)
-                found[i].extend(litplate.search(frames[i], covered, self._run, pack_shelves, self._boxes))
-        return [self._finish(f, (h, w)) for f in found]
+        img = frame if (rh, rw) == (h, w) else cv2.resize(
+            frame, (rw, rh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC)
+        blob = np.zeros((len(tiles), ph, pw, 3), np.uint8)
+        for t, (y0, x0, y1, x1) in enumerate(tiles):
+            blob[t, :y1 - y0, :x1 - x0] = img[y0:y1, x0:x1]
+        prob = self._run(blob)
+        out: list[tuple[list[float], float]] = []
+        for t, (y0, x0, y1, x1) in enumerate(tiles):
+            out.extend(self._boxes(prob[t, :y1 - y0, :x1 - x0], sx, sy, x0 * sx, y0 * sy))
+        return out
 
     def detect_given(self, frames: Frames, priors: Sequence[Boxes]) -> list[Boxes]:
         """Full-frame pass, plus (when ``crops``) the vehicle-crop pass on the

@@ -151,3 +151,64 @@ def test_red_lit_plate_named_in_issue_20_is_masked_by_the_pass_only():
         s.add(item, red.coverage(img.shape[:2], boxes[0]))
         leaked[on] = s.report().classes[0].leaked
     assert leaked == {True: 0, False: 1}
+
+
+def _plate_on_lit_panel(ink: tuple[int, int, int] = (80, 70, 150)) -> tuple[np.ndarray, list[int]]:
+    """A 1280x720 red-lit night frame with a 48x14 px plate (faint characters, JPEG q90) on a lit
+    panel as bright as the plate itself: no bright plate-shaped patch for the windows, and
+    characters of 3-4 px at the 640 px of the default full-frame pass (the bus side of
+    ``ro_dayride_type1_001_t1150``, smaller)."""
+    rng = np.random.default_rng(0)
+    img = np.zeros((720, 1280, 3), np.uint8)
+    img[:] = (20, 10, 45)
+    x, y, w, h = 900, 420, 48, 14
+    cv2.rectangle(img, (x - 200, y - 120), (x + 260, y + 60), (120, 110, 200), -1)  # lit panel
+    cv2.rectangle(img, (x, y), (x + w, y + h), (130, 120, 215), -1)
+    cv2.putText(img, "B 03 HGJ", (x + 3, y + h - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.3, ink, 1, cv2.LINE_AA)
+    noisy = np.clip(img.astype(np.int16) + rng.normal(0, 3, img.shape).astype(np.int16), 0, 255).astype(np.uint8)
+    return cv2.imdecode(cv2.imencode(".jpg", noisy, [cv2.IMWRITE_JPEG_QUALITY, 90])[1], cv2.IMREAD_COLOR), \
+        [x, y, x + w, y + h]
+
+
+def test_full_pass_scale_goes_native_in_dark_frames_only(monkeypatch):
+    base = 640 / 1280
+    assert litplate.full_pass_scale(litplate.NATIVE_MEDIAN - 1, (720, 1280), base) == 1.0
+    assert litplate.full_pass_scale(litplate.NATIVE_MEDIAN, (720, 1280), base) == base
+    assert litplate.full_pass_scale(10, (2160, 3840), 640 / 3840) == pytest.approx(litplate.NATIVE_SIDE / 3840)
+    assert litplate.full_pass_scale(10, (300, 400), 2.4) == 2.4  # a small frame's upscale is kept, not undone
+    monkeypatch.setattr(litplate, "NATIVE_SIDE", None)
+    assert litplate.full_pass_scale(10, (720, 1280), base) == base
+    assert "native_side" not in litplate.params()
+
+
+def test_window_budget_is_the_plain_gate_by_default_and_a_ramp_between_two_levels():
+    assert litplate.window_budget(litplate.DARK_MEDIAN - 1) == litplate.MAX_WINDOWS
+    assert litplate.window_budget(litplate.DARK_MEDIAN) == 0  # DIM_MEDIAN == DARK_MEDIAN: a step
+    assert litplate.window_budget(85, 70, 100) == int(np.ceil(litplate.MAX_WINDOWS / 2))
+    assert litplate.window_budget(99, 70, 100) == 1 and litplate.window_budget(100, 70, 100) == 0
+    frame, _ = _red_lit_frame()
+    assert litplate.search(frame, np.zeros((0, 4), np.float32), lambda b: b, pack_shelves,
+                           lambda *a: [], budget=0) == []  # no budget: no search, no network run
+
+
+def test_dark_frame_full_pass_at_native_finds_a_small_plate_on_a_lit_panel(text_detector, monkeypatch):
+    frame, plate = _plate_on_lit_panel()
+    assert litplate.median_grey(frame) < litplate.NATIVE_MEDIAN
+    v, s = litplate.value_image(frame)
+    cx, cy = (plate[0] + plate[2]) / 2, (plate[1] + plate[3]) / 2
+    assert not any(p[0] <= cx <= p[2] and p[1] <= cy <= p[3] for p in litplate.proposals(v, s))  # no window
+    shapes: list[tuple[int, ...]] = []
+    run = text_detector._run
+    monkeypatch.setattr(text_detector, "_run", lambda blob: shapes.append(blob.shape) or run(blob))
+    got = text_detector.detect(frame[None])[0]
+    assert _covers(got.xyxy[got.score >= text_detector.threshold], plate) and shapes[0][1:3] == (736, 1280)
+    monkeypatch.setattr(litplate, "NATIVE_SIDE", None)  # the pass before: 640 px and windows only
+    shapes.clear()
+    got = text_detector.detect(frame[None])[0]
+    assert not _covers(got.xyxy, plate, 0.5) and shapes[0][1:3] == (384, 640)
+    monkeypatch.setattr(litplate, "NATIVE_SIDE", 1280)
+    shapes.clear()
+    day = cv2.add(frame, np.full_like(frame, 110))  # not dark: the 640 px pass only
+    assert litplate.median_grey(day) >= litplate.NATIVE_MEDIAN
+    text_detector.detect(day[None])
+    assert shapes == [(1, 384, 640, 3)]
