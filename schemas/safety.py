@@ -60,7 +60,9 @@ def camera_id_problem(value: object, what: str = "camera_id") -> str | None:
 # userinfo: everything between "scheme://" and the LAST "@" of the URL token. A password
 # may hold "/", ":", "#" or "?" unescaped in what operators type, so the authority cannot
 # be found by splitting at the first "/".
-_URL_CRED = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^\s'\"<>]*@)")
+# Only ASCII whitespace ends the token: Python's ``\s`` also matches Unicode separators
+# (U+2028, U+00A0...), and a password holding one must not end the match before its "@".
+_URL_CRED = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^\t\n\v\f\r '\"<>]*@)")
 
 
 def _strip_userinfo(m: re.Match[str]) -> str:
@@ -79,7 +81,7 @@ _SECRET_NAME = re.compile(
 _USER_NAME = re.compile(r"(?:[\w.-]*[_.-])?(?:user|username|usr|login)", re.IGNORECASE)
 # name=value after "?", "&" or ";" inside a URL-ish token (a value ends at the next
 # separator, quote, space or "#"); the name may be percent-encoded.
-_PARAM = re.compile(r"(?P<sep>[?&;])(?P<name>[A-Za-z0-9_.%+-]{1,64})=(?P<value>[^&;#\s'\"<>]*)")
+_PARAM = re.compile(r"(?P<sep>[?&;])(?P<name>[A-Za-z0-9_.%+-]{1,64})=(?P<value>[^&;#\t\n\v\f\r '\"<>]*)")
 
 
 def secret_param(name: str) -> bool:
