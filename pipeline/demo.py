@@ -11,8 +11,8 @@ started.
 
 Detection runs on every ``DEMO_DETECT_EVERY``-th frame of a chunk (plus its last), not the
 pipeline default 4: see :data:`DEMO_DETECT_EVERY`; the tiny cameras' frames get the plate search
-on vehicle crops only: see :data:`DEMO_TEXT_FULL_MIN_SIDE`. The process stage runs one detector
-actor per core (two on 2 vCPU, one thread each): see :func:`demo_detectors`. Where the demo's
+on vehicle crops only: see :data:`DEMO_TEXT_FULL_MIN_SIDE`. The process stage runs two detector
+actors with half the cores each (one thread each on 2 vCPU): see :func:`demo_detectors`. Where the demo's
 latency goes and what it costs per second of video: docs/performance.md, "make demo on 2 vCPU".
 """
 
