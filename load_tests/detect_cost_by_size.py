@@ -10,6 +10,9 @@ policy (faces + plates), one intra-op thread, all frames of a size in one call, 
 rounds in this one process, best round kept: the machine is shared, so read the ratios, not the
 seconds. ``before`` is the sizing before the rule (full-frame text pass upscaled to 960 px
 whatever the frame, YOLOX letterboxed to 640 px): the knobs the rule added, set back.
+``caps`` is the sizing of 2026-12-05 morning (text upscaled at most 2.5x, YOLOX at most 2x,
+for every frame); ``after (defaults)`` adds ``small_frame_side`` 320 (frames of at most 320 px
+at their own size, no full-frame text pass: issue "Throughput", item 3).
 
 Prints one line per (setting, size) with its CPU-s per detected frame and its ratio to the same
 setting at 1280x720, then one JSON line. Never pass/fail on time.
@@ -35,7 +38,8 @@ SIZES = ((176, 144), (320, 180), (640, 272), (1280, 720))
 """(width, height) of the frames measured."""
 
 SETTINGS: dict[str, dict[str, Any]] = {
-    "before": {"text_max_upscale": None, "person_max_upscale": None},
+    "before": {"text_max_upscale": None, "person_max_upscale": None, "small_frame_side": None},
+    "caps": {"small_frame_side": None},
     "after (defaults)": {},
 }
 """RedactionConfig overrides per setting (faces + plates, threads 1, CPU)."""

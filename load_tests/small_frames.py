@@ -43,11 +43,37 @@ SIZINGS: dict[str, tuple[float, float | None]] = {
 """Sizing name -> (YOLOX upscale, full-frame text upscale or ``None`` = no full-frame pass)."""
 
 
+WIDTH_EDGES_PX = (8, 16, 32)
+"""Leaks are also counted by their width in the small frame's own pixels (a face or plate a few
+pixels wide has nothing to recognise or read)."""
+
+
+def by_width(leaks: list[dict[str, Any]]) -> dict[str, int]:
+    """Leaked face and plate boxes by width in the scored (small) frame: ``<8``, ``8-16``,
+    ``16-32``, ``>=32`` px; COCO's keypoint faces have no box (``points``)."""
+    out: dict[str, int] = {}
+    for leak in leaks:
+        if "box" not in leak:
+            key = "points"
+        else:
+            w = float(leak["box"][2]) - float(leak["box"][0])
+            lo = [e for e in WIDTH_EDGES_PX if w >= e]
+            if not lo:
+                key = f"<{WIDTH_EDGES_PX[0]}"
+            elif lo[-1] == WIDTH_EDGES_PX[-1]:
+                key = f">={lo[-1]}"
+            else:
+                key = f"{lo[-1]}-{WIDTH_EDGES_PX[WIDTH_EDGES_PX.index(lo[-1]) + 1]}"
+        out[key] = out.get(key, 0) + 1
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sides", default="320")
     ap.add_argument("--limit", type=int, default=0, help="images per set (0: all)")
     ap.add_argument("--sets", default="all")
+    ap.add_argument("--sizings", default="", help="'|'-separated subset of the sizing names (default all)")
     args = ap.parse_args()
     models = ROOT.parent / "shared" / "models"
     if models.is_dir():
@@ -63,6 +89,7 @@ def main() -> int:
     red = Redactor(RedactionConfig(classes=("face", "plate"), threads=1).validate())
     face, person, text = red.detectors["face"], red.detectors["person"], red.detectors["text"]
     sets = SETS if args.sets == "all" else tuple(args.sets.split(","))
+    sizings = {k: v for k, v in SIZINGS.items() if not args.sizings or k in args.sizings.split("|")}
     rows: list[dict[str, Any]] = []
 
     def timed(fn: Any, *a: Any) -> tuple[Any, float]:
@@ -73,8 +100,8 @@ def main() -> int:
     for side in (int(s) for s in args.sides.split(",")):
         for ds in sets:
             items = subset(load_items(ds, default_eval_dir()), args.limit or None)
-            scorers = {k: Scorer(ds) for k in SIZINGS}
-            cpu = {k: 0.0 for k in SIZINGS}
+            scorers = {k: Scorer(ds) for k in sizings}
+            cpu = {k: 0.0 for k in sizings}
             for item in items:
                 img = read_image(item.image_path)
                 h, w = img.shape[:2]
@@ -85,19 +112,19 @@ def main() -> int:
                 faces, c_face = timed(face.detect, frames)
                 pri: dict[float, tuple[Boxes, float]] = {}
                 crops: dict[float, tuple[Boxes, float]] = {}
-                for up in sorted({u for u, _ in SIZINGS.values()}):
+                for up in sorted({u for u, _ in sizings.values()}):
                     person.max_upscale = up
                     (p,), c = timed(person.detect, frames)
                     pri[up] = (p, c)
                     (cr,), c2 = timed(text.detect_crops, frames, [p.select(p.label == Label.VEHICLE)])
                     crops[up] = (cr, c2)
                 full: dict[float, tuple[Boxes, float]] = {}
-                for tu in sorted({t for _, t in SIZINGS.values() if t is not None}):
+                for tu in sorted({t for _, t in sizings.values() if t is not None}):
                     text.max_upscale = tu
                     (f,), c = timed(text.detect, frames)
                     full[tu] = (f, c)
                 aff = (small.shape[1] / w, 0.0, 0.0)
-                for k, (up, tu) in SIZINGS.items():
+                for k, (up, tu) in sizings.items():
                     parts = [faces[0], pri[up][0], crops[up][0]] + ([full[tu][0]] if tu is not None else [])
                     cpu[k] += c_face + pri[up][1] + crops[up][1] + (full[tu][1] if tu is not None else 0.0)
                     plan = red.plan_from([Boxes.concat(parts)], [], hw, frames=frames)
@@ -108,12 +135,13 @@ def main() -> int:
                 row = {"side": side, "dataset": ds, "sizing": k, "images": len(items), "class": main_cls.cls,
                        "targets": main_cls.targets, "leaked": main_cls.leaked,
                        "by_class": {c.cls: [c.leaked, c.targets] for c in rep.classes if c.targets},
+                       "leaked_by_width_px": by_width(rep.leaks),
                        "masked_area": round(rep.masked_area_share, 4),
                        "detect_cpu_s_per_frame": round(cpu[k] / max(1, len(items)), 4)}
                 rows.append(row)
                 print(f"longer side {side:>4} {ds:<17} {k:<30} leaked {main_cls.leaked:>4} of {main_cls.targets:<5} "
-                      f"masked {row['masked_area']:.1%}  detect {row['detect_cpu_s_per_frame']:.4f} CPU-s/frame",
-                      flush=True)
+                      f"masked {row['masked_area']:.1%}  detect {row['detect_cpu_s_per_frame']:.4f} CPU-s/frame  "
+                      f"leaked by width in the small frame {row['leaked_by_width_px']}", flush=True)
     print(json.dumps({"rows": rows}))
     return 0
 

@@ -133,7 +133,8 @@ def components(cfg: Any) -> dict[str, Component]:
     if classes & {"plate", "text"}:
         text_params = {"model": cfg.text_model, "threshold": FLOORS["text_full"], "max_side": cfg.text_max_side,
                        "min_side": cfg.text_min_side, "tile": cfg.text_tile,
-                       **_unless_none(max_upscale=cfg.text_max_upscale)}
+                       **_unless_none(max_upscale=cfg.text_max_upscale,
+                                      native_max_side=getattr(cfg, "small_frame_side", None))}
         lit = "plate" in classes and bool(getattr(cfg, "plate_lit_pass", False))
         if lit:
             text_params["lit_pass"] = True

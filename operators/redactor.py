@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .anonymize import MaskSpec, make_anonymizer
+from .anonymize import MaskSpec, anonymize_together, make_anonymizer
 from .head import head_regions
 from .plate_region import near_vehicles, on_vehicles, plate_regions
 from .quantize import DEFAULT_PRECISION, PRECISIONS
@@ -139,17 +139,19 @@ class RedactionConfig:
             A policy choice for tiny cameras (see docs/performance.md, "Plate carry and tiny
             frames"); the ``text`` class without plate crops always gets the full-frame pass.
         small_frame_side: frames whose longer side is at most this are detected at the size the
-            camera sends them, so that detection costs what the camera's pixels cost: YOLOX runs
-            at native size padded to its stride (``person_max_upscale`` applies to larger frames
-            only) and there is no full-frame text pass (plates are searched on the vehicles'
-            crops, zoomed as on every frame; as ``text_full_min_side``). CenterFace and YuNet
-            never upscale. ``None``: the upscaling rules apply to every frame. 320: QVGA
-            (320x240, 320x180) and QCIF (176x144) snapshot cameras; before, a 320x180 frame ran
-            YOLOX at 640x384 and the text pass at 800x480 (0.15 CPU-s per frame, what a 720p
-            frame costs; now ~0.02). No eval image is this small (the smallest is 326 px), so
-            ``veilstream eval`` cannot see it: its quality cost on eval images downscaled to
-            320 px is measured by ``load_tests/small_frames.py`` (docs/performance.md, "Small
-            cameras: detection at the camera's own size").
+            camera sends them, so that detection costs what the camera's pixels cost: YOLOX and
+            the full-frame text pass run at native size padded to the stride
+            (``person_max_upscale`` and ``text_max_upscale`` apply to larger frames only);
+            CenterFace and YuNet never upscale; the vehicle-crop pass zooms crops as on every
+            frame. ``None``: the upscaling rules apply to every frame. 320: QVGA (320x240,
+            320x180) and QCIF (176x144) snapshot cameras; before, a 320x180 frame ran YOLOX at
+            640x384 and the text pass at 800x480 (0.16 CPU-s per frame on the load source, what
+            a 720p frame costs; now 0.04). No eval image is this small (the smallest is 326
+            px), so ``veilstream eval`` cannot see it: its quality cost on eval images
+            downscaled to 320 px is measured by ``load_tests/small_frames.py`` (docs/performance.md,
+            "Small cameras: detection at the camera's own size"), and so is skipping the
+            full-frame pass there too (``text_full_min_side`` 321: a further x0.5 of detection
+            for more leaked plates).
         plate_crops: also search plates in upscaled crops of the lower part of each vehicle
             YOLOX finds (vehicle score >= ``vehicle_threshold``).
         plate_lit_pass: in dark frames, also search bright plate-shaped patches the
@@ -251,10 +253,9 @@ class RedactionConfig:
     @property
     def full_text_min_side(self) -> int | None:
         """Frames whose longer side is below this get no full-frame text pass (with plate
-        crops): ``text_full_min_side`` and the small frames of ``small_frame_side``."""
-        sides = [v for v in (self.text_full_min_side,
-                             None if self.small_frame_side is None else self.small_frame_side + 1) if v is not None]
-        return max(sides) if sides else None
+        crops): ``text_full_min_side`` (``small_frame_side`` frames keep the pass, at native
+        size)."""
+        return self.text_full_min_side
 
     def mask_strength(self) -> float | None:
         """The style-specific ``MaskSpec.strength`` for :attr:`strength` (see above)."""
@@ -681,12 +682,18 @@ class Redactor:
               in_place: bool = False) -> Frames:
         """Mask the given boxes (and zones, and whole frames for FRAME boxes) on a copy of
         ``frames``, or (``in_place``: a caller that owns the decoded chunk) on ``frames`` itself."""
-        # one copy of the chunk (made by the first masker), masked in place after that
+        # one copy of the chunk (made by the first masker), masked in place after that. The
+        # labels' maskers differ only in shape and padding: overlapping boxes of several labels
+        # (a face and its person's head box, a plate and its vehicle's plate region) are
+        # rendered once (anonymize_together; the pixels masked are each masker's own).
         out: Frames | None = frames if in_place and frames.flags.writeable else None
+        parts: list[tuple[Any, list[Boxes]]] = []
         for label, masker in self._maskers.items():
             sel = [b.select(b.label == label) for b in boxes]
             if any(len(s) for s in sel):
-                out = masker.anonymize(frames if out is None else out, sel, into=out)
+                parts.append((masker, sel))
+        if parts:
+            out = anonymize_together(frames if out is None else out, parts, into=out)
         regions = self._region_masks(frames.shape[1:3], boxes, camera_id)
         if regions is not None:
             out = self._region_masker.anonymize(frames if out is None else out, [Boxes.empty() for _ in boxes],
@@ -851,6 +858,7 @@ def build_detectors(config: RedactionConfig) -> dict[str, Detector]:
         kw["tile"] = config.text_tile
         kw["crops"] = vehicles
         kw["full_min_side"] = config.full_text_min_side
+        kw["native_max_side"] = config.small_frame_side
         kw["lit_pass"] = plates and config.plate_lit_pass
         kw["model"] = config.text_model
         # One text model serves both classes: it finds plate characters and other text.

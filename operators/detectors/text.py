@@ -179,6 +179,9 @@ class TextDetector(OnnxDetector):
         crop_gap: black px kept right of and below each packed crop (at most what a canvas
             of its own leaves): 96, measured (32 and 64 leak 3-4 more plates_traffic plates).
         nms_iou: ``None``: DB contours do not overlap, no NMS.
+        native_max_side: frames whose longer side is at most this get the full-frame pass at
+            their own size, never upscaled toward ``min_side``: a small camera's detection costs
+            what its pixels cost (``RedactionConfig.small_frame_side``). ``None``: never.
         Others as :class:`CenterFaceDetector`.
     """
 
@@ -193,7 +196,7 @@ class TextDetector(OnnxDetector):
                  crop_max_zoom: float = 6.0, max_crops: int = 8, min_vehicle_px: int = 24,
                  crop_pack: bool = True, crop_gap: int = 96, crop_bonus: float = 0.1, crop_reuse: float = 6.0,
                  crop_carry: int = 8, full_min_side: int | None = None, lit_pass: bool = False,
-                 nms_iou: float | None = None,
+                 nms_iou: float | None = None, native_max_side: int | None = None,
                  model_dir: ModelRef | None = None, threads: int | None = None, batch_size: int | None = None,
                  precision: str = DEFAULT_PRECISION) -> None:
         self.label = Label(int(label))
@@ -218,6 +221,7 @@ class TextDetector(OnnxDetector):
         self.crop_reuse = float(crop_reuse)
         self.crop_carry = int(crop_carry)
         self.full_min_side = None if full_min_side is None else int(full_min_side)
+        self.native_max_side = None if native_max_side is None else int(native_max_side)
         self.lit_pass = bool(lit_pass)
         self.last_crop_stats: dict[str, int] = {}
         """The last ``detect_crops`` call's crops, searched, carried (plate carry) and reused
@@ -247,6 +251,8 @@ class TextDetector(OnnxDetector):
         side = max(h, w)
         if self.max_side is not None and side > self.max_side:
             return self.max_side / side
+        if self.native_max_side is not None and side <= self.native_max_side:
+            return 1.0
         if self.min_side is not None and side < self.min_side:
             up = self.min_side / side
             return up if self.max_upscale is None else min(up, self.max_upscale)
