@@ -16,7 +16,9 @@ bigbuckbunny.mp4, one 50-frame chunk).
 ``time.process_time``; best of ``--rounds``, alternated) planning (``Redactor.plan_from``: the
 head and plate fallbacks, camera motion and temporal fill) and masking (``Redactor.apply`` in
 place on a copy made outside the timer, as ``redact`` and the stream do), and prints CPU-s per
-frame, the masked regions rendered per frame, and checks:
+frame, the masked regions rendered per frame, and checks. Three codes: ``before`` (the baseline's
+masking, one label's masker after the other), ``label`` (this tree's masker, still one label at
+a time: main before ``Redactor.apply`` merged labels) and ``after`` (this tree). The checks:
 
 * the temporal fill's output is identical (every box, score and label) before and after;
 * every pixel the baseline masks is masked now (``coverage``), and ``coverage`` is exactly the
@@ -116,12 +118,28 @@ def load_at(rev: str, rel: str, name: str) -> types.ModuleType:
     return mod
 
 
-def redactor_variant(anonymize: types.ModuleType, temporal: types.ModuleType) -> Redactor:
+def redactor_variant(anonymize: types.ModuleType, temporal: types.ModuleType, *, per_label: bool = False) -> Redactor:
+    """A redactor masking with ``anonymize`` and filling with ``temporal``; ``per_label``: one
+    masker after the other, each rendering its own label's boxes (``Redactor.apply`` before
+    labels were merged; the baseline's own apply)."""
     red = Redactor(config(), detectors={})
     red._maskers = {lb: anonymize.make_anonymizer(m.spec) for lb, m in red._maskers.items()}
     red._region_masker = anonymize.make_anonymizer(red._region_masker.spec)
     red._fill = temporal.fill_gaps  # type: ignore[attr-defined]
+    if per_label:
+        red.apply = functools.partial(apply_per_label, red)  # type: ignore[method-assign]
     return red
+
+
+def apply_per_label(red: Redactor, frames: np.ndarray, boxes: list[Boxes], camera_id: str | None = None, *,
+                    in_place: bool = False) -> np.ndarray:
+    """``Redactor.apply`` as it was before labels were merged (no zones here)."""
+    out: np.ndarray | None = frames if in_place and frames.flags.writeable else None
+    for label, masker in red._maskers.items():
+        sel = [b.select(b.label == label) for b in boxes]
+        if any(len(s) for s in sel):
+            out = masker.anonymize(frames if out is None else out, sel, into=out)
+    return frames.copy() if out is None else out
 
 
 def plan(red: Redactor, frames: np.ndarray, det: dict[str, Any]) -> list[Boxes]:
@@ -140,14 +158,23 @@ def cpu(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def regions_per_frame(red: Redactor, frames: np.ndarray, boxes: list[Boxes]) -> float:
-    """Regions the renderer renders per frame (after any merging it does)."""
+    """Regions the renderer renders per frame (after any merging it does: per label, or across
+    labels where ``apply`` merges them)."""
     n = 0
+    across = not isinstance(red.apply, functools.partial)
     for b in boxes:
+        pooled: list[Any] = []
+        merged: Callable[[list[Any]], list[Any]] = lambda r: r  # noqa: E731
         for label, masker in red._maskers.items():
             sel = b.select(b.label == label)
             if len(sel):
-                merged = getattr(sys.modules[type(masker).__module__], "_merged", lambda r: r)
-                n += len(merged(masker._regions(frames.shape[1:3], sel, None)))
+                merged = getattr(sys.modules[type(masker).__module__], "_merged", merged)
+                regions = masker._regions(frames.shape[1:3], sel, None)
+                if across:
+                    pooled.extend(regions)
+                else:
+                    n += len(merged(regions))
+        n += len(merged(pooled))
     return n / len(boxes)
 
 
@@ -162,9 +189,10 @@ def cmd_measure(args: argparse.Namespace) -> int:
     import operators.temporal as temp_now
 
     base = redactor_variant(load_at(args.baseline, "anonymize.py", "_base_anonymize"),
-                            load_at(args.baseline, "temporal.py", "_base_temporal"))
+                            load_at(args.baseline, "temporal.py", "_base_temporal"), per_label=True)
     now = redactor_variant(anon_now, temp_now)
-    variants = {"before": base, "after": now}
+    # "label": this tree's renderer, one label at a time (main before the cross-label merge)
+    variants = {"before": base, "label": redactor_variant(anon_now, temp_now, per_label=True), "after": now}
     rows = []
     ok = True
     for name in args.sources.split(","):
@@ -192,7 +220,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
                 cost[v]["plan"] += best[v]["plan"]
                 cost[v]["mask"] += best[v]["mask"]
                 cost[v]["regions"] += regions_per_frame(variants[v], frames, plans[v]) * len(frames)
-            if not same_boxes(plans["before"], plans["after"]):
+            if not same_boxes(plans["before"], plans["after"]) or not same_boxes(plans["label"], plans["after"]):
                 print(f"{name}: FILL DIFFERS before/after", flush=True)
                 ok = False
             for i in range(len(frames)):

@@ -189,17 +189,24 @@ class _RoiAnonymizer:
         out = frames.copy() if into is None else into
         h, w = frames.shape[1:3]
         for i in range(frames.shape[0]):
-            src = frames[i]
             rm = region_masks[i] if region_masks is not None else None
-            for r in _merged(self._regions((h, w), boxes[i], rm)):
-                roi = src[r.y0:r.y1, r.x0:r.x1]
-                rendered = self._render(roi, r.short_px)
-                dst = out[i, r.y0:r.y1, r.x0:r.x1]
-                if r.mask is None:
-                    dst[...] = rendered
-                else:
-                    _copy_where(dst, rendered, r.mask)
+            self._write(frames[i], out[i], _merged(self._regions((h, w), boxes[i], rm)))
         return out
+
+    def _write(self, src: npt.NDArray[np.uint8], dst: npt.NDArray[np.uint8], regions: list[_Region]) -> None:
+        """Render each region from ``src`` (one frame) and write it into ``dst`` under its mask."""
+        for r in regions:
+            rendered = self._render(src[r.y0:r.y1, r.x0:r.x1], r.short_px)
+            d = dst[r.y0:r.y1, r.x0:r.x1]
+            if r.mask is None:
+                d[...] = rendered
+            else:
+                _copy_where(d, rendered, r.mask)
+
+    def renders_like(self, other: _RoiAnonymizer) -> bool:
+        """Whether ``other`` renders a region exactly as this one does (same style and strength:
+        only shape and padding differ), so their regions may share one render."""
+        return type(other) is type(self) and other.spec.strength == self.spec.strength
 
     def coverage_mask(self, frame_hw: tuple[int, int], boxes: Boxes,
                       region_mask: BoolMask | None = None) -> BoolMask:
@@ -269,6 +276,46 @@ class _RoiAnonymizer:
 
     def _render(self, roi: npt.NDArray[np.uint8], short_px: float) -> npt.NDArray[np.uint8]:
         raise NotImplementedError
+
+
+def anonymize_together(frames: Frames, parts: Sequence[tuple[_RoiAnonymizer, Sequence[Boxes]]], *,
+                       into: Frames | None = None) -> Frames:
+    """Several anonymizers' boxes on one batch of frames, as :meth:`_RoiAnonymizer.anonymize`
+    for each in turn would mask them, but with the regions of anonymizers that render alike
+    (:meth:`_RoiAnonymizer.renders_like`: one policy's face, head, plate and text masks differ
+    only in shape and padding) merged across them (:func:`_merged`): a face, the head box of
+    its person and the boxes carried to both are one render. Each box keeps its own geometry
+    (its anonymizer's padding and shape), so the pixels written are exactly the union of each
+    anonymizer's :meth:`~_RoiAnonymizer.coverage_mask`; a merged group's cells are sized by
+    its largest member, never smaller than any member's own.
+
+    Args:
+        frames: ``(N, H, W, 3)`` uint8 BGR; not mutated unless it is ``into``.
+        parts: ``(anonymizer, one Boxes per frame)`` pairs.
+        into: as in :meth:`_RoiAnonymizer.anonymize`.
+    """
+    for _, boxes in parts:
+        _check_inputs(frames, boxes, None)
+    if into is not None and (into.shape != frames.shape or into.dtype != frames.dtype):
+        raise ValueError(f"into: expected {frames.shape} {frames.dtype}, got {into.shape} {into.dtype}")
+    groups: list[list[tuple[_RoiAnonymizer, Sequence[Boxes]]]] = []
+    for anon, boxes in parts:
+        for g in groups:
+            if g[0][0].renders_like(anon):
+                g.append((anon, boxes))
+                break
+        else:
+            groups.append([(anon, boxes)])
+    out = frames.copy() if into is None else into
+    h, w = frames.shape[1:3]
+    for k, g in enumerate(groups):
+        lead = g[0][0]
+        src = frames if k == 0 else out  # later styles mask the earlier ones' output, as in turn
+        for i in range(frames.shape[0]):
+            regions = [r for anon, boxes in g if len(boxes[i]) for r in anon._regions((h, w), boxes[i], None)]
+            if regions:
+                lead._write(src[i], out[i], _merged(regions))
+    return out
 
 
 def _copy_where(dst: npt.NDArray[np.uint8], src: npt.NDArray[np.uint8], mask: BoolMask) -> None:

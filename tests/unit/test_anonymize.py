@@ -14,6 +14,7 @@ from operators.anonymize import (
     FillAnonymizer,
     MaskSpec,
     MosaicAnonymizer,
+    anonymize_together,
     make_anonymizer,
     mosaic_block_px,
 )
@@ -429,3 +430,58 @@ def test_into_a_read_only_array_is_refused_not_written():
     boxes = [Boxes.of([[4, 4, 20, 20], [6, 5, 22, 21]])]
     with pytest.raises(ValueError, match="read-only"):
         MosaicAnonymizer(MaskSpec(style="mosaic", shape="ellipse")).anonymize(frames, boxes, into=into)
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("seed", range(3))
+def test_maskers_that_render_alike_share_renders_and_mask_exactly_their_own_pixels(style, seed):
+    """A face masker (ellipse) and a head masker (rect) of one style: their overlapping boxes are
+    one render, the pixels written are the union of each masker's own, nothing else changes, and
+    detail finer than the coarse cells does not get through."""
+    rng = np.random.default_rng(seed)
+    h, w = 120, 200
+    frames = rng.integers(AMP, 256 - AMP, (2, h, w, 3), dtype=np.uint8)
+    faces = [_carried_crowd(rng, h, w, faces=6, copies=3) for _ in range(2)]
+    heads = [Boxes.of(b.xyxy * np.float32([1.0, 0.95, 1.0, 1.05]), None, Label.HEAD) for b in faces]
+    face_m = make_anonymizer(MaskSpec(style=style, shape="ellipse", padding=0.2))
+    head_m = make_anonymizer(MaskSpec(style=style, shape="rect", padding=0.1))
+    assert face_m.renders_like(head_m)
+    parts = [(face_m, faces), (head_m, heads)]
+    out = anonymize_together(frames, parts)
+    for i in range(2):
+        cov = face_m.coverage_mask((h, w), faces[i]) | head_m.coverage_mask((h, w), heads[i])
+        assert np.array_equal(out[i][~cov], frames[i][~cov])
+        if style != "fill":
+            assert (out[i] != frames[i]).any(axis=-1)[cov].mean() > 0.9
+        pooled = face_m._regions((h, w), faces[i], None) + head_m._regions((h, w), heads[i], None)
+        assert len(anonymize_mod._merged(pooled)) < len(anonymize_mod._merged(face_m._regions((h, w), faces[i], None))
+                                                         + anonymize_mod._merged(head_m._regions((h, w), heads[i], None)))
+    noisy = (frames.astype(np.int16) + _checkerboard(h, w)).astype(np.uint8)
+    out_noisy = anonymize_together(noisy, parts)
+    for i in range(2):
+        cov = face_m.coverage_mask((h, w), faces[i]) | head_m.coverage_mask((h, w), heads[i])
+        diff = np.abs(out[i].astype(int) - out_noisy[i].astype(int))[cov]
+        assert diff.max() <= AMP // 2 + 1
+    # in place: the same pixels written (overlapping groups may render already-masked pixels)
+    buf = frames.copy()
+    assert anonymize_together(buf, parts, into=buf) is buf
+    for i in range(2):
+        cov = face_m.coverage_mask((h, w), faces[i]) | head_m.coverage_mask((h, w), heads[i])
+        assert np.array_equal(buf[i][~cov], frames[i][~cov])
+        if style != "fill":
+            assert (buf[i] != frames[i]).any(axis=-1)[cov].mean() > 0.9
+
+
+def test_maskers_of_other_strength_or_style_are_not_merged():
+    boxes = [Boxes.of([[10, 10, 50, 50]])]
+    frames = np.full((1, 64, 64, 3), 128, np.uint8)
+    frames[0, ::2] = 20
+    mosaic = make_anonymizer(MaskSpec(style="mosaic", shape="rect", padding=0.0))
+    coarse = make_anonymizer(MaskSpec(style="mosaic", shape="rect", padding=0.0, strength=2.0))
+    fill = make_anonymizer(MaskSpec(style="fill", shape="rect", padding=0.0))
+    assert not mosaic.renders_like(coarse) and not mosaic.renders_like(fill)
+    # each keeps its own render: the fill (last) wins where both mask, as one after the other would
+    out = anonymize_together(frames, [(mosaic, boxes), (fill, boxes)])
+    assert np.array_equal(out, fill.anonymize(mosaic.anonymize(frames, boxes), boxes))
+    out = anonymize_together(frames, [(fill, boxes), (coarse, boxes)])
+    assert np.array_equal(out, coarse.anonymize(fill.anonymize(frames, boxes), boxes))
