@@ -25,7 +25,7 @@ from .evaluation import DATASETS, load_items, subset
 FACE_SETS = ("faces_wider_hard", "coco_val2017", "faces_dlib")
 PLATE_SETS = ("plates_traffic", "plates_eu")
 CF_GRID = (0.03, 0.05, 0.07, 0.1, 0.2, 0.35, None)
-YN_GRID = (0.2, 0.3, 0.45, 0.6, None)
+YN_GRID = (0.2, 0.3, 0.35, 0.45, 0.6, None)
 PERSON_GRID = (0.05, 0.1, 0.2, 0.35, None)
 TEXT_GRID = (0.15, 0.25, 0.35, 0.5, 0.6, 0.7)
 PAD_GRID = (0.0, 0.1, 0.25, 0.4)
@@ -40,7 +40,9 @@ HEAD_GRID: dict[str, tuple[Any, ...]] = {
     "head_shape": ("rect", "ellipse"), "head_top_cut": (True, False), "head_min_person_px": (0, 24, 48, 72, 96)}
 """Swept together (every combination) in the geometry family."""
 GEOMETRY_ALONE: dict[str, dict[str, tuple[Any, ...]]] = {
-    "face": {"head_min_score": (0.0, 0.2, 0.35, 0.5), "head_padding": (0.0, 0.1), "face_padding": (0.2, 0.3)},
+    "face": {"head_min_score": (0.0, 0.2, 0.35, 0.5), "head_padding": (0.0, 0.1), "face_padding": (0.2, 0.3),
+             # face masks round 4: large weak face boxes (docs/quality.md "Face masks that follow faces")
+             "face_large_px": (None, 24.0, 48.0, 64.0, 96.0), "face_large_min_score": (0.1, 0.15, 0.2, 0.3)},
     "plate": {"plate_region_shrink": (False, True), "plate_max_aspect": (None, 8.0, 6.0, 5.0, 4.0),
               # over-masking round 3: loose text (no vehicle within the reach, in its heights)
               "plate_vehicle_reach": (None, 0.0, 3.0, 12.0, 25.0, 50.0), "loose_text_padding": (0.0, 0.1, 0.25),
