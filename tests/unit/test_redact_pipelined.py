@@ -43,11 +43,13 @@ class _SquareFinder:
 
     def __init__(self) -> None:
         self.threads: set[str] = set()
+        self.frames = 0
 
     def detect(self, frames):
         from operators.types import Boxes, Label
 
         self.threads.add(threading.current_thread().name)
+        self.frames += len(frames)
         return [Boxes.of([[8, 8, 40, 40]], [0.9], Label.FACE) for _ in frames]
 
 
@@ -125,3 +127,18 @@ def test_decoded_chunks_are_whole_writable_arrays_in_order(tmp_path):
     assert got.shape == frames.shape and np.abs(got.astype(int) - frames).mean() < 3  # crf 0, yuv420 rounding
     pts = np.concatenate([c.pts for c in chunks])
     assert len(pts) == 23 and (np.diff(pts) > 0).all()
+
+
+def test_chunks_end_on_a_scheduled_frame(tmp_path):
+    """0.6 s at 10 fps would be 6-frame chunks (frames 0, 4 and 5 detected); at detect_every 4 a
+    chunk is cut to 5 frames, whose last frame is on the schedule: 23 frames -> 5+5+5+5+3, 2 each."""
+    from operators.redactor import RedactionConfig, Redactor
+    from pipeline.redact_file import redact_video
+
+    src, out = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    _clip(src)
+    det = _SquareFinder()
+    red = Redactor(RedactionConfig(classes=("face",), detect_every=4), detectors={"face": det})
+    summary = redact_video(red, str(src), out, chunk_seconds=0.6, progress=False)
+    assert summary.frames == 23 and summary.fail_closed_frames == 0
+    assert det.frames == 10  # 6-frame chunks: 3 + 3 + 3 + 2 = 11
