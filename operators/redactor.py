@@ -108,12 +108,13 @@ class RedactionConfig:
         face_large_px / face_large_min_score: a face box at least ``face_large_px`` wide in
             the face detector's input pixels (the frame scaled to ``face_max_side``) is masked
             only when scored at least ``face_large_min_score`` (``None``: every box the
-            thresholds keep). CenterFace's boxes scored 0.05-0.2 (kept for the small faces of
-            crowds) also fall on hands, textures and backs of heads at large sizes, where a
-            real face scores high; a person whose face box is dropped gets the head fallback.
-            64 px and 0.15 were chosen on a sweep over whole sets (docs/quality.md "Face masks
-            that follow faces"): coco_val2017's masked area 9.4 -> 7.8 %, faces_wider_hard
-            -0.4 points, one WIDER face (>= 20 px) lost, which the union's YuNet threshold
+            thresholds keep). CenterFace's boxes scored 0.05-0.2 are kept for the small faces
+            of crowds; large ones are rarely faces (faces_wider_hard: 54 of 473 such boxes at
+            >= 4 % of the frame side lie on a labelled face), since a face that large scores
+            high. A person whose face box is dropped gets the head fallback. 64 px and 0.15
+            were chosen on a sweep over whole sets (docs/quality.md "Face masks that follow
+            faces"): alone, coco_val2017's masked area 9.4 -> 7.7 %, faces_wider_hard -0.4
+            points and one WIDER face (>= 20 px) lost, which the union's YuNet threshold
             (0.35, :data:`operators.detectors.faces.YUNET_THRESHOLD`) wins back with 8 more.
         head_min_person_px / head_top_cut / head_min_score: when the head fallback fires
             (:func:`operators.head.head_regions`): persons less tall than this (px), cut
@@ -231,6 +232,7 @@ class RedactionConfig:
     person_max_upscale: float | None = 2.0
     precision: str = DEFAULT_PRECISION
     text_model: str = "ppocr_det_v5"
+    text_full_precision: str | None = None
     plate_fallback: bool = True
     plate_fallback_min_px: int = 40
     plate_fallback_threshold: float = 0.5
@@ -331,6 +333,8 @@ class RedactionConfig:
                 problems.append(f"{name}: expected a number >= 1 (or None = no cap), got {v!r}")
         if self.precision not in PRECISIONS:
             problems.append(f"precision: expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.text_full_precision not in (None, "fp32", "bf16"):
+            problems.append(f"text_full_precision: expected fp32 or bf16 (or None), got {self.text_full_precision!r}")
         if self.text_model not in TEXT_MODELS:
             problems.append(f"text_model: expected one of {', '.join(TEXT_MODELS)}, got {self.text_model!r}")
         v = self.plate_fallback_min_px
@@ -861,6 +865,7 @@ def build_detectors(config: RedactionConfig) -> dict[str, Detector]:
         kw["native_max_side"] = config.small_frame_side
         kw["lit_pass"] = plates and config.plate_lit_pass
         kw["model"] = config.text_model
+        kw["full_precision"] = config.text_full_precision
         # One text model serves both classes: it finds plate characters and other text.
         kw["label"] = Label.PLATE if plates else Label.TEXT
         dets["text"] = DETECTORS["ppocr_text"](**kw)
