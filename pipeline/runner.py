@@ -94,6 +94,7 @@ class Workers:
         self.env = dict(env or os.environ)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.log_offsets: dict[str, int] = {}  # where this run's lines start in each stage's log
+        self.left_unredacted = 0  # raw chunks process had not committed when stop() stopped it
 
     def start(self, stages: tuple[str, ...] = ("process", "sink", "ingest"), *,
               ready_before_ingest_s: float = 0.0) -> float | None:
@@ -156,8 +157,10 @@ class Workers:
         if "ingest" in self.procs:
             rc |= _stop(self.procs.pop("ingest"), "ingest", 30)
         if "process" in self.procs:
-            _wait_drained(cfg, cfg.kafka.topics.raw, cfg.process.consumer_group, timeout_s=drain_timeout_s)
+            drained = _wait_drained(cfg, cfg.kafka.topics.raw, cfg.process.consumer_group, timeout_s=drain_timeout_s)
             rc |= _stop(self.procs.pop("process"), "process", 120)
+            if not drained:  # what the stopped stage left: in Kafka, uncommitted, never in the report's table
+                self.left_unredacted = group_lag(cfg, cfg.kafka.topics.raw, cfg.process.consumer_group)
         if "sink" in self.procs:
             # open segments are committed only once written: the lag cannot reach 0 before
             # the idle flush; give the sink a moment to read the last chunks, then SIGTERM
@@ -237,6 +240,10 @@ def run_local(cameras: int = 3, seconds: float = 60.0, state_dir: Path | None = 
             out("interrupted: stopping workers")
         out("stopping: ingest, then process once drained, then sink (flushes open segments) ...")
         rc = workers.stop(cfg)
+        if workers.left_unredacted:
+            out(f"process did not keep up: {workers.left_unredacted} chunk(s) of {cfg.kafka.topics.raw} were not "
+                "redacted when it was stopped; they stay in Kafka, uncommitted (a process worker on this stack "
+                "redacts them), and are not in the table below")
         per_cam = report(cfg, t_start, out, download_dir=download_dir)
         if not per_cam:
             rc = 1
@@ -266,6 +273,29 @@ def _flat(keys: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     return out
 
 
+def _lag(c: Any, parts: list[Any]) -> int:
+    """Messages of ``parts`` that the consumer's group has not committed."""
+    lag = 0
+    for tp in c.committed(parts, timeout=10):
+        _lo, hi = c.get_watermark_offsets(tp, timeout=5, cached=False)
+        lag += max(0, hi - max(tp.offset, 0))
+    return lag
+
+
+def group_lag(cfg: Any, topic: str, group: str) -> int:
+    """Messages of ``topic`` that ``group`` has not committed (what a stopped stage left)."""
+    from confluent_kafka import TopicPartition
+
+    from pipeline.kafka import plain_consumer
+
+    c = plain_consumer(cfg.kafka, group)
+    try:
+        md = c.list_topics(topic, timeout=10)
+        return _lag(c, [TopicPartition(topic, p) for p in md.topics[topic].partitions])
+    finally:
+        c.close()
+
+
 def _wait_drained(cfg: Any, topic: str, group: str, timeout_s: float, settle_s: float = 0.0,
                   warn: bool = True) -> bool:
     """Wait until ``group`` has committed everything in ``topic`` (lag 0), then ``settle_s``."""
@@ -279,12 +309,7 @@ def _wait_drained(cfg: Any, topic: str, group: str, timeout_s: float, settle_s: 
         parts = [TopicPartition(topic, p) for p in md.topics[topic].partitions]
         deadline = time.time() + timeout_s
         while time.time() < deadline:
-            committed = c.committed(parts, timeout=10)
-            lag = 0
-            for tp in committed:
-                _lo, hi = c.get_watermark_offsets(tp, timeout=5, cached=False)
-                lag += max(0, hi - max(tp.offset, 0))
-            if lag == 0:
+            if _lag(c, parts) == 0:
                 time.sleep(settle_s)
                 return True
             time.sleep(1.0)

@@ -47,3 +47,19 @@ def test_bad_replicas_value_is_a_one_line_usage_error(capsys: pytest.CaptureFixt
         main(["--detector-replicas", "two"])
     assert exc.value.code == 2
     assert "--detector-replicas" in capsys.readouterr().err
+
+
+def test_lag_counts_what_the_group_has_not_committed() -> None:
+    from types import SimpleNamespace
+
+    from pipeline.runner import _lag
+
+    class _C:
+        def committed(self, parts: list[object], timeout: float) -> list[object]:
+            # partition 0 committed up to 7 of 10, partition 1 never committed (offset -1001) of 4
+            return [SimpleNamespace(partition=0, offset=7), SimpleNamespace(partition=1, offset=-1001)]
+
+        def get_watermark_offsets(self, tp: SimpleNamespace, timeout: float, cached: bool) -> tuple[int, int]:
+            return (0, 10) if tp.partition == 0 else (0, 4)
+
+    assert _lag(_C(), [object(), object()]) == 3 + 4
