@@ -232,7 +232,6 @@ class RedactionConfig:
     person_max_upscale: float | None = 2.0
     precision: str = DEFAULT_PRECISION
     text_model: str = "ppocr_det_v5"
-    text_full_precision: str | None = None
     plate_fallback: bool = True
     plate_fallback_min_px: int = 40
     plate_fallback_threshold: float = 0.5
@@ -333,8 +332,6 @@ class RedactionConfig:
                 problems.append(f"{name}: expected a number >= 1 (or None = no cap), got {v!r}")
         if self.precision not in PRECISIONS:
             problems.append(f"precision: expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.text_full_precision not in (None, "fp32", "bf16"):
-            problems.append(f"text_full_precision: expected fp32 or bf16 (or None), got {self.text_full_precision!r}")
         if self.text_model not in TEXT_MODELS:
             problems.append(f"text_model: expected one of {', '.join(TEXT_MODELS)}, got {self.text_model!r}")
         v = self.plate_fallback_min_px
@@ -865,7 +862,6 @@ def build_detectors(config: RedactionConfig) -> dict[str, Detector]:
         kw["native_max_side"] = config.small_frame_side
         kw["lit_pass"] = plates and config.plate_lit_pass
         kw["model"] = config.text_model
-        kw["full_precision"] = config.text_full_precision
         # One text model serves both classes: it finds plate characters and other text.
         kw["label"] = Label.PLATE if plates else Label.TEXT
         dets["text"] = DETECTORS["ppocr_text"](**kw)
