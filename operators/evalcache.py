@@ -138,6 +138,8 @@ def components(cfg: Any) -> dict[str, Component]:
         lit = "plate" in classes and bool(getattr(cfg, "plate_lit_pass", False))
         if lit:
             text_params["lit_pass"] = True
+        if getattr(cfg, "text_full_precision", None) == "bf16":
+            text_params["full_precision"] = "bf16"
         out["text_full"] = simple("text_full", TextDetector, text_params)
         if lit:  # the lit-plate pass's constants sign its boxes too (off: the signature before it)
             out["text_full"].params["lit"] = litplate.params()

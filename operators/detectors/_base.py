@@ -71,6 +71,8 @@ class OnnxDetector:
         run_name = f"{name}_bf16" if bf16 and name is not None else name
         self.session = make_session(model, providers, threads, model_name=run_name,
                                     inference_precision="bf16" if bf16 else "f32")
+        self._graph = model
+        """The graph ``session`` runs (the folded or int8 copy when one was derived)."""
         self.providers = list(self.session.get_providers())
         if bf16 and self.providers == [OPENVINO]:
             self.precision = "bf16"

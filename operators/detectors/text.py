@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
 
+from ..ovsession import OPENVINO, OpenVinoSession, bf16_supported
 from ..providers import on_cpu
 from ..quantize import DEFAULT_PRECISION
 from ..types import Boxes, Frames, Label
@@ -179,6 +181,10 @@ class TextDetector(OnnxDetector):
         crop_gap: black px kept right of and below each packed crop (at most what a canvas
             of its own leaves): 96, measured (32 and 64 leak 3-4 more plates_traffic plates).
         nms_iou: ``None``: DB contours do not overlap, no NMS.
+        full_precision: ``bf16``: the full-frame pass (not the vehicle-crop or lit-plate
+            passes) infers in bfloat16 where the crop pass runs on OpenVINO on a CPU with native
+            bf16 (a second session of the same graph); else, or ``None``, as the crop pass
+            (``precision``). See ``RedactionConfig.text_full_precision``.
         native_max_side: frames whose longer side is at most this get the full-frame pass at
             their own size, never upscaled toward ``min_side``: a small camera's detection costs
             what its pixels cost (``RedactionConfig.small_frame_side``). ``None``: never.
@@ -197,6 +203,7 @@ class TextDetector(OnnxDetector):
                  crop_pack: bool = True, crop_gap: int = 96, crop_bonus: float = 0.1, crop_reuse: float = 6.0,
                  crop_carry: int = 8, full_min_side: int | None = None, lit_pass: bool = False,
                  nms_iou: float | None = None, native_max_side: int | None = None,
+                 full_precision: str | None = None,
                  model_dir: ModelRef | None = None, threads: int | None = None, batch_size: int | None = None,
                  precision: str = DEFAULT_PRECISION) -> None:
         self.label = Label(int(label))
@@ -240,8 +247,14 @@ class TextDetector(OnnxDetector):
         else:
             self._mean = np.full((1, 3, 1, 1), 0.5 * 255.0, np.float32)
             self._scale = np.full((1, 3, 1, 1), 1.0 / (0.5 * 255.0), np.float32)
+        self._full_session: Any = None
         path = self._open(model, model_dir, precision)
         self._start(path, providers, threads, (360, 640))
+        self.full_precision = self.precision
+        if full_precision == "bf16" and self.providers == [OPENVINO] and bf16_supported():
+            self._full_session = OpenVinoSession(self._graph, threads, "bf16")
+            self.full_precision = "bf16"
+            self.detect(np.zeros((1, 360, 640, 3), np.uint8))  # its warm-up (see OnnxDetector._start)
         # On CPU a packed canvas is cut to what it uses (cost grows with pixels); on a GPU
         # every canvas keeps the one full shape (a new input shape costs a kernel search
         # there, or a TensorRT engine build, and pixels are cheap).
@@ -258,9 +271,9 @@ class TextDetector(OnnxDetector):
             return up if self.max_upscale is None else min(up, self.max_upscale)
         return 1.0
 
-    def _run(self, blob_bgr: np.ndarray) -> np.ndarray:
+    def _run(self, blob_bgr: np.ndarray, session: Any = None) -> np.ndarray:
         blob = (blob_bgr.transpose(0, 3, 1, 2).astype(np.float32) - self._mean) * self._scale
-        prob: np.ndarray = self.session.run(None, {self.input_name: blob})[0][:, 0]
+        prob: np.ndarray = (session or self.session).run(None, {self.input_name: blob})[0][:, 0]
         return prob
 
     def _detect_batch(self, frames: Frames) -> list[Boxes]:
@@ -297,7 +310,7 @@ class TextDetector(OnnxDetector):
         blob = np.zeros((len(tiles), ph, pw, 3), np.uint8)
         for t, (y0, x0, y1, x1) in enumerate(tiles):
             blob[t, :y1 - y0, :x1 - x0] = img[y0:y1, x0:x1]
-        prob = self._run(blob)
+        prob = self._run(blob, self._full_session)
         out: list[tuple[list[float], float]] = []
         for t, (y0, x0, y1, x1) in enumerate(tiles):
             out.extend(self._boxes(prob[t, :y1 - y0, :x1 - x0], sx, sy, x0 * sx, y0 * sy))

@@ -280,3 +280,29 @@ def test_detectors_under_precision_bf16(cpu_only):
         assert str(face.session._compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'bfloat16'>"
     else:
         assert face.providers == [CPU] and face.precision == "fp32"
+
+
+def test_text_full_pass_in_bf16_keeps_the_crop_pass_fp32(cpu_only):
+    """``full_precision: bf16``: a second, bf16 session serves the full-frame pass only (the crop
+    and lit-plate passes stay on the fp32 one); on a CPU without native bf16, fp32 throughout."""
+    from operators.detectors import TextDetector
+    from operators.ovsession import bf16_supported
+    from operators.types import Boxes, Label
+
+    fp32 = TextDetector(threads=1, crops=True)
+    both = TextDetector(threads=1, crops=True, full_precision="bf16")
+    assert fp32.full_precision == "fp32" and fp32._full_session is None
+    assert both.precision == "fp32" and both.providers == [OPENVINO]
+    assert str(both.session._compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'float32'>"
+    if not bf16_supported():
+        assert both.full_precision == "fp32" and both._full_session is None
+        return
+    assert both.full_precision == "bf16"
+    assert str(both._full_session._compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'bfloat16'>"
+    img = _images("plate")[0][None]
+    a, b = fp32.detect(img)[0], both.detect(img)[0]
+    assert len(a) and len(a) == len(b)  # the plate's characters, found by both
+    # the crop pass is fp32's exactly
+    car = Boxes.of([[0, 0, img.shape[2], img.shape[1]]], [0.9], Label.VEHICLE)
+    ca, cb = fp32.detect_crops(img, [car])[0], both.detect_crops(img, [car])[0]
+    assert np.array_equal(ca.xyxy, cb.xyxy) and np.array_equal(ca.score, cb.score)
