@@ -27,6 +27,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -46,13 +47,19 @@ def _coerce(v: str) -> Any:
     return yaml.safe_load(v)
 
 
-def variant_config(raw: dict[str, Any], settings: dict[str, str]) -> tuple[Any, float, str]:
-    """(config, chunk_seconds, codec) of ``raw`` with ``settings`` (``section.key`` -> value) applied."""
+def variant_config(raw: dict[str, Any], settings: dict[str, str]) -> tuple[Any, float, str, dict[str, Any]]:
+    """(config, chunk_seconds, codec, detector overrides) of ``raw`` with ``settings`` applied:
+    ``section.key`` -> value into the config, ``redaction.FIELD`` -> value onto the detector
+    actor's ``RedactionConfig`` (a detection setting no config key exposes)."""
     raw = json.loads(json.dumps(raw))
     codec = "auto"
+    det: dict[str, Any] = {}
     for k, v in settings.items():
         if k == "codec":
             codec = v
+            continue
+        if k.startswith("redaction."):
+            det[k.split(".", 1)[1]] = _coerce(v)
             continue
         *path, key = k.split(".")
         node = raw
@@ -60,7 +67,7 @@ def variant_config(raw: dict[str, Any], settings: dict[str, str]) -> tuple[Any, 
             node = node.setdefault(part, {})
         node[key] = _coerce(v)
     cfg = parse_config(raw)
-    return cfg, float(cfg.ingest.chunk_seconds), codec
+    return cfg, float(cfg.ingest.chunk_seconds), codec, det
 
 
 def demo_chunks(cameras: int, chunk_seconds: float, codec: str, policies: set[str], seconds: float) -> list[ChunkTask]:
@@ -121,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", type=Path, default=Path(".veilstream/demo/run-config.yaml"))
     ap.add_argument("--variant", action="append", default=[],
-                    help="NAME:key=value,key=value (keys: section.key of the config, or codec=jpeg|auto)")
+                    help="NAME:key=value,key=value (keys: section.key of the config, redaction.FIELD of the "
+                         "detectors' RedactionConfig, or codec=jpeg|auto)")
     ap.add_argument("--cameras", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=8.0, help="video per camera per round")
     ap.add_argument("--rounds", type=int, default=2)
@@ -137,8 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.variant or ["base:"]:
         name, _, rest = spec.partition(":")
         settings = dict(kv.split("=", 1) for kv in rest.split(",") if kv)
-        cfg, chunk_s, codec = variant_config(raw, settings)
+        cfg, chunk_s, codec, det_over = variant_config(raw, settings)
         plan = build_plan(cfg, model_dir=os.environ.get("VEILSTREAM_MODEL_DIR") or None)
+        if det_over:
+            plan = replace(plan, detector=replace(plan.detector, **det_over).validate())
         det = DetectorActor(plan, max_batch_frames=cfg.ray.detector.batch_size,
                             max_wait_s=cfg.ray.detector.max_wait_ms / 1000.0, timeout_s=600.0)
         actor = ChunkActor(plan, [_Local(det)], crf=cfg.process.crf, preset=cfg.process.preset,
