@@ -230,7 +230,7 @@ def _rate(fps: float) -> Fraction:
 
 
 def encode_h264_chunk(frames: Frames, fps: float, pts_ms: Sequence[int] | None = None, crf: int = 23,
-                      preset: str = "veryfast") -> bytes:
+                      preset: str = "veryfast", threads: int | None = None) -> bytes:
     """One closed-GOP H.264 Annex-B stream (IDR first, no B-frames, yuv420p, SPS/PPS in-band).
 
     Args:
@@ -240,7 +240,13 @@ def encode_h264_chunk(frames: Frames, fps: float, pts_ms: Sequence[int] | None =
         fps: nominal rate (rate control only: the stream stores no timestamps).
         pts_ms: per-frame timestamps; only checked for length (they travel in metadata).
         crf, preset: libx264 quality / speed.
+        threads: libx264 threads (``None``: its own choice, 1.5 per core plus lookahead). 1
+            costs the same CPU (a 720p crowd chunk: 0.0159 vs 0.0157 CPU-s a frame) and keeps
+            the work on the calling thread, where a caller that runs several encodes at once
+            (the process stage's chunk actors) and counts CPU by thread can see it.
     """
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
+        raise CodecError(f"encode_h264_chunk: threads must be an integer >= 0 (0 = auto), got {threads!r}")
     arr = _check_frames(frames, "encode_h264_chunk")
     n, h, w = arr.shape[:3]
     if n == 0:
@@ -255,6 +261,8 @@ def encode_h264_chunk(frames: Frames, fps: float, pts_ms: Sequence[int] | None =
     ctx.width, ctx.height, ctx.pix_fmt = pw, ph, "yuv420p"
     ctx.framerate, ctx.time_base = rate, 1 / rate
     ctx.gop_size = n
+    if threads is not None:
+        ctx.thread_count = threads
     ctx.options = {
         "crf": str(int(crf)),
         "preset": preset,

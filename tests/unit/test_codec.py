@@ -108,6 +108,24 @@ def test_h264_chunk_is_one_closed_gop_without_b_frames():
     assert kinds[0] == 1 and 3 not in kinds and kinds.count(1) == 1
 
 
+def test_h264_one_thread_is_the_same_stream_kind_and_quality():
+    frames = synthetic(12)
+    auto = encode_h264_chunk(frames, fps=25.0)
+    one = encode_h264_chunk(frames, fps=25.0, threads=1)
+    out = decode_h264_chunk(one)
+    assert out.shape == frames.shape
+    assert psnr(out, frames) > 30 and abs(psnr(out, frames) - psnr(decode_h264_chunk(auto), frames)) < 1.0
+    ctx = av.CodecContext.create("h264", "r")
+    kinds = [int(f.pict_type) for p in [*ctx.parse(one), *ctx.parse(None), None] for f in ctx.decode(p)]
+    assert kinds[0] == 1 and 3 not in kinds and kinds.count(1) == 1
+
+
+@pytest.mark.parametrize("threads", [-1, 1.5, True, "2"])
+def test_h264_bad_thread_count_is_refused(threads):
+    with pytest.raises(CodecError, match="threads"):
+        encode_h264_chunk(synthetic(2), fps=25.0, threads=threads)
+
+
 def test_h264_odd_size_padded_and_cropped_back():
     frames = synthetic(4, 45, 63)
     out = decode_h264_chunk(encode_h264_chunk(frames, fps=15.0), size_wh=(63, 45))
