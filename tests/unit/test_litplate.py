@@ -75,7 +75,7 @@ def test_lit_pass_runs_only_on_uncovered_proposals_of_dark_frames(text_detector,
     frame, plate = _red_lit_frame()
     runs: list[tuple[int, ...]] = []
     run = text_detector._run
-    monkeypatch.setattr(text_detector, "_run", lambda blob: runs.append(blob.shape) or run(blob))
+    monkeypatch.setattr(text_detector, "_run", lambda blob, *a: runs.append(blob.shape) or run(blob, *a))
     got = text_detector.detect(frame[None])[0]
     # The full-frame pass finds this clean synthetic plate itself (real red-lit plates it
     # misses at 640 px: docs/quality.md "Plates round 3"), so its proposal is covered and the
@@ -199,7 +199,7 @@ def test_dark_frame_full_pass_at_native_finds_a_small_plate_on_a_lit_panel(text_
     assert not any(p[0] <= cx <= p[2] and p[1] <= cy <= p[3] for p in litplate.proposals(v, s))  # no window
     shapes: list[tuple[int, ...]] = []
     run = text_detector._run
-    monkeypatch.setattr(text_detector, "_run", lambda blob: shapes.append(blob.shape) or run(blob))
+    monkeypatch.setattr(text_detector, "_run", lambda blob, *a: shapes.append(blob.shape) or run(blob, *a))
     got = text_detector.detect(frame[None])[0]
     assert _covers(got.xyxy[got.score >= text_detector.threshold], plate) and shapes[0][1:3] == (736, 1280)
     monkeypatch.setattr(litplate, "NATIVE_SIDE", None)  # the pass before: 640 px and windows only
@@ -212,3 +212,11 @@ def test_dark_frame_full_pass_at_native_finds_a_small_plate_on_a_lit_panel(text_
     assert litplate.median_grey(day) >= litplate.NATIVE_MEDIAN
     text_detector.detect(day[None])
     assert shapes == [(1, 384, 640, 3)]
+
+
+def test_a_box_on_part_of_a_proposal_does_not_cover_it():
+    props = np.asarray([[100, 100, 200, 130]], np.float32)
+    part = np.asarray([[140, 95, 210, 135]], np.float32)  # holds the centre, 60 % of the patch
+    whole = np.asarray([[95, 95, 205, 135]], np.float32)
+    assert len(litplate.windows(props, (720, 1280), part)) == 1
+    assert litplate.windows(props, (720, 1280), whole) == []
