@@ -797,26 +797,46 @@ def _fail_closed_frames(raw: Sequence[Boxes | None], failed: Sequence[int]) -> l
 
 def _distinct_objects(xyxy: np.ndarray, overlap: float = 0.3) -> int:
     """Number of groups of boxes connected by overlap (intersection over the smaller box
-    area above ``overlap``): carried copies of one object count once."""
+    area above ``overlap``): carried copies of one object count once.
+
+    Only pairs whose x-ranges overlap are compared (a sweep over the boxes sorted by left edge),
+    and the groups are joined by vectorised hooking: a crowded 720p frame after temporal fill
+    holds ~1,500 face boxes, whose full pairwise matrix cost 36 ms a frame for ~11,000 linked
+    pairs."""
     n = len(xyxy)
     if n <= 1:
         return n
-    x1, y1, x2, y2 = (xyxy[:, i][:, None] for i in range(4))
-    iw = np.clip(np.minimum(x2, x2.T) - np.maximum(x1, x1.T), 0, None)
-    ih = np.clip(np.minimum(y2, y2.T) - np.maximum(y1, y1.T), 0, None)
+    b = np.asarray(xyxy, np.float32).reshape(-1, 4)
+    b = b[np.argsort(b[:, 0], kind="stable")]
+    x1, y1, x2, y2 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+    # candidates of box i: the boxes after it (sorted by x1) whose left edge is left of its right edge
+    hi = np.maximum(np.searchsorted(x1, x2, side="left"), np.arange(1, n + 1))
+    counts = hi - np.arange(1, n + 1)
+    i = np.repeat(np.arange(n), counts)
+    off = np.zeros(n + 1, np.int64)
+    np.cumsum(counts, out=off[1:])
+    j = np.arange(int(off[-1]), dtype=np.int64) - off[i] + i + 1
+    iw = np.clip(np.minimum(x2[i], x2[j]) - np.maximum(x1[i], x1[j]), 0, None)
+    ih = np.clip(np.minimum(y2[i], y2[j]) - np.maximum(y1[i], y1[j]), 0, None)
     area = np.clip((x2 - x1) * (y2 - y1), 1e-6, None)
-    linked = (iw * ih) / np.minimum(area, area.T) > overlap
-    parent = list(range(n))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i, j in zip(*np.nonzero(np.triu(linked, 1))):
-        parent[find(int(i))] = find(int(j))
-    return len({find(i) for i in range(n)})
+    linked = (iw * ih) / np.minimum(area[i], area[j]) > overlap
+    i, j = i[linked], j[linked]
+    labels = np.arange(n)
+    while True:
+        li, lj = labels[i], labels[j]
+        low = np.minimum(li, lj)
+        new = labels.copy()
+        np.minimum.at(new, li, low)  # hook each group's root onto the smallest root it touches
+        np.minimum.at(new, lj, low)
+        while True:  # then every box onto its root
+            jumped = new[new]
+            if np.array_equal(jumped, new):
+                break
+            new = jumped
+        new = new[labels]
+        if np.array_equal(new, labels):
+            return int(np.unique(labels).size)
+        labels = new
 
 
 def build_detectors(config: RedactionConfig) -> dict[str, Detector]:

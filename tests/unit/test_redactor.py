@@ -435,6 +435,44 @@ def test_distinct_objects(xyxy, expected):
     assert _distinct_objects(np.asarray(xyxy, np.float32).reshape(-1, 4)) == expected
 
 
+def _components_by_union_find(xyxy: np.ndarray, overlap: float = 0.3) -> int:
+    """The reference: union-find over every pair linked by overlap (the code before it was vectorised)."""
+    n = len(xyxy)
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for i in range(n):
+        for j in range(i + 1, n):
+            a, b = xyxy[i].astype(np.float64), xyxy[j].astype(np.float64)
+            iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+            ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+            small = max(1e-6, min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1])))
+            if iw * ih / small > overlap:
+                parent[find(i)] = find(j)
+    return len({find(i) for i in range(n)})
+
+
+@pytest.mark.parametrize("seed", range(9))
+def test_distinct_objects_are_the_connected_groups(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 300))
+    xy = rng.uniform(0, 200, (n, 2))
+    wh = rng.uniform(4, 40, (n, 2))
+    # long chains too: boxes strung along a line, each overlapping the next
+    if seed % 2:
+        xy[:, 1] = 50.0
+        xy[:, 0] = np.sort(xy[:, 0]) * 0.3
+    xyxy = np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
+    if seed % 3 == 2:  # exact copies and boxes sharing a left edge (ties in the sweep)
+        xyxy = np.concatenate([xyxy, xyxy[: n // 2]])
+        xyxy[::5, 0] = xyxy[0, 0]
+    assert _distinct_objects(xyxy) == _components_by_union_find(xyxy)
+
+
 def test_rejects_bad_frames():
     red, _ = make()
     with pytest.raises(ValueError):
