@@ -234,3 +234,30 @@ def test_text_full_min_side_skips_the_full_frame_pass_on_tiny_frames_only():
     assert len(shapes(RedactionConfig(**base, classes=("text",), text_full_min_side=240), (144, 176))) == 2
     with pytest.raises(ConfigError, match="text_full_min_side"):
         RedactionConfig(text_full_min_side=0).validate()
+
+
+def test_eval_scoring_skips_the_full_frame_pass_where_the_detector_does():
+    """``veilstream eval`` scores cached passes: an image below ``text_full_min_side`` must not
+    be credited with the full-frame pass the detector would not have run (crops only)."""
+    from operators import evalcache
+    from operators.evaldata import load_plates_eu
+    from operators.types import Boxes
+
+    item = load_plates_eu(EVAL / "plates_eu")[0]
+    h, w = read_image(item.image_path).shape[:2]
+    cache = evalcache.DetectionCache(None, "plates_eu", [item])
+    cache.hw = [(h, w)]
+    plate = np.asarray(item.plate_boxes[:1], np.float32)
+    cached = {"text_full": evalcache.Cached([Boxes.of(plate, np.ones(1, np.float32), Label.PLATE)], 0.0),
+              "text_crops": evalcache.Cached([Boxes.empty()], 0.0),
+              "yolox": evalcache.Cached([Boxes.empty()], 0.0)}
+    th = {"text_full": 0.25, "text_crops": 0.25, "yolox": 0.1}
+
+    def leaked(cfg: RedactionConfig) -> int:
+        rep = evalcache.score_setting("plates_eu", [item], cache, cached, cfg, th)
+        return {c.cls: c for c in rep.classes}["plate"].leaked
+
+    base = {"classes": ("plate",)}
+    assert leaked(RedactionConfig(**base)) == 0  # the full pass's box masks the plate
+    assert leaked(RedactionConfig(**base, text_full_min_side=max(h, w) + 1)) == 1  # skipped there
+    assert leaked(RedactionConfig(**base, text_full_min_side=max(h, w))) == 0
