@@ -143,6 +143,8 @@ def fill_gaps(per_frame: Sequence[Boxes | None], window: int = 2,
     detected = [i for i, b in enumerate(per_frame) if b is not None]
     vel = _velocities(per_frame, detected, motion) if follow_velocity else {}
     out: list[Boxes] = []
+    unconfirmed: dict[tuple[int, tuple[int, ...]], npt.NDArray[np.bool_]] = {}
+    matched: dict[tuple[int, int], tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]] = {}
     for i in range(n):
         own = per_frame[i]
         prev = max((j for j in detected if j < i), default=None)
@@ -162,7 +164,11 @@ def fill_gaps(per_frame: Sequence[Boxes | None], window: int = 2,
                     continue
                 src = per_frame[j]
                 assert src is not None
-                lost = _unconfirmed(src, j, side[:pos], per_frame, motion)
+                key = (j, tuple(side[:pos]))  # the same for every frame i between two detections
+                lost = unconfirmed.get(key)
+                if lost is None:
+                    lost = unconfirmed[key] = _unconfirmed(src, j, side[:pos], per_frame, motion)
+                lost = lost.copy()
                 if not isinstance(coast, int):
                     lost &= np.array([per_label.get(int(x), 0) >= pos for x in src.label], bool)
                 v = vel.get((j, 1 if i > j else -1))
@@ -171,7 +177,8 @@ def fill_gaps(per_frame: Sequence[Boxes | None], window: int = 2,
         if own is None and prev is not None and nxt is not None:
             a, b = per_frame[prev], per_frame[nxt]
             assert a is not None and b is not None
-            parts.append(_interpolate(a, b, (i - prev) / (nxt - prev), nxt - prev, motion, (prev, i, nxt)))
+            parts.append(_interpolate(a, b, (i - prev) / (nxt - prev), nxt - prev, motion, (prev, i, nxt),
+                                      pairs=matched))
         out.append(Boxes.concat(parts))
     return out
 
@@ -187,9 +194,49 @@ def _unconfirmed(src: Boxes, j: int, nearer: Sequence[int], per_frame: Sequence[
         if other is None or not len(other) or not keep.any():
             continue
         moved = warp_xyxy(src.xyxy, motion.between(j, k)).astype(np.float64)
-        same = src.label[:, None] == other.label[None, :]
-        keep &= ~((iou_matrix(moved.astype(np.float32), other.xyxy) > MATCH_IOU) & same).any(axis=1)
+        keep &= ~_any_iou_above(moved.astype(np.float32), src.label, other.xyxy, other.label, MATCH_IOU)
     return keep
+
+
+def _any_iou_above(a: npt.NDArray[np.float32], la: npt.NDArray[np.int16], b: npt.NDArray[np.float32],
+                   lb: npt.NDArray[np.int16], threshold: float) -> npt.NDArray[np.bool_]:
+    """Per box of ``a``: whether a same-label box of ``b`` has IoU above ``threshold`` (>= 0)
+    with it; ``(iou_matrix(a, b) > threshold) & same label``, any per row, computed only for the
+    pairs whose x-ranges may overlap (boxes of ``b`` sorted by left edge, a window per box of
+    ``a``): IoU above 0 needs an overlap, and each pair's IoU is :func:`iou_matrix`'s own
+    arithmetic. A crowded frame holds ~500 detected faces: the full matrix per pair of detected
+    frames was most of the fill's time. Non-finite or inverted boxes take the full matrix."""
+    if not len(a) or not len(b):
+        return np.zeros(len(a), bool)
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    if (not (np.isfinite(a64).all() and np.isfinite(b64).all()) or (a64[:, 2:] < a64[:, :2]).any()
+            or (b64[:, 2:] < b64[:, :2]).any()):
+        hit = (iou_matrix(a, b) > threshold) & (la[:, None] == lb[None, :])
+        return np.asarray(hit.any(axis=1))
+    order = np.argsort(b64[:, 0], kind="stable")
+    bs, lbs = b64[order], lb[order]
+    widest = float((bs[:, 2] - bs[:, 0]).max())
+    # a box of b overlaps a's x-range only if its left edge lies in (a.x1 - widest, a.x2)
+    lo = np.searchsorted(bs[:, 0], a64[:, 0] - widest, side="left")
+    hi = np.maximum(np.searchsorted(bs[:, 0], a64[:, 2], side="right"), lo)
+    counts = hi - lo
+    i = np.repeat(np.arange(len(a64)), counts)
+    off = np.zeros(len(a64) + 1, np.int64)
+    np.cumsum(counts, out=off[1:])
+    j = np.arange(int(off[-1]), dtype=np.int64) - off[i] + lo[i]
+    pa, pb = a64[i], bs[j]
+    iw = np.clip(np.minimum(pa[:, 2], pb[:, 2]) - np.maximum(pa[:, 0], pb[:, 0]), 0, None)
+    ih = np.clip(np.minimum(pa[:, 3], pb[:, 3]) - np.maximum(pa[:, 1], pb[:, 1]), 0, None)
+    inter = iw * ih
+    area_a = np.clip(pa[:, 2] - pa[:, 0], 0, None) * np.clip(pa[:, 3] - pa[:, 1], 0, None)
+    area_b = np.clip(pb[:, 2] - pb[:, 0], 0, None) * np.clip(pb[:, 3] - pb[:, 1], 0, None)
+    union = area_a + area_b - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, inter / union, 0.0)
+    hit = (iou > threshold) & (la[i] == lbs[j])
+    out = np.zeros(len(a64), bool)
+    out[i[hit]] = True
+    return out
 
 
 def iou_matrix(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
@@ -231,21 +278,29 @@ def _carry(src: Boxes, j: int, i: int, motion: CameraMotion, grow_still: float, 
 
 
 def _interpolate(a: Boxes, b: Boxes, t: float, gap: int = 1, motion: CameraMotion | None = None,
-                 frames: tuple[int, int, int] = (0, 0, 0)) -> Boxes:
+                 frames: tuple[int, int, int] = (0, 0, 0),
+                 pairs: dict[tuple[int, int], tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]] | None = None
+                 ) -> Boxes:
     """Greedy one-to-one match of same-label pairs (see the module docstring; ``gap`` frames
     apart), best first, and the box at fraction ``t`` from ``a`` to ``b`` for each pair.
 
     With ``motion`` and ``frames = (prev, i, next)`` (``a`` on ``prev``, ``b`` on ``next``),
     ``a`` is matched after moving it onto ``next`` with the camera, and the pair is
     interpolated between both boxes moved onto frame ``i``: only the objects' own motion
-    is taken as linear, not the camera's."""
+    is taken as linear, not the camera's. ``pairs``: matches by ``(prev, next)``, shared by the
+    frames of one gap (the matching does not depend on ``i``)."""
     if not len(a) or not len(b):
         return Boxes.empty()
     pa, pi, pb = frames
     xa, xb = a.xyxy.astype(np.float64), b.xyxy.astype(np.float64)
-    if motion is not None:
-        xa = warp_xyxy(a.xyxy, motion.between(pa, pb)).astype(np.float64)
-    ra, cb_ = _pairs(xa, a.label, xb, b.label, gap)
+    found = None if pairs is None else pairs.get((pa, pb))
+    if found is None:
+        if motion is not None:
+            xa = warp_xyxy(a.xyxy, motion.between(pa, pb)).astype(np.float64)
+        found = _pairs(xa, a.label, xb, b.label, gap)
+        if pairs is not None:
+            pairs[(pa, pb)] = found
+    ra, cb_ = found
     if not len(ra):
         return Boxes.empty()
     if motion is not None:

@@ -189,3 +189,28 @@ def test_pair_matching_is_the_greedy_walk_over_every_pair(seed):
     rows, cols = temporal._pairs(xa, la, xb, lb, gap)
     want_rows, want_cols = _pairs_walking_every_pair(xa, la, xb, lb, gap)
     assert rows.tolist() == want_rows and cols.tolist() == want_cols
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_any_iou_above_is_the_full_matrix_row_test(seed):
+    from operators.temporal import _any_iou_above, iou_matrix
+
+    rng = np.random.default_rng(seed)
+    n, m = int(rng.integers(0, 80)), int(rng.integers(0, 80))
+
+    def boxes(k):
+        xy = rng.uniform(-20, 300, (k, 2))
+        wh = rng.uniform(0, 60, (k, 2)) * (rng.uniform(size=(k, 1)) < 0.9)  # some zero-size boxes
+        out = np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
+        if seed % 4 == 3 and k:  # inverted or non-finite corners take the full matrix
+            out[0] = [50, 50, 10, 10] if seed % 8 == 3 else [np.nan, 0, 5, 5]
+        return out, rng.integers(0, 2, k).astype(np.int16)
+
+    a, la = boxes(n)
+    b, lb = boxes(m)
+    if seed % 3 == 0 and n and m:  # near-copies: the matches a fill sees
+        b[: min(n, m)] = a[: min(n, m)] + rng.uniform(-3, 3, (min(n, m), 4)).astype(np.float32)
+        lb[: min(n, m)] = la[: min(n, m)]
+    for th in (0.0, 0.3, 0.7):
+        want = ((iou_matrix(a, b) > th) & (la[:, None] == lb[None, :])).any(axis=1) if n and m else np.zeros(n, bool)
+        assert np.array_equal(_any_iou_above(a, la, b, lb, th), want)
