@@ -91,7 +91,12 @@ def main(argv: list[str] | None = None) -> int:
                     "run, read (detection then not run nor timed) on later ones")
     args = ap.parse_args(argv)
 
-    from pipeline.process.actors import ENCODE_THREADS, ChunkResult, ChunkTask, DetectorActor
+    from pipeline.process import actors
+    from pipeline.process.actors import ChunkResult, ChunkTask, DetectorActor
+
+    # the stream's encode: one libx264 thread since 270bc05 (an older tree: libx264's default)
+    stream_encode: dict[str, Any] = ({"threads": actors.ENCODE_THREADS} if hasattr(actors, "ENCODE_THREADS")
+                                     else {})
     from pipeline.sink.segments import remux_segment
     from schemas.messages import (
         ChunkCaptured,
@@ -165,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             with clock(timed, "process: count"):
                 counts = red.count(boxes)
             with clock(timed, "process: encode"):
-                payload = encode_h264_chunk(masked, task2.fps, crf=23, preset="veryfast", threads=ENCODE_THREADS)
+                payload = encode_h264_chunk(masked, task2.fps, crf=23, preset="veryfast", **stream_encode)
             res = ChunkResult(payload=payload, pts_ms=task2.pts_ms, masks_per_class=counts)
             with clock(timed, "process: result pickle (Ray)"):
                 res2 = pickle.loads(pickle.dumps(res, protocol=5))
