@@ -26,6 +26,14 @@ not keep it local (Ray swaps it for the machine's routable address and its GCS, 
 and agents then listen on every interface). The head runs with
 ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (:func:`pipeline.raynet.loopback_env`), which keeps
 the node address 127.0.0.1 and every listener on it; its job drivers inherit it.
+
+Token authentication is set explicitly, never left to Ray's default: Ray 2.59+ turns it on
+for ``ray start`` whenever ``~/.ray/auth_token`` exists (any plain ``ray.init()`` on the
+machine writes that file), while a driver's ``ray.init(address=...)`` does not send the
+token, so the stack's own workers were refused (``InvalidAuthToken``) on a machine where
+someone had once started a local Ray. The head runs with ``RAY_AUTH_MODE`` as the caller's
+environment sets it (``token``, with ``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH`` for every
+driver too) and ``disabled`` otherwise: the loopback listeners are then the boundary.
 """
 
 from __future__ import annotations
@@ -41,6 +49,9 @@ from pathlib import Path
 from pipeline.raynet import loopback_env
 
 from . import DevStackError, ManagedProcess, free_port, free_ports, spawn
+
+AUTH_MODE_ENV = "RAY_AUTH_MODE"
+"""Ray's token-authentication switch (``token`` | ``disabled``); see the module doc."""
 
 __all__ = ["RayHandle", "loopback_node_argv", "start_ray_head"]
 
@@ -140,6 +151,7 @@ def start_ray_head(log_dir: str | os.PathLike[str], num_cpus: int | None = None,
         argv += [flag, str(p)]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["RAY_USAGE_STATS_ENABLED"] = "0"
+    env.setdefault(AUTH_MODE_ENV, "disabled")  # not whatever a stray ~/.ray/auth_token implies (module doc)
     env.update(loopback_env())  # every listener on 127.0.0.1 (see the module docstring)
     env.update(env_extra or {})
     # gcs_server / raylet catch SIGTERM but take far too long to act on it: after a

@@ -94,6 +94,30 @@ def test_ray_head_runs_tasks(ray_local):
     assert out.stdout.strip().splitlines()[-1] == "42"
 
 
+def test_a_stray_ray_token_file_does_not_lock_the_stack_out(tmp_path, monkeypatch):
+    """Ray 2.59+ turns token auth on for ``ray start`` when ``~/.ray/auth_token`` exists (a
+    plain ``ray.init()`` anywhere on the machine writes it), but a driver's
+    ``ray.init(address=...)`` sends no token: the stack's workers were refused. The head's
+    auth mode is explicit now."""
+    from pipeline.devstack.raylocal import start_ray_head
+
+    home = tmp_path / "home"
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "auth_token").write_text("a" * 64)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    head = start_ray_head(tmp_path / "logs", num_cpus=1, object_store_mb=128)
+    try:
+        code = ("import ray; from pipeline.raynet import keep_ray_on_loopback; "
+                f"keep_ray_on_loopback({head.address!r}); ray.init(address={head.address!r}, log_to_driver=False); "
+                "print(ray.get(ray.remote(lambda x: x + 1).remote(41))); ray.shutdown()")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    finally:
+        head.stop()
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "42"
+
+
 def _process_tree(root: int) -> set[int]:
     children: dict[int, list[int]] = {}
     for d in Path("/proc").iterdir():
