@@ -112,6 +112,40 @@ so it is kept short.
 {{- printf "http://%s.%s.svc:8265" (include "veilstream.rayHeadServiceName" .) .Release.Namespace -}}
 {{- end -}}
 
+{{/*
+"true" when the RayCluster asks for Ray token authentication (ray.auth.mode token, the default).
+*/}}
+{{- define "veilstream.rayAuthToken" -}}
+{{- and .Values.ray.enabled (eq (dig "auth" "mode" "token" .Values.ray) "token") | toString -}}
+{{- end -}}
+
+{{/*
+The Secret with the Ray token (key `auth_token`): ray.auth.secretName, else the one KubeRay
+generates for the RayCluster, named after it (KubeRay's CheckName leaves names this short as
+they are).
+*/}}
+{{- define "veilstream.rayAuthSecretName" -}}
+{{- dig "auth" "secretName" "" .Values.ray | default (include "veilstream.rayClusterName" .) -}}
+{{- end -}}
+
+{{/*
+The env of a pod that talks to the RayCluster (a Ray driver or a Jobs API client): the token from
+the Secret KubeRay gives the Ray containers. Ray's own clients (JobSubmissionClient's HTTP
+requests, ray.init's gRPC channels, Ray Client) send it whenever RAY_AUTH_MODE is token. Empty
+with token auth off. Takes $.
+*/}}
+{{- define "veilstream.rayAuthEnv" -}}
+{{- if eq (include "veilstream.rayAuthToken" .) "true" }}
+- name: RAY_AUTH_MODE
+  value: token
+- name: RAY_AUTH_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "veilstream.rayAuthSecretName" . }}
+      key: auth_token
+{{- end }}
+{{- end -}}
+
 {{/* "true" when process runs as a Ray job in the cluster (production), not as Ray Client drivers. */}}
 {{- define "veilstream.processAsJob" -}}
 {{- and .Values.ray.enabled (not .Values.ray.legacyClient) | toString -}}
@@ -566,6 +600,9 @@ spec:
               key: {{ $.Values.objectStore.secretKeyKey }}
         {{- end }}
         {{- include "veilstream.kafkaEnv" (dict "ctx" $ "component" $component) | nindent 8 }}
+        {{- if eq $component "process" }}
+        {{- include "veilstream.rayAuthEnv" $ | nindent 8 }}
+        {{- end }}
         {{- with $c.extraEnv }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
