@@ -41,6 +41,12 @@ def other_env_names(docs: list[dict[str, Any]]) -> set[str]:
     return names
 
 
+def ray_container_envs(rc: dict[str, Any]) -> list[dict[str, dict[str, Any]]]:
+    return [{e["name"]: e for e in c.get("env", [])}
+            for spec in [rc["spec"]["headGroupSpec"], *rc["spec"]["workerGroupSpecs"]]
+            for c in spec["template"]["spec"]["containers"]]
+
+
 def test_token_auth_is_on_by_default_and_validates_against_the_crd():
     docs = render()
     rc = ray_cluster(docs)
@@ -59,9 +65,8 @@ def test_token_auth_is_on_by_default_and_validates_against_the_crd():
     assert not {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN"} & other_env_names(docs)
     assert not by_kind(docs, "Secret")
     # KubeRay injects the token into the Ray containers itself (an env of ours would win over it)
-    for spec in [rc["spec"]["headGroupSpec"], *rc["spec"]["workerGroupSpecs"]]:
-        for c in spec["template"]["spec"]["containers"]:
-            assert not {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN"} & {e["name"] for e in c.get("env", [])}
+    for env in ray_container_envs(rc):
+        assert not {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN"} & set(env)
 
 
 def test_an_existing_secret_is_used_by_the_cluster_and_the_drivers():
@@ -81,10 +86,19 @@ def test_legacy_ray_client_drivers_carry_the_token_too():
 
 
 def test_disabled_renders_no_token_anywhere():
+    """No token env anywhere; RAY_AUTH_MODE=disabled explicitly on the Ray nodes and the process
+    pod, so a token Ray finds by itself (RAY_AUTH_TOKEN in an extraEnv, ~/.ray/auth_token) cannot
+    turn auth on for `ray start` while the drivers send none (as in the local stack, ad78da2)."""
     docs = render({"ray": {"auth": {"mode": "disabled", "secretName": "ignored"}}})
-    assert ray_cluster(docs)["spec"]["authOptions"] == {"mode": "disabled"}
+    rc = ray_cluster(docs)
+    assert rc["spec"]["authOptions"] == {"mode": "disabled"}
     assert validate_all(docs) == []
-    assert not {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN"} & set(process_env(docs))
+    envs = [process_env(docs), *ray_container_envs(rc)]
+    assert len(envs) >= 3  # process, head, at least one worker group
+    for env in envs:
+        assert "RAY_AUTH_TOKEN" not in env
+        assert env["RAY_AUTH_MODE"] == {"name": "RAY_AUTH_MODE", "value": "disabled"}
+    assert "ignored" not in str(docs)
 
 
 def test_ray_inside_the_process_pod_needs_no_token():

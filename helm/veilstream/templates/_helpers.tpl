@@ -131,8 +131,9 @@ they are).
 {{/*
 The env of a pod that talks to the RayCluster (a Ray driver or a Jobs API client): the token from
 the Secret KubeRay gives the Ray containers. Ray's own clients (JobSubmissionClient's HTTP
-requests, ray.init's gRPC channels, Ray Client) send it whenever RAY_AUTH_MODE is token. Empty
-with token auth off. Takes $.
+requests, ray.init's gRPC channels, Ray Client) send it whenever RAY_AUTH_MODE is token. With
+ray.auth.mode disabled: RAY_AUTH_MODE=disabled and no token (veilstream.rayNodeAuthEnv). Empty
+with ray.enabled false (Ray then runs inside the pod and sets itself up). Takes $.
 */}}
 {{- define "veilstream.rayAuthEnv" -}}
 {{- if eq (include "veilstream.rayAuthToken" .) "true" }}
@@ -143,6 +144,22 @@ with token auth off. Takes $.
     secretKeyRef:
       name: {{ include "veilstream.rayAuthSecretName" . }}
       key: auth_token
+{{- else }}
+{{- include "veilstream.rayNodeAuthEnv" . }}
+{{- end }}
+{{- end -}}
+
+{{/*
+The Ray containers' own auth env. Token mode: none (KubeRay sets RAY_AUTH_MODE and RAY_AUTH_TOKEN,
+and skips a name the template already has). Disabled: RAY_AUTH_MODE=disabled, explicitly, as the
+local stack does (pipeline/devstack/raylocal.py): with the variable unset, Ray 2.59+ turns token
+auth on for `ray start` whenever it finds a token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or
+~/.ray/auth_token), which the drivers would then lack. Takes $.
+*/}}
+{{- define "veilstream.rayNodeAuthEnv" -}}
+{{- if and .Values.ray.enabled (ne (include "veilstream.rayAuthToken" .) "true") }}
+- name: RAY_AUTH_MODE
+  value: disabled
 {{- end }}
 {{- end -}}
 
