@@ -15,7 +15,15 @@ import textwrap
 from typing import Any
 
 import pytest
-from test_deploy import RELEASE, by_kind, deployment, render, render_error, validate_all
+from test_deploy import (
+    RELEASE,
+    _kustomized,
+    by_kind,
+    deployment,
+    render,
+    render_error,
+    validate_all,
+)
 
 TOKEN_KEY = "auth_token"  # KubeRay's RAY_AUTH_TOKEN_SECRET_KEY: the key of its generated Secret
 
@@ -173,3 +181,13 @@ def test_release_name_reaches_the_secret_reference():
     assert rc["metadata"]["name"].startswith("cam")
     assert process_env(docs)["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == rc["metadata"]["name"]
     assert RELEASE != "cam"
+
+
+def test_kustomize_base_has_token_auth_and_the_submitter_reads_its_secret():
+    docs = list(_kustomized())
+    rc = ray_cluster(docs)
+    assert rc["spec"]["authOptions"] == {"mode": "token"}
+    assert validate_all(docs) == []
+    env = process_env(docs)
+    assert env["RAY_AUTH_MODE"]["value"] == "token"
+    assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": rc["metadata"]["name"], "key": TOKEN_KEY}
