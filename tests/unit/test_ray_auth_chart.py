@@ -125,6 +125,13 @@ def test_values_schema_rejects_bad_auth(auth, problem):
     assert problem in msg, msg
 
 
+def test_token_auth_needs_a_ray_that_has_it():
+    msg = render_error({"ray": {"rayVersion": "2.51.1"}}, "HelmRenderError")
+    assert "ray.auth.mode: token needs Ray >= 2.52 (ray.rayVersion 2.51.1)" in msg, msg
+    docs = render({"ray": {"rayVersion": "2.51.1", "auth": {"mode": "disabled"}}})
+    assert ray_cluster(docs)["spec"]["authOptions"] == {"mode": "disabled"}
+
+
 def test_the_jobs_api_client_sends_the_token_from_the_env():
     """What the chart's env does in the submitter: Ray's JobSubmissionClient (the one
     ``pipeline.process.submit.default_client`` builds) sends ``Authorization: Bearer <token>``

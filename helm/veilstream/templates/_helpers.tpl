@@ -435,6 +435,12 @@ installs with --skip-schema-validation), collected first and reported in one fai
 {{- if and $ft.enabled (not $ft.redisAddress) -}}
 {{- $errs = append $errs "ray.gcsFaultTolerance.redisAddress: required when ray.gcsFaultTolerance.enabled" -}}
 {{- end -}}
+{{- $authMode := dig "auth" "mode" "token" ($v.ray | default dict) -}}
+{{- if not (has $authMode (list "token" "disabled")) -}}
+{{- $errs = append $errs (printf "ray.auth.mode: must be token or disabled, got %v" $authMode) -}}
+{{- else if and (eq $authMode "token") (not (semverCompare ">=2.52.0-0" (toString $v.ray.rayVersion))) -}}
+{{- $errs = append $errs (printf "ray.auth.mode: token needs Ray >= 2.52 (ray.rayVersion %v); use an image with a newer Ray or set disabled" $v.ray.rayVersion) -}}
+{{- end -}}
 {{- end -}}
 {{- /* Keys of `pipeline` the chart owns */ -}}
 {{- $p := $v.pipeline | default dict -}}
