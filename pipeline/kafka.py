@@ -143,11 +143,29 @@ class Delivery:
     error: str | None = None
     partition: int = -1
     offset: int = -1
+    fatal: bool = False
+    """The error was librdkafka's fatal error: this producer instance refuses everything from now on."""
     callbacks: list[Callable[[Delivery], None]] = field(default_factory=list)
 
 
+def is_fatal(err: Any) -> bool:
+    """Whether ``err`` (a ``KafkaError``, or a ``KafkaException`` carrying one) is librdkafka's
+    fatal error, or the ``_FATAL`` refusal of an instance that already had one: that producer
+    instance stays unusable, only a new instance produces again."""
+    if isinstance(err, KafkaException) and err.args:
+        err = err.args[0]
+    if not isinstance(err, KafkaError):
+        return False
+    return bool(err.fatal()) or err.code() == KafkaError._FATAL
+
+
 class ChunkProducer:
-    """Idempotent producer for chunk messages (large values, headers, key = camera id)."""
+    """Idempotent producer for chunk messages (large values, headers, key = camera id).
+
+    ``fatal`` holds the reason once librdkafka reported a fatal error (e.g. the idempotent
+    producer's ``OUT_OF_ORDER_SEQUENCE_NUMBER``): this instance then refuses every message, and
+    its owner makes a new one (see ``IngestWorker``) after :meth:`abandon` ing this one.
+    """
 
     def __init__(self, bootstrap: str, *, message_max_bytes: int = 16 * 1024 * 1024,
                  extra: dict[str, Any] | None = None, client_id: str = "veilstream") -> None:
@@ -158,9 +176,19 @@ class ChunkProducer:
             "linger.ms": 5,
             "compression.type": "none",  # payloads are already H.264/JPEG
             "queue.buffering.max.kbytes": 256 * 1024,
+            "error_cb": self._on_error,
         })
         cfg.update(extra or {})
+        self.fatal: str | None = None
         self._p = Producer(cfg)
+
+    def _on_error(self, err: KafkaError) -> None:
+        # served by poll()/flush(); librdkafka retries the non-fatal ones (broker down) itself
+        if is_fatal(err) and self.fatal is None:
+            self.fatal = str(err)
+            logger.error("kafka producer fatal error (this instance refuses every message from now on): %s", err)
+        elif not is_fatal(err):
+            logger.debug("kafka producer error (retried by librdkafka): %s", err)
 
     def produce(self, topic: str, value: bytes, key: str | bytes | None, headers: Headers,
                 on_done: Callable[[Delivery], None] | None = None, retries: int = 50) -> Delivery:
@@ -172,6 +200,7 @@ class ChunkProducer:
             d.done = True
             if err is not None:
                 d.error = str(err)
+                d.fatal = is_fatal(err)
             else:
                 d.partition, d.offset = int(msg.partition() or 0), int(msg.offset() or 0)
             for cb in d.callbacks:
@@ -184,6 +213,10 @@ class ChunkProducer:
             except BufferError:
                 # local queue full: serve delivery reports to make room, then retry (bounded)
                 self._p.poll(0.1 * min(attempt + 1, 10))
+            except KafkaException as exc:
+                if is_fatal(exc) and self.fatal is None:
+                    self.fatal = str(exc.args[0] if exc.args else exc)
+                raise
         else:
             raise KafkaDeliveryError(f"producer queue stayed full after {retries} retries topic={topic}")
         self._p.poll(0)
@@ -206,6 +239,16 @@ class ChunkProducer:
 
     def flush(self, timeout_s: float = 30.0) -> int:
         return self._p.flush(timeout_s)
+
+    def abandon(self, timeout_s: float = 5.0) -> int:
+        """Give up this instance (after a fatal error): purge what it still holds, then serve
+        the delivery reports, so every message it had gets its callback (an error). Returns
+        the messages whose report did not come within ``timeout_s``."""
+        try:
+            self._p.purge(in_queue=True, in_flight=True, blocking=False)
+        except KafkaException as exc:
+            logger.debug("purge of an abandoned producer: %s", exc)
+        return int(self._p.flush(timeout_s))
 
     def __len__(self) -> int:
         return len(self._p)

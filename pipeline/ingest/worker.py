@@ -6,6 +6,11 @@ registry (group membership, assignment callbacks, registry records as ``Emit()``
 reconciling reader threads; read whole on every assignment, nothing committed; the runtime's
 drain stops the cameras, then the producer is flushed); one thread serves producer delivery
 reports; one thread per owned camera reads it (``CameraReader``) and produces its chunks.
+
+A fatal librdkafka error (the idempotent producer's ``OUT_OF_ORDER_SEQUENCE_NUMBER``, found in a
+100-camera load run) leaves that producer instance refusing every message for good: the delivery
+thread then replaces it with a new one from the same factory (under a lock, while no camera thread
+is inside a produce call on it; backoff between replacements that follow each other).
 """
 
 from __future__ import annotations
@@ -13,12 +18,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from pipeline.kafka import Delivery, KafkaDeliveryError
+from pipeline.kafka import Delivery, KafkaDeliveryError, is_fatal
 from pipeline.metrics import StatusLine, serve_config
-from pipeline.runtime import BaseHandler, Completion, Emit, Outcome, Record
+from pipeline.runtime import BaseHandler, Completion, Emit, Outcome, Record, backoff_s
 from pipeline.stage import producer_for
 from schemas.config import CameraConfig
 from schemas.messages import ChunkCaptured, SchemaError, decode_camera, encode_chunk
@@ -32,6 +37,10 @@ from .source import CameraReader
 logger = logging.getLogger(__name__)
 
 STOP_JOIN_S = 10.0  # how long a revoke waits for a camera thread blocked in a read
+RECREATE_BASE_S = 1.0  # a fatal error soon after a replacement waits this long, doubling ...
+RECREATE_MAX_S = 60.0  # ... up to this, before the next replacement (no tight loop of new producers)
+RECREATE_RESET_S = 300.0  # a fatal error this long after the last replacement is replaced at once
+ABANDON_S = 5.0  # how long a replaced producer gets to hand back the reports of what it held
 
 
 class IngestWorker:
@@ -45,11 +54,13 @@ class IngestWorker:
         publish_static: publish ``config.ingest.cameras`` to the registry topic at start.
         producer: a producer with ``ChunkProducer``'s ``produce``/``poll``/``flush`` (tests);
             built from the config in ``run()`` by default.
+        producer_factory: makes a new producer, after a fatal error of the current one (and in
+            ``run()`` when ``producer`` is None); ``producer_for`` of the config by default.
     """
 
     def __init__(self, config: Any, stop_event: threading.Event | None = None, worker_id: str = "",
                  metrics: IngestMetrics | None = None, publish_static: bool = True,
-                 producer: Any = None) -> None:
+                 producer: Any = None, producer_factory: Callable[[], Any] | None = None) -> None:
         ic = config.ingest
         self.cfg = config
         self.stop_event = stop_event or threading.Event()
@@ -57,6 +68,18 @@ class IngestWorker:
         self.metrics = metrics or IngestMetrics()
         self.publish_static = publish_static
         self.producer = producer
+        self.producer_factory = producer_factory
+        # the producer's swap after a fatal error: generation, produce calls running per generation
+        self._producer_cond = threading.Condition()
+        self._producer_gen = 0
+        self._producing: dict[int, int] = {}
+        self._producer_ok = threading.Event()
+        self._producer_ok.set()
+        self._fatal: str | None = None  # the current producer's fatal error, until it is replaced
+        self._recreate_at = 0.0
+        self._recreate_attempt = 0
+        self._last_recreate = float("-inf")
+        self.producers_recreated = 0
         self.registry = CameraRegistry()
         self.limiter = InflightLimiter(ic.max_inflight_per_camera, ic.max_inflight_chunks)
         self.readers: dict[str, CameraReader] = {}
@@ -211,6 +234,16 @@ class IngestWorker:
                          "ingest.chunk_seconds or raise kafka.message_max_bytes)", cid, msg.chunk_seq, size, limit)
             self.metrics.dropped("oversize", frames)
             return False
+        if not self._producer_ok.is_set():  # a fatal error: a new producer is on its way
+            if not reader.may_block:
+                logger.debug("dropped chunk camera=%s chunk_seq=%d reason=produce_failed (producer being "
+                             "replaced)", cid, msg.chunk_seq)
+                self.metrics.dropped("produce_failed", frames)
+                return False
+            while not self._producer_ok.wait(0.2):  # a file camera waits for it, like for the broker
+                if cancelled():
+                    self.metrics.dropped("stopping", frames)
+                    return False
         if reader.may_block:
             if not self.limiter.acquire(cid, cancelled):
                 self.metrics.dropped("stopping", frames)
@@ -225,10 +258,13 @@ class IngestWorker:
             return False
         t0 = time.monotonic()
         payload_bytes = len(value)
+        producer, gen = self._producer_enter()
 
         def done(d: Delivery) -> None:
             self.limiter.release(cid)
             if d.error:
+                if d.fatal:
+                    self._producer_fatal(gen, d.error)
                 self.failed_deliveries += 1
                 self.metrics.dropped("produce_failed", frames)
                 self.metrics.errors.labels(kind="produce").inc()
@@ -243,8 +279,8 @@ class IngestWorker:
 
         try:
             # a live camera gives the full local queue only a moment before dropping
-            self.producer.produce(self.cfg.kafka.topics.raw, value, cid, headers, on_done=done,
-                                  retries=50 if reader.may_block else 2)
+            producer.produce(self.cfg.kafka.topics.raw, value, cid, headers, on_done=done,
+                             retries=50 if reader.may_block else 2)
         except KafkaDeliveryError as exc:
             self.limiter.release(cid)
             logger.warning("dropped chunk camera=%s chunk_seq=%d reason=producer_full error=%s", cid, msg.chunk_seq,
@@ -252,12 +288,16 @@ class IngestWorker:
             self.metrics.dropped("producer_full", frames)
             return False
         except Exception as exc:  # noqa: BLE001 - refused locally (size, topic): counted, never silent
+            if is_fatal(exc):
+                self._producer_fatal(gen, str(exc))
             self.limiter.release(cid)
             self.failed_deliveries += 1
             logger.error("produce refused camera=%s chunk_seq=%d error=%s", cid, msg.chunk_seq, exc)
             self.metrics.errors.labels(kind="produce").inc()
             self.metrics.dropped("produce_failed", frames)
             return False
+        finally:
+            self._producer_exit(gen)
         self.metrics.chunks_in.labels(camera="all").inc()
         self.metrics.frames_in.inc(frames)
         return True
@@ -265,6 +305,84 @@ class IngestWorker:
     def _poll_deliveries(self, stop: threading.Event) -> None:
         while not stop.is_set():
             self.producer.poll(0.1)
+            self._heal_producer()
+
+    # ------------------------------------------------------------ producer replacement
+    def _producer_enter(self) -> tuple[Any, int]:
+        """The current producer and its generation, counted as in use until :meth:`_producer_exit`."""
+        with self._producer_cond:
+            gen = self._producer_gen
+            self._producing[gen] = self._producing.get(gen, 0) + 1
+            return self.producer, gen
+
+    def _producer_exit(self, gen: int) -> None:
+        with self._producer_cond:
+            n = self._producing.get(gen, 0) - 1
+            if n > 0:
+                self._producing[gen] = n
+            else:
+                self._producing.pop(gen, None)
+                self._producer_cond.notify_all()
+
+    def _producer_fatal(self, gen: int, reason: str) -> None:
+        """Producer ``gen`` had a fatal error: schedule its replacement (once per producer)."""
+        with self._producer_cond:
+            if gen != self._producer_gen or self._fatal is not None:
+                return  # an older producer's (already replaced), or already known
+            self._fatal = reason
+            self._producer_ok.clear()
+            now = time.monotonic()
+            if now - self._last_recreate >= RECREATE_RESET_S:
+                self._recreate_attempt = 0
+            self._recreate_attempt += 1
+            delay = 0.0 if self._recreate_attempt == 1 else backoff_s(self._recreate_attempt - 1, RECREATE_MAX_S,
+                                                                       RECREATE_BASE_S)
+            self._recreate_at = now + delay
+        self.metrics.errors.labels(kind="producer_fatal").inc()
+        logger.error("kafka producer fatal error worker=%s reason=%s: replacing the producer in %.1fs; until then "
+                     "live chunks are dropped as produce_failed, file cameras wait", self.worker_id, reason, delay)
+
+    def _heal_producer(self) -> None:
+        """Replace the producer when it had a fatal error and its backoff has passed (delivery thread)."""
+        with self._producer_cond:
+            producer, gen = self.producer, self._producer_gen
+        reason = getattr(producer, "fatal", None)  # ChunkProducer's error_cb saw one
+        if isinstance(reason, str) and reason:
+            self._producer_fatal(gen, reason)
+        if self._fatal is None or time.monotonic() < self._recreate_at:
+            return
+        if self.producer_factory is None:
+            logger.error("kafka producer fatal error worker=%s: no producer factory to replace it with",
+                         self.worker_id)
+            self._recreate_at = float("inf")
+            return
+        try:
+            new = self.producer_factory()
+        except Exception as exc:  # noqa: BLE001 - e.g. a config the client refuses: retried with backoff
+            with self._producer_cond:
+                self._recreate_attempt += 1
+                delay = backoff_s(self._recreate_attempt - 1, RECREATE_MAX_S, RECREATE_BASE_S)
+                self._recreate_at = time.monotonic() + delay
+            logger.error("kafka producer could not be created worker=%s error=%s (next try in %.1fs)",
+                         self.worker_id, exc, delay)
+            return
+        with self._producer_cond:
+            old, old_gen, reason = self.producer, self._producer_gen, self._fatal
+            self.producer, self._producer_gen, self._fatal = new, old_gen + 1, None
+            self._last_recreate = time.monotonic()
+            self.producers_recreated += 1
+            # camera threads still inside produce() on the old one: it refuses at once, so this is short
+            deadline = time.monotonic() + ABANDON_S
+            while self._producing.get(old_gen) and deadline > time.monotonic():
+                self._producer_cond.wait(deadline - time.monotonic())
+        self._producer_ok.set()
+        self.metrics.producer_recreated.inc()
+        # what the old one still held gets its delivery reports now: failed, counted as produce_failed
+        abandon = getattr(old, "abandon", None)
+        left = abandon(ABANDON_S) if callable(abandon) else old.flush(ABANDON_S)
+        log = logger.error if left else logger.warning
+        log("kafka producer replaced worker=%s reason=%s replacements=%d reports_missing=%d", self.worker_id,
+            reason, self.producers_recreated, left)
 
     # ------------------------------------------------------------ loop
     def run(self) -> int:
@@ -277,7 +395,10 @@ class IngestWorker:
             publish_cameras(self.cfg, self.cfg.ingest.cameras)
         built = self.producer is None
         if built:
-            self.producer = producer_for(k, f"veil-ingest-{self.worker_id}")
+            client_id = f"veil-ingest-{self.worker_id}"
+            factory = self.producer_factory or (lambda: producer_for(k, client_id))
+            self.producer_factory = factory  # the same factory replaces it after a fatal error
+            self.producer = factory()
         self._poller_stop = threading.Event()
         self._poller = threading.Thread(target=self._poll_deliveries, args=(self._poller_stop,), daemon=True,
                                         name=f"ingest-deliveries-{self.worker_id}")
@@ -301,8 +422,9 @@ class IngestWorker:
             if server is not None:
                 server.shutdown()
             # the final counts, for whoever reads the log after the metrics endpoint is gone
-            logger.info("ingest stopped worker=%s produced=%d failed=%d frames_out=%d dropped_frames=%s",
-                        self.worker_id, self.produced, self.failed_deliveries,
+            logger.info("ingest stopped worker=%s produced=%d failed=%d producers_replaced=%d frames_out=%d "
+                        "dropped_frames=%s", self.worker_id, self.produced, self.failed_deliveries,
+                        self.producers_recreated,
                         int(self.metrics.value("veil_ingest_frames_out_total") or 0),
                         ",".join(f"{r}:{n}" for r, n in self.drop_counts().items()) or "-")
 
