@@ -51,13 +51,19 @@ def test_redact_video_keeps_rate_and_timestamps_and_masks_the_face(tmp_path):
         fb = [f for f in b.decode(video=0)]
     assert len(fa) == len(fb) == 120
     assert [round(float(f.time), 3) for f in fa] == [round(float(f.time), 3) for f in fb]
-    # The face sits in the middle of every frame: it must be masked (mosaic removes detail).
+    # The face sits in the middle of every frame: it must be masked. What survives a mosaic is
+    # detail uncorrelated with the input's (block edges); the face's own edges are gone. (The
+    # variance of the Laplacian alone also counts the block edges: coarser blocks, which keep
+    # less of the face, score higher.) An unmasked region of the same frames correlates
+    # 0.88-0.97 after the H.264 round trip; the masked face 0.02-0.2.
+    def edges(frame: av.VideoFrame, rows: slice, cols: slice) -> np.ndarray:
+        g = cv2.cvtColor(frame.to_ndarray(format="bgr24")[rows, cols], cv2.COLOR_BGR2GRAY)
+        return cv2.Laplacian(g, cv2.CV_64F).ravel()
+
     for i in (0, 59, 119):
-        x = fa[i].to_ndarray(format="bgr24")[40:100, 60:120]
-        y = fb[i].to_ndarray(format="bgr24")[40:100, 60:120]
-        detail_in = cv2.Laplacian(cv2.cvtColor(x, cv2.COLOR_BGR2GRAY), cv2.CV_64F).var()
-        detail_out = cv2.Laplacian(cv2.cvtColor(y, cv2.COLOR_BGR2GRAY), cv2.CV_64F).var()
-        assert detail_out < 0.25 * detail_in, (i, detail_in, detail_out)
+        face = np.corrcoef(edges(fa[i], slice(40, 100), slice(60, 120)), edges(fb[i], slice(40, 100), slice(60, 120)))
+        background = np.corrcoef(edges(fa[i], slice(0, 40), slice(0, 60)), edges(fb[i], slice(0, 40), slice(0, 60)))
+        assert face[0, 1] < 0.35 < background[0, 1], (i, face[0, 1], background[0, 1])
 
 
 def test_redact_image_directory_keeps_names(tmp_path):
