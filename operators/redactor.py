@@ -160,6 +160,10 @@ class RedactionConfig:
             (:mod:`operators.detectors.litplate`; docs/quality.md "Plates round 3"): the
             plates >= 40 px that still leaked were lit plates in night and red-lit frames,
             mostly on vehicles YOLOX does not return, that the 640 px pass sees too small.
+            With it, a frame darker than median grey 85 also gets the full-frame text pass at
+            up to 1280 px instead of 640 (``litplate.NATIVE_SIDE`` / ``NATIVE_MEDIAN``; "round
+            3b": the last 4 plates >= 40 px): x1.5-1.9 detection CPU on dusk and night frames,
+            none on daylight ones. ``false`` turns both off.
         text_full_precision: ``bf16``: the text detector's full-frame pass infers in bfloat16
             (OpenVINO on a CPU with native bf16: AMX / AVX-512 BF16; elsewhere fp32), its
             vehicle-crop and lit-plate passes stay fp32 (bf16 for every pass, YOLOX included,
