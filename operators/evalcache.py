@@ -144,13 +144,16 @@ def components(cfg: Any) -> dict[str, Component]:
         if lit:  # the lit-plate pass's constants sign its boxes too (off: the signature before it)
             out["text_full"].params["lit"] = litplate.params()
         if crops:
+            # None (no budget) keeps the signature detections were cached under before it
+            budget = _unless_none(crop_budget=getattr(cfg, "text_crop_budget", None))
+
             def build_crops() -> Callable[[np.ndarray, Boxes], Boxes]:
-                det = TextDetector(cfg.text_model, threshold=FLOORS["text_crops"], crops=True, **common)
+                det = TextDetector(cfg.text_model, threshold=FLOORS["text_crops"], crops=True, **budget, **common)
                 return lambda img, priors: det.detect_crops(img[None], [priors])[0]
             out["text_crops"] = Component("text_crops", {"cls": "TextDetector.crops", "model": cfg.text_model,
                                                          "vehicle_threshold": vthr, **int8(TextDetector),
                                                          "yolox": out["yolox"].signature,
-                                                         "crop": _crop_params(TextDetector),
+                                                         "crop": {**_crop_params(TextDetector), **budget},
                                                          "code": _code_digest(TextDetector.detect_crops)},
                                           build_crops, needs=("yolox",))
     return out

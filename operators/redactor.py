@@ -155,6 +155,10 @@ class RedactionConfig:
             for more leaked plates).
         plate_crops: also search plates in upscaled crops of the lower part of each vehicle
             YOLOX finds (vehicle score >= ``vehicle_threshold``).
+        text_crop_budget: a frame's zoomed vehicle crops cover at most this multiple of its
+            own pixels (each crop zoomed down by one factor, never below its own size; every
+            vehicle still searched); ``None``: no budget, each crop zoomed up to 6x to fit
+            640x352. A measured opt-in: docs/performance.md "Vehicle-crop pixel budget".
         plate_lit_pass: in dark frames, also search bright plate-shaped patches the
             full-frame text pass did not cover, at native resolution
             (:mod:`operators.detectors.litplate`; docs/quality.md "Plates round 3"): the
@@ -236,6 +240,7 @@ class RedactionConfig:
     small_frame_side: int | None = 320
     text_tile: int | None = None
     plate_crops: bool = True
+    text_crop_budget: float | None = None
     plate_lit_pass: bool = True
     vehicle_threshold: float | None = None
     person_max_side: int = 640
@@ -337,6 +342,9 @@ class RedactionConfig:
         v = self.small_frame_side
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             problems.append(f"small_frame_side: expected an integer >= 1 (or None), got {v!r}")
+        v = self.text_crop_budget
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
+            problems.append(f"text_crop_budget: expected a number > 0 (or None = no budget), got {v!r}")
         for name in ("text_max_upscale", "person_max_upscale"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 1.0):
@@ -892,6 +900,7 @@ def build_detectors(config: RedactionConfig) -> dict[str, Detector]:
         kw["tile"] = config.text_tile
         kw["crops"] = vehicles
         kw["full_min_side"] = config.full_text_min_side
+        kw["crop_budget"] = config.text_crop_budget
         kw["native_max_side"] = config.small_frame_side
         kw["lit_pass"] = plates and config.plate_lit_pass
         kw["model"] = config.text_model

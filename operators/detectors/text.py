@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -79,6 +80,18 @@ DEFAULT_THRESHOLD = 0.25
 
 DEFAULT_MODEL = "ppocr_det_v5"
 """The text model when the config names none: PP-OCRv5 mobile (see ``model`` below)."""
+
+
+def budget_zooms(windows: Sequence[tuple[int, int, int, int]], zooms: Sequence[float], budget_px: float) -> list[float]:
+    """``zooms`` (one per ``(x0, y0, x1, y1)`` window) scaled by one factor so that the zoomed
+    windows cover at most ``budget_px`` pixels together, no zoom brought below ``min(zoom, 1)``
+    (a crop is never searched smaller than its own pixels for a budget: it may then exceed it).
+    Unchanged where they already fit."""
+    total = sum((x1 - x0) * (y1 - y0) * z * z for (x0, y0, x1, y1), z in zip(windows, zooms))
+    if total <= budget_px:
+        return list(zooms)
+    s = math.sqrt(budget_px / total)
+    return [max(min(z, 1.0), z * s) for z in zooms]
 
 CARRY_MAX_HEIGHT_RATIO = 0.8
 """A searched crop's plate is carried only when it found a box no squarer than this (height
@@ -175,6 +188,11 @@ class TextDetector(OnnxDetector):
             patches at native resolution, and run the pass itself at up to native resolution
             in frames darker than ``litplate.NATIVE_MEDIAN`` (:mod:`operators.detectors.litplate`);
             see ``RedactionConfig.plate_lit_pass``.
+        crop_budget: at most this many zoomed crop pixels per frame, as a multiple of the
+            frame's pixels: where a frame's crops (each zoomed as alone) would exceed it, every
+            crop of the frame is zoomed down by one factor to fit, never below its own size
+            (every vehicle is still searched: fail closed). ``None``: no budget. See
+            ``RedactionConfig.text_crop_budget``.
         full_min_side: with ``crops``, frames whose longer side is below this get no
             full-frame pass in ``detect_given``, only the vehicle-crop pass (``None``: every
             frame gets both); see ``RedactionConfig.text_full_min_side``.
@@ -201,7 +219,8 @@ class TextDetector(OnnxDetector):
                  crops: bool = False, crop_width: int = 640, crop_height: int = 352, crop_lower: float = 0.7,
                  crop_max_zoom: float = 6.0, max_crops: int = 8, min_vehicle_px: int = 24,
                  crop_pack: bool = True, crop_gap: int = 96, crop_bonus: float = 0.1, crop_reuse: float = 6.0,
-                 crop_carry: int = 8, full_min_side: int | None = None, lit_pass: bool = False,
+                 crop_carry: int = 8, crop_budget: float | None = None, full_min_side: int | None = None,
+                 lit_pass: bool = False,
                  nms_iou: float | None = None, native_max_side: int | None = None,
                  full_precision: str | None = None,
                  model_dir: ModelRef | None = None, threads: int | None = None, batch_size: int | None = None,
@@ -227,6 +246,9 @@ class TextDetector(OnnxDetector):
         self.crop_bonus = float(crop_bonus)
         self.crop_reuse = float(crop_reuse)
         self.crop_carry = int(crop_carry)
+        if crop_budget is not None and not float(crop_budget) > 0:
+            raise ValueError(f"crop_budget must be a number > 0 (or None), got {crop_budget!r}")
+        self.crop_budget = None if crop_budget is None else float(crop_budget)
         self.full_min_side = None if full_min_side is None else int(full_min_side)
         self.native_max_side = None if native_max_side is None else int(native_max_side)
         self.lit_pass = bool(lit_pass)
@@ -360,9 +382,13 @@ class TextDetector(OnnxDetector):
         jobs: list[tuple[int, tuple[int, int, int, int], int, int, float]] = []
         for i in range(n):
             veh = priors[i].select(priors[i].label == Label.VEHICLE) if i < len(priors) else Boxes.empty()
-            for win in self.crop_windows(veh, (h, w)):
+            wins = self.crop_windows(veh, (h, w))
+            zooms = [min(self.crop_max_zoom, self.crop_width / (x1 - x0), self.crop_height / (y1 - y0))
+                     for x0, y0, x1, y1 in wins]
+            if self.crop_budget is not None:
+                zooms = budget_zooms(wins, zooms, self.crop_budget * h * w)
+            for win, z in zip(wins, zooms):
                 cw, ch = win[2] - win[0], win[3] - win[1]
-                z = min(self.crop_max_zoom, self.crop_width / cw, self.crop_height / ch)
                 jobs.append((i, win, max(1, min(self.crop_width, round(cw * z))),
                              max(1, min(self.crop_height, round(ch * z))), z))
         # A crop whose window (the vehicle barely moved) and pixels match a searched crop of an

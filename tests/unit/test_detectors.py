@@ -301,3 +301,46 @@ def test_only_a_plate_shaped_box_tall_enough_is_carried():
     assert not found([([0.0, 0.0, 40.0, 10.0], 0.9)])  # a small plate: searched again
     assert not found([([0.0, 0.0, 30.0, 30.0], 0.9)])  # square (a tail light): searched again
     assert not found([])
+
+
+def test_budget_zooms_scale_every_crop_by_one_factor_never_below_its_own_pixels():
+    from operators.detectors.text import budget_zooms
+
+    wins = [(0, 0, 60, 30), (100, 0, 140, 20)]  # 1800 and 800 px
+    assert budget_zooms(wins, [6.0, 6.0], 1e9) == [6.0, 6.0]  # fits: unchanged
+    z = budget_zooms(wins, [6.0, 4.0], 4 * 2600)
+    assert z[0] / z[1] == pytest.approx(6.0 / 4.0)  # one factor for every crop of the frame
+    assert 1800 * z[0] ** 2 + 800 * z[1] ** 2 == pytest.approx(4 * 2600)  # fills the budget
+    # a budget under the crops' own pixels: each crop at its own size (or the smaller zoom it had)
+    assert budget_zooms(wins, [6.0, 0.5], 100) == [1.0, 0.5]
+
+
+def test_crop_budget_caps_a_small_frames_zoomed_crops_and_still_searches_every_vehicle():
+    frames = np.full((1, 180, 320, 3), 110, np.uint8)
+    veh = Boxes(np.asarray([(10, 40, 110, 140), (150, 60, 230, 130), (240, 90, 300, 150)], np.float32),
+                np.full(3, 0.9, np.float32), np.full(3, int(Label.VEHICLE), np.int16))
+    seen: dict[str, list[tuple[int, int, int]]] = {}
+    for name, budget in (("none", None), ("budget", 2.0)):
+        d = TextDetector(crops=True, threads=1, crop_pack=False, crop_budget=budget)
+        jobs = []
+        search = d._search_crops
+        d._search_crops = lambda fr, js, todo, _s=search, _j=jobs: (_j.extend(js[k] for k in todo), _s(fr, js, todo))[1]
+        d.detect_crops(frames, [veh])
+        assert d.last_crop_stats["crops"] == d.last_crop_stats["searched"] == 3  # every vehicle
+        seen[name] = [(j[0], j[2], j[3]) for j in jobs]
+    area = {k: sum(w * h for _, w, h in v) for k, v in seen.items()}
+    assert area["none"] > 4 * 320 * 180  # up to 6x each: several times the frame
+    assert area["budget"] <= 2.0 * 320 * 180 * 1.02  # rounding to whole px
+    assert area["budget"] >= 1.8 * 320 * 180  # the budget is spent, not undercut
+    with pytest.raises(ValueError, match="crop_budget"):
+        TextDetector(crops=True, crop_budget=0)
+
+
+def test_text_crop_budget_reaches_the_text_detector_and_is_validated():
+    from operators.redactor import RedactionConfig, Redactor
+
+    assert RedactionConfig().text_crop_budget is None
+    red = Redactor(RedactionConfig(classes=("plate",), text_crop_budget=3.0, threads=1, model_dir=str(MODELS)).validate())
+    assert red.detectors["text"].crop_budget == 3.0
+    with pytest.raises(ConfigError, match="text_crop_budget"):
+        RedactionConfig(text_crop_budget=-1).validate()
