@@ -111,6 +111,7 @@ def test_fatal_delivery_error_replaces_the_producer_and_later_chunks_are_deliver
     assert len(factory.made[0].sent) == 2 and value(w, "veil_ingest_frames_out_total") == 20
     # a late fatal report of the replaced instance does not replace the new one
     w._producer_fatal(0, "late report of the old producer")
+    assert w._producer_ok.is_set() and value(w, "veil_ingest_errors_total", {"kind": "producer_fatal"}) == 1
     w._heal_producer()
     assert len(factory.made) == 1 and w.producers_recreated == 1
 
@@ -121,16 +122,18 @@ def test_error_cb_fatal_is_seen_by_the_delivery_thread_and_a_file_camera_waits_f
     w = make_worker(first, factory)
     stop = threading.Event()
     poller = threading.Thread(target=w._poll_deliveries, args=(stop,), daemon=True)
+    r = reader_for(w, cam("file"), [raw(i) for i in range(6)])
     poller.start()
     try:
-        r = reader_for(w, cam("file"), [raw(i) for i in range(6)])
-        r._one_pass_or_connection()
-        deadline = time.monotonic() + 5
-        while not factory.made and time.monotonic() < deadline:
-            time.sleep(0.01)
+        t = threading.Thread(target=r._one_pass_or_connection, daemon=True)
+        t.start()
+        t.join(10)
+        waited_forever = t.is_alive()
     finally:
+        r.stop()  # a camera still waiting for a producer gives up, so a failure cannot hang the suite
         stop.set()
         poller.join(5)
+    assert not waited_forever
     assert len(factory.made) == 1 and w.producer is factory.made[0]
     assert len(first.sent) == 2
     # the refused chunk is counted as before; the file camera waited for the rest
