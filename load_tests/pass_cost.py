@@ -7,6 +7,10 @@ For each camera kind, the frames ``Redactor.detect`` would detect in one 2 s chu
 
 * ``carphone 176x144``: the demo's two small cameras (``carphone_pristine.mp4``, every 8th);
 * ``bikes 640x272``: the demo's street camera (``bikes.mp4``, every 8th);
+* ``bikes 320x180``: the same frames resized to 320x180 (a small street camera);
+* ``snapshot 320x180``: 16 frames of ``make load``'s 320x180 snapshot source (vtest, no
+  vehicles; ``out/load/sources/vtest-320x180-0.5fps.mp4``, left out until ``make load ...
+  LOAD_ARGS="--size 320x180"`` built it);
 * ``crowd 1280x720``: the crowded load source (``load_tests/crowd_source.py``, every 4th);
 * ``parked 1280x720``: a static street camera: the first ``plates_traffic`` ``ro_*`` dashcam
   frame held still for a chunk of 30 frames (sensor noise of sigma 2 and JPEG q90 per frame,
@@ -72,6 +76,11 @@ def cameras(rng_seed: int = 0) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     out["carphone 176x144"] = scheduled(_video_frames(sample_video("carphone_pristine.mp4"), 60), 8)
     out["bikes 640x272"] = scheduled(_video_frames(sample_video("bikes.mp4"), 50), 8)
+    out["bikes 320x180"] = np.stack([cv2.resize(f, (320, 180), interpolation=cv2.INTER_AREA)
+                                     for f in out["bikes 640x272"]])
+    snapshot = ROOT / "out" / "load" / "sources" / "vtest-320x180-0.5fps.mp4"
+    if snapshot.is_file():
+        out["snapshot 320x180"] = np.stack(_video_frames(snapshot, 16))
     crowd = build_crowd_clip(ROOT / "out" / "load" / "sources")
     out["crowd 1280x720"] = scheduled(_video_frames(crowd, 75)[45:75], 4)  # a chunk inside the 2nd image
     rng = np.random.default_rng(rng_seed)

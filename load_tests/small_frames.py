@@ -15,6 +15,9 @@ those passes (one thread; every thread counted, never wall: the machine is share
 come in many shapes, and each new input shape costs a backend its shape compile, so read it as
 a rough ranking only: ``load_tests/detect_cost_by_size.py`` times a fixed-size camera.
 
+``--crop-budgets 4,2`` adds, per value, the default sizing with the vehicle-crop pass under
+``text_crop_budget`` of that value (docs/performance.md "Vehicle-crop pixel budget").
+
 Prints one line per (size, set, sizing) and one JSON line. Never pass/fail.
 """
 
@@ -74,6 +77,9 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=0, help="images per set (0: all)")
     ap.add_argument("--sets", default="all")
     ap.add_argument("--sizings", default="", help="'|'-separated subset of the sizing names (default all)")
+    ap.add_argument("--crop-budgets", default="",
+                    help="comma-separated text_crop_budget values: each adds a sizing 'yolox x1, text x1, crop "
+                         "budget B' (the default sizing with the vehicle-crop pass under that budget)")
     args = ap.parse_args()
     models = ROOT.parent / "shared" / "models"
     if models.is_dir():
@@ -90,6 +96,7 @@ def main() -> int:
     face, person, text = red.detectors["face"], red.detectors["person"], red.detectors["text"]
     sets = SETS if args.sets == "all" else tuple(args.sets.split(","))
     sizings = {k: v for k, v in SIZINGS.items() if not args.sizings or k in args.sizings.split("|")}
+    budgets = {f"yolox x1, text x1, crop budget {b}": float(b) for b in filter(None, args.crop_budgets.split(","))}
     rows: list[dict[str, Any]] = []
 
     def timed(fn: Any, *a: Any) -> tuple[Any, float]:
@@ -100,8 +107,8 @@ def main() -> int:
     for side in (int(s) for s in args.sides.split(",")):
         for ds in sets:
             items = subset(load_items(ds, default_eval_dir()), args.limit or None)
-            scorers = {k: Scorer(ds) for k in sizings}
-            cpu = {k: 0.0 for k in sizings}
+            scorers = {k: Scorer(ds) for k in [*sizings, *budgets]}
+            cpu = {k: 0.0 for k in scorers}
             for item in items:
                 img = read_image(item.image_path)
                 h, w = img.shape[:2]
@@ -118,8 +125,18 @@ def main() -> int:
                     pri[up] = (p, c)
                     (cr,), c2 = timed(text.detect_crops, frames, [p.select(p.label == Label.VEHICLE)])
                     crops[up] = (cr, c2)
+                budgeted: dict[str, tuple[Boxes, float]] = {}
+                if budgets:
+                    person.max_upscale = 1.0
+                    (p1,), c = timed(person.detect, frames)
+                    pri[1.0] = pri.get(1.0, (p1, c))
+                    for k, b in budgets.items():
+                        text.crop_budget = b
+                        (cr,), c2 = timed(text.detect_crops, frames, [p1.select(p1.label == Label.VEHICLE)])
+                        budgeted[k] = (cr, c2)
+                    text.crop_budget = None
                 full: dict[float, tuple[Boxes, float]] = {}
-                for tu in sorted({t for _, t in sizings.values() if t is not None}):
+                for tu in sorted({t for _, t in sizings.values() if t is not None} | ({1.0} if budgets else set())):
                     text.max_upscale = tu
                     (f,), c = timed(text.detect, frames)
                     full[tu] = (f, c)
@@ -127,6 +144,11 @@ def main() -> int:
                 for k, (up, tu) in sizings.items():
                     parts = [faces[0], pri[up][0], crops[up][0]] + ([full[tu][0]] if tu is not None else [])
                     cpu[k] += c_face + pri[up][1] + crops[up][1] + (full[tu][1] if tu is not None else 0.0)
+                    plan = red.plan_from([Boxes.concat(parts)], [], hw, frames=frames)
+                    scorers[k].add(item, red.coverage(hw, plan[0]), affine=aff, frame=item.image_path.name)
+                for k, (cr, c2) in budgeted.items():
+                    parts = [faces[0], pri[1.0][0], cr, full[1.0][0]]
+                    cpu[k] += c_face + pri[1.0][1] + c2 + full[1.0][1]
                     plan = red.plan_from([Boxes.concat(parts)], [], hw, frames=frames)
                     scorers[k].add(item, red.coverage(hw, plan[0]), affine=aff, frame=item.image_path.name)
             for k, sc in scorers.items():
