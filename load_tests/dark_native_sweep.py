@@ -29,11 +29,11 @@ sys.path.insert(0, str(ROOT))
 
 
 def main() -> int:
+    from load_tests.litsweep import cached_eval_set
     from operators import evalcache
     from operators.detectors import TextDetector, litplate
-    from operators.evaldata import default_eval_dir
     from operators.evalrun import eval_config
-    from operators.evaluation import DATASETS, load_items
+    from operators.evaluation import DATASETS
     from operators.types import Boxes
     from operators.video import read_image
     from pipeline.cli import build_parser
@@ -50,9 +50,7 @@ def main() -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     det = None
     for name in a.sets.split(","):
-        items = load_items(name, default_eval_dir())
-        cache = evalcache.DetectionCache(ROOT / "out" / "eval_cache", name, items)
-        cached = cache.get(comps)
+        items, cache, cached = cached_eval_set(ROOT, name, comps)
         grey = np.zeros(len(items))
         per: dict[int, Boxes] = {}
         cpu: dict[int, float] = {}

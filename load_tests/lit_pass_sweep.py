@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,13 +31,11 @@ GATES = (30, 40, 50, 60, 70, 80, 100, 120, 140, 160)
 def main() -> int:
     import cv2
 
+    from load_tests.litsweep import LitSearch, cached_eval_set
     from operators import evalcache
-    from operators.detectors import TextDetector, litplate
-    from operators.detectors.text import pack_shelves
-    from operators.evaldata import default_eval_dir
     from operators.evalrun import eval_config
-    from operators.evaluation import DATASETS, load_items
-    from operators.types import Boxes, Label
+    from operators.evaluation import DATASETS
+    from operators.types import Boxes
     from operators.video import read_image
     from pipeline.cli import build_parser
 
@@ -47,11 +44,9 @@ def main() -> int:
     comps, th = evalcache.components(cfg), evalcache.thresholds(cfg)
     out_dir = ROOT / "out" / "lit_sweep"
     out_dir.mkdir(parents=True, exist_ok=True)
-    det = None
+    search = LitSearch(cfg)
     for name in sets:
-        items = load_items(name, default_eval_dir())
-        cache = evalcache.DetectionCache(ROOT / "out" / "eval_cache", name, items)
-        cached = cache.get(comps)
+        items, cache, cached = cached_eval_set(ROOT, name, comps)
         per: list[Boxes] = []
         grey: list[float] = []
         cpu: list[float] = []
@@ -62,16 +57,9 @@ def main() -> int:
                 per.append(Boxes.empty())
                 cpu.append(0.0)
                 continue
-            if det is None:
-                det = TextDetector(cfg.text_model, threshold=evalcache.FLOORS["text_full"], model_dir=cfg.model_dir)
-            full = cached["text_full"].per_image[i]
-            covered = full.xyxy[full.score >= litplate.COVER_SCORE]
-            t0 = time.process_time()
-            found = litplate.search(img, covered, det._run, pack_shelves, det._boxes, dark_median=256)
-            cpu.append(time.process_time() - t0)
-            xyxy = np.asarray([b for b, _ in found], np.float32).reshape(-1, 4)
-            per.append(Boxes(xyxy, np.asarray([s for _, s in found], np.float32),
-                             np.full(len(xyxy), int(Label.PLATE), np.int16)))
+            boxes, spent = search(img, cached["text_full"].per_image[i], dark_median=256)
+            per.append(boxes)
+            cpu.append(spent)
         g, c = np.asarray(grey), np.asarray(cpu)
         rows = {}
         for gate in (None, *GATES):

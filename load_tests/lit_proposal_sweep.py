@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -46,13 +45,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
 def main() -> int:
     import cv2
 
+    from load_tests.litsweep import LitSearch, cached_eval_set
     from operators import evalcache
-    from operators.detectors import TextDetector, litplate
-    from operators.detectors.text import pack_shelves
-    from operators.evaldata import default_eval_dir
+    from operators.detectors import litplate
     from operators.evalrun import eval_config
-    from operators.evaluation import DATASETS, load_items
-    from operators.types import Boxes, Label
+    from operators.evaluation import DATASETS
+    from operators.types import Boxes
     from operators.video import read_image
     from pipeline.cli import build_parser
 
@@ -71,11 +69,9 @@ def main() -> int:
     comps, th = evalcache.components(cfg), evalcache.thresholds(cfg)
     out_dir = ROOT / "out" / "lit_proposal_sweep"
     out_dir.mkdir(parents=True, exist_ok=True)
-    det = None
+    search = LitSearch(cfg)
     for name in a.sets.split(","):
-        items = load_items(name, default_eval_dir())
-        cache = evalcache.DetectionCache(ROOT / "out" / "eval_cache", name, items)
-        cached = cache.get(comps)
+        items, cache, cached = cached_eval_set(ROOT, name, comps)
         imgs: dict[int, np.ndarray] = {}
         grey = np.zeros(len(items))
         for i, item in enumerate(items):
@@ -103,16 +99,7 @@ def main() -> int:
             per: dict[int, Boxes] = {}
             cpu: dict[int, float] = {}
             for i, img in imgs.items():
-                if det is None:
-                    det = TextDetector(cfg.text_model, threshold=evalcache.FLOORS["text_full"], model_dir=cfg.model_dir)
-                full = cached["text_full"].per_image[i]
-                covered = full.xyxy[full.score >= litplate.COVER_SCORE]
-                t0 = time.process_time()
-                found = litplate.search(img, covered, det._run, pack_shelves, det._boxes, dark_median=256)
-                cpu[i] = time.process_time() - t0
-                xyxy = np.asarray([b for b, _ in found], np.float32).reshape(-1, 4)
-                per[i] = Boxes(xyxy, np.asarray([s for _, s in found], np.float32),
-                               np.full(len(xyxy), int(Label.PLATE), np.int16))
+                per[i], cpu[i] = search(img, cached["text_full"].per_image[i], dark_median=256)
             for gate in gates:
                 lit = [per[i] if i in per and grey[i] < gate else Boxes.empty() for i in range(len(items))]
                 dark = [i for i in per if grey[i] < gate]
@@ -130,15 +117,8 @@ def main() -> int:
                     if budget >= litplate.MAX_WINDOWS:
                         lit[i], spent = per[i], spent + cpu[i]
                         continue
-                    full = cached["text_full"].per_image[i]
-                    covered = full.xyxy[full.score >= litplate.COVER_SCORE]
-                    t0 = time.process_time()
-                    assert det is not None
-                    found = litplate.search(img, covered, det._run, pack_shelves, det._boxes, budget=budget)
-                    spent += time.process_time() - t0
-                    xyxy = np.asarray([b for b, _ in found], np.float32).reshape(-1, 4)
-                    lit[i] = Boxes(xyxy, np.asarray([s for _, s in found], np.float32),
-                                   np.full(len(xyxy), int(Label.PLATE), np.int16))
+                    lit[i], took = search(img, cached["text_full"].per_image[i], budget=budget)
+                    spent += took
                 score(f"{var} ramp {lo:g}-{hi:g}", dict(cached, text_lit=evalcache.Cached(lit, 0.0)), n,
                       spent / len(items))
         for k, v in defaults.items():
