@@ -276,7 +276,7 @@ def cmd_coverage(args: argparse.Namespace) -> int:
             cache._path = newest  # type: ignore[method-assign]
         cached = cache.get(comps)
         assert cache.hw is not None
-        small = cfg.full_text_min_side
+        small = cfg.text_full_min_side
         differ = total = 0
         scorer = Scorer(ds)
         for i, item in enumerate(items):

@@ -335,14 +335,14 @@ def score_setting(dataset: str, items: Sequence[Any], cache: DetectionCache, cac
     # Thresholds were applied by `combine`: the planning redactor must not filter again.
     plan_cfg = replace(cfg, face_threshold=None, person_threshold=None, text_threshold=None)
     red = Redactor(plan_cfg, detectors={})
-    small = getattr(cfg, "full_text_min_side", None)
+    small = getattr(cfg, "text_full_min_side", None)
     scorer = Scorer(dataset, person_class=person_class)
     assert cache.hw is not None
     t0 = time.perf_counter()
     for i, item in enumerate(items):
         hw = cache.hw[i]
         # A frame below the full-frame pass's size gets the vehicle-crop pass only (as the
-        # detector does: RedactionConfig.full_text_min_side).
+        # detector does: RedactionConfig.text_full_min_side; small_frame_side frames keep the pass).
         th_i = th if not (small and "text_crops" in cached and max(hw) < small) else \
             {k: v for k, v in th.items() if k != "text_full"}
         # Darkness is read from the pixels, and only for an image with loose-text candidates.

@@ -267,13 +267,6 @@ class RedactionConfig:
     face_large_px: float | None = 64.0
     face_large_min_score: float = 0.15
 
-    @property
-    def full_text_min_side(self) -> int | None:
-        """Frames whose longer side is below this get no full-frame text pass (with plate
-        crops): ``text_full_min_side`` (``small_frame_side`` frames keep the pass, at native
-        size)."""
-        return self.text_full_min_side
-
     def mask_strength(self) -> float | None:
         """The style-specific ``MaskSpec.strength`` for :attr:`strength` (see above)."""
         if self.strength is None or self.style == "fill":
@@ -899,7 +892,7 @@ def build_detectors(config: RedactionConfig) -> dict[str, Detector]:
         kw["max_upscale"] = config.text_max_upscale
         kw["tile"] = config.text_tile
         kw["crops"] = vehicles
-        kw["full_min_side"] = config.full_text_min_side
+        kw["full_min_side"] = config.text_full_min_side
         kw["crop_budget"] = config.text_crop_budget
         kw["native_max_side"] = config.small_frame_side
         kw["lit_pass"] = plates and config.plate_lit_pass

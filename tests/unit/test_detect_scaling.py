@@ -118,7 +118,8 @@ def test_small_frame_side_reaches_the_detectors_and_may_be_lifted():
     red = Redactor(RedactionConfig(**base, small_frame_side=None, text_full_min_side=200))
     assert red.detectors["person"].native_max_side is None and red.detectors["text"].native_max_side is None
     assert red.detectors["text"].full_min_side == 200
-    assert RedactionConfig(small_frame_side=100, text_full_min_side=200).full_text_min_side == 200
+    red = Redactor(RedactionConfig(**base, small_frame_side=100, text_full_min_side=200))
+    assert red.detectors["text"].native_max_side == 100 and red.detectors["text"].full_min_side == 200
     for bad in (0, -1, True, "320"):
         with pytest.raises(ConfigError, match="small_frame_side"):
             RedactionConfig(small_frame_side=bad).validate()
