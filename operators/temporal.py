@@ -224,24 +224,15 @@ def _any_iou_above(a: npt.NDArray[np.float32], la: npt.NDArray[np.int16], b: npt
     off = np.zeros(len(a64) + 1, np.int64)
     np.cumsum(counts, out=off[1:])
     j = np.arange(int(off[-1]), dtype=np.int64) - off[i] + lo[i]
-    pa, pb = a64[i], bs[j]
-    iw = np.clip(np.minimum(pa[:, 2], pb[:, 2]) - np.maximum(pa[:, 0], pb[:, 0]), 0, None)
-    ih = np.clip(np.minimum(pa[:, 3], pb[:, 3]) - np.maximum(pa[:, 1], pb[:, 1]), 0, None)
-    inter = iw * ih
-    area_a = np.clip(pa[:, 2] - pa[:, 0], 0, None) * np.clip(pa[:, 3] - pa[:, 1], 0, None)
-    area_b = np.clip(pb[:, 2] - pb[:, 0], 0, None) * np.clip(pb[:, 3] - pb[:, 1], 0, None)
-    union = area_a + area_b - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, inter / union, 0.0)
-    hit = (iou > threshold) & (la[i] == lbs[j])
+    hit = (_iou(a64[i], bs[j]) > threshold) & (la[i] == lbs[j])
     out = np.zeros(len(a64), bool)
     out[i[hit]] = True
     return out
 
 
-def iou_matrix(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
-    """``(len(a), len(b))`` IoU of xyxy boxes; 0 where the union is empty."""
-    a64, b64 = a.astype(np.float64)[:, None, :], b.astype(np.float64)[None, :, :]
+def _iou(a64: npt.NDArray[np.float64], b64: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """IoU of broadcast-compatible ``(..., 4)`` xyxy float64 arrays (pairs, or a matrix through
+    ``[:, None]`` / ``[None, :]``); 0 where the union is empty, NaN where a corner is."""
     iw = np.clip(np.minimum(a64[..., 2], b64[..., 2]) - np.maximum(a64[..., 0], b64[..., 0]), 0, None)
     ih = np.clip(np.minimum(a64[..., 3], b64[..., 3]) - np.maximum(a64[..., 1], b64[..., 1]), 0, None)
     inter = iw * ih
@@ -249,7 +240,12 @@ def iou_matrix(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.ND
     area_b = np.clip(b64[..., 2] - b64[..., 0], 0, None) * np.clip(b64[..., 3] - b64[..., 1], 0, None)
     union = area_a + area_b - inter
     with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, inter / union, 0.0)
+        return np.asarray(np.where(union > 0, inter / union, 0.0))
+
+
+def iou_matrix(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    """``(len(a), len(b))`` IoU of xyxy boxes; 0 where the union is empty."""
+    iou = _iou(a.astype(np.float64)[:, None, :], b.astype(np.float64)[None, :, :])
     # with finite corners the ratio is in [0, 1] wherever it is taken: nothing to replace
     if np.isfinite(a).all() and np.isfinite(b).all():
         return iou
