@@ -254,6 +254,204 @@ class ChunkProducer:
         return len(self._p)
 
 
+# ---------------------------------------------------------------- fatal producer errors
+RECREATE_BASE_S = 1.0  # a fatal error soon after a replacement waits this long, doubling ...
+RECREATE_MAX_S = 60.0  # ... up to this, before the next replacement (no tight loop of new producers)
+RECREATE_RESET_S = 300.0  # a fatal error this long after the last replacement is replaced at once
+ABANDON_S = 5.0  # how long a replaced producer gets to hand back the reports of what it held
+
+
+class ProducerReplacingError(KafkaDeliveryError):
+    """The producer instance had a fatal error and its replacement is not made yet: nothing
+    was produced (an outage: the caller tries again later, it does not dead-letter)."""
+
+
+class ProducerRenewal:
+    """When a producer instance that had a fatal librdkafka error is replaced: the schedule
+    that ingest (:class:`pipeline.ingest.worker.IngestWorker`, many threads) and the stages
+    (:class:`RenewingProducer`, one thread) share. Not thread-safe: callers lock.
+
+    Instances are numbered (``gen``); a fatal error is noted once per instance, and a late
+    report of an instance already replaced is ignored. The first fatal error is replaced at
+    once; one that follows a replacement within ``reset_s`` waits ``base_s``, doubling up to
+    ``max_s``; so does a factory that fails.
+    """
+
+    def __init__(self, *, base_s: float = RECREATE_BASE_S, max_s: float = RECREATE_MAX_S,
+                 reset_s: float = RECREATE_RESET_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self.base_s, self.max_s, self.reset_s, self.clock = base_s, max_s, reset_s, clock
+        self.gen = 0
+        self.fatal: str | None = None  # the current instance's fatal error, until it is replaced
+        self.at = 0.0  # when the replacement is due
+        self.attempt = 0
+        self.last = float("-inf")
+        self.replaced = 0
+
+    def _delay(self, attempt: int) -> float:
+        return float(min(self.max_s, self.base_s * 2 ** max(0, attempt - 1)))
+
+    def note_fatal(self, gen: int, reason: str) -> float | None:
+        """Instance ``gen`` had a fatal error: schedule its replacement. Returns the delay, or
+        None when it was noted already or ``gen`` is an instance replaced before."""
+        if gen != self.gen or self.fatal is not None:
+            return None
+        self.fatal = reason
+        now = self.clock()
+        if now - self.last >= self.reset_s:
+            self.attempt = 0
+        self.attempt += 1
+        delay = 0.0 if self.attempt == 1 else self._delay(self.attempt - 1)
+        self.at = now + delay
+        return delay
+
+    def due(self) -> bool:
+        """A replacement is scheduled and its backoff has passed."""
+        return self.fatal is not None and self.clock() >= self.at
+
+    def creation_failed(self) -> float:
+        """The factory raised: try again after a longer wait; returns it."""
+        self.attempt += 1
+        delay = self._delay(self.attempt - 1)
+        self.at = self.clock() + delay
+        return delay
+
+    def never(self) -> None:
+        """No factory to replace it with: stop scheduling."""
+        self.at = float("inf")
+
+    def swapped(self) -> str:
+        """The new instance is in place (the next ``gen``); returns the old one's fatal error."""
+        reason = self.fatal or ""
+        self.gen, self.fatal, self.last = self.gen + 1, None, self.clock()
+        self.replaced += 1
+        return reason
+
+
+def abandon_producer(old: Any, timeout_s: float = ABANDON_S) -> int:
+    """Give up a replaced instance: every message it held gets its (failed) delivery report
+    (``ChunkProducer.abandon``; a plain ``flush`` for producers without it). Returns the
+    reports that did not come within ``timeout_s``."""
+    abandon = getattr(old, "abandon", None)
+    return int(abandon(timeout_s) if callable(abandon) else old.flush(timeout_s))
+
+
+class RenewingProducer:
+    """A ``ChunkProducer`` that replaces its instance after a fatal librdkafka error (the
+    idempotent producer's ``OUT_OF_ORDER_SEQUENCE_NUMBER``: that instance refuses every message
+    for good), for a stage's producer (process: redacted + DLQ; sink: DLQ + audit).
+
+    ``poll``/``flush``/``produce`` notice the fatal error (``ChunkProducer.fatal`` from its
+    ``error_cb``, a fatal delivery report, a ``_FATAL`` refusal) and replace the instance from
+    ``factory`` on the :class:`ProducerRenewal` schedule, abandoning the old one: what it held
+    gets failed delivery reports, so the owner produces it again (the stage runtime keeps its
+    input offsets uncommitted and re-produces: nothing lost, nothing dead-lettered). Until the
+    replacement is made, ``produce`` raises :class:`ProducerReplacingError`.
+
+    One thread uses it (the stage runtime's; delivery reports run inside its calls).
+
+    Args:
+        factory: makes a new instance (``producer_for`` of the stage's config).
+        name: the stage, for the log.
+        on_replaced: called after each replacement (``veil_<stage>_producer_recreated_total``).
+        on_fatal: called once per fatal instance (``veil_<stage>_errors_total{kind=producer_fatal}``).
+        renewal: the schedule (a default one; tests pass one with a fake clock).
+    """
+
+    def __init__(self, factory: Callable[[], Any], *, name: str = "stage",
+                 on_replaced: Callable[[], None] | None = None, on_fatal: Callable[[str], None] | None = None,
+                 renewal: ProducerRenewal | None = None) -> None:
+        self.factory = factory
+        self.name = name
+        self.on_replaced = on_replaced
+        self.on_fatal = on_fatal
+        self.renewal = renewal or ProducerRenewal()
+        self.current: Any = factory()
+
+    @property
+    def fatal(self) -> str | None:
+        """The current instance's fatal error, until it is replaced."""
+        return self.renewal.fatal
+
+    @property
+    def replaced(self) -> int:
+        return self.renewal.replaced
+
+    def _note(self, gen: int, reason: str) -> None:
+        delay = self.renewal.note_fatal(gen, reason)
+        if delay is None:
+            return
+        logger.error("kafka producer fatal error stage=%s reason=%s: replacing the producer in %.1fs; what it "
+                     "held is produced again by the new one (input offsets stay uncommitted until then)",
+                     self.name, reason, delay)
+        if self.on_fatal is not None:
+            self.on_fatal(reason)
+
+    def _check(self) -> None:
+        reason = getattr(self.current, "fatal", None)  # ChunkProducer's error_cb saw one
+        if isinstance(reason, str) and reason:
+            self._note(self.renewal.gen, reason)
+
+    def heal(self) -> bool:
+        """Replace the instance when it had a fatal error and its backoff has passed. Returns
+        True when a new instance was put in place."""
+        self._check()
+        if not self.renewal.due():
+            return False
+        try:
+            new = self.factory()
+        except Exception as exc:  # noqa: BLE001 - e.g. a config the client refuses: retried with backoff
+            delay = self.renewal.creation_failed()
+            logger.error("kafka producer could not be created stage=%s error=%s (next try in %.1fs)", self.name,
+                         exc, delay)
+            return False
+        old = self.current
+        self.current = new
+        reason = self.renewal.swapped()
+        if self.on_replaced is not None:
+            self.on_replaced()
+        left = abandon_producer(old)  # its held messages' failed reports run the owner's callbacks now
+        (logger.error if left else logger.warning)(
+            "kafka producer replaced stage=%s reason=%s replacements=%d reports_missing=%d", self.name, reason,
+            self.renewal.replaced, left)
+        return True
+
+    def produce(self, topic: str, value: bytes, key: str | bytes | None, headers: Any,
+                on_done: Callable[[Delivery], None] | None = None, retries: int = 50) -> Delivery:
+        self.heal()
+        if self.renewal.fatal is not None:
+            raise ProducerReplacingError(f"kafka producer is being replaced after a fatal error "
+                                         f"({self.renewal.fatal}) topic={topic}")
+        gen = self.renewal.gen
+
+        def done(d: Delivery) -> None:
+            if d.fatal and d.error:
+                self._note(gen, d.error)
+            if on_done is not None:
+                on_done(d)
+
+        try:
+            return self.current.produce(topic, value, key, headers, on_done=done, retries=retries)  # type: ignore[no-any-return]
+        except KafkaException as exc:
+            if not is_fatal(exc):
+                raise
+            self._note(gen, str(exc.args[0] if exc.args else exc))
+            raise ProducerReplacingError(f"kafka producer refused after a fatal error ({exc}) topic={topic}") \
+                from exc
+
+    def poll(self, timeout_s: float = 0.0) -> int:
+        n = int(self.current.poll(timeout_s))
+        self.heal()
+        return n
+
+    def flush(self, timeout_s: float = 30.0) -> int:
+        n = int(self.current.flush(timeout_s))
+        self.heal()
+        return n
+
+    def __len__(self) -> int:
+        return len(self.current)
+
+
 class ChunkConsumer:
     """Consumer-group member with manual commits and pause/resume for backpressure."""
 

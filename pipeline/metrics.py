@@ -103,6 +103,9 @@ class WorkerMetrics(Probes):
         self.cameras = Gauge(f"{p}_cameras", "cameras owned by this worker", registry=r)
         self.cpu_seconds = Counter(f"{p}_cpu_seconds_total", "CPU seconds spent, per step (decode, detect, "
                                    "mask, encode, kafka, object_store)", ["step"], registry=r)
+        self.producer_recreated = Counter(
+            f"{p}_producer_recreated_total", "Kafka producers replaced by a new instance after a fatal "
+            "librdkafka error (e.g. OUT_OF_ORDER_SEQUENCE_NUMBER)", registry=r)
 
     def value(self, name: str, labels: dict[str, str] | None = None) -> float:
         v = self.registry.get_sample_value(name, labels or {})

@@ -15,6 +15,7 @@ Common (``WorkerMetrics("ingest")``), as ingest uses them:
     veil_ingest_inflight_chunks                unacknowledged chunks now
     veil_ingest_cameras                        cameras owned (reader threads) now
     veil_ingest_errors_total{kind}             produce, producer_fatal, bad_camera_record
+    veil_ingest_producer_recreated_total       producers replaced after a fatal librdkafka error
 Ingest only:
     veil_ingest_produced_bytes_total           payload bytes acknowledged
     veil_ingest_dropped_chunks_total{reason}   chunks dropped, same reasons
@@ -22,7 +23,6 @@ Ingest only:
     veil_ingest_cameras_failing                cameras waiting to reconnect now
     veil_ingest_registry_partitions            registry partitions assigned to this worker
     veil_ingest_rebalances_total{change}       group assignment changes (assign / revoke / lost)
-    veil_ingest_producer_recreated_total       producers replaced after a fatal librdkafka error
 """
 
 from __future__ import annotations
@@ -53,9 +53,6 @@ class IngestMetrics(WorkerMetrics):
                                 registry=r)
         self.rebalances = Counter("veil_ingest_rebalances_total", "registry assignment changes", ["change"],
                                   registry=r)
-        self.producer_recreated = Counter(
-            "veil_ingest_producer_recreated_total", "Kafka producers replaced by a new instance after a fatal "
-            "librdkafka error (e.g. OUT_OF_ORDER_SEQUENCE_NUMBER)", registry=r)
         for reason in DROP_REASONS:  # export zeros, so a dashboard sees every reason from the start
             self.drops.labels(reason=reason)
             self.chunk_drops.labels(reason=reason)

@@ -21,9 +21,19 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from pipeline.kafka import Delivery, KafkaDeliveryError, is_fatal
+from pipeline.kafka import (
+    ABANDON_S,
+    RECREATE_BASE_S,
+    RECREATE_MAX_S,
+    RECREATE_RESET_S,
+    Delivery,
+    KafkaDeliveryError,
+    ProducerRenewal,
+    abandon_producer,
+    is_fatal,
+)
 from pipeline.metrics import StatusLine, serve_config
-from pipeline.runtime import BaseHandler, Completion, Emit, Outcome, Record, backoff_s
+from pipeline.runtime import BaseHandler, Completion, Emit, Outcome, Record
 from pipeline.stage import producer_for
 from schemas.config import CameraConfig
 from schemas.messages import ChunkCaptured, SchemaError, decode_camera, encode_chunk
@@ -37,10 +47,8 @@ from .source import CameraReader
 logger = logging.getLogger(__name__)
 
 STOP_JOIN_S = 10.0  # how long a revoke waits for a camera thread blocked in a read
-RECREATE_BASE_S = 1.0  # a fatal error soon after a replacement waits this long, doubling ...
-RECREATE_MAX_S = 60.0  # ... up to this, before the next replacement (no tight loop of new producers)
-RECREATE_RESET_S = 300.0  # a fatal error this long after the last replacement is replaced at once
-ABANDON_S = 5.0  # how long a replaced producer gets to hand back the reports of what it held
+# the replacement schedule after a fatal producer error is pipeline.kafka's (shared with the stages)
+__all__ = ["ABANDON_S", "RECREATE_BASE_S", "RECREATE_MAX_S", "RECREATE_RESET_S", "IngestWorker"]
 
 
 class IngestWorker:
@@ -71,15 +79,12 @@ class IngestWorker:
         self.producer_factory = producer_factory
         # the producer's swap after a fatal error: generation, produce calls running per generation
         self._producer_cond = threading.Condition()
-        self._producer_gen = 0
         self._producing: dict[int, int] = {}
         self._producer_ok = threading.Event()
         self._producer_ok.set()
-        self._fatal: str | None = None  # the current producer's fatal error, until it is replaced
-        self._recreate_at = 0.0
-        self._recreate_attempt = 0
-        self._last_recreate = float("-inf")
-        self.producers_recreated = 0
+        # when a fatal producer is replaced (generation, backoff); guarded by _producer_cond;
+        # the clock is read through this module's ``time`` (tests replace it)
+        self._renewal = ProducerRenewal(clock=lambda: time.monotonic())
         self.registry = CameraRegistry()
         self.limiter = InflightLimiter(ic.max_inflight_per_camera, ic.max_inflight_chunks)
         self.readers: dict[str, CameraReader] = {}
@@ -311,7 +316,7 @@ class IngestWorker:
     def _producer_enter(self) -> tuple[Any, int]:
         """The current producer and its generation, counted as in use until :meth:`_producer_exit`."""
         with self._producer_cond:
-            gen = self._producer_gen
+            gen = self._renewal.gen
             self._producing[gen] = self._producing.get(gen, 0) + 1
             return self.producer, gen
 
@@ -324,20 +329,18 @@ class IngestWorker:
                 self._producing.pop(gen, None)
                 self._producer_cond.notify_all()
 
+    @property
+    def producers_recreated(self) -> int:
+        """Producers replaced after a fatal error so far."""
+        return self._renewal.replaced
+
     def _producer_fatal(self, gen: int, reason: str) -> None:
         """Producer ``gen`` had a fatal error: schedule its replacement (once per producer)."""
         with self._producer_cond:
-            if gen != self._producer_gen or self._fatal is not None:
+            delay = self._renewal.note_fatal(gen, reason)
+            if delay is None:
                 return  # an older producer's (already replaced), or already known
-            self._fatal = reason
             self._producer_ok.clear()
-            now = time.monotonic()
-            if now - self._last_recreate >= RECREATE_RESET_S:
-                self._recreate_attempt = 0
-            self._recreate_attempt += 1
-            delay = 0.0 if self._recreate_attempt == 1 else backoff_s(self._recreate_attempt - 1, RECREATE_MAX_S,
-                                                                       RECREATE_BASE_S)
-            self._recreate_at = now + delay
         self.metrics.errors.labels(kind="producer_fatal").inc()
         logger.error("kafka producer fatal error worker=%s reason=%s: replacing the producer in %.1fs; until then "
                      "live chunks are dropped as produce_failed, file cameras wait", self.worker_id, reason, delay)
@@ -345,32 +348,30 @@ class IngestWorker:
     def _heal_producer(self) -> None:
         """Replace the producer when it had a fatal error and its backoff has passed (delivery thread)."""
         with self._producer_cond:
-            producer, gen = self.producer, self._producer_gen
+            producer, gen = self.producer, self._renewal.gen
         reason = getattr(producer, "fatal", None)  # ChunkProducer's error_cb saw one
         if isinstance(reason, str) and reason:
             self._producer_fatal(gen, reason)
-        if self._fatal is None or time.monotonic() < self._recreate_at:
-            return
-        if self.producer_factory is None:
-            logger.error("kafka producer fatal error worker=%s: no producer factory to replace it with",
-                         self.worker_id)
-            self._recreate_at = float("inf")
-            return
+        with self._producer_cond:
+            if not self._renewal.due():
+                return
+            if self.producer_factory is None:
+                logger.error("kafka producer fatal error worker=%s: no producer factory to replace it with",
+                             self.worker_id)
+                self._renewal.never()
+                return
         try:
             new = self.producer_factory()
         except Exception as exc:  # noqa: BLE001 - e.g. a config the client refuses: retried with backoff
             with self._producer_cond:
-                self._recreate_attempt += 1
-                delay = backoff_s(self._recreate_attempt - 1, RECREATE_MAX_S, RECREATE_BASE_S)
-                self._recreate_at = time.monotonic() + delay
+                delay = self._renewal.creation_failed()
             logger.error("kafka producer could not be created worker=%s error=%s (next try in %.1fs)",
                          self.worker_id, exc, delay)
             return
         with self._producer_cond:
-            old, old_gen, reason = self.producer, self._producer_gen, self._fatal
-            self.producer, self._producer_gen, self._fatal = new, old_gen + 1, None
-            self._last_recreate = time.monotonic()
-            self.producers_recreated += 1
+            old, old_gen = self.producer, self._renewal.gen
+            self.producer = new
+            reason = self._renewal.swapped()
             # camera threads still inside produce() on the old one: it refuses at once, so this is short
             deadline = time.monotonic() + ABANDON_S
             while self._producing.get(old_gen) and deadline > time.monotonic():
@@ -378,8 +379,7 @@ class IngestWorker:
         self._producer_ok.set()
         self.metrics.producer_recreated.inc()
         # what the old one still held gets its delivery reports now: failed, counted as produce_failed
-        abandon = getattr(old, "abandon", None)
-        left = abandon(ABANDON_S) if callable(abandon) else old.flush(ABANDON_S)
+        left = abandon_producer(old, ABANDON_S)
         log = logger.error if left else logger.warning
         log("kafka producer replaced worker=%s reason=%s replacements=%d reports_missing=%d", self.worker_id,
             reason, self.producers_recreated, left)
