@@ -110,6 +110,8 @@ class ChunkResult:
     fail_closed_frames: tuple[int, ...] = ()
     errors: tuple[str, ...] = ()
     cpu_s: dict[str, float] = field(default_factory=dict)
+    detectors_used: tuple[int, ...] = ()
+    detect_wall_s: float = 0.0
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -138,6 +140,21 @@ def _cpu() -> float:
     return time.thread_time()
 
 
+def _pixels(frames: np.ndarray) -> int:
+    return int(frames.shape[0]) * int(frames.shape[1]) * int(frames.shape[2]) if frames.ndim >= 3 else 0
+
+
+SPLIT_MIN_FRAMES = 2
+"""A chunk with at least this many scheduled frames may be split across two detectors (see
+:meth:`ChunkActor._detect`); 0 = never split."""
+
+PEERS_REFRESH_S = 60.0
+"""How long a chunk actor trusts its list of detectors on its own node before asking again."""
+
+LOAD_QUERY_TIMEOUT_S = 2.0
+"""A detector that does not say its load within this long is not split to (the chunk goes whole)."""
+
+
 class DetectorActor:
     """Holds the detectors (heavy ONNX sessions) and batches the frames of concurrent
     callers into one detector run."""
@@ -155,6 +172,9 @@ class DetectorActor:
         self._loop_task: asyncio.Task[None] | None = None
         self.calls = 0
         self.batches = 0
+        # decoded pixels of the frames callers sent that have no answer yet (queued or running):
+        # what a chunk actor reads to decide whether to split a chunk across detectors
+        self._pending_px = 0
 
     def ready(self) -> list[dict[str, str]]:
         return self.redactor.model_ids
@@ -170,9 +190,18 @@ class DetectorActor:
             self._queue = asyncio.Queue()
             self._loop_task = asyncio.get_running_loop().create_task(self._batch_loop())
         fut: asyncio.Future[Detections] = asyncio.get_running_loop().create_future()
-        await self._queue.put((frames, fut))
-        self.calls += 1
-        return await fut
+        px = _pixels(frames)
+        self._pending_px += px
+        try:
+            await self._queue.put((frames, fut))
+            self.calls += 1
+            return await fut
+        finally:
+            self._pending_px -= px
+
+    def pending_px(self) -> int:
+        """Decoded pixels (frames x height x width) sent to this detector and not answered yet."""
+        return self._pending_px
 
     async def _batch_loop(self) -> None:
         assert self._queue is not None
@@ -227,7 +256,8 @@ class ChunkActor:
     """Decode, detect (through the detector actors), mask and encode whole chunks."""
 
     def __init__(self, plan: MaskingPlan, detectors: list[Any], *, crf: int = 23, preset: str = "veryfast",
-                 detector_timeout_s: float = 30.0, local: list[int] | None = None) -> None:
+                 detector_timeout_s: float = 30.0, local: list[int] | None = None,
+                 split_min_frames: int = SPLIT_MIN_FRAMES) -> None:
         self.plan = plan
         self.detectors = list(detectors)
         # node-local processing: the detectors this actor sends frames to (indices into
@@ -241,6 +271,9 @@ class ChunkActor:
         # actor that stopped answering at all (queueing included), then it is restarted
         self.queue_timeout_s = max(300.0, 10 * self.detector_timeout_s)
         self._rr = 0
+        self.split_min_frames = int(split_min_frames)
+        self._peers: list[int] | None = None  # detectors on this actor's node (split targets)
+        self._peers_at = 0.0
         # maskers per policy (no detectors here: they live in the detector actors)
         self.redactors = {pid: Redactor(p.redaction, detectors={}) for pid, p in plan.policies.items()}
         self._zones: dict[tuple[str, str, str], Any] = {}
@@ -292,27 +325,14 @@ class ChunkActor:
                                if not isinstance(exc, VeilStreamError) else f"decode failed: {exc}",
                                reason=DecodeLimitError.reason if isinstance(exc, DecodeLimitError) else None)
         sched = [i for i, s in enumerate(detection_schedule(len(frames), pol.redaction.detect_every)) if s]
-        idx = self.local[self._rr % len(self.local)]
-        self._rr += 1
-        raw: list[Boxes | None] = [None] * len(frames)
-        failed: list[int] = []
-        errors: list[str] = []
-        timed_out: int | None = None
-        try:
-            det: Detections = await asyncio.wait_for(self.detectors[idx].detect.remote(frames[sched]),
-                                                     self.queue_timeout_s)
-            for j, i in enumerate(sched):
-                raw[i] = det.boxes[j]
-            failed = [sched[j] for j in det.failed]
-            errors = list(det.errors)
-            cpu["detect"] = det.cpu_s
-        except TimeoutError:
-            timed_out = idx
-            failed, errors = list(range(len(frames))), [f"detector unresponsive for {self.queue_timeout_s}s"]
-        except Exception as exc:  # noqa: BLE001
-            if is_outage(exc):
-                return ChunkResult(error=f"detector unavailable: {str(exc).splitlines()[0][:200]}", outage=True)
-            failed, errors = list(range(len(frames))), [f"detector error: {str(exc).splitlines()[0][:200]}"]
+        t_det = time.monotonic()
+        got = await self._detect(frames, sched)
+        if isinstance(got, ChunkResult):  # an outage: the driver retries the chunk
+            return got
+        raw, failed, errors, det_cpu, timed_out, used = got
+        if det_cpu is not None:
+            cpu["detect"] = det_cpu
+        detect_wall = time.monotonic() - t_det
         if failed:
             logger.error("detection failed camera=%s frames=%d/%d: failing closed (%s)", task.camera_id,
                          len(failed), len(frames), "; ".join(errors)[:300])
@@ -321,7 +341,119 @@ class ChunkActor:
             res = await asyncio.to_thread(self._finish, redactor, pol, frames, raw, failed, errors, task)
         except Exception as exc:  # noqa: BLE001 - cannot even encode a fully masked chunk: DLQ
             return ChunkResult(ChunkStage.FINISH, f"{type(exc).__name__}: {exc}")
-        return replace(res, detector_timeout=timed_out, cpu_s={**res.cpu_s, **cpu})
+        return replace(res, detector_timeout=timed_out, cpu_s={**res.cpu_s, **cpu}, detectors_used=tuple(used),
+                       detect_wall_s=detect_wall)
+
+    # ---------------------------------------------------------------- detection
+    async def _detect(self, frames: np.ndarray, sched: list[int]
+                      ) -> tuple[list[Boxes | None], list[int], list[str], float | None, int | None, list[int]] | ChunkResult:
+        """Detections for the scheduled frames ``sched`` of ``frames``, from one detector, or split
+        in two contiguous halves across two detectors of this node when that ends sooner.
+
+        Returns ``(raw, failed, errors, detect CPU-s or None, index of a timed-out detector or None,
+        detectors used)``, or a :class:`ChunkResult` with ``outage`` set when a detector actor
+        was unavailable (the driver retries the whole chunk).
+
+        Why split: one detector runs one batch at a time, mostly on one thread, so a large chunk
+        (``make demo``'s street camera: ~4 CPU-s of detection) took its whole detection time on
+        one core while another detector idled. A split only happens when a second detector of
+        this node would finish the second half before this chunk's own detector finished the
+        whole (their outstanding pixels compared, :meth:`_split_to`). Halves are contiguous, so the
+        plate carry (within one detector call) still runs within each half.
+
+        Fail closed as with one call: if either half raises or times out, every frame of the
+        chunk is marked failed (masked whole), as when the single call fails; a half that fails
+        only some frames (a detector of several that raised) marks those frames.
+        """
+        own = self.local[self._rr % len(self.local)]
+        self._rr += 1
+        parts: list[tuple[int, list[int]]] = [(own, sched)]
+        other = await self._split_to(own, frames, sched)
+        if other is not None:
+            k = (len(sched) + 1) // 2
+            parts = [(own, sched[:k]), (other, sched[k:])]
+        calls = [asyncio.wait_for(self.detectors[i].detect.remote(frames[idx]), self.queue_timeout_s)
+                 for i, idx in parts]
+        outs: list[Any] = list(await asyncio.gather(*calls, return_exceptions=True))
+        raw: list[Boxes | None] = [None] * len(frames)
+        failed: list[int] = []
+        errors: list[str] = []
+        timed_out: int | None = None
+        whole_failed = False
+        cpu: float | None = 0.0
+        for (i, idx), out in zip(parts, outs):
+            if isinstance(out, BaseException) and not isinstance(out, Exception):
+                raise out  # cancelled / KeyboardInterrupt: not ours to swallow
+            if isinstance(out, TimeoutError):
+                timed_out = i if timed_out is None else timed_out
+                whole_failed = True
+                errors.append(f"detector unresponsive for {self.queue_timeout_s}s")
+                self._peers = None  # ask again which detectors are here
+            elif isinstance(out, Exception):
+                if is_outage(out):
+                    self._peers = None
+                    return ChunkResult(error=f"detector unavailable: {str(out).splitlines()[0][:200]}", outage=True)
+                whole_failed = True
+                errors.append(f"detector error: {str(out).splitlines()[0][:200]}")
+            else:
+                det: Detections = out
+                for j, fi in enumerate(idx):
+                    raw[fi] = det.boxes[j]
+                failed += [idx[j] for j in det.failed]
+                errors += [e for e in det.errors if e not in errors]
+                if cpu is not None:
+                    cpu += det.cpu_s
+        if whole_failed:  # one half failed as a call: the whole chunk fails closed, as one call would
+            failed, cpu = list(range(len(frames))), None
+        return raw, sorted(failed), errors, cpu, timed_out, [i for i, _ in parts]
+
+    async def _split_to(self, own: int, frames: np.ndarray, sched: list[int]) -> int | None:
+        """The detector to send the second half of ``sched`` to, or ``None`` (send it whole to
+        ``own``): another detector of this node whose outstanding pixels are below ``own``'s plus
+        half of this chunk's, so that it finishes the second half before ``own`` would finish
+        the whole. Any failure to learn the loads means no split."""
+        if self.split_min_frames <= 0 or len(sched) < max(2, self.split_min_frames) or len(self.detectors) < 2:
+            return None
+        peers = [i for i in await self._same_node() if i != own]
+        if not peers:
+            return None
+        ask = [own, *peers]
+        try:
+            loads = await asyncio.wait_for(asyncio.gather(*(self.detectors[i].pending_px.remote() for i in ask)),
+                                           LOAD_QUERY_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - a busy, restarting or older detector: send whole
+            logger.debug("detector loads unknown (%s): chunk not split", exc)
+            return None
+        half = _pixels(frames[sched]) // 2
+        load = dict(zip(ask, (int(x) for x in loads)))
+        best = min(peers, key=lambda i: (load[i], i))
+        return best if load[best] < load[own] + half else None
+
+    def _own_node(self) -> str | None:
+        """This actor's Ray node id; ``None`` outside Ray (asking Ray then would start one)."""
+        import ray
+
+        return self.node_id() if ray.is_initialized() else None
+
+    async def _same_node(self) -> list[int]:
+        """Indices of the detectors on this actor's node (decoded frames never leave the node),
+        asked of the detectors and cached for :data:`PEERS_REFRESH_S`; its own local ones when
+        that cannot be learnt."""
+        now = time.monotonic()
+        if self._peers is not None and now - self._peers_at < PEERS_REFRESH_S:
+            return self._peers
+        peers = list(self.local)
+        try:
+            mine = self._own_node()
+            if mine is None:
+                raise RuntimeError("not in a Ray actor")
+            nodes = await asyncio.wait_for(asyncio.gather(*(d.node_id.remote() for d in self.detectors)),
+                                           LOAD_QUERY_TIMEOUT_S)
+            peers = sorted(set(peers) | {i for i, n in enumerate(nodes) if n == mine})
+        except Exception as exc:  # noqa: BLE001 - not on Ray, a detector restarting: local ones only
+            logger.debug("detector nodes unknown (%s): splitting among local detectors only", exc)
+        self._peers, self._peers_at = peers, now
+        return peers
 
     def _finish(self, redactor: Redactor, pol: PolicyPlan, frames: np.ndarray, raw: list[Boxes | None],
                 failed: list[int], errors: list[str], task: ChunkTask) -> ChunkResult:

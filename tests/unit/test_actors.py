@@ -167,6 +167,7 @@ def test_a_camera_zone_is_masked_together_with_the_policy_zones():
 def bare_detector(timeout_s: float = 30.0) -> DetectorActor:
     d = DetectorActor.__new__(DetectorActor)  # no ONNX sessions: the batching loop only
     d.max_batch_frames, d.max_wait_s, d._queue, d._loop_task, d.calls, d.batches = 64, 0.2, None, None, 0, 0
+    d._pending_px = 0
     d.timeout_s = timeout_s
     return d
 

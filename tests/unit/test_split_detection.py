@@ -1,0 +1,182 @@
+"""A chunk's scheduled frames split across two detector actors of the chunk actor's node
+(``ChunkActor._detect``): halves go to two detectors when the second would finish sooner, the
+boxes come back in frame order, and either half failing fails the whole chunk closed."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+
+from operators.codec import decode_h264_chunk, encode_h264_chunk
+from operators.types import Boxes, Label
+from pipeline.process.actors import ChunkActor, ChunkTask, Detections, DetectorActor
+from pipeline.process.plan import build_plan
+from schemas.config import parse_config
+
+N = 9  # with detect_every 1: 9 scheduled frames (odd: halves of 5 and 4)
+PTS = tuple(i * 100 for i in range(N))
+
+
+class _Method:
+    def __init__(self, fn: Any) -> None:
+        self.remote = fn
+
+
+class CountingDetector:
+    """A detector actor handle that records the frames it was sent; each frame's box encodes
+    the frame's own pixel value, so the merge order can be checked."""
+
+    def __init__(self, node: str = "n1", pending: int = 0, exc: BaseException | None = None, hang: bool = False,
+                 no_load: bool = False) -> None:
+        self.node, self.pending, self.exc, self.hang = node, pending, exc, hang
+        self.sent: list[np.ndarray] = []
+        self.detect = _Method(self._detect)
+        self.node_id = _Method(self._node)
+        if not no_load:
+            self.pending_px = _Method(self._pending)
+
+    def _detect(self, frames: np.ndarray) -> Any:
+        self.sent.append(frames)
+
+        async def call() -> Detections:
+            if self.hang:
+                await asyncio.sleep(3600)
+            if self.exc is not None:
+                raise self.exc
+            return Detections([Boxes.of([[v, v, v + 20, v + 20]], [0.9], Label.FACE)
+                               for v in (float(f[0, 0, 0]) for f in frames)], [], [], 0.25)
+        return call()
+
+    def _node(self) -> Any:
+        async def call() -> str:
+            return self.node
+        return call()
+
+    def _pending(self) -> Any:
+        async def call() -> int:
+            return self.pending
+        return call()
+
+    @property
+    def frames(self) -> int:
+        return sum(len(f) for f in self.sent)
+
+
+def chunk_actor(*dets: CountingDetector, local: list[int] | None = None, node: str = "n1") -> ChunkActor:
+    raw = {"process": {"classes": ["face"], "style": "fill", "detect_every": 1}}
+    a = ChunkActor(build_plan(parse_config(raw)), list(dets), detector_timeout_s=5.0, local=local)
+    a._own_node = lambda: node  # type: ignore[method-assign]
+    return a
+
+
+def numbered_frames(n: int = N) -> np.ndarray:
+    """Frame i is filled with 10 * i (the fake detector's box starts there)."""
+    return np.stack([np.full((64, 96, 3), 10 * i, np.uint8) for i in range(n)])
+
+
+def detect(a: ChunkActor, frames: np.ndarray) -> Any:
+    return asyncio.run(a._detect(frames, list(range(len(frames)))))
+
+
+def test_two_idle_detectors_get_contiguous_halves_merged_in_frame_order():
+    d0, d1 = CountingDetector(), CountingDetector()
+    a = chunk_actor(d0, d1, local=[0])
+    raw, failed, errors, cpu, timed_out, used = detect(a, numbered_frames())
+    assert (d0.frames, d1.frames) == (5, 4) and used == [0, 1]
+    assert [int(f[0, 0, 0]) for f in d0.sent[0]] == [0, 10, 20, 30, 40]  # contiguous: the carry works within each
+    assert [int(f[0, 0, 0]) for f in d1.sent[0]] == [50, 60, 70, 80]
+    assert [float(b.xyxy[0, 0]) for b in raw] == [10.0 * i for i in range(N)]
+    assert failed == [] and errors == [] and timed_out is None and cpu == 0.5  # both halves' CPU
+
+
+def test_no_split_when_the_other_detector_is_busier_than_the_whole_chunk_would_take():
+    frames = numbered_frames()
+    chunk_px = frames.shape[0] * frames.shape[1] * frames.shape[2]
+    d0, d1 = CountingDetector(), CountingDetector(pending=chunk_px)
+    a = chunk_actor(d0, d1, local=[0])
+    detect(a, frames)
+    assert (d0.frames, d1.frames) == (N, 0)
+    d1.pending = chunk_px // 4  # less than own load + half the chunk: worth it
+    detect(a, frames)
+    assert (d0.frames, d1.frames) == (N + 5, 4)
+
+
+def test_no_split_for_one_frame_another_node_or_unknown_loads():
+    one = numbered_frames(1)
+    d0, d1 = CountingDetector(), CountingDetector()
+    detect(chunk_actor(d0, d1, local=[0]), one)
+    assert (d0.frames, d1.frames) == (1, 0)
+    far0, far1 = CountingDetector(node="n1"), CountingDetector(node="n2")  # decoded frames stay on the node
+    detect(chunk_actor(far0, far1, local=[0]), numbered_frames())
+    assert (far0.frames, far1.frames) == (N, 0)
+    old0, old1 = CountingDetector(no_load=True), CountingDetector(no_load=True)  # cannot say its load
+    detect(chunk_actor(old0, old1, local=[0]), numbered_frames())
+    assert (old0.frames, old1.frames) == (N, 0)
+    off0, off1 = CountingDetector(), CountingDetector()
+    a = chunk_actor(off0, off1, local=[0])
+    a.split_min_frames = 0
+    detect(a, numbered_frames())
+    assert (off0.frames, off1.frames) == (N, 0)
+
+
+def _task(n: int = N) -> ChunkTask:
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 255, (n, 64, 96, 3), dtype=np.uint8)
+    payload = encode_h264_chunk(frames, fps=10.0, pts_ms=list(PTS[:n]))
+    return ChunkTask(codec="h264", payload=payload, camera_id="cam-1", fps=10.0, pts_ms=PTS[:n], width=96, height=64)
+
+
+def test_either_half_failing_fails_the_whole_chunk_closed():
+    for bad in (CountingDetector(exc=RuntimeError("onnx broke")), CountingDetector(hang=True)):
+        good = CountingDetector()
+        for dets, bad_idx in (((good, bad), 1), ((bad, CountingDetector()), 0)):
+            a = chunk_actor(*dets, local=[0])
+            a.queue_timeout_s = 0.3
+            res = asyncio.run(a.redact(_task()))
+            assert res.failed_stage is None and not res.outage and res.detectors_used == (0, 1), res
+            assert res.fail_closed_frames == tuple(range(N)), (bad.hang, bad_idx, res.fail_closed_frames)
+            assert res.detector_timeout == (bad_idx if bad.hang else None)
+            assert "detect" not in res.cpu_s  # a failed call counts no detection CPU
+            assert all(float(f.std()) < 3.0 for f in decode_h264_chunk(res.payload))
+
+
+def test_an_outage_in_either_half_retries_the_chunk():
+    from ray.exceptions import ActorDiedError
+
+    a = chunk_actor(CountingDetector(), CountingDetector(exc=ActorDiedError()), local=[0])
+    res = asyncio.run(a.redact(_task()))
+    assert res.outage and res.payload is None and res.failed_stage is None
+
+
+def test_a_split_chunk_is_masked_like_a_whole_one():
+    split = chunk_actor(CountingDetector(), CountingDetector(), local=[0])
+    whole = chunk_actor(CountingDetector(), CountingDetector(node="n2"), local=[0])
+    a, b = asyncio.run(split.redact(_task())), asyncio.run(whole.redact(_task()))
+    assert a.detectors_used == (0, 1) and b.detectors_used == (0,)
+    assert a.fail_closed_frames == b.fail_closed_frames == () and a.masks_per_class == b.masks_per_class
+    assert np.array_equal(decode_h264_chunk(a.payload), decode_h264_chunk(b.payload))
+
+
+def test_the_detector_counts_pixels_waiting_for_an_answer():
+    import time
+
+    d = DetectorActor.__new__(DetectorActor)  # no ONNX sessions: the batching loop only
+    d.max_batch_frames, d.max_wait_s, d._queue, d._loop_task, d.calls, d.batches = 64, 0.0, None, None, 0, 0
+    d.timeout_s, d._pending_px = 5.0, 0
+
+    def slow_run(chunks: list[np.ndarray]) -> list[Detections]:
+        time.sleep(0.3)
+        return [Detections([Boxes.empty()] * len(c), [], []) for c in chunks]
+
+    d._run = slow_run  # type: ignore[method-assign]
+
+    async def go() -> tuple[int, int]:
+        call = asyncio.ensure_future(d.detect(np.zeros((3, 8, 10, 3), np.uint8)))
+        await asyncio.sleep(0.1)
+        during = d.pending_px()
+        await call
+        return during, d.pending_px()
+
+    assert asyncio.run(go()) == (3 * 8 * 10, 0)
