@@ -132,6 +132,16 @@ def is_outage(exc: BaseException) -> bool:
     return False
 
 
+def _decode_failed(exc: Exception) -> ChunkResult:
+    """The DLQ result of a chunk whose payload could not be decoded (``limit_exceeded`` when the
+    decoder stopped at ``limits.max_decoded_bytes_per_chunk``)."""
+    from operators.codec import DecodeLimitError
+
+    return ChunkResult(ChunkStage.DECODE, f"decode failed: {type(exc).__name__}: {exc}"
+                       if not isinstance(exc, VeilStreamError) else f"decode failed: {exc}",
+                       reason=DecodeLimitError.reason if isinstance(exc, DecodeLimitError) else None)
+
+
 ENCODE_THREADS = 1
 """libx264 threads per redacted chunk (see :meth:`ChunkActor._finish`)."""
 
@@ -198,6 +208,13 @@ class DetectorActor:
             return await fut
         finally:
             self._pending_px -= px
+
+    async def detect_many(self, chunks: list[np.ndarray]) -> list[Detections]:
+        """:meth:`detect` for several callers' frames sent in one call (a chunk actor's batch of
+        small chunks, :meth:`ChunkActor.redact_many`): each array is queued as its own caller, so
+        it is batched with every other caller's and answered on its own (a failed run fails
+        closed only the frames it held)."""
+        return list(await asyncio.gather(*(self.detect(c) for c in chunks)))
 
     def pending_px(self) -> int:
         """Decoded pixels (frames x height x width) sent to this detector and not answered yet."""
@@ -319,11 +336,7 @@ class ChunkActor:
         try:
             frames, cpu["decode"] = await asyncio.to_thread(self._decode, task)
         except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad message, not a crash
-            from operators.codec import DecodeLimitError
-
-            return ChunkResult(ChunkStage.DECODE, f"decode failed: {type(exc).__name__}: {exc}"
-                               if not isinstance(exc, VeilStreamError) else f"decode failed: {exc}",
-                               reason=DecodeLimitError.reason if isinstance(exc, DecodeLimitError) else None)
+            return _decode_failed(exc)
         sched = [i for i, s in enumerate(detection_schedule(len(frames), pol.redaction.detect_every)) if s]
         t_det = time.monotonic()
         got = await self._detect(frames, sched)
@@ -343,6 +356,113 @@ class ChunkActor:
             return ChunkResult(ChunkStage.FINISH, f"{type(exc).__name__}: {exc}")
         return replace(res, detector_timeout=timed_out, cpu_s={**res.cpu_s, **cpu}, detectors_used=tuple(used),
                        detect_wall_s=detect_wall)
+
+    async def redact_many(self, tasks: list[ChunkTask]) -> tuple[ChunkResult, ...]:
+        """Several chunks (of any cameras) in one call, one result per chunk in ``tasks`` order,
+        each what :meth:`redact` would have returned for it alone.
+
+        Why: a snapshot camera's chunk is one small frame (320x180 at 0.5 fps), and each chunk
+        paid two Ray calls (driver -> chunk actor, chunk actor -> detector, its frames through the
+        object store) and two thread hops besides its own work: about as much CPU as its
+        detection. Here a batch pays one call of each and one thread hop per step: every chunk
+        is decoded, the scheduled frames of all of them go to one detector in one call
+        (:meth:`DetectorActor.detect_many`), then every chunk is masked and encoded. The driver
+        sends a batch only of small chunks (:func:`~.batching.plan_batches`); a large chunk
+        goes alone to :meth:`redact`.
+
+        Per chunk, as alone: an unknown policy or a payload that does not decode is that
+        chunk's failure (DLQ), a chunk that cannot be encoded is that chunk's DLQ, and the others
+        go on; a detector that raises or times out fails closed the frames it held. A detector
+        actor that is unavailable is an outage for every chunk of the batch whose frames were
+        sent (the driver retries each); a chunk that failed before detection keeps its failure.
+        """
+        results: list[ChunkResult | None] = [None] * len(tasks)
+        pols: list[PolicyPlan | None] = [self.plan.for_chunk(t.policy_id) for t in tasks]
+        for i, (t, pol) in enumerate(zip(tasks, pols)):
+            if pol is None:  # the driver checks first
+                results[i] = ChunkResult(ChunkStage.FINISH, f"no policy {t.policy_id!r} in this worker")
+        todo = [i for i in range(len(tasks)) if results[i] is None]
+        decoded = await asyncio.to_thread(self._decode_each, [tasks[i] for i in todo])
+        live: list[tuple[int, np.ndarray, list[int], float]] = []  # (task index, frames, schedule, decode CPU-s)
+        for i, got in zip(todo, decoded):
+            if isinstance(got, Exception):
+                results[i] = _decode_failed(got)
+                continue
+            frames, dec_cpu = got
+            pol = pols[i]
+            assert pol is not None
+            sched = [k for k, s in enumerate(detection_schedule(len(frames), pol.redaction.detect_every)) if s]
+            live.append((i, frames, sched, dec_cpu))
+        if live:
+            own = self.local[self._rr % len(self.local)]
+            self._rr += 1
+            t_det = time.monotonic()
+            timed_out: int | None = None
+            try:
+                dets: list[Detections | None] = list(await asyncio.wait_for(
+                    self.detectors[own].detect_many.remote([frames[sched] for _, frames, sched, _ in live]),
+                    self.queue_timeout_s))
+                if len(dets) != len(live):
+                    raise VeilStreamError(f"detector answered {len(dets)} of {len(live)} chunks")
+                why: list[str] = []
+            except TimeoutError:
+                timed_out, dets, why = own, [None] * len(live), [f"detector unresponsive for {self.queue_timeout_s}s"]
+            except Exception as exc:  # noqa: BLE001 - an outage is retried; anything else fails closed
+                if is_outage(exc):
+                    gone = ChunkResult(error=f"detector unavailable: {str(exc).splitlines()[0][:200]}", outage=True)
+                    for i, *_ in live:
+                        results[i] = gone
+                    return tuple(r if r is not None else gone for r in results)
+                dets, why = [None] * len(live), [f"detector error: {str(exc).splitlines()[0][:200]}"]
+            detect_wall = time.monotonic() - t_det
+            work = []
+            for (i, frames, sched, dec_cpu), det in zip(live, dets):
+                raw: list[Boxes | None] = [None] * len(frames)
+                cpu = {"decode": dec_cpu}
+                if det is None:  # the call failed: every frame of the chunk is masked whole
+                    failed, errors = list(range(len(frames))), list(why)
+                else:
+                    for j, fi in enumerate(sched):
+                        raw[fi] = det.boxes[j]
+                    failed, errors = sorted(sched[j] for j in det.failed), list(det.errors)
+                    cpu["detect"] = det.cpu_s
+                if failed:
+                    logger.error("detection failed camera=%s frames=%d/%d: failing closed (%s)", tasks[i].camera_id,
+                                 len(failed), len(frames), "; ".join(errors)[:300])
+                pol = pols[i]
+                assert pol is not None
+                work.append((i, self._redactor(pol, tasks[i].camera_id, tasks[i].camera_zones), pol, frames, raw,
+                             failed, errors, cpu))
+            finished = await asyncio.to_thread(self._finish_each, work, tasks)
+            for (i, *_, cpu), res in zip(work, finished):
+                results[i] = (ChunkResult(ChunkStage.FINISH, f"{type(res).__name__}: {res}")
+                              if isinstance(res, Exception) else
+                              replace(res, detector_timeout=timed_out, cpu_s={**res.cpu_s, **cpu},
+                                      detectors_used=(own,), detect_wall_s=detect_wall))
+        out = tuple(r for r in results if r is not None)
+        assert len(out) == len(tasks)
+        return out
+
+    def _decode_each(self, tasks: list[ChunkTask]) -> list[tuple[np.ndarray, float] | Exception]:
+        """:meth:`_decode` of every task in this one worker thread; a failure is that task's."""
+        out: list[tuple[np.ndarray, float] | Exception] = []
+        for t in tasks:
+            try:
+                out.append(self._decode(t))
+            except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad message, not a crash
+                out.append(exc)
+        return out
+
+    def _finish_each(self, work: list[Any], tasks: list[ChunkTask]) -> list[ChunkResult | Exception]:
+        """:meth:`_finish` of every chunk of a batch in this one worker thread; a chunk that
+        cannot even be encoded fully masked is that chunk's failure (DLQ), not the batch's."""
+        out: list[ChunkResult | Exception] = []
+        for i, redactor, pol, frames, raw, failed, errors, _ in work:
+            try:
+                out.append(self._finish(redactor, pol, frames, raw, failed, errors, tasks[i]))
+            except Exception as exc:  # noqa: BLE001
+                out.append(exc)
+        return out
 
     # ---------------------------------------------------------------- detection
     async def _detect(self, frames: np.ndarray, sched: list[int]

@@ -29,6 +29,7 @@ from pipeline.stage import Source, TopicPart, root_cause
 from schemas.errors import VeilStreamError
 
 from .actors import ChunkResult, ChunkStage, ChunkTask, is_outage
+from .batching import BatchLimits, plan_batches, task_pixels
 from .plan import MaskingPlan, PolicyPlan
 
 logger = logging.getLogger(__name__)
@@ -76,11 +77,19 @@ class ProcessHandler(BaseHandler):
         ray: the ``ray`` module (``wait``, ``get``, ``kill``) or a fake.
         detectors: the detector actors (a timed-out one is restarted through ``ray.kill``).
         model_ids: the detectors' model ids, stamped on every redacted chunk.
+        submit_many: ``[ChunkTask] -> [ref]`` (one ref per task): several small chunks to one chunk
+            actor in one call (``ChunkActor.redact_many``). With it, the chunks one poll hands
+            the handler wait in ``pending`` until :meth:`completions` (same step) and go in
+            batches of :func:`~.batching.plan_batches`; each chunk keeps its own ref, result,
+            DLQ decision and offset. Without it, every chunk is submitted alone at once.
+        batch: the batch limits; ``workers``: how many chunk actors share the batches.
     """
 
     def __init__(self, config: Any, plan: MaskingPlan, metrics: WorkerMetrics, submit: Callable[[ChunkTask], Any],
                  ray: Any, *, detectors: list[Any] | None = None,
-                 model_ids: list[dict[str, str]] | None = None) -> None:
+                 model_ids: list[dict[str, str]] | None = None,
+                 submit_many: Callable[[list[ChunkTask]], list[Any]] | None = None,
+                 batch: BatchLimits | None = None, workers: int = 1) -> None:
         self.cfg = config
         self.plan = plan
         self.metrics = metrics
@@ -89,6 +98,10 @@ class ProcessHandler(BaseHandler):
         self.detectors = detectors if detectors is not None else []
         self.model_ids = model_ids if model_ids is not None else []
         self.inflight: dict[Any, Job] = {}  # ray ref -> job
+        self.submit_many = submit_many
+        self.batch = batch or BatchLimits()
+        self.workers = max(1, workers)
+        self.pending: list[tuple[Job, ChunkTask]] = []  # handled, not yet on Ray (submit_many only)
         self.jobs: dict[Source, Job] = {}  # every job not emitted yet (a retry finds its job here)
         self.order: dict[TopicPart, deque[Job]] = {}
         self.produced = 0
@@ -129,8 +142,30 @@ class ProcessHandler(BaseHandler):
                          camera_zones=tuple(getattr(m, "zones", ()) or ()),
                          max_pixels=getattr(limits, "max_pixels_per_frame", None),
                          max_decoded_bytes=getattr(limits, "max_decoded_bytes_per_chunk", None))
+        if self.submit_many is not None:
+            self.pending.append((job, task))
+            return
         self.inflight[self.submit(task)] = job
         job.stage = ChunkStage.DECODE
+
+    def flush(self) -> None:
+        """Send the pending chunks to Ray, small ones several to a call (:func:`~.batching.plan_batches`)."""
+        if not self.pending:
+            return
+        pending, self.pending = self.pending, []
+        assert self.submit_many is not None
+        for idx in plan_batches([task_pixels(len(t.pts_ms), t.width, t.height) for _, t in pending], self.batch,
+                                self.workers):
+            if len(idx) == 1:
+                refs = [self.submit(pending[idx[0]][1])]
+            else:
+                refs = self.submit_many([pending[i][1] for i in idx])
+            if len(refs) != len(idx):
+                raise VeilStreamError(f"submit_many returned {len(refs)} refs for {len(idx)} chunks")
+            for ref, i in zip(refs, idx):
+                job = pending[i][0]
+                self.inflight[ref] = job
+                job.stage = ChunkStage.DECODE
 
     def _dead(self, job: Job, reason: str, error: str) -> DeadLetter:
         job.stage, job.dlq = ChunkStage.DONE, True
@@ -139,10 +174,11 @@ class ProcessHandler(BaseHandler):
 
     # ---------------------------------------------------------------- results out
     def busy(self) -> bool:
-        return bool(self.inflight)
+        return bool(self.inflight) or bool(self.pending)
 
     def completions(self, timeout_s: float) -> Iterable[Completion]:
         """What Ray finished (in completion order), then every partition's finished head in offset order."""
+        self.flush()
         out = list(self._drain(timeout_s))
         for q in self.order.values():
             while q and q[0].stage is ChunkStage.DONE:
@@ -253,6 +289,7 @@ class ProcessHandler(BaseHandler):
         for tp in tps:
             self.order.pop(tp, None)
         self.jobs = {s: j for s, j in self.jobs.items() if s.tp not in gone}
+        self.pending = [(j, t) for j, t in self.pending if j.tp not in gone]
         for ref, job in list(self.inflight.items()):
             if job.tp in gone:
                 del self.inflight[ref]  # its result is ignored: the new owner redoes it

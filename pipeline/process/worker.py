@@ -36,6 +36,7 @@ from pipeline.stage import StageKafka, root_cause, stop_on_signals
 from schemas.errors import VeilStreamError
 
 from .actors import ChunkTask
+from .batching import BatchLimits, task_pixels
 from .handler import Job, OutageError, ProcessHandler, retry_delay_s
 from .plan import MaskingPlan, build_plan
 
@@ -94,6 +95,7 @@ class ProcessWorker:
         self.model_ids: list[dict[str, str]] = []
         self._rr = 0
         self._sent: dict[Any, tuple[int, int]] = {}  # ref -> (chunk actor, decoded pixels) of chunks in flight
+        self.batch = BatchLimits()  # small chunks several to a chunk-actor call (.batching)
         self.handler: ProcessHandler | None = None
         self.runtime: StageRuntime | None = None
 
@@ -129,6 +131,24 @@ class ProcessWorker:
         of 176x144 against a 2.4 s one of 640x272 on a street, ~10x the CPU), and each chunk actor
         sends to its own group's detector, so turn-taking can leave one detector with every large
         chunk while the other idles."""
+        w = self._least_loaded()
+        ref = self.workers[w].redact.remote(task)
+        self._sent[ref] = (w, task_pixels(len(task.pts_ms), task.width, task.height))
+        return ref
+
+    def _submit_batch(self, tasks: list[ChunkTask]) -> list[Any]:
+        """Several small chunks to the least-loaded chunk actor in one ``redact_many`` call
+        (:mod:`.batching`); one Ray ref per chunk (``num_returns``), so the handler follows each
+        chunk on its own."""
+        w = self._least_loaded()
+        out = self.workers[w].redact_many.options(num_returns=len(tasks)).remote(list(tasks))
+        refs = list(out) if len(tasks) > 1 else [out]
+        for ref, t in zip(refs, tasks):
+            self._sent[ref] = (w, task_pixels(len(t.pts_ms), t.width, t.height))
+        return refs
+
+    def _least_loaded(self) -> int:
+        """The chunk actor with the fewest decoded pixels in flight; ties go in turn."""
         live = self.handler.inflight if self.handler is not None else {}
         self._sent = {ref: sent for ref, sent in self._sent.items() if ref in live}
         n = len(self.workers)
@@ -138,9 +158,7 @@ class ProcessWorker:
         first = (self._rr + 1) % n
         w = min(((first + i) % n for i in range(n)), key=lambda j: (load[j], (j - first) % n))
         self._rr = w
-        ref = self.workers[w].redact.remote(task)
-        self._sent[ref] = (w, len(task.pts_ms) * max(1, task.width * task.height))
-        return ref
+        return w
 
     # ---------------------------------------------------------------- Ray
     def _start_ray(self) -> None:
@@ -230,7 +248,8 @@ class ProcessWorker:
             raise
         stop_on_signals(self.stop_event)  # ray.init installed its own SIGTERM handler: take it back
         self.handler = ProcessHandler(self.cfg, self.plan, self.metrics, self._submit_task, ray,
-                                      detectors=self.detectors, model_ids=self.model_ids)
+                                      detectors=self.detectors, model_ids=self.model_ids,
+                                      submit_many=self._submit_batch, batch=self.batch, workers=len(self.workers))
         self.runtime = StageRuntime(self.kafka, self.handler, self.settings(), stop_event=self.stop_event)
         try:
             return self.runtime.run()
