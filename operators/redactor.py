@@ -153,6 +153,17 @@ class RedactionConfig:
             "Small cameras: detection at the camera's own size"), and so is skipping the
             full-frame pass there too (``text_full_min_side`` 321: a further x0.5 of detection
             for more leaked plates).
+        text_full_every: the full-frame text pass (with its lit-plate search) runs on every
+            N-th detected frame of a chunk, on its first detected frame and on its last; the
+            detected frames between take the text boxes of the latest full pass before them,
+            masked where they were (fail closed), and the vehicle-crop plate search still runs
+            on every detected frame. The first frame: nothing before it in the call to carry
+            from. The last: every skipped frame then lies between two full passes of its own
+            chunk (temporal fill brings the later one's boxes back to it), and the next chunk
+            starts from boxes no older than its own first frame. Counted per chunk, also when
+            the detector actor batches several cameras' chunks into one call. 1: every
+            detected frame (the default before). See docs/performance.md "Full-frame text
+            pass cadence".
         plate_crops: also search plates in upscaled crops of the lower part of each vehicle
             YOLOX finds (vehicle score >= ``vehicle_threshold``).
         text_crop_budget: a frame's zoomed vehicle crops cover at most this multiple of its
@@ -237,6 +248,7 @@ class RedactionConfig:
     text_min_side: int | None = 960
     text_max_upscale: float | None = 2.5
     text_full_min_side: int | None = None
+    text_full_every: int = 1
     small_frame_side: int | None = 320
     text_tile: int | None = None
     plate_crops: bool = True
@@ -332,6 +344,9 @@ class RedactionConfig:
         v = self.text_full_min_side
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             problems.append(f"text_full_min_side: expected an integer >= 1 (or None), got {v!r}")
+        v = self.text_full_every
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            problems.append(f"text_full_every: expected an integer >= 1 (1 = every detected frame), got {v!r}")
         v = self.small_frame_side
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             problems.append(f"small_frame_side: expected an integer >= 1 (or None), got {v!r}")
@@ -460,9 +475,14 @@ class Redactor:
         """
         every = self.config.detect_every
         jobs: list[tuple[int, int]] = []  # (chunk index, frame index) of scheduled frames
+        # scheduled frame -> the scheduled frame of its own chunk whose full-frame text pass it takes
+        full_src: dict[tuple[int, int], tuple[int, int]] = {}
         for ci, frames in enumerate(chunks):
             _check_frames(frames)
-            jobs.extend((ci, fi) for fi, s in enumerate(detection_schedule(len(frames), every)) if s)
+            sched = [fi for fi, s in enumerate(detection_schedule(len(frames), every)) if s]
+            jobs.extend((ci, fi) for fi in sched)
+            for fi, p in zip(sched, text_full_sources(len(sched), self.config.text_full_every)):
+                full_src[(ci, fi)] = (ci, sched[p])
         per_frame: dict[tuple[int, int], list[Boxes]] = {j: [] for j in jobs}
         failed: list[set[int]] = [set() for _ in chunks]
         errors: list[list[str]] = [[] for _ in chunks]
@@ -471,7 +491,9 @@ class Redactor:
             groups.setdefault(tuple(chunks[ci].shape[1:]), []).append((ci, fi))
         for members in groups.values():
             batch = np.stack([chunks[ci][fi] for ci, fi in members])
-            for key, found_or_exc in self.run_detectors(batch).items():
+            pos = {m: k for k, m in enumerate(members)}  # a chunk's frames share its shape: one group
+            full_from = [pos[full_src[m]] for m in members]
+            for key, found_or_exc in self.run_detectors(batch, full_from=full_from).items():
                 if isinstance(found_or_exc, Exception):
                     logger.error("detector failed detector=%s frames=%d error=%s", key, len(members), found_or_exc)
                     for ci, fi in members:
@@ -491,13 +513,24 @@ class Redactor:
             out.append((raw, sorted(failed[ci]), errors[ci]))
         return out
 
-    def run_detectors(self, batch: Frames) -> dict[str, list[Boxes] | Exception]:
+    def run_detectors(self, batch: Frames, *, full_from: Sequence[int] | None = None
+                      ) -> dict[str, list[Boxes] | Exception]:
         """Every detector on one batch of same-size frames: per detector key, one
         :class:`Boxes` per frame, or the exception it raised (the caller fails closed).
 
         Detectors with a ``detect_given(frames, priors)`` method (the vehicle-guided plate
         search) run second and get the boxes the others found (e.g. YOLOX's vehicles).
+
+        ``full_from``: per frame of ``batch``, the index of the frame whose full-frame text
+        pass it takes (``text_full_every``; :meth:`detect_many` counts it per chunk); ``None``:
+        the batch is one chunk's detected frames, in order. A second-stage detector that does
+        not declare ``full_cadence`` gets every frame (it runs its full pass everywhere).
         """
+        if full_from is None:
+            full_from = text_full_sources(len(batch), self.config.text_full_every)
+        elif len(full_from) != len(batch):
+            raise ValueError(f"full_from: {len(full_from)} entries for {len(batch)} frames")
+        cadence = any(j != i for i, j in enumerate(full_from))
         results: dict[str, list[Boxes] | Exception] = {}
         first = [(k, d) for k, d in self.detectors.items() if not hasattr(d, "detect_given")]
         second = [(k, d) for k, d in self.detectors.items() if hasattr(d, "detect_given")]
@@ -508,7 +541,12 @@ class Redactor:
                 priors = [Boxes.concat([r[i] for r in done]) for i in range(len(batch))]
             for key, det in dets:
                 try:
-                    found = det.detect_given(batch, priors) if stage else det.detect(batch)
+                    if not stage:
+                        found = det.detect(batch)
+                    elif cadence and getattr(det, "full_cadence", False):
+                        found = det.detect_given(batch, priors, full_from=full_from)
+                    else:
+                        found = det.detect_given(batch, priors)
                     if len(found) != len(batch):
                         raise RuntimeError(f"returned {len(found)} results for {len(batch)} frames")
                     results[key] = list(found)
@@ -760,6 +798,28 @@ class Redactor:
             else:
                 masks.append(zone)
         return masks if any_mask else None
+
+
+def text_full_sources(n_detected: int, every: int) -> list[int]:
+    """Per detected frame of one chunk (``n_detected`` of them, in order), the position of the
+    detected frame whose full-frame text pass it takes: its own on the first, every
+    ``every``-th and the last (the pass runs there), else the latest of those before it
+    (``RedactionConfig.text_full_every``).
+
+    Raises:
+        ValueError: ``n_detected < 0`` or ``every < 1``.
+    """
+    if n_detected < 0:
+        raise ValueError(f"n_detected: expected >= 0, got {n_detected}")
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ValueError(f"every: expected an integer >= 1, got {every!r}")
+    out: list[int] = []
+    last = 0
+    for p in range(n_detected):
+        if p % every == 0 or p == n_detected - 1:
+            last = p
+        out.append(last)
+    return out
 
 
 def _check_frames(frames: Frames) -> None:

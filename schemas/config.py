@@ -252,6 +252,7 @@ class ProcessConfig:
     precision: str
     text_full_min_side: int | None = None
     small_frame_side: int | None = 320
+    text_full_every: int = 1
 
 
 @dataclass(frozen=True)

@@ -338,15 +338,32 @@ class TextDetector(OnnxDetector):
             out.extend(self._boxes(prob[t, :y1 - y0, :x1 - x0], sx, sy, x0 * sx, y0 * sy))
         return out
 
-    def detect_given(self, frames: Frames, priors: Sequence[Boxes]) -> list[Boxes]:
+    full_cadence = True
+    """``detect_given`` takes ``full_from`` (``RedactionConfig.text_full_every``)."""
+
+    def detect_given(self, frames: Frames, priors: Sequence[Boxes],
+                     full_from: Sequence[int] | None = None) -> list[Boxes]:
         """Full-frame pass, plus (when ``crops``) the vehicle-crop pass on the
-        :attr:`Label.VEHICLE` boxes of ``priors`` (one :class:`Boxes` per frame)."""
-        if not self.crops:
-            return self.detect(frames)
-        if self.full_min_side is not None and max(frames.shape[1:3]) < self.full_min_side:
-            full = [Boxes.empty() for _ in range(len(frames))]  # a tiny frame: its vehicles' crops only
+        :attr:`Label.VEHICLE` boxes of ``priors`` (one :class:`Boxes` per frame).
+
+        ``full_from``: per frame, the index of the frame whose full-frame pass it takes; the
+        pass runs only on the frames that are their own source, and each other frame gets its
+        source's boxes where they were (fail closed: a carried box is masked, never dropped).
+        A source must be itself a source, at or before the frame (``None``: every frame its own).
+        The vehicle-crop pass runs on every frame either way.
+        """
+        n = len(frames)
+        src = list(range(n)) if full_from is None else [int(j) for j in full_from]
+        if len(src) != n or any(not 0 <= j <= i or src[j] != j for i, j in enumerate(src)):
+            raise ValueError(f"full_from: expected per frame an earlier frame that is its own source, got {src}")
+        if self.crops and self.full_min_side is not None and max(frames.shape[1:3]) < self.full_min_side:
+            full = [Boxes.empty() for _ in range(n)]  # a tiny frame: its vehicles' crops only
         else:
-            full = self.detect(frames)
+            runs = sorted(set(src))
+            ran = dict(zip(runs, self.detect(frames if len(runs) == n else frames[runs])))
+            full = [ran[j] for j in src]
+        if not self.crops:
+            return full
         return [Boxes.concat([f, c]) for f, c in zip(full, self.detect_crops(frames, priors))]
 
     def crop_windows(self, vehicles: Boxes, hw: tuple[int, int]) -> list[tuple[int, int, int, int]]:

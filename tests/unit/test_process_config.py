@@ -46,6 +46,16 @@ def test_text_full_min_side_reaches_the_detectors_and_is_off_by_default():
         plan({"text_full_min_side": 0})
 
 
+def test_text_full_every_reaches_the_detectors_and_bad_values_name_the_key():
+    default = plan({})
+    assert default.detector.text_full_every == default.default.redaction.text_full_every >= 1
+    p = plan({"text_full_every": 3})
+    assert p.detector.text_full_every == 3 and p.default.redaction.text_full_every == 3
+    for bad in (0, "2", 1.5):
+        with pytest.raises(ConfigError, match="process.text_full_every"):
+            plan({"text_full_every": bad})
+
+
 def test_small_frame_side_reaches_the_detectors_and_may_be_turned_off():
     assert plan({}).detector.small_frame_side == 320
     p = plan({"small_frame_side": None})

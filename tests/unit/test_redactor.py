@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from operators.redactor import RedactionConfig, Redactor, _distinct_objects
+from operators.redactor import RedactionConfig, Redactor, _distinct_objects, text_full_sources
 from operators.types import Boxes, ConfigError, Label
 from operators.zones import parse_zones
 
@@ -417,6 +417,9 @@ def test_detect_many_batches_across_chunks_by_shape():
     {"loose_text_worn": "no"},
     {"face_large_px": 0},
     {"face_large_min_score": 1.5},
+    {"text_full_every": 0},
+    {"text_full_every": 1.5},
+    {"text_full_every": True},
 ])
 def test_config_errors_name_the_key(bad):
     with pytest.raises(ConfigError) as ei:
@@ -518,3 +521,75 @@ def test_in_place_masks_the_callers_chunk_and_a_read_only_one_is_copied():
     frozen.flags.writeable = False
     res = red.finish(frozen, raw, [], in_place=True)
     assert res.frames is not frozen and np.array_equal(res.frames, mine) and np.array_equal(frozen, fr)
+
+
+@pytest.mark.parametrize("n,every,expected", [
+    (0, 2, []),
+    (1, 3, [0]),                        # a still image: always its own pass
+    (2, 2, [0, 1]),                     # first and last
+    (5, 1, [0, 1, 2, 3, 4]),
+    (5, 2, [0, 0, 2, 2, 4]),
+    (4, 2, [0, 0, 2, 3]),               # the last frame gets its own pass
+    (7, 3, [0, 0, 0, 3, 3, 3, 6]),
+    (9, 8, [0, 0, 0, 0, 0, 0, 0, 0, 8]),
+])
+def test_text_full_sources(n, every, expected):
+    assert text_full_sources(n, every) == expected
+
+
+@pytest.mark.parametrize("n,every", [(-1, 2), (3, 0), (3, True)])
+def test_text_full_sources_rejects_bad_arguments(n, every):
+    with pytest.raises(ValueError):
+        text_full_sources(n, every)
+
+
+class CadencedText:
+    """A second-stage text detector that honours ``full_from``: frame id -> its plate box; it
+    records which frames its full pass ran on."""
+
+    name = "cadenced"
+    full_cadence = True
+
+    def __init__(self) -> None:
+        self.full_ran: list[int] = []
+
+    def detect(self, frames: np.ndarray) -> list[Boxes]:
+        ids = [int(f[0, 0, 0]) for f in frames]
+        self.full_ran.extend(ids)
+        return [Boxes.of([[10 + 20 * i, 10, 30 + 20 * i, 20]], [0.9], Label.PLATE) for i in ids]
+
+    def detect_given(self, frames: np.ndarray, priors: list[Boxes], full_from=None) -> list[Boxes]:
+        src = list(range(len(frames))) if full_from is None else list(full_from)
+        runs = sorted(set(src))
+        ran = dict(zip(runs, self.detect(frames[runs])))
+        return [ran[j] for j in src]
+
+
+class PlainText(CadencedText):
+    full_cadence = False
+
+    def detect_given(self, frames: np.ndarray, priors: list[Boxes]) -> list[Boxes]:
+        return self.detect(frames)
+
+
+def test_text_full_every_counts_each_chunk_on_its_own_when_chunks_share_a_batch():
+    """Two cameras' chunks of one size go through the detectors as one batch; each chunk's
+    first and last detected frames get the full pass, its others every 2nd, and a skipped
+    frame carries its own chunk's boxes (never the other camera's)."""
+    text = CadencedText()
+    cfg = RedactionConfig(classes=("plate",), detect_every=2, text_full_every=2, style="fill")
+    red = Redactor(cfg, detectors={"text": text})
+    a, b = frames_with_ids(9), frames_with_ids(5)
+    b[:, 0, 0, 0] += 100
+    (raw_a, _, _), (raw_b, _, _) = red.detect_many([a, b])
+    # a: detected 0 2 4 6 8 -> full on 0 4 8; b: detected 100 102 104 -> full on 100 104
+    assert text.full_ran == [0, 4, 8, 100, 104]
+    assert [None if r is None else float(r.xyxy[0, 0]) for r in raw_a] == [
+        10, None, 10, None, 90, None, 90, None, 170]
+    assert float(raw_b[2].xyxy[0, 0]) == 10 + 20 * 100  # b's own first frame, not a's last
+    out = red.redact(a).frames
+    assert (out[2, 10:20, 10:30] != a[2, 10:20, 10:30]).any(axis=-1).all()  # carried box masked on frame 2
+    # a detector that does not declare full_cadence runs its full pass on every detected frame
+    plain = PlainText()
+    Redactor(cfg, detectors={"text": plain}).detect_many([a])
+    assert plain.full_ran == [0, 2, 4, 6, 8]
