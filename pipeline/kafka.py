@@ -451,6 +451,9 @@ class RenewingProducer:
     def __len__(self) -> int:
         return len(self.current)
 
+    def __bool__(self) -> bool:  # a producer with an empty queue is still there (``p or default``)
+        return True
+
 
 class ChunkConsumer:
     """Consumer-group member with manual commits and pause/resume for backpressure."""

@@ -25,6 +25,11 @@ What the runtime owns, once for every stage:
   SIGTERM reaches the loop through :func:`pipeline.stage.stop_on_signals` (the stop event).
 * **The DLQ**: handlers return ``DeadLetter``; only the runtime calls
   :meth:`pipeline.stage.StageKafka.to_dlq`.
+* **Produce failures are outages**: a produce refused (a fatal producer being replaced, a local
+  queue that stayed full) or a failed delivery report keeps the offset in flight and produces the
+  same ``Emit`` / ``DeadLetter`` again after a backoff (like a ``Retry``, without handling the
+  record again); the stage's :class:`pipeline.kafka.RenewingProducer` replaces an instance that
+  had a fatal error. Never dead-lettered, never committed before the ack.
 
 Errors are data (bytewax's ok/err streams): a handler that raises on a record fails the
 stage (a bug, not an input problem); input problems are ``DeadLetter`` outcomes, outages ``Retry``.
@@ -47,6 +52,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pipeline.kafka import KafkaDeliveryError
 from pipeline.offsets import should_pause, should_resume
 from pipeline.stage import Source, StageKafka, TopicPart
 
@@ -254,6 +260,8 @@ class RuntimeSettings:
 class _Waiting:
     rec: Record
     due: float
+    produce: Emit | DeadLetter | None = None
+    """Set: produce this outcome again (its produce failed), instead of handling ``rec`` again."""
 
 
 class StageRuntime:
@@ -290,7 +298,8 @@ class StageRuntime:
         elif self.kafka.producer is None and self.s.produces:
             from pipeline.stage import producer_for
 
-            self.kafka.producer = producer_for(self.kafka.cfg.kafka, f"veil-{self.kafka.name}")
+            k = self.kafka
+            k.producer = k.renewing_producer(lambda: producer_for(k.cfg.kafka, f"veil-{k.name}"))
 
     # ---------------------------------------------------------------- loop
     def run(self, exit_when_idle_s: float | None = None) -> int:
@@ -368,7 +377,7 @@ class StageRuntime:
         due = [w for w in self.waiting if w.due <= now]
         for w in due:
             self.waiting.remove(w)
-            self.apply(w.rec, self.handler.handle(w.rec))
+            self.apply(w.rec, w.produce if w.produce is not None else self.handler.handle(w.rec))
         if due:  # what the retries finished counts before the next poll (a revoke there commits it)
             self.apply_all(self.handler.completions(0.0))
 
@@ -410,33 +419,53 @@ class StageRuntime:
             if self.s.pause_on_retry:
                 k.pause_all()
             return
-        if isinstance(outcome, DeadLetter):
-            key, value, headers = outcome.payload or (rec.key, rec.value, rec.headers)
-            k.to_dlq(rec.src, key, value, list(headers), outcome.reason, outcome.error)
-            return
-        if outcome.value is None:
+        if isinstance(outcome, Emit) and outcome.value is None:
             k.finished(rec.src)
             if outcome.on_acked is not None:
                 outcome.on_acked()
             return
-        topic = outcome.topic or self.s.output_topic
-        if topic is None:
-            raise ValueError(f"stage {k.name}: Emit with a value but no output topic")
-        k.producer.produce(topic, outcome.value, outcome.key, list(outcome.headers),
-                           on_done=self._acked(rec, outcome.on_acked))
+        try:
+            if isinstance(outcome, DeadLetter):
+                key, value, headers = outcome.payload or (rec.key, rec.value, rec.headers)
+                k.to_dlq(rec.src, key, value, list(headers), outcome.reason, outcome.error,
+                         on_failed=lambda err: self.produce_again(rec, outcome, err))
+                return
+            topic = outcome.topic or self.s.output_topic
+            if topic is None:
+                raise ValueError(f"stage {k.name}: Emit with a value but no output topic")
+            k.producer.produce(topic, outcome.value, outcome.key, list(outcome.headers),
+                               on_done=self._acked(rec, outcome))
+        except KafkaDeliveryError as exc:  # refused now (a fatal producer being replaced, a full queue)
+            self.metrics.errors.labels(kind="produce").inc()
+            self.produce_again(rec, outcome, str(exc))
 
-    def _acked(self, rec: Record, on_acked: Callable[[], None] | None) -> Callable[[Any], None]:
+    def produce_again(self, rec: Record, outcome: Emit | DeadLetter, error: str) -> None:
+        """``outcome``'s produce failed: not durable, so its offset stays in flight (uncommitted,
+        and so is every offset above it); produce it again after a backoff. An outage, never
+        dead-lettered; a rebalance that takes the partition forgets it (the new owner redoes it)."""
+        consumer = self.kafka.consumer
+        if consumer is not None and rec.tp not in consumer.assigned:
+            logger.warning("produce failed stage=%s topic=%s partition=%d offset=%d error=%s: partition revoked, "
+                           "its new owner redoes it", self.kafka.name, rec.src.topic, rec.src.partition,
+                           rec.src.offset, error)
+            return
+        nxt = rec.again()
+        delay = backoff_s(nxt.attempt, self.s.backoff_cap_s)
+        logger.error("produce failed stage=%s topic=%s partition=%d offset=%d error=%s: producing it again in "
+                     "%.1fs", self.kafka.name, rec.src.topic, rec.src.partition, rec.src.offset, error, delay)
+        self.waiting.append(_Waiting(nxt, self.clock() + delay, outcome))
+        if self.s.pause_on_retry:
+            self.kafka.pause_all()
+
+    def _acked(self, rec: Record, outcome: Emit) -> Callable[[Any], None]:
         def cb(d: Any) -> None:
             if d.error:
-                # not durable: the offset stays in flight and is never committed; the record
-                # is redone after a restart or a rebalance (at-least-once)
-                logger.error("produce failed stage=%s topic=%s partition=%d offset=%d error=%s", self.kafka.name,
-                             rec.src.topic, rec.src.partition, rec.src.offset, d.error)
                 self.metrics.errors.labels(kind="produce").inc()
+                self.produce_again(rec, outcome, str(d.error))
                 return
             self.kafka.finished(rec.src)
-            if on_acked is not None:
-                on_acked()
+            if outcome.on_acked is not None:
+                outcome.on_acked()
         return cb
 
     # ---------------------------------------------------------------- rebalance, shutdown

@@ -32,6 +32,7 @@ from pipeline.kafka import (
     ChunkConsumer,
     ChunkProducer,
     Delivery,
+    RenewingProducer,
     chunk_producer,
     client_settings,
 )
@@ -176,13 +177,22 @@ class StageKafka:
         """Create the producer and the consumer (tests set ``consumer`` / ``producer`` to
         the fakes of ``tests.fakes`` or :mod:`pipeline.runtime`'s testing ones instead)."""
         k = self.cfg.kafka
-        self.producer = producer_for(k, f"veil-{self.name}")
+        self.producer = self.renewing_producer(lambda: producer_for(k, f"veil-{self.name}"))
 
         def revoked(parts: list[TopicPart]) -> None:
             self.forget_lag(parts)
             on_revoke(parts)
 
         self.consumer = consumer_for(k, group, topics, on_revoke=revoked, on_assign=on_assign, extra=extra)
+
+    def renewing_producer(self, factory: Callable[[], Any]) -> RenewingProducer:
+        """The stage's producer from ``factory``, replaced by a new instance after a fatal
+        librdkafka error (counted: ``veil_<stage>_producer_recreated_total`` and
+        ``errors{kind=producer_fatal}``); what the broken one held is produced again by the
+        runtime, its input offsets uncommitted until then."""
+        m = self.metrics
+        return RenewingProducer(factory, name=self.name, on_replaced=m.producer_recreated.inc,
+                                on_fatal=lambda _reason: m.errors.labels(kind="producer_fatal").inc())
 
     def forget_lag(self, parts: list[TopicPart]) -> None:
         """Drop the lag samples of revoked partitions at once: their new owner reports them, and
@@ -229,10 +239,12 @@ class StageKafka:
 
     # ---------------------------------------------------------------- DLQ
     def to_dlq(self, src: Source, key: Any, value: bytes, headers: Iterable[tuple[str, Any]], reason: str,
-               error: str, on_acked: Callable[[], None] | None = None) -> None:
+               error: str, on_acked: Callable[[], None] | None = None,
+               on_failed: Callable[[str], None] | None = None) -> None:
         """Send ``value`` (the original message, untouched) to the DLQ topic with ``reason``
         and ``error`` (cut at :data:`DLQ_ERROR_MAX_CHARS`); its offset is finished only
-        once the DLQ record is acked (not durable: stays in flight, redone after restart)."""
+        once the DLQ record is acked (not durable: stays in flight; ``on_failed(error)`` lets the
+        runtime produce it again, else it is redone after a restart)."""
         from schemas.messages import DlqRecord, encode_dlq
 
         logger.warning("dlq reason=%s topic=%s partition=%d offset=%d error=%s", reason, src.topic, src.partition,
@@ -248,6 +260,8 @@ class StageKafka:
             if d.error:
                 logger.error("dlq produce failed offset=%d error=%s", src.offset, d.error)
                 self.metrics.errors.labels(kind="dlq_produce").inc()
+                if on_failed is not None:
+                    on_failed(d.error)
                 return
             self.finished(src)
             self.metrics.dlq.labels(reason=reason).inc()

@@ -105,7 +105,8 @@ class SinkWorker(BaseHandler):
         store: where segments go (``MinioSegmentStore`` or ``tests.fakes.InMemoryObjectStore``).
         consumer_factory: ``f(on_revoke) -> ChunkConsumer``-like; default subscribes to
             ``kafka.topics.redacted`` with group ``sink.consumer_group``.
-        producer_factory: ``f() -> ChunkProducer``-like for DLQ records.
+        producer_factory: ``f() -> ChunkProducer``-like for DLQ records and audit events; called
+            again for a new instance after a fatal librdkafka error (``RenewingProducer``).
         clock: monotonic seconds (idle flush, retry backoff); injectable for tests.
         plugins: what governs each stored segment (hash chain, retention, notice, audit:
             :mod:`pipeline.sink.plugins`), run in this order by the :class:`SegmentWriter`;
@@ -203,7 +204,8 @@ class SinkWorker(BaseHandler):
             exit_when_idle_s: also stop once nothing arrived for this long and nothing is
                 open or pending (batch / test use).
         """
-        self.producer = self._producer_factory()
+        # replaced by a new instance after a fatal librdkafka error (veil_sink_producer_recreated_total)
+        self.producer = self.kafka.renewing_producer(self._producer_factory)
         self.consumer = self._consumer_factory(self.runtime.on_revoke)
         self.kafka.serve_metrics()
         try:
