@@ -11,6 +11,8 @@ For each camera kind, the frames ``Redactor.detect`` would detect in one 2 s chu
 * ``snapshot 320x180``: 16 frames of ``make load``'s 320x180 snapshot source (vtest, no
   vehicles; ``out/load/sources/vtest-320x180-0.5fps.mp4``, left out until ``make load ...
   LOAD_ARGS="--size 320x180"`` built it);
+* ``vtest 1280x720``: ``make load``'s default source, its first 2 s chunk (every 4th; left out
+  until ``make load`` built ``out/load/sources/vtest-1280x720-15fps.mp4``);
 * ``crowd 1280x720``: the crowded load source (``load_tests/crowd_source.py``, every 4th);
 * ``parked 1280x720``: a static street camera: the first ``plates_traffic`` ``ro_*`` dashcam
   frame held still for a chunk of 30 frames (sensor noise of sigma 2 and JPEG q90 per frame,
@@ -81,6 +83,9 @@ def cameras(rng_seed: int = 0) -> dict[str, np.ndarray]:
     snapshot = ROOT / "out" / "load" / "sources" / "vtest-320x180-0.5fps.mp4"
     if snapshot.is_file():
         out["snapshot 320x180"] = np.stack(_video_frames(snapshot, 16))
+    vtest = ROOT / "out" / "load" / "sources" / "vtest-1280x720-15fps.mp4"
+    if vtest.is_file():  # make load's default source (left out until make load built it)
+        out["vtest 1280x720"] = scheduled(_video_frames(vtest, 30), 4)
     crowd = build_crowd_clip(ROOT / "out" / "load" / "sources")
     out["crowd 1280x720"] = scheduled(_video_frames(crowd, 75)[45:75], 4)  # a chunk inside the 2nd image
     rng = np.random.default_rng(rng_seed)

@@ -3,6 +3,7 @@ process (issue 19 "Throughput": where a crowd frame's CPU goes besides detection
 docs/performance.md "Where the rest of a crowd frame's CPU goes").
 
     .venv/bin/python load_tests/stage_cost.py [--chunks 6] [--rounds 2] [--encode preset=veryfast,threads=0 ...]
+        [--source crowd|vtest|snapshot|FILE]
 
 Cuts the load test's crowd source (``pipeline_load.py --source crowd``: 1280x720@15, keyframe every
 2 s, re-encoded once under ``out/load/sources``) into chunks as ingest does (``split_gops``,
@@ -56,6 +57,22 @@ def crowd_source() -> Path:
     return prepare_source(build_crowd_clip(sources), 1280, 720, 15.0, sources)
 
 
+def source_for(name: str) -> Path:
+    """``--source``: ``crowd`` (default), ``vtest`` (``make load``'s 1280x720@15 vtest), ``snapshot``
+    (``make load ... --size 320x180 --fps 0.5``'s vtest: one frame per 2 s chunk, every one
+    detected), or an H.264 file (keyframe every chunk, as ``prepare_source`` writes)."""
+    from load_tests.pipeline_load import VTEST, prepare_source
+
+    sources = ROOT / "out" / "load" / "sources"
+    if name == "crowd":
+        return crowd_source()
+    if name == "vtest":
+        return prepare_source(VTEST, 1280, 720, 15.0, sources)
+    if name == "snapshot":
+        return prepare_source(VTEST, 320, 180, 0.5, sources)
+    return Path(name)
+
+
 @contextlib.contextmanager
 def clock(into: dict[str, float], step: str) -> Iterator[None]:
     """Add the process CPU seconds of the block to ``into[step]``."""
@@ -82,7 +99,8 @@ def encode_variant(frames: np.ndarray, fps: float, v: dict[str, str]) -> bytes:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--chunks", type=int, default=6, help="2 s chunks of the crowd source")
+    ap.add_argument("--chunks", type=int, default=6, help="2 s chunks of the source")
+    ap.add_argument("--source", default="crowd", help="crowd (default), vtest, snapshot or an H.264 file")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--detect-every", type=int, default=4, help="the stream's default schedule")
     ap.add_argument("--encode", action="append", default=[], help="encoder variant key=value,... (compare)")
@@ -106,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         encode_chunk,
     )
 
-    src = crowd_source()
+    src = source_for(args.source)
     gops = []
     split: dict[str, float] = {}
     with clock(split, "split"):
