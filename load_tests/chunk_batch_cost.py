@@ -76,7 +76,7 @@ def push(worker: Any, tasks: list[ChunkTask], mode: str, window: int, limits: Ba
                 groups = [[i] for i in range(len(take))]
             else:
                 groups = plan_batches([task_pixels(len(t.pts_ms), t.width, t.height) for t in take], limits,
-                                      len(worker.workers))
+                                      len(worker.workers), len(inflight))
             for g in groups:
                 calls += 1
                 refs = ([worker._submit_task(take[g[0]])] if len(g) == 1

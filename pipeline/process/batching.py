@@ -11,8 +11,12 @@ batches; this module decides the batches, as a pure function of the chunks' size
   chunk actors and their detectors.
 * A batch holds at most ``max_chunks`` chunks and ``max_pixels`` decoded pixels (what a call
   decodes and holds at once).
-* Batches are no larger than needed to give every chunk actor work: 12 waiting chunks for 2
-  actors make 2 batches of 6, not one of 8 and one of 4 (nor one actor idle).
+* When the stage is idle, batches are no larger than needed to give every chunk actor work: 12
+  waiting chunks for 2 idle actors make 2 batches of 6, not one of 8 and one of 4. Chunks
+  already in flight count as busy actors (``inflight``): in a backlog (the stage's 32 chunks in
+  flight) the actors all have work queued, and the few chunks a poll brings as slots free up
+  go as one batch. (Spreading them then too gave 1.9 chunks a call in a backlog, not 8:
+  ``load_tests/chunk_batch_cost.py``.)
 
 Nothing waits to fill a batch: the driver batches what one poll handed it, so at a low rate
 chunks still go one per call, and batches grow only when chunks queue up (under load, where
@@ -45,16 +49,19 @@ class BatchLimits:
                              f"max_pixels={self.max_pixels}")
 
 
-def plan_batches(pixels: Sequence[int], limits: BatchLimits, workers: int = 1) -> list[list[int]]:
+def plan_batches(pixels: Sequence[int], limits: BatchLimits, workers: int = 1, inflight: int = 0
+                 ) -> list[list[int]]:
     """Indices into ``pixels`` (each waiting chunk's decoded pixels) grouped into chunk-actor
     calls, in order of their first chunk; every index appears exactly once.
 
     A chunk of ``limits.max_pixels`` or more is a call of its own; the others are packed in
     arrival order, at most ``limits.max_chunks`` and ``limits.max_pixels`` per call, and at most
-    ``ceil(small chunks / workers)`` per call so that ``workers`` chunk actors all get some."""
+    ``ceil(small chunks / idle)`` per call, where ``idle`` is ``workers`` chunk actors less the
+    ``inflight`` chunks already sent (at least 1), so that idle actors all get some."""
     big = [[i] for i, px in enumerate(pixels) if px >= limits.max_pixels]
     small = [i for i, px in enumerate(pixels) if px < limits.max_pixels]
-    per = min(limits.max_chunks, max(1, math.ceil(len(small) / max(1, workers))))
+    idle = max(1, workers - max(0, inflight))
+    per = min(limits.max_chunks, max(1, math.ceil(len(small) / idle)))
     batches: list[list[int]] = []
     cur: list[int] = []
     px = 0

@@ -155,7 +155,7 @@ class ProcessHandler(BaseHandler):
         pending, self.pending = self.pending, []
         assert self.submit_many is not None
         for idx in plan_batches([task_pixels(len(t.pts_ms), t.width, t.height) for _, t in pending], self.batch,
-                                self.workers):
+                                self.workers, len(self.inflight)):
             if len(idx) == 1:
                 refs = [self.submit(pending[idx[0]][1])]
             else:

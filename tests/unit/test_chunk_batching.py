@@ -53,12 +53,19 @@ def test_plan_batches(pixels: list[int], limits: BatchLimits, workers: int, want
     assert plan_batches(pixels, limits, workers) == want
 
 
+def test_chunks_in_flight_count_as_busy_actors() -> None:
+    # a backlog: the actors have work; the chunks a poll brings go as one full batch
+    assert plan_batches([SMALL] * 8, BatchLimits(8, 10**7), workers=2, inflight=24) == [list(range(8))]
+    # 3 actors, one chunk in flight: 2 idle actors, 2 batches
+    assert plan_batches([SMALL] * 4, BatchLimits(8, 10**7), workers=3, inflight=1) == [[0, 1], [2, 3]]
+
+
 def test_every_chunk_is_in_exactly_one_batch_within_the_limits() -> None:
     rng = random.Random(7)
     for _ in range(300):
         pixels = [rng.choice([SMALL, 176 * 144, 640 * 272 * 30, 1280 * 720, 1]) for _ in range(rng.randint(0, 40))]
         limits = BatchLimits(rng.randint(1, 9), rng.choice([100_000, 1_000_000, 2_000_000]))
-        got = plan_batches(pixels, limits, rng.randint(1, 4))
+        got = plan_batches(pixels, limits, rng.randint(1, 4), rng.randint(0, 40))
         assert sorted(i for b in got for i in b) == list(range(len(pixels)))
         for b in got:
             assert len(b) == 1 or (len(b) <= limits.max_chunks and sum(pixels[i] for i in b) <= limits.max_pixels)
