@@ -68,7 +68,10 @@ def demo_detectors(replicas: int, cpus: int | None = None) -> dict[str, Any]:
     thread (Python pre/post-processing, crops, NMS; the inference pools take the rest:
     docs/performance.md, "make demo on 2 vCPU"), so a single detector uses about 1.4 cores at
     most however many threads its sessions get; on 2 vCPU, two detectors of one thread each keep
-    both cores detecting. The actors' Ray CPU requests are fractions that fit one core per group
+    both cores detecting. A chunk actor also splits one chunk's detected frames across both
+    detectors when the other one would finish its half sooner (``ChunkActor._detect``), so the
+    street camera's ~4 CPU-s of detection per chunk no longer runs on one core while the other
+    idles (docs/performance.md, "Session 8: split detection"). The actors' Ray CPU requests are fractions that fit one core per group
     (Ray's CPUs are bookkeeping here: the threads are what run). ``replicas`` 0 leaves the run
     config's detector settings as they are (one detector, all cores)."""
     if replicas <= 0:
