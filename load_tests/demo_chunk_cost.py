@@ -11,7 +11,9 @@ as the actors count them), the CPU-s per second of video, and the chunk's wall t
 The config is a run config (``.veilstream/demo/run-config.yaml`` after a ``make demo``, or any
 worker config whose ``policies_dir`` has the demo's ``default`` and ``street`` policies);
 ``--set process.KEY=VALUE`` / ``--set ingest.chunk_seconds=1`` / ``--codec jpeg`` try other
-settings. Several ``--variant`` runs are interleaved round by round in one process, so
+settings; ``detectors=2`` gives the chunk actor two detector actors, so a chunk's scheduled frames
+may be split across them (``ChunkActor._detect``; both run in this process, so the ``detect``
+column counts both halves' process CPU twice: read the CPU-s/s column, the process's own). Several ``--variant`` runs are interleaved round by round in one process, so
 they see the same machine load: compare within one run (CPU-s are robust to load, wall time is
 not).
 
@@ -52,11 +54,10 @@ def variant_config(raw: dict[str, Any], settings: dict[str, str]) -> tuple[Any, 
     ``section.key`` -> value into the config, ``redaction.FIELD`` -> value onto the detector
     actor's ``RedactionConfig`` (a detection setting no config key exposes)."""
     raw = json.loads(json.dumps(raw))
-    codec = "auto"
+    codec = settings.get("codec", "auto")
     det: dict[str, Any] = {}
     for k, v in settings.items():
-        if k == "codec":
-            codec = v
+        if k in ("codec", "detectors"):
             continue
         if k.startswith("redaction."):
             det[k.split(".", 1)[1]] = _coerce(v)
@@ -94,6 +95,10 @@ class _Local:
     def __init__(self, det: DetectorActor) -> None:
         self.detect = SimpleNamespace(remote=det.detect)
 
+        async def pending() -> int:
+            return det.pending_px()
+        self.pending_px = SimpleNamespace(remote=pending)
+
 
 async def run_chunks(actor: ChunkActor, tasks: list[ChunkTask]) -> list[dict[str, Any]]:
     rows = []
@@ -129,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", type=Path, default=Path(".veilstream/demo/run-config.yaml"))
     ap.add_argument("--variant", action="append", default=[],
                     help="NAME:key=value,key=value (keys: section.key of the config, redaction.FIELD of the "
-                         "detectors' RedactionConfig, or codec=jpeg|auto)")
+                         "detectors' RedactionConfig, codec=jpeg|auto, or detectors=N)")
     ap.add_argument("--cameras", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=8.0, help="video per camera per round")
     ap.add_argument("--rounds", type=int, default=2)
@@ -149,13 +154,14 @@ def main(argv: list[str] | None = None) -> int:
         plan = build_plan(cfg, model_dir=os.environ.get("VEILSTREAM_MODEL_DIR") or None)
         if det_over:
             plan = replace(plan, detector=replace(plan.detector, **det_over).validate())
-        det = DetectorActor(plan, max_batch_frames=cfg.ray.detector.batch_size,
-                            max_wait_s=cfg.ray.detector.max_wait_ms / 1000.0, timeout_s=600.0)
-        actor = ChunkActor(plan, [_Local(det)], crf=cfg.process.crf, preset=cfg.process.preset,
+        dets = [DetectorActor(plan, max_batch_frames=cfg.ray.detector.batch_size,
+                              max_wait_s=cfg.ray.detector.max_wait_ms / 1000.0, timeout_s=600.0)
+                for _ in range(max(1, int(settings.get("detectors", "1"))))]
+        actor = ChunkActor(plan, [_Local(d) for d in dets], crf=cfg.process.crf, preset=cfg.process.preset,
                            detector_timeout_s=600.0)
         tasks = demo_chunks(args.cameras, chunk_s, codec, policies, args.seconds)
         variants.append((name, settings, actor, tasks))
-        detectors.append(det)
+        detectors += dets
     loop = asyncio.new_event_loop()  # one loop: the detector actors' batch loops live in it
     # warm-up: one chunk of each camera per variant (session start, first-call allocations)
     for _name, _s, actor, tasks in variants:
