@@ -93,10 +93,11 @@ class RedactionConfig:
             is still masked (a plate policy cannot tell the two apart), but tighter
             (``loose_text_padding``), and not at all where it is worn (``loose_text_worn``).
             ``None``: every plate-class box is masked as a plate (round 3 and before); so it
-            is without ``plate_crops``, where no vehicles are searched. In a dark frame (the
-            lit-plate pass's gate, :func:`operators.detectors.litplate.is_dark`) YOLOX misses
-            most vehicles, so no vehicle near is no evidence: such text keeps the plate's
-            padding (worn text is still not masked; docs/quality.md "Plates round 3").
+            is without ``plate_crops``, where no vehicles are searched. With
+            ``loose_text_dark_padding``, in a dark frame (the lit-plate pass's gate,
+            :func:`operators.detectors.litplate.is_dark`) such text keeps the plate's padding
+            (YOLOX misses most vehicles there; worn text is still not masked; docs/quality.md
+            "Plates round 3").
             Chosen on a sweep over whole sets (docs/quality.md "Over-masking round 3"): from
             0 to 50 faces_wider_hard's area moves 0.2 points; below 25 plates_traffic loses a
             plate whose own car was missed (the padding covered it), at 25 none.
@@ -116,10 +117,17 @@ class RedactionConfig:
             faces"): alone, coco_val2017's masked area 9.4 -> 7.7 %, faces_wider_hard -0.4
             points and one WIDER face (>= 20 px) lost, which the union's YuNet threshold
             (0.35, :data:`operators.detectors.faces.YUNET_THRESHOLD`) wins back with 8 more.
-        head_min_person_px / head_top_cut / head_min_score: when the head fallback fires
-            (:func:`operators.head.head_regions`): persons less tall than this (px), cut
-            off at the frame top (``False``: no head box for them), or scored below this get
-            no head box.
+        head_min_person_px / head_top_cut / head_min_score / head_group_faces: when the head
+            fallback fires (:func:`operators.head.head_regions`): persons less tall than this
+            (px), cut off at the frame top (``False``: no head box for them), scored below
+            this, or whose box holds the centres of at least ``head_group_faces`` face boxes
+            (a group or a crowd the face detectors are working on: :data:`operators.head.GROUP_FACES`;
+            ``None``: any number) get no head box.
+        loose_text_dark_padding: in a dark frame, loose text keeps the plate's padding (added in
+            "Plates round 3" for a lit plate on a vehicle YOLOX missed); off since the dark
+            frames' full-frame pass at native resolution (round 3b) finds those plates: with it
+            off no plate moves on any set, and faces_wider_hard's dark crowd photos lose 0.4
+            points of padded scene text (docs/quality.md "Where the crowds' area goes").
         yunet_threshold / yunet_max_side / yunet_min_side: YuNet's score threshold and
             input size bounds when ``face_model`` is ``centerface+yunet`` (YuNet is the
             small-face pass: it runs at a higher resolution than CenterFace).
@@ -269,12 +277,14 @@ class RedactionConfig:
     head_min_person_px: int = 0
     head_top_cut: bool = False
     head_min_score: float = 0.2
+    head_group_faces: int | None = 2
     plate_region_shrink: bool = False
     plate_max_aspect: float | None = 5.0
     # Over-masking round 3 (docs/quality.md): text with no vehicle near it.
     plate_vehicle_reach: float | None = 25.0
     loose_text_padding: float = 0.0
     loose_text_worn: bool = False
+    loose_text_dark_padding: bool = False
     # Face masks round 4 (docs/quality.md "Face masks that follow faces"): large weak face boxes.
     face_large_px: float | None = 64.0
     face_large_min_score: float = 0.15
@@ -322,6 +332,11 @@ class RedactionConfig:
             problems.append(f"loose_text_padding: expected a number in [0, 2], got {lp!r}")
         if not isinstance(self.loose_text_worn, bool):
             problems.append(f"loose_text_worn: expected true or false, got {self.loose_text_worn!r}")
+        if not isinstance(self.loose_text_dark_padding, bool):
+            problems.append(f"loose_text_dark_padding: expected true or false, got {self.loose_text_dark_padding!r}")
+        hg: Any = self.head_group_faces
+        if hg is not None and (isinstance(hg, bool) or not isinstance(hg, int) or hg < 1):
+            problems.append(f"head_group_faces: expected an integer >= 1 (or None), got {hg!r}")
         if not isinstance(self.head_top_cut, bool):
             problems.append(f"head_top_cut: expected true or false, got {self.head_top_cut!r}")
         fl: Any = self.face_large_px
@@ -583,7 +598,8 @@ class Redactor:
                 faces = b.select(b.label == Label.FACE)
                 b = Boxes.concat([b, head_regions(persons, faces, hw, min_person_px=self.config.head_min_person_px,
                                                   top_cut=self.config.head_top_cut,
-                                                  min_score=self.config.head_min_score)])
+                                                  min_score=self.config.head_min_score,
+                                                  group_faces=self.config.head_group_faces)])
             if self._plate_fallback:
                 plates = b.select((b.label == Label.PLATE) & ~self._square_plates(b))
                 near = b.select(b.label == Label.PLATE) if self.config.plate_region_shrink else None
@@ -667,9 +683,9 @@ class Redactor:
     def _mark_loose_text(self, b: Boxes, dark: Callable[[], bool] | None = None) -> Boxes:
         """Plate boxes with no vehicle within ``plate_vehicle_reach`` of their heights become
         ``Label.LOOSE_TEXT`` (masked with ``loose_text_padding``); with ``loose_text_worn``
-        off, those whose centre lies inside a person box are dropped. In a frame ``dark()``
-        says is dark they stay plates (padded; worn ones still dropped): YOLOX misses most
-        vehicles there, and a plate on one it missed needs the padding."""
+        off, those whose centre lies inside a person box are dropped. With
+        ``loose_text_dark_padding``, in a frame ``dark()`` says is dark they stay plates
+        (padded; worn ones still dropped): YOLOX misses most vehicles there."""
         cfg = self.config
         is_plate = b.label == Label.PLATE
         if not is_plate.any():
@@ -692,7 +708,7 @@ class Redactor:
                         & (cy[:, None] > persons[None, :, 1]) & (cy[:, None] < persons[None, :, 3])).any(axis=1)
                 keep[loose[worn]] = False
         label = b.label.copy()
-        if dark is None or not dark():
+        if dark is None or not cfg.loose_text_dark_padding or not dark():
             label[loose] = int(Label.LOOSE_TEXT)
         return Boxes(b.xyxy, b.score, label).select(keep)
 

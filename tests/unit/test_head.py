@@ -116,3 +116,35 @@ def test_face_counts_for_a_person_whose_box_ends_just_short_of_the_bottom():
     # far from the bottom, the same face below the upper 40 % is not counted
     standing = Boxes.of([[17.0, 16.0, 176.0, 141.6]], [0.86], Label.PERSON)
     assert len(head_regions(standing, face, (400, 176))) == 1
+
+
+def test_a_person_box_holding_faces_of_others_gets_no_head_box_with_group_faces():
+    # where the crowds' area goes (docs/quality.md): YOLOX's box over a group, faces found
+    # on it below its top centre (not in the head zone, so none counts as the box's own face)
+    group = Boxes.of([[100, 100, 400, 400]], [0.6], Label.PERSON)
+    two = Boxes.of([[130, 230, 160, 270], [330, 240, 360, 280]], [0.9, 0.4], Label.FACE)
+    outside = Boxes.of([[500, 230, 530, 270], [600, 240, 630, 280]], [0.9, 0.9], Label.FACE)
+    assert len(head_regions(group, two, HW)) == 1                       # off: the head box as before
+    assert len(head_regions(group, two, HW, group_faces=2)) == 0
+    assert len(head_regions(group, two, HW, group_faces=3)) == 1
+    assert len(head_regions(group, two.select(np.array([True, False])), HW, group_faces=2)) == 1  # one face
+    assert len(head_regions(group, outside, HW, group_faces=2)) == 1    # faces of people beside it
+    # the defaults the redactor passes: a lone person without a face keeps the head box
+    from operators.head import GROUP_FACES
+    from operators.redactor import RedactionConfig
+    assert RedactionConfig().head_group_faces == GROUP_FACES == 2
+    lone = Boxes.of([STANDING], [0.7], Label.PERSON)
+    assert len(head_regions(lone, outside, HW, group_faces=GROUP_FACES)) == 1
+
+
+def test_the_redactor_drops_the_head_box_of_a_group_by_default():
+    from operators.redactor import RedactionConfig, Redactor
+
+    raw = Boxes.concat([Boxes.of([[100, 100, 400, 400]], [0.6], Label.PERSON),
+                        Boxes.of([[130, 230, 160, 270], [330, 240, 360, 280]], [0.9, 0.4], Label.FACE)])
+    planned = Redactor(RedactionConfig(classes=("face",)), detectors={}).plan_from([raw], [], HW)[0]
+    assert not (planned.label == Label.HEAD).any()
+    before = Redactor(RedactionConfig(classes=("face",), head_group_faces=None), detectors={}).plan_from([raw], [], HW)[0]
+    assert int((before.label == Label.HEAD).sum()) == 1
+    with pytest.raises(Exception, match="head_group_faces"):
+        RedactionConfig(head_group_faces=0).validate()

@@ -317,7 +317,7 @@ def test_text_far_from_vehicles_keeps_plate_padding_in_a_dark_frame():
     for fr in (dark, bright):
         fr[0, 0, 0, 0] = 0
     cfg = RedactionConfig(classes=("plate",), style="fill", plate_fallback=False, plate_padding=0.25,
-                          plate_vehicle_reach=1.0, loose_text_padding=0.0)
+                          plate_vehicle_reach=1.0, loose_text_padding=0.0, loose_text_dark_padding=True)
     red = Redactor(cfg, detectors={"text": ScriptedDetector({0: raw})})
 
     res = red.redact(dark)
@@ -344,6 +344,31 @@ def test_text_far_from_vehicles_keeps_plate_padding_in_a_dark_frame():
     near = Boxes.concat([vehicle, Boxes.of([[30, 95, 50, 103]], [0.9], Label.PLATE)])  # no loose text: not asked
     red.plan_from([near], [], (120, 160), dark=is_dark)
     assert asked == [0]
+
+
+def test_text_far_from_vehicles_is_loose_in_a_dark_frame_by_default():
+    """Where the crowds' area goes (docs/quality.md): the dark-frame padding is off by default
+    (round 3b's native-resolution pass finds the lit plates it was for): far text in a dark
+    frame is loose text like anywhere, masked without the plate padding, and darkness is not
+    even measured."""
+    from operators.detectors.litplate import DARK_MEDIAN
+
+    vehicle = Boxes.of([[10, 60, 70, 115]], [0.8], Label.VEHICLE)
+    sign = Boxes.of([[100, 10, 140, 26]], [0.9], Label.PLATE)
+    rng = np.random.default_rng(1)
+    dark = rng.integers(0, 2 * int(DARK_MEDIAN) - 20, size=(1, 120, 160, 3), dtype=np.uint8)
+    dark[0, 0, 0, 0] = 0  # the scripted detector's key
+    red = Redactor(RedactionConfig(classes=("plate",), style="fill", plate_fallback=False, plate_padding=0.25,
+                                   plate_vehicle_reach=1.0, loose_text_padding=0.0),
+                   detectors={"text": ScriptedDetector({0: Boxes.concat([vehicle, sign])})})
+    res = red.redact(dark)
+    texts = res.boxes[0].select(np.isin(res.boxes[0].label, [int(Label.PLATE), int(Label.LOOSE_TEXT)]))
+    assert texts.label.tolist() == [int(Label.LOOSE_TEXT)]
+    assert changed(res.frames[0], dark[0], (100, 10, 140, 26)) == 1.0
+    assert changed(res.frames[0], dark[0], (92, 8, 98, 12)) == 0.0     # no plate padding
+    asked: list[int] = []
+    red.plan_from([Boxes.concat([vehicle, sign])], [], (120, 160), dark=lambda i: bool(asked.append(i)) or True)
+    assert asked == []
 
 
 def test_zones_always_masked_for_their_camera():
