@@ -179,7 +179,7 @@ def _timeline(t0: float) -> list[tuple[str, str, float, float]]:
     return log
 
 
-def child(src: Path, out: Path, interval: float, timeline: bool) -> dict[str, Any]:
+def child(src: Path, out: Path, interval: float, timeline: bool, kw: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     from operators.redactor import RedactionConfig, Redactor
     from pipeline.redact_file import redact_video
@@ -194,7 +194,7 @@ def child(src: Path, out: Path, interval: float, timeline: bool) -> dict[str, An
     log = _timeline(t1) if timeline else []
     ru0 = resource.getrusage(resource.RUSAGE_SELF)
     with Sampler(interval) as s:
-        summary = redact_video(red, str(src), out, progress=False)
+        summary = redact_video(red, str(src), out, progress=False, **kw)
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
     busy = s.busy or [0.0]
     n = len(busy)
@@ -207,6 +207,8 @@ def child(src: Path, out: Path, interval: float, timeline: bool) -> dict[str, An
         "redact_user_sys_s": [round(ru1.ru_utime - ru0.ru_utime, 2), round(ru1.ru_stime - ru0.ru_stime, 2)],
         "redact_minflt": ru1.ru_minflt - ru0.ru_minflt,
         "detect_s": round(summary.detect_seconds, 3),
+        "wait_decode_s": round(getattr(summary, "wait_decode_seconds", -1.0), 3),
+        "wait_finish_s": round(getattr(summary, "wait_finish_seconds", -1.0), 3),
         "cpu_by_thread": s.groups(),
         "busy_cores_share": {"<0.5": round(sum(b < 0.5 for b in busy) / n, 3),
                              "0.5-1.5": round(sum(0.5 <= b < 1.5 for b in busy) / n, 3),
@@ -230,10 +232,13 @@ def main() -> int:
                     help="environment of the child runs (repeatable)")
     ap.add_argument("--hash", action="store_true", help="hash the output frames of each run")
     ap.add_argument("--timeline", action="store_true", help="log each stage call (thread, stage, start, end)")
+    ap.add_argument("--in-flight", type=int, default=None,
+                    help="redact_video's chunks_in_flight (default: its own default)")
     ap.add_argument("--child", nargs=2, metavar=("SRC", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(child(Path(args.child[0]), Path(args.child[1]), args.interval, args.timeline)))
+        print(json.dumps(child(Path(args.child[0]), Path(args.child[1]), args.interval, args.timeline,
+                               {} if args.in_flight is None else {"chunks_in_flight": args.in_flight})))
         return 0
     from load_tests.bench_redact import make_720p_input
 
@@ -243,7 +248,8 @@ def main() -> int:
     for i in range(args.rounds):
         out = tmp / f"out{i}.mp4"
         r = subprocess.run([sys.executable, __file__, "--interval", str(args.interval), "--child", str(src), str(out)]
-                           + (["--timeline"] if args.timeline else []),
+                           + (["--timeline"] if args.timeline else [])
+                           + ([] if args.in_flight is None else ["--in-flight", str(args.in_flight)]),
                            env=env, capture_output=True, text=True, check=False)
         if r.returncode:
             raise SystemExit(f"child failed (rc {r.returncode}):\n{r.stderr[-2000:]}")

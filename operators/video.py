@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -58,6 +59,75 @@ class FrameChunk:
         return (self.pts.astype(np.float64) * float(self.time_base) * 1000.0).round().astype(np.int64)
 
 
+class BuffersClosedError(RuntimeError):
+    """:meth:`FrameBuffers.take` on a closed pool (the consumer has stopped)."""
+
+
+class FrameBuffers:
+    """Chunk arrays handed to a reader and given back by whoever finished with them.
+
+    At most ``limit`` arrays are out at once: :meth:`take` blocks until one is given back, so a
+    reader that decodes ahead holds at most ``limit`` chunks whatever the video's length. A
+    given-back array of the same shape is reused (a fresh 49-frame 720p chunk is ~135 MB of new
+    pages the kernel must zero and fault in: about 33 k page faults each).
+
+    Args:
+        limit: arrays out at once, >= 1.
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        self.limit = limit
+        self._free: list[np.ndarray] = []
+        self._out: dict[int, np.ndarray] = {}
+        self._cond = threading.Condition()
+        self._closed = False
+        self.allocated = 0
+        """Arrays allocated so far (the rest of :meth:`take`'s results were reused)."""
+
+    def take(self, shape: tuple[int, ...]) -> np.ndarray:
+        """A ``uint8`` array of ``shape`` (its content is whatever it held before).
+
+        Raises:
+            BuffersClosedError: the pool was closed, before or while waiting.
+        """
+        with self._cond:
+            while len(self._out) >= self.limit and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                raise BuffersClosedError("frame buffers closed")
+            arr = next((a for a in self._free if a.shape == shape), None)
+            if arr is None:
+                self._free.clear()  # another shape: let them go
+                arr = np.empty(shape, np.uint8)
+                self.allocated += 1
+            else:
+                self._free.remove(arr)
+            self._out[id(arr)] = arr
+            return arr
+
+    def give_back(self, frames: np.ndarray) -> None:
+        """Return the array ``frames`` is (or is a view of); the caller must not use it any more.
+        An array this pool did not hand out is ignored."""
+        base = frames
+        while isinstance(base.base, np.ndarray):
+            base = base.base
+        with self._cond:
+            if self._out.pop(id(base), None) is None:
+                return
+            if not self._closed:
+                self._free.append(base)
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Wake every waiting :meth:`take` (it raises) and keep no arrays."""
+        with self._cond:
+            self._closed = True
+            self._free.clear()
+            self._cond.notify_all()
+
+
 class VideoReader:
     """Decodes a video file or URL into chunks of BGR frames.
 
@@ -98,8 +168,12 @@ class VideoReader:
     def audio_stream(self) -> Any:
         return self._audio
 
-    def chunks(self, chunk_frames: int) -> Iterator[FrameChunk]:
-        """Yield chunks of at most ``chunk_frames`` frames, in presentation order."""
+    def chunks(self, chunk_frames: int, buffers: FrameBuffers | None = None) -> Iterator[FrameChunk]:
+        """Yield chunks of at most ``chunk_frames`` frames, in presentation order.
+
+        ``buffers``: take each chunk's array from this pool (blocking while its limit is out);
+        the consumer gives each chunk's ``frames`` back once done with them. Without it, every
+        chunk is a new array."""
         if chunk_frames < 1:
             raise ValueError("chunk_frames must be >= 1")
         # Frames are converted straight into the chunk's array: a list of frames stacked at
@@ -126,7 +200,8 @@ class VideoReader:
                     last_pts = p
                     img = frame.to_ndarray(format="bgr24")
                     if buf is None:
-                        buf = np.empty((chunk_frames, *img.shape), np.uint8)
+                        shape = (chunk_frames, *img.shape)
+                        buf = buffers.take(shape) if buffers is not None else np.empty(shape, np.uint8)
                     elif img.shape != buf.shape[1:]:
                         raise ValueError(f"frame size changed mid-stream: {img.shape[1]}x{img.shape[0]} after "
                                          f"{buf.shape[2]}x{buf.shape[1]}")

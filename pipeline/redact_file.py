@@ -8,7 +8,7 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +16,14 @@ from typing import Any, TypeVar
 
 from operators.redactor import RedactionResult, Redactor
 from operators.types import InputError, Label
-from operators.video import VideoReader, VideoWriter, list_images, read_image, write_image
+from operators.video import (
+    FrameBuffers,
+    VideoReader,
+    VideoWriter,
+    list_images,
+    read_image,
+    write_image,
+)
 from schemas.safety import pixels_problem
 
 T = TypeVar("T")
@@ -34,6 +41,10 @@ class RedactSummary:
     unreadable: list[str] = field(default_factory=list)
     seconds: float = 0.0
     detect_seconds: float = 0.0
+    wait_decode_seconds: float = 0.0
+    """Time the detecting thread waited for the next decoded chunk (videos)."""
+    wait_finish_seconds: float = 0.0
+    """Time the detecting thread waited for the previous chunk's masking and encoding (videos)."""
 
     @property
     def fps(self) -> float:
@@ -67,7 +78,7 @@ def output_path_for(src: Path, output: Path) -> Path:
     return output
 
 
-def _prefetched(chunks: Iterator[T], depth: int = 1) -> Iterator[T]:
+def _prefetched(chunks: Iterator[T], depth: int = 1) -> Generator[T, None, None]:
     """``chunks`` produced on a background thread, at most ``depth`` ahead; its errors are
     raised here, in order. Leaving the loop early stops the thread at its next hand-over."""
     q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
@@ -108,10 +119,15 @@ def _prefetched(chunks: Iterator[T], depth: int = 1) -> Iterator[T]:
 
 def redact_video(redactor: Redactor, src: str, output: Path, *, keep_audio: bool = False,
                  chunk_seconds: float = 2.0, progress: bool = True, camera_id: str | None = None,
-                 max_pixels: int | None = None) -> RedactSummary:
+                 max_pixels: int | None = None, chunks_in_flight: int = 2) -> RedactSummary:
     """Redact one video into an H.264 MP4 that keeps the source timestamps.
 
-    ``max_pixels``: refuse (InputError) a video whose frames are larger, before decoding."""
+    ``max_pixels``: refuse (InputError) a video whose frames are larger, before decoding.
+    ``chunks_in_flight``: decoded chunks held at once. 2 (default): chunk k being detected and
+    chunk k-1 being masked and encoded; chunk k+1 is decoded into k-1's array once k-1 is
+    written, which keeps up while detecting a chunk takes longer than masking, encoding and
+    decoding one (on 720p at every 4th frame: ~4x longer). 3: the decoder does not wait for
+    the writer (one chunk more memory: ~135 MB at 720p and 2 s chunks)."""
     from tqdm import tqdm
 
     t0 = time.perf_counter()
@@ -138,10 +154,16 @@ def redact_video(redactor: Redactor, src: str, output: Path, *, keep_audio: bool
     # chunk k (this one) while chunk k-1 is planned, masked and encoded (the finishing thread):
     # PyAV, onnxruntime, OpenVINO, OpenCV and numpy release the GIL, so the two cores stay busy
     # with detection on one and the rest on the other. Each stage hands over at most one chunk,
-    # so memory stays at a few chunks and the output order is kept.
+    # so the output order is kept. Chunk arrays come from a pool of ``chunks_in_flight`` and go
+    # back to it once written: memory stays at that many chunks whatever the video's length
+    # (before the pool the decoder filled chunk k+2 while k+1 waited in the hand-over: 4
+    # chunks) and later chunks reuse pages already faulted in.
+    buffers = FrameBuffers(chunks_in_flight)
+
     def finish(frames: Any, pts: Any, raw: Any, failed: Any) -> RedactionResult:
         res = redactor.finish(frames, raw, failed, camera_id, in_place=True)  # the chunk is ours
         writer.write(res.frames, pts)
+        buffers.give_back(frames)  # written: the decoder may refill it (res.frames is not read again)
         return res
 
     def account(res: RedactionResult, n: int) -> None:
@@ -150,17 +172,35 @@ def redact_video(redactor: Redactor, src: str, output: Path, *, keep_audio: bool
         summary.fail_closed_frames += len(res.fail_closed_frames)
         bar.update(n)
 
+    def previous_done(p: tuple[Future[RedactionResult], int]) -> None:
+        t = time.perf_counter()
+        res = p[0].result()  # the previous chunk is written (or its error raised) first
+        summary.wait_finish_seconds += time.perf_counter() - t
+        account(res, p[1])
+
     pending: tuple[Future[RedactionResult], int] | None = None
     try:
         with reader, ThreadPoolExecutor(1, thread_name_prefix="veil-finish") as finisher:
-            for chunk in _prefetched(reader.chunks(chunk_frames)):
-                raw, failed, _errors, detect_ms = redactor.detect(chunk.frames)
-                summary.detect_seconds += detect_ms / 1000.0
-                if pending is not None:
-                    account(pending[0].result(), pending[1])  # the previous chunk is written (or its error raised) first
-                pending = finisher.submit(finish, chunk.frames, chunk.pts, raw, failed), len(chunk.frames)
+            decoded = _prefetched(reader.chunks(chunk_frames, buffers))
+            try:
+                while True:
+                    t = time.perf_counter()
+                    chunk = next(decoded, None)
+                    summary.wait_decode_seconds += time.perf_counter() - t
+                    if chunk is None:
+                        break
+                    raw, failed, _errors, detect_ms = redactor.detect(chunk.frames)
+                    summary.detect_seconds += detect_ms / 1000.0
+                    if pending is not None:
+                        previous_done(pending)
+                    pending = finisher.submit(finish, chunk.frames, chunk.pts, raw, failed), len(chunk.frames)
+            finally:
+                # Stop the decoder before the reader closes: one waiting for a chunk array is
+                # woken (its error is dropped), then it is joined.
+                buffers.close()
+                decoded.close()
             if pending is not None:
-                account(pending[0].result(), pending[1])
+                previous_done(pending)
             writer.write_audio(reader.audio_packets)
         writer.close()
     except BaseException:

@@ -142,3 +142,148 @@ def test_chunks_end_on_a_scheduled_frame(tmp_path):
     summary = redact_video(red, str(src), out, chunk_seconds=0.6, progress=False)
     assert summary.frames == 23 and summary.fail_closed_frames == 0
     assert det.frames == 10  # 6-frame chunks: 3 + 3 + 3 + 2 = 11
+
+
+def test_frame_buffers_block_at_the_limit_reuse_what_is_given_back_and_wake_on_close():
+    import numpy as np
+
+    from operators.video import BuffersClosedError, FrameBuffers
+
+    pool = FrameBuffers(2)
+    a, b = pool.take((3, 4, 5, 3)), pool.take((3, 4, 5, 3))
+    assert a is not b and pool.allocated == 2
+    got: list[object] = []
+    waiter = threading.Thread(target=lambda: got.append(pool.take((3, 4, 5, 3))))
+    waiter.start()
+    time.sleep(0.1)
+    assert waiter.is_alive() and not got  # two out: the third take waits
+    pool.give_back(a[:2])  # a view of a chunk (a short last chunk) gives back its whole array
+    waiter.join(2.0)
+    assert got and got[0] is a and pool.allocated == 2  # reused, not allocated
+    pool.give_back(np.zeros((3, 4, 5, 3), np.uint8))  # not from this pool: ignored
+    late: list[BaseException] = []
+
+    def take_after_close() -> None:
+        try:
+            pool.take((3, 4, 5, 3))
+        except BuffersClosedError as exc:
+            late.append(exc)
+
+    waiter = threading.Thread(target=take_after_close)
+    waiter.start()
+    time.sleep(0.1)
+    pool.close()
+    waiter.join(2.0)
+    assert not waiter.is_alive() and len(late) == 1
+    with pytest.raises(ValueError, match="limit"):
+        FrameBuffers(0)
+
+
+def test_reading_into_reused_buffers_gives_the_same_frames(tmp_path):
+    import numpy as np
+
+    from operators.video import FrameBuffers, VideoReader
+
+    src = tmp_path / "in.mp4"
+    _clip(src)
+    with VideoReader(src) as r:
+        fresh = [(c.frames.copy(), c.pts.copy()) for c in r.chunks(5)]
+    pool = FrameBuffers(1)
+    reused = []
+    with VideoReader(src) as r:
+        for c in r.chunks(5, pool):
+            reused.append((c.frames.copy(), c.pts.copy()))
+            pool.give_back(c.frames)
+    assert pool.allocated == 1  # five chunks through one array
+    assert len(reused) == len(fresh) == 5
+    for (fa, pa), (fb, pb) in zip(fresh, reused):
+        assert np.array_equal(fa, fb) and np.array_equal(pa, pb)
+
+
+@pytest.mark.parametrize("in_flight", [1, 2, 3])
+def test_redact_video_holds_at_most_chunks_in_flight_arrays_and_writes_the_same_frames(tmp_path, monkeypatch,
+                                                                                        in_flight):
+    """However many chunks may be in flight, the frames handed to the encoder are the same; the
+    decoder never holds more chunk arrays than allowed, even when masking and encoding are slow
+    (before the pool it ran up to 2 chunks ahead of detection: 4 arrays at once), and arrays
+    are reused. (The encoded file is not compared: libx264's output moved by up to 40 levels
+    on a few pixels between runs of identical input frames.)"""
+    import numpy as np
+
+    import pipeline.redact_file as rf
+    from operators.redactor import RedactionConfig, Redactor
+    from operators.video import FrameBuffers, VideoWriter
+
+    pools: list[FrameBuffers] = []
+    peak = [0]
+
+    class CountingBuffers(FrameBuffers):
+        def __init__(self, limit: int) -> None:
+            super().__init__(limit)
+            pools.append(self)
+
+        def take(self, shape):
+            arr = super().take(shape)
+            peak[0] = max(peak[0], len(self._out))
+            return arr
+
+    written: list[bytes] = []
+    write = VideoWriter.write
+
+    def recording_write(self, frames, pts):
+        written.extend(f.tobytes() for f in frames)
+        return write(self, frames, pts)
+
+    src = tmp_path / "in.mp4"
+    _clip(src, n=33)
+    monkeypatch.setattr(rf, "FrameBuffers", CountingBuffers)
+    monkeypatch.setattr(VideoWriter, "write", recording_write)
+    red = Redactor(RedactionConfig(classes=("face",), detect_every=1), detectors={"face": _SquareFinder()})
+    slow_finish = red.finish
+
+    def finish(*a, **k):
+        time.sleep(0.05)  # masking and encoding slower than detection: the decoder would run ahead
+        return slow_finish(*a, **k)
+
+    red.finish = finish  # type: ignore[method-assign]
+    summary = rf.redact_video(red, str(src), tmp_path / "out.mp4", chunk_seconds=0.5, progress=False,
+                              chunks_in_flight=in_flight)
+    assert summary.frames == 33 and summary.masks_per_class == {"face": 33}
+    assert 1 <= peak[0] <= in_flight
+    assert pools[0].allocated <= in_flight  # 7 chunks through at most in_flight arrays
+    got, written[:] = list(written), []
+
+    class FreshBuffers(CountingBuffers):  # the reference: every chunk a new array, as before the pool
+        def give_back(self, frames):
+            super().give_back(frames)
+            self._free.clear()
+
+    monkeypatch.setattr(rf, "FrameBuffers", FreshBuffers)
+    rf.redact_video(red, str(src), tmp_path / "ref.mp4", chunk_seconds=0.5, progress=False, chunks_in_flight=16)
+    assert pools[1].allocated == 7
+    assert len(got) == len(written) == 33
+    assert got == written  # reused arrays change nothing
+    assert len(set(got)) > 1 and not np.all(np.frombuffer(got[0], np.uint8) == 0)
+
+
+def test_an_error_while_the_decoder_waits_for_an_array_stops_it(tmp_path):
+    """Detection fails while the decoder waits for a chunk array (1 in flight): the error is
+    raised, no output is left and the decoder thread is gone (woken by the pool's close)."""
+    from operators.redactor import RedactionConfig, Redactor
+    from pipeline.redact_file import redact_video
+
+    src, out = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    _clip(src)
+    red = Redactor(RedactionConfig(classes=("face",), detect_every=1), detectors={"face": _SquareFinder()})
+
+    def broken_detect(frames):
+        time.sleep(0.1)  # the decoder is now waiting for the only array
+        raise RuntimeError("detector crashed")
+
+    red.detect = broken_detect  # type: ignore[method-assign]
+    t0 = time.perf_counter()
+    with pytest.raises(RuntimeError, match="detector crashed"):
+        redact_video(red, str(src), out, chunk_seconds=0.5, progress=False, chunks_in_flight=1)
+    assert time.perf_counter() - t0 < 3.0  # not the decoder join's 5 s timeout
+    assert not out.exists() and not list(tmp_path.glob("*.part.mp4"))
+    assert not any(t.name == "veil-decode" and t.is_alive() for t in threading.enumerate())
