@@ -76,6 +76,8 @@ class DatasetReport:
     leaks: list[dict[str, Any]] = field(default_factory=list)
     masked_area_sum_by_source: dict[str, float] = field(default_factory=dict)
     """Mask source (``Redactor.coverage_by_source``) -> its masked share summed over images."""
+    masked_area_only_sum_by_source: dict[str, float] = field(default_factory=dict)
+    """Mask source -> the share of the frame only it masks (no other source), summed over images."""
 
     @property
     def fps(self) -> float:
@@ -95,6 +97,16 @@ class DatasetReport:
         known = [k for k in SOURCE_ORDER if k in self.masked_area_sum_by_source]
         rest = sorted(k for k in self.masked_area_sum_by_source if k not in SOURCE_ORDER)
         return {k: self.masked_area_sum_by_source[k] / n for k in known + rest}
+
+    @property
+    def masked_area_only_by_source(self) -> dict[str, float]:
+        """Mean share of the frame that each mask source alone covers: what the masked area
+        would lose without that source's masks (the rest kept), in :data:`SOURCE_ORDER`. These
+        and the pixels two or more sources cover sum to :attr:`masked_area_share`."""
+        n = len(self.masked_area)
+        if not n:
+            return {}
+        return {k: self.masked_area_only_sum_by_source.get(k, 0.0) / n for k in self.masked_area_by_source}
 
 
 SOURCE_ORDER = ("face", "head", "plate", "plate_region", "loose_text", "text", "person", "zone", "frame")
@@ -240,8 +252,17 @@ class Scorer:
         self.rep.images += 1
         self.rep.masked_area.append(float(cov.mean()))
         by = self.rep.masked_area_sum_by_source
-        for k, m in (sources or {}).items():
-            by[k] = by.get(k, 0.0) + float(np.asarray(m).mean())
+        only = self.rep.masked_area_only_sum_by_source
+        if sources:
+            # how many sources mask each pixel: those at 1 are the source's own cost
+            count = np.zeros(hw, np.uint8)
+            for m in sources.values():
+                count += np.asarray(m, bool)
+            alone = count == 1
+            for k, m in sources.items():
+                mb = np.asarray(m, bool)
+                by[k] = by.get(k, 0.0) + float(mb.mean())
+                only[k] = only.get(k, 0.0) + float((mb & alone).mean())
         video = affine is not None
         if ds in ("faces_dlib", "faces_wider_hard"):
             for box in item.face_boxes:
@@ -365,6 +386,7 @@ def report_json(reports: list[DatasetReport], settings: dict[str, Any]) -> dict[
             {"dataset": r.dataset, "images": r.images, "fps": round(r.fps, 2),
              "masked_area_share": round(r.masked_area_share, 4),
              "masked_area_by_source": {k: round(v, 4) for k, v in r.masked_area_by_source.items()},
+             "masked_area_only_by_source": {k: round(v, 4) for k, v in r.masked_area_only_by_source.items()},
              "classes": [{**{k: v for k, v in asdict(c).items() if k != "extra"},
                           "leak_rate": round(c.leak_rate, 4), **c.extra} for c in r.classes],
              "leaks": r.leaks}
@@ -385,4 +407,6 @@ def report_table(reports: list[DatasetReport]) -> str:
         if r.masked_area_by_source:
             parts = ", ".join(f"{k} {v:.1%}" for k, v in r.masked_area_by_source.items())
             lines.append(f"{r.dataset:<16} masked area by source: {parts} (overlaps count in each)")
+            parts = ", ".join(f"{k} {v:.1%}" for k, v in r.masked_area_only_by_source.items())
+            lines.append(f"{r.dataset:<16} masked by that source alone: {parts}")
     return "\n".join(lines)

@@ -101,6 +101,11 @@ def test_masked_area_is_reported_per_mask_source():
     doc = report_json([rep], {})
     assert doc["datasets"][0]["masked_area_by_source"] == {"face": 0.04, "head": 0.05}
     assert "masked area by source: face 4.0%, head 5.0%" in report_table([rep])
+    # what each source alone masks (the overlap, 2 % of the first frame, is neither's own)
+    assert rep.masked_area_only_by_source == pytest.approx({"face": (0.02 + 0.04) / 2, "head": 0.08 / 2})
+    assert sum(rep.masked_area_only_by_source.values()) + 0.02 / 2 == pytest.approx(rep.masked_area_share)
+    assert doc["datasets"][0]["masked_area_only_by_source"] == {"face": 0.03, "head": 0.04}
+    assert "masked by that source alone: face 3.0%, head 4.0%" in report_table([rep])
 
 
 def test_subset_is_spread_and_deterministic():
