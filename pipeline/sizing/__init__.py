@@ -10,8 +10,11 @@ Model (one camera = one H.264 stream at ``fps``; chunks of ``chunk_seconds``):
 
 * process CPU = frames/s x (decode + mask + encode) + detected frames/s x detection, where
   detected frames follow :func:`operators.temporal.detection_schedule` (every N-th frame of a
-  chunk plus its last). On GPU nodes detection runs on GPUs and only its pre/post-processing
-  stays on the GPU pods' CPUs.
+  chunk plus its last). Both CPU costs depend on the kind of footage (``--footage``: a crowd
+  has ten times the boxes of a quiet street; a snapshot camera's frame costs more per pixel than
+  a 720p one), so they come from ``costs.json``'s ``footage`` table, one row per kind measured at
+  its own frame size and scaled with pixels from there; the default is the costliest (crowd).
+  On GPU nodes detection runs on GPUs and only its pre/post-processing stays on the GPU pods' CPUs.
 * the process job starts ``ray.consumers`` consumer actors and EACH starts its own
   ``chunk_workers`` chunk actors and ``detector.replicas`` detector actors
   (pipeline/process/worker.py): Ray CPUs = consumers x (chunk_workers x worker_num_cpus +
@@ -39,6 +42,10 @@ PIXELS_REF = 1280 * 720
 # Partition counts with many divisors: consumers, sinks and ingest pods are chosen as divisors.
 PARTITION_STEPS = (6, 12, 24, 36, 48, 60, 120, 180, 240, 360, 480, 720, 840, 1080, 1260, 1680, 2520, 5040)
 ZONE_KEY = "topology.kubernetes.io/zone"
+
+
+FOOTAGE_KINDS = ("crowd", "street", "snapshot")
+"""``--footage``: the rows of ``costs.json``'s ``footage`` table (crowd first: the default)."""
 
 
 class SizingError(ValueError):
@@ -78,9 +85,13 @@ class PlanInput:
     # node_local: decode, detection, masking and encode of a chunk on one node (only compressed
     # chunks cross); spread: GPU pods hold only detectors and decoded frames travel to them
     placement: str = "node_local"
+    # the kind of footage the per-frame CPU costs were measured on (costs.json "footage")
+    footage: str = FOOTAGE_KINDS[0]
 
     def problems(self) -> list[str]:
         out = []
+        if self.footage not in FOOTAGE_KINDS:
+            out.append(f"--footage: expected one of {', '.join(FOOTAGE_KINDS)}, got {self.footage!r}")
         if not isinstance(self.cameras, int) or self.cameras < 1:
             out.append(f"--cameras: expected an integer >= 1, got {self.cameras!r}")
         if not (0 < self.fps <= 120):
@@ -167,6 +178,15 @@ def divisor_at_least(n: int, minimum: int) -> int:
 
 def _c(costs: dict[str, Any], key: str) -> float:
     return float(costs["costs"][key]["value"])
+
+
+def footage_costs(costs: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The row of ``costs["footage"]["kinds"]`` for ``kind`` (see :data:`FOOTAGE_KINDS`)."""
+    kinds: dict[str, Any] = costs["footage"]["kinds"]
+    if kind not in kinds:
+        raise SizingError(f"--footage: expected one of {', '.join(kinds)}, got {kind!r}")
+    row: dict[str, Any] = kinds[kind]
+    return row
 
 
 def _basis(costs: dict[str, Any], *keys: str) -> str:
@@ -256,17 +276,25 @@ def _plan_load(p: Plan, costs: dict[str, Any]) -> _Load:
 
 def _plan_compute(p: Plan, costs: dict[str, Any], ld: _Load) -> _Compute:
     inp, util, scale, det_s = p.inputs, _c(costs, "target_utilization"), ld.scale, ld.det_s
-    proc = _c(costs, "process_cpu_s_per_frame") * scale
+    fk, when = footage_costs(costs, inp.footage), costs["footage"]["measured"]["date"]
+    kscale = inp.width * inp.height / (fk["width"] * fk["height"])
+    p.add("cost", f"pixel scale vs the {inp.footage} footage", kscale, "x",
+          f"{inp.width}x{inp.height} / {fk['width']}x{fk['height']}, the size --footage {inp.footage} was measured "
+          "at (costs.json footage): its per-frame CPU costs scale with it", "assumed" if abs(kscale - 1.0) > 1e-9
+          else "input")
+    proc = fk["process_cpu_s_per_frame"] * kscale
     p.add("cost", "decode + mask + encode", proc, "CPU-s/frame",
-          f"{_c(costs, 'process_cpu_s_per_frame'):g} at 720p x pixel scale (make load, 2026-11-29)", "measured")
-    det_faces = _c(costs, "detect_cpu_s_faces") + _c(costs, "detect_cpu_s_batching")
-    det_cpu = (det_faces + inp.plates_share * _c(costs, "detect_cpu_s_plates")) * scale
+          f"{fk['process_cpu_s_per_frame']:g} on {inp.footage} {fk['width']}x{fk['height']} x {kscale:.3g} "
+          f"(stage_cost.py --source {fk['source']}, {when})", "measured")
+    det_faces = fk["detect_cpu_s_faces"] * kscale + _c(costs, "detect_cpu_s_batching") * scale
+    det_plates = fk["detect_cpu_s_plates"] * kscale
+    det_cpu = det_faces + inp.plates_share * det_plates
     chunk_cpu = p.add("compute", "chunk actors (decode, mask, encode)", ld.frames_s * proc / util, "vCPU",
                       f"{ld.frames_s:,.0f} frames/s x {proc:.4f} CPU-s / {util:g} utilisation", "measured")
     if inp.node != "gpu":
         p.add("cost", "detection on CPU", det_cpu, "CPU-s/detected frame",
-              f"faces {det_faces:.3f} (incl. batching) + {inp.plates_share:g} x plates "
-              f"{_c(costs, 'detect_cpu_s_plates'):g}, text pass at 640 px", "measured")
+              f"faces {det_faces:.4f} (incl. batching {_c(costs, 'detect_cpu_s_batching'):g} x {scale:.3g}) + "
+              f"{inp.plates_share:g} x plates {det_plates:.4f} on {inp.footage} (pass_cost.py, {when})", "measured")
         det_vcpu = p.add("compute", "detector actors (CPU)", det_s * det_cpu / util, "vCPU",
                          f"{det_s:,.0f} detected frames/s x {det_cpu:.4f} CPU-s / {util:g}", "measured")
         return _Compute(chunk_cpu=chunk_cpu, det_vcpu=det_vcpu, gpu_need=0.0, gpus=0)
@@ -590,6 +618,7 @@ def plan(inp: PlanInput, costs: dict[str, Any] | None = None) -> Plan:
     ingest, sink = io_pods["ingest"], io_pods["sink"]
     p.summary = {
         "cameras": inp.cameras, "fps": inp.fps, "size": f"{inp.width}x{inp.height}", "node": inp.node,
+        "footage": inp.footage,
         "placement": a.placement, "vcpu": total_vcpu, "gpus": a.gpus,
         "ray_worker_replicas": {"cpu": a.cpu_pods, **({inp.gpu_group: a.gpus} if gpu_mode else {})},
         "ingest_replicas": ingest["replicas"], "ingest_memory_gib": ingest["memory_gib"],
@@ -728,7 +757,7 @@ def render_table(pl: Plan) -> str:
     """Every cost line as a fixed-width table, grouped by section, assumptions marked."""
     i = pl.inputs
     head = (f"veilstream plan: {i.cameras:,} cameras of {i.width}x{i.height}@{i.fps:g}, node {i.node}, "
-            f"plates on {i.plates_share:.0%} of cameras, RF {i.replication_factor}")
+            f"plates on {i.plates_share:.0%} of cameras, RF {i.replication_factor}, footage {i.footage}")
     rows = [(ln.section, ln.name, _fmt(ln.value), ln.unit, ln.basis, ln.how) for ln in pl.lines]
     w = [max(len(r[k]) for r in rows) for k in range(5)]
     out = [head, ""]

@@ -11,11 +11,13 @@ import pytest
 from operators.temporal import detection_schedule
 from pipeline.cli import main
 from pipeline.sizing import (
+    FOOTAGE_KINDS,
     GIB,
     PlanInput,
     SizingError,
     detected_frames,
     divisor_at_least,
+    footage_costs,
     load_costs,
     merge,
     partitions_for,
@@ -53,6 +55,18 @@ def test_every_cost_says_how_it_was_obtained():
         assert set(c) >= {"value", "unit", "status", "what", "source"}, name
         assert c["status"] in ("measured", "derived", "assumed", "choice"), name
         assert c["source"], name
+    # the per-frame CPU costs: one row per kind of footage, each measured at its own size, one
+    # source (date, commands) for the table
+    table = costs["footage"]
+    assert tuple(table["kinds"]) == FOOTAGE_KINDS and table["default"] == FOOTAGE_KINDS[0] == "crowd"
+    assert table["measured"]["date"] and {"process", "detect"} <= set(table["measured"]["commands"])
+    for kind, row in table["kinds"].items():
+        assert {"what", "source", "width", "height", "fps"} <= set(row), kind
+        for key in ("process_cpu_s_per_frame", "detect_cpu_s_faces", "detect_cpu_s_plates"):
+            assert 0 < row[key] < 1, (kind, key)
+        assert f"--source {row['source']}" in table["measured"]["commands"]["process"].replace("SOURCE", row["source"])
+    for gone in ("process_cpu_s_per_frame", "detect_cpu_s_faces", "detect_cpu_s_plates"):
+        assert gone not in costs["costs"]  # one table, not a second copy that drifts
     # nothing measured the GPUs: the file must say so
     for name in ("detect_gpu_s_faces", "detect_gpu_s_plates", "detect_cpu_s_on_gpu_node"):
         assert costs["costs"][name]["status"] == "assumed" and "NOT MEASURED" in costs["costs"][name]["source"]
@@ -160,6 +174,27 @@ def test_sink_memory_and_spool_hold_its_cameras_open_segments():
     assert v["tmpSizeLimit"] == f"{s['sink_spool_gib']}Gi"
 
 
+def test_the_default_footage_costs_the_most_per_720p_frame_and_each_kind_is_sized_from_its_own_row():
+    costs = load_costs()
+    per_px = {k: (footage_costs(costs, k)["process_cpu_s_per_frame"], footage_costs(costs, k)["detect_cpu_s_faces"]
+                  + footage_costs(costs, k)["detect_cpu_s_plates"]) for k in FOOTAGE_KINDS}
+    assert per_px["crowd"][0] >= per_px["street"][0] and per_px["crowd"][1] >= per_px["street"][1]
+    assert PlanInput(cameras=1, fps=15).footage == "crowd"
+    cpu = {k: plan(PlanInput(cameras=500, fps=15, node="cpu", footage=k)).summary["vcpu"] for k in ("crowd", "street")}
+    assert cpu["crowd"] > cpu["street"]
+    # a snapshot camera at its own size: the measured row as it is, no pixel scaling; every frame detected
+    snap = footage_costs(costs, "snapshot")
+    pl = plan(PlanInput(cameras=100, fps=0.5, width=320, height=180, node="cpu", footage="snapshot"))
+    line = {ln.name: ln for ln in pl.lines}
+    assert line["decode + mask + encode"].value == pytest.approx(snap["process_cpu_s_per_frame"])
+    assert line["pixel scale vs the snapshot footage"].value == 1.0
+    assert line["detected frames/s"].value == line["frames/s"].value == 50
+    # the same cameras sized as if they were 720p vtest scaled down: less than measured (small frames
+    # cost more per pixel), which is why the table has its own row for them
+    scaled = plan(PlanInput(cameras=100, fps=0.5, width=320, height=180, node="cpu", footage="street"))
+    assert next(ln.value for ln in scaled.lines if ln.name == "decode + mask + encode") < snap["process_cpu_s_per_frame"]
+
+
 def test_cpu_plan_costs_more_vcpu_than_gpu_plan():
     gpu, cpu = plan(CITY).summary, plan(PlanInput(cameras=5000, fps=15, node="cpu", plates_share=0.3)).summary
     assert cpu["vcpu"] > gpu["vcpu"] and gpu["gpus"] > 0 == cpu["gpus"]
@@ -168,6 +203,7 @@ def test_cpu_plan_costs_more_vcpu_than_gpu_plan():
 @pytest.mark.parametrize(("kw", "needle"), [
     ({"cameras": 0}, "--cameras"), ({"fps": 0}, "--fps"), ({"width": 8}, "--size"), ({"node": "tpu"}, "--node"),
     ({"plates_share": 1.5}, "--plates-share"), ({"replication_factor": 0}, "--replication"),
+    ({"footage": "forest"}, "--footage"),
 ])
 def test_bad_input_is_reported(kw, needle):
     args = {"cameras": 10, "fps": 15, **kw}
@@ -223,6 +259,7 @@ def test_cli_table(capsys):
     ["--cameras", "10", "--fps", "15", "--size", "1280"],
     ["--cameras", "10", "--fps", "15", "--node", "tpu"],
     ["--cameras", "10", "--fps", "15", "--plates-share", "2"],
+    ["--cameras", "10", "--fps", "15", "--footage", "forest"],
     ["--cameras", "ten", "--fps", "15"],
     ["--fps", "15"],
 ])

@@ -29,8 +29,9 @@ from test_deploy import (
 
 from pipeline.sizing import PlanInput, merge, plan, to_values
 
-CITY_CMD = ["plan", "--cameras", "5000", "--fps", "15", "--size", "1280x720", "--node", "gpu", "--plates-share", "0.3",
-            "--values-base", "helm/sites/city.yaml", "--values-out", "helm/veilstream/ci/city.yaml"]
+CITY_CMD = ["plan", "--cameras", "5000", "--fps", "15", "--size", "1280x720", "--footage", "crowd", "--node", "gpu",
+            "--plates-share", "0.3", "--values-base", "helm/sites/city.yaml", "--values-out",
+            "helm/veilstream/ci/city.yaml"]
 ZONE = "topology.kubernetes.io/zone"
 
 
