@@ -11,8 +11,8 @@ CPU time from ``/proc/self/task`` and both cores' idle time from ``/proc/stat`` 
 * how many cores the process kept busy: the share of samples at < 0.5, 0.5-1.5, > 1.5 cores,
   and the cores' idle time (whole machine: other work on the host shows here too);
 * peak RSS (``ru_maxrss`` of a fresh child process per run: ``--child``);
-* a hash of every output frame (decoded back from the written MP4) and of the boxes, so two
-  code versions can be compared for identical output.
+* ``--hash``: a hash of every frame handed to the encoder and of every planned box (and of the
+  written file decoded back), so two code versions can be compared for identical output.
 
 Each run is a fresh subprocess (so peak RSS and start-up are a user's), ``--rounds`` times.
 Prints one JSON line per run. Never asserts on times.
@@ -179,7 +179,33 @@ def _timeline(t0: float) -> list[tuple[str, str, float, float]]:
     return log
 
 
-def child(src: Path, out: Path, interval: float, timeline: bool, kw: dict[str, Any]) -> dict[str, Any]:
+def _hashing() -> dict[str, Any]:
+    """Hash every frame handed to the encoder (with its pts) and every box the finisher planned:
+    the redacted output before x264 (whose output moved between runs of identical frames)."""
+    from operators.redactor import Redactor
+    from operators.video import VideoWriter
+
+    h = {"frames": hashlib.sha256(), "boxes": hashlib.sha256()}
+    write, finish = VideoWriter.write, Redactor.finish
+
+    def hashed_write(self: Any, frames: Any, pts: Any) -> None:
+        for f in frames:
+            h["frames"].update(f.tobytes())
+        h["frames"].update(pts.tobytes())
+        write(self, frames, pts)
+
+    def hashed_finish(self: Any, *a: Any, **k: Any) -> Any:
+        res = finish(self, *a, **k)
+        for b in res.boxes:
+            h["boxes"].update(b.xyxy.tobytes() + b.label.tobytes() + b.score.tobytes())
+        return res
+    VideoWriter.write = hashed_write  # type: ignore[method-assign]
+    Redactor.finish = hashed_finish  # type: ignore[method-assign]
+    return h
+
+
+def child(src: Path, out: Path, interval: float, timeline: bool, kw: dict[str, Any],
+          hashes: bool = False) -> dict[str, Any]:
     t0 = time.perf_counter()
     from operators.redactor import RedactionConfig, Redactor
     from pipeline.redact_file import redact_video
@@ -192,6 +218,7 @@ def child(src: Path, out: Path, interval: float, timeline: bool, kw: dict[str, A
     rss_build = _rss_mib()
     t1 = time.perf_counter()
     log = _timeline(t1) if timeline else []
+    h = _hashing() if hashes else None
     ru0 = resource.getrusage(resource.RUSAGE_SELF)
     with Sampler(interval) as s:
         summary = redact_video(red, str(src), out, progress=False, **kw)
@@ -218,6 +245,7 @@ def child(src: Path, out: Path, interval: float, timeline: bool, kw: dict[str, A
         "rss_mib": {"after_import": round(rss_import, 1), "after_build": round(rss_build, 1),
                     "end": round(_rss_mib(), 1)},
         "peak_rss_mib": round(_peak_mib(), 1),
+        **({"frames_sha": h["frames"].hexdigest()[:16], "boxes_sha": h["boxes"].hexdigest()[:16]} if h else {}),
         **({"timeline": [(th, st, round(a, 3), round(b, 3)) for th, st, a, b in log]} if log else {}),
     }
 
@@ -238,7 +266,8 @@ def main() -> int:
     args = ap.parse_args()
     if args.child:
         print(json.dumps(child(Path(args.child[0]), Path(args.child[1]), args.interval, args.timeline,
-                               {} if args.in_flight is None else {"chunks_in_flight": args.in_flight})))
+                               {} if args.in_flight is None else {"chunks_in_flight": args.in_flight},
+                               args.hash)))
         return 0
     from load_tests.bench_redact import make_720p_input
 
@@ -248,14 +277,14 @@ def main() -> int:
     for i in range(args.rounds):
         out = tmp / f"out{i}.mp4"
         r = subprocess.run([sys.executable, __file__, "--interval", str(args.interval), "--child", str(src), str(out)]
-                           + (["--timeline"] if args.timeline else [])
+                           + (["--timeline"] if args.timeline else []) + (["--hash"] if args.hash else [])
                            + ([] if args.in_flight is None else ["--in-flight", str(args.in_flight)]),
                            env=env, capture_output=True, text=True, check=False)
         if r.returncode:
             raise SystemExit(f"child failed (rc {r.returncode}):\n{r.stderr[-2000:]}")
         rep = json.loads(r.stdout.strip().splitlines()[-1])
         if args.hash:
-            rep["output_sha"] = output_hash(out)
+            rep["output_file_sha"] = output_hash(out)
         rep["load1"] = os.getloadavg()[0]
         print(json.dumps(rep), flush=True)
     return 0
