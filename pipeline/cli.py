@@ -148,7 +148,6 @@ def _camera_redaction(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def cmd_redact(args: argparse.Namespace) -> int:
-    from operators.redactor import Redactor
     from operators.zones import load_zones
 
     src = str(args.input)
@@ -165,7 +164,7 @@ def cmd_redact(args: argparse.Namespace) -> int:
     _check_output(args.output, is_dir)
     if getattr(args, "camera", None):
         cfg, zones = _camera_redaction(args)
-        return _run_redaction(args, Redactor(cfg, zones=zones), src, is_dir)
+        return _run_redaction(args, cfg, zones, src, is_dir)
     if args.keep_subject:
         from .governance.subjectfile import redact_file_keep_subject
 
@@ -182,15 +181,19 @@ def cmd_redact(args: argparse.Namespace) -> int:
     zones = load_zones(args.zones) if args.zones else None
     if getattr(args, "policy", None):
         cfg, zones = _policy_redaction(args, cfg, zones)
-    return _run_redaction(args, Redactor(cfg, zones=zones), src, is_dir)
+    return _run_redaction(args, cfg, zones, src, is_dir)
 
 
-def _run_redaction(args: argparse.Namespace, redactor: Any, src: str, is_dir: bool) -> int:
-    from .redact_file import redact_images, redact_video
+def _run_redaction(args: argparse.Namespace, cfg: Any, zones: Any, src: str, is_dir: bool) -> int:
+    from operators.redactor import Redactor
+
+    from .redact_file import DeferredRedactor, redact_images, redact_video
 
     progress = not args.quiet and sys.stderr.isatty() or args.progress
+    # A video's detectors are built by redact_video beside its first chunks' decoding.
+    redactor = Redactor(cfg, zones=zones) if is_dir else DeferredRedactor(cfg, zones)
     try:
-        if is_dir:
+        if isinstance(redactor, Redactor):
             summary = redact_images(redactor, Path(src), args.output, progress=progress, max_pixels=args.max_pixels)
         else:
             summary = redact_video(redactor, src, args.output, keep_audio=args.keep_audio, progress=progress,

@@ -287,3 +287,82 @@ def test_an_error_while_the_decoder_waits_for_an_array_stops_it(tmp_path):
     assert time.perf_counter() - t0 < 3.0  # not the decoder join's 5 s timeout
     assert not out.exists() and not list(tmp_path.glob("*.part.mp4"))
     assert not any(t.name == "veil-decode" and t.is_alive() for t in threading.enumerate())
+
+
+class _DeferredSquares:
+    """A DeferredRedactor whose build waits (up to 5 s) for the decoder to have filled a chunk: a
+    build that ran before decoding started would time out and fail."""
+
+    def __init__(self, decoded: threading.Event, fail: bool = False) -> None:
+        from operators.redactor import RedactionConfig
+
+        self.config = RedactionConfig(classes=("face",), detect_every=1)
+        self.decoded, self.fail = decoded, fail
+        self.built_on: str | None = None
+        self.saw_decoding = False
+
+    def build(self):
+        from operators.redactor import Redactor
+
+        self.built_on = threading.current_thread().name
+        self.saw_decoding = self.decoded.wait(5.0)
+        if self.fail:
+            raise RuntimeError("model missing")
+        return Redactor(self.config, detectors={"face": _SquareFinder()})
+
+
+def _deferred(monkeypatch, **kw):
+    from operators.video import VideoReader
+    from pipeline.redact_file import DeferredRedactor
+
+    decoded = threading.Event()
+    chunks = VideoReader.chunks
+
+    def signalling_chunks(self, *a, **k):
+        for c in chunks(self, *a, **k):
+            decoded.set()
+            yield c
+
+    monkeypatch.setattr(VideoReader, "chunks", signalling_chunks)
+    d = _DeferredSquares(decoded, **kw)
+    monkeypatch.setattr(DeferredRedactor, "build", lambda self: d.build())
+    return DeferredRedactor(d.config), d  # type: ignore[arg-type]
+
+
+def test_a_deferred_redactor_is_built_on_the_finishing_thread_while_the_first_chunk_decodes(tmp_path, monkeypatch):
+    import numpy as np
+
+    from operators.redactor import RedactionConfig, Redactor
+    from operators.video import VideoWriter
+    from pipeline.redact_file import redact_video
+
+    src = tmp_path / "in.mp4"
+    _clip(src)
+    written: list[bytes] = []
+    write = VideoWriter.write
+
+    def recording_write(self, frames, pts):
+        written.extend(f.tobytes() for f in frames)
+        return write(self, frames, pts)
+
+    monkeypatch.setattr(VideoWriter, "write", recording_write)
+    red = Redactor(RedactionConfig(classes=("face",), detect_every=1), detectors={"face": _SquareFinder()})
+    redact_video(red, str(src), tmp_path / "ref.mp4", chunk_seconds=0.5, progress=False)
+    want, written[:] = list(written), []
+    deferred, d = _deferred(monkeypatch)
+    summary = redact_video(deferred, str(src), tmp_path / "out.mp4", chunk_seconds=0.5, progress=False)
+    assert d.saw_decoding and d.built_on is not None and d.built_on.startswith("veil-finish")
+    assert summary.frames == 23 and summary.masks_per_class == {"face": 23}
+    assert written == want and not np.all(np.frombuffer(want[0], np.uint8) == 0)  # the same frames masked
+
+
+def test_a_deferred_build_error_is_raised_and_leaves_no_output(tmp_path, monkeypatch):
+    from pipeline.redact_file import redact_video
+
+    src, out = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    _clip(src)
+    deferred, _d = _deferred(monkeypatch, fail=True)
+    with pytest.raises(RuntimeError, match="model missing"):
+        redact_video(deferred, str(src), out, chunk_seconds=0.5, progress=False)
+    assert not out.exists() and not list(tmp_path.glob("*.part.mp4"))
+    assert not any(t.name == "veil-decode" and t.is_alive() for t in threading.enumerate())
