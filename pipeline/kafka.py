@@ -345,7 +345,8 @@ class RenewingProducer:
     ``factory`` on the :class:`ProducerRenewal` schedule, abandoning the old one: what it held
     gets failed delivery reports, so the owner produces it again (the stage runtime keeps its
     input offsets uncommitted and re-produces: nothing lost, nothing dead-lettered). Until the
-    replacement is made, ``produce`` raises :class:`ProducerReplacingError`.
+    replacement is made, ``produce`` raises :class:`ProducerReplacingError`, and so does the
+    ``produce`` call that made it (so its record goes out after what the old instance held).
 
     One thread uses it (the stage runtime's; delivery reports run inside its calls).
 
@@ -417,7 +418,11 @@ class RenewingProducer:
 
     def produce(self, topic: str, value: bytes, key: str | bytes | None, headers: Any,
                 on_done: Callable[[Delivery], None] | None = None, retries: int = 50) -> Delivery:
-        self.heal()
+        if self.heal():
+            # what the old instance held was just handed back (failed reports): the owner produces
+            # that again first, and this one after it, so a partition keeps its order
+            raise ProducerReplacingError(f"kafka producer replaced just now topic={topic}: produce it again after "
+                                         "what the old one held")
         if self.renewal.fatal is not None:
             raise ProducerReplacingError(f"kafka producer is being replaced after a fatal error "
                                          f"({self.renewal.fatal}) topic={topic}")

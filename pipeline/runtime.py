@@ -375,9 +375,26 @@ class StageRuntime:
     def retry_due(self) -> None:
         now = self.clock()
         due = [w for w in self.waiting if w.due <= now]
-        for w in due:
+        blocked: set[TopicPart] = set()  # a partition whose first record to produce again is not due or failed
+        for w in list(self.waiting):
+            if w.produce is None:
+                if w.due <= now:
+                    self.waiting.remove(w)
+                    self.apply(w.rec, self.handler.handle(w.rec))
+                continue
+            # records produced again go out in their partition's order: the first one in the list
+            # goes first, the others wait behind it
+            if w.rec.tp in blocked or w.due > now:
+                blocked.add(w.rec.tp)
+                continue
+            at = self.waiting.index(w)
             self.waiting.remove(w)
-            self.apply(w.rec, w.produce if w.produce is not None else self.handler.handle(w.rec))
+            error = self._produce(w.rec, w.produce)
+            if error is not None:  # refused at once: back at its place, with a longer backoff
+                blocked.add(w.rec.tp)
+                nxt = w.rec.again()
+                self.waiting.insert(at, _Waiting(nxt, self.clock() + backoff_s(nxt.attempt, self.s.backoff_cap_s),
+                                                 w.produce))
         if due:  # what the retries finished counts before the next poll (a revoke there commits it)
             self.apply_all(self.handler.completions(0.0))
 
@@ -424,12 +441,24 @@ class StageRuntime:
             if outcome.on_acked is not None:
                 outcome.on_acked()
             return
+        if any(w.produce is not None and w.rec.tp == rec.tp for w in self.waiting):
+            # its partition has records to produce again: this one goes out after them, in order
+            self.waiting.append(_Waiting(rec, self.clock(), outcome))
+            return
+        error = self._produce(rec, outcome)
+        if error is not None:
+            self.produce_again(rec, outcome, error)
+
+    def _produce(self, rec: Record, outcome: Emit | DeadLetter) -> str | None:
+        """Produce ``outcome`` (its ack finishes the offset, a failed report produces it again);
+        returns why the producer refused it now, or None."""
+        k = self.kafka
         try:
             if isinstance(outcome, DeadLetter):
                 key, value, headers = outcome.payload or (rec.key, rec.value, rec.headers)
                 k.to_dlq(rec.src, key, value, list(headers), outcome.reason, outcome.error,
                          on_failed=lambda err: self.produce_again(rec, outcome, err))
-                return
+                return None
             topic = outcome.topic or self.s.output_topic
             if topic is None:
                 raise ValueError(f"stage {k.name}: Emit with a value but no output topic")
@@ -437,12 +466,15 @@ class StageRuntime:
                                on_done=self._acked(rec, outcome))
         except KafkaDeliveryError as exc:  # refused now (a fatal producer being replaced, a full queue)
             self.metrics.errors.labels(kind="produce").inc()
-            self.produce_again(rec, outcome, str(exc))
+            return str(exc)
+        return None
 
     def produce_again(self, rec: Record, outcome: Emit | DeadLetter, error: str) -> None:
         """``outcome``'s produce failed: not durable, so its offset stays in flight (uncommitted,
         and so is every offset above it); produce it again after a backoff. An outage, never
-        dead-lettered; a rebalance that takes the partition forgets it (the new owner redoes it)."""
+        dead-lettered; a rebalance that takes the partition forgets it (the new owner redoes it).
+        Records of its partition handled meanwhile wait behind it (the partition's order); a
+        failed delivery report of a record produced after it can still reorder the two."""
         consumer = self.kafka.consumer
         if consumer is not None and rec.tp not in consumer.assigned:
             logger.warning("produce failed stage=%s topic=%s partition=%d offset=%d error=%s: partition revoked, "

@@ -210,3 +210,41 @@ def test_a_real_chunk_producer_is_replaced_after_its_error_cb_saw_a_fatal_error(
     p.produce(OUT, b"w", "k", [], on_done=reports.append)
     assert len(p) == 1 and p.fatal is None
     assert made[1].abandon(5.0) == 0
+
+
+def test_records_produced_again_keep_their_partitions_order_ahead_of_those_handled_meanwhile():
+    clock = Clock()
+    factory = Factory(lambda: BrokenProducer(auto_ack=bool(factory.made)))
+    kafka = StageKafka(CFG, "process")
+    src = TestingSource([(b"cam", v, []) for v in (b"a", b"b", b"c", b"d", b"e")], topic="raw")
+    producer = RenewingProducer(factory, name="process", renewal=ProducerRenewal(clock=clock))
+    rt = runtime_on_lists(kafka, Redact(), RuntimeSettings(group="g", topics=("raw",), output_topic=OUT, poll_max=3,
+                                                           pause_on_retry=False), src, producer, clock=clock)
+    rt.step()  # a, b, c held by the first instance
+    first = factory.made[0]
+    first.fatal = "OUT_OF_ORDER_SEQUENCE_NUMBER"  # its error_cb saw it; no report says so yet
+    rt.step()  # d finds it fatal: replaced, a b c come back failed; d and e wait behind them
+    assert len(factory.made) == 2 and not factory.made[1].sent
+    for _ in range(5):
+        clock.now += 60.0
+        rt.step()
+    assert [v for _t, v, _k, _h in factory.made[1].sent] == [b"A", b"B", b"C", b"D", b"E"]
+    assert src.committed() == {("raw", 0): 5}
+
+
+def test_a_record_refused_again_stays_first_of_its_partition():
+    clock = Clock()
+    made: list[Any] = []
+
+    def make() -> Any:  # the 2nd instance refuses everything too; the 3rd works
+        made.append(BrokenProducer(auto_ack=True, fail_after=0 if len(made) < 2 else None))
+        return made[-1]
+
+    rt, src = stage([b"a", b"b", b"c"], make, clock)
+    rt.step()
+    for _ in range(8):
+        clock.now += 60.0
+        rt.step()
+    assert len(made) == 3
+    assert [v for _t, v, _k, _h in made[2].sent] == [b"A", b"B", b"C"]
+    assert src.committed() == {("raw", 0): 3}
