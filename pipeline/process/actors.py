@@ -481,9 +481,10 @@ class ChunkActor:
         whole (their outstanding pixels compared, :meth:`_split_to`). Halves are contiguous, so the
         plate carry (within one detector call) still runs within each half.
 
-        Fail closed as with one call: if either half raises or times out, every frame of the
-        chunk is marked failed (masked whole), as when the single call fails; a half that fails
-        only some frames (a detector of several that raised) marks those frames.
+        Fail closed as with one call: if either half raises, times out, or comes back with any
+        frame failed (the detector actor answers a batch that raised or passed its deadline with
+        every frame failed), every frame of the chunk is marked failed (masked whole), as when
+        the single call fails. A chunk sent whole keeps the detector's own failed frames.
         """
         own = self.local[self._rr % len(self.local)]
         self._rr += 1
@@ -525,6 +526,11 @@ class ChunkActor:
                     cpu += det.cpu_s
         if whole_failed:  # one half failed as a call: the whole chunk fails closed, as one call would
             failed, cpu = list(range(len(frames))), None
+        elif failed and len(parts) > 1:
+            # a detector failed inside a half's batch (it answers with those frames failed): one
+            # call would have failed every scheduled frame of the chunk (one frame size, one
+            # batch per detector), so the whole chunk fails closed, not just that half
+            failed = list(range(len(frames)))
         return raw, sorted(failed), errors, cpu, timed_out, [i for i, _ in parts]
 
     async def _split_to(self, own: int, frames: np.ndarray, sched: list[int]) -> int | None:
