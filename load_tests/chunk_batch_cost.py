@@ -10,7 +10,8 @@ mode:
 
 * ``single``: every chunk its own ``ChunkActor.redact`` call (``_submit_task``; before);
 * ``batch``: the chunks freed slots let in go as :func:`~pipeline.process.batching.plan_batches`
-  groups through ``ChunkActor.redact_many`` (``_submit_batch``; the stage's default now).
+  groups through ``ChunkActor.redact_many`` (``_submit_batch``; the stage's default now);
+  ``batchN``: the same with at most N chunks a call (default ``--max-chunks``).
 
 Reported per mode: CPU-s per frame of the whole Ray process tree plus this driver (from
 /proc), the detection CPU the actors report (``cpu_s["detect"]``), the rest (Ray calls, object
@@ -75,8 +76,9 @@ def push(worker: Any, tasks: list[ChunkTask], mode: str, window: int, limits: Ba
             if mode == "single":
                 groups = [[i] for i in range(len(take))]
             else:
-                groups = plan_batches([task_pixels(len(t.pts_ms), t.width, t.height) for t in take], limits,
-                                      len(worker.workers), len(inflight))
+                k = int(mode[len("batch"):] or limits.max_chunks)
+                groups = plan_batches([task_pixels(len(t.pts_ms), t.width, t.height) for t in take],
+                                      BatchLimits(k, limits.max_pixels), len(worker.workers), len(inflight))
             for g in groups:
                 calls += 1
                 refs = ([worker._submit_task(take[g[0]])] if len(g) == 1
@@ -116,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     tasks = snapshot_tasks(args.source, args.chunks)
     window = cfg.process.max_inflight_chunks
     modes = args.modes.split(",")
+    for m in modes:
+        if m != "single" and not (m.startswith("batch") and (m[5:] == "" or m[5:].isdigit())):
+            raise SystemExit(f"unknown mode {m!r}: single, batch or batchN")
     try:
         for mode in modes:  # warm-up: sessions, static compiles, Ray workers
             push(worker, tasks[:48], mode, window, limits)

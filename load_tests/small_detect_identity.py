@@ -5,9 +5,11 @@ snapshot camera of the same scene sends, as ``load_tests/small_frames.py`` does)
 frames of ``make load``'s 320x180 source, through the default face + plate detectors
 (``Redactor.run_detectors``) in each variant:
 
-* ``one`` (the reference): one frame per call, ``threads=1``;
-* ``batch``: the same frames, same-shape frames stacked ``--batch`` to a call (what the detector
-  actor runs when a chunk actor sends several small chunks at once, ``redact_many``);
+* ``one`` (the reference; ``one2`` etc.: a second such Redactor, to see run-to-run noise): one
+  frame per call, ``threads=1``;
+* ``batch``: the same frames, ``--batch`` one-frame chunks to a ``Redactor.detect_many`` call
+  (what the detector actor runs when a chunk actor sends several small chunks at once,
+  ``redact_many``: same-shape frames of different chunks share one ``run_detectors`` batch);
 * ``threads=N``: one frame per call with N inference threads (``ray.detector.threads``;
   ``none`` = the backend's default, all cores: the process stage's default).
 
@@ -66,12 +68,13 @@ def flat(found: dict[str, Any], k: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     for key, v in found.items():
         if isinstance(v, Exception):
             raise RuntimeError(f"{key}: {v}")
-    b = Boxes.concat([found[key][k] for key in sorted(found)])
+    b = Boxes.concat([found[key][k] for key in found])  # detect_many's order
     return b.xyxy, b.score, b.label
 
 
 def run(red: Any, frames: list[np.ndarray], batch: int) -> tuple[list[tuple[np.ndarray, ...]], float]:
-    """Every frame's boxes (same-shape frames ``batch`` to a call) and the CPU-s it took."""
+    """Every frame's boxes and the CPU-s it took: one frame a ``run_detectors`` call, or (``batch``
+    > 1) same-shape frames ``batch`` one-frame chunks to a ``detect_many`` call."""
     out: list[tuple[np.ndarray, ...] | None] = [None] * len(frames)
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, f in enumerate(frames):
@@ -80,9 +83,15 @@ def run(red: Any, frames: list[np.ndarray], batch: int) -> tuple[list[tuple[np.n
     for idx in groups.values():
         for s in range(0, len(idx), batch):
             part = idx[s:s + batch]
-            found = red.run_detectors(np.stack([frames[i] for i in part]))
-            for k, i in enumerate(part):
-                out[i] = flat(found, k)
+            if batch == 1:
+                found = red.run_detectors(frames[part[0]][None])
+                out[part[0]] = flat(found, 0)
+                continue
+            for i, (raw, failed, errors) in zip(part, red.detect_many([frames[i][None] for i in part])):
+                if failed or raw[0] is None:
+                    raise RuntimeError(f"detection failed: {errors}")
+                b = raw[0]
+                out[i] = (b.xyxy, b.score, b.label)
     cpu = time.process_time() - t0
     assert all(o is not None for o in out)
     return out, cpu  # type: ignore[return-value]
@@ -113,9 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         elif v.startswith("threads="):
             t = v.split("=", 1)[1]
             threads = None if t == "none" else int(t)
-        elif v != "one":
+        elif not v.startswith("one"):
             raise SystemExit(f"unknown variant {v!r}: one, batch, threads=N|none")
-        reds[v] = (Redactor(RedactionConfig(classes=("face", "plate"), threads=threads).validate()), batch)
+        cfg = RedactionConfig(classes=("face", "plate"), threads=threads, detect_every=1).validate()
+        reds[v] = (Redactor(cfg), batch)
     for red, batch in reds.values():  # warm-up: every shape compiled once (and OpenVINO's static compiles)
         for _ in range(3):
             run(red, frames, batch)
