@@ -205,7 +205,7 @@ def _hashing() -> dict[str, Any]:
 
 
 def child(src: Path, out: Path, interval: float, timeline: bool, kw: dict[str, Any],
-          hashes: bool = False) -> dict[str, Any]:
+          hashes: bool = False, deferred: bool = False) -> dict[str, Any]:
     t0 = time.perf_counter()
     from operators.redactor import RedactionConfig, Redactor
     from pipeline.redact_file import redact_video
@@ -214,7 +214,11 @@ def child(src: Path, out: Path, interval: float, timeline: bool, kw: dict[str, A
     rss_import = _rss_mib()
     cfg = RedactionConfig(classes=("face", "plate"), style="mosaic", detect_every=4).validate()
     with Sampler(interval) as build:
-        red = Redactor(cfg)
+        red: Any = Redactor(cfg) if not deferred else None
+    if deferred:  # built by redact_video beside the first chunks' decoding, as the CLI does
+        from pipeline.redact_file import DeferredRedactor
+
+        red = DeferredRedactor(cfg)
     rss_build = _rss_mib()
     t1 = time.perf_counter()
     log = _timeline(t1) if timeline else []
@@ -236,6 +240,7 @@ def child(src: Path, out: Path, interval: float, timeline: bool, kw: dict[str, A
         "detect_s": round(summary.detect_seconds, 3),
         "wait_decode_s": round(getattr(summary, "wait_decode_seconds", -1.0), 3),
         "wait_finish_s": round(getattr(summary, "wait_finish_seconds", -1.0), 3),
+        "wait_build_s": round(getattr(summary, "wait_build_seconds", -1.0), 3),
         "cpu_by_thread": s.groups(),
         "busy_cores_share": {"<0.5": round(sum(b < 0.5 for b in busy) / n, 3),
                              "0.5-1.5": round(sum(0.5 <= b < 1.5 for b in busy) / n, 3),
@@ -262,12 +267,14 @@ def main() -> int:
     ap.add_argument("--timeline", action="store_true", help="log each stage call (thread, stage, start, end)")
     ap.add_argument("--in-flight", type=int, default=None,
                     help="redact_video's chunks_in_flight (default: its own default)")
+    ap.add_argument("--deferred", action="store_true",
+                    help="pass a DeferredRedactor (the CLI's way: detectors built beside decoding)")
     ap.add_argument("--child", nargs=2, metavar=("SRC", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print(json.dumps(child(Path(args.child[0]), Path(args.child[1]), args.interval, args.timeline,
                                {} if args.in_flight is None else {"chunks_in_flight": args.in_flight},
-                               args.hash)))
+                               args.hash, args.deferred)))
         return 0
     from load_tests.bench_redact import make_720p_input
 
@@ -278,6 +285,7 @@ def main() -> int:
         out = tmp / f"out{i}.mp4"
         r = subprocess.run([sys.executable, __file__, "--interval", str(args.interval), "--child", str(src), str(out)]
                            + (["--timeline"] if args.timeline else []) + (["--hash"] if args.hash else [])
+                           + (["--deferred"] if args.deferred else [])
                            + ([] if args.in_flight is None else ["--in-flight", str(args.in_flight)]),
                            env=env, capture_output=True, text=True, check=False)
         if r.returncode:
