@@ -1,7 +1,7 @@
 """CPU of the ``make demo`` street camera's detection, whole chunks against the same chunks in two
 contiguous halves, on ONE thread one after the other (no two detectors running at once, so no
 contention between them): what the split of ``ChunkActor._detect`` costs by itself (the plate
-carry lost at the half boundary, per-call work), per detector pass, rounds alternated.
+carry lost at the half boundary, per-call work), per detector pass, rounds alternated; then whether any frame's detections differ.
 
     python load_tests/split_pass_cost.py --config .veilstream/demo/run-config.yaml --seconds 8 --rounds 2
 """
@@ -89,6 +89,21 @@ def main(argv: list[str] | None = None) -> int:
           "CPU-s summed over rounds (process: all threads; per pass: the calling thread)")
     for mode, row in out.items():
         print(f"{mode:7s} " + "  ".join(f"{k} {v:.2f}" for k, v in row.items()))
+    # the boxes themselves: does the split (the carry lost at the boundary) change any frame's detections?
+    same, differ = 0, []
+    for ci, c in enumerate(chunks):
+        ((whole, _, _),) = red.detect_many([c])
+        k = (len(c) + 1) // 2
+        ((first, _, _),) = red.detect_many([c[:k]])
+        ((second, _, _),) = red.detect_many([c[k:]])
+        for fi, (x, y) in enumerate(zip(whole, first + second)):
+            assert x is not None and y is not None
+            if len(x.xyxy) == len(y.xyxy) and np.allclose(np.sort(x.xyxy, axis=0), np.sort(y.xyxy, axis=0), atol=1.0):
+                same += 1
+            else:
+                differ.append(f"chunk {ci} frame {fi}: {len(x.xyxy)} boxes whole, {len(y.xyxy)} split")
+    print(f"detections per frame, whole vs halves: {same} identical (boxes within 1 px), {len(differ)} differ"
+          + "".join(f"\n  {d}" for d in differ))
     return 0
 
 
