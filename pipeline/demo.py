@@ -59,7 +59,7 @@ plates with the crop pass alone against 0 with both passes, ``plates_traffic`` 1
 398. ``--text-full-min-side 0`` turns it off."""
 
 
-def demo_detectors(replicas: int, cpus: int | None = None) -> dict[str, Any]:
+def demo_detectors(replicas: int, cpus: int | None = None, split_min_frames: int = 2) -> dict[str, Any]:
     """The ``ray`` settings of the demo's process stage: ``replicas`` detector actors, each with
     an equal share of the machine's cores as its inference threads, and one chunk actor per
     detector (the process stage's node-local groups pair them).
@@ -69,9 +69,10 @@ def demo_detectors(replicas: int, cpus: int | None = None) -> dict[str, Any]:
     docs/performance.md, "make demo on 2 vCPU"), so a single detector uses about 1.4 cores at
     most however many threads its sessions get; on 2 vCPU, two detectors of one thread each keep
     both cores detecting. A chunk actor also splits one chunk's detected frames across both
-    detectors when the other one would finish its half sooner (``ChunkActor._detect``), so the
-    street camera's ~4 CPU-s of detection per chunk no longer runs on one core while the other
-    idles (docs/performance.md, "Session 8: split detection"). The actors' Ray CPU requests are fractions that fit one core per group
+    detectors when the other one would finish its half sooner (``ChunkActor._detect``,
+    ``ray.detector.split_min_frames``: ``split_min_frames``, 0 = never), so the street camera's
+    ~4 CPU-s of detection per chunk no longer runs on one core while the other idles
+    (docs/performance.md, "Session 8: split detection"). The actors' Ray CPU requests are fractions that fit one core per group
     (Ray's CPUs are bookkeeping here: the threads are what run). ``replicas`` 0 leaves the run
     config's detector settings as they are (one detector, all cores)."""
     if replicas <= 0:
@@ -79,11 +80,16 @@ def demo_detectors(replicas: int, cpus: int | None = None) -> dict[str, Any]:
     cores = max(1, cpus or os.cpu_count() or 1)
     replicas = min(replicas, cores)
     return {"chunk_workers": replicas, "worker_num_cpus": 0.25,
-            "detector": {"replicas": replicas, "num_cpus": 0.5, "threads": max(1, cores // replicas)}}
+            "detector": {"replicas": replicas, "num_cpus": 0.5, "threads": max(1, cores // replicas),
+                         "split_min_frames": max(0, split_min_frames)}}
 
 
 DEMO_DETECTOR_REPLICAS = 2
 """Detector actors of the demo's process stage (``--detector-replicas``): see :func:`demo_detectors`."""
+
+DEMO_SPLIT_MIN_FRAMES = 2
+"""``--split-min-frames``: the process stage's default (``ray.detector.split_min_frames``); 0 turns
+the split off for a before/after run of the demo."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--detector-replicas", type=int, default=DEMO_DETECTOR_REPLICAS, metavar="N",
                     help=f"detector actors, one core's share of threads each (default {DEMO_DETECTOR_REPLICAS}, at "
                          "most one per core; 0 = the config's single detector on all cores)")
+    ap.add_argument("--split-min-frames", type=int, default=DEMO_SPLIT_MIN_FRAMES, metavar="N",
+                    help=f"split a chunk with at least N detected frames across both detectors when the other one "
+                         f"would finish its half sooner (default {DEMO_SPLIT_MIN_FRAMES}; 0 = never: one detector per "
+                         "chunk, as before session 8)")
     ap.add_argument("--no-console", action="store_true", help="do not start the web console at the end")
     ap.add_argument("--console-seconds", type=float, default=None,
                     help="keep the console up this long (default: until Ctrl-C on a terminal, else 0)")
@@ -115,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                        download_dir=args.out.resolve(), keep_up=True,
                        process={"detect_every": args.detect_every,
                                 "text_full_min_side": args.text_full_min_side or None},
-                       ray=demo_detectors(args.detector_replicas))
+                       ray=demo_detectors(args.detector_replicas, split_min_frames=args.split_min_frames))
         if rc == 0 and not args.no_console:
             rc = _console(state, args.console_seconds)
         return rc

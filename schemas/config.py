@@ -160,6 +160,7 @@ class DetectorConfig:
     max_wait_ms: float
     providers: tuple[str, ...]
     threads: int | None
+    split_min_frames: int = 2
 
 
 @dataclass(frozen=True)

@@ -216,7 +216,7 @@ class ProcessWorker:
                 ray.remote(ChunkActor).options(num_cpus=rc.worker_num_cpus, max_restarts=-1, max_task_retries=0,
                                                max_concurrency=rc.chunk_concurrency, **strategy)
                 .remote(self.plan, self.detectors, crf=p.crf, preset=p.preset, detector_timeout_s=p.detector_timeout_s,
-                        local=[g] if groups else None))
+                        local=[g] if groups else None, split_min_frames=det.split_min_frames))
         logger.info("policies %s default=%s routed=%s", self.plan.describe(), self.plan.default_id, self.plan.routed)
         # Building sessions and warming up takes seconds: wait here, not at the first chunk. Actors
         # needing a GPU wait for the node the cluster autoscaler adds: as long as the start-up

@@ -213,14 +213,18 @@ def test_detector_failure_fails_closed(setup: Any, mode: str) -> None:
     assert all(detail(o) > 10 for o in orig)
 
 
-def test_a_chunk_split_across_two_detectors_fails_closed_whole_when_one_half_fails(setup: Any) -> None:
+@pytest.mark.parametrize("split_min_frames", [2, 0])
+def test_a_chunk_split_across_two_detectors_fails_closed_whole_when_one_half_fails(setup: Any,
+                                                                                  split_min_frames: int) -> None:
     """Two detector actors (node-local groups, one chunk actor each), both idle: a chunk's scheduled
     frames go in halves to both (``ChunkActor._detect``); detector 0 raises on its half, the
     chunk's dispatch goes to the other group first (detector 1, healthy), so only the split puts
-    frames on detector 0, and then every frame of the chunk is masked whole."""
+    frames on detector 0, and then every frame of the chunk is masked whole. With
+    ``ray.detector.split_min_frames`` 0 the chunk goes whole to detector 1 and is redacted."""
     d = _as_dict(setup)
     cfg = parse_config({**d, "ray": {**d["ray"], "chunk_workers": 2, "worker_num_cpus": 0.25,
-                                     "detector": {**d["ray"]["detector"], "replicas": 2, "num_cpus": 0.5}}})
+                                     "detector": {**d["ray"]["detector"], "replicas": 2, "num_cpus": 0.5,
+                                                  "split_min_frames": split_min_frames}}})
     chunks = carphone_chunks(seconds=1.0)[:1]
     w, stop, t = start_worker(cfg)
     try:
@@ -233,12 +237,16 @@ def test_a_chunk_split_across_two_detectors_fails_closed_whole_when_one_half_fai
         calls = ray.get([d.__ray_call__.remote(lambda self: self.calls) for d in w.detectors])
     finally:
         stop_worker(stop, t, w)
-    assert calls == [1, 1], calls  # one half each
     assert len(out) == 1
     r = decode_chunk_redacted(out[0].value(), out[0].headers())
     n = len(chunks[0].pts_ms)
-    assert r.fail_closed_frames == tuple(range(n))
-    assert all(float(f.std()) < 3.0 for f in decode_chunk_payload("h264", r.payload))
+    if split_min_frames:
+        assert calls == [1, 1], calls  # one half each
+        assert r.fail_closed_frames == tuple(range(n))
+        assert all(float(f.std()) < 3.0 for f in decode_chunk_payload("h264", r.payload))
+    else:
+        assert calls == [0, 1], calls  # whole, to the healthy detector
+        assert r.fail_closed_frames == ()
 
 
 def _as_dict(cfg: Any) -> dict[str, Any]:

@@ -42,6 +42,19 @@ def test_merged_into_a_run_config_it_still_validates() -> None:
                                                                                "chunk_workers": 2}
 
 
+def test_split_min_frames_reaches_the_run_config_and_zero_turns_the_split_off() -> None:
+    raw = {"kafka": {"bootstrap_servers": "127.0.0.1:9092"}, "object_store": {"endpoint": "127.0.0.1:9000"}}
+    assert parse_config(raw).ray.detector.split_min_frames == 2  # the process stage's default
+    for n in (2, 0):
+        merged = {**raw, "ray": {}}
+        _merge(merged["ray"], demo_detectors(2, cpus=2, split_min_frames=n))
+        assert parse_config(merged).ray.detector.split_min_frames == n
+    from schemas.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="split_min_frames"):
+        parse_config({**raw, "ray": {"detector": {"split_min_frames": -1}}})
+
+
 def test_bad_replicas_value_is_a_one_line_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["--detector-replicas", "two"])
