@@ -63,6 +63,20 @@ they were. On faces_wider_hard coasting faces over 1 removes 7 of 4069 face-fram
 4th frame for 6 points more masked area, so faces do not coast."""
 
 
+def _match_labels(label: npt.NDArray[np.int16]) -> npt.NDArray[np.int16]:
+    """Labels as matching across a gap compares them: loose text as a plate. The redactor labels
+    a plate-class box loose text or plate by whether a vehicle was found near it on that frame
+    (``RedactionConfig.plate_vehicle_reach``); in video the same text flips between the two as
+    the vehicle detector's boxes come and go (at night most of all), and matched by label the
+    flips were two objects, each coasted (:data:`COAST`), never interpolated: a night
+    plates_traffic clip at every 8th frame was 14.9 % masked with dark-frame text loose, 6.5 %
+    matched as one (docs/quality.md "Where the crowds' area goes"). Boxes keep their own labels."""
+    loose = label == int(Label.LOOSE_TEXT)
+    if not loose.any():
+        return label
+    return np.where(loose, np.int16(int(Label.PLATE)), label).astype(np.int16)
+
+
 def detection_schedule(n_frames: int, every: int) -> list[bool]:
     """Which frames of a chunk run detection: every ``every``-th from frame 0, plus the
     last frame, so the tail of a chunk is covered from both sides.
@@ -208,6 +222,7 @@ def _any_iou_above(a: npt.NDArray[np.float32], la: npt.NDArray[np.int16], b: npt
     frames was most of the fill's time. Non-finite or inverted boxes take the full matrix."""
     if not len(a) or not len(b):
         return np.zeros(len(a), bool)
+    la, lb = _match_labels(la), _match_labels(lb)
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
     if (not (np.isfinite(a64).all() and np.isfinite(b64).all()) or (a64[:, 2:] < a64[:, :2]).any()
             or (b64[:, 2:] < b64[:, :2]).any()):
@@ -363,6 +378,7 @@ def _match_ok(xa: npt.NDArray[np.float64], la: npt.NDArray[np.int16], xb: npt.ND
               lb: npt.NDArray[np.int16], gap: int) -> Matches:
     """Which same-label pairs of boxes ``gap`` frames apart may be one object (module
     docstring), with their IoU and centre distance in box sizes per frame."""
+    la, lb = _match_labels(la), _match_labels(lb)
     iou = iou_matrix(xa.astype(np.float32), xb.astype(np.float32))
     side_a = np.maximum(xa[:, 2] - xa[:, 0], xa[:, 3] - xa[:, 1])[:, None]
     side_b = np.maximum(xb[:, 2] - xb[:, 0], xb[:, 3] - xb[:, 1])[None, :]

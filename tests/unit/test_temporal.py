@@ -214,3 +214,23 @@ def test_any_iou_above_is_the_full_matrix_row_test(seed):
     for th in (0.0, 0.3, 0.7):
         want = ((iou_matrix(a, b) > th) & (la[:, None] == lb[None, :])).any(axis=1) if n and m else np.zeros(n, bool)
         assert np.array_equal(_any_iou_above(a, la, b, lb, th), want)
+
+
+def test_loose_text_and_plate_boxes_of_one_text_match_across_a_gap():
+    # where the crowds' area goes (docs/quality.md): the redactor labels a plate-class box loose
+    # text or plate by whether a vehicle was found near it on that frame; the same text flips
+    # between the two in video. Matched as one object: interpolated, and not coasted as lost.
+    a = Boxes.of([[0, 0, 20, 20]], [0.6], Label.PLATE)
+    b = Boxes.of([[4, 0, 24, 20]], [0.8], Label.LOOSE_TEXT)
+    out = fill_gaps([a, None, None, None, b], window=0, grow_per_frame=0.0)
+    assert _has(out[2], [2, 0, 22, 20]) and len(out[2]) == 3
+    assert set(out[2].label.tolist()) == {int(Label.PLATE), int(Label.LOOSE_TEXT)}  # labels kept
+    # a plate found on frames 0 and 16 whose frame-8 box is loose text is not lost on frame 8
+    # (lost boxes coast to the frames after 16; matched ones do not)
+    per = [a, *[None] * 7, b, *[None] * 7, a, *[None] * 7, Boxes.empty()]
+    out = fill_gaps(per, window=8, grow_per_frame=0.0)
+    plate_like = np.isin(out[20].label, [int(Label.PLATE), int(Label.LOOSE_TEXT)])
+    assert plate_like.sum() == 1  # frame 16's box carried once; frame 8's matched it, not coasted
+    # faces still match faces only
+    face = Boxes.of([[4, 0, 24, 20]], [0.8], Label.FACE)
+    assert len(fill_gaps([a, None, face], window=0, grow_per_frame=0.0)[1]) == 2
