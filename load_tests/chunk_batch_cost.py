@@ -11,7 +11,10 @@ mode:
 * ``single``: every chunk its own ``ChunkActor.redact`` call (``_submit_task``; before);
 * ``batch``: the chunks freed slots let in go as :func:`~pipeline.process.batching.plan_batches`
   groups through ``ChunkActor.redact_many`` (``_submit_batch``; the stage's default now);
-  ``batchN``: the same with at most N chunks a call (default ``--max-chunks``).
+  ``batchN``: the same with at most N chunks a call (default ``--max-chunks``);
+* ``MODE@tN``: MODE on a second set of the stage's actors whose detector runs N inference
+  threads (``ray.detector.threads``; the first set has the config's default, ``null``: all
+  cores), started in the same Ray, so both are measured in one process.
 
 Reported per mode: CPU-s per frame of the whole Ray process tree plus this driver (from
 /proc), the detection CPU the actors report (``cpu_s["detect"]``), the rest (Ray calls, object
@@ -111,23 +114,32 @@ def main(argv: list[str] | None = None) -> int:
 
     from pipeline.process.worker import ProcessWorker
 
-    cfg = parse_config({"ray": {"num_cpus": 2}, "metrics": {"enabled": False}})
-    worker = ProcessWorker(cfg)
-    worker._start_ray()
+    modes = args.modes.split(",")
+    threads = sorted({m.split("@t", 1)[1] for m in modes if "@t" in m})
+    # Ray's CPUs are bookkeeping here (the threads are what run): room for every set's placement groups
+    cfg = parse_config({"ray": {"num_cpus": 2 * (1 + len(threads))}, "metrics": {"enabled": False}})
+    sets: dict[str, Any] = {"": ProcessWorker(cfg)}
+    sets[""]._start_ray()
+    for t in threads:
+        if not t.isdigit() or int(t) < 1:
+            raise SystemExit(f"mode suffix @t{t}: expected @tN with N >= 1")
+        sets[t] = ProcessWorker(parse_config({"ray": {"num_cpus": cfg.ray.num_cpus, "detector": {"threads": int(t)}},
+                                              "metrics": {"enabled": False}}))
+        sets[t]._start_ray()
     limits = BatchLimits(args.max_chunks, args.max_pixels)
     tasks = snapshot_tasks(args.source, args.chunks)
     window = cfg.process.max_inflight_chunks
-    modes = args.modes.split(",")
     for m in modes:
-        if m != "single" and not (m.startswith("batch") and (m[5:] == "" or m[5:].isdigit())):
-            raise SystemExit(f"unknown mode {m!r}: single, batch or batchN")
+        b = m.split("@t", 1)[0]
+        if b != "single" and not (b.startswith("batch") and (b[5:] == "" or b[5:].isdigit())):
+            raise SystemExit(f"unknown mode {m!r}: single, batch or batchN, each optionally @tN")
     try:
         for mode in modes:  # warm-up: sessions, static compiles, Ray workers
-            push(worker, tasks[:48], mode, window, limits)
+            push(sets[mode.partition("@t")[2]], tasks[:48], mode.partition("@t")[0], window, limits)
         tot: dict[str, dict[str, float]] = {m: {} for m in modes}
         for r in range(args.rounds):
             for mode in modes:
-                got = push(worker, tasks, mode, window, limits)
+                got = push(sets[mode.partition("@t")[2]], tasks, mode.partition("@t")[0], window, limits)
                 for k, v in got.items():
                     tot[mode][k] = tot[mode].get(k, 0.0) + v
                 print(f"round {r} {mode:<6} cpu/frame {got['cpu_s'] / got['frames']:.4f}  detect/frame "
@@ -135,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"calls {got['calls']:.0f}  fail-closed/failed {got['failed']:.0f}  "
                       f"load {os.getloadavg()[0]:.1f}", flush=True)
     finally:
-        worker._release_actors(ray)
+        for w in sets.values():
+            w._release_actors(ray)
         ray.shutdown()
     out = {}
     for mode, t in tot.items():
