@@ -46,6 +46,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 PASSES = ("centerface", "yunet", "yolox", "text_full", "vehicle_crops", "all")
+CROP_COUNTS = ("vehicles", "crops", "searched", "carried", "reused", "crop_mpx")
+"""Per call of the vehicle-crop pass (not per frame): YOLOX's vehicle boxes, the crop windows,
+the crops searched / carried (plate carry) / reused (lend-once), and the Mpx of zoomed canvases
+the net ran on (what its CPU follows: see docs/performance.md "Why vtest's crop pass costs")."""
 
 
 def _video_frames(path: Path, n: int) -> list[np.ndarray]:
@@ -129,7 +133,8 @@ def build(cfg: dict[str, Any], attrs: dict[str, Any]) -> Any:
 
 
 def passes(red: Any, frames: np.ndarray) -> dict[str, float]:
-    """Process CPU seconds of each pass on ``frames`` (one call each)."""
+    """Process CPU seconds of each pass on ``frames`` (one call each), and the vehicle-crop
+    pass's ``CROP_COUNTS``."""
     from operators.types import Label
 
     face, person, text = red.detectors["face"], red.detectors["person"], red.detectors["text"]
@@ -147,9 +152,20 @@ def passes(red: Any, frames: np.ndarray) -> dict[str, float]:
     text.detect(frames)
     cpu["text_full"] = time.process_time() - t0
     veh = [b.select(b.label == Label.VEHICLE) for b in pri]
-    t0 = time.process_time()
-    text.detect_crops(frames, veh)
-    cpu["vehicle_crops"] = time.process_time() - t0
+    canvas_px: list[int] = []
+    run = text._run
+    text._run = lambda blob, session=None: (canvas_px.append(int(blob.shape[0] * blob.shape[1] * blob.shape[2])),
+                                            run(blob, session))[1]
+    try:
+        t0 = time.process_time()
+        text.detect_crops(frames, veh)
+        cpu["vehicle_crops"] = time.process_time() - t0
+    finally:
+        del text._run  # the bound method again
+    stats = text.last_crop_stats
+    cpu.update({"vehicles": sum(len(v) for v in veh), "crops": stats.get("crops", 0),
+                "searched": stats.get("searched", 0), "carried": stats.get("carried", 0),
+                "reused": stats.get("reused", 0), "crop_mpx": sum(canvas_px) / 1e6})
     t0 = time.process_time()
     red.run_detectors(frames)
     cpu["all"] = time.process_time() - t0
@@ -183,7 +199,9 @@ def main() -> int:
     for (name, cam), rs in rounds.items():
         n = len(cams[cam])
         med = {p: statistics.median(r[p] for r in rs) / n for p in PASSES}
-        rows.append({"setting": name, "camera": cam, "frames": n, **{p: round(v, 4) for p, v in med.items()}})
+        counts = {c: rs[-1][c] for c in CROP_COUNTS}  # the same in every round (deterministic)
+        rows.append({"setting": name, "camera": cam, "frames": n, **{p: round(v, 4) for p, v in med.items()},
+                     **{c: round(v, 3) for c, v in counts.items()}})
     by = {(r["setting"], r["camera"]): r for r in rows}
     print(f"{'setting':<14} {'camera':<18} " + " ".join(f"{p:>13}" for p in PASSES) + "   vs " + base)
     for r in rows:
@@ -191,6 +209,11 @@ def main() -> int:
         ratio = r["all"] / b["all"] if b["all"] else float("nan")
         print(f"{r['setting']:<14} {r['camera']:<18} " + " ".join(f"{r[p]:>13.4f}" for p in PASSES)
               + f"   x{ratio:.2f}")
+    print("\nvehicle-crop pass, per call: " + ", ".join(CROP_COUNTS))
+    for r in rows:
+        print(f"{r['setting']:<14} {r['camera']:<18} {r['frames']:>3} frames " + " ".join(
+            f"{c}={r[c]:g}" for c in CROP_COUNTS)
+              + (f"  ({r['vehicle_crops'] * r['frames'] / r['crop_mpx']:.3f} CPU-s/Mpx)" if r["crop_mpx"] else ""))
     print(json.dumps({"cpu_s_per_detected_frame": rows, "rounds": args.rounds}))
     return 0
 
