@@ -49,7 +49,8 @@ PASSES = ("centerface", "yunet", "yolox", "text_full", "vehicle_crops", "all")
 CROP_COUNTS = ("vehicles", "crops", "searched", "carried", "reused", "crop_mpx")
 """Per call of the vehicle-crop pass (not per frame): YOLOX's vehicle boxes, the crop windows,
 the crops searched / carried (plate carry) / reused (lend-once), and the Mpx of zoomed canvases
-the net ran on (what its CPU follows: see docs/performance.md "Why vtest's crop pass costs")."""
+the net ran on (what its CPU follows: docs/performance.md "Why vtest's vehicle-crop pass costs more than
+the crowd's")."""
 
 
 def _video_frames(path: Path, n: int) -> list[np.ndarray]:
