@@ -12,7 +12,9 @@ CPU time from ``/proc/self/task`` and both cores' idle time from ``/proc/stat`` 
   and the cores' idle time (whole machine: other work on the host shows here too);
 * peak RSS (``ru_maxrss`` of a fresh child process per run: ``--child``);
 * ``--hash``: a hash of every frame handed to the encoder and of every planned box (and of the
-  written file decoded back), so two code versions can be compared for identical output.
+  written file decoded back), so two code versions can be compared for identical output; with
+  ``--env VEIL_PROFILE_SYNC_COMPILE=1`` OpenVINO's static-shape compiles run in the calling
+  thread, so the boxes' scores do not depend on when a compile finished.
 
 Each run is a fresh subprocess (so peak RSS and start-up are a user's), ``--rounds`` times.
 Prints one JSON line per run. Never asserts on times.
@@ -185,7 +187,7 @@ def _hashing() -> dict[str, Any]:
     from operators.redactor import Redactor
     from operators.video import VideoWriter
 
-    h = {"frames": hashlib.sha256(), "boxes": hashlib.sha256()}
+    h = {"frames": hashlib.sha256(), "boxes": hashlib.sha256(), "geometry": hashlib.sha256()}
     write, finish = VideoWriter.write, Redactor.finish
 
     def hashed_write(self: Any, frames: Any, pts: Any) -> None:
@@ -198,6 +200,7 @@ def _hashing() -> dict[str, Any]:
         res = finish(self, *a, **k)
         for b in res.boxes:
             h["boxes"].update(b.xyxy.tobytes() + b.label.tobytes() + b.score.tobytes())
+            h["geometry"].update(b.xyxy.round(1).tobytes() + b.label.tobytes())
         return res
     VideoWriter.write = hashed_write  # type: ignore[method-assign]
     Redactor.finish = hashed_finish  # type: ignore[method-assign]
@@ -212,6 +215,18 @@ def child(src: Path, out: Path, interval: float, timeline: bool, kw: dict[str, A
 
     t_import = time.perf_counter() - t0
     rss_import = _rss_mib()
+    if os.environ.get("VEIL_PROFILE_SYNC_COMPILE"):
+        # OpenVINO's static-shape compiles in the calling thread: which frames the static model
+        # serves no longer depends on timing (its scores differ from the dynamic model's in the
+        # last bits), so two code versions can be compared box for box.
+        from operators.ovsession import OpenVinoSession
+
+        init = OpenVinoSession.__init__
+
+        def sync_init(self: Any, *a: Any, **k: Any) -> None:
+            init(self, *a, **k)
+            self.synchronous_compile = True
+        OpenVinoSession.__init__ = sync_init  # type: ignore[method-assign]
     cfg = RedactionConfig(classes=("face", "plate"), style="mosaic", detect_every=4).validate()
     with Sampler(interval) as build:
         red: Any = Redactor(cfg) if not deferred else None
@@ -250,7 +265,8 @@ def child(src: Path, out: Path, interval: float, timeline: bool, kw: dict[str, A
         "rss_mib": {"after_import": round(rss_import, 1), "after_build": round(rss_build, 1),
                     "end": round(_rss_mib(), 1)},
         "peak_rss_mib": round(_peak_mib(), 1),
-        **({"frames_sha": h["frames"].hexdigest()[:16], "boxes_sha": h["boxes"].hexdigest()[:16]} if h else {}),
+        **({"frames_sha": h["frames"].hexdigest()[:16], "boxes_sha": h["boxes"].hexdigest()[:16],
+                "boxes_geometry_sha": h["geometry"].hexdigest()[:16]} if h else {}),
         **({"timeline": [(th, st, round(a, 3), round(b, 3)) for th, st, a, b in log]} if log else {}),
     }
 
