@@ -13,8 +13,9 @@ spread over each set). Unlike that eval, detection runs per schedule: for each
 the pipeline's call sees. Within one N every cadence shares the first-stage detectors (faces,
 YOLOX), the vehicle-crop pass and one full-frame text pass on every scheduled frame; cadence M
 composes each frame's text boxes as ``TextDetector.detect_given(..., full_from=...)`` does
-(the full-pass boxes of ``text_full_sources``' source frame, then the frame's own crop
-boxes), so the cadences differ by the cadence alone. The composition is checked once against
+(the full-pass boxes of ``text_full_sources``' source frame, moved with the camera motion as
+``TextDetector.full_carry_motion`` moves them, then the frame's own crop boxes; ``--in-place``
+adds each cadence with the boxes kept where they were, as ``Mp``), so the cadences differ by the cadence alone. The composition is checked once against
 ``Redactor.detect_many`` with ``text_full_every`` M on the first clip (``--no-check`` skips it).
 
 Prints leaked target-frames and masked area per set, class, N and M, the full pass's share of
@@ -71,10 +72,17 @@ def split_passes(red: Redactor, batch: np.ndarray) -> tuple[list[list[Boxes]], l
     return first, full, crops, cpu
 
 
-def compose(first: list[list[Boxes]], full: list[Boxes], crops: list[Boxes], every: int) -> list[Boxes]:
-    """Per scheduled frame, what ``detect_many`` returns with ``text_full_every`` ``every``."""
+def compose(first: list[list[Boxes]], full: list[Boxes], crops: list[Boxes], every: int,
+            batch: np.ndarray | None = None) -> list[Boxes]:
+    """Per scheduled frame, what ``detect_many`` returns with ``text_full_every`` ``every``:
+    with ``batch``, carried boxes follow the camera motion (``TextDetector.full_carry_motion``,
+    the default), without it they stay in place."""
+    from operators.detectors.text import _follow_camera
+
     src = text_full_sources(len(full), every)
-    return [Boxes.concat([*(r[p] for r in first), Boxes.concat([full[src[p]], crops[p]])]) for p in range(len(full))]
+    carried = [full[src[p]] if batch is None or src[p] == p else _follow_camera(batch, src[p], p, full[src[p]])
+               for p in range(len(full))]
+    return [Boxes.concat([*(r[p] for r in first), Boxes.concat([carried[p], crops[p]])]) for p in range(len(full))]
 
 
 def same(a: Boxes, b: Boxes) -> bool:
@@ -90,10 +98,15 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=8)
     ap.add_argument("--eval-dir", default=os.environ.get("VEILSTREAM_EVAL_DIR", str(ROOT.parent / "shared" / "eval")))
     ap.add_argument("--no-check", action="store_true")
+    ap.add_argument("--in-place", action="store_true",
+                    help="also score each cadence > 1 with carried boxes kept in place (as Mp; "
+                         "TextDetector.full_carry_motion=False)")
     ap.add_argument("--json-out")
     args = ap.parse_args()
     everies = [int(x) for x in args.every.split(",")]
-    cadences = [int(x) for x in args.full_every.split(",")]
+    cadences: list[Any] = [int(x) for x in args.full_every.split(",")]
+    if args.in_place:
+        cadences += [f"{m}p" for m in cadences if m > 1]
     base = RedactionConfig(model_dir=os.environ.get("VEILSTREAM_MODEL_DIR"))
     red = Redactor(replace(base, detect_every=1))
     planners = {n: Redactor(replace(base, detect_every=n), detectors={}) for n in everies}
@@ -118,9 +131,11 @@ def main() -> int:
                         cpu_tot[key] += cpu[key]
                     frames_tot += len(sched)
                     for m in cadences:
-                        runs_tot[m] += len(set(text_full_sources(len(sched), m)))
-                        det = compose(first, full, crops, m)
-                        if not checked:
+                        mm = int(str(m).rstrip("p"))
+                        runs_tot[m] += len(set(text_full_sources(len(sched), mm)))
+                        follows = red.detectors["text"].full_carry_motion and not str(m).endswith("p")  # type: ignore[attr-defined]
+                        det = compose(first, full, crops, mm, frames[sched] if follows else None)
+                        if not checked and isinstance(m, int):
                             ref = Redactor(replace(base, detect_every=n, text_full_every=m),
                                            detectors=red.detectors).detect_many([frames])[0][0]
                             got = [b for b in ref if b is not None]
@@ -152,13 +167,13 @@ def main() -> int:
             print(f"{ds:<17}{c:<14}" + "".join(f"{x:>16}" for x in cells))
         print(f"{ds:<17}{'masked area':<14}" + "".join(
             f"{rows[(n, m)]['masked_area']:>15.1%} " for n in everies for m in cadences))
-    share = {m: runs_tot[m] / max(1, frames_tot) for m in cadences}
+    share = {str(m): runs_tot[m] / max(1, frames_tot) for m in cadences}
     det_cpu = sum(cpu_tot.values())
     print(f"detection CPU-s (process, all threads) over {frames_tot} detected frames: "
           + ", ".join(f"{k} {v:.1f}" for k, v in cpu_tot.items())
-          + "; full pass runs on " + ", ".join(f"M={m}: {share[m]:.0%}" for m in cadences)
+          + "; full pass runs on " + ", ".join(f"M={m}: {share[str(m)]:.0%}" for m in cadences)
           + " of detected frames -> detection CPU x"
-          + ", ".join(f"{(det_cpu - cpu_tot['text_full'] * (1 - share[m])) / det_cpu:.2f} (M={m})" for m in cadences))
+          + ", ".join(f"{(det_cpu - cpu_tot['text_full'] * (1 - share[str(m)])) / det_cpu:.2f} (M={m})" for m in cadences))
     doc = {"limit": args.limit, "detect_every": everies, "text_full_every": cadences, "results": results,
            "cpu_s": cpu_tot, "detected_frames": frames_tot, "full_pass_share": share}
     print(json.dumps(doc))

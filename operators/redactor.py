@@ -169,11 +169,12 @@ class RedactionConfig:
             from. The last: every skipped frame then lies between two full passes of its own
             chunk (temporal fill brings the later one's boxes back to it), and the next chunk
             starts from boxes no older than its own first frame. Counted per chunk, also when
-            the detector actor batches several cameras' chunks into one call. 1: every
-            detected frame, the default: N=2 leaked nothing more on the moving-camera video
-            eval (every 4th and 8th frame) but masked +2.4 to +4.5 points more of the plate sets
-            (boxes carried in place under a panning, zooming camera), for x0.70-0.91 of
-            detection per detected frame (docs/performance.md "Full-frame text pass cadence").
+            the detector actor batches several cameras' chunks into one call. Carried boxes
+            follow the camera motion where it is estimated (``TextDetector.full_carry_motion``).
+            2 (1 = every detected frame, before): on the moving-camera video eval (every 4th
+            and 8th frame, 8 clips a set) the same leaks as 1 on every set and masked area
+            -2.9 to +1.0 points, for x0.70-0.91 of detection per detected frame
+            (docs/performance.md "Full-frame text pass cadence").
         plate_crops: also search plates in upscaled crops of the lower part of each vehicle
             YOLOX finds (vehicle score >= ``vehicle_threshold``).
         text_crop_budget: a frame's zoomed vehicle crops cover at most this multiple of its
@@ -258,7 +259,7 @@ class RedactionConfig:
     text_min_side: int | None = 960
     text_max_upscale: float | None = 2.5
     text_full_min_side: int | None = None
-    text_full_every: int = 1
+    text_full_every: int = 2
     small_frame_side: int | None = 320
     text_tile: int | None = None
     plate_crops: bool = True

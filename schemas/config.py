@@ -253,7 +253,7 @@ class ProcessConfig:
     precision: str
     text_full_min_side: int | None = None
     small_frame_side: int | None = 320
-    text_full_every: int = 1
+    text_full_every: int = 2
 
 
 @dataclass(frozen=True)
