@@ -173,7 +173,7 @@ class RedactionConfig:
             follow the camera motion where it is estimated (``TextDetector.full_carry_motion``).
             2 (1 = every detected frame, before): on the moving-camera video eval (every 4th
             and 8th frame, 8 clips a set) the same leaks as 1 on every set and masked area
-            -2.9 to +1.0 points, for x0.70-0.91 of detection per detected frame
+            -2.9 to +0.7 points, for x0.70-0.91 of detection per detected frame
             (docs/performance.md "Full-frame text pass cadence").
         plate_crops: also search plates in upscaled crops of the lower part of each vehicle
             YOLOX finds (vehicle score >= ``vehicle_threshold``).

@@ -230,8 +230,8 @@ class TextDetector(OnnxDetector):
             boxes move with the camera motion from their frame to it
             (:func:`operators.motion.pair_transform`, what temporal fill follows), and stay in
             place where it cannot be estimated; ``False``: always in place. On the moving-camera
-            video eval, in place masked +2.4 to +4.5 points more of the plate sets at
-            ``text_full_every`` 2, following the motion -2.9 to +1.0 points, with the same leaks
+            video eval at ``text_full_every`` 2, in place masked +1.6 to +3.7 points more on three
+            of the four plate-set cells, following the motion -2.9 to +0.7, with the same leaks
             (docs/performance.md "Full-frame text pass cadence").
         native_max_side: frames whose longer side is at most this get the full-frame pass at
             their own size, never upscaled toward ``min_side``: a small camera's detection costs
