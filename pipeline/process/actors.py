@@ -180,6 +180,7 @@ class DetectorActor:
         self.timeout_s = float(timeout_s)
         self._queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future[Detections]]] | None = None
         self._loop_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the actor's event loop, where the batch loop runs
         self.calls = 0
         self.batches = 0
         # decoded pixels of the frames callers sent that have no answer yet (queued or running):
@@ -198,7 +199,8 @@ class DetectorActor:
         """Detections for ``frames`` (``(N, H, W, 3)`` uint8), batched with other callers'."""
         if self._queue is None:
             self._queue = asyncio.Queue()
-            self._loop_task = asyncio.get_running_loop().create_task(self._batch_loop())
+            self._loop = asyncio.get_running_loop()
+            self._loop_task = self._loop.create_task(self._batch_loop())
         fut: asyncio.Future[Detections] = asyncio.get_running_loop().create_future()
         px = _pixels(frames)
         self._pending_px += px
@@ -219,6 +221,42 @@ class DetectorActor:
     def pending_px(self) -> int:
         """Decoded pixels (frames x height x width) sent to this detector and not answered yet."""
         return self._pending_px
+
+    def __ray_shutdown__(self) -> None:
+        """Ray calls this when the actor exits gracefully (its handles are gone; every call has
+        been answered): stop the batch loop on the actor's event loop and wait for it. Left
+        pending, the loop is destroyed with the closed event loop, and every normal stop logged
+        "Task was destroyed but it is pending!" and a ``RuntimeError('Event loop is closed')``
+        traceback. (A ``ray.kill`` skips this hook; the process just ends.)"""
+        task, loop = self._loop_task, self._loop
+        if task is None or loop is None or task.done() or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:  # called on the loop itself: nothing to wait with, cancel it
+            task.cancel()
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._stop_batch_loop(), loop).result(timeout=5.0)
+        except Exception as exc:  # noqa: BLE001 - the loop stopped under us: the process is ending anyway
+            logger.debug("detector batch loop stop: %r", exc)
+
+    async def _stop_batch_loop(self) -> None:
+        task = self._loop_task
+        if task is None or task.done():
+            return
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        # callers still queued (none on a graceful exit: Ray waits for every call) fail closed
+        while self._queue is not None and not self._queue.empty():
+            frames, fut = self._queue.get_nowait()
+            if not fut.done():
+                fut.set_result(Detections([None] * len(frames), list(range(len(frames))), ["detector stopped"]))
 
     async def _batch_loop(self) -> None:
         assert self._queue is not None
