@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +44,11 @@ from .plan import MaskingPlan, build_plan
 logger = logging.getLogger(__name__)
 
 _root_cause = root_cause  # the name earlier tests and callers use
-__all__ = ["Job", "OutageError", "ProcessWorker", "node_local_groups", "retry_delay_s"]
+__all__ = ["Job", "OutageError", "ProcessWorker", "capacity_problem", "cluster_can_grow", "demand_summary",
+           "node_local_groups", "retry_delay_s"]
+
+PENDING_WARN_S = 30.0
+"""How often start-up says, while actors wait for resources, what they ask and what the cluster has."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,97 @@ def node_local_groups(replicas: int, chunk_workers: int, *, det_cpus: float, det
     return [PipelineGroup([_bundle(det_cpus, det_gpus)]
                           + [_bundle(worker_cpus)] * len(range(g, chunk_workers, replicas)))
             for g in range(replicas)]
+
+
+def _num(x: float) -> str:
+    """0.5 -> "0.5", 2 -> "2.0", 0.25 -> "0.25": the numbers as the config spells them."""
+    return f"{x:.1f}" if abs(x * 10 - round(x * 10)) < 1e-9 else f"{x:g}"
+
+
+def demand_summary(rc: Any) -> str:
+    """What the process stage's actors ask of Ray, with the config keys that set it, e.g.
+    ``chunk_workers 2 x worker_num_cpus 0.5 + detector.replicas 2 x detector.num_cpus 1.0 = 3.0 CPUs``."""
+    det = rc.detector
+    cpus = rc.chunk_workers * rc.worker_num_cpus + det.replicas * det.num_cpus
+    out = (f"chunk_workers {rc.chunk_workers} x worker_num_cpus {_num(rc.worker_num_cpus)} + detector.replicas "
+           f"{det.replicas} x detector.num_cpus {_num(det.num_cpus)} = {_num(cpus)} CPUs")
+    if det.num_gpus > 0:
+        out += f", detector.replicas {det.replicas} x detector.num_gpus {_num(det.num_gpus)} = " \
+               f"{_num(det.replicas * det.num_gpus)} GPUs"
+    return out
+
+
+def _fits(items: list[dict[str, float]], nodes: list[dict[str, float]]) -> bool:
+    """First-fit decreasing of ``items`` (each wholly on one node) onto the nodes' totals. Exact
+    for one node; on several it may miss a packing that exists (only ever a warning there)."""
+    free = [dict(n) for n in nodes]
+    for item in sorted(items, key=lambda r: (r.get("GPU", 0.0), r.get("CPU", 0.0)), reverse=True):
+        for node in free:
+            if all(node.get(k, 0.0) + 1e-9 >= v for k, v in item.items()):
+                for k, v in item.items():
+                    node[k] = node.get(k, 0.0) - v
+                break
+        else:
+            return False
+    return True
+
+
+def capacity_problem(rc: Any, nodes: list[dict[str, float]]) -> str | None:
+    """Why the actors of ``rc`` (a ``RayConfig``) can never all be placed on ``nodes`` (the
+    resources of each live node: ``{"CPU": 2.0, "GPU": 1.0, ...}``), as one line naming the
+    config keys and numbers; ``None`` when they fit. Totals first, then per node: with
+    ``placement: node_local`` each detector and its chunk actors must fit on ONE node."""
+    det = rc.detector
+    have_cpu = sum(n.get("CPU", 0.0) for n in nodes)
+    have_gpu = sum(n.get("GPU", 0.0) for n in nodes)
+    need_cpu = rc.chunk_workers * rc.worker_num_cpus + det.replicas * det.num_cpus
+    need_gpu = det.replicas * det.num_gpus
+    if need_cpu > have_cpu + 1e-9:
+        return (f"ray: chunk_workers {rc.chunk_workers} x worker_num_cpus {_num(rc.worker_num_cpus)} + "
+                f"detector.replicas {det.replicas} x detector.num_cpus {_num(det.num_cpus)} = {_num(need_cpu)} CPUs, "
+                f"the cluster has {_num(have_cpu)}: lower ray.detector.num_cpus or replicas, "
+                f"or ray.chunk_workers or worker_num_cpus")
+    if need_gpu > have_gpu + 1e-9:
+        return (f"ray: detector.replicas {det.replicas} x detector.num_gpus {_num(det.num_gpus)} = "
+                f"{_num(need_gpu)} GPUs, the cluster has {_num(have_gpu)}: lower ray.detector.num_gpus or replicas")
+    if rc.placement == "node_local":
+        groups = node_local_groups(det.replicas, rc.chunk_workers, det_cpus=det.num_cpus, det_gpus=det.num_gpus,
+                                   worker_cpus=rc.worker_num_cpus)
+        items = [{k: sum(b.get(k, 0.0) for b in g.bundles) for k in ("CPU", "GPU") if any(k in b for b in g.bundles)}
+                 for g in groups]
+        if not _fits(items, nodes):
+            big = max(items, key=lambda r: r.get("CPU", 0.0))
+            k = len(groups[0].bundles) - 1
+            sizes = ", ".join(_num(n.get("CPU", 0.0)) for n in nodes)
+            gpu = f" + detector.num_gpus {_num(det.num_gpus)} GPUs" if det.num_gpus > 0 else ""
+            return (f"ray: placement node_local packs each detector (detector.num_cpus {_num(det.num_cpus)}) with up to "
+                    f"{k} chunk actors x worker_num_cpus {_num(rc.worker_num_cpus)} = {_num(big.get('CPU', 0.0))} CPUs"
+                    f"{gpu} onto one node, {det.replicas} such groups; the nodes have {sizes} CPUs: lower "
+                    f"ray.detector.num_cpus, replicas or ray.worker_num_cpus, or set ray.placement spread")
+        return None
+    actors = ([{k: v for k, v in (("CPU", det.num_cpus), ("GPU", det.num_gpus)) if v > 0}] * det.replicas
+              + [{"CPU": rc.worker_num_cpus} if rc.worker_num_cpus > 0 else {}] * rc.chunk_workers)
+    if not _fits(actors, nodes):
+        sizes = ", ".join(_num(n.get("CPU", 0.0)) for n in nodes)
+        return (f"ray: {demand_summary(rc)} do not fit the nodes ({sizes} CPUs; an actor runs on one node): "
+                f"lower ray.detector.num_cpus or ray.worker_num_cpus")
+    return None
+
+
+def cluster_can_grow(address: str | None) -> bool:
+    """Whether the Ray cluster may gain nodes after start-up, so actors that do not fit now may
+    fit later: a cluster address (KubeRay's head Service, ``auto`` in a Ray job: the autoscaler
+    adds worker pods, and fixed worker pods may still be joining). A Ray this process starts
+    (``ray.address`` null) or one on loopback (``make demo``/``make load``'s local stack) has
+    what it has: there, actors that cannot fit are an error at start, not a silent hang."""
+    from pipeline.raynet import is_loopback_address
+
+    return bool(address) and not is_loopback_address(address)
+
+
+def _live_nodes(ray: Any) -> list[dict[str, float]]:
+    return [{k: float(v) for k, v in (n.get("Resources") or {}).items()}
+            for n in ray.nodes() if n.get("Alive", n.get("alive", False))]
 
 
 class ProcessWorker:
@@ -177,6 +273,7 @@ class ProcessWorker:
                 ray.init(address=rc.address, **kw)
             else:
                 ray.init(num_cpus=rc.num_cpus, object_store_memory=rc.object_store_mb * 1024 * 1024, **kw)
+        self._check_capacity(ray)
         det = rc.detector
         p = self.cfg.process
         # Node-local processing: one placement group per detector replica, packed onto ONE node
@@ -222,14 +319,57 @@ class ProcessWorker:
         # needing a GPU wait for the node the cluster autoscaler adds: as long as the start-up
         # budget /healthz grants (metrics.startup_budget_s), not a fixed 300 s that would
         # crash-loop the pod while the node joins.
-        try:
-            ready = ray.get([d.ready.remote() for d in self.detectors] + [w.ready.remote() for w in self.workers],
-                            timeout=float(getattr(self.cfg.metrics, "startup_budget_s", 300.0)))
-        except Exception as exc:  # noqa: BLE001 - an actor's __init__ failed: say why in one line
-            raise VeilStreamError(f"process actors failed to start: {root_cause(exc)}") from None
+        ready = self._wait_ready(ray, [d.ready.remote() for d in self.detectors]
+                                 + [w.ready.remote() for w in self.workers],
+                                 float(getattr(self.cfg.metrics, "startup_budget_s", 300.0)))
         self.model_ids = ready[0] if self.detectors else []
         logger.info("ray ready detectors=%d chunk_actors=%d concurrency=%d models=%s", len(self.detectors),
                     len(self.workers), rc.chunk_concurrency, ",".join(m["id"] for m in self.model_ids))
+
+    def _check_capacity(self, ray: Any) -> None:
+        """Before any actor is created: actors that ask more than the cluster can ever offer wait
+        in Ray's queue forever (the stage polls, submits, and nothing happens). On a cluster that
+        cannot grow (:func:`cluster_can_grow`) that is an error naming the keys and numbers; on
+        one that may, a warning, and :meth:`_wait_ready` keeps saying it while they wait."""
+        problem = capacity_problem(self.cfg.ray, _live_nodes(ray))
+        if problem is None:
+            return
+        if not cluster_can_grow(self.cfg.ray.address):
+            raise VeilStreamError(problem)
+        logger.warning("%s (now; waiting for the cluster to add nodes)", problem)
+
+    def _wait_ready(self, ray: Any, refs: list[Any], budget_s: float) -> list[Any]:
+        """The actors' ``ready()`` answers, waited for at most ``budget_s`` (the start-up budget
+        /healthz grants: actors needing a GPU wait for the node the autoscaler adds). Every
+        :data:`PENDING_WARN_S` without them, a warning says what they ask and what the cluster
+        has; at the end, an error saying the same. An actor whose ``__init__`` failed is an error
+        at once, in one line."""
+        deadline = time.monotonic() + budget_s
+        pending = list(refs)
+        while pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                nodes = _live_nodes(ray)
+                raise VeilStreamError(
+                    f"ray: {len(pending)} of {len(refs)} process actors not started after {budget_s:g}s "
+                    f"(metrics.startup_budget_s): {demand_summary(self.cfg.ray)}; the cluster has "
+                    f"{_num(sum(n.get('CPU', 0.0) for n in nodes))} CPUs, "
+                    f"{_num(sum(n.get('GPU', 0.0) for n in nodes))} GPUs on {len(nodes)} nodes")
+            done, pending = ray.wait(pending, num_returns=len(pending), timeout=min(left, PENDING_WARN_S))
+            try:
+                ray.get(done)
+            except Exception as exc:  # noqa: BLE001 - an actor's __init__ failed: say why in one line
+                raise VeilStreamError(f"process actors failed to start: {root_cause(exc)}") from None
+            if pending and deadline - time.monotonic() > 0:
+                nodes = _live_nodes(ray)
+                logger.warning("ray: %d of %d process actors still pending after %.0fs: %s; the cluster has %s CPUs, "
+                               "%s GPUs on %d nodes", len(pending), len(refs), budget_s - (deadline - time.monotonic()),
+                               demand_summary(self.cfg.ray), _num(sum(n.get("CPU", 0.0) for n in nodes)),
+                               _num(sum(n.get("GPU", 0.0) for n in nodes)), len(nodes))
+        try:
+            return list(ray.get(refs))
+        except Exception as exc:  # noqa: BLE001 - as above
+            raise VeilStreamError(f"process actors failed to start: {root_cause(exc)}") from None
 
     # ---------------------------------------------------------------- loop
     def run(self) -> int:
