@@ -148,3 +148,47 @@ def test_the_redactor_drops_the_head_box_of_a_group_by_default():
     assert int((before.label == Label.HEAD).sum()) == 1
     with pytest.raises(Exception, match="head_group_faces"):
         RedactionConfig(head_group_faces=0).validate()
+
+
+# faces_wider_hard 35_Basketball_664 as a moving-camera clip (operators/evalvideo.py), frame 0:
+# YOLOX's box of a lone player whose own face no detector finds, and the CenterFace boxes
+# (scores 0.05-0.10, the union keeps them from 0.05) whose centres it holds: duplicates on
+# his shirt and on spectators behind him
+PLAYER = [634.0, 279.0, 750.0, 532.0]
+PLAYER_HW = (576, 1024)
+WEAK_ON_PLAYER = Boxes.of([[648, 296, 664, 312], [642, 331, 658, 353], [688, 359, 702, 377], [648, 284, 664, 300],
+                           [693, 353, 709, 371], [654, 301, 670, 318], [642, 320, 658, 340], [654, 289, 669, 306],
+                           [643, 301, 658, 318], [648, 308, 663, 326], [700, 359, 714, 376]],
+                          [0.10, 0.09, 0.08, 0.07, 0.06, 0.06, 0.06, 0.06, 0.05, 0.05, 0.05], Label.FACE)
+
+
+def test_weak_face_boxes_alone_do_not_make_a_person_box_a_group():
+    from operators.head import GROUP_CONFIDENT_SCORE, GROUP_FACES
+    from operators.redactor import RedactionConfig
+
+    player = Boxes.of([PLAYER], [0.72], Label.PERSON)
+    # 11 face boxes held, none of them the player's own (too small for his head box)
+    assert len(head_regions(player, WEAK_ON_PLAYER, PLAYER_HW)) == 1
+    assert len(head_regions(player, WEAK_ON_PLAYER, PLAYER_HW, group_faces=GROUP_FACES)) == 1
+    # one confident face among them: the detectors are working on this box, a group
+    one_sure = Boxes(WEAK_ON_PLAYER.xyxy, np.where(np.arange(len(WEAK_ON_PLAYER)) == 3, np.float32(GROUP_CONFIDENT_SCORE),
+                                                      WEAK_ON_PLAYER.score).astype(np.float32), WEAK_ON_PLAYER.label)
+    assert len(head_regions(player, one_sure, PLAYER_HW, group_faces=GROUP_FACES)) == 0
+    # the line is the redactor's own line between weak and trusted face boxes
+    assert GROUP_CONFIDENT_SCORE == RedactionConfig().face_large_min_score
+
+
+def test_in_video_the_head_box_of_a_player_among_weak_faces_covers_the_frames_between():
+    # detected frames 0 and 8 (--detect-every 8): the head boxes of both are what masks his
+    # face on frames 1-7 (no detector finds it on any frame); the group rule took them off
+    from operators.redactor import RedactionConfig, Redactor
+
+    raw_0 = Boxes.concat([Boxes.of([PLAYER], [0.72], Label.PERSON), WEAK_ON_PLAYER])
+    shifted = Boxes(raw_0.xyxy + np.float32([8, 2, 8, 2]), raw_0.score, raw_0.label)
+    raw: list[Boxes | None] = [raw_0, *([None] * 7), shifted]
+    red = Redactor(RedactionConfig(classes=("face",), detect_every=8), detectors={})
+    planned = red.plan_from(raw, [], PLAYER_HW)
+    face_between = (slice(300, 330), slice(678, 706))  # rows, cols: the top centre of his box
+    for i in range(9):
+        assert (planned[i].label == Label.HEAD).any(), i
+        assert red.coverage(PLAYER_HW, planned[i])[face_between].all(), i
