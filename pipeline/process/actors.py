@@ -224,7 +224,8 @@ class DetectorActor:
 
     def __ray_shutdown__(self) -> None:
         """Ray calls this when the actor exits gracefully (its handles are gone; every call has
-        been answered): stop the batch loop on the actor's event loop and wait for it. Left
+        been answered): stop the batch loop on the actor's event loop and wait for it (the pinned
+        Ray calls this with that loop stopped but not closed; a running one is handled too). Left
         pending, the loop is destroyed with the closed event loop, and every normal stop logged
         "Task was destroyed but it is pending!" and a ``RuntimeError('Event loop is closed')``
         traceback. (A ``ray.kill`` skips this hook; the process just ends.)"""
@@ -239,7 +240,10 @@ class DetectorActor:
             task.cancel()
             return
         try:
-            asyncio.run_coroutine_threadsafe(self._stop_batch_loop(), loop).result(timeout=5.0)
+            if loop.is_running():  # in its own thread: hand it the stop and wait
+                asyncio.run_coroutine_threadsafe(self._stop_batch_loop(), loop).result(timeout=5.0)
+            else:  # Ray has stopped the loop (not closed it yet) before calling this: run the stop on it here
+                loop.run_until_complete(asyncio.wait_for(self._stop_batch_loop(), 5.0))
         except Exception as exc:  # noqa: BLE001 - the loop stopped under us: the process is ending anyway
             logger.debug("detector batch loop stop: %r", exc)
 

@@ -65,3 +65,25 @@ def test_callers_still_queued_at_shutdown_fail_closed():
 
     res = asyncio.run(scenario())
     assert res.failed == [0, 1, 2] and res.boxes == [None] * 3 and "stopped" in res.errors[0]
+
+
+def test_ray_shutdown_stops_the_batch_loop_when_ray_already_stopped_the_event_loop():
+    # what the pinned Ray does: the actor's loop is stopped (not closed) when the hook runs
+    loop = asyncio.new_event_loop()
+    errors: list[str] = []
+    loop.set_exception_handler(lambda _loop, ctx: errors.append(str(ctx.get("message"))))
+    d = bare_detector()
+    try:
+        res = loop.run_until_complete(d.detect(np.zeros((1, 8, 8, 3), np.uint8)))
+        assert len(res.boxes) == 1
+        task = d._loop_task
+        assert task is not None and not task.done() and not loop.is_running()
+        d.__ray_shutdown__()
+        assert task.done() and task.cancelled()
+    finally:
+        loop.close()
+    del task, d
+    import gc
+
+    gc.collect()
+    assert errors == []
