@@ -120,9 +120,11 @@ class RedactionConfig:
         head_min_person_px / head_top_cut / head_min_score / head_group_faces: when the head
             fallback fires (:func:`operators.head.head_regions`): persons less tall than this
             (px), cut off at the frame top (``False``: no head box for them), scored below
-            this, or whose box holds the centres of at least ``head_group_faces`` face boxes
-            (a group or a crowd the face detectors are working on: :data:`operators.head.GROUP_FACES`;
-            ``None``: any number) get no head box.
+            this, or whose box holds the centres of at least ``head_group_faces`` face boxes,
+            one of them scored at least :data:`operators.head.GROUP_CONFIDENT_SCORE` (a group or
+            a crowd the face detectors are working on, not a lone person with weak duplicate
+            boxes on the shirt: :data:`operators.head.GROUP_FACES`; ``None``: any number) get no
+            head box.
         loose_text_dark_padding: in a dark frame, loose text keeps the plate's padding (added in
             "Plates round 3" for a lit plate on a vehicle YOLOX missed); off since the dark
             frames' full-frame pass at native resolution (round 3b) finds those plates: with it
