@@ -103,6 +103,14 @@ class RedactionConfig:
             plate whose own car was missed (the padding covered it), at 25 none.
         loose_text_padding: mask padding of loose text (``plate_padding`` for plates): the
             glyphs are masked, not the margin a plate's frame and border need.
+        loose_text_max_height: loose text taller than this share of the frame height is not
+            masked (``None``: all is). A plate with no vehicle found near it is a plate
+            whose car YOLOX missed, and a missed car is rarely one that fills the frame: the
+            tallest loose-text box on a labelled plate in the shared sets is 0.32 of the frame
+            (plates_eu ``eu4.jpg``, a 505 px plate in a 711x450 close-up; plates_traffic's
+            reach 0.18). Taller text with no vehicle near is a banner or a sign. 0.4 leaves
+            that close-up a margin; chosen on the even-indexed faces_wider_hard images, where
+            nothing from 0.25 to 0.5 moves a leak (docs/quality.md "Where the crowds' area goes").
         loose_text_worn: ``False``: loose text whose centre lies inside a person box is
             worn or held (a shirt, a bib, a placard) and is not masked; ``True``: masked
             like other loose text. Only with the plate class (the text class masks all text).
@@ -290,6 +298,7 @@ class RedactionConfig:
     loose_text_padding: float = 0.0
     loose_text_worn: bool = False
     loose_text_dark_padding: bool = False
+    loose_text_max_height: float | None = 0.4
     # Face masks round 4 (docs/quality.md "Face masks that follow faces"): large weak face boxes.
     face_large_px: float | None = 64.0
     face_large_min_score: float = 0.15
@@ -339,6 +348,9 @@ class RedactionConfig:
             problems.append(f"loose_text_worn: expected true or false, got {self.loose_text_worn!r}")
         if not isinstance(self.loose_text_dark_padding, bool):
             problems.append(f"loose_text_dark_padding: expected true or false, got {self.loose_text_dark_padding!r}")
+        mh: Any = self.loose_text_max_height
+        if mh is not None and (isinstance(mh, bool) or not isinstance(mh, (int, float)) or not 0.0 < float(mh) <= 1.0):
+            problems.append(f"loose_text_max_height: expected a number in (0, 1] (or None), got {mh!r}")
         hg: Any = self.head_group_faces
         if hg is not None and (isinstance(hg, bool) or not isinstance(hg, int) or hg < 1):
             problems.append(f"head_group_faces: expected an integer >= 1 (or None), got {hg!r}")
@@ -596,7 +608,7 @@ class Redactor:
             if b is None:
                 with_heads.append(None)
                 continue
-            b = self._own(b, None if dark is None else functools.partial(dark, i))
+            b = self._own(b, None if dark is None else functools.partial(dark, i), hw)
             b = self._drop_weak_large_faces(b, hw)
             if Label.HEAD in self.wanted_labels:
                 persons = b.select(b.label == Label.PERSON)
@@ -646,7 +658,7 @@ class Redactor:
         square: npt.NDArray[np.bool_] = (b.label == Label.PLATE) & (wh[:, 1] > PLATE_MAX_HEIGHT_RATIO * wh[:, 0])
         return square
 
-    def _own(self, b: Boxes, dark: Callable[[], bool] | None = None) -> Boxes:
+    def _own(self, b: Boxes, dark: Callable[[], bool] | None = None, hw: tuple[int, int] | None = None) -> Boxes:
         """Boxes as this config reads them: its thresholds, text boxes under its text class."""
         if self._min_score and len(b):
             floor = np.array([self._min_score.get(int(lb), -np.inf) for lb in b.label], np.float32)
@@ -682,10 +694,11 @@ class Redactor:
                     long[np.flatnonzero(long)[on_vehicle]] = False
                     b = b.select(~long)
             if self._loose_text and len(b):
-                b = self._mark_loose_text(b, dark)
+                b = self._mark_loose_text(b, dark, hw)
         return b
 
-    def _mark_loose_text(self, b: Boxes, dark: Callable[[], bool] | None = None) -> Boxes:
+    def _mark_loose_text(self, b: Boxes, dark: Callable[[], bool] | None = None,
+                         hw: tuple[int, int] | None = None) -> Boxes:
         """Plate boxes with no vehicle within ``plate_vehicle_reach`` of their heights become
         ``Label.LOOSE_TEXT`` (masked with ``loose_text_padding``); with ``loose_text_worn``
         off, those whose centre lies inside a person box are dropped. With
@@ -712,6 +725,9 @@ class Redactor:
                 worn = ((cx[:, None] > persons[None, :, 0]) & (cx[:, None] < persons[None, :, 2])
                         & (cy[:, None] > persons[None, :, 1]) & (cy[:, None] < persons[None, :, 3])).any(axis=1)
                 keep[loose[worn]] = False
+        if cfg.loose_text_max_height is not None and hw is not None:
+            tall = (b.xyxy[loose, 3] - b.xyxy[loose, 1]) > float(cfg.loose_text_max_height) * hw[0]
+            keep[loose[tall]] = False
         label = b.label.copy()
         if dark is None or not cfg.loose_text_dark_padding or not dark():
             label[loose] = int(Label.LOOSE_TEXT)

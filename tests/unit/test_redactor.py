@@ -254,6 +254,35 @@ def test_text_longer_than_any_plate_is_not_a_plate_unless_on_a_vehicle():
 
 
 
+def test_loose_text_taller_than_loose_text_max_height_of_the_frame_is_not_masked():
+    """Loose text (no vehicle near) taller than loose_text_max_height of the frame height is
+    a banner or a sign, not a plate whose car was missed (the tallest such plate in the shared
+    sets is 0.32 of the frame): not masked. The same box near a vehicle stays a plate, and
+    shorter loose text is still masked."""
+    tall = Boxes.of([[10, 10, 130, 60]], [0.9], Label.PLATE)       # 50 px of 120: 0.42
+    short = Boxes.of([[10, 70, 110, 110]], [0.9], Label.PLATE)     # 40 px: 0.33
+    fr = frames_with_ids(1)
+
+    def run(extra: Boxes | None = None, **kw):
+        det = ScriptedDetector({0: Boxes.concat([tall, short] + ([extra] if extra is not None else []))})
+        cfg = {"classes": ("plate",), "style": "fill", "plate_fallback": False, "plate_vehicle_reach": 25.0, **kw}
+        res = Redactor(RedactionConfig(**cfg), detectors={"text": det}).redact(fr)
+        return res, res.boxes[0]
+
+    assert RedactionConfig().loose_text_max_height == 0.4
+    res, boxes = run()
+    assert [int(x) for x in boxes.label] == [int(Label.LOOSE_TEXT)]
+    assert changed(res.frames[0], fr[0], (10, 10, 130, 60)) == 0.0
+    assert changed(res.frames[0], fr[0], (10, 70, 110, 110)) == 1.0
+    res, boxes = run(loose_text_max_height=None)
+    assert int((boxes.label == Label.LOOSE_TEXT).sum()) == 2 and changed(res.frames[0], fr[0], (10, 10, 130, 60)) == 1.0
+    res, boxes = run(loose_text_max_height=0.3)
+    assert len(boxes) == 0 and changed(res.frames[0], fr[0], (10, 70, 110, 110)) == 0.0
+    vehicle = Boxes.of([[5, 5, 150, 118]], [0.8], Label.VEHICLE)
+    res, boxes = run(vehicle)
+    assert int((boxes.label == Label.PLATE).sum()) == 2 and changed(res.frames[0], fr[0], (10, 10, 130, 60)) == 1.0
+
+
 def test_text_with_no_vehicle_near_is_loose_masked_tight_and_not_where_worn():
     """Over-masking round 3: plate-class text farther than plate_vehicle_reach of its heights
     from every vehicle is LOOSE_TEXT: masked without the plate's padding, and not at all when
@@ -440,6 +469,8 @@ def test_detect_many_batches_across_chunks_by_shape():
     {"plate_vehicle_reach": -1},
     {"loose_text_padding": 3},
     {"loose_text_worn": "no"},
+    {"loose_text_max_height": 0},
+    {"loose_text_max_height": 1.5},
     {"face_large_px": 0},
     {"face_large_min_score": 1.5},
     {"text_full_every": 0},
