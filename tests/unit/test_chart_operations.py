@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -288,11 +289,36 @@ def test_alerts_dashboard_and_scaling_name_only_exported_metrics(which):
     alerts = {k for k in exprs if not k.startswith(("panel ", "ScaledObject"))}
     assert alerts == {"VeilStreamLagGrowing", "VeilStreamSinkBacklogGrowing", "VeilStreamFailClosedFrames",
                       "VeilStreamDeadLetters", "VeilStreamDetectorErrors", "VeilStreamSegmentWriteFailures",
-                      "VeilStreamLatencySLO", "VeilStreamCamerasFailing", "VeilStreamProcessConsumersDown"}
+                      "VeilStreamLatencySLO", "VeilStreamCamerasFailing", "VeilStreamProcessConsumersDown",
+                      "VeilStreamProducerRecreated", "VeilStreamProducerRecreatedRepeatedly"}
     unknown = {k: sorted(metric_names(e) - exported) for k, e in exprs.items() if metric_names(e) - exported}
     assert not unknown, unknown
     assert all(metric_names(e) for e in exprs.values())  # every expression reads a VeilStream metric
     assert all(f'namespace="{NAMESPACE}"' in e for k, e in exprs.items() if not k.startswith("panel "))
+
+
+@pytest.mark.parametrize("which", ["small", "city"])
+def test_producer_recreated_alerts_read_every_stage_that_replaces_its_producer(which):
+    """A stage that replaced a fatal Kafka producer (pipeline.kafka.ProducerRenewal) is worth a
+    warning; more than 3 replacements in 15 minutes means the new ones fail too (critical)."""
+    docs = list(_rendered(which))
+    rules = {r["alert"]: r for r in one(docs, "PrometheusRule", "-alerts")["spec"]["groups"][0]["rules"]}
+    stages = {"ingest", "process", "sink"}
+    # the stages whose metrics hold the counter, read from the code, not from the chart
+    registered = {n for n in families(exported_metric_names()) if n.endswith("_producer_recreated_total")}
+    assert registered == {f"veil_{s}_producer_recreated_total" for s in stages}
+    for name, severity, threshold in [("VeilStreamProducerRecreated", "warning", "> 0"),
+                                      ("VeilStreamProducerRecreatedRepeatedly", "critical", "> 3")]:
+        rule = rules[name]
+        expr = rule["expr"].strip()
+        assert metric_names(expr) == registered, expr
+        assert rule["labels"]["severity"] == severity
+        assert expr.endswith(f") {threshold}") and expr.count("[15m]") == 3 and "increase(" in expr
+        assert expr.count(f'namespace="{NAMESPACE}"') == 3 and expr.count("sum by (pod)") == 3
+        assert "Fatal Kafka producer error" in rule["annotations"]["description"]
+        assert "$labels.pod" in rule["annotations"]["summary"]
+    runbook = (Path(__file__).parents[2] / "docs" / "operations.md").read_text()
+    assert "| VeilStreamProducerRecreated " in runbook and "**Fatal Kafka producer error**" in runbook
 
 
 def test_metric_name_extraction_catches_a_typo():
