@@ -439,6 +439,39 @@ def sample_usage(pids: dict[str, int], ports: dict[str, int], t: float) -> dict[
             "sink_buffered": int(labelled(text, "veil_sink_buffered_bytes", "place").get("memory", 0))}
 
 
+class StageExitedError(RuntimeError):
+    """A stage exited while the run still needed it (its own error line in the message)."""
+
+
+def exited_stage(procs: dict[str, Any], log_dir: Path, offsets: dict[str, int] | None = None) -> str | None:
+    """One line for the first stage in ``procs`` (name -> ``Popen``) that has exited: its name,
+    exit code and its own error (the CLI's ``veilstream: error: ...`` line, e.g. the process
+    stage's start-up check that the actors fit the local Ray, else the last line it logged
+    since ``offsets[name]``); ``None`` while every one runs. Any exit counts: a stage stops only
+    when this run stops it, after taking it out of ``procs``."""
+    for name, proc in procs.items():
+        code = proc.poll()
+        if code is None:
+            continue
+        log = log_dir / f"{name}.log"
+        try:
+            with open(log, "rb") as f:
+                f.seek((offsets or {}).get(name, 0))
+                lines = [ln.strip() for ln in f.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+        except OSError:
+            lines = []
+        errors = [ln.split("veilstream: error:", 1)[1].strip() for ln in lines if "veilstream: error:" in ln]
+        why = errors[-1] if errors else (lines[-1] if lines else "nothing logged")
+        return f"{name} stage exited with code {code}: {why} (log: {log})"
+    return None
+
+
+def _fail_if_exited(workers: Any, log_dir: Path) -> None:
+    line = exited_stage(workers.procs, log_dir, workers.log_offsets)
+    if line is not None:
+        raise StageExitedError(line)
+
+
 def run_once(cameras: int, seconds: float, source: Path, fps: float, state_dir: Path, drain_s: float,
              out: Any = print, overrides: list[str] | None = None, cost: bool = False,
              hooks: Any = None) -> dict[str, Any]:
@@ -484,7 +517,7 @@ def run_once(cameras: int, seconds: float, source: Path, fps: float, state_dir: 
         t0 = time.time()
         try:
             while time.time() < t0 + seconds:
-                workers.check()
+                _fail_if_exited(workers, log_dir)
                 ports = metric_ports(log_dir)
                 lag = metric_lag(ports)
                 samples.append((time.time() - t0, lag if lag is not None else raw_lag(cfg, admin)))
@@ -503,7 +536,16 @@ def run_once(cameras: int, seconds: float, source: Path, fps: float, state_dir: 
         t_stop = time.time()
         runner._stop(workers.procs.pop("ingest"), "ingest", 30)
         drops_final = final_ingest_drops(log_dir / "ingest.log")
-        runner._wait_drained(cfg, cfg.kafka.topics.raw, cfg.process.consumer_group, timeout_s=drain_s, warn=False)
+        # in slices: a process stage that exited (e.g. after a window shorter than its start-up)
+        # stops the run with its error instead of a drain that cannot finish and "0 stored"
+        drain_end = time.time() + drain_s
+        while True:
+            _fail_if_exited(workers, log_dir)
+            left = drain_end - time.time()
+            if left <= 0 or runner._wait_drained(cfg, cfg.kafka.topics.raw, cfg.process.consumer_group,
+                                                 timeout_s=min(5.0, left), warn=False):
+                break
+        _fail_if_exited(workers, log_dir)
         steps = scrape_cpu(ports)
         cpu_run = {n: tree_cpu_s(pid) - cpu0[n] for n, pid in pids.items()}  # run + drain: every stored frame
         cpu_run["ingest"] = cpu_ingest
@@ -626,6 +668,14 @@ def main() -> int:
         args.source = build_crowd_clip(sources)
     source = prepare_source(args.source or VTEST, w, h, args.fps, sources)
     state = args.state_dir
+    try:
+        return _run(args, source, state)
+    except StageExitedError as exc:  # one line, no traceback: the stage's own error says what to change
+        print(f"pipeline_load: error: {exc}", file=sys.stderr, flush=True)
+        return 1
+
+
+def _run(args: argparse.Namespace, source: Path, state: Path) -> int:
     rows: list[dict[str, Any]] = []
     if not args.knee:
         rows.append(run_once(args.cameras, args.seconds, source, args.fps, state, args.drain_seconds,
