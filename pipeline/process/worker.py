@@ -377,9 +377,12 @@ class ProcessWorker:
 
         # Probes first: /healthz is live while Ray, the actors and their models start (a GPU
         # node may still be joining), /readyz turns 200 only once the loop consumes.
-        server = serve_config(self.metrics, self.cfg.metrics)
+        # The start-up phase begins before the server answers: its very first /healthz says
+        # "starting", never "running" (a probe racing the phase's start saw "running" before).
+        server = None
         try:
             with self.metrics.starting(getattr(self.cfg.metrics, "startup_budget_s", 900.0)):
+                server = serve_config(self.metrics, self.cfg.metrics)
                 self._start_ray()
         except BaseException:
             self._release_actors(ray)

@@ -141,3 +141,28 @@ def test_an_actor_that_failed_to_start_is_reported_at_once():
 
     with pytest.raises(VeilStreamError, match="^process actors failed to start: .*yunet_n"):
         bare_worker()._wait_ready(Broken([{"CPU": 2.0}]), ["d0"], 5.0)
+
+
+def test_the_probe_server_first_answers_in_the_start_up_phase(monkeypatch: pytest.MonkeyPatch):
+    """/healthz's very first answer says "starting": the start-up phase is entered before the
+    server starts (before, a probe racing the two read "running" and the integration test
+    test_running_workers_probe_first... failed now and then)."""
+    from pipeline.metrics import WorkerMetrics
+
+    w = bare_worker()
+    w.metrics = WorkerMetrics("process")
+    phases: list[str] = []
+
+    def serve(metrics: Any, cfg: Any) -> None:
+        phases.append(metrics.phase())
+        return None
+
+    def start_ray() -> None:
+        raise VeilStreamError("stop here")
+
+    monkeypatch.setattr(worker_mod, "serve_config", serve)
+    monkeypatch.setattr(w, "_start_ray", start_ray)
+    monkeypatch.setattr(w, "_release_actors", lambda ray: None)
+    with pytest.raises(VeilStreamError):
+        w.run()
+    assert phases == ["starting"]
