@@ -20,18 +20,25 @@ from pipeline.process.actors import (
     ChunkStage,
     ChunkTask,
     Detections,
-    DetectorActor,
 )
 from pipeline.process.batching import BatchLimits, plan_batches, task_pixels
-from pipeline.process.handler import ProcessHandler
 from pipeline.process.plan import build_plan
 from pipeline.process.worker import ProcessWorker
-from pipeline.runtime import Record, TestingSink, TestingSource, run_until_idle, runtime_on_lists
+from pipeline.runtime import Record, run_until_idle
 from schemas.config import parse_config
-from schemas.messages import ChunkCaptured, decode_chunk_redacted, encode_chunk
+from schemas.messages import decode_chunk_redacted
+from tests.fakes import (
+    RAW,
+    FakeDetector,
+    FakeRay,
+    bare_detector_actor,
+    process_stage,
+    raw_chunk,
+    redacted,
+)
 
-RAW = "veil.chunks.raw"
 SMALL = 320 * 180
+BATCH = BatchLimits(8, 10**6)
 
 
 # ---------------------------------------------------------------- plan_batches
@@ -79,67 +86,9 @@ def test_bad_limits_are_refused() -> None:
 
 
 # ---------------------------------------------------------------- the handler
-class BatchRay:
-    """A fake Ray: ``submit`` / ``submit_many`` record the calls; ``answer(task)`` is each chunk's
-    result (an exception is raised by ``get``, like Ray's)."""
-
-    def __init__(self, answer: Any) -> None:
-        self.answer = answer
-        self.tasks: dict[Any, ChunkTask] = {}
-        self.calls: list[list[int]] = []
-
-    def _ref(self, task: ChunkTask) -> Any:
-        ref = object()
-        self.tasks[ref] = task
-        return ref
-
-    def submit(self, task: ChunkTask) -> Any:
-        self.calls.append([task.pts_ms[0] // 1000])
-        return self._ref(task)
-
-    def submit_many(self, tasks: list[ChunkTask]) -> list[Any]:
-        self.calls.append([t.pts_ms[0] // 1000 for t in tasks])
-        return [self._ref(t) for t in tasks]
-
-    def wait(self, refs: list[Any], num_returns: int, timeout: float, fetch_local: bool = True) -> Any:
-        return list(refs), []
-
-    def get(self, ref: Any) -> Any:
-        out = self.answer(self.tasks.pop(ref))
-        if isinstance(out, BaseException):
-            raise out
-        return out
-
-    def kill(self, actor: Any, no_restart: bool = False) -> None:
-        return None
-
-
-def redacted(task: ChunkTask) -> ChunkResult:
-    return ChunkResult(payload=b"h264:" + task.payload, pts_ms=task.pts_ms, masks_per_class={"face": 0})
-
-
-def _chunk(seq: int, camera: str = "cam-1") -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
-    c = ChunkCaptured(camera_id=camera, chunk_seq=seq, pts_ms=(seq * 1000,), fps=0.5, width=320, height=180,
-                      codec="jpeg", captured_at_ms=1_700_000_000_000, payload=b"\xff\xd8" + bytes([seq]))
-    v, h = encode_chunk(c)
-    return camera.encode(), v, list(h)
-
-
-def _stage(ray: BatchRay, items: list[Any], workers: int = 2, batch: BatchLimits | None = None,
-           partitions: int = 1) -> Any:
-    cfg = parse_config({"process": {"classes": ["face"], "style": "fill", "drain_timeout_s": 0.5},
-                        "metrics": {"enabled": False}})
-    w = ProcessWorker(cfg)
-    handler = ProcessHandler(cfg, w.plan, w.metrics, ray.submit, ray, submit_many=ray.submit_many,
-                             batch=batch or BatchLimits(8, 10**6), workers=workers)
-    source, sink = TestingSource(items, topic=RAW, partitions=partitions), TestingSink()
-    rt = runtime_on_lists(w.kafka, handler, w.settings(), source, sink)
-    return SimpleNamespace(rt=rt, handler=handler, source=source, sink=sink, cfg=cfg)
-
-
 def test_the_chunks_of_one_poll_go_to_ray_in_batches_and_come_out_one_message_each_in_order() -> None:
-    ray = BatchRay(redacted)
-    st = _stage(ray, [_chunk(i) for i in range(6)], workers=2)
+    ray = FakeRay(redacted)
+    st = process_stage(ray, [raw_chunk(i) for i in range(6)], batch=BATCH, workers=2)
     run_until_idle(st.rt)
     assert ray.calls == [[0, 1, 2], [3, 4, 5]]  # 2 calls for 6 chunks, one per chunk actor
     out = [decode_chunk_redacted(p.value, p.headers) for p in st.sink.on(st.cfg.kafka.topics.redacted)]
@@ -161,8 +110,8 @@ def test_one_bad_chunk_of_a_batch_is_dead_lettered_alone_and_an_outage_retries_o
             return RayActorError()
         return redacted(task)
 
-    ray = BatchRay(answer)
-    st = _stage(ray, [_chunk(i) for i in range(4)], workers=1)
+    ray = FakeRay(answer)
+    st = process_stage(ray, [raw_chunk(i) for i in range(4)], batch=BATCH, workers=1)
     st.rt.step()
     assert ray.calls == [[0, 1, 2, 3]]
     assert st.source.committed() == {(RAW, 0): 2}  # 0 redacted, 1 dead-lettered; 2 waits for its retry
@@ -175,8 +124,8 @@ def test_one_bad_chunk_of_a_batch_is_dead_lettered_alone_and_an_outage_retries_o
 
 
 def test_a_revoke_drops_the_partitions_chunks_still_waiting_for_a_batch() -> None:
-    ray = BatchRay(redacted)
-    st = _stage(ray, [(0, *_chunk(0)), (1, *_chunk(1))], partitions=2)
+    ray = FakeRay(redacted)
+    st = process_stage(ray, [(0, *raw_chunk(0)), (1, *raw_chunk(1))], partitions=2, batch=BATCH, workers=2)
     h = st.handler
     recs = [Record.of(m) for m in st.source.poll(0.0, 10)]
     for r in recs:
@@ -189,13 +138,8 @@ def test_a_revoke_drops_the_partitions_chunks_still_waiting_for_a_batch() -> Non
 
 
 def test_without_submit_many_every_chunk_is_submitted_at_once() -> None:
-    ray = BatchRay(redacted)
-    cfg = parse_config({"process": {"classes": ["face"], "style": "fill"}, "metrics": {"enabled": False}})
-    w = ProcessWorker(cfg)
-    st = SimpleNamespace(handler=ProcessHandler(cfg, w.plan, w.metrics, ray.submit, ray))
-    source = TestingSource([_chunk(i) for i in range(3)], topic=RAW)
-    rt = runtime_on_lists(w.kafka, st.handler, w.settings(), source, TestingSink())
-    run_until_idle(rt)
+    ray = FakeRay(redacted)
+    run_until_idle(process_stage(ray, [raw_chunk(i) for i in range(3)]).rt)
     assert ray.calls == [[0], [1], [2]]
 
 
@@ -239,36 +183,17 @@ def _task(seed: int, payload: bytes | None = None, n: int = 1, **kw: Any) -> Chu
                      **kw)
 
 
-class ManyDetector:
-    """A detector actor handle: ``detect_many.remote(chunks)`` is awaitable like an ObjectRef."""
-
-    def __init__(self, answer: Any = None, exc: BaseException | None = None) -> None:
-        self.answer, self.exc = answer, exc
-        self.detect_many = self
-        self.sent: list[list[np.ndarray]] = []
-
-    def remote(self, chunks: list[np.ndarray]) -> Any:
-        self.sent.append(chunks)
-
-        async def call() -> list[Detections]:
-            if self.exc is not None:
-                raise self.exc
-            return [self.answer(c) if self.answer else Detections([Boxes.empty() for _ in c], [], [], 0.01 * len(c))
-                    for c in chunks]
-        return call()
-
-
-def _actor(det: ManyDetector) -> ChunkActor:
+def _actor(det: FakeDetector) -> ChunkActor:
     plan = build_plan(parse_config({"process": {"classes": ["face"], "style": "fill", "detect_every": 1}}))
     return ChunkActor(plan, [det])
 
 
 def test_a_batch_is_one_detector_call_and_each_chunk_gets_its_own_result() -> None:
     face = Boxes.of([[10, 10, 40, 40]], [0.9], Label.FACE)
-    det = ManyDetector(lambda c: Detections([face] * len(c), [], [], 0.02))
+    det = FakeDetector(lambda c: Detections([face] * len(c), [], [], 0.02))
     tasks = [_task(1), _task(2, n=3), _task(3)]
     out = asyncio.run(_actor(det).redact_many(tasks))
-    assert len(det.sent) == 1 and [len(c) for c in det.sent[0]] == [1, 3, 1]
+    assert len(det.sent_many) == 1 and [len(c) for c in det.sent_many[0]] == [1, 3, 1]
     assert len(out) == 3 and all(r.failed_stage is None and not r.fail_closed_frames for r in out)
     assert [r.pts_ms for r in out] == [t.pts_ms for t in tasks]
     for r, t in zip(out, tasks):
@@ -279,7 +204,7 @@ def test_a_batch_is_one_detector_call_and_each_chunk_gets_its_own_result() -> No
 
 
 def test_a_bad_chunk_fails_alone_and_the_others_are_redacted() -> None:
-    det = ManyDetector()
+    det = FakeDetector()
     tasks = [_task(1), _task(2, payload=b"\x00\x00\x01junk" * 20), _task(3, policy_id="nobody"), _task(4)]
     a = _actor(det)
     known = a.plan.for_chunk
@@ -289,11 +214,11 @@ def test_a_bad_chunk_fails_alone_and_the_others_are_redacted() -> None:
     assert out[1].failed_stage is ChunkStage.DECODE and "decode failed" in out[1].error
     assert out[2].failed_stage is ChunkStage.FINISH and "no policy 'nobody'" in out[2].error
     assert out[0].failed_stage is None and out[3].failed_stage is None and out[0].payload and out[3].payload
-    assert [len(c) for c in det.sent[0]] == [1, 1]  # only the decodable chunks were sent
+    assert [len(c) for c in det.sent_many[0]] == [1, 1]  # only the decodable chunks were sent
 
 
 def test_a_chunk_that_cannot_be_encoded_is_its_own_failure() -> None:
-    a = _actor(ManyDetector())
+    a = _actor(FakeDetector())
     real = a._finish
 
     def finish(redactor: Any, pol: Any, frames: Any, raw: Any, failed: Any, errors: Any, task: ChunkTask) -> Any:
@@ -308,7 +233,7 @@ def test_a_chunk_that_cannot_be_encoded_is_its_own_failure() -> None:
 
 
 def test_a_failing_detector_fails_every_chunk_of_the_batch_closed_never_unmasked() -> None:
-    out = asyncio.run(_actor(ManyDetector(exc=RuntimeError("onnx broke"))).redact_many([_task(1), _task(2, n=2)]))
+    out = asyncio.run(_actor(FakeDetector(exc=RuntimeError("onnx broke"))).redact_many([_task(1), _task(2, n=2)]))
     for r, n in zip(out, (1, 2)):
         assert r.failed_stage is None and not r.outage and r.fail_closed_frames == tuple(range(n))
         assert "detector error: onnx broke" in r.errors[0]
@@ -319,15 +244,13 @@ def test_a_dead_detector_is_an_outage_for_the_sent_chunks_only() -> None:
     from ray.exceptions import ActorDiedError
 
     tasks = [_task(1), _task(2, payload=b"junk"), _task(3)]
-    out = asyncio.run(_actor(ManyDetector(exc=ActorDiedError())).redact_many(tasks))
+    out = asyncio.run(_actor(FakeDetector(exc=ActorDiedError())).redact_many(tasks))
     assert out[0].outage and out[2].outage and out[0].payload is None
     assert out[1].failed_stage is ChunkStage.DECODE and not out[1].outage
 
 
 def test_the_detector_answers_each_chunk_of_a_detect_many_call() -> None:
-    d = DetectorActor.__new__(DetectorActor)  # no ONNX sessions: the batching loop only
-    d.max_batch_frames, d.max_wait_s, d._queue, d._loop_task, d.calls, d.batches = 64, 0.05, None, None, 0, 0
-    d._pending_px, d.timeout_s = 0, 5.0
+    d = bare_detector_actor(timeout_s=5.0, max_wait_s=0.05)
     seen: list[list[int]] = []
 
     def fake_run(chunks: list[np.ndarray]) -> list[Detections]:
