@@ -17,11 +17,11 @@ from pipeline.process.actors import (
     ChunkStage,
     ChunkTask,
     Detections,
-    DetectorActor,
     is_outage,
 )
 from pipeline.process.plan import build_plan
 from schemas.config import parse_config
+from tests.fakes import FakeDetector, bare_detector_actor
 
 N = 6
 PTS = tuple(i * 100 for i in range(N))
@@ -31,28 +31,6 @@ def chunk(n: int = N) -> tuple[np.ndarray, bytes]:
     rng = np.random.default_rng(1)
     frames = rng.integers(0, 255, (n, 64, 96, 3), dtype=np.uint8)
     return frames, encode_h264_chunk(frames, fps=10.0, pts_ms=[i * 100 for i in range(n)])
-
-
-class FakeDetector:
-    """A detector actor handle: ``detect.remote(frames)`` is awaitable like an ObjectRef."""
-
-    def __init__(self, result: Any = None, exc: BaseException | None = None, hang: bool = False) -> None:
-        self.result, self.exc, self.hang = result, exc, hang
-        self.detect = self
-        self.sent: list[np.ndarray] = []
-
-    def remote(self, frames: np.ndarray) -> Any:
-        self.sent.append(frames)
-
-        async def call() -> Detections:
-            if self.hang:
-                await asyncio.sleep(3600)
-            if self.exc is not None:
-                raise self.exc
-            if self.result is not None:
-                return self.result(frames) if callable(self.result) else self.result
-            return Detections([Boxes.empty() for _ in frames], [], [])
-        return call()
 
 
 def actor(detector: FakeDetector, policies_dir: Any = None, timeout_s: float = 5.0, **process: Any) -> ChunkActor:
@@ -164,18 +142,10 @@ def test_a_camera_zone_is_masked_together_with_the_policy_zones():
     assert all(float(f[36:60, 52:92].std()) > 20.0 for f in with_zone)  # outside the zone: untouched
 
 
-def bare_detector(timeout_s: float = 30.0) -> DetectorActor:
-    d = DetectorActor.__new__(DetectorActor)  # no ONNX sessions: the batching loop only
-    d.max_batch_frames, d.max_wait_s, d._queue, d._loop_task, d.calls, d.batches = 64, 0.2, None, None, 0, 0
-    d._pending_px = 0
-    d.timeout_s = timeout_s
-    return d
-
-
 def test_the_detector_deadline_runs_from_the_start_of_a_batch_and_fails_closed():
     import time
 
-    d = bare_detector(timeout_s=0.3)
+    d = bare_detector_actor(timeout_s=0.3)
     d._run = lambda chunks: time.sleep(1.0)  # type: ignore[method-assign,assignment,func-returns-value]
     res = asyncio.run(d.detect(np.zeros((2, 8, 8, 3), np.uint8)))
     assert res.failed == [0, 1] and "timeout" in res.errors[0]
@@ -183,7 +153,7 @@ def test_the_detector_deadline_runs_from_the_start_of_a_batch_and_fails_closed()
 
 def test_the_detector_batches_concurrent_callers():
     raw = parse_config({"process": {"classes": ["face"], "detect_every": 1}})
-    d = bare_detector()
+    d = bare_detector_actor()
     seen: list[int] = []
 
     def fake_run(chunks: list[np.ndarray]) -> list[Detections]:

@@ -11,62 +11,35 @@ import numpy as np
 
 from operators.codec import decode_h264_chunk, encode_h264_chunk
 from operators.types import Boxes, Label
-from pipeline.process.actors import ChunkActor, ChunkTask, Detections, DetectorActor
+from pipeline.process.actors import ChunkActor, ChunkTask, Detections
 from pipeline.process.plan import build_plan
 from schemas.config import parse_config
+from tests.fakes import FakeDetector, bare_detector_actor
 
 N = 9  # with detect_every 1: 9 scheduled frames (odd: halves of 5 and 4)
 PTS = tuple(i * 100 for i in range(N))
 
 
-class _Method:
-    def __init__(self, fn: Any) -> None:
-        self.remote = fn
+def numbered_boxes(frames: np.ndarray) -> Detections:
+    """Each frame's box starts at the frame's own pixel value (so the merge order can be checked)."""
+    return Detections([Boxes.of([[v, v, v + 20, v + 20]], [0.9], Label.FACE)
+                       for v in (float(f[0, 0, 0]) for f in frames)], [], [], 0.25)
 
 
-class CountingDetector:
-    """A detector actor handle that records the frames it was sent; each frame's box encodes
-    the frame's own pixel value, so the merge order can be checked."""
-
-    def __init__(self, node: str = "n1", pending: int = 0, exc: BaseException | None = None, hang: bool = False,
-                 no_load: bool = False, fail_frames: bool = False) -> None:
-        self.node, self.pending, self.exc, self.hang, self.fail_frames = node, pending, exc, hang, fail_frames
-        self.sent: list[np.ndarray] = []
-        self.detect = _Method(self._detect)
-        self.node_id = _Method(self._node)
-        if not no_load:
-            self.pending_px = _Method(self._pending)
-
-    def _detect(self, frames: np.ndarray) -> Any:
-        self.sent.append(frames)
-
-        async def call() -> Detections:
-            if self.hang:
-                await asyncio.sleep(3600)
-            if self.exc is not None:
-                raise self.exc
-            if self.fail_frames:  # what DetectorActor answers when its batch raised or passed its deadline
-                return Detections([None] * len(frames), list(range(len(frames))), ["detector: injected"], 0.1)
-            return Detections([Boxes.of([[v, v, v + 20, v + 20]], [0.9], Label.FACE)
-                               for v in (float(f[0, 0, 0]) for f in frames)], [], [], 0.25)
-        return call()
-
-    def _node(self) -> Any:
-        async def call() -> str:
-            return self.node
-        return call()
-
-    def _pending(self) -> Any:
-        async def call() -> int:
-            return self.pending
-        return call()
-
-    @property
-    def frames(self) -> int:
-        return sum(len(f) for f in self.sent)
+def failed_frames(frames: np.ndarray) -> Detections:
+    """What DetectorActor answers when its batch raised or passed its deadline."""
+    return Detections([None] * len(frames), list(range(len(frames))), ["detector: injected"], 0.1)
 
 
-def chunk_actor(*dets: CountingDetector, local: list[int] | None = None, node: str = "n1") -> ChunkActor:
+def counting(node: str = "n1", pending: int | None = 0, exc: BaseException | None = None, hang: bool = False,
+             fail_frames: bool = False) -> FakeDetector:
+    """A detector handle answering :func:`numbered_boxes` (``fail_frames``: :func:`failed_frames`);
+    ``pending=None``: it cannot say its load."""
+    return FakeDetector(failed_frames if fail_frames else numbered_boxes, exc=exc, hang=hang, node=node,
+                        pending=pending)
+
+
+def chunk_actor(*dets: FakeDetector, local: list[int] | None = None, node: str = "n1") -> ChunkActor:
     raw = {"process": {"classes": ["face"], "style": "fill", "detect_every": 1}}
     a = ChunkActor(build_plan(parse_config(raw)), list(dets), detector_timeout_s=5.0, local=local)
     a._own_node = lambda: node  # type: ignore[method-assign]
@@ -83,7 +56,7 @@ def detect(a: ChunkActor, frames: np.ndarray) -> Any:
 
 
 def test_two_idle_detectors_get_contiguous_halves_merged_in_frame_order():
-    d0, d1 = CountingDetector(), CountingDetector()
+    d0, d1 = counting(), counting()
     a = chunk_actor(d0, d1, local=[0])
     raw, failed, errors, cpu, timed_out, used = detect(a, numbered_frames())
     assert (d0.frames, d1.frames) == (5, 4) and used == [0, 1]
@@ -96,7 +69,7 @@ def test_two_idle_detectors_get_contiguous_halves_merged_in_frame_order():
 def test_no_split_when_the_other_detector_is_busier_than_the_whole_chunk_would_take():
     frames = numbered_frames()
     chunk_px = frames.shape[0] * frames.shape[1] * frames.shape[2]
-    d0, d1 = CountingDetector(), CountingDetector(pending=chunk_px)
+    d0, d1 = counting(), counting(pending=chunk_px)
     a = chunk_actor(d0, d1, local=[0])
     detect(a, frames)
     assert (d0.frames, d1.frames) == (N, 0)
@@ -107,16 +80,16 @@ def test_no_split_when_the_other_detector_is_busier_than_the_whole_chunk_would_t
 
 def test_no_split_for_one_frame_another_node_or_unknown_loads():
     one = numbered_frames(1)
-    d0, d1 = CountingDetector(), CountingDetector()
+    d0, d1 = counting(), counting()
     detect(chunk_actor(d0, d1, local=[0]), one)
     assert (d0.frames, d1.frames) == (1, 0)
-    far0, far1 = CountingDetector(node="n1"), CountingDetector(node="n2")  # decoded frames stay on the node
+    far0, far1 = counting(node="n1"), counting(node="n2")  # decoded frames stay on the node
     detect(chunk_actor(far0, far1, local=[0]), numbered_frames())
     assert (far0.frames, far1.frames) == (N, 0)
-    old0, old1 = CountingDetector(no_load=True), CountingDetector(no_load=True)  # cannot say its load
+    old0, old1 = counting(pending=None), counting(pending=None)  # cannot say its load
     detect(chunk_actor(old0, old1, local=[0]), numbered_frames())
     assert (old0.frames, old1.frames) == (N, 0)
-    off0, off1 = CountingDetector(), CountingDetector()
+    off0, off1 = counting(), counting()
     a = chunk_actor(off0, off1, local=[0])
     a.split_min_frames = 0
     detect(a, numbered_frames())
@@ -131,17 +104,17 @@ def _task(n: int = N) -> ChunkTask:
 
 
 def test_either_half_failing_fails_the_whole_chunk_closed():
-    for bad in (CountingDetector(exc=RuntimeError("onnx broke")), CountingDetector(hang=True),
-                CountingDetector(fail_frames=True)):
-        good = CountingDetector()
-        for dets, bad_idx in (((good, bad), 1), ((bad, CountingDetector()), 0)):
+    for bad in (counting(exc=RuntimeError("onnx broke")), counting(hang=True),
+                counting(fail_frames=True)):
+        good = counting()
+        for dets, bad_idx in (((good, bad), 1), ((bad, counting()), 0)):
             a = chunk_actor(*dets, local=[0])
             a.queue_timeout_s = 0.3
             res = asyncio.run(a.redact(_task()))
             assert res.failed_stage is None and not res.outage and res.detectors_used == (0, 1), res
             assert res.fail_closed_frames == tuple(range(N)), (bad.hang, bad_idx, res.fail_closed_frames)
             assert res.detector_timeout == (bad_idx if bad.hang else None)
-            if not bad.fail_frames:
+            if bad.answer is not failed_frames:
                 assert "detect" not in res.cpu_s  # a failed call counts no detection CPU
             assert all(float(f.std()) < 3.0 for f in decode_h264_chunk(res.payload))
 
@@ -149,14 +122,14 @@ def test_either_half_failing_fails_the_whole_chunk_closed():
 def test_an_outage_in_either_half_retries_the_chunk():
     from ray.exceptions import ActorDiedError
 
-    a = chunk_actor(CountingDetector(), CountingDetector(exc=ActorDiedError()), local=[0])
+    a = chunk_actor(counting(), counting(exc=ActorDiedError()), local=[0])
     res = asyncio.run(a.redact(_task()))
     assert res.outage and res.payload is None and res.failed_stage is None
 
 
 def test_a_split_chunk_is_masked_like_a_whole_one():
-    split = chunk_actor(CountingDetector(), CountingDetector(), local=[0])
-    whole = chunk_actor(CountingDetector(), CountingDetector(node="n2"), local=[0])
+    split = chunk_actor(counting(), counting(), local=[0])
+    whole = chunk_actor(counting(), counting(node="n2"), local=[0])
     a, b = asyncio.run(split.redact(_task())), asyncio.run(whole.redact(_task()))
     assert a.detectors_used == (0, 1) and b.detectors_used == (0,)
     assert a.fail_closed_frames == b.fail_closed_frames == () and a.masks_per_class == b.masks_per_class
@@ -166,9 +139,7 @@ def test_a_split_chunk_is_masked_like_a_whole_one():
 def test_the_detector_counts_pixels_waiting_for_an_answer():
     import time
 
-    d = DetectorActor.__new__(DetectorActor)  # no ONNX sessions: the batching loop only
-    d.max_batch_frames, d.max_wait_s, d._queue, d._loop_task, d.calls, d.batches = 64, 0.0, None, None, 0, 0
-    d.timeout_s, d._pending_px = 5.0, 0
+    d = bare_detector_actor(timeout_s=5.0, max_wait_s=0.0)
 
     def slow_run(chunks: list[np.ndarray]) -> list[Detections]:
         time.sleep(0.3)
