@@ -49,15 +49,36 @@ class Clock:
         return self.now
 
 
-def stage(values: list[bytes], factory: Any, clock: Clock, name: str = "process") -> tuple[Any, TestingSource]:
+def stage(values: list[bytes], factory: Any, clock: Clock, name: str = "process",
+          **settings: Any) -> tuple[Any, TestingSource]:
+    """The ``Redact`` handler on the runtime, fed ``values`` on ``raw``, producing through a
+    :class:`RenewingProducer` of ``factory``; ``settings``: more :class:`RuntimeSettings`."""
     kafka = StageKafka(CFG, name)
     src = TestingSource([(b"cam", v, []) for v in values], topic="raw")
     producer = RenewingProducer(factory, name=name, on_replaced=kafka.metrics.producer_recreated.inc,
                                 on_fatal=lambda _r: kafka.metrics.errors.labels(kind="producer_fatal").inc(),
                                 renewal=ProducerRenewal(clock=clock))
     rt = runtime_on_lists(kafka, Redact(), RuntimeSettings(group="g", topics=("raw",), output_topic=OUT,
-                                                           pause_on_retry=False), src, producer, clock=clock)
+                                                           pause_on_retry=False, **settings),
+                          src, producer, clock=clock)
     return rt, src
+
+
+def refusing_first(n: int = 1) -> Factory:
+    """Producers of which the first ``n`` refuse every message (fatal from their first produce
+    on) and the later ones ack at once."""
+    factory = Factory(lambda: BrokenProducer(auto_ack=True, fail_after=0 if len(factory.made) < n else None))
+    return factory
+
+
+def timed_out_once() -> tuple[Clock, Factory, Any, TestingSource]:
+    """A stage whose one record's first delivery failed without a fatal error (a timeout)."""
+    clock = Clock()
+    factory = Factory(lambda: FakeProducer(auto_ack=False))
+    rt, src = stage([b"a"], factory, clock)
+    rt.step()
+    factory.made[0].ack(0, error="Local: Message timed out")
+    return clock, factory, rt, src
 
 
 def metric(rt: Any, name: str, labels: dict[str, str] | None = None) -> float:
@@ -90,9 +111,7 @@ def test_a_fatal_delivery_report_replaces_the_producer_and_what_it_held_is_produ
 
 def test_refusals_while_the_replacement_backs_off_are_retried_and_producers_are_not_made_in_a_tight_loop():
     clock = Clock()
-    good = {"from": 3}  # the 3rd instance works; the first two refuse from their first produce on
-    factory = Factory(lambda: BrokenProducer(auto_ack=True, fail_after=None if len(factory.made) + 1 >= good["from"]
-                                             else 0))
+    factory = refusing_first(2)  # the 3rd instance works
     rt, src = stage([b"a", b"bad"], factory, clock)
     rt.step()  # a: refused (_FATAL) -> replaced at once; bad: refused by the 2nd -> its replacement waits 1 s
     assert len(factory.made) == 2 and not src.committed()
@@ -114,11 +133,7 @@ def test_refusals_while_the_replacement_backs_off_are_retried_and_producers_are_
 
 
 def test_a_delivery_that_fails_without_a_fatal_error_is_produced_again_not_left_in_flight():
-    clock = Clock()
-    factory = Factory(lambda: FakeProducer(auto_ack=False))
-    rt, src = stage([b"a"], factory, clock)
-    rt.step()
-    factory.made[0].ack(0, error="Local: Message timed out")
+    clock, factory, rt, src = timed_out_once()
     rt.step()
     assert not src.committed() and len(factory.made) == 1  # not fatal: the same instance
     clock.now += 60.0
@@ -129,11 +144,7 @@ def test_a_delivery_that_fails_without_a_fatal_error_is_produced_again_not_left_
 
 
 def test_a_revoked_partition_forgets_what_it_would_produce_again():
-    clock = Clock()
-    factory = Factory(lambda: FakeProducer(auto_ack=False))
-    rt, src = stage([b"a"], factory, clock)
-    rt.step()
-    factory.made[0].ack(0, error="Local: Message timed out")
+    clock, factory, rt, src = timed_out_once()
     src.revoke([("raw", 0)])
     assert not rt.waiting
     clock.now += 60.0
@@ -142,13 +153,8 @@ def test_a_revoked_partition_forgets_what_it_would_produce_again():
 
 
 def test_the_process_stage_connects_a_renewing_producer(monkeypatch):
-    made: list[Any] = []
-
-    def producer_for(_k: Any, _cid: str) -> Any:
-        made.append(BrokenProducer(auto_ack=True, fail_after=0 if not made else None))
-        return made[-1]
-
-    monkeypatch.setattr(stage_mod, "producer_for", producer_for)
+    factory = refusing_first()
+    monkeypatch.setattr(stage_mod, "producer_for", lambda _k, _cid: factory())
     monkeypatch.setattr(stage_mod, "consumer_for", lambda *a, **kw: TestingSource([]))
     kafka = StageKafka(CFG, "process")
     kafka.connect("g", ["raw"], on_revoke=lambda _tps: None)
@@ -160,7 +166,7 @@ def test_the_process_stage_connects_a_renewing_producer(monkeypatch):
     except Exception as exc:  # noqa: BLE001 - ProducerReplacingError, a KafkaDeliveryError
         assert type(exc).__name__ == "ProducerReplacingError"
     kafka.producer.poll(0)
-    assert len(made) == 2 and kafka.metrics.value("veil_process_producer_recreated_total") == 1
+    assert len(factory.made) == 2 and kafka.metrics.value("veil_process_producer_recreated_total") == 1
     kafka.producer.produce(OUT, b"v", "k", [], on_done=got.append)
     assert len(got) == 1 and not got[0].error
 
@@ -170,7 +176,7 @@ def test_the_sink_replaces_a_fatal_producer_and_its_dlq_record_is_committed_only
     from tests.fakes import FakeConsumer, FakeMsg, InMemoryObjectStore
 
     cfg = parse_config({"metrics": {"enabled": False}})
-    factory = Factory(lambda: BrokenProducer(auto_ack=True, fail_after=0 if not factory.made else None))
+    factory = refusing_first()
     msgs = [FakeMsg(cfg.kafka.topics.redacted, 0, 0, b"a", b"junk", [])]
     holder: dict[str, Any] = {}
 
@@ -215,11 +221,7 @@ def test_a_real_chunk_producer_is_replaced_after_its_error_cb_saw_a_fatal_error(
 def test_records_produced_again_keep_their_partitions_order_ahead_of_those_handled_meanwhile():
     clock = Clock()
     factory = Factory(lambda: BrokenProducer(auto_ack=bool(factory.made)))
-    kafka = StageKafka(CFG, "process")
-    src = TestingSource([(b"cam", v, []) for v in (b"a", b"b", b"c", b"d", b"e")], topic="raw")
-    producer = RenewingProducer(factory, name="process", renewal=ProducerRenewal(clock=clock))
-    rt = runtime_on_lists(kafka, Redact(), RuntimeSettings(group="g", topics=("raw",), output_topic=OUT, poll_max=3,
-                                                           pause_on_retry=False), src, producer, clock=clock)
+    rt, src = stage([b"a", b"b", b"c", b"d", b"e"], factory, clock, poll_max=3)
     rt.step()  # a, b, c held by the first instance
     first = factory.made[0]
     first.fatal = "OUT_OF_ORDER_SEQUENCE_NUMBER"  # its error_cb saw it; no report says so yet
@@ -234,17 +236,12 @@ def test_records_produced_again_keep_their_partitions_order_ahead_of_those_handl
 
 def test_a_record_refused_again_stays_first_of_its_partition():
     clock = Clock()
-    made: list[Any] = []
-
-    def make() -> Any:  # the 2nd instance refuses everything too; the 3rd works
-        made.append(BrokenProducer(auto_ack=True, fail_after=0 if len(made) < 2 else None))
-        return made[-1]
-
-    rt, src = stage([b"a", b"b", b"c"], make, clock)
+    factory = refusing_first(2)  # the 2nd instance refuses everything too; the 3rd works
+    rt, src = stage([b"a", b"b", b"c"], factory, clock)
     rt.step()
     for _ in range(8):
         clock.now += 60.0
         rt.step()
-    assert len(made) == 3
-    assert [v for _t, v, _k, _h in made[2].sent] == [b"A", b"B", b"C"]
+    assert len(factory.made) == 3
+    assert [v for _t, v, _k, _h in factory.made[2].sent] == [b"A", b"B", b"C"]
     assert src.committed() == {("raw", 0): 3}
