@@ -267,10 +267,12 @@ def add_eval(sub: Subparsers) -> None:
                         "(JSON + PNG plot under --sweep-out)")
     p.add_argument("--sweep-out", type=Path, default=Path("out/sweep"), help="folder for sweep.json / sweep.png")
     p.add_argument("--sweep-family", dest="sweep_families", action="append", default=None,
-                   choices=("thresholds", "geometry"),
+                   choices=("thresholds", "geometry", "curve"),
                    help="sweep only this family of points (repeatable; default both): detector thresholds "
                         "and plate padding, or the mask geometry (head fallback gates and shape, face "
-                        "padding, plate fallback shrink)")
+                        "padding, plate fallback shrink); 'curve': faces and plates masked together on "
+                        "every set, the knobs that own the area walked one at a time, the default picked "
+                        "on the even-indexed faces_wider_hard images (curve.json / curve.png)")
     p.add_argument("--as-video", action="store_true",
                    help="turn each image into a moving-camera H.264 clip, redact it with the video "
                         "defaults and score every frame")
