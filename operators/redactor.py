@@ -134,7 +134,11 @@ class RedactionConfig:
             one of them scored at least :data:`operators.head.GROUP_CONFIDENT_SCORE` (a group or
             a crowd the face detectors are working on, not a lone person with weak duplicate
             boxes on the shirt: :data:`operators.head.GROUP_FACES`; ``None``: any number) get no
-            head box.
+            head box. ``head_min_score`` 0.5 and ``head_padding`` 0 (0.2 and 0.1 before session 9)
+            were chosen on the per-class curve (``veilstream eval --sweep --sweep-family curve``,
+            docs/quality.md "Session 9: the per-class curve"): the least masked area on the
+            even-indexed faces_wider_hard images whose leaks (all and >= 20 px) did not rise, with
+            no other set leaking more; no smaller face mask qualified.
         loose_text_dark_padding: in a dark frame, loose text keeps the plate's padding (added in
             "Plates round 3" for a lit plate on a vehicle YOLOX missed); off since the dark
             frames' full-frame pass at native resolution (round 3b) finds those plates: with it
@@ -256,7 +260,7 @@ class RedactionConfig:
     providers: tuple[str, ...] | None = None
     model_dir: str | None = None
     face_padding: float = 0.2
-    head_padding: float = 0.1
+    head_padding: float = 0.0
     plate_padding: float = 0.25
     person_padding: float = 0.05
     face_shape: str = "ellipse"
@@ -291,7 +295,7 @@ class RedactionConfig:
     head_shape: str = "rect"
     head_min_person_px: int = 0
     head_top_cut: bool = False
-    head_min_score: float = 0.2
+    head_min_score: float = 0.5
     head_group_faces: int | None = 2
     plate_region_shrink: bool = False
     plate_max_aspect: float | None = 5.0
