@@ -45,6 +45,27 @@ from pipeline.runner import camera_records  # noqa: E402
 from schemas.config import parse_camera, parse_config  # noqa: E402
 
 
+def read_run_config(ap: argparse.ArgumentParser, path: Path) -> tuple[dict[str, Any], set[str]]:
+    """The run config at ``path`` as a mapping (``ap.error`` when there is none) and the policy
+    ids of its ``policies_dir``."""
+    if not path.is_file():
+        ap.error(f"--config {path}: no such file (run `make demo` once: it writes .veilstream/demo/run-config.yaml)")
+    raw = yaml.safe_load(path.read_text())
+    pdir = raw.get("policies_dir")
+    return raw, ({p.stem for p in Path(pdir).glob("*.yaml")} if pdir else set())
+
+
+def local_demo(ap: argparse.ArgumentParser, path: Path, seconds: float) -> tuple[Any, Any, list[ChunkTask]]:
+    """The run config at ``path`` on a local Ray (``ray.address`` cleared), its masking plan,
+    and the chunks of the demo's three cameras for about ``seconds`` of video each
+    (:func:`demo_chunks` at the config's chunk length, codec ``auto``)."""
+    raw, policies = read_run_config(ap, path)
+    raw.setdefault("ray", {})["address"] = None
+    cfg = parse_config(raw)
+    plan = build_plan(cfg, model_dir=os.environ.get("VEILSTREAM_MODEL_DIR") or None)
+    return cfg, plan, demo_chunks(3, float(cfg.ingest.chunk_seconds), "auto", policies, seconds)
+
+
 def _coerce(v: str) -> Any:
     return yaml.safe_load(v)
 
@@ -140,11 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--json-out", type=Path)
     args = ap.parse_args(argv)
-    if not args.config.is_file():
-        ap.error(f"--config {args.config}: no such file (run `make demo` once: it writes .veilstream/demo/run-config.yaml)")
-    raw = yaml.safe_load(args.config.read_text())
-    pdir = raw.get("policies_dir")
-    policies = {p.stem for p in Path(pdir).glob("*.yaml")} if pdir else set()
+    raw, policies = read_run_config(ap, args.config)
     variants = []
     detectors: list[DetectorActor] = []
     for spec in args.variant or ["base:"]:

@@ -34,16 +34,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from demo_chunk_cost import demo_chunks  # noqa: E402
+from demo_chunk_cost import local_demo  # noqa: E402
 
 from pipeline.process.actors import ChunkActor, ChunkResult, DetectorActor  # noqa: E402
-from pipeline.process.plan import build_plan  # noqa: E402
-from schemas.config import parse_config  # noqa: E402
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -62,15 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mixed", action="store_true", help="send the carphone chunks of the same span beside each")
     ap.add_argument("--json-out", type=Path)
     args = ap.parse_args(argv)
-    if not args.config.is_file():
-        ap.error(f"--config {args.config}: no such file (run `make demo` once: it writes .veilstream/demo/run-config.yaml)")
-    raw = yaml.safe_load(args.config.read_text())
-    raw.setdefault("ray", {})["address"] = None
-    cfg = parse_config(raw)
-    pdir = raw.get("policies_dir")
-    policies = {p.stem for p in Path(pdir).glob("*.yaml")} if pdir else set()
-    plan = build_plan(cfg, model_dir=os.environ.get("VEILSTREAM_MODEL_DIR") or None)
-    tasks = demo_chunks(3, float(cfg.ingest.chunk_seconds), "auto", policies, args.seconds)
+    cfg, plan, tasks = local_demo(ap, args.config, args.seconds)
     street = [t for t in tasks if t.camera_id == "cam-002"]
     small = [t for t in tasks if t.camera_id != "cam-002"]
 

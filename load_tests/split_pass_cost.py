@@ -9,7 +9,6 @@ carry lost at the half boundary, per-call work), per detector pass, rounds alter
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -18,18 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from demo_chunk_cost import demo_chunks  # noqa: E402
+from demo_chunk_cost import local_demo  # noqa: E402
 
 from operators.codec import decode_chunk_payload  # noqa: E402
 from operators.redactor import Redactor  # noqa: E402
 from operators.temporal import detection_schedule  # noqa: E402
-from pipeline.process.plan import build_plan  # noqa: E402
-from schemas.config import parse_config  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,14 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args(argv)
-    if not args.config.is_file():
-        ap.error(f"--config {args.config}: no such file (run `make demo` once: it writes .veilstream/demo/run-config.yaml)")
-    raw = yaml.safe_load(args.config.read_text())
-    raw.setdefault("ray", {})["address"] = None
-    cfg = parse_config(raw)
-    pdir = raw.get("policies_dir")
-    policies = {p.stem for p in Path(pdir).glob("*.yaml")} if pdir else set()
-    plan = build_plan(cfg, model_dir=os.environ.get("VEILSTREAM_MODEL_DIR") or None)
+    cfg, plan, tasks = local_demo(ap, args.config, args.seconds)
     red = Redactor(replace(plan.detector, detect_every=1))  # as DetectorActor builds it
     spent: dict[str, float] = {}
 
@@ -63,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         name = "detect_given" if hasattr(det, "detect_given") else "detect"
         setattr(det, name, timed(key, getattr(det, name)))
     chunks: list[np.ndarray] = []
-    for t in demo_chunks(3, float(cfg.ingest.chunk_seconds), "auto", policies, args.seconds):
+    for t in tasks:
         if t.camera_id == args.camera:
             frames = decode_chunk_payload(t.codec, t.payload, (t.width, t.height))
             chunks.append(frames[[i for i, s in enumerate(detection_schedule(len(frames), cfg.process.detect_every))
