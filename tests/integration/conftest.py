@@ -7,9 +7,12 @@ fails the test with the install command; it is never silently skipped.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,6 +59,36 @@ def ray_local(devstack_logs) -> Iterator:
     handle = _start(start_ray_head, devstack_logs, num_cpus=2, object_store_mb=256)
     yield handle
     handle.stop()
+
+
+@pytest.fixture
+def iam_s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iterator:
+    """A moto S3 server of this test's own in IAM mode: the first ``SETUP_CALLS`` requests (the
+    test module's constant: the :func:`iam_user` calls, 3 each) need no signature, every later one
+    must be signed by an IAM user and is checked against that user's policies."""
+    from pipeline.devstack.s3 import start_s3
+
+    monkeypatch.setenv("INITIAL_NO_AUTH_ACTION_COUNT", str(request.module.SETUP_CALLS))
+    handle = _start(start_s3, tmp_path / "s3-iam")
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture
+def iam_user(iam_s3: Any) -> Callable[[str, dict[str, Any]], tuple[str, str]]:
+    """``iam_user(name, document)``: creates the IAM user ``name`` on :func:`iam_s3` with
+    ``document`` as its inline policy (3 setup calls) and returns its access key id and secret."""
+    import boto3
+
+    iam = boto3.client("iam", endpoint_url=iam_s3.url, region_name="us-east-1", aws_access_key_id="setup",
+                       aws_secret_access_key="setup")
+
+    def make(name: str, doc: dict[str, Any]) -> tuple[str, str]:
+        iam.create_user(UserName=name)
+        iam.put_user_policy(UserName=name, PolicyName=name, PolicyDocument=json.dumps(doc))
+        k = iam.create_access_key(UserName=name)["AccessKey"]
+        return k["AccessKeyId"], k["SecretAccessKey"]
+    return make
 
 
 @pytest.fixture

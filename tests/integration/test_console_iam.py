@@ -14,24 +14,11 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-SETUP_CALLS = 9  # 3 users x (create user, put policy, create key)
+SETUP_CALLS = 9  # 3 users x (create user, put policy, create key): the iam_s3 fixture's unsigned calls
 
 
-@pytest.fixture
-def iam_s3(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    from pipeline.devstack.s3 import start_s3
-
-    monkeypatch.setenv("INITIAL_NO_AUTH_ACTION_COUNT", str(SETUP_CALLS))
-    h = start_s3(tmp_path / "s3-iam")
-    try:
-        yield h
-    finally:
-        h.stop()
-
-
-def test_console_works_on_least_privilege_credentials(iam_s3: Any, tmp_path: Any,
+def test_console_works_on_least_privilege_credentials(iam_s3: Any, iam_user: Any, tmp_path: Any,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    import boto3
     from fastapi.testclient import TestClient
     from minio.error import S3Error
 
@@ -51,17 +38,10 @@ def test_console_works_on_least_privilege_credentials(iam_s3: Any, tmp_path: Any
             "street": parse_policy({"policy_id": "street"})}
     b = Buckets("veil-redacted", "veil-audit", "veil-raw")
     docs = documents_for(pols, bucket=b.redacted, audit_bucket=b.audit, raw_bucket=b.raw)
-    iam = boto3.client("iam", endpoint_url=iam_s3.url, region_name="us-east-1", aws_access_key_id="setup",
-                       aws_secret_access_key="setup")
-    keys = {}
-    for user, doc in (("admin", {"Version": "2012-10-17", "Statement": [
-                          {"Effect": "Allow", "Action": ["s3:*"], "Resource": ["*"]}]}),
-                      ("console", console_document(bucket=b.redacted, audit_bucket=b.audit)),
-                      ("ana", docs["subway-analyst"])):
-        iam.create_user(UserName=user)
-        iam.put_user_policy(UserName=user, PolicyName=user, PolicyDocument=json.dumps(doc))
-        k = iam.create_access_key(UserName=user)["AccessKey"]
-        keys[user] = (k["AccessKeyId"], k["SecretAccessKey"])
+    keys = {user: iam_user(user, doc) for user, doc in (
+        ("admin", {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["s3:*"], "Resource": ["*"]}]}),
+        ("console", console_document(bucket=b.redacted, audit_bucket=b.audit)),
+        ("ana", docs["subway-analyst"]))}
 
     def store(user: str, bucket: str) -> MinioSegmentStore:
         monkeypatch.setenv(f"K_{user}", keys[user][0])

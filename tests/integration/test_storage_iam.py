@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,30 +18,11 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-SETUP_CALLS = 15  # 5 users x (create user, put policy, create key)
+SETUP_CALLS = 15  # 5 users x (create user, put policy, create key): the iam_s3 fixture's unsigned calls
 
 
-@pytest.fixture
-def iam_s3(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    from pipeline.devstack.s3 import start_s3
-
-    monkeypatch.setenv("INITIAL_NO_AUTH_ACTION_COUNT", str(SETUP_CALLS))
-    h = start_s3(tmp_path / "s3-iam")
-    try:
-        yield h
-    finally:
-        h.stop()
-
-
-def _user(iam: Any, name: str, doc: dict[str, Any]) -> tuple[str, str]:
-    iam.create_user(UserName=name)
-    iam.put_user_policy(UserName=name, PolicyName=name, PolicyDocument=json.dumps(doc))
-    k = iam.create_access_key(UserName=name)["AccessKey"]
-    return k["AccessKeyId"], k["SecretAccessKey"]
-
-
-def test_rendered_documents_are_enforced_by_the_s3_server(iam_s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    import boto3
+def test_rendered_documents_are_enforced_by_the_s3_server(iam_s3: Any, iam_user: Any,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     from minio import Minio
     from minio.error import S3Error
 
@@ -56,9 +36,7 @@ def test_rendered_documents_are_enforced_by_the_s3_server(iam_s3: Any, monkeypat
                                   "auditor": {"read": ["audit", "manifests"]},
                                   "investigator": {"read": ["raw"], "cameras": ["line2-*"], "export": True}}})
     docs = documents_for({"subway": pol}, bucket="veil-redacted", audit_bucket="veil-audit", raw_bucket="veil-raw")
-    iam = boto3.client("iam", endpoint_url=iam_s3.url, region_name="us-east-1", aws_access_key_id="setup",
-                       aws_secret_access_key="setup")
-    keys = {name: _user(iam, name, docs[doc]) for name, doc in
+    keys = {name: iam_user(name, docs[doc]) for name, doc in
             (("sink", "veilstream-sink"), ("ana", "subway-analyst"), ("aud", "subway-auditor"),
              ("rawsink", "veilstream-raw-sink"), ("inv", "subway-investigator"))}
 
