@@ -303,12 +303,15 @@ def _plan_compute(p: Plan, costs: dict[str, Any], ld: _Load) -> _Compute:
           f"faces {_c(costs, 'detect_gpu_s_faces'):g} + {inp.plates_share:g} x plates "
           f"{_c(costs, 'detect_gpu_s_plates'):g} (design target, NOT measured)", "assumed")
     det_cpu_node = _c(costs, "detect_cpu_s_on_gpu_node") * scale
+    cpu_basis = _basis(costs, "detect_cpu_s_on_gpu_node")
     p.add("cost", "detection pre/post-processing on the GPU pods' CPUs", det_cpu_node, "CPU-s/detected frame",
-          "resize, NMS, text post-processing (NOT measured)", "assumed")
+          f"{_c(costs, 'detect_cpu_s_on_gpu_node'):g} x {scale:.3g}: resize, NMS, text post-processing and the "
+          "host's waits on the GPU (gpu_bench.py on an H100, 2026-12-05, batch 32 of 720p)"
+          if cpu_basis == "measured" else "resize, NMS, text post-processing (NOT measured)", cpu_basis)
     gpu_need = p.add("compute", "GPU time for detection", det_s * gpu_s / util, "GPUs",
                      f"{det_s:,.0f} detected frames/s x {gpu_s:.6f} GPU-s / {util:g}", "assumed")
     det_vcpu = p.add("compute", "detector actors' CPU (on GPU pods)", det_s * det_cpu_node / util, "vCPU",
-                     f"{det_s:,.0f} x {det_cpu_node:g} CPU-s / {util:g}", "assumed")
+                     f"{det_s:,.0f} x {det_cpu_node:g} CPU-s / {util:g}", cpu_basis)
     gpus = max(1, math.ceil(gpu_need - 1e-9), math.ceil(det_vcpu / costs["pods"]["gpu"]["vcpu"] - 1e-9))
     return _Compute(chunk_cpu=chunk_cpu, det_vcpu=det_vcpu, gpu_need=gpu_need, gpus=gpus)
 
