@@ -51,6 +51,28 @@ WIDTH_EDGES_PX = (8, 16, 32)
 pixels wide has nothing to recognise or read)."""
 
 
+def use_shared_models() -> None:
+    """``$VEILSTREAM_MODEL_DIR`` defaults to ``../shared/models`` when that folder exists."""
+    models = ROOT.parent / "shared" / "models"
+    if models.is_dir():
+        os.environ.setdefault("VEILSTREAM_MODEL_DIR", str(models))
+
+
+def small_frame(image_path: Path, side: int) -> tuple[Any, tuple[float, float, float]]:
+    """The eval image at ``image_path`` downscaled (area interpolation) so that its longer side is
+    ``side`` px, as ``(1, H, W, 3)`` frames, and the affine the scorer maps its labels by (the
+    x scale after rounding)."""
+    import cv2
+
+    from operators.video import read_image
+
+    img = read_image(image_path)
+    h, w = img.shape[:2]
+    s = side / max(h, w)
+    small = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    return small[None], (small.shape[1] / w, 0.0, 0.0)
+
+
 def by_width(leaks: list[dict[str, Any]]) -> dict[str, int]:
     """Leaked face and plate boxes by width in the scored (small) frame: ``<8``, ``8-16``,
     ``16-32``, ``>=32`` px; COCO's keypoint faces have no box (``points``)."""
@@ -81,16 +103,11 @@ def main() -> int:
                     help="comma-separated text_crop_budget values: each adds a sizing 'yolox x1, text x1, crop "
                          "budget B' (the default sizing with the vehicle-crop pass under that budget)")
     args = ap.parse_args()
-    models = ROOT.parent / "shared" / "models"
-    if models.is_dir():
-        os.environ.setdefault("VEILSTREAM_MODEL_DIR", str(models))
-    import cv2
-
+    use_shared_models()
     from operators.evaldata import default_eval_dir
     from operators.evaluation import Scorer, load_items, subset
     from operators.redactor import RedactionConfig, Redactor
     from operators.types import Boxes, Label
-    from operators.video import read_image
 
     red = Redactor(RedactionConfig(classes=("face", "plate"), threads=1).validate())
     face, person, text = red.detectors["face"], red.detectors["person"], red.detectors["text"]
@@ -110,12 +127,8 @@ def main() -> int:
             scorers = {k: Scorer(ds) for k in [*sizings, *budgets]}
             cpu = {k: 0.0 for k in scorers}
             for item in items:
-                img = read_image(item.image_path)
-                h, w = img.shape[:2]
-                s = side / max(h, w)
-                small = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-                frames = small[None]
-                hw = small.shape[:2]
+                frames, aff = small_frame(item.image_path, side)
+                hw = frames.shape[1:3]
                 faces, c_face = timed(face.detect, frames)
                 pri: dict[float, tuple[Boxes, float]] = {}
                 crops: dict[float, tuple[Boxes, float]] = {}
@@ -140,7 +153,6 @@ def main() -> int:
                     text.max_upscale = tu
                     (f,), c = timed(text.detect, frames)
                     full[tu] = (f, c)
-                aff = (small.shape[1] / w, 0.0, 0.0)
                 for k, (up, tu) in sizings.items():
                     parts = [faces[0], pri[up][0], crops[up][0]] + ([full[tu][0]] if tu is not None else [])
                     cpu[k] += c_face + pri[up][1] + crops[up][1] + (full[tu][1] if tu is not None else 0.0)

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from small_frames import small_frame, use_shared_models  # noqa: E402
 
 
 def main() -> int:
@@ -30,16 +32,11 @@ def main() -> int:
     ap.add_argument("--sides", default="176,320")
     ap.add_argument("--limit", type=int, default=0)
     args = ap.parse_args()
-    models = ROOT.parent / "shared" / "models"
-    if models.is_dir():
-        os.environ.setdefault("VEILSTREAM_MODEL_DIR", str(models))
-    import cv2
-
+    use_shared_models()
     from operators.evaldata import default_eval_dir
     from operators.evaluation import Scorer, load_items, subset
     from operators.redactor import RedactionConfig, Redactor
     from operators.types import Boxes, Label
-    from operators.video import read_image
 
     red = Redactor(RedactionConfig(classes=("plate",), threads=1).validate())
     text, person = red.detectors["text"], red.detectors["person"]
@@ -50,11 +47,7 @@ def main() -> int:
             both, crops_only = Scorer(ds), Scorer(ds)
             cpu_full = cpu_crops = 0.0
             for item in items:
-                img = read_image(item.image_path)
-                h, w = img.shape[:2]
-                s = side / max(h, w)
-                small = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-                frames = small[None]
+                frames, aff = small_frame(item.image_path, side)
                 pri = person.detect(frames)
                 t0 = time.process_time()
                 full = text.detect(frames)
@@ -62,9 +55,7 @@ def main() -> int:
                 t0 = time.process_time()
                 crops = text.detect_crops(frames, [pri[0].select(pri[0].label == Label.VEHICLE)])
                 cpu_crops += time.process_time() - t0
-                hw = small.shape[:2]
-                # the scale per axis after rounding; the scorer maps labels by one factor
-                aff = (small.shape[1] / w, 0.0, 0.0)
+                hw = frames.shape[1:3]
                 for scorer, parts in ((both, [pri[0], full[0], crops[0]]), (crops_only, [pri[0], crops[0]])):
                     plan = red.plan_from([Boxes.concat(parts)], [], hw)
                     scorer.add(item, red.coverage(hw, plan[0]), affine=aff, frame=item.image_path.name)
