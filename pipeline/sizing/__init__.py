@@ -340,39 +340,52 @@ def _plan_partitions(p: Plan, costs: dict[str, Any], ld: _Load) -> _Partitions:
 
 
 def _actors_gpu_node_local(p: Plan, costs: dict[str, Any], cm: _Compute, consumers: int) -> _Actors:
-    # ray.placement node_local on GPU pods: each pod is one STRICT_PACK group, its GPU's
-    # detector and the chunk actors that decode, mask and encode the frames it detects; only
-    # compressed chunks cross the network. Decode, mask and encode run on the pod's CPUs, so
-    # a pod carries the cameras its vCPU can decode, not those its GPU could detect: the
-    # GPU-busy line shows how much of each GPU that leaves idle (hardware decode/encode on
-    # the GPU, NVDEC/NVENC, is what would fill it).
+    # ray.placement node_local on GPU pods: each group (STRICT_PACK) is a detector and the chunk
+    # actors that decode, mask and encode the frames it detects; only compressed chunks cross
+    # the network. Decode, mask and encode run on the pod's CPUs, so a pod carries the cameras
+    # its vCPU can decode, not those its GPU could detect: the GPU-busy line shows how much of
+    # each GPU that leaves idle (hardware decode/encode on the GPU, NVDEC/NVENC, is what would
+    # fill it). A GPU detector actor keeps only about one core busy (detect_actor_cpus_on_gpu:
+    # one batch at a time, host-bound), so when a pod's detection needs more CPU than that the
+    # pod holds several groups, each detector at num_gpus 1/k, instead of one detector with
+    # threads it cannot use.
     det_vcpu, chunk_cpu, gpu_need = cm.det_vcpu, cm.chunk_cpu, cm.gpu_need
-    gpod = costs["pods"]["gpu"]
-    group = gpod["vcpu"] - 1  # one CPU of each pod for the consumer actors
-    det_num_cpus = min(group - 1, max(1, math.ceil(group * det_vcpu / (det_vcpu + chunk_cpu))))
-    per_group = group - det_num_cpus
-    pods_min = max(math.ceil(gpu_need - 1e-9), math.ceil(det_vcpu / det_num_cpus - 1e-9),
-                   math.ceil(chunk_cpu / (per_group * _WORKER_CPUS) - 1e-9))
-    det_replicas = max(1, math.ceil(pods_min / consumers))
+    gpod, actor_cpus = costs["pods"]["gpu"], _c(costs, "detect_actor_cpus_on_gpu")
+    pod = gpod["vcpu"] - 1  # one CPU of each pod for the consumer actors
+    det_pod = min(pod - 1, max(1, math.ceil(pod * det_vcpu / (det_vcpu + chunk_cpu))))
+    chunk_pod = pod - det_pod
+    k = max(1, min(chunk_pod, math.ceil(det_pod / actor_cpus - 1e-9),  # groups per pod
+                   math.ceil(det_vcpu / actor_cpus - 1e-9)))
+    det_num_cpus, per_group = det_pod // k, chunk_pod // k
+    det_pod_used = k * min(det_num_cpus, actor_cpus)
+    pods_min = max(math.ceil(gpu_need - 1e-9), math.ceil(det_vcpu / det_pod_used - 1e-9),
+                   math.ceil(chunk_cpu / (k * per_group * _WORKER_CPUS) - 1e-9))
+    pods_per_consumer = max(1, math.ceil(pods_min / consumers))
+    det_replicas = pods_per_consumer * k
     chunk_workers = det_replicas * per_group
-    gpus = consumers * det_replicas
+    gpus = consumers * pods_per_consumer
+    num_gpus = 1.0 if k == 1 else math.floor(10000 / k) / 10000
     p.add("compute", "node-local GPU pods (GPU + its chunk actors on one pod)", gpus, "pods",
-          f"max(GPU time {gpu_need:.2f}, detector CPU {det_vcpu:,.0f} / {det_num_cpus}, chunk vCPU "
-          f"{chunk_cpu:,.0f} / {per_group}) = {pods_min}, raised to {consumers} consumers x {det_replicas}; each "
-          f"1 GPU + {det_num_cpus} detector threads + {per_group} chunk actors of {gpod['vcpu']} vCPU", "choice")
+          f"max(GPU time {gpu_need:.2f}, detector CPU {det_vcpu:,.0f} / {det_pod_used:g}, chunk vCPU "
+          f"{chunk_cpu:,.0f} / {k * per_group}) = {pods_min}, raised to {consumers} consumers x {pods_per_consumer}; "
+          f"each 1 GPU + {k} x ({det_num_cpus} detector CPU + {per_group} chunk actors) of {gpod['vcpu']} vCPU", "choice")
+    p.add("compute", "node-local groups per GPU pod", k, "groups",
+          f"detector CPU {det_pod} of a pod / {actor_cpus:g} CPU one GPU detector actor keeps busy, at most one group "
+          f"per chunk actor ({chunk_pod}): {k} detector(s) at num_gpus {num_gpus:g} (GPU memory of {k} detectors on "
+          "one GPU NOT measured)", _basis(costs, "detect_actor_cpus_on_gpu") if k > 1 else "derived")
     p.add("compute", "GPUs", gpus, "GPUs", "one per node-local pod", "assumed")
     p.add("compute", "GPU busy share", 100.0 * gpu_need / gpus, "%",
-          f"GPU time {gpu_need:.2f} / {gpus} GPUs: CPU decode/mask/encode bounds the cameras per pod; "
-          "`--placement spread` needs fewer GPUs but ships decoded frames between nodes", "assumed")
+          f"GPU time {gpu_need:.2f} / {gpus} GPUs: the host side of detection and CPU decode/mask/encode bound the "
+          "cameras per pod; `--placement spread` needs fewer GPUs but ships decoded frames between nodes", "assumed")
     p.add("compute", "pipeline.ray.detector.replicas (per consumer)", det_replicas, "actors",
-          "one node-local group (one GPU pod) each")
+          f"{pods_per_consumer} GPU pods x {k} node-local group(s) each")
     p.add("compute", "pipeline.ray.chunk_workers (per consumer)", chunk_workers, "actors",
           f"{det_replicas} groups x {per_group}")
     p.add("compute", "Ray GPU worker pods", gpus, "pods",
           f"1 GPU + {gpod['vcpu']} vCPU + {gpod['memory_gib']} GiB each, all of its vCPU offered "
-          "to Ray (the group's chunk actors run there)", "choice")
-    return _Actors(placement="node_local", chunk_workers=chunk_workers, det_replicas=det_replicas, num_gpus=1.0,
-                   det_num_cpus=det_num_cpus, det_threads=det_num_cpus, gpus=gpus, cpu_pods=0)
+          "to Ray (the groups' chunk actors run there)", "choice")
+    return _Actors(placement="node_local", chunk_workers=chunk_workers, det_replicas=det_replicas, num_gpus=num_gpus,
+                   det_num_cpus=det_num_cpus, det_threads=det_num_cpus, gpus=gpus, cpu_pods=0, per_gpu=k)
 
 
 def _actors_gpu_spread(p: Plan, costs: dict[str, Any], cm: _Compute, consumers: int) -> _Actors:
@@ -385,9 +398,13 @@ def _actors_gpu_spread(p: Plan, costs: dict[str, Any], cm: _Compute, consumers: 
     # every consumer starts its own detectors (pipeline/process/worker.py): D = consumers x
     # replicas detectors, k of them share a GPU at num_gpus 1/k; k rounds down, so the GPUs
     # the actors take are never fewer than needed
-    det_replicas = max(1, math.ceil(cm.gpus / consumers))
+    # A GPU detector actor keeps only about one core busy (detect_actor_cpus_on_gpu), so the
+    # detector CPU is spread over that many actors, at most as many per GPU as its pod has cores.
+    actor_cpus = _c(costs, "detect_actor_cpus_on_gpu")
+    actors_min = math.ceil(cm.det_vcpu / actor_cpus - 1e-9)
+    det_replicas = max(1, math.ceil(cm.gpus / consumers), math.ceil(actors_min / consumers))
     detectors = consumers * det_replicas
-    per_gpu = max(1, detectors // cm.gpus)
+    per_gpu = max(1, min(detectors // cm.gpus, int(pods["gpu"]["vcpu"] // actor_cpus)))
     num_gpus = 1.0 if per_gpu == 1 else math.floor(10000 / per_gpu) / 10000
     gpus = math.ceil(detectors / per_gpu)
     # GPU pods offer Ray no CPUs (rayStartParams num-cpus 0) and detectors reserve none: a
@@ -396,8 +413,9 @@ def _actors_gpu_spread(p: Plan, costs: dict[str, Any], cm: _Compute, consumers: 
     det_threads = max(1, pods["gpu"]["vcpu"] // per_gpu)
     p.add("compute", "GPUs", gpus, "GPUs",
           f"max(GPU time {cm.gpu_need:.2f}, detector CPU {cm.det_vcpu:,.0f} / {pods['gpu']['vcpu']} vCPU per GPU pod), "
-          f"then {detectors} detector actors ({consumers} consumers x {det_replicas}), {per_gpu} per GPU at "
-          f"num_gpus {num_gpus:g}", "assumed")
+          f"then {detectors} detector actors ({consumers} consumers x {det_replicas}; at least detector CPU / "
+          f"{actor_cpus:g} CPU one actor keeps busy = {actors_min}), {per_gpu} per GPU at num_gpus {num_gpus:g}"
+          + (f" (GPU memory of {per_gpu} detectors on one GPU NOT measured)" if per_gpu > 1 else ""), "assumed")
     cpu_group_cpus = consumers * (chunk_workers * wcpu + cons_cpu)
     cpu_pods = math.ceil(cpu_group_cpus / pods["cpu"]["vcpu"] - 1e-9)
     p.add("compute", "Ray CPU worker pods", cpu_pods, "pods",

@@ -102,10 +102,18 @@ def test_city_plan_counts_every_topic_s3_and_network():
 def test_node_local_gpu_pods_hold_their_chunk_actors():
     pl = plan(CITY)
     r, gpu = pl.ray, pl.pods["gpu"]
-    assert r["placement"] == "node_local" and r["detector"]["num_gpus"] == 1.0
-    group_cpus = r["detector"]["num_cpus"] + (r["chunk_workers"] / r["detector"]["replicas"]) * r["worker_num_cpus"]
-    assert group_cpus <= gpu["vcpu"] - 1  # one group per GPU pod, a CPU left for the consumer actors
-    assert gpu["replicas"] == r["consumers"] * r["detector"]["replicas"] == pl.summary["gpus"]
+    det = r["detector"]
+    k = math.floor(1 / det["num_gpus"] + 1e-9)  # node-local groups (detectors) per GPU pod
+    assert r["placement"] == "node_local" and k * det["num_gpus"] <= 1
+    group_cpus = det["num_cpus"] + (r["chunk_workers"] / det["replicas"]) * r["worker_num_cpus"]
+    assert k * group_cpus <= gpu["vcpu"] - 1  # k groups per GPU pod, a CPU left for the consumer actors
+    assert gpu["replicas"] * k == r["consumers"] * det["replicas"] and gpu["replicas"] == pl.summary["gpus"]
+    # a GPU detector actor keeps about one core busy (measured): the detector CPU is spread over
+    # enough actors, never given to one actor as threads it cannot use
+    costs = load_costs()
+    actor = costs["costs"]["detect_actor_cpus_on_gpu"]["value"]
+    det_need = next(ln.value for ln in pl.lines if ln.name == "detector actors' CPU (on GPU pods)")
+    assert k > 1 and r["consumers"] * det["replicas"] * min(det["num_cpus"], actor) >= det_need
     busy = next(line for line in pl.to_dict()["lines"] if line["name"] == "GPU busy share")
     assert 0 < busy["value"] <= 100
 
@@ -125,19 +133,26 @@ def test_what_the_actors_reserve_fits_what_the_plan_provisions(node, placement, 
     if node == "gpu" and placement == "node_local":
         ray_cpus += pods["gpu"]["replicas"] * pods["gpu"]["vcpu"]  # the GPU pods offer their CPUs to Ray
     assert cpu_reserved <= ray_cpus
+    if node == "gpu":  # a GPU detector actor keeps about one core busy (measured on an H100)
+        actor = load_costs()["costs"]["detect_actor_cpus_on_gpu"]["value"]
+        det_need = next(ln.value for ln in pl.lines if ln.name == "detector actors' CPU (on GPU pods)")
     if node == "gpu" and placement == "node_local":
-        assert r["placement"] == "node_local" and det["num_gpus"] == 1.0
-        assert consumers * det["replicas"] == s["gpus"] == pods["gpu"]["replicas"]
+        assert consumers * det["replicas"] * min(det["num_cpus"], actor) >= det_need
+        k = math.floor(1 / det["num_gpus"] + 1e-9)  # groups (detectors) per GPU pod
+        assert r["placement"] == "node_local" and 0 < k * det["num_gpus"] <= 1
+        assert consumers * det["replicas"] == k * s["gpus"] and s["gpus"] == pods["gpu"]["replicas"]
         need = next(ln.value for ln in pl.lines if ln.name == "GPU time for detection")
         assert s["gpus"] >= need
-        # one group (its GPU's detector and chunk actors) per GPU pod, a CPU left for consumers
+        # k groups (a detector and its chunk actors) per GPU pod, a CPU left for consumers
         group = det["num_cpus"] + math.ceil(r["chunk_workers"] / det["replicas"]) * r["worker_num_cpus"]
-        assert group <= pods["gpu"]["vcpu"] - 1
+        assert k * group <= pods["gpu"]["vcpu"] - 1
         assert s["network_gbps"]["ray_frames_to_detectors"] == 0
     elif node == "gpu":
         assert det["num_cpus"] == 0 and 0 < det["num_gpus"] <= 1
         detectors = consumers * det["replicas"]
         per_gpu = math.floor(1 / det["num_gpus"] + 1e-9)  # how many fit on one GPU
+        # each keeps about one core of its GPU pod busy: enough of them, and no more per pod than cores
+        assert detectors * actor >= det_need and per_gpu * actor <= pods["gpu"]["vcpu"]
         assert math.ceil(detectors / per_gpu) <= s["gpus"] == pods["gpu"]["replicas"]
         assert consumers * det["replicas"] * det["num_gpus"] <= s["gpus"]
         need = next(ln.value for ln in pl.lines if ln.name == "GPU time for detection")
