@@ -351,15 +351,18 @@ def _actors_gpu_node_local(p: Plan, costs: dict[str, Any], cm: _Compute, consume
     # threads it cannot use.
     det_vcpu, chunk_cpu, gpu_need = cm.det_vcpu, cm.chunk_cpu, cm.gpu_need
     gpod, actor_cpus = costs["pods"]["gpu"], _c(costs, "detect_actor_cpus_on_gpu")
-    pod = gpod["vcpu"] - 1  # one CPU of each pod for the consumer actors
-    det_pod = min(pod - 1, max(1, math.ceil(pod * det_vcpu / (det_vcpu + chunk_cpu))))
-    chunk_pod = pod - det_pod
-    k = max(1, min(chunk_pod, math.ceil(det_pod / actor_cpus - 1e-9),  # groups per pod
-                   math.ceil(det_vcpu / actor_cpus - 1e-9)))
-    det_num_cpus, per_group = det_pod // k, chunk_pod // k
+    pod = int(gpod["vcpu"]) - 1  # one CPU of each pod for the consumer actors
+
+    def pods_for(d: int, c: int) -> int:  # k groups of (d detector CPUs + c chunk actors) per pod
+        k = pod // (d + c)
+        return max(math.ceil(gpu_need - 1e-9), math.ceil(det_vcpu / (k * min(d, actor_cpus)) - 1e-9),
+                   math.ceil(chunk_cpu / (k * c * _WORKER_CPUS) - 1e-9))
+
+    # the group shape that needs the fewest pods; on a tie, fewer and larger groups (larger batches)
+    pods_min, _, det_num_cpus, per_group = min(
+        (pods_for(d, c), pod // (d + c), d, c) for d in range(1, pod) for c in range(1, pod - d + 1))
+    k = pod // (det_num_cpus + per_group)
     det_pod_used = k * min(det_num_cpus, actor_cpus)
-    pods_min = max(math.ceil(gpu_need - 1e-9), math.ceil(det_vcpu / det_pod_used - 1e-9),
-                   math.ceil(chunk_cpu / (k * per_group * _WORKER_CPUS) - 1e-9))
     pods_per_consumer = max(1, math.ceil(pods_min / consumers))
     det_replicas = pods_per_consumer * k
     chunk_workers = det_replicas * per_group
@@ -370,9 +373,10 @@ def _actors_gpu_node_local(p: Plan, costs: dict[str, Any], cm: _Compute, consume
           f"{chunk_cpu:,.0f} / {k * per_group}) = {pods_min}, raised to {consumers} consumers x {pods_per_consumer}; "
           f"each 1 GPU + {k} x ({det_num_cpus} detector CPU + {per_group} chunk actors) of {gpod['vcpu']} vCPU", "choice")
     p.add("compute", "node-local groups per GPU pod", k, "groups",
-          f"detector CPU {det_pod} of a pod / {actor_cpus:g} CPU one GPU detector actor keeps busy, at most one group "
-          f"per chunk actor ({chunk_pod}): {k} detector(s) at num_gpus {num_gpus:g} (GPU memory of {k} detectors on "
-          "one GPU NOT measured)", _basis(costs, "detect_actor_cpus_on_gpu") if k > 1 else "derived")
+          f"the group shape that needs the fewest pods, each GPU detector actor using at most the {actor_cpus:g} CPU "
+          f"one keeps busy: {k} x ({det_num_cpus} + {per_group}) of {pod} CPUs, {k} detector(s) at num_gpus "
+          f"{num_gpus:g}" + (f" (GPU memory of {k} detectors on one GPU NOT measured)" if k > 1 else ""),
+          _basis(costs, "detect_actor_cpus_on_gpu") if k > 1 else "derived")
     p.add("compute", "GPUs", gpus, "GPUs", "one per node-local pod", "assumed")
     p.add("compute", "GPU busy share", 100.0 * gpu_need / gpus, "%",
           f"GPU time {gpu_need:.2f} / {gpus} GPUs: the host side of detection and CPU decode/mask/encode bound the "
