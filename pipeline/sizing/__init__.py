@@ -14,15 +14,19 @@ Model (one camera = one H.264 stream at ``fps``; chunks of ``chunk_seconds``):
   has ten times the boxes of a quiet street; a snapshot camera's frame costs more per pixel than
   a 720p one), so they come from ``costs.json``'s ``footage`` table, one row per kind measured at
   its own frame size and scaled with pixels from there; the default is the costliest (crowd).
-  On GPU nodes detection runs on GPUs and only its pre/post-processing stays on the GPU pods' CPUs.
+  On GPU nodes detection runs on GPUs and its host side (pre/post-processing, the waits on the
+  GPU: ``detect_cpu_s_on_gpu_node``, measured on an H100) stays on the GPU pods' CPUs; one GPU
+  detector actor keeps about one core busy (``detect_actor_cpus_on_gpu``), so that CPU is spread
+  over as many detector actors, several sharing a GPU at a fractional ``num_gpus``.
 * the process job starts ``ray.consumers`` consumer actors and EACH starts its own
   ``chunk_workers`` chunk actors and ``detector.replicas`` detector actors
   (pipeline/process/worker.py): Ray CPUs = consumers x (chunk_workers x worker_num_cpus +
   replicas x detector.num_cpus + 0.25), GPUs = consumers x replicas x num_gpus.
-* placement: CPU plans use ``ray.placement: node_local`` (one detector and its share of the
-  chunk actors per pod, so decoded frames never cross the network); GPU plans use ``spread``
-  (GPU pods offer Ray no CPUs and hold only detectors; the chunk actors run on CPU pods), since a
-  node-local group would need a GPU node with all of its chunk actors' CPUs.
+* placement: plans use ``ray.placement: node_local`` by default (a detector and its share of the
+  chunk actors per group, packed onto one pod, so decoded frames never cross the network; a GPU
+  pod holds as many groups as the shape that needs the fewest pods); ``--placement spread`` on
+  GPU nodes puts only detectors on the GPU pods (they offer Ray no CPUs) and the chunk actors on
+  CPU pods, at the price of decoded frames on the network.
 * one partition count for every chunk topic, from a list of numbers with many divisors, so
   consumers, sinks and ingest pods each get an equal share of partitions (and of cameras).
 * Kafka bytes retained per topic = write rate x retention x replication factor.
