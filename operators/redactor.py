@@ -134,11 +134,14 @@ class RedactionConfig:
             one of them scored at least :data:`operators.head.GROUP_CONFIDENT_SCORE` (a group or
             a crowd the face detectors are working on, not a lone person with weak duplicate
             boxes on the shirt: :data:`operators.head.GROUP_FACES`; ``None``: any number) get no
-            head box. ``head_min_score`` 0.5 and ``head_padding`` 0 (0.2 and 0.1 before session 9)
-            were chosen on the per-class curve (``veilstream eval --sweep --sweep-family curve``,
+            head box. ``head_min_score`` 0.5 and ``head_padding`` 0.05 (0.2 and 0.1 before session
+            9) were chosen on the per-class curve (``veilstream eval --sweep --sweep-family curve``,
             docs/quality.md "Session 9: the per-class curve"): the least masked area on the
             even-indexed faces_wider_hard images whose leaks (all and >= 20 px) did not rise, with
-            no other set leaking more; no smaller face mask qualified.
+            no other set leaking more, and no more leaked face-frames in the paired video check at
+            every 8th frame (``python -m operators.evalsweep video``); no smaller face mask
+            qualified. Padding 0 (the curve's first pick) left a basketball player's face
+            uncovered on one frame of 4069 in video.
         loose_text_dark_padding: in a dark frame, loose text keeps the plate's padding (added in
             "Plates round 3" for a lit plate on a vehicle YOLOX missed); off since the dark
             frames' full-frame pass at native resolution (round 3b) finds those plates: with it
@@ -260,7 +263,7 @@ class RedactionConfig:
     providers: tuple[str, ...] | None = None
     model_dir: str | None = None
     face_padding: float = 0.2
-    head_padding: float = 0.0
+    head_padding: float = 0.05
     plate_padding: float = 0.25
     person_padding: float = 0.05
     face_shape: str = "ellipse"
