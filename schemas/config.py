@@ -161,6 +161,7 @@ class DetectorConfig:
     providers: tuple[str, ...]
     threads: int | None
     split_min_frames: int = 2
+    small_lanes: int = 2
 
 
 @dataclass(frozen=True)

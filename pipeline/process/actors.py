@@ -29,7 +29,10 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -165,14 +168,69 @@ LOAD_QUERY_TIMEOUT_S = 2.0
 """A detector that does not say its load within this long is not split to (the chunk goes whole)."""
 
 
+def lane_groups(sizes: list[int], lanes: int) -> list[list[int]]:
+    """Indices into ``sizes`` (frames per chunk) in ``lanes`` groups of contiguous chunks with
+    about equal frame counts (each chunk whole: its text cadence and plate carry stay within
+    one lane's call); fewer chunks than lanes leaves groups empty.
+
+    Raises:
+        ValueError: ``lanes < 1``.
+    """
+    if lanes < 1:
+        raise ValueError(f"lanes: expected >= 1, got {lanes}")
+    total = sum(sizes)
+    groups: list[list[int]] = [[] for _ in range(lanes)]
+    acc = 0
+    for i, n in enumerate(sizes):
+        # the lane whose share of the frames this chunk's middle falls in
+        k = min(lanes - 1, int((acc + n / 2) * lanes / total)) if total else i % lanes
+        groups[k].append(i)
+        acc += n
+    return groups
+
+
+SMALL_LANES = 2
+"""One-thread detector lanes a :class:`DetectorActor` runs small frames on, in parallel (see
+:meth:`DetectorActor._run`); 0 or 1 = none."""
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
 class DetectorActor:
     """Holds the detectors (heavy ONNX sessions) and batches the frames of concurrent
     callers into one detector run."""
 
     def __init__(self, plan: MaskingPlan, max_batch_frames: int = 32, max_wait_s: float = 0.05,
-                 timeout_s: float = 30.0) -> None:
+                 timeout_s: float = 30.0, small_lanes: int = SMALL_LANES) -> None:
         # callers send only the frames to detect on: the schedule is theirs
         self.redactor = Redactor(replace(plan.detector, detect_every=1))
+        cfg = self.redactor.config
+        # Small frames (longer side <= small_frame_side, detected at the camera's own size) on
+        # one-thread lanes, one batch share per lane, in parallel: on a 320x180 snapshot frame
+        # the all-cores sessions cost x1.2 the CPU of one thread (thread hand-offs around tiny
+        # ops; docs/performance.md "Session 9: snapshot cameras"), while large frames (a crowd at
+        # 720p) run faster on all cores. Only for ``threads: null`` on CPU with >= 2 cores: an
+        # explicit thread count is kept for every frame. The lanes are built on the first small
+        # frame (in the background; until they are ready the all-cores sessions serve it), so
+        # a stage that never sees one pays no memory for them (~210 MiB per lane).
+        parts = [p for d in self.redactor.detectors.values()
+                 for p in (getattr(d, "components", None) or {"": d}).values()]
+        on_cpu = all(list(getattr(p, "providers", ["CPUExecutionProvider"])) in
+                     (["CPUExecutionProvider"], ["openvino"]) for p in parts)
+        self.small_side: int | None = cfg.small_frame_side
+        self.small_lanes = (int(small_lanes) if cfg.threads is None and on_cpu and self.small_side
+                            and _usable_cores() >= 2 and int(small_lanes) >= 2 else 0)
+        self._lanes: list[Redactor] | None = None
+        self._lane_pool: ThreadPoolExecutor | None = None
+        self._lanes_lock = threading.Lock()
+        self._lanes_state = "off" if not self.small_lanes else "wanted"  # -> building -> ready | failed
+        self._fail_mode: str | None = None
+        self.lane_runs = 0  # lane calls made (one per lane a batch used)
         self.max_batch_frames = max(1, int(max_batch_frames))
         self.max_wait_s = float(max_wait_s)
         # the deadline runs from the start of a batch, not from a caller's wait in the queue: a
@@ -295,20 +353,76 @@ class DetectorActor:
     def _run(self, chunks: list[np.ndarray]) -> list[Detections]:
         # process time: onnxruntime's own threads count too (one batch runs at a time here)
         t0 = time.process_time()
-        raw = self.redactor.detect_many(chunks)
-        per_frame_cpu = (time.process_time() - t0) / max(1, sum(len(c) for c in chunks))
-        return [Detections(list(b), list(f), list(e), per_frame_cpu * len(c)) for (b, f, e), c in zip(raw, chunks)]
-
-    def fail_next(self, mode: str) -> None:  # fault injection for tests: "raise" or "hang"
-        real = self.redactor.detect_many
-
-        def broken(chunks: list[np.ndarray]) -> Any:
-            self.redactor.detect_many = real  # type: ignore[method-assign]
+        mode, self._fail_mode = self._fail_mode, None
+        if mode is not None:
             if mode == "hang":
                 time.sleep(3600)
             raise RuntimeError("injected detector failure")
+        raw = self._detect_many(chunks)
+        per_frame_cpu = (time.process_time() - t0) / max(1, sum(len(c) for c in chunks))
+        return [Detections(list(b), list(f), list(e), per_frame_cpu * len(c)) for (b, f, e), c in zip(raw, chunks)]
 
-        self.redactor.detect_many = broken  # type: ignore[method-assign,assignment]
+    def _is_small(self, frames: np.ndarray) -> bool:
+        side = self.small_side
+        return side is not None and frames.ndim == 4 and max(int(frames.shape[1]), int(frames.shape[2])) <= side
+
+    def _detect_many(self, chunks: list[np.ndarray]
+                     ) -> list[tuple[list[Boxes | None], list[int], list[str]]]:
+        """:meth:`Redactor.detect_many` of ``chunks``: the small ones split by chunk across the
+        one-thread lanes (in parallel, the rest on the all-cores sessions meanwhile) once the
+        lanes are ready, else all on the all-cores sessions. Raises what a lane or the main
+        run raises: the batch loop then fails every frame of the batch closed, as before."""
+        small = [i for i, c in enumerate(chunks) if self._is_small(c)]
+        lanes = self._ready_lanes() if small and self.small_lanes else None
+        if not lanes:
+            return self.redactor.detect_many(chunks)
+        pool = self._lane_pool
+        assert pool is not None
+        groups = lane_groups([len(chunks[i]) for i in small], len(lanes))
+        futs = [pool.submit(lane.detect_many, [chunks[small[k]] for k in g]) for lane, g in zip(lanes, groups) if g]
+        self.lane_runs += len(futs)
+        is_small = set(small)
+        rest = [i for i in range(len(chunks)) if i not in is_small]
+        out: list[Any] = [None] * len(chunks)
+        try:
+            if rest:
+                for i, r in zip(rest, self.redactor.detect_many([chunks[i] for i in rest])):
+                    out[i] = r
+        finally:
+            done = [f.result() for f in futs]  # waits for every lane, even when the main run raised
+        for g, res in zip((g for g in groups if g), done):
+            for k, r in zip(g, res):
+                out[small[k]] = r
+        return out
+
+    def _ready_lanes(self) -> list[Redactor] | None:
+        """The lanes when they are built; on the first call, starts building them in a thread."""
+        if self._lanes_state == "ready":
+            return self._lanes
+        with self._lanes_lock:
+            if self._lanes_state == "wanted":
+                self._lanes_state = "building"
+                threading.Thread(target=self._build_lanes, name="detector-lanes", daemon=True).start()
+        return None
+
+    def _build_lanes(self) -> None:
+        try:
+            cfg = replace(self.redactor.config, threads=1)
+            lanes = [Redactor(cfg) for _ in range(self.small_lanes)]
+            side = int(self.small_side or 1)
+            for lane in lanes:  # each session's first small input (OpenVINO compiles its shape)
+                lane.run_detectors(np.zeros((1, min(side, 180), side, 3), np.uint8))
+            self._lane_pool = ThreadPoolExecutor(max_workers=len(lanes), thread_name_prefix="detector-lane")
+            self._lanes = lanes
+            self._lanes_state = "ready"
+            logger.info("detector lanes ready: %d one-thread lanes for frames of at most %d px", len(lanes), side)
+        except Exception as exc:  # noqa: BLE001 - the all-cores sessions keep serving small frames
+            self._lanes_state = "failed"
+            logger.error("detector lanes could not be built (%s): small frames stay on the all-cores sessions", exc)
+
+    def fail_next(self, mode: str) -> None:  # fault injection for tests: "raise" or "hang"
+        """The next batch raises (``raise``) or never returns (``hang``), whichever sessions it would use."""
+        self._fail_mode = mode
 
 
 class ChunkActor:

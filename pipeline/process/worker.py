@@ -300,7 +300,7 @@ class ProcessWorker:
                 ray.remote(DetectorActor).options(num_cpus=det.num_cpus, num_gpus=det.num_gpus, max_restarts=-1,
                                                   max_task_retries=0, max_concurrency=64, **strategy)
                 .remote(self.plan, max_batch_frames=det.batch_size, max_wait_s=det.max_wait_ms / 1000.0,
-                        timeout_s=p.detector_timeout_s))
+                        timeout_s=p.detector_timeout_s, small_lanes=det.small_lanes))
         for w in range(rc.chunk_workers):
             g = w % det.replicas
             strategy = {}
