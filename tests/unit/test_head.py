@@ -192,3 +192,27 @@ def test_in_video_the_head_box_of_a_player_among_weak_faces_covers_the_frames_be
     for i in range(9):
         assert (planned[i].label == Label.HEAD).any(), i
         assert red.coverage(PLAYER_HW, planned[i])[face_between].all(), i
+
+
+def test_the_redactor_head_fallback_defaults_chosen_on_the_session_9_curve():
+    """Session 9 (docs/quality.md "Session 9: the per-class curve"): the redactor draws the head
+    box for persons scored >= 0.5 (0.2 before) and pads it by 0.05 of its size (0.1 before); the
+    old values stay settable."""
+    import math
+    from dataclasses import replace
+
+    from operators.redactor import RedactionConfig, Redactor
+
+    cfg = RedactionConfig(classes=("face",))
+    assert (cfg.head_min_score, cfg.head_padding) == (0.5, 0.05)
+    red, old = Redactor(cfg, detectors={}), Redactor(replace(cfg, head_min_score=0.2, head_padding=0.1), detectors={})
+    unsure = Boxes.of([STANDING], [0.35], Label.PERSON)
+    assert not (red.plan_from([unsure], [], HW)[0].label == Label.HEAD).any()
+    assert int((old.plan_from([unsure], [], HW)[0].label == Label.HEAD).sum()) == 1
+    sure = Boxes.of([STANDING], [0.6], Label.PERSON)
+    for r, pad in ((red, 0.05), (old, 0.1)):
+        planned = r.plan_from([sure], [], HW)[0]
+        (x1, _, x2, _), = planned.xyxy[planned.label == Label.HEAD]
+        cols = np.flatnonzero(r.coverage(HW, planned).any(axis=0))
+        w = float(x2 - x1)
+        assert (int(cols[0]), int(cols[-1]) + 1) == (math.floor(x1 - pad * w), math.ceil(x2 + pad * w)), pad

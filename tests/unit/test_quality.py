@@ -256,8 +256,8 @@ def test_regression_guard_faces_wider_subset(default_redactor):
     assert c["face_ge20"].leak_rate <= 0.06 and c["face_lt20"].leak_rate <= 0.15, rep.leaks
     # round 3: masked area, loosely (15.0 % today: faces 12.3, loose text 2.2, head fallback
     # 1.0, plate boxes 0.05; 21.6 % before loose text, when plate-class text was 11.9); the head
-    # fallback fired on persons with a face found before
-    assert rep.masked_area_share <= 0.18, rep.masked_area_by_source
+    # fallback fired on persons with a face found before; 14.3 % at session 9's defaults
+    assert rep.masked_area_share <= 0.16, rep.masked_area_by_source
     assert rep.masked_area_by_source.get("head", 0.0) <= 0.02, rep.masked_area_by_source
     assert rep.masked_area_by_source.get("loose_text", 0.0) + rep.masked_area_by_source.get("plate", 0.0) <= 0.04, \
         rep.masked_area_by_source
@@ -300,9 +300,12 @@ def test_eval_entry_builds_the_config_and_checks_its_arguments():
 def test_regression_guard_coco_subset(default_redactor):
     """Loose guard: 20 COCO photos spread over the set, faces + plates at the defaults. Face
     masks round 4 (large weak CenterFace boxes dropped, docs/quality.md "Face masks that follow
-    faces"): 7.8 % masked, face masks 2.7 % (10.3 and 5.2 % before), no face leaked."""
+    faces"): 7.8 % masked, face masks 2.7 % (10.3 and 5.2 % before), no face leaked. Session 9
+    (head fallback from person score 0.5, padding 0.05; docs/quality.md "Session 9: the per-class
+    curve"): 6.6 % masked, head 0.02 %."""
     rep = evaluate("coco_val2017", EVAL_DIR, _cov(default_redactor), limit=20)
     face = next(c for c in rep.classes if c.cls == "face")
     assert face.targets >= 3 and face.leaked == 0, rep.leaks
-    assert rep.masked_area_share <= 0.09, rep.masked_area_by_source
+    assert rep.masked_area_share <= 0.075, rep.masked_area_by_source
     assert rep.masked_area_by_source.get("face", 0.0) <= 0.04, rep.masked_area_by_source
+    assert rep.masked_area_by_source.get("head", 0.0) <= 0.002, rep.masked_area_by_source
