@@ -381,9 +381,10 @@ def run_curve(cfg: Any, eval_dir: Path, cache_root: Path | None, out_dir: Path,
     (out_dir / "curve.json").write_text(json.dumps(doc, indent=1))
     draw_curve(rows, out_dir / "curve.png")
     f = full_set(base_res)
-    print(f"chosen: {base or 'the defaults'}; {SPLIT_SET} full set {f['leaked']}/{f['targets']} "
+    print(f"chosen on the stills: {base or 'the defaults'}; {SPLIT_SET} full set {f['leaked']}/{f['targets']} "
           f"(>= 20 px {f['leaked_ge20']}) at {f['masked_area']:.2%} -> {out_dir / 'curve.json'}, "
-          f"{out_dir / 'curve.png'}")
+          f"{out_dir / 'curve.png'}; the rule's video gate: python -m operators.evalsweep video "
+          f"(session 9 rejected head_padding 0 there: the default is 0.05)")
     return doc
 
 
