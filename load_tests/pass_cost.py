@@ -14,6 +14,8 @@ For each camera kind, the frames ``Redactor.detect`` would detect in one 2 s chu
 * ``vtest 1280x720``: ``make load``'s default source, its first 2 s chunk (every 4th; left out
   until ``make load`` built ``out/load/sources/vtest-1280x720-15fps.mp4``);
 * ``crowd 1280x720``: the crowded load source (``load_tests/crowd_source.py``, every 4th);
+* ``bench 1280x720``: ``make bench``'s input (``bigbuckbunny.mp4``, 720p at 25 fps), the
+  detected frames of ``veilstream redact``'s first chunk (49 frames, every 4th: 13);
 * ``parked 1280x720``: a static street camera: the first ``plates_traffic`` ``ro_*`` dashcam
   frame held still for a chunk of 30 frames (sensor noise of sigma 2 and JPEG q90 per frame,
   every 4th).
@@ -93,6 +95,7 @@ def cameras(rng_seed: int = 0) -> dict[str, np.ndarray]:
         out["vtest 1280x720"] = scheduled(_video_frames(vtest, 30), 4)
     crowd = build_crowd_clip(ROOT / "out" / "load" / "sources")
     out["crowd 1280x720"] = scheduled(_video_frames(crowd, 75)[45:75], 4)  # a chunk inside the 2nd image
+    out["bench 1280x720"] = scheduled(_video_frames(sample_video("bigbuckbunny.mp4"), 49), 4)
     rng = np.random.default_rng(rng_seed)
     doc = json.loads((default_eval_dir() / "plates_traffic" / "labels.json").read_text())
     names = sorted(im["file"] for im in doc["images"] if im["file"].startswith("ro_"))[:1]

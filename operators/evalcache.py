@@ -140,6 +140,8 @@ def components(cfg: Any) -> dict[str, Component]:
             text_params["lit_pass"] = True
         if getattr(cfg, "text_full_precision", None) == "bf16":
             text_params["full_precision"] = "bf16"
+            # since session 9 a dark frame's native pass has its own precision (fp32 unless asked)
+            text_params["dark_precision"] = getattr(cfg, "text_dark_precision", None) or "fp32"
         out["text_full"] = simple("text_full", TextDetector, text_params)
         if lit:  # the lit-plate pass's constants sign its boxes too (off: the signature before it)
             out["text_full"].params["lit"] = litplate.params()

@@ -214,7 +214,13 @@ class RedactionConfig:
             vehicle-crop and lit-plate passes stay fp32 (bf16 for every pass, YOLOX included,
             leaked 7 more plates_traffic plates: docs/performance.md "bf16"). x2.2 less CPU for
             the pass that every detected frame pays (720p at 640x384: ~98 -> ~45 ms on this
-            AMX Xeon). ``None`` / ``fp32``: as ``precision`` says (fp32 for PP-OCRv5).
+            AMX Xeon). ``None`` / ``fp32``: as ``precision`` says (fp32 for PP-OCRv5). A dark
+            frame's native-resolution pass stays fp32 (``text_dark_precision``).
+        text_dark_precision: ``bf16``: a dark frame's full-frame pass at up to native
+            resolution (``plate_lit_pass``, round 3b) infers in bfloat16 as well (where
+            ``text_full_precision`` bf16 is in effect): x0.43 of that pass's CPU, the largest
+            cost of dark crowded footage, but one more faces_wider_hard face leaked (a face a
+            text box covered by chance). ``None`` / ``fp32``: fp32 (the default).
         text_model: the text/plate detector's registry name: ``ppocr_det_v5`` (PP-OCRv5
             mobile) or ``ppocr_det`` (PP-OCRv4, the default before: measured against in
             README "Measured quality").
@@ -290,6 +296,7 @@ class RedactionConfig:
     precision: str = DEFAULT_PRECISION
     text_model: str = "ppocr_det_v5"
     text_full_precision: str | None = None
+    text_dark_precision: str | None = None
     plate_fallback: bool = True
     plate_fallback_min_px: int = 40
     plate_fallback_threshold: float = 0.5
@@ -400,8 +407,9 @@ class RedactionConfig:
                 problems.append(f"{name}: expected a number >= 1 (or None = no cap), got {v!r}")
         if self.precision not in PRECISIONS:
             problems.append(f"precision: expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.text_full_precision not in (None, "fp32", "bf16"):
-            problems.append(f"text_full_precision: expected fp32 or bf16 (or None), got {self.text_full_precision!r}")
+        for name in ("text_full_precision", "text_dark_precision"):
+            if getattr(self, name) not in (None, "fp32", "bf16"):
+                problems.append(f"{name}: expected fp32 or bf16 (or None), got {getattr(self, name)!r}")
         if self.text_model not in TEXT_MODELS:
             problems.append(f"text_model: expected one of {', '.join(TEXT_MODELS)}, got {self.text_model!r}")
         v = self.plate_fallback_min_px
@@ -1004,6 +1012,7 @@ def build_detectors(config: RedactionConfig) -> dict[str, Detector]:
         kw["lit_pass"] = plates and config.plate_lit_pass
         kw["model"] = config.text_model
         kw["full_precision"] = config.text_full_precision
+        kw["dark_precision"] = config.text_dark_precision
         # One text model serves both classes: it finds plate characters and other text.
         kw["label"] = Label.PLATE if plates else Label.TEXT
         dets["text"] = DETECTORS["ppocr_text"](**kw)

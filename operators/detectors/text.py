@@ -222,10 +222,16 @@ class TextDetector(OnnxDetector):
         crop_gap: black px kept right of and below each packed crop (at most what a canvas
             of its own leaves): 96, measured (32 and 64 leak 3-4 more plates_traffic plates).
         nms_iou: ``None``: DB contours do not overlap, no NMS.
-        full_precision: ``bf16``: the full-frame pass (not the vehicle-crop or lit-plate
-            passes) infers in bfloat16 where the crop pass runs on OpenVINO on a CPU with native
-            bf16 (a second session of the same graph); else, or ``None``, as the crop pass
+        full_precision: ``bf16``: the full-frame pass at its own scale (not the vehicle-crop or
+            lit-plate passes, nor a dark frame's native-resolution pass: ``dark_precision``)
+            infers in bfloat16 where the crop pass runs on OpenVINO on a CPU with native bf16 (a
+            second session of the same graph); else, or ``None``, as the crop pass
             (``precision``). See ``RedactionConfig.text_full_precision``.
+        dark_precision: ``bf16``: with ``full_precision`` bf16 in effect, a dark frame's
+            full-frame pass at up to native resolution (``lit_pass``,
+            :func:`litplate.full_pass_scale`) infers in bfloat16 too; else, or ``None``, as the
+            crop pass (fp32): round 3b's dark plates are read there. See
+            ``RedactionConfig.text_dark_precision``.
         full_carry_motion: in ``detect_given`` with ``full_from``, a frame's carried full-pass
             boxes move with the camera motion from their frame to it
             (:func:`operators.motion.pair_transform`, what temporal fill follows), and stay in
@@ -252,7 +258,8 @@ class TextDetector(OnnxDetector):
                  crop_carry: int = 8, crop_budget: float | None = None, full_min_side: int | None = None,
                  lit_pass: bool = False,
                  nms_iou: float | None = None, native_max_side: int | None = None,
-                 full_precision: str | None = None, full_carry_motion: bool = True,
+                 full_precision: str | None = None, dark_precision: str | None = None,
+                 full_carry_motion: bool = True,
                  model_dir: ModelRef | None = None, threads: int | None = None, batch_size: int | None = None,
                  precision: str = DEFAULT_PRECISION) -> None:
         self.label = Label(int(label))
@@ -301,6 +308,9 @@ class TextDetector(OnnxDetector):
             self._mean = np.full((1, 3, 1, 1), 0.5 * 255.0, np.float32)
             self._scale = np.full((1, 3, 1, 1), 1.0 / (0.5 * 255.0), np.float32)
         self._full_session: Any = None
+        """The full-frame pass's session at the frame's own scale (``None``: ``session``)."""
+        self._dark_session: Any = None
+        """... and a dark frame's native-resolution pass's (``None``: ``session``)."""
         path = self._open(model, model_dir, precision)
         self._start(path, providers, threads, (360, 640))
         self.full_precision = self.precision
@@ -308,6 +318,10 @@ class TextDetector(OnnxDetector):
             self._full_session = OpenVinoSession(self._graph, threads, "bf16")
             self.full_precision = "bf16"
             self.detect(np.zeros((1, 360, 640, 3), np.uint8))  # its warm-up (see OnnxDetector._start)
+        self.dark_precision = self.precision
+        if dark_precision == "bf16" and self._full_session is not None:
+            self._dark_session = self._full_session
+            self.dark_precision = "bf16"
         # On CPU a packed canvas is cut to what it uses (cost grows with pixels); on a GPU
         # every canvas keeps the one full shape (a new input shape costs a kernel search
         # there, or a TensorRT engine build, and pixels are cheap).
@@ -335,12 +349,13 @@ class TextDetector(OnnxDetector):
         found: list[list[tuple[list[float], float]]] = [[] for _ in range(n)]
         for i in range(n):
             if not self.lit_pass:
-                found[i].extend(self._full_frame(frames[i], s))
+                found[i].extend(self._full_frame(frames[i], s, self._full_session))
                 continue
             # A dark frame is read closer to native resolution (litplate.full_pass_scale) and
             # its bright plate-shaped patches get a second look (litplate.search).
             median = litplate.median_grey(frames[i])
-            found[i].extend(self._full_frame(frames[i], litplate.full_pass_scale(median, (h, w), s)))
+            sd = litplate.full_pass_scale(median, (h, w), s)
+            found[i].extend(self._full_frame(frames[i], sd, self._full_session if sd == s else self._dark_session))
             # Proposals a box of this pass already covers are not searched again; the
             # covering score is fixed so the eval cache's floor run skips what the
             # default threshold's run skips (exact at thresholds <= COVER_SCORE).
@@ -349,8 +364,9 @@ class TextDetector(OnnxDetector):
                                             budget=litplate.window_budget(median)))
         return [self._finish(f, (h, w)) for f in found]
 
-    def _full_frame(self, frame: np.ndarray, s: float) -> list[tuple[list[float], float]]:
-        """The full-frame pass on one BGR frame at scale ``s`` (tiled above ``tile`` px)."""
+    def _full_frame(self, frame: np.ndarray, s: float, session: Any) -> list[tuple[list[float], float]]:
+        """The full-frame pass on one BGR frame at scale ``s`` (tiled above ``tile`` px), on
+        ``session`` (``None``: the crop pass's)."""
         h, w = frame.shape[:2]
         rh, rw = max(1, round(h * s)), max(1, round(w * s))
         tiles = plan_tiles(rh, rw, self.tile, 64) if self.tile else [(0, 0, rh, rw)]
@@ -363,7 +379,7 @@ class TextDetector(OnnxDetector):
         blob = np.zeros((len(tiles), ph, pw, 3), np.uint8)
         for t, (y0, x0, y1, x1) in enumerate(tiles):
             blob[t, :y1 - y0, :x1 - x0] = img[y0:y1, x0:x1]
-        prob = self._run(blob, self._full_session)
+        prob = self._run(blob, session)
         out: list[tuple[list[float], float]] = []
         for t, (y0, x0, y1, x1) in enumerate(tiles):
             out.extend(self._boxes(prob[t, :y1 - y0, :x1 - x0], sx, sy, x0 * sx, y0 * sy))
