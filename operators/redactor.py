@@ -140,8 +140,8 @@ class RedactionConfig:
             even-indexed faces_wider_hard images whose leaks (all and >= 20 px) did not rise, with
             no other set leaking more, and no more leaked face-frames in the paired video check at
             every 8th frame (``python -m operators.evalsweep video``); no smaller face mask
-            qualified. Padding 0 (the curve's first pick) left a basketball player's face
-            uncovered on one frame of 4069 in video.
+            qualified. Padding 0 (the curve's first pick) leaked one face-frame of 4069 in video
+            (the ``35_Basketball_664`` clip).
         loose_text_dark_padding: in a dark frame, loose text keeps the plate's padding (added in
             "Plates round 3" for a lit plate on a vehicle YOLOX missed); off since the dark
             frames' full-frame pass at native resolution (round 3b) finds those plates: with it
