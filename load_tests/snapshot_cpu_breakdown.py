@@ -2,7 +2,7 @@
 layout (issue 19 "Throughput", item 3; docs/performance.md "Session 9: snapshot cameras").
 
     VEILSTREAM_MODEL_DIR=../shared/models .venv/bin/python load_tests/snapshot_cpu_breakdown.py \\
-        [--chunks 240] [--rounds 2] [--layouts default,t1,t1x2] [--idle-s 10]
+        [--chunks 240] [--rounds 2] [--layouts nolanes,default,t1,t1x2] [--idle-s 10]
 
 Starts the process stage's own actors (:meth:`pipeline.process.worker.ProcessWorker._start_ray`)
 once per layout in one local Ray, and pushes ``--chunks`` one-frame chunks of ``make load``'s
@@ -10,7 +10,10 @@ once per layout in one local Ray, and pushes ``--chunks`` one-frame chunks of ``
 ``process.max_inflight_chunks`` in flight, :func:`~pipeline.process.batching.plan_batches`
 batches through ``ChunkActor.redact_many``). Layouts (``ray.*`` settings):
 
-* ``default``: one detector actor on all cores (``threads: null``), two chunk actors;
+* ``default``: one detector actor on all cores (``threads: null``), two chunk actors; small
+  frames on its one-thread lanes (``ray.detector.small_lanes`` 2);
+* ``nolanes``: the same with ``small_lanes: 0`` (small frames on the all-cores sessions too: the
+  default before session 9);
 * ``t1``: the same with ``ray.detector.threads: 1``;
 * ``t1x2``: two one-thread detectors (``replicas: 2``, ``num_cpus: 0.5``, ``worker_num_cpus:
   0.25``: the demo's layout), each chunk actor sending to the detector of its placement group.
@@ -45,6 +48,7 @@ from schemas.config import parse_config  # noqa: E402
 
 LAYOUTS: dict[str, dict[str, Any]] = {
     "default": {},
+    "nolanes": {"detector": {"small_lanes": 0}},
     "t1": {"detector": {"threads": 1}},
     "t1x2": {"detector": {"threads": 1, "replicas": 2, "num_cpus": 0.5}, "worker_num_cpus": 0.25},
 }
@@ -104,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--chunks", type=int, default=240, help="chunks (frames) per layout and round")
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--layouts", default="default,t1,t1x2", help=f"comma-separated of {', '.join(LAYOUTS)}")
+    ap.add_argument("--layouts", default="nolanes,default,t1,t1x2", help=f"comma-separated of {', '.join(LAYOUTS)}")
     ap.add_argument("--idle-s", type=float, default=10.0, help="idle seconds measured before pushing")
     ap.add_argument("--source", type=Path, default=SOURCE)
     args = ap.parse_args(argv)
@@ -130,7 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     limits = BatchLimits()
     tot: dict[str, dict[str, float]] = {m: {} for m in layouts}
     try:
-        for name in layouts:  # warm-up: sessions, static compiles, Ray workers
+        for name in layouts:  # warm-up: sessions, static compiles, Ray workers, the lanes' build
+            push(sets[name], tasks[:48], "batch", window, limits)
+        time.sleep(15.0)
+        for name in layouts:
             push(sets[name], tasks[:48], "batch", window, limits)
         time.sleep(2.0)
         c0, t0 = tree_cpu_by_role(me), time.perf_counter()
