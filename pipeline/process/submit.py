@@ -184,13 +184,23 @@ def run_submitter(config_path: Path, url: str, stop: threading.Event, *, name: s
     if stop_wait_s is None:
         stop_wait_s = float(drain_s + 5)
     # /healthz while the job is being submitted and watched (start-up within the config's budget),
-    # /readyz while it RUNS; the pod's probes use them like the other stages'.
+    # /readyz while it RUNS; the pod's probes use them like the other stages'. A server of its
+    # own starts inside the start-up phase, so its very first /healthz says "starting", never
+    # "running" (as the process worker's, commit 79df377), and stops when the submitter returns.
+    own = metrics is None
     if metrics is None:
         metrics = WorkerMetrics("submit")
-        serve_config(metrics, cfg.metrics)
-    with metrics.starting(cfg.metrics.startup_budget_s):
-        rc = _run(url, stop, submission_base(name, digest, revision), text, client_factory, poll_s, stop_wait_s,
-                  log, metrics, drain_s, policies)
+    server = None
+    try:
+        with metrics.starting(cfg.metrics.startup_budget_s):
+            if own:
+                server = serve_config(metrics, cfg.metrics)
+            rc = _run(url, stop, submission_base(name, digest, revision), text, client_factory, poll_s, stop_wait_s,
+                      log, metrics, drain_s, policies)
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
     return rc
 
 

@@ -246,3 +246,43 @@ def test_policies_travel_with_the_job_and_a_policy_change_is_a_new_job(tmp_path:
     (pol / "default.yaml").write_text("policy_id: other\n")
     with pytest.raises(ConfigError, match="must equal the file name"):
         submit(p, FakeJobs(statuses=["SUCCEEDED"]))
+
+
+def test_its_own_probe_server_first_answers_starting_and_stops_when_it_returns(cfg: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch):
+    """With no metrics given, the submitter's own probe server starts inside the start-up phase
+    (its very first /healthz says "starting": before, it started first and a probe racing the two
+    read "running", as in the process worker before commit 79df377) and is shut down when the
+    submitter returns or raises."""
+    import pipeline.process.submit as submit_mod
+
+    class Server:
+        def __init__(self, phase: str) -> None:
+            self.phase, self.calls = phase, []
+
+        def shutdown(self) -> None:
+            self.calls.append("shutdown")
+
+        def server_close(self) -> None:
+            self.calls.append("close")
+
+    servers: list[Server] = []
+
+    def serve(metrics: WorkerMetrics, mcfg: object) -> Server:
+        servers.append(Server(metrics.phase()))
+        return servers[-1]
+
+    monkeypatch.setattr(submit_mod, "serve_config", serve)
+    fake = FakeJobs(statuses=["SUCCEEDED"])
+    assert run_submitter(cfg, "http://head-svc:8265", threading.Event(), client_factory=lambda url: fake,
+                         poll_s=0.001, stop_wait_s=0.01, log=lambda line: None) == 0
+
+    def unreachable(url: str) -> FakeJobs:
+        raise ConnectionError("refused")
+
+    with pytest.raises(SubmitError, match="unreachable"):
+        run_submitter(cfg, "http://head-svc:8265", threading.Event(), client_factory=unreachable,
+                      poll_s=0.001, log=lambda line: None)
+    assert [(s.phase, s.calls) for s in servers] == [("starting", ["shutdown", "close"])] * 2
+    submit(cfg, FakeJobs(statuses=["SUCCEEDED"]))  # the caller's metrics: the caller serves them
+    assert len(servers) == 2
