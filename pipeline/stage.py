@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 from pipeline.kafka import (
@@ -169,6 +170,7 @@ class StageKafka:
         self.consumer: Any = None
         self.producer: Any = None
         self._lag_labels: set[str] = set()  # partitions whose lag this stage reports
+        self.server: ThreadingHTTPServer | None = None  # serve_metrics()'s, until close()
 
     # ---------------------------------------------------------------- wiring
     def connect(self, group: str, topics: list[str], *, on_revoke: Callable[[list[TopicPart]], None],
@@ -203,8 +205,20 @@ class StageKafka:
                 self.metrics.lag.remove(label)
                 self._lag_labels.discard(label)
 
-    def serve_metrics(self) -> None:
-        serve_config(self.metrics, self.cfg.metrics)
+    def serve_metrics(self) -> ThreadingHTTPServer | None:
+        """Start the stage's probe / metrics server as the config's ``metrics`` section says
+        (``None``: disabled), once; it is kept, and :meth:`close` stops it."""
+        if self.server is None:
+            self.server = serve_config(self.metrics, self.cfg.metrics)
+        return self.server
+
+    def close(self) -> None:
+        """Stop the probe / metrics server (its port is free again); the consumer and producer are
+        the runtime's to close. Safe to call twice, or with no server."""
+        server, self.server = self.server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
 
     # ---------------------------------------------------------------- offsets
     def started(self, src: Source) -> None:

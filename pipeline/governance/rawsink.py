@@ -152,6 +152,7 @@ class RawSinkWorker:
             return self.runtime.run(exit_when_idle_s)
         finally:
             self.k.producer = None  # unused by this stage: release its broker connections now
+            self.k.close()  # the probe server with it
 
     def step(self) -> None:
         self.runtime.step()

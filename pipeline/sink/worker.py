@@ -212,6 +212,7 @@ class SinkWorker(BaseHandler):
             return self.runtime.run(exit_when_idle_s)
         finally:
             self.producer = None  # flushed in the drain; release its broker connections now
+            self.kafka.close()  # the probe server with it
 
     def step(self, poll_s: float = 0.2) -> None:
         """One loop iteration of the runtime (public for tests that drive the worker by hand)."""
