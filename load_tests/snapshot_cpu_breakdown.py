@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layouts", default="nolanes,default,t1,t1x2", help=f"comma-separated of {', '.join(LAYOUTS)}")
     ap.add_argument("--idle-s", type=float, default=10.0, help="idle seconds measured before pushing")
     ap.add_argument("--source", type=Path, default=SOURCE)
+    ap.add_argument("--config", type=Path, default=None,
+                    help="a stage config (e.g. make load's .veilstream/load/load-config.yaml) whose process block "
+                         "and policies the actors get (its Ray address and CPUs are not used); default: the defaults")
     args = ap.parse_args(argv)
     layouts = args.layouts.split(",")
     bad = [x for x in layouts if x not in LAYOUTS]
@@ -124,10 +127,18 @@ def main(argv: list[str] | None = None) -> int:
     me = os.getpid()
     sets: dict[str, Any] = {}
     # Ray's CPUs are bookkeeping here (threads are what run): room for every layout's placement groups
+    base: dict[str, Any] = {}
+    if args.config is not None:
+        import yaml
+
+        full = yaml.safe_load(args.config.read_text()) or {}
+        base = {k: full[k] for k in ("process", "policies_dir") if k in full}
     for name in layouts:
         over = LAYOUTS[name]
-        sets[name] = ProcessWorker(parse_config({"ray": {"num_cpus": 4 * len(layouts), **over},
-                                                 "metrics": {"enabled": False}}))
+        ray_cfg = {"num_cpus": 4 * len(layouts), **over}
+        if "detector" in over:
+            ray_cfg["detector"] = dict(over["detector"])
+        sets[name] = ProcessWorker(parse_config({**base, "ray": ray_cfg, "metrics": {"enabled": False}}))
         sets[name]._start_ray()
     tasks = snapshot_tasks(args.source, args.chunks)
     window = sets[layouts[0]].cfg.process.max_inflight_chunks
