@@ -244,6 +244,12 @@ def encode_h264_chunk(frames: Frames, fps: float, pts_ms: Sequence[int] | None =
             costs the same CPU (a 720p crowd chunk: 0.0159 vs 0.0157 CPU-s a frame) and keeps
             the work on the calling thread, where a caller that runs several encodes at once
             (the process stage's chunk actors) and counts CPU by thread can see it.
+
+    The bytes are not deterministic on CPUs with AVX-512: libx264's AVX-512 kernels now and then
+    encode the same frames differently in the last macroblock (about 4 distinct streams in 1,500
+    encodes, ~20 bytes apart, same PSNR; identical with AVX-512 left out of x264's ``asm``, with
+    ``no-mbtree`` or ``aq-mode=0``). A replayed chunk can so get other bytes under the same object
+    key; what is encoded (the masked frames) is the same. Compare frames, never payloads.
     """
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
         raise CodecError(f"encode_h264_chunk: threads must be an integer >= 0 (0 = auto), got {threads!r}")
