@@ -215,7 +215,11 @@ class RedactionConfig:
             leaked 7 more plates_traffic plates: docs/performance.md "bf16"). x2.2 less CPU for
             the pass that every detected frame pays (720p at 640x384: ~98 -> ~45 ms on this
             AMX Xeon). ``None`` / ``fp32``: as ``precision`` says (fp32 for PP-OCRv5). A dark
-            frame's native-resolution pass stays fp32 (``text_dark_precision``).
+            frame's native-resolution pass stays fp32 (``text_dark_precision``). ``bf16`` is the
+            default since session 9 (docs/performance.md "Session 9: detection per 720p
+            frame"): with the dark pass in fp32, every leak of ``veilstream eval all`` and of the
+            moving-camera video eval at every 8th frame is what fp32 leaks, masked area within
+            0.05 / 0.2 points; a no-op where it cannot run (fp32 there).
         text_dark_precision: ``bf16``: a dark frame's full-frame pass at up to native
             resolution (``plate_lit_pass``, round 3b) infers in bfloat16 as well (where
             ``text_full_precision`` bf16 is in effect): x0.43 of that pass's CPU, the largest
@@ -295,7 +299,7 @@ class RedactionConfig:
     person_max_upscale: float | None = 2.0
     precision: str = DEFAULT_PRECISION
     text_model: str = "ppocr_det_v5"
-    text_full_precision: str | None = None
+    text_full_precision: str | None = "bf16"
     text_dark_precision: str | None = None
     plate_fallback: bool = True
     plate_fallback_min_px: int = 40

@@ -36,9 +36,9 @@ BRIGHT = np.full((720, 1280, 3), 150, np.uint8)
 DARK = np.full((720, 1280, 3), 30, np.uint8)  # median grey 30 < litplate.NATIVE_MEDIAN 85
 
 
-def test_bf16_at_the_frames_own_scale_fp32_for_the_dark_native_pass():
-    cfg = RedactionConfig(classes=("plate",), threads=1, text_full_precision="bf16").validate()
-    assert cfg.text_dark_precision is None
+def test_defaults_bf16_at_the_frames_own_scale_fp32_for_the_dark_native_pass():
+    cfg = RedactionConfig(classes=("plate",), threads=1).validate()
+    assert cfg.text_full_precision == "bf16" and cfg.text_dark_precision is None
     det = build_detectors(cfg)["text"]
     assert isinstance(det, TextDetector) and det.lit_pass
     if not bf16_supported():  # no native bf16: one fp32 session serves every pass
