@@ -255,6 +255,8 @@ class ProcessConfig:
     text_full_min_side: int | None = None
     small_frame_side: int | None = 320
     text_full_every: int = 2
+    text_full_precision: str = "bf16"
+    text_dark_precision: str = "fp32"
 
 
 @dataclass(frozen=True)

@@ -71,3 +71,21 @@ def test_dark_precision_bf16_runs_the_native_pass_in_bf16_too():
 def test_bad_precision_names_the_field(field):
     with pytest.raises(Exception, match=f"{field}: expected fp32 or bf16"):
         RedactionConfig(**{field: "int4"}).validate()
+
+
+def test_process_config_keys_reach_the_redaction_config_and_bad_values_name_the_key():
+    from pipeline.process.plan import build_plan
+    from schemas.config import parse_config
+    from schemas.errors import ConfigError
+
+    def redaction(process: dict[str, Any]) -> RedactionConfig:
+        cfg = parse_config({"kafka": {"bootstrap_servers": "127.0.0.1:9"}, "process": process})
+        return build_plan(cfg).default.redaction
+
+    r = redaction({})
+    assert (r.text_full_precision, r.text_dark_precision) == ("bf16", "fp32")
+    r = redaction({"text_full_precision": "fp32", "text_dark_precision": "bf16"})
+    assert (r.text_full_precision, r.text_dark_precision) == ("fp32", "bf16")
+    for key in ("text_full_precision", "text_dark_precision"):
+        with pytest.raises(ConfigError, match=f"process.{key}"):
+            redaction({key: "int8"})
