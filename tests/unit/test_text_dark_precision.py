@@ -89,3 +89,16 @@ def test_process_config_keys_reach_the_redaction_config_and_bad_values_name_the_
     for key in ("text_full_precision", "text_dark_precision"):
         with pytest.raises(ConfigError, match=f"process.{key}"):
             redaction({key: "int8"})
+
+
+@pytest.mark.parametrize(("flag", "expected"), [(None, "bf16"), ("fp32", "fp32"), ("bf16", "bf16")])
+def test_cli_precision_fp32_turns_the_text_pass_bf16_off_too(flag: str | None, expected: str) -> None:
+    import argparse
+
+    from pipeline.cli import _redaction_config
+
+    args = argparse.Namespace(face_model=None, face_max_side=None, precision=flag, classes=["face", "plate"],
+                              style="mosaic", detect_every=None, providers=None, model_dir=None)
+    cfg = _redaction_config(args, 4)
+    assert isinstance(cfg, RedactionConfig)
+    assert cfg.text_full_precision == expected
