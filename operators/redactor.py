@@ -501,11 +501,21 @@ class Redactor:
 
     @property
     def model_ids(self) -> list[dict[str, str]]:
+        """The models that produce the masks, stamped on every redacted chunk and its segment's
+        manifest: id, version (sha256 of the graph), and the precision each really infers in
+        (``precision``; the text detector also ``full_precision`` / ``dark_precision`` for its
+        full-frame passes, bf16 by default since session 9), so an audit can tell which run
+        produced a segment."""
         out = []
         for d in self.detectors.values():
             for part in (getattr(d, "components", None) or {"": d}).values():
-                out.append({"id": part.name,
-                            "version": str(getattr(part, "model_sha256", "") or getattr(part, "version", ""))})
+                entry = {"id": part.name,
+                         "version": str(getattr(part, "model_sha256", "") or getattr(part, "version", ""))}
+                for attr in ("precision", "full_precision", "dark_precision"):
+                    value = getattr(part, attr, None)
+                    if isinstance(value, str) and value:
+                        entry[attr] = value
+                out.append(entry)
         return out
 
     def detect(self, frames: Frames) -> tuple[list[Boxes | None], list[int], list[str], float]:

@@ -102,3 +102,26 @@ def test_cli_precision_fp32_turns_the_text_pass_bf16_off_too(flag: str | None, e
     cfg = _redaction_config(args, 4)
     assert isinstance(cfg, RedactionConfig)
     assert cfg.text_full_precision == expected
+
+
+def test_model_ids_stamp_the_precision_each_model_really_runs_in() -> None:
+    from operators.redactor import Redactor
+
+    red = Redactor(RedactionConfig(classes=("face", "plate"), threads=1).validate())
+    ids = {m["id"]: m for m in red.model_ids}
+    text = red.detectors["text"]
+    assert isinstance(text, TextDetector)
+    entry = ids[text.name]
+    assert entry["version"] and entry["precision"] == text.precision
+    assert entry["full_precision"] == text.full_precision == ("bf16" if bf16_supported() else "fp32")
+    assert entry["dark_precision"] == text.dark_precision == "fp32"
+    assert all(m.get("precision") in ("fp32", "bf16", "int8") for m in ids.values())
+    # they travel as they are on the redacted topic (its schema takes string fields beside id),
+    # and the sink copies them into the segment's manifest
+    from schemas.messages import ChunkRedacted, decode_chunk_redacted, encode_chunk
+
+    msg = ChunkRedacted(camera_id="cam-1", chunk_seq=0, pts_ms=(0,), fps=15.0, width=1280, height=720, codec="h264",
+                        captured_at_ms=1_700_000_000_000, payload=b"x", models=tuple(red.model_ids))
+    value, headers = encode_chunk(msg)
+    back = decode_chunk_redacted(value, headers)
+    assert [dict(m) for m in back.models] == red.model_ids
