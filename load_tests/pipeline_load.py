@@ -256,6 +256,11 @@ def growth_over_second_half(samples: list[tuple[float, int]]) -> float:
 
 def tree_cpu_s(pid: int) -> float:
     """User+system CPU seconds of a process and its live descendants (from /proc)."""
+    return sum(process_tree_cpu(pid).values())
+
+
+def process_tree_cpu(pid: int) -> dict[int, float]:
+    """User+system CPU seconds of a process and of each live descendant (from /proc), by pid."""
     tick = os.sysconf("SC_CLK_TCK")
     stats: dict[int, tuple[int, float]] = {}  # pid -> (ppid, cpu seconds)
     for d in Path("/proc").iterdir():
@@ -272,7 +277,7 @@ def tree_cpu_s(pid: int) -> float:
         kids = [c for c, (pp, _) in stats.items() if pp == parent and c not in tree]
         tree.update(kids)
         frontier.extend(kids)
-    return sum(stats[q][1] for q in tree if q in stats)
+    return {q: stats[q][1] for q in tree if q in stats}
 
 
 def metric_ports(log_dir: Path) -> dict[str, int]:

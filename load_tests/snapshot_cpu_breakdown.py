@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from chunk_batch_cost import SOURCE, push, snapshot_tasks  # noqa: E402
+from pipeline_load import process_tree_cpu  # noqa: E402
 
 from pipeline.process.batching import BatchLimits  # noqa: E402
 from schemas.config import parse_config  # noqa: E402
@@ -72,31 +73,14 @@ def role_of(pid: int, cmdline: str, driver: int) -> str:
 
 def tree_cpu_by_role(root: int) -> dict[str, float]:
     """User+system CPU seconds of ``root`` and its live descendants (from /proc), by :func:`role_of`."""
-    tick = os.sysconf("SC_CLK_TCK")
-    stats: dict[int, tuple[int, float]] = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        stats[int(d.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
-    tree, frontier = {root}, [root]
-    while frontier:
-        parent = frontier.pop()
-        kids = [c for c, (pp, _) in stats.items() if pp == parent and c not in tree]
-        tree.update(kids)
-        frontier.extend(kids)
+    cpu = process_tree_cpu(root)
     out = dict.fromkeys(ROLES, 0.0)
-    for q in tree:
-        if q not in stats:
-            continue
+    for q, seconds in cpu.items():
         try:
             cmd = Path(f"/proc/{q}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             cmd = ""
-        out[role_of(q, cmd, root)] += stats[q][1]
+        out[role_of(q, cmd, root)] += seconds
     return out
 
 
