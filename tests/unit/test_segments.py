@@ -289,6 +289,36 @@ def test_remux_frame_count_mismatch_raises() -> None:
         remux_segment([replace(good, pts_ms=good.pts_ms[:3])])
 
 
+def test_remux_probes_only_the_first_access_unit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Opening every payload as a container decoded frames to probe it (~1.1 ms a one-frame
+    320x180 chunk, the sink's biggest per-chunk cost): now the parser splits packets and only
+    the segment's first access unit is probed, for the output stream's parameters."""
+    from pipeline.sink import segments as seg_mod
+
+    probed: list[int] = []
+    real = seg_mod._open_payload
+
+    def counting(payload: bytes) -> Any:
+        probed.append(len(payload))
+        return real(payload)
+
+    monkeypatch.setattr(seg_mod, "_open_payload", counting)
+    chunks = [h264_chunk("c", i, T0 + i * 400, 4) for i in range(5)]
+    mp4 = remux_segment(chunks)
+    assert len(probed) == 1 and probed[0] < len(chunks[0].payload) // 2  # one access unit of one chunk
+    times = _decode(mp4)
+    assert len(times) == 20 and all(b > a for a, b in zip(times, times[1:], strict=False))
+
+
+@pytest.mark.parametrize("payload", [b"garbage" * 10, b"\x00\x00\x00\x01" + b"\xff" * 50, b"\x00\x00\x01\x41" + b"\x9a" * 80])
+def test_remux_bad_payload_after_a_good_chunk_raises(payload: bytes) -> None:
+    """Only the first chunk is probed: a later chunk that is not an Annex-B stream opening with
+    a keyframe and its SPS/PPS (the third payload: a lone non-IDR slice) still fails the remux."""
+    good = h264_chunk("c", 0, T0, 4)
+    with pytest.raises(SegmentError, match="chunk_seq=1"):
+        remux_segment([good, chunk("c", 1, T0 + 400, 1, payload=payload)])
+
+
 def test_remux_nothing_raises() -> None:
     with pytest.raises(SegmentError):
         remux_segment([])
