@@ -146,16 +146,23 @@ def folded_fp32_model(model: bytes, model_sha256: str,
     name = next((n for n in FOLDED if MODELS[n].sha256 == model_sha256), None)
     if name is None:
         return None
-    return _cached(model, name, "fp32", {"fold": RECIPE["version"]}, lambda tmp: prepare_fp32(model, tmp))
+    return _cached(model, name, "fp32", {"fold": RECIPE["version"]}, lambda tmp: prepare_fp32(model, tmp),
+                   cache_dir)
 
 
-def _cached(model: bytes, name: str, kind: str, salt: dict[str, Any], build: Any,
-            cache_dir: str | os.PathLike[str] | None = None) -> Path | bytes:
+def _cached(model: bytes | None, name: str, kind: str, salt: dict[str, Any], build: Any,
+            cache_dir: str | os.PathLike[str] | None = None, *, digest: str | None = None) -> Path | bytes:
     """``build(workdir) -> Path`` once into ``<cache>/<kind>/<name>-<key>.onnx``; its bytes when
-    the cache cannot be written."""
+    the cache cannot be written. ``key`` hashes the source model (``digest``, its sha256 hex,
+    when given: the caller has it already, and the model is then not read), ``salt``,
+    :data:`RECIPE` and the onnxruntime version."""
     import onnxruntime as ort
 
-    key = hashlib.sha256(hashlib.sha256(model).hexdigest().encode() + json.dumps(salt, sort_keys=True).encode()
+    if digest is None:
+        if model is None:
+            raise ValueError("_cached needs the model bytes or their digest")
+        digest = hashlib.sha256(model).hexdigest()
+    key = hashlib.sha256(digest.encode() + json.dumps(salt, sort_keys=True).encode()
                          + json.dumps(RECIPE, sort_keys=True).encode() + ort.__version__.encode()).hexdigest()[:16]
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     dest = cache / kind / f"{name}-{key}.onnx"

@@ -1,16 +1,21 @@
-"""Helpers shared by the ONNX detectors: model loading, resizing, NMS, clipping."""
+"""Helpers shared by the ONNX detectors: model loading, resizing, NMS, clipping.
+
+``onnx`` is imported only where a graph is rewritten (:func:`dynamic_model_bytes`), never at
+module import: with it comes ``ml_dtypes``, whose C extension alone took ~0.55 s to import on
+the 2-vCPU machine, on the detector build's critical path at every start of ``veilstream
+redact`` and of every Ray actor. The rewritten graphs are cached on disk (:func:`dynamic_model`).
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import numpy.typing as npt
-import onnx
-from onnx.tools import update_model_dims
 
 from ..registry import MODELS, resolve_model
 from ..types import Boxes, Frames, InputError
@@ -30,12 +35,40 @@ def locate(model: ModelRef, model_dir: ModelRef | None) -> Path:
     return path
 
 
+DYNAMIC_RECIPE = 1
+"""Version of what :func:`dynamic_model_bytes` does to a graph (dims replaced, initializers
+dropped from the graph inputs): part of the cache key of :func:`dynamic_model`; bump it when
+that changes."""
+
+
+def dynamic_model(path: Path, inputs: dict[str, list[int | str]], outputs: dict[str, list[int | str]], *,
+                  digest: str, name: str | None = None,
+                  cache_dir: str | os.PathLike[str] | None = None) -> Path | bytes:
+    """:func:`dynamic_model_bytes` of ``path`` (whose file sha256 is ``digest``), derived once
+    into ``<cache>/dynamic/<name>-<key>.onnx`` (``key``: ``digest``, the dims and
+    :data:`DYNAMIC_RECIPE`; the cache of :mod:`operators.quantize`, ``$VEILSTREAM_CACHE_DIR``);
+    the file, or the bytes when the cache cannot be written (one warning, then derived at every
+    start). A cache hit neither imports ``onnx`` nor parses the graph."""
+    from ..quantize import _cached
+
+    def build(tmp: Path) -> Path:
+        out = tmp / "dynamic.onnx"
+        out.write_bytes(dynamic_model_bytes(path, inputs, outputs))
+        return out
+
+    salt = {"inputs": inputs, "outputs": outputs, "dynamic": DYNAMIC_RECIPE}
+    return _cached(None, name or path.stem, "dynamic", salt, build, cache_dir, digest=digest)
+
+
 def dynamic_model_bytes(path: Path, inputs: dict[str, list[int | str]],
                         outputs: dict[str, list[int | str]]) -> bytes:
     """Load ``path`` with its declared input/output dims replaced (ints fixed, str dynamic)."""
+    import onnx
+    from onnx.tools import update_model_dims
+
     model = onnx.load(str(path))
 
-    def dims(values: Sequence[onnx.ValueInfoProto]) -> dict[str, list[int | str]]:
+    def dims(values: Sequence[Any]) -> dict[str, list[int | str]]:
         # Old exports list initializers as graph inputs; update_inputs_outputs_dims wants them all.
         return {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in values}
 

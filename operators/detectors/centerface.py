@@ -9,7 +9,7 @@ import numpy as np
 from ..quantize import DEFAULT_PRECISION
 from ..types import Boxes, Frames, Label
 from ._base import OnnxDetector
-from ._common import ModelRef, dynamic_model_bytes, finish, fit_size, resize_pad
+from ._common import ModelRef, dynamic_model, finish, fit_size, resize_pad
 
 _OUTPUTS = ("537", "538", "539", "540")  # heatmap, scale, offset, landmarks (stride 4)
 
@@ -54,11 +54,12 @@ class CenterFaceDetector(OnnxDetector):
         self._gpu_batch = 8
         path = self._open(model, model_dir, precision)
         # The graph declares a fixed 10x3x32x32 input; make batch, height and width dynamic.
-        data = dynamic_model_bytes(
+        data = dynamic_model(
             path,
             {"input.1": ["B", 3, "H", "W"]},
             {"537": ["B", 1, "h", "w"], "538": ["B", 2, "h", "w"], "539": ["B", 2, "h", "w"],
              "540": ["B", 10, "h", "w"]},
+            digest=self.fp32_sha256, name=self.model_name,
         )
         self._start(data, providers, threads, (360, 640))
 

@@ -10,7 +10,7 @@ import numpy as np
 from ..quantize import DEFAULT_PRECISION
 from ..types import Boxes, Frames, Label
 from ._base import OnnxDetector
-from ._common import ModelRef, dynamic_model_bytes, finish
+from ._common import ModelRef, dynamic_model, finish
 
 _STRIDES = (8, 16, 32)
 PERSON_CLASS = 0
@@ -78,7 +78,8 @@ class YoloxPersonDetector(OnnxDetector):
         # (on CPU that costs nothing; a batch-N re-export would help on GPU).
         self.batch_size = 1
         path = self._open(model, model_dir, precision)
-        data = dynamic_model_bytes(path, {"images": ["B", 3, "H", "W"]}, {"output": ["B", "N", 85]})
+        data = dynamic_model(path, {"images": ["B", 3, "H", "W"]}, {"output": ["B", "N", 85]},
+                             digest=self.fp32_sha256, name=self.model_name)
         self._grids: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._start(data, providers, threads, (360, 640))
 
