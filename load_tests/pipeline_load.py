@@ -40,7 +40,12 @@ encode, kafka, object_store; from the workers' ``veil_*_cpu_seconds_total`` metr
 ``cpu_s_per_frame_by_process`` (ingest, process driver, Ray node, sink; from /proc, every
 thread; the broker and the S3 server are not counted) and ``capacity_fps_2cpu``: the frames
 per second those costs allow on 2 dedicated vCPUs (a bound that does not depend on what
-else runs on a shared machine; the sustained flag does).
+else runs on a shared machine; the sustained flag does). What the local stack itself costs on
+the same box is beside it, not in it: ``cpu_s_per_frame_local_stack`` (broker = tansu, s3 = the
+S3 server that holds the broker's storage and the buckets; CPU-s per stored frame up to the
+sink's stop), ``capacity_fps_2cpu_with_local_stack`` (the bound with them counted) and
+``broker_s3_requests_per_chunk`` by kind (record batch GET/PUT and LIST per topic, ``meta``,
+watermark, offset and group writes; from the S3 server's access log, per chunk sent).
 
 The machine is shared: report ratios between runs made the same way, never absolute
 pass/fail.
@@ -394,6 +399,64 @@ def s3_requests(log: Path, start: int, buckets: set[str]) -> dict[str, int]:
     return out
 
 
+BROKER_OBJECT = re.compile(r'"(?:\x1b\[[0-9;]*m)?(GET|PUT|HEAD|POST|DELETE) /([^/ ?"]+)(/[^ ?"]*)?(\?[^ "]*)?')
+
+
+def broker_request_kind(method: str, key: str, query: str) -> str:
+    """What one request of the broker (tansu's ``s3://`` storage) to its bucket is, from its
+    method and object key: ``<method> batch <topic>`` (a record batch), ``LIST <topic>`` (a
+    fetch lists the partition's batches), ``PUT meta`` (the idempotent producers' sequences,
+    one per produce), ``PUT watermark <topic>`` (one per produce), ``PUT offsets <group>`` (a
+    commit, one per partition), ``PUT group <group>`` (the group's state), else ``<method> other``."""
+    if method == "GET" and not key.strip("/") and "list-type" in query:
+        m = re.search(r"prefix=[^&]*?topics/([^/&]+)/", query)
+        return f"LIST {m.group(1) if m else '?'}"
+    m = re.search(r"/topics/([^/]+)/partitions/\d+/(records/\d+\.batch|watermark\.json)$", key)
+    if m:
+        return f"{method} {'batch' if m.group(2).endswith('.batch') else 'watermark'} {m.group(1)}"
+    m = re.search(r"/groups/consumers/([^/]+?)(\.json|/offsets/.*)$", key)
+    if m:
+        return f"{method} {'group' if m.group(2) == '.json' else 'offsets'} {m.group(1)}"
+    if key.endswith("/meta.json"):
+        return f"{method} meta"
+    return f"{method} other"
+
+
+def broker_requests(log: Path, start: int, end: int | None, bucket: str) -> dict[str, int]:
+    """Requests of the broker to its ``bucket`` in the S3 server's access log between byte
+    ``start`` and ``end`` (None: the end of the file), by :func:`broker_request_kind`."""
+    out: dict[str, int] = {}
+    if not log.is_file():
+        return out
+    with open(log, "rb") as f:
+        f.seek(start)
+        data = f.read() if end is None else f.read(max(0, end - start))
+    for line in data.decode("utf-8", "replace").splitlines():
+        m = BROKER_OBJECT.search(line)
+        if m and m.group(2) == bucket:
+            kind = broker_request_kind(m.group(1), m.group(3) or "", m.group(4) or "")
+            out[kind] = out.get(kind, 0) + 1
+    return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def local_stack_summary(cpu_s: dict[str, float], pipeline_cpu_s: float, requests: dict[str, int], frames: int,
+                        chunks: int) -> dict[str, Any]:
+    """What the local stack's broker and S3 server cost per stored frame (``cpu_s``: CPU-s of
+    each one's process tree) and the broker's S3 requests per chunk sent, by kind. Kept out of
+    ``capacity_fps_2cpu`` (production brokers and object stores run elsewhere), but on this
+    box they share the same 2 vCPU: ``capacity_fps_2cpu_with_local_stack`` counts them too
+    (``pipeline_cpu_s``: ingest, process, Ray and sink, the CPU ``capacity_fps_2cpu`` counts)."""
+    per_frame, per_chunk = 1.0 / max(frames, 1), 1.0 / max(chunks, 1)
+    total = (pipeline_cpu_s + sum(cpu_s.values())) * per_frame
+    return {
+        "cpu_s_per_frame_local_stack": {n: round(v * per_frame, 4) for n, v in cpu_s.items()},
+        "capacity_fps_2cpu_with_local_stack": round(2.0 / max(1e-9, total), 1),
+        "broker_s3_requests": requests,
+        "broker_s3_requests_per_chunk": {k: round(n * per_chunk, 3) for k, n in requests.items()},
+        "broker_s3_requests_per_chunk_total": round(sum(requests.values()) * per_chunk, 2),
+    }
+
+
 def cost_summary(samples: list[dict[str, Any]], cameras: int, camera_hours: float, segments: int,
                  segment_seconds: float, chunk_seconds: float, s3: dict[str, int],
                  messages: dict[str, int]) -> dict[str, Any]:
@@ -487,7 +550,7 @@ def run_once(cameras: int, seconds: float, source: Path, fps: float, state_dir: 
     from confluent_kafka import Consumer
 
     from pipeline import runner
-    from pipeline.devstack.stack import down, up
+    from pipeline.devstack.stack import BROKER_BUCKET, down, up
     from schemas.config import load_config
 
     state = up(state_dir=state_dir)
@@ -513,6 +576,9 @@ def run_once(cameras: int, seconds: float, source: Path, fps: float, state_dir: 
         ray_pid = next((p["pid"] for p in state.processes if "ray" in str(p.get("name", ""))), None)
         pids = {**{n: p.pid for n, p in workers.procs.items()}, **({"ray": ray_pid} if ray_pid else {})}
         cpu0 = {n: tree_cpu_s(pid) for n, pid in pids.items()}
+        # the local stack's broker and S3 server: not in capacity_fps_2cpu, reported beside it
+        stack_pids = {str(p["name"]): int(p["pid"]) for p in state.processes if p.get("name") in ("broker", "s3")}
+        stack0 = {n: tree_cpu_s(pid) for n, pid in stack_pids.items()}
         admin = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers, "group.id": cfg.process.consumer_group,
                           "enable.auto.commit": False})
         samples: list[tuple[float, int]] = []  # lag from the workers' counters (broker lag when absent)
@@ -558,9 +624,14 @@ def run_once(cameras: int, seconds: float, source: Path, fps: float, state_dir: 
         runner._wait_drained(cfg, cfg.kafka.topics.redacted, cfg.sink.consumer_group, timeout_s=15, warn=False)
         steps_sink = scrape_cpu({"sink": ports["sink"]} if "sink" in ports else {})
         runner._stop(workers.procs.pop("sink"), "sink", 120)
+        # every stored frame's broker and S3 work is done (before this harness reads the topics)
+        stack_cpu = {n: tree_cpu_s(pid) - stack0[n] for n, pid in stack_pids.items()}
+        s3_end = s3_log.stat().st_size if s3_log.is_file() else 0
         per_cam = runner.report(cfg, t0, out=lambda *_a: None)
         raw_topic = topic_by_camera(cfg, cfg.kafka.topics.raw)
         sent = sum(int(r["frames"]) for r in raw_topic.values())
+        chunks_sent = sum(int(r["messages"]) for r in raw_topic.values())
+        broker_reqs = broker_requests(s3_log, s3_start, s3_end, BROKER_BUCKET)
         lat = [x for xs in runner.chunk_latencies(cfg).values() for x in xs]
         costs = None
         if cost:
@@ -611,6 +682,7 @@ def run_once(cameras: int, seconds: float, source: Path, fps: float, state_dir: 
         "cpu_s_per_frame": {s: (round(steps[s] / per_frame, 4) if s in steps else None) for s in STEPS},
         "cpu_s_per_frame_by_process": {n: round(v / per_frame, 4) for n, v in cpu_run.items()},
         "capacity_fps_2cpu": round(2.0 / max(1e-9, sum(cpu_run.values()) / per_frame), 1),
+        **local_stack_summary(stack_cpu, sum(cpu_run.values()), broker_reqs, stored, chunks_sent),
         "cpu_count": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
     }
     if costs is not None:
@@ -631,6 +703,12 @@ def table(rows: list[dict[str, Any]], out: Any = print) -> None:
             f"{r['frames_dropped']:>7} {r['latency_p50_s'] if r['latency_p50_s'] is not None else '-':>6} "
             f"{r['latency_p95_s'] if r['latency_p95_s'] is not None else '-':>6} {r['lag_end_chunks']:>7} "
             f"{r['lag_growth_second_half_chunks']:>6} {str(r['sustained']):>9}  {cpu}")
+        stack = r.get("cpu_s_per_frame_local_stack")
+        if stack is not None:
+            out(f"{'':>4} local stack (not in capacity_fps_2cpu {r['capacity_fps_2cpu']}): CPU-s/frame "
+                + " ".join(f"{n} {v:.4f}" for n, v in sorted(stack.items()))
+                + f"; with it {r['capacity_fps_2cpu_with_local_stack']} fps per 2 vCPU; broker S3 requests/chunk "
+                f"{r['broker_s3_requests_per_chunk_total']}")
 
 
 def emit_json(result: dict[str, Any], json_out: Path | None) -> None:

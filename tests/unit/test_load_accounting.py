@@ -8,10 +8,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "load_tests"))
 from pipeline_load import (  # noqa: E402
+    broker_request_kind,
+    broker_requests,
     cost_summary,
     final_ingest_drops,
     ingest_accounting,
     labelled,
+    local_stack_summary,
     s3_requests,
 )
 
@@ -94,3 +97,48 @@ def test_cost_summary_per_camera_and_per_hour() -> None:
     assert c["s3_puts_per_camera_hour_measured"] == 120
     assert c["kafka_messages_per_camera_hour"] == {"raw": 18000}
     assert c["kafka_chunk_messages_per_camera_hour_steady"] == 1800
+
+
+B = "/veil-broker/clusters/veilstream"
+
+
+def test_broker_request_kinds() -> None:
+    assert broker_request_kind("GET", "", "?list-type=2&prefix=clusters/veilstream/topics/veil.chunks.raw/"
+                               "partitions/0000000001/records/") == "LIST veil.chunks.raw"
+    assert broker_request_kind("GET", f"{B}/topics/veil.chunks.raw/partitions/0000000001/records/"
+                               "00000000000000000042.batch", "") == "GET batch veil.chunks.raw"
+    assert broker_request_kind("PUT", f"{B}/topics/veil.audit/partitions/0000000000/watermark.json",
+                               "") == "PUT watermark veil.audit"
+    assert broker_request_kind("PUT", f"{B}/groups/consumers/veil-process.json", "") == "PUT group veil-process"
+    assert broker_request_kind("PUT", f"{B}/groups/consumers/veil-process/offsets/veil.chunks.raw/partitions/"
+                               "0000000003.json", "") == "PUT offsets veil-process"
+    assert broker_request_kind("PUT", f"{B}/meta.json", "") == "PUT meta"
+    assert broker_request_kind("HEAD", f"{B}/topics/veil.audit.json", "") == "HEAD other"
+
+
+def test_broker_requests_only_the_broker_bucket_between_offsets(tmp_path: Path) -> None:
+    log = tmp_path / "s3.log"
+    before = f'127.0.0.1 - - [d] "GET {B}/meta.json HTTP/1.1" 200 -\n'
+    inside = (f'127.0.0.1 - - [d] "\x1b[32mGET {B}/topics/t/partitions/0000000000/records/'
+              f'00000000000000000005.batch HTTP/1.1\x1b[0m" 200 -\n'
+              f'127.0.0.1 - - [d] "GET {B}/topics/t/partitions/0000000001/records/00000000000000000000.batch '
+              'HTTP/1.1" 200 -\n'
+              '127.0.0.1 - - [d] "GET /veil-broker?list-type=2&prefix=clusters/veilstream/topics/t/partitions/'
+              '0000000000/records/ HTTP/1.1" 200 -\n'
+              '127.0.0.1 - - [d] "PUT /veil-redacted/camera=a/x.mp4 HTTP/1.1" 200 -\n')
+    after = f'127.0.0.1 - - [d] "PUT {B}/meta.json HTTP/1.1" 200 -\n'
+    log.write_text(before + inside + after)
+    start = len(before.encode())
+    assert broker_requests(log, start, start + len(inside.encode()), "veil-broker") == \
+        {"GET batch t": 2, "LIST t": 1}
+    assert broker_requests(log, start, None, "veil-broker")["PUT meta"] == 1
+    assert broker_requests(tmp_path / "missing.log", 0, None, "veil-broker") == {}
+
+
+def test_local_stack_summary_is_per_frame_and_per_chunk() -> None:
+    s = local_stack_summary({"broker": 2.0, "s3": 8.0}, 30.0, {"GET batch raw": 40, "PUT meta": 10},
+                            frames=100, chunks=50)
+    assert s["cpu_s_per_frame_local_stack"] == {"broker": 0.02, "s3": 0.08}
+    assert s["capacity_fps_2cpu_with_local_stack"] == 5.0  # (30 + 10) / 100 CPU-s per frame
+    assert s["broker_s3_requests_per_chunk"] == {"GET batch raw": 0.8, "PUT meta": 0.2}
+    assert s["broker_s3_requests_per_chunk_total"] == 1.0
