@@ -99,3 +99,145 @@ def test_detections_from_the_cached_graph_equal_the_in_memory_graph(model, tmp_p
     assert len(a.xyxy) > 0
     np.testing.assert_array_equal(a.xyxy, b.xyxy)
     np.testing.assert_array_equal(a.score, b.score)
+
+
+# --- OpenVINO compiled-model cache ---------------------------------------------------------------
+
+
+def _conv_model(path: Path, seed: int) -> Path:
+    """A small dynamic-shape Conv+Relu graph; ``seed`` picks its weights."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    w = numpy_helper.from_array(rng.normal(size=(8, 3, 3, 3)).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.normal(size=(8,)).astype(np.float32), "b")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])],
+        "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, "H", "W"])], [w, b])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
+X = np.random.default_rng(7).normal(size=(1, 3, 48, 64)).astype(np.float32)
+
+
+def _out(session: object, x: np.ndarray = X) -> np.ndarray:
+    return session.run(None, {"x": x})[0]  # type: ignore[attr-defined, no-any-return]
+
+
+def test_compiled_models_come_from_the_cache_with_identical_outputs(tmp_path):
+    from operators.ovsession import STATIC_AFTER, BlobCache, OpenVinoSession
+
+    model = _conv_model(tmp_path / "m.onnx", 0)
+    plain = OpenVinoSession(model, 1, cache=False)
+    plain.synchronous_compile = True
+    ref = [_out(plain) for _ in range(STATIC_AFTER + 1)]  # the last one on the static-shape model
+    assert len(plain._static) == 1
+    for run in range(2):
+        cache = BlobCache(tmp_path / "ov")
+        s = OpenVinoSession(model, 1, cache=cache)
+        s.synchronous_compile = True
+        got = [_out(s) for _ in range(STATIC_AFTER + 1)]
+        assert len(s._static) == 1
+        for a, b in zip(ref, got, strict=True):
+            np.testing.assert_array_equal(a, b)
+        assert s.get_inputs() == plain.get_inputs() and s.get_outputs() == plain.get_outputs()
+        # first run: the dynamic and the static compile are stored; second: both imported
+        assert (cache.hits, cache.misses) == ((0, 2) if run == 0 else (2, 0))
+        assert run == 0 or s._graph_obj is None  # every compile hit: the graph was never read
+    assert sorted(p.suffix for p in (tmp_path / "ov").iterdir()) == [".blob", ".blob"]
+
+
+def test_a_changed_model_or_precision_never_loads_a_stale_blob(tmp_path):
+    from operators.ovsession import BlobCache, OpenVinoSession, bf16_supported
+
+    a, b = _conv_model(tmp_path / "a.onnx", 0), _conv_model(tmp_path / "b.onnx", 1)
+    cache = BlobCache(tmp_path / "ov")
+    out_a = _out(OpenVinoSession(a, 1, cache=cache))
+    # the same file name with other weights (a model replaced in place), then another precision
+    b.replace(a)
+    out_b = _out(OpenVinoSession(a, 1, cache=cache))
+    np.testing.assert_array_equal(out_b, _out(OpenVinoSession(a, 1, cache=False)))
+    assert not np.array_equal(out_a, out_b)
+    out_bf16 = _out(OpenVinoSession(a, 1, "bf16", cache=cache))
+    np.testing.assert_array_equal(out_bf16, _out(OpenVinoSession(a, 1, "bf16", cache=False)))
+    assert cache.hits == 0 and cache.misses == 3
+    if bf16_supported():  # elsewhere the plugin runs bf16 as f32
+        assert not np.array_equal(out_bf16, out_b)
+    # threads are part of the compile config, so of the key
+    OpenVinoSession(a, 2, cache=cache)
+    assert cache.misses == 4
+
+
+def test_an_unwritable_cache_dir_warns_once_and_compiles(tmp_path, caplog):
+    from operators import ovsession
+
+    model = _conv_model(tmp_path / "m.onnx", 0)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    ref = _out(ovsession.OpenVinoSession(model, 1, cache=False))
+    with caplog.at_level(logging.WARNING, logger="operators.ovsession"):
+        for _ in range(2):
+            s = ovsession.OpenVinoSession(model, 1, cache=ovsession.BlobCache(blocker / "ov"))
+            np.testing.assert_array_equal(_out(s), ref)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "not cached" in warnings[0]
+
+
+def test_a_corrupt_blob_is_compiled_anew(tmp_path, caplog):
+    from operators.ovsession import BlobCache, OpenVinoSession
+
+    model = _conv_model(tmp_path / "m.onnx", 0)
+    ref = _out(OpenVinoSession(model, 1, cache=BlobCache(tmp_path / "ov")))
+    (blob,) = (tmp_path / "ov").iterdir()
+    blob.write_bytes(blob.read_bytes()[:1000])  # a truncated blob (a disk filled up)
+    cache = BlobCache(tmp_path / "ov")
+    with caplog.at_level(logging.WARNING, logger="operators.ovsession"):
+        np.testing.assert_array_equal(_out(OpenVinoSession(model, 1, cache=cache)), ref)
+    assert cache.misses == 1 and "unreadable" in caplog.text
+    assert len(blob.read_bytes()) > 1000  # stored again, whole
+
+
+def test_processes_starting_together_share_the_cache_safely(tmp_path):
+    model = _conv_model(tmp_path / "m.onnx", 0)
+    code = f"""
+import json, sys, numpy as np
+from operators.ovsession import STATIC_AFTER, BlobCache, OpenVinoSession
+s = OpenVinoSession({str(model)!r}, 1, cache=BlobCache({str(tmp_path / 'ov')!r}))
+s.synchronous_compile = True
+x = np.random.default_rng(7).normal(size=(1, 3, 48, 64)).astype(np.float32)
+outs = [s.run(None, {{"x": x}})[0] for _ in range(STATIC_AFTER + 1)]
+print(json.dumps([float(np.abs(o).sum()) for o in outs] + [len(s._static)]))
+"""
+    env = dict(os.environ)
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    assert all(r == results[0] for r in results) and results[0][-1] == 1
+    names = sorted(p.name for p in (tmp_path / "ov").iterdir())
+    assert len(names) == 2 and all(n.endswith(".blob") and not n.startswith(".") for n in names)
+
+
+def test_text_detector_from_cached_compiles_finds_the_same_boxes(tmp_path, monkeypatch):
+    from operators.detectors.text import TextDetector
+    from operators.video import read_image
+    from tests.shared import EVAL
+
+    monkeypatch.setenv("VEILSTREAM_CACHE_DIR", str(tmp_path))
+    img = read_image(sorted((EVAL / "plates_eu").rglob("*.jpg"))[0])[None]
+    cold = TextDetector(model_dir=MODELS)
+    blobs = sorted((tmp_path / "openvino").iterdir())
+    assert blobs and cold.providers == ["openvino"]
+    warm = TextDetector(model_dir=MODELS)
+    assert sorted((tmp_path / "openvino").iterdir()) == blobs  # nothing compiled anew
+    assert warm._graph == cold._graph
+    a, b = cold.detect(img)[0], warm.detect(img)[0]
+    assert len(a.xyxy) > 0
+    np.testing.assert_array_equal(a.xyxy, b.xyxy)
+    np.testing.assert_array_equal(a.score, b.score)
