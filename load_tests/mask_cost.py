@@ -9,10 +9,12 @@ do (2 s chunks), runs the default detectors (``RedactionConfig(detect_every=4)``
 and ``redact``'s schedule) once and caches frames' source, raw detections and failures under
 ``out/mask_cost``. Sources: ``crowd`` (``load_tests/crowd_source.py``: 1280x720@15 of ~40 people,
 a slow pan and zoom; two 30-frame chunks) and ``bench`` (``make bench``'s 1280x720
-bigbuckbunny.mp4, one 50-frame chunk).
+bigbuckbunny.mp4, one 50-frame chunk). ``measure --sources stage`` takes instead the crowd chunks
+and cached detections of ``load_tests/stage_cost.py`` (two 60-frame chunks, ~930 boxes a frame to
+mask after the fill, against ~345 on ``crowd``'s).
 
-``measure`` loads ``operators/anonymize.py`` and ``operators/temporal.py`` as they are at
-``--baseline`` (git) beside this tree's, and per source and chunk times (CPU seconds,
+``measure`` loads ``operators/anonymize.py``, ``operators/temporal.py`` and ``operators/motion.py``
+(the camera-motion estimate the fill follows) as they are at ``--baseline`` (git) beside this tree's, and per source and chunk times (CPU seconds,
 ``time.process_time``; best of ``--rounds``, alternated) planning (``Redactor.plan_from``: the
 head and plate fallbacks, camera motion and temporal fill) and masking (``Redactor.apply`` in
 place on a copy made outside the timer, as ``redact`` and the stream do), and prints CPU-s per
@@ -73,7 +75,38 @@ def source_path(name: str) -> Path:
     raise SystemExit(f"unknown source {name!r}: expected one of {', '.join(SOURCES)}")
 
 
+STAGE_DETECTIONS = ROOT / "out" / "stage_cost" / "crowd-2.pkl"
+"""``stage``: ``load_tests/stage_cost.py --chunks 2 --detections`` this file (its first run caches
+the crowd's detections there)."""
+
+
+def stage_chunks() -> tuple[list[np.ndarray], list[dict[str, Any]]]:
+    """``--sources stage``: the chunks ``stage_cost.py`` times (``make load SOURCE=crowd``'s
+    re-encoded 1280x720@15, cut as ingest cuts it: two 60-frame chunks, ~930 boxes a frame
+    to mask after the fill) with its cached detections (every 4th frame and the last)."""
+    from load_tests.stage_cost import source_for
+    from operators.codec import decode_chunk_payload, split_gops
+    from operators.temporal import detection_schedule
+
+    if not STAGE_DETECTIONS.is_file():
+        raise SystemExit(f"{STAGE_DETECTIONS} missing: run `load_tests/stage_cost.py --chunks 2 --rounds 1 "
+                         f"--detections {STAGE_DETECTIONS.relative_to(ROOT)}` first")
+    cached = pickle.loads(STAGE_DETECTIONS.read_bytes())
+    chunks: list[np.ndarray] = []
+    dets: list[dict[str, Any]] = []
+    for seq, g in zip(range(len(cached)), split_gops(str(source_for("crowd")), 2.0)):
+        frames = decode_chunk_payload("h264", g.payload, (g.width, g.height), expected_frames=len(g.pts_ms))
+        raw: list[Boxes | None] = [None] * len(frames)
+        for j, i in enumerate(i for i, s in enumerate(detection_schedule(len(frames), 4)) if s):
+            raw[i] = cached[seq][j]
+        chunks.append(frames)
+        dets.append({"raw": raw, "failed": []})
+    return chunks, dets
+
+
 def read_chunks(name: str) -> list[np.ndarray]:
+    if name == "stage":
+        return stage_chunks()[0]
     n_chunks, seconds = SOURCES[name]
     out: list[np.ndarray] = []
     with VideoReader(source_path(name)) as r:
@@ -188,19 +221,26 @@ def cmd_measure(args: argparse.Namespace) -> int:
     import operators.anonymize as anon_now
     import operators.temporal as temp_now
 
-    base = redactor_variant(load_at(args.baseline, "anonymize.py", "_base_anonymize"),
-                            load_at(args.baseline, "temporal.py", "_base_temporal"), per_label=True)
+    base_temporal = load_at(args.baseline, "temporal.py", "_base_temporal")
+    # the baseline's fill follows the baseline's camera-motion estimate
+    base_motion = load_at(args.baseline, "motion.py", "_base_motion")
+    for attr in ("estimate_camera_motion", "CameraMotion", "warp_xyxy"):
+        setattr(base_temporal, attr, getattr(base_motion, attr))
+    base = redactor_variant(load_at(args.baseline, "anonymize.py", "_base_anonymize"), base_temporal, per_label=True)
     now = redactor_variant(anon_now, temp_now)
     # "label": this tree's renderer, one label at a time (main before the cross-label merge)
     variants = {"before": base, "label": redactor_variant(anon_now, temp_now, per_label=True), "after": now}
     rows = []
     ok = True
     for name in args.sources.split(","):
-        path = CACHE / f"{name}.pkl"
-        if not path.is_file():
-            raise SystemExit(f"{path} missing: run `mask_cost.py detect --sources {name}` first")
-        dets = pickle.loads(path.read_bytes())
-        chunks = read_chunks(name)
+        if name == "stage":
+            chunks, dets = stage_chunks()
+        else:
+            path = CACHE / f"{name}.pkl"
+            if not path.is_file():
+                raise SystemExit(f"{path} missing: run `mask_cost.py detect --sources {name}` first")
+            dets = pickle.loads(path.read_bytes())
+            chunks = read_chunks(name)
         n_frames = sum(len(c) for c in chunks)
         cost = {v: {"plan": 0.0, "mask": 0.0, "regions": 0.0} for v in variants}
         for red in variants.values():  # warm up, untimed (the first plan imports the lit-plate gate's detectors)

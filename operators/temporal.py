@@ -326,11 +326,11 @@ def _pairs(xa: npt.NDArray[np.float64], la: npt.NDArray[np.int16], xb: npt.NDArr
            lb: npt.NDArray[np.int16], gap: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
     """Greedy one-to-one matches (rows of ``xa``, rows of ``xb``): overlapping pairs first
     (highest IoU), then the nearest by normalised centre distance."""
-    ok, iou, norm = _match_ok(xa, la, xb, lb, gap)
     # Only the pairs that may match are sorted and walked (in a crowd a few per box, of
-    # len(xa) * len(xb)); the sort is stable, so ties keep the order of the full sort.
-    cand = np.flatnonzero(ok.ravel())
-    order = cand[np.lexsort((norm.ravel()[cand], -iou.ravel()[cand]))]
+    # len(xa) * len(xb)), in row-major order like the full matrix's; the sort is stable, so
+    # ties keep the order of the full sort.
+    cand, iou, norm = _match_candidates(xa, la, xb, lb, gap)
+    order = cand[np.lexsort((norm, -iou))]
     rows: list[int] = []
     cols: list[int] = []
     used_a, used_b = bytearray(len(xa)), bytearray(len(xb))
@@ -372,6 +372,75 @@ def _velocities(per_frame: Sequence[Boxes | None], detected: Sequence[int],
 
 
 Matches = tuple[npt.NDArray[np.bool_], npt.NDArray[np.float64], npt.NDArray[np.float64]]
+
+_SIDE_BANDS = 2.0
+""":func:`_match_candidates` searches the boxes of ``b`` in bands of sides within this factor."""
+
+
+def _match_candidates(xa: npt.NDArray[np.float64], la: npt.NDArray[np.int16], xb: npt.NDArray[np.float64],
+                      lb: npt.NDArray[np.int16], gap: int
+                      ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """The pairs :func:`_match_ok` allows, without its full matrices: their row-major flat
+    indices ``ia * len(xb) + ib`` (ascending) with each pair's IoU and normalised centre
+    distance (:func:`_match_ok`'s own arithmetic, so the same values). A crowded frame holds
+    ~370 detected faces: three full ``len(a) x len(b)`` matchings per gap of the temporal fill
+    were most of planning's CPU.
+
+    Which pairs are computed: a match needs IoU > ``MATCH_IOU`` (the boxes overlap, so their
+    centres are less than ``(side_a + side_b) / 2`` apart in x) or a centre distance of at
+    most ``MATCH_CENTRE * gap`` box sizes with sides within ``MATCH_SCALE``; the boxes of
+    ``b``, in bands of similar side sorted by centre x, are searched only within that reach
+    (with slack) of each box of ``a``. Non-finite or inverted boxes take the full matrices."""
+    na, nb = len(xa), len(xb)
+    none = (np.zeros(0, np.intp), np.zeros(0, np.float64), np.zeros(0, np.float64))
+    if not na or not nb:
+        return none
+    if (not (np.isfinite(xa).all() and np.isfinite(xb).all()) or (xa[:, 2:] < xa[:, :2]).any()
+            or (xb[:, 2:] < xb[:, :2]).any()):
+        ok, iou_m, norm_m = _match_ok(xa, la, xb, lb, gap)
+        flat = np.flatnonzero(ok.ravel())
+        return flat.astype(np.intp), iou_m.ravel()[flat], norm_m.ravel()[flat]
+    side_a = np.maximum(xa[:, 2] - xa[:, 0], xa[:, 3] - xa[:, 1])
+    side_b = np.maximum(xb[:, 2] - xb[:, 0], xb[:, 3] - xb[:, 1])
+    cxa, cxb = (xa[:, 0] + xa[:, 2]) / 2.0, (xb[:, 0] + xb[:, 2]) / 2.0
+    reach = max(1.0, MATCH_CENTRE * max(1, gap))
+    band = np.floor(np.log2(np.maximum(side_b, 1e-3)) / np.log2(_SIDE_BANDS)).astype(np.int64)
+    ia_parts: list[npt.NDArray[np.int64]] = []
+    ib_parts: list[npt.NDArray[np.int64]] = []
+    for k in np.unique(band).tolist():
+        members = np.flatnonzero(band == k)
+        members = members[np.argsort(cxb[members], kind="stable")]
+        cx_sorted = cxb[members]
+        top = float(side_b[members].max())
+        # overlap: |dx| < (side_a + side_b) / 2; centre rule: |dx| <= reach * size with
+        # side_b <= MATCH_SCALE * side_a; 1e-6: _match_ok's least size. Slack for rounding.
+        r = np.maximum((side_a + top) / 2.0,
+                       reach * (np.maximum((side_a + np.minimum(top, MATCH_SCALE * side_a)) / 2.0, 1e-6)))
+        r = r * (1.0 + 1e-9) + 1e-6
+        lo = np.searchsorted(cx_sorted, cxa - r, side="left")
+        hi = np.maximum(np.searchsorted(cx_sorted, cxa + r, side="right"), lo)
+        counts = hi - lo
+        i = np.repeat(np.arange(na), counts)
+        off = np.zeros(na + 1, np.int64)
+        np.cumsum(counts, out=off[1:])
+        ia_parts.append(i)
+        ib_parts.append(members[np.arange(int(off[-1]), dtype=np.int64) - off[i] + lo[i]])
+    ia, ib = np.concatenate(ia_parts), np.concatenate(ib_parts)
+    la2, lb2 = _match_labels(la), _match_labels(lb)
+    same = la2[ia] == lb2[ib]
+    ia, ib = ia[same], ib[same]
+    iou = _iou(xa.astype(np.float32).astype(np.float64)[ia], xb.astype(np.float32).astype(np.float64)[ib])
+    sa, sb = side_a[ia], side_b[ib]
+    ca, cb = (xa[ia, :2] + xa[ia, 2:]) / 2.0, (xb[ib, :2] + xb[ib, 2:]) / 2.0
+    dist = np.linalg.norm(ca - cb, axis=1)
+    size = np.maximum((sa + sb) / 2.0, 1e-6)
+    norm = dist / (size * max(1, gap))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.maximum(sa, sb) / np.maximum(np.minimum(sa, sb), 1e-6)
+    ok = (iou > MATCH_IOU) | ((norm <= MATCH_CENTRE) & (ratio <= MATCH_SCALE))
+    flat = ia[ok] * nb + ib[ok]
+    order = np.argsort(flat, kind="stable")
+    return flat[order].astype(np.intp), iou[ok][order], norm[ok][order]
 
 
 def _match_ok(xa: npt.NDArray[np.float64], la: npt.NDArray[np.int16], xb: npt.NDArray[np.float64],

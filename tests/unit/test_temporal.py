@@ -234,3 +234,37 @@ def test_loose_text_and_plate_boxes_of_one_text_match_across_a_gap():
     # faces still match faces only
     face = Boxes.of([[4, 0, 24, 20]], [0.8], Label.FACE)
     assert len(fill_gaps([a, None, face], window=0, grow_per_frame=0.0)[1]) == 2
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_match_candidates_are_the_full_matrices_allowed_pairs(seed):
+    """The sparse search finds exactly the pairs ``_match_ok`` allows, in row-major order, with
+    the same IoU and normalised distance bit for bit: crowds of mixed sizes (a few big boxes),
+    near-copies, zero-size and touching boxes, every gap; non-finite and inverted boxes too."""
+    rng = np.random.default_rng(seed)
+    na, nb = int(rng.integers(0, 90)), int(rng.integers(0, 90))
+
+    def crowd(n):
+        xy = rng.uniform(-30, 600, (n, 2))
+        side = rng.choice([0.0, 2.0, 8.0, 16.0, 30.0, 120.0, 400.0], (n, 1), p=[.05, .05, .2, .3, .3, .05, .05])
+        wh = side * rng.uniform(0.5, 1.5, (n, 2))
+        return np.concatenate([xy, xy + wh], axis=1), rng.integers(0, 3, n).astype(np.int16)
+
+    xa, la = crowd(na)
+    xb, lb = crowd(nb)
+    keep = min(na, nb) // 2
+    step = rng.normal(0, 6, (keep, 1)) * rng.integers(0, 5)
+    xb[:keep] = xa[:keep] + step
+    xb[keep // 2:keep] = np.round(xb[keep // 2:keep])
+    lb[:keep] = la[:keep]
+    if seed % 10 == 7 and na:
+        xa[0] = [50, 50, 10, 10] if seed % 20 == 7 else [np.nan, 0, 5, 5]
+    if seed % 5 == 4:  # loose text matches plates
+        la[la == 2] = int(Label.PLATE)
+        lb[lb == 2] = int(Label.LOOSE_TEXT)
+    gap = int(rng.integers(0, 9))
+    ok, iou, norm = temporal._match_ok(xa, la, xb, lb, gap)
+    flat, c_iou, c_norm = temporal._match_candidates(xa, la, xb, lb, gap)
+    want = np.flatnonzero(ok.ravel())
+    assert flat.tolist() == want.tolist()
+    assert np.array_equal(c_iou, iou.ravel()[want]) and np.array_equal(c_norm, norm.ravel()[want])
