@@ -120,6 +120,16 @@ def test_h264_one_thread_is_the_same_stream_kind_and_quality():
     assert kinds[0] == 1 and 3 not in kinds and kinds.count(1) == 1
 
 
+@pytest.mark.parametrize("bgr", [(255, 255, 255), (0, 0, 0), (128, 128, 128), (0, 0, 255), (40, 200, 90)])
+def test_h264_flat_colours_come_back_within_one_level(bgr):
+    """The encoder's BGR -> I420 is exact BT.601 limited range (OpenCV): through swscale's default
+    reformat white came back (250, 253, 251) and grey 128 as (123, 126, 124), 5 levels off."""
+    frames = np.full((2, 48, 64, 3), bgr, np.uint8)
+    for data in (encode_h264_chunk(frames, fps=15.0), encode_h264_chunk(frames[:1], fps=0.5, threads=1)):
+        out = decode_h264_chunk(data, size_wh=(64, 48))
+        assert int(np.abs(out.astype(np.int16) - frames[: len(out)]).max()) <= 1
+
+
 @pytest.mark.parametrize("threads", [-1, 1.5, True, "2"])
 def test_h264_bad_thread_count_is_refused(threads):
     with pytest.raises(CodecError, match="threads"):
