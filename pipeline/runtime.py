@@ -13,8 +13,14 @@ registry reader) runs on. A stage supplies a :class:`StageHandler`; the runtime 
 What the runtime owns, once for every stage:
 
 * **Poll and flow control**: at most ``max_inflight`` records in flight, per partition at most
-  ``max_inflight_per_partition`` (paused there, resumed at half), every assigned partition
-  paused while a record waits for a retry (``pause_on_retry``: Kafka is the buffer).
+  ``max_inflight_per_partition``: what arrives for a partition at its bound waits in a local
+  queue (``parked``, in order, counted in ``max_inflight``, so it is bounded) and is handled as
+  the partition's records finish. The partition is not paused for that: librdkafka's pause
+  throws away what it prefetched for the partition and its resume fetches all of it again
+  (on the local stack each resume re-read the partition's backlog from the broker's S3
+  storage). Polling stops while ``max_inflight`` is reached (librdkafka's own prefetch bound,
+  ``queued.max.messages.kbytes``, holds the rest: Kafka is the buffer). Every assigned
+  partition is paused while a record waits for a retry (``pause_on_retry``).
 * **Backoff**: :func:`backoff_s` for every retry; the handler sees ``record.attempt``.
 * **Commit after durable**: an offset is finished only by an acked ``Emit``, a done ``Emit()``
   or an acked ``DeadLetter``; ``Hold`` and ``Retry`` keep it (and every offset above it) uncommitted.
@@ -48,12 +54,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pipeline.kafka import KafkaDeliveryError
-from pipeline.offsets import should_pause, should_resume
+from pipeline.offsets import should_pause
 from pipeline.stage import Source, StageKafka, TopicPart
 
 logger = logging.getLogger(__name__)
@@ -227,7 +234,8 @@ class RuntimeSettings:
         group: the consumer group; ``topics``: what it reads; ``output_topic``: where ``Emit`` goes.
         poll_max / poll_s / busy_poll_s: messages and seconds per poll (``busy_poll_s`` while
             records are held, so completions are not delayed by an idle poll).
-        max_inflight / max_inflight_per_partition: bounded work (None: unbounded).
+        max_inflight / max_inflight_per_partition: bounded work (None: unbounded); records of a
+            partition at its bound wait in the runtime's ``parked`` queue (module docstring).
         pause_on_retry: pause every assigned partition while a record waits for a retry.
         backoff_cap_s: the longest backoff between two attempts.
         drain_timeout_s: how long the shutdown waits for held and retried records.
@@ -286,6 +294,9 @@ class StageRuntime:
         self.clock = clock
         self.metrics = kafka.metrics
         self.waiting: list[_Waiting] = []
+        self.parked: dict[TopicPart, deque[Any]] = {}
+        """Consumed messages of a partition at ``max_inflight_per_partition``, in offset order,
+        not handled (not started) yet: handled as the partition's records finish."""
         self.stopping = False
         self.last_message = clock()
 
@@ -332,7 +343,10 @@ class StageRuntime:
             self.last_message = self.clock()  # idle counts from the group join on
             return False
         return (exit_when_idle_s is not None and not self.handler.busy() and not self.waiting
-                and self.clock() - self.last_message >= exit_when_idle_s)
+                and not self.parked and self.clock() - self.last_message >= exit_when_idle_s)
+
+    def parked_count(self) -> int:
+        return sum(len(q) for q in self.parked.values())
 
     def step(self, poll_s: float | None = None) -> None:
         """One iteration: retries due, poll (within the bounds; ``poll_s`` overrides the
@@ -341,17 +355,19 @@ class StageRuntime:
         self.metrics.tick()
         self.retry_due()
         self.flow_control()
+        self.unpark()
         free = self.s.poll_max if self.s.max_inflight is None else \
-            min(self.s.poll_max, self.s.max_inflight - k.tracker.inflight())
+            min(self.s.poll_max, self.s.max_inflight - k.tracker.inflight() - self.parked_count())
         if free > 0:
             t0 = time.thread_time()
             wait = poll_s if poll_s is not None else self.s.busy_poll_s if self.handler.busy() else self.s.poll_s
             msgs = consumer.poll(wait, free)
             self.metrics.cpu_seconds.labels(step="kafka").inc(time.thread_time() - t0)
             for msg in msgs:
-                self.accept(msg)
+                self.admit(msg)
         self.flow_control()
         self.apply_all(self.handler.completions(0.02 if self.handler.busy() else 0.0))
+        self.unpark()
         self.metrics.ready = self.ready()
         t0 = time.thread_time()
         if k.producer is not None:
@@ -364,6 +380,30 @@ class StageRuntime:
             fields = self.handler.status()
             if fields is not None:  # None: the handler logged its own line
                 k.log_status(**fields, retrying=len(self.waiting))
+
+    def admit(self, msg: Any) -> None:
+        """Handle a consumed message now, or park it behind its partition's earlier ones while
+        that partition is at ``max_inflight_per_partition``."""
+        limit = self.s.max_inflight_per_partition
+        if limit is not None and self.s.track_offsets:
+            tp = (str(msg.topic()), int(msg.partition()))
+            queue = self.parked.get(tp)
+            if queue or should_pause(self.kafka.tracker.inflight(tp), limit):
+                self.parked.setdefault(tp, deque()).append(msg)
+                return
+        self.accept(msg)
+
+    def unpark(self) -> None:
+        """Handle parked messages, in order, of the partitions below their bound again."""
+        limit = self.s.max_inflight_per_partition
+        if not self.parked or limit is None or self.stopping:
+            return
+        for tp in list(self.parked):
+            queue = self.parked[tp]
+            while queue and not should_pause(self.kafka.tracker.inflight(tp), limit):
+                self.accept(queue.popleft())
+            if not queue:
+                del self.parked[tp]
 
     def accept(self, msg: Any) -> None:
         rec = Record.of(msg)
@@ -399,25 +439,17 @@ class StageRuntime:
             self.apply_all(self.handler.completions(0.0))
 
     def flow_control(self) -> None:
-        """Pause every partition while a record waits for a retry (``pause_on_retry``); else
-        pause a partition at ``max_inflight_per_partition`` and resume it at half."""
+        """Pause every partition while a record waits for a retry (``pause_on_retry``), resume
+        them after. The per-partition bound parks records instead (:meth:`admit`): a pause
+        would throw away librdkafka's prefetch, fetched again from the broker on resume."""
         consumer = self.kafka.consumer
         if self.stopping:
             return
         if self.waiting and self.s.pause_on_retry:
             self.kafka.pause_all()  # incl. partitions assigned since
             return
-        limit = self.s.max_inflight_per_partition
-        if limit is None:
-            if consumer.paused:
-                consumer.resume(sorted(consumer.paused))
-            return
-        for tp in sorted(consumer.assigned):
-            n = self.kafka.tracker.inflight(tp)
-            if should_pause(n, limit):
-                consumer.pause([tp])
-            elif tp in consumer.paused and should_resume(n, limit):
-                consumer.resume([tp])
+        if consumer.paused:
+            consumer.resume(sorted(consumer.paused))
 
     # ---------------------------------------------------------------- outcomes
     def apply_all(self, done: Iterable[Completion]) -> None:
@@ -507,13 +539,17 @@ class StageRuntime:
         abandoned = self.kafka.revoke(tps)
         gone = set(tps)
         self.waiting = [w for w in self.waiting if w.rec.tp not in gone]
+        for tp in gone:  # never started, never committed: their new owner reads them
+            self.parked.pop(tp, None)
         self.handler.revoke(tps)
         if abandoned:
             logger.info("stage=%s revoked partitions abandoned %d in-flight record(s) to their new owner",
                         self.kafka.name, abandoned)
 
     def shutdown(self) -> None:
-        """Stop consuming, finish what is open and held (within ``drain_timeout_s``), flush, commit."""
+        """Stop consuming, finish what is open and held (within ``drain_timeout_s``), flush, commit.
+        Parked messages were never started: left unhandled and uncommitted, read again by the
+        partition's next owner (like the unread rest of the partition)."""
         k = self.kafka
         self.stopping = True
         k.pause_all()
@@ -535,7 +571,8 @@ class StageRuntime:
         k.commit()
         if self.s.track_offsets:
             fields = " ".join(f"{key}={v}" for key, v in self.handler.summary().items())
-            logger.info("%s stopped %s inflight_left=%d", k.name, fields, k.tracker.inflight())
+            logger.info("%s stopped %s inflight_left=%d parked_left=%d", k.name, fields, k.tracker.inflight(),
+                        self.parked_count())
 
 
 # ---------------------------------------------------------------- testing
@@ -699,6 +736,6 @@ def run_until_idle(rt: StageRuntime, max_steps: int = 1000) -> None:
     source = rt.kafka.consumer
     for _ in range(max_steps):
         rt.step()
-        if not getattr(source, "msgs", None) and not rt.handler.busy() and not rt.waiting:
+        if not getattr(source, "msgs", None) and not rt.handler.busy() and not rt.waiting and not rt.parked:
             break
     rt.shutdown()

@@ -109,17 +109,51 @@ def test_an_outage_pauses_backs_off_and_is_never_dead_lettered() -> None:
     assert src.committed() == {("in", 0): 2}
 
 
-def test_bounded_inflight_pauses_a_partition_and_resumes_it_at_half() -> None:
+def test_a_partition_at_its_bound_parks_what_comes_and_is_never_paused() -> None:
+    # librdkafka's pause throws away the partition's prefetch (fetched again on resume): the
+    # bound parks records locally instead, in order, counted in max_inflight
     h = Upper()
-    rt, src, _ = _rt([(0, b"k", b"slow", [])] * 4 + [(1, b"k", b"a", [])], h, partitions=2, poll_max=8,
-                     max_inflight=8, max_inflight_per_partition=4, pause_on_retry=False)
+    items = [(0, b"k", b"slow", [])] * 12 + [(1, b"k", b"a", [])]
+    rt, src, sink = _rt(items, h, partitions=2, poll_max=8, max_inflight=8, max_inflight_per_partition=4,
+                        pause_on_retry=False)
+    release = h.completions
     h.completions = lambda timeout_s: ()  # type: ignore[method-assign]  # hold everything
     rt.step()
-    assert src.paused == {("in", 0)}
-    del h.completions
-    rt.step()  # completes the held four
+    assert [r.src.offset for r in h.held] == [0, 1, 2, 3]  # p0 at its bound ...
+    assert [m.offset() for m in rt.parked[("in", 0)]] == [4, 5, 6, 7]  # ... the rest of the poll waits
+    assert not src.paused and rt.kafka.tracker.inflight() == 4
     rt.step()
-    assert not src.paused and src.committed() == {("in", 0): 4, ("in", 1): 1}
+    assert len(src.msgs) == 5  # bounded: 4 in flight + 4 parked = max_inflight, nothing more polled
+    h.completions = release  # type: ignore[method-assign]
+    for _ in range(10):
+        rt.step()
+    assert not rt.parked and not src.paused and not h.held
+    assert [o for o, _attempt in h.seen] == list(range(12)) + [0]  # every record once, p0 in order
+    assert len(sink.on("out")) == 13 and src.committed()[("in", 0)] == 12 and src.committed()[("in", 1)] == 1
+
+
+def test_parked_records_of_a_revoked_partition_are_left_to_its_new_owner() -> None:
+    h = Upper()
+    rt, src, _ = _rt([(0, b"k", b"slow", [])] * 6, h, poll_max=8, max_inflight=8, max_inflight_per_partition=4,
+                     pause_on_retry=False)
+    h.completions = lambda timeout_s: ()  # type: ignore[method-assign]
+    rt.step()
+    assert rt.parked_count() == 2
+    src.revoke([("in", 0)])
+    assert not rt.parked and h.revoked == [("in", 0)] and src.committed() == {}
+
+
+def test_the_drain_leaves_parked_records_unhandled_and_uncommitted() -> None:
+    h = Upper()
+    rt, src, sink = _rt([(0, b"k", b"slow", [])] * 6, h, poll_max=8, max_inflight=8, max_inflight_per_partition=4,
+                        pause_on_retry=False)
+    release = h.completions
+    h.completions = lambda timeout_s: ()  # type: ignore[method-assign]
+    rt.step()
+    h.completions = release  # type: ignore[method-assign]
+    rt.shutdown()
+    assert len(sink.on("out")) == 4 and rt.parked_count() == 2
+    assert src.committed() == {("in", 0): 4}  # offsets 4 and 5 are read again by the next owner
 
 
 def test_a_revoke_commits_what_is_durable_and_forgets_the_rest() -> None:
