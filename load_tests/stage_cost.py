@@ -18,7 +18,9 @@ onnxruntime's own threads count, which the stream's per-step metrics, thread tim
   way), detection (``DetectorActor._run``), planning (``Redactor.plan_from``), masking
   (``Redactor.apply`` in place), counting (``Redactor.count``), H.264 encoding of the redacted
   chunk (``encode_h264_chunk``), the result pickled and unpickled, the ``ChunkRedacted`` message;
-* sink: the message decoded, the segment remuxed to MP4 (``remux_segment``) and hashed.
+* sink: the message decoded, the segment remuxed to MP4 (``remux_segment``) and hashed, per
+  segment of ``--segment-seconds`` (default 20: ``make load``'s; the sink's default is 60) as the sink
+  groups a camera's chunks, its CPU spread over the segment's frames.
 
 Each ``--encode`` variant (``key=value,...``: ``preset``, ``crf``, ``threads``) re-encodes every
 chunk's masked frames, alternated round by round with the others, and prints CPU-s per frame,
@@ -105,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--detect-every", type=int, default=4, help="the stream's default schedule")
     ap.add_argument("--encode", action="append", default=[], help="encoder variant key=value,... (compare)")
     ap.add_argument("--skip-detect", action="store_true")
+    ap.add_argument("--segment-seconds", type=float, default=20.0,
+                    help="the sink's segment length (make load: 20; the sink's default: 60)")
     ap.add_argument("--detections", type=Path, help="pickle of each chunk's detections: written on the first "
                     "run, read (detection then not run nor timed) on later ones")
     args = ap.parse_args(argv)
@@ -115,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     # the stream's encode: one libx264 thread since 270bc05 (an older tree: libx264's default)
     stream_encode: dict[str, Any] = ({"threads": actors.ENCODE_THREADS} if hasattr(actors, "ENCODE_THREADS")
                                      else {})
-    from pipeline.sink.segments import remux_segment
+    from pipeline.sink.segments import remux_segment, window_of
     from schemas.messages import (
         ChunkCaptured,
         ChunkRedacted,
@@ -148,7 +152,17 @@ def main(argv: list[str] | None = None) -> int:
         steps[step] = steps.get(step, 0.0) + t
 
     add("ingest: split_gops", split["split"])
+
+    def store_segment(seg: list[Any], into: dict[str, float]) -> None:
+        """The sink's write of one segment: remux every chunk of it, hash the MP4."""
+        if seg:
+            with clock(into, "sink: remux + sha256 (per segment)"):
+                _ = hashlib.sha256(remux_segment(seg)).hexdigest()
+            seg.clear()
+
     for rnd in range(args.rounds + 1):  # round 0 warms up (sessions, first allocations), untimed
+        segment: list[Any] = []
+        seg_window: tuple[int, int] | None = None
         for seq, g in enumerate(gops):
             timed: dict[str, float] = {}
             msg = ChunkCaptured(camera_id="cam-001", chunk_seq=seq, pts_ms=tuple(int(p) for p in g.pts_ms),
@@ -200,8 +214,13 @@ def main(argv: list[str] | None = None) -> int:
                 rv, rh = encode_chunk(red_msg)
             with clock(timed, "sink: message decode"):
                 rm = decode_chunk_redacted(rv, rh)
-            with clock(timed, "sink: remux + sha256"):
-                _ = hashlib.sha256(remux_segment([rm])).hexdigest()
+            window = window_of(int(rm.pts_ms[0]), args.segment_seconds)
+            if window != seg_window:  # the camera's open segment completes, as in the sink
+                store_segment(segment, timed)
+                seg_window = window
+            segment.append(rm)
+            if seq == len(gops) - 1:
+                store_segment(segment, timed)
             for spec, v in variants.items():
                 took: dict[str, float] = {}
                 with clock(took, spec):
