@@ -223,6 +223,10 @@ def decode_jpeg_frames(data: bytes, *, size_wh: tuple[int, int] | None = None,
 # ---------------------------------------------------------------- H.264 encode / decode
 
 
+SMALL_DECODE_PIXELS = 1_000_000
+"""A chunk of at most this many pixels (frames x width x height) decodes on one thread."""
+
+
 def _rate(fps: float) -> Fraction:
     if not fps or fps <= 0 or not np.isfinite(fps):
         raise CodecError(f"fps must be > 0, got {fps}")
@@ -324,6 +328,13 @@ def decode_h264_chunk(data: bytes, size_wh: tuple[int, int] | None = None, *,
     if expected_frames is not None and size_wh is not None:
         _check_decoded(max_decoded_bytes, expected_frames, int(size_wh[0]), int(size_wh[1]), "H.264 payload")
     ctx = av.CodecContext.create("h264", "r")
+    if expected_frames is not None and size_wh is not None and \
+            expected_frames * int(size_wh[0]) * int(size_wh[1]) <= SMALL_DECODE_PIXELS:
+        # FFmpeg's default (0: a thread per core) starts its threads for every chunk; a small chunk
+        # (a snapshot camera's one 320x180 frame) has nothing to share: one thread costs x0.95
+        # the CPU and keeps it all on the calling thread, where the stage's decode metric counts
+        # it (with the default it saw ~0.6 of a one-frame chunk's decode)
+        ctx.thread_count = 1
     frames: list[np.ndarray] = []
     limit = MAX_FRAMES if expected_frames is None else expected_frames
     try:

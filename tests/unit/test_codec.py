@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import av
@@ -128,6 +129,33 @@ def test_h264_flat_colours_come_back_within_one_level(bgr):
     for data in (encode_h264_chunk(frames, fps=15.0), encode_h264_chunk(frames[:1], fps=0.5, threads=1)):
         out = decode_h264_chunk(data, size_wh=(64, 48))
         assert int(np.abs(out.astype(np.int16) - frames[: len(out)]).max()) <= 1
+
+
+def test_h264_small_chunk_decodes_on_one_thread_large_on_ffmpegs_default(monkeypatch):
+    """A one-frame 320x180 chunk has nothing to share between decoder threads: FFmpeg's default
+    (a thread per core) only started threads per chunk and moved CPU off the calling thread."""
+    import operators.codec as codec
+
+    made = []
+    real = codec.av.CodecContext.create
+
+    def create(name, mode=None):
+        ctx = real(name, mode)
+        made.append((name, mode, ctx))
+        return ctx
+
+    monkeypatch.setattr(codec.av.CodecContext, "create", create)
+    small = synthetic(1, 180, 320)
+    out = decode_h264_chunk(encode_h264_chunk(small, fps=0.5), size_wh=(320, 180), expected_frames=1)
+    assert out.shape == small.shape
+    counts = [ctx.thread_count for name, mode, ctx in made if mode == "r"]
+    assert counts == [1]
+    made.clear()
+    big = synthetic(3, 720, 1280)
+    decode_h264_chunk(encode_h264_chunk(big, fps=15.0), size_wh=(1280, 720), expected_frames=3)
+    decode_h264_chunk(encode_h264_chunk(small, fps=0.5))  # size and count unknown: the default too
+    counts = [ctx.thread_count for name, mode, ctx in made if mode == "r"]
+    assert len(counts) == 2 and (all(c != 1 for c in counts) or (os.cpu_count() or 1) == 1)  # FFmpeg's own choice
 
 
 @pytest.mark.parametrize("threads", [-1, 1.5, True, "2"])
