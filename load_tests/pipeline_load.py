@@ -450,6 +450,9 @@ def local_stack_summary(cpu_s: dict[str, float], pipeline_cpu_s: float, requests
     total = (pipeline_cpu_s + sum(cpu_s.values())) * per_frame
     return {
         "cpu_s_per_frame_local_stack": {n: round(v * per_frame, 4) for n, v in cpu_s.items()},
+        # the broker stores every chunk sent, stored or not: per chunk sent reads the same in a run
+        # that fell behind (per stored frame counts that work over fewer frames)
+        "cpu_ms_per_chunk_sent_local_stack": {n: round(1000 * v * per_chunk, 2) for n, v in cpu_s.items()},
         "capacity_fps_2cpu_with_local_stack": round(2.0 / max(1e-9, total), 1),
         "broker_s3_requests": requests,
         "broker_s3_requests_per_chunk": {k: round(n * per_chunk, 3) for k, n in requests.items()},
@@ -542,7 +545,7 @@ def _fail_if_exited(workers: Any, log_dir: Path) -> None:
 
 def run_once(cameras: int, seconds: float, source: Path, fps: float, state_dir: Path, drain_s: float,
              out: Any = print, overrides: list[str] | None = None, cost: bool = False,
-             hooks: Any = None) -> dict[str, Any]:
+             hooks: Any = None, broker_storage: str = "s3") -> dict[str, Any]:
     """One run; ``hooks`` (optional) gets ``started(state)`` once the local stack is up, before
     the workers start, and ``finished(cfg, raw_topic)`` (a dict merged into the result) after
     they stopped, while the stack still runs (``load_tests/cluster_load.py`` adds Ray nodes)."""
@@ -553,7 +556,7 @@ def run_once(cameras: int, seconds: float, source: Path, fps: float, state_dir: 
     from pipeline.devstack.stack import BROKER_BUCKET, down, up
     from schemas.config import load_config
 
-    state = up(state_dir=state_dir)
+    state = up(state_dir=state_dir, broker_storage=broker_storage)
     workers = None
     extra: dict[str, Any] = {}
     try:
@@ -668,7 +671,7 @@ def run_once(cameras: int, seconds: float, source: Path, fps: float, state_dir: 
     per_frame = max(stored, 1)
     res = {
         "cameras": cameras, "settings": list(overrides or []), "fps_offered": round(cameras * fps, 1),
-        "seconds": seconds, "source": source.name,
+        "seconds": seconds, "source": source.name, "broker_storage": broker_storage,
         "frames_offered": offered, "frames_sent": sent, "frames_stored": stored,
         # offered = sent_in_window + sum(ingest_losses) + unaccounted (see ingest_accounting)
         **{k: v for k, v in accounting.items() if k != "frames_offered"},
@@ -737,6 +740,9 @@ def main() -> int:
     ap.add_argument("--json-out", type=Path, default=None, help="also write the JSON result here")
     ap.add_argument("--state-dir", type=Path, default=ROOT / ".veilstream" / "load",
                     help="the local stack's state directory (a separate one per concurrent run)")
+    ap.add_argument("--broker-storage", choices=("s3", "memory"), default="s3",
+                    help="the local broker's storage: s3 (default, durable in the local S3 server, as `veilstream "
+                         "up` runs it) or memory (lost on a broker restart; measures what the durable one costs)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                     help="config setting for the run, value as YAML (repeatable), e.g. ray.detector.threads=1")
     args = ap.parse_args()
@@ -762,7 +768,7 @@ def _run(args: argparse.Namespace, source: Path, state: Path) -> int:
     rows: list[dict[str, Any]] = []
     if not args.knee:
         rows.append(run_once(args.cameras, args.seconds, source, args.fps, state, args.drain_seconds,
-                             overrides=args.overrides, cost=args.cost))
+                             overrides=args.overrides, cost=args.cost, broker_storage=args.broker_storage))
         result: dict[str, Any] = rows[0]
     else:
         # exponential then binary search: sustained(N) is assumed monotone in N
@@ -770,7 +776,7 @@ def _run(args: argparse.Namespace, source: Path, state: Path) -> int:
         tried: dict[int, dict[str, Any]] = {}
         while lo + 1 < hi:
             r = tried[n] = run_once(n, args.seconds, source, args.fps, state, args.drain_seconds,
-                                   overrides=args.overrides)
+                                   overrides=args.overrides, broker_storage=args.broker_storage)
             rows.append(r)
             print(f"cameras={n} sustained={r['sustained']} p95={r['latency_p95_s']}", file=sys.stderr, flush=True)
             if r["sustained"] and (r["latency_p95_s"] or 1e9) < 10.0:

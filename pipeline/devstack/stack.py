@@ -36,7 +36,7 @@ from .s3 import start_s3
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["StackState", "broker_s3_env", "down", "resolve_state_dir", "restart_broker", "up", "worker_config"]
+__all__ = ["BROKER_STORAGES", "StackState", "broker_s3_env", "down", "resolve_state_dir", "restart_broker", "up", "worker_config"]
 
 BROKER_BUCKET = "veil-broker"
 """Bucket of the local S3 server that holds the broker's storage (``--storage-engine s3://``)."""
@@ -143,14 +143,24 @@ def _write_secret(path: Path, value: str) -> None:
         fh.write(value)
 
 
+BROKER_STORAGES = ("s3", "memory")
+"""``up``'s broker storage: ``s3`` (the default: tansu's ``s3://`` storage in the local S3 server,
+so a broker restart loses nothing; the fault suite restarts it) or ``memory`` (tansu's
+``memory://``: a restart loses topics and offsets, and the S3 server does none of the broker's
+work; for measuring what the durable storage costs, e.g. ``pipeline_load.py --broker-storage``)."""
+
+
 def up(state_dir: str | os.PathLike[str] | None = None, *, ray: bool = True, num_cpus: int | None = None,
-       partitions: int = 4, ray_object_store_mb: int = 256) -> StackState:
+       partitions: int = 4, ray_object_store_mb: int = 256, broker_storage: str = "s3") -> StackState:
     """Start broker, S3 server and (unless ``ray=False``) a Ray head on free loopback
     ports, create the pipeline topics, and write ``stack.json`` + ``config.yaml``.
 
     If a stack recorded in ``state_dir`` is still fully running it is returned as is;
     a partly dead one is stopped first. On any failure, whatever was started is stopped.
+    ``broker_storage``: one of :data:`BROKER_STORAGES`.
     """
+    if broker_storage not in BROKER_STORAGES:
+        raise DevStackError(f"broker storage {broker_storage!r}: expected one of {', '.join(BROKER_STORAGES)}")
     sdir = resolve_state_dir(state_dir)
     sdir.mkdir(parents=True, exist_ok=True)
     old = StackState.load(sdir)
@@ -170,9 +180,12 @@ def up(state_dir: str | os.PathLike[str] | None = None, *, ray: bool = True, num
         started.append(s3)
         # the broker keeps its log segments, the camera registry and group offsets in the
         # S3 server: a broker crash or restart loses nothing (memory storage lost all three)
-        s3.client().make_bucket(BROKER_BUCKET)
-        broker = start_broker(logs, storage=f"s3://{BROKER_BUCKET}/", env=broker_s3_env(s3.url, s3.access_key,
-                                                                                         s3.secret_key))
+        storage = f"s3://{BROKER_BUCKET}/" if broker_storage == "s3" else "memory://tansu/"
+        if broker_storage == "s3":
+            s3.client().make_bucket(BROKER_BUCKET)
+            broker = start_broker(logs, storage=storage, env=broker_s3_env(s3.url, s3.access_key, s3.secret_key))
+        else:
+            broker = start_broker(logs, storage=storage)
         started.append(broker)
         ray_handle = start_ray_head(logs, num_cpus=num_cpus, object_store_mb=ray_object_store_mb) if ray else None
         if ray_handle is not None:
@@ -211,7 +224,7 @@ def up(state_dir: str | os.PathLike[str] | None = None, *, ray: bool = True, num
             processes=[asdict(h.process) for h in started],
             ports={"kafka": broker.port, "s3": s3.port, **({"ray": ray_handle.port} if ray_handle else {})},
             ray_temp_dir=ray_handle.temp_dir if ray_handle else None, started_at=time.time(),
-            broker_storage=f"s3://{BROKER_BUCKET}/",
+            broker_storage=storage,
         )
         state.save()
     except BaseException:

@@ -233,6 +233,28 @@ def test_up_down_leaves_nothing_behind(tmp_path):
     assert down(state_dir=tmp_path / "state") == 0  # nothing left to stop
 
 
+def test_up_with_memory_broker_storage_leaves_the_s3_server_out_of_the_brokers_work(tmp_path):
+    from pipeline.devstack import DevStackError
+    from pipeline.devstack.stack import BROKER_BUCKET, down, up
+
+    with pytest.raises(DevStackError, match="broker storage 'disk': expected one of s3, memory"):
+        up(state_dir=tmp_path / "bad", ray=False, broker_storage="disk")
+    assert not (tmp_path / "bad").exists()  # refused before anything started
+    state = up(state_dir=tmp_path / "state", ray=False, partitions=2, broker_storage="memory")
+    try:
+        assert state.broker_storage == "memory://tansu/"
+        from minio import Minio
+
+        s3 = Minio(state.s3_endpoint, access_key=(tmp_path / "state" / "s3-access-key").read_text(),
+                   secret_key=(tmp_path / "state" / "s3-secret-key").read_text(), secure=False)
+        assert not s3.bucket_exists(BROKER_BUCKET)
+        from pipeline.kafka import admin_client
+
+        assert "veil.chunks.raw" in admin_client(state.bootstrap).list_topics(timeout=10).topics
+    finally:
+        down(state_dir=tmp_path / "state")
+
+
 def test_stop_refuses_a_recycled_pid(tmp_path):
     from pipeline.devstack import pid_alive, spawn, stop_pid
 

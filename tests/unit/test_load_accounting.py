@@ -139,6 +139,7 @@ def test_local_stack_summary_is_per_frame_and_per_chunk() -> None:
     s = local_stack_summary({"broker": 2.0, "s3": 8.0}, 30.0, {"GET batch raw": 40, "PUT meta": 10},
                             frames=100, chunks=50)
     assert s["cpu_s_per_frame_local_stack"] == {"broker": 0.02, "s3": 0.08}
+    assert s["cpu_ms_per_chunk_sent_local_stack"] == {"broker": 40.0, "s3": 160.0}
     assert s["capacity_fps_2cpu_with_local_stack"] == 5.0  # (30 + 10) / 100 CPU-s per frame
     assert s["broker_s3_requests_per_chunk"] == {"GET batch raw": 0.8, "PUT meta": 0.2}
     assert s["broker_s3_requests_per_chunk_total"] == 1.0
