@@ -237,7 +237,9 @@ class ProcessWorker:
         (:mod:`.batching`); one Ray ref per chunk (``num_returns``), so the handler follows each
         chunk on its own."""
         w = self._least_loaded()
-        out = self.workers[w].redact_many.options(num_returns=len(tasks)).remote(list(tasks))
+        # one argument per chunk: each small one travels inline in the call (a list of eight
+        # one-frame chunks is just over Ray's 100 KiB inline limit: the object store)
+        out = self.workers[w].redact_many.options(num_returns=len(tasks)).remote(*tasks)
         refs = list(out) if len(tasks) > 1 else [out]
         for ref, t in zip(refs, tasks):
             self._sent[ref] = (w, task_pixels(len(t.pts_ms), t.width, t.height))

@@ -154,8 +154,10 @@ def test_a_batch_goes_to_the_least_loaded_actor_with_one_ref_per_chunk() -> None
         def options(self, num_returns: int) -> Method:
             return Method(self.name, num_returns)
 
-        def remote(self, arg: Any) -> Any:
-            calls.append((self.name, self.n, len(arg) if isinstance(arg, list) else 1))
+        def remote(self, *args: Any) -> Any:
+            # (name, refs asked, arguments): a batch's chunks go as one argument each, so that
+            # each small one travels inline in the call (a list of eight is over Ray's limit)
+            calls.append((self.name, self.n, len(args)))
             return [object() for _ in range(self.n)] if self.n > 1 else object()
 
     w = ProcessWorker.__new__(ProcessWorker)
@@ -192,7 +194,7 @@ def test_a_batch_is_one_detector_call_and_each_chunk_gets_its_own_result() -> No
     face = Boxes.of([[10, 10, 40, 40]], [0.9], Label.FACE)
     det = FakeDetector(lambda c: Detections([face] * len(c), [], [], 0.02))
     tasks = [_task(1), _task(2, n=3), _task(3)]
-    out = asyncio.run(_actor(det).redact_many(tasks))
+    out = asyncio.run(_actor(det).redact_many(*tasks))
     assert len(det.sent_many) == 1 and [len(c) for c in det.sent_many[0]] == [1, 3, 1]
     assert len(out) == 3 and all(r.failed_stage is None and not r.fail_closed_frames for r in out)
     assert [r.pts_ms for r in out] == [t.pts_ms for t in tasks]
@@ -210,7 +212,7 @@ def test_a_bad_chunk_fails_alone_and_the_others_are_redacted() -> None:
     known = a.plan.for_chunk
     # a camera naming a policy this worker does not have (the routed plan's None)
     a.plan = SimpleNamespace(for_chunk=lambda pid: None if pid == "nobody" else known(pid))  # type: ignore[assignment]
-    out = asyncio.run(a.redact_many(tasks))
+    out = asyncio.run(a.redact_many(*tasks))
     assert out[1].failed_stage is ChunkStage.DECODE and "decode failed" in out[1].error
     assert out[2].failed_stage is ChunkStage.FINISH and "no policy 'nobody'" in out[2].error
     assert out[0].failed_stage is None and out[3].failed_stage is None and out[0].payload and out[3].payload
@@ -227,13 +229,13 @@ def test_a_chunk_that_cannot_be_encoded_is_its_own_failure() -> None:
         return real(redactor, pol, frames, raw, failed, errors, task)
 
     a._finish = finish  # type: ignore[method-assign]
-    out = asyncio.run(a.redact_many([_task(1), _task(2), _task(3)]))
+    out = asyncio.run(a.redact_many(_task(1), _task(2), _task(3)))
     assert out[1].failed_stage is ChunkStage.FINISH and "encoder gone" in out[1].error
     assert out[0].payload and out[2].payload and out[0].failed_stage is None
 
 
 def test_a_failing_detector_fails_every_chunk_of_the_batch_closed_never_unmasked() -> None:
-    out = asyncio.run(_actor(FakeDetector(exc=RuntimeError("onnx broke"))).redact_many([_task(1), _task(2, n=2)]))
+    out = asyncio.run(_actor(FakeDetector(exc=RuntimeError("onnx broke"))).redact_many(_task(1), _task(2, n=2)))
     for r, n in zip(out, (1, 2)):
         assert r.failed_stage is None and not r.outage and r.fail_closed_frames == tuple(range(n))
         assert "detector error: onnx broke" in r.errors[0]
@@ -244,7 +246,7 @@ def test_a_dead_detector_is_an_outage_for_the_sent_chunks_only() -> None:
     from ray.exceptions import ActorDiedError
 
     tasks = [_task(1), _task(2, payload=b"junk"), _task(3)]
-    out = asyncio.run(_actor(FakeDetector(exc=ActorDiedError())).redact_many(tasks))
+    out = asyncio.run(_actor(FakeDetector(exc=ActorDiedError())).redact_many(*tasks))
     assert out[0].outage and out[2].outage and out[0].payload is None
     assert out[1].failed_stage is ChunkStage.DECODE and not out[1].outage
 
