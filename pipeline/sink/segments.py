@@ -148,7 +148,11 @@ class CompletedSegment:
     def models(self) -> list[dict[str, Any]]:
         """Distinct models over all chunks, in first-seen order."""
         seen: dict[str, dict[str, Any]] = {}
+        prev: Any = None
         for c in self.chunks:
+            if c.models == prev:  # the chunk before named the same models (the rule): nothing new
+                continue
+            prev = c.models
             for m in c.models or ():
                 d = dict(m) if isinstance(m, Mapping) else {"id": str(m)}
                 seen.setdefault(json.dumps(d, sort_keys=True, default=str), d)

@@ -235,6 +235,30 @@ def test_manifest_sha_matches_and_is_json() -> None:
     assert m["key"] == seg.key()
 
 
+def test_segment_models_are_distinct_in_first_seen_order_and_a_repeated_list_is_read_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every chunk of a segment names the same models (the rule): each distinct list is keyed
+    once, not every model of every chunk (50 ``json.dumps`` for 10 chunks of 5 models; the
+    property is read for the manifest, the tags and the metadata of every segment)."""
+    from pipeline.sink import segments as seg_mod
+
+    a = tuple({"id": f"m{i}", "version": "1"} for i in range(5))
+    b = ({"id": "m9", "version": "2"}, {"id": "m0", "version": "1"})
+    chunks = [chunk("c", i, T0 + i * 400, models=tuple(dict(m) for m in (a if i != 6 else b))) for i in range(10)]
+    seg = CompletedSegment("c", T0, T0 + 60_000, chunks=chunks)
+    dumps: list[int] = []
+    real = seg_mod.json.dumps
+
+    def counting(*args: Any, **kw: Any) -> str:
+        dumps.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(seg_mod.json, "dumps", counting)
+    got = seg.models
+    assert [m["id"] for m in got] == ["m0", "m1", "m2", "m3", "m4", "m9"]
+    assert len(dumps) == 5 + 2 + 5  # a, then b (chunk 6), then a again (chunk 7), then a repeats
+
+
 def test_tags_and_metadata_respect_s3_limits() -> None:
     masks = {f"cls{i}": i for i in range(12)}
     seg = CompletedSegment("cam/1", T0, T0 + 60_000, chunks=[chunk("cam/1", 0, masks_per_class=masks)])
