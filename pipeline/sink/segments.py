@@ -299,6 +299,71 @@ def _chunk_packets(c: RedactedChunk) -> list[Any]:
     return pkts
 
 
+def _parameter_sets(access_unit: bytes) -> bytes:
+    """The SPS and PPS NAL units of an Annex-B access unit, start codes included, in order."""
+    starts: list[int] = []
+    i = access_unit.find(_START_CODE)
+    while i >= 0:
+        starts.append(i)
+        i = access_unit.find(_START_CODE, i + 3)
+    out = bytearray()
+    for k, at in enumerate(starts):
+        end = starts[k + 1] if k + 1 < len(starts) else len(access_unit)
+        if at + 3 < end and access_unit[at + 3] & 0x1F in (_NAL_SPS, _NAL_PPS):
+            out += access_unit[at:end]
+    return bytes(out)
+
+
+class StreamTemplates:
+    """The output stream's parameters for :func:`remux_segment`, by the SPS and PPS they come from.
+
+    Probing a segment's first access unit (``av.open``) costs ~1.2 ms of CPU; every camera of a
+    kind sends the same parameter sets (one encoder, one size and rate), so a sink probes each
+    once. A template is the probed input's video stream; at most ``size`` are kept (the least
+    recently used one is closed). Not thread-safe: the sink loop owns it.
+    """
+
+    def __init__(self, size: int = 16) -> None:
+        if size < 1:
+            raise ValueError(f"size must be >= 1, got {size}")
+        self.size = size
+        self._open: dict[bytes, tuple[Any, Any]] = {}  # parameter sets -> (input container, video stream)
+        self.probes = 0
+        """Access units probed so far (the rest of the lookups were hits)."""
+
+    def template(self, c: RedactedChunk, first_access_unit: bytes) -> Any:
+        """The video stream to copy the output's parameters from, for a chunk whose first access
+        unit is ``first_access_unit``. Raises :class:`SegmentError` as the probe does."""
+        key = _parameter_sets(first_access_unit)
+        hit = self._open.pop(key, None)
+        if hit is None:
+            hit = _probe(c, first_access_unit)
+            self.probes += 1
+            while len(self._open) >= self.size:
+                oldest = next(iter(self._open))
+                self._open.pop(oldest)[0].close()
+        self._open[key] = hit  # most recently used last
+        return hit[1]
+
+    def close(self) -> None:
+        for inp, _ in self._open.values():
+            inp.close()
+        self._open.clear()
+
+
+def _probe(c: RedactedChunk, first_access_unit: bytes) -> tuple[Any, Any]:
+    """``(input container, video stream)`` of one access unit opened as a container."""
+    inp = _open_payload(first_access_unit)
+    if not inp.streams.video:
+        inp.close()
+        raise SegmentError(f"chunk has no video stream camera={c.camera_id} chunk_seq={c.chunk_seq}")
+    vs = inp.streams.video[0]
+    if vs.codec_context.name != "h264":
+        inp.close()
+        raise SegmentError(f"chunk codec is {vs.codec_context.name}, not h264 chunk_seq={c.chunk_seq}")
+    return inp, vs
+
+
 def _camera_ticks(chunks: Sequence[RedactedChunk]) -> list[list[int]]:
     """Per chunk, per frame, strictly increasing presentation ticks relative to the first frame."""
     first = int(chunks[0].pts_ms[0])
@@ -316,7 +381,7 @@ def _camera_ticks(chunks: Sequence[RedactedChunk]) -> list[list[int]]:
     return out
 
 
-def remux_segment(chunks: Sequence[RedactedChunk]) -> bytes:
+def remux_segment(chunks: Sequence[RedactedChunk], templates: StreamTemplates | None = None) -> bytes:
     """Concatenate the chunks' H.264 packets into one fragmented MP4, without re-encoding.
 
     Timestamps come from the camera timestamps (``pts_ms``) in a 1/90000 time base,
@@ -324,6 +389,9 @@ def remux_segment(chunks: Sequence[RedactedChunk]) -> bytes:
     boundaries. Chunks carry no B-frames (the process stage encodes them that way), so
     decode timestamps equal presentation timestamps. The result is ``frag_keyframe+empty_moov+default_base_moof``
     (plays in browsers and Media Source players, streamable, no seek-back needed).
+
+    ``templates``: where the output stream's parameters are looked up (a sink keeps one);
+    without it the segment's first access unit is probed here.
 
     Raises:
         SegmentError: a payload is unreadable, has no video stream, or its packet count
@@ -340,15 +408,12 @@ def remux_segment(chunks: Sequence[RedactedChunk]) -> bytes:
     try:
         for c, pres in zip(chunks, ticks, strict=True):
             pkts = _chunk_packets(c)
-            if template is None:  # the output stream's parameters: the first access unit, probed once
-                inp = _open_payload(bytes(pkts[0]))
-                containers.append(inp)
-                if not inp.streams.video:
-                    raise SegmentError(f"chunk has no video stream camera={c.camera_id} chunk_seq={c.chunk_seq}")
-                vs = inp.streams.video[0]
-                if vs.codec_context.name != "h264":
-                    raise SegmentError(f"chunk codec is {vs.codec_context.name}, not h264 chunk_seq={c.chunk_seq}")
-                template = vs
+            if template is None:  # the output stream's parameters: from the first access unit
+                if templates is not None:
+                    template = templates.template(c, bytes(pkts[0]))
+                else:
+                    inp, template = _probe(c, bytes(pkts[0]))
+                    containers.append(inp)
             if len(pkts) != len(pres):
                 raise SegmentError(f"chunk_seq={c.chunk_seq} has {len(pkts)} packets for {len(pres)} timestamps")
             # Redacted chunks are encoded without B-frames (operators.codec.encode_h264_chunk),

@@ -27,6 +27,7 @@ from .plugins import PluginError, SegmentPlugin, SegmentRef
 from .segments import (
     CompletedSegment,
     SourceOffset,
+    StreamTemplates,
     manifest,
     manifest_bytes,
     plan_write,
@@ -82,6 +83,7 @@ class SegmentWriter:
         self.store = store
         self.plugins = tuple(plugins)
         self.dead_letter = dead_letter
+        self.templates = StreamTemplates()  # output stream parameters, probed once per kind of stream
 
     def write(self, seg: CompletedSegment) -> StoredSegment | None:
         """Store one segment (or dead-letter its bad chunks: ``None`` when none is left).
@@ -149,14 +151,14 @@ class SegmentWriter:
     def _remux(self, seg: CompletedSegment) -> bytes | None:
         """MP4 of the segment; chunks that cannot be remuxed go to the DLQ, the rest is kept."""
         try:
-            return remux_segment(seg.chunks)
+            return remux_segment(seg.chunks, self.templates)
         except SegmentError as exc:
             logger.warning("remux failed camera=%s start=%d error=%s: isolating bad chunks", seg.camera_id,
                            seg.start_ms, exc)
         good_chunks, good_sources = [], []
         for chunk, src in zip(seg.chunks, seg.sources, strict=True):
             try:
-                remux_segment([chunk])
+                remux_segment([chunk], self.templates)
             except SegmentError as exc:
                 self.dead_letter(chunk, src, "remux_failed", str(exc))
                 continue
@@ -166,7 +168,7 @@ class SegmentWriter:
         if not seg.chunks:
             return None
         try:
-            return remux_segment(seg.chunks)
+            return remux_segment(seg.chunks, self.templates)
         except SegmentError as exc:  # each chunk alone is fine but together they are not
             for chunk, src in zip(seg.chunks, seg.sources, strict=True):
                 self.dead_letter(chunk, src, "remux_failed", f"segment remux: {exc}")

@@ -334,6 +334,29 @@ def test_remux_probes_only_the_first_access_unit(monkeypatch: pytest.MonkeyPatch
     assert len(times) == 20 and all(b > a for a, b in zip(times, times[1:], strict=False))
 
 
+def test_stream_templates_probe_each_kind_of_stream_once_and_remux_the_same_bytes() -> None:
+    """A sink keeps one :class:`StreamTemplates`: segments of streams with the same SPS/PPS (one
+    encoder, one size) share one probe; another size is probed on its own; the least recently
+    used template is closed past ``size``; the MP4 is byte for byte what a probe gives."""
+    from pipeline.sink.segments import StreamTemplates
+
+    templates = StreamTemplates(size=1)
+    segs = [[h264_chunk(f"c{k}", 10 * k + i, T0 + i * 400, 3) for i in range(2)] for k in range(3)]
+    for seg in segs:
+        assert remux_segment(seg, templates) == remux_segment(seg)
+    assert templates.probes == 1
+    other = [chunk("d", 0, T0, 2, payload=encode_h264_chunk(np.zeros((2, 32, 48, 3), np.uint8), FPS))]
+    first = next(iter(templates._open.values()))[0]
+    assert remux_segment(other, templates) == remux_segment(other)
+    assert templates.probes == 2 and len(templates._open) == 1
+    with pytest.raises(Exception):  # noqa: B017 - the evicted template's input was closed
+        list(first.demux())
+    assert remux_segment(segs[0], templates) == remux_segment(segs[0]) and templates.probes == 3
+    templates.close()
+    with pytest.raises(ValueError):
+        StreamTemplates(size=0)
+
+
 @pytest.mark.parametrize("payload", [b"garbage" * 10, b"\x00\x00\x00\x01" + b"\xff" * 50, b"\x00\x00\x01\x41" + b"\x9a" * 80])
 def test_remux_bad_payload_after_a_good_chunk_raises(payload: bytes) -> None:
     """Only the first chunk is probed: a later chunk that is not an Annex-B stream opening with
