@@ -18,8 +18,9 @@ shared.
   parse + decode, the conversion to BGR, and the whole call.
 * **sink remux** (``pipeline.sink.segments.remux_segment``) of segments of ``--segment-chunks``
   chunks (``make load`` writes 20 s segments: 10 one-frame chunks at 0.5 fps; the default 60 s:
-  30), against what opening every payload as a container cost before (``av.open`` probes the
-  stream by decoding it): the probe alone, per chunk.
+  30), probing each segment's first access unit or with the sink's ``StreamTemplates`` (one probe
+  per kind of stream), against what opening every payload as a container cost before (``av.open``
+  probes the stream by decoding it): the probe alone, per chunk.
 * **messages**: ``encode_chunk`` / ``decode_chunk_*`` of the ``ChunkCaptured`` and
   ``ChunkRedacted`` a frame crosses (ingest, process driver, sink), JSON Schema checks included.
 """
@@ -153,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                               width=int(g.width), height=int(g.height), codec="h264",
                               captured_at_ms=int(g.pts_ms[0]), payload=g.payload) for i, g in enumerate(gops)]
 
+    templates = segments.StreamTemplates()  # what the sink's writer keeps: one probe per kind of stream
     acc: dict[str, float] = {}
     quality: dict[str, list[float]] = {"cv2": [0.0, 0.0], "swscale": [0.0, 0.0]}  # bytes, PSNR x frames
 
@@ -195,8 +197,10 @@ def main(argv: list[str] | None = None) -> int:
             for i in range(0, len(redacted), k):
                 group = redacted[i:i + k]
                 t, _ = timed(lambda group=group: segments.remux_segment(group))
+                t_kept, _ = timed(lambda group=group: segments.remux_segment(group, templates))
                 if timing:
-                    add(f"sink: remux_segment, {k} chunk(s) a segment", t)
+                    add(f"sink: remux_segment, {k} chunk(s) a segment, probed", t)
+                    add(f"sink: remux_segment, {k} chunk(s) a segment, sink's templates", t_kept)
         for c, r in zip(captured, redacted):
             t1, cv = timed(lambda c=c: encode_chunk(c))
             t2, _ = timed(lambda cv=cv: decode_chunk_captured(*cv))
@@ -212,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{len(gops)} chunks ({n_frames} frames) of {src.name}, {args.rounds} rounds; CPU ms per chunk "
           f"(process_time, all threads)")
     for k, t in acc.items():
-        print(f"  {k:58s} {t / per_chunk * 1e3:8.3f}")
+        print(f"  {k:62s} {t / per_chunk * 1e3:8.3f}")
     frames_timed = args.rounds * n_frames
     print("\nencoder input conversion, whole encode: CPU ms / frame, bytes / frame, PSNR dB of the decoded output")
     for conv in ("swscale", "cv2"):
