@@ -331,19 +331,38 @@ def _pairs(xa: npt.NDArray[np.float64], la: npt.NDArray[np.int16], xb: npt.NDArr
     # ties keep the order of the full sort.
     cand, iou, norm = _match_candidates(xa, la, xb, lb, gap)
     order = cand[np.lexsort((norm, -iou))]
-    rows: list[int] = []
-    cols: list[int] = []
-    used_a, used_b = bytearray(len(xa)), bytearray(len(xb))
-    most = min(len(xa), len(xb))
-    for ia, ib in zip((order // len(xb)).tolist(), (order % len(xb)).tolist(), strict=True):
-        if used_a[ia] or used_b[ib]:
-            continue
-        used_a[ia] = used_b[ib] = 1
-        rows.append(ia)
-        cols.append(ib)
-        if len(rows) == most:
-            break
-    return np.array(rows, np.intp), np.array(cols, np.intp)
+    if not len(order):
+        return np.zeros(0, np.intp), np.zeros(0, np.intp)
+    return _greedy(order // len(xb), order % len(xb), len(xa), len(xb))
+
+
+def _greedy(ia: npt.NDArray[np.intp], ib: npt.NDArray[np.intp], na: int, nb: int
+            ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """The greedy one-to-one walk over pairs ``(ia[k], ib[k])`` in the order given (take a pair
+    when neither side is taken yet), in rounds instead of pair by pair: a pair that comes first
+    among the pairs left of both its row and its column is taken by the walk (every pair
+    before it that shares a side was dropped for a side taken earlier), so each round takes
+    all of those at once and drops the pairs that share a side with them. The taken pairs in
+    walk order. A crowded chunk's gap has ~37,000 candidate pairs; walked one by one in Python
+    they were a third of the fill's matching."""
+    left = np.arange(len(ia))
+    taken: list[npt.NDArray[np.intp]] = []
+    big = len(ia)
+    while len(left):
+        r, c = ia[left], ib[left]
+        first_r = np.full(na, big)
+        first_c = np.full(nb, big)
+        np.minimum.at(first_r, r, left)
+        np.minimum.at(first_c, c, left)
+        win = left[(first_r[r] == left) & (first_c[c] == left)]
+        taken.append(win)
+        used_a = np.zeros(na, bool)
+        used_b = np.zeros(nb, bool)
+        used_a[ia[win]] = True
+        used_b[ib[win]] = True
+        left = left[~(used_a[r] | used_b[c])]
+    k = np.sort(np.concatenate(taken))
+    return ia[k].astype(np.intp), ib[k].astype(np.intp)
 
 
 def _velocities(per_frame: Sequence[Boxes | None], detected: Sequence[int],
@@ -407,6 +426,7 @@ def _match_candidates(xa: npt.NDArray[np.float64], la: npt.NDArray[np.int16], xb
     band = np.floor(np.log2(np.maximum(side_b, 1e-3)) / np.log2(_SIDE_BANDS)).astype(np.int64)
     ia_parts: list[npt.NDArray[np.int64]] = []
     ib_parts: list[npt.NDArray[np.int64]] = []
+    r_parts: list[npt.NDArray[np.float64]] = []
     for k in np.unique(band).tolist():
         members = np.flatnonzero(band == k)
         members = members[np.argsort(cxb[members], kind="stable")]
@@ -425,14 +445,27 @@ def _match_candidates(xa: npt.NDArray[np.float64], la: npt.NDArray[np.int16], xb
         np.cumsum(counts, out=off[1:])
         ia_parts.append(i)
         ib_parts.append(members[np.arange(int(off[-1]), dtype=np.int64) - off[i] + lo[i]])
+        r_parts.append(r[i])
     ia, ib = np.concatenate(ia_parts), np.concatenate(ib_parts)
     la2, lb2 = _match_labels(la), _match_labels(lb)
-    same = la2[ia] == lb2[ib]
+    # the same reach bounds the centres' distance in y (IoU > 0 overlaps in y too)
+    cya, cyb = (xa[:, 1] + xa[:, 3]) / 2.0, (xb[:, 1] + xb[:, 3]) / 2.0
+    same = (la2[ia] == lb2[ib]) & (np.abs(cya[ia] - cyb[ib]) <= np.concatenate(r_parts))
     ia, ib = ia[same], ib[same]
-    iou = _iou(xa.astype(np.float32).astype(np.float64)[ia], xb.astype(np.float32).astype(np.float64)[ib])
+    # _iou's and np.linalg.norm's arithmetic, on columns gathered one by one (much faster than
+    # rows of a (K, 4) array); each box's area once
+    fa, fb = xa.astype(np.float32).astype(np.float64), xb.astype(np.float32).astype(np.float64)
+    area_a = np.clip(fa[:, 2] - fa[:, 0], 0, None) * np.clip(fa[:, 3] - fa[:, 1], 0, None)
+    area_b = np.clip(fb[:, 2] - fb[:, 0], 0, None) * np.clip(fb[:, 3] - fb[:, 1], 0, None)
+    iw = np.clip(np.minimum(fa[:, 2][ia], fb[:, 2][ib]) - np.maximum(fa[:, 0][ia], fb[:, 0][ib]), 0, None)
+    ih = np.clip(np.minimum(fa[:, 3][ia], fb[:, 3][ib]) - np.maximum(fa[:, 1][ia], fb[:, 1][ib]), 0, None)
+    inter = iw * ih
+    union = area_a[ia] + area_b[ib] - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, inter / union, 0.0)
     sa, sb = side_a[ia], side_b[ib]
-    ca, cb = (xa[ia, :2] + xa[ia, 2:]) / 2.0, (xb[ib, :2] + xb[ib, 2:]) / 2.0
-    dist = np.linalg.norm(ca - cb, axis=1)
+    dx, dy = cxa[ia] - cxb[ib], cya[ia] - cyb[ib]
+    dist = np.sqrt(dx * dx + dy * dy)
     size = np.maximum((sa + sb) / 2.0, 1e-6)
     norm = dist / (size * max(1, gap))
     with np.errstate(divide="ignore", invalid="ignore"):

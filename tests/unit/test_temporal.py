@@ -268,3 +268,20 @@ def test_match_candidates_are_the_full_matrices_allowed_pairs(seed):
     want = np.flatnonzero(ok.ravel())
     assert flat.tolist() == want.tolist()
     assert np.array_equal(c_iou, iou.ravel()[want]) and np.array_equal(c_norm, norm.ravel()[want])
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_greedy_in_rounds_is_the_walk_pair_by_pair(seed):
+    rng = np.random.default_rng(seed)
+    na, nb = int(rng.integers(1, 40)), int(rng.integers(1, 40))
+    k = int(rng.integers(0, 400))
+    ia, ib = rng.integers(0, na, k), rng.integers(0, nb, k)  # duplicates and long chains of conflicts
+    rows, cols, used_a, used_b = [], [], set(), set()
+    for a, b in zip(ia.tolist(), ib.tolist(), strict=True):
+        if a not in used_a and b not in used_b:
+            used_a.add(a)
+            used_b.add(b)
+            rows.append(a)
+            cols.append(b)
+    got_rows, got_cols = temporal._greedy(ia, ib, na, nb)
+    assert got_rows.tolist() == rows and got_cols.tolist() == cols
