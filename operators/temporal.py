@@ -181,10 +181,14 @@ def fill_gaps(per_frame: Sequence[Boxes | None], window: int = 2,
                 key = (j, tuple(side[:pos]))  # the same for every frame i between two detections
                 lost = unconfirmed.get(key)
                 if lost is None:
-                    lost = unconfirmed[key] = _unconfirmed(src, j, side[:pos], per_frame, motion)
-                lost = lost.copy()
-                if not isinstance(coast, int):
-                    lost &= np.array([per_label.get(int(x), 0) >= pos for x in src.label], bool)
+                    lost = _unconfirmed(src, j, side[:pos], per_frame, motion)
+                    if not isinstance(coast, int):  # only the labels that coast this far
+                        far = np.zeros(len(src), bool)
+                        for lab, most in per_label.items():
+                            if most >= pos:
+                                far |= src.label == lab
+                        lost &= far
+                    unconfirmed[key] = lost
                 v = vel.get((j, 1 if i > j else -1))
                 parts.append(_carry(src.select(lost), j, i, motion, grow_per_frame, followed,
                                     None if v is None else v[lost]))
