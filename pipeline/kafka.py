@@ -443,13 +443,27 @@ class RenewingProducer:
             raise ProducerReplacingError(f"kafka producer refused after a fatal error ({exc}) topic={topic}") \
                 from exc
 
+    def _serve(self, call: Callable[[float], Any], timeout_s: float) -> int:
+        """``poll`` / ``flush`` of the current instance. librdkafka's fatal error can come out of
+        these as a ``KafkaException`` (seen in make load with tansu's OUT_OF_ORDER_SEQUENCE_NUMBER:
+        it ended ingest's delivery thread): noted like a fatal report, never raised, so the
+        instance is replaced instead of the stage dying. Other errors propagate."""
+        gen = self.renewal.gen
+        try:
+            return int(call(timeout_s))
+        except KafkaException as exc:
+            if not is_fatal(exc):
+                raise
+            self._note(gen, str(exc.args[0] if exc.args else exc))
+            return 0
+
     def poll(self, timeout_s: float = 0.0) -> int:
-        n = int(self.current.poll(timeout_s))
+        n = self._serve(self.current.poll, timeout_s)
         self.heal()
         return n
 
     def flush(self, timeout_s: float = 30.0) -> int:
-        n = int(self.current.flush(timeout_s))
+        n = self._serve(self.current.flush, timeout_s)
         self.heal()
         return n
 

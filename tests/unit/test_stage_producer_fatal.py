@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from confluent_kafka import KafkaError
 
 import pipeline.stage as stage_mod
@@ -216,6 +217,49 @@ def test_a_real_chunk_producer_is_replaced_after_its_error_cb_saw_a_fatal_error(
     p.produce(OUT, b"w", "k", [], on_done=reports.append)
     assert len(p) == 1 and p.fatal is None
     assert made[1].abandon(5.0) == 0
+
+
+def test_a_fatal_error_raised_out_of_poll_or_flush_replaces_the_producer_instead_of_escaping():
+    from confluent_kafka import KafkaException
+
+    class Raising:
+        """An instance whose poll / flush raise librdkafka's fatal error (as confluent-kafka did
+        in make load's ingest), then serve nothing."""
+
+        def __init__(self, what: str) -> None:
+            self.what, self.fatal = what, None
+
+        def _raise(self, timeout_s: float) -> int:
+            raise KafkaException(KafkaError(KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, "out of order", fatal=True))
+
+        def poll(self, timeout_s: float = 0.0) -> int:
+            return self._raise(timeout_s) if self.what == "poll" else 0
+
+        def flush(self, timeout_s: float = 30.0) -> int:
+            return self._raise(timeout_s) if self.what == "flush" else 0
+
+        def abandon(self, timeout_s: float = 5.0) -> int:
+            return 0
+
+        def __len__(self) -> int:
+            return 0
+
+    for what in ("poll", "flush"):
+        made: list[Raising] = []
+        fatal: list[str] = []
+        p = RenewingProducer(lambda: made.append(Raising(what)) or made[-1], name="ingest",  # noqa: B023
+                             on_fatal=fatal.append)
+        assert getattr(p, what)(0) == 0  # noted, not raised ...
+        assert len(made) == 2 and p.current is made[1] and p.replaced == 1  # ... and replaced at once
+        assert len(fatal) == 1 and "out of order" in fatal[0]
+
+    class Broken(Raising):
+        def poll(self, timeout_s: float = 0.0) -> int:
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT, "not fatal"))
+
+    p = RenewingProducer(lambda: Broken("poll"), name="ingest")
+    with pytest.raises(KafkaException):  # anything else is not swallowed
+        p.poll(0)
 
 
 def test_records_produced_again_keep_their_partitions_order_ahead_of_those_handled_meanwhile():
