@@ -63,7 +63,7 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
     from pipeline.devstack.broker import DEFAULT_MESSAGE_MAX_BYTES, create_topics, start_broker
     from pipeline.devstack.s3 import start_s3
     from pipeline.devstack.stack import BROKER_BUCKET, broker_s3_env, worker_config
-    from pipeline.kafka import KafkaDeliveryError, RenewingProducer, chunk_producer
+    from pipeline.kafka import ChunkProducer, KafkaDeliveryError, RenewingProducer, chunk_producer
     from pipeline.runtime import (
         HOLD,
         BaseHandler,
@@ -101,10 +101,17 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
             if d.error:
                 failed[0] += 1
 
+        def producer(client_id: str) -> Any:
+            if args.linger_ms is None:
+                return chunk_producer(cfg.kafka, client_id)
+            # the pipeline's producer settings with another linger (an A/B within one tree)
+            return ChunkProducer(cfg.kafka.bootstrap_servers, message_max_bytes=cfg.kafka.message_max_bytes,
+                                 client_id=client_id, extra={"linger.ms": args.linger_ms})
+
         def ingest() -> None:
             # tansu sometimes answers OUT_OF_ORDER_SEQUENCE_NUMBER (fatal for an idempotent producer),
             # as in make load's ingest: replaced like the stages' producers; what it held is counted
-            prod = RenewingProducer(lambda: chunk_producer(cfg.kafka, "veil-ingest"), name="ingest")
+            prod = RenewingProducer(lambda: producer("veil-ingest"), name="ingest")
             payload = os.urandom(args.chunk_bytes)
             step = args.period_s / args.cameras
             n, t0 = 0, time.monotonic()
@@ -142,6 +149,8 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
 
             def completions(self, timeout_s: float) -> Iterable[Completion]:
                 out: list[Completion] = []
+                if self.queue:  # like ray.wait: block up to timeout_s for the next one
+                    time.sleep(max(0.0, min(timeout_s, self.next_done - time.monotonic())))
                 now = time.monotonic()
                 while self.queue and self.next_done <= now:
                     rec = self.queue.popleft()
@@ -170,8 +179,11 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
         rt = StageRuntime(kafka, SimulatedRay(), RuntimeSettings(
             group=p.consumer_group, topics=(t.raw,), output_topic=t.redacted, poll_max=p.max_inflight_chunks,
             poll_s=0.2, busy_poll_s=0.02, max_inflight=p.max_inflight_chunks,
-            max_inflight_per_partition=p.max_inflight_per_partition, pause_on_retry=False))
+            max_inflight_per_partition=p.max_inflight_per_partition, pause_on_retry=False,
+            consumer_extra=tuple(tuple(kv.split("=", 1)) for kv in args.consumer_set)))  # type: ignore[misc]
         rt.connect()
+        if args.linger_ms is not None:
+            rt.kafka.producer = rt.kafka.renewing_producer(lambda: producer("veil-process"))
         feeder = threading.Thread(target=ingest, daemon=True)
         t_start = time.monotonic()
         while not rt.kafka.consumer.assigned and time.monotonic() - t_start < 30:
@@ -180,6 +192,7 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
         s3_log = logs / "s3.log"
         w0 = w1 = None
         marks: dict[str, Any] = {}
+        thirds: list[tuple[int, float]] = []  # (chunks produced, S3 server CPU-s) at each third of the window
         end = time.monotonic() + args.warmup_s + args.seconds
         while time.monotonic() < end:
             if w0 is None and time.monotonic() >= end - args.seconds:
@@ -187,8 +200,12 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
                 marks = {"log": s3_log.stat().st_size, "produced": produced[0], "acked": len(latencies),
                          "s3": tree_cpu_s(s3.pid), "broker": tree_cpu_s(broker.pid),
                          "self": time.process_time()}
+                thirds.append((produced[0], marks["s3"]))
+            if w0 is not None and len(thirds) < 3 and time.monotonic() >= w0 + len(thirds) * args.seconds / 3:
+                thirds.append((produced[0], tree_cpu_s(s3.pid)))
             rt.step()
         w1 = time.monotonic()
+        thirds.append((produced[0], tree_cpu_s(s3.pid)))
         cpu = {"s3": tree_cpu_s(s3.pid) - marks["s3"], "broker": tree_cpu_s(broker.pid) - marks["broker"],
                "clients": time.process_time() - marks["self"]}
         reqs = broker_requests(s3_log, marks["log"], s3_log.stat().st_size, BROKER_BUCKET)
@@ -201,13 +218,18 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
         rt.kafka.consumer.close()
         per = 1.0 / max(chunks, 1)
         return {
-            "tree": str(Path(pipeline.__file__).parents[1]), "cameras": args.cameras, "period_s": args.period_s, "service_fps": args.service_fps,
+            "tree": str(Path(pipeline.__file__).parents[1]), "linger_ms": args.linger_ms,
+            "consumer_set": args.consumer_set, "cameras": args.cameras, "period_s": args.period_s, "service_fps": args.service_fps,
             "offered_fps": round(args.cameras / args.period_s, 1), "window_s": round(w1 - (w0 or w1), 1),
             "chunks": chunks, "acked_in_window": len(lat), "backlog_end": backlog, "produce_failed": failed[0],
             "producers_replaced": replaced[0],
             "latency_p50_s": None if not lat else round(_pct(lat, 0.5) or 0.0, 2),
             "latency_p95_s": None if not lat else round(_pct(lat, 0.95) or 0.0, 2),
             "cpu_ms_per_chunk": {k: round(1000 * v * per, 2) for k, v in cpu.items()},
+            # the S3 server's CPU per chunk in each third of the window: tansu lists a partition's
+            # every batch object on each fetch, so this grows with the topic's length
+            "s3_cpu_ms_per_chunk_by_third": [round(1000 * (c1 - c0) / max(1, n1 - n0), 2)
+                                             for (n0, c0), (n1, c1) in zip(thirds, thirds[1:])],
             "requests_per_chunk_total": round(sum(reqs.values()) * per, 2),
             "requests_per_chunk": {k: round(n * per, 3) for k, n in reqs.items()},
         }
@@ -230,6 +252,9 @@ def main() -> int:
     ap.add_argument("--ab", type=Path, default=None, metavar="TREE",
                     help="run alternately with PYTHONPATH at TREE and at this checkout")
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--linger-ms", type=int, default=None, help="both producers' linger.ms (default: the pipeline's)")
+    ap.add_argument("--consumer-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a librdkafka setting of the process stage's consumer (repeatable)")
     ap.add_argument("--tree", type=Path, default=ROOT, help="the checkout whose pipeline runs (default: this one)")
     args = ap.parse_args()
     if args.ab is None:
