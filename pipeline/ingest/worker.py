@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from confluent_kafka import KafkaException
+
 from pipeline.kafka import (
     ABANDON_S,
     RECREATE_BASE_S,
@@ -309,7 +311,16 @@ class IngestWorker:
 
     def _poll_deliveries(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            self.producer.poll(0.1)
+            with self._producer_cond:
+                producer, gen = self.producer, self._renewal.gen
+            try:
+                producer.poll(0.1)
+            except KafkaException as exc:
+                # confluent-kafka can raise librdkafka's fatal error out of poll (tansu's
+                # OUT_OF_ORDER_SEQUENCE_NUMBER ended this thread in a make load run): replace it
+                if not is_fatal(exc):
+                    raise
+                self._producer_fatal(gen, str(exc.args[0] if exc.args else exc))
             self._heal_producer()
 
     # ------------------------------------------------------------ producer replacement

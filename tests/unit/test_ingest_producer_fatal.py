@@ -142,6 +142,32 @@ def test_error_cb_fatal_is_seen_by_the_delivery_thread_and_a_file_camera_waits_f
     assert value(w, "veil_ingest_producer_recreated_total") == 1
 
 
+def test_a_fatal_error_raised_out_of_poll_replaces_the_producer_and_the_delivery_thread_goes_on():
+    # confluent-kafka raised tansu's OUT_OF_ORDER_SEQUENCE_NUMBER out of poll() in a make load run:
+    # it ended this thread, and with it every delivery report and replacement
+
+    class RaisingPoll(FakeProducer):
+        def poll(self, timeout_s: float = 0.0) -> int:
+            raise KafkaException(KafkaError(KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, "out of order", fatal=True))
+
+        def abandon(self, timeout_s: float = 5.0) -> int:
+            return 0
+
+    first, factory = RaisingPoll(auto_ack=True), Factory()
+    w = make_worker(first, factory)
+    stop = threading.Event()
+    poller = threading.Thread(target=w._poll_deliveries, args=(stop,), daemon=True)
+    poller.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not factory.made:
+        time.sleep(0.02)
+    alive = poller.is_alive()
+    stop.set()
+    poller.join(5)
+    assert alive and len(factory.made) == 1 and w.producer is factory.made[0]
+    assert value(w, "veil_ingest_producer_recreated_total") == 1
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 1000.0
