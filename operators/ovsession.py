@@ -223,6 +223,13 @@ class BlobCache:
 
     def _prune(self) -> None:
         try:
+            stale = time.time() - 3600  # a writer killed mid-write left its temporary file
+            for p in self.directory.glob(".*.tmp"):
+                try:
+                    if p.stat().st_mtime < stale:
+                        p.unlink()
+                except OSError:
+                    continue
             blobs = []
             for p in self.directory.glob("*.blob"):
                 try:

@@ -200,6 +200,18 @@ def test_a_corrupt_blob_is_compiled_anew(tmp_path, caplog):
     assert len(blob.read_bytes()) > 1000  # stored again, whole
 
 
+def test_a_writer_killed_mid_write_leaves_no_lasting_litter(tmp_path):
+    from operators.ovsession import BlobCache, OpenVinoSession
+
+    (tmp_path / "ov").mkdir()
+    old, fresh = tmp_path / "ov" / ".abc.x1.tmp", tmp_path / "ov" / ".abc.x2.tmp"
+    old.write_bytes(b"half")
+    fresh.write_bytes(b"half")
+    os.utime(old, (os.path.getmtime(old) - 7200,) * 2)
+    OpenVinoSession(_conv_model(tmp_path / "m.onnx", 0), 1, cache=BlobCache(tmp_path / "ov"))
+    assert not old.exists() and fresh.exists()  # a fresh one may be another process's write
+
+
 def test_processes_starting_together_share_the_cache_safely(tmp_path):
     model = _conv_model(tmp_path / "m.onnx", 0)
     code = f"""
