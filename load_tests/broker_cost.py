@@ -102,11 +102,14 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
                 failed[0] += 1
 
         def producer(client_id: str) -> Any:
-            if args.linger_ms is None:
+            extra: dict[str, Any] = dict(kv.split("=", 1) for kv in args.producer_set)
+            if args.linger_ms is not None:
+                extra["linger.ms"] = args.linger_ms
+            if not extra:
                 return chunk_producer(cfg.kafka, client_id)
-            # the pipeline's producer settings with another linger (an A/B within one tree)
+            # the pipeline's producer settings with others on top (an A/B within one tree)
             return ChunkProducer(cfg.kafka.bootstrap_servers, message_max_bytes=cfg.kafka.message_max_bytes,
-                                 client_id=client_id, extra={"linger.ms": args.linger_ms})
+                                 client_id=client_id, extra=extra)
 
         def ingest() -> None:
             # tansu sometimes answers OUT_OF_ORDER_SEQUENCE_NUMBER (fatal for an idempotent producer),
@@ -182,7 +185,7 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
             max_inflight_per_partition=p.max_inflight_per_partition, pause_on_retry=False,
             consumer_extra=tuple(tuple(kv.split("=", 1)) for kv in args.consumer_set)))  # type: ignore[misc]
         rt.connect()
-        if args.linger_ms is not None:
+        if args.linger_ms is not None or args.producer_set:
             rt.kafka.producer = rt.kafka.renewing_producer(lambda: producer("veil-process"))
         feeder = threading.Thread(target=ingest, daemon=True)
         t_start = time.monotonic()
@@ -219,7 +222,7 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
         per = 1.0 / max(chunks, 1)
         return {
             "tree": str(Path(pipeline.__file__).parents[1]), "linger_ms": args.linger_ms,
-            "consumer_set": args.consumer_set, "cameras": args.cameras, "period_s": args.period_s, "service_fps": args.service_fps,
+            "consumer_set": args.consumer_set, "producer_set": args.producer_set, "cameras": args.cameras, "period_s": args.period_s, "service_fps": args.service_fps,
             "offered_fps": round(args.cameras / args.period_s, 1), "window_s": round(w1 - (w0 or w1), 1),
             "chunks": chunks, "acked_in_window": len(lat), "backlog_end": backlog, "produce_failed": failed[0],
             "producers_replaced": replaced[0],
@@ -253,6 +256,8 @@ def main() -> int:
                     help="run alternately with PYTHONPATH at TREE and at this checkout")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--linger-ms", type=int, default=None, help="both producers' linger.ms (default: the pipeline's)")
+    ap.add_argument("--producer-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a librdkafka setting of both producers (repeatable)")
     ap.add_argument("--consumer-set", action="append", default=[], metavar="KEY=VALUE",
                     help="a librdkafka setting of the process stage's consumer (repeatable)")
     ap.add_argument("--tree", type=Path, default=ROOT, help="the checkout whose pipeline runs (default: this one)")
