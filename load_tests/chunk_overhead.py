@@ -2,7 +2,7 @@
 100 snapshot cameras at 0.5 fps; docs/performance.md "Per-chunk overhead of one-frame chunks").
 
     .venv/bin/python load_tests/chunk_overhead.py [--chunks 16] [--rounds 5] [--source snapshot|FILE]
-        [--segment-chunks 1,10,30]
+        [--segment-chunks 1,10,30] [--message-reps 10] [--messages-only]
 
 Every figure is CPU seconds of this process (``time.process_time``: every thread), per chunk,
 from ``--chunks`` chunks of ``make load``'s 320x180 0.5 fps source (``stage_cost.source_for``),
@@ -22,7 +22,10 @@ shared.
   per kind of stream), against what opening every payload as a container cost before (``av.open``
   probes the stream by decoding it): the probe alone, per chunk.
 * **messages**: ``encode_chunk`` / ``decode_chunk_*`` of the ``ChunkCaptured`` and
-  ``ChunkRedacted`` a frame crosses (ingest, process driver, sink), JSON Schema checks included.
+  ``ChunkRedacted`` a frame crosses (ingest, process driver, sink), JSON Schema checks included,
+  alternated between jsonschema alone (``schemas.problems_reference``, how every message was
+  checked before) and ``schemas.problems`` (the compiled fast path, jsonschema only for what it
+  does not accept); ``--message-reps`` passes a round, ``--messages-only`` for these rows alone.
 """
 
 from __future__ import annotations
@@ -117,14 +120,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--source", default="snapshot", help="snapshot (make load's 320x180 0.5 fps), or an H.264 file")
     ap.add_argument("--segment-chunks", default="1,10,30", help="chunks per remuxed segment (comma-separated)")
+    ap.add_argument("--message-reps", type=int, default=10, help="message rows: passes over the chunks a round")
+    ap.add_argument("--messages-only", action="store_true", help="only the message rows (no encode/decode/remux)")
     args = ap.parse_args(argv)
-    if args.chunks < 1 or args.rounds < 1:
-        ap.error("--chunks and --rounds must be >= 1")
+    if args.chunks < 1 or args.rounds < 1 or args.message_reps < 1:
+        ap.error("--chunks, --rounds and --message-reps must be >= 1")
     seg_sizes = [int(x) for x in args.segment_chunks.split(",") if x]
 
     from stage_cost import source_for
 
+    import schemas
     from pipeline.sink import segments
+    from schemas import messages
     from schemas.messages import (
         ChunkCaptured,
         ChunkRedacted,
@@ -164,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     for rnd in range(args.rounds + 1):
         timing = rnd > 0
         order = ("cv2", "swscale") if rnd % 2 else ("swscale", "cv2")
-        for conv in order:
+        for conv in () if args.messages_only else order:
             for d in decoded:
                 data, (t_open, t_send, t_flush) = encode_steps(d, fps, conv)
                 if timing:
@@ -174,11 +181,11 @@ def main(argv: list[str] | None = None) -> int:
                     back = decode_chunk_payload("h264", data, (d.shape[2], d.shape[1]), expected_frames=len(d))
                     quality[conv][0] += len(data)
                     quality[conv][1] += psnr(back, d) * len(d)
-        for d in decoded:
+        for d in () if args.messages_only else decoded:
             t, _ = timed(lambda d=d: encode_h264_chunk(d, fps, threads=1))
             if timing:
                 add("encode: encode_h264_chunk (as the stage calls it)", t)
-        for g in gops:
+        for g in () if args.messages_only else gops:
             t_create, t_dec, t_bgr = decode_steps(g.payload)
             t_all, _ = timed(lambda g=g: decode_chunk_payload("h264", g.payload, (g.width, g.height),
                                                               expected_frames=len(g.pts_ms), strict=True))
@@ -187,13 +194,13 @@ def main(argv: list[str] | None = None) -> int:
                 add("decode: parse + decode", t_dec)
                 add("decode: to BGR", t_bgr)
                 add("decode: decode_chunk_payload", t_all)
-        for r in redacted:
+        for r in () if args.messages_only else redacted:
             t_probe, _ = timed(lambda r=r: probe_packets(segments, r.payload))
             t_parse, _ = timed(lambda r=r: segments._chunk_packets(r))
             if timing:
                 add("sink: probe each payload (before)", t_probe)
                 add("sink: parse each payload (now)", t_parse)
-        for k in seg_sizes:
+        for k in () if args.messages_only else seg_sizes:
             for i in range(0, len(redacted), k):
                 group = redacted[i:i + k]
                 t, _ = timed(lambda group=group: segments.remux_segment(group))
@@ -201,16 +208,21 @@ def main(argv: list[str] | None = None) -> int:
                 if timing:
                     add(f"sink: remux_segment, {k} chunk(s) a segment, probed", t)
                     add(f"sink: remux_segment, {k} chunk(s) a segment, sink's templates", t_kept)
-        for c, r in zip(captured, redacted):
-            t1, cv = timed(lambda c=c: encode_chunk(c))
-            t2, _ = timed(lambda cv=cv: decode_chunk_captured(*cv))
-            t3, rv = timed(lambda r=r: encode_chunk(r))
-            t4, _ = timed(lambda rv=rv: decode_chunk_redacted(*rv))
-            if timing:
-                add("messages: ChunkCaptured encode (ingest)", t1)
-                add("messages: ChunkCaptured decode (process driver)", t2)
-                add("messages: ChunkRedacted encode (process driver)", t3)
-                add("messages: ChunkRedacted decode (sink)", t4)
+        # the schema check both ways, alternated: jsonschema alone (before) and the compiled fast path (now)
+        for check in (("jsonschema", "compiled") if rnd % 2 else ("compiled", "jsonschema")):
+            messages.problems = schemas.problems_reference if check == "jsonschema" else schemas.problems
+            for _ in range(args.message_reps):
+                for c, r in zip(captured, redacted):
+                    t1, cv = timed(lambda c=c: encode_chunk(c))
+                    t2, _ = timed(lambda cv=cv: decode_chunk_captured(*cv))
+                    t3, rv = timed(lambda r=r: encode_chunk(r))
+                    t4, _ = timed(lambda rv=rv: decode_chunk_redacted(*rv))
+                    if timing:
+                        add(f"messages[{check}]: ChunkCaptured encode (ingest)", t1 / args.message_reps)
+                        add(f"messages[{check}]: ChunkCaptured decode (process driver)", t2 / args.message_reps)
+                        add(f"messages[{check}]: ChunkRedacted encode (process driver)", t3 / args.message_reps)
+                        add(f"messages[{check}]: ChunkRedacted decode (sink)", t4 / args.message_reps)
+        messages.problems = schemas.problems
 
     per_chunk = args.rounds * len(gops)
     print(f"\n{len(gops)} chunks ({n_frames} frames) of {src.name}, {args.rounds} rounds; CPU ms per chunk "
@@ -218,6 +230,12 @@ def main(argv: list[str] | None = None) -> int:
     for k, t in acc.items():
         print(f"  {k:62s} {t / per_chunk * 1e3:8.3f}")
     frames_timed = args.rounds * n_frames
+    print("\nmessages, the four above summed (ingest + process driver + sink): CPU ms / frame")
+    for check in ("jsonschema", "compiled"):
+        cpu = sum(v for k, v in acc.items() if k.startswith(f"messages[{check}]"))
+        print(f"  {check:10s} {cpu / frames_timed * 1e3:8.3f}")
+    if args.messages_only:
+        return 0
     print("\nencoder input conversion, whole encode: CPU ms / frame, bytes / frame, PSNR dB of the decoded output")
     for conv in ("swscale", "cv2"):
         cpu = sum(v for k, v in acc.items() if k.startswith(f"encode[{conv}]"))
