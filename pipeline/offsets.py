@@ -81,8 +81,3 @@ def may_submit(inflight_total: int, inflight_partition: int, max_total: int, max
 
 def should_pause(inflight_partition: int, max_per_partition: int) -> bool:
     return inflight_partition >= max_per_partition
-
-
-def should_resume(inflight_partition: int, max_per_partition: int) -> bool:
-    # hysteresis: resume at half the limit so partitions don't flap pause/resume
-    return inflight_partition <= max_per_partition // 2

@@ -11,7 +11,8 @@ chunk it makes one remote call, and decoded frames never come back to it::
     ──► the runtime produces ──► broker ack ──► offset finished ──► commit
 
 * Bounded work: at most ``max_inflight_chunks`` chunks in flight, and per partition
-  ``max_inflight_per_partition``; full partitions are paused, resumed at half.
+  ``max_inflight_per_partition``; what arrives for a full partition waits, in order, in the
+  runtime's bounded ``parked`` queue (not a pause: librdkafka's pause drops its prefetch).
 * Completion order: ``ray.wait`` drains whatever finished first; per partition the
   results are produced in offset order (a camera's chunks stay in order downstream).
 * Fail closed: a detector that raises or times out masks its frames whole (flagged); a
@@ -209,8 +210,8 @@ class ProcessWorker:
         return self.handler.produced if self.handler is not None else 0
 
     def settings(self) -> RuntimeSettings:
-        """How the process stage runs on the runtime: bounded in flight (paused per partition,
-        resumed at half), outages retried per chunk without pausing the others."""
+        """How the process stage runs on the runtime: bounded in flight (a full partition's
+        records parked in order), outages retried per chunk without pausing the others."""
         k, p = self.cfg.kafka, self.cfg.process
         return RuntimeSettings(group=p.consumer_group, topics=(k.topics.raw,), output_topic=k.topics.redacted,
                                poll_max=p.max_inflight_chunks, poll_s=0.2, busy_poll_s=0.02,

@@ -1,4 +1,4 @@
-from pipeline.offsets import OffsetTracker, may_submit, should_pause, should_resume
+from pipeline.offsets import OffsetTracker, may_submit, should_pause
 
 TP = ("veil.chunks.raw", 0)
 
@@ -58,4 +58,3 @@ def test_backpressure_predicates():
     assert not may_submit(4, 0, 4, 2)
     assert not may_submit(1, 2, 4, 2)
     assert should_pause(2, 2) and not should_pause(1, 2)
-    assert should_resume(1, 2) and not should_resume(2, 2)
