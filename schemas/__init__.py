@@ -262,7 +262,7 @@ def problems(name: str, instance: Any) -> list[str]:
     a tenth of jsonschema's CPU on a chunk message); anything it does not accept, and
     anything it is not sure of, goes to :func:`problems_reference`, so the answer and every
     error line are exactly jsonschema's."""
-    if _fast_check(name)(instance) and _finite(instance):
+    if _fast_check(name)(instance):
         return []
     return problems_reference(name, instance)
 
@@ -285,7 +285,9 @@ def problems_reference(name: str, instance: Any) -> list[str]:
 # jsonschema walks its validator objects for every keyword of every message (~0.3 ms for a
 # chunk's veil-meta, at encode and again at decode: ~0.8 ms a frame over ingest, the process
 # driver and the sink). The checker below is the same schema compiled once into plain Python
-# closures, used only to *accept*: it answers True only where jsonschema would find no error,
+# closures, used only to *accept*: it answers True only where jsonschema would find no error
+# and no NaN or infinity is anywhere (``_non_finite``: every float it accepts is finite,
+# every value no keyword looks at is walked by ``_finite``),
 # and False both for "invalid" and for anything it does not model exactly (a keyword it does
 # not know, a float where an integer is asked for, a tuple, a NaN...). False sends the instance
 # to jsonschema, so every reject, and every error line, is jsonschema's own. The unit tests
@@ -304,10 +306,6 @@ _NUMERIC = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 
 def _never(instance: Any) -> bool:
     return False
-
-
-def _always(instance: Any) -> bool:
-    return True
 
 
 def _finite(value: Any) -> bool:
@@ -354,7 +352,7 @@ class _Compiler:
 
     def compile(self, schema: Any, doc: str) -> _Check:  # noqa: C901 - one branch per keyword
         if schema is True:
-            return _always
+            return _finite
         if not isinstance(schema, Mapping) or set(schema) - _SUPPORTED - _ANNOTATIONS:
             return _never
         checks: list[_Check] = []
@@ -367,7 +365,7 @@ class _Compiler:
             if not isinstance(names, list) or any(n not in _TYPE_KINDS for n in names):
                 return _never
             kinds = frozenset().union(*(_TYPE_KINDS[n] for n in names))
-            checks.append(lambda x: _KINDS.get(type(x)) in kinds)
+            checks.append(_types(kinds))
         for word in ("const", "enum"):
             if word in schema:
                 values = [schema["const"]] if word == "const" else schema["enum"]
@@ -384,29 +382,63 @@ class _Compiler:
         if "items" in schema and not isinstance(schema["items"], Mapping | bool):
             return _never
         item = self.compile(schema["items"], doc) if "items" in schema else None
-        if item is not None or {"minItems", "maxItems", "uniqueItems"} & set(schema):
+        walked_list = item is not None or bool({"minItems", "maxItems", "uniqueItems"} & set(schema))
+        if walked_list:
             checks.append(_array(schema, item))
-        if {"properties", "required", "additionalProperties"} & set(schema):
+        walked_dict = bool({"properties", "required", "additionalProperties", "propertyNames"} & set(schema))
+        if walked_dict:
             if not isinstance(schema.get("properties", {}), Mapping) or not isinstance(schema.get("required", []), list):
                 return _never
             props = {k: self.compile(v, doc) for k, v in schema.get("properties", {}).items()}
             extra = schema.get("additionalProperties", True)
+            names = self.compile(schema["propertyNames"], doc) if "propertyNames" in schema else None
             checks.append(_object(props, list(schema.get("required", ())),
-                                  None if extra is True else self.compile(extra, doc)))
-        if not checks:
-            return _always
+                                  None if extra is True else self.compile(extra, doc), names))
+        # the type check takes floats only when finite, const / enum scalars only: what is left
+        # unchecked for NaN is a node without either, or a container its keywords do not walk
+        unwalked = not {"$ref", "const", "enum"} & set(schema) and not (walked_list and walked_dict)
+        if unwalked and "type" in schema:
+            unwalked = ("array" in kinds and not walked_list) or ("object" in kinds and not walked_dict)
+        if unwalked:
+            checks.append(_unwalked_finite(walked_list, walked_dict))
         if len(checks) == 1:
             return checks[0]
-        return lambda x: all(c(x) for c in checks)
+        return _all_of(checks)
 
 
 _SUPPORTED = frozenset({"$ref", "type", "const", "enum", *_NUMERIC, "minLength", "maxLength", "pattern",
                         "items", "minItems", "maxItems", "uniqueItems", "properties", "required",
-                        "additionalProperties"})
+                        "additionalProperties", "propertyNames"})
+
+
+def _all_of(checks: list[_Check]) -> _Check:
+    def check(x: Any) -> bool:
+        for c in checks:
+            if not c(x):
+                return False
+        return True
+    return check
+
+
+def _unwalked_finite(walked_list: bool, walked_dict: bool) -> _Check:
+    """A NaN this node's own keywords do not look at: a float, or inside a container no
+    ``items`` / ``properties`` of this node walks (``$ref``'s target checks for itself)."""
+    def check(x: Any) -> bool:
+        t = type(x)
+        if (t is list and walked_list) or (t is dict and walked_dict):
+            return True
+        return _finite(x)
+    return check
+
+
+def _types(kinds: frozenset[str]) -> _Check:
+    if "float" not in kinds:
+        return lambda x: _KINDS.get(type(x)) in kinds
+    return lambda x: _KINDS.get(type(x)) in kinds and (type(x) is not float or math.isfinite(x))
 
 
 def _member(keys: set[tuple[type, Any] | None]) -> _Check:
-    return lambda x: _scalar_key(x) in keys
+    return lambda x: _scalar_key(x) in keys and _finite(x)
 
 
 def _numeric(word: str, bound: Any) -> _Check:
@@ -451,11 +483,11 @@ def _array(schema: Mapping[str, Any], item: _Check | None) -> _Check:
             return False
         if unique and n > 1 and not (all(type(v) is int or type(v) is str for v in x) and len(set(x)) == n):
             return False  # duplicates, or items whose equality jsonschema decides its own way
-        return item is None or all(item(v) for v in x)
+        return all(_finite(v) for v in x) if item is None else all(item(v) for v in x)
     return check
 
 
-def _object(props: dict[str, _Check], required: list[str], extra: _Check | None) -> _Check:
+def _object(props: dict[str, _Check], required: list[str], extra: _Check | None, names: _Check | None) -> _Check:
     if any(type(k) is not str for k in required):
         return _never
 
@@ -465,12 +497,14 @@ def _object(props: dict[str, _Check], required: list[str], extra: _Check | None)
         for k in required:
             if k not in x:
                 return False
+        if names is not None and not all(names(k) for k in x):
+            return False
         for k, v in x.items():
             sub = props.get(k)
             if sub is not None:
                 if not sub(v):
                     return False
-            elif type(k) is not str or (extra is not None and not extra(v)):
+            elif type(k) is not str or not (_finite(v) if extra is None else extra(v)):
                 return False
         return True
     return check

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from schemas import _fast_check, _finite, problems, problems_reference
-from schemas.config import CameraConfig, config_to_dict, parse_camera
+from schemas import _fast_check, fill_defaults, problems, problems_reference
+from schemas.config import CameraConfig, config_to_dict, parse_camera, parse_config
 from schemas.messages import (
     HEADER_META,
     ChunkCaptured,
@@ -63,6 +63,12 @@ def real_messages() -> list[tuple[str, Any]]:
     cam: CameraConfig = parse_camera({"camera_id": "c1", "url": "rtsp://h/s", "kind": "rtsp", "fps": 2,
                                       "zones": [dict(z) for z in ZONES]})
     out.append(("camera", config_to_dict(cam)))
+    # the config and policy schemas go through problems() too (parse_config, load_policy)
+    cfg = parse_config({"ingest": {"cameras": [{"camera_id": "c1", "url": "/v.mp4", "zones": [dict(ZONES[0])]}]}})
+    out.append(("config", config_to_dict(cfg)))
+    policy = {"policy_id": "subway", "classes": ["face", "plate"], "retention": {"redacted_days": 30, "raw_days": 0},
+              "roles": {"analyst": {"read": ["redacted"]}, "investigator": {"read": ["raw", "redacted"]}}}
+    out += [("policy", policy), ("policy", fill_defaults("policy", policy))]
     return out
 
 
@@ -130,7 +136,7 @@ def mismatches(name: str, instances: list[Any], fast: Any) -> list[str]:
     bad = []
     for inst in instances:
         ref = problems_reference(name, inst)
-        if fast(inst) and _finite(inst) and ref:
+        if fast(inst) and ref:
             bad.append(f"{name}: accepted {inst!r} but jsonschema says {ref}")
     return bad
 
@@ -138,15 +144,17 @@ def mismatches(name: str, instances: list[Any], fast: Any) -> list[str]:
 def test_every_real_message_takes_the_fast_path() -> None:
     for name, inst in real_messages():
         assert problems_reference(name, inst) == [], (name, inst)
-        assert _fast_check(name)(inst) and _finite(inst), f"{name} falls back to jsonschema: {inst!r}"
+        assert _fast_check(name)(inst), f"{name} falls back to jsonschema: {inst!r}"
         assert problems(name, inst) == []
 
 
-@pytest.mark.parametrize("name", ["chunk_captured", "chunk_redacted", "dlq_record", "camera"])
-def test_mutations_accept_and_reject_like_jsonschema(name: str) -> None:
+@pytest.mark.parametrize(("name", "count"), [("chunk_captured", 1500), ("chunk_redacted", 1500),
+                                             ("dlq_record", 1500), ("camera", 1500), ("config", 400),
+                                             ("policy", 1000)])
+def test_mutations_accept_and_reject_like_jsonschema(name: str, count: int) -> None:
     rng = random.Random(f"h6-{name}")
     seeds = [inst for n, inst in real_messages() if n == name]
-    mutants = [mutate(rng.choice(seeds), rng) for _ in range(1500)]
+    mutants = [mutate(rng.choice(seeds), rng) for _ in range(count)]
     assert mismatches(name, mutants, _fast_check(name)) == []
     accepted = rejected = 0
     for inst in mutants:
@@ -155,7 +163,7 @@ def test_mutations_accept_and_reject_like_jsonschema(name: str) -> None:
         accepted += not ref
         rejected += bool(ref)
     # both sides are exercised: mutants that stay valid (a value moved within its range) and ones that break
-    assert accepted > 20 and rejected > 500, (accepted, rejected)
+    assert accepted > count // 20 and rejected > count // 3, (accepted, rejected)
 
 
 def test_the_comparison_catches_a_fast_path_that_accepts_too_much() -> None:
@@ -174,7 +182,7 @@ def test_the_comparison_catches_a_fast_path_that_accepts_too_much() -> None:
 ])
 def test_edge_cases_fall_back_to_jsonschema_lines(name: str, edit: dict[str, Any], line: str) -> None:
     inst = {**next(i for n, i in real_messages() if n == name), **edit}
-    assert not (_fast_check(name)(inst) and _finite(inst))
+    assert not (_fast_check(name)(inst))
     got = problems(name, inst)
     assert got == problems_reference(name, inst)
     assert any(g.startswith(line) for g in got), got
@@ -189,3 +197,25 @@ def test_integral_float_and_numpy_values_are_left_to_jsonschema() -> None:
     assert problems("chunk_captured", inst) == problems_reference("chunk_captured", inst) == []
     inst = {**_meta_of(_captured()), "fps": np.float64("nan")}
     assert problems("chunk_captured", inst) == problems_reference("chunk_captured", inst) != []
+
+
+@pytest.mark.parametrize(("schema", "instance", "accepted"), [
+    ({}, [], True),
+    ({}, {"a": [1, "x", None]}, True),
+    (True, float("nan"), False),
+    ({}, [float("inf")], False),
+    ({"type": "object"}, {"a": {"b": float("nan")}}, False),
+    ({"type": "array"}, [[float("-inf")]], False),
+    ({"type": "array", "items": {"type": "number"}}, [1.5, float("nan")], False),
+    ({"type": "object", "properties": {"a": {"type": "integer"}}}, {"a": 1, "b": [float("nan")]}, False),
+    ({"type": "object", "properties": {"a": {"type": "integer"}}}, {"a": 1, "b": [0.5]}, True),
+    ({"enum": [1, "x"]}, True, False),
+    ({"description": "any value"}, (1, 2), True),
+    ({"not": {"type": "string"}}, 1, False),  # a keyword it does not compile: always jsonschema's call
+])
+def test_values_no_keyword_looks_at_are_walked_for_nan(schema: Any, instance: Any, accepted: bool) -> None:
+    """No schema on the wire has an untyped node today; a NaN under one must still fall back
+    (``problems`` reports it on top of jsonschema's errors)."""
+    from schemas import _Compiler
+
+    assert _Compiler().compile(schema, "config")(instance) is accepted
