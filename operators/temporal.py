@@ -155,7 +155,10 @@ def fill_gaps(per_frame: Sequence[Boxes | None], window: int = 2,
         anything = any(b is not None and len(b) for b in per_frame)
         motion = estimate_camera_motion(frames) if frames is not None and anything else CameraMotion.still(n)
     detected = [i for i, b in enumerate(per_frame) if b is not None]
-    vel = _velocities(per_frame, detected, motion) if follow_velocity else {}
+    # candidates of each gap's forward velocity matching, shared with its interpolation (the same
+    # two sets of boxes, sides swapped)
+    shared: dict[tuple[int, int], Candidates] = {}
+    vel = _velocities(per_frame, detected, motion, shared) if follow_velocity else {}
     out: list[Boxes] = []
     unconfirmed: dict[tuple[int, tuple[int, ...]], npt.NDArray[np.bool_]] = {}
     matched: dict[tuple[int, int], tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]] = {}
@@ -196,7 +199,7 @@ def fill_gaps(per_frame: Sequence[Boxes | None], window: int = 2,
             a, b = per_frame[prev], per_frame[nxt]
             assert a is not None and b is not None
             parts.append(_interpolate(a, b, (i - prev) / (nxt - prev), nxt - prev, motion, (prev, i, nxt),
-                                      pairs=matched))
+                                      pairs=matched, shared=shared))
         out.append(Boxes.concat(parts))
     return out
 
@@ -294,8 +297,8 @@ def _carry(src: Boxes, j: int, i: int, motion: CameraMotion, grow_still: float, 
 
 def _interpolate(a: Boxes, b: Boxes, t: float, gap: int = 1, motion: CameraMotion | None = None,
                  frames: tuple[int, int, int] = (0, 0, 0),
-                 pairs: dict[tuple[int, int], tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]] | None = None
-                 ) -> Boxes:
+                 pairs: dict[tuple[int, int], tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]] | None = None,
+                 shared: Mapping[tuple[int, int], Candidates] | None = None) -> Boxes:
     """Greedy one-to-one match of same-label pairs (see the module docstring; ``gap`` frames
     apart), best first, and the box at fraction ``t`` from ``a`` to ``b`` for each pair.
 
@@ -312,7 +315,9 @@ def _interpolate(a: Boxes, b: Boxes, t: float, gap: int = 1, motion: CameraMotio
     if found is None:
         if motion is not None:
             xa = warp_xyxy(a.xyxy, motion.between(pa, pb)).astype(np.float64)
-        found = _pairs(xa, a.label, xb, b.label, gap)
+        swapped = None if shared is None else shared.get((pa, pb))
+        found = _pairs(xa, a.label, xb, b.label, gap,
+                       None if swapped is None else _swap_sides(swapped, len(xb), len(xa)))
         if pairs is not None:
             pairs[(pa, pb)] = found
     ra, cb_ = found
@@ -326,14 +331,28 @@ def _interpolate(a: Boxes, b: Boxes, t: float, gap: int = 1, motion: CameraMotio
                  a.label[ra].astype(np.int16))
 
 
+Candidates = tuple[npt.NDArray[np.intp], npt.NDArray[np.float64], npt.NDArray[np.float64]]
+
+
+def _swap_sides(cand: Candidates, na: int, nb: int) -> Candidates:
+    """:func:`_match_candidates` of ``(b, a)`` from those of ``(a, b)`` (``na``, ``nb`` boxes): the
+    same pairs with sides swapped, in row-major order of the swapped matrix; IoU and distance do
+    not depend on the side (the same floats)."""
+    flat, iou, norm = cand
+    swapped = (flat % nb) * na + flat // nb
+    order = np.argsort(swapped, kind="stable")
+    return swapped[order].astype(np.intp), iou[order], norm[order]
+
+
 def _pairs(xa: npt.NDArray[np.float64], la: npt.NDArray[np.int16], xb: npt.NDArray[np.float64],
-           lb: npt.NDArray[np.int16], gap: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+           lb: npt.NDArray[np.int16], gap: int, known: Candidates | None = None
+           ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
     """Greedy one-to-one matches (rows of ``xa``, rows of ``xb``): overlapping pairs first
     (highest IoU), then the nearest by normalised centre distance."""
     # Only the pairs that may match are sorted and walked (in a crowd a few per box, of
     # len(xa) * len(xb)), in row-major order like the full matrix's; the sort is stable, so
     # ties keep the order of the full sort.
-    cand, iou, norm = _match_candidates(xa, la, xb, lb, gap)
+    cand, iou, norm = _match_candidates(xa, la, xb, lb, gap) if known is None else known
     order = cand[np.lexsort((norm, -iou))]
     if not len(order):
         return np.zeros(0, np.intp), np.zeros(0, np.intp)
@@ -369,8 +388,9 @@ def _greedy(ia: npt.NDArray[np.intp], ib: npt.NDArray[np.intp], na: int, nb: int
     return ia[k].astype(np.intp), ib[k].astype(np.intp)
 
 
-def _velocities(per_frame: Sequence[Boxes | None], detected: Sequence[int],
-                motion: CameraMotion) -> dict[tuple[int, int], npt.NDArray[np.float64]]:
+def _velocities(per_frame: Sequence[Boxes | None], detected: Sequence[int], motion: CameraMotion,
+                shared: dict[tuple[int, int], Candidates] | None = None
+                ) -> dict[tuple[int, int], npt.NDArray[np.float64]]:
     """Per detected frame ``j`` and direction ``d`` (+1: carried forward, -1: backward), each
     box's own velocity (px per frame, forward in time, in frame ``j``'s pixels, camera motion
     taken out) from its match on the detected frame before (``d = +1``) or after
@@ -385,7 +405,11 @@ def _velocities(per_frame: Sequence[Boxes | None], detected: Sequence[int],
             other = per_frame[q] if q is not None else None
             if q is not None and other is not None and len(other) and len(cur):
                 moved = warp_xyxy(other.xyxy, motion.between(q, j)).astype(np.float64)
-                rows, cols = _pairs(cur.xyxy.astype(np.float64), cur.label, moved, other.label, abs(j - q))
+                xc = cur.xyxy.astype(np.float64)
+                cand = _match_candidates(xc, cur.label, moved, other.label, abs(j - q))
+                if shared is not None and d == 1:  # (q, j): the gap _interpolate matches, sides swapped
+                    shared[(q, j)] = cand
+                rows, cols = _pairs(xc, cur.label, moved, other.label, abs(j - q), cand)
                 if len(rows):
                     c_cur = (cur.xyxy[rows, :2] + cur.xyxy[rows, 2:]) / 2.0
                     c_other = (moved[cols, :2] + moved[cols, 2:]) / 2.0

@@ -285,3 +285,29 @@ def test_greedy_in_rounds_is_the_walk_pair_by_pair(seed):
             cols.append(b)
     got_rows, got_cols = temporal._greedy(ia, ib, na, nb)
     assert got_rows.tolist() == rows and got_cols.tolist() == cols
+
+
+@pytest.mark.parametrize("seed", range(15))
+def test_candidates_with_sides_swapped_are_the_swapped_search(seed):
+    """The interpolation of a gap reuses the candidates its forward-velocity matching found with
+    the two sides the other way round: the same pairs, order, IoU and distances as searching
+    them that way."""
+    rng = np.random.default_rng(seed)
+    na, nb = int(rng.integers(0, 70)), int(rng.integers(0, 70))
+
+    def crowd(n):
+        xy = rng.uniform(0, 400, (n, 2))
+        wh = rng.choice([4.0, 12.0, 30.0, 90.0], (n, 1)) * rng.uniform(0.7, 1.3, (n, 2))
+        return np.concatenate([xy, xy + wh], axis=1), rng.integers(0, 2, n).astype(np.int16)
+
+    xa, la = crowd(na)
+    xb, lb = crowd(nb)
+    k = min(na, nb) // 2
+    xb[:k] = np.round(xa[:k] + rng.normal(0, 5, (k, 1)))
+    lb[:k] = la[:k]
+    gap = int(rng.integers(1, 9))
+    want = temporal._match_candidates(xb, lb, xa, la, gap)
+    got = temporal._swap_sides(temporal._match_candidates(xa, la, xb, lb, gap), na, nb)
+    assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
+    assert [r.tolist() for r in temporal._pairs(xb, lb, xa, la, gap, got)] == \
+        [r.tolist() for r in temporal._pairs(xb, lb, xa, la, gap)]
