@@ -5,8 +5,9 @@ docs/performance.md "Where the rest of a crowd frame's CPU goes").
     .venv/bin/python load_tests/encode_options.py [--chunks 2] [--rounds 3] [--source crowd]
         [--detections out/stage_cost/crowd-2.pkl] [--variant NAME=x264-params ...]
 
-The chunks are cut, decoded, planned and masked as ``load_tests/stage_cost.py`` does (the same
-cached detections: run ``stage_cost.py --detections FILE`` once first), then each variant
+The chunks are cut, decoded, planned and masked as ``load_tests/stage_cost.py`` does, with its
+cached detections (``--detections FILE``; a missing file is filled by running the default
+detectors on the stream's schedule, every 4th frame and the last, once), then each variant
 re-encodes every masked chunk exactly as ``operators.codec.encode_h264_chunk`` does (crf 23,
 one libx264 thread like the process stage's ``ENCODE_THREADS``, closed GOP, no B-frames)
 with its own ``preset`` and extra ``x264-params`` appended. Variants alternate round by
@@ -96,8 +97,13 @@ def masked_chunks(source: str, n_chunks: int, detections: Path | None) -> tuple[
     """The first ``n_chunks`` chunks of ``source`` decoded and, with ``detections``, masked."""
     from load_tests.stage_cost import source_for
 
-    cached: dict[int, list[Any]] = pickle.loads(detections.read_bytes()) if detections is not None else {}
+    cached: dict[int, list[Any]] = (pickle.loads(detections.read_bytes())
+                                    if detections is not None and detections.is_file() else {})
+    fresh = detections is not None and not cached
     red = Redactor(RedactionConfig(detect_every=4).validate(), detectors={})
+    # no cache yet: the default detectors on the stream's schedule (Redactor.detect), cached as
+    # stage_cost.py caches them (each chunk's scheduled frames' raw boxes)
+    det = Redactor(RedactionConfig(detect_every=4).validate()) if fresh else None
     out, fps = [], []
     for seq, g in zip(range(n_chunks), split_gops(str(source_for(source)), 2.0)):
         frames = decode_chunk_payload("h264", g.payload, (g.width, g.height), expected_frames=len(g.pts_ms))
@@ -105,6 +111,9 @@ def masked_chunks(source: str, n_chunks: int, detections: Path | None) -> tuple[
         if detections is None:
             out.append(frames)
             continue
+        if det is not None:
+            found = det.detect(frames)[0]
+            cached[seq] = [b for b in found if b is not None]
         if seq not in cached:
             raise SystemExit(f"{detections} has no detections for chunk {seq}: run stage_cost.py with "
                              f"--chunks {n_chunks} --detections {detections} first")
@@ -114,6 +123,9 @@ def masked_chunks(source: str, n_chunks: int, detections: Path | None) -> tuple[
             raw[i] = cached[seq][j]
         boxes = red.plan_from(raw, [], frames.shape[1:3], frames=frames)
         out.append(red.apply(frames, boxes, in_place=True))
+    if fresh and detections is not None:
+        detections.parent.mkdir(parents=True, exist_ok=True)
+        detections.write_bytes(pickle.dumps(cached))
     return out, fps
 
 
