@@ -31,6 +31,7 @@ shared.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from collections.abc import Callable
@@ -159,7 +160,11 @@ def main(argv: list[str] | None = None) -> int:
             policy_id="default", policy_version=1))
     captured = [ChunkCaptured(camera_id="cam-001", chunk_seq=i, pts_ms=tuple(int(p) for p in g.pts_ms), fps=fps,
                               width=int(g.width), height=int(g.height), codec="h264",
-                              captured_at_ms=int(g.pts_ms[0]), payload=g.payload) for i, g in enumerate(gops)]
+                              captured_at_ms=int(g.pts_ms[0]), payload=g.payload, policy_id="street")
+                for i, g in enumerate(gops)]
+    zones = ({"name": "door", "polygon": [[0.1, 0.1], [0.5, 0.1], [0.5, 0.9], [0.1, 0.9]], "normalized": True},
+             {"name": "window", "polygon": [[0, 0], [40, 0], [40, 30]]})
+    zoned = [dataclasses.replace(c, zones=zones) for c in captured]  # a camera with privacy zones
 
     templates = segments.StreamTemplates()  # what the sink's writer keeps: one probe per kind of stream
     acc: dict[str, float] = {}
@@ -212,12 +217,16 @@ def main(argv: list[str] | None = None) -> int:
         for check in (("jsonschema", "compiled") if rnd % 2 else ("compiled", "jsonschema")):
             messages.problems = schemas.problems_reference if check == "jsonschema" else schemas.problems
             for _ in range(args.message_reps):
-                for c, r in zip(captured, redacted):
+                for c, r, z in zip(captured, redacted, zoned):
                     t1, cv = timed(lambda c=c: encode_chunk(c))
                     t2, _ = timed(lambda cv=cv: decode_chunk_captured(*cv))
                     t3, rv = timed(lambda r=r: encode_chunk(r))
                     t4, _ = timed(lambda rv=rv: decode_chunk_redacted(*rv))
+                    t5, zv = timed(lambda z=z: encode_chunk(z))
+                    t6, _ = timed(lambda zv=zv: decode_chunk_captured(*zv))
                     if timing:
+                        add(f"messages[{check}]: zones: ChunkCaptured with 2 zones, encode", t5 / args.message_reps)
+                        add(f"messages[{check}]: zones: ChunkCaptured with 2 zones, decode", t6 / args.message_reps)
                         add(f"messages[{check}]: ChunkCaptured encode (ingest)", t1 / args.message_reps)
                         add(f"messages[{check}]: ChunkCaptured decode (process driver)", t2 / args.message_reps)
                         add(f"messages[{check}]: ChunkRedacted encode (process driver)", t3 / args.message_reps)
@@ -230,9 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     for k, t in acc.items():
         print(f"  {k:62s} {t / per_chunk * 1e3:8.3f}")
     frames_timed = args.rounds * n_frames
-    print("\nmessages, the four above summed (ingest + process driver + sink): CPU ms / frame")
+    print("\nmessages, the four above summed (ingest + process driver + sink; no zones): CPU ms / frame")
     for check in ("jsonschema", "compiled"):
-        cpu = sum(v for k, v in acc.items() if k.startswith(f"messages[{check}]"))
+        cpu = sum(v for k, v in acc.items() if k.startswith(f"messages[{check}]") and "zones" not in k)
         print(f"  {check:10s} {cpu / frames_timed * 1e3:8.3f}")
     if args.messages_only:
         return 0

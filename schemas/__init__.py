@@ -355,6 +355,8 @@ class _Compiler:
             return _finite
         if not isinstance(schema, Mapping) or set(schema) - _SUPPORTED - _ANNOTATIONS:
             return _never
+        if "$id" in schema and schema is not load_schema(doc):
+            return _never  # a nested $id would move the base of its $refs: leave that to jsonschema
         checks: list[_Check] = []
         if "$ref" in schema:
             if not isinstance(schema["$ref"], str):

@@ -219,3 +219,10 @@ def test_values_no_keyword_looks_at_are_walked_for_nan(schema: Any, instance: An
     from schemas import _Compiler
 
     assert _Compiler().compile(schema, "config")(instance) is accepted
+
+
+def test_a_nested_id_is_left_to_jsonschema() -> None:
+    from schemas import _Compiler
+
+    nested = {"type": "object", "properties": {"a": {"$id": "https://example.com/a.json", "$ref": "#/$defs/x"}}}
+    assert _Compiler().compile(nested, "config")({"a": 1}) is False
