@@ -144,6 +144,9 @@ def mismatches(name: str, instances: list[Any], fast: Any) -> list[str]:
 def test_every_real_message_takes_the_fast_path() -> None:
     for name, inst in real_messages():
         assert problems_reference(name, inst) == [], (name, inst)
+        assert problems(name, inst) == []
+        if name in ("config", "policy"):
+            continue  # read once at start-up: they may grow keywords the fast path leaves to jsonschema
         assert _fast_check(name)(inst), f"{name} falls back to jsonschema: {inst!r}"
         assert problems(name, inst) == []
 
