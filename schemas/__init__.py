@@ -259,7 +259,7 @@ def problems(name: str, instance: Any) -> list[str]:
     (empty when valid). NaN and infinite numbers are problems wherever they appear.
 
     A valid instance is accepted by a checker compiled from the schema (:func:`_fast_check`,
-    a tenth of jsonschema's CPU on a chunk message); anything it does not accept, and
+    13 us instead of jsonschema's 255 us on a ChunkRedacted); anything it does not accept, and
     anything it is not sure of, goes to :func:`problems_reference`, so the answer and every
     error line are exactly jsonschema's."""
     if _fast_check(name)(instance):
