@@ -317,7 +317,7 @@ class TextDetector(OnnxDetector):
         if full_precision == "bf16" and self.providers == [OPENVINO] and bf16_supported():
             self._full_session = OpenVinoSession(self._graph, threads, "bf16")
             self.full_precision = "bf16"
-            self.detect(np.zeros((1, 360, 640, 3), np.uint8))  # its warm-up (see OnnxDetector._start)
+            self._warm_up()  # its warm-up (see OnnxDetector._start)
         self.dark_precision = self.precision
         if dark_precision == "bf16" and self._full_session is not None:
             self._dark_session = self._full_session
