@@ -11,6 +11,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -973,7 +974,13 @@ def _distinct_objects(xyxy: np.ndarray, overlap: float = 0.3) -> int:
 
 
 def build_detectors(config: RedactionConfig) -> dict[str, Detector]:
-    """Instantiate the detectors ``config.classes`` need, once."""
+    """Instantiate the detectors ``config.classes`` need, once.
+
+    The detectors are built on threads, one each (their sessions' compiles, cache reads and
+    warm-ups mostly release the GIL: the build's wall time is the slowest detector's, not the
+    sum). Every thread is joined before this returns or raises; a failed build raises its
+    own exception unchanged, the first in the order face, person, text when several fail.
+    """
     from .detectors import DETECTORS  # local: keeps onnxruntime out of plain type imports
 
     common: dict[str, Any] = {"providers": list(config.providers) if config.providers else None,
@@ -982,7 +989,7 @@ def build_detectors(config: RedactionConfig) -> dict[str, Detector]:
         common["model_dir"] = config.model_dir
     if config.threads:
         common["threads"] = config.threads
-    dets: dict[str, Detector] = {}
+    jobs: list[tuple[str, Callable[..., Detector], dict[str, Any]]] = []
     classes = set(config.classes)
     if "face" in classes:
         kw = dict(common)
@@ -995,7 +1002,7 @@ def build_detectors(config: RedactionConfig) -> dict[str, Detector]:
                 kw["yunet_threshold"] = config.yunet_threshold
             kw["yunet_max_side"] = config.yunet_max_side
             kw["yunet_min_side"] = config.yunet_min_side
-        dets["face"] = DETECTORS[config.face_model](**kw)
+        jobs.append(("face", DETECTORS[config.face_model], kw))
     plates = "plate" in classes
     vehicles = plates and config.plate_crops
     if "face" in classes or "person" in classes or vehicles:
@@ -1009,7 +1016,7 @@ def build_detectors(config: RedactionConfig) -> dict[str, Detector]:
             kw["vehicles"] = True
             if config.vehicle_threshold is not None:
                 kw["vehicle_threshold"] = config.vehicle_threshold
-        dets["person"] = DETECTORS["yolox_person"](**kw)
+        jobs.append(("person", DETECTORS["yolox_person"], kw))
     if plates or "text" in classes:
         kw = dict(common)
         if config.text_threshold is not None:
@@ -1029,6 +1036,15 @@ def build_detectors(config: RedactionConfig) -> dict[str, Detector]:
         kw["dark_precision"] = config.text_dark_precision
         # One text model serves both classes: it finds plate characters and other text.
         kw["label"] = Label.PLATE if plates else Label.TEXT
-        dets["text"] = DETECTORS["ppocr_text"](**kw)
-    return dets
+        jobs.append(("text", DETECTORS["ppocr_text"], kw))
+    if len(jobs) <= 1:
+        return {key: make(**kw) for key, make, kw in jobs}
+    with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="veil-build") as pool:
+        futures = [(key, pool.submit(make, **kw)) for key, make, kw in jobs]
+    # leaving the block joined every thread
+    for _key, fut in futures:
+        exc = fut.exception()
+        if exc is not None:
+            raise exc
+    return {key: fut.result() for key, fut in futures}
 
