@@ -138,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     det = None if args.skip_detect else DetectorActor.__new__(DetectorActor)
     if det is not None:  # the detector actor's own batch call, without Ray
         det.redactor = Redactor(RedactionConfig(detect_every=1))
+        # what DetectorActor.__init__ sets that _run reads: no injected failure, no small-frame
+        # lanes (one process here; the lanes are the actor's threads, measured by
+        # snapshot_cpu_breakdown.py)
+        det._fail_mode, det.small_side, det.small_lanes = None, None, 0
     variants = {spec: parse_variant(spec) for spec in (args.encode or [])}
     steps: dict[str, float] = {}
     cached: dict[int, list[Any]] = {}
