@@ -122,10 +122,42 @@ def plain_consumer(kafka: Any, group_id: str, **settings: Any) -> Consumer:
 
 def chunk_producer(kafka: Any, client_id: str) -> ChunkProducer:
     """An idempotent chunk producer (acks=all, ordered, large messages) with the cluster's
-    security settings: every producer of the pipeline (stages, governance, ingest)."""
+    security settings and the deployment's ``kafka.producer_settings`` (tuning on top of the
+    pipeline's own; the keys it owns were refused by ``parse_config``): every producer of the
+    pipeline (stages, governance, ingest).
+
+    Raises:
+        ConfigError: librdkafka refused a ``kafka.producer_settings`` key or value (one line
+            naming the key, with librdkafka's own reason).
+    """
     extra = client_settings(kafka)
     bootstrap = extra.pop("bootstrap.servers")
-    return ChunkProducer(bootstrap, message_max_bytes=kafka.message_max_bytes, client_id=client_id, extra=extra)
+    tuning: dict[str, Any] = dict(getattr(kafka, "producer_settings", None) or {})
+    extra.update(tuning)
+    try:
+        return ChunkProducer(bootstrap, message_max_bytes=kafka.message_max_bytes, client_id=client_id, extra=extra)
+    except KafkaException:
+        if not tuning:
+            raise
+        # which of the deployment's settings librdkafka refuses: each alone on the pipeline's own
+        # producer settings (no security: those are not the config key at fault)
+        refused = {k: why for k, v in tuning.items()
+                   if (why := _refused(bootstrap, kafka.message_max_bytes, {k: v})) is not None}
+        if not refused:
+            raise  # not a producer_settings key alone (security settings, or a combination): as is
+        key, why = next(iter(refused.items()))
+        also = f" (also refused: {', '.join(list(refused)[1:])})" if len(refused) > 1 else ""
+        raise ConfigError(f"kafka.producer_settings.{key}: librdkafka refused it: {why}{also}") from None
+
+
+def _refused(bootstrap: str, message_max_bytes: int, settings: dict[str, Any]) -> str | None:
+    """librdkafka's reason for refusing a chunk producer with ``settings`` on top; None if it builds."""
+    try:
+        ChunkProducer(bootstrap, message_max_bytes=message_max_bytes, client_id="veil-settings-check", extra=settings)
+    except KafkaException as exc:
+        err = exc.args[0] if exc.args else None
+        return str(err.str()) if isinstance(err, KafkaError) else str(exc)
+    return None
 
 
 def admin_client(bootstrap: str, extra: dict[str, Any] | None = None) -> Any:

@@ -34,6 +34,7 @@ __all__ = [
     "KafkaSecurityConfig",
     "LimitsConfig",
     "MetricsConfig",
+    "PRODUCER_OWNED_SETTINGS",
     "ObjectStoreConfig",
     "PipelineConfig",
     "ProcessConfig",
@@ -46,6 +47,7 @@ __all__ = [
     "load_config",
     "parse_camera",
     "parse_config",
+    "producer_setting_problem",
 ]
 
 
@@ -117,6 +119,43 @@ class KafkaConfig:
     security: KafkaSecurityConfig
     raw_retention_ms: int
     provisioning: TopicProvisioningConfig = TopicProvisioningConfig()
+    producer_settings: dict[str, str | int | bool] = dataclasses.field(default_factory=dict)
+    """Extra librdkafka settings for every producer (tuning only: :data:`PRODUCER_OWNED_SETTINGS`
+    are refused by :func:`parse_config`)."""
+
+
+PRODUCER_OWNED_SETTINGS: dict[str, str] = {
+    "bootstrap.servers": "kafka.bootstrap_servers", "metadata.broker.list": "kafka.bootstrap_servers",
+    "client.id": "each role names its own client",
+    "message.max.bytes": "kafka.message_max_bytes",
+    "enable.idempotence": "idempotent producers are the delivery guarantee",
+    "acks": "idempotent producers are the delivery guarantee",
+    "request.required.acks": "idempotent producers are the delivery guarantee",
+    "retries": "an outage is retried, never given up on", "message.send.max.retries": "an outage is retried, never given up on",
+    "enable.gapless.guarantee": "the pipeline replaces a fatal producer itself",
+    "transactional.id": "the pipeline is at-least-once with idempotent writes, not transactional",
+    "partitioner": "key = camera_id must map to the same partition in every producer (per-camera order)",
+    "plugin.library.paths": "no code loaded from the config",
+    "security.protocol": "kafka.security",
+}
+"""librdkafka producer settings the pipeline sets itself for its guarantees: never from
+``kafka.producer_settings`` (value: why, or which config key sets it). Keys naming TLS or SASL
+(``ssl*``, ``sasl*``, ``*.ssl.*``, ``https.*``) and callbacks are refused too: see :func:`producer_setting_problem`."""
+
+_PRODUCER_CALLBACKS = frozenset({"logger", "error_cb", "stats_cb", "throttle_cb", "oauth_cb", "on_delivery",
+                                 "dr_cb", "dr_msg_cb"})
+
+
+def producer_setting_problem(key: str) -> str | None:
+    """Why ``kafka.producer_settings`` may not hold librdkafka setting ``key``; None when it may."""
+    if key in PRODUCER_OWNED_SETTINGS:
+        return f"owned by the pipeline ({PRODUCER_OWNED_SETTINGS[key]}); not settable here"
+    parts = key.split(".")
+    if any(p.startswith(("ssl", "sasl")) for p in parts) or parts[0] == "https":
+        return "owned by the pipeline (kafka.security); not settable here"
+    if key in _PRODUCER_CALLBACKS:
+        return "a callback the pipeline sets; not settable here"
+    return None
 
 
 @dataclass(frozen=True)
@@ -387,6 +426,11 @@ def parse_config(mapping: Mapping[str, Any] | None) -> PipelineConfig:
     if ray["consumers"] >= 1 and not lo <= ray["consumers"] <= hi:
         raise ConfigError(f"invalid config: 1 problem:\n  ray.autoscale: ray.consumers ({ray['consumers']}) starts the "
                           f"job and must lie within [min_consumers {lo}, max_consumers {hi}]")
+    owned = [f"kafka.producer_settings.{k}: {why}" for k in filled["kafka"]["producer_settings"]
+             if (why := producer_setting_problem(k))]
+    if owned:
+        n = len(owned)
+        raise ConfigError(f"invalid config: {n} problem{'s' if n > 1 else ''}:\n  " + "\n  ".join(owned))
     ids = [c.get("camera_id") for c in filled["ingest"]["cameras"]]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
