@@ -195,20 +195,10 @@ def _run_redaction(args: argparse.Namespace, cfg: Any, zones: Any, src: str, is_
     from .redact_file import DeferredRedactor, redact_images, redact_video
 
     progress = not args.quiet and sys.stderr.isatty() or args.progress
+    # the process leaves with os._exit (see _exit_now): what it built is never freed
     kept: list[Any] | None = getattr(args, "keep_built", None)
-    if kept is not None:  # the process leaves with os._exit (see _exit_now): never free the detectors
-        keep: list[Any] = kept
-
-        class _Kept(DeferredRedactor):
-            def build(self) -> Redactor:
-                red = super().build()
-                keep.append(red)
-                return red
-        deferred: type[DeferredRedactor] = _Kept
-    else:
-        deferred = DeferredRedactor
     # A video's detectors are built by redact_video beside its first chunks' decoding.
-    redactor = Redactor(cfg, zones=zones) if is_dir else deferred(cfg, zones)
+    redactor = Redactor(cfg, zones=zones) if is_dir else DeferredRedactor(cfg, zones, keep=kept)
     if kept is not None:
         kept.append(redactor)
     try:

@@ -83,14 +83,20 @@ class DeferredRedactor:
 
     config: RedactionConfig
     zones: ZoneSet | None = None
+    keep: list[Any] | None = None
+    """Where each built redactor is also appended (kept alive by the caller: ``veilstream redact``
+    leaves with ``os._exit`` and never frees its detectors); ``None``: not kept."""
 
     def build(self) -> Redactor:
         """The redactor; an OS error while loading models is a :class:`ModelNotFoundError`
         (a caller reading OS errors as the output's cannot mistake it for one)."""
         try:
-            return Redactor(self.config, zones=self.zones)
+            red = Redactor(self.config, zones=self.zones)
         except OSError as exc:
             raise ModelNotFoundError(f"cannot load the detectors' models: {exc.strerror or exc}") from None
+        if self.keep is not None:
+            self.keep.append(red)
+        return red
 
 
 def output_path_for(src: Path, output: Path) -> Path:
