@@ -4,7 +4,8 @@ S3 server, as ``veilstream up`` runs it (issue 19, the snapshot target).
     .venv/bin/python load_tests/broker_cost.py --seconds 40            # one run, JSON on the last line
     .venv/bin/python load_tests/broker_cost.py --ab OLD_TREE --rounds 2  # A/B against another checkout
 
-One run starts a fresh S3 server and broker (``s3://`` storage), then in this process:
+One run starts a fresh S3 server and broker (``s3://`` storage; ``--broker-storage memory`` for
+tansu's ``memory://``, the non-durable lower bound), then in this process:
 
 * an *ingest*: ``--cameras`` cameras, one ``--chunk-bytes`` chunk each every ``--period-s``
   (phases spread evenly), through the pipeline's own producer (:func:`pipeline.kafka.chunk_producer`);
@@ -19,7 +20,9 @@ With ``--service-fps`` below the offered rate the stage falls behind as in the 1
 ``--warmup-s``) it reports, per chunk produced: the broker's S3 requests by kind (the S3 server's
 access log, classified as in ``pipeline_load.broker_requests``), the CPU-seconds of the S3 server
 and of tansu (their process trees, from /proc), this process's own CPU (our clients), and the
-chunk latency (produce to redacted ack) p50 / p95.
+chunk latency (produce to redacted ack) p50 / p95. ``--slices N`` splits the window into N slices and reports the
+S3 server's and tansu's CPU and the LISTs per chunk in each: how the storage's cost grows with the
+topic's length (``--seconds 480 --slices 8 --service-fps 60``).
 
 ``--ab TREE`` runs the same script alternately with ``PYTHONPATH`` at TREE (e.g. an unpacked
 ``git archive`` of the commit before a change) and at this checkout, ``--rounds`` times each,
@@ -82,9 +85,12 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
     s3 = start_s3(logs)
     broker = None
     try:
-        s3.client().make_bucket(BROKER_BUCKET)
-        broker = start_broker(logs, storage=f"s3://{BROKER_BUCKET}/",
-                              env=broker_s3_env(s3.url, s3.access_key, s3.secret_key))
+        if args.broker_storage == "s3":
+            s3.client().make_bucket(BROKER_BUCKET)
+            broker = start_broker(logs, storage=f"s3://{BROKER_BUCKET}/",
+                                  env=broker_s3_env(s3.url, s3.access_key, s3.secret_key))
+        else:  # the lower bound: tansu's memory:// (not durable), the S3 server idle beside it
+            broker = start_broker(logs, storage="memory://tansu/")
         cfg = parse_config({**worker_config(broker.bootstrap, s3.endpoint, None, tmp, args.partitions),
                             "metrics": {"enabled": False}})
         t = cfg.kafka.topics
@@ -195,7 +201,12 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
         s3_log = logs / "s3.log"
         w0 = w1 = None
         marks: dict[str, Any] = {}
-        thirds: list[tuple[int, float]] = []  # (chunks produced, S3 server CPU-s) at each third of the window
+        # (chunks produced, S3 server CPU-s, tansu CPU-s, access log size) at each slice's start
+        slices: list[tuple[int, float, float, int]] = []
+
+        def slice_mark() -> None:
+            slices.append((produced[0], tree_cpu_s(s3.pid), tree_cpu_s(broker.pid), s3_log.stat().st_size))
+
         end = time.monotonic() + args.warmup_s + args.seconds
         while time.monotonic() < end:
             if w0 is None and time.monotonic() >= end - args.seconds:
@@ -203,12 +214,13 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
                 marks = {"log": s3_log.stat().st_size, "produced": produced[0], "acked": len(latencies),
                          "s3": tree_cpu_s(s3.pid), "broker": tree_cpu_s(broker.pid),
                          "self": time.process_time()}
-                thirds.append((produced[0], marks["s3"]))
-            if w0 is not None and len(thirds) < 3 and time.monotonic() >= w0 + len(thirds) * args.seconds / 3:
-                thirds.append((produced[0], tree_cpu_s(s3.pid)))
+                slices.append((produced[0], marks["s3"], marks["broker"], marks["log"]))
+            if w0 is not None and len(slices) < args.slices \
+                    and time.monotonic() >= w0 + len(slices) * args.seconds / args.slices:
+                slice_mark()
             rt.step()
         w1 = time.monotonic()
-        thirds.append((produced[0], tree_cpu_s(s3.pid)))
+        slice_mark()
         cpu = {"s3": tree_cpu_s(s3.pid) - marks["s3"], "broker": tree_cpu_s(broker.pid) - marks["broker"],
                "clients": time.process_time() - marks["self"]}
         reqs = broker_requests(s3_log, marks["log"], s3_log.stat().st_size, BROKER_BUCKET)
@@ -229,10 +241,18 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
             "latency_p50_s": None if not lat else round(_pct(lat, 0.5) or 0.0, 2),
             "latency_p95_s": None if not lat else round(_pct(lat, 0.95) or 0.0, 2),
             "cpu_ms_per_chunk": {k: round(1000 * v * per, 2) for k, v in cpu.items()},
-            # the S3 server's CPU per chunk in each third of the window: tansu lists a partition's
-            # every batch object on each fetch, so this grows with the topic's length
-            "s3_cpu_ms_per_chunk_by_third": [round(1000 * (c1 - c0) / max(1, n1 - n0), 2)
-                                             for (n0, c0), (n1, c1) in zip(thirds, thirds[1:])],
+            # per slice of the window (--slices): the S3 server's and tansu's CPU per chunk and the
+            # LISTs per chunk. tansu lists a partition's every batch object on each fetch, so the
+            # S3 server's share grows with the topic's length
+            "broker_storage": args.broker_storage,
+            "s3_cpu_ms_per_chunk_by_slice": [round(1000 * (c1 - c0) / max(1, n1 - n0), 2)
+                                             for (n0, c0, _, _), (n1, c1, _, _) in zip(slices, slices[1:])],
+            "broker_cpu_ms_per_chunk_by_slice": [round(1000 * (b1 - b0) / max(1, n1 - n0), 2)
+                                                 for (n0, _, b0, _), (n1, _, b1, _) in zip(slices, slices[1:])],
+            "lists_per_chunk_by_slice": [
+                round(sum(v for k, v in broker_requests(s3_log, l0, l1, BROKER_BUCKET).items()
+                          if k.startswith("LIST")) / max(1, n1 - n0), 3)
+                for (n0, _, _, l0), (n1, _, _, l1) in zip(slices, slices[1:])],
             "requests_per_chunk_total": round(sum(reqs.values()) * per, 2),
             "requests_per_chunk": {k: round(n * per, 3) for k, n in reqs.items()},
         }
@@ -250,6 +270,11 @@ def main() -> int:
     ap.add_argument("--service-fps", type=float, default=45.0,
                     help="chunks per second the stand-in for Ray finishes (below the offered rate: it falls behind)")
     ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--broker-storage", choices=("s3", "memory"), default="s3",
+                    help="tansu's storage: s3:// in the local S3 server (as `veilstream up`), or memory:// "
+                         "(not durable: the lower bound)")
+    ap.add_argument("--slices", type=int, default=3,
+                    help="report the S3 server's and tansu's CPU per chunk in this many slices of the window")
     ap.add_argument("--seconds", type=float, default=40.0, help="measured window")
     ap.add_argument("--warmup-s", type=float, default=10.0)
     ap.add_argument("--ab", type=Path, default=None, metavar="TREE",
