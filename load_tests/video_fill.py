@@ -13,8 +13,11 @@ motion (:func:`operators.motion.estimate_camera_motion`, with its CPU time) unde
 :func:`operators.evalvideo.run_video_eval` (scheduled frames only, ``Redactor.plan_from``)
 and scores each frame; a variant is ``fill_gaps`` keyword arguments (``grow_followed``,
 ``coast``: an int or ``{"label": n}``, ``follow_velocity``) plus ``"motion": true`` to give
-the fill the clip's camera motion (``false``/absent: the fill in place, as before). Prints
-leaked target-frames per class and the masked area, per set, variant and rate.
+the fill the clip's camera motion (``false``/absent: the fill in place, as before), or
+``"motion": {"levels": 2, ...}`` to give it the motion estimated on the clip (rebuilt as
+``detect`` builds it) with those :class:`operators.motion.MotionSettings` (``{}``: the
+defaults; cached per clip and settings beside the detections). Prints leaked target-frames per
+class and the masked area, per set, variant and rate.
 """
 
 from __future__ import annotations
@@ -38,13 +41,13 @@ import operators.temporal as temporal  # noqa: E402
 from operators.evalrun import dataset_names, eval_config  # noqa: E402
 from operators.evaluation import Scorer, load_items, subset  # noqa: E402
 from operators.evalvideo import clip_from_image, h264_roundtrip  # noqa: E402
-from operators.motion import estimate_camera_motion  # noqa: E402
+from operators.motion import CameraMotion, MotionSettings, estimate_camera_motion  # noqa: E402
 from operators.redactor import Redactor  # noqa: E402
 from operators.temporal import detection_schedule  # noqa: E402
 from operators.video import read_image  # noqa: E402
 from pipeline.cli import build_parser  # noqa: E402
 
-CACHE = ROOT / "out" / "video_fill"
+CACHE = ROOT / "out" / "video_fill"  # --cache
 SHOWN = ("face", "face_ge20", "face_lt20", "plate", "person")
 
 
@@ -81,6 +84,20 @@ def detect(sets: tuple[str, ...], limit: int) -> None:
                       flush=True)
 
 
+def motion_for(ds: str, limit: int, k: int, image_path: Path, settings: dict[str, Any]) -> CameraMotion:
+    """The camera motion of clip ``k`` estimated with ``settings``, cached beside its detections."""
+    key = "_".join(f"{a}-{settings[a]}" for a in sorted(settings)) or "default"
+    path = CACHE / f"{ds}_{limit}_{k}.motion_{key}.pkl"
+    if path.exists():
+        out: CameraMotion = pickle.loads(path.read_bytes())
+        return out
+    with tempfile.TemporaryDirectory() as td:
+        frames = h264_roundtrip(clip_from_image(read_image(image_path))[0], Path(td))
+    out = estimate_camera_motion(frames, MotionSettings(**settings))
+    path.write_bytes(pickle.dumps(out))
+    return out
+
+
 def score(sets: tuple[str, ...], limit: int, variants: list[dict[str, Any]], everies: list[int]) -> None:
     cfg = _cfg()
     fill = temporal.fill_gaps
@@ -97,7 +114,10 @@ def score(sets: tuple[str, ...], limit: int, variants: list[dict[str, Any]], eve
                 kw = {a: b for a, b in v.items() if a not in ("name", "motion")}
                 if isinstance(kw.get("coast"), dict):
                     kw["coast"] = {int(a): int(b) for a, b in kw["coast"].items()}
-                motion = d["motion"] if v.get("motion") else None
+                if isinstance(v.get("motion"), dict):
+                    motion = motion_for(ds, limit, k, item.image_path, v["motion"])
+                else:
+                    motion = d["motion"] if v.get("motion") else None
 
                 def patched(per_frame: Any, window: int = 2, *, _m: Any = motion, _kw: Any = kw, **rest: Any) -> Any:
                     rest.pop("frames", None)
@@ -119,13 +139,16 @@ def score(sets: tuple[str, ...], limit: int, variants: list[dict[str, Any]], eve
 
 
 def main() -> None:
+    global CACHE
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("step", choices=("detect", "score"))
     p.add_argument("--sets", default="all")
     p.add_argument("--limit", type=int, default=8)
     p.add_argument("--variants", default='[{"name": "old"}, {"name": "new", "motion": true}]')
     p.add_argument("--every", default="4,8")
+    p.add_argument("--cache", default=str(CACHE), help="folder of the cached detections (default %(default)s)")
     a = p.parse_args()
+    CACHE = Path(a.cache)
     sets = dataset_names(a.sets)
     if a.step == "detect":
         detect(sets, a.limit)

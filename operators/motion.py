@@ -46,6 +46,36 @@ MIN_INLIER_SHARE = 0.3
 RANSAC_PX = 1.0
 """RANSAC reprojection threshold in pixels of the shrunk frame."""
 
+LK_WINDOW_PX = 21
+"""Side (px) of the Lucas-Kanade search window, on every pyramid level."""
+
+LK_LEVELS = 3
+"""Pyramid levels above the base that Lucas-Kanade searches."""
+
+
+@dataclass(frozen=True, slots=True)
+class MotionSettings:
+    """How :func:`estimate_camera_motion` estimates (the defaults are the module constants).
+
+    ``reuse``: the corners followed into frame ``i`` (the RANSAC inliers of the pair
+    ``(i - 1, i)``) are followed on into frame ``i + 1`` instead of new corners being found
+    on frame ``i``; new ones are found where fewer than ``reuse_min_share`` of
+    ``max_corners`` are left (and on the first frame, and after a pair not estimated).
+    """
+
+    side: int = MOTION_SIDE
+    max_corners: int = MAX_CORNERS
+    window_px: int = LK_WINDOW_PX
+    levels: int = LK_LEVELS
+    reuse: bool = False
+    reuse_min_share: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.side < 16 or self.max_corners < MIN_INLIERS or self.window_px < 3 or self.levels < 0:
+            raise ValueError(f"motion settings out of range: {self}")
+        if not 0.0 <= self.reuse_min_share <= 1.0:
+            raise ValueError(f"reuse_min_share: expected 0..1, got {self.reuse_min_share}")
+
 Matrix = npt.NDArray[np.float64]
 
 
@@ -98,44 +128,76 @@ def _grey(frame: npt.NDArray[np.uint8], scale: float) -> npt.NDArray[np.uint8]:
     return out
 
 
-def pair_transform(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> Matrix | None:
+Points = npt.NDArray[np.float32]  # (K, 1, 2), as OpenCV's corner and flow functions use them
+
+
+def _corners(a: npt.NDArray[np.uint8], settings: MotionSettings) -> Points | None:
+    pts = cv2.goodFeaturesToTrack(a, maxCorners=settings.max_corners, qualityLevel=0.01, minDistance=7, blockSize=7)
+    return None if pts is None else np.asarray(pts, np.float32)
+
+
+def pair_transform(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8],
+                   settings: MotionSettings | None = None) -> Matrix | None:
     """3x3 transform from grey frame ``a``'s pixels to ``b``'s, or ``None`` where it cannot
     be estimated (see the module docstring)."""
-    pts = cv2.goodFeaturesToTrack(a, maxCorners=MAX_CORNERS, qualityLevel=0.01, minDistance=7, blockSize=7)
+    settings = settings or DEFAULT_SETTINGS
+    return _follow(a, b, _corners(a, settings), settings)[0]
+
+
+def _follow(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8], pts: Points | None,
+            settings: MotionSettings) -> tuple[Matrix | None, Points | None]:
+    """The transform from ``a`` to ``b`` fitted to corners ``pts`` of ``a`` followed into ``b``
+    (``None`` where it cannot be estimated), and where it is, the inliers' positions in ``b``."""
     if pts is None or len(pts) < MIN_INLIERS:
-        return None
-    nxt, status, _err = cv2.calcOpticalFlowPyrLK(a, b, pts, None, winSize=(21, 21), maxLevel=3)
+        return None, None
+    win = (settings.window_px, settings.window_px)
+    nxt, status, _err = cv2.calcOpticalFlowPyrLK(a, b, pts, None, winSize=win, maxLevel=settings.levels)
     if nxt is None:
-        return None
+        return None, None
     good = status.reshape(-1) == 1
     if int(good.sum()) < MIN_INLIERS:
-        return None
+        return None, None
     m, inliers = cv2.estimateAffinePartial2D(pts[good], nxt[good], method=cv2.RANSAC,
                                              ransacReprojThreshold=RANSAC_PX)
     if m is None or inliers is None:
-        return None
+        return None, None
     n_in = int(inliers.sum())
     if n_in < MIN_INLIERS or n_in < MIN_INLIER_SHARE * len(pts):
-        return None
+        return None, None
     out: Matrix = np.vstack([m.astype(np.float64), [0.0, 0.0, 1.0]])
-    return out
+    return out, np.asarray(nxt[good][inliers.reshape(-1) == 1], np.float32)
 
 
-def estimate_camera_motion(frames: Frames) -> CameraMotion:
-    """The camera motion of one chunk ``(N, H, W, 3)`` (see the module docstring)."""
+DEFAULT_SETTINGS = MotionSettings()
+
+
+def estimate_camera_motion(frames: Frames, settings: MotionSettings | None = None) -> CameraMotion:
+    """The camera motion of one chunk ``(N, H, W, 3)`` (see the module docstring), estimated
+    with ``settings`` (default :data:`DEFAULT_SETTINGS`)."""
+    settings = settings or DEFAULT_SETTINGS
     n = len(frames)
     if n < 2:
         return CameraMotion.still(n)
     h, w = int(frames.shape[1]), int(frames.shape[2])
-    scale = min(1.0, MOTION_SIDE / max(h, w, 1))
+    scale = min(1.0, settings.side / max(h, w, 1))
     s = np.diag([scale, scale, 1.0])
     s_inv = np.diag([1.0 / scale, 1.0 / scale, 1.0])
     to_first = np.repeat(np.eye(3)[None], n, axis=0)
     ok = np.zeros(n - 1, bool)
     prev = _grey(frames[0], scale)
+    followed: Points | None = None
     for i in range(1, n):
         cur = _grey(frames[i], scale)
-        m = pair_transform(prev, cur)
+        if settings.reuse and followed is not None and len(followed) >= settings.reuse_min_share * settings.max_corners:
+            pts: Points | None = followed
+        else:
+            pts = _corners(prev, settings)
+        m, followed = _follow(prev, cur, pts, settings)
+        if followed is not None:
+            h_s, w_s = cur.shape
+            inside = ((followed[:, 0, 0] >= 0) & (followed[:, 0, 1] >= 0)
+                      & (followed[:, 0, 0] <= w_s - 1) & (followed[:, 0, 1] <= h_s - 1))
+            followed = followed[inside]
         if m is not None:
             ok[i - 1] = True
             full = s_inv @ m @ s  # frame i-1 pixels -> frame i pixels
