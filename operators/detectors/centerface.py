@@ -9,7 +9,7 @@ import numpy as np
 from ..quantize import DEFAULT_PRECISION
 from ..types import Boxes, Frames, Label
 from ._base import OnnxDetector
-from ._common import ModelRef, dynamic_model, finish, fit_size, resize_pad
+from ._common import ModelRef, dynamic_model, finish, fit_size, nchw_float32, resize_pad
 
 _OUTPUTS = ("537", "538", "539", "540")  # heatmap, scale, offset, landmarks (stride 4)
 
@@ -68,7 +68,7 @@ class CenterFaceDetector(OnnxDetector):
         rh, rw, ph, pw = fit_size(h, w, self.max_side, min_side=self.min_side)
         padded = resize_pad(frames, rh, rw, ph, pw)
         # CenterFace was trained on RGB: fed BGR it misses noticeably more faces.
-        blob = padded[..., ::-1].transpose(0, 3, 1, 2).astype(np.float32)
+        blob = nchw_float32(padded[..., ::-1])
         heat, scale, offset, _ = self.session.run(list(_OUTPUTS), {self.input_name: blob})
         sx, sy = w / rw, h / rh
         out = []

@@ -16,7 +16,7 @@ from ..quantize import DEFAULT_PRECISION
 from ..types import Boxes, Frames, Label
 from . import litplate
 from ._base import OnnxDetector
-from ._common import ModelRef, check_frames, finish
+from ._common import ModelRef, check_frames, finish, nchw_float32
 
 
 def plan_tiles(h: int, w: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
@@ -339,7 +339,7 @@ class TextDetector(OnnxDetector):
         return 1.0
 
     def _run(self, blob_bgr: np.ndarray, session: Any = None) -> np.ndarray:
-        blob = (blob_bgr.transpose(0, 3, 1, 2).astype(np.float32) - self._mean) * self._scale
+        blob = nchw_float32(blob_bgr, self._mean, self._scale)
         prob: np.ndarray = (session or self.session).run(None, {self.input_name: blob})[0][:, 0]
         return prob
 
