@@ -84,6 +84,10 @@ def detect(sets: tuple[str, ...], limit: int) -> None:
                       flush=True)
 
 
+_CLIP: dict[Path, Any] = {}
+"""The last clip rebuilt (one clip's frames at a time)."""
+
+
 def motion_for(ds: str, limit: int, k: int, image_path: Path, settings: dict[str, Any]) -> CameraMotion:
     """The camera motion of clip ``k`` estimated with ``settings``, cached beside its detections."""
     key = "_".join(f"{a}-{settings[a]}" for a in sorted(settings)) or "default"
@@ -91,9 +95,11 @@ def motion_for(ds: str, limit: int, k: int, image_path: Path, settings: dict[str
     if path.exists():
         out: CameraMotion = pickle.loads(path.read_bytes())
         return out
-    with tempfile.TemporaryDirectory() as td:
-        frames = h264_roundtrip(clip_from_image(read_image(image_path))[0], Path(td))
-    out = estimate_camera_motion(frames, MotionSettings(**settings))
+    if image_path not in _CLIP:
+        _CLIP.clear()
+        with tempfile.TemporaryDirectory() as td:
+            _CLIP[image_path] = h264_roundtrip(clip_from_image(read_image(image_path))[0], Path(td))
+    out = estimate_camera_motion(_CLIP[image_path], MotionSettings(**settings))
     path.write_bytes(pickle.dumps(out))
     return out
 
