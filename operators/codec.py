@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -30,6 +31,7 @@ import av
 import cv2
 import numpy as np
 from av.bitstream import BitStreamFilterContext
+from av.video.reformatter import VideoReformatter
 
 from schemas.safety import decoded_bytes_problem
 
@@ -47,6 +49,7 @@ __all__ = [
     "encode_chunk_payload",
     "encode_h264_chunk",
     "encode_jpeg_frames",
+    "frame_to_bgr",
     "split_gops",
 ]
 
@@ -72,9 +75,30 @@ def _check_decoded(max_bytes: int | None, frames: int, w: int, h: int, what: str
         raise DecodeLimitError(f"{what}: {problem}")
 
 
+_REFORMAT = threading.local()
+
+
+def frame_to_bgr(fr: Any) -> np.ndarray:
+    """One decoded ``av.VideoFrame`` as a new ``(H, W, 3)`` uint8 BGR array: exactly what
+    ``fr.to_ndarray(format="bgr24")`` returns, through one ``VideoReformatter`` per thread.
+
+    PyAV keeps a frame's reformatter (its swscale context) on the frame, so every newly decoded
+    frame set up a new context before converting: on a 320x180 frame that set-up cost more than
+    the conversion (a one-frame chunk's decode 1.36-1.43 -> 1.22-1.26 ms, x0.87-0.89, under load;
+    docs/performance.md, session 11, "per-frame overhead of snapshot cameras"). A reused
+    context converts the same pixels: swscale re-initialises it when a frame's size, format or
+    colour tags differ from the last one's, and each call returns a new frame of its own
+    buffer. Per thread because a context is not safe to share between threads.
+    """
+    r = getattr(_REFORMAT, "r", None)
+    if r is None:
+        r = _REFORMAT.r = VideoReformatter()
+    return r.reformat(fr, format="bgr24").to_ndarray()
+
+
 def _to_bgr(fr: Any) -> np.ndarray:
     """One decoded ``av.VideoFrame`` as a BGR array (the allocation the limits bound)."""
-    return fr.to_ndarray(format="bgr24")  # type: ignore[no-any-return]
+    return frame_to_bgr(fr)
 
 
 def _why(exc: BaseException) -> str:
