@@ -456,10 +456,16 @@ class Redactor:
     applies them to chunks of frames."""
 
     def __init__(self, config: RedactionConfig, zones: ZoneSet | None = None,
-                 detectors: dict[str, Detector] | None = None) -> None:
+                 detectors: dict[str, Detector] | None = None, *, parallel: bool = False) -> None:
+        """``parallel``: :meth:`run_detectors` runs the detectors that do not wait for each
+        other at once, on two threads; the same boxes in the same order.
+        For a process that owns the machine's cores (``veilstream redact``); off where several
+        detector actors share a node's cores by their ``num_cpus``."""
         self.config = config.validate()
         self.zones = zones
         self.detectors = detectors if detectors is not None else build_detectors(config)
+        self.parallel = parallel
+        self._side: ThreadPoolExecutor | None = None  # run_detectors' second thread, made on first use
         cfg = self.config
         s = cfg.mask_strength()
         self._maskers = {
@@ -598,25 +604,70 @@ class Redactor:
         results: dict[str, list[Boxes] | Exception] = {}
         first = [(k, d) for k, d in self.detectors.items() if not hasattr(d, "detect_given")]
         second = [(k, d) for k, d in self.detectors.items() if hasattr(d, "detect_given")]
-        for stage, dets in enumerate((first, second)):
-            priors: list[Boxes] = []
-            if stage and dets:
-                done = [v for v in results.values() if not isinstance(v, Exception)]
-                priors = [Boxes.concat([r[i] for r in done]) for i in range(len(batch))]
-            for key, det in dets:
-                try:
-                    if not stage:
-                        found = det.detect(batch)
-                    elif cadence and getattr(det, "full_cadence", False):
-                        found = det.detect_given(batch, priors, full_from=full_from)
-                    else:
-                        found = det.detect_given(batch, priors)
-                    if len(found) != len(batch):
-                        raise RuntimeError(f"returned {len(found)} results for {len(batch)} frames")
-                    results[key] = list(found)
-                except Exception as exc:  # noqa: BLE001 - any detector failure fails closed
-                    results[key] = exc
-        return results
+
+        def run(stage: int, key: str, det: Detector, priors: list[Boxes]) -> list[Boxes] | Exception:
+            try:
+                if not stage:
+                    found = det.detect(batch)
+                elif cadence and getattr(det, "full_cadence", False):
+                    found = det.detect_given(batch, priors, full_from=full_from)  # type: ignore[attr-defined]
+                else:
+                    found = det.detect_given(batch, priors)  # type: ignore[attr-defined]
+                if len(found) != len(batch):
+                    raise RuntimeError(f"returned {len(found)} results for {len(batch)} frames")
+                return list(found)
+            except Exception as exc:  # noqa: BLE001 - any detector failure fails closed
+                return exc
+
+        def priors_of(keys: Sequence[str]) -> list[Boxes]:
+            done = [v for k in keys if not isinstance(v := results[k], Exception)]
+            return [Boxes.concat([r[i] for r in done]) for i in range(len(batch))]
+
+        side = self._side_detectors(first, second) if self.parallel else []
+        if not side:
+            for stage, dets in enumerate((first, second)):
+                priors = priors_of(list(results)) if stage and dets else []
+                for key, det in dets:
+                    results[key] = run(stage, key, det, priors)
+            return results
+        # Two threads: the first-stage detectors no second-stage one reads (the faces) on the
+        # side thread, the rest and then the second stage (YOLOX's vehicles -> the plate search)
+        # on this one, with priors from the detectors that emit what it reads. Each detector
+        # runs as it would alone (same sessions, same threads of its own): the same boxes, in
+        # the same order.
+        if self._side is None:
+            self._side = ThreadPoolExecutor(1, thread_name_prefix="veil-detect")
+        pending = self._side.submit(lambda: {k: run(0, k, d, []) for k, d in side})
+        try:
+            for key, det in first:
+                if all(key != k for k, _ in side):
+                    results[key] = run(0, key, det, [])
+            priors = priors_of(list(results)) if second else []
+            for key, det in second:
+                results[key] = run(1, key, det, priors)
+        finally:
+            results.update(pending.result())  # joined before returning or raising
+        return {k: results[k] for k, _ in [*first, *second]}  # the order of the one-thread path
+
+    @staticmethod
+    def _side_detectors(first: Sequence[tuple[str, Detector]], second: Sequence[tuple[str, Detector]]
+                        ) -> list[tuple[str, Detector]]:
+        """The first-stage detectors :meth:`run_detectors` may run beside the rest: those whose
+        labels no second-stage detector reads (its ``prior_labels``; one that declares none reads
+        every first-stage box); without a second stage, the first detector. Empty when nothing
+        can run beside the rest: one thread then."""
+        if not second:  # the first one (the faces) beside the others
+            return list(first[:1]) if len(first) > 1 else []
+        read: set[int] = set()
+        for _, det in second:
+            labels = getattr(det, "prior_labels", None)
+            if labels is None:
+                return []
+            read.update(int(lb) for lb in labels)
+        side = [(k, d) for k, d in first
+                if not read.intersection(int(lb) for lb in getattr(d, "labels", ()) or ())
+                and getattr(d, "labels", None)]
+        return side
 
     def plan(self, frames: Frames) -> tuple[list[Boxes], list[int], list[str], float]:
         """Decide every box to mask on every frame (detection + fallback + temporal fill)."""

@@ -198,7 +198,9 @@ def _run_redaction(args: argparse.Namespace, cfg: Any, zones: Any, src: str, is_
     # the process leaves with os._exit (see _exit_now): what it built is never freed
     kept: list[Any] | None = getattr(args, "keep_built", None)
     # A video's detectors are built by redact_video beside its first chunks' decoding.
-    redactor = Redactor(cfg, zones=zones) if is_dir else DeferredRedactor(cfg, zones, keep=kept)
+    # Both run their independent detectors at once (Redactor(parallel=True)): the command owns
+    # the machine's cores, unlike a detector actor sharing a node's.
+    redactor = Redactor(cfg, zones=zones, parallel=True) if is_dir else DeferredRedactor(cfg, zones, keep=kept)
     if kept is not None:
         kept.append(redactor)
     try:

@@ -86,12 +86,15 @@ class DeferredRedactor:
     keep: list[Any] | None = None
     """Where each built redactor is also appended (kept alive by the caller: ``veilstream redact``
     leaves with ``os._exit`` and never frees its detectors); ``None``: not kept."""
+    parallel: bool = True
+    """The redactor's detectors that do not wait for each other run at once
+    (``Redactor(parallel=True)``: the faces beside YOLOX and the plate search); the same boxes."""
 
     def build(self) -> Redactor:
         """The redactor; an OS error while loading models is a :class:`ModelNotFoundError`
         (a caller reading OS errors as the output's cannot mistake it for one)."""
         try:
-            red = Redactor(self.config, zones=self.zones)
+            red = Redactor(self.config, zones=self.zones, parallel=self.parallel)
         except OSError as exc:
             raise ModelNotFoundError(f"cannot load the detectors' models: {exc.strerror or exc}") from None
         if self.keep is not None:

@@ -388,6 +388,10 @@ class TextDetector(OnnxDetector):
     full_cadence = True
     """``detect_given`` takes ``full_from`` (``RedactionConfig.text_full_every``)."""
 
+    prior_labels: tuple[Label, ...] = (Label.VEHICLE,)
+    """The only boxes of ``priors`` that ``detect_given`` reads: a detector that emits none of
+    them (the faces) may run beside this one (``Redactor(parallel=True)``)."""
+
     def detect_given(self, frames: Frames, priors: Sequence[Boxes],
                      full_from: Sequence[int] | None = None) -> list[Boxes]:
         """Full-frame pass, plus (when ``crops``) the vehicle-crop pass on the
