@@ -18,6 +18,16 @@ against the baseline's motion:
   fill following that motion): frames whose planned boxes are not identical, and the masked
   pixels (``Redactor.coverage``) added and removed, as a share of the baseline's masked pixels.
 
+``--sources clips``: the moving-camera clips of ``veilstream eval --as-video`` (``--limit`` per
+eval set, built as the eval builds them, H.264 round trip included), whose true motion is known
+(the pan and zoom that made them): per variant its CPU and ``truth px``, the largest distance over
+a clip's frames between where the estimate and the truth put frame ``i``'s corners on frame 0,
+averaged over the clips (mean) and the worst clip (max), and the pairs not estimated.
+
+``--sources vtest``: ``make load``'s vtest (1280x720@15, a static camera, people walking), cut in
+2 s chunks (``--limit`` chunks): its true motion is none, so ``truth px`` is the estimate's
+distance from the identity, the motion it reads into people walking.
+
 A variant is ``MotionSettings`` fields: ``side``, ``max_corners``, ``window_px``, ``levels``,
 ``reuse`` (0/1), ``reuse_min_share``.
 """
@@ -90,11 +100,82 @@ def same(a: Boxes, b: Boxes) -> bool:
     return np.array_equal(a.xyxy, b.xyxy) and np.array_equal(a.score, b.score) and np.array_equal(a.label, b.label)
 
 
+def truth_rows(name: str, variants: dict[str, motion_now.MotionSettings], rounds: int,
+               items: Any) -> None:
+    """Per variant: CPU, distance from the true motion (mean / max over items), pairs not estimated;
+    ``items`` yields ``(frames, truth CameraMotion)``."""
+    cost = {v: 0.0 for v in variants}
+    err: dict[str, list[float]] = {v: [] for v in variants}
+    missed = {v: 0 for v in variants}
+    n_frames = 0
+    for frames, truth in items:
+        n_frames += len(frames)
+        best = {v: np.inf for v in variants}
+        est: dict[str, motion_now.CameraMotion] = {}
+        for _ in range(rounds):
+            for v, st in variants.items():
+                t0 = time.process_time()
+                est[v] = motion_now.estimate_camera_motion(frames, st)
+                best[v] = min(best[v], time.process_time() - t0)
+        for v in variants:
+            cost[v] += best[v]
+            err[v].append(corner_shift(truth, est[v], frames.shape[1:3]))
+            missed[v] += int((~est[v].ok).sum())
+    ref = cost.get("default", next(iter(cost.values())))
+    for v in variants:
+        print(f"{name:17} {v:14} {cost[v] / n_frames:11.5f} {cost[v] / ref:9.2f} {np.mean(err[v]):13.2f} "
+              f"{np.max(err[v]):12.2f} {missed[v]:13d}", flush=True)
+
+
+def vtest(variants: dict[str, motion_now.MotionSettings], rounds: int, limit: int) -> None:
+    from load_tests.stage_cost import source_for
+    from operators.video import VideoReader
+
+    def items() -> Any:
+        with VideoReader(source_for("vtest")) as r:
+            for k, c in enumerate(r.chunks(30)):
+                if k == limit:
+                    break
+                yield c.frames, motion_now.CameraMotion.still(len(c.frames))
+
+    print(f"\nvtest: {limit} chunks of 2 s, static camera; truth px: distance from no motion, full-resolution px")
+    print(f"{'source':17} {'variant':14} {'CPU-s/frame':>11} {'x default':>9} {'truth px mean':>13} "
+          f"{'truth px max':>12} {'not estimated':>13}")
+    truth_rows("vtest", variants, rounds, items())
+
+
+def clips(variants: dict[str, motion_now.MotionSettings], rounds: int, limit: int) -> None:
+    import os
+    import tempfile
+
+    from operators.evalrun import DATASETS
+    from operators.evaluation import load_items, subset
+    from operators.evalvideo import clip_from_image, h264_roundtrip
+    from operators.video import read_image
+
+    eval_dir = Path(os.environ.get("VEILSTREAM_EVAL_DIR", ROOT.parent / "shared" / "eval"))
+    print(f"\nclips: {limit} per set; truth px: full-resolution frame pixels")
+    print(f"{'set':17} {'variant':14} {'CPU-s/frame':>11} {'x default':>9} {'truth px mean':>13} "
+          f"{'truth px max':>12} {'not estimated':>13}")
+    for ds in DATASETS:
+        def items(ds: str = ds) -> Any:
+            for item in subset(load_items(ds, eval_dir), limit):
+                clip, affines = clip_from_image(read_image(item.image_path))
+                with tempfile.TemporaryDirectory() as td:
+                    frames = h264_roundtrip(clip, Path(td))
+                a = [np.array([[s_, 0.0, tx], [0.0, s_, ty], [0.0, 0.0, 1.0]]) for s_, tx, ty in affines]
+                to_first = np.stack([a[0] @ np.linalg.inv(x) for x in a])
+                yield frames, motion_now.CameraMotion(to_first, np.ones(len(a) - 1, bool))
+
+        truth_rows(ds, variants, rounds, items())
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sources", default="stage,crowd,bench")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--baseline", default="HEAD")
+    p.add_argument("--limit", type=int, default=8, help="--sources clips: clips per eval set")
     p.add_argument("--variant", action="append", help=f"name=key:value,... (default: {' '.join(DEFAULT_VARIANTS)})")
     a = p.parse_args()
     variants = dict(parse_variant(v) for v in (a.variant or DEFAULT_VARIANTS))
@@ -104,6 +185,9 @@ def main() -> int:
     print(f"baseline {a.baseline}; CPU-s per frame best of {a.rounds} per chunk, alternated; "
           f"px: full-resolution frame pixels", flush=True)
     for name in a.sources.split(","):
+        if name in ("clips", "vtest"):
+            (clips if name == "clips" else vtest)(variants, a.rounds, a.limit)
+            continue
         if name == "stage":
             chunks, dets = stage_chunks()
         else:
