@@ -58,11 +58,25 @@ def test_a_lower_resolution_scales_back_to_frame_pixels():
     assert m.between(0, 8)[0, 2] == pytest.approx(-192.0, abs=3.0)
 
 
-def test_default_settings_are_the_module_defaults(monkeypatch):
-    # estimate_camera_motion() and estimate_camera_motion(frames, MotionSettings()) agree bit for bit
+def test_defaults_chunk_and_pair():
+    # a chunk's estimate defaults to CHUNK_SETTINGS, a pair's (the text pass's carry) to the
+    # module constants, bit for bit
     clip = _pan_clip()
-    a, b = estimate_camera_motion(clip), estimate_camera_motion(clip, MotionSettings())
+    a, b = estimate_camera_motion(clip), estimate_camera_motion(clip, motion.CHUNK_SETTINGS)
     assert np.array_equal(a.to_first, b.to_first) and np.array_equal(a.ok, b.ok)
+    old = estimate_camera_motion(clip, MotionSettings())
+    assert not np.array_equal(a.to_first, old.to_first)
+    g0, g1 = (np.asarray(motion.cv2.cvtColor(f, motion.cv2.COLOR_BGR2GRAY)) for f in clip[:2])
+    assert motion.PAIR_SETTINGS == MotionSettings()
+    assert np.array_equal(motion.pair_transform(g0, g1), motion.pair_transform(g0, g1, MotionSettings()))
+
+
+def test_a_chunk_finds_corners_once_while_they_last(monkeypatch):
+    # the chunk's default follows the first frame's corners through a clean pan: one search,
+    # not one a frame (the search and a 200-corner flow were most of the estimate's CPU)
+    calls = _count_corner_searches(monkeypatch)
+    m = estimate_camera_motion(_pan_clip())
+    assert m.ok.all() and len(calls) == 1
 
 
 def _count_corner_searches(monkeypatch) -> list[int]:
