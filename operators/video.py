@@ -20,6 +20,7 @@ import av
 import cv2
 import numpy as np
 
+from .codec import frame_to_bgr
 from .types import Frames, InputError
 
 logger = logging.getLogger(__name__)
@@ -198,7 +199,7 @@ class VideoReader:
                     if p <= last_pts:  # broken or repeated timestamps: keep order, stay monotonic
                         p = last_pts + 1
                     last_pts = p
-                    img = frame.to_ndarray(format="bgr24")
+                    img = frame_to_bgr(frame)  # one swscale context per thread, not per frame
                     if buf is None:
                         shape = (chunk_frames, *img.shape)
                         buf = buffers.take(shape) if buffers is not None else np.empty(shape, np.uint8)

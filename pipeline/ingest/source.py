@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from operators.codec import CodecError, GopChunk, encode_jpeg_frames, split_gops
+from operators.codec import CodecError, GopChunk, encode_jpeg_frames, frame_to_bgr, split_gops
 from schemas.config import CameraConfig
 from schemas.messages import ChunkCaptured
 from schemas.safety import pixels_problem, redact_url, scrub_secrets
@@ -220,7 +220,7 @@ def jpeg_chunks(container: Any, name: str, chunk_seconds: float, quality: int,
             if t_ms < next_keep:
                 continue  # sampled down to the configured rate (by design, not a drop)
             next_keep = t_ms + 1000.0 / out_fps - 0.5
-            img = frame.to_ndarray(format="bgr24")
+            img = frame_to_bgr(frame)
             if frames and img.shape != frames[0].shape:
                 yield emit()  # the camera changed resolution: a chunk has one frame size
                 frames, pts = [], []

@@ -100,3 +100,49 @@ def test_decode_h264_chunk_frames_as_before() -> None:
            for f in ctx.decode(pkt)]
     got = decode_h264_chunk(payload, (320, 180), expected_frames=5, strict_size=True)
     assert np.array_equal(got, np.stack(ref))
+
+
+def test_video_reader_converts_through_frame_to_bgr_with_the_same_pixels(monkeypatch: Any) -> None:
+    # veilstream redact's reader: the chunk's frames are PyAV's bgr24 pixels, converted through the
+    # per-thread context (not a new swscale context per decoded frame)
+    from operators import video
+    from operators.video import VideoReader, sample_video
+
+    path = sample_video()
+    with av.open(str(path)) as c:
+        expected = [f.to_ndarray(format="bgr24") for _, f in zip(range(12), c.decode(video=0), strict=False)]
+    calls = []
+
+    def counting(fr: Any) -> np.ndarray:
+        calls.append(1)
+        return frame_to_bgr(fr)
+
+    monkeypatch.setattr(video, "frame_to_bgr", counting)
+    reader = VideoReader(path)
+    try:
+        got = []
+        for chunk in reader.chunks(5):
+            got.extend(chunk.frames[: len(chunk.pts)])
+            if len(got) >= 12:
+                break
+    finally:
+        reader.close()
+    assert len(calls) >= 12
+    for a, b in zip(expected, got[:12], strict=True):
+        assert np.array_equal(a, b)
+
+
+def test_ingest_jpeg_chunks_convert_through_frame_to_bgr(monkeypatch: Any) -> None:
+    from operators.video import sample_video
+    from pipeline.ingest import source
+
+    calls = []
+
+    def counting(fr: Any) -> np.ndarray:
+        calls.append(1)
+        return frame_to_bgr(fr)
+
+    monkeypatch.setattr(source, "frame_to_bgr", counting)
+    with av.open(str(sample_video())) as c:
+        chunks = list(zip(range(2), source.jpeg_chunks(c, "cam", 0.5, 90), strict=False))
+    assert chunks and len(calls) >= 2
