@@ -17,12 +17,12 @@ falls back to carrying boxes in place with the wider growth it always used.
 A chunk (:data:`CHUNK_SETTINGS`) follows the inliers of one pair on into the next frame and
 looks for new corners (up to 100) only where fewer than half are left, after a pair not
 estimated and on the first frame, with a 15 px window: x0.43-0.62 of the CPU of finding 200
-corners on every frame with a 21 px window (2-3 ms a 720p frame against 3.5-5), the same
-leaks and masked area within 0.04 points in the moving-camera video eval, within 0.3 px of the
-true motion on its clips and closer to none on a static camera with people walking (corners
-found afresh land on the walkers; the ones kept are those that agreed with the camera):
-docs/performance.md, session 11. :func:`pair_transform` (two frames, the text pass's carry)
-keeps :data:`PAIR_SETTINGS`.
+corners on every frame with a 21 px window (~2.1 against ~3.7 ms a 720p frame), the same leaks
+in the moving-camera video eval with masked area within 0.05 points, as close to the true
+motion of its clips (within 0.3 px of the old estimate's error) and 3-5x closer on the crowd
+clip and on a static camera with people walking (corners found afresh land on the walkers; the
+ones kept are those that agreed with the camera): docs/performance.md, session 11.
+:func:`pair_transform` (two frames, the text pass's carry) keeps :data:`PAIR_SETTINGS`.
 
 Limit: RANSAC takes the motion most corners share. A static camera with a vehicle filling
 most of the picture may get that vehicle's motion as the camera's; boxes carried between
