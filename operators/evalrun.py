@@ -15,7 +15,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from . import evalcache
+from . import evalcache, ovsession
 from .evaldata import default_eval_dir
 from .evalsweep import run_sweep
 from .evaluation import DATASETS, load_items, report_json, report_table, subset
@@ -70,6 +70,17 @@ def dataset_names(spec: str) -> tuple[str, ...]:
 
 def run_eval(args: Any) -> int:
     """CLI entry for ``veilstream eval``."""
+    # Scores must not depend on timing: OpenVINO's static-shape compiles run in the calling
+    # thread, so which compiled model serves a detection call is fixed by the call count.
+    before = ovsession.synchronous_compiles()
+    ovsession.set_synchronous_compiles(True)
+    try:
+        return _run_eval(args)
+    finally:
+        ovsession.set_synchronous_compiles(before)
+
+
+def _run_eval(args: Any) -> int:
     eval_dir = Path(args.eval_dir) if args.eval_dir else default_eval_dir()
     if not eval_dir.is_dir():
         raise InputError(f"eval data folder {str(eval_dir)!r} not found; pass --eval-dir or set VEILSTREAM_EVAL_DIR")

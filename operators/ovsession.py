@@ -82,6 +82,22 @@ _compiles_lock = threading.Lock()
 _closing = False
 """Set at exit: no static compile starts any more."""
 _exit_hook = False
+_synchronous_default = False
+
+
+def set_synchronous_compiles(on: bool) -> None:
+    """Whether sessions built from now on compile their static shapes in the calling thread
+    (:attr:`OpenVinoSession.synchronous_compile`). Off by default: a compile never stalls a
+    detection call. ``veilstream eval`` turns it on, so which compiled model (dynamic or static,
+    whose outputs differ in the last bits) serves a call depends on the call count only, not on
+    when a background compile finished: two runs of one tree score the same."""
+    global _synchronous_default
+    _synchronous_default = bool(on)
+
+
+def synchronous_compiles() -> bool:
+    """What :func:`set_synchronous_compiles` last set (``False`` unless set)."""
+    return _synchronous_default
 
 
 def _join_compiles_at_exit() -> None:
@@ -333,8 +349,9 @@ class OpenVinoSession:
         self._pending: set[tuple[tuple[str, tuple[int, ...]], ...]] = set()
         self._compile_lock = threading.Lock()
         self.static_compile_s = 0.0
-        self.synchronous_compile = False
-        """Tests and benchmarks: compile static shapes in the calling thread."""
+        self.synchronous_compile = _synchronous_default
+        """Compile static shapes in the calling thread (evaluation, tests, benchmarks;
+        :func:`set_synchronous_compiles` sets it for every session built later)."""
         self.threads = threads
         self.inference_precision = inference_precision
         self.version = str(ov.__version__)
@@ -449,4 +466,5 @@ class OpenVinoSession:
         return [res[compiled.outputs[i]] for i in idx]
 
 
-__all__ = ["OPENVINO", "BlobCache", "NodeArg", "OpenVinoSession", "available", "bf16_supported"]
+__all__ = ["OPENVINO", "BlobCache", "NodeArg", "OpenVinoSession", "available", "bf16_supported",
+           "set_synchronous_compiles", "synchronous_compiles"]
