@@ -10,9 +10,12 @@ scored against the image's labels mapped by the same pan and zoom (targets less 
 in view that frame are not counted). The table ends each set with its masked area (share of
 the pixels of every frame).
 
-Detection runs once on every frame of a clip; ``--detect-every N`` keeps only the
-scheduled frames' detections (exactly what the redactor would compute: it never looks at
-unscheduled frames) and re-plans, so 1/2/4/8 cost one detection pass.
+Each ``--video-every N`` detects the clip's scheduled frames as the process stage does: the
+scheduled frames as one batch to a detector (:func:`detect_as_scheduled`), so the full-frame
+text pass runs on every ``text_full_every``-th scheduled frame and the plate carry spans
+scheduled frames, as in the stream. (Until session 11 one pass detected every frame and each
+N kept the scheduled frames' boxes: every scheduled frame at N >= 2 had had the full text pass
+and a carry from the frame before, which made the video figures optimistic about plates.)
 """
 
 from __future__ import annotations
@@ -72,6 +75,22 @@ def h264_roundtrip(frames: Frames, tmp: Path, fps: float = CLIP_FPS) -> Frames:
     return out[:, :frames.shape[1], :frames.shape[2]]
 
 
+def detect_as_scheduled(red: Any, frames: Frames, every: int) -> tuple[list[Any], list[int]]:
+    """Detections of a clip's frames as the process stage computes them at ``--detect-every``
+    ``every``: the chunk actor sends only the scheduled frames, as one batch, to a detector whose
+    :class:`~operators.redactor.Redactor` detects every frame it is given. Whatever a detector does
+    across the frames of its batch therefore sees the scheduled frames only: the full-frame text
+    pass on every ``text_full_every``-th *scheduled* frame, the plate carry from the previous
+    *scheduled* frame. Returns per clip frame its boxes (``None`` where not scheduled) and the
+    failed frames (clip indices)."""
+    idx = [i for i, s in enumerate(detection_schedule(len(frames), every)) if s]
+    raw_s, failed_s, _errors = red.detect_many([frames[idx]])[0]
+    raw: list[Any] = [None] * len(frames)
+    for j, i in enumerate(idx):
+        raw[i] = raw_s[j]
+    return raw, [idx[f] for f in failed_s]
+
+
 def run_video_eval(args: Any, cfg: Any, names: tuple[str, ...], eval_dir: Path, limit: int | None) -> int:
     from .redactor import Redactor
 
@@ -97,12 +116,10 @@ def run_video_eval(args: Any, cfg: Any, names: tuple[str, ...], eval_dir: Path, 
                 still.add(item, red.coverage(img.shape[:2], boxes[0]))
                 frames, affines = clip_from_image(img)
                 frames = h264_roundtrip(frames, Path(td))
-                raw, failed, _errors = red.detect_many([frames])[0]
                 hw = (int(frames.shape[1]), int(frames.shape[2]))
                 for n in everies:
-                    sched = detection_schedule(len(frames), n)
-                    raw_n = [b if s else None for b, s in zip(raw, sched)]
-                    planned = planners[n].plan_from(raw_n, [f for f in failed if sched[f]], hw, frames=frames)
+                    raw_n, failed_n = detect_as_scheduled(red, frames, n)
+                    planned = planners[n].plan_from(raw_n, failed_n, hw, frames=frames)
                     for i, (b, a) in enumerate(zip(planned, affines)):
                         video[n].add(item, planners[n].coverage(hw, b), affine=a,
                                      frame=f"{Path(item.image_path).name}#{i}")
