@@ -359,27 +359,49 @@ def decode_h264_chunk(data: bytes, size_wh: tuple[int, int] | None = None, *,
         # the CPU and keeps it all on the calling thread, where the stage's decode metric counts
         # it (with the default it saw ~0.6 of a one-frame chunk's decode)
         ctx.thread_count = 1
+    # With the frame count declared, each frame is converted and copied straight into the chunk's
+    # one array (allocated at the first frame, at the cropped size, within the limit checked
+    # above), not kept as a list of frames stacked (and cropped) afterwards: one copy of the
+    # chunk's pixels fewer and no second chunk-sized allocation (a 60-frame 720p chunk is 166 MB;
+    # docs/performance.md, session 11, "the Ray remainder of a crowd frame").
     frames: list[np.ndarray] = []
+    out: np.ndarray | None = None
+    first: tuple[int, ...] | None = None  # the first frame's (H, W, 3)
+    count, resized = 0, False
     limit = MAX_FRAMES if expected_frames is None else expected_frames
     try:
         packets = list(ctx.parse(raw)) + list(ctx.parse(None))  # parsing only: no pixels yet
         for pkt in [*packets, None]:
             for fr in ctx.decode(pkt):
                 w, h = int(fr.width), int(fr.height)
-                _check_size(w, h, len(frames), size_wh if strict_size else None, max_pixels, pad=15)
-                if len(frames) >= limit:
+                _check_size(w, h, count, size_wh if strict_size else None, max_pixels, pad=15)
+                if count >= limit:
                     raise CodecError(f"H.264 payload holds more than the {limit} frames the message declares")
-                n = len(frames) + 1 if expected_frames is None or frames else max(expected_frames, 1)
+                n = count + 1 if expected_frames is None or count else max(expected_frames, 1)
                 _check_decoded(max_decoded_bytes, n, w, h, "H.264 payload")
-                frames.append(_to_bgr(fr))
+                bgr = _to_bgr(fr)
+                if first is None:
+                    first = bgr.shape
+                    if expected_frames is not None and (size_wh is None or (size_wh[0] <= w and size_wh[1] <= h)):
+                        ow, oh = (w, h) if size_wh is None else size_wh
+                        out = np.empty((expected_frames, oh, ow, 3), np.uint8)
+                elif bgr.shape != first:
+                    resized = True  # reported after the count, as before
+                if out is None:
+                    frames.append(bgr)
+                elif not resized:
+                    out[count] = bgr[:out.shape[1], :out.shape[2]]
+                count += 1
     except av.FFmpegError as exc:
         raise CodecError(f"H.264 payload cannot be decoded: {_why(exc)}") from None
-    if not frames:
+    if not count:
         raise CodecError(f"H.264 payload of {len(raw)} bytes holds no decodable frame")
-    if expected_frames is not None and len(frames) != expected_frames:
-        raise CodecError(f"H.264 payload holds {len(frames)} frames, the message declares {expected_frames}")
-    if any(f.shape != frames[0].shape for f in frames):
+    if expected_frames is not None and count != expected_frames:
+        raise CodecError(f"H.264 payload holds {count} frames, the message declares {expected_frames}")
+    if resized or any(f.shape != frames[0].shape for f in frames):
         raise CodecError("H.264 payload changes frame size mid-chunk")
+    if out is not None:
+        return out
     out = np.stack(frames)
     if size_wh is not None:
         w, h = size_wh
