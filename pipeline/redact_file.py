@@ -174,8 +174,10 @@ def redact_video(redactor: Redactor | DeferredRedactor, src: str, output: Path, 
     dst = output_path_for(Path(src), output) if "://" not in src else output
     summary = RedactSummary(source=src, output=str(dst))
     tmp = dst.with_name(dst.name + ".part.mp4")
+    # convert_ahead: the BGR -> yuv420p conversion of the next frames runs beside x264 (the
+    # same bitstream); it keeps a second core busy once detection is done (the last chunks).
     writer = VideoWriter(tmp, info.width, info.height, info.fps, info.time_base,
-                         audio_template=reader.audio_stream if keep_audio else None)
+                         audio_template=reader.audio_stream if keep_audio else None, convert_ahead=2)
     chunk_frames = max(1, round(chunk_seconds * (info.fps or 25)))
     # A chunk detects every detect_every-th frame from its first plus its last; a chunk of
     # k * every + 1 frames ends on a scheduled frame, so the last one costs no extra detection
