@@ -28,10 +28,7 @@ from schemas.errors import (
 )
 from schemas.safety import scrub_secrets
 
-from . import commands, ops
 from .cliconfig import config_arg, load_cli_config
-from .governance import commands as governance_commands
-from .sizing import cli as sizing_cli
 
 logger = logging.getLogger("veilstream")
 
@@ -294,20 +291,55 @@ def add_eval(sub: Subparsers) -> None:
     p.set_defaults(func=cmd_eval)
 
 
-COMMANDS: tuple[Callable[[Subparsers], None], ...] = (add_redact, add_eval, *commands.COMMANDS,
-                                                      *ops.COMMANDS, *governance_commands.COMMANDS,
-                                                      *sizing_cli.COMMANDS)
-"""Every subcommand, in ``--help`` order. A new command is one ``add_<name>(sub)`` function
-(here or in :mod:`pipeline.commands`) listed in its module's ``COMMANDS``; the parser is
-built fresh on every :func:`main` from this constant, so nothing accumulates between calls."""
+def all_commands() -> tuple[Callable[[Subparsers], None], ...]:
+    """Every subcommand, in ``--help`` order. A new command is one ``add_<name>(sub)`` function
+    (here or in :mod:`pipeline.commands`) listed in its module's ``COMMANDS``; the parser is
+    built fresh on every :func:`main` from this list, so nothing accumulates between calls.
+    The other modules' commands are imported here, not with this module: ``veilstream redact``
+    builds only its own parser (:func:`_own_command`) and never imports them (``pipeline.ops``'
+    ``importlib.metadata``, ``pipeline.governance``, ``pipeline.sizing``: ~35-60 ms on the main
+    thread before decoding starts)."""
+    from . import commands, ops
+    from .governance import commands as governance_commands
+    from .sizing import cli as sizing_cli
+
+    return (add_redact, add_eval, *commands.COMMANDS, *ops.COMMANDS, *governance_commands.COMMANDS,
+            *sizing_cli.COMMANDS)
 
 
-def build_parser(registrars: Sequence[Callable[[Subparsers], None]] = COMMANDS) -> argparse.ArgumentParser:
+_OWN_COMMANDS: dict[str, Callable[[Subparsers], None]] = {"redact": add_redact, "eval": add_eval}
+
+
+def _own_command(argv: Sequence[str]) -> Callable[[Subparsers], None] | None:
+    """The registrar of this module's own command that ``argv`` runs, when nothing but the
+    top-level ``--debug`` and ``--log-level VALUE`` comes before it (a parser with only that
+    command then parses ``argv`` exactly as the full one: the subcommand's own parser does the
+    work); ``None`` otherwise (``-h``, an abbreviated option, another command: the full parser)."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--debug" or arg.startswith("--log-level="):
+            i += 1
+        elif arg == "--log-level":
+            i += 2
+        else:
+            return _OWN_COMMANDS.get(arg)
+    return None
+
+
+def __getattr__(name: str) -> Any:
+    if name == "COMMANDS":  # the constant this list once was (tests and scripts extend it)
+        return all_commands()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def build_parser(registrars: Sequence[Callable[[Subparsers], None]] | None = None) -> argparse.ArgumentParser:
+    """The ``veilstream`` parser with ``registrars``' subcommands (default: :func:`all_commands`)."""
     parser = _Parser(prog="veilstream", description="De-identify CCTV footage: faces, plates, persons, text.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("--log-level", default=os.environ.get("VEILSTREAM_LOG_LEVEL", "INFO"))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for register in registrars:
+    for register in all_commands() if registrars is None else registrars:
         register(sub)
     return parser
 
@@ -347,8 +379,10 @@ def _exit_now(rc: int) -> NoReturn:
 
 
 def _main(argv: Sequence[str] | None, state: dict[str, Any]) -> int:
-    parser = build_parser()
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    args_in = list(argv if argv is not None else sys.argv[1:])
+    own = _own_command(args_in)
+    parser = build_parser(None if own is None else (own,))
+    debug = "--debug" in args_in
     try:
         args = parser.parse_args(argv)
         state["command"] = args.command
