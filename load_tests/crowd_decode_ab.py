@@ -64,22 +64,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chunks", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--detect-every", type=int, default=4)
+    ap.add_argument("--one-thread", action="store_true", help="also this tree's decode on one FFmpeg thread")
     args = ap.parse_args(argv)
     from load_tests.stage_cost import crowd_source
 
     gops = [g for _, g in zip(range(args.chunks), split_gops(str(crowd_source()), 2.0))]
     base = load_baseline(args.baseline)
     variants = {"baseline": base.decode_h264_chunk, "now": codec.decode_h264_chunk}
+    if args.one_thread:  # FFmpeg decoding a 720p chunk on the calling thread only (as small chunks do)
+        def one_thread(*a: Any, **kw: Any) -> Any:
+            old = codec.SMALL_DECODE_PIXELS
+            codec.SMALL_DECODE_PIXELS = 1 << 62
+            try:
+                return codec.decode_h264_chunk(*a, **kw)
+            finally:
+                codec.SMALL_DECODE_PIXELS = old
+        variants["now_1thread"] = one_thread
 
     def run(fn: Any, g: Any) -> np.ndarray:
         out: np.ndarray = fn(g.payload, (g.width, g.height), expected_frames=len(g.pts_ms), strict_size=True)
         return out
 
     for g in gops:
-        a, b = run(variants["baseline"], g), run(variants["now"], g)
-        if not np.array_equal(a, b) or not b.flags.c_contiguous or not b.flags.writeable:
-            print("CHECK FAILED: decoded frames differ")
-            return 1
+        a = run(variants["baseline"], g)
+        for name, fn in variants.items():
+            b = run(fn, g)
+            if not np.array_equal(a, b) or not b.flags.c_contiguous or not b.flags.writeable:
+                print(f"CHECK FAILED: {name}'s decoded frames differ from the baseline's")
+                return 1
     n = sum(len(g.pts_ms) for g in gops)
     print(f"{len(gops)} chunks, {n} frames, {gops[0].width}x{gops[0].height}: the same pixels")
     rows: dict[str, list[tuple[float, float, float, float]]] = {k: [] for k in variants}
@@ -102,9 +114,11 @@ def main(argv: list[str] | None = None) -> int:
               + " | thread " + " ".join(f"{r[1]:.3f}" for r in rs)
               + " | wall " + " ".join(f"{r[2]:.2f}" for r in rs)
               + " | minflt/frame " + " ".join(f"{r[3]:.0f}" for r in rs))
-    b, c = min(rows["baseline"]), min(rows["now"])
-    print(f"now / baseline (best process CPU): x{c[0] / b[0]:.3f}; medians x"
-          f"{np.median([r[0] for r in rows['now']]) / np.median([r[0] for r in rows['baseline']]):.3f}")
+    b = min(rows["baseline"])
+    for name in list(variants)[1:]:
+        c = min(rows[name])
+        print(f"{name} / baseline (best process CPU): x{c[0] / b[0]:.3f}; medians x"
+              f"{np.median([r[0] for r in rows[name]]) / np.median([r[0] for r in rows['baseline']]):.3f}")
     import pickle
 
     frames = run(variants["now"], gops[0])
