@@ -38,6 +38,49 @@ from schemas.config import parse_config  # noqa: E402
 STEPS = ("decode", "detect", "mask", "encode")
 
 
+def actor_pids(root: int, name: str) -> list[int]:
+    """Live descendants of ``root`` whose command line names ``name`` (e.g. ``ChunkActor``)."""
+    from pipeline_load import process_tree_cpu
+
+    out = []
+    for q in process_tree_cpu(root):
+        try:
+            if name in Path(f"/proc/{q}/cmdline").read_bytes().decode(errors="replace"):
+                out.append(q)
+        except OSError:
+            continue
+    return out
+
+
+def thread_cpu(pids: list[int]) -> dict[tuple[int, int], tuple[str, float]]:
+    """(pid, tid) -> (thread name, user+system CPU-s) of every live thread of ``pids``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[tuple[int, int], tuple[str, float]] = {}
+    for pid in pids:
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                raw = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+            except OSError:
+                continue
+            comm = raw[raw.index("(") + 1:raw.rindex(")")]
+            f = raw.rsplit(")", 1)[1].split()
+            out[(pid, tid)] = (comm, (int(f[11]) + int(f[12])) / tick)
+    return out
+
+
+def by_thread_name(before: dict[tuple[int, int], tuple[str, float]],
+                   after: dict[tuple[int, int], tuple[str, float]]) -> dict[str, float]:
+    """CPU-s between two :func:`thread_cpu` snapshots by thread name (threads alive at the end)."""
+    out: dict[str, float] = {}
+    for key, (comm, cpu) in after.items():
+        out[comm] = out.get(comm, 0.0) + cpu - before.get(key, (comm, 0.0))[1]
+    return out
+
+
 def crowd_tasks(n: int) -> list[ChunkTask]:
     from load_tests.stage_cost import crowd_source
     from operators.codec import split_gops
@@ -93,11 +136,20 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(args.idle_s)
         idle = {k: v / (time.perf_counter() - t0) for k, v in diff(c0, tree_cpu_by_role(me)).items()}
         print("idle CPU-s per second: " + "  ".join(f"{k} {v:.4f}" for k, v in idle.items()), flush=True)
+        chunk_pids = actor_pids(me, "ChunkActor")
         for r in range(args.rounds):
+            th0 = thread_cpu(chunk_pids)
             c0, t0 = tree_cpu_by_role(me), time.perf_counter()
             got = push(worker, tasks, args.window)
             by = diff(c0, tree_cpu_by_role(me))
+            th = by_thread_name(th0, thread_cpu(chunk_pids))
             n = got["frames"]
+            # threads that ended during the round (FFmpeg's per-chunk decoder threads) are not in
+            # /proc/PID/task any more: the chunk actors' CPU less that of the threads still alive
+            th["(threads ended during the round)"] = by["chunk_actor"] - sum(th.values())
+            print(f"round {r} chunk actors by thread name, CPU-s per frame: " + "  ".join(
+                f"{k} {v / n:.4f}" for k, v in sorted(th.items(), key=lambda kv: -kv[1]) if abs(v) / n >= 0.00005),
+                flush=True)
             row = {**{k: by[k] / n for k in ROLES}, **{k: got[k] / n for k in STEPS}}
             row["total"] = sum(by.values()) / n
             row["chunk_rest"] = row["chunk_actor"] - row["decode"] - row["mask"] - row["encode"]
