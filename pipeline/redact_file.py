@@ -186,8 +186,10 @@ def redact_video(redactor: Redactor | DeferredRedactor, src: str, output: Path, 
     chunk_frames = max(1, (chunk_frames - 1) // every * every + 1)
     bar = tqdm(total=info.frames_estimate or None, unit="frame", disable=not progress,
                file=sys.stderr, dynamic_ncols=True, desc="redact")
-    # Four stages overlap on three threads: decoding chunk k+1 (its own thread) and detecting
-    # chunk k (this one) while chunk k-1 is planned, masked and encoded (the finishing thread):
+    # Five stages overlap on four threads: decoding chunk k+1 (its own thread) and detecting
+    # chunk k (this one) while chunk k-1 is planned and masked (the finishing thread) and an
+    # earlier chunk encoded (the writing thread; the last chunk's masking no longer waits for
+    # the one before it to be encoded, and the decoder still refills an array only once written):
     # PyAV, onnxruntime, OpenVINO, OpenCV and numpy release the GIL, so the two cores stay busy
     # with detection on one and the rest on the other. Each stage hands over at most one chunk,
     # so the output order is kept. Chunk arrays come from a pool of ``chunks_in_flight`` and go
@@ -198,12 +200,19 @@ def redact_video(redactor: Redactor | DeferredRedactor, src: str, output: Path, 
 
     red, deferred = (redactor, None) if isinstance(redactor, Redactor) else (None, redactor)
 
-    def finish(frames: Any, pts: Any, raw: Any, failed: Any) -> RedactionResult:
+    def write(res: RedactionResult, frames: Any, pts: Any) -> None:
+        try:
+            writer.write(res.frames, pts)
+        finally:
+            # written (res.frames is not read again), or failed: the decoder may refill it, so it
+            # never waits for an array a failed write kept (the error is raised by previous_done)
+            buffers.give_back(frames)
+
+    def finish(frames: Any, pts: Any, raw: Any, failed: Any) -> tuple[RedactionResult, Future[None]]:
         assert red is not None
         res = red.finish(frames, raw, failed, camera_id, in_place=True)  # the chunk is ours
-        writer.write(res.frames, pts)
-        buffers.give_back(frames)  # written: the decoder may refill it (res.frames is not read again)
-        return res
+        # encoded on the writing thread (FIFO: chunks in order) while this thread masks the next
+        return res, encoder.submit(write, res, frames, pts)
 
     def account(res: RedactionResult, n: int) -> None:
         summary.frames += n
@@ -211,15 +220,21 @@ def redact_video(redactor: Redactor | DeferredRedactor, src: str, output: Path, 
         summary.fail_closed_frames += len(res.fail_closed_frames)
         bar.update(n)
 
-    def previous_done(p: tuple[Future[RedactionResult], int]) -> None:
+    writes: list[Future[None]] = []
+
+    def previous_done(p: tuple[Future[tuple[RedactionResult, Future[None]]], int]) -> None:
         t = time.perf_counter()
-        res = p[0].result()  # the previous chunk is written (or its error raised) first
+        res, written = p[0].result()  # the previous chunk is masked (or its error raised) first
+        while writes and writes[0].done():
+            writes.pop(0).result()  # an earlier chunk's write error is raised here
+        writes.append(written)
         summary.wait_finish_seconds += time.perf_counter() - t
         account(res, p[1])
 
-    pending: tuple[Future[RedactionResult], int] | None = None
+    pending: tuple[Future[tuple[RedactionResult, Future[None]]], int] | None = None
     try:
-        with reader, ThreadPoolExecutor(1, thread_name_prefix="veil-finish") as finisher:
+        with reader, ThreadPoolExecutor(1, thread_name_prefix="veil-finish") as finisher, \
+                ThreadPoolExecutor(1, thread_name_prefix="veil-write") as encoder:
             # The detectors are built on the finishing thread (its first task) while the decoder
             # fills the first chunks; the first chunk's detection waits for both.
             building = None if deferred is None else finisher.submit(deferred.build)
@@ -249,6 +264,8 @@ def redact_video(redactor: Redactor | DeferredRedactor, src: str, output: Path, 
                 decoded.close()
             if pending is not None:
                 previous_done(pending)
+            for w in writes:
+                w.result()
             writer.write_audio(reader.audio_packets)
         writer.close()
     except BaseException:

@@ -366,3 +366,76 @@ def test_a_deferred_build_error_is_raised_and_leaves_no_output(tmp_path, monkeyp
         redact_video(deferred, str(src), out, chunk_seconds=0.5, progress=False)
     assert not out.exists() and not list(tmp_path.glob("*.part.mp4"))
     assert not any(t.name == "veil-decode" and t.is_alive() for t in threading.enumerate())
+
+
+def test_a_chunk_is_masked_while_the_one_before_it_is_written(tmp_path, monkeypatch):
+    """The writing thread encodes chunk k-1 while the finishing thread masks chunk k (the last chunk's
+    masking no longer waits for the encoder); chunks are written in order, each once."""
+    import pipeline.redact_file as rf
+    from operators.redactor import RedactionConfig, Redactor
+
+    src, out = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    _clip(src)
+    events: list[tuple[str, int, float, float, str]] = []
+    orig_write = rf.VideoWriter.write
+
+    def slow_write(self, frames, pts):
+        t = time.perf_counter()
+        time.sleep(0.3)
+        orig_write(self, frames, pts)
+        events.append(("write", int(pts[0]), t, time.perf_counter(), threading.current_thread().name))
+
+    monkeypatch.setattr(rf.VideoWriter, "write", slow_write)
+    red = Redactor(RedactionConfig(classes=("face",), detect_every=1), detectors={"face": _SquareFinder()})
+    orig_finish = red.finish
+
+    def timed_finish(frames, raw, failed, camera_id=None, **k):
+        t = time.perf_counter()
+        res = orig_finish(frames, raw, failed, camera_id, **k)
+        events.append(("mask", len(frames), t, time.perf_counter(), threading.current_thread().name))
+        return res
+
+    red.finish = timed_finish  # type: ignore[method-assign]
+    summary = rf.redact_video(red, str(src), out, chunk_seconds=0.5, progress=False)  # 5+5+5+5+3 frames
+    assert summary.frames == 23
+    writes = [e for e in events if e[0] == "write"]
+    masks = [e for e in events if e[0] == "mask"]
+    assert [w[1] for w in writes] == sorted(w[1] for w in writes) and len(writes) == len(masks) == 5
+    assert all(w[4].startswith("veil-write") for w in writes) and all(m[4].startswith("veil-finish") for m in masks)
+    last_mask, previous_write = masks[-1], writes[-2]
+    assert last_mask[2] < previous_write[3]  # masked before the chunk before it was written
+    assert summary.wait_finish_seconds >= 0
+
+
+def test_a_write_error_is_raised_and_leaves_no_output(tmp_path, monkeypatch):
+    import pipeline.redact_file as rf
+    from operators.redactor import RedactionConfig, Redactor
+
+    src, out = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    _clip(src)
+    calls = []
+    orig_write = rf.VideoWriter.write
+
+    def failing_write(self, frames, pts):
+        calls.append(1)
+        if len(calls) == 1:  # the first chunk's, late: its array is one the decoder needs next
+            time.sleep(0.3)
+            raise OSError(28, "No space left on device")
+        orig_write(self, frames, pts)
+
+    monkeypatch.setattr(rf.VideoWriter, "write", failing_write)
+    red = Redactor(RedactionConfig(classes=("face",), detect_every=1), detectors={"face": _SquareFinder()})
+    done: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            rf.redact_video(red, str(src), out, chunk_seconds=0.5, progress=False)
+        except BaseException as exc:  # noqa: BLE001 - checked below
+            done.append(exc)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join(60)
+    assert not t.is_alive(), "redact_video hung after a write error"
+    assert len(done) == 1 and isinstance(done[0], OSError) and "No space" in str(done[0])
+    assert not out.exists() and not list(tmp_path.glob("*.part.mp4"))

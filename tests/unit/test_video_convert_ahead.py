@@ -1,5 +1,6 @@
-"""VideoWriter(convert_ahead=N): the BGR -> yuv420p conversion on a helper thread beside x264 gives the
-same file byte for byte, never reads a chunk after ``write`` returns, and ``veilstream redact`` uses it."""
+"""VideoWriter(convert_ahead=N): the BGR -> yuv420p conversion on a helper thread beside x264 hands the
+encoder the same pictures at the same timestamps, never reads a chunk after ``write`` returns, and
+``veilstream redact`` uses it."""
 
 from __future__ import annotations
 
@@ -36,19 +37,51 @@ def _write(path: Path, frames: np.ndarray, pts: np.ndarray, ahead: int, splits: 
     return path.read_bytes()
 
 
-@pytest.mark.parametrize("crop", [None, (143, 175)], ids=["even", "odd-padded"])
 @pytest.mark.parametrize("ahead", [1, 2, 5])
-def test_the_file_is_byte_identical_to_the_encoder_converting_itself(tmp_path, crop, ahead):
+def test_the_encoder_gets_the_same_pictures_and_timestamps(tmp_path, monkeypatch, ahead):
+    """What x264 receives: with convert_ahead the yuv420p pictures the encoder would have made itself
+    (swscale with the codec's settings), in order, at the same timestamps. (Files are not compared
+    byte for byte here: this small clip's file differs now and then between two runs of the same
+    path, with or without convert_ahead and also with x264 on one thread: 3-5 of 40 runs. On the
+    bench's 720p clip 12 of 12 files were byte-identical, and redact_profile --hash is unchanged.)"""
+    got: dict[int, list[tuple[bytes, int]]] = {0: [], ahead: []}
+    orig = VideoWriter._encode
+
+    def recording(self, frame, p):
+        orig(self, frame, p)
+        if frame.format.name == "bgr24":  # the encoder converts it: as it does
+            frame = frame.reformat(self._enc_w, self._enc_h, "yuv420p",
+                                   threads=self._stream.codec_context.thread_count)
+        got[self.convert_ahead].append((frame.to_ndarray().tobytes(), int(frame.pts)))
+
+    monkeypatch.setattr(VideoWriter, "_encode", recording)
     frames, pts = _real_frames()
-    if crop is not None:
-        frames = np.ascontiguousarray(frames[:, :crop[0], :crop[1]])
     pts = pts.copy()
     pts[7] = pts[6]  # a repeated timestamp is moved one unit on, on both paths
     splits = (1, 2, 11, 12)  # a one-frame write, an empty-ahead tail of a write, several calls
-    want = _write(tmp_path / "self.mp4", frames, pts, 0, splits)
-    got = _write(tmp_path / "ahead.mp4", frames, pts, ahead, splits)
-    assert len(want) > 1000
-    assert got == want
+    _write(tmp_path / "self.mp4", frames, pts, 0, splits)
+    _write(tmp_path / "ahead.mp4", frames, pts, ahead, splits)
+    assert len(got[0]) == len(frames) == 30
+    assert got[ahead] == got[0]
+    assert got[0][7][1] == got[0][6][1] + 1
+
+
+def test_an_odd_sized_frame_is_padded_and_converted_as_the_encoder_does(tmp_path):
+    """Odd sizes are padded by one pixel first. (Their files are not compared byte for byte: an
+    odd-sized source's file differs now and then between two runs of the same path, with or
+    without convert_ahead: measured 1 in 12 at 175x143.)"""
+    import av
+
+    frames, _ = _real_frames(3)
+    odd = np.ascontiguousarray(frames[:, :143, :175])
+    w = VideoWriter(tmp_path / "o.mp4", 175, 143, 25.0, Fraction(1, 12800), convert_ahead=1)
+    for img in odd:
+        got = w._yuv_frame(img)
+        padded = np.pad(img, ((0, 1), (0, 1), (0, 0)), mode="edge")
+        want = av.VideoFrame.from_ndarray(padded, format="bgr24").reformat(176, 144, "yuv420p")
+        assert (got.width, got.height, got.format.name) == (176, 144, "yuv420p")
+        assert np.array_equal(got.to_ndarray(), want.to_ndarray())
+    w.close()
 
 
 def test_frames_are_converted_on_the_helper_thread(tmp_path, monkeypatch):
@@ -71,7 +104,14 @@ def test_frames_are_converted_on_the_helper_thread(tmp_path, monkeypatch):
 def test_overwriting_the_chunk_after_write_returns_does_not_change_the_output(tmp_path, monkeypatch):
     """``veilstream redact`` hands the chunk's array back to the decoder once written."""
     frames, pts = _real_frames(12)
-    want = _write(tmp_path / "want.mp4", frames, pts, 0, ())
+    pictures: list[bytes] = []
+    orig_encode = VideoWriter._encode
+
+    def recording(self, frame, p):
+        orig_encode(self, frame, p)
+        pictures.append(frame.to_ndarray().tobytes())
+
+    monkeypatch.setattr(VideoWriter, "_encode", recording)
     orig = VideoWriter._yuv_frame
 
     def slow(self, img):
@@ -87,7 +127,8 @@ def test_overwriting_the_chunk_after_write_returns_does_not_change_the_output(tm
     w.write(buf[6:], pts[6:])
     buf[:] = 255
     w.close()
-    assert (tmp_path / "got.mp4").read_bytes() == want
+    want = [orig(w, img).to_ndarray().tobytes() for img in frames]
+    assert len(pictures) == 12 and pictures == want
 
 
 def test_an_encoder_error_leaves_no_conversion_running(tmp_path, monkeypatch):
@@ -148,12 +189,20 @@ def test_veilstream_redact_converts_ahead_of_the_encoder(tmp_path, monkeypatch):
             self.convert_ahead = 0
             super().__post_init__()
 
-    outs = {}
-    for name, cls in (("redact", Recording), ("self", SelfConverting)):
+    pictures: dict[int, list[bytes]] = {}
+    orig_encode = VideoWriter._encode
+
+    def recording(self, frame, p):
+        orig_encode(self, frame, p)
+        if frame.format.name == "bgr24":
+            frame = frame.reformat(self._enc_w, self._enc_h, "yuv420p",
+                                   threads=self._stream.codec_context.thread_count)
+        pictures.setdefault(self.convert_ahead, []).append(frame.to_ndarray().tobytes())
+
+    monkeypatch.setattr(VideoWriter, "_encode", recording)
+    for cls in (Recording, SelfConverting):
         monkeypatch.setattr(rf, "VideoWriter", cls)
         red = Redactor(RedactionConfig(classes=("face",), detect_every=1), detectors={"face": Finder()})
-        out = tmp_path / f"out_{name}.mp4"
-        rf.redact_video(red, str(src), out, chunk_seconds=0.3, progress=False)
-        outs[name] = out.read_bytes()
-    assert built[0] >= 1  # the redact path's own choice
-    assert outs["redact"] == outs["self"]
+        rf.redact_video(red, str(src), tmp_path / f"out_{cls.__name__}.mp4", chunk_seconds=0.3, progress=False)
+    assert built[0] >= 1 and built[1] == 0  # the redact path's own choice
+    assert len(pictures[built[0]]) == 20 and pictures[built[0]] == pictures[0]
