@@ -69,3 +69,34 @@ def test_the_full_text_pass_cadence_counts_scheduled_frames() -> None:
     assert full == [0, 8, 16, 24]
     old = text_full_sources(25, 2)
     assert all(old[i] == i for i in idx)  # the old single pass gave every scheduled frame its own pass
+
+
+def test_h264_roundtrip_uses_the_stage_encoder_in_memory_and_keeps_the_picture(monkeypatch: Any) -> None:
+    # the clip goes through the process stage's encoder (OpenCV's BGR -> I420, one bitstream for
+    # the same frames in every run), not VideoWriter's swscale path (another bitstream now and then)
+    from operators import codec
+    from operators.evalvideo import clip_from_image, h264_roundtrip
+
+    rng = np.random.default_rng(3)
+    img = cv2_blur(rng.integers(0, 256, (120, 162, 3), dtype=np.uint8))
+    frames, _ = clip_from_image(img, n=6)
+    calls: list[int] = []
+    real = codec.encode_h264_chunk
+
+    def counting(f: np.ndarray, **kw: Any) -> bytes:
+        calls.append(len(f))
+        return real(f, **kw)
+
+    monkeypatch.setattr(codec, "encode_h264_chunk", counting)
+    out = h264_roundtrip(frames)
+    assert calls == [6]
+    assert out.shape == frames.shape and out.dtype == np.uint8
+    mse = float(np.mean((out.astype(np.float64) - frames.astype(np.float64)) ** 2))
+    assert 10 * np.log10(255.0 ** 2 / max(mse, 1e-9)) > 30.0
+    assert np.array_equal(h264_roundtrip(frames), out)  # the same clip again
+
+
+def cv2_blur(img: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.GaussianBlur(img, (9, 9), 3.0)
