@@ -349,6 +349,16 @@ class VideoWriter:
             self._container.mux(packet)
         self._container.close()
 
+    def abort(self) -> None:
+        """Give up on the file after an error: the conversion thread is stopped and the container
+        closed without flushing the encoder (the caller removes the partial file). Never raises."""
+        if self._converter is not None:
+            self._converter.shutdown(cancel_futures=True)
+        try:
+            self._container.close()
+        except Exception as exc:  # noqa: BLE001 - a broken container is what is being abandoned
+            logger.debug("video writer abort: closing %s failed (%s)", self.path, exc)
+
 
 def _png_size(data: bytes) -> tuple[int, int] | None:
     if len(data) >= 24 and data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":

@@ -270,6 +270,7 @@ def redact_video(redactor: Redactor | DeferredRedactor, src: str, output: Path, 
         writer.close()
     except BaseException:
         bar.close()
+        writer.abort()  # no idle conversion thread or open file left behind the error
         tmp.unlink(missing_ok=True)
         raise
     bar.close()

@@ -439,3 +439,5 @@ def test_a_write_error_is_raised_and_leaves_no_output(tmp_path, monkeypatch):
     assert not t.is_alive(), "redact_video hung after a write error"
     assert len(done) == 1 and isinstance(done[0], OSError) and "No space" in str(done[0])
     assert not out.exists() and not list(tmp_path.glob("*.part.mp4"))
+    # the writer was abandoned, not left open: no idle conversion thread behind the error
+    assert not any(t.name.startswith("veil-yuv") and t.is_alive() for t in threading.enumerate())

@@ -206,3 +206,14 @@ def test_veilstream_redact_converts_ahead_of_the_encoder(tmp_path, monkeypatch):
         rf.redact_video(red, str(src), tmp_path / f"out_{cls.__name__}.mp4", chunk_seconds=0.3, progress=False)
     assert built[0] >= 1 and built[1] == 0  # the redact path's own choice
     assert len(pictures[built[0]]) == 20 and pictures[built[0]] == pictures[0]
+
+
+def test_abort_stops_the_conversion_thread_and_never_raises(tmp_path):
+    frames, pts = _real_frames(4)
+    w = VideoWriter(tmp_path / "o.mp4", frames.shape[2], frames.shape[1], 25.0, Fraction(1, 12800), convert_ahead=2)
+    w.write(frames, pts)
+    w.abort()
+    assert not any(t.name.startswith("veil-yuv") and t.is_alive() for t in threading.enumerate())
+    w.abort()  # twice: still quiet
+    plain = VideoWriter(tmp_path / "p.mp4", frames.shape[2], frames.shape[1], 25.0, Fraction(1, 12800))
+    plain.abort()  # no conversion thread at all
