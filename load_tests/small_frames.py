@@ -18,6 +18,14 @@ a rough ranking only: ``load_tests/detect_cost_by_size.py`` times a fixed-size c
 ``--crop-budgets 4,2`` adds, per value, the default sizing with the vehicle-crop pass under
 ``text_crop_budget`` of that value (docs/performance.md "Vehicle-crop pixel budget").
 
+Repeatable: OpenVINO sessions (the full-frame text pass) compile each recurring input shape's
+static model in the calling thread (``--compiles sync``, the default, as ``veilstream eval``
+does), so whether a call is served by the dynamic or the static compiled model, whose outputs
+differ in the last bits (bf16: more), depends on the call count only. With ``async`` (the
+process stage's behaviour) it depends on when a background compile finished, and two runs of one
+tree scored faces_wider_hard 545 and 513 leaks (docs/quality.md "Small cameras"); ``dynamic``
+never compiles a static model (a check that the numbers do not hinge on the static compiles).
+
 Prints one line per (size, set, sizing) and one JSON line. Never pass/fail.
 """
 
@@ -93,6 +101,38 @@ def by_width(leaks: list[dict[str, Any]]) -> dict[str, int]:
     return out
 
 
+def set_sizing(person: Any, text: Any, *, person_upscale: float | None = None,
+               text_upscale: float | None = None) -> None:
+    """Make the YOLOX detector ``person`` upscale small frames by ``person_upscale`` and the text
+    detector ``text``'s full-frame pass by ``text_upscale`` (each left as it is when ``None``).
+
+    Both detectors' ``native_max_side`` (``small_frame_side``, 320 by default) is lifted: with it,
+    a frame of <= 320 px runs at its own size whatever ``max_upscale`` says, and until session 12
+    every sizing of this script with a full-frame pass scored the default sizing's passes again
+    (the "before" row was not the caps)."""
+    person.native_max_side = None
+    text.native_max_side = None
+    if person_upscale is not None:
+        person.max_upscale = float(person_upscale)
+    if text_upscale is not None:
+        text.max_upscale = float(text_upscale)
+
+
+COMPILES = ("sync", "async", "dynamic")
+"""``--compiles`` values: how OpenVINO sessions get their static-shape models (see above)."""
+
+
+def set_compiles(mode: str) -> None:
+    """Set how OpenVINO sessions built from now on compile static shapes (``COMPILES``)."""
+    from operators import ovsession
+
+    if mode not in COMPILES:
+        raise SystemExit(f"--compiles: expected one of {', '.join(COMPILES)}, got {mode!r}")
+    ovsession.set_synchronous_compiles(mode == "sync")
+    if mode == "dynamic":
+        ovsession.STATIC_SHAPES = 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sides", default="320")
@@ -102,15 +142,20 @@ def main() -> int:
     ap.add_argument("--crop-budgets", default="",
                     help="comma-separated text_crop_budget values: each adds a sizing 'yolox x1, text x1, crop "
                          "budget B' (the default sizing with the vehicle-crop pass under that budget)")
+    ap.add_argument("--compiles", default="sync", choices=COMPILES,
+                    help="OpenVINO static-shape compiles: sync (default, repeatable), async (the stage's), dynamic")
     args = ap.parse_args()
     use_shared_models()
+    set_compiles(args.compiles)
     from operators.evaldata import default_eval_dir
     from operators.evaluation import Scorer, load_items, subset
     from operators.redactor import RedactionConfig, Redactor
     from operators.types import Boxes, Label
 
     red = Redactor(RedactionConfig(classes=("face", "plate"), threads=1).validate())
-    face, person, text = red.detectors["face"], red.detectors["person"], red.detectors["text"]
+    face = red.detectors["face"]
+    person: Any = red.detectors["person"]
+    text: Any = red.detectors["text"]
     sets = SETS if args.sets == "all" else tuple(args.sets.split(","))
     sizings = {k: v for k, v in SIZINGS.items() if not args.sizings or k in args.sizings.split("|")}
     budgets = {f"yolox x1, text x1, crop budget {b}": float(b) for b in filter(None, args.crop_budgets.split(","))}
@@ -133,14 +178,14 @@ def main() -> int:
                 pri: dict[float, tuple[Boxes, float]] = {}
                 crops: dict[float, tuple[Boxes, float]] = {}
                 for up in sorted({u for u, _ in sizings.values()}):
-                    person.max_upscale = up
+                    set_sizing(person, text, person_upscale=up)
                     (p,), c = timed(person.detect, frames)
                     pri[up] = (p, c)
                     (cr,), c2 = timed(text.detect_crops, frames, [p.select(p.label == Label.VEHICLE)])
                     crops[up] = (cr, c2)
                 budgeted: dict[str, tuple[Boxes, float]] = {}
                 if budgets:
-                    person.max_upscale = 1.0
+                    set_sizing(person, text, person_upscale=1.0)
                     (p1,), c = timed(person.detect, frames)
                     pri[1.0] = pri.get(1.0, (p1, c))
                     for k, b in budgets.items():
@@ -149,10 +194,10 @@ def main() -> int:
                         budgeted[k] = (cr, c2)
                     text.crop_budget = None
                 full: dict[float, tuple[Boxes, float]] = {}
-                for tu in sorted({t for _, t in sizings.values() if t is not None} | ({1.0} if budgets else set())):
-                    text.max_upscale = tu
+                for full_up in sorted({t for _, t in sizings.values() if t is not None} | ({1.0} if budgets else set())):
+                    set_sizing(person, text, text_upscale=full_up)
                     (f,), c = timed(text.detect, frames)
-                    full[tu] = (f, c)
+                    full[full_up] = (f, c)
                 for k, (up, tu) in sizings.items():
                     parts = [faces[0], pri[up][0], crops[up][0]] + ([full[tu][0]] if tu is not None else [])
                     cpu[k] += c_face + pri[up][1] + crops[up][1] + (full[tu][1] if tu is not None else 0.0)
