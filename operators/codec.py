@@ -257,6 +257,13 @@ def _rate(fps: float) -> Fraction:
     return Fraction(float(fps)).limit_denominator(1001)
 
 
+X264_PARTITIONS = "partitions=i4x4"
+"""libx264's P-frame partition search for every encode (``encode_h264_chunk``, ``VideoWriter``):
+intra 4x4 and 16x16 only, where veryfast also tries intra 8x8 and 8x8 inter sub-partitions
+(x264's ``analyse`` 0x3:0x113 -> 0x3:0x1; I-frames keep both intra sizes, 8x8 transforms stay).
+Less encode CPU at about the same bytes and PSNR (docs/performance.md, sessions 10 and 12)."""
+
+
 def encode_h264_chunk(frames: Frames, fps: float, pts_ms: Sequence[int] | None = None, crf: int = 23,
                       preset: str = "veryfast", threads: int | None = None) -> bytes:
     """One closed-GOP H.264 Annex-B stream (IDR first, no B-frames, yuv420p, SPS/PPS in-band).
@@ -300,8 +307,10 @@ def encode_h264_chunk(frames: Frames, fps: float, pts_ms: Sequence[int] | None =
     ctx.options = {
         "crf": str(int(crf)),
         "preset": preset,
-        # one GOP per chunk, closed, no B-frames, headers repeated in-band
-        "x264-params": f"keyint={max(n, 1)}:min-keyint={max(n, 1)}:scenecut=0:bframes=0:open-gop=0:repeat-headers=1",
+        # one GOP per chunk, closed, no B-frames, headers repeated in-band; the partition search
+        # of X264_PARTITIONS
+        "x264-params": f"keyint={max(n, 1)}:min-keyint={max(n, 1)}:scenecut=0:bframes=0:open-gop=0:repeat-headers=1"
+                       f":{X264_PARTITIONS}",
     }
     out: list[bytes] = []
     try:

@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import av
-import av.video.reformatter
 import cv2
 import numpy as np
 
-from .codec import frame_to_bgr
+from .codec import X264_PARTITIONS, frame_to_bgr
 from .types import Frames, InputError
 
 logger = logging.getLogger(__name__)
@@ -238,7 +237,9 @@ class VideoWriter:
     """Encodes BGR frames to an H.264 MP4 that browsers play.
 
     Frames keep the timestamps they are given (in ``time_base`` units), so the output has
-    the source frame rate and timing.
+    the source frame rate and timing. Each frame is converted to yuv420p by OpenCV's exact
+    BT.601 I420 conversion (:meth:`_yuv_frame`), on the calling thread or, with
+    ``convert_ahead``, on a helper thread: the same pictures and the same file either way.
     """
 
     path: str | Path
@@ -250,10 +251,9 @@ class VideoWriter:
     preset: str = "veryfast"
     audio_template: Any = None
     convert_ahead: int = 0
-    """Frames converted to the encoder's yuv420p on a helper thread (``veil-yuv``) ahead of the
-    one being encoded, with the same swscale call the encoder makes itself: the same bitstream,
-    and the conversion (~2.7 ms per 720p frame) no longer waits for x264 on the calling thread.
-    0: the encoder converts each frame on the calling thread."""
+    """Frames converted to yuv420p on a helper thread (``veil-yuv``) ahead of the one being encoded:
+    the conversion no longer waits for x264 on the calling thread; the same pictures, the same
+    bitstream. 0: each frame is converted on the calling thread, just before it is encoded."""
     frames_written: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
@@ -269,7 +269,10 @@ class VideoWriter:
         self._stream.pix_fmt = "yuv420p"
         self._stream.time_base = self.time_base
         self._stream.codec_context.time_base = self.time_base
-        self._stream.options = {"crf": str(self.crf), "preset": self.preset}
+        # partitions=i4x4: P-frames search intra 4x4 and 16x16 only (no intra 8x8, no 8x8 inter
+        # sub-partitions; I-frames keep veryfast's intra search, 8x8 transforms stay); the stage's
+        # encode_h264_chunk uses it too. On the bench's 720p input: docs/performance.md, session 12.
+        self._stream.options = {"crf": str(self.crf), "preset": self.preset, "x264-params": X264_PARTITIONS}
         self._audio = None
         if self.audio_template is not None:
             self._audio = self._container.add_stream_from_template(self.audio_template)
@@ -277,26 +280,25 @@ class VideoWriter:
         if isinstance(self.convert_ahead, bool) or not isinstance(self.convert_ahead, int) or self.convert_ahead < 0:
             raise ValueError(f"convert_ahead must be an integer >= 0, got {self.convert_ahead!r}")
         self._converter: ThreadPoolExecutor | None = None
-        self._reformatter: Any = None
         if self.convert_ahead:
             self._converter = ThreadPoolExecutor(1, thread_name_prefix="veil-yuv")
-            # used only on the converter's one thread (a swscale context is not shared)
-            self._reformatter = av.video.reformatter.VideoReformatter()
 
-    def _bgr_frame(self, img: np.ndarray) -> Any:
+    def _yuv_frame(self, img: np.ndarray) -> Any:
+        """``img`` ((H, W, 3) uint8 BGR, not mutated) as the encoder's yuv420p frame (padded to even
+        size), which the encoder takes as it is.
+
+        By OpenCV's BGR -> I420, as ``encode_h264_chunk`` converts, not by swscale (the encoder's
+        own conversion until session 12): exact BT.601 limited range, where swscale's default
+        rounding puts white at Y 234 (decoded PSNR against the input +0.7 dB on the bench's 720p
+        input, bytes +1 %), and x0.25 of swscale's CPU (0.5 against 2.0 ms a 720p frame). Both
+        gave the same file in 30 of 30 encodes of the same 720p frames (docs/performance.md,
+        session 12); libx264's own rare AVX-512 differences remain (``encode_h264_chunk``)."""
         if self._enc_w != self.width or self._enc_h != self.height:
             img = cv2.copyMakeBorder(
                 img, 0, self._enc_h - self.height, 0, self._enc_w - self.width, cv2.BORDER_REPLICATE
             )
-        return av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="bgr24")
-
-    def _yuv_frame(self, img: np.ndarray) -> Any:
-        # The encoder's own conversion (PyAV's VideoCodecContext: its reformatter, the codec's
-        # size and format, threads=thread_count), made here so the encoder gets a frame it
-        # passes through unchanged.
-        cc = self._stream.codec_context
-        return self._reformatter.reformat(self._bgr_frame(img), self._enc_w, self._enc_h, cc.format,
-                                          threads=cc.thread_count)
+        i420 = np.asarray(cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_BGR2YUV_I420), np.uint8)
+        return av.VideoFrame.from_ndarray(i420, format="yuv420p")
 
     def _encode(self, frame: Any, pts: Any) -> None:
         p = int(pts)
@@ -315,7 +317,7 @@ class VideoWriter:
         is not read after this returns, also when it raises."""
         if self._converter is None:
             for img, p in zip(frames, pts):
-                self._encode(self._bgr_frame(img), p)
+                self._encode(self._yuv_frame(img), p)
             return
         converter = self._converter
         images = iter(frames)

@@ -39,11 +39,8 @@ def _write(path: Path, frames: np.ndarray, pts: np.ndarray, ahead: int, splits: 
 
 @pytest.mark.parametrize("ahead", [1, 2, 5])
 def test_the_encoder_gets_the_same_pictures_and_timestamps(tmp_path, monkeypatch, ahead):
-    """What x264 receives: with convert_ahead the yuv420p pictures the encoder would have made itself
-    (swscale with the codec's settings), in order, at the same timestamps. (Files are not compared
-    byte for byte here: this small clip's file differs now and then between two runs of the same
-    path, with or without convert_ahead and also with x264 on one thread: 3-5 of 40 runs. On the
-    bench's 720p clip 12 of 12 files were byte-identical, and redact_profile --hash is unchanged.)"""
+    """What x264 receives: with convert_ahead the same yuv420p pictures as without, in order, at the
+    same timestamps. (Files are compared byte for byte in tests/unit/test_video_writer_i420.py.)"""
     got: dict[int, list[tuple[bytes, int]]] = {0: [], ahead: []}
     orig = VideoWriter._encode
 
@@ -67,10 +64,9 @@ def test_the_encoder_gets_the_same_pictures_and_timestamps(tmp_path, monkeypatch
 
 
 def test_an_odd_sized_frame_is_padded_and_converted_as_the_encoder_does(tmp_path):
-    """Odd sizes are padded by one pixel first. (Their files are not compared byte for byte: an
-    odd-sized source's file differs now and then between two runs of the same path, with or
-    without convert_ahead: measured 1 in 12 at 175x143.)"""
-    import av
+    """Odd sizes are padded by one pixel first, then converted by OpenCV's BT.601 I420 (since session
+    12; swscale before: tests/unit/test_video_writer_i420.py)."""
+    import cv2
 
     frames, _ = _real_frames(3)
     odd = np.ascontiguousarray(frames[:, :143, :175])
@@ -78,9 +74,9 @@ def test_an_odd_sized_frame_is_padded_and_converted_as_the_encoder_does(tmp_path
     for img in odd:
         got = w._yuv_frame(img)
         padded = np.pad(img, ((0, 1), (0, 1), (0, 0)), mode="edge")
-        want = av.VideoFrame.from_ndarray(padded, format="bgr24").reformat(176, 144, "yuv420p")
+        want = cv2.cvtColor(padded, cv2.COLOR_BGR2YUV_I420)
         assert (got.width, got.height, got.format.name) == (176, 144, "yuv420p")
-        assert np.array_equal(got.to_ndarray(), want.to_ndarray())
+        assert np.array_equal(got.to_ndarray(), want)
     w.close()
 
 
