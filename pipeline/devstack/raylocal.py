@@ -34,6 +34,10 @@ token, so the stack's own workers were refused (``InvalidAuthToken``) on a machi
 someone had once started a local Ray. The head runs with ``RAY_AUTH_MODE`` as the caller's
 environment sets it (``token``, with ``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH`` for every
 driver too) and ``disabled`` otherwise: the loopback listeners are then the boundary.
+
+The head also gets :data:`pipeline.process.raysettings.QUIET_RAY_ENV` (task events, timeline
+and event-loop stats off: Ray's observability work that nothing here reads), as the stage's
+in-process ``ray.init`` does; a value the caller's environment sets wins.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.process.raysettings import quiet_ray_env
 from pipeline.raynet import loopback_env
 
 from . import DevStackError, ManagedProcess, free_port, free_ports, spawn
@@ -153,6 +158,8 @@ def start_ray_head(log_dir: str | os.PathLike[str], num_cpus: int | None = None,
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     env.setdefault(AUTH_MODE_ENV, "disabled")  # not whatever a stray ~/.ray/auth_token implies (module doc)
     env.update(loopback_env())  # every listener on 127.0.0.1 (see the module docstring)
+    for key, value in quiet_ray_env().items():  # Ray's observability work nothing reads; the caller's value wins
+        env.setdefault(key, value)
     env.update(env_extra or {})
     # gcs_server / raylet catch SIGTERM but take far too long to act on it: after a
     # short grace the whole group gets SIGKILL (what `ray stop --force` does, by pid here).

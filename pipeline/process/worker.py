@@ -269,7 +269,11 @@ class ProcessWorker:
         if not ray.is_initialized():
             from pipeline.raynet import keep_ray_on_loopback
 
-            keep_ray_on_loopback(rc.address)  # a local Ray stays on 127.0.0.1 (Ray has no authentication)
+            if keep_ray_on_loopback(rc.address):  # a local Ray stays on 127.0.0.1 (Ray has no authentication)
+                # and, like `veilstream up`'s head, skips the observability work nothing reads (raysettings)
+                from .raysettings import apply_quiet_ray_env
+
+                apply_quiet_ray_env(os.environ)
             kw: dict[str, Any] = {"include_dashboard": False, "ignore_reinit_error": True,
                                   "log_to_driver": True, "configure_logging": False}
             if rc.address:
