@@ -6,18 +6,20 @@ Quality: every image of the eval sets downscaled so that its longer side is ``--
 ``load_tests/small_frames.py`` does: what a snapshot camera of the same scene sends, labels mapped
 by the same scale) through the default face + plate policy at its small-frame sizing (YOLOX and
 the full-frame text pass at the frame's own size, the vehicle-crop pass), with each variant's
-face boxes in place of the default union's, planned and scored like ``veilstream eval``. Per
+face boxes in place of the face detectors', planned and scored like ``veilstream eval``. Per
 set and variant: leaks of the set's class (faces; plates on the plate sets, where no face is
 labelled), faces leaked by width in the small frame (``<8``, ``8-16``, ``>=16`` px; COCO's
 keypoint faces by their head size scaled to the small frame), the labelled faces per width
 bucket, and the masked area. Each face detector runs once per image (the variants are unions
 of their boxes), and the passes other than the faces once per image for all variants.
 
-Variants (:data:`VARIANTS`): the default union (CenterFace 0.05 and YuNet 0.35, the union's
-thresholds), each of the two alone at the same threshold (its boxes are then a subset of the
+Variants (:data:`VARIANTS`): the union in fp32 (CenterFace 0.05 and YuNet 0.35, the union's
+thresholds: every frame's default before session 12, larger frames' still), each of the two
+alone at the same threshold (its boxes are then a subset of the
 union's: what it leaks more is what only the other one finds), YuNet alone at 0.25, CenterFace
 on OpenVINO in bf16 (``precision: bf16``: ``centerface_bf16`` runs there) alone, with YuNet in
-fp32 or also in bf16, and CenterFace on a coarser copy of the frame (its longer side 240 or 160 px: YuNet
+fp32 (the default on these frames since session 12: ``small_frame_centerface_precision``) or also
+in bf16, and CenterFace on a coarser copy of the frame (its longer side 240 or 160 px: YuNet
 stays the small-face pass at native size).
 
 Cost: each variant's face detection on a fixed 320x180 camera (16 frames of ``make load``'s
@@ -68,17 +70,18 @@ of at most ``face_max_side`` 640 px, YuNet at 0.35 up to 1280 px, ``precision`` 
 runs both in fp32 on onnxruntime)."""
 
 VARIANTS: dict[str, tuple[str, ...]] = {
-    "both (default)": ("cf", "yn"),
+    "both fp32": ("cf", "yn"),
     "centerface only": ("cf",),
     "yunet only": ("yn",),
     "yunet only 0.25": ("yn_0.25",),
     "centerface bf16 only": ("cf_bf16",),
-    "centerface bf16 + yunet": ("cf_bf16", "yn"),
+    "centerface bf16 + yunet (default)": ("cf_bf16", "yn"),
     "both bf16": ("cf_bf16", "yn_bf16"),
     "centerface 240px + yunet": ("cf_240", "yn"),
     "centerface 160px + yunet": ("cf_160", "yn"),
 }
-"""Variant name -> the :data:`COMPONENTS` whose boxes it masks (the first is the baseline)."""
+"""Variant name -> the :data:`COMPONENTS` whose boxes it masks (the first is the baseline: the
+``vs first`` columns count the faces a variant leaks that it does not, and the reverse)."""
 
 FACE_EDGES_PX = (8, 16)
 """Faces are bucketed by width in the small frame: ``<8``, ``8-16``, ``>=16`` px."""

@@ -181,6 +181,18 @@ class RedactionConfig:
             "Small cameras: detection at the camera's own size"), and so is skipping the
             full-frame pass there too (``text_full_min_side`` 321: a further x0.5 of detection
             for more leaked plates).
+        small_frame_centerface_precision: ``bf16``: on frames of at most ``small_frame_side``
+            px, the union's CenterFace infers in bfloat16 (a second CenterFace session, OpenVINO
+            on a CPU with native bf16; elsewhere, and when ``precision`` is bf16 already, a
+            no-op); YuNet and larger frames as ``precision`` says. Session 12 (issue 19,
+            ``load_tests/small_faces.py``, docs/quality.md "Small cameras: which face detectors
+            earn their CPU"): on every eval set downscaled to 320 px, no set leaks more faces of
+            >= 8 px than fp32 (faces_wider_hard 31 -> 29 of 1883, 586 -> 576 of 5097 in all; the
+            others the same), for x0.66 of CenterFace's CPU on a 320x180 frame (x0.89 of that
+            frame's detection). Each detector alone leaks faces of >= 8 px the other finds, so
+            both stay. ``None`` / ``fp32``: as ``precision`` says. No eval image is that small,
+            so ``veilstream eval`` cannot see it (its cache runs CenterFace as ``precision``
+            says on every image).
         text_full_every: the full-frame text pass (with its lit-plate search) runs on every
             N-th detected frame of a chunk, on its first detected frame and on its last; the
             detected frames between take the text boxes of the latest full pass before them,
@@ -291,6 +303,7 @@ class RedactionConfig:
     text_full_min_side: int | None = None
     text_full_every: int = 2
     small_frame_side: int | None = 320
+    small_frame_centerface_precision: str | None = "bf16"
     text_tile: int | None = None
     plate_crops: bool = True
     text_crop_budget: float | None = None
@@ -403,6 +416,9 @@ class RedactionConfig:
         v = self.small_frame_side
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             problems.append(f"small_frame_side: expected an integer >= 1 (or None), got {v!r}")
+        if self.small_frame_centerface_precision not in (None, "fp32", "bf16"):
+            problems.append("small_frame_centerface_precision: expected fp32 or bf16 (or None), got "
+                            f"{self.small_frame_centerface_precision!r}")
         v = self.text_crop_budget
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
             problems.append(f"text_crop_budget: expected a number > 0 (or None = no budget), got {v!r}")
@@ -1053,6 +1069,8 @@ def build_detectors(config: RedactionConfig) -> dict[str, Detector]:
                 kw["yunet_threshold"] = config.yunet_threshold
             kw["yunet_max_side"] = config.yunet_max_side
             kw["yunet_min_side"] = config.yunet_min_side
+            kw["small_frame_side"] = config.small_frame_side
+            kw["small_frame_centerface_precision"] = config.small_frame_centerface_precision
         jobs.append(("face", DETECTORS[config.face_model], kw))
     plates = "plate" in classes
     vehicles = plates and config.plate_crops

@@ -68,7 +68,8 @@ def _add_detection_args(p: argparse.ArgumentParser, default_classes: str = "face
                    help="detector weights on CPU: int8 (default: int8 copies where they hold quality, today "
                         "the PP-OCRv4 text model only), fp32, or bf16 (OpenVINO sessions on a CPU with native "
                         "bf16: AMX / AVX-512 BF16); the default models and GPU providers run fp32, except the "
-                        "full-frame text pass, which runs bf16 where the CPU has it (fp32 here turns that off too)")
+                        "full-frame text pass and CenterFace on frames of <= small_frame_side px, which run bf16 "
+                        "where the CPU has it (fp32 here turns those off too)")
 
 
 def _redaction_config(args: argparse.Namespace, detect_every_default: int) -> object:
@@ -83,6 +84,7 @@ def _redaction_config(args: argparse.Namespace, detect_every_default: int) -> ob
         optional["precision"] = args.precision
         if args.precision == "fp32":  # fp32 everywhere: also the text pass, whose default is bf16
             optional["text_full_precision"] = "fp32"
+            optional["small_frame_centerface_precision"] = "fp32"  # and small frames' CenterFace
     return RedactionConfig(
         classes=tuple(args.classes),
         style=args.style,

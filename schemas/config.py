@@ -293,6 +293,7 @@ class ProcessConfig:
     precision: str
     text_full_min_side: int | None = None
     small_frame_side: int | None = 320
+    small_frame_centerface_precision: str = "bf16"
     text_full_every: int = 2
     text_full_precision: str = "bf16"
     text_dark_precision: str = "fp32"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .. import ovsession
+from ..providers import choose_providers, on_cpu
 from ..quantize import DEFAULT_PRECISION
 from ..types import Boxes, Frames, Label
 from ._common import ModelRef, check_frames
@@ -36,6 +38,12 @@ class FaceUnionDetector:
         model / yunet_model: registry names or paths.
         threshold / max_side / min_side: CenterFace's (see :class:`CenterFaceDetector`).
         yunet_threshold / yunet_max_side / yunet_min_side: YuNet's (see :class:`YuNetDetector`).
+        small_frame_side / small_frame_centerface_precision: frames whose longer side is at
+            most ``small_frame_side`` go through a second CenterFace session in this precision
+            (``bf16``: OpenVINO on a CPU with native bf16; where bf16 cannot run, or CenterFace
+            already runs in it, there is no second session and every frame takes the first).
+            YuNet is the same on every frame. See
+            ``RedactionConfig.small_frame_centerface_precision`` for why.
         Others go to both.
     """
 
@@ -47,13 +55,25 @@ class FaceUnionDetector:
                  max_side: int | None = 640, min_side: int | None = None,
                  yunet_threshold: float = YUNET_THRESHOLD, yunet_max_side: int | None = 1280,
                  yunet_min_side: int | None = None, model_dir: ModelRef | None = None,
-                 threads: int | None = None, batch_size: int | None = None, precision: str = DEFAULT_PRECISION) -> None:
+                 threads: int | None = None, batch_size: int | None = None, precision: str = DEFAULT_PRECISION,
+                 small_frame_side: int | None = None, small_frame_centerface_precision: str | None = None) -> None:
         common = {"providers": providers, "model_dir": model_dir, "threads": threads, "batch_size": batch_size,
                   "precision": precision}
         self.centerface = CenterFaceDetector(model, threshold=threshold, max_side=max_side, min_side=min_side,
                                              **common)  # type: ignore[arg-type]
         self.yunet = YuNetDetector(yunet_model, threshold=yunet_threshold, max_side=yunet_max_side,
                                    min_side=yunet_min_side, **common)  # type: ignore[arg-type]
+        self.small_frame_side = small_frame_side
+        self.centerface_small: CenterFaceDetector | None = None
+        """CenterFace for frames of at most ``small_frame_side`` px (``None``: ``centerface`` for all)."""
+        if (small_frame_side is not None and small_frame_centerface_precision == "bf16"
+                and self.centerface.precision != "bf16" and on_cpu(choose_providers(providers))
+                and ovsession.available() and ovsession.bf16_supported()):
+            small = CenterFaceDetector(model, threshold=threshold, max_side=max_side, min_side=min_side,
+                                       **{**common, "precision": "bf16"})  # type: ignore[arg-type]
+            if small.precision == "bf16":
+                small.name = "centerface_small_frames"  # its own entry in the segment manifests
+                self.centerface_small = small
         self.threshold = self.centerface.threshold
         self.providers = self.centerface.providers
         self.model_sha256 = f"{self.centerface.model_sha256}+{self.yunet.model_sha256}"
@@ -61,11 +81,16 @@ class FaceUnionDetector:
     @property
     def components(self) -> dict[str, CenterFaceDetector | YuNetDetector]:
         """The detectors whose boxes are united (the evaluation caches each one)."""
-        return {"centerface": self.centerface, "yunet": self.yunet}
+        out: dict[str, CenterFaceDetector | YuNetDetector] = {"centerface": self.centerface, "yunet": self.yunet}
+        if self.centerface_small is not None:
+            out["centerface_small_frames"] = self.centerface_small
+        return out
 
     def detect(self, frames: Frames) -> list[Boxes]:
         check_frames(frames)
-        a = self.centerface.detect(frames)
+        small = (self.centerface_small is not None and self.small_frame_side is not None
+                 and max(frames.shape[1:3]) <= self.small_frame_side)
+        a = (self.centerface_small if small and self.centerface_small is not None else self.centerface).detect(frames)
         b = self.yunet.detect(frames)
         return [Boxes.concat([x, y]) for x, y in zip(a, b)]
 

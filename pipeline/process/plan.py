@@ -182,7 +182,8 @@ def build_plan(cfg: Any, *, model_dir: str | None = None, policy: Policy | None 
         face_max_side=p.face_max_side, text_max_side=p.text_max_side, precision=p.precision,
         text_full_min_side=p.text_full_min_side, small_frame_side=p.small_frame_side,
         text_full_every=p.text_full_every, text_full_precision=getattr(p, "text_full_precision", "bf16"),
-        text_dark_precision=getattr(p, "text_dark_precision", "fp32")).validate()
+        text_dark_precision=getattr(p, "text_dark_precision", "fp32"),
+        small_frame_centerface_precision=getattr(p, "small_frame_centerface_precision", "bf16")).validate()
     pdir = getattr(cfg, "policies_dir", None)
     if pdir:
         found = load_policies(pdir)

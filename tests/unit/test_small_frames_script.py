@@ -59,5 +59,6 @@ def test_a_leak_is_measured_in_the_small_frame() -> None:
     assert leak_width({"size_px": 40.0, "points": [[1.0, 2.0]]}, 0.25) == 10.0  # COCO: head size scaled
 
 
-def test_the_baseline_variant_is_the_default_union() -> None:
-    assert next(iter(VARIANTS.items())) == ("both (default)", ("cf", "yn"))
+def test_the_baseline_variant_is_the_fp32_union_and_the_default_is_measured() -> None:
+    assert next(iter(VARIANTS.items())) == ("both fp32", ("cf", "yn"))
+    assert VARIANTS["centerface bf16 + yunet (default)"] == ("cf_bf16", "yn")
