@@ -246,6 +246,8 @@ class Run:
         self.fault_at: float | None = None
         self.failed = False  # a scenario-specific expectation did not hold
         self.notes: list[str] = []
+        self._dlq_consumer: Any = None  # see dlq_records
+        self._dlq: list[tuple[Any, dict[str, Any]]] = []
         self.env = {**os.environ, "VEILSTREAM_MODEL_DIR": str(MODEL_DIR), "VEILSTREAM_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
                     "VEILSTREAM_STOP_GRACE_S": "90", **scenario.env}
 
@@ -337,28 +339,40 @@ class Run:
                 out.append(json.loads(st.get_object(k)))
         return out
 
-    def dlq_records(self, timeout_s: float = 8.0) -> list[tuple[Any, dict[str, Any]]]:
+    def dlq_records(self, timeout_s: float = 8.0, quiet_s: float = 2.0) -> list[tuple[Any, dict[str, Any]]]:
+        """Every DLQ record so far: one consumer for the whole run reads on from where the last
+        call stopped, until nothing came for ``quiet_s`` (at most ``timeout_s``). A new consumer
+        per call read the topic from its start and waited 2 s for silence on every poll of
+        :meth:`wait_accounted`."""
         from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
         from schemas.messages import decode_dlq
 
-        c = Consumer({"bootstrap.servers": self.cfg.kafka.bootstrap_servers, "group.id": f"dlq-read-{uuid.uuid4()}",
-                      "enable.auto.commit": False, "fetch.max.bytes": 64 * 1024 * 1024})
-        c.assign([TopicPartition(self.cfg.kafka.topics.dlq, 0, OFFSET_BEGINNING)])
-        out, quiet = [], time.monotonic() + 2.0
+        if self._dlq_consumer is None:
+            c = Consumer({"bootstrap.servers": self.cfg.kafka.bootstrap_servers,
+                          "group.id": f"dlq-read-{uuid.uuid4()}", "enable.auto.commit": False,
+                          "fetch.max.bytes": 64 * 1024 * 1024})
+            c.assign([TopicPartition(self.cfg.kafka.topics.dlq, 0, OFFSET_BEGINNING)])
+            self._dlq_consumer = c
+        c = self._dlq_consumer
+        quiet = time.monotonic() + quiet_s
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < min(deadline, quiet):
-            m = c.poll(0.3)
+            m = c.poll(min(0.3, quiet_s))
             if m is None or m.error():
                 continue
-            quiet = time.monotonic() + 1.5
+            quiet = time.monotonic() + quiet_s
             rec = decode_dlq(m.value(), m.headers())
             meta = {}
             with contextlib.suppress(Exception):
                 meta = json.loads(rec.headers.get("veil-meta", "{}"))
-            out.append((rec, meta))
-        c.close()
-        return out
+            self._dlq.append((rec, meta))
+        return list(self._dlq)
+
+    def close_readers(self) -> None:
+        if self._dlq_consumer is not None:
+            self._dlq_consumer.close()
+            self._dlq_consumer = None
 
     def drops(self) -> set[tuple[str, int]]:
         import re
@@ -366,7 +380,7 @@ class Run:
         pat = re.compile(r"chunk dropped whole camera=(\S+) chunk_seq=(\d+)")
         return {(m.group(1), int(m.group(2))) for m in pat.finditer(self.log("process"))}
 
-    def account(self, dlq_timeout_s: float = 3.0) -> tuple[dict[Any, str], dict[str, int]]:
+    def account(self, dlq_timeout_s: float = 3.0, dlq_quiet_s: float = 2.0) -> tuple[dict[Any, str], dict[str, int]]:
         """Outcome of every produced message: ``out``, ``dlq:<reason>``, ``dropped`` (or absent)."""
         outcome: dict[Any, str] = {}
         self.fail_closed = 0
@@ -376,7 +390,7 @@ class Run:
                 outcome[(m["camera_id"], int(seq))] = "out"
         reasons: dict[str, int] = {}
         by_offset = self.produced
-        for rec, meta in self.dlq_records(dlq_timeout_s):
+        for rec, meta in self.dlq_records(dlq_timeout_s, dlq_quiet_s):
             ident = None
             if rec.source_topic == self.cfg.kafka.topics.raw:
                 ident = by_offset.get((rec.source_partition, rec.source_offset))
@@ -417,7 +431,11 @@ class Run:
         log = self.log("ingest").split("ingest started")[-1]  # the running (restarted) worker
         return all(f"camera finished camera={cam} " in log for cam, _c, _n in WORKLOAD)
 
-    def wait_accounted(self, timeout_s: float) -> bool:
+    def wait_accounted(self, timeout_s: float, interval_s: float = 0.5) -> bool:
+        """Polls every ``interval_s`` (the DLQ read goes on from the last poll, up to 0.5 s of
+        silence) until every produced chunk is accounted for. Each poll lists the bucket's
+        manifests and reads on in the DLQ; it used to sleep 2 s and read the DLQ from its start
+        for 2 s: up to 4 s after the last chunk was accounted for, in every scenario."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.sc.ingest:
@@ -426,14 +444,14 @@ class Run:
                     continue
                 self.read_raw()
             want = set(self.produced.values())
-            outcome, _ = self.account(dlq_timeout_s=2.0)
+            outcome, _ = self.account(dlq_timeout_s=2.0, dlq_quiet_s=0.5)
             if want <= set(outcome):
                 return True
             for name, p in self.procs.items():
                 if p.poll() is not None and name in ("process", "sink"):
                     self.notes.append(f"{name} exited rc={p.returncode}")
                     return False
-            time.sleep(2.0)
+            time.sleep(interval_s)
         return False
 
     def wait_progress(self, min_out: int, timeout_s: float = 90.0) -> bool:
@@ -508,7 +526,10 @@ class Run:
                 self.proxy.close()
             for mp in self.extra:
                 mp.stop(5.0)
-        outcome, res.reasons = self.account(dlq_timeout_s=4.0)
+        try:
+            outcome, res.reasons = self.account(dlq_timeout_s=4.0)
+        finally:
+            self.close_readers()
         if self.sc.ingest:
             self.read_raw()
             res.chunks_in = len(set(self.produced.values()))

@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from operators.codec import decode_chunk_payload, split_gops
 from operators.video import sample_video
@@ -96,10 +96,15 @@ def produce(cfg: Any, items: list[tuple[bytes | None, list[tuple[str, bytes]] | 
 
 
 def consume_all(cfg: Any, topic: str, expected: int, timeout_s: float = 240) -> list[Any]:
+    """Up to ``expected`` messages of every partition of ``topic`` from the beginning, or what
+    ``timeout_s`` gives. Partitions are assigned, not subscribed: a group join on tansu takes about
+    session.timeout.ms / 2 (3 s), which every read paid and which a "nothing more" read (a few
+    seconds' timeout) spent mostly joining instead of reading."""
     c = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers, "group.id": f"reader-{time.time_ns()}",
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                  "fetch.message.max.bytes": 16 << 20, "session.timeout.ms": 6000})
-    c.subscribe([topic])
+                  "enable.auto.commit": False, "fetch.message.max.bytes": 16 << 20})
+    md = c.list_topics(topic, timeout=10)
+    assert topic in md.topics and md.topics[topic].partitions, f"topic {topic} not found"
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in md.topics[topic].partitions])
     got: list[Any] = []
     deadline = time.monotonic() + timeout_s
     while len(got) < expected and time.monotonic() < deadline:

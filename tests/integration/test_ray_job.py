@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,25 @@ from tests.shared import MODELS
 pytestmark = pytest.mark.integration
 
 
-def test_submitted_job_redacts_and_sigterm_drains_it(broker: Any, unique_name: str, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def jobs_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One Ray head with its dashboard (the Jobs API) for the module's tests: ``url``. Each test's
+    jobs carry its own unique name and are stopped by the test; a head start with the dashboard
+    costs seconds of CPU, and its stop 3 s (Ray ignores SIGTERM: SIGKILL after the grace)."""
+    dash = free_port()
+    venv_bin = str(Path(sys.executable).parent)  # the job's entrypoint is `veilstream process`
+    head = start_ray_head(tmp_path_factory.mktemp("ray-jobs-head"), num_cpus=2, object_store_mb=256,
+                          dashboard_port=dash, timeout_s=120,
+                          env_extra={"PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
+                                     "VEILSTREAM_MODEL_DIR": str(MODELS)})
+    try:
+        yield f"http://127.0.0.1:{dash}"
+    finally:
+        head.stop()
+
+
+def test_submitted_job_redacts_and_sigterm_drains_it(broker: Any, jobs_head: str, unique_name: str,
+                                                    tmp_path: Path) -> None:
     from ray.job_submission import JobSubmissionClient
     from test_process import carphone_chunks, committed, consume_all, produce
 
@@ -51,12 +70,7 @@ def test_submitted_job_redacts_and_sigterm_drains_it(broker: Any, unique_name: s
     chunks = [first, dataclasses.replace(first, chunk_seq=1, captured_at_ms=first.captured_at_ms + 4000)]
     produce(cfg, [(v, list(h), c.camera_id) for c in chunks for v, h in [encode_chunk(c)]])
 
-    dash = free_port()
-    venv_bin = str(Path(sys.executable).parent)  # the job's entrypoint is `veilstream process`
-    head = start_ray_head(tmp_path, num_cpus=2, object_store_mb=256, dashboard_port=dash, timeout_s=120,
-                          env_extra={"PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
-                                     "VEILSTREAM_MODEL_DIR": str(MODELS)})
-    url = f"http://127.0.0.1:{dash}"
+    url = jobs_head
     # the submitter in this process (its own probe server would take the job's metrics.port: on
     # Kubernetes they are different pods); `stop` is what its SIGTERM handler sets
     stop, lines, rc = threading.Event(), [], []
@@ -101,10 +115,9 @@ def test_submitted_job_redacts_and_sigterm_drains_it(broker: Any, unique_name: s
     finally:
         stop.set()
         sub.join(120)
-        head.stop(10.0)
 
 
-def test_a_new_revision_takes_over_from_the_old_job_without_a_gap(broker: Any, unique_name: str,
+def test_a_new_revision_takes_over_from_the_old_job_without_a_gap(broker: Any, jobs_head: str, unique_name: str,
                                                                   tmp_path: Path) -> None:
     """The chart's surge-first rollout on a real head: submitter A (pod-template-hash r1) runs its
     job; submitter B (r2, same config and policies) submits a second job beside it in the same
@@ -140,12 +153,7 @@ def test_a_new_revision_takes_over_from_the_old_job_without_a_gap(broker: Any, u
         sent.extend(batch)
         produce(cfg, [(v, list(h), c.camera_id) for c in batch for v, h in [encode_chunk(c)]])
 
-    dash = free_port()
-    venv_bin = str(Path(sys.executable).parent)
-    head = start_ray_head(tmp_path, num_cpus=2, object_store_mb=256, dashboard_port=dash, timeout_s=120,
-                          env_extra={"PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
-                                     "VEILSTREAM_MODEL_DIR": str(MODELS)})
-    url = f"http://127.0.0.1:{dash}"
+    url = jobs_head
     subs: dict[str, dict[str, Any]] = {}
 
     def submitter(rev: str) -> dict[str, Any]:
@@ -212,7 +220,6 @@ def test_a_new_revision_takes_over_from_the_old_job_without_a_gap(broker: Any, u
             s["stop"].set()
         for s in subs.values():
             s["thread"].join(120)
-        head.stop(10.0)
     got = [decode_chunk_redacted(m.value(), m.headers()) for m in out]
     assert {r.chunk_seq for r in got} == {c.chunk_seq for c in sent} and dlq == []
     assert all((r.policy_id, r.policy_version) == ("default", 3) and r.fail_closed_frames == () for r in got)
