@@ -201,7 +201,7 @@ def test_a_second_local_node_joins_the_loopback_head_on_loopback(ray_local, tmp_
         sockets = _listening(_process_tree(node.pid))
         assert sockets and all(a in ("127.0.0.1", "::ffff:7f00:1") for a, _ in sockets), sockets
     finally:
-        node.stop(10.0)
+        node.stop()  # grace_s=3.0: a raylet ignores SIGTERM, a 10 s grace was 10 s of waiting
 
 
 def test_up_down_leaves_nothing_behind(tmp_path):
