@@ -22,9 +22,10 @@ Repeatable: OpenVINO sessions (the full-frame text pass) compile each recurring 
 static model in the calling thread (``--compiles sync``, the default, as ``veilstream eval``
 does), so whether a call is served by the dynamic or the static compiled model, whose outputs
 differ in the last bits (bf16: more), depends on the call count only. With ``async`` (the
-process stage's behaviour) it depends on when a background compile finished, and two runs of one
-tree scored faces_wider_hard 545 and 513 leaks (docs/quality.md "Small cameras"); ``dynamic``
-never compiles a static model (a check that the numbers do not hinge on the static compiles).
+process stage's behaviour) it depends on when a background compile finished (0.2-3 s on a loaded
+box before compiled models were cached on disk); ``dynamic`` never compiles a static model (at
+320 px faces_wider_hard's caps row leaks 546 so, 547 with static compiles: docs/quality.md
+"Small cameras: which face detectors earn their CPU").
 
 Prints one line per (size, set, sizing) and one JSON line. Never pass/fail.
 """
