@@ -19,6 +19,7 @@ waits on anything (all work is on in-memory bytes).
 from __future__ import annotations
 
 import logging
+import re
 import struct
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -265,7 +266,8 @@ Less encode CPU at about the same bytes and PSNR (docs/performance.md, sessions 
 
 
 def encode_h264_chunk(frames: Frames, fps: float, pts_ms: Sequence[int] | None = None, crf: int = 23,
-                      preset: str = "veryfast", threads: int | None = None) -> bytes:
+                      preset: str = "veryfast", threads: int | None = None,
+                      partitions: str | None = X264_PARTITIONS) -> bytes:
     """One closed-GOP H.264 Annex-B stream (IDR first, no B-frames, yuv420p, SPS/PPS in-band).
 
     Args:
@@ -279,6 +281,10 @@ def encode_h264_chunk(frames: Frames, fps: float, pts_ms: Sequence[int] | None =
             costs the same CPU (a 720p crowd chunk: 0.0159 vs 0.0157 CPU-s a frame) and keeps
             the work on the calling thread, where a caller that runs several encodes at once
             (the process stage's chunk actors) and counts CPU by thread can see it.
+        partitions: an x264 ``partitions=...`` option (default :data:`X264_PARTITIONS`, what the
+            stage encodes with), or ``None`` for the preset's own partition search (what
+            :func:`operators.evalvideo.h264_roundtrip` uses to stand in for a camera's encoder, so
+            that tuning the stage's encoder does not change the eval's input clips).
 
     The bytes are not deterministic on CPUs with AVX-512: libx264's AVX-512 kernels now and then
     encode the same frames differently in the last macroblock (about 4 distinct streams in 1,500
@@ -288,6 +294,9 @@ def encode_h264_chunk(frames: Frames, fps: float, pts_ms: Sequence[int] | None =
     """
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
         raise CodecError(f"encode_h264_chunk: threads must be an integer >= 0 (0 = auto), got {threads!r}")
+    if partitions is not None and (not isinstance(partitions, str)
+                                   or not re.fullmatch(r"partitions=[a-z0-9,]+", partitions)):
+        raise CodecError(f"encode_h264_chunk: partitions must be 'partitions=<list>' or None, got {partitions!r}")
     arr = _check_frames(frames, "encode_h264_chunk")
     n, h, w = arr.shape[:3]
     if n == 0:
@@ -308,9 +317,9 @@ def encode_h264_chunk(frames: Frames, fps: float, pts_ms: Sequence[int] | None =
         "crf": str(int(crf)),
         "preset": preset,
         # one GOP per chunk, closed, no B-frames, headers repeated in-band; the partition search
-        # of X264_PARTITIONS
+        # of ``partitions`` (X264_PARTITIONS by default)
         "x264-params": f"keyint={max(n, 1)}:min-keyint={max(n, 1)}:scenecut=0:bframes=0:open-gop=0:repeat-headers=1"
-                       f":{X264_PARTITIONS}",
+                       + (f":{partitions}" if partitions else ""),
     }
     out: list[bytes] = []
     try:

@@ -58,9 +58,19 @@ def clip_from_image(img: np.ndarray, n: int = CLIP_FRAMES, zoom: float = ZOOM) -
     return np.stack(frames), affines
 
 
+CLIP_X264_PARTITIONS: str | None = None
+"""The clip's encoder stands in for a *camera's* encoder (the footage the stage receives), not for
+the stage's output encoder: libx264 CRF 23 veryfast with the preset's own partition search, the
+stage's encoder settings up to session 11. Session 12 gave the stage's encoder ``partitions=i4x4``
+(:data:`operators.codec.X264_PARTITIONS`); with the clips following it, faces_wider_hard's small-face
+leaks moved by 10-30 target-frames with no change to detection or masking (another bitstream of the
+same pictures). Pinned here so that tuning the output encoder never changes the eval's input."""
+
+
 def h264_roundtrip(frames: Frames, tmp: Path | None = None, fps: float = CLIP_FPS) -> Frames:
-    """Encode to H.264 (libx264 CRF 23, veryfast: the process stage's own encoder,
-    :func:`operators.codec.encode_h264_chunk`) and decode again, in memory (``tmp`` is not used).
+    """Encode to H.264 (libx264 CRF 23, veryfast, :data:`CLIP_X264_PARTITIONS`, through the process
+    stage's chunk encoder :func:`operators.codec.encode_h264_chunk`) and decode again, in memory
+    (``tmp`` is not used).
 
     Deterministic: the same frames give the same clip in every run. Until session 11 the clip
     went through :class:`operators.video.VideoWriter`, whose swscale BGR -> yuv420p conversion
@@ -71,7 +81,7 @@ def h264_roundtrip(frames: Frames, tmp: Path | None = None, fps: float = CLIP_FP
     from .codec import decode_h264_chunk, encode_h264_chunk
 
     h, w = int(frames.shape[1]), int(frames.shape[2])
-    data = encode_h264_chunk(frames, fps=fps)
+    data = encode_h264_chunk(frames, fps=fps, partitions=CLIP_X264_PARTITIONS)
     return decode_h264_chunk(data, (w, h), expected_frames=len(frames))
 
 

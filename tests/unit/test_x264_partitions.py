@@ -44,3 +44,36 @@ def test_video_writer_searches_intra_4x4_only_and_keeps_its_gop(tmp_path):
     # VideoWriter's own GOP and B-frames (libx264's defaults with veryfast), not the stage's
     assert (opts["bframes"], opts["keyint"]) == ("3", "250")
     assert opts["crf"].startswith("23")
+
+
+def test_partitions_none_is_the_presets_own_search_and_bad_values_are_refused():
+    import pytest
+
+    from operators.codec import CodecError
+
+    opts = _x264_options(encode_h264_chunk(_frames(3), fps=25.0, partitions=None))
+    assert opts["analyse"] == "0x3:0x113"  # veryfast's own
+    for bad in ("i4x4", "partitions=i4x4:ref=9", 3):
+        with pytest.raises(CodecError, match="partitions"):
+            encode_h264_chunk(_frames(2), fps=25.0, partitions=bad)  # type: ignore[arg-type]
+
+
+def test_eval_clips_stand_in_for_a_camera_not_for_the_stage_encoder(monkeypatch):
+    """The video eval's clips keep the camera stand-in's encoder (veryfast's own partition search)
+    whatever the stage's encoder is tuned to: the same pictures in, the same clip out."""
+    from operators import codec, evalvideo
+
+    seen: list[object] = []
+    real = codec.encode_h264_chunk
+
+    def spy(f, **kw):
+        seen.append(kw.get("partitions", "default"))
+        return real(f, **kw)
+
+    monkeypatch.setattr(codec, "encode_h264_chunk", spy)
+    frames = _frames(4)
+    out = evalvideo.h264_roundtrip(frames)
+    assert seen == [None]
+    data = real(frames, fps=evalvideo.CLIP_FPS, partitions=None)
+    assert np.array_equal(out, codec.decode_h264_chunk(data, (96, 64), expected_frames=4))
+    assert _x264_options(data)["analyse"] == "0x3:0x113"
