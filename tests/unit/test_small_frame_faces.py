@@ -107,3 +107,15 @@ def test_cli_precision_fp32_turns_it_off_too(flag: str | None, expected: str) ->
                               style="mosaic", detect_every=None, providers=None, model_dir=None)
     cfg = _redaction_config(args, 4)
     assert isinstance(cfg, RedactionConfig) and cfg.small_frame_centerface_precision == expected
+
+
+def test_the_still_eval_detects_as_before_whatever_the_setting() -> None:
+    """``veilstream eval`` (still) caches CenterFace and YuNet as components of their own: the
+    setting is not in what they run or in their cache signatures, so its figures cannot move (and
+    no eval image is <= 320 px anyway)."""
+    from operators import evalcache
+
+    on = evalcache.components(RedactionConfig().validate())
+    off = evalcache.components(RedactionConfig(small_frame_centerface_precision="fp32").validate())
+    assert list(on) == list(off) and {"centerface", "yunet"} <= set(on)
+    assert all(on[k].params == off[k].params for k in on)
