@@ -188,8 +188,8 @@ class RedactionConfig:
             ``load_tests/small_faces.py``, docs/quality.md "Small cameras: which face detectors
             earn their CPU"): on every eval set downscaled to 320 px, no set leaks more faces of
             >= 8 px than fp32 (faces_wider_hard 31 -> 29 of 1883, 586 -> 576 of 5097 in all; the
-            others the same), for x0.66 of CenterFace's CPU on a 320x180 frame (x0.89 of that
-            frame's detection). Each detector alone leaks faces of >= 8 px the other finds, so
+            others the same), for x0.64-0.66 of CenterFace's CPU on a 320x180 frame (x0.88-0.94 of
+            that frame's detection). Each detector alone leaks faces of >= 8 px the other finds, so
             both stay. ``None`` / ``fp32``: as ``precision`` says. No eval image is that small,
             so ``veilstream eval`` cannot see it (its cache runs CenterFace as ``precision``
             says on every image).
