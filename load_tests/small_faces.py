@@ -83,6 +83,17 @@ VARIANTS: dict[str, tuple[str, ...]] = {
 """Variant name -> the :data:`COMPONENTS` whose boxes it masks (the first is the baseline: the
 ``vs first`` columns count the faces a variant leaks that it does not, and the reverse)."""
 
+PERSONS: dict[str, dict[str, Any]] = {
+    "yolox": {},
+    "yolox_bf16": {"providers": "openvino", "precision": "bf16"},
+    "yolox_ov_fp32": {"providers": "openvino", "precision": "fp32"},
+}
+"""YOLOX variants (``--persons``): the default Redactor's own person/vehicle detector (``yolox``:
+``providers: auto`` runs it fp32 on onnxruntime, YOLOX-nano is not in ``OPENVINO_WINS``), and the
+same model on OpenVINO in bfloat16 (a CPU with native bf16; ``auto`` never picks it, so it is asked
+for by name), and on OpenVINO in fp32 (to tell the backend's share from bf16's). With more than one, every face variant is scored with each (``<variant> | <yolox>``):
+the persons feed the head fallback and the vehicles the vehicle-crop plate search."""
+
 FACE_EDGES_PX = (8, 16)
 """Faces are bucketed by width in the small frame: ``<8``, ``8-16``, ``>=16`` px."""
 
@@ -135,6 +146,26 @@ def build_components(red: Any, names: set[str]) -> dict[str, Any]:
     return out
 
 
+def build_persons(red: Any, names: list[str]) -> dict[str, Any]:
+    """The YOLOX variants of :data:`PERSONS` named in ``names`` (``yolox``: the Redactor's own)."""
+    from operators.detectors import YoloxPersonDetector
+
+    base = red.detectors["person"]
+    out: dict[str, Any] = {}
+    for name in names:
+        if not PERSONS[name]:
+            out[name] = base
+            continue
+        kw: dict[str, Any] = {"threshold": base.threshold, "nms_iou": base.nms_iou, "max_side": base.max_side,
+                              "threads": 1, "vehicles": base.vehicles, "vehicle_threshold": base.vehicle_threshold,
+                              "max_upscale": base.max_upscale, "native_max_side": base.native_max_side,
+                              "precision": red.config.precision, **PERSONS[name]}
+        if red.config.model_dir:
+            kw["model_dir"] = red.config.model_dir
+        out[name] = YoloxPersonDetector(**kw)
+    return out
+
+
 def cost_cameras() -> dict[str, np.ndarray]:
     """The fixed 320x180 cameras timed (see the module docstring)."""
     import cv2
@@ -151,8 +182,10 @@ def cost_cameras() -> dict[str, np.ndarray]:
     return out
 
 
-def measure_cost(red: Any, comps: dict[str, Any], rounds: int) -> dict[str, Any]:
-    """CPU-s per frame of each variant's face detection and of the other passes, per camera."""
+def measure_cost(red: Any, comps: dict[str, Any], rounds: int, persons: dict[str, Any] | None = None) -> dict[str, Any]:
+    """CPU-s per frame of each variant's face detection and of the other passes, per camera (and of
+    each YOLOX variant of ``persons`` alone, alternated with the rest, when there is more than one)."""
+    timed = {**comps, **{f"person {k}": v for k, v in (persons or {}).items() if len(persons or {}) > 1}}
     from operators.types import Label
 
     cams = cost_cameras()
@@ -165,24 +198,24 @@ def measure_cost(red: Any, comps: dict[str, Any], rounds: int) -> dict[str, Any]
 
     for frames in cams.values():  # warm-up: sessions, OpenVINO static compiles (3rd call), caches
         for _ in range(4):
-            for det in comps.values():
+            for det in timed.values():
                 det.detect(frames)
             rest(frames)
     got: dict[tuple[str, str], list[float]] = {}
     for _ in range(rounds):
         for cam, frames in cams.items():
-            for name in [*comps, "other passes"]:
+            for name in [*timed, "other passes"]:
                 t0 = time.process_time()
                 if name == "other passes":
                     rest(frames)
                 else:
-                    comps[name].detect(frames)
+                    timed[name].detect(frames)
                 got.setdefault((cam, name), []).append((time.process_time() - t0) / len(frames))
     per = {k: statistics.median(v) for k, v in got.items()}
     table: dict[str, Any] = {}
     for cam in cams:
         row: dict[str, Any] = {"frames": len(cams[cam]), "other_passes": round(per[(cam, "other passes")], 5),
-                               "components": {c: round(per[(cam, c)], 5) for c in comps}, "variants": {}}
+                               "components": {c: round(per[(cam, c)], 5) for c in timed}, "variants": {}}
         for v, parts in VARIANTS.items():
             if all(p in comps for p in parts):
                 face = sum(per[(cam, p)] for p in parts)
@@ -201,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=5, help="cost rounds (0: no cost measurement)")
     ap.add_argument("--no-quality", action="store_true", help="the cost table only")
     ap.add_argument("--compiles", default="sync", choices=COMPILES)
+    ap.add_argument("--persons", default="yolox",
+                    help="','-separated YOLOX variants of PERSONS (default: yolox, the Redactor's own); with "
+                         "more than one, each face variant is scored with each, named '<variant> | <yolox>'")
     args = ap.parse_args(argv)
     use_shared_models()
     set_compiles(args.compiles)
@@ -209,10 +245,13 @@ def main(argv: list[str] | None = None) -> int:
     from operators.redactor import RedactionConfig, Redactor
     from operators.types import Boxes, Label
 
-    variants = {k: v for k, v in VARIANTS.items() if not args.variants or k in args.variants.split("|")}
+    face_variants = {k: v for k, v in VARIANTS.items() if not args.variants or k in args.variants.split("|")}
     red = Redactor(RedactionConfig(classes=("face", "plate"), threads=1).validate())
-    comps = build_components(red, {c for parts in variants.values() for c in parts})
-    person: Any = red.detectors["person"]
+    comps = build_components(red, {c for parts in face_variants.values() for c in parts})
+    persons = build_persons(red, args.persons.split(","))
+    # variant name -> (face components, YOLOX variant)
+    variants: dict[str, tuple[tuple[str, ...], str]] = {
+        (k if len(persons) == 1 else f"{k} | {pn}"): (parts, pn) for k, parts in face_variants.items() for pn in persons}
     text: Any = red.detectors["text"]
     sets = SETS if args.sets == "all" else tuple(args.sets.split(","))
     rows: list[dict[str, Any]] = []
@@ -228,10 +267,14 @@ def main(argv: list[str] | None = None) -> int:
             for w in face_widths(item, ds, aff[0]):
                 targets[bucket(w)] = targets.get(bucket(w), 0) + 1
             found = {c: det.detect(frames)[0] for c, det in comps.items()}
-            (p,) = person.detect(frames)
-            (cr,) = text.detect_crops(frames, [p.select(p.label == Label.VEHICLE)])
             (full,) = text.detect(frames)
-            for k, parts in variants.items():
+            rest: dict[str, tuple[Any, Any]] = {}
+            for pn, person in persons.items():
+                (p,) = person.detect(frames)
+                (cr,) = text.detect_crops(frames, [p.select(p.label == Label.VEHICLE)])
+                rest[pn] = (p, cr)
+            for k, (parts, pn) in variants.items():
+                p, cr = rest[pn]
                 raw = Boxes.concat([*(found[c] for c in parts), p, cr, full])
                 plan = red.plan_from([raw], [], hw, frames=frames)
                 scorers[k].add(item, red.coverage(hw, plan[0]), affine=aff, frame=item.image_path.name)
@@ -259,12 +302,12 @@ def main(argv: list[str] | None = None) -> int:
                 row["fewer_than_first_by_width_px"] = {b: sum(bucket(w) == b for w in fewer) for b in sorted(
                     {bucket(w) for w in fewer})}
             rows.append(row)
-            print(f"{ds:<17} {k:<26} {main_cls.cls:<5} leaked {main_cls.leaked:>4} of {main_cls.targets:<5} "
+            print(f"{ds:<17} {k:<36} {main_cls.cls:<5} leaked {main_cls.leaked:>4} of {main_cls.targets:<5} "
                   f"masked {row['masked_area']:.2%}  faces leaked by width {row['faces_leaked_by_width_px']} "
                   f"(of {row['faces_by_width_px']})"
                   + (f"  vs first: +{row['more_than_first_by_width_px']} -{row['fewer_than_first_by_width_px']}"
                      if "more_than_first_by_width_px" in row else ""), flush=True)
-    cost = measure_cost(red, comps, args.rounds) if args.rounds else {}
+    cost = measure_cost(red, comps, args.rounds, persons) if args.rounds else {}
     for cam, row in cost.items():
         print(f"\n{cam}: {row['frames']} frames, other passes {row['other_passes']:.4f} CPU-s/frame; "
               f"load average {os.getloadavg()[0]:.1f}")
@@ -272,7 +315,13 @@ def main(argv: list[str] | None = None) -> int:
         for v, c in row["variants"].items():
             print(f"  {v:<26} faces {c['face_cpu_s']:.4f}  (x{c['face_cpu_s'] / base['face_cpu_s']:.2f})  "
                   f"detection {c['detect_cpu_s']:.4f} CPU-s/frame  (x{c['detect_cpu_s'] / base['detect_cpu_s']:.2f})")
-    precisions = {c: getattr(d, "precision", "?") + "/" + ",".join(getattr(d, "providers", [])) for c, d in comps.items()}
+    precisions = {c: getattr(d, "precision", "?") + "/" + ",".join(getattr(d, "providers", []))
+                  for c, d in {**comps, **persons}.items()}
+    for cam, row in cost.items():
+        yolox = {k: v for k, v in row["components"].items() if k.startswith("person ")}
+        if yolox:
+            first = next(iter(yolox.values()))
+            print(f"{cam}: " + "  ".join(f"{k} {v:.4f} CPU-s/frame (x{v / first:.2f})" for k, v in yolox.items()))
     print(json.dumps({"side": args.side, "compiles": args.compiles, "components": precisions, "rows": rows,
                       "cost_cpu_s_per_frame": cost, "load_avg": os.getloadavg()}))
     return 0
