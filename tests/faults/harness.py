@@ -782,7 +782,10 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("stop_s3", "object store SIGSTOPped 15 s, resumed", inject=stop_object_store),
     Scenario("kill_detector", "a detector actor's process SIGKILLed mid-batch", inject=kill_detector_actor),
     Scenario("ray_node_lost", "two-node Ray: the node running the detector lost (SIGKILL), replaced 5 s later",
-             setup=second_node, inject=lose_node, config={"ray": {"detector": {"num_cpus": 2}}}),
+             setup=second_node, inject=lose_node,
+             # spread: the detector (2 CPUs) cannot share a 2-CPU node with chunk actors under node_local,
+             # and the start-up capacity check refuses that; spread puts it on the second node
+             config={"ray": {"detector": {"num_cpus": 2}, "placement": "spread"}}),
     Scenario("kill_ingest", "ingest (reading 3 real-time file cameras) SIGKILLed mid-stream, restarted",
              inject=kill_ingest, ingest=True),
     Scenario("s3_refuses", "object store answers 503 SlowDown to every write for 20 s", inject=refuse_writes,
