@@ -316,3 +316,17 @@ def bare_detector_actor(timeout_s: float = 30.0, max_wait_s: float = 0.2) -> Det
     d.max_batch_frames, d.max_wait_s, d._queue, d._loop_task, d.calls, d.batches = 64, max_wait_s, None, None, 0, 0
     d._pending_px, d.timeout_s = 0, timeout_s
     return d
+
+
+class DeadProcess:
+    """A ``pipeline.devstack.spawn`` result whose process has already exited (no log): what a
+    fake ``spawn`` returns where a test only inspects the argv and environment it was given."""
+
+    pid = 1
+    log_path = "ray.log"
+
+    def alive(self) -> bool:
+        return False
+
+    def log_tail(self, n: int = 20) -> str:
+        return ""

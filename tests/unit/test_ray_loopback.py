@@ -17,17 +17,9 @@ from pipeline.devstack import DevStackError
 from pipeline.devstack.stack import worker_config
 from pipeline.raynet import LOOPBACK_ENV, is_loopback_address, keep_ray_on_loopback
 from schemas.config import parse_config
+from tests.fakes import DeadProcess
 
-
-class _Dead:
-    pid = 1
-    log_path = "ray.log"
-
-    def alive(self) -> bool:
-        return False
-
-    def log_tail(self, n: int = 20) -> str:
-        return ""
+_Dead = DeadProcess
 
 
 def _head_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **kw: Any) -> tuple[list[str], dict[str, str]]:

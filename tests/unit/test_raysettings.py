@@ -24,6 +24,7 @@ from pipeline.process.raysettings import (
 )
 from pipeline.raynet import is_loopback_address
 from schemas.config import parse_config
+from tests.fakes import DeadProcess
 
 # Ray ignores an unknown RAY_<name> variable; its config parser aborts the process on an unknown key.
 _CHECK = "import sys, ray._raylet as r; r.Config.initialize(sys.argv[1]); print('accepted')"
@@ -104,15 +105,7 @@ def test_a_cluster_driver_is_left_as_the_cluster_is(monkeypatch: pytest.MonkeyPa
     assert not any(k in env for k in QUIET_RAY_ENV)
 
 
-class _Dead:
-    pid = 1
-    log_path = "ray.log"
-
-    def alive(self) -> bool:
-        return False
-
-    def log_tail(self, n: int = 20) -> str:
-        return ""
+_Dead = DeadProcess
 
 
 def _head_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **kw: Any) -> dict[str, str]:

@@ -12,19 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from operators.video import VideoReader, VideoWriter, sample_video
+from operators.video import VideoWriter
+from tests.clips import sample_frames
 
-
-def _real_frames(n: int = 30) -> tuple[np.ndarray, np.ndarray]:
-    """Real footage (the carphone sample clip) with its timestamps."""
-    with VideoReader(str(sample_video())) as r:
-        frames, pts = [], []
-        for c in r.chunks(n):
-            frames.append(c.frames.copy())
-            pts.append(c.pts.copy())
-            if sum(len(f) for f in frames) >= n:
-                break
-    return np.concatenate(frames)[:n], np.concatenate(pts)[:n]
+_real_frames = sample_frames
 
 
 def _write(path: Path, frames: np.ndarray, pts: np.ndarray, ahead: int, splits: tuple[int, ...]) -> bytes:

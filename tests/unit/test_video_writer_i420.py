@@ -11,19 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
-from operators.video import VideoReader, VideoWriter, sample_video
+from operators.video import VideoReader, VideoWriter
+from tests.clips import sample_frames
 
-
-def _real_frames(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The carphone sample clip's first ``n`` frames (176x144) with their timestamps."""
-    with VideoReader(str(sample_video())) as r:
-        frames, pts = [], []
-        for c in r.chunks(n):
-            frames.append(c.frames.copy())
-            pts.append(c.pts.copy())
-            if sum(len(f) for f in frames) >= n:
-                break
-    return np.concatenate(frames)[:n], np.concatenate(pts)[:n]
+_real_frames = sample_frames
 
 
 def _write(path: Path, frames: np.ndarray, pts: np.ndarray, ahead: int) -> bytes:
