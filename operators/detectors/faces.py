@@ -88,9 +88,10 @@ class FaceUnionDetector:
 
     def detect(self, frames: Frames) -> list[Boxes]:
         check_frames(frames)
-        small = (self.centerface_small is not None and self.small_frame_side is not None
-                 and max(frames.shape[1:3]) <= self.small_frame_side)
-        a = (self.centerface_small if small and self.centerface_small is not None else self.centerface).detect(frames)
+        cf = self.centerface
+        if self.centerface_small is not None and max(frames.shape[1:3]) <= (self.small_frame_side or 0):
+            cf = self.centerface_small  # set only when small_frame_side is
+        a = cf.detect(frames)
         b = self.yunet.detect(frames)
         return [Boxes.concat([x, y]) for x, y in zip(a, b)]
 

@@ -50,7 +50,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.process.raysettings import quiet_ray_env
+from pipeline.process.raysettings import apply_quiet_ray_env
 from pipeline.raynet import loopback_env
 
 from . import DevStackError, ManagedProcess, free_port, free_ports, spawn
@@ -158,8 +158,7 @@ def start_ray_head(log_dir: str | os.PathLike[str], num_cpus: int | None = None,
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     env.setdefault(AUTH_MODE_ENV, "disabled")  # not whatever a stray ~/.ray/auth_token implies (module doc)
     env.update(loopback_env())  # every listener on 127.0.0.1 (see the module docstring)
-    for key, value in quiet_ray_env().items():  # Ray's observability work nothing reads; the caller's value wins
-        env.setdefault(key, value)
+    apply_quiet_ray_env(env)  # Ray's observability work nothing reads; the caller's value wins
     env.update(env_extra or {})
     # gcs_server / raylet catch SIGTERM but take far too long to act on it: after a
     # short grace the whole group gets SIGKILL (what `ray stop --force` does, by pid here).
