@@ -214,9 +214,12 @@ def test_a_real_chunk_producer_is_replaced_after_its_error_cb_saw_a_fatal_error(
     p.poll(0)
     assert len(made) == 2 and p.current is made[1] and p.replaced == 1
     assert len(reports) == 1 and reports[0].error  # the old instance's held message: a failed report
-    p.produce(OUT, b"w", "k", [], on_done=reports.append)
-    assert len(p) == 1 and p.fatal is None
+    p.produce(OUT, b"w", "k", [], on_done=reports.append)  # the new instance takes it: no refusal
+    # len(p) is librdkafka's out-queue length: the held message plus any connect-refused event not
+    # yet served (CI saw 2), so the message is checked by its report instead
+    assert len(p) >= 1 and p.fatal is None
     assert made[1].abandon(5.0) == 0
+    assert len(reports) == 2 and reports[1].error  # "w" was held by the new instance and reported back
 
 
 def test_a_fatal_error_raised_out_of_poll_or_flush_replaces_the_producer_instead_of_escaping():
