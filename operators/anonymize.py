@@ -147,6 +147,51 @@ class _Region:
     short_px: float
 
 
+I64 = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """One frame's regions as arrays, one entry per region (a padded box's window, or a
+    region mask's bounding box): rows ``y0:y1``, cols ``x0:x1``, ``short`` sizes the low-res
+    grid, ``full``: the whole window is written. The pixels written are row runs: run ``j``
+    is frame row ``row[j]``, columns ``lo[j]:hi[j]`` (non-empty), of region ``run_of[j]``;
+    a region has at most one run per row unless it is a region mask. A full region's runs
+    are its window's rows."""
+
+    y0: I64
+    y1: I64
+    x0: I64
+    x1: I64
+    short: npt.NDArray[np.float64]
+    full: BoolMask
+    run_of: I64
+    row: I64
+    lo: I64
+    hi: I64
+
+    def __len__(self) -> int:
+        return len(self.y0)
+
+    @staticmethod
+    def empty() -> _Layout:
+        z = np.zeros(0, np.int64)
+        return _Layout(z, z, z, z, np.zeros(0), np.zeros(0, bool), z, z, z, z)
+
+    @staticmethod
+    def concat(parts: Sequence[_Layout]) -> _Layout:
+        """The regions of ``parts`` one after the other (run indices shifted)."""
+        parts = [q for q in parts if len(q)]
+        if len(parts) < 2:
+            return parts[0] if parts else _Layout.empty()
+        shift = np.cumsum([0] + [len(q) for q in parts[:-1]])
+        cat = np.concatenate
+        return _Layout(cat([q.y0 for q in parts]), cat([q.y1 for q in parts]), cat([q.x0 for q in parts]),
+                       cat([q.x1 for q in parts]), cat([q.short for q in parts]), cat([q.full for q in parts]),
+                       cat([q.run_of + int(d) for q, d in zip(parts, shift, strict=True)]),
+                       cat([q.row for q in parts]), cat([q.lo for q in parts]), cat([q.hi for q in parts]))
+
+
 class _RoiAnonymizer:
     """Shared geometry; subclasses only say how to render one ROI."""
 
@@ -188,20 +233,26 @@ class _RoiAnonymizer:
             raise ValueError(f"into: expected {frames.shape} {frames.dtype}, got {into.shape} {into.dtype}")
         out = frames.copy() if into is None else into
         h, w = frames.shape[1:3]
-        for i in range(frames.shape[0]):
-            rm = region_masks[i] if region_masks is not None else None
-            self._write(frames[i], out[i], _merged(self._regions((h, w), boxes[i], rm)))
+        if region_masks is None:
+            lays = _layouts((h, w), [[(self, b)] for b in boxes])
+        else:
+            lays = [self._layout((h, w), b, rm) for b, rm in zip(boxes, region_masks, strict=True)]
+        for i, lay in enumerate(lays):
+            if len(lay):
+                self._write(frames[i], out[i], lay)
         return out
 
-    def _write(self, src: npt.NDArray[np.uint8], dst: npt.NDArray[np.uint8], regions: list[_Region]) -> None:
-        """Render each region from ``src`` (one frame) and write it into ``dst`` under its mask."""
-        for r in regions:
-            rendered = self._render(src[r.y0:r.y1, r.x0:r.x1], r.short_px)
-            d = dst[r.y0:r.y1, r.x0:r.x1]
-            if r.mask is None:
+    def _write(self, src: npt.NDArray[np.uint8], dst: npt.NDArray[np.uint8], lay: _Layout) -> None:
+        """Render each group of ``lay``'s regions (:func:`_groups`, in their order) from ``src`` (one
+        frame) and write it into ``dst`` under the union of its members' pixels."""
+        groups = _groups(lay)
+        for (y0, y1, x0, x1), short, mask in zip(*_group_masks(lay, groups), strict=True):
+            rendered = self._render(src[y0:y1, x0:x1], short)
+            d = dst[y0:y1, x0:x1]
+            if mask is None:
                 d[...] = rendered
             else:
-                _copy_where(d, rendered, r.mask)
+                _copy_where(d, rendered, mask)
 
     def renders_like(self, other: _RoiAnonymizer) -> bool:
         """Whether ``other`` renders a region exactly as this one does (same style and strength:
@@ -212,67 +263,48 @@ class _RoiAnonymizer:
                       region_mask: BoolMask | None = None) -> BoolMask:
         """``(H, W)`` bool: exactly the pixels :meth:`anonymize` writes for one frame."""
         h, w = int(frame_hw[0]), int(frame_hw[1])
-        cov = np.zeros((h, w), bool)
-        for r in self._regions((h, w), boxes, region_mask):
-            if r.mask is None:
-                cov[r.y0:r.y1, r.x0:r.x1] = True
-            else:
-                cov[r.y0:r.y1, r.x0:r.x1] |= r.mask
-        return cov
+        lay = self._layout((h, w), boxes, region_mask)
+        if not len(lay):
+            return np.zeros((h, w), bool)
+        return _paint(h * (w + 1), lay.row * (w + 1) + lay.lo, lay.row * (w + 1) + lay.hi).reshape(h, w + 1)[:, :w]
 
     # -- geometry -----------------------------------------------------------------------
 
     def _regions(self, hw: tuple[int, int], boxes: Boxes,
                  region_mask: BoolMask | None) -> list[_Region]:
+        """:meth:`_layout`'s regions one by one, each with its own mask (``None``: the whole
+        window). The write path does not build these; tests and ``load_tests`` tools do."""
+        lay = self._layout(hw, boxes, region_mask)
+        singles = [np.array([k]) for k in range(len(lay))]
+        return [_Region(y0, y1, x0, x1, m, sh) for (y0, y1, x0, x1), sh, m in zip(*_group_masks(lay, singles),
+                                                                                  strict=True)]
+
+    def _layout(self, hw: tuple[int, int], boxes: Boxes, region_mask: BoolMask | None) -> _Layout:
+        """One frame's regions (:func:`_layouts`), the region mask's last."""
+        lay = _layouts(hw, [[(self, boxes)]])[0]
+        if region_mask is None or (len(boxes) and bool((boxes.label == _FRAME).any())):
+            return lay  # the whole frame is masked
         h, w = hw
-        out: list[_Region] = []
-        if h == 0 or w == 0:
-            return out
-        if len(boxes) and bool((boxes.label == Label.FRAME).any()):
-            return [_Region(0, h, 0, w, None, float(min(h, w)))]
-        pad = float(self.spec.padding)
-        ellipse = self.spec.shape == "ellipse"
-        p = max(pad, ELLIPSE_MIN_PADDING) if ellipse else pad
-        # All boxes at once (the same float64 operations, in the same order, as one box at
-        # a time: the same pixels). Clamp far-away corners first so sizes stay finite; an
-        # inverted box still names a region (fail closed), so order the corners instead of
-        # dropping it.
-        xyxy = np.asarray(boxes.xyxy, np.float64).reshape(-1, 4)
-        xyxy = xyxy[~np.isnan(xyxy).any(axis=1)]
-        xs = np.sort(np.clip(xyxy[:, 0::2], -2.0 * w, 3.0 * w), axis=1)
-        ys = np.sort(np.clip(xyxy[:, 1::2], -2.0 * h, 3.0 * h), axis=1)
-        bw, bh = xs[:, 1] - xs[:, 0], ys[:, 1] - ys[:, 0]
-        px1, px2 = xs[:, 0] - p * bw, xs[:, 1] + p * bw
-        py1, py2 = ys[:, 0] - p * bh, ys[:, 1] + p * bh
-        c0s = np.maximum(0, np.floor(px1)).astype(np.int64)
-        c1s = np.minimum(w, np.ceil(px2)).astype(np.int64)
-        r0s = np.maximum(0, np.floor(py1)).astype(np.int64)
-        r1s = np.minimum(h, np.ceil(py2)).astype(np.int64)
-        shorts = np.minimum(px2 - px1, py2 - py1)
-        keep = np.flatnonzero((c1s > c0s) & (r1s > r0s))
-        masks: list[BoolMask | None] = [None] * len(keep)
-        if ellipse and len(keep):
-            el = np.flatnonzero((px2[keep] > px1[keep]) & (py2[keep] > py1[keep]))
-            ks = keep[el]
-            found = _ellipse_masks(r0s[ks], r1s[ks], c0s[ks], c1s[ks], px1[ks], py1[ks], px2[ks], py2[ks])
-            for e, m in zip(el.tolist(), found, strict=True):
-                masks[e] = m if m is not None else _EMPTY
-        for e, k in enumerate(keep.tolist()):
-            if masks[e] is _EMPTY:
-                continue  # an ellipse that touches no pixel of the frame
-            out.append(_Region(int(r0s[k]), int(r1s[k]), int(c0s[k]), int(c1s[k]), masks[e], float(shorts[k])))
-        if region_mask is not None:
-            rm = np.asarray(region_mask, bool)
-            if rm.shape != (h, w):
-                raise ValueError(f"region mask must be ({h}, {w}), got {rm.shape}")
-            rows = np.flatnonzero(rm.any(axis=1))
-            if rows.size:
-                cols = np.flatnonzero(rm.any(axis=0))
-                r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-                sub = rm[r0:r1, c0:c1]
-                out.append(_Region(r0, r1, c0, c1, None if sub.all() else sub,
-                                   float(min(r1 - r0, c1 - c0))))
-        return out
+        rm = np.asarray(region_mask, bool)
+        if rm.shape != (h, w):
+            raise ValueError(f"region mask must be ({h}, {w}), got {rm.shape}")
+        rows = np.flatnonzero(rm.any(axis=1))
+        if not rows.size:
+            return lay
+        cols = np.flatnonzero(rm.any(axis=0))
+        r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        sub = rm[r0:r1, c0:c1]
+        one = np.array([r0]), np.array([r1]), np.array([c0]), np.array([c1]), np.array([float(min(r1 - r0, c1 - c0))])
+        if sub.all():
+            zone = _Layout(*one, np.ones(1, bool), np.zeros(r1 - r0, np.int64), np.arange(r0, r1),
+                           np.full(r1 - r0, c0), np.full(r1 - r0, c1))
+        else:
+            # each row's runs: where the row switches on and off (row-major, so paired)
+            edges = np.diff(sub.view(np.int8), axis=1, prepend=np.int8(0), append=np.int8(0))
+            on_r, on_c = np.nonzero(edges == 1)
+            _, off_c = np.nonzero(edges == -1)
+            zone = _Layout(*one, np.zeros(1, bool), np.zeros(len(on_r), np.int64), on_r + r0, on_c + c0, off_c + c0)
+        return _Layout.concat([lay, zone])
 
     def _render(self, roi: npt.NDArray[np.uint8], short_px: float) -> npt.NDArray[np.uint8]:
         raise NotImplementedError
@@ -311,10 +343,10 @@ def anonymize_together(frames: Frames, parts: Sequence[tuple[_RoiAnonymizer, Seq
     for k, g in enumerate(groups):
         lead = g[0][0]
         src = frames if k == 0 else out  # later styles mask the earlier ones' output, as in turn
-        for i in range(frames.shape[0]):
-            regions = [r for anon, boxes in g if len(boxes[i]) for r in anon._regions((h, w), boxes[i], None)]
-            if regions:
-                lead._write(src[i], out[i], _merged(regions))
+        lays = _layouts((h, w), [[(anon, boxes[i]) for anon, boxes in g] for i in range(frames.shape[0])])
+        for i, lay in enumerate(lays):
+            if len(lay):
+                lead._write(src[i], out[i], lay)
     return out
 
 
@@ -348,6 +380,112 @@ def _ellipse_mask(r0: int, r1: int, c0: int, c1: int,
     return np.asarray((ny[:, None] ** 2 + nx[None, :] ** 2) <= 1.0)
 
 
+_BATCH_BOXES = 2048
+"""Boxes whose regions :func:`_layouts` draws in one pass (several frames of a chunk at once: the
+numpy calls' fixed cost is paid per batch, not per frame and label, and the per-row arrays stay
+around a megabyte)."""
+
+_FRAME = int(Label.FRAME)
+
+
+def _layouts(hw: tuple[int, int],
+             frames: Sequence[Sequence[tuple[_RoiAnonymizer, Boxes]]]) -> list[_Layout]:
+    """Per frame, the regions of each ``(anonymizer, boxes)`` pair in turn, in the boxes' order:
+    a padded box's window clipped to the frame, and its pixels (the whole window, or those
+    touching the ellipse inscribed in the padded box: :func:`_ellipse_mask`). Boxes with NaN
+    corners, windows outside the frame and ellipses that touch no pixel give none; a pair with a
+    ``Label.FRAME`` box gives one region, the whole frame."""
+    out: list[_Layout] = []
+    start = n = 0
+    for i, parts in enumerate(frames):
+        n += sum(len(b) for _, b in parts)
+        if n >= _BATCH_BOXES or i == len(frames) - 1:
+            out += _layout_batch(hw, frames[start:i + 1])
+            start, n = i + 1, 0
+    return out
+
+
+def _layout_batch(hw: tuple[int, int], frames: Sequence[Sequence[tuple[_RoiAnonymizer, Boxes]]]) -> list[_Layout]:
+    h, w = hw
+    if h == 0 or w == 0:
+        return [_Layout.empty() for _ in frames]
+    whole = np.array([[0.0, 0.0, float(w), float(h)]])  # Label.FRAME: unpadded, it is the frame
+    coords: list[npt.NDArray[np.float64]] = []
+    pads: list[float] = []
+    shapes: list[bool] = []
+    of_frame: list[int] = []
+    for i, parts in enumerate(frames):
+        for anon, boxes in parts:
+            if not len(boxes):
+                continue
+            if bool((boxes.label == _FRAME).any()):
+                xyxy, p, ellipse = whole, 0.0, False
+            else:
+                ellipse = anon.spec.shape == "ellipse"
+                pad = float(anon.spec.padding)
+                p = max(pad, ELLIPSE_MIN_PADDING) if ellipse else pad
+                xyxy = np.asarray(boxes.xyxy, np.float64).reshape(-1, 4)
+                xyxy = xyxy[~np.isnan(xyxy).any(axis=1)]
+            coords.append(xyxy)
+            pads.append(p)
+            shapes.append(ellipse)
+            of_frame.append(i)
+    if not coords:
+        return [_Layout.empty() for _ in frames]
+    counts = [len(c) for c in coords]
+    xyxy = np.concatenate(coords)
+    p_all = np.repeat(np.array(pads), counts)
+    # All boxes at once (the same float64 operations, in the same order, as one box at a time:
+    # the same pixels). Clamp far-away corners first so sizes stay finite; an inverted box still
+    # names a region (fail closed), so order the corners instead of dropping it.
+    xs = np.sort(np.clip(xyxy[:, 0::2], -2.0 * w, 3.0 * w), axis=1)
+    ys = np.sort(np.clip(xyxy[:, 1::2], -2.0 * h, 3.0 * h), axis=1)
+    bw, bh = xs[:, 1] - xs[:, 0], ys[:, 1] - ys[:, 0]
+    px1, px2 = xs[:, 0] - p_all * bw, xs[:, 1] + p_all * bw
+    py1, py2 = ys[:, 0] - p_all * bh, ys[:, 1] + p_all * bh
+    c0 = np.maximum(0, np.floor(px1)).astype(np.int64)
+    c1 = np.minimum(w, np.ceil(px2)).astype(np.int64)
+    r0 = np.maximum(0, np.floor(py1)).astype(np.int64)
+    r1 = np.minimum(h, np.ceil(py2)).astype(np.int64)
+    short = np.minimum(px2 - px1, py2 - py1)
+    keep = np.flatnonzero((c1 > c0) & (r1 > r0))
+    # a zero-width or zero-height padded ellipse writes its whole (one pixel wide) window
+    ell = np.repeat(np.array(shapes), counts)[keep] & (px2[keep] > px1[keep]) & (py2[keep] > py1[keep])
+    fr = np.repeat(np.array(of_frame, np.int64), counts)[keep]
+    y0, y1, x0, x1, short = r0[keep], r1[keep], c0[keep], c1[keep], short[keep]
+    run_of, row, _ = _axis_pixels(y0, y1)
+    lo, hi = x0[run_of], x1[run_of]
+    if ell.any():
+        kx1, kx2, ky1, ky2 = px1[keep], px2[keep], py1[keep], py2[keep]
+        centre_semi = ((kx1 + kx2) / 2.0, (ky1 + ky2) / 2.0, (kx2 - kx1) / 2.0, (ky2 - ky1) / 2.0)
+        if ell.all():  # (a crowd's faces) no rows to pick
+            first, last = _ellipse_row_runs(row.astype(np.float64), *(v[run_of] for v in centre_semi))
+            np.maximum(lo, first, out=lo)
+            np.minimum(hi, last + 1, out=hi)
+        else:
+            on = np.flatnonzero(ell[run_of])  # the ellipses' rows
+            first, last = _ellipse_row_runs(row[on].astype(np.float64), *(v[run_of[on]] for v in centre_semi))
+            lo[on] = np.maximum(lo[on], first)
+            hi[on] = np.minimum(hi[on], last + 1)
+        ok = np.flatnonzero(hi > lo)
+        if len(ok) < len(row):
+            run_of, row, lo, hi = run_of[ok], row[ok], lo[ok], hi[ok]
+        alive = np.zeros(len(y0), bool)
+        alive[run_of] = True  # an ellipse that touches no pixel of the frame is dropped
+        if not alive.all():
+            run_of = (np.cumsum(alive) - 1)[run_of]
+            y0, y1, x0, x1, short, ell, fr = (v[alive] for v in (y0, y1, x0, x1, short, ell, fr))
+    # per frame: its regions and their runs are slices (both are in frame order)
+    at = np.searchsorted(fr, np.arange(len(frames) + 1))
+    run_at = np.searchsorted(run_of, at)
+    out: list[_Layout] = []
+    for a, b, ra, rb in zip(at[:-1].tolist(), at[1:].tolist(), run_at[:-1].tolist(), run_at[1:].tolist(),
+                            strict=True):
+        out.append(_Layout(y0[a:b], y1[a:b], x0[a:b], x1[a:b], short[a:b], ~ell[a:b], run_of[ra:rb] - a,
+                           row[ra:rb], lo[ra:rb], hi[ra:rb]) if b > a else _Layout.empty())
+    return out
+
+
 MERGE_SCALE = 1.5
 """Overlapping regions are rendered as one when the largest's shorter side is at most this
 many times each other's (see :func:`_merged`): every box then gets cells at least as large as
@@ -360,14 +498,13 @@ def _merged(regions: list[_Region]) -> list[_Region]:
     After temporal fill one object is often four or five boxes on a frame (its own detection,
     boxes carried from both neighbouring detections, an interpolated one, a coasted one), and
     in a crowd neighbours overlap too: rendering each alone cost two resizes per box, ~345 per
-    crowded 720p frame. Here the largest region not yet taken (by the shorter side that sizes
-    its cells) leads a group of every region not yet taken that overlaps it and is at least
-    ``1 / MERGE_SCALE`` its size; repeat. A group is rendered once: its rectangle is the hull
-    of its members, its write mask their union (so the pixels written are exactly the
-    members' pixels, :meth:`_RoiAnonymizer.coverage_mask`), and its cells are sized by its
+    crowded 720p frame. The groups are :func:`_groups`'. A group is rendered once: its rectangle
+    is the hull of its members, its write mask their union (so the pixels written are exactly
+    the members' pixels, :meth:`_RoiAnonymizer.coverage_mask`), and its cells are sized by its
     leader (never smaller than any member's own, at most ``MERGE_SCALE`` times larger). The
-    output stays a function of that one coarse grid of the hull. Groups are returned smallest
-    first, so where groups overlap the coarser one is written last.
+    output stays a function of that one coarse grid of the hull. :meth:`_RoiAnonymizer._write`
+    draws the same groups from a :class:`_Layout`'s row runs; this one (for tests and tools)
+    from the regions' own masks.
     """
     n = len(regions)
     if n < 2:
@@ -377,15 +514,8 @@ def _merged(regions: list[_Region]) -> list[_Region]:
     x0 = np.fromiter((r.x0 for r in regions), np.int64, n)
     x1 = np.fromiter((r.x1 for r in regions), np.int64, n)
     short = np.fromiter((r.short_px for r in regions), np.float64, n)
-    free = np.ones(n, bool)
     out: list[_Region] = []
-    for lead in np.argsort(-short, kind="stable").tolist():
-        if not free[lead]:
-            continue
-        members = np.flatnonzero(free & (y0 < y1[lead]) & (y1 > y0[lead]) & (x0 < x1[lead]) & (x1 > x0[lead])
-                                 & (short * MERGE_SCALE >= short[lead]))
-        members = members if members.size else np.array([lead])
-        free[members] = False
+    for members in _group_members(y0, y1, x0, x1, short):
         if members.size == 1:
             out.append(regions[int(members[0])])
             continue
@@ -399,64 +529,158 @@ def _merged(regions: list[_Region]) -> list[_Region]:
                 sub[...] = True
             else:
                 sub |= r.mask
-        out.append(_Region(gy0, gy1, gx0, gx1, None if mask.all() else mask, float(short[lead])))
+        out.append(_Region(gy0, gy1, gx0, gx1, None if mask.all() else mask, float(short[members].max())))
+    return out
+
+
+def _groups(lay: _Layout) -> list[I64]:
+    """:func:`_group_members` of a layout's regions."""
+    return _group_members(lay.y0, lay.y1, lay.x0, lay.x1, lay.short)
+
+
+def _group_members(y0: I64, y1: I64, x0: I64, x1: I64, short: npt.NDArray[np.float64]) -> list[I64]:
+    """Regions (windows ``y0:y1, x0:x1``, cells sized by ``short``) grouped to be rendered
+    once each: the largest region not yet taken (by ``short``) leads a group of every region
+    not yet taken whose window overlaps its own and whose ``short`` is at least
+    ``1 / MERGE_SCALE`` of its; repeat. Groups are returned smallest first (write order), so
+    where groups overlap the coarser one is written last. The leader's ``short`` is its
+    group's largest."""
+    n = len(short)
+    if n < 2:
+        return [np.arange(n, dtype=np.int64)] if n else []
+    free = np.ones(n, bool)
+    big = short * MERGE_SCALE
+    out: list[I64] = []
+    for lead in np.argsort(-short, kind="stable").tolist():
+        if not free[lead]:
+            continue
+        members = np.flatnonzero(free & (y0 < y1[lead]) & (y1 > y0[lead]) & (x0 < x1[lead]) & (x1 > x0[lead])
+                                 & (big >= short[lead]))
+        members = members if members.size else np.array([lead])
+        free[members] = False
+        out.append(members)
     out.reverse()
     return out
 
 
-def _ellipse_masks(r0: npt.NDArray[np.int64], r1: npt.NDArray[np.int64], c0: npt.NDArray[np.int64],
-                   c1: npt.NDArray[np.int64], x1: npt.NDArray[np.float64], y1: npt.NDArray[np.float64],
-                   x2: npt.NDArray[np.float64], y2: npt.NDArray[np.float64]) -> list[BoolMask | None]:
-    """:func:`_ellipse_mask` for many windows at once (the same float64 operations, so the
-    same pixels), ``None`` where a mask would be empty. The per-axis terms of every window are
-    computed in one pass over all their rows and columns; only the outer sum is per window."""
-    cx, cy, a, b = (x1 + x2) / 2.0, (y1 + y2) / 2.0, (x2 - x1) / 2.0, (y2 - y1) / 2.0
-    nx2, xo = _axis_terms(c0, c1, cx, a)
-    ny2, yo = _axis_terms(r0, r1, cy, b)
-    # the outer sum's smallest term is the sum of the smallest (rounding is monotonic)
-    touched = (np.minimum.reduceat(ny2, yo[:-1]) + np.minimum.reduceat(nx2, xo[:-1])) <= 1.0
-    # ny2 + nx2 <= 1 as one compare per pixel, nx2 <= each row's own bound: the same pixels
-    # without a float sum drawn per pixel (~3.7 M pixels of windows a crowded 720p frame)
-    top = _sum_bound(ny2)
-    return [np.asarray(nx2[None, xo[k]:xo[k + 1]] <= top[yo[k]:yo[k + 1], None]) if t else None
-            for k, t in enumerate(touched.tolist())]
+def _group_masks(lay: _Layout, groups: Sequence[I64]) -> tuple[list[tuple[int, int, int, int]], list[float],
+                                                               list[BoolMask | None]]:
+    """Per group of ``lay``'s regions: its hull ``(y0, y1, x0, x1)``, its largest ``short`` and
+    the union of its members' pixels inside the hull (``None`` for one full region: the whole
+    window). All masks are drawn at once from the runs (:func:`_paint`): a group costs no
+    per-member array, however many boxes were carried onto one face."""
+    if not groups:
+        return [], [], []
+    sizes = np.array([len(g) for g in groups], np.int64)
+    order = np.concatenate(groups)
+    first = np.zeros(len(groups), np.int64)
+    np.cumsum(sizes[:-1], out=first[1:])
+    gy0 = np.minimum.reduceat(lay.y0[order], first)
+    gy1 = np.maximum.reduceat(lay.y1[order], first)
+    gx0 = np.minimum.reduceat(lay.x0[order], first)
+    gx1 = np.maximum.reduceat(lay.x1[order], first)
+    short = np.maximum.reduceat(lay.short[order], first)
+    drawn = ~((sizes == 1) & lay.full[order[first]])
+    stride = gx1 - gx0 + 1  # one spare column: each row's runs end inside the row
+    size = np.where(drawn, (gy1 - gy0) * stride, 0)
+    base = np.zeros(len(groups), np.int64)
+    np.cumsum(size[:-1], out=base[1:])
+    group_of = np.empty(len(lay), np.int64)
+    group_of[order] = np.repeat(np.arange(len(groups)), sizes)
+    g = group_of[lay.run_of]
+    sel = np.flatnonzero(drawn[g])
+    g = g[sel]
+    at = base[g] + (lay.row[sel] - gy0[g]) * stride[g] - gx0[g]
+    flat = _paint(int(base[-1] + size[-1]), at + lay.lo[sel], at + lay.hi[sel])
+    hulls = list(zip(gy0.tolist(), gy1.tolist(), gx0.tolist(), gx1.tolist(), strict=True))
+    masks: list[BoolMask | None] = [
+        flat[b:b + (y1 - y0) * (x1 - x0 + 1)].reshape(y1 - y0, x1 - x0 + 1)[:, :x1 - x0] if d else None
+        for (y0, y1, x0, x1), b, d in zip(hulls, base.tolist(), drawn.tolist(), strict=True)]
+    return hulls, short.tolist(), masks
 
 
-def _sum_bound(u: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """Per ``u``: the largest float64 ``t`` whose float64 sum ``u + t`` is <= 1.0, so that ``v <= t``
-    is exactly ``u + v <= 1.0`` for every float64 ``v`` (the rounded sum never falls as ``v``
-    grows). A sum rounds to <= 1 when it is at most 1 + 2**-53 (a tie rounds to the even 1.0), so
-    ``t`` starts at ``(1 - u) + 2**-53``, within a float or two of the bound, and steps to its
-    neighbours while the rounded sum says so."""
-    t = (1.0 - u) + 2.0 ** -53
-    with np.errstate(invalid="ignore", over="ignore"):
-        sel = np.flatnonzero((u + t) > 1.0)
-        while len(sel):  # down while the sum is > 1
-            t[sel] = np.nextafter(t[sel], -np.inf)
-            sel = sel[(u[sel] + t[sel]) > 1.0]
-        sel = np.flatnonzero((u + np.nextafter(t, np.inf)) <= 1.0)
-        while len(sel):  # up while the next float still sums to <= 1
-            t[sel] = np.nextafter(t[sel], np.inf)
-            sel = sel[(u[sel] + np.nextafter(t[sel], np.inf)) <= 1.0]
-    return t
+def _paint(size: int, start: I64, end: I64) -> BoolMask:
+    """A flat ``(size,)`` bool array, True on every ``[start[j], end[j])`` (runs may overlap;
+    each must end no later than the row it starts on, so the running count returns to 0)."""
+    count = np.bincount(start, minlength=size + 1)
+    count -= np.bincount(end, minlength=size + 1)
+    np.cumsum(count, out=count)
+    return np.asarray(count[:size] > 0)
 
 
-def _axis_terms(lo: npt.NDArray[np.int64], hi: npt.NDArray[np.int64], centre: npt.NDArray[np.float64],
-                semi: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
-    """Squared distance to 0 of each pixel interval ``[p, p + 1)`` in ellipse units, for the
-    pixels ``lo[k]:hi[k]`` (all non-empty) of every window ``k``, concatenated; and the offsets."""
+def _ellipse_row_runs(row: npt.NDArray[np.float64], cx: npt.NDArray[np.float64], cy: npt.NDArray[np.float64],
+                      a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> tuple[I64, I64]:
+    """:func:`_ellipse_mask` as row runs, for many rows at once (row ``row[j]`` of the ellipse
+    centred ``cx[j], cy[j]`` with semi-axes ``a[j], b[j]``): the first and last column whose
+    pixel touches it (the same float64 tests, so the same pixels); ``first > last`` for a row
+    it does not reach. Not clipped to any window.
+
+    A pixel touches when ``ny2 + nx2 <= 1`` (:func:`_near2`'s squared distances, summed and
+    compared in float64). Along a row ``nx2`` falls to 0 (the column holding the centre) and
+    rises again, never otherwise, even rounded: the column ``c``'s interval ends where
+    ``c + 1``'s starts, by the same float operations, and rounding is monotonic. So the pixels
+    are one run around the centre column: each end is estimated with a square root and
+    corrected column by column with the exact per-pixel test (a step or none). Rows with
+    ``ny2 > 1`` have none (not even the centre column).
+    """
+    ny2 = _near2(row, cy, b)
+    first = np.ones(len(row), np.int64)
+    last = np.zeros(len(row), np.int64)
+    sel = np.flatnonzero(ny2 <= 1.0)
+    if len(sel) < len(row):
+        row, cx, a, ny2 = row[sel], cx[sel], a[sel], ny2[sel]
+    centre = np.floor(cx)  # its nx2 is 0: (c - cx) <= 0 <= (c + 1 - cx) for c = floor(cx)
+    reach = a * np.sqrt(1.0 - ny2)
+    right = _run_end(np.maximum(np.floor(cx + reach), centre), cx, a, ny2, 1.0)
+    left = _run_end(np.minimum(np.ceil(cx - reach) - 1.0, centre), cx, a, ny2, -1.0)
+    if len(sel) < len(first):
+        first[sel], last[sel] = left.astype(np.int64), right.astype(np.int64)
+        return first, last
+    return left.astype(np.int64), right.astype(np.int64)
+
+
+def _run_end(p: npt.NDArray[np.float64], c: npt.NDArray[np.float64], s: npt.NDArray[np.float64],
+             ny2: npt.NDArray[np.float64], out: float) -> npt.NDArray[np.float64]:
+    """The outermost column (``out`` = +1: right, -1: left) of each row's run, from an estimate
+    ``p`` on its side of the centre column ``floor(c)`` (or that column): step in while ``p``
+    fails the per-pixel test ``ny2 + nx2 <= 1`` (the centre column passes), then out while the
+    next column passes. On the right of the centre column :func:`_near2` is
+    ``max((p - c) / s, 0) ** 2`` and on the left ``min((p + 1 - c) / s, 0) ** 2``, bit for bit
+    (the other bound of the clip is then on the far side of 0), so only that half is computed."""
+
+    def nx2(q: npt.NDArray[np.float64], c: npt.NDArray[np.float64],
+            s: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        if out > 0:
+            return np.asarray(np.maximum((q - c) / s, 0.0) ** 2)
+        return np.asarray(np.minimum((q + 1.0 - c) / s, 0.0) ** 2)
+
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        sel = np.flatnonzero(ny2 + nx2(p, c, s) > 1.0)
+        while len(sel):
+            p[sel] -= out
+            sel = sel[ny2[sel] + nx2(p[sel], c[sel], s[sel]) > 1.0]
+        sel = np.flatnonzero(ny2 + nx2(p + out, c, s) <= 1.0)
+        while len(sel):
+            p[sel] += out
+            sel = sel[ny2[sel] + nx2(p[sel] + out, c[sel], s[sel]) <= 1.0]
+    return p
+
+
+def _near2(pos: npt.NDArray[np.float64], centre: npt.NDArray[np.float64],
+           semi: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Squared distance to 0 of each pixel interval ``[pos, pos + 1)`` in ellipse units (its
+    point nearest the centre: ``clip(0, lo, hi)``, spelt out, which is faster)."""
+    return np.asarray(np.minimum(np.maximum((pos - centre) / semi, 0.0), (pos + 1.0 - centre) / semi) ** 2)
+
+
+def _axis_pixels(lo: I64, hi: I64) -> tuple[I64, I64, I64]:
+    """The pixels ``lo[k]:hi[k]`` (all non-empty) of every window ``k``, concatenated: each one's
+    window and position, and the windows' offsets."""
     lens = hi - lo
     off = np.zeros(len(lens) + 1, np.int64)
     np.cumsum(lens, out=off[1:])
     seg = np.repeat(np.arange(len(lens)), lens)
-    pos = (np.arange(int(off[-1]), dtype=np.int64) - off[seg] + lo[seg]).astype(np.float64)
-    c, s = centre[seg], semi[seg]
-    near = np.minimum(np.maximum((pos - c) / s, 0.0), (pos + 1.0 - c) / s)
-    return near ** 2, off
-
-
-_EMPTY: BoolMask = np.zeros((0, 0), bool)
-"""Marks an ellipse that touches no pixel (dropped, as :func:`_ellipse_mask` finding none)."""
+    return seg, np.arange(int(off[-1]), dtype=np.int64) - np.repeat(off[:-1] - lo, lens), off
 
 
 def _grid(roi_h: int, roi_w: int, cell_px: float) -> tuple[int, int]:
