@@ -2,7 +2,8 @@
 layout (issue 19 "Throughput", item 3; docs/performance.md "Session 9: snapshot cameras").
 
     VEILSTREAM_MODEL_DIR=../shared/models .venv/bin/python load_tests/snapshot_cpu_breakdown.py \\
-        [--chunks 240] [--rounds 2] [--layouts nolanes,default,t1,t1x2] [--idle-s 10]
+        [--chunks 240] [--rounds 2] [--layouts nolanes,batchlanes,default,t1,t1x2] [--idle-s 10] \\
+        [--check-chunks 64]
 
 Starts the process stage's own actors (:meth:`pipeline.process.worker.ProcessWorker._start_ray`)
 once per layout in one local Ray, and pushes ``--chunks`` one-frame chunks of ``make load``'s
@@ -11,7 +12,10 @@ once per layout in one local Ray, and pushes ``--chunks`` one-frame chunks of ``
 batches through ``ChunkActor.redact_many``). Layouts (``ray.*`` settings):
 
 * ``default``: one detector actor on all cores (``threads: null``), two chunk actors; small
-  frames on its one-thread lanes (``ray.detector.small_lanes`` 2);
+  frames on its one-thread lanes (``ray.detector.small_lanes`` 2), each lane with its own batch
+  loop (a free lane takes the next small callers; none waits for another);
+* ``batchlanes``: the same with the lanes of session 12 (``DetectorActor(independent_lanes=False)``:
+  one batch loop splits each batch's small chunks over the lanes and waits for all of them);
 * ``nolanes``: the same with ``small_lanes: 0`` (small frames on the all-cores sessions too: the
   default before session 9);
 * ``t1``: the same with ``ray.detector.threads: 1``;
@@ -26,11 +30,17 @@ around ``Redactor.detect_many``) against the rest of that process (Ray calls, ob
 the batch loop). Before pushing, the tree is left idle for ``--idle-s`` to measure what Ray burns
 with nothing to do (CPU-s per second: at 50 fps, that divided by 50 is its share of a frame).
 Layouts alternate within each round; compare within one run (the machine is shared).
+
+After the rounds, ``--check-chunks`` chunks are decoded here and sent, the same groups to every
+layout, straight to its detector actors (``detect_many``, as a chunk actor sends a batch): the
+boxes of each layout are compared with the first layout's (exactly equal, else the largest
+difference), so a layout that is cheaper because it finds something else shows.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -38,22 +48,102 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from chunk_batch_cost import SOURCE, push, snapshot_tasks  # noqa: E402
 from pipeline_load import process_tree_cpu  # noqa: E402
 
+from pipeline.process.actors import ChunkTask, DetectorActor  # noqa: E402
 from pipeline.process.batching import BatchLimits  # noqa: E402
 from schemas.config import parse_config  # noqa: E402
 
 LAYOUTS: dict[str, dict[str, Any]] = {
     "default": {},
+    "batchlanes": {},  # + DETECTOR_KWARGS
     "nolanes": {"detector": {"small_lanes": 0}},
     "t1": {"detector": {"threads": 1}},
     "t1x2": {"detector": {"threads": 1, "replicas": 2, "num_cpus": 0.5}, "worker_num_cpus": 0.25},
 }
+DETECTOR_KWARGS: dict[str, dict[str, Any]] = {"batchlanes": {"independent_lanes": False}}
+"""Constructor arguments a layout's detector actors get beyond what the stage passes (no config key:
+the layout before is kept only to measure against)."""
 ROLES = ("detector", "chunk_actor", "raylet", "gcs", "ray_other", "driver")
+
+
+@contextlib.contextmanager
+def detector_kwargs(extra: dict[str, Any]) -> Any:
+    """While open, ``ray.remote(DetectorActor).options(...).remote(...)`` (how the stage starts its
+    detectors) also passes ``extra``: driver side only, the actor class itself is the stage's."""
+    import ray
+
+    real = ray.remote
+
+    class Options:
+        def __init__(self, handle: Any) -> None:
+            self.handle = handle
+
+        def options(self, **opts: Any) -> Any:
+            started = self.handle.options(**opts)
+            return type("Started", (), {"remote": lambda _s, *a, **k: started.remote(*a, **{**k, **extra})})()
+
+    def remote(*args: Any, **kwargs: Any) -> Any:
+        handle = real(*args, **kwargs)
+        return Options(handle) if extra and args and args[0] is DetectorActor else handle
+
+    ray.remote = remote
+    try:
+        yield
+    finally:
+        ray.remote = real
+
+
+def decoded(tasks: list[ChunkTask]) -> list[Any]:
+    """Each task's frames, decoded as a chunk actor decodes them."""
+    from operators.codec import decode_chunk_payload
+
+    return [decode_chunk_payload(t.codec, t.payload, (t.width, t.height) if t.width else None,
+                                 expected_frames=len(t.pts_ms), strict=True) for t in tasks]
+
+
+def check_boxes(sets: dict[str, Any], layouts: list[str], tasks: list[ChunkTask], group: int) -> dict[str, Any]:
+    """The boxes every layout's detector actors find for the same chunks, sent in the same groups
+    of ``group`` (a chunk actor's batch), against the first layout's: frames compared, frames
+    with boxes exactly equal, the largest coordinate and score difference, and boxes found."""
+    import ray
+
+    frames = decoded(tasks)
+    groups = [frames[i:i + group] for i in range(0, len(frames), group)]
+    found: dict[str, list[Any]] = {}
+    for name in layouts:
+        dets = sets[name].detectors
+        for _ in range(2):  # the second pass is the one kept: the lanes are built and serving by then
+            refs = [dets[i % len(dets)].detect_many.remote(g) for i, g in enumerate(groups)]
+            found[name] = [b for ref in refs for d in ray.get(ref) for b in d.boxes]
+    ref_boxes = found[layouts[0]]
+    out: dict[str, Any] = {}
+    for name in layouts:
+        same = 0
+        dxy = dscore = 0.0
+        count = failed = 0
+        for a, b in zip(ref_boxes, found[name]):
+            if a is None or b is None:
+                failed += 1
+                continue
+            count += len(b)
+            if len(a) == len(b) and np.array_equal(a.xyxy, b.xyxy) and np.array_equal(a.score, b.score) \
+                    and np.array_equal(a.label, b.label):
+                same += 1
+            elif len(a) == len(b) and np.array_equal(a.label, b.label):
+                dxy = max(dxy, float(np.abs(a.xyxy - b.xyxy).max(initial=0.0)))
+                dscore = max(dscore, float(np.abs(a.score - b.score).max(initial=0.0)))
+            else:
+                dxy = dscore = float("inf")
+        out[name] = {"frames": len(found[name]), "equal": same, "failed": failed, "boxes": count,
+                     "max_dxy": dxy, "max_dscore": dscore}
+    return out
 
 
 def role_of(pid: int, cmdline: str, driver: int) -> str:
@@ -92,7 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--chunks", type=int, default=240, help="chunks (frames) per layout and round")
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--layouts", default="nolanes,default,t1,t1x2", help=f"comma-separated of {', '.join(LAYOUTS)}")
+    ap.add_argument("--layouts", default="nolanes,batchlanes,default,t1,t1x2",
+                    help=f"comma-separated of {', '.join(LAYOUTS)}")
+    ap.add_argument("--check-chunks", type=int, default=64,
+                    help="chunks whose boxes are compared across the layouts after the rounds (0 = none)")
+    ap.add_argument("--check-group", type=int, default=8, help="chunks per detect_many call in that check")
     ap.add_argument("--idle-s", type=float, default=10.0, help="idle seconds measured before pushing")
     ap.add_argument("--source", type=Path, default=SOURCE)
     ap.add_argument("--config", type=Path, default=None,
@@ -123,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         if "detector" in over:
             ray_cfg["detector"] = dict(over["detector"])
         sets[name] = ProcessWorker(parse_config({**base, "ray": ray_cfg, "metrics": {"enabled": False}}))
-        sets[name]._start_ray()
+        with detector_kwargs(DETECTOR_KWARGS.get(name, {})):
+            sets[name]._start_ray()
     tasks = snapshot_tasks(args.source, args.chunks)
     window = sets[layouts[0]].cfg.process.max_inflight_chunks
     limits = BatchLimits()
@@ -153,6 +248,15 @@ def main(argv: list[str] | None = None) -> int:
                     f"{k} {by[k] / n:.4f}" for k in ROLES) + f"  detect(reported) {got['detect_s'] / n:.4f}  "
                       f"wall/frame {got['wall_s'] / n:.4f}  failed {got['failed']:.0f}  load {os.getloadavg()[0]:.1f}",
                       flush=True)
+        for name in layouts:  # what each layout's detectors did (their own counters)
+            counters = [ray.get(d.__ray_call__.remote(lambda a: {
+                "independent_lanes": a.independent_lanes, "lanes": a._lanes_state, "calls": a.calls,
+                "batches": a.batches, "lane_runs": a.lane_runs})) for d in sets[name].detectors]
+            print(f"detectors {name:<10} " + "; ".join(json.dumps(c) for c in counters), flush=True)
+        check = check_boxes(sets, layouts, tasks[:args.check_chunks], args.check_group) if args.check_chunks else {}
+        for name, c in check.items():
+            print(f"boxes {name:<10} vs {layouts[0]}: {c['equal']}/{c['frames']} frames equal, {c['failed']} failed, "
+                  f"{c['boxes']} boxes, max |dxy| {c['max_dxy']:.2g} px, max |dscore| {c['max_dscore']:.2g}", flush=True)
     finally:
         for w in sets.values():
             w._release_actors(ray)
@@ -175,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<8} {o['total']:>7.4f} {'x%.2f' % (o['total'] / base):>10} "
               + " ".join(f"{o[k]:>11.4f}" for k in ROLES)
               + f" {o['detect_reported']:>7.4f} {o['detector_rest']:>8.4f} {o['chunks_per_call']:>11}")
-    print(json.dumps({"layouts": out, "idle_cpu_s_per_s": {k: round(v, 4) for k, v in idle.items()},
+    print(json.dumps({"layouts": out, "boxes_vs_first": check,
+                      "idle_cpu_s_per_s": {k: round(v, 4) for k, v in idle.items()},
                       "chunks": args.chunks, "rounds": args.rounds, "load_avg": round(os.getloadavg()[0], 2)}))
     return 0
 

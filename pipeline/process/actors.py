@@ -192,7 +192,14 @@ def lane_groups(sizes: list[int], lanes: int) -> list[list[int]]:
 
 SMALL_LANES = 2
 """One-thread detector lanes a :class:`DetectorActor` runs small frames on, in parallel (see
-:meth:`DetectorActor._run`); 0 or 1 = none."""
+:meth:`DetectorActor._lane_loop`); 0 or 1 = none."""
+
+_FAIL_LOCK = threading.Lock()
+"""Guards the take of :meth:`DetectorActor.fail_next`'s mode: the main run's thread and the lane
+loops race for it, and exactly one run may get it."""
+
+_Item = tuple[np.ndarray, "asyncio.Future[Detections]"]
+"""One caller's frames and the future its answer goes to."""
 
 
 def _usable_cores() -> int:
@@ -206,42 +213,62 @@ class DetectorActor:
     """Holds the detectors (heavy ONNX sessions) and batches the frames of concurrent
     callers into one detector run."""
 
+    # Defaults for state that only some paths set (a bare actor made with ``__new__`` in tests and
+    # load scripts sets just the batch loop's attributes): no lanes, no small queue.
+    small_side: int | None = None
+    small_lanes = 0
+    independent_lanes = True
+    lane_runs = 0
+    _lanes_state = "off"
+    _lanes: list[Redactor] | None = None
+    _lane_pools: list[ThreadPoolExecutor] | None = None
+    _small_queue: asyncio.Queue[_Item] | None = None
+    _lane_tasks: tuple[asyncio.Task[None], ...] = ()
+    _fail_mode: str | None = None
+
     def __init__(self, plan: MaskingPlan, max_batch_frames: int = 32, max_wait_s: float = 0.05,
-                 timeout_s: float = 30.0, small_lanes: int = SMALL_LANES) -> None:
+                 timeout_s: float = 30.0, small_lanes: int = SMALL_LANES, independent_lanes: bool = True) -> None:
         # callers send only the frames to detect on: the schedule is theirs
         self.redactor = Redactor(replace(plan.detector, detect_every=1))
         cfg = self.redactor.config
         # Small frames (longer side <= small_frame_side, detected at the camera's own size) on
-        # one-thread lanes, one batch share per lane, in parallel: on a 320x180 snapshot frame
-        # the all-cores sessions cost x1.2 the CPU of one thread (thread hand-offs around tiny
-        # ops; docs/performance.md "Session 9: snapshot cameras"), while large frames (a crowd at
-        # 720p) run faster on all cores. Only for ``threads: null`` on CPU with >= 2 cores: an
-        # explicit thread count is kept for every frame. The lanes are built on the first small
-        # frame (in the background; until they are ready the all-cores sessions serve it), so
-        # a stage that never sees one pays no memory for them (~210 MiB per lane).
+        # one-thread lanes, in parallel: on a 320x180 snapshot frame the all-cores sessions cost
+        # x1.2 the CPU of one thread (thread hand-offs around tiny ops; docs/performance.md
+        # "Session 9: snapshot cameras"), while large frames (a crowd at 720p) run faster on all
+        # cores. Only for ``threads: null`` on CPU with >= 2 cores: an explicit thread count is
+        # kept for every frame. The lanes are built on the first small frame (in the background;
+        # until they are ready the all-cores sessions serve it), so a stage that never sees one
+        # pays no memory for them (~210 MiB per lane).
         parts = [p for d in self.redactor.detectors.values()
                  for p in (getattr(d, "components", None) or {"": d}).values()]
         on_cpu = all(list(getattr(p, "providers", ["CPUExecutionProvider"])) in
                      (["CPUExecutionProvider"], ["openvino"]) for p in parts)
-        self.small_side: int | None = cfg.small_frame_side
+        self.small_side = cfg.small_frame_side
         self.small_lanes = (int(small_lanes) if cfg.threads is None and on_cpu and self.small_side
                             and _usable_cores() >= 2 and int(small_lanes) >= 2 else 0)
-        self._lanes: list[Redactor] | None = None
-        self._lane_pool: ThreadPoolExecutor | None = None
+        # True: each lane runs its own batch loop on a shared queue of small callers (a lane that
+        # is free takes the next small work; none waits for another). False: the layout before
+        # (session 12): the one batch loop splits a batch's small chunks over the lanes and waits
+        # for all of them; kept to measure against (load_tests/snapshot_cpu_breakdown.py).
+        self.independent_lanes = bool(independent_lanes)
+        self._lanes = None
+        self._lane_pools = None  # one single-thread executor per lane (a timed-out run's is replaced)
         self._lanes_lock = threading.Lock()
         self._lanes_state = "off" if not self.small_lanes else "wanted"  # -> building -> ready | failed
-        self._fail_mode: str | None = None
-        self.lane_runs = 0  # lane calls made (one per lane a batch used)
+        self._fail_mode = None
+        self.lane_runs = 0  # lane calls made (a lane loop's runs; before: one per lane a batch used)
         self.max_batch_frames = max(1, int(max_batch_frames))
         self.max_wait_s = float(max_wait_s)
         # the deadline runs from the start of a batch, not from a caller's wait in the queue: a
         # backlog is not a detector failure (a chunk behind five others must not fail closed)
         self.timeout_s = float(timeout_s)
-        self._queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future[Detections]]] | None = None
+        self._queue: asyncio.Queue[_Item] | None = None
         self._loop_task: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None  # the actor's event loop, where the batch loop runs
+        self._loop: asyncio.AbstractEventLoop | None = None  # the actor's event loop, where the batch loops run
+        self._small_queue = None  # small callers once the lanes run their own loops
+        self._lane_tasks = ()
         self.calls = 0
-        self.batches = 0
+        self.batches = 0  # detector runs: the main loop's batches and the lane loops' runs
         # decoded pixels of the frames callers sent that have no answer yet (queued or running):
         # what a chunk actor reads to decide whether to split a chunk across detectors
         self._pending_px = 0
@@ -260,11 +287,14 @@ class DetectorActor:
             self._queue = asyncio.Queue()
             self._loop = asyncio.get_running_loop()
             self._loop_task = self._loop.create_task(self._batch_loop())
+        queue = self._queue
+        if self.small_lanes and self.independent_lanes and self._is_small(frames) and self._ready_lanes():
+            queue = self._lane_queue()
         fut: asyncio.Future[Detections] = asyncio.get_running_loop().create_future()
         px = _pixels(frames)
         self._pending_px += px
         try:
-            await self._queue.put((frames, fut))
+            await queue.put((frames, fut))
             self.calls += 1
             return await fut
         finally:
@@ -281,22 +311,26 @@ class DetectorActor:
         """Decoded pixels (frames x height x width) sent to this detector and not answered yet."""
         return self._pending_px
 
+    def _loop_tasks(self) -> list[asyncio.Task[None]]:
+        return [t for t in (self._loop_task, *self._lane_tasks) if t is not None]
+
     def __ray_shutdown__(self) -> None:
         """Ray calls this when the actor exits gracefully (its handles are gone; every call has
-        been answered): stop the batch loop on the actor's event loop and wait for it (the pinned
-        Ray calls this with that loop stopped but not closed; a running one is handled too). Left
-        pending, the loop is destroyed with the closed event loop, and every normal stop logged
-        "Task was destroyed but it is pending!" and a ``RuntimeError('Event loop is closed')``
-        traceback. (A ``ray.kill`` skips this hook; the process just ends.)"""
-        task, loop = self._loop_task, self._loop
-        if task is None or loop is None or task.done() or loop.is_closed():
+        been answered): stop the batch loops on the actor's event loop and wait for them (the
+        pinned Ray calls this with that loop stopped but not closed; a running one is handled
+        too). Left pending, a loop is destroyed with the closed event loop, and every normal stop
+        logged "Task was destroyed but it is pending!" and a ``RuntimeError('Event loop is
+        closed')`` traceback. (A ``ray.kill`` skips this hook; the process just ends.)"""
+        tasks, loop = [t for t in self._loop_tasks() if not t.done()], self._loop
+        if not tasks or loop is None or loop.is_closed():
             return
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
-        if running is loop:  # called on the loop itself: nothing to wait with, cancel it
-            task.cancel()
+        if running is loop:  # called on the loop itself: nothing to wait with, cancel them
+            for task in tasks:
+                task.cancel()
             return
         try:
             if loop.is_running():  # in its own thread: hand it the stop and wait
@@ -307,58 +341,125 @@ class DetectorActor:
             logger.debug("detector batch loop stop: %r", exc)
 
     async def _stop_batch_loop(self) -> None:
-        task = self._loop_task
-        if task is None or task.done():
-            return
-        task.cancel()
+        """Stops the main batch loop and every lane loop; their callers (held in a batch being
+        collected or run, or still queued: none on a graceful exit, Ray waits for every call)
+        fail closed."""
+        tasks = [t for t in self._loop_tasks() if not t.done()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        for queue in (self._queue, self._small_queue):
+            while queue is not None and not queue.empty():
+                frames, fut = queue.get_nowait()
+                if not fut.done():
+                    fut.set_result(_failed(len(frames), "detector stopped"))
+
+    async def _collect(self, queue: asyncio.Queue[_Item], batch: list[_Item], max_frames: int) -> None:
+        """Appends to ``batch`` the next caller of ``queue`` and those that follow within
+        ``max_wait_s``, up to ``max_frames`` frames (the first one whatever its size)."""
+        first = await queue.get()
+        batch.append(first)
+        n = len(first[0])
+        deadline = time.monotonic() + self.max_wait_s
+        while n < max_frames:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                item = await asyncio.wait_for(queue.get(), left)
+            except TimeoutError:
+                break
+            batch.append(item)
+            n += len(item[0])
+
+    async def _serve(self, batch: list[_Item], run: asyncio.Future[list[Detections]]) -> bool:
+        """Answers every caller of ``batch`` with ``run``'s result, or fails its frames closed when
+        the run raises or passes ``timeout_s`` (counted from now: the run has just started).
+        Returns whether it timed out (its thread is then still stuck in it)."""
+        timed_out = False
         try:
-            await task
-        except asyncio.CancelledError:
-            pass
-        # callers still queued (none on a graceful exit: Ray waits for every call) fail closed
-        while self._queue is not None and not self._queue.empty():
-            frames, fut = self._queue.get_nowait()
+            out = await asyncio.wait_for(run, self.timeout_s)
+        except TimeoutError:  # hung or starved: its frames fail closed; a stuck thread is left behind
+            timed_out = True
+            out = [_failed(len(f), f"detector timeout after {self.timeout_s}s") for f, _ in batch]
+        except Exception as exc:  # noqa: BLE001 - a broken detector fails closed, never crashes the loop
+            out = [_failed(len(f), f"detector: {exc}") for f, _ in batch]
+        for (_, fut), res in zip(batch, out):
             if not fut.done():
-                fut.set_result(Detections([None] * len(frames), list(range(len(frames))), ["detector stopped"]))
+                fut.set_result(res)
+        return timed_out
 
     async def _batch_loop(self) -> None:
         assert self._queue is not None
-        while True:
-            first = await self._queue.get()
-            batch = [first]
-            n = len(first[0])
-            deadline = time.monotonic() + self.max_wait_s
-            while n < self.max_batch_frames:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                try:
-                    item = await asyncio.wait_for(self._queue.get(), left)
-                except TimeoutError:
-                    break
-                batch.append(item)
-                n += len(item[0])
-            self.batches += 1
-            try:
-                out = await asyncio.wait_for(asyncio.to_thread(self._run, [frames for frames, _ in batch]),
-                                             self.timeout_s)
-            except TimeoutError:  # hung or starved: its frames fail closed; a stuck thread is left behind
-                why = f"detector timeout after {self.timeout_s}s"
-                out = [Detections([None] * len(f), list(range(len(f))), [why]) for f, _ in batch]
-            except Exception as exc:  # noqa: BLE001 - a broken detector fails closed, never crashes the loop
-                out = [Detections([None] * len(f), list(range(len(f))), [f"detector: {exc}"]) for f, _ in batch]
-            for (_, fut), res in zip(batch, out):
-                if not fut.done():
-                    fut.set_result(res)
+        batch: list[_Item] = []
+        try:
+            while True:
+                batch = []
+                await self._collect(self._queue, batch, self.max_batch_frames)
+                self.batches += 1
+                await self._serve(batch, asyncio.ensure_future(
+                    asyncio.to_thread(self._run, [frames for frames, _ in batch])))
+        finally:  # cancelled (the actor stops): the callers it holds fail closed, none waits forever
+            _fail_all(batch, "detector stopped")
+
+    def _lane_queue(self) -> asyncio.Queue[_Item]:
+        """The queue of small callers, with one loop per lane taking from it (started on the first
+        small caller once the lanes are ready; on the actor's event loop)."""
+        if self._small_queue is None:
+            lanes = self._lanes
+            assert lanes is not None and self._loop is not None
+            self._small_queue = asyncio.Queue()
+            self._lane_tasks = tuple(self._loop.create_task(self._lane_loop(k)) for k in range(len(lanes)))
+        return self._small_queue
+
+    async def _lane_loop(self, k: int) -> None:
+        """Lane ``k``'s own batch loop: as soon as the lane is free, it collects the next small
+        callers (up to its share of ``max_batch_frames``: what a batch gave each lane before) and
+        runs them on its one-thread sessions, in its own thread, while the other lanes and the
+        main loop go on. A chunk is one caller, so it never straddles two lanes."""
+        queue, lanes, pools = self._small_queue, self._lanes, self._lane_pools
+        assert queue is not None and lanes is not None and pools is not None
+        share = -(-self.max_batch_frames // len(lanes))
+        loop = asyncio.get_running_loop()
+        batch: list[_Item] = []
+        try:
+            while True:
+                batch = []
+                await self._collect(queue, batch, share)
+                self.batches += 1
+                self.lane_runs += 1
+                mode = self._take_fail_mode()
+                run = loop.run_in_executor(pools[k], self._run_lane, lanes[k], [f for f, _ in batch], mode)
+                if await self._serve(batch, run):  # its thread stays stuck; the lane goes on in a fresh one
+                    pools[k].shutdown(wait=False)
+                    pools[k] = ThreadPoolExecutor(1, thread_name_prefix=f"detector-lane{k}")
+        finally:
+            _fail_all(batch, "detector stopped")
+
+    def _take_fail_mode(self) -> str | None:
+        with _FAIL_LOCK:
+            mode, self._fail_mode = self._fail_mode, None
+        return mode
+
+    @staticmethod
+    def _run_lane(lane: Redactor, chunks: list[np.ndarray], mode: str | None) -> list[Detections]:
+        # thread time: the lane's sessions are one-thread (they run on this thread), and the other
+        # lanes and the main sessions run beside it in this process
+        t0 = time.thread_time()
+        _inject(mode)
+        raw = lane.detect_many(chunks)
+        per_frame_cpu = (time.thread_time() - t0) / max(1, sum(len(c) for c in chunks))
+        return [Detections(list(b), list(f), list(e), per_frame_cpu * len(c)) for (b, f, e), c in zip(raw, chunks)]
 
     def _run(self, chunks: list[np.ndarray]) -> list[Detections]:
-        # process time: onnxruntime's own threads count too (one batch runs at a time here)
+        # process time: onnxruntime's own threads count too (one batch runs at a time here; with
+        # independent lanes, a lane run beside it counts too: small frames go to the lanes then)
         t0 = time.process_time()
-        mode, self._fail_mode = self._fail_mode, None
-        if mode is not None:
-            if mode == "hang":
-                time.sleep(3600)
-            raise RuntimeError("injected detector failure")
+        _inject(self._take_fail_mode())
         raw = self._detect_many(chunks)
         per_frame_cpu = (time.process_time() - t0) / max(1, sum(len(c) for c in chunks))
         return [Detections(list(b), list(f), list(e), per_frame_cpu * len(c)) for (b, f, e), c in zip(raw, chunks)]
@@ -369,18 +470,22 @@ class DetectorActor:
 
     def _detect_many(self, chunks: list[np.ndarray]
                      ) -> list[tuple[list[Boxes | None], list[int], list[str]]]:
-        """:meth:`Redactor.detect_many` of ``chunks``: the small ones split by chunk across the
-        one-thread lanes (in parallel, the rest on the all-cores sessions meanwhile) once the
-        lanes are ready, else all on the all-cores sessions. Raises what a lane or the main
-        run raises: the batch loop then fails every frame of the batch closed, as before."""
+        """:meth:`Redactor.detect_many` of ``chunks`` for the main batch loop. With
+        ``independent_lanes`` (the default) every chunk runs on the all-cores sessions: small
+        ones come here only before the lanes are ready (the lanes' own loops serve them after).
+        Without it (the layout before), the small ones are split by chunk across the one-thread
+        lanes (in parallel, the rest on the all-cores sessions meanwhile) once the lanes are
+        ready. Raises what a lane or the main run raises: the batch loop then fails every frame
+        of the batch closed."""
         small = [i for i, c in enumerate(chunks) if self._is_small(c)]
         lanes = self._ready_lanes() if small and self.small_lanes else None
-        if not lanes:
+        if not lanes or self.independent_lanes:
             return self.redactor.detect_many(chunks)
-        pool = self._lane_pool
-        assert pool is not None
+        pools = self._lane_pools
+        assert pools is not None
         groups = lane_groups([len(chunks[i]) for i in small], len(lanes))
-        futs = [pool.submit(lane.detect_many, [chunks[small[k]] for k in g]) for lane, g in zip(lanes, groups) if g]
+        futs = [pool.submit(lane.detect_many, [chunks[small[k]] for k in g])
+                for pool, lane, g in zip(pools, lanes, groups) if g]
         self.lane_runs += len(futs)
         is_small = set(small)
         rest = [i for i in range(len(chunks)) if i not in is_small]
@@ -413,7 +518,8 @@ class DetectorActor:
             side = int(self.small_side or 1)
             for lane in lanes:  # each session's first small input (OpenVINO compiles its shape)
                 lane.run_detectors(np.zeros((1, min(side, 180), side, 3), np.uint8))
-            self._lane_pool = ThreadPoolExecutor(max_workers=len(lanes), thread_name_prefix="detector-lane")
+            self._lane_pools = [ThreadPoolExecutor(1, thread_name_prefix=f"detector-lane{k}")
+                                for k in range(len(lanes))]
             self._lanes = lanes
             self._lanes_state = "ready"
             logger.info("detector lanes ready: %d one-thread lanes for frames of at most %d px", len(lanes), side)
@@ -422,8 +528,28 @@ class DetectorActor:
             logger.error("detector lanes could not be built (%s): small frames stay on the all-cores sessions", exc)
 
     def fail_next(self, mode: str) -> None:  # fault injection for tests: "raise" or "hang"
-        """The next batch raises (``raise``) or never returns (``hang``), whichever sessions it would use."""
+        """The next run raises (``raise``) or never returns (``hang``): the main loop's batch or a
+        lane's run, whichever takes it first, whichever sessions it would use."""
         self._fail_mode = mode
+
+
+def _failed(n: int, why: str) -> Detections:
+    """``n`` frames failed closed (no boxes), for ``why``."""
+    return Detections([None] * n, list(range(n)), [why])
+
+
+def _fail_all(batch: list[_Item], why: str) -> None:
+    for frames, fut in batch:
+        if not fut.done():
+            fut.set_result(_failed(len(frames), why))
+
+
+def _inject(mode: str | None) -> None:
+    """:meth:`DetectorActor.fail_next`'s failure, in the run that took it."""
+    if mode is not None:
+        if mode == "hang":
+            time.sleep(3600)
+        raise RuntimeError("injected detector failure")
 
 
 class ChunkActor:
