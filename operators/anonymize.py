@@ -588,10 +588,12 @@ def _group_masks(lay: _Layout, groups: Sequence[I64]) -> tuple[list[tuple[int, i
     group_of = np.empty(len(lay), np.int64)
     group_of[order] = np.repeat(np.arange(len(groups)), sizes)
     g = group_of[lay.run_of]
-    sel = np.flatnonzero(drawn[g])
-    g = g[sel]
-    at = base[g] + (lay.row[sel] - gy0[g]) * stride[g] - gx0[g]
-    flat = _paint(int(base[-1] + size[-1]), at + lay.lo[sel], at + lay.hi[sel])
+    row, lo, hi = lay.row, lay.lo, lay.hi
+    if not drawn.all():  # (one full region alone is written without a mask)
+        sel = np.flatnonzero(drawn[g])
+        g, row, lo, hi = g[sel], row[sel], lo[sel], hi[sel]
+    at = base[g] + (row - gy0[g]) * stride[g] - gx0[g]
+    flat = _paint(int(base[-1] + size[-1]), at + lo, at + hi)
     hulls = list(zip(gy0.tolist(), gy1.tolist(), gx0.tolist(), gx1.tolist(), strict=True))
     masks: list[BoolMask | None] = [
         flat[b:b + (y1 - y0) * (x1 - x0 + 1)].reshape(y1 - y0, x1 - x0 + 1)[:, :x1 - x0] if d else None
