@@ -602,12 +602,29 @@ def _group_masks(lay: _Layout, groups: Sequence[I64]) -> tuple[list[tuple[int, i
 
 
 def _paint(size: int, start: I64, end: I64) -> BoolMask:
-    """A flat ``(size,)`` bool array, True on every ``[start[j], end[j])`` (runs may overlap;
-    each must end no later than the row it starts on, so the running count returns to 0)."""
-    count = np.bincount(start, minlength=size + 1)
-    count -= np.bincount(end, minlength=size + 1)
-    np.cumsum(count, out=count)
-    return np.asarray(count[:size] > 0)
+    """A flat ``(size,)`` bool array, True on every ``[start[j], end[j])`` (non-empty, within
+    ``size``; they may overlap). The runs are sorted by start (a stable sort: they come in
+    ascending stretches, a region's rows, which it merges rather than sorts), overlapping and
+    touching ones merged into disjoint intervals, and the array written in one pass as
+    alternating False / True stretches (``np.repeat``): no per-pixel counts."""
+    if not len(start):
+        return np.zeros(size, bool)
+    shift = max(1, int((end - start).max()).bit_length())
+    key = np.sort((start << shift) | (end - start), kind="stable")
+    lo = key >> shift
+    hi = lo + (key & ((1 << shift) - 1))
+    reach = np.maximum.accumulate(hi)
+    first = np.flatnonzero(np.concatenate([[True], lo[1:] > reach[:-1]]))  # each interval's first run
+    s0 = lo[first]
+    s1 = reach[np.append(first[1:] - 1, len(lo) - 1)]
+    lens = np.empty(2 * len(s0) + 1, np.int64)
+    lens[0] = s0[0]
+    lens[1:-1:2] = s1 - s0
+    lens[2:-1:2] = s0[1:] - s1[:-1]
+    lens[-1] = size - s1[-1]
+    on = np.zeros(len(lens), bool)
+    on[1::2] = True
+    return np.repeat(on, lens)
 
 
 def _ellipse_row_runs(row: npt.NDArray[np.float64], cx: npt.NDArray[np.float64], cy: npt.NDArray[np.float64],
