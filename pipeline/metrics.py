@@ -19,14 +19,83 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import prometheus_client
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 logger = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 13, 21, 34, 60, 120)
+
+_M = TypeVar("_M")
+
+LABEL_CACHE_MAX = 256
+"""Children a metric keeps at hand per label values (:class:`CachedLabels`); past it the cache
+starts again empty (prometheus_client itself keeps every child it ever made)."""
+
+
+class CachedLabels:
+    """``labels()`` that finds the child of label values it was asked for before in a dict.
+
+    prometheus_client's ``labels()`` checks the names, converts every value with ``str`` and
+    takes the metric's lock on every call: ~1.3 us, and the process driver and the sink call it
+    about ten times a chunk (per CPU step, class, outcome). Here a repeated call is one dict
+    lookup; the first call for some values, and any call that prometheus_client would refuse,
+    goes to prometheus_client as before. The cache is bounded (:data:`LABEL_CACHE_MAX`) and
+    emptied by ``remove()`` and ``clear()``, so a removed child is never counted into again.
+    """
+
+    _veil_children: dict[Any, Any]
+    _veil_gen: int
+
+    def labels(self: _M, *labelvalues: object, **labelkwargs: object) -> _M:
+        this: Any = self
+        try:
+            cache = this._veil_children
+        except AttributeError:
+            cache = this._veil_children = {}
+            this._veil_gen = 0
+        key = (labelvalues, tuple(labelkwargs.items()))
+        try:
+            child = cache.get(key)
+        except TypeError:  # an unhashable value: prometheus_client decides (str() of it)
+            return super().labels(*labelvalues, **labelkwargs)  # type: ignore[misc, no-any-return]
+        if child is not None:
+            return child  # type: ignore[no-any-return]
+        gen = this._veil_gen
+        child = super().labels(*labelvalues, **labelkwargs)  # type: ignore[misc]
+        if gen == this._veil_gen:  # no remove()/clear() meanwhile (another thread)
+            if len(cache) >= LABEL_CACHE_MAX:
+                cache.clear()
+            cache[key] = child
+        return child  # type: ignore[no-any-return]
+
+    def _veil_forget(self) -> None:
+        self._veil_gen = getattr(self, "_veil_gen", 0) + 1
+        if getattr(self, "_veil_children", None):
+            self._veil_children.clear()
+
+    def remove(self, *labelvalues: Any) -> None:
+        super().remove(*labelvalues)  # type: ignore[misc]
+        self._veil_forget()
+
+    def clear(self) -> None:
+        super().clear()  # type: ignore[misc]
+        self._veil_forget()
+
+
+class Counter(CachedLabels, prometheus_client.Counter):
+    """``prometheus_client.Counter`` with :class:`CachedLabels`."""
+
+
+class Gauge(CachedLabels, prometheus_client.Gauge):
+    """``prometheus_client.Gauge`` with :class:`CachedLabels`."""
+
+
+class Histogram(CachedLabels, prometheus_client.Histogram):
+    """``prometheus_client.Histogram`` with :class:`CachedLabels`."""
 
 
 class Probes:

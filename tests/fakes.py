@@ -177,6 +177,8 @@ class FakeRay:
         self.done: set[Any] = set()
         self.submitted: list[int] = []
         self.calls: list[list[int]] = []
+        self.gets: list[int] = []
+        self.answers: dict[Any, Any] = {}
 
     def _ref(self, task: ChunkTask) -> Any:
         ref = object()
@@ -202,11 +204,32 @@ class FakeRay:
         return [r for r in refs if r in self.done], [r for r in refs if r not in self.done]
 
     def get(self, ref: Any) -> Any:
+        """One ref's result, or (a list, as Ray's ``get``) every one's, raising the first error
+        among them and then consuming none of them. ``gets`` counts the calls by their size."""
+        if isinstance(ref, list):
+            self.gets.append(len(ref))
+            outs = [self._answer_of(r) for r in ref]
+            for out in outs:
+                if isinstance(out, BaseException):
+                    raise out
+            for r in ref:
+                self.done.discard(r)
+                self.tasks.pop(r)
+                self.answers.pop(r, None)
+            return outs
+        self.gets.append(1)
         self.done.discard(ref)
-        out = self.answer(self.tasks.pop(ref))
+        out = self._answer_of(ref)
+        self.tasks.pop(ref)
+        self.answers.pop(ref, None)
         if isinstance(out, BaseException):
             raise out
         return out
+
+    def _answer_of(self, ref: Any) -> Any:
+        if ref not in self.answers:  # asked once per chunk, like a Ray object (answers may count calls)
+            self.answers[ref] = self.answer(self.tasks[ref])
+        return self.answers[ref]
 
     def kill(self, actor: Any, no_restart: bool = False) -> None:
         return None

@@ -193,10 +193,11 @@ class ProcessHandler(BaseHandler):
             return
         ready, _ = self.ray.wait(list(self.inflight), num_returns=len(self.inflight), timeout=timeout_s,
                                  fetch_local=True)
-        for ref in ready:
+        got = self._get_all(ready)
+        for i, ref in enumerate(ready):
             job = self.inflight.pop(ref)
             try:
-                res: ChunkResult = self.ray.get(ref)
+                res: ChunkResult = got[i] if got is not None else self.ray.get(ref)
             except Exception as exc:  # noqa: BLE001 - RayTaskError, RayActorError, ...
                 if is_outage(exc):
                     yield job.rec, self._outage(job, root_cause(exc))
@@ -216,6 +217,19 @@ class ProcessHandler(BaseHandler):
                 yield job.rec, self._dead(job, "redaction_failed", res.error)
             else:
                 job.result, job.stage = res, ChunkStage.DONE
+
+    def _get_all(self, refs: list[Any]) -> list[Any] | None:
+        """The results of ``refs`` (all ready) from one ``ray.get``: one call into Ray's core
+        worker instead of one per chunk. ``None`` when any of them is an error (Ray raises the
+        first one for the whole list): the caller then gets each on its own, so every chunk
+        keeps its own outcome exactly as before."""
+        if len(refs) < 2:
+            return None
+        try:
+            out = self.ray.get(list(refs))
+        except Exception:  # noqa: BLE001 - one chunk failed: each is asked on its own (the caller)
+            return None
+        return list(out) if isinstance(out, list) and len(out) == len(refs) else None
 
     def _outage(self, job: Job, why: str) -> Retry:
         """An actor or node was unavailable: the runtime retries the chunk later (its offset

@@ -261,14 +261,21 @@ _START_CODE = b"\x00\x00\x01"
 _NAL_IDR, _NAL_SPS, _NAL_PPS = 5, 7, 8
 
 
-def _nal_types(data: bytes) -> set[int]:
-    """The NAL unit types in one Annex-B access unit."""
+def _nal_types(data: bytes, enough: frozenset[int] | None = None) -> set[int]:
+    """The NAL unit types in one Annex-B access unit; with ``enough``, the scan stops once every
+    type of it was seen (the types before that point and those: a keyframe's SPS, PPS and IDR
+    come first, so its slice data, most of the bytes, is not searched for start codes)."""
     out: set[int] = set()
     i = data.find(_START_CODE)
     while 0 <= i < len(data) - 3:
         out.add(data[i + 3] & 0x1F)
+        if enough is not None and enough <= out:
+            break
         i = data.find(_START_CODE, i + 3)
     return out
+
+
+_KEYFRAME_NALS = frozenset({_NAL_IDR, _NAL_SPS, _NAL_PPS})
 
 
 def _chunk_packets(c: RedactedChunk) -> list[Any]:
@@ -292,8 +299,8 @@ def _chunk_packets(c: RedactedChunk) -> list[Any]:
         pkts = [p for p in [*ctx.parse(raw), *ctx.parse(None)] if p.size > 0]
     except av.FFmpegError as exc:
         raise SegmentError(f"chunk payload is not a readable H.264 stream chunk_seq={c.chunk_seq}: {exc}") from exc
-    first = _nal_types(bytes(pkts[0])) if pkts else set()
-    if not pkts or not pkts[0].is_keyframe or not {_NAL_IDR, _NAL_SPS, _NAL_PPS} <= first:
+    first = _nal_types(bytes(pkts[0]), _KEYFRAME_NALS) if pkts else set()
+    if not pkts or not pkts[0].is_keyframe or not _KEYFRAME_NALS <= first:
         raise SegmentError(f"chunk payload does not open with a keyframe and its SPS/PPS camera={c.camera_id} "
                            f"chunk_seq={c.chunk_seq}")
     return pkts

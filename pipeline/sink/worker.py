@@ -34,10 +34,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import Counter, Gauge
-
 from pipeline.kafka import ChunkConsumer, ChunkProducer
-from pipeline.metrics import WorkerMetrics
+from pipeline.metrics import Counter, Gauge, WorkerMetrics
 from pipeline.objectkeys import SegmentError, format_ts, segment_key
 from pipeline.objectstore import ObjectStore
 from pipeline.runtime import (
@@ -70,6 +68,10 @@ S3_DATA_ERRORS = frozenset({"InvalidArgument", "MetadataTooLarge", "InvalidTag",
 """S3 error codes about the object itself (its key, metadata, tags, size): the same PUT fails
 the same way forever, so the segment is isolated like a data error. AccessDenied, SlowDown,
 5xx and the like are outages: retried."""
+
+
+KEYABLE_MAX = 4096
+"""(camera, window) pairs whose segment key the sink remembers as checked (:meth:`SinkWorker.handle`)."""
 
 
 def is_poison(exc: BaseException) -> bool:
@@ -153,6 +155,7 @@ class SinkWorker(BaseHandler):
         self.buffered_gauge = Gauge("veil_sink_buffered_bytes", "chunk payload bytes held for open and pending "
                                     "segments, per place (memory, spool)", ["place"], registry=r)
         self.written_keys: list[str] = []
+        self._keyable: set[tuple[str, int]] = set()  # (camera, window start) whose segment key was checked
         self.done: list[Completion] = []  # outcomes the runtime takes at the next completions()
         for plugin in self.writer.plugins:
             plugin.attach(self)
@@ -243,8 +246,11 @@ class SinkWorker(BaseHandler):
             return DeadLetter("empty_chunk", "chunk has no frames")
         try:  # everything the object key is made of must be representable before it is held
             start, end = window_of(int(chunk.pts_ms[0]), self.segment_seconds)
-            segment_key(chunk.camera_id, start, end)
-            format_ts(int(chunk.pts_ms[-1]))
+            last = int(chunk.pts_ms[-1])
+            if (chunk.camera_id, start) not in self._keyable or not start <= last < end:
+                segment_key(chunk.camera_id, start, end)
+                format_ts(last)
+                self._remember_keyable(chunk.camera_id, start)
         except (SegmentError, ValueError, OverflowError) as exc:
             return DeadLetter("invalid_chunk", str(exc))
         self.metrics.frames_in.inc(len(chunk.pts_ms))
@@ -254,6 +260,15 @@ class SinkWorker(BaseHandler):
         for seg in done:
             self._store(seg)
         return HOLD
+
+    def _remember_keyable(self, camera_id: str, start_ms: int) -> None:
+        """The camera's window at ``start_ms`` has a key (camera id, start and end as UTC times):
+        its later chunks that end inside the window need no check of their own (a time between
+        two representable ones is representable). Bounded: forgotten wholesale past
+        :data:`KEYABLE_MAX` (then checked again, as every chunk was before)."""
+        if len(self._keyable) >= KEYABLE_MAX:
+            self._keyable.clear()
+        self._keyable.add((camera_id, start_ms))
 
     def completions(self, timeout_s: float) -> Iterable[Completion]:
         """Close idle segments (and the quietest ones past ``max_open_segments``), store them;

@@ -98,3 +98,58 @@ def test_endpoint_off_keeps_the_probes():
         server.shutdown()
     assert serve_config(m, parse_config({"metrics": {"enabled": False}}).metrics) is None
 
+
+
+# ---------------------------------------------------------------- cached label children (session 13)
+def test_a_repeated_labels_call_is_served_from_the_cache_and_counts_per_label(monkeypatch):
+    import prometheus_client
+
+    calls = []
+    real = prometheus_client.Counter.labels
+
+    def counting(self, *a, **kw):
+        calls.append(kw)
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(prometheus_client.Counter, "labels", counting)
+    m = WorkerMetrics("t")
+    for _ in range(3):
+        m.cpu_seconds.labels(step="decode").inc(1.0)
+    m.cpu_seconds.labels(step="encode").inc(2.0)
+    assert calls == [{"step": "decode"}, {"step": "encode"}]  # prometheus_client asked once per label value
+    assert m.value("veil_t_cpu_seconds_total", {"step": "decode"}) == 3.0
+    assert m.value("veil_t_cpu_seconds_total", {"step": "encode"}) == 2.0
+
+
+def test_the_label_cache_is_bounded_with_many_cameras_and_every_camera_still_counts(monkeypatch):
+    import pipeline.metrics as pm
+
+    monkeypatch.setattr(pm, "LABEL_CACHE_MAX", 8)
+    m = WorkerMetrics("t")
+    for _rep in range(2):
+        for cam in range(100):
+            m.chunks_in.labels(camera=f"cam-{cam}").inc()
+            assert len(m.chunks_in._veil_children) <= 8
+    assert all(m.value("veil_t_chunks_in_total", {"camera": f"cam-{c}"}) == 2.0 for c in range(100))
+
+
+def test_a_removed_child_is_not_served_from_the_cache():
+    m = WorkerMetrics("t")
+    m.lag.labels(partition="1").set(5)
+    old = m.lag.labels(partition="1")
+    m.lag.remove("1")
+    assert m.value("veil_t_consumer_lag_messages", {"partition": "1"}) == 0.0
+    m.lag.labels(partition="1").set(7)
+    assert m.lag.labels(partition="1") is not old
+    assert m.value("veil_t_consumer_lag_messages", {"partition": "1"}) == 7.0
+    m.lag.clear()
+    m.lag.labels(partition="1").set(9)
+    assert m.value("veil_t_consumer_lag_messages", {"partition": "1"}) == 9.0
+
+
+def test_bad_label_names_are_refused_as_before():
+    m = WorkerMetrics("t")
+    with pytest.raises(ValueError):
+        m.cpu_seconds.labels(stage="x")
+    with pytest.raises(ValueError):
+        m.cpu_seconds.labels(step="x").labels(step="y")

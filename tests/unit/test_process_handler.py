@@ -85,3 +85,23 @@ def test_a_revoke_forgets_the_partitions_chunks_on_ray_and_commits_the_others() 
     ray.finish([0])
     st.rt.step()
     assert len(st.sink.on(st.cfg.kafka.topics.redacted)) == 1  # chunk 0 is its new owner's
+
+
+def test_ready_chunks_come_from_one_ray_get_and_a_failed_one_keeps_its_own_outcome() -> None:
+    """Session 13: the results of one ``ray.wait`` are fetched with one ``ray.get``; when one of
+    them is an error (Ray raises it for the whole list) each is fetched on its own, so the
+    failed chunk is dead-lettered and the others are redacted, as before."""
+    ray = FakeRay(redacted)
+    st = process_stage(ray, [raw_chunk(i) for i in range(3)])
+    run_until_idle(st.rt)
+    assert ray.gets == [3]
+    assert len(st.sink.on(st.cfg.kafka.topics.redacted)) == 3
+
+    ray = FakeRay(lambda t: RuntimeError("boom") if t.pts_ms[0] == 1000 else redacted(t))
+    st = process_stage(ray, [raw_chunk(i) for i in range(3)])
+    run_until_idle(st.rt)
+    assert ray.gets == [3, 1, 1, 1]
+    assert st.sink.dlq_reasons(st.cfg.kafka.topics.dlq) == ["redaction_failed"]
+    out = [decode_chunk_redacted(p.value, p.headers).chunk_seq for p in st.sink.on(st.cfg.kafka.topics.redacted)]
+    assert out == [0, 2]
+    assert st.source.committed() == {(RAW, 0): 3}

@@ -669,3 +669,52 @@ def test_the_sink_handler_runs_from_a_list_in_to_objects_and_dlq_records_out() -
     mp4 = sorted(k.split("/")[0] for k in store.list_objects() if k.endswith(".mp4"))
     assert mp4 == ["camera=a", "camera=b"]
     assert source.committed() == {("veil.chunks.redacted", 0): 4}
+
+
+def test_sink_checks_a_windows_key_once_and_a_chunk_ending_past_its_window_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Session 13: the object key of a camera's window is checked for its first chunk; later
+    chunks that end inside the window skip it, one that ends past it is checked (and refused
+    when its last time has no key), and the memory of checked windows is bounded."""
+    import pipeline.sink.worker as sw
+    import schemas.messages as sm
+
+    checked: list[tuple[str, int]] = []
+    real = sw.segment_key
+
+    def counting(camera_id: str, start_ms: int, end_ms: int, *a: Any, **kw: Any) -> str:
+        checked.append((camera_id, start_ms))
+        return real(camera_id, start_ms, end_ms, *a, **kw)
+
+    monkeypatch.setattr(sw, "segment_key", counting)
+    monkeypatch.setattr(sm, "_check", lambda *a, **k: None)  # let the sender's lie through encode
+    monkeypatch.setattr(sm, "problems", lambda *a, **k: [])   # ... and through decode
+    payload = h264_chunk("a", 0, T0, 1).payload
+    far = 253402300800000  # 10000-01-01: no key
+    msgs = _msgs([chunk("a", 0, T0, 1, payload=payload), chunk("a", 1, T0 + 2000, 1, payload=payload),
+                  chunk("a", 2, T0 + 4000, 1, payload=payload),
+                  replace(chunk("a", 3, T0 + 6000, 2, payload=payload), pts_ms=(T0 + 6000, far))])
+    w = _worker(msgs, InMemoryObjectStore(), [0.0])
+    w.step(0)
+    assert checked == [("a", T0), ("a", T0)]  # the first chunk, and the one that ends past the window
+    reasons = [decode_dlq(v, h).reason for t, v, _k, h in w.producer.sent if t == "veil.dlq"]
+    assert reasons == ["invalid_chunk"]
+
+    monkeypatch.setattr(sw, "KEYABLE_MAX", 3)
+    w = _worker(_msgs([chunk(f"c{i}", 0, T0, 1, payload=payload) for i in range(10)]), InMemoryObjectStore(), [0.0])
+    w.step(0)
+    assert len(w._keyable) <= 3
+
+
+def test_nal_scan_stops_once_a_keyframes_headers_and_idr_are_seen() -> None:
+    """Session 13: the keyframe check scans only up to the IDR slice; the check's answer is the
+    same (a missing SPS, PPS or IDR is still missing)."""
+    from pipeline.sink.segments import _KEYFRAME_NALS, _nal_types
+
+    sc = b"\x00\x00\x01"
+    au = sc + b"\x67\x01" + sc + b"\x68\x02" + sc + b"\x65\x03\x04" + sc + b"\x01\x05"
+    assert _nal_types(au) == {7, 8, 5, 1}
+    assert _nal_types(au, _KEYFRAME_NALS) == {7, 8, 5}
+    no_pps = sc + b"\x67\x01" + sc + b"\x65\x03" + sc + b"\x01\x05"
+    assert not _KEYFRAME_NALS <= _nal_types(no_pps, _KEYFRAME_NALS)
+    assert _nal_types(no_pps, _KEYFRAME_NALS) == _nal_types(no_pps)
