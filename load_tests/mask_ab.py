@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+import resource
 import sys
 import time
 from collections.abc import Callable
@@ -132,25 +133,31 @@ def main(argv: list[str] | None = None) -> int:
         for fn in variants.values():  # warm up, untimed
             fn(chunks[0].copy(), plans[0])
         per: dict[str, list[float]] = {k: [] for k in variants}
+        faults: dict[str, list[float]] = {k: [] for k in variants}
         for r in range(args.rounds):
             order = list(variants) if r % 2 == 0 else list(reversed(variants))
             for name in order:
                 t = 0.0
+                flt = 0
                 for f, p in zip(chunks, plans, strict=True):
                     buf = f.copy()
+                    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                     t0 = time.process_time()
                     variants[name](buf, p)
                     t += time.process_time() - t0
+                    flt += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
                 per[name].append(t / n)
+                faults[name].append(flt / n)
         ratios = [a / b for a, b in zip(per["now"], per["baseline"], strict=True)]
-        results.append((source, chunks[0].shape, n, boxes, per, ratios))
+        results.append((source, chunks[0].shape, n, boxes, per, ratios, faults))
     load = os.getloadavg()
     print(f"\nCPU ms per frame of the mask step (Redactor.apply in place), {args.rounds} rounds alternated; "
           f"load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    for source, shape, n, boxes, per, ratios in results:
+    for source, shape, n, boxes, per, ratios, faults in results:
         print(f"{source} ({shape[2]}x{shape[1]}, {n} frames, {boxes:.1f} boxes a frame)")
         for name, ts in per.items():
-            print(f"  {name:8s} " + " ".join(f"{t * 1e3:7.3f}" for t in ts) + f"   median {np.median(ts) * 1e3:.3f}")
+            print(f"  {name:8s} " + " ".join(f"{t * 1e3:7.3f}" for t in ts) + f"   median {np.median(ts) * 1e3:.3f}"
+                  f"   (minor page faults a frame, median {np.median(faults[name]):.0f})")
         print("  now/base " + " ".join(f"{x:7.3f}" for x in ratios) + f"   median {np.median(ratios):.3f}")
     print("every check identical" if ok else "CHECKS FAILED")
     return 0 if ok else 1
