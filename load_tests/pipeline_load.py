@@ -597,7 +597,10 @@ def run_once(cameras: int, seconds: float, source: Path, fps: float, state_dir: 
                 samples.append((time.time() - t0, lag if lag is not None else raw_lag(cfg, admin)))
                 if cost:
                     usage.append(sample_usage(pids, ports, time.time() - t0))
-                time.sleep(2.0)
+                # the last sleep ends at the window's end, not up to 2 s past it: ingest is stopped
+                # then, so a run's last frame per camera is sent (or not) by the window, not by how
+                # long the samples took (0.5 fps cameras: one frame each, ~4 % of the window)
+                time.sleep(max(0.0, min(2.0, t0 + seconds - time.time())))
             lag_end = samples[-1][1] if samples else raw_lag(cfg, admin)
         finally:
             admin.close()
