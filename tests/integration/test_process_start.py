@@ -38,8 +38,11 @@ def test_actors_that_do_not_fit_the_loopback_ray_fail_at_start_in_one_line(ray_l
 
 
 def test_a_detector_actor_stops_without_a_traceback():
+    """On the real local Ray: a detector actor answers, then its small-frame lanes are built and
+    their own batch loops serve small chunks, and it stops without a "Task was destroyed" /
+    "Event loop is closed" traceback (``__ray_shutdown__`` stops every loop, not only the main one)."""
     script = textwrap.dedent("""
-        import time, numpy as np, ray
+        import os, time, numpy as np, ray
         from pipeline.process.actors import DetectorActor
         from pipeline.process.plan import build_plan
         from schemas.config import parse_config
@@ -47,12 +50,23 @@ def test_a_detector_actor_stops_without_a_traceback():
         plan = build_plan(parse_config({"process": {"classes": ["face"], "detect_every": 1}}))
         d = ray.remote(DetectorActor).options(num_cpus=0.5, max_concurrency=64).remote(plan)
         print("detected", ray.get(d.detect.remote(np.zeros((2, 64, 96, 3), np.uint8))).failed, flush=True)
-        pid = ray.get(d.__ray_call__.remote(lambda self: __import__("os").getpid()))
+        loops = 0
+        for _ in range(600):  # small chunks until the lanes are built and their loops serve them
+            out = ray.get(d.detect_many.remote([np.zeros((1, 64, 96, 3), np.uint8)] * 3))
+            assert all(o.failed == [] for o in out), out
+            loops = ray.get(d.__ray_call__.remote(lambda self: len(self._lane_tasks)))
+            if loops:
+                break
+            time.sleep(0.1)
+        out = ray.get(d.detect_many.remote([np.zeros((1, 64, 96, 3), np.uint8)] * 3))
+        runs = ray.get(d.__ray_call__.remote(lambda self: self.lane_runs))
+        print("lane loops", loops, "lane runs", runs, "failed", [o.failed for o in out], flush=True)
+        pid = ray.get(d.__ray_call__.remote(lambda self: os.getpid()))
         del d  # the last handle: Ray ends the actor gracefully (its __ray_shutdown__ runs)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                __import__("os").kill(pid, 0)
+                os.kill(pid, 0)
             except ProcessLookupError:
                 break
             time.sleep(0.2)
@@ -64,4 +78,5 @@ def test_a_detector_actor_stops_without_a_traceback():
                           env={**os.environ, "VEILSTREAM_MODEL_DIR": str(MODELS), "PYTHONUNBUFFERED": "1"})
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "detected []" in out and "stopped" in out, out[-3000:]
+    assert "lane loops 2 lane runs" in out and "failed [[], [], []]" in out and "lane runs 0 " not in out, out[-3000:]
     assert "Task was destroyed" not in out and "Event loop is closed" not in out, out[-3000:]
