@@ -45,47 +45,25 @@ PARTITIONS = 4
 
 
 # ---------------------------------------------------------------- child: the stage code of one tree
-class _Msg:
-    """A consumed message as confluent-kafka's ``Message`` answers."""
+def _Msg(topic: str, partition: int, offset: int, key: bytes, value: bytes, headers: list[Any]) -> Any:
+    """A consumed message as confluent-kafka's ``Message`` answers (the runtime's own stand-in,
+    imported from the tree under test)."""
+    from pipeline.runtime import TestingMessage
 
-    __slots__ = ("_h", "_k", "_o", "_p", "_t", "_v")
-
-    def __init__(self, topic: str, partition: int, offset: int, key: bytes, value: bytes, headers: list[Any]) -> None:
-        self._t, self._p, self._o, self._k, self._v, self._h = topic, partition, offset, key, value, headers
-
-    def topic(self) -> str:
-        return self._t
-
-    def partition(self) -> int:
-        return self._p
-
-    def offset(self) -> int:
-        return self._o
-
-    def key(self) -> bytes:
-        return self._k
-
-    def value(self) -> bytes:
-        return self._v
-
-    def headers(self) -> list[Any]:
-        return self._h
-
-    def error(self) -> None:
-        return None
+    return TestingMessage(topic, partition, offset, key, value, headers)
 
 
 class _Source:
     """A consumer over a deque (``poll`` is O(messages returned)); commits are kept."""
 
     def __init__(self, topic: str) -> None:
-        self.q: deque[_Msg] = deque()
+        self.q: deque[Any] = deque()
         self.assigned = {(topic, p) for p in range(PARTITIONS)}
         self.paused: set[tuple[str, int]] = set()
         self.joined = True
         self.commits: list[dict[tuple[str, int], int]] = []
 
-    def poll(self, timeout_s: float, max_messages: int = 16) -> list[_Msg]:
+    def poll(self, timeout_s: float, max_messages: int = 16) -> list[Any]:
         if self.paused:
             return []
         n = min(max_messages, len(self.q))
@@ -265,7 +243,7 @@ class _Child:
         self.sw.consumer = self.ssource
         self.snext = [0] * PARTITIONS
 
-    def _raw_messages(self, r: int) -> list[_Msg]:
+    def _raw_messages(self, r: int) -> list[Any]:
         out = []
         for c, seq, pts in self._chunks(r):
             m = self.ChunkCaptured(camera_id=self._cam(c), chunk_seq=seq, pts_ms=(pts,), fps=0.5, width=320,
@@ -278,7 +256,7 @@ class _Child:
             self.pnext[p] += 1
         return out
 
-    def run_driver(self, msgs: list[_Msg]) -> int:
+    def run_driver(self, msgs: list[Any]) -> int:
         self.psink.out.clear()
         self.psource.q.extend(msgs)
         rt = self.prt
